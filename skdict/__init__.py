@@ -1,0 +1,7 @@
+"""skdict: scikit-learn estimators for sparse coding of neural-network activations."""
+
+from ._fista import FISTACoder
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["FISTACoder", "__version__"]

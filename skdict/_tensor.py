@@ -1,0 +1,355 @@
+"""The boundary between user arrays and torch.
+
+Every skdict estimator turns its inputs into torch tensors here and its outputs
+back into the caller's array type here; no other module converts. The rules
+(DESIGN, "Arrays, devices, dtypes"):
+
+* output follows input: NumPy (or any array-like) in, NumPy out; a torch tensor
+  in, a torch tensor out on the same device and with the same dtype; with
+  ``sklearn.set_config(array_api_dispatch=True)``, any other array-API array
+  (CuPy, array-api-strict, ...) comes back in its own namespace and device;
+* ``device="auto"`` computes on CUDA when it is available for NumPy input, while
+  a tensor's own device wins;
+* float32 and float64 are computed in their own precision; integer and boolean
+  input is promoted to float64 (scikit-learn's convention); float16 and
+  bfloat16 tensors are computed in float32 and returned in their own dtype.
+
+Validation reuses scikit-learn's :func:`~sklearn.utils.validation.validate_data`
+so that ``n_features_in_``, ``feature_names_in_`` and the wording of errors match
+every other scikit-learn estimator.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from sklearn import get_config
+from sklearn.utils._array_api import get_namespace_and_device, move_to
+from sklearn.utils.validation import check_array, validate_data
+
+__all__ = [
+    "ArrayOrigin",
+    "as_tensor",
+    "is_tensor",
+    "portable_state",
+    "resolve_device",
+    "to_output",
+    "to_tensor",
+    "validate_input",
+]
+
+_NUMPY_FLOATS = {
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.float64): torch.float64,
+}
+_REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class ArrayOrigin(NamedTuple):
+    """Where an input came from, so that outputs can be sent back there.
+
+    Attributes
+    ----------
+    kind : {"numpy", "torch", "array_api"}
+        The input's family.
+    dtype : torch.dtype
+        The dtype computations run in.
+    out_dtype : torch.dtype
+        The dtype outputs are returned in (differs from ``dtype`` only for
+        float16 and bfloat16 tensors).
+    device : object
+        The input's device: a :class:`torch.device` for tensors, the namespace's
+        own device object for other array-API arrays, ``"cpu"`` for NumPy.
+    xp : module or None
+        The array namespace of an array-API input, else None.
+    """
+
+    kind: str
+    dtype: torch.dtype
+    out_dtype: torch.dtype
+    device: Any
+    xp: Any = None
+
+
+def is_tensor(X: Any) -> bool:
+    """Return True for a :class:`torch.Tensor`."""
+    return isinstance(X, torch.Tensor)
+
+
+def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.device:
+    """Return the device computations run on.
+
+    Parameters
+    ----------
+    device : str or torch.device, default="auto"
+        ``"auto"`` picks the device of ``X`` when it is a tensor, else CUDA when
+        available, else the CPU. Anything else is passed to :class:`torch.device`.
+    X : array-like or torch.Tensor, default=None
+        The input about to be processed.
+
+    Returns
+    -------
+    torch.device
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("auto", torch.zeros(2, 2)).type
+    'cpu'
+    """
+    if isinstance(device, str) and device == "auto":
+        if is_tensor(X):
+            return X.device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or a "
+            f"torch.device; got {device!r}."
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this "
+            "machine; use device='auto' or device='cpu'."
+        )
+    return resolved
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype in (torch.float32, torch.float64):
+        return dtype
+    if dtype in _REDUCED_PRECISION:
+        return torch.float32
+    if dtype.is_complex:
+        raise ValueError(f"Complex data not supported; got a tensor of dtype {dtype}.")
+    return torch.float64
+
+
+def _from_numpy(A: np.ndarray) -> torch.Tensor:
+    # torch shares NumPy's memory; read-only buffers (memmaps) must be copied
+    # because torch tensors are always writable.
+    A = np.ascontiguousarray(A)
+    return torch.from_numpy(A if A.flags.writeable else A.copy())
+
+
+def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected a 2D tensor for {name}, got a tensor of shape {tuple(X.shape)}. "
+            "Reshape your data with X.reshape(-1, 1) if it has a single feature or "
+            "X.reshape(1, -1) if it holds a single sample."
+        )
+    if X.shape[0] < ensure_min_samples:
+        raise ValueError(
+            f"Found array with {X.shape[0]} sample(s) (shape={tuple(X.shape)}) while "
+            f"a minimum of {ensure_min_samples} is required."
+        )
+    if X.shape[1] < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum "
+            "of 1 is required."
+        )
+    if X.dtype.is_floating_point and not bool(torch.isfinite(X).all()):
+        raise ValueError(f"Input {name} contains NaN or infinity.")
+
+
+def validate_input(
+    estimator: Any,
+    X: Any,
+    *,
+    reset: bool,
+    device: str | torch.device = "auto",
+    ensure_min_samples: int = 1,
+) -> tuple[torch.Tensor, ArrayOrigin]:
+    """Validate ``X`` for ``estimator`` and return it as a tensor on the compute device.
+
+    Parameters
+    ----------
+    estimator : estimator instance
+        Receives ``n_features_in_`` (and ``feature_names_in_``) when ``reset``,
+        and is checked against them otherwise.
+    X : array-like, torch.Tensor or array-API array of shape (n_samples, n_features)
+        The data.
+    reset : bool
+        True in ``fit``; False in ``transform`` and friends.
+    device : str or torch.device, default="auto"
+        See :func:`resolve_device`.
+    ensure_min_samples : int, default=1
+        Minimum number of rows.
+
+    Returns
+    -------
+    X_tensor : torch.Tensor
+        Floating-point tensor on the compute device.
+    origin : ArrayOrigin
+        Pass to :func:`to_output` to send results back in the caller's type.
+    """
+    if is_tensor(X):
+        validate_data(estimator, X, skip_check_array=True, reset=reset)
+        _check_tensor(X, "X", ensure_min_samples)
+        dtype = _compute_dtype(X.dtype)
+        origin = ArrayOrigin("torch", dtype, X.dtype, X.device)
+        target = resolve_device(device, X)
+        return X.detach().to(device=target, dtype=dtype), origin
+
+    xp_origin = None
+    if get_config()["array_api_dispatch"] and hasattr(X, "__array_namespace__"):
+        xp, _, xp_device = get_namespace_and_device(X)
+        if not xp.__name__.startswith(("numpy", "array_api_compat.numpy")):
+            xp_origin = (xp, xp_device)
+            X = move_to(X, xp=np, device="cpu")
+
+    X_np = validate_data(
+        estimator,
+        X,
+        reset=reset,
+        dtype=[np.float64, np.float32],
+        ensure_min_samples=ensure_min_samples,
+    )
+    dtype = _NUMPY_FLOATS[X_np.dtype]
+    if xp_origin is None:
+        origin = ArrayOrigin("numpy", dtype, dtype, "cpu")
+    else:
+        origin = ArrayOrigin("array_api", dtype, dtype, xp_origin[1], xp_origin[0])
+    target = resolve_device(device, None)
+    return _from_numpy(X_np).to(target), origin
+
+
+def as_tensor(
+    A: Any,
+    *,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    name: str = "array",
+    ndim: int | None = 2,
+) -> torch.Tensor:
+    """Convert an internal array (a dictionary, codes, a fitted attribute) to a tensor.
+
+    Unlike :func:`validate_input`, nothing is recorded on an estimator; the array
+    is checked for finiteness and, when ``ndim`` is given, for its number of
+    dimensions, with errors naming ``name``.
+
+    Parameters
+    ----------
+    A : array-like, torch.Tensor or array-API array
+        The array.
+    device : torch.device
+        Target device.
+    dtype : torch.dtype, default=None
+        Target dtype; None keeps float32/float64 and promotes anything else
+        (see the module docstring).
+    name : str, default="array"
+        Name used in error messages (the parameter the array came from).
+    ndim : int or None, default=2
+        Required number of dimensions, or None to accept any.
+
+    Returns
+    -------
+    torch.Tensor
+    """
+    return to_tensor(A, device=device, dtype=dtype, name=name, ndim=ndim)[0]
+
+
+def to_tensor(
+    A: Any,
+    *,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | None = None,
+    name: str = "array",
+    ndim: int | None = 2,
+) -> tuple[torch.Tensor, ArrayOrigin]:
+    """Like :func:`as_tensor`, also returning the :class:`ArrayOrigin` of ``A``.
+
+    For arrays that are not the estimator's ``X`` but whose type decides the
+    output's, such as the codes passed to ``inverse_transform``.
+    """
+    if is_tensor(A):
+        T = A.detach()
+        if T.dtype.is_complex:
+            raise ValueError(f"{name} must be real-valued; got dtype {T.dtype}.")
+        compute = _compute_dtype(T.dtype)
+        origin = ArrayOrigin("torch", compute, T.dtype, T.device)
+    else:
+        xp_origin = None
+        if hasattr(A, "__array_namespace__") and not isinstance(A, np.ndarray):
+            xp, _, xp_device = get_namespace_and_device(A)
+            xp_origin = (xp, xp_device)
+            A = move_to(A, xp=np, device="cpu")
+        try:
+            A = check_array(
+                A,
+                dtype=[np.float64, np.float32],
+                ensure_2d=False,
+                allow_nd=True,
+                ensure_all_finite=False,
+                input_name=name,
+                ensure_min_samples=0,
+            )
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"Invalid {name}: {exc}") from exc
+        T = _from_numpy(A)
+        compute = T.dtype
+        if xp_origin is None or xp_origin[0].__name__.endswith("numpy"):
+            origin = ArrayOrigin("numpy", compute, compute, "cpu")
+        else:
+            origin = ArrayOrigin(
+                "array_api", compute, compute, xp_origin[1], xp_origin[0]
+            )
+    if ndim is not None and T.ndim != ndim:
+        raise ValueError(
+            f"{name} must be a {ndim}-D array; got shape {tuple(T.shape)}."
+        )
+    T = T.to(device=resolve_device(device, A), dtype=dtype or compute)
+    if not bool(torch.isfinite(T).all()):
+        raise ValueError(f"{name} contains NaN or infinity.")
+    return T, origin
+
+
+def to_output(T: torch.Tensor, origin: ArrayOrigin) -> Any:
+    """Return ``T`` in the array type, device and dtype that ``origin`` records.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict._tensor import validate_input, to_output
+    >>> from sklearn.base import BaseEstimator
+    >>> T, origin = validate_input(BaseEstimator(), np.eye(2, dtype=np.float32),
+    ...                            reset=True, device="cpu")
+    >>> out = to_output(2 * T, origin)
+    >>> type(out).__name__, out.dtype
+    ('ndarray', dtype('float32'))
+    """
+    if origin.kind == "torch":
+        return T.detach().to(device=origin.device, dtype=origin.out_dtype)
+    out = T.detach().to(dtype=origin.dtype).cpu().numpy()
+    if origin.kind == "array_api":
+        return move_to(out, xp=origin.xp, device=origin.device)
+    return out
+
+
+def _to_cpu(value: Any) -> Any:
+    if is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, torch.nn.Module):
+        return copy.deepcopy(value).cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def portable_state(state: dict) -> dict:
+    """Return a copy of an estimator's ``__dict__`` with every tensor on the CPU.
+
+    Estimators call this from ``__getstate__`` so that a model fitted on a GPU
+    can be unpickled on a machine without one.
+    """
+    return {key: _to_cpu(value) for key, value in state.items()}

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+import torch
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def random_dictionary(rng, n_components, n_features):
+    """Unit-norm Gaussian atoms as rows."""
+    D = rng.standard_normal((n_components, n_features))
+    return D / np.linalg.norm(D, axis=1, keepdims=True)
+
+
+def sparse_codes(rng, n_samples, n_components, n_active):
+    """Exactly ``n_active`` Uniform(0, 1) entries per row."""
+    Z = np.zeros((n_samples, n_components))
+    for i in range(n_samples):
+        Z[i, rng.choice(n_components, n_active, replace=False)] = rng.uniform(
+            0, 1, n_active
+        )
+    return Z
+
+
+def lasso_objective(X, Z, D, alpha):
+    """Per-sample 0.5 ||x - z D||^2 + alpha ||z||_1 in float64."""
+    X, Z, D = (np.asarray(a, dtype=np.float64) for a in (X, Z, D))
+    return 0.5 * ((X - Z @ D) ** 2).sum(axis=1) + alpha * np.abs(Z).sum(axis=1)

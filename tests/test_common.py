@@ -1,0 +1,16 @@
+"""scikit-learn's estimator checks over every public estimator."""
+
+from sklearn.decomposition import PCA
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skdict import FISTACoder
+
+
+def public_estimators():
+    # A provider that adapts to whatever n_features each check uses.
+    return [FISTACoder(PCA(n_components=1), alpha=0.01)]
+
+
+@parametrize_with_checks(public_estimators())
+def test_sklearn_compatible(estimator, check):
+    check(estimator)

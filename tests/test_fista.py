@@ -1,0 +1,371 @@
+"""FISTA solver and FISTACoder: optimality against independent references, API."""
+
+import itertools
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.decomposition import PCA, DictionaryLearning, sparse_encode
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import Lasso
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skdict import FISTACoder
+from skdict._fista import fista_encode, lipschitz_constant
+
+from .conftest import cuda, lasso_objective, random_dictionary, sparse_codes
+
+
+def tight_lasso(X, D, alpha, positive):
+    """sklearn's coordinate descent run to a 1e-13 duality gap, sample by sample."""
+    n_features = D.shape[1]
+    lasso = Lasso(
+        alpha=alpha / n_features,  # sklearn divides the squared loss by n_samples
+        fit_intercept=False,
+        tol=1e-13,
+        max_iter=200_000,
+        positive=positive,
+    )
+    return np.array([lasso.fit(D.T, x).coef_.copy() for x in X])
+
+
+def brute_force_lasso(x, D, alpha, positive):
+    """Exact lasso by enumerating supports and sign patterns (tiny problems only)."""
+    m = D.shape[0]
+    G, b = D @ D.T, D @ x
+    best, best_z = 0.5 * x @ x, np.zeros(m)
+    for size in range(1, m + 1):
+        for support in itertools.combinations(range(m), size):
+            S = list(support)
+            signs_set = [(1.0,) * size] if positive else itertools.product((-1, 1), repeat=size)
+            for signs in signs_set:
+                s = np.array(signs)
+                try:
+                    zS = np.linalg.solve(G[np.ix_(S, S)], b[S] - alpha * s)
+                except np.linalg.LinAlgError:
+                    continue
+                if np.any(zS * s <= 0):
+                    continue
+                z = np.zeros(m)
+                z[S] = zS
+                value = lasso_objective(x[None], z[None], D, alpha)[0]
+                if value < best:
+                    best, best_z = value, z
+    return best_z
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("shape", [(60, 20), (300, 40), (40, 80)])
+def test_objective_matches_tight_sklearn_lasso(rng, positive, shape):
+    n_components, n_features = shape
+    D = random_dictionary(rng, n_components, n_features)
+    X = sparse_codes(rng, 20, n_components, 5) @ D + 0.01 * rng.standard_normal(
+        (20, n_features)
+    )
+    alpha = 0.05
+    ours = fista_encode(
+        torch.from_numpy(X), torch.from_numpy(D), alpha=alpha, positive=positive,
+        tol=1e-9, max_iter=20_000,
+    )
+    assert bool(ours.converged.all())
+    reference = tight_lasso(X, D, alpha, positive)
+    f_ours = lasso_objective(X, ours.codes.numpy(), D, alpha)
+    f_ref = lasso_objective(X, reference, D, alpha)
+    np.testing.assert_allclose(f_ours, f_ref, rtol=1e-6)
+    if positive:
+        assert (ours.codes >= 0).all()
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_never_worse_than_sparse_encode(rng, positive):
+    D = random_dictionary(rng, 200, 30)
+    X = sparse_codes(rng, 50, 200, 6) @ D
+    codes = FISTACoder(D, alpha=0.1, positive=positive).fit(X).transform(X)
+    sk = sparse_encode(X, D, algorithm="lasso_cd", alpha=0.1, positive=positive)
+    f_ours = lasso_objective(X, codes, D, 0.1)
+    f_sk = lasso_objective(X, sk, D, 0.1)
+    assert np.all(f_ours <= f_sk * (1 + 1e-6))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_components=st.integers(1, 4),
+    n_features=st.integers(1, 4),
+    alpha=st.floats(0.01, 1.0),
+    positive=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_brute_force_on_tiny_problems(n_components, n_features, alpha, positive, seed):
+    rng = np.random.default_rng(seed)
+    D = random_dictionary(rng, n_components, n_features)
+    X = rng.standard_normal((3, n_features))
+    ours = fista_encode(
+        torch.from_numpy(X), torch.from_numpy(D), alpha=alpha, positive=positive,
+        tol=1e-12, max_iter=50_000,
+    ).codes.numpy()
+    exact = np.array([brute_force_lasso(x, D, alpha, positive) for x in X])
+    f_ours = lasso_objective(X, ours, D, alpha)
+    f_exact = lasso_objective(X, exact, D, alpha)
+    np.testing.assert_allclose(f_ours, f_exact, rtol=1e-8, atol=1e-10)
+
+
+def test_batching_and_masking_do_not_change_codes(rng):
+    """A sample coded alone (nothing to mask) gets the code it gets in a batch."""
+    D = random_dictionary(rng, 120, 25)
+    X = sparse_codes(rng, 40, 120, 4) @ D
+    Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
+    batch = fista_encode(Xt, Dt, alpha=0.05, positive=True, tol=1e-12).codes
+    alone = torch.cat(
+        [fista_encode(Xt[i : i + 1], Dt, alpha=0.05, positive=True, tol=1e-12).codes
+         for i in range(len(X))]
+    )
+    chunked = fista_encode(Xt, Dt, alpha=0.05, positive=True, tol=1e-12, batch_size=7)
+    torch.testing.assert_close(batch, alone, atol=1e-7, rtol=0)
+    torch.testing.assert_close(batch, chunked.codes, atol=1e-7, rtol=0)
+
+
+def test_samples_stop_at_their_own_tolerance(rng):
+    """An easy sample (x = 0) needs no iterations while hard ones keep going."""
+    D = random_dictionary(rng, 80, 20)
+    X = sparse_codes(rng, 10, 80, 6) @ D
+    X[0] = 0.0
+    result = fista_encode(torch.from_numpy(X), torch.from_numpy(D), alpha=0.01, tol=1e-10)
+    assert result.n_iter[0] == 0
+    assert result.n_iter[1:].min() > 0
+    assert bool(result.converged.all())
+
+
+def test_warm_start_from_the_solution_is_immediate(rng):
+    D = random_dictionary(rng, 100, 30)
+    X = sparse_codes(rng, 30, 100, 5) @ D
+    Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
+    cold = fista_encode(Xt, Dt, alpha=0.1, positive=True, tol=1e-10)
+    warm = fista_encode(Xt, Dt, alpha=0.1, positive=True, tol=1e-10, init=cold.codes)
+    assert int(warm.n_iter.sum()) < int(cold.n_iter.sum()) // 5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_both_precisions_reach_the_optimum(rng, dtype):
+    D = random_dictionary(rng, 150, 30)
+    X = sparse_codes(rng, 30, 150, 5) @ D
+    result = fista_encode(
+        torch.from_numpy(X).to(dtype), torch.from_numpy(D).to(dtype), alpha=0.1,
+        positive=True,
+    )
+    assert result.codes.dtype == dtype and bool(result.converged.all())
+    reference = tight_lasso(X, D, 0.1, True)
+    f_ours = lasso_objective(X, result.codes.double().numpy(), D, 0.1)
+    f_ref = lasso_objective(X, reference, D, 0.1)
+    rtol = 1e-6 if dtype == torch.float32 else 1e-9
+    np.testing.assert_allclose(f_ours, f_ref, rtol=rtol)
+
+
+def duality_gap(X, Z, D, alpha, positive):
+    """Lasso duality gap at the scaled residual, computed independently in NumPy."""
+    R = X - Z @ D
+    corr = R @ D.T
+    worst = corr.max(axis=1) if positive else np.abs(corr).max(axis=1)
+    s = np.minimum(1.0, alpha / np.maximum(worst, 1e-300))
+    primal = 0.5 * (R * R).sum(axis=1) + alpha * np.abs(Z).sum(axis=1)
+    dual = s * (X * R).sum(axis=1) - 0.5 * s**2 * (R * R).sum(axis=1)
+    return primal, primal - dual
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_dense_solutions_use_all_atoms(rng):
+    """Tiny alpha on a small dictionary: the support fills the space."""
+    D = random_dictionary(rng, 70, 30)
+    X = rng.standard_normal((10, 30))
+    ours = fista_encode(torch.from_numpy(X), torch.from_numpy(D), alpha=1e-3, tol=1e-10,
+                        max_iter=50_000)
+    assert bool(ours.converged.all())
+    assert (ours.codes != 0).sum(dim=1).min() > 20
+    primal, gap = duality_gap(X, ours.codes.numpy(), D, 1e-3, False)
+    assert np.all(gap <= 1e-9 * primal)
+    # sklearn's coordinate descent stalls here; FISTA must do at least as well.
+    ref = tight_lasso(X, D, 1e-3, False)
+    assert np.all(lasso_objective(X, ours.codes.numpy(), D, 1e-3)
+                  <= lasso_objective(X, ref, D, 1e-3) * (1 + 1e-9))
+
+
+def test_lipschitz_constant_is_the_squared_spectral_norm(rng):
+    D = torch.from_numpy(rng.standard_normal((300, 40)))
+    expected = torch.linalg.matrix_norm(D, ord=2).item() ** 2
+    assert lipschitz_constant(D) == pytest.approx(expected, rel=1e-5)
+    assert lipschitz_constant(D.T) == pytest.approx(expected, rel=1e-5)
+
+
+# ----------------------------------------------------------------- FISTACoder
+
+
+@pytest.fixture
+def problem(rng):
+    D = random_dictionary(rng, 50, 12)
+    X = sparse_codes(rng, 40, 50, 3) @ D
+    return X, D
+
+
+def test_output_follows_input(problem):
+    X, D = problem
+    coder = FISTACoder(D, positive=True).fit(X)
+    assert isinstance(coder.components_, np.ndarray)
+    codes = coder.transform(X)
+    assert isinstance(codes, np.ndarray) and codes.dtype == np.float64
+    codes32 = coder.transform(X.astype(np.float32))
+    assert codes32.dtype == np.float32
+    Xt = torch.from_numpy(X).float()
+    codes_t = coder.transform(Xt)
+    assert isinstance(codes_t, torch.Tensor) and codes_t.dtype == torch.float32
+    np.testing.assert_allclose(
+        lasso_objective(X, codes_t.numpy(), D, 0.1), lasso_objective(X, codes, D, 0.1),
+        rtol=1e-5,
+    )
+    back = coder.inverse_transform(codes_t)
+    assert isinstance(back, torch.Tensor) and back.shape == Xt.shape
+
+
+def test_fit_on_tensors_keeps_tensor_attributes(problem):
+    X, D = problem
+    coder = FISTACoder(torch.from_numpy(D)).fit(torch.from_numpy(X))
+    assert isinstance(coder.components_, torch.Tensor)
+    assert isinstance(coder.intercept_, torch.Tensor)
+
+
+def test_reconstruction_and_score(problem):
+    X, D = problem
+    coder = FISTACoder(D, alpha=1e-4, positive=True).fit(X)
+    codes = coder.fit_transform(X)
+    np.testing.assert_allclose(coder.inverse_transform(codes), X, atol=5e-3)
+    expected = -np.mean((X - codes @ D) ** 2)
+    assert coder.score(X) == pytest.approx(expected, rel=1e-6)
+    assert coder.get_feature_names_out().tolist() == [f"fistacoder{i}" for i in range(50)]
+
+
+def test_estimator_providers(problem):
+    X, _ = problem
+    pca = PCA(n_components=5).fit(X)
+    coder = FISTACoder(FrozenEstimator(pca), alpha=1e-6).fit(X)
+    np.testing.assert_allclose(coder.components_, pca.components_)
+    np.testing.assert_allclose(coder.intercept_, pca.mean_)
+    # Coding X - intercept_ on the PCA basis recovers the PCA scores.
+    np.testing.assert_allclose(coder.transform(X), pca.transform(X), atol=1e-4)
+
+    unfitted = DictionaryLearning(n_components=6, max_iter=5, random_state=0)
+    coder = FISTACoder(unfitted).fit(X)
+    assert coder.dictionary_ is not unfitted
+    assert coder.components_.shape == (6, X.shape[1])
+    assert not hasattr(unfitted, "components_")
+
+
+def test_init_estimator_and_array(problem):
+    X, D = problem
+    exact = FISTACoder(D, positive=True, tol=1e-10).fit(X)
+    codes = exact.transform(X)
+    warm = FISTACoder(D, positive=True, init=codes).fit(X)
+    np.testing.assert_allclose(warm.transform(X), codes, atol=1e-6)
+    warm = FISTACoder(D, positive=True, init=FrozenEstimator(exact)).fit(X)
+    assert warm.init_ is warm.init
+    np.testing.assert_allclose(warm.transform(X), codes, atol=1e-6)
+    with pytest.raises(ValueError, match="init must have shape"):
+        FISTACoder(D, init=codes[:3]).fit(X).transform(X)
+
+
+def test_clone_pickle_pipeline(problem):
+    X, D = problem
+    coder = FISTACoder(D, positive=True)
+    np.testing.assert_array_equal(clone(coder).get_params()["dictionary"], D)
+    fitted = make_pipeline(StandardScaler(with_std=False), coder).fit(X)
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(restored.transform(X), fitted.transform(X))
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_grid_search_over_alpha(problem, as_tensor):
+    X, D = problem
+    X = torch.from_numpy(X) if as_tensor else X
+    search = GridSearchCV(FISTACoder(D, positive=True), {"alpha": [1e-3, 0.5]}, cv=3)
+    search.fit(X)
+    # Reconstruction favours the smaller penalty.
+    assert search.best_params_ == {"alpha": 1e-3}
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"alpha": -1.0}, "alpha"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"tol": -1.0}, "tol"),
+        ({"device": "banana"}, "device"),
+    ],
+)
+def test_invalid_hyperparameters(problem, params, match):
+    X, D = problem
+    with pytest.raises(ValueError, match=match):
+        FISTACoder(D, **params).fit(X)
+
+
+def test_bad_dictionaries(problem):
+    X, D = problem
+    with pytest.raises(ValueError, match="12 features"):
+        FISTACoder(D[:, :5]).fit(X)
+    bad = D.copy()
+    bad[[3, 7]] = 0.0
+    with pytest.raises(ValueError, match=r"zero-norm atoms at rows \[3, 7\]"):
+        FISTACoder(bad).fit(X)
+    with pytest.raises(ValueError, match="zero atoms"):
+        FISTACoder(np.zeros((0, 12))).fit(X)
+    bad = D.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="dictionary contains NaN"):
+        FISTACoder(bad).fit(X)
+    with pytest.raises(ValueError, match="needs a dictionary"):
+        FISTACoder().fit(X)
+
+
+def test_bad_data(problem):
+    X, D = problem
+    coder = FISTACoder(D).fit(X)
+    with pytest.raises(ValueError, match="12 features"):
+        coder.transform(X[:, :5])
+    with pytest.raises(ValueError, match="NaN"):
+        coder.transform(np.full_like(X, np.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        coder.transform(torch.full((2, 12), float("inf")))
+    with pytest.raises(ValueError, match="0 sample"):
+        coder.transform(X[:0])
+    with pytest.raises(ValueError, match="50 components"):
+        coder.inverse_transform(np.ones((2, 3)))
+    with pytest.raises(NotFittedError):
+        FISTACoder(D).transform(X)
+
+
+def test_convergence_warning(problem):
+    X, D = problem
+    with pytest.warns(ConvergenceWarning, match="max_iter=1"):
+        FISTACoder(D, max_iter=1, tol=1e-12).fit(X).transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        FISTACoder(D).fit(X).transform(X)
+
+
+@cuda
+def test_cuda_tensors_and_numpy_on_cuda(problem):
+    X, D = problem
+    Xc = torch.from_numpy(X).cuda()
+    coder = FISTACoder(D, positive=True).fit(Xc)
+    codes = coder.transform(Xc)
+    assert codes.device.type == "cuda"
+    cpu = FISTACoder(D, positive=True, device="cpu").fit(X).transform(X)
+    np.testing.assert_allclose(codes.cpu().numpy(), cpu, atol=1e-6)
+    on_gpu = FISTACoder(D, positive=True, device="cuda").fit(X)
+    assert isinstance(on_gpu.transform(X), np.ndarray)
+    restored = pickle.loads(pickle.dumps(coder))
+    assert restored.components_.device.type == "cpu"

@@ -1,0 +1,133 @@
+"""The array boundary: output follows input, devices and dtypes are kept."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import BaseEstimator
+
+from skdict._tensor import (
+    as_tensor,
+    portable_state,
+    resolve_device,
+    to_output,
+    to_tensor,
+    validate_input,
+)
+
+from .conftest import cuda
+
+
+def test_numpy_round_trip_keeps_dtype():
+    for dtype in (np.float32, np.float64):
+        X = np.arange(6, dtype=dtype).reshape(3, 2)
+        T, origin = validate_input(BaseEstimator(), X, reset=True, device="cpu")
+        assert T.dtype == {np.float32: torch.float32, np.float64: torch.float64}[dtype]
+        out = to_output(T, origin)
+        assert isinstance(out, np.ndarray) and out.dtype == dtype
+        np.testing.assert_array_equal(out, X)
+
+
+def test_integers_and_lists_are_promoted_to_float64():
+    T, origin = validate_input(BaseEstimator(), [[1, 2], [3, 4]], reset=True)
+    assert T.dtype == torch.float64
+    assert to_output(T, origin).dtype == np.float64
+
+
+def test_tensor_round_trip_keeps_device_and_dtype():
+    X = torch.arange(6, dtype=torch.float32).reshape(3, 2)
+    T, origin = validate_input(BaseEstimator(), X, reset=True)
+    out = to_output(T * 2, origin)
+    assert isinstance(out, torch.Tensor)
+    assert out.dtype == torch.float32 and out.device == X.device
+
+
+def test_half_precision_is_computed_in_float32_and_returned_in_half():
+    X = torch.ones(2, 3, dtype=torch.bfloat16)
+    T, origin = validate_input(BaseEstimator(), X, reset=True)
+    assert T.dtype == torch.float32
+    assert to_output(T, origin).dtype == torch.bfloat16
+
+
+def test_reset_false_checks_n_features_for_tensors():
+    est = BaseEstimator()
+    validate_input(est, torch.zeros(2, 3), reset=True)
+    assert est.n_features_in_ == 3
+    with pytest.raises(ValueError, match="3 features"):
+        validate_input(est, torch.zeros(2, 4), reset=False)
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (torch.zeros(3), "2D"),
+        (torch.zeros(0, 3), "0 sample"),
+        (torch.zeros(3, 0), "0 feature"),
+        (torch.tensor([[1.0, float("nan")]]), "NaN"),
+        (torch.tensor([[1.0, float("inf")]]), "infinity"),
+        (np.array([[1.0, np.nan]]), "NaN"),
+        (np.zeros((0, 2)), "0 sample"),
+    ],
+)
+def test_bad_input_is_named(X, match):
+    with pytest.raises(ValueError, match=match):
+        validate_input(BaseEstimator(), X, reset=True)
+
+
+def test_complex_tensor_rejected():
+    with pytest.raises(ValueError, match="Complex"):
+        validate_input(BaseEstimator(), torch.zeros(2, 2, dtype=torch.complex64), reset=True)
+
+
+def test_as_tensor_names_the_parameter():
+    with pytest.raises(ValueError, match="dictionary contains NaN"):
+        as_tensor(np.array([[np.nan]]), device=torch.device("cpu"), name="dictionary")
+    with pytest.raises(ValueError, match="dictionary must be a 2-D"):
+        as_tensor(np.ones(3), device=torch.device("cpu"), name="dictionary")
+
+
+def test_to_tensor_origin_follows_codes():
+    codes = torch.ones(2, 2, dtype=torch.float64)
+    T, origin = to_tensor(codes)
+    assert origin.kind == "torch" and origin.out_dtype == torch.float64
+    _, origin = to_tensor(np.ones((2, 2), dtype=np.float32))
+    assert origin.kind == "numpy" and origin.dtype == torch.float32
+
+
+def test_resolve_device_errors_are_clear():
+    with pytest.raises(ValueError, match="'device' parameter"):
+        resolve_device("not-a-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+        assert resolve_device("auto").type == "cpu"
+
+
+def test_portable_state_moves_tensors_to_cpu():
+    state = {"a": torch.ones(2), "m": torch.nn.Linear(2, 2), "n": 3}
+    moved = portable_state(state)
+    assert moved["a"].device.type == "cpu" and moved["n"] == 3
+    pickle.loads(pickle.dumps(moved))
+
+
+def test_array_api_strict_round_trip():
+    xp = pytest.importorskip("array_api_strict")
+    from sklearn import config_context
+
+    X = xp.asarray(np.ones((3, 2)))
+    with config_context(array_api_dispatch=True):
+        T, origin = validate_input(BaseEstimator(), X, reset=True, device="cpu")
+        out = to_output(T, origin)
+    assert origin.kind == "array_api"
+    assert type(out) is type(X)
+
+
+@cuda
+def test_cuda_tensor_round_trip():
+    X = torch.ones(3, 2, device="cuda")
+    T, origin = validate_input(BaseEstimator(), X, reset=True)
+    assert T.device.type == "cuda"
+    assert to_output(T, origin).device == X.device
+    T, origin = validate_input(BaseEstimator(), np.ones((3, 2)), reset=True, device="cuda")
+    assert T.device.type == "cuda" and isinstance(to_output(T, origin), np.ndarray)
