@@ -25,6 +25,7 @@ import copy
 from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn import get_config
 from sklearn.utils._array_api import get_namespace_and_device, move_to
@@ -36,6 +37,8 @@ __all__ = [
     "is_tensor",
     "portable_state",
     "resolve_device",
+    "sparse_as_tensor",
+    "to_numpy",
     "to_output",
     "to_tensor",
     "validate_input",
@@ -332,6 +335,90 @@ def to_output(T: torch.Tensor, origin: ArrayOrigin) -> Any:
     if origin.kind == "array_api":
         return move_to(out, xp=origin.xp, device=origin.device)
     return out
+
+
+def to_numpy(A: Any) -> np.ndarray:
+    """Return ``A`` as a NumPy array in host memory, keeping its dtype.
+
+    For the consumers that take NumPy only (SciPy's assignment solver,
+    scikit-learn estimators without array-API support, index bookkeeping).
+    Tensors on any device and array-API arrays are copied to the CPU; float16
+    and bfloat16 tensors come back as float32, which NumPy can hold.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import to_numpy
+    >>> to_numpy(torch.tensor([True, False])).dtype
+    dtype('bool')
+    """
+    if is_tensor(A):
+        T = A.detach()
+        if T.dtype in _REDUCED_PRECISION:
+            T = T.float()
+        return T.cpu().numpy()
+    if hasattr(A, "__array_namespace__") and not isinstance(A, np.ndarray):
+        return np.asarray(move_to(A, xp=np, device="cpu"))
+    return np.asarray(A)
+
+
+def sparse_as_tensor(
+    A: Any,
+    *,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    name: str = "array",
+) -> torch.Tensor:
+    """Convert a SciPy sparse matrix, or a sparse tensor, to a coalesced COO tensor.
+
+    Only the stored entries travel, so memory stays proportional to the number
+    of non-zeros (codes of ``10**6`` samples over ``10**4`` latents fit where
+    their dense form would not).
+
+    Parameters
+    ----------
+    A : scipy.sparse matrix or array, or sparse torch.Tensor, of 2 dimensions
+        The array.
+    device : torch.device
+        Target device.
+    dtype : torch.dtype, default=None
+        Target dtype; None keeps float32/float64 and promotes anything else to
+        float64.
+    name : str, default="array"
+        Name used in error messages.
+
+    Returns
+    -------
+    torch.Tensor
+        A coalesced tensor with ``layout=torch.sparse_coo``.
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp, torch
+    >>> from skdict._tensor import sparse_as_tensor
+    >>> T = sparse_as_tensor(sp.eye(3, format="csr"), device=torch.device("cpu"))
+    >>> T.layout, T.dtype, T._nnz()
+    (torch.sparse_coo, torch.float64, 3)
+    """
+    if is_tensor(A) and A.layout != torch.strided:
+        T = A.detach().to_sparse_coo()
+    elif sp.issparse(A):
+        coo = sp.coo_matrix(A)
+        data = coo.data
+        if data.dtype not in _NUMPY_FLOATS:
+            data = data.astype(np.float64)
+        indices = np.vstack([coo.row, coo.col]).astype(np.int64)
+        T = torch.sparse_coo_tensor(
+            torch.from_numpy(indices), _from_numpy(data), size=coo.shape
+        )
+    else:
+        raise TypeError(f"{name} must be a sparse matrix; got {type(A).__name__}.")
+    if T.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array; got shape {tuple(T.shape)}.")
+    T = T.to(device=device, dtype=dtype or _compute_dtype(T.dtype)).coalesce()
+    if not bool(torch.isfinite(T.values()).all()):
+        raise ValueError(f"{name} contains NaN or infinity.")
+    return T
 
 
 def _to_cpu(value: Any) -> Any:
