@@ -1,0 +1,212 @@
+import math
+import tracemalloc
+from itertools import combinations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skdict.datasets import default_n_features, make_compositional
+from skdict.datasets._compositional import _sample_subsets
+
+SPLITS = ("train", "val", "ood")
+
+
+def dense(Z):
+    return Z.toarray() if sp.issparse(Z) else Z
+
+
+@pytest.fixture(params=[False, True], ids=["dense", "sparse"])
+def data(request):
+    return make_compositional(
+        n_latents=30,
+        n_active=4,
+        n_samples=401,
+        sparse_codes=request.param,
+        random_state=0,
+    )
+
+
+def test_split_sizes_and_shapes(data):
+    n_features = default_n_features(30, 4)
+    sizes = {"train": 200, "val": 201, "ood": 200}
+    for name, n in sizes.items():
+        assert data[f"X_{name}"].shape == (n, n_features)
+        assert data[f"Z_{name}"].shape == (n, 30)
+        assert data[f"y_{name}"].shape == (n,)
+    assert data.dictionary.shape == (30, n_features)
+    assert data.n_active == 4
+
+
+def test_codes_follow_the_recipe(data):
+    id_pool, ood_pool = set(data.id_latents), set(data.ood_latents)
+    assert id_pool == set(range(1, 15)) and ood_pool == set(range(15, 30))
+    for name in SPLITS:
+        Z = dense(data[f"Z_{name}"])
+        active = Z != 0
+        # exactly k non-zeros per sample, all in (0, 1]
+        np.testing.assert_array_equal(active.sum(axis=1), 4)
+        assert np.all(Z[active] > 0) and np.all(Z[active] <= 1)
+        np.testing.assert_array_equal(data[f"y_{name}"], Z[:, 0] > 0.5)
+        for row in active:
+            others = set(np.flatnonzero(row)) - {0}
+            if name == "ood":
+                assert row[0] and others <= ood_pool
+            elif row[0]:
+                # latent 0 is only ever seen with ID-pool latents
+                assert others <= id_pool
+
+
+def test_id_samples_mix_both_settings(data):
+    Z = dense(data.Z_train)
+    with_probe = Z[:, 0] > 0
+    # setting A with probability 1/2: 200 draws, 5 standard deviations
+    assert abs(with_probe.mean() - 0.5) < 5 * math.sqrt(0.25 / 200)
+    # setting B draws from all latents but 0: OOD-pool latents occur in training
+    assert (Z[~with_probe][:, data.ood_latents] > 0).any(axis=1).mean() > 0.5
+
+
+def test_observations_are_codes_times_unit_atoms(data):
+    np.testing.assert_allclose(np.linalg.norm(data.dictionary, axis=1), 1.0)
+    for name in SPLITS:
+        np.testing.assert_allclose(
+            data[f"X_{name}"], dense(data[f"Z_{name}"]) @ data.dictionary, atol=1e-12
+        )
+
+
+def test_sparse_and_dense_codes_are_the_same_data():
+    kwargs = dict(n_latents=40, n_active=5, n_samples=60, random_state=3)
+    a = make_compositional(**kwargs)
+    b = make_compositional(sparse_codes=True, **kwargs)
+    for name in SPLITS:
+        Z = b[f"Z_{name}"]
+        assert isinstance(Z, sp.csr_matrix)
+        np.testing.assert_array_equal(Z.toarray(), a[f"Z_{name}"])
+        np.testing.assert_array_equal(b[f"X_{name}"], a[f"X_{name}"])
+
+
+def test_reproducible_under_random_state():
+    kwargs = dict(n_latents=20, n_active=3, n_samples=40)
+    a = make_compositional(random_state=7, **kwargs)
+    again = make_compositional(random_state=7, **kwargs)
+    state = make_compositional(random_state=np.random.RandomState(7), **kwargs)
+    other = make_compositional(random_state=8, **kwargs)
+    for key in ("X_train", "Z_val", "y_ood", "dictionary"):
+        np.testing.assert_array_equal(again[key], a[key])
+        np.testing.assert_array_equal(state[key], a[key])
+    assert not np.array_equal(a.X_train, other.X_train)
+
+
+def test_noise_perturbs_only_observations():
+    kwargs = dict(n_latents=30, n_active=4, n_samples=2000, random_state=1)
+    clean = make_compositional(**kwargs)
+    noisy = make_compositional(noise=0.1, **kwargs)
+    for name in SPLITS:
+        np.testing.assert_array_equal(noisy[f"Z_{name}"], clean[f"Z_{name}"])
+        np.testing.assert_array_equal(noisy[f"y_{name}"], clean[f"y_{name}"])
+        residual = noisy[f"X_{name}"] - clean[f"X_{name}"]
+        assert abs(residual.std() - 0.1) < 0.005
+        assert abs(residual.mean()) < 0.005
+
+
+@pytest.mark.parametrize(
+    "n_latents, k, expected",
+    [(100, 10, 47), (50, 10, 33), (10_000, 10, 139), (12, 10, 11), (3, 2, 3)],
+)
+def test_default_n_features_is_the_compressed_sensing_bound(n_latents, k, expected):
+    # ceil(2 k ln(n / k)): 20 ln 10 = 46.05, 20 ln 5 = 32.19, 20 ln 1000 = 138.2;
+    # for n close to k the floor k + 1 applies
+    assert default_n_features(n_latents, k) == expected
+
+
+def test_default_n_features_is_used():
+    data = make_compositional(100, 10, n_samples=4, random_state=0)
+    assert data.X_train.shape[1] == 47
+
+
+def test_custom_pools_and_features():
+    data = make_compositional(
+        n_latents=10,
+        n_active=3,
+        n_features=7,
+        n_ood_latents=3,
+        n_samples=50,
+        random_state=0,
+    )
+    np.testing.assert_array_equal(data.id_latents, np.arange(1, 7))
+    np.testing.assert_array_equal(data.ood_latents, [7, 8, 9])
+    assert data.X_ood.shape == (25, 7)
+    assert np.all(data.Z_ood[:, 1:7] == 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_latents=10, n_active=10), "must be smaller than n_latents"),
+        (dict(n_latents=10, n_active=6), "ID pool"),
+        (dict(n_latents=10, n_active=4, n_ood_latents=2), "OOD pool"),
+        (dict(n_latents=10, n_active=2, n_ood_latents=10), "n_ood_latents=10"),
+        (dict(n_latents=10, n_active=4, n_features=3), "n_features=3"),
+        (dict(n_samples=-5), "'n_samples' parameter"),
+        (dict(n_samples=1), "'n_samples' parameter"),
+        (dict(noise=-1.0), "'noise' parameter"),
+        (dict(n_active=0), "'n_active' parameter"),
+        (dict(n_latents=2.5), "'n_latents' parameter"),
+    ],
+)
+def test_invalid_settings_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_compositional(**kwargs)
+
+
+def test_sparse_codes_use_memory_in_proportion_to_non_zeros():
+    # dense codes of this size would take 2000 * 200_000 * 8 bytes = 3.2 GB
+    tracemalloc.start()
+    try:
+        data = make_compositional(
+            n_latents=200_000,
+            n_active=5,
+            n_features=5,
+            n_samples=2000,
+            sparse_codes=True,
+            random_state=0,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert data.Z_train.nnz == 1000 * 5
+    # the dictionary (8 MB) dominates
+    assert peak < 30e6
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_rows=st.integers(0, 40),
+    pool_size=st.integers(1, 60),
+    data=st.data(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_subsets_are_sorted_distinct_and_in_range(n_rows, pool_size, data, seed):
+    k = data.draw(st.integers(0, pool_size))
+    out = _sample_subsets(np.random.default_rng(seed), n_rows, pool_size, k)
+    assert out.shape == (n_rows, k)
+    if n_rows and k:
+        assert out.min() >= 0 and out.max() < pool_size
+        assert np.all(np.diff(out, axis=1) > 0)
+
+
+@pytest.mark.parametrize("pool_size, k", [(6, 2), (5, 4), (7, 7)])
+def test_subsets_are_uniform(pool_size, k):
+    # (6, 2) goes through Floyd's algorithm, (5, 4) and (7, 7) through random keys
+    n_rows = 30_000
+    out = _sample_subsets(np.random.default_rng(0), n_rows, pool_size, k)
+    subsets = list(combinations(range(pool_size), k))
+    index = {s: i for i, s in enumerate(subsets)}
+    counts = np.bincount(
+        [index[tuple(r)] for r in out.tolist()], minlength=len(subsets)
+    )
+    p = 1 / len(subsets)
+    bound = 5 * math.sqrt(n_rows * p * (1 - p)) + 1e-9
+    assert np.all(np.abs(counts - n_rows * p) <= bound)
