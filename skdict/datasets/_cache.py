@@ -1,0 +1,106 @@
+"""On-disk cache for computed datasets (arrays in ``.npz`` files).
+
+Loaders that run something expensive (a transformer over thousands of phrases)
+store their arrays here under a key that hashes everything the arrays depend
+on, so that a later call, in any Python session, reads them back instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "cache_home",
+    "cache_key",
+    "folder_fingerprint",
+    "load_arrays",
+    "save_arrays",
+]
+
+CACHE_ENV = "SKDICT_CACHE"
+
+
+def cache_home(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the folder skdict caches datasets in.
+
+    Parameters
+    ----------
+    cache_dir : str or path-like, default=None
+        The folder to use. None reads the ``SKDICT_CACHE`` environment
+        variable, then falls back to ``$XDG_CACHE_HOME/skdict``, then to
+        ``~/.cache/skdict``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not created here).
+
+    Examples
+    --------
+    >>> from skdict.datasets._cache import cache_home
+    >>> cache_home("/tmp/my-cache").as_posix()
+    '/tmp/my-cache'
+    """
+    if cache_dir is None:
+        cache_dir = os.environ.get(CACHE_ENV)
+    if cache_dir is None:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = Path(xdg) if xdg else Path.home() / ".cache"
+        cache_dir = base / "skdict"
+    return Path(cache_dir).expanduser()
+
+
+def cache_key(parts: Mapping) -> str:
+    """Return a stable hex key for JSON-serialisable ``parts``.
+
+    Examples
+    --------
+    >>> from skdict.datasets._cache import cache_key
+    >>> cache_key({"a": 1, "b": [2, 3]}) == cache_key({"b": [2, 3], "a": 1})
+    True
+    """
+    # sort_keys makes the key independent of the order parts were written in.
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+def folder_fingerprint(folder: Path) -> list[list]:
+    """Name, size and modification time of every file directly in ``folder``.
+
+    Hashing the weights themselves would cost about a second per gigabyte on
+    each call; size and modification time change whenever a file is replaced,
+    which is what invalidating a cache needs, and cost one ``stat`` per file.
+    """
+    files = sorted(entry for entry in folder.iterdir() if entry.is_file())
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    """Return the arrays stored at ``path``, or None when there is no readable file."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, EOFError):
+        # A missing or truncated file is a cache miss, never an error: the
+        # caller recomputes and overwrites it.
+        return None
+
+
+def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Store ``arrays`` at ``path`` atomically (readers never see a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

