@@ -1,0 +1,113 @@
+"""Shared input handling of the metrics: codes as tensors on one device.
+
+Metrics accept NumPy arrays, torch tensors on any device and, for code
+matrices, SciPy sparse matrices (such as the codes of
+:func:`skdict.datasets.make_compositional` with ``sparse_codes=True``). The
+large products run in torch on the device of the first tensor argument (else
+on the default device of :func:`skdict._tensor.resolve_device`); assignment
+problems and scikit-learn estimators then run on NumPy copies of the small
+results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .._tensor import as_tensor, is_tensor, resolve_device, sparse_as_tensor, to_numpy
+
+__all__ = ["as_matrices", "compute_device", "is_sparse", "labels"]
+
+
+def compute_device(*arrays: Any) -> torch.device:
+    """Return the device of the first tensor among ``arrays``, else the default."""
+    for A in arrays:
+        if is_tensor(A):
+            return A.device
+    return resolve_device("auto")
+
+
+def is_sparse(A: Any) -> bool:
+    """Return True for SciPy sparse matrices and sparse torch tensors."""
+    return sp.issparse(A) or (is_tensor(A) and A.layout != torch.strided)
+
+
+def _code_tensor(A: Any, device: torch.device, name: str) -> torch.Tensor:
+    if is_sparse(A):
+        return sparse_as_tensor(A, device=device, name=name)
+    return as_tensor(A, device=device, name=name)
+
+
+def as_matrices(
+    arrays: dict[str, Any], *, dense: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """Turn 2-D code matrices into tensors sharing one device and dtype.
+
+    Parameters
+    ----------
+    arrays : dict of str to array-like, tensor or sparse matrix
+        The matrices, keyed by the parameter names used in error messages.
+        All must have the same number of rows.
+    dense : tuple of str, default=()
+        Names of the matrices that are returned dense even when given sparse.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Dense tensors, or coalesced sparse COO tensors for sparse input, in
+        the widest floating dtype among the inputs.
+    """
+    device = compute_device(*arrays.values())
+    tensors = {name: _code_tensor(A, device, name) for name, A in arrays.items()}
+    dtype = torch.float32
+    for T in tensors.values():
+        dtype = torch.promote_types(dtype, T.dtype)
+    rows = {name: T.shape[0] for name, T in tensors.items()}
+    if len(set(rows.values())) > 1:
+        shown = ", ".join(f"{name} has {n}" for name, n in rows.items())
+        raise ValueError(f"The code matrices must have as many rows: {shown}.")
+    out = {}
+    for name, T in tensors.items():
+        T = T.to(dtype)
+        out[name] = T.to_dense() if name in dense and T.is_sparse else T
+    return out
+
+
+def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
+    """Return labels ``y`` as a 1-D NumPy array, checked against the codes.
+
+    Parameters
+    ----------
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels.
+    name : str
+        Parameter name for error messages.
+    n_samples : int
+        Number of rows of the codes the labels go with.
+    binary : bool
+        Require exactly two classes and return 1 for the larger, 0 for the
+        other; otherwise return the labels as they are.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    y = to_numpy(y)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {y.shape}.")
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} has {y.shape[0]} labels for {n_samples} rows of codes."
+        )
+    if not binary:
+        return y
+    classes = np.unique(y)
+    if classes.size != 2:
+        raise ValueError(
+            f"{name} must hold exactly two classes; got {classes.size} "
+            f"({classes[:5].tolist()})."
+        )
+    return (y == classes[1]).astype(np.int64)

@@ -1,0 +1,425 @@
+"""Metrics that match recovered codes or atoms one-to-one to the ground truth.
+
+Codes and dictionaries are identifiable only up to a permutation (and, for
+atoms, a sign and a scale), so each metric first pairs every true latent or
+atom with at most one learned one, maximising the total similarity with the
+Hungarian algorithm (:func:`scipy.optimize.linear_sum_assignment`, which takes
+rectangular matrices), then scores the pairs. The similarity matrices are
+computed in torch on the inputs' device; the assignment runs on the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.utils import Bunch
+from sklearn.utils.validation import check_is_fitted
+
+from .._dictionary import is_provider
+from .._tensor import as_tensor, to_numpy
+from ._inputs import as_matrices, compute_device
+
+__all__ = ["dictionary_similarity", "mcc_score", "support_scores"]
+
+
+class _Columns:
+    """Centred column statistics of a dense or sparse COO ``(n, p)`` tensor.
+
+    ``data`` holds the centred columns when dense; a sparse matrix is kept as
+    it is (centring would fill it in), with its statistics computed from the
+    stored entries.
+    """
+
+    def __init__(self, A: torch.Tensor):
+        n, p = A.shape
+        if A.is_sparse:
+            (_, cols), values = A.indices(), A.values()
+            count = torch.bincount(cols, minlength=p)
+            mean = torch.zeros(p, dtype=A.dtype, device=A.device)
+            mean.index_add_(0, cols, values).div_(n)
+            # Squared deviations of the stored entries plus those of the
+            # implicit zeros (each deviating by the mean): no cancellation.
+            sq_norm = torch.zeros_like(mean).index_add_(
+                0, cols, (values - mean[cols]) ** 2
+            )
+            sq_norm += (n - count) * mean**2
+            high, low = (
+                torch.zeros_like(mean).scatter_reduce(
+                    0, cols, values, reduce, include_self=False
+                )
+                for reduce in ("amax", "amin")
+            )
+            constant = (count == 0) | ((count == n) & (high == low))
+            self.data = A
+        else:
+            self.data = A - A.mean(dim=0)
+            sq_norm = (self.data**2).sum(dim=0)
+            # Exact test, so that the rounding residue of a constant column's
+            # mean does not pass for variance.
+            constant = A.amax(dim=0) == A.amin(dim=0)
+        self.constant = constant
+        self.sq_norm = torch.where(constant, 0.0, sq_norm)
+
+    def subset(self, index: torch.Tensor) -> _Columns:
+        """Return the statistics of the columns ``index`` only."""
+        out = object.__new__(_Columns)
+        out.data = self.data.index_select(1, index)
+        out.constant, out.sq_norm = self.constant[index], self.sq_norm[index]
+        return out
+
+
+def _abs_correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
+    """|Pearson| between every true column and every (dense) code column.
+
+    The code columns are centred, so ``(A - 1 mean_A)^T B_c = A^T B_c``: a
+    sparse ``A`` is never densified. Constant columns correlate 0.
+    """
+    if true.data.is_sparse:
+        cross = torch.sparse.mm(true.data.t(), codes.data)
+    else:
+        cross = true.data.T @ codes.data
+    scale = torch.outer(true.sq_norm.sqrt(), codes.sq_norm.sqrt())
+    corr = torch.where(scale > 0, cross / scale.clamp_min(1e-300), 0.0)
+    return corr.abs().clamp_(max=1.0)
+
+
+def _assign(similarity: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian matching maximising the total similarity (rows <-> columns)."""
+    return linear_sum_assignment(to_numpy(similarity), maximize=True)
+
+
+def _correlation_matching(
+    true: torch.Tensor, codes: torch.Tensor, *, top_variance: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Match true latents to code dimensions on |Pearson| correlation.
+
+    Parameters
+    ----------
+    true : torch.Tensor of shape (n_samples, n_latents), dense or sparse COO
+    codes : dense torch.Tensor of shape (n_samples, n_components)
+    top_variance : bool, default=False
+        See :func:`mcc_score`.
+
+    Returns
+    -------
+    matching : ndarray of shape (n_latents,)
+        The code dimension matched to each true latent; -1 for constant true
+        latents and for latents left over when there are fewer code dimensions.
+    correlation : ndarray of shape (n_latents,)
+        |Pearson| of each latent with its match (0 where unmatched).
+    n_varying : int
+        The number of true latents with non-zero variance.
+    """
+    true_cols, code_cols = _Columns(true), _Columns(codes)
+    varying = torch.nonzero(~true_cols.constant).flatten()
+    n_varying = int(varying.numel())
+    if n_varying == 0:
+        raise ValueError(
+            "Z_true has no latent with non-zero variance; the correlation "
+            "coefficient, and so the MCC, is undefined."
+        )
+    candidates = torch.arange(codes.shape[1], device=codes.device)
+    if top_variance and codes.shape[1] > n_varying:
+        # The paper's MCC-OOD (arXiv 2603.28744, Section 4): only the code
+        # dimensions with the highest variance on the evaluated data compete.
+        order = torch.sort(code_cols.sq_norm, descending=True, stable=True)
+        candidates = order.indices[:n_varying]
+        code_cols = code_cols.subset(candidates)
+    corr = _abs_correlation(true_cols.subset(varying), code_cols)
+    rows, cols = _assign(corr)
+    matching = np.full(true.shape[1], -1, dtype=np.int64)
+    correlation = np.zeros(true.shape[1])
+    latents = to_numpy(varying)[rows]
+    matching[latents] = to_numpy(candidates)[cols]
+    correlation[latents] = to_numpy(corr)[rows, cols]
+    return matching, correlation, n_varying
+
+
+def mcc_score(Z_true: Any, codes: Any, *, top_variance: bool = False) -> float:
+    """Mean correlation coefficient between true latents and learned codes.
+
+    Every column of ``Z_true`` and of ``codes`` is centred and scaled to unit
+    norm; each true latent is matched one-to-one to a code dimension by the
+    Hungarian algorithm on the absolute Pearson correlations, and the matched
+    correlations are averaged over the true latents with non-zero variance. A
+    latent left unmatched because there are fewer code dimensions than
+    varying latents counts as 0. The score is invariant to permuting and
+    rescaling (with either sign) the code dimensions; 1 means every latent is
+    recovered up to an affine map.
+
+    Parameters
+    ----------
+    Z_true : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
+n_latents)
+        Ground-truth codes. Latents that are constant on these samples (e.g.
+        the ID-pool latents of an OOD set) are left out of the average.
+    codes : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
+n_components)
+        Recovered codes.
+    top_variance : bool, default=False
+        Only let the code dimensions with the highest variance on these
+        samples compete, as many as there are varying true latents: the
+        paper's MCC-OOD (arXiv 2603.28744), which ignores dimensions that stay
+        silent on the evaluated data.
+
+    Returns
+    -------
+    float
+        In [0, 1]; higher is better.
+
+    Raises
+    ------
+    ValueError
+        If the inputs have different numbers of rows, or no true latent
+        varies.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict.metrics import mcc_score
+    >>> rng = np.random.default_rng(0)
+    >>> Z = rng.uniform(size=(100, 3))
+    >>> float(mcc_score(Z, -2 * Z[:, [2, 0, 1]]))
+    1.0
+    >>> round(mcc_score(Z, Z[:, :2]), 6)  # the third latent goes unmatched
+    0.666667
+    """
+    tensors = as_matrices({"Z_true": Z_true, "codes": codes}, dense=("codes",))
+    _, correlation, n_varying = _correlation_matching(
+        tensors["Z_true"], tensors["codes"], top_variance=top_variance
+    )
+    return float(correlation.sum() / n_varying)
+
+
+def _atoms(dictionary: Any, name: str, device: torch.device) -> torch.Tensor:
+    if is_provider(dictionary):
+        check_is_fitted(dictionary)
+        if not hasattr(dictionary, "components_"):
+            raise TypeError(
+                f"{name} must be an array of atoms or a fitted estimator exposing "
+                f"components_; {type(dictionary).__name__} has no components_."
+            )
+        return as_tensor(
+            dictionary.components_, device=device, name=f"{name}.components_"
+        )
+    return as_tensor(dictionary, device=device, name=name)
+
+
+def dictionary_similarity(
+    true_dictionary: Any,
+    dictionary: Any,
+    *,
+    detailed: bool = False,
+    threshold: float = 0.9,
+) -> float | Bunch:
+    """Hungarian-matched absolute cosine similarity between dictionaries.
+
+    Each true atom is paired with at most one learned atom so that the total
+    absolute cosine similarity is maximal; the score is the mean matched
+    similarity over the true atoms, a true atom left unmatched (fewer learned
+    atoms) counting as 0. It is invariant to permuting, rescaling and
+    sign-flipping the learned atoms.
+
+    Parameters
+    ----------
+    true_dictionary : array-like, torch.Tensor or fitted estimator
+        Ground-truth atoms as rows, shape ``(n_latents, n_features)``, or an
+        estimator exposing them as ``components_``.
+    dictionary : array-like, torch.Tensor or fitted estimator
+        Learned atoms as rows, shape ``(n_components, n_features)``, or a
+        fitted estimator exposing ``components_`` (a skdict coder or
+        autoencoder, sklearn's ``DictionaryLearning`` or ``PCA``).
+    detailed : bool, default=False
+        Return a :class:`~sklearn.utils.Bunch` of per-atom diagnostics instead
+        of the mean similarity.
+    threshold : float, default=0.9
+        Similarity above which a true atom counts as recovered in
+        ``fraction_close``.
+
+    Returns
+    -------
+    float or Bunch
+        The mean matched similarity in [0, 1], or, with ``detailed=True``, a
+        Bunch with
+
+        mean_cosine : float
+            The mean matched similarity (the plain return value).
+        cosines : ndarray of shape (n_latents,)
+            Absolute cosine similarity of each true atom with its match, 0
+            where unmatched.
+        matching : ndarray of shape (n_latents,)
+            Index of the learned atom matched to each true atom, -1 where
+            unmatched. Pass it to :func:`support_scores` to score supports
+            under the dictionary matching.
+        fraction_close : float
+            Fraction of true atoms matched with similarity above
+            ``threshold``.
+        angular_errors : ndarray of shape (n_latents,)
+            ``arccos(cosines)`` in radians (``pi / 2`` where unmatched).
+        mean_angular_error : float
+            Mean of ``angular_errors``.
+        norm_ratios : ndarray of shape (n_latents,)
+            Norm of each matched learned atom over that of its true atom;
+            NaN where unmatched.
+        mean_norm_ratio : float
+            Mean of the finite ``norm_ratios``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict.metrics import dictionary_similarity
+    >>> rng = np.random.default_rng(0)
+    >>> D = rng.standard_normal((4, 6))
+    >>> learned = -3 * D[[2, 0, 3, 1]]
+    >>> round(dictionary_similarity(D, learned), 12)
+    1.0
+    >>> dictionary_similarity(D, learned, detailed=True).matching
+    array([1, 3, 0, 2])
+    """
+    device = compute_device(true_dictionary, dictionary)
+    true = _atoms(true_dictionary, "true_dictionary", device)
+    learned = _atoms(dictionary, "dictionary", device)
+    if true.shape[1] != learned.shape[1]:
+        raise ValueError(
+            f"true_dictionary has atoms of dimension {true.shape[1]} but "
+            f"dictionary has atoms of dimension {learned.shape[1]}."
+        )
+    dtype = torch.promote_types(true.dtype, learned.dtype)
+    true, learned = true.to(dtype), learned.to(dtype)
+    true_norm, learned_norm = true.norm(dim=1), learned.norm(dim=1)
+    # Zero atoms have no direction: they are similar to nothing.
+    cos = (true / true_norm.clamp_min(1e-300)[:, None]) @ (
+        learned / learned_norm.clamp_min(1e-300)[:, None]
+    ).T
+    cos = cos.abs().clamp_(max=1.0)
+    rows, cols = _assign(cos)
+    cosines = np.zeros(true.shape[0])
+    cosines[rows] = to_numpy(cos)[rows, cols]
+    mean_cosine = float(cosines.mean())
+    if not detailed:
+        return mean_cosine
+    matching = np.full(true.shape[0], -1, dtype=np.int64)
+    matching[rows] = cols
+    norm_ratios = np.full(true.shape[0], np.nan)
+    true_norm, learned_norm = to_numpy(true_norm), to_numpy(learned_norm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm_ratios[rows] = learned_norm[cols] / true_norm[rows]
+    angular_errors = np.arccos(cosines)
+    finite = np.isfinite(norm_ratios)
+    return Bunch(
+        mean_cosine=mean_cosine,
+        cosines=cosines,
+        matching=matching,
+        fraction_close=float((cosines > threshold).mean()),
+        angular_errors=angular_errors,
+        mean_angular_error=float(angular_errors.mean()),
+        norm_ratios=norm_ratios,
+        mean_norm_ratio=float(norm_ratios[finite].mean()) if finite.any() else np.nan,
+    )
+
+
+def support_scores(
+    Z_true: Any,
+    codes: Any,
+    *,
+    threshold: float = 1e-4,
+    matching: Any = None,
+) -> dict[str, float]:
+    """Per-sample precision, recall and F1 of the recovered active sets.
+
+    A latent is active in a sample where its absolute value exceeds
+    ``threshold``. Code dimensions are identified with true latents through
+    ``matching``; a code dimension active in a sample is a true positive when
+    its matched latent is active there too. Active code dimensions without a
+    match are false positives, and active true latents without a match false
+    negatives. Precision, recall and F1 are computed per sample (0 where
+    undefined) and averaged over samples.
+
+    Parameters
+    ----------
+    Z_true : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
+n_latents)
+        Ground-truth codes.
+    codes : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
+n_components)
+        Recovered codes.
+    threshold : float, default=1e-4
+        Activity threshold on absolute values, for both code matrices.
+    matching : array-like of shape (n_latents,), default=None
+        The code dimension of each true latent (-1 for none), one-to-one. None
+        matches by absolute correlation as :func:`mcc_score` does; the
+        ``matching`` of :func:`dictionary_similarity` with ``detailed=True``
+        matches by dictionary atoms instead (the paper's choice).
+
+    Returns
+    -------
+    dict
+        ``precision``, ``recall``, ``f1`` (means over samples), ``l0_true``
+        and ``l0_pred`` (mean numbers of active true latents and code
+        dimensions per sample).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict.metrics import support_scores
+    >>> Z = np.array([[1.0, 0, 2], [0, 3, 0], [4, 0, 0]])
+    >>> codes = np.array([[0, 1.0, 1.0], [0, 0, 0], [0, 5, 5]])
+    >>> scores = support_scores(Z, codes, matching=[2, 0, 1])
+    >>> {name: round(value, 3) for name, value in scores.items()}
+    {'precision': 0.5, 'recall': 0.667, 'f1': 0.556, 'l0_true': 1.333, \
+'l0_pred': 1.333}
+    """
+    if threshold < 0:
+        raise ValueError(f"threshold must be non-negative; got {threshold}.")
+    tensors = as_matrices({"Z_true": Z_true, "codes": codes}, dense=("codes",))
+    true, pred = tensors["Z_true"], tensors["codes"]
+    n_samples, n_latents = true.shape
+    if matching is None:
+        matching = _correlation_matching(true, pred)[0]
+    else:
+        matching = _check_matching(matching, n_latents, pred.shape[1])
+    if true.is_sparse:
+        keep = true.values().abs() > threshold
+        rows, cols = true.indices()[:, keep]
+    else:
+        rows, cols = torch.nonzero(true.abs() > threshold, as_tuple=True)
+    active = pred.abs() > threshold
+    l0_pred = active.sum(dim=1).to(torch.float64)
+    l0_true = torch.bincount(rows, minlength=n_samples).to(torch.float64)
+    matched = torch.as_tensor(matching, device=pred.device)[cols]
+    hit = matched >= 0
+    tp = torch.zeros(n_samples, dtype=torch.float64, device=pred.device)
+    tp.index_add_(0, rows[hit], active[rows[hit], matched[hit]].to(torch.float64))
+    precision = torch.where(l0_pred > 0, tp / l0_pred.clamp_min(1), 0.0)
+    recall = torch.where(l0_true > 0, tp / l0_true.clamp_min(1), 0.0)
+    total = precision + recall
+    f1 = torch.where(total > 0, 2 * precision * recall / total.clamp_min(1e-300), 0.0)
+    return {
+        "precision": float(precision.mean()),
+        "recall": float(recall.mean()),
+        "f1": float(f1.mean()),
+        "l0_true": float(l0_true.mean()),
+        "l0_pred": float(l0_pred.mean()),
+    }
+
+
+def _check_matching(matching: Any, n_latents: int, n_components: int) -> np.ndarray:
+    matching = np.asarray(to_numpy(matching))
+    if matching.shape != (n_latents,) or not np.issubdtype(matching.dtype, np.integer):
+        raise ValueError(
+            f"matching must be an integer array of shape ({n_latents},), one code "
+            f"dimension (or -1) per true latent; got {matching.dtype} of shape "
+            f"{matching.shape}."
+        )
+    used = matching[matching >= 0]
+    if (matching < -1).any() or (used >= n_components).any():
+        raise ValueError(
+            f"matching entries must lie in [-1, {n_components - 1}]; got "
+            f"[{matching.min()}, {matching.max()}]."
+        )
+    if np.unique(used).size != used.size:
+        raise ValueError("matching must pair each code dimension with one latent.")
+    return matching.astype(np.int64)

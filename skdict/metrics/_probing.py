@@ -1,0 +1,181 @@
+"""How well recovered codes expose a binary concept, in and out of distribution.
+
+Both metrics follow the paper's protocol (arXiv 2603.28744, Section 4): every
+choice (the best single code dimension, the probe's weights) is made on ID
+codes and then applied unchanged to OOD codes, so the OOD figure measures
+compositional generalisation rather than refitting.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+
+from .._tensor import to_numpy
+from ._inputs import as_matrices, labels
+
+__all__ = ["best_feature_auc", "probe_accuracy"]
+
+# Elements of the (n_components, n_samples) rank arrays per block of columns.
+_RANK_BLOCK = 2**24
+
+
+def _per_feature_auc(codes: torch.Tensor, y: np.ndarray) -> torch.Tensor:
+    """ROC AUC of every code dimension as a score for ``y``, symmetrised.
+
+    Uses the Mann-Whitney form ``AUC = (R+ - n+ (n+ + 1) / 2) / (n+ n-)``,
+    ``R+`` being the sum of the positives' ranks with ties given their average
+    rank, which equals :func:`sklearn.metrics.roc_auc_score` (ties count 1/2)
+    but ranks all dimensions in one batched sort on the codes' device, where
+    calling ``roc_auc_score`` per dimension costs about a millisecond each.
+    Returns ``max(AUC, 1 - AUC)``, so that a dimension anti-correlated with the
+    label counts as informative.
+    """
+    n_samples, n_components = codes.shape
+    positive = torch.as_tensor(y, dtype=torch.bool, device=codes.device)
+    n_pos = int(positive.sum())
+    n_neg = n_samples - n_pos
+    auc = torch.empty(n_components, dtype=torch.float64, device=codes.device)
+    block = max(1, _RANK_BLOCK // n_samples)
+    for start in range(0, n_components, block):
+        values = codes[:, start : start + block].T.contiguous()
+        ordered = torch.sort(values, dim=1).values
+        below = torch.searchsorted(ordered, values, side="left")
+        through = torch.searchsorted(ordered, values, side="right")
+        # 1-based average rank of each entry among its column's values
+        ranks = (below + through + 1).to(torch.float64) / 2
+        rank_sum = ranks[:, positive].sum(dim=1)
+        auc[start : start + block] = (rank_sum - n_pos * (n_pos + 1) / 2) / (
+            n_pos * n_neg
+        )
+    return torch.maximum(auc, 1 - auc)
+
+
+def best_feature_auc(
+    codes_id: Any, y_id: Any, codes_ood: Any = None, y_ood: Any = None
+) -> dict[str, Any]:
+    """ROC AUC of the single code dimension that best separates the ID labels.
+
+    Each code dimension is used on its own as a score for the label, with
+    ``max(AUC, 1 - AUC)`` so that the sign does not matter. The dimension with
+    the highest ID AUC is selected and its AUC reported on the ID data and,
+    when given, on the OOD data. A code that isolates the concept in one
+    dimension keeps its OOD AUC close to its ID AUC.
+
+    Parameters
+    ----------
+    codes_id : array-like, torch.Tensor or sparse matrix of shape (n_id, \
+n_components)
+        Codes of ID samples (the paper uses the validation half).
+    y_id : array-like of shape (n_id,)
+        Binary labels of the ID samples.
+    codes_ood : array-like, torch.Tensor or sparse matrix of shape (n_ood, \
+n_components), default=None
+        Codes of OOD samples.
+    y_ood : array-like of shape (n_ood,), default=None
+        Binary labels of the OOD samples; required with ``codes_ood``.
+
+    Returns
+    -------
+    dict
+        ``auc_id`` and ``auc_ood`` (None without OOD data), floats in
+        [0.5, 1], and ``feature``, the index of the selected dimension (the
+        first one in case of ties).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict.metrics import best_feature_auc
+    >>> codes = np.array([[0.1, 5], [0.9, 3], [0.2, 4], [0.8, 6]])
+    >>> codes_ood = np.array([[0.3, 0], [0.9, 0], [0.5, 0], [0.4, 0]])
+    >>> best_feature_auc(codes, [0, 1, 0, 1], codes_ood, [0, 1, 0, 1])
+    {'auc_id': 1.0, 'auc_ood': 0.75, 'feature': 0}
+    """
+    C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=True)
+    per_feature = _per_feature_auc(C_id, y_id)
+    feature = int(torch.argmax(per_feature))
+    result = {"auc_id": float(per_feature[feature]), "auc_ood": None}
+    if codes_ood is not None or y_ood is not None:
+        C_ood, y_ood = _codes_and_labels(
+            codes_ood, y_ood, "ood", binary=True, n_components=C_id.shape[1]
+        )
+        result["auc_ood"] = float(_per_feature_auc(C_ood[:, [feature]], y_ood)[0])
+    return {**result, "feature": feature}
+
+
+def _codes_and_labels(
+    codes: Any, y: Any, split: str, *, binary: bool, n_components: int | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    if codes is None or y is None:
+        raise ValueError(f"codes_{split} and y_{split} must be given together.")
+    name = f"codes_{split}"
+    C = as_matrices({name: codes}, dense=(name,))[name]
+    if n_components is not None and C.shape[1] != n_components:
+        raise ValueError(
+            f"{name} has {C.shape[1]} dimensions but codes_id has {n_components}."
+        )
+    return C, labels(y, name=f"y_{split}", n_samples=C.shape[0], binary=binary)
+
+
+def probe_accuracy(
+    codes_id: Any,
+    y_id: Any,
+    codes_ood: Any = None,
+    y_ood: Any = None,
+    *,
+    max_iter: int = 1000,
+) -> dict[str, float | None]:
+    """Accuracy of an unpenalised logistic-regression probe trained on ID codes.
+
+    The probe (:class:`~sklearn.linear_model.LogisticRegression` with
+    ``C=inf``, as in the paper) is fitted on the ID codes and labels and
+    scored on them and, when given, on the OOD codes.
+
+    Parameters
+    ----------
+    codes_id : array-like, torch.Tensor or sparse matrix of shape (n_id, \
+n_components)
+        Codes of ID samples.
+    y_id : array-like of shape (n_id,)
+        Binary labels of the ID samples.
+    codes_ood : array-like, torch.Tensor or sparse matrix of shape (n_ood, \
+n_components), default=None
+        Codes of OOD samples.
+    y_ood : array-like of shape (n_ood,), default=None
+        Binary labels of the OOD samples; required with ``codes_ood``.
+    max_iter : int, default=1000
+        Iterations of the probe's L-BFGS solver.
+
+    Returns
+    -------
+    dict
+        ``acc_id`` and ``acc_ood`` (None without OOD data).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict.metrics import probe_accuracy
+    >>> codes = np.array([[0.1, 5], [0.9, 3], [0.2, 4], [0.8, 6]])
+    >>> probe_accuracy(codes, [0, 1, 0, 1])
+    {'acc_id': 1.0, 'acc_ood': None}
+    """
+    C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=False)
+    probe = LogisticRegression(C=np.inf, max_iter=max_iter)
+    with warnings.catch_warnings():
+        # On linearly separable codes the unpenalised optimum lies at
+        # infinity: L-BFGS stops at max_iter with a separating hyperplane,
+        # which is all the accuracy needs.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe.fit(to_numpy(C_id), y_id)
+    accuracy = {"acc_id": float(probe.score(to_numpy(C_id), y_id)), "acc_ood": None}
+    if codes_ood is not None or y_ood is not None:
+        C_ood, y_ood = _codes_and_labels(
+            codes_ood, y_ood, "ood", binary=False, n_components=C_id.shape[1]
+        )
+        accuracy["acc_ood"] = float(probe.score(to_numpy(C_ood), y_ood))
+    return accuracy

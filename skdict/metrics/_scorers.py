@@ -1,0 +1,157 @@
+"""Scorers for ``scoring=`` in GridSearchCV and cross_validate.
+
+Each scorer has scikit-learn's signature ``scorer(estimator, X, y)`` and
+follows its convention that greater is better (losses are negated and named
+``neg_...``). The ground-truth codes are passed as ``y``, so that
+cross-validation splits them along with ``X``::
+
+    GridSearchCV(FISTACoder(dictionary=D), {"alpha": [0.01, 0.1]},
+                 scoring=mcc_scorer).fit(X, Z)
+
+:func:`sklearn.metrics.make_scorer` feeds a metric with ``predict``-like
+outputs only; :func:`make_code_scorer` feeds it with ``transform``'s codes, e.g.
+``make_code_scorer(mcc_score, top_variance=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._matching import dictionary_similarity, mcc_score, support_scores
+from ._reconstruction import reconstruct, reconstruction_error
+
+__all__ = [
+    "make_code_scorer",
+    "make_dictionary_similarity_scorer",
+    "mcc_scorer",
+    "neg_reconstruction_error_scorer",
+    "support_f1_scorer",
+]
+
+
+def _support_f1(Z_true: Any, codes: Any, *, threshold: float = 1e-4) -> float:
+    return support_scores(Z_true, codes, threshold=threshold)["f1"]
+
+
+class _CodeScorer:
+    """``score_func(y, estimator.transform(X), **kwargs)``."""
+
+    def __init__(self, score_func: Callable[..., float], kwargs: dict[str, Any]):
+        self.score_func = score_func
+        self.kwargs = kwargs
+
+    def __call__(self, estimator: Any, X: Any, y: Any) -> float:
+        if y is None:
+            raise ValueError(
+                f"{self!r} compares codes with the true codes, passed as y; got y=None."
+            )
+        return self.score_func(y, estimator.transform(X), **self.kwargs)
+
+    def __repr__(self) -> str:
+        kwargs = "".join(f", {key}={value!r}" for key, value in self.kwargs.items())
+        return f"make_code_scorer({self.score_func.__name__}{kwargs})"
+
+
+def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeScorer:
+    """Make a scorer from a metric comparing true codes with ``transform``'s codes.
+
+    Parameters
+    ----------
+    score_func : callable
+        ``score_func(Z_true, codes, **kwargs) -> float``, greater is better,
+        such as :func:`~skdict.metrics.mcc_score`.
+    **kwargs
+        Passed to ``score_func``.
+
+    Returns
+    -------
+    callable
+        ``scorer(estimator, X, y)`` returning ``score_func(y,
+        estimator.transform(X), **kwargs)``, with the true codes as ``y``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from skdict.metrics import make_code_scorer, mcc_score
+    >>> scorer = make_code_scorer(mcc_score, top_variance=True)
+    >>> scorer
+    make_code_scorer(mcc_score, top_variance=True)
+    >>> Z = np.random.default_rng(0).uniform(size=(50, 2))
+    >>> X = Z @ np.array([[1.0, 1, 0], [0, 1, -1]])
+    >>> round(scorer(PCA(n_components=2).fit(X), X, Z), 3) < 1
+    True
+    """
+    return _CodeScorer(score_func, kwargs)
+
+
+#: :func:`~skdict.metrics.mcc_score` between ``y`` (the true codes) and
+#: ``estimator.transform(X)``.
+mcc_scorer = make_code_scorer(mcc_score)
+
+#: Mean per-sample F1 of the active sets (:func:`~skdict.metrics.support_scores`)
+#: of ``y`` (the true codes) and ``estimator.transform(X)``.
+support_f1_scorer = make_code_scorer(_support_f1)
+
+
+class _NegReconstructionErrorScorer:
+    """Negated reconstruction error of ``X`` through the estimator.
+
+    ``y`` is ignored: reconstruction needs no ground truth.
+    """
+
+    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
+        return -reconstruction_error(X, reconstruct(estimator, X))
+
+    def __repr__(self) -> str:
+        return "neg_reconstruction_error_scorer"
+
+
+#: Negated mean squared reconstruction error of ``X`` through
+#: ``estimator.transform`` and ``estimator.inverse_transform``.
+neg_reconstruction_error_scorer = _NegReconstructionErrorScorer()
+
+
+class _DictionarySimilarityScorer:
+    """Dictionary similarity of a fitted estimator's atoms to known atoms."""
+
+    def __init__(self, dictionary: Any):
+        self.dictionary = dictionary
+
+    def __call__(self, estimator: Any, X: Any = None, y: Any = None) -> float:
+        return dictionary_similarity(self.dictionary, estimator)
+
+    def __repr__(self) -> str:
+        shape = getattr(self.dictionary, "shape", None)
+        return f"make_dictionary_similarity_scorer(<atoms of shape {shape}>)"
+
+
+def make_dictionary_similarity_scorer(dictionary: Any) -> _DictionarySimilarityScorer:
+    """Make a scorer comparing an estimator's ``components_`` with known atoms.
+
+    Parameters
+    ----------
+    dictionary : array-like or torch.Tensor of shape (n_latents, n_features)
+        The true atoms as rows (e.g. ``make_compositional(...).dictionary``).
+
+    Returns
+    -------
+    callable
+        ``scorer(estimator, X, y=None)`` returning
+        :func:`~skdict.metrics.dictionary_similarity` between ``dictionary``
+        and the fitted ``estimator.components_`` (``X`` and ``y`` are unused):
+        greater is better.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from skdict.metrics import make_dictionary_similarity_scorer
+    >>> atoms = np.eye(3)[:2]
+    >>> X = np.random.default_rng(0).standard_normal((50, 2)) * [3, 1] @ atoms
+    >>> scorer = make_dictionary_similarity_scorer(atoms)
+    >>> round(scorer(PCA(n_components=2).fit(X), X), 6)
+    1.0
+    """
+    return _DictionarySimilarityScorer(dictionary)

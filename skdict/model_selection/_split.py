@@ -1,0 +1,270 @@
+"""Cross-validation folds that test unseen combinations of known concepts.
+
+The paper's benchmark trains on samples in which the probed concept never
+co-occurs with some other concepts and tests on samples in which it does
+(arXiv 2603.28744, Section 3). :class:`CompositionalSplit` builds such folds
+from any matrix of concept activity, so that hyper-parameters can be chosen
+for compositional generalisation rather than for in-distribution fit.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.model_selection import BaseCrossValidator
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import (
+    Interval,
+    validate_parameter_constraints,
+)
+
+from .._tensor import is_tensor, to_numpy
+
+__all__ = ["CompositionalSplit"]
+
+
+def _activity(y: Any, threshold: float) -> sp.csc_matrix:
+    """Boolean concept activity ``|y| > threshold`` as a CSC matrix."""
+    if y is None:
+        raise ValueError(
+            "CompositionalSplit reads the concept activity from y: pass the "
+            "true codes, or any (n_samples, n_concepts) indicator matrix, as y."
+        )
+    if sp.issparse(y):
+        A = sp.csc_matrix(y, copy=True)
+        A.data = np.abs(A.data) > threshold
+    else:
+        dense = to_numpy(y) if is_tensor(y) else np.asarray(y)
+        if dense.ndim != 2:
+            raise ValueError(
+                "y must be a 2-D matrix of concept activity (n_samples, "
+                f"n_concepts); got shape {dense.shape}."
+            )
+        A = sp.csc_matrix(np.abs(dense) > threshold)
+    A.eliminate_zeros()
+    return A.astype(np.int64)
+
+
+def _candidate_pairs(A: sp.csc_matrix, concepts: np.ndarray | None) -> np.ndarray:
+    """Concept pairs that may be held out, as an (n_pairs, 2) array.
+
+    A pair qualifies when it co-occurs somewhere (there is something to test)
+    and each of its concepts also occurs without the other (so it can remain
+    in training once every sample holding the pair moves to the test set).
+    """
+    counts = A.sum(axis=0).A1
+    co = sp.triu(A.T @ A, k=1).tocoo()
+    first, second, together = co.row, co.col, co.data
+    keep = (counts[first] > together) & (counts[second] > together)
+    if concepts is not None:
+        keep &= np.isin(first, concepts) | np.isin(second, concepts)
+    return np.column_stack([first[keep], second[keep]])
+
+
+class CompositionalSplit(BaseCrossValidator):
+    """Folds whose test samples combine concepts never seen together in training.
+
+    Each fold holds out a random set of concept pairs: its test set is every
+    sample in which both concepts of a held-out pair are active, its training
+    set every other sample. No held-out pair therefore co-occurs in training,
+    while each concept of a held-out pair still occurs there (with other
+    concepts). A model scored on such folds is scored on compositional
+    generalisation, as on the OOD set of
+    :func:`~skdict.datasets.make_compositional`.
+
+    Pairs are drawn in random order and held out as long as the test set stays
+    within ``test_size`` samples and every held-out concept keeps at least one
+    training sample. Folds are drawn independently (as in
+    :class:`~sklearn.model_selection.ShuffleSplit`), so test sets of different
+    folds may overlap.
+
+    The concept activity is read from ``y`` (e.g. the true codes, passed to
+    ``GridSearchCV.fit(X, Z)`` together with code-based scorers): concept
+    ``j`` is active in sample ``i`` when ``|y[i, j]| > threshold``.
+
+    Parameters
+    ----------
+    n_splits : int, default=5
+        Number of folds.
+    test_size : float or int, default=0.2
+        Upper bound on the test set of each fold: a fraction of the samples
+        when a float in (0, 1), a number of samples when an int.
+    concepts : array-like of int, default=None
+        Only hold out pairs involving at least one of these concepts (e.g.
+        ``[0]``, the probed concept of the paper's benchmark). None considers
+        all pairs.
+    threshold : float, default=0.0
+        Activity threshold on ``|y|``.
+    random_state : int, RandomState instance or None, default=None
+        Controls the order in which pairs are tried. Pass an int for the same
+        folds on every call of :meth:`split`.
+
+    See Also
+    --------
+    skdict.datasets.make_compositional : The benchmark with a fixed
+        compositional train/OOD split.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict.model_selection import CompositionalSplit
+    >>> y = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1],
+    ...               [1, 1, 0], [1, 0, 1], [0, 1, 1]])
+    >>> cv = CompositionalSplit(n_splits=2, test_size=2, random_state=1)
+    >>> for train, test in cv.split(np.zeros((6, 1)), y):
+    ...     print(train, test)
+    [0 2 3 5] [1 4]
+    [1 2 4 5] [0 3]
+
+    In the first fold, concepts 0 and 2 co-occur in the test samples only,
+    while each occurs in training with concept 1.
+    """
+
+    _parameter_constraints: dict = {
+        "n_splits": [Interval(Integral, 1, None, closed="left")],
+        "test_size": [
+            Interval(Real, 0, 1, closed="neither"),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "concepts": ["array-like", None],
+        "threshold": [Interval(Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        n_splits=5,
+        *,
+        test_size=0.2,
+        concepts=None,
+        threshold=0.0,
+        random_state=None,
+    ):
+        self.n_splits = n_splits
+        self.test_size = test_size
+        self.concepts = concepts
+        self.threshold = threshold
+        self.random_state = random_state
+
+    def split(self, X, y=None, groups=None):
+        """Generate indices to split data into training and test sets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data; only its number of samples is used.
+        y : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
+n_concepts)
+            Concept activity, e.g. the true codes.
+        groups : object
+            Ignored, present for API compatibility.
+
+        Yields
+        ------
+        train : ndarray
+            The training set indices for that split.
+        test : ndarray
+            The testing set indices for that split.
+
+        Raises
+        ------
+        ValueError
+            If ``y`` is missing or not 2-D, or no pair can be held out.
+        """
+        validate_parameter_constraints(
+            self._parameter_constraints,
+            {name: getattr(self, name) for name in self._parameter_constraints},
+            caller_name=type(self).__name__,
+        )
+        return super().split(X, y, groups)
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Return the number of splitting iterations.
+
+        Parameters
+        ----------
+        X, y, groups : object
+            Ignored, present for API compatibility.
+
+        Returns
+        -------
+        n_splits : int
+        """
+        return self.n_splits
+
+    def _iter_test_masks(self, X=None, y=None, groups=None):
+        A = _activity(y, self.threshold)
+        n_samples, n_concepts = A.shape
+        concepts = self._concepts(n_concepts)
+        pairs = _candidate_pairs(A, concepts)
+        if len(pairs) == 0:
+            among = "" if concepts is None else f" (among pairs with {concepts})"
+            raise ValueError(
+                f"No valid fold: no pair of concepts{among} co-occurs while each "
+                "of the two also occurs without the other, so holding out any "
+                "pair would leave one of its concepts without training samples."
+            )
+        max_test = self._max_test(n_samples)
+        rows = A.tocsr()
+        rng = check_random_state(self.random_state)
+        for _ in range(self.n_splits):
+            test = self._fold(A, rows, pairs[rng.permutation(len(pairs))], max_test)
+            if not test.any():
+                raise ValueError(
+                    f"No valid fold: every pair that can be held out occurs in more "
+                    f"than test_size={self.test_size} ({max_test}) samples; raise "
+                    "test_size."
+                )
+            yield test
+
+    @staticmethod
+    def _fold(
+        A: sp.csc_matrix, rows: sp.csr_matrix, pairs: np.ndarray, max_test: int
+    ) -> np.ndarray:
+        """Hold out ``pairs`` in order while they fit; return the test mask."""
+        test = np.zeros(A.shape[0], dtype=bool)
+        n_test = 0
+        train_count = A.sum(axis=0).A1
+        held = np.zeros(A.shape[1], dtype=bool)
+        for a, b in pairs:
+            both = np.intersect1d(
+                A.indices[A.indptr[a] : A.indptr[a + 1]],
+                A.indices[A.indptr[b] : A.indptr[b + 1]],
+                assume_unique=True,
+            )
+            moved = both[~test[both]]
+            if moved.size == 0 or n_test + moved.size > max_test:
+                continue
+            touched, lost = np.unique(rows[moved].indices, return_counts=True)
+            left = train_count[touched] - lost
+            guarded = held[touched] | (touched == a) | (touched == b)
+            if (left[guarded] <= 0).any():
+                continue
+            train_count[touched] = left
+            held[[a, b]] = True
+            test[moved] = True
+            n_test += moved.size
+            if n_test == max_test:
+                break
+        return test
+
+    def _concepts(self, n_concepts: int) -> np.ndarray | None:
+        if self.concepts is None:
+            return None
+        concepts = np.asarray(self.concepts).ravel()
+        if not np.issubdtype(concepts.dtype, np.integer) or (
+            concepts.size and (concepts.min() < 0 or concepts.max() >= n_concepts)
+        ):
+            raise ValueError(
+                f"concepts must be column indices of y in [0, {n_concepts - 1}]; "
+                f"got {self.concepts!r}."
+            )
+        return concepts
+
+    def _max_test(self, n_samples: int) -> int:
+        if isinstance(self.test_size, Integral):
+            return int(self.test_size)
+        return int(np.floor(self.test_size * n_samples))
