@@ -247,6 +247,16 @@ def test_second_call_reads_the_cache(transformers, tmp_path):
     assert load(tmp_path).from_cache
 
 
+def test_same_phrase_with_another_object_span_is_not_a_cache_hit(
+    transformers, tmp_path
+):
+    one = load(tmp_path, colors=["light blue"], objects=["car"], ood_size=0)
+    two = load(tmp_path, colors=["light"], objects=["blue car"], ood_size=0)
+    assert list(one.phrases) == list(two.phrases)
+    assert not two.from_cache
+    assert not np.allclose(one.X, two.X, atol=1e-3)  # "car" versus "blue car"
+
+
 def test_cache_dir_from_the_environment(transformers, tmp_path, monkeypatch):
     monkeypatch.setenv("SKDICT_CACHE", str(tmp_path / "env"))
     data = load(None)

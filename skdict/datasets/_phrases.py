@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from sklearn.utils import Bunch, check_random_state
 
-from .._tensor import ArrayOrigin, resolve_device, to_output
+from .._tensor import resolve_device, to_numpy
 from ._cache import cache_home, cache_key, folder_fingerprint, load_arrays, save_arrays
 
 __all__ = [
@@ -56,7 +56,6 @@ INSTALL_HINT = 'pip install "skdict[real]"'
 # Bump when the stored arrays or the way they are computed change, so that old
 # cache files are never read as new ones.
 _CACHE_FORMAT = 1
-_FLOAT32 = ArrayOrigin("numpy", torch.float32, torch.float32, "cpu")
 
 
 # --- parameter validation ----------------------------------------------------
@@ -332,6 +331,48 @@ def _activations(phrases, spans, tokenizer, network, layer, position, batch_size
     return torch.cat(chunks)
 
 
+def _cached_activations(
+    phrases, spans, folder, *, layer, position, cache_dir, refresh, batch_size, device
+):
+    """Return the activations, the layer counted from 0, whether cached, the file.
+
+    The key holds the phrases and their object spans, which together fix the
+    tokens read ("light blue car" has two readings).
+    """
+    fingerprint = folder_fingerprint(folder)
+    key = cache_key(
+        {
+            "format": _CACHE_FORMAT,
+            "model": str(folder),
+            "files": fingerprint,
+            "layer": layer,
+            "position": position,
+            "phrases": phrases,
+            "spans": spans.tolist(),
+        }
+    )
+    path = cache_home(cache_dir) / "phrase_activations" / f"{key}.npz"
+    stored = None if refresh else load_arrays(path)
+    # The key already names the phrases; comparing them too guards against a
+    # file written by a different release under a colliding name.
+    if (
+        stored is not None
+        and set(stored) == {"X", "phrases", "layer"}
+        and stored["phrases"].tolist() == phrases
+    ):
+        return stored["X"], int(stored["layer"]), True, path
+    tokenizer, network = _load_model(
+        str(folder), tuple(map(tuple, fingerprint)), device
+    )
+    layer = _check_layer(layer, network.config.num_hidden_layers + 1, folder)
+    X = to_numpy(
+        _activations(phrases, spans, tokenizer, network, layer, position, batch_size)
+    )
+    arrays = {"X": X, "phrases": np.asarray(phrases), "layer": np.asarray(layer)}
+    save_arrays(path, arrays)
+    return X, layer, False, path
+
+
 # --- the loader ----------------------------------------------------------------
 
 
@@ -498,52 +539,17 @@ def load_phrase_activations(
     phrases, spans = _build_phrases(colors, objects, parsed)
 
     folder = _model_folder(model)
-    fingerprint = folder_fingerprint(folder)
-    key = cache_key(
-        {
-            "format": _CACHE_FORMAT,
-            "model": str(folder),
-            "files": fingerprint,
-            "layer": int(layer),
-            "position": position,
-            "colors": colors,
-            "objects": objects,
-            "templates": templates,
-        }
+    X, resolved_layer, from_cache, path = _cached_activations(
+        phrases,
+        spans,
+        folder,
+        layer=int(layer),
+        position=position,
+        cache_dir=cache_dir,
+        refresh=refresh,
+        batch_size=int(batch_size),
+        device=resolve_device(device),
     )
-    path = cache_home(cache_dir) / "phrase_activations" / f"{key}.npz"
-    stored = None if refresh else load_arrays(path)
-    # The key already names the phrases; comparing them too guards against a
-    # file written by a different release under a colliding name.
-    from_cache = (
-        stored is not None
-        and set(stored) == {"X", "phrases", "layer"}
-        and stored["phrases"].tolist() == phrases
-    )
-    if from_cache:
-        X, resolved_layer = stored["X"], int(stored["layer"])
-    else:
-        tokenizer, network = _load_model(
-            str(folder), tuple(map(tuple, fingerprint)), resolve_device(device)
-        )
-        resolved_layer = _check_layer(
-            layer, network.config.num_hidden_layers + 1, folder
-        )
-        X = to_output(
-            _activations(
-                phrases, spans, tokenizer, network, resolved_layer, position, batch_size
-            ),
-            _FLOAT32,
-        )
-        save_arrays(
-            path,
-            {
-                "X": X,
-                "phrases": np.asarray(phrases),
-                "layer": np.asarray(resolved_layer),
-            },
-        )
-
     n_colors, n_templates = len(colors), len(templates)
     color_id, object_id, template_id = (
         ids.ravel()
