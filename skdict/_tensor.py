@@ -409,7 +409,10 @@ def sparse_as_tensor(
             data = data.astype(np.float64)
         indices = np.vstack([coo.row, coo.col]).astype(np.int64)
         T = torch.sparse_coo_tensor(
-            torch.from_numpy(indices), _from_numpy(data), size=coo.shape
+            torch.from_numpy(indices),
+            _from_numpy(data),
+            size=coo.shape,
+            check_invariants=True,
         )
     else:
         raise TypeError(f"{name} must be a sparse matrix; got {type(A).__name__}.")
