@@ -1,0 +1,427 @@
+from itertools import permutations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, cross_validate
+
+from skdict import FISTACoder
+from skdict.datasets import make_compositional
+from skdict.metrics import (
+    best_feature_auc,
+    compositional_gap,
+    dictionary_similarity,
+    make_code_scorer,
+    make_dictionary_similarity_scorer,
+    mcc_score,
+    mcc_scorer,
+    neg_reconstruction_error_scorer,
+    probe_accuracy,
+    reconstruction_error,
+    support_f1_scorer,
+    support_scores,
+)
+from skdict.metrics._probing import _per_feature_auc
+from skdict.model_selection import CompositionalSplit
+
+from .conftest import cuda, random_dictionary, sparse_codes
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+# ---------------------------------------------------------------- brute force
+def abs_corr(A, B):
+    """|Pearson| between columns of A and B; constant columns correlate 0."""
+    out = np.zeros((A.shape[1], B.shape[1]))
+    for i in range(A.shape[1]):
+        for j in range(B.shape[1]):
+            a, b = A[:, i], B[:, j]
+            if np.ptp(a) > 0 and np.ptp(b) > 0:
+                out[i, j] = abs(np.corrcoef(a, b)[0, 1])
+    return out
+
+
+def best_matching_mean(similarity):
+    """Max over all one-to-one matchings of the row-averaged similarity."""
+    p, q = similarity.shape
+    best = 0.0
+    if q >= p:
+        for cols in permutations(range(q), p):
+            best = max(best, similarity[range(p), cols].sum())
+    else:
+        for rows in permutations(range(p), q):
+            best = max(best, similarity[rows, range(q)].sum())
+    return best / p
+
+
+def brute_force_mcc(Z, codes):
+    varying = np.ptp(Z, axis=0) > 0
+    return best_matching_mean(abs_corr(Z[:, varying], codes))
+
+
+def tiny_codes(rng, n, p, q):
+    """Sparse-ish non-negative codes with some constant columns."""
+    Z = rng.uniform(size=(n, p)) * (rng.uniform(size=(n, p)) < 0.6)
+    codes = rng.standard_normal((n, q))
+    if p > 1:
+        Z[:, rng.integers(p)] = 0.0
+    if q > 1:
+        codes[:, rng.integers(q)] = 3.0
+    return Z, codes
+
+
+# ------------------------------------------------------------------------ MCC
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, p=st.integers(1, 4), q=st.integers(1, 5))
+def test_mcc_equals_brute_force_over_all_matchings(seed, p, q):
+    rng = np.random.default_rng(seed)
+    Z, codes = tiny_codes(rng, 12, p, q)
+    if np.ptp(Z, axis=0).max() == 0:
+        Z[0, 0] = 1.0
+    expected = brute_force_mcc(Z, codes)
+    assert mcc_score(Z, codes) == pytest.approx(expected, abs=1e-12)
+    assert mcc_score(sp.csr_matrix(Z), codes) == pytest.approx(expected, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=seeds, p=st.integers(1, 8), extra=st.integers(0, 3))
+def test_mcc_is_one_for_permuted_rescaled_codes(seed, p, extra):
+    rng = np.random.default_rng(seed)
+    Z = sparse_codes(rng, 30, p, max(1, p // 2))
+    Z[0] += 0.5  # every latent varies
+    scale = rng.choice([-1, 1], p) * rng.uniform(0.1, 10, p)
+    codes = np.hstack([Z * scale + rng.standard_normal(p), np.zeros((30, extra))])
+    codes = codes[:, rng.permutation(p + extra)]
+    assert mcc_score(Z, codes) == pytest.approx(1.0, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=seeds, p=st.integers(1, 6), q=st.integers(1, 8))
+def test_mcc_is_invariant_to_permuting_code_dimensions(seed, p, q):
+    rng = np.random.default_rng(seed)
+    Z, codes = tiny_codes(rng, 25, p, q)
+    Z[0] = 1.0  # latents vary
+    permuted = codes[:, rng.permutation(q)]
+    assert mcc_score(Z, permuted) == pytest.approx(mcc_score(Z, codes), abs=1e-12)
+
+
+def test_mcc_unmatched_latents_count_zero(rng):
+    Z = rng.uniform(size=(50, 3))
+    assert mcc_score(Z, Z[:, :2]) == pytest.approx(2 / 3)
+    # constant latents are left out of the average
+    Z[:, 1] = 0.0
+    assert mcc_score(Z, Z[:, [2, 0]]) == pytest.approx(1.0)
+
+
+def test_mcc_top_variance_keeps_the_highest_variance_dimensions(rng):
+    Z = rng.uniform(size=(60, 3))
+    Z[:, 2] = 0.0  # two varying latents -> two code dimensions compete
+    quiet = 1e-3 * Z[:, :2]  # perfect but low-variance copies
+    loud = 5 * rng.standard_normal((60, 2))
+    codes = np.hstack([quiet, loud])
+    assert mcc_score(Z, codes) == pytest.approx(1.0)
+    top = mcc_score(Z, codes, top_variance=True)
+    assert top == pytest.approx(brute_force_mcc(Z, loud), abs=1e-12)
+    assert top < 0.6
+    # with no more code dimensions than varying latents nothing is dropped
+    assert mcc_score(Z, quiet, top_variance=True) == pytest.approx(1.0)
+
+
+def test_mcc_accepts_torch_and_mixed_precision(rng):
+    Z, codes = tiny_codes(rng, 40, 4, 5)
+    Z[0] = 1.0
+    expected = mcc_score(Z, codes)
+    assert mcc_score(torch.from_numpy(Z), torch.from_numpy(codes)) == pytest.approx(
+        expected
+    )
+    assert mcc_score(Z, codes.astype(np.float32)) == pytest.approx(expected, abs=1e-6)
+    sparse_t = torch.from_numpy(Z).to_sparse()
+    assert mcc_score(sparse_t, codes) == pytest.approx(expected)
+
+
+@cuda
+def test_mcc_on_cuda(rng):
+    Z, codes = tiny_codes(rng, 40, 4, 5)
+    Z[0] = 1.0
+    expected = mcc_score(Z, codes)
+    on_gpu = torch.from_numpy(codes).cuda()
+    assert mcc_score(sp.csr_matrix(Z), on_gpu) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "Z, codes, match",
+    [
+        (np.ones((5, 2)), np.ones((5, 2)), "no latent with non-zero variance"),
+        (np.eye(5), np.eye(4), "as many rows"),
+        (np.ones(5), np.ones((5, 2)), "Z_true must be a 2-D array"),
+        (np.eye(3), [[np.nan] * 3] * 3, "codes contains NaN"),
+    ],
+)
+def test_mcc_rejects_bad_input(Z, codes, match):
+    with pytest.raises(ValueError, match=match):
+        mcc_score(Z, codes)
+
+
+# ------------------------------------------------------ dictionary similarity
+@settings(max_examples=25, deadline=None)
+@given(seed=seeds, n_atoms=st.integers(1, 8), n_features=st.integers(1, 6))
+def test_dictionary_similarity_is_one_for_permuted_flipped_dictionary(
+    seed, n_atoms, n_features
+):
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((n_atoms, n_features))
+    order = rng.permutation(n_atoms)
+    scale = rng.choice([-1, 1], n_atoms) * rng.uniform(0.1, 10, n_atoms)
+    learned = scale[:, None] * D[order]
+    assert dictionary_similarity(D, learned) == pytest.approx(1.0)
+    info = dictionary_similarity(D, learned, detailed=True)
+    if n_features > 1:  # in 1-D every pair of atoms is parallel
+        np.testing.assert_array_equal(order[info.matching], np.arange(n_atoms))
+        np.testing.assert_allclose(info.norm_ratios, np.abs(scale[info.matching]))
+    np.testing.assert_allclose(info.angular_errors, 0.0, atol=2e-7)
+    assert info.fraction_close == 1.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, p=st.integers(1, 4), q=st.integers(1, 5))
+def test_dictionary_similarity_equals_brute_force(seed, p, q):
+    rng = np.random.default_rng(seed)
+    true, learned = rng.standard_normal((p, 4)), rng.standard_normal((q, 4))
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    cos = np.abs(unit(true) @ unit(learned).T)
+    info = dictionary_similarity(true, learned, detailed=True, threshold=0.5)
+    assert info.mean_cosine == pytest.approx(best_matching_mean(cos), abs=1e-12)
+    matched = info.matching >= 0
+    assert matched.sum() == min(p, q)
+    np.testing.assert_allclose(
+        info.cosines[matched], cos[matched, info.matching[matched]]
+    )
+    np.testing.assert_array_equal(info.cosines[~matched], 0.0)
+    assert np.isnan(info.norm_ratios[~matched]).all()
+    assert info.fraction_close == pytest.approx((info.cosines > 0.5).mean())
+
+
+def test_dictionary_similarity_of_estimators(rng):
+    D = random_dictionary(rng, 4, 6)
+    coder = FISTACoder(dictionary=D).fit(rng.standard_normal((3, 6)))
+    assert dictionary_similarity(D, coder) == pytest.approx(1.0)
+    assert dictionary_similarity(coder, -D[::-1]) == pytest.approx(1.0)
+    zero = np.vstack([D[:3], np.zeros(6)])
+    assert dictionary_similarity(D, zero) == pytest.approx(0.75)
+    with pytest.raises(NotFittedError):
+        dictionary_similarity(D, PCA())
+    with pytest.raises(
+        ValueError, match="dimension 6 but dictionary has atoms of dimension 5"
+    ):
+        dictionary_similarity(D, D[:, :5])
+
+
+# ------------------------------------------------------------ support scores
+def brute_force_support(Z, codes, matching, threshold):
+    """Per-sample sets of (true latent) active indices, compared in Python."""
+    code_to_latent = {c: l for l, c in enumerate(matching) if c >= 0}
+    P, R, F, L0t, L0p = [], [], [], [], []
+    for z, c in zip(Z, codes, strict=True):
+        true = set(np.flatnonzero(np.abs(z) > threshold))
+        pred = set(np.flatnonzero(np.abs(c) > threshold))
+        tp = sum(code_to_latent.get(j) in true for j in pred)
+        p = tp / len(pred) if pred else 0.0
+        r = tp / len(true) if true else 0.0
+        P.append(p), R.append(r), F.append(2 * p * r / (p + r) if p + r else 0.0)
+        L0t.append(len(true)), L0p.append(len(pred))
+    return dict(
+        precision=np.mean(P),
+        recall=np.mean(R),
+        f1=np.mean(F),
+        l0_true=np.mean(L0t),
+        l0_pred=np.mean(L0p),
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, p=st.integers(1, 6), q=st.integers(1, 6))
+def test_support_scores_equal_brute_force(seed, p, q):
+    rng = np.random.default_rng(seed)
+    Z, codes = tiny_codes(rng, 15, p, q)
+    codes[np.abs(codes) < 0.7] = 0.0
+    codes[0, 0] = 5e-5  # below the threshold
+    matching = np.full(p, -1)
+    chosen = rng.permutation(q)[: min(p, q)]
+    matching[rng.permutation(p)[: chosen.size]] = chosen
+    expected = brute_force_support(Z, codes, matching, 1e-4)
+    for true in (Z, sp.csr_matrix(Z)):
+        got = support_scores(true, codes, matching=matching)
+        assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_support_scores_default_matching_is_the_correlation_matching(rng):
+    Z = sparse_codes(rng, 40, 6, 2)
+    order = rng.permutation(6)
+    codes = 3 * Z[:, order]
+    scores = support_scores(Z, codes)
+    assert scores == pytest.approx(
+        dict(precision=1, recall=1, f1=1, l0_true=2, l0_pred=2)
+    )
+    # a dictionary matching (true latent -> code column) gives the same answer
+    D = random_dictionary(rng, 6, 4)
+    info = dictionary_similarity(D, D[order], detailed=True)
+    assert support_scores(Z, codes, matching=info.matching)["f1"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "matching, match",
+    [
+        ([0, 1], "shape \\(3,\\)"),
+        ([0, 1, 5], "lie in \\[-1, 2\\]"),
+        ([0, 0, 1], "one latent"),
+        ([0.0, 1.0, 2.0], "integer array"),
+    ],
+)
+def test_support_scores_rejects_bad_matching(matching, match):
+    with pytest.raises(ValueError, match=match):
+        support_scores(np.eye(3), np.eye(3), matching=matching)
+
+
+# ------------------------------------------------------------------- probing
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, n=st.integers(4, 30), levels=st.integers(2, 4))
+def test_per_feature_auc_equals_roc_auc_score(seed, n, levels):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, levels, size=(n, 5)).astype(float)  # many ties
+    y = np.arange(n) % 2
+    rng.shuffle(y)
+    got = _per_feature_auc(torch.from_numpy(codes), y).numpy()
+    expected = [roc_auc_score(y, codes[:, j]) for j in range(5)]
+    np.testing.assert_allclose(got, np.maximum(expected, 1 - np.asarray(expected)))
+
+
+def test_best_feature_auc_selects_on_id_and_reports_on_ood(rng):
+    n = 200
+    y_id, y_ood = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    codes_id = rng.standard_normal((n, 4))
+    codes_id[:, 2] = -y_id + 0.1 * rng.standard_normal(n)  # anti-correlated
+    codes_ood = rng.standard_normal((n, 4))
+    result = best_feature_auc(codes_id, y_id, codes_ood, y_ood)
+    assert result["feature"] == 2
+    assert result["auc_id"] == 1.0
+    expected = roc_auc_score(y_ood, codes_ood[:, 2])
+    assert result["auc_ood"] == pytest.approx(max(expected, 1 - expected))
+    on_torch = best_feature_auc(torch.from_numpy(codes_id), torch.from_numpy(y_id))
+    assert on_torch == {"auc_id": 1.0, "auc_ood": None, "feature": 2}
+
+
+def test_probe_accuracy_transfers_the_id_probe(rng):
+    n = 200
+    codes = rng.uniform(size=(n, 3))
+    y = (codes[:, 1] > 0.5).astype(int)
+    result = probe_accuracy(codes, y, codes, 1 - y)
+    assert result == {"acc_id": 1.0, "acc_ood": 0.0}
+    labels = np.where(y == 1, "yes", "no")
+    assert probe_accuracy(codes, labels)["acc_id"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((np.eye(4), [0, 0, 0, 0]), "exactly two classes"),
+        ((np.eye(4), [0, 1, 0]), "3 labels for 4 rows"),
+        ((np.eye(4), [0, 1, 0, 1], np.eye(4)), "must be given together"),
+        ((np.eye(4), [0, 1, 0, 1], np.eye(3)[:, :2], [0, 1, 1]), "2 dimensions"),
+    ],
+)
+def test_probing_rejects_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        best_feature_auc(*args)
+
+
+# ------------------------------------------------------------ reconstruction
+def test_reconstruction_error_and_gap(rng):
+    X = rng.standard_normal((10, 4))
+    X_hat = X + 0.5
+    assert reconstruction_error(X, X_hat) == pytest.approx(0.25)
+    assert reconstruction_error(torch.from_numpy(X), X_hat) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="X_reconstructed has shape"):
+        reconstruction_error(X, X_hat[:, :3])
+    pca = PCA(n_components=2).fit(X)
+    X_ood = 3 * rng.standard_normal((5, 4))
+    gap = compositional_gap(pca, X, X_ood)
+    mse = [
+        np.mean((A - pca.inverse_transform(pca.transform(A))) ** 2) for A in (X, X_ood)
+    ]
+    assert gap == pytest.approx(
+        {"mse_id": mse[0], "mse_ood": mse[1], "gap": mse[1] - mse[0]}
+    )
+    with pytest.raises(TypeError, match="no inverse_transform"):
+        compositional_gap(object(), X, X_ood)
+
+
+# ------------------------------------------------------------------- scorers
+@pytest.fixture(scope="module")
+def benchmark():
+    return make_compositional(
+        n_latents=12, n_active=2, n_samples=240, sparse_codes=True, random_state=0
+    )
+
+
+def test_scorers_follow_sklearn_conventions(benchmark):
+    X, Z, D = benchmark.X_val, benchmark.Z_val, benchmark.dictionary
+    coder = FISTACoder(dictionary=D, alpha=0.01, positive=True).fit(X)
+    codes = coder.transform(X)
+    assert mcc_scorer(coder, X, Z) == mcc_score(Z, codes)
+    assert support_f1_scorer(coder, X, Z) == support_scores(Z, codes)["f1"]
+    recon = reconstruction_error(X, coder.inverse_transform(codes))
+    assert neg_reconstruction_error_scorer(coder, X) == -recon <= 0
+    assert make_dictionary_similarity_scorer(D)(coder, X) == pytest.approx(1.0)
+    top = make_code_scorer(mcc_score, top_variance=True)
+    assert top(coder, X, Z) == mcc_score(Z, codes, top_variance=True)
+    assert repr(top) == "make_code_scorer(mcc_score, top_variance=True)"
+    with pytest.raises(ValueError, match="true codes, passed as y"):
+        mcc_scorer(coder, X, None)
+
+
+def test_scorers_in_grid_search_with_compositional_split(benchmark):
+    X, Z, D = benchmark.X_train, benchmark.Z_train, benchmark.dictionary
+    scoring = {
+        "mcc": mcc_scorer,
+        "f1": support_f1_scorer,
+        "recon": neg_reconstruction_error_scorer,
+        "dict": make_dictionary_similarity_scorer(D),
+    }
+    cv = CompositionalSplit(n_splits=2, test_size=0.3, random_state=0)
+    search = GridSearchCV(
+        FISTACoder(dictionary=D, positive=True),
+        {"alpha": [0.001, 0.3]},
+        scoring=scoring,
+        refit="mcc",
+        cv=cv,
+    ).fit(X, Z)
+    # the oracle dictionary with little shrinkage recovers the codes best
+    assert search.best_params_ == {"alpha": 0.001}
+    results = search.cv_results_
+    assert results["mean_test_mcc"][0] > results["mean_test_mcc"][1]
+    assert results["mean_test_recon"][0] > results["mean_test_recon"][1]
+    np.testing.assert_allclose(results["mean_test_dict"], 1.0)
+    # each fold's score is the metric on that fold's test samples
+    train, test = next(cv.split(X, Z))
+    fitted = FISTACoder(dictionary=D, positive=True, alpha=0.3).fit(X[train])
+    expected = mcc_score(Z[test], fitted.transform(X[test]))
+    assert results["split0_test_mcc"][1] == pytest.approx(expected)
+
+
+def test_scorers_in_cross_validate_with_dense_codes(benchmark):
+    Z = benchmark.Z_train.toarray()
+    scores = cross_validate(
+        FISTACoder(dictionary=benchmark.dictionary, alpha=0.01, positive=True),
+        benchmark.X_train,
+        Z,
+        scoring={"mcc": mcc_scorer, "f1": support_f1_scorer},
+        cv=CompositionalSplit(n_splits=2, concepts=[0], random_state=0),
+    )
+    assert np.all(scores["test_mcc"] > 0.9)
+    assert np.all(scores["test_f1"] > 0.5)
