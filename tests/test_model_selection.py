@@ -1,0 +1,153 @@
+from itertools import combinations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skdict.datasets import make_compositional
+from skdict.model_selection import CompositionalSplit
+
+
+def unseen_pairs(active, train, test):
+    """Pairs active together in some test sample, never together in training,
+    whose concepts both occur in training."""
+    in_train = active[train].any(axis=0)
+    together_in_train = active[train].T.astype(int) @ active[train].astype(int)
+    pairs = set()
+    for row in active[test]:
+        for a, b in combinations(np.flatnonzero(row), 2):
+            if together_in_train[a, b] == 0 and in_train[a] and in_train[b]:
+                pairs.add((a, b))
+    return pairs
+
+
+def check_fold(active, train, test, max_test, concepts=None):
+    n = active.shape[0]
+    assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(n))
+    assert 0 < test.size <= max_test
+    pairs = unseen_pairs(active, train, test)
+    if concepts is not None:
+        pairs = {p for p in pairs if p[0] in concepts or p[1] in concepts}
+    # every test sample holds a pair never seen together in training, both of
+    # whose concepts are seen in training
+    for row in active[test]:
+        assert any(row[a] and row[b] for a, b in pairs)
+
+
+def holdable_pairs(active, max_test, concepts=None):
+    """Brute force: pairs that could be held out on their own."""
+    count = active.sum(axis=0)
+    out = []
+    for a, b in combinations(range(active.shape[1]), 2):
+        if concepts is not None and a not in concepts and b not in concepts:
+            continue
+        both = (active[:, a] & active[:, b]).sum()
+        if 0 < both <= max_test and count[a] > both and count[b] > both:
+            out.append((a, b))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(4, 40),
+    n_concepts=st.integers(2, 7),
+    density=st.floats(0.2, 0.8),
+    test_size=st.one_of(st.floats(0.05, 0.9), st.integers(1, 20)),
+    use_concepts=st.booleans(),
+)
+def test_folds_hold_out_unseen_pairs(
+    seed, n, n_concepts, density, test_size, use_concepts
+):
+    rng = np.random.default_rng(seed)
+    active = rng.uniform(size=(n, n_concepts)) < density
+    y = active * rng.uniform(0.5, 1.0, size=active.shape)
+    concepts = [0] if use_concepts else None
+    cv = CompositionalSplit(
+        n_splits=3, test_size=test_size, concepts=concepts, random_state=seed
+    )
+    max_test = test_size if isinstance(test_size, int) else int(test_size * n)
+    try:
+        folds = list(cv.split(np.zeros((n, 1)), y))
+    except ValueError as error:
+        assert "No valid fold" in str(error)
+        assert not holdable_pairs(active, max_test, concepts)
+        return
+    assert len(folds) == cv.get_n_splits() == 3
+    for train, test in folds:
+        check_fold(active, train, test, max_test, concepts)
+    # the same folds on every call and for every input type
+    again = list(cv.split(np.zeros((n, 1)), sp.csr_matrix(y)))
+    on_torch = list(cv.split(np.zeros((n, 1)), torch.from_numpy(y)))
+    for other in (again, on_torch):
+        for (train, test), (train2, test2) in zip(folds, other, strict=True):
+            np.testing.assert_array_equal(train, train2)
+            np.testing.assert_array_equal(test, test2)
+
+
+def test_probed_concept_folds_on_the_benchmark():
+    data = make_compositional(
+        n_latents=20, n_active=3, n_samples=300, sparse_codes=True, random_state=0
+    )
+    active = data.Z_train.toarray() > 0
+    cv = CompositionalSplit(n_splits=4, test_size=0.25, concepts=[0], random_state=0)
+    tests = []
+    for train, test in cv.split(data.X_train, data.Z_train):
+        check_fold(active, train, test, max_test=37, concepts=[0])
+        assert active[test, 0].all()  # every test sample holds the probed concept
+        assert active[train, 0].any()
+        tests.append(tuple(test))
+    assert len(set(tests)) > 1  # folds differ
+
+
+def test_random_state_controls_the_folds():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(size=(60, 6)) < 0.4
+    folds = lambda seed: [  # noqa: E731
+        tuple(test)
+        for _, test in CompositionalSplit(random_state=seed).split(np.zeros(60), y)
+    ]
+    assert folds(3) == folds(3)
+    assert folds(3) != folds(4)
+
+
+@pytest.mark.parametrize(
+    "y, kwargs, error, match",
+    [
+        (None, {}, ValueError, "reads the concept activity from y"),
+        (np.ones(6), {}, ValueError, "must be a 2-D matrix"),
+        # concepts 0 and 1 always co-occur: holding out the pair empties both
+        (np.array([[1, 1]] * 6), {}, ValueError, "No valid fold: no pair"),
+        (np.eye(6), {}, ValueError, "No valid fold: no pair"),
+        (
+            np.array([[1, 1]] * 4 + [[1, 0], [0, 1]]),
+            {"test_size": 2},
+            ValueError,
+            "raise test_size",
+        ),
+        (np.eye(6), {"concepts": [7]}, ValueError, "column indices of y"),
+        (np.eye(6), {"n_splits": 0}, ValueError, "'n_splits' parameter"),
+        (np.eye(6), {"test_size": 1.5}, ValueError, "'test_size' parameter"),
+    ],
+)
+def test_invalid_input_raises(y, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        list(CompositionalSplit(**kwargs).split(np.zeros((6, 1)), y))
+
+
+def test_threshold_defines_activity():
+    y = np.array([[1.0, 0.01]] * 3 + [[1.0, 0.0], [0.0, 1.0]])
+    # by default the small entries are active: concepts 0 and 1 co-occur in
+    # the first three samples and each occurs alone once
+    cv = CompositionalSplit(n_splits=1, test_size=3, random_state=0)
+    train, test = next(cv.split(np.zeros((5, 1)), y))
+    np.testing.assert_array_equal(test, [0, 1, 2])
+    np.testing.assert_array_equal(train, [3, 4])
+    # above the threshold they are not, and no pair co-occurs
+    cv.threshold = 0.1
+    with pytest.raises(ValueError, match="No valid fold"):
+        next(cv.split(np.zeros((5, 1)), y))
+    assert "threshold=0.1" in repr(cv)
