@@ -1,7 +1,8 @@
 """skdict: scikit-learn estimators for sparse coding of neural-network activations."""
 
 from ._fista import FISTACoder
+from ._sae import SparseAutoencoder
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["FISTACoder", "__version__"]
+__all__ = ["FISTACoder", "SparseAutoencoder", "__version__"]

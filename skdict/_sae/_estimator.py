@@ -1,0 +1,576 @@
+"""The :class:`SparseAutoencoder` estimator."""
+
+from __future__ import annotations
+
+import copy
+import math
+from numbers import Integral, Real
+
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils import check_random_state
+from sklearn.utils._array_api import check_same_namespace
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .._dictionary import resolve_dictionary
+from .._tensor import (
+    portable_state,
+    resolve_device,
+    to_output,
+    to_tensor,
+    validate_input,
+)
+from ._modules import ACTIVATIONS, SAE, SparseCodes, build_sae
+from ._training import chunk_size, evaluate, make_optimizer, train
+
+__all__ = ["SparseAutoencoder"]
+
+_NEEDS_K = ("topk", "batchtopk", "mp")
+_AUX_ACTIVATIONS = ("topk", "batchtopk")
+# Largest deviation from unit norm accepted for frozen matching-pursuit atoms.
+_UNIT_NORM_RTOL = 1e-4
+
+
+class SparseAutoencoder(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
+    """Sparse autoencoder (ReLU-L1, TopK, BatchTopK, JumpReLU or matching pursuit).
+
+    Learns an encoder ``z = act((x - b) @ W_enc.T + b_enc)`` and a decoder
+    ``x_hat = z @ components_ + intercept_`` with unit-norm atoms, by AdamW on
+    ``mean((x_hat - x) ** 2) + sparsity_coef * mean_b P(z_b)`` over mini-batches.
+    The defaults are the training settings of Barin Pacela et al. (2026), "Stop
+    probing, start coding" (AdamW, lr 5e-4, batch 64, 500 epochs, penalty
+    weight 1e-4, JumpReLU thresholds and bandwidth 1e-3), except that the
+    decoder bias starts at the data mean (``bias_init="zero"`` is theirs).
+
+    Parameters
+    ----------
+    n_components : int, default=None
+        Number of latents (the SAE's width). None takes it from ``decoder``.
+    activation : {"relu", "topk", "batchtopk", "jumprelu", "mp"}, default="relu"
+        ``"relu"``: ReLU with the L1 penalty ``P(z) = ||z||_1``.
+        ``"topk"``: the ``k`` largest pre-activations of each sample, rectified
+        (Gao et al., 2024). ``"batchtopk"``: the ``k * batch`` largest over the
+        batch in training, a learned threshold at inference (Bussmann et al.,
+        2024). ``"jumprelu"``: learned per-latent thresholds with the L0 penalty
+        ``P(z) = ||z||_0`` through straight-through estimators (Rajamanoharan et
+        al., 2024). ``"mp"``: ``k`` steps of matching pursuit over the decoder
+        atoms, no encoder.
+    k : int, default=None
+        Active latents per sample for ``"topk"``, ``"batchtopk"`` (on average)
+        and ``"mp"`` (pursuit steps); required by them, ignored by the others.
+    sparsity_coef : float, default=1e-4
+        Weight of the penalty of ``"relu"`` and ``"jumprelu"``; ignored by the
+        others, whose sparsity is structural.
+    lr : float, default=5e-4
+        AdamW learning rate.
+    batch_size : int, default=64
+        Samples per training step.
+    max_epochs : int, default=500
+        Passes over the training data.
+    decoder : array-like, torch.Tensor or estimator, default=None
+        Initial atoms, shape ``(n_components, n_features)``, or a dictionary
+        provider: an estimator exposing ``components_`` (and optionally
+        ``intercept_``), cloned and fitted on ``X, y``, or a fitted one wrapped
+        in :class:`sklearn.frozen.FrozenEstimator`. The encoder starts as the
+        transpose of the atoms; a provider's intercept starts the decoder bias.
+        None draws the encoder at random (Kaiming-uniform) and starts the
+        decoder as its transpose.
+    freeze_decoder : bool, default=False
+        Train the encoder only: ``components_`` and ``intercept_`` stay exactly
+        those of ``decoder`` (an array's intercept is zero). With an oracle
+        dictionary this is the paper's "oracle dictionary + SAE encoder".
+    device : str or torch.device, default="auto"
+        Where to compute. ``"auto"`` uses a tensor input's own device, else
+        CUDA when available, else the CPU.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the validation split and the shuffling;
+        two fits on the CPU with the same seed give identical weights.
+    verbose : int, default=0
+        Show a progress bar over epochs when positive.
+    weight_decay : float, default=0.01
+        AdamW's decoupled weight decay (torch's default, which the paper used).
+    bias_init : {"mean", "zero"}, default="mean"
+        Initial decoder bias when ``decoder`` gives none: the training data's
+        mean, or zero (the paper's setting).
+    aux_k : int, default=None
+        Number of dead latents in the auxiliary-k loss of Gao et al. (2024) for
+        ``"topk"`` and ``"batchtopk"``: the ``aux_k`` most active latents among
+        those that fired on no sample in the previous epoch learn to
+        reconstruct the residual. None switches it off (the paper's setting).
+    aux_coef : float, default=1/32
+        Weight of the auxiliary-k loss (Gao et al.'s alpha).
+    bandwidth : float, default=1e-3
+        Bandwidth of the JumpReLU straight-through estimators.
+    threshold_init : float, default=1e-3
+        Initial JumpReLU threshold of every latent.
+    validation_fraction : float, default=None
+        Fraction of the training data held out to stop early: training stops
+        once the validation loss has not improved by a relative ``tol`` for
+        ``n_iter_no_change`` epochs, and the best weights are kept. None trains
+        on everything for ``max_epochs``.
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
+    tol : float, default=1e-4
+        Relative improvement of the validation loss that resets the patience.
+
+    Attributes
+    ----------
+    components_ : ndarray or torch.Tensor of shape (n_components, n_features)
+        Decoder atoms (unit-norm rows), in the array type of the data given to
+        :meth:`fit`.
+    intercept_ : ndarray or torch.Tensor of shape (n_features,)
+        Decoder bias: ``X ≈ transform(X) @ components_ + intercept_``; it is
+        subtracted from ``X`` before encoding.
+    module_ : torch.nn.Module
+        The trained torch module (encoder weights ``W_enc``, ``b_enc``; JumpReLU
+        ``log_threshold``; BatchTopK ``threshold``).
+    decoder_ : estimator or None
+        The fitted dictionary provider, when ``decoder`` is an estimator.
+    n_iter_ : int
+        Epochs run (one per :meth:`partial_fit` call).
+    history_ : list of dict
+        Per epoch: ``epoch``, ``loss`` (training objective), ``mse``
+        (reconstruction), ``l0`` (mean non-zero codes per sample),
+        ``dead_fraction`` (latents that fired on no sample), plus ``val_loss``
+        and ``val_mse`` with a validation split. Training-set figures are
+        averaged over the epoch's steps.
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during :meth:`fit`, when ``X`` has string
+        column names.
+
+    See Also
+    --------
+    FISTACoder : Per-sample sparse inference, e.g. with this model's dictionary.
+
+    Notes
+    -----
+    Gradients are computed by hand and the loop is kept tight because, at the
+    paper's size, a step is dominated by kernel-dispatch overhead; small CPU
+    problems also run on one thread while fitting (see
+    ``benchmarks/RESULTS.md``). A training loss that becomes NaN or infinite
+    raises ``FloatingPointError``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict import SparseAutoencoder
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 8))
+    >>> sae = SparseAutoencoder(16, activation="topk", k=2, max_epochs=5,
+    ...                         random_state=0).fit(X)
+    >>> codes = sae.transform(X)
+    >>> codes.shape
+    (200, 16)
+    >>> int((codes != 0).sum(axis=1).max())
+    2
+    >>> np.linalg.norm(sae.components_, axis=1).round(6).min()
+    1.0
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "k": [Interval(Integral, 1, None, closed="left"), None],
+        "sparsity_coef": [Interval(Real, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "decoder": ["array-like", HasMethods(["fit"]), None],
+        "freeze_decoder": ["boolean"],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "bias_init": [StrOptions({"mean", "zero"})],
+        "aux_k": [Interval(Integral, 1, None, closed="left"), None],
+        "aux_coef": [Interval(Real, 0, None, closed="left")],
+        "bandwidth": [Interval(Real, 0, None, closed="neither")],
+        "threshold_init": [Interval(Real, 0, None, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_components=None,
+        *,
+        activation="relu",
+        k=None,
+        sparsity_coef=1e-4,
+        lr=5e-4,
+        batch_size=64,
+        max_epochs=500,
+        decoder=None,
+        freeze_decoder=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        weight_decay=0.01,
+        bias_init="mean",
+        aux_k=None,
+        aux_coef=1 / 32,
+        bandwidth=1e-3,
+        threshold_init=1e-3,
+        validation_fraction=None,
+        n_iter_no_change=10,
+        tol=1e-4,
+    ):
+        self.n_components = n_components
+        self.activation = activation
+        self.k = k
+        self.sparsity_coef = sparsity_coef
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.decoder = decoder
+        self.freeze_decoder = freeze_decoder
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.weight_decay = weight_decay
+        self.bias_init = bias_init
+        self.aux_k = aux_k
+        self.aux_coef = aux_coef
+        self.bandwidth = bandwidth
+        self.threshold_init = threshold_init
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+
+    # ------------------------------------------------------------------ fit
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Train the autoencoder on ``X`` from a fresh initialisation.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Training data.
+        y : array-like, default=None
+            Passed to the ``decoder`` estimator's ``fit``.
+
+        Returns
+        -------
+        self : SparseAutoencoder
+            The fitted autoencoder.
+        """
+        X_t, origin = validate_input(self, X, reset=True, device=self.device)
+        generator = self._generator()
+        X_train, X_val = self._split(X_t, generator)
+        module, decoder = self._init_module(X, y, X_train, generator)
+        optimizer = self._optimizer(module)
+        result = self._train(module, X_train, optimizer, generator, X_val=X_val)
+        self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
+        self._store(module, optimizer, generator, result, origin)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def partial_fit(self, X, y=None):
+        """Train for one epoch over ``X``, continuing from the current state.
+
+        The first call initialises the model from ``X``; later calls keep the
+        weights, the optimiser's moments and the shuffling stream, so a
+        stream of batches trains as one long run.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            A batch of training data.
+        y : array-like, default=None
+            Passed to the ``decoder`` estimator's ``fit`` on the first call.
+
+        Returns
+        -------
+        self : SparseAutoencoder
+            The updated autoencoder.
+        """
+        first = not hasattr(self, "module_")
+        X_t, origin = validate_input(self, X, reset=first, device=self.device)
+        if first:
+            generator = self._generator()
+            module, decoder = self._init_module(X, y, X_t, generator)
+            optimizer = self._optimizer(module)
+            result = self._train(module, X_t, optimizer, generator, epochs=1)
+            self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
+            self._store(module, optimizer, generator, result, origin)
+            return self
+        # Kept to leave the model as it was, not with NaN weights, if this
+        # call diverges.
+        snapshot = copy.deepcopy((self.module_, self._optimizer_state))
+        module = self.module_.to(X_t.device)
+        X_t = X_t.to(module.W_dec.dtype)
+        generator = torch.Generator().set_state(self._rng_state)
+        optimizer = self._optimizer(module)
+        if optimizer is not None:
+            optimizer.load_state_dict(self._optimizer_state)
+        try:
+            result = self._train(
+                module,
+                X_t,
+                optimizer,
+                generator,
+                epochs=1,
+                active=self._last_active.to(X_t.device),
+                first_epoch=self.n_iter_ + 1,
+            )
+        except FloatingPointError:
+            self.module_, self._optimizer_state = snapshot
+            raise
+        self._store(module, optimizer, generator, result, origin)
+        return self
+
+    def _generator(self) -> torch.Generator:
+        seed = check_random_state(self.random_state).randint(2**31 - 1)
+        return torch.Generator().manual_seed(int(seed))
+
+    def _split(self, X_t, generator):
+        if self.validation_fraction is None:
+            return X_t, None
+        n = X_t.shape[0]
+        n_val = math.ceil(self.validation_fraction * n)
+        if n - n_val < 1:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} leaves no training "
+                f"sample out of {n}; lower it or pass more samples."
+            )
+        order = torch.randperm(n, generator=generator).to(X_t.device)
+        return X_t[order[n_val:]], X_t[order[:n_val]]
+
+    def _init_module(self, X, y, X_t, generator):
+        """Return the initialised module and the fitted decoder provider (or None)."""
+        n_features = X_t.shape[1]
+        atoms, bias, provider = None, None, None
+        n_components = self.n_components
+        if self.decoder is not None:
+            resolved = resolve_dictionary(
+                self.decoder,
+                X,
+                y,
+                device=X_t.device,
+                dtype=X_t.dtype,
+                n_features=n_features,
+                name="decoder",
+            )
+            provider = resolved.estimator
+            atoms = resolved.components
+            if n_components is not None and n_components != atoms.shape[0]:
+                raise ValueError(
+                    f"n_components={n_components} does not match the decoder's "
+                    f"{atoms.shape[0]} atoms; leave n_components=None to take it "
+                    "from the decoder."
+                )
+            n_components = atoms.shape[0]
+            if self.freeze_decoder or resolved.estimator is not None:
+                bias = resolved.intercept
+            if not self.freeze_decoder:
+                atoms = atoms / torch.linalg.vector_norm(atoms, dim=1, keepdim=True)
+        elif self.freeze_decoder:
+            raise ValueError(
+                "freeze_decoder=True needs a decoder: pass decoder= an array of "
+                "atoms or an estimator exposing components_."
+            )
+        elif n_components is None:
+            raise ValueError(
+                "n_components must be given when no decoder is passed; got None."
+            )
+        self._check_k(n_components)
+        if bias is None and self.bias_init == "mean":
+            bias = X_t.mean(dim=0)
+        if self.activation == "mp" and self.freeze_decoder:
+            norms = torch.linalg.vector_norm(atoms, dim=1)
+            if not bool(
+                torch.allclose(
+                    norms, torch.ones_like(norms), rtol=0, atol=_UNIT_NORM_RTOL
+                )
+            ):
+                raise ValueError(
+                    "activation='mp' with freeze_decoder=True needs unit-norm "
+                    f"decoder atoms; their norms range over [{float(norms.min()):.4g}, "
+                    f"{float(norms.max()):.4g}]. Normalise the rows of the decoder."
+                )
+        module = build_sae(
+            self.activation,
+            n_features,
+            n_components,
+            k=self.k,
+            bandwidth=self.bandwidth,
+            threshold_init=self.threshold_init,
+            dtype=X_t.dtype,
+            device=X_t.device,
+        )
+        module.reset_parameters(generator, decoder=atoms, bias=bias)
+        return module, provider
+
+    def _check_k(self, n_components: int) -> None:
+        if self.activation in _NEEDS_K:
+            if self.k is None:
+                raise ValueError(
+                    f"activation={self.activation!r} needs k, the number of active "
+                    "latents per sample; got k=None."
+                )
+            if self.k > n_components:
+                raise ValueError(
+                    f"k={self.k} must be at most n_components={n_components}."
+                )
+        if self.aux_k is not None and self.aux_k > n_components:
+            raise ValueError(
+                f"aux_k={self.aux_k} must be at most n_components={n_components}."
+            )
+
+    def _optimizer(self, module):
+        return make_optimizer(
+            module,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            train_decoder=not self.freeze_decoder,
+        )
+
+    def _train(
+        self,
+        module,
+        X_t,
+        optimizer,
+        generator,
+        *,
+        epochs=None,
+        X_val=None,
+        active=None,
+        first_epoch=1,
+    ):
+        return train(
+            module,
+            X_t,
+            optimizer=optimizer,
+            generator=generator,
+            epochs=self.max_epochs if epochs is None else epochs,
+            batch_size=self.batch_size,
+            sparsity_coef=self.sparsity_coef,
+            train_decoder=not self.freeze_decoder,
+            aux_k=self.aux_k if self.activation in _AUX_ACTIVATIONS else None,
+            aux_coef=self.aux_coef,
+            active=active,
+            X_val=X_val,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            first_epoch=first_epoch,
+            verbose=self.verbose,
+        )
+
+    def _store(self, module, optimizer, generator, result, origin) -> None:
+        self.module_ = module
+        # Copies: the arrays handed out must not change when training resumes.
+        self.components_ = to_output(module.W_dec.detach().clone(), origin)
+        self.intercept_ = to_output(module.b_dec.detach().clone(), origin)
+        self.history_ = self.history_ + result.history
+        self.n_iter_ += len(result.history)
+        self._optimizer_state = None if optimizer is None else optimizer.state_dict()
+        self._rng_state = generator.get_state()
+        self._last_active = result.active
+
+    # ------------------------------------------------------------ transform
+
+    def _module_for(self, T: torch.Tensor) -> SAE:
+        """Return the fitted module on ``T``'s device and dtype (copied if moved)."""
+        W = self.module_.W_dec
+        if W.device == T.device and W.dtype == T.dtype:
+            return self.module_
+        return copy.deepcopy(self.module_).to(device=T.device, dtype=T.dtype)
+
+    def _encode(self, module: SAE, X_t: torch.Tensor) -> torch.Tensor:
+        """Dense codes of ``X_t``, coded in chunks of rows."""
+        codes = X_t.new_empty(X_t.shape[0], module.n_components)
+        step = chunk_size(module)
+        for start in range(0, X_t.shape[0], step):
+            chunk = module.encode(X_t[start : start + step])
+            if isinstance(chunk, SparseCodes):
+                chunk = chunk.to_dense()
+            codes[start : start + step] = chunk
+        return codes
+
+    def transform(self, X):
+        """Encode ``X``.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data to encode.
+
+        Returns
+        -------
+        codes : ndarray or torch.Tensor of shape (n_samples, n_components)
+            In the array type, device and dtype of ``X``.
+        """
+        check_is_fitted(self)
+        check_same_namespace(X, self, attribute="components_", method="transform")
+        X_t, origin = validate_input(self, X, reset=False, device=self.device)
+        return to_output(self._encode(self._module_for(X_t), X_t), origin)
+
+    def inverse_transform(self, X):
+        """Decode codes: ``X @ components_ + intercept_``.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_components)
+            Codes.
+
+        Returns
+        -------
+        X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
+            In the array type, device and dtype of the codes.
+        """
+        check_is_fitted(self)
+        codes, origin = to_tensor(
+            X, device=resolve_device(self.device, X), name="codes"
+        )
+        if codes.shape[1] != self._n_features_out:
+            raise ValueError(
+                f"codes have {codes.shape[1]} columns, but this SparseAutoencoder "
+                f"has {self._n_features_out} components."
+            )
+        with torch.no_grad():
+            return to_output(self._module_for(codes).decode(codes), origin)
+
+    def score(self, X, y=None):
+        """Negative mean squared reconstruction error of ``X`` (greater is better).
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+        """
+        check_is_fitted(self)
+        check_same_namespace(X, self, attribute="components_", method="score")
+        X_t, _ = validate_input(self, X, reset=False, device=self.device)
+        sums, _ = evaluate(self._module_for(X_t), X_t)
+        return -float(sums[0]) / X_t.numel()
+
+    @property
+    def _n_features_out(self):
+        return self.components_.shape[0]
+
+    def __getstate__(self):
+        return portable_state(super().__getstate__())
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
