@@ -301,16 +301,21 @@ def _pooling_weights(mask, offsets, spans, position, phrases):
 
 @torch.inference_mode()
 def _activations(phrases, spans, tokenizer, network, layer, position, batch_size):
-    """Pooled hidden states of ``phrases`` at ``layer``, float32 on the CPU."""
+    """Return the pooled hidden states of ``phrases`` at ``layer`` (float32, CPU)."""
     if position != "mean" and not tokenizer.is_fast:
         raise ValueError(
             f"position={position!r} needs a fast tokenizer (a tokenizer.json in the "
             "model folder) to find the object's tokens; use position='mean'."
         )
     device = network.device
+    # Batching phrases of similar length wastes little compute on padding; the
+    # order is undone at the end (a phrase's activation does not depend on its
+    # batch).
+    order = sorted(range(len(phrases)), key=lambda i: len(phrases[i]))
     chunks = []
     for start in range(0, len(phrases), batch_size):
-        batch = phrases[start : start + batch_size]
+        rows = order[start : start + batch_size]
+        batch = [phrases[i] for i in rows]
         encoded = tokenizer(
             batch,
             padding=True,
@@ -321,14 +326,15 @@ def _activations(phrases, spans, tokenizer, network, layer, position, batch_size
         weights = _pooling_weights(
             encoded["attention_mask"],
             offsets,
-            spans[start : start + batch_size],
+            spans[rows],
             position,
             batch,
         )
         states = network(**encoded.to(device), output_hidden_states=True).hidden_states
         hidden = states[layer].float()
         chunks.append(torch.einsum("bt,bth->bh", weights.to(device), hidden).cpu())
-    return torch.cat(chunks)
+    pooled = torch.cat(chunks)
+    return pooled[torch.argsort(torch.tensor(order))]
 
 
 def _cached_activations(
