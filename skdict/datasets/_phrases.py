@@ -473,7 +473,9 @@ def load_phrase_activations(
         color_id, object_id, template_id : ndarray of shape (n_phrases,)
             Indices into ``colors``, ``objects`` and ``templates``.
         phrases : ndarray of str, shape (n_phrases,)
+            The phrases.
         colors, objects, templates : list of str
+            The vocabularies and templates the phrases were built from.
         concept_names : list of str
             Column names of ``Z``: ``"color=red"``, ..., ``"object=car"``, ...
         train_index, val_index, ood_index : ndarray of int
