@@ -331,6 +331,8 @@ class SAE(nn.Module):
     """
 
     uses_encoder = True
+    # Whether the activation produces top-k codes that training may keep sparse.
+    topk_codes = False
 
     def __init__(
         self,
@@ -343,6 +345,11 @@ class SAE(nn.Module):
     ):
         super().__init__()
         self.n_features, self.n_components, self.k = n_features, n_components, k
+        # Wide top-k SAEs keep their codes sparse in training (fixed at
+        # construction so that a module never changes its code path).
+        self.sparse_codes = self.topk_codes and (
+            n_components >= _SPARSE_MIN_COMPONENTS and 8 * k <= n_components
+        )
         kw = {"dtype": dtype, "device": device}
         if self.uses_encoder:
             self.W_enc = nn.Parameter(torch.empty(n_components, n_features, **kw))
@@ -514,14 +521,6 @@ class SAE(nn.Module):
             1, indices, values
         )
 
-    @property
-    def sparse_codes(self) -> bool:
-        """Whether training keeps the codes sparse (wide top-k SAEs)."""
-        k = self.k or self.n_components
-        return self.n_components >= _SPARSE_MIN_COMPONENTS and 8 * k <= (
-            self.n_components
-        )
-
 
 class ReLUSAE(SAE):
     """ReLU activation with an L1 penalty, ``P(z) = ||z||_1``."""
@@ -589,6 +588,8 @@ class JumpReLUSAE(SAE):
 
 class TopKSAE(SAE):
     """TopK activation: the ``k`` largest pre-activations of each sample, rectified."""
+
+    topk_codes = True
 
     def _activate(self, pre, *, training):
         values, indices = pre.topk(self.k, dim=1, sorted=False)
@@ -700,10 +701,6 @@ class MatchingPursuitSAE(SAE):
         sums = torch.stack([torch.dot(flat, flat), zero, zero])
         codes = SparseCodes.from_topk(values, indices, self.n_components)
         return StepOutput(sums, active_counts(codes))
-
-    @property
-    def sparse_codes(self) -> bool:
-        return True
 
 
 _CLASSES = {

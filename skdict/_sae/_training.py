@@ -281,13 +281,14 @@ def train(
             bar.set_postfix(loss=f"{record['loss']:.4g}", l0=f"{record['l0']:.3g}")
             if X_val is None:
                 continue
-            if record["val_loss"] < best * (1.0 - tol) or best_state is None:
-                best, stale = record["val_loss"], 0
+            # As scikit-learn's MLP: patience counts epochs without a relative
+            # improvement of tol, and the best weights are kept regardless.
+            stale = 0 if record["val_loss"] < best * (1.0 - tol) else stale + 1
+            if record["val_loss"] < best:
+                best = record["val_loss"]
                 best_state = copy.deepcopy(module.state_dict())
-            else:
-                stale += 1
-                if stale >= n_iter_no_change:
-                    break
+            if stale >= n_iter_no_change:
+                break
     if best_state is not None:
         module.load_state_dict(best_state)
     return TrainResult(history, active)

@@ -1,0 +1,525 @@
+"""SparseAutoencoder: gradients against independent references, training, API."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.utils import check_random_state
+
+from skdict import FISTACoder, SparseAutoencoder
+from skdict._sae import _modules
+from skdict._sae._modules import build_sae, matching_pursuit
+from skdict.datasets import make_compositional
+from skdict.metrics import dictionary_similarity
+
+from .conftest import cuda, random_dictionary, sparse_codes
+
+ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu", "mp")
+SMALL = {"max_epochs": 3, "batch_size": 32, "random_state": 0}
+
+
+def toy_problem(rng, n_samples=256, n_components=12, n_features=8, n_active=2):
+    D = random_dictionary(rng, n_components, n_features)
+    Z = sparse_codes(rng, n_samples, n_components, n_active)
+    return Z @ D, D
+
+
+def module_for(activation, n_features=5, n_components=16, k=2, seed=0, **kw):
+    module = build_sae(
+        activation, n_features, n_components, k=k, dtype=torch.float64, **kw
+    )
+    module.reset_parameters(
+        torch.Generator().manual_seed(seed),
+        bias=0.1 * torch.randn(n_features, dtype=torch.float64),
+    )
+    if hasattr(module, "b_enc"):
+        with torch.no_grad():
+            module.b_enc.normal_(0.0, 0.1)
+    return module
+
+
+def batch_loss(module, x, coef, **kw):
+    sums = module.loss_and_grad(x, sparsity_coef=coef, **kw).sums
+    return float(sums[0] / x.numel() + coef * sums[1] / x.shape[0])
+
+
+# --------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize(
+    "activation, sparse",
+    [(a, False) for a in ACTIVATIONS] + [("topk", True), ("batchtopk", True)],
+)
+def test_gradients_match_finite_differences(activation, sparse, monkeypatch):
+    if sparse:
+        monkeypatch.setattr(_modules, "_SPARSE_MIN_COMPONENTS", 1)
+    torch.manual_seed(0)
+    module = module_for(activation)
+    assert module.sparse_codes == sparse
+    x = torch.randn(7, 5, dtype=torch.float64)
+    coef = 0.05
+    batch_loss(module, x, coef)
+    params = {
+        name: p for name, p in module.named_parameters() if name != "log_threshold"
+    }
+    analytic = {name: p.grad.clone() for name, p in params.items()}
+    eps = 1e-6
+    for name, p in params.items():
+        numeric = p.grad.clone()  # entries not probed compare trivially
+        for i in torch.randperm(p.numel())[:30].tolist():
+            with torch.no_grad():
+                p.view(-1)[i] += eps
+            up = batch_loss(module, x, coef)
+            with torch.no_grad():
+                p.view(-1)[i] -= 2 * eps
+            down = batch_loss(module, x, coef)
+            with torch.no_grad():
+                p.view(-1)[i] += eps
+            numeric.view(-1)[i] = (up - down) / (2 * eps)
+        torch.testing.assert_close(analytic[name], numeric, rtol=1e-5, atol=1e-8)
+
+
+def leaves(module):
+    return {
+        name: p.detach().clone().requires_grad_(True)
+        for name, p in module.named_parameters()
+    }
+
+
+def test_jumprelu_gradients_match_straight_through_autograd():
+    """The threshold gradients are Rajamanoharan et al.'s pseudo-derivatives."""
+    torch.manual_seed(1)
+    bandwidth = 0.5  # wide, so that many pre-activations fall in the kernel
+    module = module_for("jumprelu", bandwidth=bandwidth, threshold_init=0.2)
+    x = torch.randn(9, 5, dtype=torch.float64)
+    coef = 0.3
+    module.loss_and_grad(x, sparsity_coef=coef)
+
+    p = leaves(module)
+    theta = p["log_threshold"].exp()
+    pre = (x - p["b_dec"]) @ p["W_enc"].T + p["b_enc"]
+    kernel = ((pre - theta).abs() <= bandwidth / 2).double()
+    assert 0 < kernel.mean() < 1
+    above = (pre > theta).double()
+    moved = theta - theta.detach()
+    # Values H and pre * H; straight-through derivatives in theta only.
+    step = above - kernel / bandwidth * moved
+    jump = pre * above - theta.detach() * kernel / bandwidth * moved
+    x_hat = jump @ p["W_dec"] + p["b_dec"]
+    loss = ((x_hat - x) ** 2).mean() + coef * step.sum(dim=1).mean()
+    loss.backward()
+    for name, param in module.named_parameters():
+        torch.testing.assert_close(param.grad, p[name].grad, msg=name)
+
+
+def test_matching_pursuit_gradient_matches_unrolled_autograd():
+    """The triangular-solve backward equals autograd through the pursuit loop."""
+    torch.manual_seed(2)
+    k = 4
+    module = module_for("mp", n_features=6, n_components=10, k=k)
+    x = torch.randn(8, 6, dtype=torch.float64)
+    module.loss_and_grad(x)
+
+    p = leaves(module)
+    residual = x - p["b_dec"]
+    codes = torch.zeros(8, 10, dtype=torch.float64)
+    for _ in range(k):
+        corr = residual @ p["W_dec"].T
+        index = corr.detach().abs().argmax(dim=1, keepdim=True)
+        value = corr.gather(1, index)
+        codes = codes + torch.zeros_like(codes).scatter(1, index, value)
+        residual = residual - value * p["W_dec"][index.squeeze(1)]
+    x_hat = codes @ p["W_dec"] + p["b_dec"]
+    ((x_hat - x) ** 2).mean().backward()
+    for name, param in module.named_parameters():
+        torch.testing.assert_close(param.grad, p[name].grad, msg=name)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("activation", ["topk", "batchtopk"])
+def test_auxk_gradient_matches_autograd(activation, sparse, monkeypatch):
+    """Gao et al.'s auxiliary loss: dead latents fit the (fixed) residual."""
+    if sparse:
+        monkeypatch.setattr(_modules, "_SPARSE_MIN_COMPONENTS", 1)
+    torch.manual_seed(3)
+    n, n_components, k, aux_k, aux_coef = 6, 16, 2, 3, 0.7
+    module = module_for(activation, n_components=n_components, k=k)
+    x = torch.randn(n, 5, dtype=torch.float64)
+    dead = torch.zeros(n_components, dtype=torch.bool)
+    dead[[1, 4, 5, 9, 12]] = True
+    out = module.loss_and_grad(x, dead=dead, aux_k=aux_k, aux_coef=aux_coef)
+
+    p = leaves(module)
+    pre = (x - p["b_dec"]) @ p["W_enc"].T + p["b_enc"]
+    if activation == "topk":
+        values, index = pre.topk(k, dim=1)
+        codes = torch.zeros_like(pre).scatter(1, index, values.relu())
+    else:
+        values, index = pre.relu().view(-1).topk(k * n)
+        codes = torch.zeros(pre.numel(), dtype=pre.dtype).scatter(0, index, values)
+        codes = codes.view_as(pre)
+    x_hat = codes @ p["W_dec"] + p["b_dec"]
+    residual = (x - x_hat).detach()
+    aux_values, aux_index = pre.masked_fill(~dead, -math.inf).topk(aux_k, dim=1)
+    aux_codes = torch.zeros_like(pre).scatter(1, aux_index, aux_values.relu())
+    assert set(aux_index.unique().tolist()) <= {1, 4, 5, 9, 12}
+    aux = ((aux_codes @ p["W_dec"] - residual) ** 2).mean()
+    (((x_hat - x) ** 2).mean() + aux_coef * aux).backward()
+    for name, param in module.named_parameters():
+        torch.testing.assert_close(param.grad, p[name].grad, msg=name)
+    torch.testing.assert_close(out.sums[2] / x.numel(), aux.detach())
+
+
+def test_matching_pursuit_against_residual_form():
+    rng = np.random.default_rng(0)
+    D = torch.as_tensor(random_dictionary(rng, 20, 6))
+    x = torch.as_tensor(rng.standard_normal((5, 6)))
+    with_gram = matching_pursuit(x, D, 4, D @ D.T)
+    without = matching_pursuit(x, D, 4)
+    torch.testing.assert_close(with_gram[0], without[0])
+    assert torch.equal(with_gram[1], without[1])
+    # The codes reconstruct x up to the residual, which is orthogonal to the
+    # last selected atom.
+    values, index = without
+    residual = x - torch.einsum("bk,bkf->bf", values, D[index])
+    last = D[index[:, -1]]
+    torch.testing.assert_close(
+        (residual * last).sum(1), torch.zeros(5, dtype=torch.float64)
+    )
+
+
+# ---------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_training_each_activation(activation, rng):
+    X, _ = toy_problem(rng)
+    k = 3
+    sae = SparseAutoencoder(
+        16, activation=activation, k=k, max_epochs=15, lr=3e-3, random_state=0
+    )
+    sae.fit(X)
+    codes = sae.transform(X)
+    assert codes.shape == (X.shape[0], 16)
+    assert sae.components_.shape == (16, X.shape[1])
+    assert sae.intercept_.shape == (X.shape[1],)
+    np.testing.assert_allclose(np.linalg.norm(sae.components_, axis=1), 1.0, 1e-6)
+    nonzero = (codes != 0).sum(axis=1)
+    if activation == "topk":
+        assert (nonzero == k).all()
+    elif activation == "mp":
+        assert (nonzero <= k).all() and nonzero.mean() > k - 0.5
+    elif activation == "batchtopk":
+        # Exactly k per sample on average in training; the learned threshold
+        # gives about as many at inference.
+        assert [h["l0"] for h in sae.history_] == [pytest.approx(k)] * 15
+        assert 0.5 * k < nonzero.mean() < 2 * k
+    losses = [h["loss"] for h in sae.history_]
+    assert losses[-1] < 0.8 * losses[0]
+    assert len(sae.history_) == sae.n_iter_ == 15
+    assert set(sae.history_[0]) == {"epoch", "loss", "mse", "l0", "dead_fraction"}
+    # Reconstruction is the decoder applied to the codes.
+    np.testing.assert_allclose(
+        sae.inverse_transform(codes), codes @ sae.components_ + sae.intercept_
+    )
+    assert sae.score(X) == pytest.approx(
+        -np.mean((X - sae.inverse_transform(codes)) ** 2)
+    )
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_atoms_stay_unit_norm_during_training(activation, rng):
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, activation=activation, k=2, lr=1e-2, random_state=0)
+    for _ in range(4):
+        sae.partial_fit(X)
+        norms = np.linalg.norm(sae.components_, axis=1)
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-6)
+    assert sae.n_iter_ == 4
+
+
+def test_topk_recovers_an_easy_dictionary():
+    # No superposition: 8 latents in 16 dimensions, 2 active per sample.
+    data = make_compositional(
+        n_latents=8, n_active=2, n_features=16, n_samples=6000, random_state=0
+    )
+    sae = SparseAutoencoder(
+        8,
+        activation="topk",
+        k=2,
+        lr=1e-2,
+        max_epochs=25,
+        batch_size=64,
+        random_state=0,
+    ).fit(data.X_train)
+    assert dictionary_similarity(data.dictionary, sae) >= 0.95
+
+
+def test_relu_with_frozen_oracle_decoder_codes_the_truth(rng):
+    """The paper's "oracle dictionary + SAE encoder" condition, array provider."""
+    X, D = toy_problem(rng, n_samples=1024, n_components=6, n_features=10)
+    sae = SparseAutoencoder(
+        decoder=D, freeze_decoder=True, lr=1e-2, max_epochs=40, random_state=0
+    ).fit(X)
+    assert sae.components_.dtype == D.dtype
+    assert np.array_equal(sae.components_, D)
+    assert np.array_equal(sae.intercept_, np.zeros(10))
+    assert sae.module_.W_dec.grad is None
+    assert sae.history_[-1]["mse"] < 0.05 * sae.history_[0]["mse"]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_freeze_decoder_from_frozen_estimator(activation, rng):
+    X, D = toy_problem(rng)
+    coder = FISTACoder(dictionary=D, alpha=0.1, positive=True).fit(X)
+    sae = SparseAutoencoder(
+        activation=activation,
+        k=2,
+        decoder=FrozenEstimator(coder),
+        freeze_decoder=True,
+        **SMALL,
+    ).fit(X)
+    assert sae.decoder_ is not None
+    assert np.array_equal(sae.components_, coder.components_)
+    assert np.array_equal(sae.intercept_, coder.intercept_)
+
+
+def test_decoder_initialises_atoms_and_encoder(rng):
+    X, D = toy_problem(rng)
+    scaled = 3.0 * D
+    sae = SparseAutoencoder(decoder=scaled, max_epochs=1, lr=1e-12, random_state=0)
+    sae.fit(X)
+    assert sae.module_.W_dec.shape == D.shape
+    # Unit-norm atoms, the encoder their transpose, the bias the data mean.
+    np.testing.assert_allclose(sae.components_, D, atol=1e-9)
+    np.testing.assert_allclose(sae.module_.W_enc.detach().numpy(), D, atol=1e-9)
+    np.testing.assert_allclose(sae.intercept_, X.mean(axis=0), atol=1e-9)
+    zero = clone(sae).set_params(bias_init="zero").fit(X)
+    np.testing.assert_allclose(zero.intercept_, 0.0, atol=1e-9)
+
+
+def test_fit_equals_partial_fit_epochs(rng):
+    X, _ = toy_problem(rng)
+    params = {"activation": "topk", "k": 2, "batch_size": 50, "random_state": 3}
+    full = SparseAutoencoder(12, max_epochs=3, **params).fit(X)
+    streamed = SparseAutoencoder(12, **params)
+    for _ in range(3):
+        streamed.partial_fit(X)
+    np.testing.assert_array_equal(full.components_, streamed.components_)
+    np.testing.assert_array_equal(full.transform(X), streamed.transform(X))
+    assert [h["epoch"] for h in streamed.history_] == [1, 2, 3]
+    # The optimiser's moments carry over between calls.
+    state = streamed._optimizer_state["state"]
+    assert all(int(s["step"]) == 3 * math.ceil(len(X) / 50) for s in state.values())
+
+
+def test_reproducible_with_random_state(rng):
+    X, _ = toy_problem(rng)
+    a = SparseAutoencoder(10, activation="jumprelu", **SMALL).fit(X)
+    b = SparseAutoencoder(10, activation="jumprelu", **SMALL).fit(X)
+    for (name, p), q in zip(
+        a.module_.named_parameters(), b.module_.parameters(), strict=True
+    ):
+        assert torch.equal(p, q), name
+    c = SparseAutoencoder(10, activation="jumprelu", **{**SMALL, "random_state": 1})
+    assert not np.array_equal(a.components_, c.fit(X).components_)
+
+
+def test_auxk_revives_dead_latents(rng):
+    X, _ = toy_problem(rng, n_samples=512)
+    # A wide top-1 SAE with a large decoder bias leaves most latents dead.
+    params = {"activation": "topk", "k": 1, "max_epochs": 30, "lr": 3e-3}
+    plain = SparseAutoencoder(48, random_state=0, **params).fit(X)
+    aux = SparseAutoencoder(48, aux_k=8, aux_coef=1.0, random_state=0, **params)
+    aux.fit(X)
+    assert plain.history_[-1]["dead_fraction"] > 0.1
+    assert aux.history_[-1]["dead_fraction"] < plain.history_[-1]["dead_fraction"]
+
+
+def test_early_stopping_restores_best_weights(rng):
+    X, _ = toy_problem(rng, n_samples=400)
+    sae = SparseAutoencoder(
+        12,
+        activation="topk",
+        k=2,
+        lr=3e-2,
+        max_epochs=300,
+        validation_fraction=0.25,
+        n_iter_no_change=3,
+        tol=0.0,
+        random_state=0,
+    ).fit(X)
+    assert sae.n_iter_ < 300
+    val = [h["val_loss"] for h in sae.history_]
+    assert len(val) == sae.n_iter_
+    # The kept weights are those of the best epoch, not the last: recompute
+    # the validation loss on the split fit() drew first from its generator.
+    assert int(np.argmin(val)) == sae.n_iter_ - 4
+    seed = check_random_state(0).randint(2**31 - 1)
+    order = torch.randperm(400, generator=torch.Generator().manual_seed(seed))
+    X_val = torch.as_tensor(X)[order[:100]]
+    kept = float(((sae.module_(X_val).x_hat - X_val) ** 2).mean())
+    assert kept == pytest.approx(min(val), rel=1e-12)
+
+
+def test_sparse_training_path_matches_dense(rng, monkeypatch):
+    X, _ = toy_problem(rng)
+    params = {"activation": "batchtopk", "k": 2, "aux_k": 4, **SMALL}
+    dense = SparseAutoencoder(16, **params).fit(X)
+    monkeypatch.setattr(_modules, "_SPARSE_MIN_COMPONENTS", 1)
+    sparse = SparseAutoencoder(16, **params).fit(X)
+    assert sparse.module_.sparse_codes and not dense.module_.sparse_codes
+    np.testing.assert_allclose(sparse.components_, dense.components_, atol=1e-10)
+    np.testing.assert_allclose(sparse.transform(X), dense.transform(X), atol=1e-10)
+
+
+def test_verbose_shows_progress(rng, capsys):
+    X, _ = toy_problem(rng, n_samples=64)
+    SparseAutoencoder(4, verbose=1, max_epochs=2, random_state=0).fit(X)
+    assert "epoch" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ arrays
+
+
+def test_tensor_in_tensor_out(rng):
+    X, _ = toy_problem(rng)
+    X_t = torch.as_tensor(X, dtype=torch.float32)
+    sae = SparseAutoencoder(8, activation="topk", k=2, **SMALL).fit(X_t)
+    assert isinstance(sae.components_, torch.Tensor)
+    assert sae.components_.dtype == torch.float32
+    codes = sae.transform(X_t)
+    assert isinstance(codes, torch.Tensor) and codes.dtype == torch.float32
+    assert sae.inverse_transform(codes).dtype == torch.float32
+    # float64 NumPy in gives float64 NumPy out from the float32 model.
+    assert sae.transform(X).dtype == np.float64
+
+
+def test_transform_in_chunks(rng, monkeypatch):
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(16, activation="mp", k=3, **SMALL).fit(X)
+    whole = sae.transform(X)
+    from skdict._sae import _training
+
+    monkeypatch.setattr(_training, "_CHUNK_ELEMENTS", 16 * 7)
+    np.testing.assert_allclose(sae.transform(X), whole, atol=1e-12)
+
+
+def test_clone_pickle_pipeline(rng):
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, activation="batchtopk", k=2, **SMALL)
+    assert clone(sae).get_params() == sae.get_params()
+    sae.fit(X)
+    restored = pickle.loads(pickle.dumps(sae))
+    np.testing.assert_array_equal(restored.transform(X), sae.transform(X))
+    assert float(restored.module_.threshold) == float(sae.module_.threshold) > 0
+    restored.partial_fit(X)
+    assert restored.n_iter_ == sae.n_iter_ + 1
+    y = (X[:, 0] > np.median(X[:, 0])).astype(int)
+    pipe = make_pipeline(clone(sae), LogisticRegression()).fit(X, y)
+    assert pipe.score(X, y) > 0.5
+
+
+def test_grid_search_over_k_and_sparsity_coef(rng):
+    X, _ = toy_problem(rng)
+    grid = GridSearchCV(
+        SparseAutoencoder(8, activation="topk", **SMALL), {"k": [1, 3]}, cv=2
+    ).fit(X)
+    assert grid.best_params_ == {"k": 3}  # more active latents reconstruct better
+    grid = GridSearchCV(
+        SparseAutoencoder(8, activation="relu", lr=1e-2, **SMALL),
+        {"sparsity_coef": [1e-4, 10.0]},
+        cv=2,
+    ).fit(X)
+    assert grid.best_params_ == {"sparsity_coef": 1e-4}
+
+
+@cuda
+def test_cuda_fit_loads_on_cpu(rng):
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, activation="topk", k=2, device="cuda", **SMALL)
+    sae.fit(X)
+    assert sae.module_.W_dec.device.type == "cuda"
+    state = pickle.dumps(sae)
+    restored = pickle.loads(state)
+    assert restored.module_.W_dec.device.type == "cpu"
+    restored.set_params(device="cpu")
+    np.testing.assert_allclose(restored.transform(X), sae.transform(X), atol=1e-5)
+    X_gpu = torch.as_tensor(X, device="cuda")
+    assert sae.transform(X_gpu).device.type == "cuda"
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"activation": "topk", "k": 9}, "k=9 must be at most n_components=8"),
+        ({"activation": "topk"}, "needs k"),
+        ({"activation": "mp", "k": None}, "needs k"),
+        ({"activation": "sigmoid"}, "'activation' parameter"),
+        ({"k": 0, "activation": "topk"}, "'k' parameter"),
+        ({"lr": 0.0}, "'lr' parameter"),
+        ({"activation": "topk", "k": 2, "aux_k": 20}, "aux_k=20 must be at most"),
+        ({"validation_fraction": 0.999}, "validation_fraction=0.999 leaves no"),
+        ({"freeze_decoder": True}, "freeze_decoder=True needs a decoder"),
+        ({"n_components": None}, "n_components must be given"),
+        ({"bias_init": "median"}, "'bias_init' parameter"),
+    ],
+)
+def test_bad_hyperparameters(params, match, rng):
+    X, _ = toy_problem(rng, n_samples=20)
+    with pytest.raises(ValueError, match=match):
+        SparseAutoencoder(**{"n_components": 8, **SMALL, **params}).fit(X)
+
+
+def test_bad_decoder(rng):
+    X, D = toy_problem(rng, n_samples=20)
+    with pytest.raises(ValueError, match="decoder has atoms of dimension 7"):
+        SparseAutoencoder(decoder=D[:, :7], **SMALL).fit(X)
+    with pytest.raises(ValueError, match="n_components=5 does not match"):
+        SparseAutoencoder(5, decoder=D, **SMALL).fit(X)
+    with pytest.raises(ValueError, match="decoder has zero-norm atoms"):
+        SparseAutoencoder(decoder=0 * D, **SMALL).fit(X)
+    with pytest.raises(ValueError, match="unit-norm decoder atoms"):
+        SparseAutoencoder(
+            activation="mp", k=2, decoder=2 * D, freeze_decoder=True, **SMALL
+        ).fit(X)
+    with pytest.raises(TypeError, match="must expose 'components_'"):
+        SparseAutoencoder(decoder=LogisticRegression(), **SMALL).fit(X, X[:, 0] > 0)
+
+
+def test_bad_input(rng):
+    X, _ = toy_problem(rng, n_samples=20)
+    X[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        SparseAutoencoder(4, **SMALL).fit(X)
+    sae = SparseAutoencoder(4, **SMALL).fit(np.nan_to_num(X))
+    with pytest.raises(ValueError, match="4 components"):
+        sae.inverse_transform(np.ones((2, 5)))
+    with pytest.raises(ValueError, match="features"):
+        sae.transform(np.ones((2, 3)))
+
+
+def test_divergence_raises_and_keeps_no_nan_weights(rng):
+    X, _ = toy_problem(rng, n_samples=64)
+    huge = (X * 1e30).astype(np.float32)
+    with pytest.raises(FloatingPointError, match="Training diverged"):
+        SparseAutoencoder(4, **SMALL).fit(huge)
+    sae = SparseAutoencoder(4, **SMALL).partial_fit(X.astype(np.float32))
+    before = sae.components_.copy()
+    with pytest.raises(FloatingPointError, match="Training diverged"):
+        sae.partial_fit(huge)
+    np.testing.assert_array_equal(sae.components_, before)
+    assert all(torch.isfinite(p).all() for p in sae.module_.parameters())
+    assert sae.n_iter_ == 1
+    sae.partial_fit(X.astype(np.float32))
+    assert sae.n_iter_ == 2
