@@ -1,3 +1,4 @@
+import pickle
 from itertools import permutations
 
 import numpy as np
@@ -145,6 +146,19 @@ def test_mcc_accepts_torch_and_mixed_precision(rng):
     assert mcc_score(sparse_t, codes) == pytest.approx(expected)
 
 
+def test_sparse_codes_with_stored_zeros(rng):
+    Z = rng.uniform(size=(20, 3))
+    Z[:, 1] = 0.0
+    # a few explicit zeros in the constant column 1, the rest implicit
+    rows, cols = np.nonzero(Z)
+    rows, cols = np.r_[rows, np.arange(5)], np.r_[cols, np.ones(5, int)]
+    stored = sp.csr_matrix((Z[rows, cols], (rows, cols)), shape=Z.shape)
+    assert stored.nnz == 45
+    codes = rng.standard_normal((20, 4))
+    assert mcc_score(stored, codes) == pytest.approx(mcc_score(Z, codes))
+    assert mcc_score(stored, Z[:, [2, 0]]) == pytest.approx(1.0)
+
+
 @cuda
 def test_mcc_on_cuda(rng):
     Z, codes = tiny_codes(rng, 40, 4, 5)
@@ -214,6 +228,8 @@ def test_dictionary_similarity_of_estimators(rng):
     assert dictionary_similarity(coder, -D[::-1]) == pytest.approx(1.0)
     zero = np.vstack([D[:3], np.zeros(6)])
     assert dictionary_similarity(D, zero) == pytest.approx(0.75)
+    zero32 = torch.from_numpy(zero).float()
+    assert dictionary_similarity(D, zero32) == pytest.approx(0.75)
     with pytest.raises(NotFittedError):
         dictionary_similarity(D, PCA())
     with pytest.raises(
@@ -383,6 +399,20 @@ def test_scorers_follow_sklearn_conventions(benchmark):
     assert repr(top) == "make_code_scorer(mcc_score, top_variance=True)"
     with pytest.raises(ValueError, match="true codes, passed as y"):
         mcc_scorer(coder, X, None)
+
+
+def test_scorers_pickle(benchmark):
+    D = benchmark.dictionary
+    coder = FISTACoder(dictionary=D, alpha=0.01, positive=True).fit(benchmark.X_val)
+    for scorer in (
+        mcc_scorer,
+        support_f1_scorer,
+        neg_reconstruction_error_scorer,
+        make_dictionary_similarity_scorer(D),
+    ):
+        clone = pickle.loads(pickle.dumps(scorer))
+        args = (coder, benchmark.X_val, benchmark.Z_val)
+        assert clone(*args) == scorer(*args)
 
 
 def test_scorers_in_grid_search_with_compositional_split(benchmark):

@@ -10,7 +10,7 @@ computed in torch on the inputs' device; the assignment runs on the CPU.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,15 +25,27 @@ from ._inputs import as_matrices, compute_device
 __all__ = ["dictionary_similarity", "mcc_score", "support_scores"]
 
 
-class _Columns:
+class _Columns(NamedTuple):
     """Centred column statistics of a dense or sparse COO ``(n, p)`` tensor.
 
-    ``data`` holds the centred columns when dense; a sparse matrix is kept as
-    it is (centring would fill it in), with its statistics computed from the
-    stored entries.
+    Attributes
+    ----------
+    data : torch.Tensor
+        The centred columns when dense; a sparse matrix as it is (centring
+        would fill it in).
+    sq_norm : torch.Tensor of shape (p,)
+        Squared norms of the centred columns (0 for constant columns).
+    constant : torch.Tensor of shape (p,)
+        True for constant columns.
     """
 
-    def __init__(self, A: torch.Tensor):
+    data: torch.Tensor
+    sq_norm: torch.Tensor
+    constant: torch.Tensor
+
+    @classmethod
+    def of(cls, A: torch.Tensor) -> _Columns:
+        """Return the statistics of the columns of ``A``."""
         n, p = A.shape
         if A.is_sparse:
             (_, cols), values = A.indices(), A.values()
@@ -52,23 +64,25 @@ class _Columns:
                 )
                 for reduce in ("amax", "amin")
             )
-            constant = (count == 0) | ((count == n) & (high == low))
-            self.data = A
+            # Implicit zeros (count < n) take part in the range.
+            implicit = count < n
+            high = torch.where(implicit, high.clamp_min(0), high)
+            low = torch.where(implicit, low.clamp_max(0), low)
+            data = A
         else:
-            self.data = A - A.mean(dim=0)
-            sq_norm = (self.data**2).sum(dim=0)
-            # Exact test, so that the rounding residue of a constant column's
-            # mean does not pass for variance.
-            constant = A.amax(dim=0) == A.amin(dim=0)
-        self.constant = constant
-        self.sq_norm = torch.where(constant, 0.0, sq_norm)
+            data = A - A.mean(dim=0)
+            sq_norm = (data**2).sum(dim=0)
+            high, low = A.amax(dim=0), A.amin(dim=0)
+        # An exact test, so that the rounding residue of a constant column's
+        # mean does not pass for variance.
+        constant = high == low
+        return cls(data, torch.where(constant, 0.0, sq_norm), constant)
 
     def subset(self, index: torch.Tensor) -> _Columns:
         """Return the statistics of the columns ``index`` only."""
-        out = object.__new__(_Columns)
-        out.data = self.data.index_select(1, index)
-        out.constant, out.sq_norm = self.constant[index], self.sq_norm[index]
-        return out
+        return _Columns(
+            self.data.index_select(1, index), self.sq_norm[index], self.constant[index]
+        )
 
 
 def _abs_correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
@@ -82,7 +96,9 @@ def _abs_correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
     else:
         cross = true.data.T @ codes.data
     scale = torch.outer(true.sq_norm.sqrt(), codes.sq_norm.sqrt())
-    corr = torch.where(scale > 0, cross / scale.clamp_min(1e-300), 0.0)
+    corr = torch.where(
+        scale > 0, cross / scale.clamp_min(torch.finfo(scale.dtype).tiny), 0.0
+    )
     return corr.abs().clamp_(max=1.0)
 
 
@@ -113,7 +129,7 @@ def _correlation_matching(
     n_varying : int
         The number of true latents with non-zero variance.
     """
-    true_cols, code_cols = _Columns(true), _Columns(codes)
+    true_cols, code_cols = _Columns.of(true), _Columns.of(codes)
     varying = torch.nonzero(~true_cols.constant).flatten()
     n_varying = int(varying.numel())
     if n_varying == 0:
@@ -291,8 +307,9 @@ def dictionary_similarity(
     true, learned = true.to(dtype), learned.to(dtype)
     true_norm, learned_norm = true.norm(dim=1), learned.norm(dim=1)
     # Zero atoms have no direction: they are similar to nothing.
-    cos = (true / true_norm.clamp_min(1e-300)[:, None]) @ (
-        learned / learned_norm.clamp_min(1e-300)[:, None]
+    tiny = torch.finfo(dtype).tiny
+    cos = (true / true_norm.clamp_min(tiny)[:, None]) @ (
+        learned / learned_norm.clamp_min(tiny)[:, None]
     ).T
     cos = cos.abs().clamp_(max=1.0)
     rows, cols = _assign(cos)
