@@ -1,6 +1,6 @@
 """The compositional out-of-distribution benchmark of Barin Pacela et al. (2026).
 
-Data follow the sparse linear model ``X = Z @ D`` (arXiv 2603.28744, Section 3):
+Data follow the sparse linear model ``X = Z @ D`` (arXiv 2603.28744):
 ``D`` holds ``n_latents`` unit-norm Gaussian atoms, and every row of ``Z`` has
 exactly ``n_active`` non-zero Uniform(0, 1) latents. Latent 0 is the *probed
 concept*. The remaining latents are split into an ID pool and an OOD pool; in
@@ -232,7 +232,7 @@ def make_compositional(
 
     OOD-pool latents therefore appear in training, but never together with
     latent 0: the OOD set tests whether a model composes known concepts in
-    unseen combinations. Read more in arXiv 2603.28744, Section 3.
+    unseen combinations. Read more in arXiv 2603.28744.
 
     Parameters
     ----------

@@ -139,8 +139,9 @@ def _correlation_matching(
         )
     candidates = torch.arange(codes.shape[1], device=codes.device)
     if top_variance and codes.shape[1] > n_varying:
-        # The paper's MCC-OOD (arXiv 2603.28744, Section 4): only the code
-        # dimensions with the highest variance on the evaluated data compete.
+        # The paper's MCC-OOD (arXiv 2603.28744; its evaluation code ranks
+        # code dimensions by OOD variance): only the code dimensions with the
+        # highest variance on the evaluated data compete.
         order = torch.sort(code_cols.sq_norm, descending=True, stable=True)
         candidates = order.indices[:n_varying]
         code_cols = code_cols.subset(candidates)

@@ -1,6 +1,6 @@
 """How well recovered codes expose a binary concept, in and out of distribution.
 
-Both metrics follow the paper's protocol (arXiv 2603.28744, Section 4): every
+Both metrics follow the paper's protocol (arXiv 2603.28744): every
 choice (the best single code dimension, the probe's weights) is made on ID
 codes and then applied unchanged to OOD codes, so the OOD figure measures
 compositional generalisation rather than refitting.

@@ -3,7 +3,7 @@
 Under the paper's noiseless model a method that has learned the concepts
 reconstructs OOD samples as well as ID ones; the OOD - ID gap of the
 reconstruction error measures how much of its fit was tied to the training
-combinations (arXiv 2603.28744, Section 4).
+combinations (arXiv 2603.28744).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The paper's benchmark trains on samples in which the probed concept never
 co-occurs with some other concepts and tests on samples in which it does
-(arXiv 2603.28744, Section 3). :class:`CompositionalSplit` builds such folds
+(arXiv 2603.28744). :class:`CompositionalSplit` builds such folds
 from any matrix of concept activity, so that hyper-parameters can be chosen
 for compositional generalisation rather than for in-distribution fit.
 """
