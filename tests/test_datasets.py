@@ -141,6 +141,14 @@ def test_custom_pools_and_features():
     assert np.all(data.Z_ood[:, 1:7] == 0)
 
 
+def test_single_active_latent():
+    # n_active=1: latent 0 alone (with probability 1/2 in ID, always in OOD)
+    data = make_compositional(n_latents=5, n_active=1, n_samples=40, random_state=0)
+    np.testing.assert_array_equal((data.Z_train != 0).sum(axis=1), 1)
+    assert np.all(data.Z_ood[:, 1:] == 0) and np.all(data.Z_ood[:, 0] > 0)
+    assert data.X_train.shape[1] == 4  # max(k + 1, ceil(2 ln 5))
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
