@@ -1,4 +1,4 @@
-"""Dictionary providers: where a coder's atoms come from.
+r"""Dictionary providers, dictionary learning and the oracle dictionary.
 
 A *dictionary provider* is anything exposing ``components_`` of shape
 ``(n_components, n_features)`` and, optionally, ``intercept_`` of shape
@@ -10,25 +10,97 @@ bias). scikit-learn's PCA family calls that offset ``mean_``; it is used when
 * an estimator: cloned and fitted on ``(X, y)`` in the coder's ``fit``;
 * a fitted estimator wrapped in :class:`sklearn.frozen.FrozenEstimator`: used
   as it is, never refitted.
+
+Dictionary learning minimises, over codes ``Z`` and unit-norm atoms ``D``
+(the rows of the dictionary), the mean per-sample lasso objective
+
+.. math:: F(Z, D) = \frac{1}{n} \sum_i \tfrac12 \lVert x_i - z_i D \rVert_2^2
+          + \alpha \lVert z_i \rVert_1 .
+
+* :func:`learn_dictionary` is the paper's DL-FISTA (Barin Pacela et al., 2026,
+  arXiv 2603.28744): rounds of FISTA codes, warm-started from the previous
+  round, alternate with the closed-form least-squares dictionary update (the
+  method of optimal directions, Engan, Aase & Husøy, 1999). It adds a
+  continuation on ``alpha`` and atom resampling in its first rounds, and a
+  safeguard that makes every later round decrease ``F``.
+* :func:`online_dictionary_update` is the streaming counterpart (Mairal, Bach,
+  Ponce & Sapiro, 2010, "Online learning for matrix factorization and sparse
+  coding", JMLR 11): each mini-batch's codes update running sufficient
+  statistics ``A = sum z^T z`` and ``B = sum z^T x``, from which the atoms are
+  refreshed by block coordinate descent.
+* :class:`OracleDictionary` is the ground-truth dictionary as an estimator,
+  given, or estimated by least squares from known codes.
 """
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Any, NamedTuple
 
+import scipy.sparse as sp
 import torch
-from sklearn.base import clone
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+    clone,
+)
 from sklearn.frozen import FrozenEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils._array_api import check_same_namespace
+from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
-from ._tensor import as_tensor
+# The solver module imports this one, so it is reached through the package at
+# call time rather than imported by name here.
+from . import _fista
+from ._tensor import (
+    as_tensor,
+    portable_state,
+    resolve_device,
+    to_output,
+    to_tensor,
+    validate_input,
+)
 
 __all__ = [
+    "DictionaryLearningResult",
+    "OracleDictionary",
     "ResolvedDictionary",
+    "block_coordinate_update",
     "check_dictionary",
+    "estimate_dictionary",
+    "initial_dictionary",
     "is_provider",
+    "learn_dictionary",
+    "lstsq_dictionary",
+    "online_dictionary_update",
     "resolve_dictionary",
+    "torch_generator",
 ]
+
+# Continuation (homotopy) on alpha: the first rounds code with a penalty
+# ``_HOMOTOPY_FACTOR`` times larger, decreasing geometrically to ``alpha``.
+# Sparser codes early on make each atom's least-squares update an average over
+# the few samples that clearly use it, which pulls atoms apart faster than
+# codes spread over many half-right atoms.
+_HOMOTOPY_FACTOR = 10.0
+# Fraction of ``dict_max_iter`` (at most ``_MAX_HOMOTOPY_ROUNDS`` rounds) spent
+# on the continuation; atoms are also resampled during those rounds.
+_HOMOTOPY_FRACTION = 0.5
+_MAX_HOMOTOPY_ROUNDS = 15
+# During the continuation, every ``_RESAMPLE_EVERY`` rounds, of two atoms with
+# |cosine| above ``_MAX_COHERENCE`` the less used one is replaced by the
+# residual of a badly reconstructed sample (K-SVD's replacement rule, Aharon,
+# Elad & Bruckstein, 2006, Sec. IV-E).
+_MAX_COHERENCE = 0.7
+_RESAMPLE_EVERY = 3
+# Codes of a learning round are solved to a relative duality gap of the
+# dictionary's last relative change, within [tol, _MAX_ROUND_TOL]: there is no
+# point in solving codes for a dictionary that is about to move more than that.
+_MAX_ROUND_TOL = 1e-2
 
 
 class ResolvedDictionary(NamedTuple):
@@ -156,3 +228,821 @@ def resolve_dictionary(
                 f"have dimension {components.shape[1]}."
             )
     return ResolvedDictionary(components, intercept, estimator)
+
+
+def torch_generator(random_state: Any) -> torch.Generator:
+    """Return a CPU torch generator seeded from a scikit-learn ``random_state``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._dictionary import torch_generator
+    >>> a = torch.rand(2, generator=torch_generator(0))
+    >>> b = torch.rand(2, generator=torch_generator(0))
+    >>> bool((a == b).all())
+    True
+    """
+    seed = check_random_state(random_state).randint(2**31 - 1)
+    return torch.Generator().manual_seed(int(seed))
+
+
+class DictionaryLearningResult(NamedTuple):
+    """Output of :func:`learn_dictionary`.
+
+    Attributes
+    ----------
+    components : torch.Tensor of shape (n_components, n_features)
+        The learned atoms, with unit norm.
+    codes : torch.Tensor of shape (n_samples, n_components)
+        Codes of ``X`` from the last round, rescaled to ``components``: a warm
+        start for coding ``X`` on the returned atoms.
+    history : list of dict
+        One record per round, see :func:`learn_dictionary`.
+    """
+
+    components: torch.Tensor
+    codes: torch.Tensor
+    history: list[dict[str, float]]
+
+
+def _normalize_atoms(components: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-norm rows and the norms they had; zero rows stay zero."""
+    norms = components.norm(dim=1)
+    tiny = torch.finfo(components.dtype).tiny
+    return components / norms.clamp_min(tiny)[:, None], norms
+
+
+def _code_statistics(
+    codes: torch.Tensor, X: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Z^T Z`` and ``Z^T X``, through a sparse ``Z`` (cost grows with nnz(Z))."""
+    transposed = codes.to_sparse().t()
+    return torch.sparse.mm(transposed, codes), torch.sparse.mm(transposed, X)
+
+
+def _sample_objective(
+    X: torch.Tensor, codes: torch.Tensor, components: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``0.5 ||x - z D||^2 + alpha ||z||_1``, and the residuals."""
+    residual = X - torch.sparse.mm(codes.to_sparse(), components)
+    objective = 0.5 * (residual * residual).sum(dim=1) + alpha * codes.abs().sum(dim=1)
+    return objective, residual
+
+
+def lstsq_dictionary(
+    gram: torch.Tensor, cross: torch.Tensor, fallback: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Least-squares atoms ``argmin_D ||X - Z D||_F^2`` from sufficient statistics.
+
+    Solves the normal equations ``(Z^T Z) D = Z^T X`` -- the closed-form
+    dictionary update of the method of optimal directions (Engan et al., 1999)
+    and of the paper's DL-FISTA -- by Cholesky, or by the pseudo-inverse when
+    ``Z^T Z`` is singular on the atoms in use. Atoms no code uses (a zero
+    diagonal entry) are not determined by the data.
+
+    Parameters
+    ----------
+    gram : torch.Tensor of shape (n_components, n_components)
+        ``Z^T Z``.
+    cross : torch.Tensor of shape (n_components, n_features)
+        ``Z^T X``.
+    fallback : torch.Tensor of shape (n_components, n_features), default=None
+        Rows returned for the unused atoms; zeros when None.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_components, n_features)
+        The atoms, not normalised.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._dictionary import lstsq_dictionary
+    >>> Z = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]], dtype=torch.float64)
+    >>> D = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]], dtype=torch.float64)
+    >>> X = Z @ D
+    >>> torch.allclose(lstsq_dictionary(Z.T @ Z, Z.T @ X), D)
+    True
+    """
+    used = torch.nonzero(gram.diagonal() > 0).flatten()
+    out = torch.zeros_like(cross) if fallback is None else fallback.clone()
+    if used.numel():
+        G, C = gram[used][:, used], cross[used]
+        factor, info = torch.linalg.cholesky_ex(G)
+        if int(info) == 0:
+            out[used] = torch.cholesky_solve(C, factor)
+        else:
+            out[used] = torch.linalg.pinv(G, hermitian=True) @ C
+    return out
+
+
+def block_coordinate_update(
+    components: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor
+) -> torch.Tensor:
+    """One sweep of block coordinate descent over unit-norm atoms.
+
+    Mairal et al. (2010), Algorithm 2, with atoms kept on the unit sphere: with
+    the other atoms fixed, ``0.5 ||X - Z D||^2`` restricted to ``||d_j|| = 1``
+    is minimised exactly by ``d_j = v / ||v||`` with ``v = B_j - A_j D + A_jj
+    d_j`` (``A = Z^T Z``, ``B = Z^T X``), so the sweep never increases the
+    reconstruction error of the codes the statistics came from. Unused atoms
+    (``A_jj = 0``) are left as they are.
+
+    Parameters
+    ----------
+    components : torch.Tensor of shape (n_components, n_features)
+        Current unit-norm atoms.
+    gram : torch.Tensor of shape (n_components, n_components)
+        ``A = Z^T Z`` (possibly a weighted running sum).
+    cross : torch.Tensor of shape (n_components, n_features)
+        ``B = Z^T X`` (weighted alike).
+
+    Returns
+    -------
+    torch.Tensor of shape (n_components, n_features)
+        The updated atoms.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._dictionary import block_coordinate_update
+    >>> D = torch.eye(2, dtype=torch.float64)
+    >>> Z = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    >>> X = torch.tensor([[0.0, 3.0], [4.0, 0.0]], dtype=torch.float64)
+    >>> block_coordinate_update(D, Z.T @ Z, Z.T @ X)
+    tensor([[0., 1.],
+            [1., 0.]], dtype=torch.float64)
+    """
+    D = components.clone()
+    diagonal = gram.diagonal()
+    for j in torch.nonzero(diagonal > 0).flatten().tolist():
+        v = cross[j] - gram[j] @ D + diagonal[j] * D[j]
+        norm = v.norm()
+        # A zero v leaves every unit atom equally good: keep the current one.
+        D[j] = torch.where(
+            norm > 0, v / norm.clamp_min(torch.finfo(D.dtype).tiny), D[j]
+        )
+    return D
+
+
+def initial_dictionary(
+    X: torch.Tensor, n_components: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Unit-norm atoms drawn from the data.
+
+    Distinct random samples of ``X``, normalised; Gaussian atoms replace
+    zero samples and fill in when there are fewer samples than atoms. Sample
+    atoms start inside the cone the data spans, which Gaussian atoms do not
+    (half of their correlations with non-negative data are negative).
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Training data.
+    n_components : int
+        Number of atoms.
+    generator : torch.Generator
+        A CPU generator; the atoms are moved to ``X``'s device.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_components, n_features)
+    """
+    n_samples, n_features = X.shape
+    take = min(n_samples, n_components)
+    rows = torch.randperm(n_samples, generator=generator)[:take].to(X.device)
+    gaussian = torch.randn(n_components, n_features, generator=generator, dtype=X.dtype)
+    atoms = gaussian.to(X.device)
+    atoms[:take] = X[rows]
+    zero = atoms.norm(dim=1) == 0
+    atoms[zero] = gaussian.to(X.device)[zero]
+    return _normalize_atoms(atoms)[0]
+
+
+def _worst_residuals(residual: torch.Tensor, count: int, generator) -> torch.Tensor:
+    """``count`` unit atoms along the largest residuals (random where none is left)."""
+    sq = (residual * residual).sum(dim=1)
+    take = min(count, int((sq > 0).sum()))
+    atoms = torch.randn(
+        count, residual.shape[1], generator=generator, dtype=residual.dtype
+    ).to(residual.device)
+    if take:
+        atoms[:take] = residual[torch.topk(sq, take).indices]
+    return _normalize_atoms(atoms)[0]
+
+
+def _coherent_atoms(components: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Mask of the less used atom of every pair with |cosine| above the bound."""
+    cosine = (components @ components.T).abs()
+    cosine.fill_diagonal_(0.0)
+    closest, partner = cosine.max(dim=1)
+    energy = (codes * codes).sum(dim=0)
+    # Ties go to the higher index so that exactly one atom of a pair moves.
+    index = torch.arange(energy.numel(), device=energy.device)
+    less_used = (energy < energy[partner]) | (
+        (energy == energy[partner]) & (index > partner)
+    )
+    return (closest > _MAX_COHERENCE) & less_used
+
+
+class _Step(NamedTuple):
+    components: torch.Tensor
+    codes: torch.Tensor
+    objective: torch.Tensor  # per sample, at (codes, components)
+    residual: torch.Tensor
+
+
+def _lstsq_step(
+    X: torch.Tensor,
+    codes: torch.Tensor,
+    components: torch.Tensor,
+    alpha: float,
+    objective: torch.Tensor,
+) -> _Step:
+    """Apply the least-squares dictionary update, safeguarded to never increase F.
+
+    Normalising the least-squares atoms either keeps their reconstruction
+    (codes rescaled by the atoms' norms, which changes the L1 term) or keeps
+    the codes (which changes the reconstruction); the better of the two is
+    taken. Should both increase ``F`` -- the least-squares atoms are optimal
+    only without the unit-norm constraint -- one sweep of
+    :func:`block_coordinate_update` is used instead, which cannot.
+    """
+    gram, cross = _code_statistics(codes, X)
+    atoms, norms = _normalize_atoms(lstsq_dictionary(gram, cross, components))
+    unusable = norms == 0
+    atoms[unusable], norms[unusable] = components[unusable], 1.0
+    candidates = [(atoms, codes * norms), (atoms, codes)]
+    best = None
+    for D, Z in candidates:
+        f, R = _sample_objective(X, Z, D, alpha)
+        if best is None or f.sum() < best.objective.sum():
+            best = _Step(D, Z, f, R)
+    if best.objective.sum() > objective.sum():
+        D = block_coordinate_update(components, gram, cross)
+        f, R = _sample_objective(X, codes, D, alpha)
+        best = _Step(D, codes, f, R)
+    return best
+
+
+def learn_dictionary(
+    X: torch.Tensor,
+    n_components: int,
+    *,
+    alpha: float = 0.1,
+    positive: bool = False,
+    init: torch.Tensor | None = None,
+    dict_max_iter: int = 100,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    verbose: int = 0,
+) -> DictionaryLearningResult:
+    """Learn unit-norm atoms for lasso codes: DL-FISTA.
+
+    Each round
+
+    1. codes ``X`` with FISTA (:func:`~skdict._fista.fista_encode`),
+       warm-started from the previous round's codes, to a relative duality
+       gap equal to the dictionary's last relative change (between ``tol``
+       and ``1e-2``), keeping a sample's warm start when it was better;
+    2. replaces the atoms by the least-squares fit to those codes,
+       ``(Z^T Z)^{-1} Z^T X``, normalised (the paper's update), falling back
+       to a block-coordinate sweep in the rare rounds where normalising would
+       increase the objective (:func:`block_coordinate_update`);
+    3. re-initialises atoms that no sample uses with the residuals of the
+       worst-reconstructed samples.
+
+    The first rounds (half of ``dict_max_iter``, at most 15) are a
+    continuation: ``alpha`` decreases geometrically from ``10 * alpha`` and,
+    every third round, of two atoms with |cosine| above 0.7 the less used is
+    resampled as in step 3. From then on ``alpha`` is fixed and every round
+    decreases ``F(Z, D)``; learning stops once the relative change
+    ``||D_new - D||_F / ||D||_F`` is at most ``tol``, or after
+    ``dict_max_iter`` rounds.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Training data.
+    n_components : int
+        Number of atoms.
+    alpha : float, default=0.1
+        Weight of the L1 penalty.
+    positive : bool, default=False
+        Constrain the codes to be non-negative.
+    init : torch.Tensor of shape (n_components, n_features), default=None
+        Initial atoms (normalised here); None draws them from the data
+        (:func:`initial_dictionary`). Given atoms skip the continuation: they
+        are taken to be close already.
+    dict_max_iter : int, default=100
+        Maximum number of rounds.
+    tol : float, default=1e-6
+        Stop when the relative change of the dictionary is at most ``tol``;
+        also the tightest duality gap the rounds' codes are solved to.
+    max_iter : int, default=1000
+        Maximum number of FISTA iterations per sample and round.
+    batch_size : int, default=None
+        Samples coded at once (see :func:`~skdict._fista.fista_encode`).
+    generator : torch.Generator, default=None
+        CPU generator for the initial and resampled atoms.
+    verbose : int, default=0
+        Show a progress bar over rounds when positive.
+
+    Returns
+    -------
+    DictionaryLearningResult
+        The atoms, the last codes and one history record per round with keys
+        ``alpha``, ``objective`` (mean of ``0.5 ||x - zD||^2 + alpha ||z||_1``
+        over the samples, after the round's coding), ``dictionary_change``,
+        ``n_unused`` (atoms no sample used, re-initialised), ``n_resampled``
+        (coherent atoms replaced), ``coding_tol`` and ``fista_iter`` (mean
+        FISTA iterations per sample).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._dictionary import learn_dictionary
+    >>> g = torch.Generator().manual_seed(0)
+    >>> D = torch.nn.functional.normalize(torch.randn(8, 6, generator=g), dim=1)
+    >>> Z = torch.rand(200, 8, generator=g) * (torch.rand(200, 8, generator=g) < 0.3)
+    >>> result = learn_dictionary(Z @ D, 8, alpha=0.01, positive=True, generator=g)
+    >>> len(result.history) > 0, result.components.shape
+    (True, torch.Size([8, 6]))
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    if init is None:
+        components = initial_dictionary(X, n_components, generator)
+        n_homotopy = min(_MAX_HOMOTOPY_ROUNDS, int(_HOMOTOPY_FRACTION * dict_max_iter))
+    else:
+        components = _normalize_atoms(init.to(device=X.device, dtype=X.dtype))[0]
+        n_homotopy = 0
+    codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
+    # Per-sample objective (and residuals) of ``codes`` on ``components`` at
+    # ``warm_alpha``: the warm start a round's coding must improve on.
+    warm = None
+    warm_alpha = None
+    round_tol = _MAX_ROUND_TOL
+    history: list[dict[str, float]] = []
+    rounds = tqdm(range(dict_max_iter), disable=verbose <= 0, desc="DL-FISTA")
+    for t in rounds:
+        exploring = t < n_homotopy
+        a = (
+            alpha * _HOMOTOPY_FACTOR ** (1.0 - (t + 1) / n_homotopy)
+            if exploring
+            else alpha
+        )
+        coded = _fista.fista_encode(
+            X,
+            components,
+            alpha=a,
+            positive=positive,
+            init=codes,
+            max_iter=max_iter,
+            tol=round_tol,
+            batch_size=batch_size,
+        )
+        new_codes = coded.codes
+        objective, residual = _sample_objective(X, new_codes, components, a)
+        if warm is not None and warm_alpha == a:
+            # FISTA stops within its tolerance of the optimum, which may be
+            # above a warm start that was already closer.
+            kept = warm.objective < objective
+            new_codes[kept] = codes[kept]
+            objective[kept] = warm.objective[kept]
+            residual[kept] = warm.residual[kept]
+        step = _lstsq_step(X, new_codes, components, a, objective)
+        new_components, codes = step.components, step.codes
+        unused = (codes != 0).sum(dim=0) == 0
+        n_unused = int(unused.sum())
+        if n_unused:
+            # Their codes are zero, so F does not change.
+            new_components[unused] = _worst_residuals(
+                step.residual, n_unused, generator
+            )
+        n_resampled = 0
+        if exploring and (t + 1) % _RESAMPLE_EVERY == 0:
+            coherent = _coherent_atoms(new_components, codes)
+            n_resampled = int(coherent.sum())
+            if n_resampled:
+                new_components[coherent] = _worst_residuals(
+                    step.residual, n_resampled, generator
+                )
+                codes[:, coherent] = 0.0
+        if n_resampled:
+            warm = _Step(
+                new_components, codes, *_sample_objective(X, codes, new_components, a)
+            )
+        else:
+            warm = step
+        warm_alpha = a
+        change = float((new_components - components).norm() / components.norm())
+        components = new_components
+        history.append(
+            {
+                "alpha": a,
+                "objective": float(objective.mean()),
+                "dictionary_change": change,
+                "n_unused": n_unused,
+                "n_resampled": n_resampled,
+                "coding_tol": round_tol,
+                "fista_iter": float(coded.n_iter.double().mean()),
+            }
+        )
+        if verbose > 0:
+            rounds.set_postfix(objective=history[-1]["objective"], change=change)
+        round_tol = min(_MAX_ROUND_TOL, max(tol, change))
+        if not exploring and change <= tol:
+            break
+    return DictionaryLearningResult(components, codes, history)
+
+
+def online_dictionary_update(
+    X: torch.Tensor,
+    components: torch.Tensor,
+    statistics: dict[str, Any] | None,
+    *,
+    alpha: float = 0.1,
+    positive: bool = False,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, Any], dict[str, float]]:
+    r"""Take one mini-batch step of online dictionary learning.
+
+    Mairal et al. (2010), Algorithm 1: the mini-batch ``X`` is coded with FISTA
+    on the current atoms, its statistics are added to the running ones,
+
+    .. math:: A \leftarrow \beta A + Z^T Z / \eta, \qquad
+              B \leftarrow \beta B + Z^T X / \eta,
+
+    with ``eta`` the batch size and ``beta`` the down-weighting of early
+    (worse-coded) batches of their Sec. 3.4.3, and one sweep of
+    :func:`block_coordinate_update` refreshes the atoms. Atoms no sample has
+    used yet are re-initialised with the residuals of the batch's
+    worst-reconstructed samples.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        The mini-batch.
+    components : torch.Tensor of shape (n_components, n_features)
+        Current unit-norm atoms.
+    statistics : dict or None
+        The running ``{"A", "B", "n_steps"}`` from the previous step; None
+        starts afresh.
+    alpha, positive, max_iter, tol, batch_size :
+        Coding settings, as in :func:`~skdict._fista.fista_encode`.
+    generator : torch.Generator, default=None
+        CPU generator for re-initialised atoms.
+
+    Returns
+    -------
+    components : torch.Tensor of shape (n_components, n_features)
+        The updated atoms.
+    statistics : dict
+        The updated running statistics.
+    record : dict
+        ``objective`` (mean lasso objective of the batch before the update),
+        ``dictionary_change`` and ``n_unused``, as in :func:`learn_dictionary`.
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    n_components = components.shape[0]
+    if statistics is None:
+        statistics = {
+            "A": X.new_zeros(n_components, n_components),
+            "B": X.new_zeros(n_components, X.shape[1]),
+            "n_steps": 0,
+        }
+    codes = _fista.fista_encode(
+        X,
+        components,
+        alpha=alpha,
+        positive=positive,
+        max_iter=max_iter,
+        tol=tol,
+        batch_size=batch_size,
+    ).codes
+    objective, residual = _sample_objective(X, codes, components, alpha)
+    eta, step = X.shape[0], statistics["n_steps"]
+    theta = (step + 1) * eta if step < eta - 1 else eta**2 + step + 1 - eta
+    beta = (theta + 1 - eta) / (theta + 1)
+    gram, cross = _code_statistics(codes, X)
+    A = beta * statistics["A"] + gram / eta
+    B = beta * statistics["B"] + cross / eta
+    updated = block_coordinate_update(components, A, B)
+    unused = A.diagonal() == 0
+    n_unused = int(unused.sum())
+    if n_unused:
+        updated[unused] = _worst_residuals(residual, n_unused, generator)
+    record = {
+        "objective": float(objective.mean()),
+        "dictionary_change": float((updated - components).norm() / components.norm()),
+        "n_unused": n_unused,
+    }
+    return updated, {"A": A, "B": B, "n_steps": step + 1}, record
+
+
+# Rows of sparse ground-truth codes densified at once when accumulating their
+# statistics, so that memory stays O(chunk * n_latents).
+_CODE_CHUNK_ELEMENTS = 2**22
+
+
+def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
+    """Least-squares atoms from known codes: ``argmin_D ||X - codes @ D||_F``.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Data.
+    codes : array-like, torch.Tensor or scipy sparse matrix of shape \
+(n_samples, n_latents) or (n_samples,)
+        Ground-truth codes; sparse matrices are densified a chunk of rows at a
+        time.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_latents, n_features)
+        The atoms, on ``X``'s device and in its dtype, not normalised: noiseless
+        ``X = codes @ D`` gives back ``D`` exactly up to rounding.
+
+    Raises
+    ------
+    ValueError
+        If ``codes`` does not have one row per sample, or a latent is zero in
+        every sample (its atom is not determined by the data).
+
+    Examples
+    --------
+    >>>     >>> import torch
+    >>> from skdict._dictionary import estimate_dictionary
+    >>> D = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])
+    >>> Z = np.array([[1.0, 0.0], [0.5, 2.0], [0.0, 1.0]])
+    >>> estimate_dictionary(torch.from_numpy(Z @ D), Z)
+    tensor([[1.0000, 0.0000, 2.0000],
+            [0.0000, 1.0000, 1.0000]], dtype=torch.float64)
+    """
+    n_samples = X.shape[0]
+
+    def dense(block):
+        block = block.toarray() if sp.issparse(block) else block
+        T = as_tensor(block, device=X.device, dtype=X.dtype, name="y", ndim=None)
+        return T.reshape(-1, 1) if T.ndim == 1 else T
+
+    if sp.issparse(codes):
+        codes = sp.csr_array(codes)
+        if codes.ndim != 2 or codes.shape[0] != n_samples:
+            raise ValueError(
+                f"y must hold the codes of the {n_samples} samples of X, shape "
+                f"(n_samples, n_latents); got shape {codes.shape}."
+            )
+        chunk = max(1, _CODE_CHUNK_ELEMENTS // max(codes.shape[1], 1))
+        gram = X.new_zeros(codes.shape[1], codes.shape[1])
+        cross = X.new_zeros(codes.shape[1], X.shape[1])
+        for start in range(0, n_samples, chunk):
+            Z = dense(codes[start : start + chunk])
+            gram += Z.T @ Z
+            cross += Z.T @ X[start : start + chunk]
+    else:
+        Z = dense(codes)
+        if Z.ndim != 2 or Z.shape[0] != n_samples:
+            raise ValueError(
+                f"y must hold the codes of the {n_samples} samples of X, shape "
+                f"(n_samples, n_latents); got shape {tuple(Z.shape)}."
+            )
+        gram, cross = Z.T @ Z, Z.T @ X
+    silent = torch.nonzero(gram.diagonal() == 0).flatten()
+    if silent.numel():
+        shown = silent[:10].tolist()
+        more = f" (and {silent.numel() - 10} more)" if silent.numel() > 10 else ""
+        raise ValueError(
+            f"Latents {shown}{more} are zero in every sample of y, so their atoms "
+            "cannot be estimated from X; drop those columns or add samples where "
+            "they are active."
+        )
+    return lstsq_dictionary(gram, cross)
+
+
+class OracleDictionary(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
+    """The ground-truth dictionary as an estimator, with FISTA codes.
+
+    The ceiling of the paper's comparison (Barin Pacela et al., 2026, arXiv
+    2603.28744): per-sample sparse inference with the right dictionary. With
+    ``dictionary`` given, :meth:`fit` only checks it against ``X``; without
+    one, :meth:`fit` estimates it by least squares from ground-truth codes
+    ``y``, ``argmin_D ||X - y D||_F`` -- an oracle wherever concept labels
+    exist, such as known concept directions in real activations.
+    :meth:`transform` codes with the same FISTA solver and settings as
+    :class:`FISTACoder`, and ``components_`` exposes the atoms, so the oracle
+    is also a dictionary provider: ``FISTACoder(dictionary=OracleDictionary(D))``
+    or ``SparseAutoencoder(decoder=OracleDictionary(D), freeze_decoder=True)``.
+
+    Parameters
+    ----------
+    dictionary : array-like, torch.Tensor or estimator, default=None
+        The true atoms, shape ``(n_latents, n_features)``, or a dictionary
+        provider (see :class:`FISTACoder`). None estimates them from ``y`` in
+        :meth:`fit`.
+    alpha : float, default=0.1
+        Weight of the L1 penalty of the codes.
+    positive : bool, default=True
+        Constrain the codes to be non-negative (the paper's setting).
+    max_iter : int, default=1000
+        Maximum number of FISTA iterations per sample.
+    tol : float, default=1e-6
+        Relative duality gap at which a sample's code is accepted.
+    batch_size : int, default=None
+        Number of samples coded at once; None picks about ``2**24 /
+        n_latents``.
+    device : str or torch.device, default="auto"
+        Where to compute; ``"auto"`` uses a tensor input's own device, else
+        CUDA when available.
+    verbose : int, default=0
+        Show progress bars when positive.
+
+    Attributes
+    ----------
+    components_ : ndarray or torch.Tensor of shape (n_latents, n_features)
+        The atoms, in the array type of the data given to :meth:`fit`.
+    intercept_ : ndarray or torch.Tensor of shape (n_features,)
+        The provider's intercept, zero for atoms given as an array or estimated
+        from ``y``.
+    dictionary_ : estimator or None
+        The fitted provider, when ``dictionary`` is an estimator.
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during :meth:`fit`, when ``X`` has string
+        column names.
+
+    See Also
+    --------
+    FISTACoder : FISTA codes on any dictionary, or on one it learns.
+
+    Examples
+    --------
+    >>> from skdict import OracleDictionary
+    >>> from skdict.datasets import make_compositional
+    >>> data = make_compositional(n_latents=20, n_active=3, n_samples=400,
+    ...                           random_state=0)
+    >>> oracle = OracleDictionary().fit(data.X_train, data.Z_train)
+    >>> bool(abs(oracle.components_ - data.dictionary).max() < 1e-8)
+    True
+    >>> oracle.transform(data.X_ood).shape
+    (200, 20)
+    """
+
+    _parameter_constraints: dict = {
+        "dictionary": ["array-like", HasMethods(["fit"]), None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "positive": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        dictionary=None,
+        *,
+        alpha=0.1,
+        positive=True,
+        max_iter=1000,
+        tol=1e-6,
+        batch_size=None,
+        device="auto",
+        verbose=0,
+    ):
+        self.dictionary = dictionary
+        self.alpha = alpha
+        self.positive = positive
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.device = device
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Check the given dictionary against ``X``, or estimate it from ``y``.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data.
+        y : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
+n_latents), default=None
+            Ground-truth codes, required when ``dictionary`` is None (e.g.
+            ``Z_train`` of :func:`~skdict.datasets.make_compositional`). With a
+            given dictionary, passed to the provider's ``fit``.
+
+        Returns
+        -------
+        self : OracleDictionary
+            The fitted oracle.
+        """
+        X_t, origin = validate_input(self, X, reset=True, device=self.device)
+        if self.dictionary is None:
+            if y is None:
+                raise ValueError(
+                    "OracleDictionary without a dictionary estimates it from the "
+                    "ground-truth codes: pass them as y, fit(X, y) with y of shape "
+                    "(n_samples, n_latents)."
+                )
+            components = estimate_dictionary(X_t, y)
+            intercept = X_t.new_zeros(X_t.shape[1])
+            self.dictionary_ = None
+        else:
+            resolved = resolve_dictionary(
+                self.dictionary,
+                X,
+                y,
+                device=X_t.device,
+                dtype=X_t.dtype,
+                n_features=self.n_features_in_,
+            )
+            components, intercept = resolved.components, resolved.intercept
+            self.dictionary_ = resolved.estimator
+        self.components_ = to_output(components, origin)
+        self.intercept_ = to_output(intercept, origin)
+        return self
+
+    def _coder(self):
+        # FISTACoder on this fitted oracle: the one home of FISTA coding.
+        return _fista.FISTACoder(
+            FrozenEstimator(self),
+            alpha=self.alpha,
+            positive=self.positive,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            batch_size=self.batch_size,
+            device=self.device,
+            verbose=self.verbose,
+        )
+
+    def transform(self, X):
+        """Sparse-code ``X`` on the oracle atoms with FISTA.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data to code; ``intercept_`` is subtracted first.
+
+        Returns
+        -------
+        codes : ndarray or torch.Tensor of shape (n_samples, n_latents)
+            In the array type, device and dtype of ``X``.
+        """
+        check_is_fitted(self)
+        check_same_namespace(X, self, attribute="components_", method="transform")
+        validate_input(self, X, reset=False, device=self.device)
+        return self._coder().fit_transform(X)
+
+    def inverse_transform(self, X):
+        """Reconstruct data from codes: ``X @ components_ + intercept_``.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_latents)
+            Codes.
+
+        Returns
+        -------
+        X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
+            In the array type, device and dtype of the codes.
+        """
+        check_is_fitted(self)
+        codes, origin = to_tensor(
+            X, device=resolve_device(self.device, X), name="codes"
+        )
+        if codes.shape[1] != self._n_features_out:
+            raise ValueError(
+                f"codes have {codes.shape[1]} columns, but this OracleDictionary "
+                f"has {self._n_features_out} atoms."
+            )
+        D = as_tensor(self.components_, device=codes.device, dtype=codes.dtype)
+        b = as_tensor(self.intercept_, device=codes.device, dtype=codes.dtype, ndim=1)
+        return to_output(codes @ D + b, origin)
+
+    @property
+    def _n_features_out(self):
+        return self.components_.shape[0]
+
+    def __getstate__(self):
+        return portable_state(super().__getstate__())
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        # Without a dictionary, fit needs the ground-truth codes.
+        tags.target_tags.required = self.dictionary is None
+        return tags
