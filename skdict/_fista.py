@@ -658,10 +658,14 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         ``intercept_``, or ``mean_`` for scikit-learn's PCA family), cloned and
         fitted on ``X, y`` in :meth:`fit`, or a fitted one wrapped in
         :class:`sklearn.frozen.FrozenEstimator`, used as is. Samples are coded
-        after subtracting the provider's intercept. ``None`` asks for the
-        dictionary to be learned from ``X``.
+        after subtracting the provider's intercept. ``None`` learns the atoms
+        from ``X`` with DL-FISTA: rounds of FISTA codes alternate with the
+        closed-form least-squares dictionary update, atoms kept at unit norm
+        (see :func:`skdict._dictionary.learn_dictionary`); :meth:`partial_fit`
+        learns them online from mini-batches instead.
     n_components : int, default=None
-        Number of atoms to learn when ``dictionary`` is None.
+        Number of atoms to learn when ``dictionary`` is None; None takes the
+        number of atoms of ``init``, else ``n_features``.
     alpha : float, default=0.1
         Weight of the L1 penalty.
     positive : bool, default=False
@@ -672,14 +676,22 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         A sample is coded once its duality gap is at most ``tol`` times its
         objective; this bounds the relative suboptimality of its code. The
         tolerance is floored at ``100 * eps`` of the data's dtype (about
-        ``1.2e-5`` in float32), below which the gap is not measurable.
+        ``1.2e-5`` in float32), below which the gap is not measurable. When
+        learning, also the relative change of the dictionary between two
+        rounds, ``||D_new - D||_F / ||D||_F``, at which learning stops.
     init : array-like, torch.Tensor or estimator, default=None
         Warm start for the codes: an array of shape ``(n_samples,
         n_components)`` matching the ``X`` being coded, or an estimator whose
         ``transform(X)`` gives such codes (cloned and fitted on ``X, y`` in
         :meth:`fit`, or used as is when wrapped in
         :class:`~sklearn.frozen.FrozenEstimator`), e.g. a fitted
-        :class:`SparseAutoencoder` sharing the dictionary.
+        :class:`SparseAutoencoder` sharing the dictionary. When ``dictionary``
+        is None, ``init`` is instead the dictionary learning starts from:
+        atoms of shape ``(n_components, n_features)`` or a dictionary provider,
+        e.g. a fitted :class:`SparseAutoencoder` wrapped in
+        :class:`~sklearn.frozen.FrozenEstimator` (its intercept is not used:
+        learned dictionaries reconstruct around zero). None draws the atoms
+        from the data.
     batch_size : int, default=None
         Number of samples coded at once; peak memory grows as
         ``batch_size * n_components``. None picks about ``2**24 / n_components``.
@@ -690,7 +702,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     dict_max_iter : int, default=100
         Maximum number of dictionary-learning rounds when ``dictionary`` is None.
     random_state : int, RandomState instance or None, default=None
-        Seed for dictionary learning.
+        Seed for dictionary learning: the atoms drawn from the data at the
+        start and those re-initialised during learning.
     verbose : int, default=0
         Show progress bars when positive.
 
@@ -707,7 +720,16 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         The fitted warm-start estimator, when ``init`` is an estimator.
     n_iter_ : int
         With a given dictionary, the largest number of FISTA iterations any
-        training sample needed in :meth:`fit`.
+        training sample needed in :meth:`fit`. When learning, the number of
+        rounds :meth:`fit` ran, or of :meth:`partial_fit` calls.
+    history_ : list of dict
+        When learning, one record per round of :meth:`fit` (or per
+        :meth:`partial_fit` call): ``objective`` (mean over the samples of
+        ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` after the round's coding),
+        ``dictionary_change`` (relative Frobenius change of the atoms) and
+        ``n_unused`` (atoms no sample used, re-initialised); :meth:`fit` also
+        records ``alpha``, ``n_resampled``, ``coding_tol`` and ``fista_iter``
+        (see :func:`skdict._dictionary.learn_dictionary`).
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -816,16 +838,16 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         codes : ndarray or torch.Tensor of shape (n_samples, n_components)
             In the array type, device and dtype of ``X``.
         """
-        return self._fit(X, y)
+        codes = self._fit(X, y)
+        # A learned dictionary is known only once learning ends.
+        return self.transform(X) if codes is None else codes
 
     @_fit_context(prefer_skip_nested_validation=False)
     def _fit(self, X, y):
         X_t, origin = validate_input(self, X, reset=True, device=self.device)
         if self.dictionary is None:
-            raise ValueError(
-                "FISTACoder needs a dictionary: pass dictionary= an array of atoms "
-                "(n_components, n_features) or an estimator exposing components_."
-            )
+            self._learn(X, X_t, y, origin)
+            return None
         resolved = resolve_dictionary(
             self.dictionary,
             X,
@@ -842,6 +864,140 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self.n_iter_ = int(result.n_iter.max())
         return to_output(result.codes, origin)
 
+    def _learn(self, X, X_t, y, origin):
+        # dictionary=None: DL-FISTA on X, math in skdict._dictionary (imported
+        # here because this module's imports belong to the solver's code).
+        from ._dictionary import learn_dictionary, torch_generator
+
+        init = self._starting_dictionary(X, X_t, y)
+        result = learn_dictionary(
+            X_t,
+            self._n_atoms(X_t, init),
+            alpha=self.alpha,
+            positive=self.positive,
+            init=init,
+            dict_max_iter=self.dict_max_iter,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            batch_size=self.batch_size,
+            generator=torch_generator(self.random_state),
+            verbose=self.verbose,
+        )
+        self._store_learned(result.components, origin)
+        self.history_ = result.history
+        self.n_iter_ = len(self.history_)
+        self._online_statistics = None
+
+    def _starting_dictionary(self, X, X_t, y):
+        self.init_ = None
+        if self.init is None:
+            return None
+        resolved = resolve_dictionary(
+            self.init,
+            X,
+            y,
+            device=X_t.device,
+            dtype=X_t.dtype,
+            n_features=self.n_features_in_,
+            name="init",
+        )
+        self.init_ = resolved.estimator
+        return resolved.components
+
+    def _n_atoms(self, X_t, init):
+        if init is None:
+            return self.n_components or X_t.shape[1]
+        if self.n_components not in (None, init.shape[0]):
+            raise ValueError(
+                f"init has {init.shape[0]} atoms but n_components="
+                f"{self.n_components}; they must agree."
+            )
+        return init.shape[0]
+
+    def _store_learned(self, components, origin):
+        self.dictionary_ = None
+        self.components_ = to_output(components, origin)
+        self.intercept_ = to_output(components.new_zeros(components.shape[1]), origin)
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def partial_fit(self, X, y=None):
+        """Update a learned dictionary with one mini-batch.
+
+        Online dictionary learning (Mairal et al., 2010): the batch is coded
+        with FISTA, its statistics join running sums, and the atoms are
+        refreshed by block coordinate descent
+        (:func:`skdict._dictionary.online_dictionary_update`), so data larger
+        than memory can be streamed. The first call starts from ``init`` or
+        from atoms drawn from the batch. With a given ``dictionary`` there is
+        nothing to learn: the first call resolves it as :meth:`fit` does,
+        without coding, and later calls only check ``X``.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            A mini-batch.
+        y : array-like, default=None
+            Passed to the ``init`` (or ``dictionary``) estimator's ``fit`` on
+            the first call.
+
+        Returns
+        -------
+        self : FISTACoder
+            The updated coder.
+        """
+        from ._dictionary import (
+            initial_dictionary,
+            online_dictionary_update,
+            torch_generator,
+        )
+
+        first = not hasattr(self, "components_")
+        X_t, origin = validate_input(self, X, reset=first, device=self.device)
+        if self.dictionary is not None:
+            if first:
+                resolved = resolve_dictionary(
+                    self.dictionary,
+                    X,
+                    y,
+                    device=X_t.device,
+                    dtype=X_t.dtype,
+                    n_features=self.n_features_in_,
+                )
+                self.dictionary_ = resolved.estimator
+                self.init_ = self._fit_init(X, y)
+                self.components_ = to_output(resolved.components, origin)
+                self.intercept_ = to_output(resolved.intercept, origin)
+            return self
+        generator = torch.Generator()
+        if first:
+            init = self._starting_dictionary(X, X_t, y)
+            generator = torch_generator(self.random_state)
+            if init is None:
+                init = initial_dictionary(X_t, self._n_atoms(X_t, None), generator)
+            else:
+                self._n_atoms(X_t, init)
+            self.history_ = []
+        else:
+            generator.set_state(self._rng_state)
+            init = self._dictionary_tensors(X_t)[0]
+        components, statistics, record = online_dictionary_update(
+            X_t,
+            init,
+            getattr(self, "_online_statistics", None),
+            alpha=self.alpha,
+            positive=self.positive,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            batch_size=self.batch_size,
+            generator=generator,
+        )
+        self._store_learned(components, origin)
+        self._online_statistics = statistics
+        self._rng_state = generator.get_state()
+        self.history_.append(record)
+        self.n_iter_ = len(self.history_)
+        return self
+
     def _fit_init(self, X, y):
         if not is_provider(self.init):
             return None
@@ -851,7 +1007,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     def _initial_codes(self, X, X_t: torch.Tensor) -> torch.Tensor | None:
         n_components = self._n_features_out
-        if self.init is None:
+        if self.init is None or self.dictionary is None:
+            # When learning, init is the starting dictionary, not codes.
             return None
         if self.init_ is not None:
             init, name = self.init_.transform(X), "init.transform(X)"
