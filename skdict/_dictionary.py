@@ -53,9 +53,6 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-# The solver module imports this one, so it is reached through the package at
-# call time rather than imported by name here.
-from . import _fista
 from ._tensor import (
     as_tensor,
     portable_state,
@@ -571,6 +568,8 @@ def learn_dictionary(
     >>> len(result.history) > 0, result.components.shape
     (True, torch.Size([8, 6]))
     """
+    from . import _fista  # imports this module: reached at call time
+
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     if init is None:
@@ -709,6 +708,8 @@ def online_dictionary_update(
         ``objective`` (mean lasso objective of the batch before the update),
         ``dictionary_change`` and ``n_unused``, as in :func:`learn_dictionary`.
     """
+    from . import _fista  # imports this module: reached at call time
+
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     n_components = components.shape[0]
@@ -976,8 +977,11 @@ n_latents), default=None
         return self
 
     def _coder(self):
-        # FISTACoder on this fitted oracle: the one home of FISTA coding.
-        return _fista.FISTACoder(
+        # FISTACoder on this fitted oracle: the one home of FISTA coding. Its
+        # module imports this one, hence the import at call time.
+        from ._fista import FISTACoder
+
+        return FISTACoder(
             FrozenEstimator(self),
             alpha=self.alpha,
             positive=self.positive,
