@@ -178,7 +178,7 @@ def _transpose_matmul(codes: Codes, other: Tensor) -> Tensor:
 def _sampled_matmul(codes: Codes, grad: Tensor, weight: Tensor) -> Codes:
     """``grad @ weight.T``, only where ``codes`` has entries when it is sparse."""
     if isinstance(codes, Tensor):
-        return grad @ weight.T
+        return F.linear(grad, weight)
     with warnings.catch_warnings():
         # torch flags its CSR layout as beta on first use; the product below
         # is covered by tests/test_sae.py.
@@ -271,10 +271,11 @@ def matching_pursuit(
     for _ in range(k):
         index = correlations.abs().argmax(dim=1, keepdim=True)
         value = correlations.gather(1, index)
+        rows = index.view(-1)
         if residual is None:
-            correlations.addcmul_(value, gram[index.squeeze(1)], value=-1.0)
+            correlations.addcmul_(value, gram.index_select(0, rows), value=-1.0)
         else:
-            residual.addcmul_(value, atoms[index.squeeze(1)], value=-1.0)
+            residual.addcmul_(value, atoms.index_select(0, rows), value=-1.0)
             correlations = residual @ atoms.T
         values.append(value)
         indices.append(index)
@@ -301,15 +302,25 @@ class StepOutput(NamedTuple):
 
     Attributes
     ----------
-    sums : torch.Tensor of shape (3,)
-        Squared reconstruction error summed over entries; the penalty summed
-        over samples; the auxiliary squared error summed over entries.
+    squared_error : torch.Tensor
+        Squared reconstruction error summed over entries (0-dim).
+    penalty : torch.Tensor or None
+        The penalty summed over samples, None for structural sparsity.
+    aux_squared_error : torch.Tensor or None
+        The auxiliary-k squared error summed over entries, None when off.
     active : torch.Tensor of shape (n_components,)
         Number of samples each latent was non-zero on.
     """
 
-    sums: Tensor
+    squared_error: Tensor
+    penalty: Tensor | None
+    aux_squared_error: Tensor | None
     active: Tensor
+
+
+def _squared_norm(t: Tensor) -> Tensor:
+    flat = t.view(-1)
+    return torch.dot(flat, flat)
 
 
 class SAE(nn.Module):
@@ -394,8 +405,9 @@ class SAE(nn.Module):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Rescale every atom to unit norm."""
-        norms = torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True)
-        self.W_dec.div_(norms.clamp_min_(torch.finfo(norms.dtype).tiny))
+        # No guard against zero norms: a unit-norm atom cannot reach zero in one
+        # step, and a non-finite one ends training through the loss check.
+        self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True))
 
     @torch.no_grad()
     def project_decoder_grad_(self) -> None:
@@ -411,7 +423,7 @@ class SAE(nn.Module):
 
     def pre_activations(self, x: Tensor) -> Tensor:
         """``(x - b_dec) @ W_enc.T + b_enc``."""
-        return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.T)
+        return F.linear(x - self.b_dec, self.W_enc, self.b_enc)
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Codes:
@@ -442,8 +454,9 @@ class SAE(nn.Module):
     ) -> tuple[Codes, Tensor]:
         """Gradient w.r.t. ``pre`` and penalty sum, given ``grad`` w.r.t. codes.
 
-        ``coef`` is the penalty weight divided by the batch size, the
-        derivative of ``lambda * mean_b P(z_b)`` w.r.t. each ``P(z_b)``.
+        The penalty sum is None for activations without a penalty. ``coef`` is
+        the penalty weight divided by the batch size, the derivative of
+        ``lambda * mean_b P(z_b)`` w.r.t. each ``P(z_b)``.
         """
         raise NotImplementedError
 
@@ -477,16 +490,19 @@ class SAE(nn.Module):
         """
         n = x.shape[0]
         x_centred = x - self.b_dec
-        pre = torch.addmm(self.b_enc, x_centred, self.W_enc.T)
+        pre = F.linear(x_centred, self.W_enc, self.b_enc)
         codes = self._activate(pre, training=True)
-        diff = _decode(codes, self.W_dec).add_(self.b_dec).sub_(x)
+        if isinstance(codes, Tensor):
+            diff = torch.addmm(self.b_dec, codes, self.W_dec).sub_(x)
+        else:
+            diff = _decode(codes, self.W_dec).add_(self.b_dec).sub_(x)
         grad_out = diff * (2.0 / diff.numel())
         grad_codes = _sampled_matmul(codes, grad_out, self.W_dec)
         grad_pre, penalty = self._activation_grad(
             pre, codes, grad_codes, sparsity_coef / n
         )
         grad_dec = _transpose_matmul(codes, grad_out) if train_decoder else None
-        aux_sq = diff.new_zeros(())
+        aux_sq = None
         if dead is not None:
             aux_pre, aux_sq = self._auxiliary_grad(
                 pre, diff, dead, aux_k, aux_coef, grad_dec
@@ -496,10 +512,10 @@ class SAE(nn.Module):
         self.b_enc.grad = _column_sums(grad_pre)
         if train_decoder:
             self.W_dec.grad = grad_dec
-            self.b_dec.grad = grad_out.sum(dim=0) - self.b_enc.grad @ self.W_enc
-        flat = diff.view(-1)
-        sums = torch.stack([torch.dot(flat, flat), penalty, aux_sq])
-        return StepOutput(sums, active_counts(codes))
+            self.b_dec.grad = torch.addmv(
+                grad_out.sum(dim=0), self.W_enc.T, self.b_enc.grad, alpha=-1.0
+            )
+        return StepOutput(_squared_norm(diff), penalty, aux_sq, active_counts(codes))
 
     def _auxiliary_grad(self, pre, diff, dead, aux_k, aux_coef, grad_dec):
         values, indices = pre.masked_fill(~dead, -math.inf).topk(aux_k, sorted=False)
@@ -511,8 +527,7 @@ class SAE(nn.Module):
         if grad_dec is not None:
             grad_dec.add_(_transpose_matmul(codes, grad_out))
         grad_codes = _sampled_matmul(codes, grad_out, self.W_dec)
-        flat = aux_diff.view(-1)
-        return _times_mask(codes, grad_codes), torch.dot(flat, flat)
+        return _times_mask(codes, grad_codes), _squared_norm(aux_diff)
 
     def _codes_from_topk(self, values: Tensor, indices: Tensor) -> Codes:
         if self.sparse_codes:
@@ -596,7 +611,7 @@ class TopKSAE(SAE):
         return self._codes_from_topk(values.relu_(), indices)
 
     def _activation_grad(self, pre, codes, grad, coef):
-        return _times_mask(codes, grad), pre.new_zeros(())
+        return _times_mask(codes, grad), None
 
 
 class BatchTopKSAE(TopKSAE):
@@ -648,12 +663,11 @@ class MatchingPursuitSAE(SAE):
             return None
         return self.W_dec @ self.W_dec.T
 
-    def _select(self, x_centred: Tensor) -> tuple[Tensor, Tensor]:
-        return matching_pursuit(x_centred, self.W_dec, self.k, self._gram())
-
     @torch.no_grad()
     def encode(self, x):
-        values, indices = self._select(x - self.b_dec)
+        values, indices = matching_pursuit(
+            x - self.b_dec, self.W_dec, self.k, self._gram()
+        )
         return SparseCodes.from_topk(values, indices, self.n_components)
 
     @torch.no_grad()
@@ -671,36 +685,60 @@ class MatchingPursuitSAE(SAE):
         ``dA = v g^T + dc x_c^T - (S + S^T) A`` with ``S = tril(dc v^T, -1)``,
 
         scattered to the selected rows of ``W_dec``; ``db_dec = sum_b g -
-        sum_b A^T dc``. This is the gradient autograd takes through the
+        sum_b A^T dc``. ``A A^T`` is read from the Gram matrix that the pursuit
+        used. This is the gradient autograd takes through the
         unrolled pursuit (the paper's implementation), in a fixed number of
         batched kernels instead of ``O(k)`` small ones.
         """
-        values, indices = self._select(x - self.b_dec)
-        atoms = self.W_dec[indices]
-        x_hat = torch.bmm(values.unsqueeze(1), atoms).squeeze(1).add_(self.b_dec)
-        diff = x_hat.sub_(x)
+        n = x.shape[0]
+        x_centred = x - self.b_dec
+        gram = self._gram()
+        values, indices = matching_pursuit(x_centred, self.W_dec, self.k, gram)
+        # Dense codes (an atom picked twice adds up); at the paper's size one
+        # small product is cheaper than batched per-sample ones (bmm).
+        codes = values.new_zeros(n, self.n_components).scatter_add_(1, indices, values)
+        diff = torch.addmm(x_centred, codes, self.W_dec, beta=-1.0)  # x_hat - x
         if train_decoder:
-            x_centred = x - self.b_dec
             grad_out = diff * (2.0 / diff.numel())
-            grad_values = torch.bmm(atoms, grad_out.unsqueeze(2))
-            gram = torch.bmm(atoms, atoms.transpose(1, 2))
-            # The upper triangle of the symmetric Gram is L^T; unit diagonal.
+            grad_values = F.linear(grad_out, self.W_dec).gather(1, indices)  # A g
+            if gram is None:
+                atoms = F.embedding(indices, self.W_dec)  # A, (n, k, n_features)
+                selected = torch.bmm(atoms, atoms.transpose(1, 2))
+            else:
+                pairs = indices.unsqueeze(2) * self.n_components + indices.unsqueeze(1)
+                selected = torch.take(gram, pairs)
+            # The upper triangle of the symmetric A A^T is L^T; unit diagonal.
             grad_c = torch.linalg.solve_triangular(
-                gram, grad_values, upper=True, unitriangular=True
+                selected, grad_values.unsqueeze(2), upper=True, unitriangular=True
+            ).squeeze(2)
+            lower = torch.tril(grad_c.unsqueeze(2) * values.unsqueeze(1), diagonal=-1)
+            # sum_b scatter(v g^T + dc x_c^T) = Z^T g + DC^T x_c with dense codes
+            # Z and DC.
+            grad_codes = torch.zeros_like(codes).scatter_add_(1, indices, grad_c)
+            grad = torch.addmm(codes.T @ grad_out, grad_codes.T, x_centred)
+            if gram is None:
+                # The (S + S^T) A term, row by row into the selected atoms.
+                coupling = torch.bmm(lower + lower.transpose(1, 2), atoms)
+                grad.index_add_(
+                    0,
+                    indices.view(-1),
+                    coupling.view(-1, self.n_features),
+                    alpha=-1.0,
+                )
+            else:
+                # The same term as (M + M^T) W_dec with M = sum_b P_b^T S P_b,
+                # P_b selecting sample b's atoms: one small product instead
+                # of a batched one and a scatter of rows.
+                M = lower.new_zeros(self.n_components**2)
+                M = M.index_add_(0, pairs.view(-1), lower.view(-1)).view_as(gram)
+                grad.addmm_(M + M.T, self.W_dec, alpha=-1.0)
+            self.W_dec.grad = grad
+            self.b_dec.grad = torch.addmv(
+                grad_out.sum(dim=0), self.W_dec.T, grad_codes.sum(dim=0), alpha=-1.0
             )
-            lower = torch.tril(grad_c * values.unsqueeze(1), diagonal=-1)
-            grad_atoms = values.unsqueeze(2) * grad_out.unsqueeze(1)
-            grad_atoms.addcmul_(grad_c, x_centred.unsqueeze(1))
-            grad_atoms.sub_(torch.bmm(lower + lower.transpose(1, 2), atoms))
-            self.W_dec.grad = torch.zeros_like(self.W_dec).index_add_(
-                0, indices.reshape(-1), grad_atoms.flatten(0, 1)
-            )
-            self.b_dec.grad = grad_out.sum(dim=0) - (grad_c * atoms).sum(dim=(0, 1))
-        flat = diff.view(-1)
-        zero = flat.new_zeros(())
-        sums = torch.stack([torch.dot(flat, flat), zero, zero])
-        codes = SparseCodes.from_topk(values, indices, self.n_components)
-        return StepOutput(sums, active_counts(codes))
+        # Selections per latent (an atom picked twice counts twice).
+        active = torch.bincount(indices.view(-1), minlength=self.n_components)
+        return StepOutput(_squared_norm(diff), None, None, active)
 
 
 _CLASSES = {
