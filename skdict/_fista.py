@@ -968,17 +968,17 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
                 self.components_ = to_output(resolved.components, origin)
                 self.intercept_ = to_output(resolved.intercept, origin)
             return self
-        generator = torch.Generator()
+        generator = torch_generator(self.random_state)
         if first:
             init = self._starting_dictionary(X, X_t, y)
-            generator = torch_generator(self.random_state)
             if init is None:
                 init = initial_dictionary(X_t, self._n_atoms(X_t, None), generator)
             else:
                 self._n_atoms(X_t, init)
             self.history_ = []
         else:
-            generator.set_state(self._rng_state)
+            if hasattr(self, "_rng_state"):
+                generator.set_state(self._rng_state)
             init = self._dictionary_tensors(X_t)[0]
         components, statistics, record = online_dictionary_update(
             X_t,
