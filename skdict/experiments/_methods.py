@@ -1,0 +1,237 @@
+"""The paper's methods, each one configuration of skdict's public estimators.
+
+Every row of the paper's comparison (arXiv 2603.28744, Section 4) is built here
+from :class:`~skdict.FISTACoder`, :class:`~skdict.SparseAutoencoder`,
+:class:`~skdict.OracleDictionary` and :class:`sklearn.linear_model.RidgeCV`,
+with the paper's settings as defaults (:class:`PaperSettings`). Nothing here
+reaches into an estimator's internals: composing the public pieces *is* the
+experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import RidgeCV
+from sklearn.utils import Bunch
+
+from .._dictionary import OracleDictionary
+from .._fista import FISTACoder
+from .._sae import SparseAutoencoder
+
+__all__ = ["METHODS", "SAE_METHODS", "Method", "PaperSettings"]
+
+
+@dataclass(frozen=True)
+class PaperSettings:
+    """Training and inference settings; the defaults are the paper's.
+
+    Attributes
+    ----------
+    alpha : float
+        L1 weight of every FISTA coder (the paper's lambda = 0.1).
+    sae_epochs : int
+        SAE training epochs (500).
+    sae_lr : float
+        AdamW learning rate (5e-4).
+    sae_batch_size : int
+        SAE mini-batch size (64).
+    sparsity_coef : float
+        Weight of the ReLU SAE's L1 penalty and the JumpReLU SAE's L0 penalty
+        (1e-4).
+    dict_max_iter : int
+        Dictionary-learning rounds for DL-FISTA.
+    probe_alphas : tuple of float
+        Ridge penalties searched by the supervised linear probe's
+        leave-one-out cross-validation.
+    base_sae : str
+        The SAE activation whose fitted dictionary the SAE + FISTA methods
+        reuse (``sae_dict_fista``, ``sae_refined_fista``, ``dl_fista_sae_init``).
+    oracle_encoder_activation : str
+        Activation of the SAE encoder trained under the frozen oracle
+        dictionary.
+    """
+
+    alpha: float = 0.1
+    sae_epochs: int = 500
+    sae_lr: float = 5e-4
+    sae_batch_size: int = 64
+    sparsity_coef: float = 1e-4
+    dict_max_iter: int = 100
+    probe_alphas: tuple[float, ...] = tuple(np.logspace(-6, 3, 10).tolist())
+    base_sae: str = "topk"
+    oracle_encoder_activation: str = "relu"
+
+    def replace(self, **changes: Any) -> PaperSettings:
+        """Return a copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class MethodContext:
+    """What a method's builder may use: the data, settings, seed and device.
+
+    ``fitted_saes`` shares SAEs between methods of one comparison: the SAE +
+    FISTA methods reuse the SAE trained by the ``sae_*`` method of the same
+    activation instead of training it again.
+    """
+
+    data: Bunch
+    settings: PaperSettings
+    seed: int | None
+    device: str
+    fitted_saes: dict[str, SparseAutoencoder] = field(default_factory=dict)
+
+    @property
+    def n_latents(self) -> int:
+        return self.data.dictionary.shape[0]
+
+    @property
+    def n_active(self) -> int:
+        return int(np.count_nonzero(self.data.Z_train[:1]))
+
+    def sae(self, activation: str) -> SparseAutoencoder:
+        """Return an unfitted SAE with the paper's settings (width = n_latents)."""
+        s = self.settings
+        uses_k = activation in ("topk", "batchtopk", "mp")
+        return SparseAutoencoder(
+            self.n_latents,
+            activation=activation,
+            k=self.n_active if uses_k else None,
+            sparsity_coef=s.sparsity_coef,
+            lr=s.sae_lr,
+            batch_size=s.sae_batch_size,
+            max_epochs=s.sae_epochs,
+            device=self.device,
+            random_state=self.seed,
+        )
+
+    def fitted_sae(self, activation: str) -> SparseAutoencoder:
+        """Return the SAE of this activation trained on the training half (cached)."""
+        if activation not in self.fitted_saes:
+            self.fitted_saes[activation] = self.sae(activation).fit(self.data.X_train)
+        return self.fitted_saes[activation]
+
+    def coder(self, **params: Any) -> FISTACoder:
+        """Return a FISTA coder with the paper's lambda and non-negative codes."""
+        return FISTACoder(
+            alpha=self.settings.alpha,
+            positive=True,
+            device=self.device,
+            random_state=self.seed,
+            **params,
+        )
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the comparison.
+
+    Attributes
+    ----------
+    name : str
+        Identifier used by :func:`~skdict.experiments.compare_methods` and the
+        command line.
+    label : str
+        Name for tables and figures.
+    fit_on : {"train", "val"}
+        The split the estimator is fitted on. SAEs and the probe train on the
+        training half; the oracle and DL-FISTA code the validation half, as in
+        the paper.
+    build : callable
+        ``build(context) -> estimator`` (unfitted, or wrapping fitted parts).
+    supervised : bool
+        Fit with the ground-truth codes of ``fit_on`` as ``y``.
+    """
+
+    name: str
+    label: str
+    fit_on: str
+    build: Callable[[MethodContext], BaseEstimator]
+    supervised: bool = False
+
+
+def _sae_method(activation: str, label: str) -> Method:
+    return Method(f"sae_{activation}", label, "train", lambda ctx: ctx.sae(activation))
+
+
+def _frozen_base_sae(ctx: MethodContext) -> FrozenEstimator:
+    return FrozenEstimator(ctx.fitted_sae(ctx.settings.base_sae))
+
+
+SAE_METHODS = ("sae_relu", "sae_topk", "sae_batchtopk", "sae_jumprelu", "sae_mp")
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method(
+            "fista_oracle",
+            "FISTA (oracle dictionary)",
+            "val",
+            lambda ctx: OracleDictionary(
+                ctx.data.dictionary,
+                alpha=ctx.settings.alpha,
+                positive=True,
+                device=ctx.device,
+            ),
+        ),
+        Method(
+            "dl_fista",
+            "DL-FISTA",
+            "val",
+            lambda ctx: ctx.coder(
+                n_components=ctx.n_latents, dict_max_iter=ctx.settings.dict_max_iter
+            ),
+        ),
+        _sae_method("relu", "SAE (ReLU)"),
+        _sae_method("topk", "SAE (TopK)"),
+        _sae_method("batchtopk", "SAE (BatchTopK)"),
+        _sae_method("jumprelu", "SAE (JumpReLU)"),
+        _sae_method("mp", "SAE (MP)"),
+        Method(
+            "sae_dict_fista",
+            "SAE dictionary + FISTA",
+            "val",
+            lambda ctx: ctx.coder(dictionary=_frozen_base_sae(ctx)),
+        ),
+        Method(
+            "sae_refined_fista",
+            "FISTA refined from SAE codes",
+            "val",
+            lambda ctx: ctx.coder(
+                dictionary=_frozen_base_sae(ctx), init=_frozen_base_sae(ctx)
+            ),
+        ),
+        Method(
+            "dl_fista_sae_init",
+            "DL-FISTA from SAE dictionary",
+            "val",
+            lambda ctx: ctx.coder(
+                n_components=ctx.n_latents,
+                dict_max_iter=ctx.settings.dict_max_iter,
+                init=_frozen_base_sae(ctx),
+            ),
+        ),
+        Method(
+            "oracle_sae_encoder",
+            "Oracle dictionary + SAE encoder",
+            "train",
+            lambda ctx: ctx.sae(ctx.settings.oracle_encoder_activation).set_params(
+                decoder=OracleDictionary(ctx.data.dictionary), freeze_decoder=True
+            ),
+        ),
+        Method(
+            "linear_probe",
+            "Linear probe (ridge)",
+            "train",
+            lambda ctx: RidgeCV(alphas=ctx.settings.probe_alphas),
+            supervised=True,
+        ),
+    ]
+}

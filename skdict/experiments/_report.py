@@ -1,0 +1,123 @@
+"""Tables and figures of study records: mean ± sd over seeds per method and value."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FIGURE_METRICS", "format_table", "plot_study", "summarize"]
+
+#: Panels of a study figure: record key -> axis label.
+FIGURE_METRICS = {
+    "mcc_ood": "MCC (OOD)",
+    "auc_ood": "best-feature AUC (OOD)",
+    "acc_ood": "probe accuracy (OOD)",
+    "mse_gap": "reconstruction gap (MSE OOD - ID)",
+}
+
+
+def summarize(
+    records: Sequence[dict[str, Any]], metric: str
+) -> dict[str, dict[Any, tuple[float, float, int]]]:
+    """Compute mean, sd and count of ``metric`` per method label and swept value.
+
+    Records where the metric is None (e.g. reconstruction for a probe) are
+    left out.
+    """
+    groups: dict[str, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        value = record.get(metric)
+        if value is not None:
+            groups[record["label"]][record["value"]].append(float(value))
+    return {
+        label: {
+            x: (float(np.mean(v)), float(np.std(v)), len(v))
+            for x, v in sorted(by_value.items())
+        }
+        for label, by_value in groups.items()
+    }
+
+
+def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> str:
+    """Format a text table: one row per method, one column per swept value.
+
+    Examples
+    --------
+    >>> records = [
+    ...     {"label": "A", "value": 10, "mcc_ood": 0.9, "variable": "n"},
+    ...     {"label": "A", "value": 10, "mcc_ood": 0.7, "variable": "n"},
+    ... ]
+    >>> print(format_table(records))
+    mcc_ood     n=10
+    A       0.80 ± 0.10
+    """
+    summary = summarize(records, metric)
+    if not summary:
+        return f"{metric}: no values"
+    variable = records[0].get("variable", "value")
+    values = sorted({x for by_value in summary.values() for x in by_value})
+    header = [metric] + [f"{variable}={x}" for x in values]
+    rows = [header]
+    for label, by_value in summary.items():
+        cells = [label]
+        for x in values:
+            if x in by_value:
+                mean, sd, _ = by_value[x]
+                cells.append(f"{mean:.2f} ± {sd:.2f}")
+            else:
+                cells.append("-")
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def plot_study(
+    records: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Save a 2 x 2 figure of :data:`FIGURE_METRICS` against the swept variable.
+
+    One line per method, error bars one sd over seeds; the x axis is
+    logarithmic for sweeps over sizes and penalties.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    variable = records[0].get("variable", "value") if records else "value"
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    for ax, (metric, axis_label) in zip(axes.flat, FIGURE_METRICS.items(), strict=True):
+        for label, by_value in summarize(records, metric).items():
+            xs = list(by_value)
+            means = [by_value[x][0] for x in xs]
+            sds = [by_value[x][1] for x in xs]
+            ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=label)
+        ax.set_ylabel(axis_label)
+        ax.grid(True, alpha=0.3)
+        if variable in ("n_latents", "n_samples", "alpha"):
+            ax.set_xscale("log")
+    for ax in axes[1]:
+        ax.set_xlabel(variable)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize="small")
+    fig.suptitle(title or variable)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,145 @@
+"""Run a study cell by cell, saving every result as it arrives.
+
+Results go to ``<out>/<study>-<preset>.json`` (a list of records) after every cell,
+written atomically, so an interrupted run loses at most the cell in flight and
+a second run resumes where the first stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..datasets import make_compositional
+from ._compare import compare_methods
+from ._methods import PaperSettings
+from ._studies import STUDIES, preset_settings, study_cells
+
+__all__ = ["load_records", "run_study"]
+
+
+def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read the records saved by :func:`run_study` (empty list when there are none)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); move it away to start afresh."
+        ) from exc
+    if not isinstance(records, list):
+        raise ValueError(f"{path} does not hold a list of records.")
+    return records
+
+
+def _save(path: Path, records: list[dict[str, Any]]) -> None:
+    # Write to a temporary file and rename: a crash never leaves half a file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(records, handle, indent=1)
+    os.replace(tmp, path)
+
+
+def check_output_dir(out: str | os.PathLike) -> Path:
+    """Create ``out`` if needed and make sure files can be written there."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, delete=True)
+        probe.close()
+    except OSError as exc:
+        raise OSError(f"Cannot write results to {out}: {exc.strerror or exc}.") from exc
+    return out
+
+
+def run_study(
+    study: str,
+    *,
+    preset: str = "quick",
+    seeds: tuple[int, ...] | None = None,
+    methods: tuple[str, ...] | None = None,
+    values: tuple | None = None,
+    data_params: dict[str, Any] | None = None,
+    device: str = "auto",
+    out: str | os.PathLike = "skdict_results",
+    settings: PaperSettings | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or resume) one study and return all of its records.
+
+    Parameters
+    ----------
+    study : str
+        A key of :data:`skdict.experiments.STUDIES`.
+    preset : {"quick", "paper"}, default="quick"
+        Grids and training settings (see :func:`study_cells`).
+    seeds : tuple of int, default=None
+        Seeds (preset default when None).
+    methods : tuple of str, default=None
+        Restrict to these methods.
+    values : tuple, default=None
+        Swept values replacing the preset's grid.
+    data_params : dict, default=None
+        ``make_compositional`` arguments replacing the preset's fixed ones.
+    device : str, default="auto"
+        Where estimators compute.
+    out : path, default="skdict_results"
+        Folder of ``<study>-<preset>.json``; created if needed.
+    settings : PaperSettings, default=None
+        Overrides the preset's training settings.
+    progress : bool, default=True
+        Show a progress bar over (cell, method) pairs.
+
+    Returns
+    -------
+    list of dict
+        Records of :func:`compare_methods` with the cell's data parameters,
+        seed, study, swept ``value`` and ``key`` added.
+    """
+    cells = study_cells(
+        study, preset, seeds, methods, values=values, data_params=data_params
+    )
+    out = check_output_dir(out)
+    path = out / f"{study}-{preset}.json"
+    records = load_records(path)
+    done = {record["key"] for record in records}
+    base = settings or preset_settings(preset)
+    variable = STUDIES[study].variable
+    todo = [
+        cell for cell in cells if any(cell.key(m) not in done for m in cell.methods)
+    ]
+    for cell in tqdm(todo, disable=not progress, desc=study, unit="cell"):
+        pending = [m for m in cell.methods if cell.key(m) not in done]
+        data = make_compositional(**cell.data_params, random_state=cell.seed)
+        cell_records = compare_methods(
+            data,
+            pending,
+            random_state=cell.seed,
+            device=device,
+            settings=cell.settings(base),
+            verbose=int(progress),
+        )
+        for method, record in zip(pending, cell_records, strict=True):
+            record.update(
+                cell.data_params,
+                **cell.setting_changes,
+                study=study,
+                seed=cell.seed,
+                variable=variable,
+                value=_value(cell, variable),
+                key=cell.key(method),
+            )
+        records.extend(cell_records)
+        _save(path, records)
+    return records
+
+
+def _value(cell, variable: str) -> Any:
+    return {**cell.data_params, **cell.setting_changes}[variable]

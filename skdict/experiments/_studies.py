@@ -1,0 +1,235 @@
+"""The paper's studies as grids of cells, with a quick and a paper preset.
+
+A *cell* is one data setting (the arguments of
+:func:`~skdict.datasets.make_compositional`), one seed, and the methods to run
+on it, possibly with changed settings (the alpha sweep). The ``paper`` preset
+uses the paper's grids and training settings exactly (Section 4 and
+Appendix B of arXiv 2603.28744; 3 seeds); ``quick`` shrinks grids, samples
+and SAE epochs so that the whole comparison runs in minutes on a laptop CPU
+while already showing the qualitative result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._methods import METHODS, PaperSettings
+
+__all__ = ["PRESETS", "STUDIES", "Cell", "Study", "study_cells"]
+
+PRESETS = ("quick", "paper")
+
+#: Methods of the main comparison (vary_* studies).
+_MAIN = (
+    "fista_oracle",
+    "dl_fista",
+    "sae_relu",
+    "sae_topk",
+    "sae_batchtopk",
+    "sae_jumprelu",
+    "sae_mp",
+    "linear_probe",
+)
+#: The controlled studies: what an SAE's dictionary is worth under FISTA.
+_CONTROLLED = (
+    "fista_oracle",
+    "sae_topk",
+    "sae_dict_fista",
+    "sae_refined_fista",
+    "dl_fista_sae_init",
+    "oracle_sae_encoder",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a data setting, a seed and the methods to run on it.
+
+    Attributes
+    ----------
+    study : str
+        Name of the study the cell belongs to.
+    preset : str
+        The preset whose training settings the cell uses.
+    data_params : dict
+        Keyword arguments of ``make_compositional`` (``random_state`` excluded).
+    seed : int
+        Seed of the data and of every estimator.
+    methods : tuple of str
+        Method names.
+    setting_changes : dict
+        Changes to :class:`PaperSettings` for this cell (e.g. ``alpha``).
+    """
+
+    study: str
+    preset: str
+    data_params: dict[str, Any]
+    seed: int
+    methods: tuple[str, ...]
+    setting_changes: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, base: PaperSettings) -> PaperSettings:
+        """Return the settings this cell runs with."""
+        return base.replace(**self.setting_changes)
+
+    def key(self, method: str) -> str:
+        """Return the identifier of one (cell, method) result, used to resume a run."""
+        params = {**self.data_params, **self.setting_changes}
+        fields = ",".join(f"{k}={params[k]}" for k in sorted(params))
+        return f"{self.study}|{self.preset}|{fields}|seed={self.seed}|{method}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A sweep of one variable, with the grids of both presets.
+
+    Attributes
+    ----------
+    name : str
+        Identifier used by the command line.
+    title : str
+        Human-readable title.
+    variable : str
+        The swept variable: a ``make_compositional`` argument or a setting.
+    grids : dict
+        Preset name -> swept values.
+    fixed : dict
+        Preset name -> the data parameters held fixed.
+    methods : tuple of str
+        Methods run in every cell.
+    """
+
+    name: str
+    title: str
+    variable: str
+    grids: dict[str, tuple]
+    fixed: dict[str, dict[str, Any]]
+    methods: tuple[str, ...] = _MAIN
+
+
+_QUICK_FIXED = {"n_active": 5, "n_samples": 2000}
+
+STUDIES: dict[str, Study] = {
+    s.name: s
+    for s in [
+        Study(
+            "vary_latents",
+            "Number of latents (k = 10)",
+            "n_latents",
+            {"quick": (20, 50, 100), "paper": (50, 100, 500, 1000, 5000, 10000)},
+            {"quick": _QUICK_FIXED, "paper": {"n_active": 10, "n_samples": 5000}},
+        ),
+        Study(
+            "vary_sparsity",
+            "Active latents per sample (n_latents = 1000)",
+            "n_active",
+            {"quick": (2, 5, 10), "paper": (2, 5, 10, 20, 50, 100)},
+            {
+                "quick": {"n_latents": 100, "n_samples": 2000},
+                "paper": {"n_latents": 1000, "n_samples": 5000},
+            },
+        ),
+        Study(
+            "vary_samples",
+            "Number of samples (n_latents = 100)",
+            "n_samples",
+            {
+                "quick": (200, 1000, 5000),
+                "paper": (100, 500, 1000, 5000, 10000, 50000, 100000),
+            },
+            {
+                "quick": {"n_latents": 50, "n_active": 5},
+                "paper": {"n_latents": 100, "n_active": 10},
+            },
+        ),
+        Study(
+            "controlled",
+            "SAE dictionaries under per-sample inference",
+            "n_latents",
+            {"quick": (20, 50, 100), "paper": (50, 100, 500, 1000, 5000, 10000)},
+            {"quick": _QUICK_FIXED, "paper": {"n_active": 10, "n_samples": 5000}},
+            _CONTROLLED,
+        ),
+        Study(
+            "alpha",
+            "FISTA penalty (oracle dictionary)",
+            "alpha",
+            {
+                "quick": (0.01, 0.03, 0.1, 0.3, 1.0),
+                "paper": (0.001, 0.01, 0.03, 0.1, 0.3, 1.0),
+            },
+            {
+                "quick": {"n_latents": 100, **_QUICK_FIXED},
+                "paper": {"n_latents": 1000, "n_active": 10, "n_samples": 5000},
+            },
+            ("fista_oracle", "sae_dict_fista"),
+        ),
+    ]
+}
+
+#: SAE training epochs of the quick preset (the paper trains for 500).
+QUICK_SAE_EPOCHS = 100
+
+
+def preset_settings(preset: str) -> PaperSettings:
+    """Training settings of a preset: the paper's, or shorter SAE training."""
+    if preset == "paper":
+        return PaperSettings()
+    return PaperSettings(sae_epochs=QUICK_SAE_EPOCHS, dict_max_iter=30)
+
+
+def study_cells(
+    study: str,
+    preset: str = "quick",
+    seeds: tuple[int, ...] | None = None,
+    methods: tuple[str, ...] | None = None,
+    *,
+    values: tuple | None = None,
+    data_params: dict[str, Any] | None = None,
+) -> list[Cell]:
+    """Expand a study into cells.
+
+    Parameters
+    ----------
+    study : str
+        A key of :data:`STUDIES`.
+    preset : {"quick", "paper"}, default="quick"
+        Grid and training settings.
+    seeds : tuple of int, default=None
+        Seeds; ``(0,)`` for quick and ``(0, 1, 2)`` for paper when None.
+    methods : tuple of str, default=None
+        Restrict to these methods (default: the study's own).
+    values : tuple, default=None
+        Swept values replacing the preset's grid.
+    data_params : dict, default=None
+        ``make_compositional`` arguments replacing the preset's fixed ones.
+
+    Returns
+    -------
+    list of Cell
+    """
+    if study not in STUDIES:
+        raise ValueError(f"Unknown study {study!r}; choose from {sorted(STUDIES)}.")
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")
+    spec = STUDIES[study]
+    if seeds is None:
+        seeds = (0,) if preset == "quick" else (0, 1, 2)
+    if methods is None:
+        methods = spec.methods
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {sorted(METHODS)}.")
+    fixed = {**spec.fixed[preset], **(data_params or {})}
+    cells = []
+    for value in spec.grids[preset] if values is None else values:
+        params = dict(fixed)
+        changes: dict[str, Any] = {}
+        if spec.variable in ("n_latents", "n_active", "n_samples"):
+            params[spec.variable] = value
+        else:
+            changes[spec.variable] = value
+        for seed in seeds:
+            cells.append(Cell(study, preset, params, seed, tuple(methods), changes))
+    return cells

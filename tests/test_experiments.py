@@ -1,0 +1,153 @@
+"""The paper's studies: method registry, records, resumable runs and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import RidgeCV
+
+import skdict
+from skdict.__main__ import main
+from skdict.datasets import make_compositional
+from skdict.experiments import (
+    METHODS,
+    RECORD_KEYS,
+    PaperSettings,
+    _runner,
+    compare_methods,
+    format_table,
+    run_study,
+)
+from skdict.experiments._methods import MethodContext
+
+TINY = PaperSettings(sae_epochs=2, dict_max_iter=3)
+TINY_DATA = {"n_active": 2, "n_samples": 200}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_compositional(n_latents=12, n_active=2, n_samples=200, random_state=0)
+
+
+def test_every_method_is_a_public_estimator(data):
+    public = (
+        skdict.FISTACoder,
+        skdict.SparseAutoencoder,
+        skdict.OracleDictionary,
+        RidgeCV,
+    )
+    context = MethodContext(data, TINY, 0, "cpu")
+    for name, method in METHODS.items():
+        estimator = method.build(context)
+        assert type(estimator) in public, name
+        for value in estimator.get_params().values():
+            if hasattr(value, "fit"):
+                assert type(value).__module__.split(".")[0] in ("skdict", "sklearn")
+
+
+def test_compare_methods_records(data):
+    records = compare_methods(data, random_state=0, settings=TINY)
+    assert [r["method"] for r in records] == list(METHODS)
+    for record in records:
+        assert set(RECORD_KEYS) <= set(record)
+        assert record["fit_time"] >= 0 and record["transform_time"] >= 0
+        json.dumps(record)
+    by_name = {r["method"]: r for r in records}
+    assert by_name["fista_oracle"]["mcc_ood"] > 0.9
+    assert by_name["fista_oracle"]["dictionary_similarity"] == pytest.approx(1.0)
+    assert by_name["linear_probe"]["dictionary_similarity"] is None
+    assert by_name["linear_probe"]["mse_id"] is None
+
+
+def test_compare_methods_errors(data):
+    with pytest.raises(ValueError, match="Unknown method"):
+        compare_methods(data, ["nope"])
+    with pytest.raises(ValueError, match="make_compositional"):
+        compare_methods({"X_train": np.ones((2, 2))}, ["fista_oracle"])
+
+
+def test_run_study_writes_json_and_resumes(tmp_path, monkeypatch):
+    kwargs = dict(
+        preset="quick",
+        values=(12, 16),
+        data_params=TINY_DATA,
+        settings=TINY,
+        methods=("fista_oracle", "sae_topk"),
+        out=tmp_path,
+        progress=False,
+    )
+    records = run_study("vary_latents", **kwargs)
+    saved = json.loads((tmp_path / "vary_latents-quick.json").read_text())
+    assert len(saved) == len(records) == 4
+    assert {r["value"] for r in saved} == {12, 16}
+    table = format_table(saved).splitlines()
+    assert table[0].split() == ["mcc_ood", "n_latents=12", "n_latents=16"]
+    assert {line.split("  ")[0] for line in table[1:]} == {
+        METHODS["fista_oracle"].label,
+        METHODS["sae_topk"].label,
+    }
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(_runner, "compare_methods", fail)
+    assert len(run_study("vary_latents", **kwargs)) == 4
+
+    # Drop one finished record: only that (cell, method) runs again.
+    (tmp_path / "vary_latents-quick.json").write_text(json.dumps(saved[:-1]))
+    calls = []
+
+    def count(data, methods, **kw):
+        calls.append(list(methods))
+        return compare_methods(data, methods, **kw)
+
+    monkeypatch.setattr(_runner, "compare_methods", count)
+    assert len(run_study("vary_latents", **kwargs)) == 4
+    assert calls == [[saved[-1]["method"]]]
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    code = main(
+        [
+            "reproduce",
+            "--study",
+            "alpha",
+            "--values",
+            "0.05",
+            "0.2",
+            "--methods",
+            "fista_oracle",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "alpha=0.05" in out
+    assert (tmp_path / "alpha-quick.png").stat().st_size > 1000
+    records = json.loads((tmp_path / "alpha-quick.json").read_text())
+    assert {r["alpha"] for r in records} == {0.05, 0.2}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reproduce", "--study", "nope"],
+        ["reproduce", "--methods", "nope"],
+        ["reproduce", "--preset", "huge"],
+        ["frobnicate"],
+    ],
+)
+def test_cli_rejects_unknown_names(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["reproduce", "--out", str(blocker / "sub")]) == 2
+    assert "Cannot write results" in capsys.readouterr().err
