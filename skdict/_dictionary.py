@@ -954,9 +954,9 @@ n_latents), default=None
         if self.dictionary is None:
             if y is None:
                 raise ValueError(
-                    "OracleDictionary without a dictionary estimates it from the "
-                    "ground-truth codes: pass them as y, fit(X, y) with y of shape "
-                    "(n_samples, n_latents)."
+                    "OracleDictionary without a dictionary requires y to be passed, "
+                    "but the target y is None: y holds the ground-truth codes, shape "
+                    "(n_samples, n_latents), from which the atoms are estimated."
                 )
             components = estimate_dictionary(X_t, y)
             intercept = X_t.new_zeros(X_t.shape[1])
