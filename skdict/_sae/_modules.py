@@ -705,7 +705,10 @@ class MatchingPursuitSAE(SAE):
                 atoms = F.embedding(indices, self.W_dec)  # A, (n, k, n_features)
                 selected = torch.bmm(atoms, atoms.transpose(1, 2))
             else:
-                pairs = indices.unsqueeze(2) * self.n_components + indices.unsqueeze(1)
+                # Flat positions i_t * n_components + i_s of the selected pairs.
+                pairs = torch.add(
+                    indices.unsqueeze(1), indices.unsqueeze(2), alpha=self.n_components
+                )
                 selected = torch.take(gram, pairs)
             # The upper triangle of the symmetric A A^T is L^T; unit diagonal.
             grad_c = torch.linalg.solve_triangular(
@@ -729,8 +732,9 @@ class MatchingPursuitSAE(SAE):
                 # The same term as (M + M^T) W_dec with M = sum_b P_b^T S P_b,
                 # P_b selecting sample b's atoms: one small product instead
                 # of a batched one and a scatter of rows.
-                M = lower.new_zeros(self.n_components**2)
-                M = M.index_add_(0, pairs.view(-1), lower.view(-1)).view_as(gram)
+                M = torch.bincount(
+                    pairs.view(-1), lower.view(-1), minlength=gram.numel()
+                ).view_as(gram)
                 grad.addmm_(M + M.T, self.W_dec, alpha=-1.0)
             self.W_dec.grad = grad
             self.b_dec.grad = torch.addmv(

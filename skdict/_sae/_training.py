@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from ._modules import SAE, active_counts
+from ._modules import SAE, StepOutput, active_counts
 
 __all__ = ["AdamWStep", "TrainResult", "evaluate", "make_optimizer", "train"]
 
@@ -35,6 +35,9 @@ __all__ = ["AdamWStep", "TrainResult", "evaluate", "make_optimizer", "train"]
 # saves (measured: the paper's recipe, 300k per product, runs about 2x faster
 # on 1 thread than on 2; benchmarks/bench_sae.py).
 _SINGLE_THREAD_MACS = 2**21
+# Training steps whose sums are kept before being added up (bounds the memory
+# of per-step firing counts to _REDUCE_EVERY * n_components values).
+_REDUCE_EVERY = 256
 # Rows per chunk when coding or evaluating: 2**22 pre-activations (16 MiB in
 # float32) at a time.
 _CHUNK_ELEMENTS = 2**22
@@ -186,10 +189,9 @@ def _epoch(
     # same order; contiguous slices of the permuted copy are free views.
     order = torch.randperm(X.shape[0], generator=generator).to(X.device)
     X = X[order]
-    # Running sums of the squared error, the penalty and the auxiliary squared
-    # error (0-dim tensors: accumulated without leaving the device).
-    sums = [X.new_zeros(()) for _ in range(3)]
-    active = X.new_zeros(module.n_components)
+    # Per-step sums stay on the device and are reduced every _REDUCE_EVERY
+    # steps: no per-step accumulation kernels, no host synchronisation.
+    outputs, sums, active = [], X.new_zeros(3), X.new_zeros(module.n_components)
     step = None if optimizer is None else AdamWStep(optimizer)
     for start in range(0, X.shape[0], batch_size):
         out = module.loss_and_grad(
@@ -206,11 +208,24 @@ def _epoch(
             step()
         if train_decoder:
             module.normalize_decoder_()
-        for total, value in zip(sums, out[:3], strict=True):
-            if value is not None:
-                total += value
-        active += out.active
-    return torch.stack(sums), active
+        outputs.append(out)
+        if len(outputs) == _REDUCE_EVERY:
+            _reduce(outputs, sums, active)
+    _reduce(outputs, sums, active)
+    return sums, active
+
+
+def _reduce(outputs: list[StepOutput], sums: torch.Tensor, active: torch.Tensor):
+    """Add the steps' sums into ``sums`` and ``active`` and empty ``outputs``."""
+    if not outputs:
+        return
+    zero = sums.new_zeros(())
+    for i, field in enumerate(("squared_error", "penalty", "aux_squared_error")):
+        values = [getattr(out, field) for out in outputs]
+        if values[0] is not None:
+            sums[i] += torch.stack([zero if v is None else v for v in values]).sum()
+    active += torch.stack([out.active for out in outputs]).sum(dim=0)
+    outputs.clear()
 
 
 class TrainResult(NamedTuple):

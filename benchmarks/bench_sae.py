@@ -1,0 +1,406 @@
+"""SparseAutoencoder speed: the paper's recipe against a bare torch loop, and scale.
+
+Sections (all by default; pick some with ``--sections``):
+
+recipe
+    The paper's SAE recipe at n_latents=100 (width 100, 47 features, 2,500
+    training samples, batch 64, 500 epochs = 20,000 AdamW steps, lr 5e-4) for
+    each activation: the whole ``SparseAutoencoder.fit`` against a minimal bare
+    torch loop of the same steps (autograd, default AdamW, the paper's forward
+    for each activation), both on one CPU thread, interleaved and repeated;
+    prints medians and the ratio of per-step times.
+skorch
+    A default ``skorch.NeuralNet`` fit of the TopK SAE (DataLoader, autograd)
+    against the bare loop: the measurement behind the hand-rolled loop.
+compile
+    ``torch.compile`` of the bare TopK loss, compile time included.
+threads
+    The recipe's TopK fit on 1 thread (the estimator's choice at this size)
+    against 2 threads.
+crossover
+    Dense against sparse top-k codes in training, per step, across widths.
+scale
+    Training samples/s at width 16,384 on 512-dimensional inputs, batch 4,096
+    (k=32), on the CPU and, when available, on CUDA.
+
+Run: ``python benchmarks/bench_sae.py [--sections recipe skorch ...]
+[--repeats 3] [--bare-epochs 50] [--recipe-epochs 500]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skdict import SparseAutoencoder
+from skdict._sae import _modules, _training
+from skdict.datasets import make_compositional
+
+ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu", "mp")
+K = 10  # the true k at n_latents=100
+WIDTH = 100
+BATCH = 64
+LR = 5e-4
+COEF = 1e-4
+BANDWIDTH = 1e-3
+
+
+# ------------------------------------------------------ bare baseline loop
+
+
+class _JumpReLU(torch.autograd.Function):
+    """pre * H(pre - theta) with Rajamanoharan et al.'s threshold gradient."""
+
+    @staticmethod
+    def forward(ctx, pre, theta):
+        ctx.save_for_backward(pre, theta)
+        return pre * (pre > theta)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, theta = ctx.saved_tensors
+        kernel = ((pre - theta).abs() <= BANDWIDTH / 2).to(pre.dtype)
+        return grad * (pre > theta), (-(theta / BANDWIDTH) * kernel * grad).sum(0)
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre, theta):
+        ctx.save_for_backward(pre, theta)
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, theta = ctx.saved_tensors
+        kernel = ((pre - theta).abs() <= BANDWIDTH / 2).to(pre.dtype)
+        return None, (-(1.0 / BANDWIDTH) * kernel * grad).sum(0)
+
+
+class BareSAE(nn.Module):
+    """The paper's SAE forward for one activation, autograd throughout."""
+
+    def __init__(self, activation, n_features, width, k):
+        super().__init__()
+        self.activation, self.k = activation, k
+        self.W_enc = nn.Parameter(torch.empty(width, n_features))
+        nn.init.kaiming_uniform_(self.W_enc, a=math.sqrt(5))
+        self.b_enc = nn.Parameter(torch.zeros(width))
+        self.W_dec = nn.Parameter(self.W_enc.detach().clone())
+        self.b_dec = nn.Parameter(torch.zeros(n_features))
+        self.log_threshold = nn.Parameter(torch.full((width,), math.log(1e-3)))
+        with torch.no_grad():
+            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True)
+
+    def forward(self, x):
+        """Return the reconstruction and the penalty."""
+        xc = x - self.b_dec
+        zero = x.new_zeros(())
+        if self.activation == "mp":
+            residual, codes = xc, torch.zeros(x.shape[0], self.W_dec.shape[0])
+            for _ in range(self.k):
+                corr = residual @ self.W_dec.T
+                index = corr.abs().argmax(dim=1, keepdim=True)
+                value = corr.gather(1, index)
+                codes = codes + torch.zeros_like(codes).scatter(1, index, value)
+                residual = residual - value * self.W_dec[index.squeeze(1)]
+            return codes @ self.W_dec + self.b_dec, zero
+        pre = xc @ self.W_enc.T + self.b_enc
+        if self.activation == "relu":
+            codes = F.relu(pre)
+            penalty = codes.abs().sum(dim=1).mean()
+        elif self.activation == "topk":
+            values, index = pre.topk(self.k, dim=1)
+            codes = torch.zeros_like(pre).scatter(1, index, F.relu(values))
+            penalty = zero
+        elif self.activation == "batchtopk":
+            values, index = F.relu(pre).flatten().topk(self.k * x.shape[0])
+            codes = torch.zeros(pre.numel()).scatter(0, index, values).view_as(pre)
+            penalty = zero
+        else:
+            theta = self.log_threshold.exp()
+            codes = _JumpReLU.apply(pre, theta)
+            penalty = _Step.apply(pre, theta).sum(dim=1).mean()
+        return codes @ self.W_dec + self.b_dec, penalty
+
+
+def bare_loop(activation, X, epochs, *, compile_loss=False):
+    """Return (seconds, steps, first-step seconds) of a minimal torch loop."""
+    torch.manual_seed(0)
+    model = BareSAE(activation, X.shape[1], WIDTH, K)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+
+    def loss_fn(x):
+        x_hat, penalty = model(x)
+        return F.mse_loss(x_hat, x) + COEF * penalty
+
+    if compile_loss:
+        loss_fn = torch.compile(loss_fn, dynamic=False)
+    steps, first = 0, None
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(X.shape[0])
+        for i in range(0, X.shape[0], BATCH):
+            x = X[order[i : i + BATCH]]
+            loss = loss_fn(x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.W_dec /= model.W_dec.norm(dim=1, keepdim=True)
+            steps += 1
+            if first is None:
+                first = time.perf_counter() - start
+    return time.perf_counter() - start, steps, first
+
+
+def ours(activation, X, epochs, **kw):
+    sae = SparseAutoencoder(
+        WIDTH,
+        activation=activation,
+        k=K,
+        max_epochs=epochs,
+        device="cpu",
+        random_state=0,
+        **kw,
+    )
+    start = time.perf_counter()
+    sae.fit(X)
+    return time.perf_counter() - start, epochs * math.ceil(X.shape[0] / BATCH)
+
+
+@contextmanager
+def threads(n):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def recipe_data():
+    data = make_compositional(n_latents=100, n_active=K, n_samples=5000, random_state=0)
+    X = data.X_train.astype(np.float32)
+    assert X.shape == (2500, 47), X.shape
+    return X
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_recipe(args):
+    X = recipe_data()
+    X_t = torch.as_tensor(X)
+    print(
+        f"\n## recipe: {X.shape[0]} samples x {X.shape[1]} features, width {WIDTH}, "
+        f"batch {BATCH}, {args.recipe_epochs} epochs (ours) / {args.bare_epochs} "
+        f"epochs (bare), 1 thread, median of {args.repeats}"
+    )
+    print(
+        f"{'activation':>10} {'ours s':>8} {'ours ms/step':>13} "
+        f"{'bare ms/step':>13} {'ratio':>6} {'bare s (whole recipe)':>22}"
+    )
+    with threads(1):
+        for activation in ACTIVATIONS:
+            ours(activation, X[:256], 1)  # warm-up (first-call costs)
+            ours_ms, bare_ms, ours_s = [], [], []
+            for _ in range(args.repeats):
+                seconds, steps = ours(activation, X, args.recipe_epochs)
+                ours_s.append(seconds)
+                ours_ms.append(1e3 * seconds / steps)
+                seconds, steps, _ = bare_loop(activation, X_t, args.bare_epochs)
+                bare_ms.append(1e3 * seconds / steps)
+            o, b = statistics.median(ours_ms), statistics.median(bare_ms)
+            whole = b * args.recipe_epochs * math.ceil(X.shape[0] / BATCH) / 1e3
+            print(
+                f"{activation:>10} {statistics.median(ours_s):8.2f} {o:13.3f} "
+                f"{b:13.3f} {o / b:6.2f} {whole:22.1f}"
+            )
+
+
+def section_skorch(args):
+    from skorch import NeuralNet
+
+    X = recipe_data()
+    X_t = torch.as_tensor(X)
+
+    class Module(BareSAE):
+        def forward(self, x):
+            return super().forward(x)[0]
+
+    epochs = args.bare_epochs
+    skorch_ms, bare_ms = [], []
+    with threads(1):
+        for _ in range(args.repeats):
+            torch.manual_seed(0)
+            net = NeuralNet(
+                Module,
+                module__activation="topk",
+                module__n_features=X.shape[1],
+                module__width=WIDTH,
+                module__k=K,
+                criterion=nn.MSELoss,
+                optimizer=torch.optim.AdamW,
+                lr=LR,
+                batch_size=BATCH,
+                max_epochs=epochs,
+                train_split=None,
+                device="cpu",
+                verbose=0,
+            )
+            start = time.perf_counter()
+            net.fit(X, X)
+            steps = epochs * math.ceil(X.shape[0] / BATCH)
+            skorch_ms.append(1e3 * (time.perf_counter() - start) / steps)
+            seconds, steps, _ = bare_loop("topk", X_t, epochs)
+            bare_ms.append(1e3 * seconds / steps)
+    s, b = statistics.median(skorch_ms), statistics.median(bare_ms)
+    print(f"\n## skorch: TopK, {epochs} epochs, 1 thread, median of {args.repeats}")
+    print(f"skorch.NeuralNet {s:.3f} ms/step, bare loop {b:.3f} ms/step")
+    print(f"ratio {s / b:.2f}")
+
+
+def section_compile(args):
+    X_t = torch.as_tensor(recipe_data())
+    with threads(1):
+        seconds, steps, _ = bare_loop("topk", X_t, args.bare_epochs)
+        eager = 1e3 * seconds / steps
+        seconds, steps, first = bare_loop(
+            "topk", X_t, args.bare_epochs, compile_loss=True
+        )
+        steady = 1e3 * (seconds - first) / (steps - 1)
+    total = first + steady * 20_000 / 1e3
+    print(f"\n## torch.compile of the bare TopK loss, {args.bare_epochs} epochs")
+    print(
+        f"eager {eager:.3f} ms/step; compiled: first step (compilation) "
+        f"{first:.1f} s, then {steady:.3f} ms/step (recompilations for the "
+        f"last, shorter batch included); 20,000 steps would take {total:.1f} s"
+    )
+
+
+def section_threads(args):
+    X = recipe_data()
+    times = {1: [], 2: []}
+    threshold = _training._SINGLE_THREAD_MACS
+    try:
+        with threads(2):
+            for _ in range(args.repeats):
+                for n in (1, 2):
+                    _training._SINGLE_THREAD_MACS = threshold if n == 1 else 0
+                    seconds, steps = ours("topk", X, args.bare_epochs)
+                    times[n].append(1e3 * seconds / steps)
+    finally:
+        _training._SINGLE_THREAD_MACS = threshold
+    one, two = (statistics.median(times[t]) for t in (1, 2))
+    print(f"\n## threads: TopK, {args.bare_epochs} epochs, median of {args.repeats}")
+    print(f"1 thread {one:.3f} ms/step, 2 threads {two:.3f} ms/step")
+
+
+def _steps_per_second(activation, X, width, k, batch, device, steps):
+    module = _modules.build_sae(
+        activation, X.shape[1], width, k=k, dtype=X.dtype, device=device
+    )
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    optimizer = _training.make_optimizer(
+        module, lr=LR, weight_decay=0.01, train_decoder=True
+    )
+    generator = torch.Generator().manual_seed(0)
+    n = batch * steps
+    epoch = dict(
+        batch_size=batch,
+        sparsity_coef=COEF,
+        train_decoder=True,
+        dead=None,
+        aux_k=0,
+        aux_coef=0.0,
+    )
+    with _training._threads(module, batch, X.device):
+        _training._epoch(module, X[:batch], optimizer, generator, **epoch)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        sums, _ = _training._epoch(module, X[:n], optimizer, generator, **epoch)
+        float(sums[0])  # wait for the device
+    return n / (time.perf_counter() - start)
+
+
+def section_crossover(args):
+    print("\n## crossover: TopK training, dense vs sparse codes, samples/s")
+    header = ("batch", "features", "width", "k", "dense", "sparse")
+    print(" ".join(f"{h:>8}" for h in header))
+    cpu = torch.device("cpu")
+    threshold = _modules._SPARSE_MIN_COMPONENTS
+    try:
+        for batch, n_features, k, widths in (
+            (64, 47, 10, (100, 512, 1024, 4096)),
+            (4096, 512, 32, (512, 1024, 4096)),
+        ):
+            steps = 200 if batch == 64 else 3
+            X = torch.randn(batch * steps, n_features)
+            for width in widths:
+                rates = []
+                for sparse in (False, True):
+                    _modules._SPARSE_MIN_COMPONENTS = 1 if sparse else 10**9
+                    rates.append(
+                        _steps_per_second("topk", X, width, k, batch, cpu, steps)
+                    )
+                row = (batch, n_features, width, k, *map(round, rates))
+                print(" ".join(f"{v:>8}" for v in row))
+    finally:
+        _modules._SPARSE_MIN_COMPONENTS = threshold
+
+
+def section_scale(args):
+    width, n_features, batch, k = 16_384, 512, 4096, 32
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    print(
+        f"\n## scale: width {width}, {n_features} features, batch {batch}, k={k}, "
+        "training samples/s (float32)"
+    )
+    for device in devices:
+        steps = 3 if device.type == "cpu" else 20
+        X = torch.randn(batch * steps, n_features, device=device)
+        for activation in ACTIVATIONS:
+            if activation == "mp" and device.type == "cpu":
+                print(f"{device.type:>5} {activation:>10} not run (32 dense passes)")
+                continue
+            rate = _steps_per_second(activation, X, width, k, batch, device, steps)
+            print(f"{device.type:>5} {activation:>10} {rate:12.0f}")
+
+
+SECTIONS = {
+    "recipe": section_recipe,
+    "skorch": section_skorch,
+    "compile": section_compile,
+    "threads": section_threads,
+    "crossover": section_crossover,
+    "scale": section_scale,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS)
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bare-epochs", type=int, default=50)
+    parser.add_argument("--recipe-epochs", type=int, default=500)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available")
+    for name in args.sections:
+        SECTIONS[name](args)
+
+
+if __name__ == "__main__":
+    main()
