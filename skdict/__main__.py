@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 def _reproduce(args: argparse.Namespace) -> int:
     from ._tensor import resolve_device
     from .experiments import STUDIES, format_table, plot_study, run_study
+    from .experiments._report import describe_setting
     from .experiments._runner import check_output_dir
 
     studies = list(STUDIES) if "all" in args.study else args.study
@@ -102,11 +103,12 @@ def _reproduce(args: argparse.Namespace) -> int:
             out=out,
             progress=not args.no_progress,
         )
-        print(f"\n== {STUDIES[study].title} [{args.preset}] ==")
+        title = f"{STUDIES[study].title} ({describe_setting(records)})"
+        print(f"\n== {title} [{args.preset} preset] ==")
         for metric in _TABLE_METRICS:
             print(format_table(records, metric), end="\n\n")
         name = f"{study}-{args.preset}"
-        figure = plot_study(records, out / f"{name}.png", title=STUDIES[study].title)
+        figure = plot_study(records, out / f"{name}.png", title=title)
         print(f"records: {out / (name + '.json')}\nfigure:  {figure}")
     return 0
 

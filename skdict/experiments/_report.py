@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FIGURE_METRICS", "format_table", "plot_study", "summarize"]
+__all__ = [
+    "FIGURE_METRICS",
+    "describe_setting",
+    "format_table",
+    "plot_study",
+    "summarize",
+]
 
 #: Panels of a study figure: record key -> axis label.
 FIGURE_METRICS = {
@@ -43,6 +49,33 @@ def summarize(
     }
 
 
+def _format(mean: float, sd: float, metric: str) -> str:
+    # Scores live in [0, 1]; reconstruction errors can be orders smaller.
+    if metric.startswith("mse"):
+        return f"{mean:.1e} ± {sd:.0e}"
+    return f"{mean:.2f} ± {sd:.2f}"
+
+
+def describe_setting(records: Sequence[dict[str, Any]]) -> str:
+    """Describe what a study held fixed, e.g. ``"n_active=5, n_samples=2000"``.
+
+    Examples
+    --------
+    >>> describe_setting([{"variable": "n_latents", "n_latents": 20,
+    ...                    "n_active": 5, "n_samples": 2000}])
+    'n_active=5, n_samples=2000'
+    """
+    if not records:
+        return ""
+    variable = records[0].get("variable")
+    fixed = [
+        f"{key}={records[0][key]}"
+        for key in ("n_latents", "n_active", "n_samples", "alpha")
+        if key in records[0] and key != variable
+    ]
+    return ", ".join(fixed)
+
+
 def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> str:
     """Format a text table: one row per method, one column per swept value.
 
@@ -68,7 +101,7 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
         for x in values:
             if x in by_value:
                 mean, sd, _ = by_value[x]
-                cells.append(f"{mean:.2f} ± {sd:.2f}")
+                cells.append(_format(mean, sd, metric))
             else:
                 cells.append("-")
         rows.append(cells)
@@ -111,6 +144,10 @@ def plot_study(
         ax.grid(True, alpha=0.3)
         if variable in ("n_latents", "n_samples", "alpha"):
             ax.set_xscale("log")
+            # Label the swept values themselves, not powers of ten.
+            values = sorted({r["value"] for r in records})
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.minorticks_off()
     for ax in axes[1]:
         ax.set_xlabel(variable)
     handles, labels = axes.flat[0].get_legend_handles_labels()

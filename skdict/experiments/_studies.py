@@ -115,14 +115,14 @@ STUDIES: dict[str, Study] = {
     for s in [
         Study(
             "vary_latents",
-            "Number of latents (k = 10)",
+            "Number of latents",
             "n_latents",
             {"quick": (20, 50, 100), "paper": (50, 100, 500, 1000, 5000, 10000)},
             {"quick": _QUICK_FIXED, "paper": {"n_active": 10, "n_samples": 5000}},
         ),
         Study(
             "vary_sparsity",
-            "Active latents per sample (n_latents = 1000)",
+            "Active latents per sample",
             "n_active",
             {"quick": (2, 5, 10), "paper": (2, 5, 10, 20, 50, 100)},
             {
@@ -132,7 +132,7 @@ STUDIES: dict[str, Study] = {
         ),
         Study(
             "vary_samples",
-            "Number of samples (n_latents = 100)",
+            "Number of samples",
             "n_samples",
             {
                 "quick": (200, 1000, 5000),
