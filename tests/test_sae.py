@@ -13,7 +13,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.utils import check_random_state
 
-from skdict import FISTACoder, SparseAutoencoder
+from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
 from skdict._sae import _modules, _training
 from skdict._sae._modules import build_sae, matching_pursuit
 from skdict.datasets import make_compositional
@@ -299,6 +299,25 @@ def test_relu_with_frozen_oracle_decoder_codes_the_truth(rng):
     assert np.array_equal(sae.intercept_, np.zeros(10))
     assert sae.module_.W_dec.grad is None
     assert sae.history_[-1]["mse"] < 0.05 * sae.history_[0]["mse"]
+
+
+@pytest.mark.parametrize("activation", ["relu", "topk"])
+def test_oracle_dictionary_with_trained_encoder(activation):
+    """The paper's condition: SparseAutoencoder(decoder=OracleDictionary(D), ...)."""
+    data = make_compositional(n_latents=12, n_active=2, n_samples=600, random_state=0)
+    sae = SparseAutoencoder(
+        activation=activation,
+        k=2,
+        decoder=OracleDictionary(data.dictionary),
+        freeze_decoder=True,
+        lr=1e-2,
+        max_epochs=10,
+        random_state=0,
+    ).fit(data.X_train)
+    assert isinstance(sae.decoder_, OracleDictionary)
+    assert np.array_equal(sae.components_, data.dictionary)
+    assert np.array_equal(sae.intercept_, np.zeros(data.dictionary.shape[1]))
+    assert sae.history_[-1]["loss"] < sae.history_[0]["loss"]
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

@@ -34,7 +34,7 @@ __all__ = ["SparseAutoencoder"]
 _NEEDS_K = ("topk", "batchtopk", "mp")
 _AUX_ACTIVATIONS = ("topk", "batchtopk")
 # Largest deviation from unit norm accepted for frozen matching-pursuit atoms.
-_UNIT_NORM_RTOL = 1e-4
+_UNIT_NORM_TOL = 1e-4
 
 
 class SparseAutoencoder(
@@ -173,8 +173,10 @@ class SparseAutoencoder(
     (200, 16)
     >>> int((codes != 0).sum(axis=1).max())
     2
-    >>> np.linalg.norm(sae.components_, axis=1).round(6).min()
-    1.0
+    >>> bool(np.allclose(np.linalg.norm(sae.components_, axis=1), 1.0))
+    True
+    >>> sae.inverse_transform(codes).shape
+    (200, 8)
     """
 
     _parameter_constraints: dict = {
@@ -392,7 +394,7 @@ class SparseAutoencoder(
             norms = torch.linalg.vector_norm(atoms, dim=1)
             if not bool(
                 torch.allclose(
-                    norms, torch.ones_like(norms), rtol=0, atol=_UNIT_NORM_RTOL
+                    norms, torch.ones_like(norms), rtol=0, atol=_UNIT_NORM_TOL
                 )
             ):
                 raise ValueError(
