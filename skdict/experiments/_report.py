@@ -105,7 +105,20 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
             else:
                 cells.append("-")
         rows.append(cells)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return align_rows(rows)
+
+
+def align_rows(rows: Sequence[Sequence[str]]) -> str:
+    """Join rows of cells into text columns: the first left-aligned, others right.
+
+    Examples
+    --------
+    >>> print(align_rows([["method", "acc"], ["A", "0.9"], ["longer", "1.0"]]))
+    method  acc
+    A       0.9
+    longer  1.0
+    """
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(
             cell.ljust(w) if i == 0 else cell.rjust(w)
