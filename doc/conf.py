@@ -20,7 +20,7 @@ import skdict  # noqa: E402
 
 project = "skdict"
 author = "the skdict developers"
-copyright = "the skdict developers"  # noqa: A001
+copyright = "the skdict developers"
 release = skdict.__version__
 version = ".".join(release.split(".")[:2])
 

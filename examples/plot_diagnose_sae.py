@@ -13,13 +13,13 @@ estimators, without writing any new model:
 * the same, warm-started from the SAE's codes:
   ``FISTACoder(dictionary=FrozenEstimator(sae), init=FrozenEstimator(sae))``;
 * the true dictionary with a trained encoder:
-  ``SparseAutoencoder(decoder=D, freeze_decoder=True)``.
+  ``SparseAutoencoder(decoder=OracleDictionary(D), freeze_decoder=True)``.
 """
 
 # %%
 # Data and a trained SAE
 # ----------------------
-from skdict import FISTACoder, SparseAutoencoder
+from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
 from skdict.datasets import make_compositional
 
 data = make_compositional(n_latents=50, n_active=5, n_samples=4000, random_state=0)
@@ -86,14 +86,12 @@ configurations = {
         50,
         activation="topk",
         k=5,
-        decoder=data.dictionary,
+        decoder=OracleDictionary(data.dictionary),
         freeze_decoder=True,
         max_epochs=100,
         random_state=0,
     ).fit(data.X_train),
-    "true dictionary + FISTA": FISTACoder(
-        dictionary=data.dictionary, alpha=0.1, positive=True
-    ).fit(data.X_val),
+    "true dictionary + FISTA": OracleDictionary(data.dictionary).fit(data.X_val),
 }
 
 # %%

@@ -29,15 +29,16 @@ print("OOD set:", data.X_ood.shape)
 # %%
 # Two estimators
 # --------------
-# The oracle codes each sample by solving the lasso
-# ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` with the true dictionary ``D``.
-# It learns nothing, so it is fitted on (and codes) the validation half, as in
-# the paper. The SAE learns its dictionary and encoder from the training half;
+# The oracle, :class:`~skdict.OracleDictionary`, codes each sample by solving
+# the lasso ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` with the true
+# dictionary ``D`` — the same as ``FISTACoder(dictionary=D)``. It learns
+# nothing, so it is fitted on (and codes) the validation half, as in the
+# paper. The SAE learns its dictionary and encoder from the training half;
 # a TopK SAE keeps the ``k = 5`` largest latents of each sample. The paper
 # trains for 500 epochs; 100 keep this example short.
-from skdict import FISTACoder, SparseAutoencoder
+from skdict import OracleDictionary, SparseAutoencoder
 
-oracle = FISTACoder(dictionary=data.dictionary, alpha=0.1, positive=True)
+oracle = OracleDictionary(data.dictionary, alpha=0.1, positive=True)
 oracle.fit(data.X_val)
 
 sae = SparseAutoencoder(50, activation="topk", k=5, max_epochs=100, random_state=0)
@@ -84,7 +85,7 @@ import numpy as np
 
 metrics = ["MCC", "AUC"]
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
-for ax, metric in zip(axes, metrics):
+for ax, metric in zip(axes, metrics, strict=True):
     for i, (name, row) in enumerate(scores.items()):
         values = [row[f"{metric} ID"], row[f"{metric} OOD"]]
         ax.bar(np.arange(2) + 0.38 * i, values, width=0.36, label=name)
@@ -101,8 +102,9 @@ fig.tight_layout()
 # that best detects it on ID data. The oracle's dimension tracks it closely;
 # the SAE's is contaminated by the new partners of latent 0.
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-for ax, (name, estimator) in zip(axes, [("FISTA, true dictionary", oracle),
-                                        ("TopK SAE", sae)]):
+for ax, (name, estimator) in zip(
+    axes, [("FISTA, true dictionary", oracle), ("TopK SAE", sae)], strict=True
+):
     codes_id = estimator.transform(data.X_val)
     feature = best_feature_auc(codes_id, data.y_val)["feature"]
     ax.scatter(data.Z_ood[:, 0], estimator.transform(data.X_ood)[:, feature], s=4)

@@ -1,0 +1,126 @@
+"""
+==========================================
+Probing versus coding, out of distribution
+==========================================
+
+A linear probe reads a concept straight from the activations. Under
+superposition, every other active concept leaks into that read-out; a probe
+trained on the usual combinations of concepts learns to cancel the leaks it
+has seen, and is caught out by new combinations. Sparse coding first explains
+each activation as a few concepts, then reads the concept from the code.
+
+This example trains the same probes on raw activations and on sparse codes
+computed with the true dictionary, and evaluates them in distribution (ID) and
+on unseen combinations (OOD).
+"""
+
+# %%
+# One benchmark
+# -------------
+# 100 concepts in 30 dimensions, 5 active per sample. The label is whether
+# latent 0 exceeds 0.5.
+import numpy as np
+
+from skdict import FISTACoder
+from skdict.datasets import make_compositional
+from skdict.metrics import probe_accuracy
+
+data = make_compositional(n_latents=100, n_active=5, n_samples=2000, random_state=0)
+coder = FISTACoder(dictionary=data.dictionary, alpha=0.1, positive=True)
+codes_id = coder.fit_transform(data.X_val)
+codes_ood = coder.transform(data.X_ood)
+
+# %%
+# :func:`~skdict.metrics.probe_accuracy` fits an unpenalised logistic
+# regression on ID data and scores it on ID and OOD data. It applies to any
+# representation: the raw activations or the codes.
+on_activations = probe_accuracy(data.X_val, data.y_val, data.X_ood, data.y_ood)
+on_codes = probe_accuracy(codes_id, data.y_val, codes_ood, data.y_ood)
+print("probe on activations:", on_activations)
+print("probe on codes:      ", on_codes)
+
+# %%
+# A supervised linear probe for every concept
+# -------------------------------------------
+# The paper's linear baseline regresses all the true latents on the
+# activations with ridge regression, its penalty chosen by cross-validation:
+# plain :class:`~sklearn.linear_model.RidgeCV`. It sees the true codes of the
+# training half, which no sparse coder does. Compare its estimate of latent 0
+# with the coder's, in and out of distribution.
+import matplotlib.pyplot as plt
+from sklearn.linear_model import RidgeCV
+
+probe = RidgeCV(alphas=np.logspace(-6, 3, 10)).fit(data.X_train, data.Z_train)
+
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True)
+estimates = {
+    "linear probe (RidgeCV)": (probe.predict(data.X_val), probe.predict(data.X_ood)),
+    "FISTA codes, true dictionary": (codes_id, codes_ood),
+}
+for ax, (name, (est_id, est_ood)) in zip(axes, estimates.items(), strict=True):
+    ax.scatter(data.Z_val[:, 0], est_id[:, 0], s=3, alpha=0.5, label="ID")
+    ax.scatter(data.Z_ood[:, 0], est_ood[:, 0], s=3, alpha=0.5, label="OOD")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_xlabel("true latent 0")
+    ax.set_title(name)
+axes[0].set_ylabel("estimate of latent 0")
+axes[0].legend(markerscale=4)
+fig.tight_layout()
+
+# %%
+# The probe's estimate spreads out on OOD samples — interference from
+# partners of latent 0 it never saw in training — while the sparse code stays
+# on the diagonal, shrunk by about ``alpha``.
+#
+# More concepts in superposition
+# ------------------------------
+# Repeat the comparison as the number of concepts grows, with the dimension at
+# the compressed-sensing bound for each.
+n_latents_grid = [20, 50, 100, 200]
+results = {"activations": [], "codes": []}
+for n_latents in n_latents_grid:
+    data = make_compositional(
+        n_latents=n_latents, n_active=5, n_samples=2000, random_state=0
+    )
+    coder = FISTACoder(dictionary=data.dictionary, alpha=0.1, positive=True)
+    codes_id = coder.fit_transform(data.X_val)
+    codes_ood = coder.transform(data.X_ood)
+    results["activations"].append(
+        probe_accuracy(data.X_val, data.y_val, data.X_ood, data.y_ood)
+    )
+    results["codes"].append(probe_accuracy(codes_id, data.y_val, codes_ood, data.y_ood))
+
+fig, ax = plt.subplots(figsize=(6, 3.4))
+for i, (name, accuracies) in enumerate(results.items()):
+    color = f"C{i}"
+    ax.plot(
+        n_latents_grid,
+        [a["acc_id"] for a in accuracies],
+        "--",
+        color=color,
+        marker="o",
+        label=f"probe on {name}, ID",
+    )
+    ax.plot(
+        n_latents_grid,
+        [a["acc_ood"] for a in accuracies],
+        "-",
+        color=color,
+        marker="o",
+        label=f"probe on {name}, OOD",
+    )
+ax.set_xscale("log")
+ax.set_xlabel("number of latents")
+ax.set_ylabel("probe accuracy")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %%
+# In distribution both probes do well. Out of distribution the probe on raw
+# activations loses much of its accuracy, while the probe on sparse codes keeps
+# most of it: once each activation is explained as a few concepts, the new
+# combinations no longer interfere. The gap is the paper's title: stop probing,
+# start coding — given a good dictionary. How to tell whether a learned
+# dictionary is good enough is the subject of
+# :ref:`sphx_glr_auto_examples_plot_diagnose_sae.py`.
