@@ -1,7 +1,7 @@
 r"""Sparse autoencoder modules, their activations and their gradients.
 
-Every SAE here shares one affine encoder-decoder pair (notation of Gao et al.,
-2024, "Scaling and evaluating sparse autoencoders", eq. 1-2):
+Every SAE here shares one affine encoder-decoder pair (in the notation of Gao
+et al., 2024, "Scaling and evaluating sparse autoencoders"):
 
 .. math::
 
@@ -29,11 +29,11 @@ activations ``sigma``:
     the ``k * n_samples`` largest rectified pre-activations of the whole batch,
     so a sample may use more or fewer than ``k`` latents (Bussmann et al., 2024,
     "BatchTopK sparse autoencoders"); at inference, a JumpReLU at a threshold
-    ``theta`` estimated during training (their section 3).
+    ``theta`` estimated during training.
 ``jumprelu``
     ``z = pre * H(pre - theta)`` with learned per-latent thresholds and
     ``P = ||z||_0``; the step function ``H`` gets the straight-through
-    pseudo-derivatives of Rajamanoharan et al. (2024), "Jumping ahead", eq. 11-12:
+    pseudo-derivatives of Rajamanoharan et al. (2024), "Jumping ahead":
     ``d/dtheta [pre * H(pre - theta)] = -(theta / eps) K((pre - theta) / eps)`` and
     ``d/dtheta H(pre - theta) = -(1 / eps) K((pre - theta) / eps)``, ``K`` the
     rectangle kernel and ``eps`` the bandwidth. ``theta = exp(log_threshold)``.
@@ -54,7 +54,7 @@ them against finite differences and autograd.
 For wide top-k SAEs the codes stay sparse during training (:class:`SparseCodes`):
 decoding, the decoder gradient and the encoder gradient then cost
 ``O(n_samples * k * n_features)`` instead of ``O(n_samples * n_components *
-n_features)`` (the sparse kernels of Gao et al., 2024, appendix D).
+n_features)``, the saving Gao et al. (2024) get from their sparse kernels.
 """
 
 from __future__ import annotations
@@ -376,7 +376,7 @@ class SAE(nn.Module):
         decoder: Tensor | None = None,
         bias: Tensor | None = None,
     ) -> None:
-        """Initialise as in the paper (and Gao et al., 2024, section 2.3).
+        """Initialise as in the paper (and as Gao et al., 2024, do).
 
         Without ``decoder``: the encoder is Kaiming-uniform (``torch.nn.Linear``'s
         default, drawn on the CPU from ``generator`` so that every device gets
@@ -483,7 +483,7 @@ class SAE(nn.Module):
         * ``dW_enc = dpre.T @ (x - b_dec)`` and ``db_enc = sum_b dpre``.
 
         ``dead`` (bool, one per latent) switches on the auxiliary-k loss of Gao
-        et al. (2024, section A.2): the ``aux_k`` largest pre-activations among
+        et al. (2024): the ``aux_k`` largest pre-activations among
         the dead latents, rectified, reconstruct the residual ``x - x_hat``
         (held fixed), with the MSE weighted by ``aux_coef``. It gives dead
         latents a gradient again.
@@ -588,7 +588,7 @@ class JumpReLUSAE(SAE):
         active = pre > theta
         # Rectangle kernel K((pre - theta) / eps) = 1 when |pre - theta| <= eps / 2.
         near = (pre - theta).abs_() <= 0.5 * self.bandwidth
-        # Rajamanoharan et al. (2024), eq. 11-12, summed over the batch:
+        # Rajamanoharan et al. (2024), summed over the batch:
         # dL/dtheta = -(1/eps) sum_b K * (theta * dL/dz + lambda / B); then the
         # chain rule through theta = exp(log_threshold).
         grad_theta = (grad * theta).add_(coef).mul_(near).sum(dim=0)
@@ -619,7 +619,7 @@ class BatchTopKSAE(TopKSAE):
 
     In training, the ``k * n_samples`` largest rectified pre-activations of the
     batch; the smallest one kept in each batch feeds a running estimate of
-    the inference threshold (their section 3), stored in the ``threshold``
+    the inference threshold, stored in the ``threshold``
     buffer. At inference, ``z = pre * (pre > threshold)``, one sample at a time.
     """
 
