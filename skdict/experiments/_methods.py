@@ -167,6 +167,7 @@ def _frozen_base_sae(ctx: MethodContext) -> FrozenEstimator:
 
 SAE_METHODS = ("sae_relu", "sae_topk", "sae_batchtopk", "sae_jumprelu", "sae_mp")
 
+#: Every method of the paper's comparison, by name: its :class:`Method` definition.
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [

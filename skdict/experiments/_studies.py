@@ -18,6 +18,7 @@ from ._methods import METHODS, PaperSettings
 
 __all__ = ["PRESETS", "STUDIES", "Cell", "Study", "study_cells"]
 
+#: Names of the presets: ``"quick"`` (minutes on a CPU) and ``"paper"``.
 PRESETS = ("quick", "paper")
 
 #: Methods of the main comparison (vary_* studies).
@@ -110,6 +111,7 @@ class Study:
 
 _QUICK_FIXED = {"n_active": 5, "n_samples": 2000}
 
+#: The paper's studies, by name: each a :class:`Study` (swept variable, grids).
 STUDIES: dict[str, Study] = {
     s.name: s
     for s in [
