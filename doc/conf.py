@@ -5,8 +5,10 @@ The build needs no network: cross-references to other projects through
 intersphinx are off unless ``SKDICT_DOCS_INTERSPHINX=1`` is set.
 """
 
+import inspect
 import os
 import re
+import sys
 from pathlib import Path
 
 # scikit-learn's array-API dispatch (used by the GPU example) needs SciPy's
@@ -105,5 +107,40 @@ def _unlink_sklearn_refs(app, what, name, obj, options, lines):
     lines[:] = text.split("\n")
 
 
+# -- Module-level data re-exported by a package ---------------------------------
+# Constants such as ``skdict.metrics.mcc_scorer`` are documented by a ``#:``
+# comment where they are defined (``skdict.metrics._scorers``), but documented
+# under the public package, where autodoc finds no comment and would fall back
+# to the docstring of the value's type. Look the comment up in the submodules.
+def _attribute_comment(package, attr, obj):
+    from sphinx.pycode import ModuleAnalyzer
+    from sphinx.errors import PycodeError
+
+    names = [package] + sorted(m for m in sys.modules if m.startswith(package + "."))
+    for name in names:
+        if getattr(sys.modules.get(name), attr, None) is not obj:
+            continue
+        try:
+            comment = ModuleAnalyzer.for_module(name).find_attr_docs().get(("", attr))
+        except PycodeError:
+            continue
+        if comment:
+            return list(comment)
+    return None
+
+
+def _document_data(app, what, name, obj, options, lines):
+    if what != "data":
+        return
+    package, _, attr = name.rpartition(".")
+    comment = _attribute_comment(package, attr, obj)
+    if comment is not None:
+        lines[:] = comment
+    elif "\n".join(lines).strip() == inspect.cleandoc(type(obj).__doc__ or ""):
+        lines[:] = []
+
+
 def setup(app):
+    # Before numpydoc (priority 500) reformats the docstring.
+    app.connect("autodoc-process-docstring", _document_data, priority=100)
     app.connect("autodoc-process-docstring", _unlink_sklearn_refs)
