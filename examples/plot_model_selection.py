@@ -61,7 +61,7 @@ from skdict.metrics import (
 scoring = {
     "MCC": mcc_scorer,
     "support F1": support_f1_scorer,
-    "- reconstruction MSE": neg_reconstruction_error_scorer,
+    "negative reconstruction MSE": neg_reconstruction_error_scorer,
 }
 alphas = np.geomspace(0.04, 1.0, 5)
 search = GridSearchCV(
@@ -107,7 +107,7 @@ ks = [2, 3, 5, 8, 12]
 scoring = {
     "MCC": mcc_scorer,
     "dictionary similarity": make_dictionary_similarity_scorer(data.dictionary),
-    "- reconstruction MSE": neg_reconstruction_error_scorer,
+    "negative reconstruction MSE": neg_reconstruction_error_scorer,
 }
 sae_search = GridSearchCV(
     SparseAutoencoder(50, activation="topk", max_epochs=40, random_state=0),
