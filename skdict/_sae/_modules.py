@@ -83,9 +83,11 @@ __all__ = [
 ]
 
 # Top-k codes are kept sparse in training from this width on, when k is at most
-# 1/8 of it. Below, a dense (n_samples, n_components) matrix costs fewer kernel
-# launches than the sparse kernels (measured crossover: benchmarks/bench_sae.py).
-_SPARSE_MIN_COMPONENTS = 1024
+# 1/8 of it. Measured on one CPU thread (benchmarks/bench_sae.py, crossover),
+# sparse against dense training steps: 0.6x at width 100 and 1.0x at 256
+# (batch 64, k=10, 47 features), 1.2x at 512 and 2.7x at 4096; with batch 4096,
+# k=32 and 512 features, 1.4x at 256 and 5.6x at 4096.
+_SPARSE_MIN_COMPONENTS = 256
 # Matching pursuit updates its correlations through the Gram matrix of the
 # atoms while it has at most this many entries (256 MiB in float32); beyond,
 # it recomputes them from the residual at every step.
