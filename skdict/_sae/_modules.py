@@ -267,7 +267,7 @@ def matching_pursuit(
     >>> values.tolist(), indices.tolist()
     ([[-3.0, 2.0]], [[2, 1]])
     """
-    correlations = x @ atoms.T
+    correlations = F.linear(x, atoms)
     residual = None if gram is not None else x.clone()
     values, indices = [], []
     for _ in range(k):
@@ -278,7 +278,7 @@ def matching_pursuit(
             correlations.addcmul_(value, gram.index_select(0, rows), value=-1.0)
         else:
             residual.addcmul_(value, atoms.index_select(0, rows), value=-1.0)
-            correlations = residual @ atoms.T
+            correlations = F.linear(residual, atoms)
         values.append(value)
         indices.append(index)
     return torch.cat(values, dim=1), torch.cat(indices, dim=1)
@@ -663,7 +663,7 @@ class MatchingPursuitSAE(SAE):
     def _gram(self) -> Tensor | None:
         if self.n_components**2 > _MAX_GRAM_ELEMENTS:
             return None
-        return self.W_dec @ self.W_dec.T
+        return F.linear(self.W_dec, self.W_dec)
 
     @torch.no_grad()
     def encode(self, x):
