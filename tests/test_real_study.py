@@ -217,3 +217,17 @@ def test_cli_real_rejects_synthetic_only_methods(tmp_path, capsys):
     argv = ["reproduce", "--study", "real", "--methods", "sae_mp"]
     assert main([*argv, "--out", str(tmp_path)]) == 2
     assert "the real study has no method" in capsys.readouterr().err
+
+
+def test_probe_accuracy_takes_another_probe():
+    from sklearn.dummy import DummyClassifier
+
+    from skdict.metrics import probe_accuracy
+
+    codes = np.array([[0.0], [1.0], [2.0], [3.0]])
+    y, y_ood = [0, 0, 0, 1], [1, 1]
+    assert probe_accuracy(codes, y, codes[2:], y_ood)["acc_ood"] == 0.5
+    dummy = DummyClassifier(strategy="most_frequent")
+    scores = probe_accuracy(codes, y, codes[2:], y_ood, probe=dummy)
+    assert scores == {"acc_id": 0.75, "acc_ood": 0.0}
+    assert not hasattr(dummy, "classes_")  # cloned, not fitted in place

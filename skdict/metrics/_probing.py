@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
@@ -129,12 +130,14 @@ def probe_accuracy(
     y_ood: Any = None,
     *,
     max_iter: int = 1000,
+    probe: Any = None,
 ) -> dict[str, float | None]:
-    """Accuracy of an unpenalised logistic-regression probe trained on ID codes.
+    """Accuracy of a linear probe trained on ID codes, on ID and OOD codes.
 
-    The probe (:class:`~sklearn.linear_model.LogisticRegression` with
-    ``C=inf``, as in the paper) is fitted on the ID codes and labels and
-    scored on them and, when given, on the OOD codes.
+    The probe, by default an unpenalised
+    :class:`~sklearn.linear_model.LogisticRegression` (``C=inf``, as in the
+    paper), is fitted on the ID codes and labels and scored on them and, when
+    given, on the OOD codes.
 
     Parameters
     ----------
@@ -149,7 +152,11 @@ n_components), default=None
     y_ood : array-like of shape (n_ood,), default=None
         Binary labels of the OOD samples; required with ``codes_ood``.
     max_iter : int, default=1000
-        Iterations of the probe's L-BFGS solver.
+        Iterations of the default probe's L-BFGS solver.
+    probe : classifier, default=None
+        Another probe (cloned before fitting), e.g. an L2-penalised one where
+        the unpenalised optimum is not unique (more code dimensions than the
+        probe has samples to pin them down).
 
     Returns
     -------
@@ -165,7 +172,10 @@ n_components), default=None
     {'acc_id': 1.0, 'acc_ood': None}
     """
     C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=False)
-    probe = LogisticRegression(C=np.inf, max_iter=max_iter)
+    if probe is None:
+        probe = LogisticRegression(C=np.inf, max_iter=max_iter)
+    else:
+        probe = clone(probe)
     with warnings.catch_warnings():
         # On linearly separable codes the unpenalised optimum lies at
         # infinity: L-BFGS stops at max_iter with a separating hyperplane,
