@@ -113,10 +113,10 @@ def _unlink_sklearn_refs(app, what, name, obj, options, lines):
 # under the public package, where autodoc finds no comment and would fall back
 # to the docstring of the value's type. Look the comment up in the submodules.
 def _attribute_comment(package, attr, obj):
-    from sphinx.pycode import ModuleAnalyzer
     from sphinx.errors import PycodeError
+    from sphinx.pycode import ModuleAnalyzer
 
-    names = [package] + sorted(m for m in sys.modules if m.startswith(package + "."))
+    names = [package, *sorted(m for m in sys.modules if m.startswith(package + "."))]
     for name in names:
         if getattr(sys.modules.get(name), attr, None) is not obj:
             continue
