@@ -326,8 +326,6 @@ def test_bad_dictionaries(problem):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="dictionary contains NaN"):
         FISTACoder(bad).fit(X)
-    with pytest.raises(ValueError, match="needs a dictionary"):
-        FISTACoder().fit(X)
 
 
 def test_bad_data(problem):

@@ -1,0 +1,296 @@
+"""Speed, accuracy and memory of FISTACoder.
+
+Cases:
+
+* ``oracle``: the paper's oracle task -- 1,000 unit-norm Gaussian atoms in 93
+  dimensions, 5,000 samples (the ID train and validation halves of
+  ``make_compositional(1000, 10, n_samples=5000)``) with 10 active Uniform(0, 1)
+  codes, ``alpha=0.1``, non-negative codes. ``FISTACoder.transform`` in float64
+  and float32 against ``SparseCoder(transform_algorithm="lasso_cd",
+  positive_code=True, n_jobs=2)``, in the same process on the same data, and
+  against a plain batched FISTA (Gram form, no restart, one stopping test for
+  the whole batch) to show what the algorithm adds over batching. Each
+  figure is the median of ``--repeats`` runs; the total objective over samples
+  must match sklearn's within 1e-4 (relative). The matmul-throughput fraction
+  is the rate of matrix-product flops (counted by
+  ``torch.utils.flop_counter``) over the rate of one large matmul on the same
+  device.
+* ``scaling``: time and peak resident memory of ``FISTACoder.transform``
+  (float32, 2,000 samples, 10 active atoms, ``n_features=512``) versus
+  ``n_components`` in {1k, 4k, 16k, 65k}, each configuration in a fresh
+  subprocess; then 16k components with two batch sizes, to show that memory is
+  bounded by ``batch_size``.
+
+Usage::
+
+    python benchmarks/bench_fista.py [--quick] [--repeats 3] [--device cpu|cuda]
+                                     [--skip-scaling]
+
+``--quick`` codes 1,000 samples of the oracle task once per method and skips
+the scaling study (well under a minute on 2 cores). ``--device cuda`` times
+FISTACoder on the GPU (sklearn stays on the CPU); without a CUDA device the
+GPU part is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+
+def _max_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _objective(X, Z, D, alpha):
+    """Total lasso objective over samples, in float64."""
+    X, Z, D = (np.asarray(a, dtype=np.float64) for a in (X, Z, D))
+    residual = X - Z @ D
+    return 0.5 * (residual**2).sum() + alpha * np.abs(Z).sum()
+
+
+def _oracle_data(n_samples: int, seed: int = 0):
+    from skdict.datasets import make_compositional
+
+    data = make_compositional(1000, 10, n_samples=n_samples, random_state=seed)
+    return np.vstack([data.X_train, data.X_val]), data.dictionary
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, repeats: int, device: torch.device):
+    """Median wall time of ``fn()`` over ``repeats`` runs and its last output."""
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times, out
+
+
+def _plain_fista(X, D, alpha, tol=1e-4, max_iter=5000, check_every=10):
+    """Batched FISTA, Gram form, no restart, one stopping test for the batch.
+
+    Stops when every sample's duality gap is at most ``tol`` times its
+    objective. Returns codes and the iterations run.
+    """
+    G, c = D @ D.T, X @ D.T
+    L = float(torch.linalg.matrix_norm(D.double(), ord=2)) ** 2
+    x_sq = (X.double() ** 2).sum(dim=1)
+    z = torch.zeros_like(c)
+    y, t = z.clone(), 1.0
+    for it in range(1, max_iter + 1):
+        z_new = torch.clamp_min(y - (y @ G - c) / L - alpha / L, 0.0)
+        t_new = 0.5 * (1 + (1 + 4 * t * t) ** 0.5)
+        y = z_new + (t - 1) / t_new * (z_new - z)
+        z, t = z_new, t_new
+        if it % check_every:
+            continue
+        # r = x - zD: r.d_j = c_j - (zG)_j and r.r = x.x - z.c - z.(r D^T).
+        corr, zd, cd = (c - z @ G).double(), z.double(), c.double()
+        r_sq = (x_sq - (zd * (cd + corr)).sum(1)).clamp_min(0)
+        primal = 0.5 * r_sq + alpha * zd.sum(1)
+        s = (alpha / corr.amax(1).clamp_min(1e-300)).clamp(max=1)
+        dual = s * (x_sq - (zd * cd).sum(1)) - 0.5 * s**2 * r_sq
+        if bool(((primal - dual) <= tol * primal).all()):
+            break
+    return z, it
+
+
+def _matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
+    """Flops per second of one large square matmul: the device's matmul rate."""
+    n = 4096 if device.type == "cuda" else 1024
+    A = torch.randn(n, n, device=device, dtype=dtype)
+    A @ A
+    seconds, _, _ = _timed(lambda: A @ A, 3, device)
+    return 2 * n**3 / seconds
+
+
+def _counted_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def oracle(args) -> None:
+    from sklearn.decomposition import SparseCoder
+
+    from skdict import FISTACoder
+
+    alpha = 0.1
+    n_samples = 1000 if args.quick else 5000
+    repeats = 1 if args.quick else args.repeats
+    X, D = _oracle_data(n_samples)
+    print(
+        f"oracle task: {X.shape[0]} samples, {D.shape[0]} atoms in {D.shape[1]} "
+        f"dims, alpha={alpha}, positive codes; torch threads "
+        f"{torch.get_num_threads()}, median of {repeats} run(s)"
+    )
+    sk = SparseCoder(
+        D,
+        transform_algorithm="lasso_cd",
+        transform_alpha=alpha,
+        positive_code=True,
+        n_jobs=2,
+    )
+    sk.transform(X[:8])  # warm-up: starts joblib's worker processes
+    t_sk, runs, Z_sk = _timed(lambda: sk.transform(X), repeats, torch.device("cpu"))
+    f_sk = _objective(X, Z_sk, D, alpha)
+    print(
+        f"  sklearn SparseCoder lasso_cd n_jobs=2 : {t_sk:7.3f} s  "
+        f"(runs {', '.join(f'{t:.3f}' for t in runs)})  objective {f_sk:.8f}"
+    )
+
+    devices = [torch.device("cpu")]
+    if args.device == "cuda":
+        if torch.cuda.is_available():
+            devices.append(torch.device("cuda"))
+        else:
+            print("  no CUDA device available: GPU timings skipped")
+    for device in devices:
+        for dtype in (torch.float64, torch.float32):
+            Xt = torch.from_numpy(X).to(device=device, dtype=dtype)
+            Dt = torch.from_numpy(D).to(device=device, dtype=dtype)
+            coder = FISTACoder(Dt, alpha=alpha, positive=True).fit(Xt[:8])
+            coder.transform(Xt[:8])  # warm-up (lazy initialisation)
+            t, runs, Z = _timed(lambda: coder.transform(Xt), repeats, device)  # noqa: B023
+            f = _objective(X, Z.cpu().numpy(), D, alpha)
+            rel = (f - f_sk) / f_sk
+            flops = _counted_flops(lambda: coder.transform(Xt))  # noqa: B023
+            fraction = flops / t / _matmul_rate(device, dtype)
+            name = str(dtype).removeprefix("torch.")
+            print(
+                f"  FISTACoder {device.type:>4} {name:<7}           : {t:7.3f} s  "
+                f"(runs {', '.join(f'{x:.3f}' for x in runs)})  objective "
+                f"{f:.8f}  rel. diff {rel:+.1e} "
+                f"[{'OK' if abs(rel) <= 1e-4 else 'FAIL'}]  "
+                f"speed-up vs sklearn {t_sk / t:5.2f}x  "
+                f"matmul-throughput fraction {fraction:.1%}"
+            )
+    if not args.plain:
+        return
+    Xt, Dt = torch.from_numpy(X).float(), torch.from_numpy(D).float()
+    t, runs, (Z, n_iter) = _timed(lambda: _plain_fista(Xt, Dt, alpha), 1, Xt.device)
+    f = _objective(X, Z.numpy(), D, alpha)
+    print(
+        f"  plain batched FISTA cpu float32       : {t:7.3f} s  ({n_iter} "
+        f"iterations for the batch)  objective {f:.8f}  rel. diff "
+        f"{(f - f_sk) / f_sk:+.1e}  speed-up vs sklearn {t_sk / t:5.2f}x"
+    )
+
+
+def _scaling_case(n_components, batch_size, n_samples, n_features) -> dict:
+    from skdict import FISTACoder
+    from skdict.datasets import make_compositional
+
+    data = make_compositional(
+        n_components,
+        10,
+        n_features=n_features,
+        n_samples=n_samples,
+        sparse_codes=True,
+        random_state=0,
+    )
+    X = torch.from_numpy(np.vstack([data.X_train, data.X_val])).float()
+    D = torch.from_numpy(data.dictionary).float()
+    del data
+    coder = FISTACoder(D, alpha=0.1, positive=True, batch_size=batch_size)
+    coder.fit(X[:8])
+    before = _max_rss_mib()
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        codes = coder.transform(X)
+    seconds = time.perf_counter() - start
+    return {
+        "n_components": n_components,
+        "batch_size": batch_size,
+        "seconds": seconds,
+        "rss_before_mib": before,
+        "peak_rss_mib": _max_rss_mib(),
+        "mean_l0": float((codes != 0).sum(dim=1).double().mean()),
+        "warnings": len(caught),
+    }
+
+
+def scaling(args) -> None:
+    n_samples, n_features = 2000, 512
+    print(
+        f"scaling: FISTACoder.transform, float32, {n_samples} samples, 10 active "
+        f"atoms, n_features={n_features}, alpha=0.1, positive codes; one fresh "
+        "process per row"
+    )
+    print(
+        "  n_components  batch_size  time (s)  peak RSS (MiB)  RSS before "
+        "transform (MiB)  mean L0"
+    )
+    configs = [(m, None) for m in (1024, 4096, 16384, 65536)]
+    configs += [(16384, 256)]
+    for n_components, batch_size in configs:
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                json.dumps([n_components, batch_size, n_samples, n_features]),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        r = json.loads(out.stdout)
+        auto = max(1, 2**24 // n_components)
+        shown = f"{batch_size}" if batch_size else f"auto={auto}"
+        print(
+            f"  {n_components:>12}  {shown:>10}  {r['seconds']:8.2f}  "
+            f"{r['peak_rss_mib']:14.0f}  {r['rss_before_mib']:26.0f}  "
+            f"{r['mean_l0']:7.2f}"
+            + (f"  ({r['warnings']} warnings)" if r["warnings"] else "")
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="also time a plain batched FISTA (Gram form, one stopping test)",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's)"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(_scaling_case(*json.loads(args.child))))
+        return
+    oracle(args)
+    if not (args.quick or args.skip_scaling):
+        scaling(args)
+
+
+if __name__ == "__main__":
+    main()
