@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import mannwhitneyu
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import Bunch
 from tqdm.auto import tqdm
 
@@ -34,7 +36,7 @@ from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder
 from ..metrics import probe_accuracy, reconstruction_error
 from ._compare import _plain
-from ._methods import METHODS, Method, MethodContext, PaperSettings
+from ._methods import METHODS, SAE_METHODS, Method, MethodContext, PaperSettings
 from ._report import _format, align_rows, summarize
 from ._runner import _save, check_output_dir
 from ._studies import PRESETS
@@ -94,12 +96,31 @@ TABLE_COLUMNS = {
     "mse_gap": "MSE gap",
 }
 
+
+def _concept_atoms(ctx: MethodContext) -> Any:
+    """Return the least-squares concept directions of the training phrases.
+
+    Every phrase names one colour and one object, so the indicator columns of
+    each family sum to one and least squares alone does not fix how the
+    activations' mean splits between colour and object atoms;
+    :class:`~skdict.OracleDictionary` returns the minimum-norm split. The
+    atoms are then rescaled to unit norm, as every other dictionary here and
+    in the paper, which puts every concept at the same L1 price: the colour
+    directions are about a third as long as the object ones, and at the
+    paper's ``alpha`` FISTA would otherwise never find a colour worth its
+    cost.
+    """
+    data = ctx.data
+    atoms = OracleDictionary().fit(data.X_train, data.Z_train).components_
+    return atoms / np.linalg.norm(atoms, axis=1, keepdims=True)
+
+
 # The methods of the synthetic comparison, all fitted here on the training
 # phrases: the synthetic study fits the oracle and the FISTA coders on the
 # validation half it then codes, but here every probe learns on training codes,
 # so every dictionary must come from there too. The oracle has no true
-# dictionary to be given: its atoms are the least-squares concept directions,
-# fitted on the concept indicators.
+# dictionary to be given: its atoms are the concept directions that least
+# squares finds from the concept indicators.
 #: The real study's methods (:func:`compare_real`), by name.
 REAL_METHODS: dict[str, Method] = {
     m.name: m
@@ -109,9 +130,11 @@ REAL_METHODS: dict[str, Method] = {
             "FISTA (oracle concept atoms)",
             "train",
             lambda ctx: OracleDictionary(
-                alpha=ctx.settings.alpha, positive=True, device=ctx.device
+                _concept_atoms(ctx),
+                alpha=ctx.settings.alpha,
+                positive=True,
+                device=ctx.device,
             ),
-            supervised=True,
         ),
         dataclasses.replace(METHODS["dl_fista"], fit_on="train"),
         METHODS["sae_relu"],
@@ -282,8 +305,8 @@ def _firing(
 def _evaluate(
     estimator: Any,
     data: Bunch,
-    X: dict[str, Any],
     codes: dict[str, Any],
+    probe: Any,
     threshold: float,
 ) -> dict[str, Any]:
     """Probe, firing and reconstruction scores of one fitted method."""
@@ -296,7 +319,7 @@ def _evaluate(
             # "acc_ood", the accuracy on the second: here the seen pairs' new
             # templates, then the held-out pairs.
             record[f"{family}_acc_{split}"] = probe_accuracy(
-                codes["train"], y["train"], codes[split], y[split]
+                codes["train"], y["train"], codes[split], y[split], probe=probe
             )["acc_ood"]
     record.update(dict.fromkeys(DICTIONARY_KEYS))
     # Only a dictionary has features to fire and reconstructs: the raw
@@ -310,7 +333,7 @@ def _evaluate(
         scores = _firing(codes[split], Z[split], features, n_colors, threshold)
         record.update({f"{name}_{split}": value for name, value in scores.items()})
         X_hat = estimator.inverse_transform(codes[split])
-        record[f"mse_{split}"] = reconstruction_error(X[split], X_hat)
+        record[f"mse_{split}"] = reconstruction_error(data[f"X_{split}"], X_hat)
     record["mse_gap"] = record["mse_ood"] - record["mse_val"]
     record["l0_ood"] = float((np.abs(codes["ood"]) > threshold).sum(1).mean())
     return record
@@ -326,6 +349,7 @@ def compare_real(
     n_components: int | None = None,
     k: int = 16,
     normalize: bool = True,
+    probe: Any = None,
     fire_threshold: float = 1e-4,
     verbose: int = 0,
 ) -> list[dict[str, Any]]:
@@ -335,9 +359,10 @@ def compare_real(
     validation (seen colour–object pairs in new sentence templates) and OOD
     (held-out pairs) phrases. Then, per method:
 
-    - **probes**: one unpenalised logistic regression per concept family
-      (colour, object; :func:`skdict.metrics.probe_accuracy`) is trained on
-      the training codes and scored on the validation and OOD codes;
+    - **probes**: one ``probe`` per concept family (colour, object; 10-way
+      classifiers for the default vocabulary) is trained on the training codes
+      and scored on the validation and OOD codes
+      (:func:`skdict.metrics.probe_accuracy`);
     - **firing** (methods with a dictionary): each concept is matched to its
       own code dimension on the training codes (:func:`concept_features`); a
       feature *fires* where its code exceeds ``fire_threshold``. Reported: the
@@ -352,7 +377,7 @@ def compare_real(
 
     - ``fista_oracle``: :class:`~skdict.OracleDictionary` fitted by least
       squares on the concept indicators ``Z_train`` (one atom per colour and
-      per object), non-negative FISTA codes;
+      per object), its atoms rescaled to unit norm; non-negative FISTA codes;
     - ``dl_fista``: :class:`~skdict.FISTACoder` learning ``n_components``
       atoms (DL-FISTA), non-negative FISTA codes;
     - ``sae_relu``, ``sae_topk``: :class:`~skdict.SparseAutoencoder` of width
@@ -399,6 +424,15 @@ def compare_real(
         about 12, at which ``alpha=0.1`` barely sparsifies. Reconstruction
         errors are then in these units (times the dimension, a fraction of the
         mean squared norm).
+    probe : classifier, default=None
+        The probe, cloned for every method and family. None standardises the
+        codes and fits an L2-penalised
+        :class:`~sklearn.linear_model.LogisticRegression` (``C=1``). The
+        paper's unpenalised probe, ``LogisticRegression(C=np.inf)``, is
+        ill-posed here: with 384 code dimensions and 24 training phrases per
+        colour infinitely many probes separate the training phrases, and
+        which one it returns, so its OOD accuracy, depends on where L-BFGS
+        stops.
     fire_threshold : float, default=1e-4
         A feature fires on a phrase where its absolute code exceeds this (the
         default threshold of :func:`skdict.metrics.support_scores`).
@@ -445,13 +479,18 @@ def compare_real(
         raise TypeError(
             f"random_state must be an int; got {type(random_state).__name__}."
         )
-    X = {split: data[f"X_{split}"] for split in ("train", "val", "ood")}
     if normalize:
         # One scalar for all splits keeps every direction, hence every probe
         # and feature match, and gives the penalties the scale they were set
-        # for.
-        scale = np.sqrt(np.mean(np.sum(X["train"] ** 2, axis=1)))
-        X = {split: values / scale for split, values in X.items()}
+        # for. A copy: the caller's Bunch keeps its arrays.
+        scale = np.sqrt(np.mean(np.sum(data.X_train**2, axis=1)))
+        data = Bunch(**data)
+        for key in ("X", "X_train", "X_val", "X_ood"):
+            if key in data:
+                data[key] = data[key] / scale
+    if probe is None:
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    X = {split: data[f"X_{split}"] for split in ("train", "val", "ood")}
     context = _PhraseContext(
         data,
         settings or PaperSettings(),
@@ -467,7 +506,7 @@ def compare_real(
         start = time.perf_counter()
         estimator.fit(X["train"], y_fit)
         fit_time = time.perf_counter() - start
-        if method.name.startswith("sae_"):
+        if method.name in SAE_METHODS:  # sae_dict_fista reuses the TopK SAE
             context.fitted_saes.setdefault(method.name.removeprefix("sae_"), estimator)
         start = time.perf_counter()
         codes = {split: estimator.transform(values) for split, values in X.items()}
@@ -477,7 +516,7 @@ def compare_real(
             "label": method.label,
             "n_components": int(codes["train"].shape[1]),
         }
-        record.update(_evaluate(estimator, data, X, codes, fire_threshold))
+        record.update(_evaluate(estimator, data, codes, probe, fire_threshold))
         record.update(fit_time=fit_time, transform_time=transform_time)
         records.append({key: _plain(value) for key, value in record.items()})
     return records
@@ -555,13 +594,18 @@ def plot_real(
             name = "seen pairs" if key.endswith("_val") else "held-out pairs"
             offset = (i - (len(keys) - 1) / 2) * width
             ax.bar(x + offset, means, width, yerr=sds, capsize=3, label=name)
+        for position, label in zip(x, labels, strict=True):
+            if label not in stats:  # no features, no reconstruction
+                ax.text(position, 0, "n/a", ha="center", va="bottom", color="gray")
         ax.set_title(panel)
         ax.set_xticks(x, labels, rotation=20, ha="right", fontsize="small")
+        ax.set_xlim(-0.5, len(labels) - 0.5)  # bars of NaN do not widen it
         ax.grid(True, axis="y", alpha=0.3)
         if len(keys) > 1:
             ax.set_ylim(0, 1.05)
         else:
             ax.axhline(0, color="black", linewidth=0.8)
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     handles, names = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=2)
     fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
@@ -600,6 +644,7 @@ def run_real(
     settings: PaperSettings | None = None,
     n_components: int | None = None,
     k: int = 16,
+    probe: Any = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run the real-activation study for some seeds; save records and a figure.
@@ -627,7 +672,7 @@ def run_real(
         Output folder; created if needed.
     settings : PaperSettings, default=None
         Training settings; the paper's when None.
-    n_components, k : int
+    n_components, k, probe
         See :func:`compare_real`.
     progress : bool, default=True
         Show progress bars.
@@ -660,6 +705,7 @@ def run_real(
             settings=settings,
             n_components=n_components,
             k=k,
+            probe=probe,
             verbose=int(progress),
         )
         for record in seed_records:
