@@ -43,34 +43,45 @@ RECORD_KEYS = (
 )
 
 
-def resolve_methods(methods: Sequence[str] | str | None) -> list[Method]:
+def resolve_methods(
+    methods: Sequence[str] | str | None, registry: dict[str, Method] = METHODS
+) -> list[Method]:
     """Validate method names (None means all) and return their definitions."""
     if methods is None:
-        return list(METHODS.values())
+        return list(registry.values())
     if isinstance(methods, str):
         methods = [methods]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in registry]
     if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; choose from {sorted(METHODS)}.")
-    return [METHODS[m] for m in methods]
+        raise ValueError(
+            f"Unknown method(s) {unknown}; choose from {sorted(registry)}."
+        )
+    return [registry[m] for m in methods]
 
 
-def _check_data(data: Any) -> None:
-    required = (
-        "X_train",
-        "Z_train",
-        "X_val",
-        "Z_val",
-        "y_val",
-        "X_ood",
-        "Z_ood",
-        "y_ood",
-        "dictionary",
-    )
+_COMPOSITIONAL_FIELDS = (
+    "X_train",
+    "Z_train",
+    "X_val",
+    "Z_val",
+    "y_val",
+    "X_ood",
+    "Z_ood",
+    "y_ood",
+    "dictionary",
+)
+
+
+def check_data(
+    data: Any,
+    required: Sequence[str] = _COMPOSITIONAL_FIELDS,
+    source: str = "skdict.datasets.make_compositional",
+) -> None:
+    """Raise ``ValueError`` unless ``data`` is a Bunch with the ``required`` fields."""
     missing = [key for key in required if key not in data]
     if not isinstance(data, Bunch) or missing:
         raise ValueError(
-            "data must be the Bunch returned by skdict.datasets.make_compositional; "
+            f"data must be the Bunch returned by {source}; "
             f"missing fields: {missing or 'not a Bunch'}."
         )
 
@@ -173,7 +184,7 @@ def compare_methods(
     >>> record["mcc_ood"] > 0.9
     True
     """
-    _check_data(data)
+    check_data(data)
     chosen = resolve_methods(methods)
     if random_state is not None and not isinstance(random_state, (int, np.integer)):
         raise TypeError(

@@ -35,7 +35,7 @@ from .._dictionary import OracleDictionary
 from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder
 from ..metrics import probe_accuracy, reconstruction_error
-from ._compare import _plain
+from ._compare import _plain, check_data, resolve_methods
 from ._methods import METHODS, SAE_METHODS, Method, MethodContext, PaperSettings
 from ._report import _format, align_rows, summarize
 from ._runner import _save, check_output_dir
@@ -182,40 +182,19 @@ def check_real_extra() -> None:
     _model_folder(None)
 
 
-def _check_data(data: Any) -> None:
-    required = (
-        "X_train",
-        "X_val",
-        "X_ood",
-        "Z_train",
-        "train_index",
-        "val_index",
-        "ood_index",
-        "color_id",
-        "object_id",
-        "colors",
-    )
-    missing = [key for key in required if key not in data]
-    if not isinstance(data, Bunch) or missing:
-        raise ValueError(
-            "data must be the Bunch returned by "
-            "skdict.datasets.load_phrase_activations; missing fields: "
-            f"{missing or 'not a Bunch'}."
-        )
-
-
-def _resolve(methods: Sequence[str] | str | None) -> list[Method]:
-    if methods is None:
-        return list(REAL_METHODS.values())
-    if isinstance(methods, str):
-        methods = [methods]
-    unknown = [m for m in methods if m not in REAL_METHODS]
-    if unknown:
-        raise ValueError(
-            f"Unknown method(s) {unknown} for the real study; choose from "
-            f"{list(REAL_METHODS)}."
-        )
-    return [REAL_METHODS[m] for m in methods]
+# Fields of a load_phrase_activations Bunch that the study reads.
+_PHRASE_FIELDS = (
+    "X_train",
+    "X_val",
+    "X_ood",
+    "Z_train",
+    "train_index",
+    "val_index",
+    "ood_index",
+    "color_id",
+    "object_id",
+    "colors",
+)
 
 
 def _auc(codes: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -474,8 +453,8 @@ def compare_real(
     """
     if data is None:
         data = load_phrase_activations(random_state=random_state, device=device)
-    _check_data(data)
-    chosen = _resolve(methods)
+    check_data(data, _PHRASE_FIELDS, "skdict.datasets.load_phrase_activations")
+    chosen = resolve_methods(methods, REAL_METHODS)
     if not isinstance(random_state, (int, np.integer)):
         raise TypeError(
             f"random_state must be an int; got {type(random_state).__name__}."
@@ -686,7 +665,7 @@ def run_real(
     """
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")
-    _resolve(methods)  # fail before the transformer runs
+    resolve_methods(methods, REAL_METHODS)  # fail before the transformer runs
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
     out = check_output_dir(out)
