@@ -3,16 +3,17 @@
 The loop is written out here rather than delegated to skorch. At the paper's
 size (batch 64, width 100, 47 features, about 20,000 steps) a step is
 dispatch-bound, and on one CPU thread a default ``skorch.NeuralNet`` fit of the
-same TopK SAE ran 2.3x slower than a bare torch loop (1.5 ms/step, the
-DataLoader and per-batch bookkeeping; ``benchmarks/bench_sae.py`` re-measures
-it), whereas the goal is at most 1.25x that loop and under 10 s per SAE. So the
-loop keeps the data as one tensor on the compute device, shuffles it with one
-permutation per epoch and slices contiguous batches (no DataLoader), takes
-hand-written gradients (:mod:`._modules`), steps a fused AdamW, and
-synchronises with the host once per epoch: losses and firing counts are
-accumulated on the device, so a CUDA run never waits on a ``.item()``. It
-provides what skorch would have: a per-epoch history, a validation split with
-early stopping that restores the best weights, and a tqdm progress bar.
+same TopK SAE ran 1.6x to 1.9x slower than a bare torch loop (1.06 against
+0.65 ms/step on the 2-core VM at its quietest; the DataLoader and per-batch
+bookkeeping; ``benchmarks/bench_sae.py``, section ``skorch``), whereas the goal
+is at most 1.25x that loop and under 10 s per SAE. So the loop keeps the data
+as one tensor on the compute device, shuffles it with one permutation per
+epoch and slices contiguous batches (no DataLoader), takes hand-written
+gradients (:mod:`._modules`), steps a fused AdamW, and synchronises with the
+host once per epoch: losses and firing counts are accumulated on the device,
+so a CUDA run never waits on a ``.item()``. It provides what skorch would have:
+a per-epoch history, a validation split with early stopping that restores the
+best weights, and a tqdm progress bar.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from ._modules import SAE, StepOutput, active_counts
 __all__ = ["AdamWStep", "TrainResult", "evaluate", "make_optimizer", "train"]
 
 # CPU steps with at most this many multiply-adds per matrix product run on one
-# thread: below it, splitting a product across threads costs more than it
-# saves (measured: the paper's recipe, 300k per product, runs about 2x faster
-# on 1 thread than on 2; benchmarks/bench_sae.py).
+# thread: below it a second thread has nothing to gain and a lot to lose. At
+# the paper's size (300k per product) a TopK step took 0.295 ms on one thread
+# and 0.301 ms on two on a lightly loaded 2-core VM, but 0.63 against 21 ms
+# once another job held a core (benchmarks/bench_sae.py, section threads).
 _SINGLE_THREAD_MACS = 2**21
 # Training steps whose sums are kept before being added up (bounds the memory
 # of per-step firing counts to _REDUCE_EVERY * n_components values).
