@@ -107,7 +107,7 @@ def test_oracle_fires_its_own_concepts_on_heldout_pairs():
     # directions: on held-out pairs the colour and the object both fire, and
     # nothing else does; both probes read the codes as well as on seen pairs.
     assert oracle["both_fire_ood"] == oracle["both_fire_val"] == 1.0
-    assert oracle["false_fire_ood"] == 0.0
+    assert oracle["stray_fire_ood"] == 0.0
     assert oracle["feature_auc_ood"] == 1.0
     assert oracle["color_acc_ood"] == oracle["object_acc_ood"] == 1.0
     assert oracle["l0_ood"] == 2.0
@@ -118,7 +118,7 @@ def test_oracle_fires_its_own_concepts_on_heldout_pairs():
 
 def test_oracle_on_phrases_fires_little_off_concept(records):
     oracle = next(r for r in records if r["method"] == "fista_oracle")
-    assert oracle["false_fire_val"] < 0.2
+    assert oracle["stray_fire_val"] < 0.2
     assert oracle["object_acc_ood"] == 1.0
 
 
@@ -150,7 +150,7 @@ def test_firing_counts_both_concepts_and_strays():
     )
     features = np.arange(4)
     perfect = _real._firing(Z, Z, features, 2, 1e-4)
-    assert perfect == {"both_fire": 1.0, "false_fire": 0.0, "feature_auc": 1.0}
+    assert perfect == {"both_fire": 1.0, "stray_fire": 0.0, "feature_auc": 1.0}
     # The object features go silent on the first two samples: only the last two
     # fire both; one stray colour fires on a sample without it.
     codes = Z.copy()
@@ -158,7 +158,7 @@ def test_firing_counts_both_concepts_and_strays():
     codes[3, 0] = 0.5
     scores = _real._firing(codes, Z, features, 2, 1e-4)
     assert scores["both_fire"] == 0.5
-    assert scores["false_fire"] == pytest.approx(0.5 / 4)
+    assert scores["stray_fire"] == pytest.approx(0.5 / 4)
     # An unmatched concept never fires.
     unmatched = _real._firing(Z, Z, np.array([0, 1, -1, 3]), 2, 1e-4)
     assert unmatched["both_fire"] == 0.5

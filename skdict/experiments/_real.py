@@ -59,8 +59,8 @@ FAMILIES = ("color", "object")
 DICTIONARY_KEYS = (
     "both_fire_val",
     "both_fire_ood",
-    "false_fire_val",
-    "false_fire_ood",
+    "stray_fire_val",
+    "stray_fire_ood",
     "feature_auc_val",
     "feature_auc_ood",
     "mse_val",
@@ -91,7 +91,7 @@ TABLE_COLUMNS = {
     "object_acc_ood": "object OOD",
     "both_fire_val": "both fire seen",
     "both_fire_ood": "both fire OOD",
-    "false_fire_ood": "stray fire OOD",
+    "stray_fire_ood": "stray fire OOD",
     "mse_val": "MSE seen",
     "mse_gap": "MSE gap",
 }
@@ -184,6 +184,7 @@ def check_real_extra() -> None:
 
 # Fields of a load_phrase_activations Bunch that the study reads.
 _PHRASE_FIELDS = (
+    "Z",
     "X_train",
     "X_val",
     "X_ood",
@@ -276,7 +277,7 @@ def _firing(
     ]
     return {
         "both_fire": float(np.mean(fires[rows, color] & fires[rows, obj])),
-        "false_fire": float(np.mean(stray)) if stray else None,
+        "stray_fire": float(np.mean(stray)) if stray else None,
         "feature_auc": float(np.mean(aucs)) if aucs else None,
     }
 
@@ -424,7 +425,7 @@ def compare_real(
     records : list of dict
         One per method with the keys of :data:`REAL_RECORD_KEYS`: probe
         accuracies ``{color,object}_acc_{val,ood}``; ``both_fire_*``,
-        ``false_fire_*`` and ``feature_auc_*`` (None for the probe on raw
+        ``stray_fire_*`` and ``feature_auc_*`` (None for the probe on raw
         activations, which has no features); ``mse_val``, ``mse_ood``,
         ``mse_gap`` (None without a dictionary); ``l0_ood``, the mean number of
         firing code dimensions per OOD phrase; ``n_components`` (the
