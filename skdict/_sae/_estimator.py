@@ -138,7 +138,8 @@ class SparseAutoencoder(
         Epochs run (one per :meth:`partial_fit` call).
     history_ : list of dict
         Per epoch: ``epoch``, ``loss`` (training objective), ``mse``
-        (reconstruction), ``l0`` (mean non-zero codes per sample),
+        (reconstruction), ``l0`` (mean non-zero codes per sample; pursuit
+        steps for ``"mp"``),
         ``dead_fraction`` (latents that fired on no sample), plus ``val_loss``
         and ``val_mse`` with a validation split. Training-set figures are
         averaged over the epoch's steps.
@@ -284,7 +285,9 @@ class SparseAutoencoder(
 
         The first call initialises the model from ``X``; later calls keep the
         weights, the optimiser's moments and the shuffling stream, so a
-        stream of batches trains as one long run.
+        stream of batches trains as one long run. ``max_epochs`` and
+        ``validation_fraction`` do not apply. A call whose loss diverges
+        raises ``FloatingPointError`` and leaves the model as it was.
 
         Parameters
         ----------
