@@ -166,7 +166,15 @@ def bare_loop(activation, X, epochs, *, compile_loss=False):
     return time.perf_counter() - start, steps, first, durations
 
 
-def ours(activation, X, epochs, **kw):
+def timed_fit(estimator, X, *fit_args):
+    """Return (seconds, steps) of ``estimator.fit(X, *fit_args)``."""
+    start = time.perf_counter()
+    estimator.fit(X, *fit_args)
+    steps = estimator.max_epochs * math.ceil(X.shape[0] / BATCH)
+    return time.perf_counter() - start, steps
+
+
+def ours(activation, X, epochs):
     sae = SparseAutoencoder(
         WIDTH,
         activation=activation,
@@ -174,11 +182,8 @@ def ours(activation, X, epochs, **kw):
         max_epochs=epochs,
         device="cpu",
         random_state=0,
-        **kw,
     )
-    start = time.perf_counter()
-    sae.fit(X)
-    return time.perf_counter() - start, epochs * math.ceil(X.shape[0] / BATCH)
+    return timed_fit(sae, X)
 
 
 @contextmanager
@@ -270,10 +275,8 @@ def section_skorch(args):
                 device="cpu",
                 verbose=0,
             )
-            start = time.perf_counter()
-            net.fit(X, X)
-            steps = epochs * math.ceil(X.shape[0] / BATCH)
-            skorch_ms.append(1e3 * (time.perf_counter() - start) / steps)
+            seconds, steps = timed_fit(net, X, X)
+            skorch_ms.append(1e3 * seconds / steps)
             seconds, steps, *_ = bare_loop("topk", X_t, epochs)
             bare_ms.append(1e3 * seconds / steps)
     s, b = statistics.median(skorch_ms), statistics.median(bare_ms)
