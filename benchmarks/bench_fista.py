@@ -6,40 +6,45 @@ Cases:
   dimensions, 5,000 samples (the ID train and validation halves of
   ``make_compositional(1000, 10, n_samples=5000)``) with 10 active Uniform(0, 1)
   codes, ``alpha=0.1``, non-negative codes. ``FISTACoder.transform`` in float64
-  and float32 against ``SparseCoder(transform_algorithm="lasso_cd",
-  positive_code=True, n_jobs=2)``, in the same process on the same data, and
-  against a plain batched FISTA (Gram form, no restart, one stopping test for
-  the whole batch) to show what the algorithm adds over batching. Each
-  figure is the median of ``--repeats`` runs; the total objective over samples
-  must match sklearn's within 1e-4 (relative). The matmul-throughput fraction
-  is the rate of matrix-product flops (counted by
-  ``torch.utils.flop_counter``) over the rate of one large matmul on the same
-  device.
+  and float32, with each of the ``--threads`` torch thread counts, against
+  ``SparseCoder(transform_algorithm="lasso_cd", positive_code=True,
+  n_jobs=2)``, in the same process on the same data. Each figure is the
+  median of ``--repeats`` runs; the total objective over samples must match
+  sklearn's within 1e-4 (relative). The matmul-throughput fraction is the rate
+  of matrix-product flops (counted by ``torch.utils.flop_counter``) over the
+  rate of one large matmul on the same device and dtype. ``--plain`` adds a
+  plain batched FISTA (Gram form, no restart, one stopping test for the whole
+  batch), to show what the algorithm adds over batching alone.
 * ``scaling``: time and peak resident memory of ``FISTACoder.transform``
   (float32, 2,000 samples, 10 active atoms, ``n_features=512``) versus
   ``n_components`` in {1k, 4k, 16k, 65k}, each configuration in a fresh
-  subprocess; then 16k components with two batch sizes, to show that memory is
-  bounded by ``batch_size``.
+  subprocess on data generated beforehand; then 16k and 65k components with a
+  smaller ``batch_size``, to show that memory is bounded by it.
 
 Usage::
 
-    python benchmarks/bench_fista.py [--quick] [--repeats 3] [--device cpu|cuda]
-                                     [--skip-scaling]
+    python benchmarks/bench_fista.py [--quick] [--repeats 3] [--threads 1,2]
+                                     [--device cpu|cuda] [--skip-scaling]
+                                     [--plain]
 
-``--quick`` codes 1,000 samples of the oracle task once per method and skips
-the scaling study (well under a minute on 2 cores). ``--device cuda`` times
-FISTACoder on the GPU (sklearn stays on the CPU); without a CUDA device the
-GPU part is skipped with a message.
+``--quick`` codes 1,000 samples of the oracle task once per configuration and
+skips the scaling study (well under a minute on 2 cores). ``--device cuda``
+also times FISTACoder on the GPU (sklearn stays on the CPU); without a CUDA
+device the GPU part is skipped with a message. On a CPU shared with other
+work, torch's OpenMP threads spin while they wait for each other; set
+``OMP_WAIT_POLICY=PASSIVE`` (printed in the output) to make them sleep.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -129,6 +134,12 @@ def _counted_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def _thread_counts(args, device: torch.device) -> list[int]:
+    if device.type != "cpu":
+        return [torch.get_num_threads()]
+    return [int(t) for t in args.threads.split(",")]
+
+
 def oracle(args) -> None:
     from sklearn.decomposition import SparseCoder
 
@@ -140,8 +151,8 @@ def oracle(args) -> None:
     X, D = _oracle_data(n_samples)
     print(
         f"oracle task: {X.shape[0]} samples, {D.shape[0]} atoms in {D.shape[1]} "
-        f"dims, alpha={alpha}, positive codes; torch threads "
-        f"{torch.get_num_threads()}, median of {repeats} run(s)"
+        f"dims, alpha={alpha}, positive codes; median of {repeats} run(s); "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
     sk = SparseCoder(
         D,
@@ -154,7 +165,7 @@ def oracle(args) -> None:
     t_sk, runs, Z_sk = _timed(lambda: sk.transform(X), repeats, torch.device("cpu"))
     f_sk = _objective(X, Z_sk, D, alpha)
     print(
-        f"  sklearn SparseCoder lasso_cd n_jobs=2 : {t_sk:7.3f} s  "
+        f"  sklearn SparseCoder lasso_cd n_jobs=2    : {t_sk:7.3f} s  "
         f"(runs {', '.join(f'{t:.3f}' for t in runs)})  objective {f_sk:.8f}"
     )
 
@@ -164,40 +175,46 @@ def oracle(args) -> None:
             devices.append(torch.device("cuda"))
         else:
             print("  no CUDA device available: GPU timings skipped")
+    default_threads = torch.get_num_threads()
     for device in devices:
-        for dtype in (torch.float64, torch.float32):
-            Xt = torch.from_numpy(X).to(device=device, dtype=dtype)
-            Dt = torch.from_numpy(D).to(device=device, dtype=dtype)
-            coder = FISTACoder(Dt, alpha=alpha, positive=True).fit(Xt[:8])
-            coder.transform(Xt[:8])  # warm-up (lazy initialisation)
-            t, runs, Z = _timed(lambda: coder.transform(Xt), repeats, device)  # noqa: B023
-            f = _objective(X, Z.cpu().numpy(), D, alpha)
-            rel = (f - f_sk) / f_sk
-            flops = _counted_flops(lambda: coder.transform(Xt))  # noqa: B023
-            fraction = flops / t / _matmul_rate(device, dtype)
-            name = str(dtype).removeprefix("torch.")
-            print(
-                f"  FISTACoder {device.type:>4} {name:<7}           : {t:7.3f} s  "
-                f"(runs {', '.join(f'{x:.3f}' for x in runs)})  objective "
-                f"{f:.8f}  rel. diff {rel:+.1e} "
-                f"[{'OK' if abs(rel) <= 1e-4 else 'FAIL'}]  "
-                f"speed-up vs sklearn {t_sk / t:5.2f}x  "
-                f"matmul-throughput fraction {fraction:.1%}"
-            )
+        for threads in _thread_counts(args, device):
+            torch.set_num_threads(threads)
+            for dtype in (torch.float64, torch.float32):
+                Xt = torch.from_numpy(X).to(device=device, dtype=dtype)
+                Dt = torch.from_numpy(D).to(device=device, dtype=dtype)
+                coder = FISTACoder(Dt, alpha=alpha, positive=True).fit(Xt[:8])
+                coder.transform(Xt[:8])  # warm-up (lazy initialisation)
+                t, runs, Z = _timed(lambda: coder.transform(Xt), repeats, device)  # noqa: B023
+                f = _objective(X, Z.cpu().numpy(), D, alpha)
+                rel = (f - f_sk) / f_sk
+                flops = _counted_flops(lambda: coder.transform(Xt))  # noqa: B023
+                fraction = flops / t / _matmul_rate(device, dtype)
+                name = str(dtype).removeprefix("torch.")
+                where = f"{device.type} {name}" + (
+                    f" {threads} thr" if device.type == "cpu" else ""
+                )
+                print(
+                    f"  FISTACoder {where:<21}   : {t:7.3f} s  "
+                    f"(runs {', '.join(f'{x:.3f}' for x in runs)})  objective "
+                    f"{f:.8f}  rel. diff {rel:+.1e} "
+                    f"[{'OK' if abs(rel) <= 1e-4 else 'FAIL'}]  "
+                    f"speed-up vs sklearn {t_sk / t:5.2f}x  "
+                    f"matmul-throughput fraction {fraction:.1%}"
+                )
+    torch.set_num_threads(default_threads)
     if not args.plain:
         return
     Xt, Dt = torch.from_numpy(X).float(), torch.from_numpy(D).float()
     t, runs, (Z, n_iter) = _timed(lambda: _plain_fista(Xt, Dt, alpha), 1, Xt.device)
     f = _objective(X, Z.numpy(), D, alpha)
     print(
-        f"  plain batched FISTA cpu float32       : {t:7.3f} s  ({n_iter} "
-        f"iterations for the batch)  objective {f:.8f}  rel. diff "
-        f"{(f - f_sk) / f_sk:+.1e}  speed-up vs sklearn {t_sk / t:5.2f}x"
+        f"  plain batched FISTA cpu float32 {torch.get_num_threads()} thr : "
+        f"{t:7.3f} s  ({n_iter} iterations for the batch)  objective {f:.8f}  "
+        f"rel. diff {(f - f_sk) / f_sk:+.1e}  speed-up vs sklearn {t_sk / t:5.2f}x"
     )
 
 
-def _scaling_case(n_components, batch_size, n_samples, n_features) -> dict:
-    from skdict import FISTACoder
+def _scaling_data(n_components, n_samples, n_features, path) -> None:
     from skdict.datasets import make_compositional
 
     data = make_compositional(
@@ -208,9 +225,17 @@ def _scaling_case(n_components, batch_size, n_samples, n_features) -> dict:
         sparse_codes=True,
         random_state=0,
     )
-    X = torch.from_numpy(np.vstack([data.X_train, data.X_val])).float()
-    D = torch.from_numpy(data.dictionary).float()
-    del data
+    X = np.vstack([data.X_train, data.X_val]).astype(np.float32)
+    np.savez(path, X=X, D=data.dictionary.astype(np.float32))
+
+
+def _scaling_case(path, batch_size, threads) -> dict:
+    """Code the saved data once; peak RSS is this process's own."""
+    from skdict import FISTACoder
+
+    torch.set_num_threads(threads)
+    with np.load(path) as arrays:
+        X, D = torch.from_numpy(arrays["X"]), torch.from_numpy(arrays["D"])
     coder = FISTACoder(D, alpha=0.1, positive=True, batch_size=batch_size)
     coder.fit(X[:8])
     before = _max_rss_mib()
@@ -220,8 +245,6 @@ def _scaling_case(n_components, batch_size, n_samples, n_features) -> dict:
         codes = coder.transform(X)
     seconds = time.perf_counter() - start
     return {
-        "n_components": n_components,
-        "batch_size": batch_size,
         "seconds": seconds,
         "rss_before_mib": before,
         "peak_rss_mib": _max_rss_mib(),
@@ -232,38 +255,45 @@ def _scaling_case(n_components, batch_size, n_samples, n_features) -> dict:
 
 def scaling(args) -> None:
     n_samples, n_features = 2000, 512
+    threads = int(args.threads.split(",")[-1])
     print(
         f"scaling: FISTACoder.transform, float32, {n_samples} samples, 10 active "
-        f"atoms, n_features={n_features}, alpha=0.1, positive codes; one fresh "
-        "process per row"
+        f"atoms, n_features={n_features}, alpha=0.1, positive codes, {threads} "
+        "torch thread(s); one fresh process per row (data generated beforehand, "
+        "so the peak is the coder's); working memory = peak - before"
     )
     print(
-        "  n_components  batch_size  time (s)  peak RSS (MiB)  RSS before "
-        "transform (MiB)  mean L0"
+        "  n_components  batch_size  time (s)  RSS before (MiB)  peak RSS (MiB)  "
+        "working (MiB)  mean L0"
     )
     configs = [(m, None) for m in (1024, 4096, 16384, 65536)]
-    configs += [(16384, 256)]
-    for n_components, batch_size in configs:
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                json.dumps([n_components, batch_size, n_samples, n_features]),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        r = json.loads(out.stdout)
-        auto = max(1, 2**24 // n_components)
-        shown = f"{batch_size}" if batch_size else f"auto={auto}"
-        print(
-            f"  {n_components:>12}  {shown:>10}  {r['seconds']:8.2f}  "
-            f"{r['peak_rss_mib']:14.0f}  {r['rss_before_mib']:26.0f}  "
-            f"{r['mean_l0']:7.2f}"
-            + (f"  ({r['warnings']} warnings)" if r["warnings"] else "")
-        )
+    configs += [(16384, 256), (65536, 64)]
+    with tempfile.TemporaryDirectory() as folder:
+        for n_components, batch_size in configs:
+            path = os.path.join(folder, f"data_{n_components}.npz")
+            if not os.path.exists(path):
+                _scaling_data(n_components, n_samples, n_features, path)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    json.dumps([path, batch_size, threads]),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            r = json.loads(out.stdout)
+            auto = max(1, 2**24 // n_components)
+            shown = f"{batch_size}" if batch_size else f"auto={auto}"
+            print(
+                f"  {n_components:>12}  {shown:>10}  {r['seconds']:8.2f}  "
+                f"{r['rss_before_mib']:16.0f}  {r['peak_rss_mib']:14.0f}  "
+                f"{r['peak_rss_mib'] - r['rss_before_mib']:13.0f}  "
+                f"{r['mean_l0']:7.2f}"
+                + (f"  ({r['warnings']} warnings)" if r["warnings"] else "")
+            )
 
 
 def main() -> None:
@@ -278,12 +308,13 @@ def main() -> None:
         help="also time a plain batched FISTA (Gram form, one stopping test)",
     )
     parser.add_argument(
-        "--threads", type=int, help="torch intra-op threads (default: torch's)"
+        "--threads",
+        default="1,2",
+        help="comma-separated torch intra-op thread counts to time FISTACoder "
+        "with on the CPU (the scaling study uses the last)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(_scaling_case(*json.loads(args.child))))
         return

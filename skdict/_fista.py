@@ -300,14 +300,22 @@ def _working_set_gap(gz, b, z, x_sq, alpha, positive):
 def _support_indices(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions of each row's non-zeros, padded to the largest support.
 
-    Returns ``idx`` ``(n, s)`` (distinct positions per row, the support first)
-    and ``valid`` ``(n, s)``, false on the padding.
+    Returns ``idx`` ``(n, s)``, each row's support positions (in order)
+    followed by positions of zeros, all distinct, and ``valid`` ``(n, s)``,
+    false on the padding. Built from cumulative sums: ``torch.topk`` costs
+    several times more on CPU.
     """
-    count = (z != 0).sum(dim=1)
-    s = int(count.max())
-    idx = torch.topk(z.abs(), s, dim=1).indices
-    valid = torch.arange(s, device=z.device) < count.unsqueeze(1)
-    return idx, valid
+    support = z != 0
+    count = support.sum(dim=1, keepdim=True)
+    s = int(count.max()) if z.numel() else 0
+    # Destination of every position: support first, in order, then the rest.
+    destination = torch.where(
+        support, support.cumsum(dim=1), count + (~support).cumsum(dim=1)
+    ).sub_(1)
+    positions = torch.arange(z.shape[1], device=z.device).expand_as(destination)
+    order = torch.empty_like(destination).scatter_(1, destination, positions)
+    idx = order[:, :s]
+    return idx, torch.arange(s, device=z.device) < count
 
 
 def _first_zero(z, direction, moving):
@@ -419,6 +427,10 @@ def _polish(
     pending = torch.arange(z.shape[0], device=z.device)
     # Each failed step removes one atom: a support of s atoms needs at most s.
     for _ in range(z.shape[1] if partial else 1):
+        # Rows sorted by support size: each size group is a contiguous slice.
+        size = ((z[pending] != 0).sum(dim=1) + 7) // 8 * 8
+        order = torch.argsort(size)
+        pending, size = pending[order], size[order]
         zp = z[pending]
         idx, valid = _support_indices(zp)
         current = zp.gather(1, idx)
@@ -428,14 +440,13 @@ def _polish(
         solution = torch.zeros_like(target, dtype=torch.float64)
         exact = torch.zeros(pending.numel(), dtype=torch.bool, device=z.device)
         moved = torch.zeros_like(exact)
-        size = (valid.sum(dim=1) + 3) // 4 * 4  # support sizes rounded up to 4
-        order = torch.argsort(size)
-        sizes, counts = torch.unique_consecutive(size[order], return_counts=True)
+        sizes, counts = torch.unique_consecutive(size, return_counts=True)
         start = 0
         for s, count in zip(sizes.tolist(), counts.tolist(), strict=True):
             s = min(s, idx.shape[1])
             chunk = max(1, _AUTO_BATCH_ELEMENTS // (s * s))
-            for part in torch.split(order[start : start + count], chunk):
+            for lo in range(start, start + count, chunk):
+                part = slice(lo, min(lo + chunk, start + count))
                 solution[part, :s], exact[part], moved[part] = _newton_on_support(
                     scaled_gram(pending[part], idx[part, :s]),
                     target[part, :s],

@@ -18,8 +18,15 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skdict import FISTACoder
-from skdict._fista import fista_encode, lipschitz_constant
+from skdict import FISTACoder, _fista
+from skdict._fista import (
+    _newton_on_support,
+    _support_indices,
+    _take_square,
+    _top_indices,
+    fista_encode,
+    lipschitz_constant,
+)
 
 from .conftest import cuda, lasso_objective, random_dictionary, sparse_codes
 
@@ -45,7 +52,9 @@ def brute_force_lasso(x, D, alpha, positive):
     for size in range(1, m + 1):
         for support in itertools.combinations(range(m), size):
             S = list(support)
-            signs_set = [(1.0,) * size] if positive else itertools.product((-1, 1), repeat=size)
+            signs_set = (
+                [(1.0,) * size] if positive else itertools.product((-1, 1), repeat=size)
+            )
             for signs in signs_set:
                 s = np.array(signs)
                 try:
@@ -72,8 +81,12 @@ def test_objective_matches_tight_sklearn_lasso(rng, positive, shape):
     )
     alpha = 0.05
     ours = fista_encode(
-        torch.from_numpy(X), torch.from_numpy(D), alpha=alpha, positive=positive,
-        tol=1e-9, max_iter=20_000,
+        torch.from_numpy(X),
+        torch.from_numpy(D),
+        alpha=alpha,
+        positive=positive,
+        tol=1e-9,
+        max_iter=20_000,
     )
     assert bool(ours.converged.all())
     reference = tight_lasso(X, D, alpha, positive)
@@ -108,8 +121,12 @@ def test_brute_force_on_tiny_problems(n_components, n_features, alpha, positive,
     D = random_dictionary(rng, n_components, n_features)
     X = rng.standard_normal((3, n_features))
     ours = fista_encode(
-        torch.from_numpy(X), torch.from_numpy(D), alpha=alpha, positive=positive,
-        tol=1e-12, max_iter=50_000,
+        torch.from_numpy(X),
+        torch.from_numpy(D),
+        alpha=alpha,
+        positive=positive,
+        tol=1e-12,
+        max_iter=50_000,
     ).codes.numpy()
     exact = np.array([brute_force_lasso(x, D, alpha, positive) for x in X])
     f_ours = lasso_objective(X, ours, D, alpha)
@@ -124,8 +141,10 @@ def test_batching_and_masking_do_not_change_codes(rng):
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
     batch = fista_encode(Xt, Dt, alpha=0.05, positive=True, tol=1e-12).codes
     alone = torch.cat(
-        [fista_encode(Xt[i : i + 1], Dt, alpha=0.05, positive=True, tol=1e-12).codes
-         for i in range(len(X))]
+        [
+            fista_encode(Xt[i : i + 1], Dt, alpha=0.05, positive=True, tol=1e-12).codes
+            for i in range(len(X))
+        ]
     )
     chunked = fista_encode(Xt, Dt, alpha=0.05, positive=True, tol=1e-12, batch_size=7)
     torch.testing.assert_close(batch, alone, atol=1e-7, rtol=0)
@@ -137,7 +156,9 @@ def test_samples_stop_at_their_own_tolerance(rng):
     D = random_dictionary(rng, 80, 20)
     X = sparse_codes(rng, 10, 80, 6) @ D
     X[0] = 0.0
-    result = fista_encode(torch.from_numpy(X), torch.from_numpy(D), alpha=0.01, tol=1e-10)
+    result = fista_encode(
+        torch.from_numpy(X), torch.from_numpy(D), alpha=0.01, tol=1e-10
+    )
     assert result.n_iter[0] == 0
     assert result.n_iter[1:].min() > 0
     assert bool(result.converged.all())
@@ -157,7 +178,9 @@ def test_both_precisions_reach_the_optimum(rng, dtype):
     D = random_dictionary(rng, 150, 30)
     X = sparse_codes(rng, 30, 150, 5) @ D
     result = fista_encode(
-        torch.from_numpy(X).to(dtype), torch.from_numpy(D).to(dtype), alpha=0.1,
+        torch.from_numpy(X).to(dtype),
+        torch.from_numpy(D).to(dtype),
+        alpha=0.1,
         positive=True,
     )
     assert result.codes.dtype == dtype and bool(result.converged.all())
@@ -184,16 +207,19 @@ def test_dense_solutions_use_all_atoms(rng):
     """Tiny alpha on a small dictionary: the support fills the space."""
     D = random_dictionary(rng, 70, 30)
     X = rng.standard_normal((10, 30))
-    ours = fista_encode(torch.from_numpy(X), torch.from_numpy(D), alpha=1e-3, tol=1e-10,
-                        max_iter=50_000)
+    ours = fista_encode(
+        torch.from_numpy(X), torch.from_numpy(D), alpha=1e-3, tol=1e-10, max_iter=50_000
+    )
     assert bool(ours.converged.all())
     assert (ours.codes != 0).sum(dim=1).min() > 20
     primal, gap = duality_gap(X, ours.codes.numpy(), D, 1e-3, False)
     assert np.all(gap <= 1e-9 * primal)
     # sklearn's coordinate descent stalls here; FISTA must do at least as well.
     ref = tight_lasso(X, D, 1e-3, False)
-    assert np.all(lasso_objective(X, ours.codes.numpy(), D, 1e-3)
-                  <= lasso_objective(X, ref, D, 1e-3) * (1 + 1e-9))
+    assert np.all(
+        lasso_objective(X, ours.codes.numpy(), D, 1e-3)
+        <= lasso_objective(X, ref, D, 1e-3) * (1 + 1e-9)
+    )
 
 
 def test_lipschitz_constant_is_the_squared_spectral_norm(rng):
@@ -201,6 +227,167 @@ def test_lipschitz_constant_is_the_squared_spectral_norm(rng):
     expected = torch.linalg.matrix_norm(D, ord=2).item() ** 2
     assert lipschitz_constant(D) == pytest.approx(expected, rel=1e-5)
     assert lipschitz_constant(D.T) == pytest.approx(expected, rel=1e-5)
+
+
+def test_top_indices_is_an_exact_top_k(rng):
+    """The block search returns what torch.topk returns, for any row length."""
+    for m in (1000, 1003, 48, 5):
+        scores = torch.from_numpy(rng.standard_normal((40, m)))
+        scores[:, ::7] = -torch.inf  # support atoms are masked like this
+        for k in (1, 3, min(16, m)):
+            got = _top_indices(scores.clone(), k)
+            expected = torch.topk(scores, k, dim=1).indices
+            torch.testing.assert_close(
+                scores.gather(1, got), scores.gather(1, expected), rtol=0, atol=0
+            )
+
+
+def test_take_square_matches_advanced_indexing(rng):
+    G = torch.from_numpy(rng.standard_normal((30, 30)))
+    idx = torch.from_numpy(rng.integers(0, 30, (7, 5)))
+    expected = G[idx.unsqueeze(2), idx.unsqueeze(1)]
+    torch.testing.assert_close(_take_square(G, idx), expected, rtol=0, atol=0)
+    stack = torch.from_numpy(rng.standard_normal((9, 6, 6)))
+    rows = torch.tensor([8, 0, 3])
+    idx = torch.from_numpy(rng.integers(0, 6, (3, 4)))
+    expected = torch.stack([stack[r][i][:, i] for r, i in zip(rows, idx, strict=True)])
+    got = _take_square(stack, idx, base=rows * 36)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_support_indices_put_the_support_first(rng):
+    z = torch.from_numpy(rng.standard_normal((30, 12)) * (rng.random((30, 12)) < 0.4))
+    z[0] = 0.0
+    idx, valid = _support_indices(z)
+    assert idx.shape[1] == int((z != 0).sum(dim=1).max())
+    for row, row_idx, row_valid in zip(z, idx, valid, strict=True):
+        assert set(row_idx[row_valid].tolist()) == set(
+            torch.nonzero(row).flatten().tolist()
+        )
+        assert len(set(row_idx.tolist())) == idx.shape[1]  # padding is distinct
+
+
+def face_objective(u, G, b, alpha):
+    """0.5 u G u - b.u + alpha |u|_1, the lasso in Gram form."""
+    return 0.5 * u @ G @ u - b @ u + alpha * np.abs(u).sum()
+
+
+def test_newton_step_solves_the_face(rng):
+    A = rng.standard_normal((4, 10))
+    G, b, alpha = A @ A.T, rng.standard_normal(4), 0.05
+    z = np.array([0.3, -0.2, 0.1, 0.4])
+    sign = np.sign(z)
+    exact = np.linalg.solve(G, b - alpha * sign)
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    solution, ok, moved = _newton_on_support(
+        torch.from_numpy(G)[None],
+        torch.from_numpy(b - alpha * sign)[None],
+        torch.from_numpy(z)[None],
+        valid,
+        partial=True,
+    )
+    if np.all(exact * sign > 0):
+        assert bool(ok) and not bool(moved)
+        np.testing.assert_allclose(solution[0].numpy(), exact, rtol=1e-10)
+    else:  # a sign flips: the step stops at the first zero and decreases
+        assert bool(moved) and int((solution[0] == 0).sum()) == 1
+        assert face_objective(solution[0].numpy(), G, b, alpha) <= face_objective(
+            z, G, b, alpha
+        )
+
+
+def test_newton_step_shrinks_singular_supports(rng):
+    """More atoms than dimensions: a move along a null vector of G_SS keeps the
+    residual, does not raise the objective and drops one atom."""
+    D = random_dictionary(rng, 6, 4)
+    x = rng.standard_normal(4)
+    z = rng.uniform(0.1, 1.0, 6)
+    G, b, alpha = D @ D.T, D @ x, 0.01
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    for partial, expect in ((False, False), (True, True)):
+        solution, ok, moved = _newton_on_support(
+            torch.from_numpy(G)[None],
+            torch.from_numpy(b - alpha)[None],
+            torch.from_numpy(z)[None],
+            valid,
+            partial=partial,
+        )
+        assert not bool(ok) and bool(moved) == expect
+    new = solution[0].numpy()
+    assert int((new == 0).sum()) == 1 and np.all(new >= 0)
+    np.testing.assert_allclose(new @ D, z @ D, atol=1e-10)
+    assert (
+        lasso_objective(x[None], new[None], D, alpha)
+        <= lasso_objective(x[None], z[None], D, alpha) + 1e-12
+    )
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_small_alpha_converges_without_warning(rng, positive):
+    """Tiny alpha on 50 atoms in 12 dimensions: supports fill the space and
+    the working-set solves stall until the active-set moves finish them.
+
+    (In float32 the relative gap of even the rounded optimum is about
+    eps * ||x|| / alpha, far above the float32 tolerance floor here.)
+    """
+    D = random_dictionary(rng, 50, 12)
+    X = sparse_codes(rng, 40, 50, 3) @ D
+    X[:10] = rng.standard_normal((10, 12))  # not exactly representable sparsely
+    result = fista_encode(
+        torch.from_numpy(X), torch.from_numpy(D), alpha=1e-4, positive=positive
+    )
+    assert bool(result.converged.all())
+    primal, gap = duality_gap(X, result.codes.numpy(), D, 1e-4, positive)
+    assert np.all(gap <= 1e-6 * primal)
+    assert int(result.n_iter.max()) < 400
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        FISTACoder(D, alpha=1e-4, positive=positive).fit(X)
+
+
+def test_many_batches_and_working_set_rounds(rng, monkeypatch):
+    """Several batches, several working-set rounds and sizes, with and without
+    the full Gram matrix: the codes are the tight lasso's."""
+    D = random_dictionary(rng, 400, 40)
+    X = sparse_codes(rng, 90, 400, 12) @ D + 0.01 * rng.standard_normal((90, 40))
+    Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
+    calls = []
+    solve = _fista._solve_working_sets
+
+    def counting(problem, rows, atoms, *args):
+        calls.append((rows.numel(), atoms.shape[1]))
+        return solve(problem, rows, atoms, *args)
+
+    monkeypatch.setattr(_fista, "_solve_working_sets", counting)
+    with_gram = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10, batch_size=40)
+    assert len(calls) >= 3 * 3  # three batches, several rounds each
+    assert len({width for _, width in calls}) >= 2
+    monkeypatch.setattr(_fista, "_MAX_GRAM_ELEMENTS", 0)
+    without = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10, batch_size=40)
+    assert bool(with_gram.converged.all()) and bool(without.converged.all())
+    torch.testing.assert_close(with_gram.codes, without.codes, atol=1e-7, rtol=0)
+    reference = tight_lasso(X, D, 0.05, False)
+    np.testing.assert_allclose(
+        lasso_objective(X, with_gram.codes.numpy(), D, 0.05),
+        lasso_objective(X, reference, D, 0.05),
+        rtol=1e-8,
+    )
+
+
+@pytest.mark.parametrize("n_components", [40, 70])  # Gram and residual forms
+def test_all_atoms_path_without_full_gram(rng, monkeypatch, n_components):
+    """Dense solutions are solved on all atoms; without the full Gram matrix the
+    Newton steps gather the atoms and the gradient uses the residual form."""
+    D = random_dictionary(rng, n_components, 30)
+    X = rng.standard_normal((8, 30))
+    Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
+    ours = fista_encode(Xt, Dt, alpha=1e-3, tol=1e-10)
+    monkeypatch.setattr(_fista, "_MAX_GRAM_ELEMENTS", 0)
+    no_gram = fista_encode(Xt, Dt, alpha=1e-3, tol=1e-10)
+    for result in (ours, no_gram):
+        assert bool(result.converged.all())
+        primal, gap = duality_gap(X, result.codes.numpy(), D, 1e-3, False)
+        assert np.all(gap <= 1e-9 * primal)
 
 
 # ----------------------------------------------------------------- FISTACoder
@@ -225,7 +412,8 @@ def test_output_follows_input(problem):
     codes_t = coder.transform(Xt)
     assert isinstance(codes_t, torch.Tensor) and codes_t.dtype == torch.float32
     np.testing.assert_allclose(
-        lasso_objective(X, codes_t.numpy(), D, 0.1), lasso_objective(X, codes, D, 0.1),
+        lasso_objective(X, codes_t.numpy(), D, 0.1),
+        lasso_objective(X, codes, D, 0.1),
         rtol=1e-5,
     )
     back = coder.inverse_transform(codes_t)
@@ -246,7 +434,9 @@ def test_reconstruction_and_score(problem):
     np.testing.assert_allclose(coder.inverse_transform(codes), X, atol=5e-3)
     expected = -np.mean((X - codes @ D) ** 2)
     assert coder.score(X) == pytest.approx(expected, rel=1e-6)
-    assert coder.get_feature_names_out().tolist() == [f"fistacoder{i}" for i in range(50)]
+    assert coder.get_feature_names_out().tolist() == [
+        f"fistacoder{i}" for i in range(50)
+    ]
 
 
 def test_estimator_providers(problem):
