@@ -78,22 +78,31 @@ __all__ = [
     "torch_generator",
 ]
 
-# Continuation (homotopy) on alpha: the first rounds code with a penalty
-# ``_HOMOTOPY_FACTOR`` times larger, decreasing geometrically to ``alpha``.
+# The first rounds explore: codes use a penalty decreasing geometrically from
+# ``_HOMOTOPY_FACTOR * alpha`` to ``alpha`` (a continuation, or homotopy).
 # Sparser codes early on make each atom's least-squares update an average over
 # the few samples that clearly use it, which pulls atoms apart faster than
 # codes spread over many half-right atoms.
 _HOMOTOPY_FACTOR = 10.0
-# Fraction of ``dict_max_iter`` (at most ``_MAX_HOMOTOPY_ROUNDS`` rounds) spent
-# on the continuation; atoms are also resampled during those rounds.
-_HOMOTOPY_FRACTION = 0.5
-_MAX_HOMOTOPY_ROUNDS = 15
-# During the continuation, every ``_RESAMPLE_EVERY`` rounds, of two atoms with
+# Exploration lasts ``_EXPLORE_FRACTION`` of ``dict_max_iter`` rounds, at most
+# ``_MAX_EXPLORE_ROUNDS``; the continuation takes ``_HOMOTOPY_SHARE`` of them.
+_EXPLORE_FRACTION = 0.5
+_MAX_EXPLORE_ROUNDS = 15
+_HOMOTOPY_SHARE = 1.0
+# While exploring, each least-squares dictionary is extrapolated along its
+# change, ``D + beta (D - D_previous)``: the atoms drift in consistent
+# directions from round to round, and the extrapolation covers that drift in
+# fewer rounds (momentum on the dictionary).
+_EXTRAPOLATION = 0.0
+# While exploring, every ``_RESAMPLE_EVERY`` rounds, of two atoms with
 # |cosine| above ``_MAX_COHERENCE`` the less used one is replaced by the
 # residual of a badly reconstructed sample (K-SVD's replacement rule, Aharon,
 # Elad & Bruckstein, 2006, Sec. IV-E).
 _MAX_COHERENCE = 0.7
 _RESAMPLE_EVERY = 3
+# Codes with fewer than this fraction of non-zeros enter products as sparse
+# tensors: below it, sparse products beat dense BLAS (measured on CPU).
+_SPARSE_DENSITY = 0.05
 # Codes of a learning round are solved to a relative duality gap of the
 # dictionary's last relative change, within [tol, _MAX_ROUND_TOL]: there is no
 # point in solving codes for a dictionary that is about to move more than that.
@@ -269,19 +278,26 @@ def _normalize_atoms(components: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return components / norms.clamp_min(tiny)[:, None], norms
 
 
+def _operand(codes: torch.Tensor) -> torch.Tensor:
+    """``codes`` as a sparse tensor when mostly zeros, where products cost O(nnz)."""
+    if int((codes != 0).sum()) < _SPARSE_DENSITY * codes.numel():
+        return codes.to_sparse()
+    return codes
+
+
 def _code_statistics(
     codes: torch.Tensor, X: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Z^T Z`` and ``Z^T X``, through a sparse ``Z`` (cost grows with nnz(Z))."""
-    transposed = codes.to_sparse().t()
-    return torch.sparse.mm(transposed, codes), torch.sparse.mm(transposed, X)
+    """``Z^T Z`` and ``Z^T X``."""
+    transposed = _operand(codes).t()
+    return transposed @ codes, transposed @ X
 
 
 def _sample_objective(
     X: torch.Tensor, codes: torch.Tensor, components: torch.Tensor, alpha: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``0.5 ||x - z D||^2 + alpha ||z||_1``, and the residuals."""
-    residual = X - torch.sparse.mm(codes.to_sparse(), components)
+    residual = X - _operand(codes) @ components
     objective = 0.5 * (residual * residual).sum(dim=1) + alpha * codes.abs().sum(dim=1)
     return objective, residual
 
@@ -326,7 +342,18 @@ def lstsq_dictionary(
     if used.numel():
         G, C = gram[used][:, used], cross[used]
         factor, info = torch.linalg.cholesky_ex(G)
-        if int(info) == 0:
+        # The squared ratio of the factor's extreme pivots estimates the
+        # reciprocal condition number; rounding can let Cholesky through on a
+        # singular matrix, whose solve is then noise.
+        pivots = factor.diagonal().abs()
+        well_posed = (
+            int(info) == 0
+            and float(
+                (pivots.min() / pivots.max().clamp_min(torch.finfo(G.dtype).tiny)) ** 2
+            )
+            > G.shape[0] * torch.finfo(G.dtype).eps
+        )
+        if well_posed:
             out[used] = torch.cholesky_solve(C, factor)
         else:
             out[used] = torch.linalg.pinv(G, hermitian=True) @ C
@@ -574,10 +601,11 @@ def learn_dictionary(
         generator = torch.Generator().manual_seed(0)
     if init is None:
         components = initial_dictionary(X, n_components, generator)
-        n_homotopy = min(_MAX_HOMOTOPY_ROUNDS, int(_HOMOTOPY_FRACTION * dict_max_iter))
+        n_explore = min(_MAX_EXPLORE_ROUNDS, int(_EXPLORE_FRACTION * dict_max_iter))
     else:
         components = _normalize_atoms(init.to(device=X.device, dtype=X.dtype))[0]
-        n_homotopy = 0
+        n_explore = 0
+    n_homotopy = max(1, round(_HOMOTOPY_SHARE * n_explore))
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # Per-sample objective (and residuals) of ``codes`` on ``components`` at
     # ``warm_alpha``: the warm start a round's coding must improve on.
@@ -587,10 +615,10 @@ def learn_dictionary(
     history: list[dict[str, float]] = []
     rounds = tqdm(range(dict_max_iter), disable=verbose <= 0, desc="DL-FISTA")
     for t in rounds:
-        exploring = t < n_homotopy
+        exploring = t < n_explore
         a = (
             alpha * _HOMOTOPY_FACTOR ** (1.0 - (t + 1) / n_homotopy)
-            if exploring
+            if t < n_homotopy and exploring
             else alpha
         )
         coded = _fista.fista_encode(
@@ -613,6 +641,15 @@ def learn_dictionary(
             objective[kept] = warm.objective[kept]
             residual[kept] = warm.residual[kept]
         step = _lstsq_step(X, new_codes, components, a, objective)
+        if exploring and _EXTRAPOLATION:
+            moved, norms = _normalize_atoms(
+                step.components + _EXTRAPOLATION * (step.components - components)
+            )
+            step = _Step(
+                moved,
+                step.codes * norms,
+                *_sample_objective(X, step.codes * norms, moved, a),
+            )
         new_components, codes = step.components, step.codes
         unused = (codes != 0).sum(dim=0) == 0
         n_unused = int(unused.sum())
@@ -736,6 +773,14 @@ def online_dictionary_update(
     A = beta * statistics["A"] + gram / eta
     B = beta * statistics["B"] + cross / eta
     updated = block_coordinate_update(components, A, B)
+    # Of two atoms closer than the coherence bound, the less used one restarts
+    # (its statistics forgotten) from a residual, as in learn_dictionary's
+    # exploration: in a stream, every batch is exploration.
+    coherent = _coherent_atoms(updated, A.diagonal()[None].sqrt())
+    if coherent.any():
+        A[coherent] = 0.0
+        A[:, coherent] = 0.0
+        B[coherent] = 0.0
     unused = A.diagonal() == 0
     n_unused = int(unused.sum())
     if n_unused:

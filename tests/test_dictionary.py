@@ -1,0 +1,370 @@
+"""Dictionary learning and OracleDictionary: closed forms, recovery, API."""
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.frozen import FrozenEstimator
+
+from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
+from skdict._dictionary import (
+    block_coordinate_update,
+    estimate_dictionary,
+    learn_dictionary,
+    lstsq_dictionary,
+)
+from skdict.datasets import make_compositional
+from skdict.metrics import dictionary_similarity, mcc_score
+
+from .conftest import cuda, lasso_objective, random_dictionary, sparse_codes
+
+
+@pytest.fixture(scope="module")
+def easy():
+    """n_latents=50, k=3: plenty of samples per atom."""
+    return make_compositional(n_latents=50, n_active=3, n_samples=4000, random_state=0)
+
+
+# --------------------------------------------------------------------------
+# Oracle
+
+
+@pytest.mark.parametrize("sparse_codes", [False, True])
+def test_oracle_least_squares_recovers_dictionary(sparse_codes):
+    data = make_compositional(
+        n_latents=40,
+        n_active=5,
+        n_samples=600,
+        sparse_codes=sparse_codes,
+        random_state=0,
+    )
+    oracle = OracleDictionary().fit(data.X_train, data.Z_train)
+    np.testing.assert_allclose(oracle.components_, data.dictionary, atol=1e-8)
+    np.testing.assert_array_equal(oracle.intercept_, 0.0)
+
+
+def test_oracle_estimate_matches_numpy_lstsq(rng):
+    # Noisy data: the estimate is the least-squares solution, not the truth.
+    Z = rng.uniform(size=(80, 6))
+    X = Z @ rng.standard_normal((6, 9)) + 0.1 * rng.standard_normal((80, 9))
+    expected = np.linalg.lstsq(Z, X, rcond=None)[0]
+    got = estimate_dictionary(torch.from_numpy(X), Z).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-10)
+    # Sparse codes densified chunk by chunk give the same statistics.
+    got_sparse = estimate_dictionary(torch.from_numpy(X), sp.csr_matrix(Z))
+    np.testing.assert_allclose(got_sparse.numpy(), expected, atol=1e-10)
+
+
+def test_oracle_torch_input_gives_tensors():
+    data = make_compositional(n_latents=20, n_active=3, n_samples=300, random_state=1)
+    X = torch.from_numpy(data.X_train).float()
+    oracle = OracleDictionary().fit(X, torch.from_numpy(data.Z_train).float())
+    assert isinstance(oracle.components_, torch.Tensor)
+    assert oracle.components_.dtype == torch.float32
+    codes = oracle.transform(X)
+    assert isinstance(codes, torch.Tensor) and codes.shape == (150, 20)
+
+
+def test_oracle_rejects_dictionary_of_wrong_width(rng):
+    X = rng.standard_normal((10, 6))
+    with pytest.raises(ValueError, match="dimension 5, but X has 6 features"):
+        OracleDictionary(random_dictionary(rng, 4, 5)).fit(X)
+
+
+def test_oracle_errors(rng):
+    X = rng.standard_normal((10, 6))
+    with pytest.raises(ValueError, match="requires y"):
+        OracleDictionary().fit(X)
+    with pytest.raises(ValueError, match="codes of the 10 samples"):
+        OracleDictionary().fit(X, rng.uniform(size=(9, 3)))
+    Z = rng.uniform(size=(10, 3))
+    Z[:, 1] = 0.0
+    with pytest.raises(ValueError, match=r"Latents \[1\] are zero"):
+        OracleDictionary().fit(X, Z)
+    oracle = OracleDictionary(random_dictionary(rng, 4, 6)).fit(X)
+    with pytest.raises(ValueError, match="4 atoms"):
+        oracle.inverse_transform(np.zeros((2, 3)))
+
+
+def test_oracle_with_given_dictionary_only_validates(rng):
+    D = random_dictionary(rng, 7, 5)
+    X = rng.standard_normal((12, 5))
+    oracle = OracleDictionary(D).fit(X)
+    np.testing.assert_array_equal(oracle.components_, D)
+    assert oracle.dictionary_ is None and oracle.n_features_in_ == 5
+    assert not hasattr(oracle, "n_iter_")
+
+
+def test_oracle_codes_are_fista_codes(rng):
+    # The same solver and settings as FISTACoder, so the same codes.
+    D = random_dictionary(rng, 30, 12)
+    X = sparse_codes(rng, 40, 30, 3) @ D
+    oracle = OracleDictionary(D, alpha=0.05, tol=1e-8).fit(X)
+    coder = FISTACoder(D, alpha=0.05, positive=True, tol=1e-8).fit(X)
+    np.testing.assert_allclose(oracle.transform(X), coder.transform(X), atol=1e-10)
+    codes = oracle.transform(X)
+    np.testing.assert_allclose(oracle.inverse_transform(codes), codes @ D)
+    assert (codes >= 0).all()
+    # Optimal codes: no better than the lasso objective of sklearn's references
+    # is tested in test_fista; here, FISTA beats the ground-truth codes.
+    assert (
+        lasso_objective(X, codes, D, 0.05).sum()
+        <= lasso_objective(
+            X, np.linalg.lstsq(D.T, X.T, rcond=None)[0].T.clip(0), D, 0.05
+        ).sum()
+    )
+
+
+def test_oracle_mcc_ood_on_compositional_benchmark():
+    data = make_compositional(n_latents=100, n_active=10, random_state=0)
+    for oracle in (
+        OracleDictionary(data.dictionary).fit(data.X_train),
+        OracleDictionary().fit(data.X_train, data.Z_train),
+    ):
+        codes = oracle.transform(data.X_ood)
+        assert mcc_score(data.Z_ood, codes, top_variance=True) >= 0.97
+
+
+def test_oracle_is_a_dictionary_provider(rng):
+    D = random_dictionary(rng, 16, 8)
+    X = sparse_codes(rng, 30, 16, 2) @ D
+    oracle = OracleDictionary(D).fit(X)
+    via_provider = FISTACoder(OracleDictionary(D), positive=True).fit(X)
+    np.testing.assert_array_equal(via_provider.components_, D)
+    np.testing.assert_allclose(via_provider.transform(X), oracle.transform(X))
+    frozen = FISTACoder(FrozenEstimator(oracle), positive=True).fit(X)
+    np.testing.assert_array_equal(frozen.components_, D)
+    sae = SparseAutoencoder(
+        decoder=OracleDictionary(D),
+        freeze_decoder=True,
+        max_epochs=2,
+        random_state=0,
+    ).fit(X)
+    np.testing.assert_allclose(sae.components_, D, atol=1e-12)
+
+
+def test_oracle_pickles_and_clones(rng):
+    data = make_compositional(n_latents=20, n_active=3, n_samples=200, random_state=0)
+    oracle = OracleDictionary().fit(data.X_train, data.Z_train)
+    again = pickle.loads(pickle.dumps(oracle))
+    np.testing.assert_array_equal(
+        again.transform(data.X_ood), oracle.transform(data.X_ood)
+    )
+    assert clone(oracle).get_params() == oracle.get_params()
+
+
+# --------------------------------------------------------------------------
+# Dictionary updates
+
+
+def test_lstsq_dictionary_matches_numpy_and_keeps_unused_atoms(rng):
+    Z = rng.uniform(size=(50, 5)) * (rng.uniform(size=(50, 5)) < 0.6)
+    Z[:, 3] = 0.0  # an atom no sample uses
+    X = rng.standard_normal((50, 7))
+    fallback = rng.standard_normal((5, 7))
+    D = lstsq_dictionary(
+        torch.from_numpy(Z.T @ Z), torch.from_numpy(Z.T @ X), torch.from_numpy(fallback)
+    ).numpy()
+    used = [0, 1, 2, 4]
+    expected = np.linalg.lstsq(Z[:, used], X, rcond=None)[0]
+    np.testing.assert_allclose(D[used], expected, atol=1e-10)
+    np.testing.assert_array_equal(D[3], fallback[3])
+
+
+def test_lstsq_dictionary_singular_gram_uses_pseudo_inverse(rng):
+    z = rng.uniform(size=(30, 1))
+    Z = np.hstack([z, z, rng.uniform(size=(30, 1))])  # two identical columns
+    X = rng.standard_normal((30, 4))
+    D = lstsq_dictionary(torch.from_numpy(Z.T @ Z), torch.from_numpy(Z.T @ X)).numpy()
+    expected = np.linalg.pinv(Z) @ X  # the minimum-norm least-squares solution
+    np.testing.assert_allclose(D, expected, atol=1e-8)
+
+
+def test_block_coordinate_update_solves_each_atom_on_the_sphere(rng):
+    D0 = random_dictionary(rng, 6, 5)
+    Z = rng.uniform(size=(40, 6)) * (rng.uniform(size=(40, 6)) < 0.5)
+    X = Z @ random_dictionary(rng, 6, 5) + 0.05 * rng.standard_normal((40, 5))
+    A, B = torch.from_numpy(Z.T @ Z), torch.from_numpy(Z.T @ X)
+    D1 = block_coordinate_update(torch.from_numpy(D0), A, B).numpy()
+    np.testing.assert_allclose(np.linalg.norm(D1, axis=1), 1.0)
+    # The sweep does not increase the reconstruction error of these codes ...
+    assert np.linalg.norm(X - Z @ D1) <= np.linalg.norm(X - Z @ D0) + 1e-12
+    # ... and the last atom is the exact minimiser over the unit sphere with the
+    # others fixed: better than any of many random unit vectors.
+    others = X - Z[:, :5] @ D1[:5]
+    candidates = rng.standard_normal((2000, 5))
+    candidates /= np.linalg.norm(candidates, axis=1, keepdims=True)
+    errors = ((others[None] - Z[None, :, 5:] * candidates[:, None]) ** 2).sum(
+        axis=(1, 2)
+    )
+    best = ((others - np.outer(Z[:, 5], D1[5])) ** 2).sum()
+    assert best <= errors.min() + 1e-12
+
+
+# --------------------------------------------------------------------------
+# Learning
+
+
+def test_objective_decreases_every_least_squares_round(rng):
+    D = random_dictionary(rng, 20, 10)
+    X = torch.from_numpy(sparse_codes(rng, 300, 20, 3) @ D)
+    init = torch.from_numpy(random_dictionary(rng, 20, 10))
+    result = learn_dictionary(
+        X, 20, alpha=0.05, positive=True, init=init, dict_max_iter=25, tol=1e-12
+    )
+    objective = np.array([h["objective"] for h in result.history])
+    assert len(objective) == 25
+    assert np.all(np.diff(objective) <= 1e-12 * objective[:-1])
+    assert objective[-1] < 0.75 * objective[0]
+    # The recorded objective is F at the round's codes, recomputed here for the
+    # returned (last) codes and atoms -- which cannot be above the last record.
+    final = lasso_objective(X, result.codes, result.components, 0.05).mean()
+    assert final <= objective[-1] + 1e-12
+
+
+def test_objective_decreases_after_exploration(easy):
+    coder = FISTACoder(
+        n_components=50, positive=True, dict_max_iter=30, tol=1e-12, random_state=0
+    ).fit(easy.X_train)
+    history = coder.history_
+    assert coder.n_iter_ == len(history) == 30
+    settled = [
+        h["objective"]
+        for h in history
+        if h["alpha"] == coder.alpha and not h["n_resampled"]
+    ]
+    assert len(settled) >= 10
+    assert np.all(np.diff(settled) <= 1e-12 * np.abs(settled[:-1]))
+
+
+def test_learns_easy_dictionary(easy):
+    coder = FISTACoder(
+        n_components=50, positive=True, dict_max_iter=40, tol=1e-4, random_state=0
+    ).fit(easy.X_train)
+    assert dictionary_similarity(easy.dictionary, coder) >= 0.95
+    np.testing.assert_allclose(np.linalg.norm(coder.components_, axis=1), 1.0)
+    np.testing.assert_array_equal(coder.intercept_, 0.0)
+    codes = coder.transform(easy.X_ood)
+    assert mcc_score(easy.Z_ood, codes, top_variance=True) >= 0.9
+    np.testing.assert_allclose(
+        coder.fit_transform(easy.X_train), coder.transform(easy.X_train)
+    )
+
+
+def test_partial_fit_reaches_fit_quality(easy):
+    fitted = FISTACoder(
+        n_components=50, positive=True, dict_max_iter=40, tol=1e-4, random_state=0
+    ).fit(easy.X_train)
+    online = FISTACoder(n_components=50, positive=True, tol=1e-4, random_state=0)
+    X = easy.X_train
+    for _ in range(6):
+        for start in range(0, X.shape[0], 100):
+            online.partial_fit(X[start : start + 100])
+    assert online.n_iter_ == len(online.history_) == 6 * 20
+    assert {"objective", "dictionary_change", "n_unused"} <= set(online.history_[0])
+    # Stated tolerance: within 0.03 of the batch learner's similarity.
+    assert dictionary_similarity(easy.dictionary, online) >= (
+        dictionary_similarity(easy.dictionary, fitted) - 0.03
+    )
+
+
+def test_unused_atoms_are_reinitialised(rng):
+    # Data in the span of the first 4 coordinates; one starting atom points
+    # away from every sample, so no non-negative code uses it.
+    D = np.zeros((4, 6))
+    D[:, :4] = random_dictionary(rng, 4, 4)
+    X = sparse_codes(rng, 200, 4, 2) @ D
+    init = np.vstack([D[:3], -X.mean(axis=0) / np.linalg.norm(X.mean(axis=0))])
+    coder = FISTACoder(
+        n_components=4, positive=True, init=init, dict_max_iter=10, random_state=0
+    ).fit(X)
+    assert coder.history_[0]["n_unused"] >= 1
+    # The replacement came from a residual, inside the data's span.
+    np.testing.assert_allclose(coder.components_[:, 4:], 0.0, atol=1e-10)
+    assert dictionary_similarity(D, coder) > 0.99
+
+
+def test_init_dictionary_and_provider(easy):
+    X = easy.X_train
+    truth = OracleDictionary().fit(X, easy.Z_train)
+    for init in (
+        easy.dictionary,
+        FrozenEstimator(truth),
+        OracleDictionary(easy.dictionary),
+    ):
+        coder = FISTACoder(
+            positive=True, init=init, dict_max_iter=20, tol=1e-3, random_state=0
+        ).fit(X, easy.Z_train)
+        assert coder.components_.shape == (50, X.shape[1])
+        assert dictionary_similarity(easy.dictionary, coder) > 0.98
+        # Started at the optimum's doorstep, learning stops early on tol.
+        assert len(coder.history_) < 20
+    assert coder.init_ is not None
+    with pytest.raises(ValueError, match="init has 50 atoms but n_components=10"):
+        FISTACoder(n_components=10, init=easy.dictionary).fit(X)
+
+
+def test_dict_max_iter_zero_keeps_the_start(easy):
+    coder = FISTACoder(init=easy.dictionary, dict_max_iter=0).fit(easy.X_train)
+    np.testing.assert_allclose(coder.components_, easy.dictionary)
+    assert coder.history_ == [] and coder.n_iter_ == 0
+
+
+def test_learning_is_reproducible_and_n_components_defaults(rng):
+    X = sparse_codes(rng, 120, 8, 2) @ random_dictionary(rng, 8, 6)
+    a = FISTACoder(n_components=8, positive=True, dict_max_iter=5, random_state=3).fit(
+        X
+    )
+    b = FISTACoder(n_components=8, positive=True, dict_max_iter=5, random_state=3).fit(
+        X
+    )
+    np.testing.assert_array_equal(a.components_, b.components_)
+    assert FISTACoder(dict_max_iter=2).fit(X).components_.shape == (6, 6)
+
+
+def test_learning_on_torch_tensors(rng):
+    X = torch.from_numpy(sparse_codes(rng, 150, 10, 2) @ random_dictionary(rng, 10, 7))
+    coder = FISTACoder(n_components=10, positive=True, dict_max_iter=5).fit(X.float())
+    assert isinstance(coder.components_, torch.Tensor)
+    assert coder.components_.dtype == torch.float32
+    codes = coder.transform(X.float())
+    assert isinstance(codes, torch.Tensor) and codes.shape == (150, 10)
+
+
+def test_partial_fit_with_given_dictionary_only_resolves(rng):
+    D = random_dictionary(rng, 5, 4)
+    coder = FISTACoder(D)
+    coder.partial_fit(rng.standard_normal((6, 4)))
+    coder.partial_fit(rng.standard_normal((6, 4)))
+    np.testing.assert_array_equal(coder.components_, D)
+    with pytest.raises(ValueError, match="features"):
+        coder.partial_fit(rng.standard_normal((6, 3)))
+    pca = FISTACoder(PCA(n_components=2)).partial_fit(rng.standard_normal((6, 4)))
+    assert pca.components_.shape == (2, 4)
+
+
+def test_partial_fit_pickles_mid_stream(rng):
+    X = sparse_codes(rng, 200, 10, 2) @ random_dictionary(rng, 10, 7)
+    coder = FISTACoder(n_components=10, positive=True, random_state=0)
+    coder.partial_fit(X[:100])
+    resumed = pickle.loads(pickle.dumps(coder)).partial_fit(X[100:])
+    coder.partial_fit(X[100:])
+    np.testing.assert_array_equal(resumed.components_, coder.components_)
+
+
+@cuda
+def test_learning_on_gpu(easy):
+    X = torch.from_numpy(easy.X_train).cuda()
+    coder = FISTACoder(
+        n_components=50, positive=True, dict_max_iter=40, tol=1e-4, random_state=0
+    ).fit(X)
+    assert coder.components_.device.type == "cuda"
+    assert dictionary_similarity(easy.dictionary, coder.components_.cpu()) >= 0.95
+    online = FISTACoder(n_components=50, positive=True, random_state=0)
+    for start in range(0, X.shape[0], 500):
+        online.partial_fit(X[start : start + 500])
+    assert online.components_.device.type == "cuda"
