@@ -100,15 +100,15 @@ TABLE_COLUMNS = {
 def _concept_atoms(ctx: MethodContext) -> Any:
     """Return the least-squares concept directions of the training phrases.
 
-    Every phrase names one colour and one object, so the indicator columns of
-    each family sum to one and least squares alone does not fix how the
-    activations' mean splits between colour and object atoms;
-    :class:`~skdict.OracleDictionary` returns the minimum-norm split. The
-    atoms are then rescaled to unit norm, as every other dictionary here and
-    in the paper, which puts every concept at the same L1 price: the colour
+    The atoms are rescaled to unit norm, as every other dictionary here and in
+    the paper, which puts every concept at the same L1 price: the colour
     directions are about a third as long as the object ones, and at the
     paper's ``alpha`` FISTA would otherwise never find a colour worth its
-    cost.
+    cost. Every phrase names one colour and one object, so the indicator
+    columns of each family sum to one and least squares alone does not fix
+    how the activations' mean splits between colour and object atoms; the
+    minimum-norm split gives each family half (``benchmarks/RESULTS.md`` shows
+    how much the split matters).
     """
     data = ctx.data
     atoms = OracleDictionary().fit(data.X_train, data.Z_train).components_
