@@ -107,8 +107,8 @@ def _concept_atoms(ctx: MethodContext) -> Any:
     cost. Every phrase names one colour and one object, so the indicator
     columns of each family sum to one and least squares alone does not fix
     how the activations' mean splits between colour and object atoms; the
-    minimum-norm split gives each family half (``benchmarks/RESULTS.md`` shows
-    how much the split matters).
+    minimum-norm split gives each family half, with as many colours as
+    objects (``benchmarks/RESULTS.md`` shows how much the split matters).
     """
     data = ctx.data
     atoms = OracleDictionary().fit(data.X_train, data.Z_train).components_
@@ -452,14 +452,14 @@ def compare_real(
     >>> oracle["object_acc_ood"], probe["both_fire_ood"]  # the probe has no features
     (1.0, None)
     """
-    if data is None:
-        data = load_phrase_activations(random_state=random_state, device=device)
-    check_data(data, _PHRASE_FIELDS, "skdict.datasets.load_phrase_activations")
-    chosen = resolve_methods(methods, REAL_METHODS)
     if not isinstance(random_state, (int, np.integer)):
         raise TypeError(
             f"random_state must be an int; got {type(random_state).__name__}."
         )
+    chosen = resolve_methods(methods, REAL_METHODS)
+    if data is None:
+        data = load_phrase_activations(random_state=random_state, device=device)
+    check_data(data, _PHRASE_FIELDS, "skdict.datasets.load_phrase_activations")
     if normalize:
         # One scalar for all splits keeps every direction, hence every probe
         # and feature match, and gives the penalties the scale they were set
