@@ -44,6 +44,11 @@ def _save(path: Path, records: list[dict[str, Any]]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
         json.dump(records, handle, indent=1)
+    # mkstemp creates the file readable by its owner only; give results the
+    # permissions of any file the user creates.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
 
 
