@@ -11,23 +11,28 @@ gradient-based adaptive restart (O'Donoghue & Candès, 2015) inside a per-sample
 working-set loop (as in Celer, Massias et al., 2018):
 
 1. each sample keeps a small working set ``W`` of atoms: its current support plus
-   the atoms whose optimality conditions are most violated. Its size is twice
-   the support, rounded up to a power of two (at least 16), chosen per sample:
-   samples are grouped by working-set size, so one sample with a large support
-   does not make every other sample pay for it;
+   the atoms whose optimality conditions are most violated (at least 8 of them;
+   16 atoms to start with, chosen by correlation). Sizes are chosen per sample
+   and samples are grouped by size, so one sample with a large support does
+   not make every other sample pay for it;
 2. FISTA solves the lasso restricted to ``W`` using the ``|W| x |W|`` Gram matrix
    of those atoms (gathered from the full Gram matrix when it fits in memory),
-   with the step ``1 / L_W`` from the Gershgorin bound on that Gram matrix. Each
-   sample stops at its own working-set duality gap, loosened in early rounds to
-   a fraction of the full gap (Celer's inner tolerance): a rough solution
-   already exposes the atoms the working set lacks;
-3. every few iterations, a sample whose support has not changed since the last
-   check takes an exact Newton step on that support (a Cholesky solve of
+   with the step ``1 / L_W`` from the Gershgorin bound on that Gram matrix,
+   written as one batched product per iteration with the iteration matrix
+   ``I - G_W / L_W``. Each sample stops at its own working-set duality gap;
+3. every few iterations, a sample whose support has not changed over the last
+   iteration takes an exact Newton step on that support (a Cholesky solve of
    ``G_SS z_S = b_S - alpha sign(z_S)``), which ends most samples as soon as
-   FISTA has identified their support;
+   FISTA has identified their support. Samples still running after 20
+   iterations (ill-conditioned or degenerate ones, typically with a small
+   ``alpha``) also shrink supports on which the Newton step fails --
+   up to the first zero crossing, or along a null vector of ``G_SS`` when the
+   support has more atoms than dimensions -- and try again: an active-set
+   method that FISTA feeds with new atoms;
 4. the duality gap of the *full* problem certifies each sample; samples whose
    gap is below ``tol * P(z)`` leave the batch (they stop costing compute), the
-   others build a new working set and go back to step 2.
+   others build a new working set from the correlations of their residual and
+   go back to step 2.
 
 The duality gap uses the dual point ``theta = s r`` with ``r = x - zD`` the
 residual and ``s = min(1, alpha / max_j r.d_j)`` (``max_j |r.d_j|`` without the
@@ -36,10 +41,13 @@ suboptimality of every returned code. The residual of a sparse code is a sum
 of a few atoms (an ``embedding_bag``), so a certificate costs one dense product
 ``r D^T``.
 
-Samples whose support fills their working set (dense solutions, e.g. small
-``alpha`` on a small dictionary) are solved on all atoms directly, with the
-gradient in whichever of the Gram form ``z G - c`` (``G = D D^T``) and the
-residual form ``-(x - zD) D^T`` is cheaper, and with the same Newton steps.
+Samples whose working set would cover half of the atoms (dense solutions,
+e.g. a small ``alpha`` on a small dictionary) are solved on all atoms directly,
+with the gradient in whichever of the Gram form ``z G - c`` (``G = D D^T``) and
+the residual form ``-(x - zD) D^T`` is cheaper, and with the same Newton and
+active-set steps. No ``(n_components, n_components)`` matrix is formed beyond
+``_MAX_GRAM_ELEMENTS`` entries, and every array of a batch holds
+``O(batch_size * n_components)`` entries.
 """
 
 from __future__ import annotations
@@ -204,9 +212,10 @@ def _extrapolate(
     """FISTA's extrapolated point, with gradient-based restart, per row.
 
     ``y = z_new + (k - 1) / (k + 2) (z_new - z_prev)`` where ``k`` counts the
-    steps since the row's last restart: the momentum of Chambolle & Dossal
-    (2015, "On the convergence of the iterates of FISTA", a = 3), as fast as
-    Beck & Teboulle's ``t_k`` sequence and cheaper. The momentum is dropped
+    steps since the row's last restart: Beck & Teboulle's momentum with
+    ``t_k = (k + 1) / 2`` in closed form (Chambolle & Dossal, 2015, "On the
+    convergence of the iterates of FISTA", with a = 2), fewer operations than
+    the square-root recursion. The momentum is dropped
     where it points uphill, ``(y - z_new) . (z_new - z_prev) > 0``
     (O'Donoghue & Candès, 2015, "Adaptive restart for accelerated gradient
     schemes", eq. 12). Returns the new ``y`` and ``k``.
@@ -493,11 +502,12 @@ def _fista_working_set(
     """FISTA with restart on per-sample problems ``0.5 zGz - b.z + alpha |z|_1``.
 
     ``gram`` is ``(n, w, w)`` (overwritten). Every ``_CHECK_EVERY``
-    iterations, a sample whose support has not changed since the last check
-    takes the exact Newton step on its support (:func:`_newton_on_support`),
-    which typically ends it at once; then each sample's working-set gap is
-    checked. A sample stops when its gap is at most ``tol * P`` or at its
-    own iteration budget ``max_iter``. Returns the codes and the
+    iterations, a sample whose support has not changed over the last
+    iteration takes the exact Newton step on its support (:func:`_polish`),
+    which typically ends it at once; after ``_STALLED`` iterations every
+    sample tries, with the active-set moves. Then each sample's working-set
+    gap is checked. A sample stops when its gap is at most ``tol * P`` or at
+    its own iteration budget ``max_iter``. Returns the codes and the
     iterations spent per sample.
     """
     n, w = z.shape
