@@ -78,22 +78,25 @@ __all__ = [
     "torch_generator",
 ]
 
-# The first rounds explore: codes use a penalty decreasing geometrically from
-# ``_HOMOTOPY_FACTOR * alpha`` to ``alpha`` (a continuation, or homotopy).
-# Sparser codes early on make each atom's least-squares update an average over
-# the few samples that clearly use it, which pulls atoms apart faster than
-# codes spread over many half-right atoms.
+# The first rounds explore. Their codes use a penalty decreasing geometrically
+# from ``_HOMOTOPY_FACTOR * alpha`` to ``alpha`` over at most
+# ``_MAX_HOMOTOPY_ROUNDS`` rounds (a continuation, or homotopy): sparser codes
+# early on make each atom's least-squares update an average over the few
+# samples that clearly use it, which pulls atoms apart faster than codes spread
+# over many half-right atoms.
 _HOMOTOPY_FACTOR = 10.0
-# Exploration lasts ``_EXPLORE_FRACTION`` of ``dict_max_iter`` rounds, at most
-# ``_MAX_EXPLORE_ROUNDS``; the continuation takes ``_HOMOTOPY_SHARE`` of them.
-_EXPLORE_FRACTION = 0.5
-_MAX_EXPLORE_ROUNDS = 15
-_HOMOTOPY_SHARE = 1.0
+_MAX_HOMOTOPY_ROUNDS = 15
+# Exploration lasts ``_EXPLORE_FRACTION`` of ``dict_max_iter`` rounds; the
+# remaining rounds refine with the plain (monotone) least-squares update.
+_EXPLORE_FRACTION = 0.75
 # While exploring, each least-squares dictionary is extrapolated along its
-# change, ``D + beta (D - D_previous)``: the atoms drift in consistent
-# directions from round to round, and the extrapolation covers that drift in
-# fewer rounds (momentum on the dictionary).
-_EXTRAPOLATION = 0.0
+# change, ``D + beta (D - D_previous)`` with ``beta = _EXTRAPOLATION``: atoms
+# drift in consistent directions from round to round and the extrapolation
+# covers that drift in fewer rounds (momentum on the dictionary). On the
+# compositional benchmark it raised the similarity reached in a fixed number of
+# rounds (n_latents=100, 30 rounds: 0.93 without, 0.98 with beta=1; beta=2
+# overshoots).
+_EXTRAPOLATION = 1.0
 # While exploring, every ``_RESAMPLE_EVERY`` rounds, of two atoms with
 # |cosine| above ``_MAX_COHERENCE`` the less used one is replaced by the
 # residual of a badly reconstructed sample (K-SVD's replacement rule, Aharon,
@@ -516,7 +519,7 @@ def learn_dictionary(
     alpha: float = 0.1,
     positive: bool = False,
     init: torch.Tensor | None = None,
-    dict_max_iter: int = 100,
+    dict_max_iter: int = 50,
     tol: float = 1e-6,
     max_iter: int = 1000,
     batch_size: int | None = None,
@@ -538,13 +541,14 @@ def learn_dictionary(
     3. re-initialises atoms that no sample uses with the residuals of the
        worst-reconstructed samples.
 
-    The first rounds (half of ``dict_max_iter``, at most 15) are a
-    continuation: ``alpha`` decreases geometrically from ``10 * alpha`` and,
-    every third round, of two atoms with |cosine| above 0.7 the less used is
-    resampled as in step 3. From then on ``alpha`` is fixed and every round
-    decreases ``F(Z, D)``; learning stops once the relative change
-    ``||D_new - D||_F / ||D||_F`` is at most ``tol``, or after
-    ``dict_max_iter`` rounds.
+    The first three quarters of the rounds explore: ``alpha`` decreases
+    geometrically from ``10 * alpha`` over at most 15 of them (a continuation),
+    each new dictionary is extrapolated along its change, ``D + (D -
+    D_previous)``, and every third round, of two atoms with |cosine| above 0.7
+    the less used is resampled as in step 3. The last quarter refines: ``alpha``
+    is fixed and every round decreases ``F(Z, D)``; learning stops once the
+    relative change ``||D_new - D||_F / ||D||_F`` is at most ``tol``, or
+    after ``dict_max_iter`` rounds. A given ``init`` skips the exploration.
 
     Parameters
     ----------
@@ -558,9 +562,9 @@ def learn_dictionary(
         Constrain the codes to be non-negative.
     init : torch.Tensor of shape (n_components, n_features), default=None
         Initial atoms (normalised here); None draws them from the data
-        (:func:`initial_dictionary`). Given atoms skip the continuation: they
+        (:func:`initial_dictionary`). Given atoms skip the exploration: they
         are taken to be close already.
-    dict_max_iter : int, default=100
+    dict_max_iter : int, default=50
         Maximum number of rounds.
     tol : float, default=1e-6
         Stop when the relative change of the dictionary is at most ``tol``;
@@ -579,7 +583,8 @@ def learn_dictionary(
     DictionaryLearningResult
         The atoms, the last codes and one history record per round with keys
         ``alpha``, ``objective`` (mean of ``0.5 ||x - zD||^2 + alpha ||z||_1``
-        over the samples, after the round's coding), ``dictionary_change``,
+        over the samples, after the round's coding), ``exploring`` (whether
+        the round explored, see above), ``dictionary_change``,
         ``n_unused`` (atoms no sample used, re-initialised), ``n_resampled``
         (coherent atoms replaced), ``coding_tol`` and ``fista_iter`` (mean
         FISTA iterations per sample).
@@ -601,11 +606,11 @@ def learn_dictionary(
         generator = torch.Generator().manual_seed(0)
     if init is None:
         components = initial_dictionary(X, n_components, generator)
-        n_explore = min(_MAX_EXPLORE_ROUNDS, int(_EXPLORE_FRACTION * dict_max_iter))
+        n_explore = int(_EXPLORE_FRACTION * dict_max_iter)
     else:
         components = _normalize_atoms(init.to(device=X.device, dtype=X.dtype))[0]
         n_explore = 0
-    n_homotopy = max(1, round(_HOMOTOPY_SHARE * n_explore))
+    n_homotopy = max(1, min(_MAX_HOMOTOPY_ROUNDS, n_explore))
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # Per-sample objective (and residuals) of ``codes`` on ``components`` at
     # ``warm_alpha``: the warm start a round's coding must improve on.
@@ -679,6 +684,7 @@ def learn_dictionary(
         history.append(
             {
                 "alpha": a,
+                "exploring": exploring,
                 "objective": float(objective.mean()),
                 "dictionary_change": change,
                 "n_unused": n_unused,
@@ -718,8 +724,9 @@ def online_dictionary_update(
     with ``eta`` the batch size and ``beta`` the down-weighting of early
     (worse-coded) batches of their Sec. 3.4.3, and one sweep of
     :func:`block_coordinate_update` refreshes the atoms. Atoms no sample has
-    used yet are re-initialised with the residuals of the batch's
-    worst-reconstructed samples.
+    used yet, and the less used of two atoms with |cosine| above 0.7 (whose
+    statistics are then forgotten), are re-initialised with the residuals of
+    the batch's worst-reconstructed samples.
 
     Parameters
     ----------

@@ -228,15 +228,11 @@ def test_objective_decreases_every_least_squares_round(rng):
 
 def test_objective_decreases_after_exploration(easy):
     coder = FISTACoder(
-        n_components=50, positive=True, dict_max_iter=30, tol=1e-12, random_state=0
+        n_components=50, positive=True, dict_max_iter=40, tol=1e-12, random_state=0
     ).fit(easy.X_train)
     history = coder.history_
-    assert coder.n_iter_ == len(history) == 30
-    settled = [
-        h["objective"]
-        for h in history
-        if h["alpha"] == coder.alpha and not h["n_resampled"]
-    ]
+    assert coder.n_iter_ == len(history) == 40
+    settled = [h["objective"] for h in history if not h["exploring"]]
     assert len(settled) >= 10
     assert np.all(np.diff(settled) <= 1e-12 * np.abs(settled[:-1]))
 
