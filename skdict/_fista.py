@@ -1086,7 +1086,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         Where to compute. ``"auto"`` uses a tensor input's own device, else
         CUDA when available, else the CPU. Outputs always come back in the
         input's array type, device and dtype.
-    dict_max_iter : int, default=100
+    dict_max_iter : int, default=50
         Maximum number of dictionary-learning rounds when ``dictionary`` is None.
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
@@ -1115,7 +1115,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` after the round's coding),
         ``dictionary_change`` (relative Frobenius change of the atoms) and
         ``n_unused`` (atoms no sample used, re-initialised); :meth:`fit` also
-        records ``alpha``, ``n_resampled``, ``coding_tol`` and ``fista_iter``
+        records ``alpha``, ``exploring``, ``n_resampled``, ``coding_tol`` and
+        ``fista_iter``
         (see :func:`skdict._dictionary.learn_dictionary`).
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
@@ -1171,7 +1172,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         init=None,
         batch_size=None,
         device="auto",
-        dict_max_iter=100,
+        dict_max_iter=50,
         random_state=None,
         verbose=0,
     ):
