@@ -484,32 +484,39 @@ def _lstsq_step(
     codes: torch.Tensor,
     components: torch.Tensor,
     alpha: float,
-    objective: torch.Tensor,
+    objective: torch.Tensor | None,
+    extrapolation: float = 0.0,
 ) -> _Step:
     """Apply the least-squares dictionary update, safeguarded to never increase F.
 
     Normalising the least-squares atoms either keeps their reconstruction
     (codes rescaled by the atoms' norms, which changes the L1 term) or keeps
-    the codes (which changes the reconstruction); the better of the two is
-    taken. Should both increase ``F`` -- the least-squares atoms are optimal
-    only without the unit-norm constraint -- one sweep of
-    :func:`block_coordinate_update` is used instead, which cannot.
+    the codes (which changes the reconstruction); the first that does not
+    increase ``F`` beyond ``objective`` (per-sample values at ``codes,
+    components``) is taken. Should both increase it -- the least-squares atoms
+    are optimal only without the unit-norm constraint -- one sweep of
+    :func:`block_coordinate_update` is used instead, which cannot. With
+    ``objective=None`` (exploration) there is no safeguard: the rescaled
+    least-squares atoms are moved on by ``extrapolation`` times their change.
     """
     gram, cross = _code_statistics(codes, X)
     atoms, norms = _normalize_atoms(lstsq_dictionary(gram, cross, components))
     unusable = norms == 0
     atoms[unusable], norms[unusable] = components[unusable], 1.0
-    candidates = [(atoms, codes * norms), (atoms, codes)]
-    best = None
-    for D, Z in candidates:
-        f, R = _sample_objective(X, Z, D, alpha)
-        if best is None or f.sum() < best.objective.sum():
-            best = _Step(D, Z, f, R)
-    if best.objective.sum() > objective.sum():
-        D = block_coordinate_update(components, gram, cross)
-        f, R = _sample_objective(X, codes, D, alpha)
-        best = _Step(D, codes, f, R)
-    return best
+    if objective is None:
+        if extrapolation:
+            atoms, moved = _normalize_atoms(
+                atoms + extrapolation * (atoms - components)
+            )
+            norms = norms * moved
+        codes = codes * norms
+        return _Step(atoms, codes, *_sample_objective(X, codes, atoms, alpha))
+    for Z in (codes * norms, codes):
+        f, R = _sample_objective(X, Z, atoms, alpha)
+        if f.sum() <= objective.sum():
+            return _Step(atoms, Z, f, R)
+    D = block_coordinate_update(components, gram, cross)
+    return _Step(D, codes, *_sample_objective(X, codes, D, alpha))
 
 
 def learn_dictionary(
@@ -645,16 +652,14 @@ def learn_dictionary(
             new_codes[kept] = codes[kept]
             objective[kept] = warm.objective[kept]
             residual[kept] = warm.residual[kept]
-        step = _lstsq_step(X, new_codes, components, a, objective)
-        if exploring and _EXTRAPOLATION:
-            moved, norms = _normalize_atoms(
-                step.components + _EXTRAPOLATION * (step.components - components)
-            )
-            step = _Step(
-                moved,
-                step.codes * norms,
-                *_sample_objective(X, step.codes * norms, moved, a),
-            )
+        step = _lstsq_step(
+            X,
+            new_codes,
+            components,
+            a,
+            None if exploring else objective,
+            _EXTRAPOLATION,
+        )
         new_components, codes = step.components, step.codes
         unused = (codes != 0).sum(dim=0) == 0
         n_unused = int(unused.sum())
