@@ -98,12 +98,17 @@ _MAX_GRAM_ELEMENTS = 2**24
 # factorisations on CPU cost about 1 us per matrix up to 16 x 16 and several
 # times more beyond, and the paper's task has about 10 active atoms per
 # sample, so these small sets are both cheap and usually enough.
-_WORKING_SET_STEP = 8
+_WORKING_SET_STEP = 4
+_GROWTH = 2
 # FISTA iterations between two checks (working-set gap and Newton attempts).
 _CHECK_EVERY = 5
 # Iterations after which a working-set solve is deemed stalled: Newton steps
 # are then tried on every sample, and also shrink supports they cannot solve.
 _STALLED = 20
+# Relative gap below which a float32 gap is recomputed in float64 (see
+# _Problem); float32 errors on the gap stay well below it unless alpha is tiny
+# next to ||x - zD||, where float32 cannot certify anyway.
+_SCREEN = 1e-3
 # Finished samples are dropped from a working-set solve once they make up this
 # fraction of it: copying the per-sample Gram matrices for one sample is waste.
 _COMPACT_FRACTION = 1 / 8
@@ -255,21 +260,30 @@ def _compact(keep: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tens
 
 
 def _bmv(
-    matrix: torch.Tensor, v: torch.Tensor, offset: torch.Tensor | None = None
+    matrix: torch.Tensor,
+    v: torch.Tensor,
+    offset: torch.Tensor | None = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """Batched ``M_i v_i (+ offset_i)`` for symmetric ``M`` ``(n, w, w)``.
+    """Batched ``offset_i + scale M_i v_i`` for symmetric ``M`` ``(n, w, w)``.
 
     By symmetry ``M v`` is also ``v M``. Which of the two batched products is
     fast depends on ``w`` in CPU BLAS: a column vector for ``w <= 16``, a row
     vector beyond, where it is up to 8 times faster in float32.
     """
-    if matrix.shape[-1] <= 16:
-        if offset is None:
-            return torch.bmm(matrix, v.unsqueeze(2)).squeeze(2)
-        return torch.baddbmm(offset.unsqueeze(2), matrix, v.unsqueeze(2)).squeeze(2)
+    column = matrix.shape[-1] <= 16
+    vector = v.unsqueeze(2) if column else v.unsqueeze(1)
     if offset is None:
-        return torch.bmm(v.unsqueeze(1), matrix).squeeze(1)
-    return torch.baddbmm(offset.unsqueeze(1), v.unsqueeze(1), matrix).squeeze(1)
+        out = torch.bmm(matrix, vector) if column else torch.bmm(vector, matrix)
+        out = out if scale == 1.0 else out.mul_(scale)
+    else:
+        shaped = offset.unsqueeze(2) if column else offset.unsqueeze(1)
+        out = (
+            torch.baddbmm(shaped, matrix, vector, alpha=scale)
+            if column
+            else torch.baddbmm(shaped, vector, matrix, alpha=scale)
+        )
+    return out.squeeze(2) if column else out.squeeze(1)
 
 
 def _take_square(
@@ -498,6 +512,7 @@ def _fista_working_set(
     positive: bool,
     tol: float,
     max_iter: torch.Tensor,
+    screen: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FISTA with restart on per-sample problems ``0.5 zGz - b.z + alpha |z|_1``.
 
@@ -515,11 +530,11 @@ def _fista_working_set(
     spent = torch.zeros(n, dtype=torch.long, device=z.device)
     rows = torch.arange(n, device=z.device)
     step = 1.0 / _gershgorin(gram)
-    # The gradient step y - step (G y - b) is M y + step b with the iteration
-    # matrix M = I - step G: one batched product per iteration. G is
-    # recovered where needed as (I - M) / step.
-    M = gram.mul_(-step.unsqueeze(2))
-    M.diagonal(dim1=1, dim2=2).add_(1.0)
+    # The gradient step y - step (G y - b) is (y + step b) - (step G) y: one
+    # batched product per iteration with the scaled Gram matrix step G, which
+    # keeps G to working precision (I - step G would lose digits in float32
+    # when the step is small).
+    Gs = gram.mul_(step.unsqueeze(2))
     if positive:
         # prox(v) = max(v - step alpha, 0): the threshold joins the offset.
         offset, threshold = step * (b - alpha), 0.0
@@ -535,7 +550,7 @@ def _fista_working_set(
     last_support = z != 0
     it = 0
     while True:
-        v = _bmv(M, y, offset)
+        v = _bmv(Gs, y, y + offset, scale=-1.0)
         z_new = _prox_l1(v, threshold, positive)
         y, k = _extrapolate(z_new, z_prev, y, k)
         z_prev = z_new
@@ -551,10 +566,8 @@ def _fista_working_set(
         if candidates.numel():
             base = candidates * (w * w)
 
-            def scaled_gram(part, idx, base=base, M=M):
-                # step G_SS = I - M_SS
-                eye = torch.eye(idx.shape[1], dtype=M.dtype, device=M.device)
-                return eye - _take_square(M, idx, base[part])
+            def scaled_gram(part, idx, base=base, Gs=Gs):
+                return _take_square(Gs, idx, base[part])  # step G_SS
 
             polished, usable = _polish(
                 z_new[candidates],
@@ -567,8 +580,16 @@ def _fista_working_set(
             better = candidates[usable]
             z_new[better] = y[better] = polished[usable]
             k[better] = 1.0
-        gz = (z_new - _bmv(M, z_new)) / step
+        gz = _bmv(Gs, z_new) / step
         primal, gap = _working_set_gap(gz, b, z_new, x_sq, alpha, positive)
+        if Gs.dtype != torch.float64:
+            # float32 gaps screen, float64 ones decide (see _Problem).
+            near = torch.nonzero(~finished & (gap <= screen * primal)).flatten()
+            if near.numel():
+                gz = _bmv(Gs[near].double(), z_new[near].double()) / step[near]
+                primal[near], gap[near] = _working_set_gap(
+                    gz, b[near], z_new[near], x_sq[near], alpha, positive
+                )
         done = ~finished & ((gap <= tol * primal) | (it >= budget))
         if not bool(done.any()):
             continue
@@ -580,8 +601,8 @@ def _fista_working_set(
             break
         if n_finished >= _COMPACT_FRACTION * finished.numel():
             keep = ~finished
-            (rows, M, b, y, z_prev, k, step, offset) = _compact(
-                keep, [rows, M, b, y, z_prev, k, step, offset]
+            (rows, Gs, b, y, z_prev, k, step, offset) = _compact(
+                keep, [rows, Gs, b, y, z_prev, k, step, offset]
             )
             (x_sq, budget, last_support, finished) = _compact(
                 keep, [x_sq, budget, last_support, finished]
@@ -593,25 +614,35 @@ def _fista_working_set(
 
 
 class _Problem:
-    """One batch of lasso problems sharing a dictionary, with cached products."""
+    """One batch of lasso problems sharing a dictionary, with cached products.
 
-    def __init__(self, X, D, gram, alpha, positive):
-        self.X, self.D, self.gram = X, D, gram
-        self.alpha, self.positive = alpha, positive
-        self.x_sq = (X.double() ** 2).sum(dim=1)
+    Certificates are exact in float64 whatever the data's dtype. In float32
+    the rounding of ``x - zD`` and of ``r D^T`` alone can exceed the tolerance
+    floor when supports are large (the dual scaling divides those errors by
+    ``alpha``), and a gap that cannot be measured never certifies; so float32
+    gaps only screen the samples: those within ``screen`` (relative) of
+    convergence get their gap recomputed in float64 from the float64
+    dictionary ``D64``.
+    """
+
+    def __init__(self, X, D, gram, alpha, positive, D64, screen):
+        self.X, self.D, self.gram, self.D64 = X, D, gram, D64
+        self.alpha, self.positive, self.screen = alpha, positive, screen
+        self.X64 = X.double()
+        self.x_sq = (self.X64**2).sum(dim=1)
         self.c = X @ D.T  # correlations x.d_j, the linear term of the lasso
 
     def certificate(self, values, rows, residual, corr):
-        """Exact primal and gap of codes with entries ``values`` (any layout).
+        """Primal and gap of codes with entries ``values`` (any layout).
 
         ``residual`` is ``x - zD`` for the samples ``rows`` and ``corr`` its
-        correlations with all atoms.
+        correlations with all atoms; sums run in float64.
         """
         rd = residual.double()
         scale = _dual_scaling(corr, self.alpha, self.positive)
         return _gap_from_residual(
             self.x_sq[rows],
-            torch.linalg.vecdot(self.X[rows].double(), rd),
+            torch.linalg.vecdot(self.X64[rows], rd),
             torch.linalg.vecdot(rd, rd),
             values.double().abs().sum(dim=1),
             scale,
@@ -620,8 +651,8 @@ class _Problem:
 
     def certify(self, z: torch.Tensor, rows: torch.Tensor):
         """Primal, gap and residual correlations of dense codes ``z`` of ``rows``."""
-        residual = self.X[rows] - z @ self.D
-        corr = residual @ self.D.T
+        residual = self.X64[rows] - z.double() @ self.D64
+        corr = residual @ self.D64.T
         return (*self.certificate(z, rows, residual, corr), corr)
 
     def certify_sparse(self, atoms, values, rows, out=None):
@@ -630,12 +661,26 @@ class _Problem:
         The code of sample ``rows[i]`` is ``values[i]`` on the atoms
         ``atoms[i]``, so its reconstruction is a weighted sum of a few atoms
         (an ``embedding_bag``) instead of a dense product. ``out`` optionally
-        receives the correlations ``r D^T``.
+        receives the correlations ``r D^T`` (in the data's dtype).
         """
         approx = F.embedding_bag(atoms, self.D, per_sample_weights=values, mode="sum")
         residual = self.X[rows] - approx
         corr = torch.mm(residual, self.D.T, out=out)
-        return (*self.certificate(values, rows, residual, corr), corr)
+        primal, gap = self.certificate(values, rows, residual, corr)
+        if self.D64 is not self.D:
+            near = torch.nonzero(gap <= self.screen * primal).flatten()
+            if near.numel():
+                values64 = values[near].double()
+                approx = F.embedding_bag(
+                    atoms[near], self.D64, per_sample_weights=values64, mode="sum"
+                )
+                residual = self.X64[rows[near]] - approx
+                corr64 = residual @ self.D64.T
+                primal[near], gap[near] = self.certificate(
+                    values64, rows[near], residual, corr64
+                )
+                corr[near] = corr64.to(corr.dtype)
+        return primal, gap, corr
 
     def linear_term(self, rows, atoms):
         """``c[rows[i], atoms[i]]``, the correlations of working-set atoms."""
@@ -685,6 +730,7 @@ def _solve_working_sets(
             problem.positive,
             tol,
             budget[part],
+            problem.screen,
         )
     return new_z, spent
 
@@ -779,7 +825,8 @@ def _working_set_width(support: torch.Tensor, cap: int) -> torch.Tensor:
     at least twice the step, at most ``cap``.
     """
     step = _WORKING_SET_STEP
-    width = (support + 2 * step - 1) // step * step
+    extra = torch.clamp(support // _GROWTH, min=step) if _GROWTH else step
+    width = (support + extra + step - 1) // step * step
     return torch.clamp(width, min=2 * step, max=cap)
 
 
@@ -1007,6 +1054,8 @@ def fista_encode(
             L_cache.append(lipschitz_constant(dictionary))
         return L_cache[0]
 
+    D64 = dictionary.double()
+    screen = max(_SCREEN, 10 * tol)
     codes = torch.zeros(n_samples, n_components, dtype=dtype, device=device)
     n_iter = torch.zeros(n_samples, dtype=torch.long, device=device)
     converged = torch.zeros(n_samples, dtype=torch.bool, device=device)
@@ -1019,7 +1068,9 @@ def fista_encode(
             z0.copy_(init[start:stop])
             if positive:
                 z0.clamp_(min=0.0)
-        problem = _Problem(X[start:stop], dictionary, gram, alpha, positive)
+        problem = _Problem(
+            X[start:stop], dictionary, gram, alpha, positive, D64, screen
+        )
         result = _encode_batch(problem, z0, tol, max_iter, lipschitz)
         n_iter[start:stop] = result.n_iter
         converged[start:stop] = result.converged
