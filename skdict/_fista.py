@@ -209,31 +209,48 @@ def _gershgorin(gram: torch.Tensor) -> torch.Tensor:
 
 
 def _prox_l1(v: torch.Tensor, threshold, positive: bool) -> torch.Tensor:
-    """Soft thresholding: the proximal operator of ``threshold * ||.||_1``."""
+    """Soft thresholding, the proximal operator of ``threshold * ||.||_1``, in place.
+
+    A ``threshold`` of None means it was already subtracted (non-negative
+    codes only).
+    """
     if positive:
-        return torch.clamp_min(v - threshold, 0.0)
+        return (v if threshold is None else v.sub_(threshold)).clamp_min_(0.0)
     # v - clip(v, -t, t) equals sign(v) max(|v| - t, 0) in two passes.
-    return v - torch.clamp(v, -threshold, threshold)
+    return v.sub_(torch.clamp(v, -threshold, threshold))
+
+
+def _momentum_table(n: int, like: torch.Tensor) -> torch.Tensor:
+    """``(k - 1) / (k + 2)`` for ``k = 0 .. n``: FISTA's momentum after ``k`` steps.
+
+    Beck & Teboulle's ``t_k`` sequence with ``t_k = (k + 1) / 2`` in closed
+    form (Chambolle & Dossal, 2015, "On the convergence of the iterates of
+    FISTA", with a = 2), looked up instead of recomputed every iteration.
+    """
+    k = torch.arange(n + 1, dtype=like.dtype, device=like.device)
+    return ((k - 1.0) / (k + 2.0)).clamp_min_(0.0)
 
 
 def _extrapolate(
-    z_new: torch.Tensor, z_prev: torch.Tensor, y: torch.Tensor, k: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+    z_new: torch.Tensor,
+    z_prev: torch.Tensor,
+    y: torch.Tensor,
+    k: torch.Tensor,
+    momentum: torch.Tensor,
+) -> torch.Tensor:
     """FISTA's extrapolated point, with gradient-based restart, per row.
 
-    ``y = z_new + (k - 1) / (k + 2) (z_new - z_prev)`` where ``k`` counts the
-    steps since the row's last restart: Beck & Teboulle's momentum with
-    ``t_k = (k + 1) / 2`` in closed form (Chambolle & Dossal, 2015, "On the
-    convergence of the iterates of FISTA", with a = 2), fewer operations than
-    the square-root recursion. The momentum is dropped
-    where it points uphill, ``(y - z_new) . (z_new - z_prev) > 0``
-    (O'Donoghue & Candès, 2015, "Adaptive restart for accelerated gradient
-    schemes", eq. 12). Returns the new ``y`` and ``k``.
+    ``y = z_new + momentum[k] (z_new - z_prev)`` where ``k`` (integers,
+    updated in place) counts the steps since the row's last restart, and
+    ``momentum`` is :func:`_momentum_table`. The momentum is dropped where it
+    points uphill, ``(y - z_new) . (z_new - z_prev) > 0`` (O'Donoghue &
+    Candès, 2015, "Adaptive restart for accelerated gradient schemes",
+    eq. 12). Returns the new ``y``.
     """
     move = z_new - z_prev
     restart = torch.linalg.vecdot(y - z_new, move) > 0
-    k = torch.where(restart, 1.0, k + 1.0)
-    return torch.addcmul(z_new, ((k - 1.0) / (k + 2.0)).unsqueeze(1), move), k
+    k.add_(1).masked_fill_(restart, 1)
+    return torch.addcmul(z_new, momentum.index_select(0, k).unsqueeze(1), move)
 
 
 def _dual_scaling(corr: torch.Tensor, alpha: float, positive: bool) -> torch.Tensor:
@@ -542,11 +559,12 @@ def _fista_working_set(
     Gs = gram.mul_(step.unsqueeze(2))
     if positive:
         # prox(v) = max(v - step alpha, 0): the threshold joins the offset.
-        offset, threshold = step * (b - alpha), 0.0
+        offset, threshold = step * (b - alpha), None
     else:
         offset, threshold = step * b, alpha * step
     y, z_prev = z.clone(), z.clone()
-    k = torch.ones(n, dtype=z.dtype, device=z.device)
+    k = torch.ones(n, dtype=torch.long, device=z.device)
+    momentum = _momentum_table(int(max_iter.max()) + 1, z)
     budget = max_iter
     # Finished rows keep iterating (harmlessly) until they are numerous
     # enough to be worth compacting away.
@@ -555,9 +573,8 @@ def _fista_working_set(
     last_support = z != 0
     it = 0
     while True:
-        v = _bmv(Gs, y, y + offset, scale=-1.0)
-        z_new = _prox_l1(v, threshold, positive)
-        y, k = _extrapolate(z_new, z_prev, y, k)
+        z_new = _prox_l1(_bmv(Gs, y, y + offset, scale=-1.0), threshold, positive)
+        y = _extrapolate(z_new, z_prev, y, k, momentum)
         z_prev = z_new
         it += 1
         if (it + 1) % _CHECK_EVERY == 0:
@@ -584,7 +601,7 @@ def _fista_working_set(
             )
             better = candidates[usable]
             z_new[better] = y[better] = polished[usable]
-            k[better] = 1.0
+            k[better] = 1
         gz = _bmv(Gs, z_new) / step
         primal, gap = _working_set_gap(gz, b, z_new, x_sq, alpha, positive)
         if Gs.dtype != torch.float64:
@@ -777,7 +794,8 @@ def _fista_all_atoms(
     step = 1.0 / lipschitz
     threshold = alpha * step
     y, z_prev = z.clone(), z.clone()
-    k = torch.ones(n, dtype=z.dtype, device=z.device)
+    k = torch.ones(n, dtype=torch.long, device=z.device)
+    momentum = _momentum_table(int(max_iter.max()) + 1, z)
     budget = max_iter
     last_support = z != 0
     no_row = torch.zeros(n, dtype=torch.bool, device=z.device)
@@ -785,7 +803,7 @@ def _fista_all_atoms(
     it = 0
     while True:
         z_new = _prox_l1(y - step * (apply_gram(y) - c), threshold, positive)
-        y, k = _extrapolate(z_new, z_prev, y, k)
+        y = _extrapolate(z_new, z_prev, y, k, momentum)
         z_prev = z_new
         it += 1
         if it % _CHECK_EVERY and it < next_stop:
@@ -804,7 +822,7 @@ def _fista_all_atoms(
             )
             better = candidates[usable]
             z_new[better] = y[better] = polished[usable]
-            k[better] = 1.0
+            k[better] = 1
         primal, gap, _ = problem.certify(z_new, rows)
         reached = gap <= tol * primal
         done = reached | (it >= budget)
