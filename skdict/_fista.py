@@ -643,8 +643,10 @@ class _Problem:
     floor when supports are large (the dual scaling divides those errors by
     ``alpha``), and a gap that cannot be measured never certifies; so float32
     gaps only screen the samples: those within ``screen`` (relative) of
-    convergence get their gap recomputed in float64 from the float64
-    dictionary ``D64``.
+    convergence get their gap recomputed in float64. ``D64`` is a float64
+    copy of a float32 dictionary when it is small (None otherwise: blocks of
+    atoms are then converted as needed, so memory stays ``O(batch_size *
+    n_components)`` plus the dictionary itself).
     """
 
     def __init__(self, X, D, gram, alpha, positive, D64, screen):
@@ -653,6 +655,33 @@ class _Problem:
         self.X64 = X.double()
         self.x_sq = (self.X64**2).sum(dim=1)
         self.c = X @ D.T  # correlations x.d_j, the linear term of the lasso
+
+    def _blocks64(self):
+        """Float64 blocks ``(start, D[start:stop])`` of the dictionary."""
+        if self.D64 is not None:
+            yield 0, self.D64
+            return
+        m, n_features = self.D.shape
+        step = max(1, _AUTO_BATCH_ELEMENTS // (4 * n_features))
+        for start in range(0, m, step):
+            yield start, self.D[start : start + step].double()
+
+    def _exact_products(self, rows, approx=None, z=None):
+        """Float64 residual ``x - zD`` of ``rows`` and its correlations ``r D^T``.
+
+        ``approx`` is ``zD`` in float64, or else ``z`` the dense codes.
+        """
+        if approx is None:
+            approx = 0.0
+            for start, block in self._blocks64():
+                approx = approx + z[:, start : start + block.shape[0]].double() @ block
+        residual = self.X64[rows] - approx
+        corr = torch.empty(
+            rows.numel(), self.D.shape[0], dtype=torch.float64, device=self.D.device
+        )
+        for start, block in self._blocks64():
+            torch.mm(residual, block.T, out=corr[:, start : start + block.shape[0]])
+        return residual, corr
 
     def certificate(self, values, rows, residual, corr):
         """Primal and gap of codes with entries ``values`` (any layout).
@@ -673,8 +702,7 @@ class _Problem:
 
     def certify(self, z: torch.Tensor, rows: torch.Tensor):
         """Primal, gap and residual correlations of dense codes ``z`` of ``rows``."""
-        residual = self.X64[rows] - z.double() @ self.D64
-        corr = residual @ self.D64.T
+        residual, corr = self._exact_products(rows, z=z)
         return (*self.certificate(z, rows, residual, corr), corr)
 
     def certify_sparse(self, atoms, values, rows, out=None):
@@ -689,15 +717,15 @@ class _Problem:
         residual = self.X[rows] - approx
         corr = torch.mm(residual, self.D.T, out=out)
         primal, gap = self.certificate(values, rows, residual, corr)
-        if self.D64 is not self.D:
+        if self.D.dtype != torch.float64:
             near = torch.nonzero(gap <= self.screen * primal).flatten()
             if near.numel():
+                # The atoms of each code, gathered in float64.
                 values64 = values[near].double()
-                approx = F.embedding_bag(
-                    atoms[near], self.D64, per_sample_weights=values64, mode="sum"
-                )
-                residual = self.X64[rows[near]] - approx
-                corr64 = residual @ self.D64.T
+                approx = torch.bmm(
+                    values64.unsqueeze(1), self.D[atoms[near]].double()
+                ).squeeze(1)
+                residual, corr64 = self._exact_products(rows[near], approx)
                 primal[near], gap[near] = self.certificate(
                     values64, rows[near], residual, corr64
                 )
@@ -1077,7 +1105,10 @@ def fista_encode(
             L_cache.append(lipschitz_constant(dictionary))
         return L_cache[0]
 
-    D64 = dictionary.double()
+    # A float64 copy of a small float32 dictionary, for exact certificates.
+    D64 = dictionary.double() if n_components * X.shape[1] <= 2**22 else None
+    if dtype == torch.float64:
+        D64 = dictionary
     screen = max(_SCREEN, 10 * tol)
     codes = torch.zeros(n_samples, n_components, dtype=dtype, device=device)
     n_iter = torch.zeros(n_samples, dtype=torch.long, device=device)

@@ -388,7 +388,7 @@ def test_all_atoms_path_without_full_gram(rng, monkeypatch, n_components):
         assert np.all(gap <= 1e-9 * primal)
 
 
-def test_float32_codes_are_certified_in_float64(rng):
+def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
     """Large supports in float32: gaps near the tolerance are recomputed in
     float64, so the returned codes meet the float32 tolerance when measured
     exactly, and a near-optimal code's gap is the float64 one."""
@@ -401,13 +401,16 @@ def test_float32_codes_are_certified_in_float64(rng):
     primal, gap = duality_gap(Xd, result.codes.double().numpy(), Dd, 0.1, True)
     assert np.all(gap <= 100 * np.finfo(np.float32).eps * primal)
     codes = result.codes
-    problem = _fista._Problem(X32, D32, None, 0.1, True, D32.double(), screen=1e-3)
     atoms, _ = _support_indices(codes)
-    got_primal, got_gap, _ = problem.certify_sparse(
-        atoms, codes.gather(1, atoms), torch.arange(30)
-    )
-    np.testing.assert_allclose(got_primal.numpy(), primal, rtol=1e-12)
-    np.testing.assert_allclose(got_gap.numpy(), gap, rtol=1e-6, atol=1e-12)
+    # With a float64 copy of the dictionary, and converting blocks of atoms.
+    monkeypatch.setattr(_fista, "_AUTO_BATCH_ELEMENTS", 4 * 120 * 64)
+    for D64 in (D32.double(), None):
+        problem = _fista._Problem(X32, D32, None, 0.1, True, D64, screen=1e-3)
+        got_primal, got_gap, _ = problem.certify_sparse(
+            atoms, codes.gather(1, atoms), torch.arange(30)
+        )
+        np.testing.assert_allclose(got_primal.numpy(), primal, rtol=1e-12)
+        np.testing.assert_allclose(got_gap.numpy(), gap, rtol=1e-6, atol=1e-12)
 
 
 # ----------------------------------------------------------------- FISTACoder
