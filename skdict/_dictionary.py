@@ -109,7 +109,9 @@ _SPARSE_DENSITY = 0.05
 # Codes of a learning round are solved to a relative duality gap of the
 # dictionary's last relative change, within [tol, _MAX_ROUND_TOL]: there is no
 # point in solving codes for a dictionary that is about to move more than that.
-_MAX_ROUND_TOL = 1e-2
+# On the compositional benchmark (n_latents=100, 20 rounds) a cap of 5e-2
+# instead of 1e-2 cut the fit time by 12% at the same MCC-OOD.
+_MAX_ROUND_TOL = 5e-2
 
 
 class ResolvedDictionary(NamedTuple):
@@ -540,7 +542,7 @@ def learn_dictionary(
     1. codes ``X`` with FISTA (:func:`~skdict._fista.fista_encode`),
        warm-started from the previous round's codes, to a relative duality
        gap equal to the dictionary's last relative change (between ``tol``
-       and ``1e-2``), keeping a sample's warm start when it was better;
+       and ``5e-2``), keeping a sample's warm start when it was better;
     2. replaces the atoms by the least-squares fit to those codes,
        ``(Z^T Z)^{-1} Z^T X``, normalised (the paper's update), falling back
        to a block-coordinate sweep in the rare rounds where normalising would
