@@ -655,6 +655,7 @@ class _Problem:
         self.X64 = X.double()
         self.x_sq = (self.X64**2).sum(dim=1)
         self.c = X @ D.T  # correlations x.d_j, the linear term of the lasso
+        self.max_norm = float(D.double().norm(dim=1).max())
 
     def _blocks64(self):
         """Float64 blocks ``(start, D[start:stop])`` of the dictionary."""
@@ -683,14 +684,19 @@ class _Problem:
             torch.mm(residual, block.T, out=corr[:, start : start + block.shape[0]])
         return residual, corr
 
-    def certificate(self, values, rows, residual, corr):
+    def certificate(self, values, rows, residual, corr=None, worst=None):
         """Primal and gap of codes with entries ``values`` (any layout).
 
         ``residual`` is ``x - zD`` for the samples ``rows`` and ``corr`` its
-        correlations with all atoms; sums run in float64.
+        correlations with all atoms, or ``worst`` their largest (absolute,
+        without the sign constraint) value; sums run in float64.
         """
         rd = residual.double()
-        scale = _dual_scaling(corr, self.alpha, self.positive)
+        if worst is None:
+            scale = _dual_scaling(corr, self.alpha, self.positive)
+        else:
+            tiny = torch.finfo(torch.float64).tiny
+            scale = torch.clamp(self.alpha / worst.clamp_min(tiny), max=1.0)
         return _gap_from_residual(
             self.x_sq[rows],
             torch.linalg.vecdot(self.X64[rows], rd),
@@ -720,17 +726,44 @@ class _Problem:
         if self.D.dtype != torch.float64:
             near = torch.nonzero(gap <= self.screen * primal).flatten()
             if near.numel():
-                # The atoms of each code, gathered in float64.
-                values64 = values[near].double()
-                approx = torch.bmm(
-                    values64.unsqueeze(1), self.D[atoms[near]].double()
-                ).squeeze(1)
-                residual, corr64 = self._exact_products(rows[near], approx)
-                primal[near], gap[near] = self.certificate(
-                    values64, rows[near], residual, corr64
+                primal[near], gap[near] = self._exact_sparse_certificate(
+                    atoms[near], values[near], rows[near], residual[near], corr[near]
                 )
-                corr[near] = corr64.to(corr.dtype)
         return primal, gap, corr
+
+    def _exact_sparse_certificate(self, atoms, values, rows, residual, corr):
+        """Float64 primal and gap of float32 codes, from float32 correlations.
+
+        The residual is recomputed in float64 from the code's atoms. The gap
+        also needs ``max_j r.d_j`` exactly; the float32 correlations ``corr``
+        of the float32 ``residual`` differ from the exact ones by at most
+        ``e = max_j ||d_j|| (||r32 - r|| + gamma_n ||r32||)`` with
+        ``gamma_n = n u / (1 - n u)`` (Higham, 2002, "Accuracy and Stability
+        of Numerical Algorithms", eq. 3.5), so the exact maximum is attained
+        among the atoms within ``2 e`` of the float32 maximum -- at the
+        optimum, the support and a few more -- whose dot products alone are
+        computed in float64.
+        """
+        values64 = values.double()
+        approx = torch.bmm(values64.unsqueeze(1), self.D[atoms].double()).squeeze(1)
+        exact = self.X64[rows] - approx
+        n = self.D.shape[1]
+        unit = torch.finfo(self.D.dtype).eps / 2
+        gamma = n * unit / (1 - n * unit)
+        residual64 = residual.double()
+        error = self.max_norm * (
+            (residual64 - exact).norm(dim=1) + gamma * residual64.norm(dim=1)
+        )
+        score = corr if self.positive else corr.abs()
+        top = score.amax(dim=1).double()
+        row, atom = torch.nonzero(
+            score >= (top - 2 * error).unsqueeze(1), as_tuple=True
+        )
+        dots = torch.linalg.vecdot(self.D[atom].double(), exact[row])
+        worst = torch.full_like(top, -torch.inf).scatter_reduce_(
+            0, row, dots if self.positive else dots.abs(), reduce="amax"
+        )
+        return self.certificate(values64, rows, exact, worst=worst)
 
     def linear_term(self, rows, atoms):
         """``c[rows[i], atoms[i]]``, the correlations of working-set atoms."""
