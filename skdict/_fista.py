@@ -649,13 +649,13 @@ class _Problem:
     n_components)`` plus the dictionary itself).
     """
 
-    def __init__(self, X, D, gram, alpha, positive, D64, screen):
+    def __init__(self, X, D, gram, alpha, positive, D64, screen, max_norm):
         self.X, self.D, self.gram, self.D64 = X, D, gram, D64
         self.alpha, self.positive, self.screen = alpha, positive, screen
+        self.max_norm = max_norm  # an upper bound on max_j ||d_j||
         self.X64 = X.double()
         self.x_sq = (self.X64**2).sum(dim=1)
         self.c = X @ D.T  # correlations x.d_j, the linear term of the lasso
-        self.max_norm = float(D.double().norm(dim=1).max())
 
     def _blocks64(self):
         """Float64 blocks ``(start, D[start:stop])`` of the dictionary."""
@@ -1143,6 +1143,8 @@ def fista_encode(
     if dtype == torch.float64:
         D64 = dictionary
     screen = max(_SCREEN, 10 * tol)
+    # Inflated by a few roundings of the norms themselves.
+    max_norm = float(dictionary.norm(dim=1).max()) * (1 + 1e-5)
     codes = torch.zeros(n_samples, n_components, dtype=dtype, device=device)
     n_iter = torch.zeros(n_samples, dtype=torch.long, device=device)
     converged = torch.zeros(n_samples, dtype=torch.bool, device=device)
@@ -1156,7 +1158,7 @@ def fista_encode(
             if positive:
                 z0.clamp_(min=0.0)
         problem = _Problem(
-            X[start:stop], dictionary, gram, alpha, positive, D64, screen
+            X[start:stop], dictionary, gram, alpha, positive, D64, screen, max_norm
         )
         result = _encode_batch(problem, z0, tol, max_iter, lipschitz)
         n_iter[start:stop] = result.n_iter

@@ -405,7 +405,7 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
     # With a float64 copy of the dictionary, and converting blocks of atoms.
     monkeypatch.setattr(_fista, "_AUTO_BATCH_ELEMENTS", 4 * 120 * 64)
     for D64 in (D32.double(), None):
-        problem = _fista._Problem(X32, D32, None, 0.1, True, D64, screen=1e-3)
+        problem = _fista._Problem(X32, D32, None, 0.1, True, D64, 1e-3, 1.0 + 1e-5)
         got_primal, got_gap, _ = problem.certify_sparse(
             atoms, codes.gather(1, atoms), torch.arange(30)
         )
