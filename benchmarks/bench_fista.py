@@ -52,9 +52,37 @@ import numpy as np
 import torch
 
 
-def _max_rss_mib() -> float:
-    # ru_maxrss is in KiB on Linux.
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory since start or the last reset.
+
+    VmHWM from /proc on Linux; ``ru_maxrss`` elsewhere, which a child process
+    inherits from its parent's peak at fork (so it may overstate).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> None:
+    # Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS.
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
 
 
 def _objective(X, Z, D, alpha):
@@ -238,7 +266,8 @@ def _scaling_case(path, batch_size, threads) -> dict:
         X, D = torch.from_numpy(arrays["X"]), torch.from_numpy(arrays["D"])
     coder = FISTACoder(D, alpha=0.1, positive=True, batch_size=batch_size)
     coder.fit(X[:8])
-    before = _max_rss_mib()
+    _reset_peak_rss()
+    before = _rss_mib()
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -247,7 +276,7 @@ def _scaling_case(path, batch_size, threads) -> dict:
     return {
         "seconds": seconds,
         "rss_before_mib": before,
-        "peak_rss_mib": _max_rss_mib(),
+        "peak_rss_mib": _peak_rss_mib(),
         "mean_l0": float((codes != 0).sum(dim=1).double().mean()),
         "warnings": len(caught),
     }
@@ -260,11 +289,12 @@ def scaling(args) -> None:
         f"scaling: FISTACoder.transform, float32, {n_samples} samples, 10 active "
         f"atoms, n_features={n_features}, alpha=0.1, positive codes, {threads} "
         "torch thread(s); one fresh process per row (data generated beforehand, "
-        "so the peak is the coder's); working memory = peak - before"
+        "and the peak reset before transform); working memory = peak - RSS "
+        "before transform, including the dense float32 codes it returns"
     )
     print(
         "  n_components  batch_size  time (s)  RSS before (MiB)  peak RSS (MiB)  "
-        "working (MiB)  mean L0"
+        "working (MiB)  of which codes (MiB)  mean L0"
     )
     configs = [(m, None) for m in (1024, 4096, 16384, 65536)]
     configs += [(16384, 256), (65536, 64)]
@@ -291,6 +321,7 @@ def scaling(args) -> None:
                 f"  {n_components:>12}  {shown:>10}  {r['seconds']:8.2f}  "
                 f"{r['rss_before_mib']:16.0f}  {r['peak_rss_mib']:14.0f}  "
                 f"{r['peak_rss_mib'] - r['rss_before_mib']:13.0f}  "
+                f"{n_samples * n_components * 4 / 2**20:20.0f}  "
                 f"{r['mean_l0']:7.2f}"
                 + (f"  ({r['warnings']} warnings)" if r["warnings"] else "")
             )
