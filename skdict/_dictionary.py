@@ -74,6 +74,7 @@ __all__ = [
     "learn_dictionary",
     "lstsq_dictionary",
     "online_dictionary_update",
+    "reconstruct",
     "resolve_dictionary",
     "torch_generator",
 ]
@@ -239,6 +240,48 @@ def resolve_dictionary(
                 f"have dimension {components.shape[1]}."
             )
     return ResolvedDictionary(components, intercept, estimator)
+
+
+def reconstruct(estimator: Any, codes: Any) -> Any:
+    """Return ``codes @ components_ + intercept_`` of a fitted provider.
+
+    The ``inverse_transform`` of skdict's coders: the codes' array type,
+    device and dtype decide the output's, and computations run where the
+    estimator's ``device`` parameter says.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        Exposes ``components_``, ``intercept_`` and a ``device`` parameter.
+    codes : array-like or torch.Tensor of shape (n_samples, n_components)
+        Codes.
+
+    Returns
+    -------
+    X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict import OracleDictionary
+    >>> from skdict._dictionary import reconstruct
+    >>> oracle = OracleDictionary(np.eye(2)).fit(np.ones((3, 2)))
+    >>> reconstruct(oracle, np.array([[1.0, 2.0]]))
+    array([[1., 2.]])
+    """
+    check_is_fitted(estimator)
+    Z, origin = to_tensor(
+        codes, device=resolve_device(estimator.device, codes), name="codes"
+    )
+    n_components = estimator.components_.shape[0]
+    if Z.shape[1] != n_components:
+        raise ValueError(
+            f"codes have {Z.shape[1]} columns, but this "
+            f"{type(estimator).__name__} has {n_components} components."
+        )
+    D = as_tensor(estimator.components_, device=Z.device, dtype=Z.dtype)
+    b = as_tensor(estimator.intercept_, device=Z.device, dtype=Z.dtype, ndim=1)
+    return to_output(Z @ D + b, origin)
 
 
 def torch_generator(random_state: Any) -> torch.Generator:
@@ -838,7 +881,8 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
 
     Examples
     --------
-    >>>     >>> import torch
+    >>> import numpy as np
+    >>> import torch
     >>> from skdict._dictionary import estimate_dictionary
     >>> D = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])
     >>> Z = np.array([[1.0, 0.0], [0.5, 2.0], [0.0, 1.0]])
@@ -1082,18 +1126,7 @@ n_latents), default=None
         X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
             In the array type, device and dtype of the codes.
         """
-        check_is_fitted(self)
-        codes, origin = to_tensor(
-            X, device=resolve_device(self.device, X), name="codes"
-        )
-        if codes.shape[1] != self._n_features_out:
-            raise ValueError(
-                f"codes have {codes.shape[1]} columns, but this OracleDictionary "
-                f"has {self._n_features_out} atoms."
-            )
-        D = as_tensor(self.components_, device=codes.device, dtype=codes.dtype)
-        b = as_tensor(self.intercept_, device=codes.device, dtype=codes.dtype, ndim=1)
-        return to_output(codes @ D + b, origin)
+        return reconstruct(self, X)
 
     @property
     def _n_features_out(self):

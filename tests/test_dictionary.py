@@ -86,7 +86,7 @@ def test_oracle_errors(rng):
     with pytest.raises(ValueError, match=r"Latents \[1\] are zero"):
         OracleDictionary().fit(X, Z)
     oracle = OracleDictionary(random_dictionary(rng, 4, 6)).fit(X)
-    with pytest.raises(ValueError, match="4 atoms"):
+    with pytest.raises(ValueError, match="has 4 components"):
         oracle.inverse_transform(np.zeros((2, 3)))
 
 
