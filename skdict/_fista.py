@@ -1376,6 +1376,13 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         if self.dictionary is None:
             self._learn(X, X_t, y, origin)
             return None
+        resolved = self._resolve_given(X, X_t, y, origin)
+        result = self._encode(X, X_t, resolved.components, resolved.intercept)
+        self.n_iter_ = int(result.n_iter.max())
+        return to_output(result.codes, origin)
+
+    def _resolve_given(self, X, X_t, y, origin):
+        # A given dictionary (array or provider) and the init estimator.
         resolved = resolve_dictionary(
             self.dictionary,
             X,
@@ -1388,9 +1395,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self.init_ = self._fit_init(X, y)
         self.components_ = to_output(resolved.components, origin)
         self.intercept_ = to_output(resolved.intercept, origin)
-        result = self._encode(X, X_t, resolved.components, resolved.intercept)
-        self.n_iter_ = int(result.n_iter.max())
-        return to_output(result.codes, origin)
+        return resolved
 
     def _learn(self, X, X_t, y, origin):
         # dictionary=None: DL-FISTA on X, math in skdict._dictionary (imported
@@ -1483,18 +1488,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         X_t, origin = validate_input(self, X, reset=first, device=self.device)
         if self.dictionary is not None:
             if first:
-                resolved = resolve_dictionary(
-                    self.dictionary,
-                    X,
-                    y,
-                    device=X_t.device,
-                    dtype=X_t.dtype,
-                    n_features=self.n_features_in_,
-                )
-                self.dictionary_ = resolved.estimator
-                self.init_ = self._fit_init(X, y)
-                self.components_ = to_output(resolved.components, origin)
-                self.intercept_ = to_output(resolved.intercept, origin)
+                self._resolve_given(X, X_t, y, origin)
             return self
         generator = torch_generator(self.random_state)
         if first:
