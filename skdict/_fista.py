@@ -543,9 +543,10 @@ def _fista_working_set(
     iteration takes the exact Newton step on its support (:func:`_polish`),
     which typically ends it at once; after ``_STALLED`` iterations every
     sample tries, with the active-set moves. Then each sample's working-set
-    gap is checked. A sample stops when its gap is at most ``tol * P`` or at
-    its own iteration budget ``max_iter``. Returns the codes and the
-    iterations spent per sample.
+    gap is checked (float32 gaps within ``screen * P`` of zero are
+    recomputed in float64, see :class:`_Problem`). A sample stops when its
+    gap is at most ``tol * P`` or at its own iteration budget ``max_iter``.
+    Returns the codes and the iterations spent per sample.
     """
     n, w = z.shape
     out = z.clone()
