@@ -1,6 +1,6 @@
 """The paper's methods, each one configuration of skdict's public estimators.
 
-Every row of the paper's comparison (arXiv 2603.28744, Section 4) is built here
+Every row of the paper's comparison (arXiv 2603.28744) is built here
 from :class:`~skdict.FISTACoder`, :class:`~skdict.SparseAutoencoder`,
 :class:`~skdict.OracleDictionary` and :class:`sklearn.linear_model.RidgeCV`,
 with the paper's settings as defaults (:class:`PaperSettings`). Nothing here
