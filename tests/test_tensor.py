@@ -77,7 +77,9 @@ def test_bad_input_is_named(X, match):
 
 def test_complex_tensor_rejected():
     with pytest.raises(ValueError, match="Complex"):
-        validate_input(BaseEstimator(), torch.zeros(2, 2, dtype=torch.complex64), reset=True)
+        validate_input(
+            BaseEstimator(), torch.zeros(2, 2, dtype=torch.complex64), reset=True
+        )
 
 
 def test_as_tensor_names_the_parameter():
@@ -89,7 +91,7 @@ def test_as_tensor_names_the_parameter():
 
 def test_to_tensor_origin_follows_codes():
     codes = torch.ones(2, 2, dtype=torch.float64)
-    T, origin = to_tensor(codes)
+    _T, origin = to_tensor(codes)
     assert origin.kind == "torch" and origin.out_dtype == torch.float64
     _, origin = to_tensor(np.ones((2, 2), dtype=np.float32))
     assert origin.kind == "numpy" and origin.dtype == torch.float32
@@ -129,5 +131,7 @@ def test_cuda_tensor_round_trip():
     T, origin = validate_input(BaseEstimator(), X, reset=True)
     assert T.device.type == "cuda"
     assert to_output(T, origin).device == X.device
-    T, origin = validate_input(BaseEstimator(), np.ones((3, 2)), reset=True, device="cuda")
+    T, origin = validate_input(
+        BaseEstimator(), np.ones((3, 2)), reset=True, device="cuda"
+    )
     assert T.device.type == "cuda" and isinstance(to_output(T, origin), np.ndarray)
