@@ -12,7 +12,9 @@ working-set loop (as in Celer, Massias et al., 2018):
 
 1. each sample keeps a small working set ``W`` of atoms: its current support plus
    half as many of the atoms whose optimality conditions are most violated (at
-   least 4; 8 atoms to start with, chosen by correlation). Sizes are chosen per
+   least 4; 8 atoms to start with, chosen by correlation), taken as the best
+   atoms of the best groups of a few atoms (``topk`` runs on the group
+   maxima, not on all atoms). Sizes are chosen per
    sample and samples are grouped by size, so one sample with a large support
    does not make every other sample pay for it;
 2. FISTA solves the lasso restricted to ``W`` using the ``|W| x |W|`` Gram matrix
@@ -38,11 +40,13 @@ The duality gap uses the dual point ``theta = s r`` with ``r = x - zD`` the
 residual and ``s = min(1, alpha / max_j r.d_j)`` (``max_j |r.d_j|`` without the
 sign constraint), so ``P(z) - P* <= gap``: ``tol`` bounds the relative
 suboptimality of every returned code. The residual of a sparse code is a sum
-of a few atoms (an ``embedding_bag``), so a certificate costs one dense product
-``r D^T``. Gaps that decide are exact in float64: with float32 data, float32
-gaps only screen, and samples near the tolerance get theirs recomputed in
-float64 (float32 rounding alone can exceed the tolerance floor when supports
-are large).
+of a few atoms (an ``embedding_bag``, in float64), so a certificate costs one
+dense product ``r D^T``, which runs in float32 whatever the data's dtype: it
+only has to find the largest correlation. Gaps that decide are exact in
+float64: float32 correlations only screen, and samples near the tolerance get
+their largest correlation from float64 dot products with the few atoms that a
+rounding bound cannot rule out (float32 rounding alone can exceed the
+tolerance when supports are large).
 
 Samples whose working set would cover half of the atoms (dense solutions,
 e.g. a small ``alpha`` on a small dictionary) are solved on all atoms directly,
@@ -636,27 +640,72 @@ def _fista_working_set(
     return out, spent
 
 
+def _group_size(m: int) -> int:
+    """Atoms per group of :func:`_group_maxima` for ``m`` atoms.
+
+    Up to 32, keeping at least 100 groups to rank (working sets take at most
+    one atom per group, see :func:`_next_working_sets`); 1 when no such size
+    divides ``m``.
+    """
+    return next((g for g in (32, 16, 8, 4, 2) if m % g == 0 and m >= 100 * g), 1)
+
+
+def _group_maxima(
+    scores: torch.Tensor, size: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Largest entry of each group of ``size`` columns, ``(n, m // size)``.
+
+    Group ``g`` holds the columns ``g``, ``g + m // size``, ``g + 2 m //
+    size``, ...: on CPU a strided reduction (an elementwise maximum over
+    ``size`` contiguous slabs) is several times faster than one over
+    ``size`` adjacent entries, and ``torch.max`` with indices is ten times
+    slower than ``amax``. Returns ``scores`` itself when ``size`` is 1.
+    """
+    if size == 1:
+        return scores
+    n, m = scores.shape
+    return torch.amax(scores.view(n, size, m // size), dim=1, out=out)
+
+
 class _Problem:
     """One batch of lasso problems sharing a dictionary, with cached products.
 
-    Certificates are exact in float64 whatever the data's dtype. In float32
-    the rounding of ``x - zD`` and of ``r D^T`` alone can exceed the tolerance
-    floor when supports are large (the dual scaling divides those errors by
-    ``alpha``), and a gap that cannot be measured never certifies; so float32
-    gaps only screen the samples: those within ``screen`` (relative) of
-    convergence get their gap recomputed in float64. ``D64`` is a float64
-    copy of a float32 dictionary when it is small (None otherwise: blocks of
-    atoms are then converted as needed, so memory stays ``O(batch_size *
-    n_components)`` plus the dictionary itself).
+    Certificates are exact in float64 whatever the data's dtype, but their
+    bulk, the product ``r D^T`` of the residuals with every atom, runs in
+    float32 in both precisions (it only has to find the largest correlation,
+    and float32 products cost half as much as float64 ones): the residual
+    ``r = x - zD`` is computed in float64 from the code's few atoms, so the
+    primal value and ``x.r`` are exact, and only ``max_j r.d_j`` (the dual
+    scaling) is approximate. The samples whose approximate gap is within
+    ``screen`` (relative) of zero get the exact maximum from float64 dot
+    products with the few atoms that a rounding bound cannot rule out
+    (:meth:`_exact_worst`); the others are not converged either way. ``D64`` is
+    a float64 copy of a float32 dictionary when it is small (None otherwise:
+    the atoms of a code are then converted as needed, so memory stays
+    ``O(batch_size * n_components)`` plus the dictionary itself), ``D32`` a
+    float32 copy of a float64 one.
+
+    The correlations ``c = X D^T`` are the linear terms of the working-set
+    problems and are kept in the data's dtype. The scores that rank atoms
+    (correlations, absolute values without the sign constraint) are
+    summarised by the maxima of groups of ``group`` atoms
+    (:func:`_group_maxima`), which serve both the certificate and the choice
+    of working sets.
     """
 
-    def __init__(self, X, D, gram, alpha, positive, D64, screen, max_norm):
+    def __init__(self, X, D, gram, alpha, positive, D64, screen, max_norm, D32=None):
         self.X, self.D, self.gram, self.D64 = X, D, gram, D64
+        self.D32 = D.float() if D32 is None else D32
         self.alpha, self.positive, self.screen = alpha, positive, screen
         self.max_norm = max_norm  # an upper bound on max_j ||d_j||
+        # Relative error of the float32 copy of a float64 dictionary.
+        unit = torch.finfo(torch.float32).eps / 2
+        self.rounding = unit if D.dtype == torch.float64 else 0.0
         self.X64 = X.double()
         self.x_sq = (self.X64**2).sum(dim=1)
         self.c = X @ D.T  # correlations x.d_j, the linear term of the lasso
+        self.group = _group_size(D.shape[0])
+        self.n_groups = D.shape[0] // self.group
 
     def _blocks64(self):
         """Float64 blocks ``(start, D[start:stop])`` of the dictionary."""
@@ -668,15 +717,15 @@ class _Problem:
         for start in range(0, m, step):
             yield start, self.D[start : start + step].double()
 
-    def _exact_products(self, rows, approx=None, z=None):
-        """Float64 residual ``x - zD`` of ``rows`` and its correlations ``r D^T``.
+    def _atoms64(self, atoms):
+        """Float64 atoms ``D[atoms]``."""
+        return self.D64[atoms] if self.D64 is not None else self.D[atoms].double()
 
-        ``approx`` is ``zD`` in float64, or else ``z`` the dense codes.
-        """
-        if approx is None:
-            approx = 0.0
-            for start, block in self._blocks64():
-                approx = approx + z[:, start : start + block.shape[0]].double() @ block
+    def _exact_products(self, rows, z):
+        """Float64 residual ``x - zD`` of ``rows`` and its correlations ``r D^T``."""
+        approx = 0.0
+        for start, block in self._blocks64():
+            approx = approx + z[:, start : start + block.shape[0]].double() @ block
         residual = self.X64[rows] - approx
         corr = torch.empty(
             rows.numel(), self.D.shape[0], dtype=torch.float64, device=self.D.device
@@ -685,86 +734,130 @@ class _Problem:
             torch.mm(residual, block.T, out=corr[:, start : start + block.shape[0]])
         return residual, corr
 
-    def certificate(self, values, rows, residual, corr=None, worst=None):
-        """Primal and gap of codes with entries ``values`` (any layout).
-
-        ``residual`` is ``x - zD`` for the samples ``rows`` and ``corr`` its
-        correlations with all atoms, or ``worst`` their largest (absolute,
-        without the sign constraint) value; sums run in float64.
-        """
-        rd = residual.double()
-        if worst is None:
-            scale = _dual_scaling(corr, self.alpha, self.positive)
-        else:
-            tiny = torch.finfo(torch.float64).tiny
-            scale = torch.clamp(self.alpha / worst.clamp_min(tiny), max=1.0)
-        return _gap_from_residual(
+    def _gap_terms(self, values64, rows, residual):
+        """``x.x``, ``x.r``, ``r.r`` and ``|z|_1`` of ``rows``, in float64."""
+        return (
             self.x_sq[rows],
-            torch.linalg.vecdot(self.X64[rows], rd),
-            torch.linalg.vecdot(rd, rd),
-            values.double().abs().sum(dim=1),
-            scale,
-            self.alpha,
+            torch.linalg.vecdot(self.X64[rows], residual),
+            torch.linalg.vecdot(residual, residual),
+            values64.abs().sum(dim=1),
         )
 
+    def _gap(self, terms, worst):
+        """Primal and gap from :meth:`_gap_terms` and ``max_j r.d_j``.
+
+        ``max_j |r.d_j|`` without the sign constraint; see :func:`_dual_scaling`.
+        """
+        tiny = torch.finfo(torch.float64).tiny
+        scale = torch.clamp(self.alpha / worst.double().clamp_min(tiny), max=1.0)
+        return _gap_from_residual(*terms, scale, self.alpha)
+
     def certify(self, z: torch.Tensor, rows: torch.Tensor):
-        """Primal, gap and residual correlations of dense codes ``z`` of ``rows``."""
-        residual, corr = self._exact_products(rows, z=z)
-        return (*self.certificate(z, rows, residual, corr), corr)
+        """Primal and gap of dense codes ``z`` of ``rows``, all in float64."""
+        residual, corr = self._exact_products(rows, z)
+        worst = corr.amax(dim=1) if self.positive else corr.abs().amax(dim=1)
+        return self._gap(self._gap_terms(z.double(), rows, residual), worst)
+
+    def group_maxima(self, scores, out=None):
+        """:func:`_group_maxima` of ``scores`` for this dictionary's groups."""
+        return _group_maxima(scores, self.group, out)
 
     def certify_sparse(self, atoms, values, rows, out=None):
-        """Primal, gap and residual correlations of codes stored sparsely.
+        """Primal, gap, scores and group maxima of codes stored sparsely.
 
         The code of sample ``rows[i]`` is ``values[i]`` on the atoms
         ``atoms[i]``, so its reconstruction is a weighted sum of a few atoms
-        (an ``embedding_bag``) instead of a dense product. ``out`` optionally
-        receives the correlations ``r D^T`` (in the data's dtype).
-        """
-        approx = F.embedding_bag(atoms, self.D, per_sample_weights=values, mode="sum")
-        residual = self.X[rows] - approx
-        corr = torch.mm(residual, self.D.T, out=out)
-        primal, gap = self.certificate(values, rows, residual, corr)
-        if self.D.dtype != torch.float64:
-            near = torch.nonzero(gap <= self.screen * primal).flatten()
-            if near.numel():
-                primal[near], gap[near] = self._exact_sparse_certificate(
-                    atoms[near], values[near], rows[near], residual[near], corr[near]
-                )
-        return primal, gap, corr
-
-    def _exact_sparse_certificate(self, atoms, values, rows, residual, corr):
-        """Float64 primal and gap of float32 codes, from float32 correlations.
-
-        The residual is recomputed in float64 from the code's atoms. The gap
-        also needs ``max_j r.d_j`` exactly; the float32 correlations ``corr``
-        of the float32 ``residual`` differ from the exact ones by at most
-        ``e = max_j ||d_j|| (||r32 - r|| + gamma_n ||r32||)`` with
-        ``gamma_n = n u / (1 - n u)`` (Higham, 2002, "Accuracy and Stability
-        of Numerical Algorithms", eq. 3.5), so the exact maximum is attained
-        among the atoms within ``2 e`` of the float32 maximum -- at the
-        optimum, the support and a few more -- whose dot products alone are
-        computed in float64.
+        (an ``embedding_bag``, in float64) instead of a dense product. ``out``
+        optionally holds float32 buffers for the scores ``(n, n_components)``
+        and the group maxima ``(n, n_groups)``.
         """
         values64 = values.double()
-        approx = torch.bmm(values64.unsqueeze(1), self.D[atoms].double()).squeeze(1)
-        exact = self.X64[rows] - approx
+        if self.D64 is not None:
+            approx = F.embedding_bag(
+                atoms, self.D64, per_sample_weights=values64, mode="sum"
+            )
+        else:
+            approx = torch.bmm(values64.unsqueeze(1), self._atoms64(atoms)).squeeze(1)
+        residual = self.X64[rows] - approx
+        low = residual.float()
+        scores = torch.mm(low, self.D32.T, out=None if out is None else out[0])
+        if not self.positive:
+            scores.abs_()
+        group_max = self.group_maxima(scores, None if out is None else out[1])
+        primal, gap = self.certify_scores(
+            values64, rows, residual, low, scores, group_max
+        )
+        return primal, gap, scores, group_max
+
+    def certify_scores(self, values64, rows, residual, low, scores, group_max):
+        """Primal and gap of codes with float64 residual ``residual``.
+
+        ``scores`` are the correlations ``low D^T`` of its float32 rounding
+        ``low`` with all atoms (absolute without the sign constraint) and
+        ``group_max`` their group maxima; float64 ``scores`` are taken as
+        exact.
+        """
+        top = group_max.amax(dim=1)
+        terms = self._gap_terms(values64, rows, residual)
+        primal, gap = self._gap(terms, top)
+        if scores.dtype != torch.float64:
+            near = torch.nonzero(gap <= self.screen * primal).flatten()
+            if near.numel():
+                worst = self._exact_worst(
+                    near, residual[near], low[near], scores, group_max, top[near]
+                )
+                primal[near], gap[near] = self._gap([t[near] for t in terms], worst)
+        return primal, gap
+
+    def _exact_worst(self, near, residual, low, scores, group_max, top):
+        """Exact ``max_j r.d_j`` of the rows ``near`` of ``scores``.
+
+        (``max_j |r.d_j|`` without the sign constraint.) ``residual`` holds
+        those rows' float64 residuals. The float32 scores of their float32
+        roundings ``low`` differ from the exact ones by at most ``e = max_j
+        ||d_j|| (||low - r|| + gamma_n ||low|| + u ||r||)``, with ``gamma_n =
+        n u / (1 - n u)`` for the float32 product (Higham, 2002, "Accuracy and
+        Stability of Numerical Algorithms", eq. 3.5) and ``u ||r||`` for the
+        rounding of a float64 dictionary to float32. So the exact maximum is
+        attained among the atoms within ``2 e`` of the float32 maximum ``top``
+        -- at the optimum, the support and a few more -- found through the
+        groups whose maximum is that high, and only their dot products are
+        computed in float64.
+        """
         n = self.D.shape[1]
-        unit = torch.finfo(self.D.dtype).eps / 2
+        unit = torch.finfo(torch.float32).eps / 2
         gamma = n * unit / (1 - n * unit)
-        residual64 = residual.double()
+        low64 = low.double()
         error = self.max_norm * (
-            (residual64 - exact).norm(dim=1) + gamma * residual64.norm(dim=1)
+            (low64 - residual).norm(dim=1)
+            + gamma * low64.norm(dim=1)
+            + self.rounding * residual.norm(dim=1)
         )
-        score = corr if self.positive else corr.abs()
-        top = score.amax(dim=1).double()
-        row, atom = torch.nonzero(
-            score >= (top - 2 * error).unsqueeze(1), as_tuple=True
+        threshold = top.double() - 2 * error
+        row, group = torch.nonzero(
+            group_max[near] >= threshold.unsqueeze(1), as_tuple=True
         )
-        dots = torch.linalg.vecdot(self.D[atom].double(), exact[row])
-        worst = torch.full_like(top, -torch.inf).scatter_reduce_(
+        m = scores.shape[1]
+        members = group.unsqueeze(1) + self.n_groups * torch.arange(
+            self.group, device=group.device
+        )
+        inside = scores.take(near[row].unsqueeze(1) * m + members) >= threshold[
+            row
+        ].unsqueeze(1)
+        pair, member = torch.nonzero(inside, as_tuple=True)
+        row, atom = row[pair], members[pair, member]
+        # In chunks: gathered arrays of a few MiB stay in cache, and large
+        # temporaries cost page faults on every call.
+        dots = torch.empty(row.numel(), dtype=torch.float64, device=row.device)
+        chunk = max(1, 2**18 // n)
+        for lo in range(0, row.numel(), chunk):
+            part = slice(lo, lo + chunk)
+            torch.linalg.vecdot(
+                self._atoms64(atom[part]), residual[row[part]], out=dots[part]
+            )
+        return torch.full_like(threshold, -torch.inf).scatter_reduce_(
             0, row, dots if self.positive else dots.abs(), reduce="amax"
         )
-        return self.certificate(values64, rows, exact, worst=worst)
 
     def linear_term(self, rows, atoms):
         """``c[rows[i], atoms[i]]``, the correlations of working-set atoms."""
@@ -885,7 +978,7 @@ def _fista_all_atoms(
             better = candidates[usable]
             z_new[better] = y[better] = polished[usable]
             k[better] = 1
-        primal, gap, _ = problem.certify(z_new, rows)
+        primal, gap = problem.certify(z_new, rows)
         reached = gap <= tol * primal
         done = reached | (it >= budget)
         if not bool(done.any()):
@@ -915,49 +1008,50 @@ def _working_set_width(support: torch.Tensor, cap: int) -> torch.Tensor:
     return torch.clamp(width, min=2 * step, max=cap)
 
 
-def _top_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Column indices of the ``k`` largest entries of each row, best first.
+def _next_working_sets(atoms, values, scores, keep, group_max, widths):
+    """Each row's support on ``atoms`` followed by the best-scored other atoms.
 
-    ``torch.topk`` over a long row costs several nanoseconds per entry on CPU.
-    The entries of the top ``k`` all lie in the ``k`` blocks with the largest
-    maxima (a block ranked below ``k`` has ``k`` larger maxima, hence ``k``
-    larger entries, above all of its own), so the search runs on the block
-    maxima, then on the entries of the selected blocks only.
+    ``atoms`` and ``values`` ``(k, p)`` hold the current codes sparsely
+    (distinct atoms per row). ``scores`` ``(n, m)`` ranks all atoms, row
+    ``keep[i]`` for row ``i``, and ``group_max`` ``(k, n_groups)`` holds each
+    row's group maxima (see :class:`_Problem`; it is overwritten), with
+    ``n_groups >= widths.max()``. The other atoms are the maxima of the best groups,
+    leaving out groups whose maximum is a support atom: ``torch.topk`` costs
+    several nanoseconds per entry on CPU, so it runs on the group maxima only,
+    and the rest costs a few entries per chosen group. This is the exact top
+    of the scores unless two of them share a group; and since a support atom
+    scores ``alpha`` at the working set's optimum, a group whose maximum is a
+    support atom holds no violated atom (up to the working set's tolerance).
+    Row ``i`` of the result starts with ``widths[i]`` distinct atoms (the
+    rest, up to ``widths.max()``, is padding for the caller to cut off).
+    Returns the new atoms and the current codes on them.
     """
-    n, m = scores.shape
-    # Blocks of 8 entries; a block size that does not divide m would need a
-    # padded copy, which costs as much as it saves.
-    block = next((b for b in (8, 4, 2) if m % b == 0 and m >= 4 * b * k), 0)
-    if not block:
-        return torch.topk(scores, k, dim=1).indices
-    blocks = scores.view(n, m // block, block)
-    start = torch.topk(blocks.amax(dim=2), k, dim=1).indices * block
-    candidates = (start.unsqueeze(2) + torch.arange(block, device=scores.device)).view(
-        n, k * block
-    )
-    top = torch.topk(scores.gather(1, candidates), k, dim=1).indices
-    return candidates.gather(1, top)
-
-
-def _next_working_sets(atoms, values, scores, width):
-    """Each row's support on ``atoms`` followed by its best-scored other atoms.
-
-    ``atoms`` and ``values`` ``(k, p)`` hold the current codes sparsely (distinct
-    atoms per row), ``scores`` ``(k, m)`` ranks all atoms (it is overwritten).
-    Every row of the result has ``width`` distinct atoms. Returns the new atoms
-    and the current codes on them.
-    """
+    n_groups = group_max.shape[1]
+    m = scores.shape[1]
+    width = int(widths.max())
     idx, valid = _support_indices(values)
     count = valid.sum(dim=1, keepdim=True)
     support, on_support = atoms.gather(1, idx), values.gather(1, idx)
-    # Support atoms must not be chosen twice.
-    scores.scatter_(
-        1, support, torch.where(valid, -torch.inf, scores.gather(1, support))
-    )
-    extra = _top_indices(scores, width - int(count.min()))
-    # Row i takes its count_i support atoms, then its best width - count_i others.
+    offset = keep.unsqueeze(1) * m
+    group = support % n_groups
+    on_max = valid & (scores.take(offset + support) == group_max.gather(1, group))
+    # amin, not a plain scatter: two support atoms may share a group.
+    mask = torch.full_like(group, torch.inf, dtype=group_max.dtype)
+    group_max.scatter_reduce_(1, group, mask.masked_fill_(on_max, -torch.inf), "amin")
+    # Row i needs widths[i] - count_i others, masked groups (at most count_i)
+    # never among them; positions past widths[i] are cut off by the caller.
+    need = widths.unsqueeze(1) - count
+    extra = torch.topk(group_max, int(need.max()), dim=1).indices
+    if n_groups < m:
+        members = extra.unsqueeze(2) + n_groups * torch.arange(
+            m // n_groups, device=atoms.device
+        )
+        inner = scores.take(offset.unsqueeze(2) + members).argmax(dim=2, keepdim=True)
+        extra = members.gather(2, inner).squeeze(2)
+    # Row i takes its count_i support atoms, then its best others.
     position = torch.arange(width, device=atoms.device).expand(atoms.shape[0], -1)
-    take = torch.where(position < count, position, idx.shape[1] + position - count)
+    others = idx.shape[1] + torch.minimum(position - count, need - 1)
+    take = torch.where(position < count, position, others)
     new_atoms = torch.cat([support, extra], dim=1).gather(1, take)
     new_values = torch.cat([on_support, values.new_zeros(extra.shape)], dim=1)
     return new_atoms, new_values.gather(1, take)
@@ -1000,17 +1094,26 @@ def _encode_batch(
         flat = rows[leaving].unsqueeze(1) * m + atoms[leaving]
         z.view(-1)[flat[nonzero]] = values[leaving][nonzero]
 
-    # Residual correlations and the scores that rank atoms live in two
-    # buffers allocated once per batch: fresh (n, n_components) arrays every
-    # round cost page faults on CPU.
-    corr_buffer = torch.empty_like(problem.c)
-    score_buffer = torch.empty_like(problem.c)
+    # The float32 scores of residual correlations and their group maxima live
+    # in buffers allocated once per batch: fresh (n, n_components) arrays
+    # every round cost page faults on CPU.
+    score_buffer = torch.empty(n, m, dtype=torch.float32, device=device)
+    group_buffer = (
+        torch.empty(n, problem.n_groups, dtype=torch.float32, device=device)
+        if problem.group > 1
+        else None
+    )
     if warm:
-        primal, gap, corr = problem.certify_sparse(atoms, values, rows, corr_buffer)
+        primal, gap, scores, group_max = problem.certify_sparse(
+            atoms, values, rows, (score_buffer, group_buffer)
+        )
     else:
         # At z = 0 the residual is x and its correlations are cached.
-        primal, gap = problem.certificate(values, rows, problem.X, problem.c)
-        corr = problem.c
+        scores = problem.c if problem.positive else problem.c.abs()
+        group_max = problem.group_maxima(scores)
+        primal, gap = problem.certify_scores(
+            values.double(), rows, problem.X64, problem.X, scores, group_max
+        )
     while True:
         done = gap <= tol * primal
         converged[rows[done]] = True
@@ -1027,11 +1130,11 @@ def _encode_batch(
         # Rows sorted by working-set width: each width is one contiguous group.
         keep = keep[torch.argsort(width[keep])]
         rows, atoms, values, width = _compact(keep, [rows, atoms, values, width])
-        scores = torch.index_select(corr, 0, keep, out=score_buffer[: keep.numel()])
-        if not problem.positive:
-            scores.abs_()
-        atoms, values = _next_working_sets(atoms, values, scores, int(width.max()))
-        corr = corr_buffer[: rows.numel()]
+        # Too few groups for the widest working set: rank single atoms.
+        ranked = scores if int(width.max()) > group_max.shape[1] else group_max
+        atoms, values = _next_working_sets(
+            atoms, values, scores, keep, ranked.index_select(0, keep), width
+        )
         primal = torch.empty(rows.numel(), dtype=torch.float64, device=device)
         gap = torch.empty_like(primal)
         widths, counts = torch.unique_consecutive(width, return_counts=True)
@@ -1050,9 +1153,17 @@ def _encode_batch(
             spent[rows[part]] += it
             values[part, :w] = z_w
             values[part, w:] = 0.0
-            primal[part], gap[part], _ = problem.certify_sparse(
-                atoms[part, :w], z_w, rows[part], corr[part]
+            primal[part], gap[part], _, _ = problem.certify_sparse(
+                atoms[part, :w],
+                z_w,
+                rows[part],
+                (
+                    score_buffer[part],
+                    None if group_buffer is None else group_buffer[part],
+                ),
             )
+        scores = score_buffer[: rows.numel()]
+        group_max = scores if group_buffer is None else group_buffer[: rows.numel()]
 
     if dense:
         rows = torch.cat(dense)
@@ -1143,6 +1254,8 @@ def fista_encode(
     D64 = dictionary.double() if n_components * X.shape[1] <= 2**22 else None
     if dtype == torch.float64:
         D64 = dictionary
+    # Certificates multiply residuals with a float32 dictionary (see _Problem).
+    D32 = dictionary.float()
     screen = max(_SCREEN, 10 * tol)
     # Inflated by a few roundings of the norms themselves.
     max_norm = float(dictionary.norm(dim=1).max()) * (1 + 1e-5)
@@ -1159,7 +1272,7 @@ def fista_encode(
             if positive:
                 z0.clamp_(min=0.0)
         problem = _Problem(
-            X[start:stop], dictionary, gram, alpha, positive, D64, screen, max_norm
+            X[start:stop], dictionary, gram, alpha, positive, D64, screen, max_norm, D32
         )
         result = _encode_batch(problem, z0, tol, max_iter, lipschitz)
         n_iter[start:stop] = result.n_iter

@@ -20,10 +20,12 @@ from sklearn.preprocessing import StandardScaler
 
 from skdict import FISTACoder, _fista
 from skdict._fista import (
+    _group_maxima,
+    _group_size,
     _newton_on_support,
+    _next_working_sets,
     _support_indices,
     _take_square,
-    _top_indices,
     fista_encode,
     lipschitz_constant,
 )
@@ -227,17 +229,52 @@ def test_lipschitz_constant_is_the_squared_spectral_norm(rng):
     assert lipschitz_constant(D.T) == pytest.approx(expected, rel=1e-5)
 
 
-def test_top_indices_is_an_exact_top_k(rng):
-    """The block search returns what torch.topk returns, for any row length."""
-    for m in (1000, 1003, 48, 5):
-        scores = torch.from_numpy(rng.standard_normal((40, m)))
-        scores[:, ::7] = -torch.inf  # support atoms are masked like this
-        for k in (1, 3, min(16, m)):
-            got = _top_indices(scores.clone(), k)
-            expected = torch.topk(scores, k, dim=1).indices
-            torch.testing.assert_close(
-                scores.gather(1, got), scores.gather(1, expected), rtol=0, atol=0
-            )
+@pytest.mark.parametrize("m", [1000, 1003, 48])
+def test_next_working_sets_take_the_best_groups(rng, m):
+    """The support comes first, then the maxima of the best groups whose
+    maximum is not a support atom, all distinct, whatever the row order."""
+    n = 40
+    size = _group_size(m)
+    n_groups = m // size
+    assert (size, n_groups) == {1000: (8, 125), 1003: (1, 1003), 48: (1, 48)}[m]
+    scores = torch.from_numpy(rng.standard_normal((n, m)))
+    atoms = torch.stack([torch.from_numpy(rng.permutation(m)[:10]) for _ in range(n)])
+    values = torch.from_numpy(
+        rng.uniform(0.1, 1.0, (n, 10)) * (rng.random((n, 10)) < 0.6)
+    )
+    values[0] = 0.0  # an empty support
+    # Make some support atoms the maximum of their group.
+    rows = torch.arange(n).unsqueeze(1)
+    scores[rows, atoms[:, :3]] = 5.0 + torch.arange(3.0, dtype=scores.dtype)
+    widths = torch.from_numpy(rng.integers(12, 17, n)).sort().values
+    keep = torch.from_numpy(rng.permutation(n))  # row i of the batch is scores[keep[i]]
+    group_max = _group_maxima(scores, size)
+    assert group_max.shape == (n, n_groups)
+    new_atoms, new_values = _next_working_sets(
+        atoms, values, scores, keep, group_max[keep].clone(), widths
+    )
+    assert new_atoms.shape == new_values.shape == (n, int(widths.max()))
+    for i in range(n):
+        w, row = int(widths[i]), scores[keep[i]]
+        support = atoms[i][values[i] != 0]
+        count = support.numel()
+        got = new_atoms[i, :w]
+        assert got[:count].tolist() == support.tolist()
+        torch.testing.assert_close(new_values[i, :count], values[i][values[i] != 0])
+        assert not bool(new_values[i, count:w].any())
+        assert len(set(got.tolist())) == w
+        # Expected: the maxima of the best groups, masked where a support atom
+        # is the maximum.
+        group_of = torch.arange(m) % n_groups
+        best = {}
+        for atom in torch.argsort(row, descending=True).tolist():
+            best.setdefault(int(group_of[atom]), atom)
+        ranked = [
+            a
+            for a in sorted(best.values(), key=lambda a: -row[a])
+            if a not in support.tolist()
+        ]
+        assert got[count:].tolist() == ranked[: w - count]
 
 
 def test_take_square_matches_advanced_indexing(rng):
@@ -406,11 +443,32 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
     monkeypatch.setattr(_fista, "_AUTO_BATCH_ELEMENTS", 4 * 120 * 64)
     for D64 in (D32.double(), None):
         problem = _fista._Problem(X32, D32, None, 0.1, True, D64, 1e-3, 1.0 + 1e-5)
-        got_primal, got_gap, _ = problem.certify_sparse(
+        got_primal, got_gap, _, _ = problem.certify_sparse(
             atoms, codes.gather(1, atoms), torch.arange(30)
         )
         np.testing.assert_allclose(got_primal.numpy(), primal, rtol=1e-12)
         np.testing.assert_allclose(got_gap.numpy(), gap, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_float64_gaps_screened_in_float32_are_exact(rng, positive):
+    """float64 data: the products with all atoms run in float32, yet the gaps
+    that decide are the float64 ones, down to a tolerance far below float32's
+    resolution."""
+    D = random_dictionary(rng, 400, 60)
+    X = sparse_codes(rng, 30, 400, 15) @ D + 1e-3 * rng.standard_normal((30, 60))
+    Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
+    result = fista_encode(Xt, Dt, alpha=0.05, positive=positive, tol=1e-12)
+    assert bool(result.converged.all())
+    primal, gap = duality_gap(X, result.codes.numpy(), D, 0.05, positive)
+    assert np.all(gap <= 1e-12 * primal)
+    atoms, _ = _support_indices(result.codes)
+    problem = _fista._Problem(Xt, Dt, None, 0.05, positive, Dt, 1e-3, 1.0 + 1e-5)
+    got_primal, got_gap, _, _ = problem.certify_sparse(
+        atoms, result.codes.gather(1, atoms), torch.arange(30)
+    )
+    np.testing.assert_allclose(got_primal.numpy(), primal, rtol=1e-13)
+    np.testing.assert_allclose(got_gap.numpy(), gap, rtol=1e-6, atol=1e-15)
 
 
 # ----------------------------------------------------------------- FISTACoder
