@@ -114,9 +114,9 @@ _CHECK_EVERY = 5
 # Iterations after which a working-set solve is deemed stalled: Newton steps
 # are then tried on every sample, and also shrink supports they cannot solve.
 _STALLED = 20
-# Relative gap below which a float32 gap is recomputed in float64 (see
-# _Problem); float32 errors on the gap stay well below it unless alpha is tiny
-# next to ||x - zD||, where float32 cannot certify anyway.
+# Relative gap below which a gap screened with float32 correlations is made
+# exact in float64 (see _Problem); float32 errors on the gap stay well below it
+# unless alpha is tiny next to ||x - zD||, where float32 cannot certify anyway.
 _SCREEN = 1e-3
 # Finished samples are dropped from a working-set solve once they make up this
 # fraction of it: copying the per-sample Gram matrices for one sample is waste.
@@ -335,14 +335,13 @@ def _working_set_gap(gz, b, z, x_sq, alpha, positive):
     """Primal value and duality gap of the lasso restricted to a working set.
 
     From Gram quantities, with ``gz = G z``: ``r.r = x.x - 2 z.b + z G z``,
-    ``x.r = x.x - z.b`` and ``r.d_j = b_j - (G z)_j``, in float64.
+    ``x.r = x.x - z.b`` and ``r.d_j = b_j - (G z)_j``.
     """
-    gz, zd, bd = gz.double(), z.double(), b.double()
-    z_dot_b = torch.linalg.vecdot(zd, bd)
-    r_sq = (x_sq - 2.0 * z_dot_b + torch.linalg.vecdot(zd, gz)).clamp_min(0.0)
-    scale = _dual_scaling(bd - gz, alpha, positive)
+    z_dot_b = torch.linalg.vecdot(z, b)
+    r_sq = (x_sq - 2.0 * z_dot_b + torch.linalg.vecdot(z, gz)).clamp_min(0.0)
+    scale = _dual_scaling(b - gz, alpha, positive)
     return _gap_from_residual(
-        x_sq, x_sq - z_dot_b, r_sq, zd.abs().sum(dim=1), scale, alpha
+        x_sq, x_sq - z_dot_b, r_sq, z.abs().sum(dim=1), scale, alpha
     )
 
 
@@ -538,7 +537,6 @@ def _fista_working_set(
     positive: bool,
     tol: float,
     max_iter: torch.Tensor,
-    screen: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FISTA with restart on per-sample problems ``0.5 zGz - b.z + alpha |z|_1``.
 
@@ -547,9 +545,8 @@ def _fista_working_set(
     iteration takes the exact Newton step on its support (:func:`_polish`),
     which typically ends it at once; after ``_STALLED`` iterations every
     sample tries, with the active-set moves. Then each sample's working-set
-    gap is checked (float32 gaps within ``screen * P`` of zero are
-    recomputed in float64, see :class:`_Problem`). A sample stops when its
-    gap is at most ``tol * P`` or at its own iteration budget ``max_iter``.
+    gap is checked. A sample stops when its gap is at most ``tol * P`` or at
+    its own iteration budget ``max_iter``.
     Returns the codes and the iterations spent per sample.
     """
     n, w = z.shape
@@ -609,14 +606,6 @@ def _fista_working_set(
             k[better] = 1
         gz = _bmv(Gs, z_new) / step
         primal, gap = _working_set_gap(gz, b, z_new, x_sq, alpha, positive)
-        if Gs.dtype != torch.float64:
-            # float32 gaps screen, float64 ones decide (see _Problem).
-            near = torch.nonzero(~finished & (gap <= screen * primal)).flatten()
-            if near.numel():
-                gz = _bmv(Gs[near].double(), z_new[near].double()) / step[near]
-                primal[near], gap[near] = _working_set_gap(
-                    gz, b[near], z_new[near], x_sq[near], alpha, positive
-                )
         done = ~finished & ((gap <= tol * primal) | (it >= budget))
         if not bool(done.any()):
             continue
@@ -891,7 +880,10 @@ def _solve_working_sets(
     """Solve each row's lasso restricted to the atoms ``atoms`` ``(k, w)``.
 
     Rows are processed in chunks so that the per-sample Gram matrices hold at
-    most ``_AUTO_BATCH_ELEMENTS`` values.
+    most ``_AUTO_BATCH_ELEMENTS`` values. The solves run in float64 whatever
+    the data's dtype: the problems are tiny, so float32 saves no time, and
+    float32 working-set gaps could not resolve float32's tolerance when
+    supports are large. Returns the codes in ``z_w``'s dtype.
     """
     new_z = torch.empty_like(z_w)
     spent = torch.empty(rows.numel(), dtype=torch.long, device=z_w.device)
@@ -899,15 +891,14 @@ def _solve_working_sets(
     for start in range(0, rows.numel(), chunk):
         part = slice(start, start + chunk)
         new_z[part], spent[part] = _fista_working_set(
-            problem.sub_gram(atoms[part]),
-            problem.linear_term(rows[part], atoms[part]),
-            z_w[part],
+            problem.sub_gram(atoms[part]).double(),
+            problem.linear_term(rows[part], atoms[part]).double(),
+            z_w[part].double(),
             problem.x_sq[rows[part]],
             problem.alpha,
             problem.positive,
             tol,
             budget[part],
-            problem.screen,
         )
     return new_z, spent
 
@@ -1063,6 +1054,7 @@ def _encode_batch(
     tol: float,
     max_iter: int,
     lipschitz: Callable[[], float],
+    warm: bool = True,
 ) -> FISTAResult:
     n, m = z.shape
     n_features = problem.D.shape[1]
@@ -1079,7 +1071,7 @@ def _encode_batch(
     # Between rounds the codes of the running rows live sparsely, as values on
     # atoms (no pass over (n, n_components) arrays); ``z`` receives them when
     # a row leaves.
-    warm = bool((z != 0).any())
+    warm = warm and bool((z != 0).any())
     if warm:
         atoms, _ = _support_indices(z)
         values = z.gather(1, atoms)
@@ -1274,7 +1266,9 @@ def fista_encode(
         problem = _Problem(
             X[start:stop], dictionary, gram, alpha, positive, D64, screen, max_norm, D32
         )
-        result = _encode_batch(problem, z0, tol, max_iter, lipschitz)
+        result = _encode_batch(
+            problem, z0, tol, max_iter, lipschitz, warm=init is not None
+        )
         n_iter[start:stop] = result.n_iter
         converged[start:stop] = result.converged
     return FISTAResult(codes, n_iter, converged)
