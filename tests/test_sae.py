@@ -120,27 +120,48 @@ def test_jumprelu_gradients_match_straight_through_autograd():
         torch.testing.assert_close(param.grad, p[name].grad, msg=name)
 
 
-def test_matching_pursuit_gradient_matches_unrolled_autograd():
-    """The triangular-solve backward equals autograd through the pursuit loop."""
-    torch.manual_seed(2)
-    k = 4
-    module = module_for("mp", n_features=6, n_components=10, k=k)
-    x = torch.randn(8, 6, dtype=torch.float64)
-    module.loss_and_grad(x)
-
-    p = leaves(module)
-    residual = x - p["b_dec"]
-    codes = torch.zeros(8, 10, dtype=torch.float64)
+def unrolled_pursuit(x, atoms, k):
+    """Matching pursuit as the paper writes it: residual, float argmax, scatter."""
+    residual = x
+    codes = torch.zeros(x.shape[0], atoms.shape[0], dtype=x.dtype)
     for _ in range(k):
-        corr = residual @ p["W_dec"].T
+        corr = residual @ atoms.T
         index = corr.detach().abs().argmax(dim=1, keepdim=True)
         value = corr.gather(1, index)
         codes = codes + torch.zeros_like(codes).scatter(1, index, value)
-        residual = residual - value * p["W_dec"][index.squeeze(1)]
+        residual = residual - value * atoms[index.squeeze(1)]
+    return codes
+
+
+@pytest.mark.parametrize("gram", [True, False])
+@pytest.mark.parametrize(
+    "n_samples, n_components, k",
+    # The last case has more steps than atoms: atoms are picked again.
+    [(8, 10, 4), (1, 10, 4), (9, 4, 7)],
+)
+def test_matching_pursuit_gradient_matches_unrolled_autograd(
+    gram, n_samples, n_components, k, monkeypatch
+):
+    """The backward pass equals autograd through the unrolled pursuit loop."""
+    if not gram:
+        monkeypatch.setattr(_modules, "_MAX_GRAM_ELEMENTS", 0)
+    torch.manual_seed(2)
+    module = module_for("mp", n_features=6, n_components=n_components, k=k)
+    x = torch.randn(n_samples, 6, dtype=torch.float64)
+    out = module.loss_and_grad(x)
+
+    p = leaves(module)
+    codes = unrolled_pursuit(x - p["b_dec"], p["W_dec"], k)
     x_hat = codes @ p["W_dec"] + p["b_dec"]
-    ((x_hat - x) ** 2).mean().backward()
+    loss = ((x_hat - x) ** 2).sum()
+    loss.backward()
     for name, param in module.named_parameters():
-        torch.testing.assert_close(param.grad, p[name].grad, msg=name)
+        torch.testing.assert_close(param.grad, p[name].grad / x.numel(), msg=name)
+    torch.testing.assert_close(out.squared_error, loss.detach())
+    counts = torch.bincount(module.encode(x).columns, minlength=n_components)
+    assert torch.equal(out.active, counts)
+    if n_components < k:
+        assert counts.max() > n_samples  # some atom was picked twice
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -203,22 +224,39 @@ def test_direct_adamw_step_is_bit_identical(dtype):
             assert torch.equal(value, opt_plain.state[q][key]), key
 
 
-def test_matching_pursuit_against_residual_form():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matching_pursuit_selects_as_float_argmax(dtype):
+    """Both forms select as the unrolled loop, ties and zero rows included."""
     rng = np.random.default_rng(0)
-    D = torch.as_tensor(random_dictionary(rng, 20, 6))
-    x = torch.as_tensor(rng.standard_normal((5, 6)))
-    with_gram = matching_pursuit(x, D, 4, D @ D.T)
-    without = matching_pursuit(x, D, 4)
-    torch.testing.assert_close(with_gram[0], without[0])
-    assert torch.equal(with_gram[1], without[1])
-    # The codes reconstruct x up to the residual, which is orthogonal to the
-    # last selected atom.
-    values, index = without
-    residual = x - torch.einsum("bk,bkf->bf", values, D[index])
-    last = D[index[:, -1]]
-    torch.testing.assert_close(
-        (residual * last).sum(1), torch.zeros(5, dtype=torch.float64)
-    )
+    D = torch.as_tensor(random_dictionary(rng, 20, 6), dtype=dtype)
+    D[7] = D[3]  # a duplicated atom ties with the original: the first wins
+    D[11] = -D[5]  # and so does an opposite one
+    x = torch.as_tensor(rng.standard_normal((6, 6)), dtype=dtype)
+    x[1] = 0.0  # all correlations zero: atom 0, code 0, k times
+    x[2] = D[3]  # exact ties from the first step
+    x[3] = -2.0 * D[5]
+    expected = unrolled_pursuit(x, D, 4)
+    for gram in (D @ D.T, None):
+        values, indices = matching_pursuit(x, D, 4, gram)
+        codes = torch.zeros_like(expected).scatter_add_(1, indices, values)
+        torch.testing.assert_close(codes, expected)
+        assert indices[1].tolist() == [0] * 4
+        assert indices[2, 0] == 3 and indices[3, 0] == 5
+        assert values[1].eq(0).all()
+        # The residual is orthogonal to the last selected atom.
+        residual = x - torch.einsum("bk,bkf->bf", values, D[indices])
+        last = (residual * D[indices[:, -1]]).sum(1)
+        torch.testing.assert_close(last, torch.zeros_like(last))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_matching_pursuit_half_precision_first_selection(dtype):
+    x = torch.randn(50, 6).to(dtype)
+    D = torch.as_tensor(random_dictionary(np.random.default_rng(1), 30, 6), dtype=dtype)
+    values, indices = matching_pursuit(x, D, 1)
+    corr = x @ D.T
+    assert torch.equal(indices[:, 0], corr.abs().argmax(dim=1))
+    assert torch.equal(values[:, 0], corr.gather(1, indices).view(-1))
 
 
 # ---------------------------------------------------------------- training
