@@ -265,7 +265,7 @@ def test_next_working_sets_take_the_best_groups(rng, m):
         assert len(set(got.tolist())) == w
         # Expected: the maxima of the best groups, masked where a support atom
         # is the maximum.
-        group_of = torch.arange(m) % n_groups
+        group_of = torch.arange(m) // size
         best = {}
         for atom in torch.argsort(row, descending=True).tolist():
             best.setdefault(int(group_of[atom]), atom)
