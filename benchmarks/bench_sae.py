@@ -19,6 +19,10 @@ threads
     against 2 threads.
 crossover
     Dense against sparse top-k codes in training, per step, across widths.
+mp
+    The matching-pursuit SAE's training step at the recipe's size: the
+    pursuit alone and the whole step (loss, gradients, projection, AdamW,
+    renormalisation), in microseconds and torch operator calls.
 scale
     Training samples/s at width 16,384 on 512-dimensional inputs, batch 4,096
     (k=32), on the CPU and, when available, on CUDA.
@@ -383,6 +387,79 @@ def section_crossover(args):
             _modules._SPARSE_MIN_COMPONENTS = threshold
 
 
+def _operator_calls(fn):
+    """Top-level torch operators that one call of ``fn`` runs, views excluded."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    names = [
+        e.name
+        for e in prof.events()
+        if e.name.startswith("aten::")
+        and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+    ]
+    return [name for name in names if name not in _VIEWS]
+
+
+# Operators that only make views or uninitialised buffers: no kernel runs.
+_VIEWS = {
+    f"aten::{name}"
+    for name in (
+        "view as_strided alias unsqueeze squeeze transpose t permute expand select "
+        "slice reshape _reshape_alias numpy_T mT empty empty_like empty_strided "
+        "new_empty"
+    ).split()
+}
+
+
+def section_mp(args):
+    X = torch.as_tensor(recipe_data())
+    x = X[:BATCH]
+    module = _modules.build_sae("mp", X.shape[1], WIDTH, k=K)
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    optimizer = _training.make_optimizer(
+        module, lr=LR, weight_decay=0.01, train_decoder=True
+    )
+    step = _training.AdamWStep(optimizer)
+
+    def pursuit():
+        centred = x - module.b_dec
+        _modules.matching_pursuit(centred, module.W_dec, K, module._gram())
+
+    def training_step():
+        module.loss_and_grad(x)
+        module.project_decoder_grad_()
+        step()
+        module.normalize_decoder_()
+
+    print(
+        f"\n## mp: one training step at the recipe's size (batch {BATCH}, width "
+        f"{WIDTH}, k={K}), 1 thread, median of {args.repeats} x 2,000 calls"
+    )
+    with threads(1), torch.inference_mode():
+        training_step()
+        calls = {
+            "pursuit (forward only)": pursuit,
+            "training step": training_step,
+        }
+        for name, fn in calls.items():
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                for _ in range(2000):
+                    fn()
+                times.append((time.perf_counter() - start) / 2000 * 1e6)
+            ops = _operator_calls(fn)
+            print(
+                f"{name:>24} {statistics.median(times):7.1f} us, "
+                f"{len(ops)} operator calls"
+            )
+        ops = _operator_calls(training_step)
+        counts = ", ".join(f"{n[6:]} {ops.count(n)}" for n in sorted(set(ops)))
+        print(f"operators per step: {counts}")
+
+
 def section_scale(args):
     width, n_features, batch, k = 16_384, 512, 4096, 32
     devices = [torch.device("cpu")]
@@ -409,6 +486,7 @@ SECTIONS = {
     "compile": section_compile,
     "threads": section_threads,
     "crossover": section_crossover,
+    "mp": section_mp,
     "scale": section_scale,
 }
 

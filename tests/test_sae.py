@@ -71,6 +71,8 @@ def test_gradients_match_finite_differences(activation, sparse, monkeypatch):
         name: p for name, p in module.named_parameters() if name != "log_threshold"
     }
     analytic = {name: p.grad.clone() for name, p in params.items()}
+    # torch's fused AdamW misreads non-contiguous gradients (torch 2.13, CPU).
+    assert all(p.grad.is_contiguous() for p in module.parameters())
     eps = 1e-6
     for name, p in params.items():
         numeric = analytic[name].clone()  # entries not probed compare trivially
