@@ -122,6 +122,8 @@ _SCREEN = 1e-3
 # inactive atoms padded: a batched Cholesky of 32 x 32 matrices costs a few
 # microseconds per matrix, less than extracting and grouping supports by size.
 _WHOLE_NEWTON = 32
+# Working-set groups of fewer rows join the next wider group (_merge_widths).
+_MIN_GROUP_ROWS = 256
 # Finished samples are dropped from a working-set solve once they make up this
 # fraction of it: copying the per-sample Gram matrices for one sample is waste.
 _COMPACT_FRACTION = 1 / 8
@@ -1032,6 +1034,31 @@ def _working_set_width(support: torch.Tensor, cap: int) -> torch.Tensor:
     return torch.clamp(width, min=2 * step, max=cap)
 
 
+def _merge_widths(width: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Distinct widths of sorted ``width`` and their row counts, small ones merged.
+
+    A group of fewer than ``_MIN_GROUP_ROWS`` rows joins the next wider one
+    (``width`` is raised in place): every working-set solve and certificate
+    costs a few milliseconds of per-call overhead whatever its size, while a
+    wider working set only holds a few more candidate atoms.
+    """
+    widths, counts = torch.unique_consecutive(width, return_counts=True)
+    merged_widths, merged_counts = [], []
+    carried = 0
+    last = len(widths) - 1
+    for i, (w, count) in enumerate(zip(widths.tolist(), counts.tolist(), strict=True)):
+        carried += count
+        if carried >= _MIN_GROUP_ROWS or i == last:
+            merged_widths.append(w)
+            merged_counts.append(carried)
+            carried = 0
+    start = 0
+    for w, count in zip(merged_widths, merged_counts, strict=True):
+        width[start : start + count] = w
+        start += count
+    return merged_widths, merged_counts
+
+
 def _next_working_sets(atoms, values, scores, keep, group_max, widths):
     """Each row's support on ``atoms`` followed by the best-scored other atoms.
 
@@ -1161,6 +1188,7 @@ def _encode_batch(
         # Rows sorted by working-set width: each width is one contiguous group.
         keep = keep[torch.argsort(width[keep])]
         rows, atoms, values, width = _compact(keep, [rows, atoms, values, width])
+        widths, counts = _merge_widths(width)
         # Too few groups for the widest working set: rank single atoms.
         ranked = scores if int(width.max()) > group_max.shape[1] else group_max
         atoms, values = _next_working_sets(
@@ -1168,9 +1196,8 @@ def _encode_batch(
         )
         primal = torch.empty(rows.numel(), dtype=torch.float64, device=device)
         gap = torch.empty_like(primal)
-        widths, counts = torch.unique_consecutive(width, return_counts=True)
         start = 0
-        for w, count in zip(widths.tolist(), counts.tolist(), strict=True):
+        for w, count in zip(widths, counts, strict=True):
             part = slice(start, start + count)
             start += count
             z_w, it = _solve_working_sets(

@@ -22,6 +22,7 @@ from skdict import FISTACoder, _fista
 from skdict._fista import (
     _group_maxima,
     _group_size,
+    _merge_widths,
     _newton_on_support,
     _next_working_sets,
     _support_indices,
@@ -275,6 +276,17 @@ def test_next_working_sets_take_the_best_groups(rng, m):
             if a not in support.tolist()
         ]
         assert got[count:].tolist() == ranked[: w - count]
+
+
+def test_small_width_groups_join_wider_ones(monkeypatch):
+    monkeypatch.setattr(_fista, "_MIN_GROUP_ROWS", 10)
+    width = torch.tensor([8] * 3 + [12] * 20 + [16] * 4 + [20] * 5 + [24] * 2)
+    widths, counts = _merge_widths(width)
+    # 8 joins 12; 16 and 20 join 24, the widest, which stays however small.
+    assert (widths, counts) == ([12, 24], [23, 11])
+    assert width.tolist() == [12] * 23 + [24] * 11
+    width = torch.tensor([8] * 12 + [12] * 2)
+    assert _merge_widths(width) == ([8, 12], [12, 2])
 
 
 def test_take_square_matches_advanced_indexing(rng):
