@@ -56,9 +56,8 @@ from tqdm.auto import tqdm
 from ._tensor import (
     as_tensor,
     portable_state,
-    resolve_device,
     to_output,
-    to_tensor,
+    validate_codes,
     validate_input,
 )
 
@@ -269,16 +268,7 @@ def reconstruct(estimator: Any, codes: Any) -> Any:
     >>> reconstruct(oracle, np.array([[1.0, 2.0]]))
     array([[1., 2.]])
     """
-    check_is_fitted(estimator)
-    Z, origin = to_tensor(
-        codes, device=resolve_device(estimator.device, codes), name="codes"
-    )
-    n_components = estimator.components_.shape[0]
-    if Z.shape[1] != n_components:
-        raise ValueError(
-            f"codes have {Z.shape[1]} columns, but this "
-            f"{type(estimator).__name__} has {n_components} components."
-        )
+    Z, origin = validate_codes(estimator, codes)
     D = as_tensor(estimator.components_, device=Z.device, dtype=Z.dtype)
     b = as_tensor(estimator.intercept_, device=Z.device, dtype=Z.dtype, ndim=1)
     return to_output(Z @ D + b, origin)

@@ -84,9 +84,8 @@ from ._dictionary import is_provider, resolve_dictionary
 from ._tensor import (
     as_tensor,
     portable_state,
-    resolve_device,
     to_output,
-    to_tensor,
+    validate_codes,
     validate_input,
 )
 
@@ -1779,15 +1778,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
             In the array type, device and dtype of the codes.
         """
-        check_is_fitted(self)
-        codes, origin = to_tensor(
-            X, device=resolve_device(self.device, X), name="codes"
-        )
-        if codes.shape[1] != self._n_features_out:
-            raise ValueError(
-                f"codes have {codes.shape[1]} columns, but this FISTACoder has "
-                f"{self._n_features_out} components."
-            )
+        codes, origin = validate_codes(self, X)
         D, b = self._dictionary_tensors(codes)
         return to_output(codes @ D + b, origin)
 

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import torch
 from sklearn import get_config
 from sklearn.utils._array_api import get_namespace_and_device, move_to
-from sklearn.utils.validation import check_array, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 __all__ = [
     "ArrayOrigin",
@@ -41,6 +41,7 @@ __all__ = [
     "to_numpy",
     "to_output",
     "to_tensor",
+    "validate_codes",
     "validate_input",
 ]
 
@@ -313,6 +314,50 @@ def to_tensor(
     if not bool(torch.isfinite(T).all()):
         raise ValueError(f"{name} contains NaN or infinity.")
     return T, origin
+
+
+def validate_codes(estimator: Any, codes: Any) -> tuple[torch.Tensor, ArrayOrigin]:
+    """Check codes passed to a fitted coder's ``inverse_transform``.
+
+    The codes must be finite, 2-D and have one column per component of the
+    fitted ``estimator``; they are returned as a tensor on the device the
+    estimator's ``device`` parameter resolves to, with their
+    :class:`ArrayOrigin` (the output follows the codes, not the training data).
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        Exposes ``components_`` and a ``device`` parameter.
+    codes : array-like or torch.Tensor of shape (n_samples, n_components)
+        Codes.
+
+    Returns
+    -------
+    codes_tensor : torch.Tensor
+    origin : ArrayOrigin
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict import OracleDictionary
+    >>> from skdict._tensor import validate_codes
+    >>> oracle = OracleDictionary(np.eye(2)).fit(np.ones((3, 2)))
+    >>> validate_codes(oracle, np.ones((1, 3)))
+    Traceback (most recent call last):
+    ...
+    ValueError: codes have 3 columns, but this OracleDictionary has 2 components.
+    """
+    check_is_fitted(estimator)
+    Z, origin = to_tensor(
+        codes, device=resolve_device(estimator.device, codes), name="codes"
+    )
+    n_components = estimator.components_.shape[0]
+    if Z.shape[1] != n_components:
+        raise ValueError(
+            f"codes have {Z.shape[1]} columns, but this "
+            f"{type(estimator).__name__} has {n_components} components."
+        )
+    return Z, origin
 
 
 def to_output(T: torch.Tensor, origin: ArrayOrigin) -> Any:

@@ -21,9 +21,8 @@ from sklearn.utils.validation import check_is_fitted
 from .._dictionary import resolve_dictionary
 from .._tensor import (
     portable_state,
-    resolve_device,
     to_output,
-    to_tensor,
+    validate_codes,
     validate_input,
 )
 from ._modules import ACTIVATIONS, SAE, SparseCodes, build_sae
@@ -535,15 +534,7 @@ class SparseAutoencoder(
         X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
             In the array type, device and dtype of the codes.
         """
-        check_is_fitted(self)
-        codes, origin = to_tensor(
-            X, device=resolve_device(self.device, X), name="codes"
-        )
-        if codes.shape[1] != self._n_features_out:
-            raise ValueError(
-                f"codes have {codes.shape[1]} columns, but this SparseAutoencoder "
-                f"has {self._n_features_out} components."
-            )
+        codes, origin = validate_codes(self, X)
         with torch.no_grad():
             return to_output(self._module_for(codes).decode(codes), origin)
 
