@@ -155,10 +155,21 @@ def _matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
 
 
 def _counted_flops(fn) -> int:
+    """Matrix-product flops of ``fn``, counted on one thread.
+
+    The counter is a thread-local dispatch mode, so it would miss the worker
+    threads that solve shares of a batch with several torch threads; one
+    thread does the same products without them.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        torch.set_num_threads(threads)
     return counter.get_total_flops()
 
 

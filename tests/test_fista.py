@@ -154,6 +154,41 @@ def test_batching_and_masking_do_not_change_codes(rng):
     torch.testing.assert_close(batch, chunked.codes, atol=1e-7, rtol=0)
 
 
+@pytest.fixture
+def two_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_shares_solved_by_worker_threads_match_one_thread(
+    rng, monkeypatch, two_threads, inference
+):
+    """With two torch threads a batch is split between two worker threads
+    (each running one intra-op thread), batch by batch, warm starts included,
+    also under the caller's inference mode; the codes are those of one thread."""
+    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
+    D = random_dictionary(rng, 120, 25)
+    X = sparse_codes(rng, 90, 120, 4) @ D
+    Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
+    init = torch.from_numpy(sparse_codes(rng, 90, 120, 4))
+    assert _fista._share_count(40, torch.device("cpu")) == 2
+    with torch.inference_mode(inference):
+        split = fista_encode(
+            Xt, Dt, alpha=0.05, positive=True, tol=1e-12, init=init, batch_size=40
+        )
+    torch.set_num_threads(1)
+    assert _fista._share_count(40, torch.device("cpu")) == 1
+    single = fista_encode(
+        Xt, Dt, alpha=0.05, positive=True, tol=1e-12, init=init, batch_size=40
+    )
+    assert bool(split.converged.all())
+    assert split.codes.is_inference() == inference
+    torch.testing.assert_close(split.codes, single.codes, atol=1e-7, rtol=0)
+
+
 def test_samples_stop_at_their_own_tolerance(rng):
     """An easy sample (x = 0) needs no iterations while hard ones keep going."""
     D = random_dictionary(rng, 80, 20)
