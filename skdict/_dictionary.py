@@ -548,8 +548,10 @@ def _plain_fista(
     gradient ``(Y D - X) D^T`` goes through the Gram matrix or through ``D``
     twice, whichever is cheaper.
     """
+    from . import _fista  # imports this module: reached at call time
+
     n_components, n_features = components.shape
-    lipschitz = float(torch.linalg.matrix_norm(components, ord=2)) ** 2
+    lipschitz = _fista.lipschitz_constant(components)
     threshold = alpha / lipschitz
     gram = components @ components.T if n_components <= 2 * n_features else None
     target = X @ components.T
@@ -557,11 +559,7 @@ def _plain_fista(
     t = 1.0
     for _ in range(n_iter):
         product = y @ gram if gram is not None else (y @ components) @ components.T
-        v = y - (product - target) / lipschitz
-        if positive:
-            z_new = (v - threshold).clamp_min_(0.0)
-        else:
-            z_new = v.sign() * (v.abs() - threshold).clamp_min_(0.0)
+        z_new = _fista._prox_l1(y - (product - target) / lipschitz, threshold, positive)
         t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
         y = z_new + ((t - 1.0) / t_new) * (z_new - z)
         z, t = z_new, t_new
