@@ -652,10 +652,10 @@ def learn_dictionary(
     atoms with |cosine| above 0.7 the less used is resampled as in step 3.
     Dictionaries with at most 3 atoms per feature are coded, while exploring,
     by 8 plain FISTA iterations from the warm start instead of to a duality
-    gap. Learning ends after ``dict_max_iter`` rounds. A given ``init`` skips
-    the exploration and refines: ``alpha`` is fixed and every round decreases
-    ``F(Z, D)``; learning stops once the relative change ``||D_new - D||_F /
-    ||D||_F`` is at most ``tol``, or after ``dict_max_iter`` rounds.
+    gap. A given ``init`` skips the exploration and refines: ``alpha`` is
+    fixed and every round decreases ``F(Z, D)``. Either way, learning stops
+    once ``alpha`` has reached its target and the relative change ``||D_new -
+    D||_F / ||D||_F`` is at most ``tol``, or after ``dict_max_iter`` rounds.
 
     Parameters
     ----------
@@ -815,7 +815,8 @@ def learn_dictionary(
         if verbose > 0:
             rounds.set_postfix(objective=history[-1]["objective"], change=change)
         round_tol = min(_MAX_ROUND_TOL, max(tol, change))
-        if not exploring and change <= tol:
+        # Once alpha has reached its target (after the continuation).
+        if a == alpha and change <= tol:
             break
     return DictionaryLearningResult(components, codes, history)
 

@@ -245,6 +245,22 @@ def test_rounds_explore_without_init_and_refine_with_one(easy):
     assert np.all(np.diff(settled) <= 1e-12 * np.abs(settled[:-1]))
 
 
+def test_learning_stops_on_tol_once_alpha_is_reached(easy):
+    # The rounds of the continuation never stop learning; after them, the
+    # first round whose relative dictionary change is at most tol does.
+    tol = 1e-2
+    coder = FISTACoder(
+        n_components=50, positive=True, dict_max_iter=200, tol=tol, random_state=0
+    ).fit(easy.X_train)
+    history = coder.history_
+    assert len(history) < 200
+    assert history[-1]["alpha"] == coder.alpha
+    assert history[-1]["dictionary_change"] <= tol
+    assert all(
+        h["dictionary_change"] > tol for h in history[:-1] if h["alpha"] == coder.alpha
+    )
+
+
 def test_learns_easy_dictionary(easy):
     coder = FISTACoder(
         n_components=50, positive=True, dict_max_iter=40, tol=1e-4, random_state=0
