@@ -1385,9 +1385,9 @@ def fista_encode(
         ) as pool:
             for batch in batches:
                 size = batch.stop - batch.start
-                bounds = [
-                    batch.start + size * i // n_workers for i in range(n_workers + 1)
-                ]
+                # The last batch may be too small for every worker.
+                shares = _share_count(size, device)
+                bounds = [batch.start + size * i // shares for i in range(shares + 1)]
                 list(
                     pool.map(
                         solve, itertools.starmap(slice, itertools.pairwise(bounds))
