@@ -529,6 +529,12 @@ def _polish(
             start = 0
             for s, count in zip(sizes.tolist(), counts.tolist(), strict=True):
                 s = min(s, idx.shape[1])
+                if s == 0:
+                    # Support reduction left nothing: zero is the optimum on
+                    # the empty face, reached with phi decreasing.
+                    exact[start : start + count] = True
+                    start += count
+                    continue
                 chunk = max(1, _AUTO_BATCH_ELEMENTS // (s * s))
                 for lo in range(start, start + count, chunk):
                     part = slice(lo, min(lo + chunk, start + count))

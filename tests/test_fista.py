@@ -25,6 +25,7 @@ from skdict._fista import (
     _merge_widths,
     _newton_on_support,
     _next_working_sets,
+    _polish,
     _support_indices,
     _take_square,
     fista_encode,
@@ -689,3 +690,22 @@ def test_cuda_tensors_and_numpy_on_cuda(problem):
     assert isinstance(on_gpu.transform(X), np.ndarray)
     restored = pickle.loads(pickle.dumps(coder))
     assert restored.components_.device.type == "cpu"
+
+
+def test_polish_support_reduced_to_nothing_gives_zero():
+    # Row 0: one atom whose Newton solution flips sign, so the partial step
+    # moves it to zero and the next pass finds an empty support; row 1 keeps
+    # its signs. G = I, so phi(u) = |u|^2 / 2 - (b - alpha sign(u)).u.
+    gram = torch.eye(3, dtype=torch.float64)
+
+    def scaled_gram(rows, idx):
+        return gram[idx.unsqueeze(2), idx.unsqueeze(1)]
+
+    z = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.4, 0.3]], dtype=torch.float64)
+    b = torch.tensor([[0.05, 0.0, 0.0], [0.0, 1.1, 0.6]], dtype=torch.float64)
+    polished, usable = _polish(z, b, 0.1, scaled_gram, partial=True)
+    assert usable.all()
+    torch.testing.assert_close(polished[0], torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(
+        polished[1], torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64)
+    )
