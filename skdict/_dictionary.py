@@ -139,6 +139,25 @@ _MAX_ROUND_TOL = 1e-1
 # and the objective diverged).
 _PLAIN_FISTA_RATIO = 3.0
 _PLAIN_FISTA_ITER = 8
+# Dictionaries with more atoms per feature than that, given more than
+# ``_EXPLORE_ROUNDS`` rounds, spend all but the last ``_EXPLORE_ROUNDS`` of them
+# warming up: the paper's slow alternation of ``_WARMUP_FISTA_ITER`` plain FISTA
+# iterations (warm-started, not to convergence) with the least-squares update,
+# at ``alpha``, without resampling, its atoms moved on by momentum
+# ``_WARMUP_EXTRAPOLATION`` as above. On n_latents=1000 (10.8 atoms per
+# feature, about 25 training samples per atom, seed 0) the exploring rounds
+# settle within 5 rounds in a basin where no true atom is within cosine 0.95
+# (MCC-OOD 0.244, more rounds do not help), while the slow alternation
+# recovers atoms in a chain reaction: 7 within cosine 0.9 after 350 rounds,
+# 260 after 400 and 483 after 500; the paper's loop without momentum needs
+# about 1,000 rounds of 100 iterations for the same. 40 exploring rounds after
+# 500 warm-up rounds reach MCC-OOD 0.47 (the paper's DL-FISTA: 0.48). Momentum
+# 0.97 was no faster than 0.9; 3 or 5 iterations per round were slower per
+# second, 20 no faster; a continuation on alpha started the chain reaction
+# sooner but ended with fewer of the rarely used atoms (MCC-OOD 0.33).
+_EXPLORE_ROUNDS = 40
+_WARMUP_FISTA_ITER = 10
+_WARMUP_EXTRAPOLATION = 0.9
 
 
 class ResolvedDictionary(NamedTuple):
@@ -551,18 +570,27 @@ def _plain_fista(
     from . import _fista  # imports this module: reached at call time
 
     n_components, n_features = components.shape
-    lipschitz = _fista.lipschitz_constant(components)
-    threshold = alpha / lipschitz
+    step = 1.0 / _fista.lipschitz_constant(components)
     gram = components @ components.T if n_components <= 2 * n_features else None
-    target = X @ components.T
-    z = y = codes
+    # The gradient step y - (y D - X) D^T / L, as ``shift + y - step (y D)
+    # D^T`` by one fused GEMM into a reused buffer, then in-place updates:
+    # a fresh (n_samples, n_components) tensor per operation cost as much as
+    # the products (n_latents=1000, 10 iterations: 230 ms against 180 ms on
+    # one CPU thread in float32, 570 ms against 350 ms in float64).
+    shift = (X @ components.T).mul_(step)
+    z, y = codes.clone(), codes.clone()
+    v = torch.empty_like(codes)
     t = 1.0
     for _ in range(n_iter):
-        product = y @ gram if gram is not None else (y @ components) @ components.T
-        z_new = _fista._prox_l1(y - (product - target) / lipschitz, threshold, positive)
+        if gram is not None:
+            torch.addmm(shift, y, gram, alpha=-step, out=v)
+        else:
+            torch.addmm(shift, y @ components, components.T, alpha=-step, out=v)
+        _fista._prox_l1(v.add_(y), alpha * step, positive)
         t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
-        y = z_new + ((t - 1.0) / t_new) * (z_new - z)
-        z, t = z_new, t_new
+        # y = v + (t - 1) / t_new (v - z)
+        torch.lerp(v, z, -(t - 1.0) / t_new, out=y)
+        z, v, t = v, z, t_new
     return z
 
 
@@ -583,6 +611,7 @@ def _lstsq_step(
     objective: torch.Tensor | None,
     extrapolation: float = 0.0,
     previous: torch.Tensor | None = None,
+    rescale: bool = True,
 ) -> _Step:
     """Apply the least-squares dictionary update, safeguarded to never increase F.
 
@@ -596,7 +625,8 @@ def _lstsq_step(
     ``objective=None`` (exploration) there is no safeguard: the normalised
     least-squares atoms ``A`` are moved on by ``extrapolation`` times their
     change from ``previous`` (the last round's ``A``), renormalised; the codes
-    are rescaled to ``A`` and ``A`` is returned as the step's ``anchor``.
+    are rescaled to ``A`` unless ``rescale`` is False, and ``A`` is returned
+    as the step's ``anchor``.
     """
     gram, cross = _code_statistics(codes, X)
     atoms, norms = _normalize_atoms(lstsq_dictionary(gram, cross, components))
@@ -606,7 +636,8 @@ def _lstsq_step(
         anchor = atoms
         if extrapolation and previous is not None:
             atoms = _normalize_atoms(atoms + extrapolation * (atoms - previous))[0]
-        codes = codes * norms
+        if rescale:
+            codes = codes * norms
         return _Step(atoms, codes, *_sample_objective(X, codes, atoms, alpha), anchor)
     for Z in (codes * norms, codes):
         f, R = _sample_objective(X, Z, atoms, alpha)
@@ -711,13 +742,17 @@ def learn_dictionary(
 
     if generator is None:
         generator = torch.Generator().manual_seed(0)
+    plain = n_components <= _PLAIN_FISTA_RATIO * X.shape[1]
     if init is None:
         components = initial_dictionary(X, n_components, generator)
         n_explore = int(_EXPLORE_FRACTION * dict_max_iter)
     else:
         components = _normalize_atoms(init.to(device=X.device, dtype=X.dtype))[0]
         n_explore = 0
-    n_homotopy = max(1, min(_MAX_HOMOTOPY_ROUNDS, n_explore))
+    n_warmup = 0 if plain else max(0, n_explore - _EXPLORE_ROUNDS)
+    X_search = X.float() if n_warmup else X
+    # A continuation would undo what the warm-up found.
+    n_homotopy = 0 if n_warmup else max(1, min(_MAX_HOMOTOPY_ROUNDS, n_explore))
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # Per-sample objective (and residuals) of ``codes`` on ``components`` at
     # ``warm_alpha``: the warm start a round's coding must improve on.
@@ -726,21 +761,33 @@ def learn_dictionary(
     round_tol = _MAX_ROUND_TOL
     # The last normalised least-squares atoms, from which exploration extrapolates.
     anchor = components
-    plain = n_components <= _PLAIN_FISTA_RATIO * X.shape[1]
     history: list[dict[str, float]] = []
     rounds = tqdm(range(dict_max_iter), disable=verbose <= 0, desc="DL-FISTA")
     for t in rounds:
         exploring = t < n_explore
+        warming_up = t < n_warmup
         a = (
             alpha * _HOMOTOPY_FACTOR ** (1.0 - (t + 1) / n_homotopy)
             if t < n_homotopy and exploring
             else alpha
         )
-        if exploring and plain:
+        if warming_up:
+            # An inexact search: float32 rounding is far below the error of
+            # codes 10 iterations from convergence, and halves the cost.
+            fista_iter = float(_WARMUP_FISTA_ITER)
+            new_codes = _plain_fista(
+                X_search,
+                components.to(X_search.dtype),
+                codes.to(X_search.dtype),
+                a,
+                positive,
+                _WARMUP_FISTA_ITER,
+            ).to(X.dtype)
+        elif exploring and plain:
+            fista_iter = float(_PLAIN_FISTA_ITER)
             new_codes = _plain_fista(
                 X, components, codes, a, positive, _PLAIN_FISTA_ITER
             )
-            fista_iter = float(_PLAIN_FISTA_ITER)
         else:
             coded = _fista.fista_encode(
                 X,
@@ -768,8 +815,13 @@ def learn_dictionary(
             components,
             a,
             None if exploring else objective,
-            _EXTRAPOLATION,
+            _WARMUP_EXTRAPOLATION if warming_up else _EXTRAPOLATION,
             anchor,
+            # The paper's codes keep their scale: a few iterations cannot undo
+            # codes scaled up by atoms the shrunk codes made longer than one,
+            # and the objective then grows round after round (n_latents=500:
+            # 0.66 after 10 rounds, 3.1 after 35; 0.62 after 15 without).
+            rescale=not warming_up,
         )
         new_components, codes, anchor = step.components, step.codes, step.anchor
         unused = (codes != 0).sum(dim=0) == 0
@@ -782,7 +834,7 @@ def learn_dictionary(
             if anchor is not None:  # no momentum on a fresh atom
                 anchor[unused] = new_components[unused]
         n_resampled = 0
-        if exploring and (t + 1) % _RESAMPLE_EVERY == 0:
+        if exploring and not warming_up and (t + 1) % _RESAMPLE_EVERY == 0:
             coherent = _coherent_atoms(new_components, codes)
             n_resampled = int(coherent.sum())
             if n_resampled:
@@ -804,6 +856,7 @@ def learn_dictionary(
             {
                 "alpha": a,
                 "exploring": exploring,
+                "warming_up": warming_up,
                 "objective": float(objective.mean()),
                 "dictionary_change": change,
                 "n_unused": n_unused,
@@ -816,7 +869,7 @@ def learn_dictionary(
             rounds.set_postfix(objective=history[-1]["objective"], change=change)
         round_tol = min(_MAX_ROUND_TOL, max(tol, change))
         # Once alpha has reached its target (after the continuation).
-        if a == alpha and change <= tol:
+        if a == alpha and change <= tol and not warming_up:
             break
     return DictionaryLearningResult(components, codes, history)
 

@@ -1473,6 +1473,10 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         input's array type, device and dtype.
     dict_max_iter : int, default=50
         Maximum number of dictionary-learning rounds when ``dictionary`` is None.
+        For dictionaries with more than 3 atoms per feature learned without
+        ``init``, all rounds but the last 40 are a warm-up of the paper's
+        inexact alternation, which very overcomplete dictionaries need
+        hundreds of (see the user guide, :ref:`inference`).
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
         start and those re-initialised during learning.
