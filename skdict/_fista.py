@@ -1504,8 +1504,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` after the round's coding),
         ``dictionary_change`` (relative Frobenius change of the atoms) and
         ``n_unused`` (atoms no sample used, re-initialised); :meth:`fit` also
-        records ``alpha``, ``exploring``, ``n_resampled``, ``coding_tol`` and
-        ``fista_iter``
+        records ``alpha``, ``exploring``, ``warming_up``, ``n_resampled``,
+        ``coding_tol`` and ``fista_iter``
         (see :func:`skdict._dictionary.learn_dictionary`).
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
