@@ -140,27 +140,31 @@ _MAX_ROUND_TOL = 1e-1
 _PLAIN_FISTA_RATIO = 3.0
 _PLAIN_FISTA_ITER = 8
 # Dictionaries with more atoms per feature than that, given more than
-# ``_EXPLORE_ROUNDS`` rounds, spend all but the last ``_EXPLORE_ROUNDS`` of them
-# warming up: the paper's slow alternation of ``_WARMUP_FISTA_ITER`` plain FISTA
-# iterations (warm-started, not to convergence) with the least-squares update,
-# at ``alpha``, without resampling, its atoms moved on by momentum
-# ``_WARMUP_EXTRAPOLATION`` as above. On n_latents=1000 (10.8 atoms per
-# feature, about 25 training samples per atom, seed 0) the exploring rounds
-# settle within 5 rounds in a basin where no true atom is within cosine 0.95
-# (MCC-OOD 0.244, more rounds do not help), while the slow alternation
-# recovers atoms in a chain reaction: 13 true atoms within cosine 0.9 after
-# 250 rounds, 95 after 350, 261 after 400 and 483 after 500; without momentum
-# it took 1,000 rounds to reach 260 (the paper ran 1,000 rounds of 100
-# iterations, 14 times our warm-up's time, for MCC-OOD 0.48). 40 exploring rounds after
-# 500 warm-up rounds reach MCC-OOD 0.475-0.494 over seeds 0-2 (the paper's
-# DL-FISTA: 0.48); at n_latents=500, 40 warm-up rounds raised the median
-# MCC-OOD of 40 exploring rounds from 0.983 to 0.986. Momentum
-# 0.97 was no faster than 0.9; 3 or 5 iterations per round were slower per
-# second, 20 no faster; a continuation on alpha started the chain reaction
-# sooner but ended with fewer of the rarely used atoms (MCC-OOD 0.33).
-_EXPLORE_ROUNDS = 40
-_WARMUP_FISTA_ITER = 10
-_WARMUP_EXTRAPOLATION = 0.9
+# ``_FINAL_ROUNDS`` rounds, spend half of the rounds before the last
+# ``_FINAL_ROUNDS`` on the paper's inexact alternation (its DL-FISTA):
+# ``_INEXACT_FISTA_ITER`` plain FISTA iterations per round, warm-started, then
+# the least-squares update, at ``alpha``, without resampling, its atoms moved
+# on by momentum ``_INEXACT_EXTRAPOLATION`` as above; exploring rounds come
+# before and after. On n_latents=1000 (10.8 atoms per feature, about 25
+# training samples per atom, a dozen per OOD atom; seed 0, MCC-OOD) the
+# exploring rounds recover atoms in a chain reaction within about 100 rounds
+# (2 true atoms within cosine 0.9 after 50 rounds, 284 after 100: 0.279) but
+# then stay in a basin short of the rarely used atoms (0.385 after 250 rounds,
+# 0.397 after 400, 155 s); the inexact rounds from their atoms recover those
+# (100 exploring + 100 inexact + 40 exploring rounds: 0.495, 76 s; with 300
+# inexact rounds 0.517), where alone they need hundreds of rounds for the
+# chain reaction (500 inexact + 40 exploring rounds: 0.475, 150 s; 210 + 40:
+# 0.228). The paper ran 1,000 rounds of 100 iterations for its 0.48. Like
+# the paper's loop, the inexact rounds start from zero codes and no momentum:
+# continuing from the exploring rounds' codes ended at 0.376.
+# Momentum 0.9 brought the inexact loop's chain reaction 2.5 times sooner;
+# 0.97 was no faster; 3 or 5 iterations per round were slower per second, 20
+# no faster. Their codes keep their scale: rescaling them by the
+# least-squares atoms' norms, as exploring rounds do, made the objective grow
+# round after round (n_latents=500: 0.66 after 10 rounds, 3.1 after 35).
+_FINAL_ROUNDS = 40
+_INEXACT_FISTA_ITER = 10
+_INEXACT_EXTRAPOLATION = 0.9
 
 
 class ResolvedDictionary(NamedTuple):
@@ -578,8 +582,9 @@ def _plain_fista(
     # The gradient step y - (y D - X) D^T / L, as ``shift + y - step (y D)
     # D^T`` by one fused GEMM into a reused buffer, then in-place updates:
     # a fresh (n_samples, n_components) tensor per operation cost as much as
-    # the products (n_latents=1000, 10 iterations: 230 ms against 180 ms on
-    # one CPU thread in float32, 570 ms against 350 ms in float64).
+    # the products (one CPU thread, n_latents=1000, 10 iterations: 230 ms
+    # against 180 ms in float32, 570 ms against 350 ms in float64; the
+    # n_latents=100 benchmark fit went from 1.18 s to 0.61 s).
     shift = (X @ components.T).mul_(step)
     z, y = codes.clone(), codes.clone()
     v = torch.empty_like(codes)
@@ -686,11 +691,11 @@ def learn_dictionary(
     atoms with |cosine| above 0.7 the less used is resampled as in step 3.
     Dictionaries with at most 3 atoms per feature are coded, while exploring,
     by 8 plain FISTA iterations from the warm start instead of to a duality
-    gap. Larger ones, given more than 40 rounds, first warm up: all rounds but
-    the last 40 are the paper's inexact alternation -- 10 plain FISTA
-    iterations in float32, codes not rescaled, no resampling, momentum 0.9,
-    ``alpha`` fixed -- and the last 40 explore as above without the
-    continuation. A given ``init`` skips the exploration and refines: ``alpha`` is
+    gap. Larger ones, given more than 40 rounds, spend half of the rounds
+    before the last 40 on the paper's inexact alternation -- 10 plain FISTA
+    iterations per round in float32, codes not rescaled, no resampling,
+    momentum 0.9, ``alpha`` fixed -- between exploring rounds. A given
+    ``init`` skips the exploration and refines: ``alpha`` is
     fixed and every round decreases ``F(Z, D)``. Either way, learning stops
     once ``alpha`` has reached its target and the relative change ``||D_new -
     D||_F / ||D||_F`` is at most ``tol``, or after ``dict_max_iter`` rounds.
@@ -729,8 +734,8 @@ def learn_dictionary(
         The atoms, the last codes and one history record per round with keys
         ``alpha``, ``objective`` (mean of ``0.5 ||x - zD||^2 + alpha ||z||_1``
         over the samples, after the round's coding), ``exploring`` (whether
-        the round explored, see above), ``warming_up`` (whether it was a
-        warm-up round), ``dictionary_change``,
+        the round explored, see above), ``inexact`` (whether it was one of
+        the paper's inexact rounds), ``dictionary_change``,
         ``n_unused`` (atoms no sample used, re-initialised), ``n_resampled``
         (coherent atoms replaced), ``coding_tol`` and ``fista_iter`` (mean
         FISTA iterations per sample).
@@ -757,10 +762,11 @@ def learn_dictionary(
     else:
         components = _normalize_atoms(init.to(device=X.device, dtype=X.dtype))[0]
         n_explore = 0
-    n_warmup = 0 if plain else max(0, n_explore - _EXPLORE_ROUNDS)
-    X_search = X.float() if n_warmup else X
-    # A continuation would undo what the warm-up found.
-    n_homotopy = 0 if n_warmup else max(1, min(_MAX_HOMOTOPY_ROUNDS, n_explore))
+    n_homotopy = max(1, min(_MAX_HOMOTOPY_ROUNDS, n_explore))
+    # Rounds [first_inexact, first_inexact + n_inexact) are the paper's.
+    n_inexact = 0 if plain else max(0, n_explore - _FINAL_ROUNDS) // 2
+    first_inexact = n_explore - _FINAL_ROUNDS - n_inexact
+    X_search = X.float() if n_inexact else X
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # Per-sample objective (and residuals) of ``codes`` on ``components`` at
     # ``warm_alpha``: the warm start a round's coding must improve on.
@@ -773,23 +779,27 @@ def learn_dictionary(
     rounds = tqdm(range(dict_max_iter), disable=verbose <= 0, desc="DL-FISTA")
     for t in rounds:
         exploring = t < n_explore
-        warming_up = t < n_warmup
+        inexact = first_inexact <= t < first_inexact + n_inexact
+        if inexact and t == first_inexact:
+            # The paper's loop starts from zero codes and no momentum.
+            codes = torch.zeros_like(codes)
+            anchor, warm = components, None
         a = (
             alpha * _HOMOTOPY_FACTOR ** (1.0 - (t + 1) / n_homotopy)
             if t < n_homotopy and exploring
             else alpha
         )
-        if warming_up:
+        if inexact:
             # An inexact search: float32 rounding is far below the error of
             # codes 10 iterations from convergence, and halves the cost.
-            fista_iter = float(_WARMUP_FISTA_ITER)
+            fista_iter = float(_INEXACT_FISTA_ITER)
             new_codes = _plain_fista(
                 X_search,
                 components.to(X_search.dtype),
                 codes.to(X_search.dtype),
                 a,
                 positive,
-                _WARMUP_FISTA_ITER,
+                _INEXACT_FISTA_ITER,
             ).to(X.dtype)
         elif exploring and plain:
             fista_iter = float(_PLAIN_FISTA_ITER)
@@ -823,13 +833,11 @@ def learn_dictionary(
             components,
             a,
             None if exploring else objective,
-            _WARMUP_EXTRAPOLATION if warming_up else _EXTRAPOLATION,
+            _INEXACT_EXTRAPOLATION if inexact else _EXTRAPOLATION,
             anchor,
             # The paper's codes keep their scale: a few iterations cannot undo
-            # codes scaled up by atoms the shrunk codes made longer than one,
-            # and the objective then grows round after round (n_latents=500:
-            # 0.66 after 10 rounds, 3.1 after 35; 0.62 after 15 without).
-            rescale=not warming_up,
+            # codes scaled up by atoms the shrunk codes made longer than one.
+            rescale=not inexact,
         )
         new_components, codes, anchor = step.components, step.codes, step.anchor
         unused = (codes != 0).sum(dim=0) == 0
@@ -842,7 +850,7 @@ def learn_dictionary(
             if anchor is not None:  # no momentum on a fresh atom
                 anchor[unused] = new_components[unused]
         n_resampled = 0
-        if exploring and not warming_up and (t + 1) % _RESAMPLE_EVERY == 0:
+        if exploring and not inexact and (t + 1) % _RESAMPLE_EVERY == 0:
             coherent = _coherent_atoms(new_components, codes)
             n_resampled = int(coherent.sum())
             if n_resampled:
@@ -864,7 +872,7 @@ def learn_dictionary(
             {
                 "alpha": a,
                 "exploring": exploring,
-                "warming_up": warming_up,
+                "inexact": inexact,
                 "objective": float(objective.mean()),
                 "dictionary_change": change,
                 "n_unused": n_unused,
@@ -877,7 +885,7 @@ def learn_dictionary(
             rounds.set_postfix(objective=history[-1]["objective"], change=change)
         round_tol = min(_MAX_ROUND_TOL, max(tol, change))
         # Once alpha has reached its target (after the continuation).
-        if a == alpha and change <= tol and not warming_up:
+        if a == alpha and change <= tol and not inexact:
             break
     return DictionaryLearningResult(components, codes, history)
 

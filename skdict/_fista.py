@@ -1474,9 +1474,9 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     dict_max_iter : int, default=50
         Maximum number of dictionary-learning rounds when ``dictionary`` is None.
         For dictionaries with more than 3 atoms per feature learned without
-        ``init``, all rounds but the last 40 are a warm-up of the paper's
-        inexact alternation, which very overcomplete dictionaries need
-        hundreds of (see the user guide, :ref:`inference`).
+        ``init``, half of the rounds before the last 40 are the paper's
+        inexact alternation, which very overcomplete dictionaries need a
+        hundred or more of (see the user guide, :ref:`inference`).
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
         start and those re-initialised during learning.
@@ -1504,7 +1504,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` after the round's coding),
         ``dictionary_change`` (relative Frobenius change of the atoms) and
         ``n_unused`` (atoms no sample used, re-initialised); :meth:`fit` also
-        records ``alpha``, ``exploring``, ``warming_up``, ``n_resampled``,
+        records ``alpha``, ``exploring``, ``inexact``, ``n_resampled``,
         ``coding_tol`` and ``fista_iter``
         (see :func:`skdict._dictionary.learn_dictionary`).
     n_features_in_ : int
