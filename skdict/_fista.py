@@ -1474,9 +1474,9 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     dict_max_iter : int, default=50
         Maximum number of dictionary-learning rounds when ``dictionary`` is None.
         For dictionaries with more than 3 atoms per feature learned without
-        ``init``, half of the rounds before the last 40 are the paper's
-        inexact alternation, which very overcomplete dictionaries need a
-        hundred or more of (see the user guide, :ref:`inference`).
+        ``init``, the rounds between the first 100 and the last 40 are the
+        paper's inexact alternation, which very overcomplete dictionaries
+        need (see the user guide, :ref:`inference`).
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
         start and those re-initialised during learning.
