@@ -770,7 +770,6 @@ def learn_dictionary(
     n_homotopy = max(1, min(_MAX_HOMOTOPY_ROUNDS, n_explore))
     # Rounds [_FIRST_ROUNDS, _FIRST_ROUNDS + n_inexact) are the paper's.
     n_inexact = 0 if plain else max(0, n_explore - _FIRST_ROUNDS - _FINAL_ROUNDS)
-    first_inexact = _FIRST_ROUNDS
     X_search = X.float() if n_inexact else X
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # Per-sample objective (and residuals) of ``codes`` on ``components`` at
@@ -784,8 +783,8 @@ def learn_dictionary(
     rounds = tqdm(range(dict_max_iter), disable=verbose <= 0, desc="DL-FISTA")
     for t in rounds:
         exploring = t < n_explore
-        inexact = first_inexact <= t < first_inexact + n_inexact
-        if inexact and t == first_inexact:
+        inexact = _FIRST_ROUNDS <= t < _FIRST_ROUNDS + n_inexact
+        if inexact and t == _FIRST_ROUNDS:
             # The paper's loop starts from zero codes and no momentum.
             codes = torch.zeros_like(codes)
             anchor, warm = components, None
