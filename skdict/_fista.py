@@ -1474,7 +1474,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     dict_max_iter : int, default=50
         Maximum number of dictionary-learning rounds when ``dictionary`` is None.
         For dictionaries with more than 3 atoms per feature learned without
-        ``init``, the rounds between the first 100 and the last 40 are the
+        ``init``, the rounds between the first 70 and the last 30 are the
         paper's inexact alternation, which very overcomplete dictionaries
         need (see the user guide, :ref:`inference`).
     random_state : int, RandomState instance or None, default=None

@@ -12,6 +12,8 @@ from sklearn.frozen import FrozenEstimator
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
 from skdict._dictionary import (
+    _coherence_bound,
+    _coherent_atoms,
     block_coordinate_update,
     estimate_dictionary,
     learn_dictionary,
@@ -262,10 +264,10 @@ def test_learning_stops_on_tol_once_alpha_is_reached(easy):
 
 
 def test_overcomplete_dictionaries_take_inexact_rounds_between_exploring_ones():
-    # More than 3 atoms per feature and more than 140 rounds: the rounds
-    # between the first 100 and the last 40 are the paper's inexact
+    # More than 3 atoms per feature and more than 100 rounds: the rounds
+    # between the first 70 and the last 30 are the paper's inexact
     # alternation (10 plain FISTA iterations, alpha fixed, no resampling).
-    # With at most 140 rounds every round explores.
+    # With at most 100 rounds every round explores.
     data = make_compositional(
         n_latents=40, n_active=2, n_features=10, n_samples=2000, random_state=0
     )
@@ -274,18 +276,45 @@ def test_overcomplete_dictionaries_take_inexact_rounds_between_exploring_ones():
     ).fit(data.X_train)
     history = coder.history_
     assert len(history) == 170
-    assert [h["inexact"] for h in history] == [False] * 100 + [True] * 30 + [False] * 40
+    assert [h["inexact"] for h in history] == [False] * 70 + [True] * 70 + [False] * 30
     assert all(h["exploring"] for h in history)
     assert history[0]["alpha"] > coder.alpha
-    inexact = history[100:130]
+    inexact = history[70:140]
     assert all(h["fista_iter"] == 10 for h in inexact)
     assert all(h["n_resampled"] == 0 for h in inexact)
     assert all(h["alpha"] == coder.alpha for h in inexact)
     assert dictionary_similarity(data.dictionary, coder) >= 0.9
     short = FISTACoder(
-        n_components=40, positive=True, dict_max_iter=140, tol=1e-12, random_state=0
+        n_components=40, positive=True, dict_max_iter=100, tol=1e-12, random_state=0
     ).fit(data.X_train)
     assert not any(h["inexact"] for h in short.history_)
+
+
+@pytest.mark.parametrize(
+    ("n_components", "n_features", "bound"),
+    [
+        (100, 47, 0.7),  # at most 3 atoms per feature
+        (40, 10, 0.7),  # random atoms in 10 dimensions are often closer
+        (500, 79, 0.5),
+        (1000, 93, 0.5),
+        (16384, 768, 0.5),
+    ],
+)
+def test_coherence_bound(n_components, n_features, bound):
+    assert _coherence_bound(n_components, n_features) == pytest.approx(bound)
+    # Between the clips it is sqrt(2 ln K / d): 200 atoms in 30 features.
+    assert _coherence_bound(200, 30) == pytest.approx(np.sqrt(2 * np.log(200) / 30))
+
+
+def test_coherent_atoms_marks_the_less_used_of_a_close_pair():
+    atoms = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
+    codes = torch.tensor([[1.0, 0.5, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    # |cosine| 0.6 between atoms 0 and 1; atom 1 is the less used.
+    expected = torch.tensor([False, True, False])
+    assert torch.equal(_coherent_atoms(atoms, codes, 0.5), expected)
+    assert not _coherent_atoms(atoms, codes, 0.7).any()
 
 
 def test_learns_easy_dictionary(easy):
