@@ -738,13 +738,13 @@ def learn_dictionary(
     gap. Larger ones resample above ``sqrt(2 ln K / d)`` clipped to [0.5,
     0.7] (``K`` atoms of ``d`` features) and, given more than 100 rounds,
     spend the rounds between the first 70 and the last 30 on the paper's
-    inexact alternation -- 10
-    plain FISTA iterations per round in float32 from zero codes, codes not
-    rescaled, no resampling, momentum 0.9, ``alpha`` fixed. A given
-    ``init`` skips the exploration and refines: ``alpha`` is
-    fixed and every round decreases ``F(Z, D)``. Either way, learning stops
-    once ``alpha`` has reached its target and the relative change ``||D_new -
-    D||_F / ||D||_F`` is at most ``tol``, or after ``dict_max_iter`` rounds.
+    inexact alternation -- 10 plain FISTA iterations per round in float32
+    from zero codes, codes not rescaled, no resampling, momentum 0.9,
+    ``alpha`` fixed. A given ``init`` skips the exploration and refines:
+    ``alpha`` is fixed and every round decreases ``F(Z, D)``. Either way,
+    learning stops once ``alpha`` has reached its target and the relative
+    change ``||D_new - D||_F / ||D||_F`` is at most ``tol``, or after
+    ``dict_max_iter`` rounds.
 
     Parameters
     ----------
