@@ -575,6 +575,11 @@ def _worst_residuals(residual: torch.Tensor, count: int, generator) -> torch.Ten
     return _normalize_atoms(atoms)[0]
 
 
+def _few_atoms_per_feature(n_components: int, n_features: int) -> bool:
+    """At most ``_PLAIN_FISTA_RATIO`` atoms per feature (see there)."""
+    return n_components <= _PLAIN_FISTA_RATIO * n_features
+
+
 def _coherence_bound(n_components: int, n_features: int) -> float:
     """|cosine| above which the exploring rounds take two atoms for duplicates.
 
@@ -582,7 +587,7 @@ def _coherence_bound(n_components: int, n_features: int) -> float:
     above, ``sqrt(2 ln K / d)`` clipped to ``[_OVERCOMPLETE_COHERENCE,
     _MAX_COHERENCE]`` (see ``_OVERCOMPLETE_COHERENCE``).
     """
-    if n_components <= _PLAIN_FISTA_RATIO * n_features:
+    if _few_atoms_per_feature(n_components, n_features):
         return _MAX_COHERENCE
     typical = math.sqrt(2.0 * math.log(n_components) / n_features)
     return min(_MAX_COHERENCE, max(_OVERCOMPLETE_COHERENCE, typical))
@@ -801,7 +806,7 @@ def learn_dictionary(
 
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    plain = n_components <= _PLAIN_FISTA_RATIO * X.shape[1]
+    plain = _few_atoms_per_feature(n_components, X.shape[1])
     if init is None:
         components = initial_dictionary(X, n_components, generator)
         n_explore = int(_EXPLORE_FRACTION * dict_max_iter)
