@@ -35,6 +35,7 @@ Dictionary learning minimises, over codes ``Z`` and unit-norm atoms ``D``
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
@@ -56,7 +57,9 @@ from tqdm.auto import tqdm
 
 from ._tensor import (
     as_tensor,
+    is_tensor,
     portable_state,
+    sparse_as_tensor,
     to_output,
     validate_codes,
     validate_input,
@@ -423,7 +426,11 @@ def _sample_objective(
 
 
 def lstsq_dictionary(
-    gram: torch.Tensor, cross: torch.Tensor, fallback: torch.Tensor | None = None
+    gram: torch.Tensor,
+    cross: torch.Tensor,
+    fallback: torch.Tensor | None = None,
+    *,
+    singular_warning: str | None = None,
 ) -> torch.Tensor:
     """Least-squares atoms ``argmin_D ||X - Z D||_F^2`` from sufficient statistics.
 
@@ -441,6 +448,10 @@ def lstsq_dictionary(
         ``Z^T X``.
     fallback : torch.Tensor of shape (n_components, n_features), default=None
         Rows returned for the unused atoms; zeros when None.
+    singular_warning : str, default=None
+        When given, the message of a ``UserWarning`` issued if ``Z^T Z`` is
+        singular on the atoms in use (the pseudo-inverse's minimum-norm atoms
+        are then returned).
 
     Returns
     -------
@@ -476,6 +487,8 @@ def lstsq_dictionary(
         if well_posed:
             out[used] = torch.cholesky_solve(C, factor)
         else:
+            if singular_warning is not None:
+                warnings.warn(singular_warning, UserWarning, stacklevel=3)
             out[used] = torch.linalg.pinv(G, hermitian=True) @ C
     return out
 
@@ -556,7 +569,9 @@ def initial_dictionary(
     take = min(n_samples, n_components)
     rows = torch.randperm(n_samples, generator=generator)[:take].to(X.device)
     gaussian = torch.randn(n_components, n_features, generator=generator, dtype=X.dtype)
-    atoms = gaussian.to(X.device)
+    # A copy: on the CPU ``.to`` returns ``gaussian`` itself, whose rows must
+    # survive to replace zero samples.
+    atoms = gaussian.to(X.device, copy=True)
     atoms[:take] = X[rows]
     zero = atoms.norm(dim=1) == 0
     atoms[zero] = gaussian.to(X.device)[zero]
@@ -1052,10 +1067,10 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     ----------
     X : torch.Tensor of shape (n_samples, n_features)
         Data.
-    codes : array-like, torch.Tensor or scipy sparse matrix of shape \
+    codes : array-like, torch.Tensor or sparse matrix of shape \
 (n_samples, n_latents) or (n_samples,)
-        Ground-truth codes; sparse matrices are densified a chunk of rows at a
-        time.
+        Ground-truth codes; sparse matrices (SciPy, or sparse tensors) are
+        densified a chunk of rows at a time.
 
     Returns
     -------
@@ -1068,6 +1083,13 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     ValueError
         If ``codes`` does not have one row per sample, or a latent is zero in
         every sample (its atom is not determined by the data).
+
+    Warns
+    -----
+    UserWarning
+        If the columns of ``codes`` are linearly dependent, e.g. two latents
+        always active together with proportional values: their atoms are not
+        determined by the data, and the minimum-norm solution is returned.
 
     Examples
     --------
@@ -1087,6 +1109,10 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
         T = as_tensor(block, device=X.device, dtype=X.dtype, name="y", ndim=None)
         return T.reshape(-1, 1) if T.ndim == 1 else T
 
+    if is_tensor(codes) and codes.layout != torch.strided:
+        coo = sparse_as_tensor(codes, device=torch.device("cpu"), name="y")
+        rows, cols = coo.indices().numpy()
+        codes = sp.coo_array((coo.values().numpy(), (rows, cols)), shape=coo.shape)
     if sp.issparse(codes):
         codes = sp.csr_array(codes)
         if codes.ndim != 2 or codes.shape[0] != n_samples:
@@ -1118,7 +1144,15 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
             "cannot be estimated from X; drop those columns or add samples where "
             "they are active."
         )
-    return lstsq_dictionary(gram, cross)
+    return lstsq_dictionary(
+        gram,
+        cross,
+        singular_warning=(
+            "The columns of y are linearly dependent (for example, two latents "
+            "always active together in proportion), so X does not determine "
+            "their atoms; the minimum-norm least-squares atoms are returned."
+        ),
+    )
 
 
 class OracleDictionary(

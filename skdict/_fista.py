@@ -1496,8 +1496,9 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         The fitted warm-start estimator, when ``init`` is an estimator.
     n_iter_ : int
         With a given dictionary, the largest number of FISTA iterations any
-        training sample needed in :meth:`fit`. When learning, the number of
-        rounds :meth:`fit` ran, or of :meth:`partial_fit` calls.
+        training sample needed in :meth:`fit` (0 after :meth:`partial_fit`,
+        which codes nothing). When learning, the number of rounds :meth:`fit`
+        ran, or of :meth:`partial_fit` calls.
     history_ : list of dict
         When learning, one record per round of :meth:`fit` (or per
         :meth:`partial_fit` call): ``objective`` (mean over the samples of
@@ -1532,6 +1533,28 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     (1, 8)
     >>> bool(np.abs(coder.inverse_transform(codes) - X).max() < 0.05)
     True
+
+    Without a dictionary, the coder learns one (DL-FISTA), keeping one
+    record per round in ``history_``:
+
+    >>> from skdict.datasets import make_compositional
+    >>> from skdict.metrics import dictionary_similarity
+    >>> data = make_compositional(n_latents=20, n_active=3, n_samples=400,
+    ...                           random_state=0)
+    >>> learner = FISTACoder(n_components=20, positive=True, dict_max_iter=50,
+    ...                      random_state=0).fit(data.X_train)
+    >>> bool(dictionary_similarity(data.dictionary, learner) > 0.95)
+    True
+    >>> len(learner.history_) == learner.n_iter_ == 50
+    True
+
+    or streams mini-batches through :meth:`partial_fit`:
+
+    >>> stream = FISTACoder(n_components=20, positive=True, random_state=0)
+    >>> for start in range(0, 200, 50):
+    ...     stream = stream.partial_fit(data.X_train[start : start + 50])
+    >>> stream.components_.shape, stream.n_iter_
+    ((20, 12), 4)
     """
 
     _parameter_constraints: dict = {
@@ -1641,6 +1664,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             n_features=self.n_features_in_,
         )
         self.dictionary_ = resolved.estimator
+        self._given = True
         self.init_ = self._fit_init(X, y)
         self.components_ = to_output(resolved.components, origin)
         self.intercept_ = to_output(resolved.intercept, origin)
@@ -1698,6 +1722,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     def _store_learned(self, components, origin):
         self.dictionary_ = None
+        self._given = False
         self.components_ = to_output(components, origin)
         self.intercept_ = to_output(components.new_zeros(components.shape[1]), origin)
 
@@ -1712,7 +1737,9 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         than memory can be streamed. The first call starts from ``init`` or
         from atoms drawn from the batch. With a given ``dictionary`` there is
         nothing to learn: the first call resolves it as :meth:`fit` does,
-        without coding, and later calls only check ``X``.
+        without coding, and later calls only check ``X``. Setting or clearing
+        ``dictionary`` between calls is an error (call :meth:`fit` to start
+        again); a batch in another dtype converts the running statistics.
 
         Parameters
         ----------
@@ -1734,10 +1761,19 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         )
 
         first = not hasattr(self, "components_")
+        if not first and self._given != (self.dictionary is not None):
+            raise ValueError(
+                "partial_fit cannot switch between a given dictionary and a "
+                "learned one: this coder was fitted with "
+                f"{'a given' if self._given else 'a learned'} dictionary, but "
+                f"dictionary is now {'None' if self.dictionary is None else 'set'}. "
+                "Call fit, or partial_fit on a clone, to start again."
+            )
         X_t, origin = validate_input(self, X, reset=first, device=self.device)
         if self.dictionary is not None:
             if first:
                 self._resolve_given(X, X_t, y, origin)
+                self.n_iter_ = 0
             return self
         generator = torch_generator(self.random_state)
         if first:
@@ -1751,10 +1787,20 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             if hasattr(self, "_rng_state"):
                 generator.set_state(self._rng_state)
             init = self._dictionary_tensors(X_t)[0]
+        statistics = getattr(self, "_online_statistics", None)
+        if statistics is not None:
+            # The running sums follow the batches' dtype and device, as the
+            # atoms do.
+            statistics = {
+                key: value.to(device=X_t.device, dtype=X_t.dtype)
+                if torch.is_tensor(value)
+                else value
+                for key, value in statistics.items()
+            }
         components, statistics, record = online_dictionary_update(
             X_t,
             init,
-            getattr(self, "_online_statistics", None),
+            statistics,
             alpha=self.alpha,
             positive=self.positive,
             max_iter=self.max_iter,

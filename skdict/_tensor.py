@@ -143,7 +143,18 @@ def _from_numpy(A: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(A if A.flags.writeable else A.copy())
 
 
+def _require_dense(T: torch.Tensor, name: str) -> None:
+    # As check_array says of SciPy sparse input; torch itself would fail later,
+    # deep inside, on an operator the sparse backend lacks.
+    if T.layout != torch.strided:
+        raise TypeError(
+            f"Invalid {name}: a sparse tensor ({T.layout}) was passed, but dense "
+            "data is required; use .to_dense() to convert it."
+        )
+
+
 def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
+    _require_dense(X, name)
     if X.ndim != 2:
         raise ValueError(
             f"Expected a 2D tensor for {name}, got a tensor of shape {tuple(X.shape)}. "
@@ -276,6 +287,7 @@ def to_tensor(
     """
     if is_tensor(A):
         T = A.detach()
+        _require_dense(T, name)
         if T.dtype.is_complex:
             raise ValueError(f"{name} must be real-valued; got dtype {T.dtype}.")
         compute = _compute_dtype(T.dtype)

@@ -14,8 +14,10 @@ from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
 from skdict._dictionary import (
     _coherence_bound,
     _coherent_atoms,
+    _worst_residuals,
     block_coordinate_update,
     estimate_dictionary,
+    initial_dictionary,
     learn_dictionary,
     lstsq_dictionary,
 )
@@ -47,6 +49,23 @@ def test_oracle_least_squares_recovers_dictionary(sparse_codes):
     oracle = OracleDictionary().fit(data.X_train, data.Z_train)
     np.testing.assert_allclose(oracle.components_, data.dictionary, atol=1e-8)
     np.testing.assert_array_equal(oracle.intercept_, 0.0)
+
+
+def test_oracle_accepts_sparse_tensor_codes():
+    data = make_compositional(n_latents=20, n_active=3, n_samples=400, random_state=0)
+    codes = torch.from_numpy(data.Z_train).to_sparse()
+    oracle = OracleDictionary().fit(data.X_train, codes)
+    np.testing.assert_allclose(oracle.components_, data.dictionary, atol=1e-8)
+
+
+def test_oracle_warns_when_codes_do_not_determine_the_atoms(rng):
+    Z = rng.uniform(size=(50, 3))
+    Z[:, 2] = 2.0 * Z[:, 0]  # latents 0 and 2 always active together
+    X = Z @ random_dictionary(rng, 3, 5)
+    with pytest.warns(UserWarning, match="linearly dependent"):
+        oracle = OracleDictionary().fit(X, Z)
+    # The minimum-norm split still reconstructs the data.
+    np.testing.assert_allclose(Z @ oracle.components_, X, atol=1e-8)
 
 
 def test_oracle_estimate_matches_numpy_lstsq(rng):
@@ -364,6 +383,41 @@ def test_unused_atoms_are_reinitialised(rng):
     assert dictionary_similarity(D, coder) > 0.99
 
 
+def test_unused_atoms_take_the_worst_residuals(rng):
+    # Right after the first round (no least-squares update follows), the
+    # unused atom is the normalised residual of the worst-reconstructed
+    # sample: inside the data's span, unlike a random atom.
+    D = np.zeros((4, 6))
+    D[:, :4] = random_dictionary(rng, 4, 4)
+    X = sparse_codes(rng, 200, 4, 2) @ D
+    init = np.vstack([D[:3], -X.mean(axis=0) / np.linalg.norm(X.mean(axis=0))])
+    coder = FISTACoder(
+        n_components=4, positive=True, init=init, dict_max_iter=1, random_state=0
+    ).fit(X)
+    assert coder.history_[0]["n_unused"] == 1
+    replaced = coder.components_[3]
+    np.testing.assert_allclose(replaced[4:], 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(replaced), 1.0)
+    residual = torch.tensor([[0.0, 1.0], [3.0, 4.0], [0.0, 0.0]])
+    atoms = _worst_residuals(residual, 2, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(atoms[0], [0.6, 0.8])
+    np.testing.assert_allclose(atoms[1], [0.0, 1.0])
+
+
+def test_zero_samples_do_not_become_atoms():
+    # Most samples zero (dead units): every drawn zero sample is replaced by
+    # a Gaussian atom, so no atom is zero and learning runs.
+    X = np.zeros((100, 6))
+    X[:10] = np.random.default_rng(0).uniform(size=(10, 6))
+    atoms = initial_dictionary(
+        torch.from_numpy(X), 30, torch.Generator().manual_seed(0)
+    )
+    np.testing.assert_allclose(atoms.norm(dim=1), 1.0)
+    for seed in range(5):
+        coder = FISTACoder(n_components=2, dict_max_iter=3, random_state=seed).fit(X)
+        np.testing.assert_allclose(np.linalg.norm(coder.components_, axis=1), 1.0)
+
+
 def test_init_dictionary_and_provider(easy):
     X = easy.X_train
     truth = OracleDictionary().fit(X, easy.Z_train)
@@ -421,6 +475,35 @@ def test_partial_fit_with_given_dictionary_only_resolves(rng):
         coder.partial_fit(rng.standard_normal((6, 3)))
     pca = FISTACoder(PCA(n_components=2)).partial_fit(rng.standard_normal((6, 4)))
     assert pca.components_.shape == (2, 4)
+
+
+def test_partial_fit_with_given_dictionary_sets_n_iter(rng):
+    coder = FISTACoder(random_dictionary(rng, 5, 4))
+    assert coder.partial_fit(rng.standard_normal((6, 4))).n_iter_ == 0
+
+
+def test_partial_fit_refuses_to_switch_between_given_and_learned(rng):
+    X = sparse_codes(rng, 60, 5, 2) @ random_dictionary(rng, 5, 4)
+    given = FISTACoder(random_dictionary(rng, 5, 4)).fit(X)
+    with pytest.raises(ValueError, match="fitted with a given dictionary"):
+        given.set_params(dictionary=None).partial_fit(X)
+    learned = FISTACoder(n_components=3, random_state=0).partial_fit(X)
+    with pytest.raises(ValueError, match="fitted with a learned dictionary"):
+        learned.set_params(dictionary=random_dictionary(rng, 5, 4)).partial_fit(X)
+
+
+@pytest.mark.parametrize(
+    "first, second", [(np.float64, np.float32), (np.float32, np.float64)]
+)
+def test_partial_fit_follows_the_batch_dtype(rng, first, second):
+    X = sparse_codes(rng, 100, 6, 2) @ random_dictionary(rng, 6, 5)
+    coder = FISTACoder(n_components=6, positive=True, random_state=0)
+    coder.partial_fit(X[:50].astype(first)).partial_fit(X[50:].astype(second))
+    assert coder.components_.dtype == second
+    assert coder.transform(X.astype(second)).dtype == second
+    np.testing.assert_allclose(
+        np.linalg.norm(coder.components_, axis=1), 1.0, rtol=1e-5
+    )
 
 
 def test_partial_fit_pickles_mid_stream(rng):

@@ -75,6 +75,16 @@ def test_bad_input_is_named(X, match):
         validate_input(BaseEstimator(), X, reset=True)
 
 
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_sparse_tensors_are_rejected_by_name(layout):
+    A = torch.eye(3, dtype=torch.float64)
+    A = A.to_sparse() if layout == "coo" else A.to_sparse_csr()
+    with pytest.raises(TypeError, match="Invalid X: a sparse tensor"):
+        validate_input(BaseEstimator(), A, reset=True)
+    with pytest.raises(TypeError, match="Invalid codes: a sparse tensor"):
+        to_tensor(A, name="codes")
+
+
 def test_complex_tensor_rejected():
     with pytest.raises(ValueError, match="Complex"):
         validate_input(
