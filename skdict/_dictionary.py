@@ -776,12 +776,12 @@ def learn_dictionary(
     Dictionaries with at most 3 atoms per feature are coded, while exploring,
     by 8 plain FISTA iterations from the warm start instead of to a duality
     gap. Larger ones resample above ``sqrt(2 ln K / d)`` clipped to [0.5,
-    0.7] (``K`` atoms of ``d`` features) and, given at least 110 rounds,
-    code the first 60 at ``1.5 * alpha`` (after the continuation) and spend
-    the rounds between them and the last 30 on the paper's inexact
-    alternation -- 10 plain FISTA iterations per round in float32 from zero
-    codes, codes not rescaled, no resampling, momentum 0.9, ``alpha``
-    fixed. A given ``init`` skips the exploration and refines:
+    0.7] (``K`` atoms of ``d`` features) and, given at least 110 rounds and
+    no more atoms than samples, code the first 60 at ``1.5 * alpha`` (after
+    the continuation) and spend the rounds between them and the last 30 on
+    the paper's inexact alternation -- 10 plain FISTA iterations per round
+    in float32 from zero codes, codes not rescaled, no resampling, momentum
+    0.9, ``alpha`` fixed. A given ``init`` skips the exploration and refines:
     ``alpha`` is fixed and every round decreases ``F(Z, D)``. Either way,
     learning stops once ``alpha`` has reached its target and the relative
     change ``||D_new - D||_F / ||D||_F`` is at most ``tol``, or after
@@ -852,7 +852,10 @@ def learn_dictionary(
     n_homotopy = max(1, min(_MAX_HOMOTOPY_ROUNDS, n_explore))
     # Rounds [_FIRST_ROUNDS, _FIRST_ROUNDS + n_inexact) are the paper's.
     n_inexact = 0 if plain else max(0, n_explore - _FIRST_ROUNDS - _FINAL_ROUNDS)
-    if n_inexact < _MIN_INEXACT_ROUNDS:
+    if n_inexact < _MIN_INEXACT_ROUNDS or n_components > X.shape[0]:
+        # With more atoms than samples, Z^T Z of the inexact rounds' dense
+        # codes is singular and every update takes the pseudo-inverse
+        # (n_latents=5000, 2,500 samples: 43 s against 0.6 s for a Cholesky).
         n_inexact = 0
     X_search = X.float() if n_inexact else X
     coherence_bound = _coherence_bound(n_components, X.shape[1])

@@ -1474,7 +1474,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     dict_max_iter : int, default=50
         Maximum number of dictionary-learning rounds when ``dictionary`` is None.
         For dictionaries with more than 3 atoms per feature learned without
-        ``init``, at least 110 rounds code the first 60 at ``1.5 * alpha``
+        ``init`` (and no more atoms than samples), at least 110 rounds code
+        the first 60 at ``1.5 * alpha``
         and make the rounds between them and the last 30 the paper's inexact
         alternation, which very overcomplete dictionaries need (see the user
         guide, :ref:`inference`).

@@ -310,6 +310,13 @@ def test_overcomplete_dictionaries_take_inexact_rounds_between_exploring_ones():
     ).fit(data.X_train)
     assert not any(h["inexact"] for h in short.history_)
     assert all(h["alpha"] == coder.alpha for h in short.history_[4:])
+    # More atoms than samples: the inexact rounds' least squares would be
+    # singular, so every round explores.
+    wide = FISTACoder(
+        n_components=40, positive=True, dict_max_iter=110, tol=1e-12, random_state=0
+    ).fit(data.X_train[:30])
+    assert len(wide.history_) == 110
+    assert not any(h["inexact"] for h in wide.history_)
 
 
 @pytest.mark.parametrize(
