@@ -1475,10 +1475,9 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         Maximum number of dictionary-learning rounds when ``dictionary`` is None.
         For dictionaries with more than 3 atoms per feature learned without
         ``init`` (and no more atoms than samples), at least 110 rounds code
-        the first 60 at ``1.5 * alpha``
-        and make the rounds between them and the last 30 the paper's inexact
-        alternation, which very overcomplete dictionaries need (see the user
-        guide, :ref:`inference`).
+        the first 60 at ``1.5 * alpha`` and make the rounds between them and
+        the last 30 the paper's inexact alternation, which very overcomplete
+        dictionaries need (see the user guide, :ref:`inference`).
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
         start and those re-initialised during learning.

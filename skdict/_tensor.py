@@ -34,6 +34,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 __all__ = [
     "ArrayOrigin",
     "as_tensor",
+    "is_sparse",
     "is_tensor",
     "portable_state",
     "resolve_device",
@@ -81,6 +82,11 @@ class ArrayOrigin(NamedTuple):
 def is_tensor(X: Any) -> bool:
     """Return True for a :class:`torch.Tensor`."""
     return isinstance(X, torch.Tensor)
+
+
+def is_sparse(A: Any) -> bool:
+    """Return True for SciPy sparse matrices and sparse torch tensors."""
+    return sp.issparse(A) or (is_tensor(A) and A.layout != torch.strided)
 
 
 def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.device:
@@ -146,7 +152,7 @@ def _from_numpy(A: np.ndarray) -> torch.Tensor:
 def _require_dense(T: torch.Tensor, name: str) -> None:
     # As check_array says of SciPy sparse input; torch itself would fail later,
     # deep inside, on an operator the sparse backend lacks.
-    if T.layout != torch.strided:
+    if is_sparse(T):
         raise TypeError(
             f"Invalid {name}: a sparse tensor ({T.layout}) was passed, but dense "
             "data is required; use .to_dense() to convert it."

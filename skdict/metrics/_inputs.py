@@ -14,10 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
-from .._tensor import as_tensor, is_tensor, resolve_device, sparse_as_tensor, to_numpy
+from .._tensor import (
+    as_tensor,
+    is_sparse,
+    is_tensor,
+    resolve_device,
+    sparse_as_tensor,
+    to_numpy,
+)
 
 __all__ = ["as_matrices", "compute_device", "is_sparse", "labels"]
 
@@ -28,11 +34,6 @@ def compute_device(*arrays: Any) -> torch.device:
         if is_tensor(A):
             return A.device
     return resolve_device("auto")
-
-
-def is_sparse(A: Any) -> bool:
-    """Return True for SciPy sparse matrices and sparse torch tensors."""
-    return sp.issparse(A) or (is_tensor(A) and A.layout != torch.strided)
 
 
 def _code_tensor(A: Any, device: torch.device, name: str) -> torch.Tensor:
