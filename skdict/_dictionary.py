@@ -428,19 +428,45 @@ def _operand(codes: torch.Tensor) -> torch.Tensor:
     return codes
 
 
-def _code_statistics(
-    codes: torch.Tensor, X: torch.Tensor
+def _rescaled(
+    codes: torch.Tensor, operand: torch.Tensor, norms: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Z^T Z`` and ``Z^T X``."""
-    transposed = _operand(codes).t()
+    """``codes * norms`` and its operand, scaled without a second conversion.
+
+    A round's codes enter three products (the objective, ``Z^T Z`` and
+    ``Z^T X``, the rescaled objective); converting them to a sparse tensor once
+    instead of three times saves about 20 ms a round at n_components=1000.
+    """
+    scaled = codes * norms
+    if not operand.is_sparse:
+        return scaled, scaled
+    indices = operand.indices()
+    values = operand.values() * norms[indices[1]]
+    return scaled, torch.sparse_coo_tensor(
+        indices, values, operand.shape, is_coalesced=True, check_invariants=False
+    )
+
+
+def _code_statistics(
+    codes: torch.Tensor, X: torch.Tensor, operand: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Z^T Z`` and ``Z^T X``; ``operand`` is ``_operand(codes)`` when known."""
+    transposed = (_operand(codes) if operand is None else operand).t()
     return transposed @ codes, transposed @ X
 
 
 def _sample_objective(
-    X: torch.Tensor, codes: torch.Tensor, components: torch.Tensor, alpha: float
+    X: torch.Tensor,
+    codes: torch.Tensor,
+    components: torch.Tensor,
+    alpha: float,
+    operand: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``0.5 ||x - z D||^2 + alpha ||z||_1``, and the residuals."""
-    residual = X - _operand(codes) @ components
+    """Per-sample ``0.5 ||x - z D||^2 + alpha ||z||_1``, and the residuals.
+
+    ``operand`` is ``_operand(codes)`` when already known.
+    """
+    residual = X - (_operand(codes) if operand is None else operand) @ components
     objective = 0.5 * (residual * residual).sum(dim=1) + alpha * codes.abs().sum(dim=1)
     return objective, residual
 
@@ -705,6 +731,7 @@ def _lstsq_step(
     extrapolation: float = 0.0,
     previous: torch.Tensor | None = None,
     rescale: bool = True,
+    operand: torch.Tensor | None = None,
 ) -> _Step:
     """Apply the least-squares dictionary update, safeguarded to never increase F.
 
@@ -719,9 +746,11 @@ def _lstsq_step(
     least-squares atoms ``A`` are moved on by ``extrapolation`` times their
     change from ``previous`` (the last round's ``A``), renormalised; the codes
     are rescaled to ``A`` unless ``rescale`` is False, and ``A`` is returned
-    as the step's ``anchor``.
+    as the step's ``anchor``. ``operand`` is ``_operand(codes)`` when known.
     """
-    gram, cross = _code_statistics(codes, X)
+    if operand is None:
+        operand = _operand(codes)
+    gram, cross = _code_statistics(codes, X, operand)
     atoms, norms = _normalize_atoms(lstsq_dictionary(gram, cross, components))
     unusable = norms == 0
     atoms[unusable], norms[unusable] = components[unusable], 1.0
@@ -730,14 +759,16 @@ def _lstsq_step(
         if extrapolation and previous is not None:
             atoms = _normalize_atoms(atoms + extrapolation * (atoms - previous))[0]
         if rescale:
-            codes = codes * norms
-        return _Step(atoms, codes, *_sample_objective(X, codes, atoms, alpha), anchor)
-    for Z in (codes * norms, codes):
-        f, R = _sample_objective(X, Z, atoms, alpha)
+            codes, operand = _rescaled(codes, operand, norms)
+        return _Step(
+            atoms, codes, *_sample_objective(X, codes, atoms, alpha, operand), anchor
+        )
+    for Z, Z_operand in (_rescaled(codes, operand, norms), (codes, operand)):
+        f, R = _sample_objective(X, Z, atoms, alpha, Z_operand)
         if f.sum() <= objective.sum():
             return _Step(atoms, Z, f, R)
     D = block_coordinate_update(components, gram, cross)
-    return _Step(D, codes, *_sample_objective(X, codes, D, alpha))
+    return _Step(D, codes, *_sample_objective(X, codes, D, alpha, operand))
 
 
 def learn_dictionary(
@@ -915,14 +946,16 @@ def learn_dictionary(
             )
             new_codes = coded.codes
             fista_iter = float(coded.n_iter.double().mean())
-        objective, residual = _sample_objective(X, new_codes, components, a)
+        operand = _operand(new_codes)
+        objective = _sample_objective(X, new_codes, components, a, operand)[0]
         if warm is not None and warm_alpha == a:
             # FISTA stops within its tolerance of the optimum, which may be
             # above a warm start that was already closer.
             kept = warm.objective < objective
-            new_codes[kept] = codes[kept]
-            objective[kept] = warm.objective[kept]
-            residual[kept] = warm.residual[kept]
+            if bool(kept.any()):
+                new_codes[kept] = codes[kept]
+                objective[kept] = warm.objective[kept]
+                operand = _operand(new_codes)
         step = _lstsq_step(
             X,
             new_codes,
@@ -934,6 +967,7 @@ def learn_dictionary(
             # The paper's codes keep their scale: a few iterations cannot undo
             # codes scaled up by atoms the shrunk codes made longer than one.
             rescale=not inexact,
+            operand=operand,
         )
         new_components, codes, anchor = step.components, step.codes, step.anchor
         unused = (codes != 0).sum(dim=0) == 0

@@ -135,6 +135,12 @@ _MIN_GROUP_ROWS = 256
 # Finished samples are dropped from a working-set solve once they make up this
 # fraction of it: copying the per-sample Gram matrices for one sample is waste.
 _COMPACT_FRACTION = 1 / 8
+# Codes with fewer than one non-zero in ``_SPARSE_SUPPORT`` entries have
+# their supports listed by ``torch.nonzero`` (O(nnz) scatters) rather than by
+# cumulative sums over every entry (see _support_indices); at 5% non-zeros
+# and more the sums were as fast or faster (2,500 x 1,000: 18 ms against
+# 64 ms at 5%, 62 ms against 59 ms at 30%).
+_SPARSE_SUPPORT = 8
 # Samples are independent, so on a CPU with several torch threads a batch is
 # split into one share per thread, solved side by side by worker threads that
 # each run one intra-op thread: the solver's kernels are small (a few hundred
@@ -373,20 +379,36 @@ def _support_indices(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns ``idx`` ``(n, s)``, each row's support positions (in order)
     followed by positions of zeros, all distinct, and ``valid`` ``(n, s)``,
-    false on the padding. Built from cumulative sums: ``torch.topk`` costs
-    several times more on CPU.
+    false on the padding.
     """
-    support = z != 0
-    count = support.sum(dim=1, keepdim=True)
+    n, m = z.shape
+    count = torch.count_nonzero(z, dim=1)
     s = int(count.max()) if z.numel() else 0
-    # Destination of every position: support first, in order, then the rest.
-    destination = torch.where(
-        support, support.cumsum(dim=1), count + (~support).cumsum(dim=1)
-    ).sub_(1)
-    positions = torch.arange(z.shape[1], device=z.device).expand_as(destination)
-    order = torch.empty_like(destination).scatter_(1, destination, positions)
-    idx = order[:, :s]
-    return idx, torch.arange(s, device=z.device) < count
+    if _SPARSE_SUPPORT * int(count.sum()) < z.numel():
+        # Mostly zeros (the warm start of a learning round: n_components=1000,
+        # 1.5% non-zeros, 11 ms against 57 ms by the cumulative sums below):
+        # scatter the non-zeros, then pad each row with its first ``s -
+        # count`` zeros, which lie among its first ``s`` positions.
+        rows, cols = torch.nonzero(z, as_tuple=True)
+        first = count.cumsum(dim=0) - count
+        slot = torch.arange(rows.numel(), device=z.device) - first[rows]
+        idx = torch.empty(n, s, dtype=torch.long, device=z.device)
+        idx[rows, slot] = cols
+        zero = z[:, :s] == 0
+        destination = zero.cumsum(dim=1).add_(count[:, None] - 1)
+        rows, cols = torch.nonzero(zero & (destination < s), as_tuple=True)
+        idx[rows, destination[rows, cols]] = cols
+    else:
+        # Destination of every position: support first, in order, then the
+        # rest, from cumulative sums (``torch.topk`` costs several times more
+        # on CPU).
+        support = z != 0
+        destination = torch.where(
+            support, support.cumsum(dim=1), count[:, None] + (~support).cumsum(dim=1)
+        ).sub_(1)
+        positions = torch.arange(m, device=z.device).expand_as(destination)
+        idx = torch.empty_like(destination).scatter_(1, destination, positions)[:, :s]
+    return idx, torch.arange(s, device=z.device) < count[:, None]
 
 
 def _first_zero(z, direction, moving):

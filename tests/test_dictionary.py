@@ -14,6 +14,9 @@ from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
 from skdict._dictionary import (
     _coherence_bound,
     _coherent_atoms,
+    _lstsq_step,
+    _operand,
+    _rescaled,
     _worst_residuals,
     block_coordinate_update,
     estimate_dictionary,
@@ -375,6 +378,28 @@ def test_partial_fit_reaches_fit_quality(easy):
     assert dictionary_similarity(easy.dictionary, online) >= (
         dictionary_similarity(easy.dictionary, fitted) - 0.03
     )
+
+
+@pytest.mark.parametrize("n_active", [2, 40], ids=["sparse-operand", "dense-operand"])
+def test_one_operand_serves_a_rounds_products(rng, n_active):
+    # The operand is converted once per round and rescaled with the codes;
+    # the products must be those of the codes themselves, bit for bit.
+    D = torch.from_numpy(random_dictionary(rng, 100, 20))
+    Z = torch.from_numpy(sparse_codes(rng, 60, 100, n_active))
+    X = Z @ D + 0.01 * torch.from_numpy(rng.standard_normal((60, 20)))
+    operand = _operand(Z)
+    assert operand.is_sparse == (n_active == 2)
+    norms = torch.from_numpy(rng.uniform(0.5, 2.0, 100))
+    scaled, scaled_operand = _rescaled(Z, operand, norms)
+    torch.testing.assert_close(scaled, Z * norms, rtol=0, atol=0)
+    torch.testing.assert_close(scaled_operand.to_dense(), Z * norms, rtol=0, atol=0)
+    for exploring in (True, False):
+        objective = None if exploring else torch.full((60,), torch.inf)
+        given = _lstsq_step(X, Z, D, 0.1, objective, 0.5, D, operand=operand)
+        converted = _lstsq_step(X, Z, D, 0.1, objective, 0.5, D)
+        for a, b in zip(given, converted, strict=True):
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_unused_atoms_are_reinitialised_from_the_worst_residuals(rng):

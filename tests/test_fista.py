@@ -338,16 +338,31 @@ def test_take_square_matches_advanced_indexing(rng):
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-def test_support_indices_put_the_support_first(rng):
-    z = torch.from_numpy(rng.standard_normal((30, 12)) * (rng.random((30, 12)) < 0.4))
+@pytest.mark.parametrize(
+    "shape, density",
+    [((30, 12), 0.4), ((40, 200), 0.03), ((25, 64), 0.0), ((6, 5), 1.0)],
+    ids=["cumulative-sums", "scattered-non-zeros", "all-zero", "full"],
+)
+def test_support_indices_put_the_support_first(rng, shape, density):
+    z = torch.from_numpy(rng.standard_normal(shape) * (rng.random(shape) < density))
     z[0] = 0.0
     idx, valid = _support_indices(z)
-    assert idx.shape[1] == int((z != 0).sum(dim=1).max())
-    for row, row_idx, row_valid in zip(z, idx, valid, strict=True):
-        assert set(row_idx[row_valid].tolist()) == set(
-            torch.nonzero(row).flatten().tolist()
-        )
-        assert len(set(row_idx.tolist())) == idx.shape[1]  # padding is distinct
+    width = int((z != 0).sum(dim=1).max())
+    # Reference: each row's non-zero positions in order, then its zeros in order.
+    expected = torch.tensor(
+        [
+            (
+                torch.nonzero(row).flatten().tolist()
+                + torch.nonzero(row == 0).flatten().tolist()
+            )[:width]
+            for row in z
+        ],
+        dtype=torch.long,
+    ).reshape(shape[0], width)
+    torch.testing.assert_close(idx, expected, rtol=0, atol=0)
+    torch.testing.assert_close(
+        valid, (z != 0).sum(dim=1, keepdim=True) > torch.arange(width)
+    )
 
 
 def face_objective(u, G, b, alpha):
