@@ -203,6 +203,20 @@ def test_samples_stop_at_their_own_tolerance(rng):
     assert bool(result.converged.all())
 
 
+@pytest.mark.parametrize("tol", [1e-3, 1e-2, 1e-1])
+def test_loose_tolerances_bound_each_samples_suboptimality(rng, tol):
+    # Dictionary learning codes its rounds to loose gaps; every code must still
+    # be within tol of its optimum, relative to its objective.
+    D = random_dictionary(rng, 120, 25)
+    X = sparse_codes(rng, 40, 120, 8) @ D + 0.05 * rng.standard_normal((40, 25))
+    result = fista_encode(torch.from_numpy(X), torch.from_numpy(D), alpha=0.1, tol=tol)
+    assert bool(result.converged.all())
+    f = lasso_objective(X, result.codes.numpy(), D, 0.1)
+    f_star = lasso_objective(X, tight_lasso(X, D, 0.1, False), D, 0.1)
+    assert np.all(f >= f_star - 1e-12)
+    assert np.all(f - f_star <= tol * f)
+
+
 def test_warm_start_from_the_solution_is_immediate(rng):
     D = random_dictionary(rng, 100, 30)
     X = sparse_codes(rng, 30, 100, 5) @ D
