@@ -19,8 +19,14 @@ time of ``fit``; the dictionary similarity with the true atoms
 (:func:`skdict.metrics.dictionary_similarity`); and MCC-OOD, the paper's
 ``mcc_score(Z_ood, codes, top_variance=True)`` of each model's own
 ``transform(X_ood)`` (FISTA for ours, coordinate descent for sklearn, both
-``alpha=0.1`` with non-negative codes). Medians over seeds follow, with the
-paper's DL-FISTA MCC-OOD (arXiv 2603.28744) for reference.
+``alpha=0.1`` with non-negative codes); and each fit's wall time over
+sklearn's for the same seed. Medians over seeds follow, with the paper's
+DL-FISTA MCC-OOD (arXiv 2603.28744) for reference.
+
+``--repeats K`` fits every learner K times per seed, in reverse order every
+other time, and reports the median times (the fits are deterministic, so
+the metrics come from the first): on a machine whose speed drifts, this
+keeps the drift from favouring whichever learner runs first.
 
 ``--from-truth NOISE`` runs only ours, started (``init=``) from the true atoms
 plus Gaussian noise of norm about ``NOISE`` per atom, renormalised: it shows
@@ -44,8 +50,9 @@ single-threaded timings are the reproducible ones.
 Usage::
 
     python benchmarks/bench_dictionary.py [--n 100 500 1000] [--seeds 0 1 2]
-        [--rounds 100=25 500=40 1000=5,120] [--threads 1] [--json out.json]
-        [--from-truth NOISE] [--paper-loop ITERATIONS CHECKPOINT ...]
+        [--rounds 100=25 500=40 1000=5,120] [--threads 1] [--repeats 1]
+        [--json out.json] [--from-truth NOISE]
+        [--paper-loop ITERATIONS CHECKPOINT ...]
 """
 
 from __future__ import annotations
@@ -80,7 +87,11 @@ def _timed_fit(model, X):
 
 
 def run(
-    n_latents: int, seed: int, rounds, from_truth: float | None = None
+    n_latents: int,
+    seed: int,
+    rounds,
+    from_truth: float | None = None,
+    repeats: int = 1,
 ) -> list[dict]:
     data = make_compositional(
         n_latents=n_latents, n_active=10, n_samples=5000, random_state=seed
@@ -120,33 +131,51 @@ def run(
     )
     if init is not None:
         del models["sklearn"]
-    records = []
-    for name, model in models.items():
-        with warnings.catch_warnings():
-            # sklearn's coordinate descent warns about convergence on every
-            # mini-batch; ours only if a code misses its tolerance.
-            warnings.simplefilter("ignore")
-            wall, cpu = _timed_fit(model, data.X_train)
-            codes = model.transform(data.X_ood)
-        records.append(
-            {
+    times = {name: [] for name in models}
+    records = {}
+    for repeat in range(repeats):
+        # Every other repeat fits in reverse order, so that a machine getting
+        # slower or faster over the run does not favour one learner.
+        order = list(models) if repeat % 2 == 0 else list(models)[::-1]
+        for name in order:
+            model = models[name]
+            with warnings.catch_warnings():
+                # sklearn's coordinate descent warns about convergence on every
+                # mini-batch; ours only if a code misses its tolerance.
+                warnings.simplefilter("ignore")
+                times[name].append(_timed_fit(model, data.X_train))
+                if name in records:  # the fits are deterministic
+                    continue
+                codes = model.transform(data.X_ood)
+            records[name] = {
                 "method": name,
                 "n_latents": n_latents,
                 "seed": seed,
-                "fit_wall_s": wall,
-                "fit_cpu_s": cpu,
                 "dictionary_similarity": dictionary_similarity(data.dictionary, model),
                 "mcc_ood": mcc_score(data.Z_ood, codes, top_variance=True),
                 "rounds": model.n_iter_,
             }
-        )
+    for name, record in records.items():
+        record["fit_wall_s"] = statistics.median(wall for wall, _ in times[name])
+        record["fit_cpu_s"] = statistics.median(cpu for _, cpu in times[name])
+        record["fit_wall_s_all"] = [wall for wall, _ in times[name]]
+        if "sklearn" in records:
+            record["time_ratio"] = record["fit_wall_s"] / statistics.median(
+                wall for wall, _ in times["sklearn"]
+            )
+        wall, cpu = record["fit_wall_s"], record["fit_cpu_s"]
         print(
             f"n={n_latents:5d} seed={seed} {name:11s} fit {wall:7.2f} s "
-            f"(cpu {cpu:7.2f} s)  similarity {records[-1]['dictionary_similarity']:.3f}"
-            f"  MCC-OOD {records[-1]['mcc_ood']:.3f}",
+            f"(cpu {cpu:7.2f} s)  similarity "
+            f"{record['dictionary_similarity']:.3f}  MCC-OOD {record['mcc_ood']:.3f}"
+            + (
+                f"  time / sklearn {record['time_ratio']:.2f}"
+                if "time_ratio" in record
+                else ""
+            ),
             flush=True,
         )
-    return records
+    return list(records.values())
 
 
 def paper_loop(n_latents: int, seed: int, iterations: int, checkpoints) -> None:
@@ -190,9 +219,10 @@ def paper_loop(n_latents: int, seed: int, iterations: int, checkpoints) -> None:
 def summarise(records: list[dict]) -> None:
     print()
     print(
-        "| n_latents | method | fit wall (s) | similarity | MCC-OOD | paper DL-FISTA |"
+        "| n_latents | method | fit wall (s) | time / sklearn | similarity | MCC-OOD "
+        "| paper DL-FISTA |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for n in sorted({r["n_latents"] for r in records}):
         for method in sorted({r["method"] for r in records if r["n_latents"] == n}):
             rows = [r for r in records if r["n_latents"] == n and r["method"] == method]
@@ -202,12 +232,13 @@ def summarise(records: list[dict]) -> None:
             def med(key, rows=rows):
                 return statistics.median(r[key] for r in rows)
 
+            ratio = f"{med('time_ratio'):.2f}x" if "time_ratio" in rows[0] else "-"
             print(
-                f"| {n} | {method} | {med('fit_wall_s'):.2f} | "
+                f"| {n} | {method} | {med('fit_wall_s'):.2f} | {ratio} | "
                 f"{med('dictionary_similarity'):.3f} | {med('mcc_ood'):.3f} | "
                 f"{PAPER.get(n, float('nan')):.2f} |"
             )
-    print("(medians over seeds)")
+    print("(medians over seeds; time / sklearn is the median of the per-seed ratios)")
 
 
 def main() -> None:
@@ -221,6 +252,12 @@ def main() -> None:
         help="dict_max_iter per n_latents as N=R[,R...], overriding ROUNDS",
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="fits per learner and seed, alternating the order; times are medians",
+    )
     parser.add_argument("--json", help="write the records to this file")
     parser.add_argument("--from-truth", type=float, metavar="NOISE")
     parser.add_argument(
@@ -249,7 +286,9 @@ def main() -> None:
     with threadpool_limits(args.threads):
         for n in args.n:
             for seed in args.seeds:
-                records += run(n, seed, rounds.get(n, (50,)), args.from_truth)
+                records += run(
+                    n, seed, rounds.get(n, (50,)), args.from_truth, args.repeats
+                )
     summarise(records)
     if args.json:
         with open(args.json, "w") as f:
