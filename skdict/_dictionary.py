@@ -970,7 +970,7 @@ def learn_dictionary(
             operand=operand,
         )
         new_components, codes, anchor = step.components, step.codes, step.anchor
-        unused = (codes != 0).sum(dim=0) == 0
+        unused = torch.count_nonzero(codes, dim=0) == 0
         n_unused = int(unused.sum())
         if n_unused:
             # Their codes are zero, so F does not change.
