@@ -59,11 +59,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import time
 import warnings
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.decomposition import MiniBatchDictionaryLearning
 from threadpoolctl import threadpool_limits
@@ -274,7 +276,13 @@ def main() -> None:
         n, r = item.split("=")
         rounds[int(n)] = tuple(int(value) for value in r.split(","))
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s)")
+    # The versions go with every run: sklearn's time varies between machines
+    # far more than ours (its n=1,000 fit took 33 s on one 2-core VM, 87 s on
+    # another; see RESULTS.md).
+    print(
+        f"torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
+        f"numpy {np.__version__}, {platform.machine()}, {args.threads} thread(s)"
+    )
     if args.paper_loop:
         if len(args.paper_loop) < 2:
             parser.error("--paper-loop needs ITERATIONS and at least one CHECKPOINT")
