@@ -149,16 +149,6 @@ _SPARSE_DENSITY = 0.05
 # (n_latents=500, seed 0, 60 rounds) 1e-1 instead of 5e-2 took 16.0 s instead
 # of 20.2 s, similarity 0.990 instead of 0.988.
 _MAX_ROUND_TOL = 1e-1
-# Float64 data are coded in float32 in rounds whose tolerance is at least
-# ``_FLOAT32_CODING_TOL``: float32 resolves relative duality gaps far below it,
-# and the least-squares update, the objectives and the result stay in float64.
-# n_latents=1000, 120 rounds (coding tolerances 0.027-0.1 throughout), one
-# thread, seeds 0 / 1 / 2, alternating the two versions: 45.6 / 43.3 / 41.6 s
-# against 47.7 / 51.0 / 52.9 s, MCC-OOD 0.477 / 0.475 / 0.525 against 0.482 /
-# 0.468 / 0.502 (rounding alone moves it that much); n_latents=500, 40 rounds:
-# 16.1 / 15.4 / 15.7 s against 16.4 / 16.5 / 15.2 s, 0.986 / 0.981 / 0.982
-# against 0.978 / 0.986 / 0.984.
-_FLOAT32_CODING_TOL = 1e-3
 # Dictionaries with at most ``_PLAIN_FISTA_RATIO`` atoms per feature are coded,
 # while exploring, by ``_PLAIN_FISTA_ITER`` iterations of plain FISTA (step
 # 1/L, warm-started, not to convergence: the paper's inexact codes) instead of
@@ -428,11 +418,6 @@ def _normalize_atoms(components: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     norms = components.norm(dim=1)
     tiny = torch.finfo(components.dtype).tiny
     return components / norms.clamp_min(tiny)[:, None], norms
-
-
-def _codes_in_float32(dtype: torch.dtype, round_tol: float) -> bool:
-    """Whether a round codes float64 data in float32 (``_FLOAT32_CODING_TOL``)."""
-    return dtype == torch.float64 and round_tol >= _FLOAT32_CODING_TOL
 
 
 def _operand(codes: torch.Tensor) -> torch.Tensor:
@@ -904,7 +889,7 @@ def learn_dictionary(
         # codes is singular and every update takes the pseudo-inverse
         # (n_latents=5000, 2,500 samples: 43 s against 0.6 s for a Cholesky).
         n_inexact = 0
-    X_float32 = X.float()
+    X_search = X.float() if n_inexact else X
     coherence_bound = _coherence_bound(n_components, X.shape[1])
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # Per-sample objective (and residuals) of ``codes`` on ``components`` at
@@ -936,9 +921,9 @@ def learn_dictionary(
             # codes 10 iterations from convergence, and halves the cost.
             fista_iter = float(_INEXACT_FISTA_ITER)
             new_codes = _plain_fista(
-                X_float32,
-                components.float(),
-                codes.float(),
+                X_search,
+                components.to(X_search.dtype),
+                codes.to(X_search.dtype),
                 a,
                 positive,
                 _INEXACT_FISTA_ITER,
@@ -949,18 +934,17 @@ def learn_dictionary(
                 X, components, codes, a, positive, _PLAIN_FISTA_ITER
             )
         else:
-            X_code = X_float32 if _codes_in_float32(X.dtype, round_tol) else X
             coded = _fista.fista_encode(
-                X_code,
-                components.to(X_code.dtype),
+                X,
+                components,
                 alpha=a,
                 positive=positive,
-                init=codes.to(X_code.dtype),
+                init=codes,
                 max_iter=max_iter,
                 tol=round_tol,
                 batch_size=batch_size,
             )
-            new_codes = coded.codes.to(X.dtype)
+            new_codes = coded.codes
             fista_iter = float(coded.n_iter.double().mean())
         operand = _operand(new_codes)
         objective = _sample_objective(X, new_codes, components, a, operand)[0]

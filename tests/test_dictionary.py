@@ -10,11 +10,8 @@ from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.frozen import FrozenEstimator
 
-import skdict._dictionary
-import skdict._fista
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
 from skdict._dictionary import (
-    _codes_in_float32,
     _coherence_bound,
     _coherent_atoms,
     _lstsq_step,
@@ -323,53 +320,6 @@ def test_overcomplete_dictionaries_take_inexact_rounds_between_exploring_ones():
     ).fit(data.X_train[:30])
     assert len(wide.history_) == 110
     assert not any(h["inexact"] for h in wide.history_)
-
-
-def test_loose_rounds_code_float64_data_in_float32(monkeypatch):
-    assert _codes_in_float32(torch.float64, 0.1)
-    assert _codes_in_float32(torch.float64, 1e-3)
-    assert not _codes_in_float32(torch.float64, 1e-4)
-    assert not _codes_in_float32(torch.float32, 0.1)
-    # 4 atoms per feature, refined from the true atoms: every round codes with
-    # the working-set solver, at tolerances falling from 0.1 to about 0.01.
-    data = make_compositional(
-        n_latents=40, n_active=2, n_features=10, n_samples=600, random_state=0
-    )
-    X = torch.from_numpy(data.X_train)
-    kwargs = dict(
-        alpha=0.05,
-        positive=True,
-        init=torch.from_numpy(data.dictionary),
-        dict_max_iter=8,
-        tol=1e-6,
-    )
-    coded_in = []
-    encode = skdict._fista.fista_encode
-
-    def recording(X_code, *args, **kwargs):
-        coded_in.append(X_code.dtype)
-        return encode(X_code, *args, **kwargs)
-
-    monkeypatch.setattr(skdict._fista, "fista_encode", recording)
-    monkeypatch.setattr(skdict._dictionary, "_FLOAT32_CODING_TOL", 0.04)
-    result = learn_dictionary(X, 40, **kwargs)
-    tolerances = [h["coding_tol"] for h in result.history]
-    assert coded_in == [
-        torch.float32 if tol >= 0.04 else torch.float64 for tol in tolerances
-    ]
-    assert torch.float32 in coded_in and torch.float64 in coded_in
-    assert result.components.dtype == result.codes.dtype == torch.float64
-    # Coded in float64 throughout, the learner takes the same course.
-    monkeypatch.setattr(skdict._dictionary, "_FLOAT32_CODING_TOL", np.inf)
-    coded_in.clear()
-    reference = learn_dictionary(X, 40, **kwargs)
-    assert set(coded_in) == {torch.float64}
-    np.testing.assert_allclose(
-        [h["objective"] for h in result.history],
-        [h["objective"] for h in reference.history],
-        rtol=1e-3,
-    )
-    assert dictionary_similarity(reference.components, result.components) > 0.999
 
 
 @pytest.mark.parametrize(
