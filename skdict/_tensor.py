@@ -142,6 +142,13 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64
 
 
+def _output_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Codes, atoms and reconstructions are real numbers: a floating tensor gets
+    # its own dtype back, an integer or boolean one the float64 it was computed
+    # in (casting results back to int64 or bool would truncate them).
+    return dtype if dtype.is_floating_point else _compute_dtype(dtype)
+
+
 def _from_numpy(A: np.ndarray) -> torch.Tensor:
     # torch shares NumPy's memory; read-only buffers (memmaps) must be copied
     # because torch tensors are always writable.
@@ -216,7 +223,7 @@ def validate_input(
         validate_data(estimator, X, skip_check_array=True, reset=reset)
         _check_tensor(X, "X", ensure_min_samples)
         dtype = _compute_dtype(X.dtype)
-        origin = ArrayOrigin("torch", dtype, X.dtype, X.device)
+        origin = ArrayOrigin("torch", dtype, _output_dtype(X.dtype), X.device)
         target = resolve_device(device, X)
         return X.detach().to(device=target, dtype=dtype), origin
 
@@ -297,7 +304,7 @@ def to_tensor(
         if T.dtype.is_complex:
             raise ValueError(f"{name} must be real-valued; got dtype {T.dtype}.")
         compute = _compute_dtype(T.dtype)
-        origin = ArrayOrigin("torch", compute, T.dtype, T.device)
+        origin = ArrayOrigin("torch", compute, _output_dtype(T.dtype), T.device)
     else:
         xp_origin = None
         if hasattr(A, "__array_namespace__") and not isinstance(A, np.ndarray):

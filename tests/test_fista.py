@@ -589,6 +589,22 @@ def test_fit_on_tensors_keeps_tensor_attributes(problem):
     assert isinstance(coder.intercept_, torch.Tensor)
 
 
+def test_integer_tensors_give_float64_results(problem):
+    # Integer data is coded as float64 (sklearn's convention) and must not be
+    # returned, or stored, truncated to integers.
+    X, D = problem
+    X_int = torch.from_numpy(np.round(X * 10)).to(torch.int64)
+    X_float = X_int.to(torch.float64)
+    coder = FISTACoder(D, positive=True).fit(X_int)
+    assert coder.components_.dtype == torch.float64
+    reference = FISTACoder(D, positive=True).fit(X_float)
+    codes = coder.transform(X_int)
+    assert codes.dtype == torch.float64
+    torch.testing.assert_close(codes, reference.transform(X_float))
+    assert codes.abs().sum() > 0
+    assert coder.inverse_transform(codes).dtype == torch.float64
+
+
 def test_reconstruction_and_score(problem):
     X, D = problem
     coder = FISTACoder(D, alpha=1e-4, positive=True).fit(X)

@@ -50,6 +50,20 @@ def test_half_precision_is_computed_in_float32_and_returned_in_half():
     assert to_output(T, origin).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_integer_and_bool_tensors_come_back_as_float64(dtype):
+    # Results are real numbers: casting them back to the input's dtype would
+    # truncate them silently.
+    X = torch.ones(2, 3, dtype=dtype)
+    T, origin = validate_input(BaseEstimator(), X, reset=True)
+    assert T.dtype == torch.float64
+    out = to_output(T / 4, origin)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, torch.full((2, 3), 0.25, dtype=torch.float64))
+    codes, codes_origin = to_tensor(X, device="cpu", name="codes")
+    assert to_output(codes / 4, codes_origin).dtype == torch.float64
+
+
 def test_reset_false_checks_n_features_for_tensors():
     est = BaseEstimator()
     validate_input(est, torch.zeros(2, 3), reset=True)
