@@ -59,6 +59,24 @@ def test_compare_methods_records(data):
     assert by_name["linear_probe"]["mse_id"] is None
 
 
+def test_compare_methods_on_sparse_codes_matches_dense(data):
+    # make_compositional(sparse_codes=True) stores the same codes as CSR
+    # matrices; every method, TopK's k and the probe's targets included, must
+    # score them as it scores the dense ones.
+    sparse = make_compositional(
+        n_latents=12, n_active=2, n_samples=200, sparse_codes=True, random_state=0
+    )
+    timing = ("fit_time", "transform_time")
+    dense_records = compare_methods(data, random_state=0, settings=TINY)
+    sparse_records = compare_methods(sparse, random_state=0, settings=TINY)
+    for dense, from_sparse in zip(dense_records, sparse_records, strict=True):
+        for key in set(dense) - set(timing):
+            expected = dense[key]
+            if isinstance(expected, float):
+                expected = pytest.approx(expected, rel=1e-9)
+            assert from_sparse[key] == expected, (dense["method"], key)
+
+
 def test_compare_methods_errors(data):
     with pytest.raises(ValueError, match="Unknown method"):
         compare_methods(data, ["nope"])

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils import Bunch
 from tqdm.auto import tqdm
 
+from .._dictionary import OracleDictionary
 from ..metrics import (
     best_feature_auc,
     dictionary_similarity,
@@ -198,6 +200,10 @@ def compare_methods(
         y_fit = None
         if method.supervised:
             y_fit = data.Z_train if method.fit_on == "train" else data.Z_val
+            if sp.issparse(y_fit) and not isinstance(estimator, OracleDictionary):
+                # sklearn's regressors need dense targets; the oracle's least
+                # squares keeps sparse codes sparse.
+                y_fit = y_fit.toarray()
         start = time.perf_counter()
         estimator.fit(X_fit, y_fit)
         fit_time = time.perf_counter() - start

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import RidgeCV
@@ -94,7 +95,12 @@ class MethodContext:
 
     @property
     def n_active(self) -> int:
-        return int(np.count_nonzero(self.data.Z_train[:1]))
+        if "n_active" in self.data:
+            return int(self.data.n_active)
+        # A Bunch built by hand: every row of the generator's codes holds the
+        # same number of latents, so the first row tells (dense or sparse).
+        first = self.data.Z_train[:1]
+        return int(first.count_nonzero() if sp.issparse(first) else np.count_nonzero(first))
 
     def sae(self, activation: str) -> SparseAutoencoder:
         """Return an unfitted SAE with the paper's settings (width = n_latents)."""
