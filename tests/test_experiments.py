@@ -124,6 +124,28 @@ def test_run_study_writes_json_and_resumes(tmp_path, monkeypatch):
     assert calls == [[saved[-1]["method"]]]
 
 
+def test_run_study_with_other_settings_does_not_reuse_results(tmp_path):
+    kwargs = dict(
+        values=(12,),
+        data_params=TINY_DATA,
+        methods=("fista_oracle",),
+        out=tmp_path,
+        progress=False,
+    )
+    [default] = run_study("vary_latents", settings=TINY, **kwargs)
+    strong = TINY.replace(alpha=5.0)
+    records = run_study("vary_latents", settings=strong, **kwargs)
+    assert len(records) == 2
+    [rerun] = [r for r in records if r["key"] != default["key"]]
+    assert rerun["alpha"] == 5.0 and "alpha" not in default
+    assert default["mcc_ood"] > 0.9
+    # alpha=5 zeroes every code of the oracle: a result of its own.
+    assert rerun["mcc_ood"] < 0.5
+    assert rerun["l0_ood"] < default["l0_ood"]
+    with pytest.raises(TypeError, match="PaperSettings"):
+        run_study("vary_latents", settings={"alpha": 5.0}, **kwargs)
+
+
 def test_cli_end_to_end(tmp_path, capsys):
     code = main(
         [

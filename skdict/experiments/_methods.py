@@ -100,7 +100,9 @@ class MethodContext:
         # A Bunch built by hand: every row of the generator's codes holds the
         # same number of latents, so the first row tells (dense or sparse).
         first = self.data.Z_train[:1]
-        return int(first.count_nonzero() if sp.issparse(first) else np.count_nonzero(first))
+        return int(
+            first.count_nonzero() if sp.issparse(first) else np.count_nonzero(first)
+        )
 
     def sae(self, activation: str) -> SparseAutoencoder:
         """Return an unfitted SAE with the paper's settings (width = n_latents)."""

@@ -7,6 +7,7 @@ a second run resumes where the first stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -98,7 +99,9 @@ def run_study(
     out : path, default="skdict_results"
         Folder of ``<study>-<preset>.json``; created if needed.
     settings : PaperSettings, default=None
-        Overrides the preset's training settings.
+        Overrides the preset's training settings. Those that differ from the
+        preset's are added to every record and to its resume ``key``, so saved
+        results are reused only by a run with the same settings.
     progress : bool, default=True
         Show a progress bar over (cell, method) pairs.
 
@@ -111,11 +114,22 @@ def run_study(
     cells = study_cells(
         study, preset, seeds, methods, values=values, data_params=data_params
     )
+    base = preset_settings(preset)
+    if settings is not None:
+        # Settings that differ from the preset's become part of every cell's
+        # changes, hence of its resume key and records: a run with other
+        # settings must not be answered by the saved results of the preset's.
+        overrides = _changed_settings(base, settings)
+        cells = [
+            dataclasses.replace(
+                cell, setting_changes={**overrides, **cell.setting_changes}
+            )
+            for cell in cells
+        ]
     out = check_output_dir(out)
     path = out / f"{study}-{preset}.json"
     records = load_records(path)
     done = {record["key"] for record in records}
-    base = settings or preset_settings(preset)
     variable = STUDIES[study].variable
     todo = [
         cell for cell in cells if any(cell.key(m) not in done for m in cell.methods)
@@ -144,6 +158,18 @@ def run_study(
         records.extend(cell_records)
         _save(path, records)
     return records
+
+
+def _changed_settings(base: PaperSettings, settings: PaperSettings) -> dict[str, Any]:
+    if not isinstance(settings, PaperSettings):
+        raise TypeError(
+            f"settings must be a PaperSettings or None; got {type(settings).__name__}."
+        )
+    return {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(PaperSettings)
+        if getattr(settings, f.name) != getattr(base, f.name)
+    }
 
 
 def _value(cell, variable: str) -> Any:
