@@ -11,6 +11,19 @@ __all__ = ["main"]
 _TABLE_METRICS = ("mcc_ood", "auc_ood", "acc_ood", "mse_gap")
 
 
+def _seed(text: str) -> int:
+    # NumPy seeds are integers in [0, 2**32 - 1].
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(
+            f"a seed must be an integer in [0, 2**32 - 1]; got {text!r}"
+        )
+    return seed
+
+
 def _parser() -> argparse.ArgumentParser:
     from .experiments import METHODS, PRESETS, STUDIES
 
@@ -51,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--seeds",
         nargs="+",
-        type=int,
+        type=_seed,
         default=None,
         help="seeds (quick: 0; paper: 0 1 2)",
     )
@@ -88,16 +101,19 @@ def _reproduce(args: argparse.Namespace) -> int:
     from ._tensor import resolve_device
     from .experiments import STUDIES, format_table, plot_study, run_study
     from .experiments._report import describe_setting
-    from .experiments._runner import check_output_dir
+    from .experiments._runner import check_output_dir, plan_study
 
     studies = [s for s in args.study if s != "all"]
     if "all" in args.study:
         studies = [*STUDIES, *(s for s in studies if s not in STUDIES)]
-    try:
+    try:  # fail before any study runs
         resolve_device(args.device)
         out = check_output_dir(args.out)
-        if "real" in studies:  # fail before any study runs
-            _check_real(args.methods)
+        for study in studies:
+            if study == "real":
+                _check_real(args.methods)
+            else:
+                plan_study(study, **_sweep(args))
     except (OSError, ValueError, ImportError) as exc:
         print(f"skdict reproduce: error: {exc}", file=sys.stderr)
         return 2
@@ -107,10 +123,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             continue
         records = run_study(
             study,
-            preset=args.preset,
-            seeds=tuple(args.seeds) if args.seeds else None,
-            methods=tuple(args.methods) if args.methods else None,
-            values=_grid(args.values),
+            **_sweep(args),
             device=args.device,
             out=out,
             progress=not args.no_progress,
@@ -123,6 +136,16 @@ def _reproduce(args: argparse.Namespace) -> int:
         figure = plot_study(records, out / f"{name}.png", title=title)
         print(f"records: {out / (name + '.json')}\nfigure:  {figure}")
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> dict:
+    """Return the arguments of a synthetic study's cells from the command line."""
+    return dict(
+        preset=args.preset,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        methods=tuple(args.methods) if args.methods else None,
+        values=_grid(args.values),
+    )
 
 
 def _check_real(methods: list[str] | None) -> None:

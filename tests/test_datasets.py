@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skdict.datasets import default_n_features, make_compositional
-from skdict.datasets._compositional import _sample_subsets
+from skdict.datasets._compositional import _sample_subsets, check_compositional_params
 
 SPLITS = ("train", "val", "ood")
 
@@ -167,6 +167,17 @@ def test_single_active_latent():
 def test_invalid_settings_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_compositional(**kwargs)
+    # The check a sweep runs up front gives the same error without generating.
+    with pytest.raises(ValueError, match=match):
+        check_compositional_params(**kwargs)
+
+
+def test_check_compositional_params_accepts_what_make_compositional_does():
+    params = dict(n_latents=20, n_active=3, n_samples=100, random_state=0)
+    assert check_compositional_params(**params) is None
+    make_compositional(**params)
+    with pytest.raises(TypeError, match="n_lat"):
+        check_compositional_params(n_lat=20)
 
 
 def test_sparse_codes_use_memory_in_proportion_to_non_zeros():

@@ -191,3 +191,64 @@ def test_cli_unwritable_output(tmp_path, capsys):
     blocker.write_text("")
     assert main(["reproduce", "--out", str(blocker / "sub")]) == 2
     assert "Cannot write results" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--values", "5"], "n_active=10 must be smaller than n_latents=5"),
+        (["--values", "2.5"], "'n_latents' parameter of make_compositional"),
+        (["--study", "alpha", "--values", "-1"], "'alpha' parameter of PaperSettings"),
+        # A bad value in the second study fails before the first one runs.
+        (["--study", "alpha", "vary_latents", "--values", "5"], "n_latents=5"),
+    ],
+)
+def test_cli_rejects_bad_sweeps_before_running(argv, message, tmp_path, capsys):
+    code = main(["reproduce", *argv, "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("skdict reproduce: error:") and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("seed", ["-1", "1.5", "x", str(2**32)])
+def test_cli_rejects_bad_seeds(seed, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "--seeds", seed])
+    assert exc.value.code == 2
+    assert "a seed must be an integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"alpha": -1.0}, "'alpha' parameter of PaperSettings"),
+        ({"sae_epochs": 2.5}, "'sae_epochs'"),
+        ({"sae_lr": 0.0}, "'sae_lr'"),
+        ({"sae_batch_size": 0}, "'sae_batch_size'"),
+        ({"sparsity_coef": -1e-4}, "'sparsity_coef'"),
+        ({"dict_max_iter": -1}, "'dict_max_iter'"),
+        ({"base_sae": "relu6"}, "'base_sae'"),
+        ({"oracle_encoder_activation": "tanh"}, "'oracle_encoder_activation'"),
+        ({"probe_alphas": ()}, "'probe_alphas'"),
+        ({"probe_alphas": (1.0, 0.0)}, "'probe_alphas'"),
+        ({"probe_alphas": ("a",)}, "'probe_alphas'"),
+    ],
+)
+def test_paper_settings_reject_bad_values(change, match):
+    with pytest.raises(ValueError, match=match):
+        PaperSettings(**change)
+    with pytest.raises(ValueError, match=match):
+        PaperSettings().replace(**change)
+
+
+def test_plan_study_checks_every_cell():
+    cells, base = _runner.plan_study(
+        "vary_latents", values=(12, 16), data_params=TINY_DATA, settings=TINY
+    )
+    assert [c.data_params["n_latents"] for c in cells] == [12, 16]
+    assert [c.settings(base) for c in cells] == [TINY, TINY]
+    with pytest.raises(ValueError, match="n_latents=2"):
+        _runner.plan_study("vary_latents", values=(12, 2), data_params=TINY_DATA)
+    with pytest.raises(ValueError, match="random_state"):
+        _runner.plan_study("vary_latents", seeds=(-1,), data_params=TINY_DATA)

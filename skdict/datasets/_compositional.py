@@ -17,13 +17,19 @@ proportion to the non-zeros.
 
 from __future__ import annotations
 
+import inspect
 import math
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import Bunch, check_random_state
-from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils._param_validation import (
+    Interval,
+    validate_parameter_constraints,
+    validate_params,
+)
 
 __all__ = ["make_compositional"]
 
@@ -190,19 +196,59 @@ def _check_recipe(n_latents: int, n_active: int, n_features: int, n_ood: int) ->
         )
 
 
-@validate_params(
-    {
-        "n_latents": [Interval(Integral, 2, None, closed="left")],
-        "n_active": [Interval(Integral, 1, None, closed="left")],
-        "n_features": [Interval(Integral, 1, None, closed="left"), None],
-        "n_samples": [Interval(Integral, 2, None, closed="left")],
-        "n_ood_latents": [Interval(Integral, 1, None, closed="left"), None],
-        "noise": [Interval(Real, 0, None, closed="left")],
-        "sparse_codes": ["boolean"],
-        "random_state": ["random_state"],
-    },
-    prefer_skip_nested_validation=True,
-)
+_PARAMETER_CONSTRAINTS = {
+    "n_latents": [Interval(Integral, 2, None, closed="left")],
+    "n_active": [Interval(Integral, 1, None, closed="left")],
+    "n_features": [Interval(Integral, 1, None, closed="left"), None],
+    "n_samples": [Interval(Integral, 2, None, closed="left")],
+    "n_ood_latents": [Interval(Integral, 1, None, closed="left"), None],
+    "noise": [Interval(Real, 0, None, closed="left")],
+    "sparse_codes": ["boolean"],
+    "random_state": ["random_state"],
+}
+
+
+def _resolve_recipe(
+    n_latents: int, n_active: int, n_features: int | None, n_ood_latents: int | None
+) -> tuple[int, int]:
+    """Return ``(n_features, n_ood)`` with defaults filled in, or raise."""
+    n_ood = n_latents // 2 if n_ood_latents is None else n_ood_latents
+    if n_features is None:
+        n_features = default_n_features(n_latents, n_active)
+    _check_recipe(n_latents, n_active, n_features, n_ood)
+    return n_features, n_ood
+
+
+def check_compositional_params(**params: Any) -> None:
+    """Raise the error :func:`make_compositional` would raise for ``params``.
+
+    Nothing is generated, so a sweep can check all of its settings before the
+    first one runs.
+
+    Parameters
+    ----------
+    **params
+        Keyword arguments of :func:`make_compositional`.
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword or a value of the wrong type.
+    ValueError
+        For a value out of range or an impossible recipe.
+    """
+    bound = inspect.signature(make_compositional).bind(**params)
+    bound.apply_defaults()
+    validate_parameter_constraints(
+        _PARAMETER_CONSTRAINTS, bound.arguments, caller_name="make_compositional"
+    )
+    args = bound.arguments
+    _resolve_recipe(
+        args["n_latents"], args["n_active"], args["n_features"], args["n_ood_latents"]
+    )
+
+
+@validate_params(_PARAMETER_CONSTRAINTS, prefer_skip_nested_validation=True)
 def make_compositional(
     n_latents: int = 100,
     n_active: int = 10,
@@ -323,10 +369,7 @@ n_latents)
     >>> bool((data.Z_train[:, 0] > 0)[(data.Z_train[:, 10:] > 0).any(axis=1)].any())
     False
     """
-    n_ood = n_latents // 2 if n_ood_latents is None else n_ood_latents
-    if n_features is None:
-        n_features = default_n_features(n_latents, n_active)
-    _check_recipe(n_latents, n_active, n_features, n_ood)
+    n_features, n_ood = _resolve_recipe(n_latents, n_active, n_features, n_ood_latents)
 
     # One seed drawn from the caller's RandomState (scikit-learn's convention)
     # feeds a Generator, whose samplers are several times faster at 10**7 draws.

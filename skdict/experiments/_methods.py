@@ -21,12 +21,19 @@ from sklearn.base import BaseEstimator
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import RidgeCV
 from sklearn.utils import Bunch
+from sklearn.utils._param_validation import (
+    StrOptions,
+    validate_parameter_constraints,
+)
 
 from .._dictionary import OracleDictionary
 from .._fista import FISTACoder
 from .._sae import SparseAutoencoder
 
 __all__ = ["METHODS", "SAE_METHODS", "Method", "PaperSettings"]
+
+
+SAE_METHODS = ("sae_relu", "sae_topk", "sae_batchtopk", "sae_jumprelu", "sae_mp")
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,40 @@ class PaperSettings:
     probe_alphas: tuple[float, ...] = tuple(np.logspace(-6, 3, 10).tolist())
     base_sae: str = "topk"
     oracle_encoder_activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        # Each setting is checked by the constraint of the estimator parameter
+        # it feeds, so that a bad value fails here, before any study runs,
+        # with the message that estimator would give.
+        coder = FISTACoder._parameter_constraints
+        sae = SparseAutoencoder._parameter_constraints
+        try:
+            probe_alphas = np.asarray(self.probe_alphas, dtype=float)
+        except (TypeError, ValueError):
+            probe_alphas = np.empty(0)  # reported below, like any other bad value
+        if (
+            probe_alphas.ndim != 1
+            or probe_alphas.size == 0
+            or not np.all(np.isfinite(probe_alphas) & (probe_alphas > 0))
+        ):
+            raise ValueError(
+                "The 'probe_alphas' parameter of PaperSettings must be a non-empty "
+                f"sequence of positive floats; got {self.probe_alphas!r}."
+            )
+        validate_parameter_constraints(
+            {
+                "alpha": coder["alpha"],
+                "dict_max_iter": coder["dict_max_iter"],
+                "sae_epochs": sae["max_epochs"],
+                "sae_lr": sae["lr"],
+                "sae_batch_size": sae["batch_size"],
+                "sparsity_coef": sae["sparsity_coef"],
+                "base_sae": [StrOptions({m.removeprefix("sae_") for m in SAE_METHODS})],
+                "oracle_encoder_activation": sae["activation"],
+            },
+            dataclasses.asdict(self),
+            caller_name="PaperSettings",
+        )
 
     def replace(self, **changes: Any) -> PaperSettings:
         """Return a copy with some settings changed."""
@@ -172,8 +213,6 @@ def _sae_method(activation: str, label: str) -> Method:
 def _frozen_base_sae(ctx: MethodContext) -> FrozenEstimator:
     return FrozenEstimator(ctx.fitted_sae(ctx.settings.base_sae))
 
-
-SAE_METHODS = ("sae_relu", "sae_topk", "sae_batchtopk", "sae_jumprelu", "sae_mp")
 
 #: Every method of the paper's comparison, by name: its :class:`Method` definition.
 METHODS: dict[str, Method] = {

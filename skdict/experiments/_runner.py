@@ -17,11 +17,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..datasets import make_compositional
+from ..datasets._compositional import check_compositional_params
 from ._compare import compare_methods
 from ._methods import PaperSettings
-from ._studies import STUDIES, preset_settings, study_cells
+from ._studies import STUDIES, Cell, preset_settings, study_cells
 
-__all__ = ["load_records", "run_study"]
+__all__ = ["load_records", "plan_study", "run_study"]
 
 
 def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -63,6 +64,45 @@ def check_output_dir(out: str | os.PathLike) -> Path:
     except OSError as exc:
         raise OSError(f"Cannot write results to {out}: {exc.strerror or exc}.") from exc
     return out
+
+
+def plan_study(
+    study: str,
+    *,
+    preset: str = "quick",
+    seeds: tuple[int, ...] | None = None,
+    methods: tuple[str, ...] | None = None,
+    values: tuple | None = None,
+    data_params: dict[str, Any] | None = None,
+    settings: PaperSettings | None = None,
+) -> tuple[list[Cell], PaperSettings]:
+    """Expand a study into cells and check every cell before any of them runs.
+
+    Parameters are those of :func:`run_study`. Returns the cells and the
+    preset's settings they change. A bad swept value, seed or data parameter
+    raises the error :func:`~skdict.datasets.make_compositional` would, and a
+    bad setting that of :class:`PaperSettings`, instead of failing hours
+    into a sweep.
+    """
+    cells = study_cells(
+        study, preset, seeds, methods, values=values, data_params=data_params
+    )
+    base = preset_settings(preset)
+    if settings is not None:
+        # Settings that differ from the preset's become part of every cell's
+        # changes, hence of its resume key and records: a run with other
+        # settings must not be answered by the saved results of the preset's.
+        overrides = _changed_settings(base, settings)
+        cells = [
+            dataclasses.replace(
+                cell, setting_changes={**overrides, **cell.setting_changes}
+            )
+            for cell in cells
+        ]
+    for cell in cells:
+        check_compositional_params(**cell.data_params, random_state=cell.seed)
+        cell.settings(base)  # PaperSettings checks its values
+    return cells, base
 
 
 def run_study(
@@ -111,21 +151,15 @@ def run_study(
         Records of :func:`compare_methods` with the cell's data parameters,
         seed, study, swept ``value`` and ``key`` added.
     """
-    cells = study_cells(
-        study, preset, seeds, methods, values=values, data_params=data_params
+    cells, base = plan_study(
+        study,
+        preset=preset,
+        seeds=seeds,
+        methods=methods,
+        values=values,
+        data_params=data_params,
+        settings=settings,
     )
-    base = preset_settings(preset)
-    if settings is not None:
-        # Settings that differ from the preset's become part of every cell's
-        # changes, hence of its resume key and records: a run with other
-        # settings must not be answered by the saved results of the preset's.
-        overrides = _changed_settings(base, settings)
-        cells = [
-            dataclasses.replace(
-                cell, setting_changes={**overrides, **cell.setting_changes}
-            )
-            for cell in cells
-        ]
     out = check_output_dir(out)
     path = out / f"{study}-{preset}.json"
     records = load_records(path)
