@@ -182,6 +182,29 @@ def test_mcc_rejects_bad_input(Z, codes, match):
         mcc_score(Z, codes)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_metrics_reject_empty_input(sparse):
+    empty = np.zeros((0, 3))
+    Z = sp.csr_matrix(empty) if sparse else empty
+    with pytest.raises(ValueError, match="Z_true has 0 rows"):
+        mcc_score(Z, empty)
+    with pytest.raises(ValueError, match="Z_true has 0 rows"):
+        support_scores(Z, empty)
+    with pytest.raises(ValueError, match="X has 0 rows"):
+        reconstruction_error(empty, empty)
+    with pytest.raises(ValueError, match="true_dictionary has no atoms"):
+        dictionary_similarity(empty, np.eye(3))
+    with pytest.raises(ValueError, match="dictionary has no atoms"):
+        dictionary_similarity(np.eye(3), empty)
+
+
+def test_thresholds_reject_nan():
+    with pytest.raises(ValueError, match="threshold must be non-negative"):
+        support_scores(np.eye(3), np.eye(3), threshold=np.nan)
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
+        dictionary_similarity(np.eye(3), np.eye(3), threshold=np.nan)
+
+
 # ------------------------------------------------------ dictionary similarity
 @settings(max_examples=25, deadline=None)
 @given(seed=seeds, n_atoms=st.integers(1, 8), n_features=st.integers(1, 6))

@@ -69,7 +69,12 @@ def as_matrices(
     rows = {name: T.shape[0] for name, T in tensors.items()}
     if len(set(rows.values())) > 1:
         shown = ", ".join(f"{name} has {n}" for name, n in rows.items())
-        raise ValueError(f"The code matrices must have as many rows: {shown}.")
+        raise ValueError(f"The matrices must have as many rows: {shown}.")
+    empty = [name for name, n in rows.items() if n == 0]
+    if empty:
+        raise ValueError(
+            f"{empty[0]} has 0 rows; the metric needs at least one sample."
+        )
     out = {}
     for name, T in tensors.items():
         T = T.to(dtype)

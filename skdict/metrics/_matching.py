@@ -299,6 +299,11 @@ def dictionary_similarity(
     device = compute_device(true_dictionary, dictionary)
     true = _atoms(true_dictionary, "true_dictionary", device)
     learned = _atoms(dictionary, "dictionary", device)
+    for name, atoms in (("true_dictionary", true), ("dictionary", learned)):
+        if atoms.shape[0] == 0:
+            raise ValueError(f"{name} has no atoms; at least one row is required.")
+    if not 0 <= threshold <= 1:  # also rejects NaN
+        raise ValueError(f"threshold must be in [0, 1]; got {threshold}.")
     if true.shape[1] != learned.shape[1]:
         raise ValueError(
             f"true_dictionary has atoms of dimension {true.shape[1]} but "
@@ -390,7 +395,7 @@ n_components)
     {'precision': 0.5, 'recall': 0.667, 'f1': 0.556, 'l0_true': 1.333, \
 'l0_pred': 1.333}
     """
-    if threshold < 0:
+    if not threshold >= 0:  # also rejects NaN
         raise ValueError(f"threshold must be non-negative; got {threshold}.")
     tensors = as_matrices({"Z_true": Z_true, "codes": codes}, dense=("codes",))
     true, pred = tensors["Z_true"], tensors["codes"]
