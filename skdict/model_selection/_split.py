@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from sklearn.model_selection import BaseCrossValidator
-from sklearn.utils import check_random_state
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import (
     Interval,
     validate_parameter_constraints,
@@ -33,17 +33,19 @@ def _activity(y: Any, threshold: float) -> sp.csc_matrix:
             "CompositionalSplit reads the concept activity from y: pass the "
             "true codes, or any (n_samples, n_concepts) indicator matrix, as y."
         )
+    y = to_numpy(y) if is_tensor(y) else y
+    if not sp.issparse(y) and np.ndim(y) != 2:
+        raise ValueError(
+            "y must be a 2-D matrix of concept activity (n_samples, "
+            f"n_concepts); got shape {np.shape(y)}."
+        )
+    # NaN would otherwise read as inactive and the concept vanish from folds.
+    y = check_array(y, accept_sparse=True, dtype="numeric", input_name="y")
     if sp.issparse(y):
         A = sp.csc_matrix(y, copy=True)
         A.data = np.abs(A.data) > threshold
     else:
-        dense = to_numpy(y) if is_tensor(y) else np.asarray(y)
-        if dense.ndim != 2:
-            raise ValueError(
-                "y must be a 2-D matrix of concept activity (n_samples, "
-                f"n_concepts); got shape {dense.shape}."
-            )
-        A = sp.csc_matrix(np.abs(dense) > threshold)
+        A = sp.csc_matrix(np.abs(y) > threshold)
     A.eliminate_zeros()
     return A.astype(np.int64)
 
