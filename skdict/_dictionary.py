@@ -55,6 +55,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from ._fitting import forget_fit_on_failure
 from ._tensor import (
     as_tensor,
     is_sparse,
@@ -1346,31 +1347,33 @@ n_latents), default=None
         self : OracleDictionary
             The fitted oracle.
         """
-        X_t, origin = validate_input(self, X, reset=True, device=self.device)
-        if self.dictionary is None:
-            if y is None:
-                raise ValueError(
-                    "OracleDictionary without a dictionary requires y to be passed, "
-                    "but the target y is None: y holds the ground-truth codes, shape "
-                    "(n_samples, n_latents), from which the atoms are estimated."
+        with forget_fit_on_failure(self):
+            X_t, origin = validate_input(self, X, reset=True, device=self.device)
+            if self.dictionary is None:
+                if y is None:
+                    raise ValueError(
+                        "OracleDictionary without a dictionary requires y to be "
+                        "passed, but the target y is None: y holds the ground-truth "
+                        "codes, shape (n_samples, n_latents), from which the atoms "
+                        "are estimated."
+                    )
+                components = estimate_dictionary(X_t, y)
+                intercept = X_t.new_zeros(X_t.shape[1])
+                self.dictionary_ = None
+            else:
+                resolved = resolve_dictionary(
+                    self.dictionary,
+                    X,
+                    y,
+                    device=X_t.device,
+                    dtype=X_t.dtype,
+                    n_features=self.n_features_in_,
                 )
-            components = estimate_dictionary(X_t, y)
-            intercept = X_t.new_zeros(X_t.shape[1])
-            self.dictionary_ = None
-        else:
-            resolved = resolve_dictionary(
-                self.dictionary,
-                X,
-                y,
-                device=X_t.device,
-                dtype=X_t.dtype,
-                n_features=self.n_features_in_,
-            )
-            components, intercept = resolved.components, resolved.intercept
-            self.dictionary_ = resolved.estimator
-        self.components_ = to_output(components, origin)
-        self.intercept_ = to_output(intercept, origin)
-        return self
+                components, intercept = resolved.components, resolved.intercept
+                self.dictionary_ = resolved.estimator
+            self.components_ = to_output(components, origin)
+            self.intercept_ = to_output(intercept, origin)
+            return self
 
     def _coder(self):
         # FISTACoder on this fitted oracle: the one home of FISTA coding. Its

@@ -70,6 +70,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from numbers import Integral, Real
 from typing import NamedTuple
 
@@ -90,6 +91,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._dictionary import is_provider, resolve_dictionary
+from ._fitting import forget_fit_on_failure
 from ._tensor import (
     as_tensor,
     portable_state,
@@ -1668,14 +1670,15 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     @_fit_context(prefer_skip_nested_validation=False)
     def _fit(self, X, y):
-        X_t, origin = validate_input(self, X, reset=True, device=self.device)
-        if self.dictionary is None:
-            self._learn(X, X_t, y, origin)
-            return None
-        resolved = self._resolve_given(X, X_t, y, origin)
-        result = self._encode(X, X_t, resolved.components, resolved.intercept)
-        self.n_iter_ = int(result.n_iter.max())
-        return to_output(result.codes, origin)
+        with forget_fit_on_failure(self):
+            X_t, origin = validate_input(self, X, reset=True, device=self.device)
+            if self.dictionary is None:
+                self._learn(X, X_t, y, origin)
+                return None
+            resolved = self._resolve_given(X, X_t, y, origin)
+            result = self._encode(X, X_t, resolved.components, resolved.intercept)
+            self.n_iter_ = int(result.n_iter.max())
+            return to_output(result.codes, origin)
 
     def _resolve_given(self, X, X_t, y, origin):
         # A given dictionary (array or provider) and the init estimator.
@@ -1778,12 +1781,6 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self : FISTACoder
             The updated coder.
         """
-        from ._dictionary import (
-            initial_dictionary,
-            online_dictionary_update,
-            torch_generator,
-        )
-
         first = not hasattr(self, "components_")
         if not first and self._given != (self.dictionary is not None):
             raise ValueError(
@@ -1793,6 +1790,16 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
                 f"dictionary is now {'None' if self.dictionary is None else 'set'}. "
                 "Call fit, or partial_fit on a clone, to start again."
             )
+        with forget_fit_on_failure(self) if first else nullcontext():
+            return self._partial_fit(X, y, first)
+
+    def _partial_fit(self, X, y, first):
+        from ._dictionary import (
+            initial_dictionary,
+            online_dictionary_update,
+            torch_generator,
+        )
+
         X_t, origin = validate_input(self, X, reset=first, device=self.device)
         if self.dictionary is not None:
             if first:
@@ -1811,7 +1818,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             if hasattr(self, "_rng_state"):
                 generator.set_state(self._rng_state)
             init = self._dictionary_tensors(X_t)[0]
-        statistics = getattr(self, "_online_statistics", None)
+        # A first call starts afresh, whatever an earlier run left behind.
+        statistics = None if first else getattr(self, "_online_statistics", None)
         if statistics is not None:
             # The running sums follow the batches' dtype and device, as the
             # atoms do.

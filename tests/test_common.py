@@ -1,8 +1,11 @@
 """scikit-learn's estimator checks over every public estimator."""
 
+import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
@@ -53,3 +56,47 @@ def test_sklearn_compatible(estimator, check):
     if _wants_cuda(check) and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     check(estimator)
+
+
+def _with_dictionary(estimator, dictionary):
+    if isinstance(estimator, SparseAutoencoder):
+        return estimator.set_params(decoder=dictionary)
+    return estimator.set_params(dictionary=dictionary)
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        FISTACoder(alpha=0.01),
+        OracleDictionary(),
+        SparseAutoencoder(6, max_epochs=2, batch_size=8, random_state=0),
+    ],
+    ids=lambda est: type(est).__name__,
+)
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_failed_fit_leaves_the_estimator_unfitted(estimator, method):
+    # A refit that fails after validating X (here: a dictionary of the wrong
+    # width) must not leave the new n_features_in_ beside the old atoms, or
+    # the next transform passes validation and fails inside torch.
+    if not hasattr(estimator, method):
+        pytest.skip(f"{type(estimator).__name__} has no {method}")
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((6, 4))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    X4 = rng.random((20, 6)) @ D
+    model = _with_dictionary(clone(estimator), D).fit(X4)
+    model.transform(X4)
+    _with_dictionary(model, rng.standard_normal((6, 5)))
+    X3 = X4[:, :3]
+    with pytest.raises(ValueError, match="5"):
+        if method == "fit":
+            model.fit(X3)
+        else:  # a first partial_fit, on a clone
+            model = clone(model)
+            model.partial_fit(X3)
+    assert not [name for name in vars(model) if name.endswith("_")]
+    with pytest.raises(NotFittedError):
+        model.transform(X3)
+    # And it can be fitted again from scratch.
+    _with_dictionary(model, D[:, :3]).fit(X3)
+    assert model.transform(X3).shape == (20, 6)

@@ -532,6 +532,20 @@ def test_partial_fit_follows_the_batch_dtype(rng, first, second):
     )
 
 
+def test_partial_fit_after_a_failed_fit_starts_afresh(rng):
+    # A failed fit forgets the fitted atoms; the next partial_fit is a first
+    # call again and must not resume the running statistics of the stream
+    # that came before.
+    X = sparse_codes(rng, 200, 10, 2) @ random_dictionary(rng, 10, 7)
+    coder = FISTACoder(n_components=10, positive=True, random_state=0)
+    coder.partial_fit(X[:100]).partial_fit(X[100:])
+    with pytest.raises(ValueError, match="init has 4 atoms"):
+        coder.set_params(init=random_dictionary(rng, 4, 7)).fit(X)
+    coder.set_params(init=None).partial_fit(X[:100])
+    fresh = clone(coder).partial_fit(X[:100])
+    np.testing.assert_array_equal(coder.components_, fresh.components_)
+
+
 def test_partial_fit_pickles_mid_stream(rng):
     X = sparse_codes(rng, 200, 10, 2) @ random_dictionary(rng, 10, 7)
     coder = FISTACoder(n_components=10, positive=True, random_state=0)

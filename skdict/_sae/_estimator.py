@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._dictionary import resolve_dictionary
+from .._fitting import forget_fit_on_failure
 from .._tensor import (
     portable_state,
     to_output,
@@ -268,14 +269,15 @@ class SparseAutoencoder(
         self : SparseAutoencoder
             The fitted autoencoder.
         """
-        X_t, origin = validate_input(self, X, reset=True, device=self.device)
-        generator = self._generator()
-        X_train, X_val = self._split(X_t, generator)
-        module, decoder = self._init_module(X, y, X_train, generator)
-        optimizer = self._optimizer(module)
-        result = self._train(module, X_train, optimizer, generator, X_val=X_val)
-        self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
-        self._store(module, optimizer, generator, result, origin)
+        with forget_fit_on_failure(self):
+            X_t, origin = validate_input(self, X, reset=True, device=self.device)
+            generator = self._generator()
+            X_train, X_val = self._split(X_t, generator)
+            module, decoder = self._init_module(X, y, X_train, generator)
+            optimizer = self._optimizer(module)
+            result = self._train(module, X_train, optimizer, generator, X_val=X_val)
+            self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
+            self._store(module, optimizer, generator, result, origin)
         return self
 
     @_fit_context(prefer_skip_nested_validation=False)
@@ -300,16 +302,17 @@ class SparseAutoencoder(
         self : SparseAutoencoder
             The updated autoencoder.
         """
-        first = not hasattr(self, "module_")
-        X_t, origin = validate_input(self, X, reset=first, device=self.device)
-        if first:
-            generator = self._generator()
-            module, decoder = self._init_module(X, y, X_t, generator)
-            optimizer = self._optimizer(module)
-            result = self._train(module, X_t, optimizer, generator, epochs=1)
-            self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
-            self._store(module, optimizer, generator, result, origin)
+        if not hasattr(self, "module_"):
+            with forget_fit_on_failure(self):
+                X_t, origin = validate_input(self, X, reset=True, device=self.device)
+                generator = self._generator()
+                module, decoder = self._init_module(X, y, X_t, generator)
+                optimizer = self._optimizer(module)
+                result = self._train(module, X_t, optimizer, generator, epochs=1)
+                self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
+                self._store(module, optimizer, generator, result, origin)
             return self
+        X_t, origin = validate_input(self, X, reset=False, device=self.device)
         # Kept to leave the model as it was, not with NaN weights, if this
         # call diverges.
         snapshot = copy.deepcopy((self.module_, self._optimizer_state))

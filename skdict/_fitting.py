@@ -1,0 +1,51 @@
+"""What a failed ``fit`` leaves behind: nothing.
+
+scikit-learn records ``n_features_in_`` while validating ``X``, before the
+rest of ``fit`` can fail (a dictionary of the wrong width, a provider that
+cannot be fitted). Left in place, that new width beside the previous fit's
+``components_`` lets the next ``transform`` pass validation and fail deep
+inside torch. Forgetting every fitted attribute instead makes it raise
+:class:`~sklearn.exceptions.NotFittedError`, which says what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["forget_fit_on_failure"]
+
+
+@contextmanager
+def forget_fit_on_failure(estimator: Any) -> Iterator[None]:
+    """Delete ``estimator``'s fitted attributes if the enclosed block raises.
+
+    Fitted attributes are those scikit-learn's ``check_is_fitted`` looks for:
+    names ending, but not starting, with an underscore.
+
+    Examples
+    --------
+    >>> from sklearn.base import BaseEstimator
+    >>> from skdict._fitting import forget_fit_on_failure
+    >>> est = BaseEstimator()
+    >>> est.components_ = [1.0]
+    >>> try:
+    ...     with forget_fit_on_failure(est):
+    ...         est.n_features_in_ = 3
+    ...         raise ValueError("bad dictionary")
+    ... except ValueError:
+    ...     pass
+    >>> [name for name in vars(est) if name.endswith("_")]
+    []
+    """
+    try:
+        yield
+    except BaseException:
+        for name in [n for n in vars(estimator) if _is_fitted_name(n)]:
+            delattr(estimator, name)
+        raise
+
+
+def _is_fitted_name(name: str) -> bool:
+    return name.endswith("_") and not name.startswith("__")
