@@ -1428,6 +1428,30 @@ n_latents), default=None
     def _n_features_out(self):
         return self.components_.shape[0]
 
+    def score(self, X, y=None):
+        """Negative mean squared reconstruction error of ``X`` (greater is better).
+
+        ``-mean((X - inverse_transform(transform(X))) ** 2)`` over all entries,
+        as :meth:`skdict.FISTACoder.score`, so that model selection without a
+        ``scoring`` compares the oracle with learned dictionaries.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+        """
+        # The metrics import this module, hence the import at call time.
+        from .metrics import reconstruction_error
+
+        check_is_fitted(self)
+        return -reconstruction_error(X, self.inverse_transform(self.transform(X)))
+
     def __getstate__(self):
         return portable_state(super().__getstate__())
 

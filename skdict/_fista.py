@@ -1462,7 +1462,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         learns them online from mini-batches instead.
     n_components : int, default=None
         Number of atoms to learn when ``dictionary`` is None; None takes the
-        number of atoms of ``init``, else ``n_features``.
+        number of atoms of ``init``, else ``n_features``. Ignored with a given
+        ``dictionary``, whose atoms set the number of components.
     alpha : float, default=0.1
         Weight of the L1 penalty.
     positive : bool, default=False

@@ -9,6 +9,7 @@ import torch
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import cross_val_score
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
 from skdict._dictionary import (
@@ -81,6 +82,17 @@ def test_oracle_estimate_matches_numpy_lstsq(rng):
     # Sparse codes densified chunk by chunk give the same statistics.
     got_sparse = estimate_dictionary(torch.from_numpy(X), sp.csr_matrix(Z))
     np.testing.assert_allclose(got_sparse.numpy(), expected, atol=1e-10)
+
+
+def test_oracle_score_is_the_coders_and_serves_model_selection(rng):
+    D = random_dictionary(rng, 8, 6)
+    X = sparse_codes(rng, 40, 8, 2) @ D
+    oracle = OracleDictionary(D, alpha=0.01).fit(X)
+    coder = FISTACoder(D, alpha=0.01, positive=oracle.positive).fit(X)
+    assert oracle.score(X) == pytest.approx(coder.score(X), rel=1e-9)
+    assert oracle.score(X) < 0
+    scores = cross_val_score(OracleDictionary(D, alpha=0.01), X, cv=2)
+    assert scores.shape == (2,) and np.all(scores <= 0)
 
 
 def test_oracle_torch_input_gives_tensors():
