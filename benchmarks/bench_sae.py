@@ -303,7 +303,8 @@ def section_compile(args):
         )
     # Steady state: the later half of the epochs, after every recompilation.
     per_epoch = math.ceil(X_t.shape[0] / BATCH)
-    steady = 1e3 * statistics.median(durations[len(durations) // 2 :]) / per_epoch
+    later = durations[max(1, len(durations) // 2) :]
+    steady = 1e3 * statistics.median(later) / per_epoch
     total = first + steady * 20_000 / 1e3
     print(f"\n## torch.compile of the bare TopK loss, {args.bare_epochs} epochs")
     print(
@@ -500,6 +501,10 @@ def main():
     parser.add_argument("--bare-epochs", type=int, default=50)
     parser.add_argument("--recipe-epochs", type=int, default=500)
     args = parser.parse_args()
+    if "compile" in args.sections and args.bare_epochs < 2:
+        # The steady-state rate is read from the epochs after the one that
+        # compiles; with one epoch there is none.
+        parser.error("--sections compile needs --bare-epochs 2 or more")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available")
     for name in args.sections:
         SECTIONS[name](args)
