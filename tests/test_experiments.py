@@ -45,6 +45,14 @@ def test_every_method_is_a_public_estimator(data):
                 assert type(value).__module__.split(".")[0] in ("skdict", "sklearn")
 
 
+def test_saes_start_their_decoder_bias_at_zero_as_in_the_paper(data):
+    paper = MethodContext(data, PaperSettings(), 0, "cpu")
+    for activation in ("relu", "topk", "batchtopk", "jumprelu", "mp"):
+        assert paper.sae(activation).bias_init == "zero"
+    from_mean = MethodContext(data, PaperSettings(sae_bias_init="mean"), 0, "cpu")
+    assert from_mean.sae("topk").bias_init == "mean"
+
+
 def test_compare_methods_records(data):
     records = compare_methods(data, random_state=0, settings=TINY)
     assert [r["method"] for r in records] == list(METHODS)
@@ -226,6 +234,7 @@ def test_cli_rejects_bad_seeds(seed, capsys):
         ({"sae_epochs": 2.5}, "'sae_epochs'"),
         ({"sae_lr": 0.0}, "'sae_lr'"),
         ({"sae_batch_size": 0}, "'sae_batch_size'"),
+        ({"sae_bias_init": "median"}, "'sae_bias_init'"),
         ({"sparsity_coef": -1e-4}, "'sparsity_coef'"),
         ({"dict_max_iter": -1}, "'dict_max_iter'"),
         ({"base_sae": "relu6"}, "'base_sae'"),

@@ -50,6 +50,9 @@ class PaperSettings:
         AdamW learning rate (5e-4).
     sae_batch_size : int
         SAE mini-batch size (64).
+    sae_bias_init : {"zero", "mean"}
+        Initial decoder bias of the SAEs: zero, as in the paper, or the
+        training data's mean (:class:`~skdict.SparseAutoencoder`'s default).
     sparsity_coef : float
         Weight of the ReLU SAE's L1 penalty and the JumpReLU SAE's L0 penalty
         (1e-4).
@@ -70,6 +73,7 @@ class PaperSettings:
     sae_epochs: int = 500
     sae_lr: float = 5e-4
     sae_batch_size: int = 64
+    sae_bias_init: str = "zero"
     sparsity_coef: float = 1e-4
     dict_max_iter: int = 100
     probe_alphas: tuple[float, ...] = tuple(np.logspace(-6, 3, 10).tolist())
@@ -102,6 +106,7 @@ class PaperSettings:
                 "sae_epochs": sae["max_epochs"],
                 "sae_lr": sae["lr"],
                 "sae_batch_size": sae["batch_size"],
+                "sae_bias_init": sae["bias_init"],
                 "sparsity_coef": sae["sparsity_coef"],
                 "base_sae": [StrOptions({m.removeprefix("sae_") for m in SAE_METHODS})],
                 "oracle_encoder_activation": sae["activation"],
@@ -156,6 +161,7 @@ class MethodContext:
             sparsity_coef=s.sparsity_coef,
             lr=s.sae_lr,
             batch_size=s.sae_batch_size,
+            bias_init=s.sae_bias_init,
             max_epochs=s.sae_epochs,
             device=self.device,
             random_state=self.seed,
