@@ -520,6 +520,16 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
     Cells are means over seeds, ± one sd when there are several; ``-`` where a
     method has no such score (firing and reconstruction of raw activations).
 
+    Parameters
+    ----------
+    records : sequence of dict
+        Records of :func:`compare_real` or :func:`run_real`.
+
+    Returns
+    -------
+    str
+        The table, columns aligned.
+
     Examples
     --------
     >>> records = [{"label": "A", "color_acc_val": 1.0, "color_acc_ood": 0.5}]
@@ -561,6 +571,20 @@ def plot_real(
 
     One group of bars per method; error bars are one sd over seeds. A method
     without a score (the raw-activation probe has no features) gets no bar.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Records of :func:`compare_real` or :func:`run_real`.
+    path : path
+        Where to save the figure; the format follows the suffix (e.g. ``.png``).
+    title : str, default=None
+        Figure title; None uses a description of the study.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     import matplotlib
 
@@ -657,8 +681,12 @@ def run_real(
         Output folder; created if needed.
     settings : PaperSettings, default=None
         Training settings; the paper's when None.
-    n_components, k, probe
-        See :func:`compare_real`.
+    n_components : int, default=None
+        Width of the learned dictionaries and SAEs; see :func:`compare_real`.
+    k : int, default=16
+        TopK's ``k``; see :func:`compare_real`.
+    probe : classifier, default=None
+        The concept probe; see :func:`compare_real`.
     progress : bool, default=True
         Show progress bars.
 

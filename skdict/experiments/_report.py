@@ -34,6 +34,20 @@ def summarize(
 
     Records where the metric is None (e.g. reconstruction for a probe) are
     left out.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Records of :func:`~skdict.experiments.run_study`: each needs ``label``
+        and ``value`` keys.
+    metric : str
+        The record key to summarise, e.g. ``"mcc_ood"``.
+
+    Returns
+    -------
+    dict
+        ``{label: {value: (mean, sd, count)}}``, values in ascending order; the
+        sd is the population standard deviation over seeds.
     """
     groups: dict[str, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
@@ -78,6 +92,20 @@ def describe_setting(records: Sequence[dict[str, Any]]) -> str:
 
 def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> str:
     """Format a text table: one row per method, one column per swept value.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Records of :func:`~skdict.experiments.run_study`.
+    metric : str, default="mcc_ood"
+        The record key shown in the cells (mean ± sd over seeds; ``-`` where a
+        method has no value).
+
+    Returns
+    -------
+    str
+        The table, columns aligned; ``"<metric>: no values"`` when no record
+        has the metric.
 
     Examples
     --------
@@ -139,6 +167,20 @@ def plot_study(
 
     One line per method, error bars one sd over seeds; the x axis is
     logarithmic for sweeps over sizes and penalties.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Records of :func:`~skdict.experiments.run_study`.
+    path : path
+        Where to save the figure; the format follows the suffix (e.g. ``.png``).
+    title : str, default=None
+        Figure title; None uses the swept variable's name.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     import matplotlib
 

@@ -26,7 +26,23 @@ __all__ = ["load_records", "plan_study", "run_study"]
 
 
 def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read the records saved by :func:`run_study` (empty list when there are none)."""
+    """Read the records saved by :func:`run_study` (empty list when there are none).
+
+    Parameters
+    ----------
+    path : path
+        A ``<study>-<preset>.json`` file written by :func:`run_study`.
+
+    Returns
+    -------
+    list of dict
+        The records; empty when ``path`` does not exist.
+
+    Raises
+    ------
+    ValueError
+        If the file is not valid JSON or does not hold a list.
+    """
     path = Path(path)
     if not path.exists():
         return []
