@@ -13,7 +13,7 @@ own):
 
 Usage::
 
-    python benchmarks/bench_datasets.py [--repeats 3]
+    python benchmarks/bench_datasets.py [--repeats 3] [--cases default loop ...]
 """
 
 from __future__ import annotations
@@ -105,15 +105,25 @@ def _per_row_codes(rng, n_rows, *, n_latents, n_active, n_ood):
     )
 
 
+CASES = ("default", "large", "vectorised", "loop")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=CASES,
+        default=list(CASES),
+        help="cases to run (default: all; large needs about 2 GiB)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_run_case(args.child)))
         return
-    for case in ("default", "large", "vectorised", "loop"):
+    for case in args.cases:
         runs = []
         for _ in range(args.repeats):
             out = subprocess.run(
