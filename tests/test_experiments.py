@@ -1,6 +1,7 @@
 """The paper's studies: method registry, records, resumable runs and the CLI."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -130,6 +131,37 @@ def test_run_study_writes_json_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(_runner, "compare_methods", count)
     assert len(run_study("vary_latents", **kwargs)) == 4
     assert calls == [[saved[-1]["method"]]]
+
+
+def test_run_study_recomputes_records_saved_with_other_settings(tmp_path):
+    kwargs = dict(
+        values=(12,),
+        data_params=TINY_DATA,
+        settings=TINY,
+        methods=("fista_oracle", "sae_topk"),
+        out=tmp_path,
+        progress=False,
+    )
+    first = run_study("vary_latents", **kwargs)
+    assert all(r["settings"]["sae_epochs"] == TINY.sae_epochs for r in first)
+    # As an earlier version would have saved them: same keys, a preset whose
+    # settings differed (here: no record of them, and a changed one).
+    path = tmp_path / "vary_latents-quick.json"
+    saved = json.loads(path.read_text())
+    del saved[0]["settings"]
+    saved[1]["settings"]["sae_bias_init"] = "mean"
+    saved[1]["mcc_ood"] = -1.0
+    path.write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match="2 record"):
+        again = run_study("vary_latents", **kwargs)
+    assert len(again) == 2
+    assert sorted(r["key"] for r in again) == sorted(r["key"] for r in first)
+    assert all(r["settings"] == first[0]["settings"] for r in again)
+    assert min(r["mcc_ood"] for r in again) > -1.0
+    # Once replaced, nothing is stale.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(run_study("vary_latents", **kwargs)) == 2
 
 
 def test_run_study_with_other_settings_does_not_reuse_results(tmp_path):

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,9 @@ def run_study(
     -------
     list of dict
         Records of :func:`compare_methods` with the cell's data parameters,
-        seed, study, swept ``value`` and ``key`` added.
+        seed, study, swept ``value``, ``key`` and the full training
+        ``settings`` added. A saved record whose settings differ from those
+        its cell now runs with is computed again (with a warning).
     """
     cells, base = plan_study(
         study,
@@ -179,6 +182,29 @@ def run_study(
     out = check_output_dir(out)
     path = out / f"{study}-{preset}.json"
     records = load_records(path)
+    expected = {
+        cell.key(method): _saved_form(cell.settings(base))
+        for cell in cells
+        for method in cell.methods
+    }
+    # A record saved under the same key with other training settings (by an
+    # earlier version whose preset differed) would otherwise be mixed into the
+    # tables as if it had run with these.
+    stale = [
+        i
+        for i, record in enumerate(records)
+        if record["key"] in expected
+        and record.get("settings") != expected[record["key"]]
+    ]
+    if stale:
+        warnings.warn(
+            f"{len(stale)} record(s) saved in {path} were computed with other "
+            "training settings than this run's (by an earlier skdict version?); "
+            "they are computed again and replaced.",
+            UserWarning,
+            stacklevel=2,
+        )
+        records = [r for i, r in enumerate(records) if i not in set(stale)]
     done = {record["key"] for record in records}
     variable = STUDIES[study].variable
     todo = [
@@ -204,10 +230,17 @@ def run_study(
                 variable=variable,
                 value=_value(cell, variable),
                 key=cell.key(method),
+                settings=expected[cell.key(method)],
             )
         records.extend(cell_records)
         _save(path, records)
     return records
+
+
+def _saved_form(settings: PaperSettings) -> dict[str, Any]:
+    # As a record holds it once saved (tuples become lists), so that saved and
+    # current settings compare equal.
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
 
 
 def _changed_settings(base: PaperSettings, settings: PaperSettings) -> dict[str, Any]:
