@@ -123,12 +123,15 @@ def test_jumprelu_gradients_match_straight_through_autograd():
 
 
 def unrolled_pursuit(x, atoms, k):
-    """Matching pursuit as the paper writes it: residual, float argmax, scatter."""
+    """Matching pursuit as the paper writes it: residual, masked argmax, scatter."""
     residual = x
     codes = torch.zeros(x.shape[0], atoms.shape[0], dtype=x.dtype)
+    picked = torch.zeros_like(codes, dtype=torch.bool)
     for _ in range(k):
         corr = residual @ atoms.T
-        index = corr.detach().abs().argmax(dim=1, keepdim=True)
+        score = corr.detach().abs().masked_fill(picked, -1.0)
+        index = score.argmax(dim=1, keepdim=True)
+        picked = picked.scatter(1, index, True)
         value = corr.gather(1, index)
         codes = codes + torch.zeros_like(codes).scatter(1, index, value)
         residual = residual - value * atoms[index.squeeze(1)]
@@ -138,8 +141,8 @@ def unrolled_pursuit(x, atoms, k):
 @pytest.mark.parametrize("gram", [True, False])
 @pytest.mark.parametrize(
     "n_samples, n_components, k",
-    # The last case has more steps than atoms: atoms are picked again.
-    [(8, 10, 4), (1, 10, 4), (9, 4, 7)],
+    # The last case picks every atom.
+    [(8, 10, 4), (1, 10, 4), (9, 4, 4)],
 )
 def test_matching_pursuit_gradient_matches_unrolled_autograd(
     gram, n_samples, n_components, k, monkeypatch
@@ -234,7 +237,7 @@ def test_matching_pursuit_selects_as_float_argmax(dtype):
     D[7] = D[3]  # a duplicated atom ties with the original: the first wins
     D[11] = -D[5]  # and so does an opposite one
     x = torch.as_tensor(rng.standard_normal((6, 6)), dtype=dtype)
-    x[1] = 0.0  # all correlations zero: atom 0, code 0, k times
+    x[1] = 0.0  # all correlations zero: atoms 0, 1, 2, 3 in turn, codes 0
     x[2] = D[3]  # exact ties from the first step
     x[3] = -2.0 * D[5]
     expected = unrolled_pursuit(x, D, 4)
@@ -242,13 +245,44 @@ def test_matching_pursuit_selects_as_float_argmax(dtype):
         values, indices = matching_pursuit(x, D, 4, gram)
         codes = torch.zeros_like(expected).scatter_add_(1, indices, values)
         torch.testing.assert_close(codes, expected)
-        assert indices[1].tolist() == [0] * 4
+        assert indices[1].tolist() == [0, 1, 2, 3]
         assert indices[2, 0] == 3 and indices[3, 0] == 5
         assert values[1].eq(0).all()
         # The residual is orthogonal to the last selected atom.
         residual = x - torch.einsum("bk,bkf->bf", values, D[indices])
         last = (residual * D[indices[:, -1]]).sum(1)
         torch.testing.assert_close(last, torch.zeros_like(last))
+
+
+def numpy_masked_pursuit(x, atoms, k):
+    """Independent reference: k steps, each over the atoms not yet picked."""
+    values = np.zeros((x.shape[0], k))
+    indices = np.zeros((x.shape[0], k), dtype=np.int64)
+    for b, row in enumerate(x):
+        residual = row.copy()
+        free = np.ones(atoms.shape[0], dtype=bool)
+        for t in range(k):
+            corr = atoms @ residual
+            i = int(np.argmax(np.where(free, np.abs(corr), -1.0)))
+            values[b, t], indices[b, t] = corr[i], i
+            free[i] = False
+            residual -= corr[i] * atoms[i]
+    return values, indices
+
+
+def test_matching_pursuit_picks_k_distinct_atoms():
+    # Coherent atoms (12 in 6 dimensions): plain matching pursuit picks an
+    # atom again on a fifth of these rows; the paper's pursuit never does.
+    rng = np.random.default_rng(0)
+    D = random_dictionary(rng, 12, 6)
+    x = rng.standard_normal((500, 6))
+    expected_values, expected_indices = numpy_masked_pursuit(x, D, 4)
+    D_t, x_t = torch.as_tensor(D), torch.as_tensor(x)
+    for gram in (D_t @ D_t.T, None):
+        values, indices = matching_pursuit(x_t, D_t, 4, gram)
+        np.testing.assert_array_equal(indices.numpy(), expected_indices)
+        np.testing.assert_allclose(values.numpy(), expected_values, atol=1e-12)
+    assert all(len(set(row)) == 4 for row in expected_indices.tolist())
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -237,11 +237,12 @@ def matching_pursuit(
     """``k`` steps of matching pursuit (Mallat & Zhang, 1993) over unit-norm atoms.
 
     Each step picks, per sample, the atom with the largest absolute
-    correlation with the residual and takes that correlation as its code. The
-    correlations are updated through the Gram matrix (``c -= v G[i]``), one
-    ``(n_samples, n_components)`` update per step instead of a product with
-    the atoms. A selected atom's correlation drops to zero, so it is not picked
-    again unless the residual is already orthogonal to every atom.
+    correlation with the residual among those not yet picked, and takes that
+    correlation as its code, so every sample gets ``k`` distinct atoms (as in
+    the paper's implementation; plain matching pursuit may pick an atom again
+    once later steps have restored its correlation). The correlations are
+    updated through the Gram matrix (``c -= v G[i]``), one ``(n_samples,
+    n_components)`` update per step instead of a product with the atoms.
 
     Parameters
     ----------
@@ -249,7 +250,7 @@ def matching_pursuit(
     atoms : torch.Tensor of shape (n_components, n_features)
         Unit-norm atoms.
     k : int
-        Number of steps.
+        Number of steps, at most ``n_components``.
     gram : torch.Tensor of shape (n_components, n_components), default=None
         ``atoms @ atoms.T``; None recomputes correlations from the residual.
 
@@ -310,10 +311,15 @@ def _pursue(
         rows = torch.empty_like(correlations)
     else:
         residual = x.clone()
+    # Atoms already picked are out of the running: -1 is below every |c|,
+    # read as a float or through its bits (the sign bit makes it negative).
+    picked = torch.zeros_like(correlations, dtype=torch.bool)
     values, indices = [], []
     for _ in range(k):
         torch.abs(correlations, out=magnitude)
+        magnitude.masked_fill_(picked, -1.0)
         index = bits.argmax(dim=1)
+        picked.scatter_(1, index.unsqueeze(1), True)
         value = correlations.gather(1, index.unsqueeze(1))
         if gram is not None:
             torch.index_select(gram, 0, index, out=rows)
@@ -756,7 +762,7 @@ class MatchingPursuitSAE(SAE):
         gram = torch.mm(W, W.T, out=padded[:, :n_components])
         correlations = F.linear(x_centred, W)
         values, indices = _pursue(correlations, self.k, gram=gram)
-        # Dense codes Z (an atom picked twice adds up) in the place of Q.
+        # Dense codes Z in the place of Q.
         codes = lhs[n_components:, :n_components].scatter_add_(1, indices, values)
         diff = torch.addmm(x_centred, codes, W, beta=-1.0)  # x_hat - x
         if train_decoder:
@@ -764,7 +770,7 @@ class MatchingPursuitSAE(SAE):
             self._decoder_grads(
                 lhs, rhs, padded, correlations, values, indices, 2.0 / diff.numel()
             )
-        # Selections per latent (an atom picked twice counts twice).
+        # Selections per latent (a sample picks an atom at most once).
         active = torch.bincount(indices.view(-1), minlength=n_components)
         return StepOutput(_squared_norm(diff), None, None, active)
 
