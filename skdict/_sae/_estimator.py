@@ -115,7 +115,9 @@ class SparseAutoencoder(
         Fraction of the training data held out to stop early: training stops
         once the validation loss has not improved by a relative ``tol`` for
         ``n_iter_no_change`` epochs, and the best weights are kept. None trains
-        on everything for ``max_epochs``.
+        on everything for ``max_epochs``. Only the weights go back to the best
+        epoch: the optimiser's moments and the firing statistics that
+        :meth:`partial_fit` continues from are those of the last epoch.
     n_iter_no_change : int, default=10
         Patience of early stopping, in epochs.
     tol : float, default=1e-4
