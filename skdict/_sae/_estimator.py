@@ -144,7 +144,7 @@ class SparseAutoencoder(
         steps for ``"mp"``),
         ``dead_fraction`` (latents that fired on no sample), plus ``val_loss``
         and ``val_mse`` with a validation split. Training-set figures are
-        averaged over the epoch's steps.
+        averaged over the epoch's samples (each step weighted by its batch size).
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
