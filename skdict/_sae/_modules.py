@@ -311,25 +311,27 @@ def _pursue(
         rows = torch.empty_like(correlations)
     else:
         residual = x.clone()
-    # Atoms already picked are out of the running: -1 is below every |c|,
-    # read as a float or through its bits (the sign bit makes it negative).
-    picked = torch.zeros_like(correlations, dtype=torch.bool)
-    values, indices = [], []
-    for _ in range(k):
+    # Selections and codes go straight into step-major buffers (argmax and
+    # gather write there), and the atoms picked so far are masked with one
+    # scatter of -1, below every |c| read as a float or through its bits (the
+    # sign bit makes it negative): one kernel a step for the paper's
+    # distinct-atom rule.
+    n_samples = correlations.shape[0]
+    picked = torch.empty(k, n_samples, dtype=torch.long, device=correlations.device)
+    values = correlations.new_empty(k, n_samples, 1)
+    for step in range(k):
         torch.abs(correlations, out=magnitude)
-        magnitude.masked_fill_(picked, -1.0)
-        index = bits.argmax(dim=1)
-        picked.scatter_(1, index.unsqueeze(1), True)
-        value = correlations.gather(1, index.unsqueeze(1))
+        if step:
+            magnitude.scatter_(1, picked[:step].T, -1.0)
+        index = torch.argmax(bits, dim=1, out=picked[step])
+        value = torch.gather(correlations, 1, index.unsqueeze(1), out=values[step])
         if gram is not None:
             torch.index_select(gram, 0, index, out=rows)
             correlations.addcmul_(value, rows, value=-1.0)
         else:
             residual.addcmul_(value, atoms.index_select(0, index), value=-1.0)
             torch.mm(residual, atoms.T, out=correlations)
-        values.append(value)
-        indices.append(index)
-    return torch.cat(values, dim=1), torch.stack(indices, dim=1)
+    return values.view(k, n_samples).T.contiguous(), picked.T.contiguous()
 
 
 class ForwardOutput(NamedTuple):
