@@ -190,12 +190,12 @@ def run_study(
     # A record saved under the same key with other training settings (by an
     # earlier version whose preset differed) would otherwise be mixed into the
     # tables as if it had run with these.
-    stale = [
+    stale = {
         i
         for i, record in enumerate(records)
         if record["key"] in expected
         and record.get("settings") != expected[record["key"]]
-    ]
+    }
     if stale:
         warnings.warn(
             f"{len(stale)} record(s) saved in {path} were computed with other "
@@ -204,7 +204,7 @@ def run_study(
             UserWarning,
             stacklevel=2,
         )
-        records = [r for i, r in enumerate(records) if i not in set(stale)]
+        records = [r for i, r in enumerate(records) if i not in stale]
     done = {record["key"] for record in records}
     variable = STUDIES[study].variable
     todo = [
