@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from skdict.datasets import load_phrase_activations
+from skdict.datasets._cache import load_arrays, save_arrays
 from skdict.datasets._phrases import _split
 
 COLORS = ["red", "blue", "green"]
@@ -230,6 +231,19 @@ def test_layers_differ_and_negative_layers_count_from_the_last(data, tmp_path):
 
 
 # --- the cache -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep", [0, 10, 0.5, -10])
+def test_a_damaged_cache_file_is_a_miss(tmp_path, keep):
+    # Cut short anywhere (a full disk, a killed writer), the file reads as
+    # absent, so the loader recomputes it instead of raising.
+    path = tmp_path / "entry.npz"
+    save_arrays(path, {"X": np.arange(10_000.0), "names": np.array(["a", "b"])})
+    data = path.read_bytes()
+    end = int(keep * len(data)) if isinstance(keep, float) else keep
+    path.write_bytes(data[:end])
+    assert load_arrays(path) is None
+    assert load_arrays(tmp_path / "absent.npz") is None
 
 
 def test_second_call_reads_the_cache(transformers, tmp_path):

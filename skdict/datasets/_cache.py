@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -87,9 +88,9 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as stored:
             return {name: stored[name] for name in stored.files}
-    except (OSError, ValueError, EOFError):
-        # A missing or truncated file is a cache miss, never an error: the
-        # caller recomputes and overwrites it.
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        # A missing, truncated or corrupt file is a cache miss, never an
+        # error: the caller recomputes and overwrites it.
         return None
 
 
