@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import RidgeCV
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_validate
 
@@ -198,11 +199,23 @@ def test_metrics_reject_empty_input(sparse):
         dictionary_similarity(np.eye(3), empty)
 
 
-def test_thresholds_reject_nan():
-    with pytest.raises(ValueError, match="threshold must be non-negative"):
-        support_scores(np.eye(3), np.eye(3), threshold=np.nan)
-    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
-        dictionary_similarity(np.eye(3), np.eye(3), threshold=np.nan)
+@pytest.mark.parametrize("threshold", [np.nan, -1.0, "a", None])
+def test_thresholds_are_checked(threshold):
+    with pytest.raises(ValueError, match="'threshold' parameter of support_scores"):
+        support_scores(np.eye(3), np.eye(3), threshold=threshold)
+    with pytest.raises(
+        ValueError, match="'threshold' parameter of dictionary_similarity"
+    ):
+        dictionary_similarity(np.eye(3), np.eye(3), threshold=threshold)
+
+
+@pytest.mark.parametrize("flag", ["yes", 1, None])
+def test_flags_must_be_booleans(flag):
+    # A truthy string silently chose a metric variant.
+    with pytest.raises(ValueError, match="'top_variance' parameter of mcc_score"):
+        mcc_score(np.eye(3), np.eye(3), top_variance=flag)
+    with pytest.raises(ValueError, match="'detailed' parameter"):
+        dictionary_similarity(np.eye(3), np.eye(3), detailed=flag)
 
 
 # ------------------------------------------------------ dictionary similarity
@@ -422,6 +435,26 @@ def test_scorers_follow_sklearn_conventions(benchmark):
     assert repr(top) == "make_code_scorer(mcc_score, top_variance=True)"
     with pytest.raises(ValueError, match="true codes, passed as y"):
         mcc_scorer(coder, X, None)
+
+
+def test_code_scorers_score_a_probe_by_its_predictions(benchmark):
+    # The paper's linear probe regresses the codes on X and has no
+    # transform: its predicted codes are what the scorers compare.
+    Z_train = benchmark.Z_train.toarray()
+    probe = RidgeCV().fit(benchmark.X_train, Z_train)
+    X, Z = benchmark.X_val, benchmark.Z_val
+    predicted = probe.predict(X)
+    assert mcc_scorer(probe, X, Z) == mcc_score(Z, predicted)
+    assert support_f1_scorer(probe, X, Z) == support_scores(Z, predicted)["f1"]
+    scores = cross_validate(
+        RidgeCV(),
+        benchmark.X_train,
+        Z_train,
+        cv=CompositionalSplit(n_splits=2, random_state=0),
+        scoring={"mcc": mcc_scorer, "f1": support_f1_scorer},
+        error_score="raise",
+    )
+    assert np.all((scores["test_mcc"] > 0) & (scores["test_mcc"] <= 1))
 
 
 def test_scorers_pickle(benchmark):

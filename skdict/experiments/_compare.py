@@ -20,6 +20,7 @@ from ..metrics import (
     reconstruction_error,
     support_scores,
 )
+from ..metrics._scorers import estimator_codes
 from ._methods import METHODS, SAE_METHODS, Method, MethodContext, PaperSettings
 
 __all__ = ["RECORD_KEYS", "compare_methods", "resolve_methods"]
@@ -86,13 +87,6 @@ def check_data(
             f"data must be the Bunch returned by {source}; "
             f"missing fields: {missing or 'not a Bunch'}."
         )
-
-
-def _codes(estimator: Any, X: Any) -> Any:
-    """Codes of a transformer, or the predicted latents of a supervised probe."""
-    if hasattr(estimator, "transform"):
-        return estimator.transform(X)
-    return estimator.predict(X)
 
 
 def _evaluate(
@@ -210,8 +204,8 @@ def compare_methods(
         if method.name in SAE_METHODS:  # later SAE + FISTA methods reuse it
             context.fitted_saes.setdefault(method.name.removeprefix("sae_"), estimator)
         start = time.perf_counter()
-        codes_id = _codes(estimator, data.X_val)
-        codes_ood = _codes(estimator, data.X_ood)
+        codes_id = estimator_codes(estimator, data.X_val)
+        codes_ood = estimator_codes(estimator, data.X_ood)
         transform_time = time.perf_counter() - start
         record = {"method": method.name, "label": method.label}
         record.update(_evaluate(method, estimator, data, codes_id, codes_ood))

@@ -10,7 +10,10 @@ cross-validation splits them along with ``X``::
 
 :func:`sklearn.metrics.make_scorer` feeds a metric with ``predict``-like
 outputs only; :func:`make_code_scorer` feeds it with ``transform``'s codes, e.g.
-``make_code_scorer(mcc_score, top_variance=True)``.
+``make_code_scorer(mcc_score, top_variance=True)``, or with ``predict``'s for
+an estimator without ``transform`` -- a supervised probe from ``X`` to the
+codes such as :class:`~sklearn.linear_model.RidgeCV`, the paper's linear
+probe -- so that every method of the paper is scored alike.
 """
 
 from __future__ import annotations
@@ -30,12 +33,19 @@ __all__ = [
 ]
 
 
+def estimator_codes(estimator: Any, X: Any) -> Any:
+    """Codes of a transformer, or the predicted codes of a supervised probe."""
+    if hasattr(estimator, "transform"):
+        return estimator.transform(X)
+    return estimator.predict(X)
+
+
 def _support_f1(Z_true: Any, codes: Any, *, threshold: float = 1e-4) -> float:
     return support_scores(Z_true, codes, threshold=threshold)["f1"]
 
 
 class _CodeScorer:
-    """``score_func(y, estimator.transform(X), **kwargs)``."""
+    """``score_func(y, estimator_codes(estimator, X), **kwargs)``."""
 
     def __init__(self, score_func: Callable[..., float], kwargs: dict[str, Any]):
         self.score_func = score_func
@@ -46,7 +56,7 @@ class _CodeScorer:
             raise ValueError(
                 f"{self!r} compares codes with the true codes, passed as y; got y=None."
             )
-        return self.score_func(y, estimator.transform(X), **self.kwargs)
+        return self.score_func(y, estimator_codes(estimator, X), **self.kwargs)
 
     def __repr__(self) -> str:
         kwargs = "".join(f", {key}={value!r}" for key, value in self.kwargs.items())
@@ -54,7 +64,7 @@ class _CodeScorer:
 
 
 def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeScorer:
-    """Make a scorer from a metric comparing true codes with ``transform``'s codes.
+    """Make a scorer from a metric comparing true codes with an estimator's codes.
 
     Parameters
     ----------
@@ -68,7 +78,9 @@ def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeSc
     -------
     callable
         ``scorer(estimator, X, y)`` returning ``score_func(y,
-        estimator.transform(X), **kwargs)``, with the true codes as ``y``.
+        estimator.transform(X), **kwargs)``, with the true codes as ``y``;
+        ``estimator.predict(X)`` stands in for an estimator without
+        ``transform`` (a probe regressing the codes on ``X``).
 
     Examples
     --------
@@ -87,11 +99,12 @@ def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeSc
 
 
 #: :func:`~skdict.metrics.mcc_score` between ``y`` (the true codes) and
-#: ``estimator.transform(X)``.
+#: ``estimator.transform(X)`` (``predict`` for a probe without ``transform``).
 mcc_scorer = make_code_scorer(mcc_score)
 
 #: Mean per-sample F1 of the active sets (:func:`~skdict.metrics.support_scores`)
-#: of ``y`` (the true codes) and ``estimator.transform(X)``.
+#: of ``y`` (the true codes) and ``estimator.transform(X)`` (``predict`` for
+#: a probe without ``transform``).
 support_f1_scorer = make_code_scorer(_support_f1)
 
 
