@@ -10,12 +10,14 @@ computed in torch on the inputs' device; the assignment runs on the CPU.
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.utils import Bunch
+from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import check_is_fitted
 
 from .._dictionary import is_provider
@@ -155,6 +157,10 @@ def _correlation_matching(
     return matching, correlation, n_varying
 
 
+@validate_params(
+    {"Z_true": "no_validation", "codes": "no_validation", "top_variance": ["boolean"]},
+    prefer_skip_nested_validation=True,
+)
 def mcc_score(Z_true: Any, codes: Any, *, top_variance: bool = False) -> float:
     """Mean correlation coefficient between true latents and learned codes.
 
@@ -225,6 +231,15 @@ def _atoms(dictionary: Any, name: str, device: torch.device) -> torch.Tensor:
     return as_tensor(dictionary, device=device, name=name)
 
 
+@validate_params(
+    {
+        "true_dictionary": "no_validation",
+        "dictionary": "no_validation",
+        "detailed": ["boolean"],
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def dictionary_similarity(
     true_dictionary: Any,
     dictionary: Any,
@@ -302,8 +317,6 @@ def dictionary_similarity(
     for name, atoms in (("true_dictionary", true), ("dictionary", learned)):
         if atoms.shape[0] == 0:
             raise ValueError(f"{name} has no atoms; at least one row is required.")
-    if not 0 <= threshold <= 1:  # also rejects NaN
-        raise ValueError(f"threshold must be in [0, 1]; got {threshold}.")
     if true.shape[1] != learned.shape[1]:
         raise ValueError(
             f"true_dictionary has atoms of dimension {true.shape[1]} but "
@@ -344,6 +357,15 @@ def dictionary_similarity(
     )
 
 
+@validate_params(
+    {
+        "Z_true": "no_validation",
+        "codes": "no_validation",
+        "threshold": [Interval(Real, 0, None, closed="left")],
+        "matching": ["array-like", None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def support_scores(
     Z_true: Any,
     codes: Any,
@@ -395,8 +417,6 @@ n_components)
     {'precision': 0.5, 'recall': 0.667, 'f1': 0.556, 'l0_true': 1.333, \
 'l0_pred': 1.333}
     """
-    if not threshold >= 0:  # also rejects NaN
-        raise ValueError(f"threshold must be non-negative; got {threshold}.")
     tensors = as_matrices({"Z_true": Z_true, "codes": codes}, dense=("codes",))
     true, pred = tensors["Z_true"], tensors["codes"]
     n_samples, n_latents = true.shape
