@@ -818,7 +818,9 @@ def learn_dictionary(
     ``alpha`` is fixed and every round decreases ``F(Z, D)``. Either way,
     learning stops once ``alpha`` has reached its target and the relative
     change ``||D_new - D||_F / ||D||_F`` is at most ``tol``, or after
-    ``dict_max_iter`` rounds.
+    ``dict_max_iter`` rounds. While exploring, momentum and resampling keep
+    the change at a few percent a round, so without ``init`` learning usually
+    runs all ``dict_max_iter`` rounds.
 
     Parameters
     ----------
@@ -1032,6 +1034,7 @@ def online_dictionary_update(
     tol: float = 1e-6,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    explore: bool = True,
 ) -> tuple[torch.Tensor, dict[str, Any], dict[str, float]]:
     r"""Take one mini-batch step of online dictionary learning.
 
@@ -1043,10 +1046,14 @@ def online_dictionary_update(
 
     with ``eta`` the batch size and ``beta`` the down-weighting of early
     (worse-coded) batches of their Sec. 3.4.3, and one sweep of
-    :func:`block_coordinate_update` refreshes the atoms. Atoms no sample has
-    used yet, and the less used of two atoms with |cosine| above 0.7 (whose
-    statistics are then forgotten), are re-initialised with the residuals of
-    the batch's worst-reconstructed samples.
+    :func:`block_coordinate_update` refreshes the atoms. A stream that
+    explores (one started from atoms drawn from the data) re-initialises, with
+    the residuals of the batch's worst-reconstructed samples, the atoms no
+    sample has used yet and the less used of two atoms closer than
+    :func:`learn_dictionary`'s coherence bound (forgetting its statistics).
+    A stream started from given atoms only refines them: an atom no sample
+    has used yet keeps its place, as in :func:`learn_dictionary` with
+    ``init``.
 
     Parameters
     ----------
@@ -1056,11 +1063,16 @@ def online_dictionary_update(
         Current unit-norm atoms.
     statistics : dict or None
         The running ``{"A", "B", "n_steps"}`` from the previous step; None
-        starts afresh.
+        starts afresh. Statistics of a full-batch fit
+        (:func:`batch_statistics`) carry ``n_samples`` instead of
+        ``n_steps``: they count as the ``ceil(n_samples / len(X))`` steps
+        their samples would fill.
     alpha, positive, max_iter, tol, batch_size :
         Coding settings, as in :func:`~skdict._fista.fista_encode`.
     generator : torch.Generator, default=None
         CPU generator for re-initialised atoms.
+    explore : bool, default=True
+        Whether to re-initialise unused and duplicate atoms (see above).
 
     Returns
     -------
@@ -1070,7 +1082,9 @@ def online_dictionary_update(
         The updated running statistics.
     record : dict
         ``objective`` (mean lasso objective of the batch before the update),
-        ``dictionary_change`` and ``n_unused``, as in :func:`learn_dictionary`.
+        ``dictionary_change``, ``n_unused`` (atoms no sample of the stream has
+        used yet, re-initialised when exploring) and ``n_resampled`` (coherent
+        atoms replaced).
     """
     from . import _fista  # imports this module: reached at call time
 
@@ -1093,31 +1107,75 @@ def online_dictionary_update(
         batch_size=batch_size,
     ).codes
     objective, residual = _sample_objective(X, codes, components, alpha)
-    eta, step = X.shape[0], statistics["n_steps"]
+    eta = X.shape[0]
+    step = statistics.get("n_steps")
+    if step is None:
+        step = math.ceil(statistics["n_samples"] / eta)
     theta = (step + 1) * eta if step < eta - 1 else eta**2 + step + 1 - eta
     beta = (theta + 1 - eta) / (theta + 1)
     gram, cross = _code_statistics(codes, X)
     A = beta * statistics["A"] + gram / eta
     B = beta * statistics["B"] + cross / eta
     updated = block_coordinate_update(components, A, B)
-    # Of two atoms closer than the coherence bound, the less used one restarts
-    # (its statistics forgotten) from a residual, as in learn_dictionary's
-    # exploration: in a stream, every batch is exploration.
-    coherent = _coherent_atoms(updated, A.diagonal()[None].sqrt())
-    if coherent.any():
+    coherent = torch.zeros(n_components, dtype=torch.bool, device=A.device)
+    if explore:
+        # Of two atoms closer than the coherence bound, the less used one
+        # restarts (its statistics forgotten) from a residual, as in
+        # learn_dictionary's exploration: in a stream from drawn atoms,
+        # every batch is exploration.
+        bound = _coherence_bound(n_components, X.shape[1])
+        coherent = _coherent_atoms(updated, A.diagonal()[None].sqrt(), bound)
         A[coherent] = 0.0
         A[:, coherent] = 0.0
         B[coherent] = 0.0
-    unused = A.diagonal() == 0
-    n_unused = int(unused.sum())
-    if n_unused:
-        updated[unused] = _worst_residuals(residual, n_unused, generator)
+    unused = (A.diagonal() == 0) & ~coherent
+    n_unused, n_resampled = int(unused.sum()), int(coherent.sum())
+    replaced = unused | coherent
+    if explore and bool(replaced.any()):
+        updated[replaced] = _worst_residuals(
+            residual, n_unused + n_resampled, generator
+        )
     record = {
         "objective": float(objective.mean()),
         "dictionary_change": float((updated - components).norm() / components.norm()),
         "n_unused": n_unused,
+        "n_resampled": n_resampled,
     }
     return updated, {"A": A, "B": B, "n_steps": step + 1}, record
+
+
+def batch_statistics(codes: torch.Tensor, X: torch.Tensor) -> dict[str, Any]:
+    """Return the running statistics that let a stream continue a full-batch fit.
+
+    ``A = Z^T Z / n`` and ``B = Z^T X / n`` of the fit's final codes, the
+    per-sample averages :func:`online_dictionary_update` keeps, with the
+    number of samples ``n`` they summarise.
+
+    Parameters
+    ----------
+    codes : torch.Tensor of shape (n_samples, n_components)
+        The fit's final codes.
+    X : torch.Tensor of shape (n_samples, n_features)
+        The data they code.
+
+    Returns
+    -------
+    dict
+        ``{"A", "B", "n_samples"}``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._dictionary import batch_statistics
+    >>> Z = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    >>> stats = batch_statistics(Z, Z @ torch.eye(2))
+    >>> stats["A"], stats["n_samples"]
+    (tensor([[0.5000, 0.0000],
+            [0.0000, 2.0000]]), 2)
+    """
+    n_samples = X.shape[0]
+    gram, cross = _code_statistics(codes, X)
+    return {"A": gram / n_samples, "B": cross / n_samples, "n_samples": n_samples}
 
 
 # Rows of sparse ground-truth codes densified at once when accumulating their

@@ -1476,7 +1476,11 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         tolerance is floored at ``100 * eps`` of the data's dtype (about
         ``1.2e-5`` in float32), below which the gap is not measurable. When
         learning, also the relative change of the dictionary between two
-        rounds, ``||D_new - D||_F / ||D||_F``, at which learning stops.
+        rounds, ``||D_new - D||_F / ||D||_F``, at which learning stops. Without
+        ``init``, momentum and the resampling of near-duplicate atoms keep the
+        dictionary moving by a few percent a round to the end, so learning
+        usually runs all ``dict_max_iter`` rounds; to refine a learned
+        dictionary until it settles, pass it as ``init`` to a second fit.
     init : array-like, torch.Tensor or estimator, default=None
         Warm start for the codes: an array of shape ``(n_samples,
         n_components)`` matching the ``X`` being coded, or an estimator whose
@@ -1524,15 +1528,16 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     n_iter_ : int
         With a given dictionary, the largest number of FISTA iterations any
         training sample needed in :meth:`fit` (0 after :meth:`partial_fit`,
-        which codes nothing). When learning, the number of rounds :meth:`fit`
-        ran, or of :meth:`partial_fit` calls.
+        which codes nothing). When learning, ``len(history_)``: the number of
+        rounds :meth:`fit` ran plus the :meth:`partial_fit` calls since.
     history_ : list of dict
         When learning, one record per round of :meth:`fit` (or per
         :meth:`partial_fit` call): ``objective`` (mean over the samples of
         ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` after the round's coding),
-        ``dictionary_change`` (relative Frobenius change of the atoms) and
-        ``n_unused`` (atoms no sample used, re-initialised); :meth:`fit` also
-        records ``alpha``, ``exploring``, ``inexact``, ``n_resampled``,
+        ``dictionary_change`` (relative Frobenius change of the atoms),
+        ``n_unused`` (atoms no sample used, re-initialised while exploring)
+        and ``n_resampled`` (near-duplicate atoms replaced); :meth:`fit` also
+        records ``alpha``, ``exploring``, ``inexact``,
         ``coding_tol`` and ``fista_iter``
         (see :func:`skdict._dictionary.learn_dictionary`).
     n_features_in_ : int
@@ -1673,6 +1678,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     def _fit(self, X, y):
         with forget_fit_on_failure(self):
             X_t, origin = validate_input(self, X, reset=True, device=self.device)
+            self._forget_stream()
             if self.dictionary is None:
                 self._learn(X, X_t, y, origin)
                 return None
@@ -1701,9 +1707,10 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     def _learn(self, X, X_t, y, origin):
         # dictionary=None: DL-FISTA on X, math in skdict._dictionary (imported
         # here because this module's imports belong to the solver's code).
-        from ._dictionary import learn_dictionary, torch_generator
+        from ._dictionary import batch_statistics, learn_dictionary, torch_generator
 
         init = self._starting_dictionary(X, X_t, y)
+        generator = torch_generator(self.random_state)
         result = learn_dictionary(
             X_t,
             self._n_atoms(X_t, init),
@@ -1714,13 +1721,29 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             tol=self.tol,
             max_iter=self.max_iter,
             batch_size=self.batch_size,
-            generator=torch_generator(self.random_state),
+            generator=generator,
             verbose=self.verbose,
         )
         self._store_learned(result.components, origin)
         self.history_ = result.history
         self.n_iter_ = len(self.history_)
-        self._online_statistics = None
+        # partial_fit continues from here, as from one long stream: the
+        # statistics of the final codes, the generator where learning left
+        # it, and atoms that are refined, not explored.
+        self._online_statistics = batch_statistics(result.codes, X_t)
+        self._rng_state = generator.get_state()
+        self._stream_explores = False
+
+    def _forget_stream(self):
+        # What an earlier fit or stream left for partial_fit to continue.
+        for name in (
+            "history_",
+            "_online_statistics",
+            "_rng_state",
+            "_stream_explores",
+        ):
+            if hasattr(self, name):
+                delattr(self, name)
 
     def _starting_dictionary(self, X, X_t, y):
         self.init_ = None
@@ -1763,7 +1786,14 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         refreshed by block coordinate descent
         (:func:`skdict._dictionary.online_dictionary_update`), so data larger
         than memory can be streamed. The first call starts from ``init`` or
-        from atoms drawn from the batch. With a given ``dictionary`` there is
+        from atoms drawn from the batch; after :meth:`fit`, the stream
+        continues the fitted atoms and the statistics of the fit's final codes
+        (``Z^T Z`` and ``Z^T X``, which :meth:`fit` keeps for this, weighted
+        as the mini-batches its samples would fill), appending to its
+        ``history_``. Atoms drawn from the batch are explored: those no
+        sample has used yet, and the less used of two near-duplicates, are
+        re-initialised from badly reconstructed samples. Atoms from ``init``
+        or from :meth:`fit` are only refined. With a given ``dictionary`` there is
         nothing to learn: the first call resolves it as :meth:`fit` does,
         without coding, and later calls only check ``X``. Setting or clearing
         ``dictionary`` between calls is an error (call :meth:`fit` to start
@@ -1809,18 +1839,20 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             return self
         generator = torch_generator(self.random_state)
         if first:
+            # A first call starts afresh, whatever an earlier run left behind.
+            self._forget_stream()
             init = self._starting_dictionary(X, X_t, y)
+            # Atoms drawn from the data are explored; given ones refined.
+            self._stream_explores = init is None
             if init is None:
                 init = initial_dictionary(X_t, self._n_atoms(X_t, None), generator)
             else:
                 self._n_atoms(X_t, init)
             self.history_ = []
         else:
-            if hasattr(self, "_rng_state"):
-                generator.set_state(self._rng_state)
+            generator.set_state(self._rng_state)
             init = self._dictionary_tensors(X_t)[0]
-        # A first call starts afresh, whatever an earlier run left behind.
-        statistics = None if first else getattr(self, "_online_statistics", None)
+        statistics = getattr(self, "_online_statistics", None)
         if statistics is not None:
             # The running sums follow the batches' dtype and device, as the
             # atoms do.
@@ -1840,6 +1872,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             tol=self.tol,
             batch_size=self.batch_size,
             generator=generator,
+            explore=self._stream_explores,
         )
         self._store_learned(components, origin)
         self._online_statistics = statistics

@@ -24,6 +24,7 @@ from skdict._dictionary import (
     initial_dictionary,
     learn_dictionary,
     lstsq_dictionary,
+    online_dictionary_update,
 )
 from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score
@@ -390,6 +391,95 @@ def test_partial_fit_reaches_fit_quality(easy):
     assert dictionary_similarity(easy.dictionary, online) >= (
         dictionary_similarity(easy.dictionary, fitted) - 0.03
     )
+
+
+@pytest.fixture(scope="module")
+def small():
+    """n_latents=20, k=3, 200 training samples: a fit takes a fraction of a second."""
+    return make_compositional(n_latents=20, n_active=3, n_samples=400, random_state=0)
+
+
+def test_partial_fit_continues_a_fit(small):
+    X = small.X_train
+    fitted = FISTACoder(
+        n_components=20, positive=True, dict_max_iter=50, random_state=0
+    ).fit(X)
+    before = dictionary_similarity(small.dictionary, fitted)
+    stream = clone(fitted).fit(X).partial_fit(X[:4])
+    # Four samples use a handful of atoms; the others keep the fit's
+    # statistics and are not re-initialised from those four samples.
+    record = stream.history_[-1]
+    assert record["n_unused"] == record["n_resampled"] == 0
+    assert len(stream.history_) == stream.n_iter_ == 51
+    assert dictionary_similarity(small.dictionary, stream) >= before - 0.02
+    for start in range(4, 200, 50):
+        stream.partial_fit(X[start : start + 50])
+    assert dictionary_similarity(small.dictionary, stream) >= before - 0.02
+
+
+def test_partial_fit_from_init_refines_without_exploring(small):
+    # Started at the true atoms, a stream keeps them: an atom no sample of
+    # the batch uses stays where it is, and true atoms closer than the
+    # exploration's coherence bound (0.74 here) are not taken for duplicates.
+    truth = small.dictionary
+    cosine = np.abs(truth @ truth.T) - np.eye(len(truth))
+    assert cosine.max() > 0.7
+    stream = FISTACoder(positive=True, init=truth, random_state=0)
+    stream.partial_fit(small.X_train[:4])
+    codes = FISTACoder(truth, positive=True).fit_transform(small.X_train[:4])
+    used = np.abs(codes).sum(axis=0) > 0
+    np.testing.assert_array_equal(stream.components_[~used], truth[~used])
+    assert stream.history_[0]["n_unused"] == int((~used).sum())
+    for start in range(4, 200, 50):
+        stream.partial_fit(small.X_train[start : start + 50])
+        assert stream.history_[-1]["n_resampled"] == 0
+    # The first four samples set the atoms they use alone (Mairal et al.'s
+    # statistics start at zero); later batches bring those back.
+    assert dictionary_similarity(truth, stream) > 0.9
+
+
+def test_fit_discards_an_earlier_stream(small):
+    X = small.X_train
+    params = dict(n_components=20, positive=True, dict_max_iter=5, random_state=0)
+    streamed = FISTACoder(**params).partial_fit(X[:50]).partial_fit(X[50:100])
+    streamed.fit(X)
+    fresh = FISTACoder(**params).fit(X)
+    np.testing.assert_array_equal(streamed.components_, fresh.components_)
+    # The next batch continues the fit, not the old stream (whose generator
+    # would, for instance, draw the atoms two samples' residuals cannot fill).
+    streamed.partial_fit(X[:2])
+    fresh.partial_fit(X[:2])
+    np.testing.assert_array_equal(streamed.components_, fresh.components_)
+    assert streamed.history_ == fresh.history_
+
+
+def test_fit_with_a_given_dictionary_forgets_learning(small):
+    coder = FISTACoder(n_components=20, positive=True, dict_max_iter=3).fit(
+        small.X_train
+    )
+    assert len(coder.history_) == 3
+    coder.set_params(dictionary=small.dictionary).fit(small.X_train)
+    assert not hasattr(coder, "history_")
+    assert not hasattr(coder, "_online_statistics")
+
+
+def test_online_record_counts_unused_and_duplicate_atoms_apart():
+    # Atoms 0 and 1 are near-duplicates (cosine 0.99); atom 2 points away
+    # from every sample. A stream from drawn atoms replaces both kinds and
+    # counts each once.
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.uniform(size=(40, 4)))
+    atoms = torch.tensor(
+        [[1.0, 1.0, 0.0, 0.0], [1.0, 0.9, 0.0, 0.0], [0.0, 0.0, 0.0, -1.0]],
+        dtype=torch.float64,
+    )
+    atoms = torch.nn.functional.normalize(atoms, dim=1)
+    _, _, record = online_dictionary_update(X, atoms, None, alpha=0.01, positive=True)
+    assert (record["n_unused"], record["n_resampled"]) == (1, 1)
+    _, _, kept = online_dictionary_update(
+        X, atoms, None, alpha=0.01, positive=True, explore=False
+    )
+    assert (kept["n_unused"], kept["n_resampled"]) == (1, 0)
 
 
 @pytest.mark.parametrize("n_active", [2, 40], ids=["sparse-operand", "dense-operand"])
