@@ -61,6 +61,7 @@ from ._tensor import (
     is_sparse,
     portable_state,
     sparse_as_tensor,
+    to_fitted,
     to_output,
     validate_codes,
     validate_input,
@@ -1429,8 +1430,8 @@ n_latents), default=None
                 )
                 components, intercept = resolved.components, resolved.intercept
                 self.dictionary_ = resolved.estimator
-            self.components_ = to_output(components, origin)
-            self.intercept_ = to_output(intercept, origin)
+            self.components_ = to_fitted(components, origin)
+            self.intercept_ = to_fitted(intercept, origin)
             return self
 
     def _coder(self):

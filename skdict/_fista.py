@@ -95,6 +95,7 @@ from ._fitting import forget_fit_on_failure
 from ._tensor import (
     as_tensor,
     portable_state,
+    to_fitted,
     to_output,
     validate_codes,
     validate_input,
@@ -1700,8 +1701,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self.dictionary_ = resolved.estimator
         self._given = True
         self.init_ = self._fit_init(X, y)
-        self.components_ = to_output(resolved.components, origin)
-        self.intercept_ = to_output(resolved.intercept, origin)
+        self.components_ = to_fitted(resolved.components, origin)
+        self.intercept_ = to_fitted(resolved.intercept, origin)
         return resolved
 
     def _learn(self, X, X_t, y, origin):
@@ -1774,8 +1775,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     def _store_learned(self, components, origin):
         self.dictionary_ = None
         self._given = False
-        self.components_ = to_output(components, origin)
-        self.intercept_ = to_output(components.new_zeros(components.shape[1]), origin)
+        self.components_ = to_fitted(components, origin)
+        self.intercept_ = to_fitted(components.new_zeros(components.shape[1]), origin)
 
     @_fit_context(prefer_skip_nested_validation=False)
     def partial_fit(self, X, y=None):

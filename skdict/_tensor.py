@@ -12,7 +12,9 @@ back into the caller's array type here; no other module converts. The rules
   a tensor's own device wins;
 * float32 and float64 are computed in their own precision; integer and boolean
   input is promoted to float64 (scikit-learn's convention); float16 and
-  bfloat16 tensors are computed in float32 and returned in their own dtype.
+  bfloat16 tensors are computed in float32 and returned in their own dtype;
+  fitted attributes (``components_``, ``intercept_``) stay in float32, so that
+  later results do not depend on the precision of the data fitted on.
 
 Validation reuses scikit-learn's :func:`~sklearn.utils.validation.validate_data`
 so that ``n_features_in_``, ``feature_names_in_`` and the wording of errors match
@@ -39,6 +41,7 @@ __all__ = [
     "portable_state",
     "resolve_device",
     "sparse_as_tensor",
+    "to_fitted",
     "to_numpy",
     "to_output",
     "to_tensor",
@@ -220,8 +223,9 @@ def validate_input(
         Pass to :func:`to_output` to send results back in the caller's type.
     """
     if is_tensor(X):
-        validate_data(estimator, X, skip_check_array=True, reset=reset)
+        # The shape first: sklearn's feature count would misreport a 1-D tensor.
         _check_tensor(X, "X", ensure_min_samples)
+        validate_data(estimator, X, skip_check_array=True, reset=reset)
         dtype = _compute_dtype(X.dtype)
         origin = ArrayOrigin("torch", dtype, _output_dtype(X.dtype), X.device)
         target = resolve_device(device, X)
@@ -405,6 +409,27 @@ def to_output(T: torch.Tensor, origin: ArrayOrigin) -> Any:
     if origin.kind == "array_api":
         return move_to(out, xp=origin.xp, device=origin.device)
     return out
+
+
+def to_fitted(T: torch.Tensor, origin: ArrayOrigin) -> Any:
+    """Return a fitted attribute in ``origin``'s array type and device.
+
+    Like :func:`to_output`, except that it keeps the compute dtype: the atoms
+    fitted on float16 or bfloat16 tensors stay in float32 instead of being
+    rounded to the input's precision, which would change every later
+    ``transform``, also of float64 data.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import validate_input, to_fitted
+    >>> from sklearn.base import BaseEstimator
+    >>> T, origin = validate_input(BaseEstimator(), torch.ones(2, 2).half(),
+    ...                            reset=True, device="cpu")
+    >>> to_fitted(T, origin).dtype
+    torch.float32
+    """
+    return to_output(T, origin._replace(out_dtype=origin.dtype))
 
 
 def to_numpy(A: Any) -> np.ndarray:

@@ -605,6 +605,21 @@ def test_integer_tensors_give_float64_results(problem):
     assert coder.inverse_transform(codes).dtype == torch.float64
 
 
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_fits_keep_float32_atoms(problem, half):
+    # Half-precision data is computed in float32; rounding the fitted atoms
+    # to its precision would change every later result, also on float64 data.
+    X, D = problem
+    coder = FISTACoder(D, positive=True).fit(torch.from_numpy(X).to(half))
+    assert coder.components_.dtype == coder.intercept_.dtype == torch.float32
+    torch.testing.assert_close(
+        coder.components_, torch.from_numpy(D).float(), rtol=0, atol=0
+    )
+    assert coder.transform(torch.from_numpy(X).to(half)).dtype == half
+    reference = FISTACoder(D, positive=True).fit(X.astype(np.float32))
+    np.testing.assert_array_equal(coder.transform(X), reference.transform(X))
+
+
 def test_reconstruction_and_score(problem):
     X, D = problem
     coder = FISTACoder(D, alpha=1e-4, positive=True).fit(X)

@@ -72,6 +72,15 @@ def test_reset_false_checks_n_features_for_tensors():
         validate_input(est, torch.zeros(2, 4), reset=False)
 
 
+@pytest.mark.parametrize("shape", [(4,), (2, 3, 4)])
+def test_transform_time_tensors_of_the_wrong_rank_say_so(shape):
+    # sklearn's feature count read a 1-D tensor as one with no features.
+    est = BaseEstimator()
+    validate_input(est, torch.zeros(2, 4), reset=True)
+    with pytest.raises(ValueError, match="Expected a 2D tensor for X"):
+        validate_input(est, torch.zeros(shape), reset=False)
+
+
 @pytest.mark.parametrize(
     "X, match",
     [

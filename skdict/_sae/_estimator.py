@@ -22,6 +22,7 @@ from .._dictionary import resolve_dictionary
 from .._fitting import forget_fit_on_failure
 from .._tensor import (
     portable_state,
+    to_fitted,
     to_output,
     validate_codes,
     validate_input,
@@ -480,8 +481,8 @@ class SparseAutoencoder(
     def _store(self, module, optimizer, generator, result, origin) -> None:
         self.module_ = module
         # Copies: the arrays handed out must not change when training resumes.
-        self.components_ = to_output(module.W_dec.detach().clone(), origin)
-        self.intercept_ = to_output(module.b_dec.detach().clone(), origin)
+        self.components_ = to_fitted(module.W_dec.detach().clone(), origin)
+        self.intercept_ = to_fitted(module.b_dec.detach().clone(), origin)
         self.history_ = self.history_ + result.history
         self.n_iter_ += len(result.history)
         self._optimizer_state = None if optimizer is None else optimizer.state_dict()
