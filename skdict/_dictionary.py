@@ -1307,7 +1307,8 @@ class OracleDictionary(
         provider (see :class:`FISTACoder`). None estimates them from ``y`` in
         :meth:`fit`.
     alpha : float, default=0.1
-        Weight of the L1 penalty of the codes.
+        Weight of the L1 penalty of the codes; positive (see
+        :class:`~skdict.FISTACoder`).
     positive : bool, default=True
         Constrain the codes to be non-negative (the paper's setting).
     max_iter : int, default=1000
@@ -1357,7 +1358,7 @@ class OracleDictionary(
 
     _parameter_constraints: dict = {
         "dictionary": ["array-like", HasMethods(["fit"]), None],
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
         "positive": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],

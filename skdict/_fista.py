@@ -1466,7 +1466,9 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         number of atoms of ``init``, else ``n_features``. Ignored with a given
         ``dictionary``, whose atoms set the number of components.
     alpha : float, default=0.1
-        Weight of the L1 penalty.
+        Weight of the L1 penalty; positive. It also makes the stopping rule
+        measurable: at ``alpha=0`` no dual point certifies a code (the duality
+        gap is the whole objective), so every sample would run to ``max_iter``.
     positive : bool, default=False
         Constrain the codes to be non-negative.
     max_iter : int, default=1000
@@ -1593,7 +1595,7 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     _parameter_constraints: dict = {
         "dictionary": ["array-like", HasMethods(["fit"]), None],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
         "positive": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],

@@ -125,6 +125,8 @@ def test_oracle_errors(rng):
     oracle = OracleDictionary(random_dictionary(rng, 4, 6)).fit(X)
     with pytest.raises(ValueError, match="has 4 components"):
         oracle.inverse_transform(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="'alpha' parameter of OracleDictionary"):
+        OracleDictionary(random_dictionary(rng, 4, 6), alpha=0.0).fit(X)
 
 
 def test_oracle_with_given_dictionary_only_validates(rng):

@@ -684,6 +684,11 @@ def test_grid_search_over_alpha(problem, as_tensor):
     "params, match",
     [
         ({"alpha": -1.0}, "alpha"),
+        # No code can be certified at alpha=0: every sample ran to max_iter.
+        (
+            {"alpha": 0.0},
+            "'alpha' parameter of FISTACoder must be a float in the range",
+        ),
         ({"max_iter": 0}, "max_iter"),
         ({"tol": -1.0}, "tol"),
         ({"device": "banana"}, "device"),
