@@ -1024,6 +1024,25 @@ def learn_dictionary(
     return DictionaryLearningResult(components, codes, history)
 
 
+def _forgetting_factor(step: int, eta: int) -> float:
+    """Weight ``beta`` of the running statistics at ``step`` (0-based).
+
+    Mairal et al. (2010), Sec. 3.4.3: with ``theta = (t + 1) eta`` for ``t <
+    eta - 1`` and ``eta^2 + t + 1 - eta`` after, ``beta = (theta + 1 - eta) /
+    (theta + 1)``, which down-weights the first, worse-coded batches.
+    """
+    theta = (step + 1) * eta if step < eta - 1 else eta**2 + step + 1 - eta
+    return (theta + 1 - eta) / (theta + 1)
+
+
+def _stream_weight(n_steps: int, eta: int) -> float:
+    """Total weight of the batch averages in ``A`` after ``n_steps`` steps."""
+    weight = 0.0
+    for step in range(n_steps):
+        weight = _forgetting_factor(step, eta) * weight + 1.0
+    return weight
+
+
 def online_dictionary_update(
     X: torch.Tensor,
     components: torch.Tensor,
@@ -1053,8 +1072,9 @@ def online_dictionary_update(
     sample has used yet and the less used of two atoms closer than
     :func:`learn_dictionary`'s coherence bound (forgetting its statistics).
     A stream started from given atoms only refines them: an atom no sample
-    has used yet keeps its place, as in :func:`learn_dictionary` with
-    ``init``.
+    has used yet keeps its place (:func:`learn_dictionary` re-initialises
+    unused atoms in every round, since it sees every sample; a batch does
+    not show that an atom is useless).
 
     Parameters
     ----------
@@ -1066,8 +1086,9 @@ def online_dictionary_update(
         The running ``{"A", "B", "n_steps"}`` from the previous step; None
         starts afresh. Statistics of a full-batch fit
         (:func:`batch_statistics`) carry ``n_samples`` instead of
-        ``n_steps``: they count as the ``ceil(n_samples / len(X))`` steps
-        their samples would fill.
+        ``n_steps``: they enter with the weight that ``ceil(n_samples /
+        len(X))`` batches like ``X`` would have, as if they had been
+        streamed.
     alpha, positive, max_iter, tol, batch_size :
         Coding settings, as in :func:`~skdict._fista.fista_encode`.
     generator : torch.Generator, default=None
@@ -1110,13 +1131,17 @@ def online_dictionary_update(
     objective, residual = _sample_objective(X, codes, components, alpha)
     eta = X.shape[0]
     step = statistics.get("n_steps")
+    A, B = statistics["A"], statistics["B"]
     if step is None:
+        # Per-sample averages of a full-batch fit: scaled to the weight a
+        # stream of the same samples in batches like this one would give them.
         step = math.ceil(statistics["n_samples"] / eta)
-    theta = (step + 1) * eta if step < eta - 1 else eta**2 + step + 1 - eta
-    beta = (theta + 1 - eta) / (theta + 1)
+        weight = _stream_weight(step, eta)
+        A, B = weight * A, weight * B
+    beta = _forgetting_factor(step, eta)
     gram, cross = _code_statistics(codes, X)
-    A = beta * statistics["A"] + gram / eta
-    B = beta * statistics["B"] + cross / eta
+    A = beta * A + gram / eta
+    B = beta * B + cross / eta
     updated = block_coordinate_update(components, A, B)
     coherent = torch.zeros(n_components, dtype=torch.bool, device=A.device)
     if explore:
@@ -1148,9 +1173,11 @@ def online_dictionary_update(
 def batch_statistics(codes: torch.Tensor, X: torch.Tensor) -> dict[str, Any]:
     """Return the running statistics that let a stream continue a full-batch fit.
 
-    ``A = Z^T Z / n`` and ``B = Z^T X / n`` of the fit's final codes, the
-    per-sample averages :func:`online_dictionary_update` keeps, with the
-    number of samples ``n`` they summarise.
+    ``A = Z^T Z / n`` and ``B = Z^T X / n`` of the fit's final codes, with
+    the number of samples ``n`` they summarise, on the CPU (``A`` holds
+    ``n_components**2`` values);
+    :func:`online_dictionary_update` weights them as the batches of a stream
+    of those samples.
 
     Parameters
     ----------
@@ -1176,7 +1203,11 @@ def batch_statistics(codes: torch.Tensor, X: torch.Tensor) -> dict[str, Any]:
     """
     n_samples = X.shape[0]
     gram, cross = _code_statistics(codes, X)
-    return {"A": gram / n_samples, "B": cross / n_samples, "n_samples": n_samples}
+    return {
+        "A": (gram / n_samples).cpu(),
+        "B": (cross / n_samples).cpu(),
+        "n_samples": n_samples,
+    }
 
 
 # Rows of sparse ground-truth codes densified at once when accumulating their

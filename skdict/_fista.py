@@ -1542,8 +1542,9 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         :meth:`partial_fit` call): ``objective`` (mean over the samples of
         ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` after the round's coding),
         ``dictionary_change`` (relative Frobenius change of the atoms),
-        ``n_unused`` (atoms no sample used, re-initialised while exploring)
-        and ``n_resampled`` (near-duplicate atoms replaced); :meth:`fit` also
+        ``n_unused`` (atoms no sample used: re-initialised in every round of
+        :meth:`fit`, and by :meth:`partial_fit` only while exploring) and
+        ``n_resampled`` (near-duplicate atoms replaced); :meth:`fit` also
         records ``alpha``, ``exploring``, ``inexact``,
         ``coding_tol`` and ``fista_iter``
         (see :func:`skdict._dictionary.learn_dictionary`).
@@ -1684,8 +1685,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     @_fit_context(prefer_skip_nested_validation=False)
     def _fit(self, X, y):
         with forget_fit_on_failure(self):
-            X_t, origin = validate_input(self, X, reset=True, device=self.device)
             self._forget_stream()
+            X_t, origin = validate_input(self, X, reset=True, device=self.device)
             if self.dictionary is None:
                 self._learn(X, X_t, y, origin)
                 return None
@@ -1717,7 +1718,6 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         from ._dictionary import batch_statistics, learn_dictionary, torch_generator
 
         init = self._starting_dictionary(X, X_t, y)
-        generator = torch_generator(self.random_state)
         result = learn_dictionary(
             X_t,
             self._n_atoms(X_t, init),
@@ -1728,17 +1728,16 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             tol=self.tol,
             max_iter=self.max_iter,
             batch_size=self.batch_size,
-            generator=generator,
+            generator=torch_generator(self.random_state),
             verbose=self.verbose,
         )
         self._store_learned(result.components, origin)
         self.history_ = result.history
         self.n_iter_ = len(self.history_)
         # partial_fit continues from here, as from one long stream: the
-        # statistics of the final codes, the generator where learning left
-        # it, and atoms that are refined, not explored.
+        # statistics of the final codes, and atoms that are refined, not
+        # explored (so no generator is needed).
         self._online_statistics = batch_statistics(result.codes, X_t)
-        self._rng_state = generator.get_state()
         self._stream_explores = False
 
     def _forget_stream(self):
@@ -1795,13 +1794,16 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         than memory can be streamed. The first call starts from ``init`` or
         from atoms drawn from the batch; after :meth:`fit`, the stream
         continues the fitted atoms and the statistics of the fit's final codes
-        (``Z^T Z`` and ``Z^T X``, which :meth:`fit` keeps for this, weighted
-        as the mini-batches its samples would fill), appending to its
-        ``history_``. Atoms drawn from the batch are explored: those no
-        sample has used yet, and the less used of two near-duplicates, are
-        re-initialised from badly reconstructed samples. Atoms from ``init``
-        or from :meth:`fit` are only refined. With a given ``dictionary`` there is
-        nothing to learn: the first call resolves it as :meth:`fit` does,
+        (``Z^T Z`` and ``Z^T X``, which :meth:`fit` keeps for this on the CPU,
+        ``n_components**2`` values, as scikit-learn's
+        :class:`~sklearn.decomposition.MiniBatchDictionaryLearning` does),
+        weighted as if its samples had been streamed in batches like ``X``,
+        and appends to its ``history_``. Atoms drawn from the batch are
+        explored: those no sample has used yet, and the less used of two
+        near-duplicates, are re-initialised from badly reconstructed samples.
+        Atoms from ``init`` or from :meth:`fit` are only refined. With a given
+        ``dictionary`` there is nothing to learn: the first call resolves it
+        as :meth:`fit` does,
         without coding, and later calls only check ``X``. Setting or clearing
         ``dictionary`` between calls is an error (call :meth:`fit` to start
         again); a batch in another dtype converts the running statistics.
@@ -1838,6 +1840,9 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             torch_generator,
         )
 
+        if first:
+            # A first call starts afresh, whatever an earlier run left behind.
+            self._forget_stream()
         X_t, origin = validate_input(self, X, reset=first, device=self.device)
         if self.dictionary is not None:
             if first:
@@ -1846,8 +1851,6 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             return self
         generator = torch_generator(self.random_state)
         if first:
-            # A first call starts afresh, whatever an earlier run left behind.
-            self._forget_stream()
             init = self._starting_dictionary(X, X_t, y)
             # Atoms drawn from the data are explored; given ones refined.
             self._stream_explores = init is None
@@ -1857,7 +1860,8 @@ class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
                 self._n_atoms(X_t, init)
             self.history_ = []
         else:
-            generator.set_state(self._rng_state)
+            if hasattr(self, "_rng_state"):  # none after fit: no exploring
+                generator.set_state(self._rng_state)
             init = self._dictionary_tensors(X_t)[0]
         statistics = getattr(self, "_online_statistics", None)
         if statistics is not None:

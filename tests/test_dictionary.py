@@ -19,6 +19,7 @@ from skdict._dictionary import (
     _operand,
     _rescaled,
     _worst_residuals,
+    batch_statistics,
     block_coordinate_update,
     estimate_dictionary,
     initial_dictionary,
@@ -26,6 +27,7 @@ from skdict._dictionary import (
     lstsq_dictionary,
     online_dictionary_update,
 )
+from skdict._fista import fista_encode
 from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score
 
@@ -440,6 +442,26 @@ def test_partial_fit_from_init_refines_without_exploring(small):
     assert dictionary_similarity(truth, stream) > 0.9
 
 
+def test_fit_statistics_enter_a_stream_with_a_streams_weight(rng):
+    # A fit's per-sample averages stand for its samples streamed in batches
+    # like the next one: m identical batches streamed, or fitted at once, must
+    # leave the same running statistics after one more batch.
+    D = torch.from_numpy(random_dictionary(rng, 6, 5))
+    X = torch.from_numpy(sparse_codes(rng, 8, 6, 2)) @ D
+    m = 5
+    streamed = None
+    for _ in range(m):
+        # The same atoms every time, so that every batch has the same codes.
+        _, streamed, _ = online_dictionary_update(X, D, streamed, explore=False)
+    codes = fista_encode(X, D, alpha=0.1).codes
+    fitted = batch_statistics(codes.repeat(m, 1), X.repeat(m, 1))
+    _, after_stream, _ = online_dictionary_update(X, D, streamed, explore=False)
+    _, after_fit, _ = online_dictionary_update(X, D, fitted, explore=False)
+    assert after_stream["n_steps"] == after_fit["n_steps"] == m + 1
+    for key in ("A", "B"):
+        torch.testing.assert_close(after_fit[key], after_stream[key])
+
+
 def test_fit_discards_an_earlier_stream(small):
     X = small.X_train
     params = dict(n_components=20, positive=True, dict_max_iter=5, random_state=0)
@@ -447,8 +469,7 @@ def test_fit_discards_an_earlier_stream(small):
     streamed.fit(X)
     fresh = FISTACoder(**params).fit(X)
     np.testing.assert_array_equal(streamed.components_, fresh.components_)
-    # The next batch continues the fit, not the old stream (whose generator
-    # would, for instance, draw the atoms two samples' residuals cannot fill).
+    # The next batch continues the fit, as it does the fresh one's.
     streamed.partial_fit(X[:2])
     fresh.partial_fit(X[:2])
     np.testing.assert_array_equal(streamed.components_, fresh.components_)
