@@ -81,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         type=float,
         default=None,
-        help="swept values replacing the preset's grid (e.g. --values 20 50)",
+        help=(
+            "swept values replacing the preset's grid, for synthetic studies "
+            "that sweep the same variable (e.g. --values 20 50)"
+        ),
     )
     reproduce.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
@@ -101,12 +104,14 @@ def _reproduce(args: argparse.Namespace) -> int:
     from ._tensor import resolve_device
     from .experiments import STUDIES, format_table, plot_study, run_study
     from .experiments._report import describe_setting
-    from .experiments._runner import check_output_dir, plan_study
+    from .experiments._runner import check_output_dir, load_records, plan_study
 
     studies = [s for s in args.study if s != "all"]
     if "all" in args.study:
         studies = [*STUDIES, *(s for s in studies if s not in STUDIES)]
+    studies = list(dict.fromkeys(studies))
     try:  # fail before any study runs
+        _check_values(args.values, studies)
         resolve_device(args.device)
         out = check_output_dir(args.out)
         for study in studies:
@@ -114,6 +119,9 @@ def _reproduce(args: argparse.Namespace) -> int:
                 _check_real(args.methods)
             else:
                 plan_study(study, **_sweep(args))
+                # A damaged results file would otherwise stop the run only
+                # when this study's turn comes, perhaps hours in.
+                load_records(out / f"{study}-{args.preset}.json")
     except (OSError, ValueError, ImportError) as exc:
         print(f"skdict reproduce: error: {exc}", file=sys.stderr)
         return 2
@@ -146,6 +154,26 @@ def _sweep(args: argparse.Namespace) -> dict:
         methods=tuple(args.methods) if args.methods else None,
         values=_grid(args.values),
     )
+
+
+def _check_values(values: list[float] | None, studies: list[str]) -> None:
+    """Reject ``--values`` where they would be ignored or mean different things."""
+    from .experiments import STUDIES
+
+    if values is None:
+        return
+    if "real" in studies:
+        raise ValueError(
+            "--values sets the swept values of a synthetic study; the real "
+            "study sweeps nothing."
+        )
+    variables = {STUDIES[study].variable for study in studies}
+    if len(variables) > 1:
+        raise ValueError(
+            f"--values would be taken as {' and as '.join(sorted(variables))} by "
+            f"the studies {', '.join(studies)}; run studies that sweep "
+            "different variables separately."
+        )
 
 
 def _check_real(methods: list[str] | None) -> None:

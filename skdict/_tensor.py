@@ -132,6 +132,21 @@ def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.
             f"device={device!r} was requested but CUDA is not available on this "
             "machine; use device='auto' or device='cpu'."
         )
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} was requested but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s), numbered from 0."
+        )
+    if resolved.type not in ("cpu", "cuda"):
+        # Other backends (mps, xpu, ...) parse on every build but fail at the
+        # first tensor when absent: find out now, not deep inside a fit.
+        try:
+            torch.empty(0, device=resolved)
+        except (RuntimeError, AssertionError) as exc:  # xpu asserts
+            raise ValueError(
+                f"device={device!r} was requested but this PyTorch build or "
+                "machine does not provide it; use device='auto' or device='cpu'."
+            ) from exc
     return resolved
 
 

@@ -1,6 +1,7 @@
 """The paper's studies: method registry, records, resumable runs and the CLI."""
 
 import json
+import time
 import warnings
 
 import numpy as np
@@ -174,9 +175,10 @@ def test_run_study_with_other_settings_does_not_reuse_results(tmp_path):
     )
     [default] = run_study("vary_latents", settings=TINY, **kwargs)
     strong = TINY.replace(alpha=5.0)
-    records = run_study("vary_latents", settings=strong, **kwargs)
-    assert len(records) == 2
-    [rerun] = [r for r in records if r["key"] != default["key"]]
+    [rerun] = run_study("vary_latents", settings=strong, **kwargs)
+    saved = json.loads((tmp_path / "vary_latents-quick.json").read_text())
+    assert [r["key"] for r in saved] == [default["key"], rerun["key"]]
+    assert rerun["key"] != default["key"]
     assert rerun["alpha"] == 5.0 and "alpha" not in default
     assert default["mcc_ood"] > 0.9
     # alpha=5 zeroes every code of the oracle: a result of its own.
@@ -239,8 +241,13 @@ def test_cli_unwritable_output(tmp_path, capsys):
         (["--values", "5"], "n_active=10 must be smaller than n_latents=5"),
         (["--values", "2.5"], "'n_latents' parameter of make_compositional"),
         (["--study", "alpha", "--values", "-1"], "'alpha' parameter of PaperSettings"),
-        # A bad value in the second study fails before the first one runs.
-        (["--study", "alpha", "vary_latents", "--values", "5"], "n_latents=5"),
+        # One list of values cannot be both penalties and sizes.
+        (
+            ["--study", "alpha", "vary_latents", "--values", "5"],
+            "--values would be taken as alpha and as n_latents",
+        ),
+        (["--study", "all", "--values", "20"], "--values would be taken as"),
+        (["--study", "real", "--values", "20"], "the real study sweeps nothing"),
     ],
 )
 def test_cli_rejects_bad_sweeps_before_running(argv, message, tmp_path, capsys):
@@ -249,6 +256,86 @@ def test_cli_rejects_bad_sweeps_before_running(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("skdict reproduce: error:") and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"half', '{"key": "a dict, not a list"}', '[{"no key": 1}]', "[1, 2]"],
+)
+def test_cli_rejects_a_damaged_results_file_before_running(content, tmp_path, capsys):
+    # The damaged file belongs to the second study: the first must not run.
+    (tmp_path / "vary_latents-quick.json").write_text(content)
+    argv = ["reproduce", "--study", "controlled", "vary_latents", "--values", "30"]
+    code = main([*argv, "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "vary_latents-quick.json" in err and "move it away" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vary_latents-quick.json"]
+
+
+def test_run_study_runs_each_seed_value_and_method_once(tmp_path, monkeypatch):
+    calls = []
+
+    def count(data, methods, **kw):
+        calls.append(list(methods))
+        return compare_methods(data, methods, **kw)
+
+    monkeypatch.setattr(_runner, "compare_methods", count)
+    records = run_study(
+        "vary_latents",
+        values=(12, np.int64(12), 12),
+        seeds=(0, np.int32(0)),
+        methods=("fista_oracle", "fista_oracle"),
+        data_params=TINY_DATA,
+        settings=TINY,
+        out=tmp_path,
+        progress=False,
+    )
+    assert calls == [["fista_oracle"]]
+    [record] = records
+    assert type(record["value"]) is int and type(record["seed"]) is int
+    # 1, 1.0 and NumPy's 1.0 are one penalty: one cell, one resume key.
+    cells = _runner.plan_study("alpha", values=(1, 1.0, np.float64(1.0)))[0]
+    assert [c.setting_changes for c in cells] == [{"alpha": 1.0}]
+    assert "alpha=1.0" in cells[0].key("fista_oracle")
+    preset_key = _runner.plan_study("alpha")[0][-1].key("fista_oracle")
+    assert cells[0].key("fista_oracle") == preset_key
+
+
+def test_run_study_returns_only_the_requested_cells(tmp_path):
+    kwargs = dict(
+        values=(12,), data_params=TINY_DATA, settings=TINY, out=tmp_path, progress=False
+    )
+    [oracle] = run_study("vary_latents", methods=("fista_oracle",), **kwargs)
+    [probe] = run_study("vary_latents", methods=("linear_probe",), **kwargs)
+    assert (oracle["method"], probe["method"]) == ("fista_oracle", "linear_probe")
+    saved = json.loads((tmp_path / "vary_latents-quick.json").read_text())
+    assert [r["method"] for r in saved] == ["fista_oracle", "linear_probe"]
+    # Tables built from a run show its rows only.
+    assert METHODS["fista_oracle"].label not in format_table([probe])
+    both = run_study("vary_latents", methods=("linear_probe", "fista_oracle"), **kwargs)
+    assert [r["method"] for r in both] == ["linear_probe", "fista_oracle"]
+
+
+def test_save_leaves_no_temporary_file_when_writing_fails(tmp_path):
+    path = tmp_path / "records.json"
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        _runner._save(path, [{"key": "k", "value": object()}])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sae_training_counts_in_the_fit_time_of_the_method_that_trains_it(
+    data, monkeypatch
+):
+    train = MethodContext.fitted_sae
+
+    def slow_training(self, activation):
+        time.sleep(0.3)
+        return train(self, activation)
+
+    monkeypatch.setattr(MethodContext, "fitted_sae", slow_training)
+    [record] = compare_methods(data, ["sae_dict_fista"], settings=TINY, random_state=0)
+    assert record["fit_time"] >= 0.3
 
 
 @pytest.mark.parametrize("seed", ["-1", "1.5", "x", str(2**32)])

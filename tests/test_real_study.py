@@ -171,6 +171,18 @@ def test_compare_real_errors(data):
         compare_real(Bunch(X_train=np.ones((2, 2))))
 
 
+def test_run_real_runs_a_repeated_seed_once(tiny_loader, tmp_path, monkeypatch):
+    monkeypatch.setattr(_real, "load_phrase_activations", tiny_loader)
+    records = run_real(
+        seeds=(0, 0),
+        methods=("linear_probe",),
+        out=tmp_path,
+        settings=TINY,
+        progress=False,
+    )
+    assert [r["seed"] for r in records] == [0]
+
+
 def test_run_real_writes_json_figure_and_table(tiny_loader, tmp_path, monkeypatch):
     monkeypatch.setattr(_real, "load_phrase_activations", tiny_loader)
     methods = ("fista_oracle", "sae_topk", "linear_probe")

@@ -139,6 +139,22 @@ def test_resolve_device_errors_are_clear():
         assert resolve_device("auto").type == "cpu"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resolve_device_rejects_a_missing_cuda_index():
+    with pytest.raises(ValueError, match="numbered from 0"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.skipif(
+    torch.backends.mps.is_available(), reason="this machine has an MPS device"
+)
+def test_resolve_device_rejects_an_absent_backend_by_name():
+    # torch parses "mps" on every build; without the backend the first tensor
+    # would fail deep inside a fit.
+    with pytest.raises(ValueError, match="device='mps' was requested"):
+        resolve_device("mps")
+
+
 def test_portable_state_moves_tensors_to_cpu():
     state = {"a": torch.ones(2), "m": torch.nn.Linear(2, 2), "n": 3}
     moved = portable_state(state)

@@ -620,8 +620,10 @@ def plot_real(
     fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -701,6 +703,8 @@ def run_real(
     resolve_methods(methods, REAL_METHODS)  # fail before the transformer runs
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
+    # A repeated seed would be run again and counted as another seed.
+    seeds = tuple(dict.fromkeys(seeds))
     out = check_output_dir(out)
     name = f"real-{preset}"
     records: list[dict[str, Any]] = []

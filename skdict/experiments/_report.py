@@ -210,6 +210,8 @@ def plot_study(
     fig.suptitle(title or variable)
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
     return path

@@ -42,7 +42,7 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     Raises
     ------
     ValueError
-        If the file is not valid JSON or does not hold a list.
+        If the file is not valid JSON or does not hold a list of records.
     """
     path = Path(path)
     if not path.exists():
@@ -53,22 +53,32 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise ValueError(
             f"{path} is not valid JSON ({exc}); move it away to start afresh."
         ) from exc
-    if not isinstance(records, list):
-        raise ValueError(f"{path} does not hold a list of records.")
+    if not isinstance(records, list) or not all(
+        isinstance(record, dict) and isinstance(record.get("key"), str)
+        for record in records
+    ):
+        raise ValueError(
+            f"{path} does not hold a list of skdict records (each a dict with a "
+            "'key'); move it away to start afresh."
+        )
     return records
 
 
 def _save(path: Path, records: list[dict[str, Any]]) -> None:
     # Write to a temporary file and rename: a crash never leaves half a file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(records, handle, indent=1)
-    # mkstemp creates the file readable by its owner only; give results the
-    # permissions of any file the user creates.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(records, handle, indent=1)
+        # mkstemp creates the file readable by its owner only; give results
+        # the permissions of any file the user creates.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def check_output_dir(out: str | os.PathLike) -> Path:
@@ -160,15 +170,19 @@ def run_study(
         preset's are added to every record and to its resume ``key``, so saved
         results are reused only by a run with the same settings.
     progress : bool, default=True
-        Show a progress bar over (cell, method) pairs.
+        Show a progress bar over the cells to compute, and one over each
+        cell's methods.
 
     Returns
     -------
     list of dict
-        Records of :func:`compare_methods` with the cell's data parameters,
-        seed, study, swept ``value``, ``key`` and the full training
-        ``settings`` added. A saved record whose settings differ from those
-        its cell now runs with is computed again (with a warning).
+        One record per requested (cell, method), saved earlier or computed
+        now, in the order of the cells: the record of :func:`compare_methods`
+        with the cell's data parameters, seed, study, swept ``value``,
+        ``key`` and the full training ``settings`` added. A saved record
+        whose settings differ from those its cell now runs with is computed
+        again (with a warning). Records of other cells stay in the file but
+        are not returned, so tables and figures show only this run's grid.
     """
     cells, base = plan_study(
         study,
@@ -234,7 +248,8 @@ def run_study(
             )
         records.extend(cell_records)
         _save(path, records)
-    return records
+    by_key = {record["key"]: record for record in records}
+    return [by_key[key] for key in expected]
 
 
 def _saved_form(settings: PaperSettings) -> dict[str, Any]:

@@ -11,6 +11,7 @@ few minutes on a laptop CPU while already showing the qualitative result.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,15 +225,49 @@ def study_cells(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose from {sorted(METHODS)}.")
-    fixed = {**spec.fixed[preset], **(data_params or {})}
+    is_size = spec.variable in ("n_latents", "n_active", "n_samples")
+    if values is None:
+        values = spec.grids[preset]
+    # A repeated seed or value would be run again and counted as another seed,
+    # and 1 and 1.0 (or NumPy and Python numbers) would make different resume
+    # keys for the same cell: plain numbers, each once, in the order given.
+    values = _unique(_plain_number(v, "int" if is_size else "float") for v in values)
+    seeds = _unique(_plain_number(s, "int") for s in seeds)
+    methods = _unique(methods)
+    fixed = {
+        name: _plain_number(value, "plain")
+        for name, value in {**spec.fixed[preset], **(data_params or {})}.items()
+    }
     cells = []
-    for value in spec.grids[preset] if values is None else values:
+    for value in values:
         params = dict(fixed)
         changes: dict[str, Any] = {}
-        if spec.variable in ("n_latents", "n_active", "n_samples"):
+        if is_size:
             params[spec.variable] = value
         else:
             changes[spec.variable] = value
         for seed in seeds:
             cells.append(Cell(study, preset, params, seed, tuple(methods), changes))
     return cells
+
+
+def _unique(items) -> tuple:
+    return tuple(dict.fromkeys(items))
+
+
+def _plain_number(value: Any, kind: str) -> Any:
+    """Return ``value`` as a Python number of ``kind`` ("int", "float" or "plain").
+
+    "int" (sizes, seeds) turns integers (NumPy's too) into ``int``, "float" (swept
+    settings such as alpha) turns every real number into ``float``, and
+    "plain" only turns NumPy scalars into Python ones. Anything else (a
+    string, a fractional size, a bool) is returned unchanged, for the data
+    generator or :class:`PaperSettings` to reject by name.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if kind == "int":
+        return int(value) if isinstance(value, numbers.Integral) else value
+    if kind == "float":
+        return float(value)
+    return value.item() if hasattr(value, "item") else value
