@@ -56,6 +56,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._fitting import forget_fit_on_failure
+from ._params import StrictParamsMixin
 from ._tensor import (
     as_tensor,
     is_sparse,
@@ -274,6 +275,20 @@ def check_dictionary(
         raise ValueError(
             f"{name} has zero-norm atoms at rows {shown}{more}; every atom must be "
             "non-zero."
+        )
+    # Non-zero atoms whose norm under- or overflows in the compute precision
+    # (entries near 1e-25 or 1e20 in float32) would divide by zero or infinity
+    # in the normalisation, the Gram matrix and the step size.
+    norms = torch.linalg.vector_norm(components, dim=1)
+    unusable = torch.nonzero(~((norms > 0) & torch.isfinite(norms))).flatten()
+    if unusable.numel():
+        shown = unusable[:10].tolist()
+        more = f" (and {unusable.numel() - 10} more)" if unusable.numel() > 10 else ""
+        dtype = str(components.dtype).removeprefix("torch.")
+        raise ValueError(
+            f"{name} has atoms at rows {shown}{more} whose norm is "
+            f"{float(norms[unusable[0]]):g} in {dtype}; rescale the dictionary, "
+            "e.g. to unit-norm rows."
         )
 
 
@@ -1316,7 +1331,7 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
 
 
 class OracleDictionary(
-    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+    StrictParamsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
     """The ground-truth dictionary as an estimator, with FISTA codes.
 

@@ -92,6 +92,7 @@ from tqdm.auto import tqdm
 
 from ._dictionary import is_provider, resolve_dictionary
 from ._fitting import forget_fit_on_failure
+from ._params import StrictParamsMixin
 from ._tensor import (
     as_tensor,
     portable_state,
@@ -1437,7 +1438,9 @@ def _share_count(batch_rows: int, device: torch.device) -> int:
     return max(1, min(torch.get_num_threads(), batch_rows // _MIN_SHARE_ROWS))
 
 
-class FISTACoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class FISTACoder(
+    StrictParamsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Sparse coding by per-sample FISTA, on CPU or GPU.
 
     Codes each sample ``x`` by solving the lasso

@@ -100,3 +100,38 @@ def test_failed_fit_leaves_the_estimator_unfitted(estimator, method):
     # And it can be fitted again from scratch.
     _with_dictionary(model, D[:, :3]).fit(X3)
     assert model.transform(X3).shape == (20, 6)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "name"),
+    [
+        (FISTACoder(), "n_components"),
+        (FISTACoder(n_components=2), "max_iter"),
+        (FISTACoder(n_components=2), "batch_size"),
+        (FISTACoder(n_components=2), "dict_max_iter"),
+        (OracleDictionary(np.eye(3)), "max_iter"),
+        (SparseAutoencoder(2), "max_epochs"),
+        (SparseAutoencoder(2, activation="topk", k=1), "aux_k"),
+        (SparseAutoencoder(2), "n_iter_no_change"),
+    ],
+)
+def test_integer_hyperparameters_refuse_bools_and_narrow_numpy_integers(
+    estimator, name
+):
+    # True passes sklearn's Interval(Integral) and fails inside torch; narrow
+    # NumPy integers wrap around in the products of sizes.
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    for value, match in [(True, "got True, a bool"), (np.uint8(2), "at least 32")]:
+        with pytest.raises(ValueError, match=f"'{name}' parameter of .*{match}"):
+            clone(estimator).set_params(**{name: value}).fit(X)
+    clone(estimator).set_params(**{name: np.int64(2)}).fit(X)
+
+
+@pytest.mark.parametrize("estimator", [FISTACoder, OracleDictionary])
+def test_atoms_whose_norm_underflows_are_named(estimator):
+    # Non-zero in float32, but their squared entries underflow to zero.
+    X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="rows \\[1\\] whose norm is 0 in float32"):
+        estimator(np.vstack([np.eye(3)[:1], np.full((1, 3), 1e-25)])).fit(X)
+    with pytest.raises(ValueError, match="rows \\[0\\] whose norm is inf in float32"):
+        estimator(np.full((1, 3), 1e25)).fit(X)

@@ -162,6 +162,8 @@ def test_single_active_latent():
         (dict(noise=-1.0), "'noise' parameter"),
         (dict(n_active=0), "'n_active' parameter"),
         (dict(n_latents=2.5), "'n_latents' parameter"),
+        (dict(n_active=True), "'n_active' parameter .* a bool"),
+        (dict(n_samples=np.int16(100)), "'n_samples' parameter .* at least 32 bits"),
     ],
 )
 def test_invalid_settings_raise(kwargs, match):

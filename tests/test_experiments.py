@@ -351,6 +351,7 @@ def test_cli_rejects_bad_seeds(seed, capsys):
     [
         ({"alpha": -1.0}, "'alpha' parameter of PaperSettings"),
         ({"sae_epochs": 2.5}, "'sae_epochs'"),
+        ({"sae_epochs": True}, "'sae_epochs' .* a bool"),
         ({"sae_lr": 0.0}, "'sae_lr'"),
         ({"sae_batch_size": 0}, "'sae_batch_size'"),
         ({"sae_bias_init": "median"}, "'sae_bias_init'"),

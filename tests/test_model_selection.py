@@ -130,6 +130,7 @@ def test_random_state_controls_the_folds():
         ),
         (np.eye(6), {"concepts": [7]}, ValueError, "column indices of y"),
         (np.eye(6), {"n_splits": 0}, ValueError, "'n_splits' parameter"),
+        (np.eye(6), {"n_splits": True}, ValueError, "'n_splits' .* a bool"),
         (np.eye(6), {"test_size": 1.5}, ValueError, "'test_size' parameter"),
         (np.where(np.eye(6), np.nan, 1.0), {}, ValueError, "y contains NaN"),
         (sp.csr_matrix(np.where(np.eye(6), np.inf, 0)), {}, ValueError, "infinity"),

@@ -439,6 +439,61 @@ def test_fit_equals_partial_fit_epochs(rng):
     assert all(int(s["step"]) == 3 * math.ceil(len(X) / 50) for s in state.values())
 
 
+def test_partial_fit_applies_a_changed_lr_and_weight_decay(rng):
+    X, _ = toy_problem(rng, n_samples=64)
+    params = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "random_state": 0}
+    first = SparseAutoencoder(8, **params).partial_fit(X)
+
+    def encoder_step(lr):
+        # One AdamW step from the same state: without weight decay the
+        # encoder's update is the learning rate times the same direction.
+        resumed = pickle.loads(pickle.dumps(first)).set_params(lr=lr)
+        resumed.partial_fit(X)
+        return resumed, resumed.module_.W_enc - first.module_.W_enc
+
+    _, kept = encoder_step(1e-3)
+    scheduled, faster = encoder_step(4e-3)
+    torch.testing.assert_close(faster, 4 * kept)
+    assert scheduled._optimizer_state["param_groups"][0]["lr"] == 4e-3
+    decayed = pickle.loads(pickle.dumps(first)).set_params(weight_decay=0.5)
+    decayed.partial_fit(X)
+    assert decayed._optimizer_state["param_groups"][0]["weight_decay"] == 0.5
+    assert not torch.equal(decayed.module_.W_enc, first.module_.W_enc + kept)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"n_components": 3},
+        {"activation": "topk", "k": 2},
+        {"bandwidth": 0.5},
+        {"freeze_decoder": True},
+    ],
+)
+def test_partial_fit_refuses_a_changed_model(change, rng):
+    X, D = toy_problem(rng, n_samples=64)
+    sae = SparseAutoencoder(decoder=D, random_state=0).partial_fit(X)
+    name = next(iter(change))
+    changed = pickle.loads(pickle.dumps(sae)).set_params(**change)
+    with pytest.raises(ValueError, match=f"fitted with {name}=.*needs a new model"):
+        changed.partial_fit(X)
+    np.testing.assert_array_equal(changed.components_, sae.components_)
+    assert changed.n_iter_ == sae.n_iter_
+
+
+@pytest.mark.parametrize("activation", ["relu", "jumprelu"])
+def test_aux_k_is_ignored_where_documented(activation, rng):
+    X, _ = toy_problem(rng, n_samples=32)
+    with_aux = SparseAutoencoder(4, activation=activation, aux_k=20, **SMALL).fit(X)
+    plain = SparseAutoencoder(4, activation=activation, **SMALL).fit(X)
+    np.testing.assert_array_equal(with_aux.components_, plain.components_)
+
+
+def test_batchtopk_threshold_lives_on_the_module_device():
+    module = build_sae("batchtopk", 4, 8, k=2, device=torch.device("meta"))
+    assert module.threshold.device.type == "meta"
+
+
 def test_reproducible_with_random_state(rng):
     X, _ = toy_problem(rng)
     a = SparseAutoencoder(10, activation="jumprelu", **SMALL).fit(X)
@@ -559,9 +614,10 @@ def test_grid_search_over_k_and_sparsity_coef(rng):
 
 
 @cuda
-def test_cuda_fit_loads_on_cpu(rng):
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_cuda_fit_loads_on_cpu(activation, rng):
     X, _ = toy_problem(rng)
-    sae = SparseAutoencoder(8, activation="topk", k=2, device="cuda", **SMALL)
+    sae = SparseAutoencoder(8, activation=activation, k=2, device="cuda", **SMALL)
     sae.fit(X)
     assert sae.module_.W_dec.device.type == "cuda"
     state = pickle.dumps(sae)
@@ -586,6 +642,13 @@ def test_cuda_fit_loads_on_cpu(rng):
         ({"k": 0, "activation": "topk"}, "'k' parameter"),
         ({"lr": 0.0}, "'lr' parameter"),
         ({"activation": "topk", "k": 2, "aux_k": 20}, "aux_k=20 must be at most"),
+        ({"activation": "topk", "k": True}, "'k' parameter of .* got True, a bool"),
+        ({"n_components": True}, "'n_components' parameter of .* a bool"),
+        (
+            {"activation": "batchtopk", "k": np.uint8(2)},
+            "'k' parameter of .* at least 32 bits",
+        ),
+        ({"batch_size": np.int16(8)}, "'batch_size' parameter of .* at least 32"),
         ({"validation_fraction": 0.999}, "validation_fraction=0.999 leaves no"),
         ({"freeze_decoder": True}, "freeze_decoder=True needs a decoder"),
         ({"n_components": None}, "n_components must be given"),
@@ -606,6 +669,9 @@ def test_bad_decoder(rng):
         SparseAutoencoder(5, decoder=D, **SMALL).fit(X)
     with pytest.raises(ValueError, match="decoder has zero-norm atoms"):
         SparseAutoencoder(decoder=0 * D, **SMALL).fit(X)
+    # Atoms whose norm underflows in float32 would divide by zero.
+    with pytest.raises(ValueError, match="norm is 0 in float32; rescale"):
+        SparseAutoencoder(decoder=1e-25 * D, **SMALL).fit(X.astype(np.float32))
     with pytest.raises(ValueError, match="unit-norm decoder atoms"):
         SparseAutoencoder(
             activation="mp", k=2, decoder=2 * D, freeze_decoder=True, **SMALL

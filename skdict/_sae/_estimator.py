@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._dictionary import resolve_dictionary
 from .._fitting import forget_fit_on_failure
+from .._params import StrictParamsMixin
 from .._tensor import (
     portable_state,
     to_fitted,
@@ -36,10 +37,13 @@ _NEEDS_K = ("topk", "batchtopk", "mp")
 _AUX_ACTIVATIONS = ("topk", "batchtopk")
 # Largest deviation from unit norm accepted for frozen matching-pursuit atoms.
 _UNIT_NORM_TOL = 1e-4
+# Parameters that define the module and what the optimiser trains: training
+# cannot continue across a change to them.
+_MODEL_PARAMS = ("n_components", "activation", "k", "bandwidth", "freeze_decoder")
 
 
 class SparseAutoencoder(
-    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+    StrictParamsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
     """Sparse autoencoder (ReLU-L1, TopK, BatchTopK, JumpReLU or matching pursuit).
 
@@ -290,8 +294,13 @@ class SparseAutoencoder(
         The first call initialises the model from ``X``; later calls keep the
         weights, the optimiser's moments and the shuffling stream, so a
         stream of batches trains as one long run. ``max_epochs`` and
-        ``validation_fraction`` do not apply. A call whose loss diverges
-        raises ``FloatingPointError`` and leaves the model as it was.
+        ``validation_fraction`` do not apply. Training parameters changed
+        with ``set_params`` between calls (``lr``, ``weight_decay``,
+        ``sparsity_coef``, ``batch_size``, ...) apply from the next call;
+        changing ``n_components``, ``activation``, ``k``, ``bandwidth`` or
+        ``freeze_decoder`` raises a ``ValueError``, as that needs a new model
+        (:meth:`fit`). A call whose loss diverges raises
+        ``FloatingPointError`` and leaves the model as it was.
 
         Parameters
         ----------
@@ -315,6 +324,7 @@ class SparseAutoencoder(
                 self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
                 self._store(module, optimizer, generator, result, origin)
             return self
+        self._check_same_model()
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
         # Kept to leave the model as it was, not with NaN weights, if this
         # call diverges.
@@ -325,6 +335,11 @@ class SparseAutoencoder(
         optimizer = self._optimizer(module)
         if optimizer is not None:
             optimizer.load_state_dict(self._optimizer_state)
+            # The loaded state carries the previous call's values: a changed
+            # lr or weight_decay (a schedule) applies from this call on, as
+            # in scikit-learn's SGD estimators.
+            for group in optimizer.param_groups:
+                group.update(lr=self.lr, weight_decay=self.weight_decay)
         try:
             result = self._train(
                 module,
@@ -340,6 +355,19 @@ class SparseAutoencoder(
             raise
         self._store(module, optimizer, generator, result, origin)
         return self
+
+    def _check_same_model(self) -> None:
+        """Refuse to continue training after a change to the model's structure."""
+        fitted_with = getattr(self, "_model_params", None)
+        if fitted_with is None:  # pickled before these were recorded
+            return
+        for name, value in fitted_with.items():
+            if getattr(self, name) != value:
+                raise ValueError(
+                    f"partial_fit continues the model fitted with {name}={value!r}; "
+                    f"{name}={getattr(self, name)!r} needs a new model: call fit, "
+                    "or partial_fit on a clone."
+                )
 
     def _generator(self) -> torch.Generator:
         seed = check_random_state(self.random_state).randint(2**31 - 1)
@@ -434,7 +462,11 @@ class SparseAutoencoder(
                 raise ValueError(
                     f"k={self.k} must be at most n_components={n_components}."
                 )
-        if self.aux_k is not None and self.aux_k > n_components:
+        if (
+            self.activation in _AUX_ACTIVATIONS
+            and self.aux_k is not None
+            and self.aux_k > n_components
+        ):
             raise ValueError(
                 f"aux_k={self.aux_k} must be at most n_components={n_components}."
             )
@@ -480,6 +512,7 @@ class SparseAutoencoder(
 
     def _store(self, module, optimizer, generator, result, origin) -> None:
         self.module_ = module
+        self._model_params = {name: getattr(self, name) for name in _MODEL_PARAMS}
         # Copies: the arrays handed out must not change when training resumes.
         self.components_ = to_fitted(module.W_dec.detach().clone(), origin)
         self.intercept_ = to_fitted(module.b_dec.detach().clone(), origin)

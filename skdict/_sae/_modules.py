@@ -677,7 +677,10 @@ class BatchTopKSAE(TopKSAE):
 
     def __init__(self, n_features, n_components, **kw):
         super().__init__(n_features, n_components, **kw)
-        self.register_buffer("threshold", torch.zeros((), dtype=self.W_dec.dtype))
+        self.register_buffer(
+            "threshold",
+            torch.zeros((), dtype=self.W_dec.dtype, device=self.W_dec.device),
+        )
         self.threshold_updates = 0
 
     @torch.no_grad()

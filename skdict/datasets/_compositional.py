@@ -25,11 +25,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import Bunch, check_random_state
-from sklearn.utils._param_validation import (
-    Interval,
-    validate_parameter_constraints,
-    validate_params,
-)
+from sklearn.utils._param_validation import Interval
+
+from .._params import validate_hyperparameters
 
 __all__ = ["make_compositional"]
 
@@ -239,7 +237,7 @@ def check_compositional_params(**params: Any) -> None:
     """
     bound = inspect.signature(make_compositional).bind(**params)
     bound.apply_defaults()
-    validate_parameter_constraints(
+    validate_hyperparameters(
         _PARAMETER_CONSTRAINTS, bound.arguments, caller_name="make_compositional"
     )
     args = bound.arguments
@@ -248,7 +246,6 @@ def check_compositional_params(**params: Any) -> None:
     )
 
 
-@validate_params(_PARAMETER_CONSTRAINTS, prefer_skip_nested_validation=True)
 def make_compositional(
     n_latents: int = 100,
     n_active: int = 10,
@@ -369,6 +366,10 @@ n_latents)
     >>> bool((data.Z_train[:, 0] > 0)[(data.Z_train[:, 10:] > 0).any(axis=1)].any())
     False
     """
+    # The arguments, before anything else is defined.
+    validate_hyperparameters(
+        _PARAMETER_CONSTRAINTS, dict(locals()), caller_name="make_compositional"
+    )
     n_features, n_ood = _resolve_recipe(n_latents, n_active, n_features, n_ood_latents)
 
     # One seed drawn from the caller's RandomState (scikit-learn's convention)

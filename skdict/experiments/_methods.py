@@ -23,11 +23,11 @@ from sklearn.linear_model import RidgeCV
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import (
     StrOptions,
-    validate_parameter_constraints,
 )
 
 from .._dictionary import OracleDictionary
 from .._fista import FISTACoder
+from .._params import validate_hyperparameters
 from .._sae import SparseAutoencoder
 
 __all__ = ["METHODS", "SAE_METHODS", "Method", "PaperSettings"]
@@ -99,7 +99,7 @@ class PaperSettings:
                 "The 'probe_alphas' parameter of PaperSettings must be a non-empty "
                 f"sequence of positive floats; got {self.probe_alphas!r}."
             )
-        validate_parameter_constraints(
+        validate_hyperparameters(
             {
                 "alpha": coder["alpha"],
                 "dict_max_iter": coder["dict_max_iter"],

@@ -18,9 +18,9 @@ from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import (
     Interval,
-    validate_parameter_constraints,
 )
 
+from .._params import validate_hyperparameters
 from .._tensor import is_tensor, to_numpy
 
 __all__ = ["CompositionalSplit"]
@@ -176,7 +176,7 @@ n_concepts)
         ValueError
             If ``y`` is missing or not 2-D, or no pair can be held out.
         """
-        validate_parameter_constraints(
+        validate_hyperparameters(
             self._parameter_constraints,
             {name: getattr(self, name) for name in self._parameter_constraints},
             caller_name=type(self).__name__,

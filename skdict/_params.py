@@ -1,0 +1,98 @@
+"""Hyper-parameter validation: scikit-learn's constraints, with stricter integers.
+
+scikit-learn's ``Interval(Integral, ...)`` accepts ``True`` (a Python bool is
+an ``Integral``) and NumPy integers of any width. Handed on to torch, a bool
+fails deep inside a kernel (``randn(True, ...)``), and a narrow NumPy integer
+wraps around in arithmetic without an error (``np.uint8(10) * 64`` is 128), so
+a ``k`` or a ``batch_size`` of that type silently changes the result. Both are
+rejected here, by name, before anything runs.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    validate_parameter_constraints,
+)
+
+__all__ = ["StrictParamsMixin", "validate_hyperparameters"]
+
+# The smallest range an integer hyper-parameter's type must hold: products of
+# sizes (rows x atoms, k x batch) must not wrap around.
+_MIN_INTEGER_BITS = 32
+
+
+def validate_hyperparameters(
+    constraints: dict[str, list], params: dict[str, Any], caller_name: str
+) -> None:
+    """Check ``params`` against sklearn ``constraints``, integers strictly.
+
+    Parameters
+    ----------
+    constraints : dict
+        Parameter name -> list of sklearn constraints.
+    params : dict
+        Parameter name -> value.
+    caller_name : str
+        The estimator or function named in the error.
+
+    Raises
+    ------
+    InvalidParameterError
+        If a value breaks its constraints, or is a bool or a NumPy integer
+        narrower than 32 bits where an integer is expected.
+
+    Examples
+    --------
+    >>> from numbers import Integral
+    >>> from sklearn.utils._param_validation import Interval
+    >>> from skdict._params import validate_hyperparameters
+    >>> constraints = {"k": [Interval(Integral, 1, None, closed="left")]}
+    >>> validate_hyperparameters(constraints, {"k": 3}, "SparseAutoencoder")
+    >>> validate_hyperparameters(constraints, {"k": True}, "SparseAutoencoder")
+    Traceback (most recent call last):
+    ...
+    sklearn.utils._param_validation.InvalidParameterError: The 'k' parameter of \
+SparseAutoencoder must be an int; got True, a bool.
+    """
+    validate_parameter_constraints(constraints, params, caller_name=caller_name)
+    for name, value in params.items():
+        if not _expects_integer(constraints.get(name, ())):
+            continue
+        if isinstance(value, (bool, np.bool_)):
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {caller_name} must be an int; "
+                f"got {value!r}, a bool."
+            )
+        if isinstance(value, np.integer) and np.iinfo(value).bits < _MIN_INTEGER_BITS:
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {caller_name} must be an int or a "
+                f"NumPy integer of at least {_MIN_INTEGER_BITS} bits, whose "
+                f"arithmetic does not wrap around; got {value!r}. Pass int(...)."
+            )
+
+
+def _expects_integer(constraints: list) -> bool:
+    return any(
+        isinstance(c, Interval) and c.type is Integral for c in constraints or ()
+    )
+
+
+class StrictParamsMixin:
+    """Estimator mixin: ``fit`` checks hyper-parameters with strict integers.
+
+    It replaces scikit-learn's ``BaseEstimator._validate_params`` by
+    :func:`validate_hyperparameters` on the same constraints.
+    """
+
+    def _validate_params(self) -> None:
+        validate_hyperparameters(
+            self._parameter_constraints,
+            self.get_params(deep=False),
+            caller_name=type(self).__name__,
+        )
