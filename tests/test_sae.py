@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.decomposition import PCA
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -487,6 +488,22 @@ def test_aux_k_is_ignored_where_documented(activation, rng):
     with_aux = SparseAutoencoder(4, activation=activation, aux_k=20, **SMALL).fit(X)
     plain = SparseAutoencoder(4, activation=activation, **SMALL).fit(X)
     np.testing.assert_array_equal(with_aux.components_, plain.components_)
+
+
+def test_decoder_estimator_never_sees_the_validation_rows(rng):
+    D = random_dictionary(rng, 12, 8)
+    Z = sparse_codes(rng, 40, 12, 3)
+    X = Z @ D
+    params = {"validation_fraction": 0.25, **SMALL}
+    sae = SparseAutoencoder(decoder=PCA(n_components=3), **params).fit(X)
+    assert sae.decoder_.n_samples_ == 30
+    # Codes as targets stay aligned with their rows: the oracle's least
+    # squares on the training rows recovers the dictionary exactly.
+    oracle = SparseAutoencoder(
+        decoder=OracleDictionary(), freeze_decoder=True, **params
+    )
+    np.testing.assert_allclose(oracle.fit(X, Z).components_, D, atol=1e-8)
+    assert oracle.decoder_.n_features_in_ == X.shape[1]
 
 
 def test_batchtopk_threshold_lives_on_the_module_device():

@@ -13,7 +13,7 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -120,9 +120,11 @@ class SparseAutoencoder(
         Fraction of the training data held out to stop early: training stops
         once the validation loss has not improved by a relative ``tol`` for
         ``n_iter_no_change`` epochs, and the best weights are kept. None trains
-        on everything for ``max_epochs``. Only the weights go back to the best
-        epoch: the optimiser's moments and the firing statistics that
-        :meth:`partial_fit` continues from are those of the last epoch.
+        on everything for ``max_epochs``. An unfitted ``decoder`` estimator
+        and ``bias_init="mean"`` see the training part only. Only the weights
+        go back to the best epoch: the optimiser's moments and the firing
+        statistics that :meth:`partial_fit` continues from are those of the
+        last epoch.
     n_iter_no_change : int, default=10
         Patience of early stopping, in epochs.
     tol : float, default=1e-4
@@ -279,7 +281,12 @@ class SparseAutoencoder(
         with forget_fit_on_failure(self):
             X_t, origin = validate_input(self, X, reset=True, device=self.device)
             generator = self._generator()
-            X_train, X_val = self._split(X_t, generator)
+            X_train, X_val, train_rows = self._split(X_t, generator)
+            if train_rows is not None:
+                # A decoder estimator is fitted on the training rows only: the
+                # validation rows judge early stopping and must stay unseen.
+                X = _safe_indexing(X, train_rows)
+                y = None if y is None else _safe_indexing(y, train_rows)
             module, decoder = self._init_module(X, y, X_train, generator)
             optimizer = self._optimizer(module)
             result = self._train(module, X_train, optimizer, generator, X_val=X_val)
@@ -374,8 +381,9 @@ class SparseAutoencoder(
         return torch.Generator().manual_seed(int(seed))
 
     def _split(self, X_t, generator):
+        """Return the training rows, the validation rows and the training indices."""
         if self.validation_fraction is None:
-            return X_t, None
+            return X_t, None, None
         n = X_t.shape[0]
         n_val = math.ceil(self.validation_fraction * n)
         if n - n_val < 1:
@@ -383,8 +391,10 @@ class SparseAutoencoder(
                 f"validation_fraction={self.validation_fraction} leaves no training "
                 f"sample out of {n}; lower it or pass more samples."
             )
-        order = torch.randperm(n, generator=generator).to(X_t.device)
-        return X_t[order[n_val:]], X_t[order[:n_val]]
+        order = torch.randperm(n, generator=generator)
+        train_rows = order[n_val:]
+        on_device = order.to(X_t.device)
+        return X_t[on_device[n_val:]], X_t[on_device[:n_val]], train_rows.numpy()
 
     def _init_module(self, X, y, X_t, generator):
         """Return the initialised module and the fitted decoder provider (or None)."""
