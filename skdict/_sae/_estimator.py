@@ -102,9 +102,8 @@ class SparseAutoencoder(
         Show a progress bar over epochs when positive.
     weight_decay : float, default=0.01
         AdamW's decoupled weight decay (torch's default, which the paper used),
-        on every trained parameter as in the paper's ``AdamW(parameters)``:
-        JumpReLU's ``log_threshold`` too, which it pulls towards 0 (thresholds
-        towards 1).
+        on every trained parameter: JumpReLU's ``log_threshold`` too, which it
+        pulls towards 0 (thresholds towards 1).
     bias_init : {"mean", "zero"}, default="mean"
         Initial decoder bias when ``decoder`` gives none: the training data's
         mean, or zero (the paper's setting).
