@@ -381,3 +381,25 @@ def test_plan_study_checks_every_cell():
         _runner.plan_study("vary_latents", values=(12, 2), data_params=TINY_DATA)
     with pytest.raises(ValueError, match="random_state"):
         _runner.plan_study("vary_latents", seeds=(-1,), data_params=TINY_DATA)
+
+
+def test_plot_study_leaves_the_callers_matplotlib_alone(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from skdict.experiments import plot_study
+
+    records = [
+        {"label": "A", "value": v, "variable": "n_latents", "mcc_ood": 0.5, "seed": 0}
+        for v in (10, 20)
+    ]
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        plot_study(records, tmp_path / "study.png")
+        # A notebook's or GUI's backend stays; no figure is left open.
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == []
+    finally:
+        matplotlib.use(backend)
+    assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from skdict.datasets import load_phrase_activations
-from skdict.datasets._cache import load_arrays, save_arrays
+from skdict.datasets import _phrases, load_phrase_activations
+from skdict.datasets._cache import cache_home, load_arrays, save_arrays
 from skdict.datasets._phrases import _split
 
 COLORS = ["red", "blue", "green"]
@@ -108,6 +108,8 @@ def test_split_is_deterministic_under_random_state():
         (dict(position="first"), "position must be one of"),
         (dict(layer="last"), "layer must be an int"),
         (dict(batch_size=0), "batch_size must be a positive int"),
+        (dict(batch_size=True), "batch_size must be a positive int"),
+        (dict(refresh="no"), "refresh must be True or False"),
         (dict(colors=["red", "red"]), "colors contains duplicates"),
         (dict(objects=[]), "objects must be a non-empty list"),
         (dict(colors="red"), "colors must be a list of strings"),
@@ -276,6 +278,69 @@ def test_cache_dir_from_the_environment(transformers, tmp_path, monkeypatch):
     data = load(None)
     assert data.cache_path.startswith(str(tmp_path / "env"))
     assert load(None).from_cache
+
+
+def test_an_empty_or_relative_cache_variable_is_not_the_working_directory(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SKDICT_CACHE", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert cache_home() == tmp_path / ".cache" / "skdict"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_home() == tmp_path / "xdg" / "skdict"
+
+
+def _model_copy(model_folder, folder, *, dtype=None, pad_token="unchanged"):
+    """Save the bundled model to ``folder``, its weights or tokenizer changed."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_folder)
+    network = transformers.AutoModel.from_pretrained(model_folder)
+    if pad_token != "unchanged":
+        tokenizer.pad_token = pad_token
+    tokenizer.save_pretrained(folder)
+    network.to(dtype or torch.float32).save_pretrained(folder)
+    return folder
+
+
+def test_a_half_precision_checkpoint_is_computed_in_float32(model_folder, tmp_path):
+    import torch
+
+    folder = _model_copy(model_folder, tmp_path / "bf16", dtype=torch.bfloat16)
+    _, network = _phrases._load_model(str(folder), ("bf16",), torch.device("cpu"))
+    assert {p.dtype for p in network.parameters()} == {torch.float32}
+    data = load(tmp_path / "cache", model=folder)
+    # bfloat16 arithmetic leaves the low 16 bits of every float32 at zero.
+    assert (data.X.view(np.uint32) & 0xFFFF).any()
+
+
+def test_a_tokenizer_without_pad_or_eos_token_pads_with_another(model_folder, tmp_path):
+    folder = _model_copy(model_folder, tmp_path / "nopad", pad_token=None)
+    data = load(tmp_path / "cache", model=folder)
+    reference = load(tmp_path / "cache", model=model_folder)
+    # Padded positions are masked: the pad token changes nothing.
+    np.testing.assert_allclose(data.X, reference.X, atol=1e-5)
+
+
+def test_an_encoder_decoder_model_is_named(model_folder, tmp_path):
+    import transformers
+
+    folder = tmp_path / "t5"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_folder)
+    tokenizer.save_pretrained(folder)
+    config = transformers.T5Config(
+        vocab_size=tokenizer.vocab_size,
+        d_model=8,
+        d_kv=4,
+        d_ff=16,
+        num_layers=1,
+        num_heads=2,
+    )
+    transformers.T5Model(config).save_pretrained(folder)
+    with pytest.raises(ValueError, match="is an encoder-decoder model"):
+        load(tmp_path / "cache", model=folder)
 
 
 def test_cache_is_keyed_by_the_model_files(model_folder, tmp_path):

@@ -7,6 +7,7 @@ everywhere.
 
 import functools
 import json
+import time
 
 import numpy as np
 import pytest
@@ -164,11 +165,58 @@ def test_firing_counts_both_concepts_and_strays():
     assert unmatched["both_fire"] == 0.5
 
 
+def test_firing_of_a_split_holding_one_pair_has_no_strays_to_count():
+    # One held-out pair: both its concepts are present in every row.
+    Z = np.array([[1, 0, 1, 0]] * 3, dtype=np.float32)
+    scores = _real._firing(Z, Z, np.arange(4), 2, 1e-4)
+    assert scores["both_fire"] == 1.0
+    # Concepts 1 and 3 are absent everywhere and never fire: stray rate 0.
+    assert scores["stray_fire"] == 0.0
+    assert scores["feature_auc"] is None
+    everywhere = _real._firing(Z[:, [0, 2]], Z[:, [0, 2]], np.arange(2), 1, 1e-4)
+    assert everywhere["stray_fire"] is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fire_threshold": -1.0}, "'fire_threshold' parameter of compare_real"),
+        ({"fire_threshold": float("nan")}, "'fire_threshold' parameter"),
+        ({"n_components": 0}, "'n_components' parameter of compare_real"),
+        ({"n_components": True}, "'n_components' parameter .* a bool"),
+        ({"k": 0}, "'k' parameter of compare_real"),
+    ],
+)
+def test_compare_real_rejects_bad_settings(data, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        compare_real(data, ["linear_probe"], **kwargs)
+
+
 def test_compare_real_errors(data):
     with pytest.raises(ValueError, match="Unknown method"):
         compare_real(data, ["sae_mp"])
     with pytest.raises(ValueError, match="load_phrase_activations"):
         compare_real(Bunch(X_train=np.ones((2, 2))))
+    for split, size in (("ood", "ood_size"), ("val", "val_size")):
+        empty = Bunch(**data)
+        empty[f"X_{split}"] = data[f"X_{split}"][:0]
+        empty[f"{split}_index"] = data[f"{split}_index"][:0]
+        with pytest.raises(ValueError, match=f"no {split} phrases.*positive {size}"):
+            compare_real(empty, ["linear_probe"])
+
+
+def test_sae_training_counts_in_the_fit_time_of_sae_dict_fista(data, monkeypatch):
+    train = _real.MethodContext.fitted_sae
+
+    def slow_training(self, activation):
+        time.sleep(0.3)
+        return train(self, activation)
+
+    monkeypatch.setattr(_real.MethodContext, "fitted_sae", slow_training)
+    [record] = compare_real(
+        data, ["sae_dict_fista"], settings=TINY, n_components=8, k=2
+    )
+    assert record["fit_time"] >= 0.3
 
 
 def test_run_real_runs_a_repeated_seed_once(tiny_loader, tmp_path, monkeypatch):

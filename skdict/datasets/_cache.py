@@ -35,8 +35,8 @@ def cache_home(cache_dir: str | os.PathLike | None = None) -> Path:
     ----------
     cache_dir : str or path-like, default=None
         The folder to use. None reads the ``SKDICT_CACHE`` environment
-        variable, then falls back to ``$XDG_CACHE_HOME/skdict``, then to
-        ``~/.cache/skdict``.
+        variable (unless empty), then falls back to ``$XDG_CACHE_HOME/skdict``
+        (when that is an absolute path), then to ``~/.cache/skdict``.
 
     Returns
     -------
@@ -50,10 +50,12 @@ def cache_home(cache_dir: str | os.PathLike | None = None) -> Path:
     '/tmp/my-cache'
     """
     if cache_dir is None:
-        cache_dir = os.environ.get(CACHE_ENV)
+        # An empty variable means unset, not the current directory.
+        cache_dir = os.environ.get(CACHE_ENV) or None
     if cache_dir is None:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = Path(xdg) if xdg else Path.home() / ".cache"
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        # The XDG specification says to ignore a relative path.
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
         cache_dir = base / "skdict"
     return Path(cache_dir).expanduser()
 

@@ -14,6 +14,7 @@ the activations are cached on disk so that later calls skip it.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
 import itertools
 import numbers
@@ -54,8 +55,9 @@ DEFAULT_TEMPLATES = (
 POSITIONS = ("object", "object_last", "mean")
 INSTALL_HINT = 'pip install "skdict[real]"'
 # Bump when the stored arrays or the way they are computed change, so that old
-# cache files are never read as new ones.
-_CACHE_FORMAT = 1
+# cache files are never read as new ones. 2: the model computes in float32
+# whatever the dtype its checkpoint or the transformers release defaults to.
+_CACHE_FORMAT = 2
 
 
 # --- parameter validation ----------------------------------------------------
@@ -257,14 +259,25 @@ def _load_model(folder: str, fingerprint: tuple, device: torch.device):
     finally:
         if show_bar:
             progress.enable_progress_bar()
+    if getattr(network.config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"model={folder!r} is an encoder-decoder model; use an encoder (BERT "
+            "family) or a decoder-only model (GPT family)."
+        )
     if tokenizer.pad_token is None:
         # Decoder-only models ship without one; padded positions are masked
         # out of attention and of every pooling, so any token id will do.
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.pad_token = (
+            tokenizer.eos_token
+            or tokenizer.unk_token
+            or tokenizer.convert_ids_to_tokens(0)
+        )
     # Right padding keeps each phrase's tokens at the positions they have when
     # the phrase is run alone, whatever the model's position embeddings.
     tokenizer.padding_side = "right"
-    return tokenizer, network.to(device).eval()
+    # Recent transformers releases load a checkpoint in its stored dtype (bf16
+    # for many): activations are computed in float32 whatever the release.
+    return tokenizer, network.to(device=device, dtype=torch.float32).eval()
 
 
 def _check_layer(layer: int, n_states: int, folder: Path) -> int:
@@ -350,6 +363,7 @@ def _cached_activations(
     key = cache_key(
         {
             "format": _CACHE_FORMAT,
+            "transformers": importlib.metadata.version("transformers"),
             "model": str(folder),
             "files": fingerprint,
             "layer": layer,
@@ -409,9 +423,10 @@ def load_phrase_activations(
     in training in other pairs. Needs the ``real`` extra
     (``pip install "skdict[real]"``).
 
-    Activations are cached on disk, keyed by the model folder (its path and the
-    size and modification time of its files), ``layer``, ``position``,
-    ``colors``, ``objects`` and ``templates``; the split is recomputed on every
+    Activations, computed in float32, are cached on disk, keyed by the model
+    folder (its path and the size and modification time of its files), the
+    transformers release, ``layer``, ``position``, ``colors``, ``objects`` and
+    ``templates``; the split is recomputed on every
     call, so changing ``ood_size``, ``val_size`` or ``random_state`` never
     reruns the model.
 
@@ -534,8 +549,14 @@ def load_phrase_activations(
         raise ValueError(f"layer must be an int; got {layer!r}.")
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}; got {position!r}.")
-    if not (isinstance(batch_size, numbers.Integral) and batch_size >= 1):
+    if not (
+        isinstance(batch_size, numbers.Integral)
+        and not isinstance(batch_size, bool)
+        and batch_size >= 1
+    ):
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    if not isinstance(refresh, (bool, np.bool_)):
+        raise ValueError(f"refresh must be True or False; got {refresh!r}.")
     # The split is checked before the model runs, so a bad one fails at once.
     train, val, ood, ood_pairs = _split(
         len(colors),

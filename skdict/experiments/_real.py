@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import Bunch
+from sklearn.utils._param_validation import Interval
 from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
+from .._params import validate_hyperparameters
 from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder
 from ..metrics import probe_accuracy, reconstruction_error
@@ -272,7 +275,13 @@ def _firing(
     color = present[:, :n_colors].argmax(1)
     obj = n_colors + present[:, n_colors:].argmax(1)
     rows = np.arange(len(codes))
-    stray = [fires[~present[:, j], j].mean() for j in np.flatnonzero(matched)]
+    # A concept present in every row of the split (one held-out pair) has no
+    # row to fire stray on.
+    stray = [
+        fires[~present[:, j], j].mean()
+        for j in np.flatnonzero(matched)
+        if not present[:, j].all()
+    ]
     # The AUC needs samples with and without the concept in the split.
     aucs = [
         _auc(codes[:, [features[j]]], present[:, j])[0]
@@ -430,7 +439,8 @@ def compare_real(
         One per method with the keys of :data:`REAL_RECORD_KEYS`: probe
         accuracies ``{color,object}_acc_{val,ood}``; ``both_fire_*``,
         ``stray_fire_*`` and ``feature_auc_*`` (None for the probe on raw
-        activations, which has no features); ``mse_val``, ``mse_ood``,
+        activations, which has no features, and where no concept is absent
+        from some phrases of the split and present in others); ``mse_val``, ``mse_ood``,
         ``mse_gap`` (None without a dictionary); ``l0_ood``, the mean number of
         firing code dimensions per OOD phrase; ``n_components`` (the
         representation's width) and ``fit_time``, ``transform_time`` in
@@ -464,6 +474,21 @@ def compare_real(
     if data is None:
         data = load_phrase_activations(random_state=random_state, device=device)
     check_data(data, _PHRASE_FIELDS, "skdict.datasets.load_phrase_activations")
+    validate_hyperparameters(
+        {
+            "n_components": [Interval(Integral, 1, None, closed="left"), None],
+            "k": [Interval(Integral, 1, None, closed="left")],
+            "fire_threshold": [Interval(Real, 0, None, closed="left")],
+        },
+        {"n_components": n_components, "k": k, "fire_threshold": fire_threshold},
+        caller_name="compare_real",
+    )
+    for split, size in (("val", "val_size"), ("ood", "ood_size")):
+        if len(data[f"X_{split}"]) == 0:
+            raise ValueError(
+                f"data has no {split} phrases, which compare_real scores; load "
+                f"them with a positive {size} in load_phrase_activations."
+            )
     if normalize:
         # One scalar for all splits keeps every direction, hence every probe
         # and feature match, and gives the penalties the scale they were set
@@ -486,9 +511,11 @@ def compare_real(
     )
     records = []
     for method in tqdm(chosen, disable=verbose <= 0, desc="methods"):
+        # Building may train (sae_dict_fista's SAE, unless sae_topk ran
+        # first; the oracle's atoms): part of the method's fit time.
+        start = time.perf_counter()
         estimator = method.build(context)
         y_fit = data.Z_train if method.supervised else None
-        start = time.perf_counter()
         estimator.fit(X["train"], y_fit)
         fit_time = time.perf_counter() - start
         if method.name in SAE_METHODS:  # sae_dict_fista reuses the TopK SAE
@@ -586,13 +613,13 @@ def plot_real(
     pathlib.Path
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A bare Figure draws and saves without pyplot, so the caller's backend
+    # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
+    from matplotlib.figure import Figure
 
     labels = list(dict.fromkeys(record["label"] for record in records))
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig = Figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2)
     x = np.arange(len(labels))
     for ax, (panel, keys) in zip(axes.flat, FIGURE_PANELS.items(), strict=True):
         width = 0.8 / len(keys)
@@ -620,10 +647,7 @@ def plot_real(
     fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     path = Path(path)
-    try:
-        fig.savefig(path, dpi=120)
-    finally:
-        plt.close(fig)
+    fig.savefig(path, dpi=120)
     return path
 
 

@@ -182,13 +182,13 @@ def plot_study(
     pathlib.Path
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A bare Figure draws and saves without pyplot, so the caller's backend
+    # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
+    from matplotlib.figure import Figure
 
     variable = records[0].get("variable", "value") if records else "value"
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    fig = Figure(figsize=(11, 8))
+    axes = fig.subplots(2, 2, sharex=True)
     for ax, (metric, axis_label) in zip(axes.flat, FIGURE_METRICS.items(), strict=True):
         for label, by_value in summarize(records, metric).items():
             xs = list(by_value)
@@ -210,8 +210,5 @@ def plot_study(
     fig.suptitle(title or variable)
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     path = Path(path)
-    try:
-        fig.savefig(path, dpi=120)
-    finally:
-        plt.close(fig)
+    fig.savefig(path, dpi=120)
     return path
