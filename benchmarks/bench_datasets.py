@@ -123,6 +123,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(_run_case(args.child)))
         return
+    medians = {}
     for case in args.cases:
         runs = []
         for _ in range(args.repeats):
@@ -141,6 +142,12 @@ def main() -> None:
             f"peak RSS median {statistics.median(peaks):7.0f} MiB "
             f"(after imports {runs[0]['rss_before_mib']:.0f} MiB)",
             {k: v for k, v in runs[0].items() if k in ("output_mib", "nnz")},
+        )
+        medians[case] = statistics.median(times)
+    if {"loop", "vectorised"} <= medians.keys():
+        print(
+            f"loop / vectorised: {medians['loop'] / medians['vectorised']:.1f}x "
+            "(same samples, medians)"
         )
 
 

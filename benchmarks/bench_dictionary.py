@@ -11,8 +11,10 @@ For each ``n_latents`` in ``--n`` and each seed in ``--seeds``, the data is
   a poor basin) and 120 (60 exploring rounds at 1.5 alpha, 30 of the paper's
   inexact alternation, 30 exploring);
 * sklearn: ``MiniBatchDictionaryLearning(n_components=n_latents, max_iter=50,
-  batch_size=256, fit_algorithm="cd", transform_algorithm="lasso_cd",
-  transform_alpha=0.1, positive_code=True, random_state=seed)``.
+  batch_size=256, alpha=0.1, fit_algorithm="cd", transform_algorithm="lasso_cd",
+  transform_alpha=0.1, positive_code=True, random_state=seed)``: the same
+  objective, ``0.5 ||x - z D||^2 + 0.1 ||z||_1`` per sample, in learning and
+  in coding.
 
 Reported per run, in the same process on the same data: wall-clock and CPU
 time of ``fit``; the dictionary similarity with the true atoms
@@ -124,6 +126,7 @@ def run(
             n_components=n_latents,
             max_iter=50,
             batch_size=256,
+            alpha=0.1,
             fit_algorithm="cd",
             transform_algorithm="lasso_cd",
             transform_alpha=0.1,
@@ -286,6 +289,18 @@ def main() -> None:
     if args.paper_loop:
         if len(args.paper_loop) < 2:
             parser.error("--paper-loop needs ITERATIONS and at least one CHECKPOINT")
+        ignored = [
+            flag
+            for flag, given in (
+                ("--rounds", args.rounds),
+                ("--repeats", args.repeats != 1),
+                ("--json", args.json),
+                ("--from-truth", args.from_truth is not None),
+            )
+            if given
+        ]
+        if ignored:
+            parser.error(f"--paper-loop runs alone; drop {', '.join(ignored)}")
         with threadpool_limits(args.threads):
             for n in args.n:
                 for seed in args.seeds:
