@@ -142,7 +142,8 @@ def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.
         # first tensor when absent: find out now, not deep inside a fit.
         try:
             torch.empty(0, device=resolved)
-        except (RuntimeError, AssertionError) as exc:  # xpu asserts
+        # xpu asserts; hpu and privateuseone fail to import their module.
+        except (RuntimeError, AssertionError, ImportError) as exc:
             raise ValueError(
                 f"device={device!r} was requested but this PyTorch build or "
                 "machine does not provide it; use device='auto' or device='cpu'."

@@ -192,6 +192,22 @@ def test_compare_real_rejects_bad_settings(data, kwargs, match):
         compare_real(data, ["linear_probe"], **kwargs)
 
 
+def test_bad_settings_fail_before_the_transformer_runs(tmp_path, monkeypatch):
+    def no_model(**kwargs):
+        raise AssertionError("the transformer ran")
+
+    monkeypatch.setattr(_real, "load_phrase_activations", no_model)
+    with pytest.raises(ValueError, match="'k' parameter of compare_real"):
+        compare_real(None, ["sae_topk"], k=0)
+    with pytest.raises(ValueError, match="'n_components' parameter of run_real"):
+        run_real(n_components=0, out=tmp_path, progress=False)
+
+
+def test_k_is_only_needed_by_topk(data):
+    [probe] = compare_real(data, ["linear_probe"], k=None)
+    assert probe["method"] == "linear_probe"
+
+
 def test_compare_real_errors(data):
     with pytest.raises(ValueError, match="Unknown method"):
         compare_real(data, ["sae_mp"])
@@ -222,13 +238,14 @@ def test_sae_training_counts_in_the_fit_time_of_sae_dict_fista(data, monkeypatch
 def test_run_real_runs_a_repeated_seed_once(tiny_loader, tmp_path, monkeypatch):
     monkeypatch.setattr(_real, "load_phrase_activations", tiny_loader)
     records = run_real(
-        seeds=(0, 0),
+        seeds=(np.int64(0), 0),
         methods=("linear_probe",),
         out=tmp_path,
         settings=TINY,
         progress=False,
     )
     assert [r["seed"] for r in records] == [0]
+    assert type(records[0]["seed"]) is int  # saved as JSON
 
 
 def test_run_real_writes_json_figure_and_table(tiny_loader, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.base import clone
 from sklearn.decomposition import PCA
@@ -504,6 +505,15 @@ def test_decoder_estimator_never_sees_the_validation_rows(rng):
     )
     np.testing.assert_allclose(oracle.fit(X, Z).components_, D, atol=1e-8)
     assert oracle.decoder_.n_features_in_ == X.shape[1]
+    # Targets in other layouts are cut to the same rows; mismatched ones are
+    # refused, not silently truncated.
+    for layout in (sp.coo_matrix(Z), torch.as_tensor(Z).to_sparse()):
+        fitted = clone(oracle).fit(X, layout)
+        np.testing.assert_allclose(fitted.components_, D, atol=1e-8)
+    with pytest.raises(ValueError, match="y, passed to the decoder estimator"):
+        clone(oracle).fit(X, np.vstack([Z, Z[:7]]))
+    # Without a decoder estimator, y is not looked at.
+    SparseAutoencoder(4, **params).fit(X, sp.coo_matrix(Z))
 
 
 def test_batchtopk_threshold_lives_on_the_module_device():

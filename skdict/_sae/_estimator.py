@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 import math
 from numbers import Integral, Real
+from typing import Any
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import (
     BaseEstimator,
@@ -13,12 +16,13 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from .._dictionary import resolve_dictionary
+from .._dictionary import is_provider, resolve_dictionary
 from .._fitting import forget_fit_on_failure
 from .._params import StrictParamsMixin
 from .._tensor import (
@@ -284,11 +288,18 @@ class SparseAutoencoder(
             X_t, origin = validate_input(self, X, reset=True, device=self.device)
             generator = self._generator()
             X_train, X_val, train_rows = self._split(X_t, generator)
-            if train_rows is not None:
+            if train_rows is not None and _is_unfitted_provider(self.decoder):
                 # A decoder estimator is fitted on the training rows only: the
                 # validation rows judge early stopping and must stay unseen.
-                X = _safe_indexing(X, train_rows)
-                y = None if y is None else _safe_indexing(y, train_rows)
+                if y is not None:
+                    try:
+                        check_consistent_length(X, y)
+                    except ValueError as exc:
+                        raise ValueError(
+                            f"y, passed to the decoder estimator, must have one row "
+                            f"per sample of X: {exc}"
+                        ) from exc
+                X, y = _take_rows(X, train_rows), _take_rows(y, train_rows)
             module, decoder = self._init_module(X, y, X_train, generator)
             optimizer = self._optimizer(module)
             result = self._train(module, X_train, optimizer, generator, X_val=X_val)
@@ -621,3 +632,19 @@ class SparseAutoencoder(
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _is_unfitted_provider(decoder: Any) -> bool:
+    """Whether ``fit`` fits ``decoder`` on the data (a frozen one is left as is)."""
+    return is_provider(decoder) and not isinstance(decoder, FrozenEstimator)
+
+
+def _take_rows(values: Any, rows: np.ndarray) -> Any:
+    """Return the given rows of ``values`` (array, list, tensor or sparse matrix)."""
+    if values is None:
+        return None
+    if sp.issparse(values):
+        return values.tocsr()[rows]
+    if isinstance(values, torch.Tensor) and values.layout != torch.strided:
+        return values.index_select(0, torch.as_tensor(rows, device=values.device))
+    return _safe_indexing(values, rows)

@@ -439,8 +439,10 @@ def compare_real(
         One per method with the keys of :data:`REAL_RECORD_KEYS`: probe
         accuracies ``{color,object}_acc_{val,ood}``; ``both_fire_*``,
         ``stray_fire_*`` and ``feature_auc_*`` (None for the probe on raw
-        activations, which has no features, and where no concept is absent
-        from some phrases of the split and present in others); ``mse_val``, ``mse_ood``,
+        activations, which has no features; ``stray_fire_*`` also where every
+        matched concept is present in every phrase of the split, and
+        ``feature_auc_*`` where none is present in some phrases and absent
+        from others); ``mse_val``, ``mse_ood``,
         ``mse_gap`` (None without a dictionary); ``l0_ood``, the mean number of
         firing code dimensions per OOD phrase; ``n_components`` (the
         representation's width) and ``fit_time``, ``transform_time`` in
@@ -471,18 +473,10 @@ def compare_real(
             f"random_state must be an int; got {type(random_state).__name__}."
         )
     chosen = resolve_methods(methods, REAL_METHODS)
+    _check_settings(n_components, k, fire_threshold, "compare_real")
     if data is None:
         data = load_phrase_activations(random_state=random_state, device=device)
     check_data(data, _PHRASE_FIELDS, "skdict.datasets.load_phrase_activations")
-    validate_hyperparameters(
-        {
-            "n_components": [Interval(Integral, 1, None, closed="left"), None],
-            "k": [Interval(Integral, 1, None, closed="left")],
-            "fire_threshold": [Interval(Real, 0, None, closed="left")],
-        },
-        {"n_components": n_components, "k": k, "fire_threshold": fire_threshold},
-        caller_name="compare_real",
-    )
     for split, size in (("val", "val_size"), ("ood", "ood_size")):
         if len(data[f"X_{split}"]) == 0:
             raise ValueError(
@@ -532,6 +526,21 @@ def compare_real(
         record.update(fit_time=fit_time, transform_time=transform_time)
         records.append({key: _plain(value) for key, value in record.items()})
     return records
+
+
+def _check_settings(
+    n_components: Any, k: Any, fire_threshold: Any, caller_name: str
+) -> None:
+    """Raise the error naming a bad width, TopK ``k`` or firing threshold."""
+    validate_hyperparameters(
+        {
+            "n_components": [Interval(Integral, 1, None, closed="left"), None],
+            "k": [Interval(Integral, 1, None, closed="left"), None],
+            "fire_threshold": [Interval(Real, 0, None, closed="left")],
+        },
+        {"n_components": n_components, "k": k, "fire_threshold": fire_threshold},
+        caller_name=caller_name,
+    )
 
 
 def _stats(records: Sequence[dict[str, Any]], key: str) -> dict[str, tuple]:
@@ -724,11 +733,16 @@ def run_real(
     """
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")
-    resolve_methods(methods, REAL_METHODS)  # fail before the transformer runs
+    # Fail before the transformer runs.
+    resolve_methods(methods, REAL_METHODS)
+    _check_settings(n_components, k, 0.0, "run_real")
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
-    # A repeated seed would be run again and counted as another seed.
-    seeds = tuple(dict.fromkeys(seeds))
+    # A repeated seed would be run again and counted as another seed; NumPy
+    # integers become Python ones, which the saved JSON can hold.
+    seeds = tuple(
+        dict.fromkeys(int(s) if isinstance(s, Integral) else s for s in seeds)
+    )
     out = check_output_dir(out)
     name = f"real-{preset}"
     records: list[dict[str, Any]] = []
