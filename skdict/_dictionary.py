@@ -243,6 +243,14 @@ def is_provider(obj: Any) -> bool:
     return hasattr(obj, "fit") and hasattr(obj, "get_params")
 
 
+def fits_on_data(obj: Any) -> bool:
+    """Return True when resolving ``obj`` fits a clone of it on the data.
+
+    A frozen estimator is used as fitted; arrays need no fitting.
+    """
+    return is_provider(obj) and not isinstance(obj, FrozenEstimator)
+
+
 def check_dictionary(
     components: torch.Tensor, *, n_features: int | None = None, name: str = "dictionary"
 ) -> None:
@@ -323,7 +331,7 @@ def resolve_dictionary(
     """
     estimator = None
     if is_provider(dictionary):
-        if isinstance(dictionary, FrozenEstimator):
+        if not fits_on_data(dictionary):
             estimator = dictionary
             check_is_fitted(estimator.estimator)
         else:

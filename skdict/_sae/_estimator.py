@@ -16,13 +16,12 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.frozen import FrozenEstimator
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from .._dictionary import is_provider, resolve_dictionary
+from .._dictionary import fits_on_data, resolve_dictionary
 from .._fitting import forget_fit_on_failure
 from .._params import StrictParamsMixin
 from .._tensor import (
@@ -288,7 +287,7 @@ class SparseAutoencoder(
             X_t, origin = validate_input(self, X, reset=True, device=self.device)
             generator = self._generator()
             X_train, X_val, train_rows = self._split(X_t, generator)
-            if train_rows is not None and _is_unfitted_provider(self.decoder):
+            if train_rows is not None and fits_on_data(self.decoder):
                 # A decoder estimator is fitted on the training rows only: the
                 # validation rows judge early stopping and must stay unseen.
                 if y is not None:
@@ -632,11 +631,6 @@ class SparseAutoencoder(
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
-
-
-def _is_unfitted_provider(decoder: Any) -> bool:
-    """Whether ``fit`` fits ``decoder`` on the data (a frozen one is left as is)."""
-    return is_provider(decoder) and not isinstance(decoder, FrozenEstimator)
 
 
 def _take_rows(values: Any, rows: np.ndarray) -> Any:

@@ -43,7 +43,7 @@ from ._compare import _plain, check_data, resolve_methods
 from ._methods import METHODS, SAE_METHODS, Method, MethodContext, PaperSettings
 from ._report import _format, align_rows, summarize
 from ._runner import _save, check_output_dir
-from ._studies import PRESETS
+from ._studies import PRESETS, _plain_number, _unique
 
 __all__ = [
     "REAL_METHODS",
@@ -740,9 +740,7 @@ def run_real(
         seeds = (0,) if preset == "quick" else (0, 1, 2)
     # A repeated seed would be run again and counted as another seed; NumPy
     # integers become Python ones, which the saved JSON can hold.
-    seeds = tuple(
-        dict.fromkeys(int(s) if isinstance(s, Integral) else s for s in seeds)
-    )
+    seeds = _unique(_plain_number(s, "int") for s in seeds)
     out = check_output_dir(out)
     name = f"real-{preset}"
     records: list[dict[str, Any]] = []
