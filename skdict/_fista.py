@@ -42,11 +42,12 @@ sign constraint), so ``P(z) - P* <= gap``: ``tol`` bounds the relative
 suboptimality of every returned code. The residual of a sparse code is a sum
 of a few atoms (an ``embedding_bag``, in float64), so a certificate costs one
 dense product ``r D^T``, which runs in float32 whatever the data's dtype: it
-only has to find the largest correlation. Gaps that decide are exact in
-float64: float32 correlations only screen, and samples near the tolerance get
-their largest correlation from float64 dot products with the few atoms that a
-rounding bound cannot rule out (float32 rounding alone can exceed the
-tolerance when supports are large).
+only has to find the largest correlation. A rounding bound on those float32
+correlations bounds each gap from above and below; the upper bound is itself
+a certificate (its dual point is feasible whatever the rounding), and only
+samples whose two bounds straddle the tolerance get their largest correlation
+from float64 dot products with the few atoms the bound cannot rule out
+(float32 rounding alone can exceed the tolerance when supports are large).
 
 On a CPU with several torch threads, each batch is split into one share per
 thread, solved side by side by worker threads running one intra-op thread
@@ -126,10 +127,6 @@ _CHECK_EVERY = 5
 # Iterations after which a working-set solve is deemed stalled: Newton steps
 # are then tried on every sample, and also shrink supports they cannot solve.
 _STALLED = 20
-# Relative gap below which a gap screened with float32 correlations is made
-# exact in float64 (see _Problem); float32 errors on the gap stay well below it
-# unless alpha is tiny next to ||x - zD||, where float32 cannot certify anyway.
-_SCREEN = 1e-3
 # Working sets of up to this many atoms take Newton steps on the whole set,
 # inactive atoms padded: a batched Cholesky of 32 x 32 matrices costs a few
 # microseconds per matrix, less than extracting and grouping supports by size.
@@ -730,16 +727,18 @@ def _group_maxima(scores: torch.Tensor, size: int) -> torch.Tensor:
 class _Problem:
     """One batch of lasso problems sharing a dictionary, with cached products.
 
-    Certificates are exact in float64 whatever the data's dtype, but their
-    bulk, the product ``r D^T`` of the residuals with every atom, runs in
-    float32 in both precisions (it only has to find the largest correlation,
-    and float32 products cost half as much as float64 ones): the residual
-    ``r = x - zD`` is computed in float64 from the code's few atoms, so the
-    primal value and ``x.r`` are exact, and only ``max_j r.d_j`` (the dual
-    scaling) is approximate. The samples whose approximate gap is within
-    ``screen`` (relative) of zero get the exact maximum from float64 dot
-    products with the few atoms that a rounding bound cannot rule out
-    (:meth:`_exact_worst`); the others are not converged either way. ``D64`` is
+    Certificates hold in float64 whatever the data's dtype, but their bulk,
+    the product ``r D^T`` of the residuals with every atom, runs in float32 in
+    both precisions (it only has to find the largest correlation, and float32
+    products cost half as much as float64 ones): the residual ``r = x - zD``
+    is computed in float64 from the code's few atoms, so the primal value and
+    ``x.r`` are exact, and only ``max_j r.d_j`` (the dual scaling) is
+    approximate, within a rounding bound. Each gap is replaced by an upper
+    bound that holds whatever the rounding (:meth:`_bounded_gap`); the samples
+    for which that bound and the matching lower bound straddle ``tol`` (a
+    relative gap) get the exact maximum from float64 dot products with the
+    few atoms that the rounding bound cannot rule out (:meth:`_exact_worst`).
+    ``D64`` is
     a float64 copy of a float32 dictionary when it is small (None otherwise:
     the atoms of a code are then converted as needed, so memory stays
     ``O(batch_size * n_components)`` plus the dictionary itself), ``D32`` a
@@ -753,10 +752,10 @@ class _Problem:
     of working sets.
     """
 
-    def __init__(self, X, D, gram, alpha, positive, D64, screen, max_norm, D32=None):
+    def __init__(self, X, D, gram, alpha, positive, D64, tol, max_norm, D32=None):
         self.X, self.D, self.gram, self.D64 = X, D, gram, D64
         self.D32 = D.float() if D32 is None else D32
-        self.alpha, self.positive, self.screen = alpha, positive, screen
+        self.alpha, self.positive, self.tol = alpha, positive, tol
         self.max_norm = max_norm  # an upper bound on max_j ||d_j||
         # Relative error of the float32 copy of a float64 dictionary.
         unit = torch.finfo(torch.float32).eps / 2
@@ -868,43 +867,81 @@ class _Problem:
         ``low D^T`` of the float32 rounding ``low`` of the residual with all
         atoms (absolute without the sign constraint) and ``group_max`` their
         group maxima; float64 ``scores`` are taken as exact.
+
+        With float32 ``scores`` a gap only has to decide ``gap <= tol *
+        primal``: the gaps returned are upper bounds that hold whatever the
+        float32 rounding, exact for the rows those bounds leave undecided
+        (:meth:`_bounded_gap`).
         """
         top = group_max.amax(dim=1)
         terms = self._gap_terms(values64, rows, x, residual)
-        primal, gap = self._gap(terms, top)
-        if scores.dtype != torch.float64:
-            near = torch.nonzero(gap <= self.screen * primal).flatten()
-            if near.numel():
-                worst = self._exact_worst(
-                    near, residual[near], low[near], scores, group_max, top[near]
-                )
-                primal[near], gap[near] = self._gap([t[near] for t in terms], worst)
+        if scores.dtype == torch.float64:
+            return self._gap(terms, top)
+        error = self._score_error(residual, low)
+        primal, gap, near = self._bounded_gap(terms, top.double(), error)
+        if near.numel():
+            worst = self._exact_worst(
+                near, residual[near], scores, group_max, top[near], error[near]
+            )
+            primal[near], gap[near] = self._gap([t[near] for t in terms], worst)
         return primal, gap
 
-    def _exact_worst(self, near, residual, low, scores, group_max, top):
+    def _score_error(self, residual, low):
+        """Bound ``e`` on the error of each row's float32 scores.
+
+        The float32 scores of the float32 roundings ``low`` of the float64
+        residuals ``residual`` differ from the exact ``r.d_j`` by at most ``e
+        = max_j ||d_j|| (||low - r|| + gamma_n ||low|| + u ||r||)``, with
+        ``gamma_n = n u / (1 - n u)`` for the float32 product (Higham, 2002,
+        "Accuracy and Stability of Numerical Algorithms", eq. 3.5) and ``u
+        ||r||`` for the rounding of a float64 dictionary to float32.
+        """
+        n = self.D.shape[1]
+        unit = torch.finfo(torch.float32).eps / 2
+        gamma = n * unit / (1 - n * unit)
+        low64 = low.double()
+        return self.max_norm * (
+            (low64 - residual).norm(dim=1)
+            + gamma * low64.norm(dim=1)
+            + self.rounding * residual.norm(dim=1)
+        )
+
+    def _bounded_gap(self, terms, top, error):
+        """Primal, certified gap and the rows whose decision needs exact scores.
+
+        The exact ``max_j r.d_j`` lies within ``error`` of the float32 maximum
+        ``top``. The dual scaling ``s`` from ``top + error`` is feasible
+        whatever the exact maximum, so its gap bounds the suboptimality: a
+        certificate. The gap is convex in ``s`` (a quadratic, see
+        :func:`_gap_from_residual`), so its least value over the scalings of
+        ``[top - error, top + error]`` bounds the exact gap from below. Only
+        the rows where ``tol * primal`` falls between the two bounds need the
+        exact maximum; in a learning round's loose tolerance, hardly any.
+        """
+        tiny = torch.finfo(torch.float64).tiny
+        safe = torch.clamp(self.alpha / (top + error).clamp_min(tiny), max=1.0)
+        bold = torch.clamp(self.alpha / (top - error).clamp_min(tiny), max=1.0)
+        _, x_dot_r, r_sq, _ = terms
+        vertex = torch.where(r_sq > 0, x_dot_r / r_sq.clamp_min(tiny), safe)
+        primal, gap = _gap_from_residual(*terms, safe, self.alpha)
+        least = _gap_from_residual(
+            *terms, torch.clamp(vertex, min=safe, max=bold), self.alpha
+        )[1]
+        bound = self.tol * primal
+        return primal, gap, torch.nonzero((gap > bound) & (least <= bound)).flatten()
+
+    def _exact_worst(self, near, residual, scores, group_max, top, error):
         """Exact ``max_j r.d_j`` of the rows ``near`` of ``scores``.
 
         (``max_j |r.d_j|`` without the sign constraint.) ``residual`` holds
-        those rows' float64 residuals. The float32 scores of their float32
-        roundings ``low`` differ from the exact ones by at most ``e = max_j
-        ||d_j|| (||low - r|| + gamma_n ||low|| + u ||r||)``, with ``gamma_n =
-        n u / (1 - n u)`` for the float32 product (Higham, 2002, "Accuracy and
-        Stability of Numerical Algorithms", eq. 3.5) and ``u ||r||`` for the
-        rounding of a float64 dictionary to float32. So the exact maximum is
+        those rows' float64 residuals and ``error`` the bounds of
+        :meth:`_score_error` on their float32 scores. So the exact maximum is
         attained among the atoms within ``2 e`` of the float32 maximum ``top``
         -- at the optimum, the support and a few more -- found through the
         groups whose maximum is that high, and only their dot products are
         computed in float64.
         """
         n = self.D.shape[1]
-        unit = torch.finfo(torch.float32).eps / 2
-        gamma = n * unit / (1 - n * unit)
-        low64 = low.double()
-        error = self.max_norm * (
-            (low64 - residual).norm(dim=1)
-            + gamma * low64.norm(dim=1)
-            + self.rounding * residual.norm(dim=1)
-        )
         threshold = top.double() - 2 * error
         row, group = torch.nonzero(
             group_max[near] >= threshold.unsqueeze(1), as_tuple=True
@@ -1366,7 +1403,6 @@ def fista_encode(
         D64 = dictionary
     # Certificates multiply residuals with a float32 dictionary (see _Problem).
     D32 = dictionary.float()
-    screen = max(_SCREEN, 10 * tol)
     # Inflated by a few roundings of the norms themselves.
     max_norm = float(dictionary.norm(dim=1).max()) * (1 + 1e-5)
     codes = torch.zeros(n_samples, n_components, dtype=dtype, device=device)
@@ -1389,7 +1425,7 @@ def fista_encode(
             if positive:
                 z0.clamp_(min=0.0)
         problem = _Problem(
-            X[share], dictionary, gram, alpha, positive, D64, screen, max_norm, D32
+            X[share], dictionary, gram, alpha, positive, D64, tol, max_norm, D32
         )
         result = _encode_batch(
             problem, z0, tol, max_iter, lipschitz, warm=init is not None

@@ -307,7 +307,7 @@ def test_overcomplete_dictionaries_take_inexact_rounds_between_exploring_ones():
     # between the first 60 (at 1.5 alpha after the continuation) and the last
     # 30 are the paper's inexact alternation (10 plain FISTA iterations, alpha
     # fixed, no resampling). With fewer than 20 rounds left between them
-    # every round explores, at alpha after the continuation.
+    # every round explores, the first half at 1.5 alpha.
     data = make_compositional(
         n_latents=40, n_active=2, n_features=10, n_samples=2000, random_state=0
     )
@@ -329,7 +329,8 @@ def test_overcomplete_dictionaries_take_inexact_rounds_between_exploring_ones():
         n_components=40, positive=True, dict_max_iter=109, tol=1e-12, random_state=0
     ).fit(data.X_train)
     assert not any(h["inexact"] for h in short.history_)
-    assert all(h["alpha"] == coder.alpha for h in short.history_[4:])
+    assert all(h["alpha"] == 1.5 * coder.alpha for h in short.history_[4:54])
+    assert all(h["alpha"] == coder.alpha for h in short.history_[54:])
     # More atoms than samples: the inexact rounds' least squares would be
     # singular, so every round explores.
     wide = FISTACoder(

@@ -502,10 +502,29 @@ def test_all_atoms_path_without_full_gram(rng, monkeypatch, n_components):
         assert np.all(gap <= 1e-9 * primal)
 
 
+def _check_certificates(make_problem, atoms, values, primal, gap, rounding):
+    """At tolerances between the samples' exact relative gaps, certificates
+    from float32 correlations bound the exact gaps from above and take the
+    exact decisions: near each tolerance some samples' bounds straddle it."""
+    ratios = np.sort(gap / primal)
+    # Midpoints of ratios further apart than the exact gaps' own rounding.
+    apart = np.diff(ratios) > 4 * np.max(rounding / primal)
+    midpoints = ((ratios[:-1] + ratios[1:]) / 2)[apart]
+    assert midpoints.size >= 3
+    rows = torch.arange(primal.size)
+    for tol in np.quantile(midpoints, [0.1, 0.5, 0.9], method="nearest"):
+        problem = make_problem(float(tol))
+        got_primal, got_gap, _, _ = problem.certify_sparse(atoms, values, rows)
+        got_primal, got_gap = got_primal.numpy(), got_gap.numpy()
+        np.testing.assert_allclose(got_primal, primal, rtol=1e-12)
+        assert np.all(got_gap >= gap - rounding)
+        np.testing.assert_array_equal(got_gap <= tol * got_primal, gap <= tol * primal)
+
+
 def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
-    """Large supports in float32: gaps near the tolerance are recomputed in
-    float64, so the returned codes meet the float32 tolerance when measured
-    exactly, and a near-optimal code's gap is the float64 one."""
+    """Large supports in float32: gaps whose decision float32 rounding could
+    flip are recomputed in float64, so the returned codes meet the float32
+    tolerance when measured exactly, and certificates hold exactly."""
     D = random_dictionary(rng, 400, 120)
     X = sparse_codes(rng, 30, 400, 40) @ D
     X32, D32 = torch.from_numpy(X).float(), torch.from_numpy(D).float()
@@ -519,18 +538,22 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
     # With a float64 copy of the dictionary, and converting blocks of atoms.
     monkeypatch.setattr(_fista, "_AUTO_BATCH_ELEMENTS", 4 * 120 * 64)
     for D64 in (D32.double(), None):
-        problem = _fista._Problem(X32, D32, None, 0.1, True, D64, 1e-3, 1.0 + 1e-5)
-        got_primal, got_gap, _, _ = problem.certify_sparse(
-            atoms, codes.gather(1, atoms), torch.arange(30)
+        _check_certificates(
+            lambda tol, D64=D64: _fista._Problem(
+                X32, D32, None, 0.1, True, D64, tol, 1.0 + 1e-5
+            ),
+            atoms,
+            codes.gather(1, atoms),
+            primal,
+            gap,
+            100 * np.finfo(np.float64).eps * primal,
         )
-        np.testing.assert_allclose(got_primal.numpy(), primal, rtol=1e-12)
-        np.testing.assert_allclose(got_gap.numpy(), gap, rtol=1e-6, atol=1e-12)
 
 
 @pytest.mark.parametrize("positive", [False, True])
-def test_float64_gaps_screened_in_float32_are_exact(rng, positive):
+def test_float64_gaps_screened_in_float32_decide_exactly(rng, positive):
     """float64 data: the products with all atoms run in float32, yet the gaps
-    that decide are the float64 ones, down to a tolerance far below float32's
+    decide as the float64 ones do, down to a tolerance far below float32's
     resolution."""
     D = random_dictionary(rng, 400, 60)
     X = sparse_codes(rng, 30, 400, 15) @ D + 1e-3 * rng.standard_normal((30, 60))
@@ -539,17 +562,26 @@ def test_float64_gaps_screened_in_float32_are_exact(rng, positive):
     assert bool(result.converged.all())
     primal, gap = duality_gap(X, result.codes.numpy(), D, 0.05, positive)
     assert np.all(gap <= 1e-12 * primal)
+    # Codes moved off the optimum by relative amounts of 1e-6 to 1e-4 have
+    # relative gaps of about their squares, spread far below float32's
+    # resolution; a gap is a difference of two objectives of the primal's
+    # size, so it is exact only to a hundred roundings of the primal (sums
+    # over 60 features).
     atoms, _ = _support_indices(result.codes)
-    problem = _fista._Problem(Xt, Dt, None, 0.05, positive, Dt, 1e-3, 1.0 + 1e-5)
-    got_primal, got_gap, _, _ = problem.certify_sparse(
-        atoms, result.codes.gather(1, atoms), torch.arange(30)
+    shift = torch.logspace(-6, -4, 30, dtype=torch.float64).unsqueeze(1)
+    values = result.codes.gather(1, atoms)
+    noise = torch.from_numpy(rng.standard_normal(tuple(values.shape)))
+    values = values * (1 + shift * noise)
+    codes = torch.zeros_like(result.codes).scatter_add_(1, atoms, values)
+    primal, gap = duality_gap(X, codes.numpy(), D, 0.05, positive)
+    _check_certificates(
+        lambda tol: _fista._Problem(Xt, Dt, None, 0.05, positive, Dt, tol, 1.0 + 1e-5),
+        atoms,
+        values,
+        primal,
+        gap,
+        100 * np.finfo(np.float64).eps * primal,
     )
-    np.testing.assert_allclose(got_primal.numpy(), primal, rtol=1e-13)
-    # A gap is a difference of two objectives of the primal's size, so it is
-    # exact only to a hundred roundings of the primal (sums over 60 features),
-    # still a million times below float32's resolution.
-    rounding = 100 * np.finfo(np.float64).eps * primal
-    np.testing.assert_allclose(got_gap.numpy(), gap, rtol=1e-6, atol=rounding.max())
 
 
 # ----------------------------------------------------------------- FISTACoder
