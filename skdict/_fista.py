@@ -1549,10 +1549,11 @@ class FISTACoder(
         input's array type, device and dtype.
     dict_max_iter : int, default=50
         Maximum number of dictionary-learning rounds when ``dictionary`` is None.
-        For dictionaries with more than 3 atoms per feature learned without
-        ``init`` (and no more atoms than samples), at least 110 rounds code
-        the first 60 at ``1.5 * alpha`` and make the rounds between them and
-        the last 30 the paper's inexact alternation, which very overcomplete
+        Dictionaries with more than 3 atoms per feature learned without
+        ``init`` code the first half of the rounds at ``1.5 * alpha``; given
+        at least 110 rounds (and no more atoms than samples) they code the
+        first 60 at ``1.5 * alpha`` and make the rounds between them and the
+        last 30 the paper's inexact alternation, which very overcomplete
         dictionaries need (see the user guide, :ref:`inference`).
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
