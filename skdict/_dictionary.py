@@ -855,9 +855,9 @@ def learn_dictionary(
     1. codes ``X`` with FISTA (:func:`~skdict._fista.fista_encode`) to a
        relative duality gap equal to the dictionary's last relative change
        (between ``tol`` and 0.3, or 0.1 with fewer than 40 features),
-       warm-started from the previous round's
-       codes when refining (from zero codes while exploring, below), keeping
-       a sample's previous code when it was better;
+       warm-started from the previous round's codes when refining (from
+       zero codes while exploring, below), keeping a sample's previous code
+       when it was better;
     2. replaces the atoms by the least-squares fit to those codes,
        ``(Z^T Z)^{-1} Z^T X``, normalised (the paper's update), falling back
        to a block-coordinate sweep in the rare rounds where normalising would
