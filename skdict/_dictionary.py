@@ -877,10 +877,12 @@ def learn_dictionary(
     rounds at ``1.5 * alpha`` (after the continuation) -- unless, given at
     least 110 rounds and no more atoms than samples, they code the first 60
     at ``1.5 * alpha`` and spend the rounds between them and the last 30 on
-    the paper's inexact alternation: 10 plain FISTA iterations per round in
-    float32 from zero codes, codes not rescaled, no resampling, momentum
-    0.9, ``alpha`` fixed. A given ``init`` skips the exploration and refines:
-    ``alpha`` is fixed and every round decreases ``F(Z, D)``. Either way,
+    the paper's inexact alternation: 10 plain FISTA iterations per round
+    from zero codes, codes not rescaled, no resampling, momentum 0.9,
+    ``alpha`` fixed. Exploration computes in float32 whatever the dtype of
+    ``X`` (the atoms and codes are returned in it). A given ``init`` skips
+    the exploration and refines in the dtype of ``X``: ``alpha`` is fixed
+    and every round decreases ``F(Z, D)``. Either way,
     learning stops once ``alpha`` has reached its target and the relative
     change ``||D_new - D||_F / ||D||_F`` is at most ``tol``, or after
     ``dict_max_iter`` rounds. While exploring, momentum and resampling keep
@@ -943,7 +945,15 @@ def learn_dictionary(
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     plain = _few_atoms_per_feature(n_components, X.shape[1])
+    dtype = X.dtype
     if init is None:
+        # Learning from drawn atoms is a search whose rounds stop at relative
+        # gaps of 0.01-0.3, far above float32 rounding: it runs in float32,
+        # where products and factorisations cost half as much (one thread,
+        # AVX-512 CPU, seeds 0-2: n_latents=500, 40 rounds, 3.1-3.6 s against
+        # 3.6-4.1 s for MCC-OOD 0.980-0.987 against 0.986-0.989; n_latents=
+        # 1000, 90 rounds, 11.8-13.0 s against 13.6-15.4 s, 0.50-0.53 both).
+        X = X.float()
         components = initial_dictionary(X, n_components, generator)
         n_explore = int(_EXPLORE_FRACTION * dict_max_iter)
     else:
@@ -964,7 +974,6 @@ def learn_dictionary(
         n_sparse = _FIRST_ROUNDS
     else:
         n_sparse = n_explore // 2
-    X_search = X.float() if n_inexact else X
     coherence_bound = _coherence_bound(n_components, X.shape[1])
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # Per-sample objective (and residuals) of ``codes`` on ``components`` at
@@ -995,17 +1004,10 @@ def learn_dictionary(
             else target
         )
         if inexact:
-            # An inexact search: float32 rounding is far below the error of
-            # codes 10 iterations from convergence, and halves the cost.
             fista_iter = float(_INEXACT_FISTA_ITER)
             new_codes = _plain_fista(
-                X_search,
-                components.to(X_search.dtype),
-                codes.to(X_search.dtype),
-                a,
-                positive,
-                _INEXACT_FISTA_ITER,
-            ).to(X.dtype)
+                X, components, codes, a, positive, _INEXACT_FISTA_ITER
+            )
         elif exploring and plain:
             fista_iter = float(_PLAIN_FISTA_ITER)
             new_codes = _plain_fista(
@@ -1108,7 +1110,10 @@ def learn_dictionary(
         # Once alpha has reached its target (after the continuation).
         if a == alpha and change <= tol and not inexact:
             break
-    return DictionaryLearningResult(components, codes, history)
+    if components.dtype != dtype:
+        # Unit norm to the precision of the caller's dtype, not float32's.
+        components = _normalize_atoms(components.to(dtype))[0]
+    return DictionaryLearningResult(components, codes.to(dtype), history)
 
 
 def _forgetting_factor(step: int, eta: int) -> float:

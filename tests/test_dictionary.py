@@ -617,6 +617,26 @@ def test_learning_on_torch_tensors(rng):
     assert isinstance(codes, torch.Tensor) and codes.shape == (150, 10)
 
 
+def test_exploration_runs_in_float32_and_returns_the_data_dtype(rng):
+    # Learning from drawn atoms computes in float32 whatever the data's dtype:
+    # float64 data learns the float32 data's atoms, returned in float64 with
+    # unit norms to float64 precision. Refining a given init keeps float64.
+    X = sparse_codes(rng, 200, 12, 3) @ random_dictionary(rng, 12, 8)
+    params = dict(n_components=12, positive=True, dict_max_iter=6, random_state=0)
+    wide = FISTACoder(**params).fit(X)
+    narrow = FISTACoder(**params).fit(X.astype(np.float32))
+    assert wide.components_.dtype == np.float64
+    np.testing.assert_allclose(wide.components_, narrow.components_, atol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(wide.components_, axis=1), 1.0, rtol=1e-14
+    )
+    refined = FISTACoder(**params, init=wide.components_).fit(X)
+    narrow_refined = FISTACoder(**params, init=wide.components_).fit(
+        X.astype(np.float32)
+    )
+    assert np.abs(refined.components_ - narrow_refined.components_).max() > 0
+
+
 def test_partial_fit_with_given_dictionary_only_resolves(rng):
     D = random_dictionary(rng, 5, 4)
     coder = FISTACoder(D)
