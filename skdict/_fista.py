@@ -1554,7 +1554,10 @@ class FISTACoder(
         at least 110 rounds (and no more atoms than samples) they code the
         first 60 at ``1.5 * alpha`` and make the rounds between them and the
         last 30 the paper's inexact alternation, which very overcomplete
-        dictionaries need (see the user guide, :ref:`inference`).
+        dictionaries need (see the user guide, :ref:`inference`). Learning
+        without ``init`` computes in float32 whatever the data's dtype (a
+        search, solved to loose tolerances); the atoms come back in the
+        data's dtype.
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
         start and those re-initialised during learning.
