@@ -147,6 +147,32 @@ def test_mcc_accepts_torch_and_mixed_precision(rng):
     assert mcc_score(sparse_t, codes) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_mcc_of_float32_columns_far_from_one(rng, scale, sparse):
+    # Squares of 1e20 overflow float32 and those of 1e-25 underflow to zero;
+    # the correlations of such columns must not become NaN or zero.
+    Z, codes = tiny_codes(rng, 40, 4, 5)
+    expected = mcc_score(Z, codes)
+    Z32 = (Z * scale).astype(np.float32)
+    Z_in = sp.csr_matrix(Z32) if sparse else Z32
+    assert mcc_score(Z_in, Z32[:, [2, 0, 3, 1]]) == pytest.approx(1.0, abs=1e-6)
+    scaled = (codes * scale).astype(np.float32)
+    assert mcc_score(Z_in, scaled) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_dictionary_similarity_of_float32_atoms_far_from_one(rng, scale):
+    D = rng.standard_normal((5, 8))
+    learned = (D[[3, 0, 4, 1, 2]] * scale).astype(np.float32)
+    result = dictionary_similarity(
+        (D * scale).astype(np.float32), learned, detailed=True
+    )
+    assert result.mean_cosine == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_array_equal(result.matching, [1, 3, 4, 0, 2])
+    np.testing.assert_allclose(result.norm_ratios, 1.0, rtol=1e-6)
+
+
 def test_sparse_codes_with_stored_zeros(rng):
     Z = rng.uniform(size=(20, 3))
     Z[:, 1] = 0.0

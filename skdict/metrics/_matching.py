@@ -30,11 +30,16 @@ __all__ = ["dictionary_similarity", "mcc_score", "support_scores"]
 class _Columns(NamedTuple):
     """Centred column statistics of a dense or sparse COO ``(n, p)`` tensor.
 
+    Each column is first divided by its largest magnitude: Pearson
+    correlations do not change, and squares and products stay in range, so
+    float32 columns of order 1e20 (whose squares overflow) or 1e-25 (whose
+    squares underflow to zero) correlate as well as columns of order one.
+
     Attributes
     ----------
     data : torch.Tensor
-        The centred columns when dense; a sparse matrix as it is (centring
-        would fill it in).
+        The scaled, centred columns when dense; a sparse matrix scaled but not
+        centred (centring would fill it in).
     sq_norm : torch.Tensor of shape (p,)
         Squared norms of the centred columns (0 for constant columns).
     constant : torch.Tensor of shape (p,)
@@ -52,16 +57,8 @@ class _Columns(NamedTuple):
         if A.is_sparse:
             (_, cols), values = A.indices(), A.values()
             count = torch.bincount(cols, minlength=p)
-            mean = torch.zeros(p, dtype=A.dtype, device=A.device)
-            mean.index_add_(0, cols, values).div_(n)
-            # Squared deviations of the stored entries plus those of the
-            # implicit zeros (each deviating by the mean): no cancellation.
-            sq_norm = torch.zeros_like(mean).index_add_(
-                0, cols, (values - mean[cols]) ** 2
-            )
-            sq_norm += (n - count) * mean**2
             high, low = (
-                torch.zeros_like(mean).scatter_reduce(
+                values.new_zeros(p).scatter_reduce(
                     0, cols, values, reduce, include_self=False
                 )
                 for reduce in ("amax", "amin")
@@ -70,11 +67,26 @@ class _Columns(NamedTuple):
             implicit = count < n
             high = torch.where(implicit, high.clamp_min(0), high)
             low = torch.where(implicit, low.clamp_max(0), low)
-            data = A
+            values = values / _peaks(high, low)[cols]
+            mean = values.new_zeros(p).index_add_(0, cols, values).div_(n)
+            # Squared deviations of the stored entries plus those of the
+            # implicit zeros (each deviating by the mean): no cancellation.
+            sq_norm = values.new_zeros(p).index_add_(
+                0, cols, (values - mean[cols]) ** 2
+            )
+            sq_norm += (n - count) * mean**2
+            data = torch.sparse_coo_tensor(
+                A.indices(),
+                values,
+                A.shape,
+                is_coalesced=True,
+                check_invariants=False,
+            )
         else:
-            data = A - A.mean(dim=0)
-            sq_norm = (data**2).sum(dim=0)
             high, low = A.amax(dim=0), A.amin(dim=0)
+            scaled = A / _peaks(high, low)
+            data = scaled - scaled.mean(dim=0)
+            sq_norm = (data**2).sum(dim=0)
         # An exact test, so that the rounding residue of a constant column's
         # mean does not pass for variance.
         constant = high == low
@@ -85,6 +97,12 @@ class _Columns(NamedTuple):
         return _Columns(
             self.data.index_select(1, index), self.sq_norm[index], self.constant[index]
         )
+
+
+def _peaks(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """Largest magnitude of each column from its range; 1 for zero columns."""
+    peak = torch.maximum(high.abs(), low.abs())
+    return torch.where(peak > 0, peak, 1.0)
 
 
 def _abs_correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
@@ -231,6 +249,20 @@ def _atoms(dictionary: Any, name: str, device: torch.device) -> torch.Tensor:
     return as_tensor(dictionary, device=device, name=name)
 
 
+def _directions(atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the unit rows of ``atoms`` and their norms (zero rows stay zero).
+
+    Each row is divided by its largest magnitude before its norm is taken, so
+    that float32 rows of order 1e20 (whose squares overflow) or 1e-25 (whose
+    squares underflow to zero) keep their directions.
+    """
+    peak = atoms.abs().amax(dim=1, keepdim=True)
+    scaled = atoms / torch.where(peak > 0, peak, 1.0)
+    norm = scaled.norm(dim=1, keepdim=True)
+    # Zero atoms have no direction: they are similar to nothing.
+    return scaled / torch.where(norm > 0, norm, 1.0), (norm * peak).squeeze(1)
+
+
 @validate_params(
     {
         "true_dictionary": "no_validation",
@@ -323,14 +355,10 @@ def dictionary_similarity(
             f"dictionary has atoms of dimension {learned.shape[1]}."
         )
     dtype = torch.promote_types(true.dtype, learned.dtype)
-    true, learned = true.to(dtype), learned.to(dtype)
-    true_norm, learned_norm = true.norm(dim=1), learned.norm(dim=1)
-    # Zero atoms have no direction: they are similar to nothing.
-    tiny = torch.finfo(dtype).tiny
-    cos = (true / true_norm.clamp_min(tiny)[:, None]) @ (
-        learned / learned_norm.clamp_min(tiny)[:, None]
-    ).T
-    cos = cos.abs().clamp_(max=1.0)
+    (true, true_norm), (learned, learned_norm) = (
+        _directions(atoms.to(dtype)) for atoms in (true, learned)
+    )
+    cos = (true @ learned.T).abs().clamp_(max=1.0)
     rows, cols = _assign(cos)
     cosines = np.zeros(true.shape[0])
     cosines[rows] = to_numpy(cos)[rows, cols]
