@@ -159,6 +159,13 @@ def test_mcc_of_float32_columns_far_from_one(rng, scale, sparse):
     assert mcc_score(Z_in, Z32[:, [2, 0, 3, 1]]) == pytest.approx(1.0, abs=1e-6)
     scaled = (codes * scale).astype(np.float32)
     assert mcc_score(Z_in, scaled) == pytest.approx(expected, abs=1e-5)
+    # top_variance ranks by the variance itself: a quiet dimension whose
+    # values swing over its whole range must not displace a loud one.
+    quiet = np.float32(0.01 * scale) * (-1.0) ** np.arange(40, dtype=np.float32)
+    loud_and_quiet = np.c_[quiet, Z32[:, [2, 0, 3, 1]]]
+    assert mcc_score(Z_in, loud_and_quiet, top_variance=True) == pytest.approx(
+        1.0, abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("scale", [1e20, 1e-25])

@@ -41,14 +41,26 @@ class _Columns(NamedTuple):
         The scaled, centred columns when dense; a sparse matrix scaled but not
         centred (centring would fill it in).
     sq_norm : torch.Tensor of shape (p,)
-        Squared norms of the centred columns (0 for constant columns).
+        Squared norms of the scaled, centred columns (0 for constant columns).
     constant : torch.Tensor of shape (p,)
         True for constant columns.
+    peak : torch.Tensor of shape (p,)
+        The largest magnitude of each column (1 for zero columns): the
+        unscaled squared norms are ``sq_norm * peak**2``.
     """
 
     data: torch.Tensor
     sq_norm: torch.Tensor
     constant: torch.Tensor
+    peak: torch.Tensor
+
+    def variance_rank(self) -> torch.Tensor:
+        """Return the columns by decreasing variance (stable on ties)."""
+        # In float64 (on the CPU, where it always exists): the unscaled
+        # squares of float32 columns may overflow float32.
+        variance = self.sq_norm.cpu().double() * self.peak.cpu().double() ** 2
+        order = torch.sort(variance, descending=True, stable=True).indices
+        return order.to(self.sq_norm.device)
 
     @classmethod
     def of(cls, A: torch.Tensor) -> _Columns:
@@ -67,7 +79,8 @@ class _Columns(NamedTuple):
             implicit = count < n
             high = torch.where(implicit, high.clamp_min(0), high)
             low = torch.where(implicit, low.clamp_max(0), low)
-            values = values / _peaks(high, low)[cols]
+            peak = _peaks(high, low)
+            values = values / peak[cols]
             mean = values.new_zeros(p).index_add_(0, cols, values).div_(n)
             # Squared deviations of the stored entries plus those of the
             # implicit zeros (each deviating by the mean): no cancellation.
@@ -84,18 +97,22 @@ class _Columns(NamedTuple):
             )
         else:
             high, low = A.amax(dim=0), A.amin(dim=0)
-            scaled = A / _peaks(high, low)
+            peak = _peaks(high, low)
+            scaled = A / peak
             data = scaled - scaled.mean(dim=0)
             sq_norm = (data**2).sum(dim=0)
         # An exact test, so that the rounding residue of a constant column's
         # mean does not pass for variance.
         constant = high == low
-        return cls(data, torch.where(constant, 0.0, sq_norm), constant)
+        return cls(data, torch.where(constant, 0.0, sq_norm), constant, peak)
 
     def subset(self, index: torch.Tensor) -> _Columns:
         """Return the statistics of the columns ``index`` only."""
         return _Columns(
-            self.data.index_select(1, index), self.sq_norm[index], self.constant[index]
+            self.data.index_select(1, index),
+            self.sq_norm[index],
+            self.constant[index],
+            self.peak[index],
         )
 
 
@@ -162,8 +179,7 @@ def _correlation_matching(
         # The paper's MCC-OOD (arXiv 2603.28744; its evaluation code ranks
         # code dimensions by OOD variance): only the code dimensions with the
         # highest variance on the evaluated data compete.
-        order = torch.sort(code_cols.sq_norm, descending=True, stable=True)
-        candidates = order.indices[:n_varying]
+        candidates = code_cols.variance_rank()[:n_varying]
         code_cols = code_cols.subset(candidates)
     corr = _abs_correlation(true_cols.subset(varying), code_cols)
     rows, cols = _assign(corr)
