@@ -869,7 +869,8 @@ def learn_dictionary(
     from ``10 * alpha`` over the first 4 rounds (a continuation), the next
     round codes on the least-squares atoms ``A`` moved on along their change,
     ``A + 0.95 (A - A_previous)`` (momentum), and every third round, of two
-    atoms with |cosine| above 0.7 the less used is resampled as in step 3.
+    atoms with |cosine| above 0.7 the less used is resampled as in step 3;
+    the last round resamples nothing and returns ``A`` itself.
     Dictionaries with at most 3 atoms per feature are coded, while exploring,
     by 8 plain FISTA iterations from the warm start instead of to a duality
     gap. Larger ones resample above ``sqrt(2 ln K / d)`` clipped to [0.5,
@@ -1073,7 +1074,13 @@ def learn_dictionary(
             if anchor is not None:  # no momentum on a fresh atom
                 anchor[unused] = new_components[unused]
         n_resampled = 0
-        if exploring and not inexact and (t + 1) % _RESAMPLE_EVERY == 0:
+        # Not in the last round: a resampled atom would be returned untrained.
+        if (
+            exploring
+            and not inexact
+            and (t + 1) % _RESAMPLE_EVERY == 0
+            and t + 1 < dict_max_iter
+        ):
             coherent = _coherent_atoms(new_components, codes, coherence_bound)
             n_resampled = int(coherent.sum())
             if n_resampled:
@@ -1110,6 +1117,14 @@ def learn_dictionary(
         # Once alpha has reached its target (after the continuation).
         if a == alpha and change <= tol and not inexact:
             break
+    if history and history[-1]["exploring"] and anchor is not None:
+        # The momentum step guesses atoms for a round that does not come:
+        # return the least-squares atoms of the last codes instead.
+        # n_latents=1000, 90 / 110 rounds, seeds 0-2: MCC-OOD 0.509 / 0.534
+        # / 0.518 and 0.535 / 0.547 / 0.561, against 0.502 / 0.530 / 0.512
+        # and 0.529 / 0.541 / 0.555 with the extrapolated (and, after 90
+        # rounds, freshly resampled) atoms; n_latents=100 and 500 unchanged.
+        components = anchor
     if components.dtype != dtype:
         # Unit norm to the precision of the caller's dtype, not float32's.
         components = _normalize_atoms(components.to(dtype))[0]

@@ -637,6 +637,34 @@ def test_exploration_runs_in_float32_and_returns_the_data_dtype(rng):
     assert np.abs(refined.components_ - narrow_refined.components_).max() > 0
 
 
+@pytest.mark.parametrize("n_components, n_features", [(8, 6), (40, 10)])
+def test_exploration_returns_the_least_squares_atoms_of_its_last_codes(
+    rng, n_components, n_features
+):
+    # The last round's momentum step and resampling would prepare a round
+    # that does not come: the atoms returned are the normalised least-squares
+    # fit to the codes returned (which are rescaled to them), in 3 and 4 atoms
+    # per feature (plain and working-set rounds) and 6 rounds (3 | 6, so a
+    # resampling round).
+    X = sparse_codes(rng, 300, n_components, 2) @ random_dictionary(
+        rng, n_components, n_features
+    )
+    result = learn_dictionary(
+        torch.from_numpy(X),
+        n_components,
+        alpha=0.01,
+        positive=True,
+        dict_max_iter=6,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert result.history[-1]["exploring"] and result.history[-1]["n_resampled"] == 0
+    codes = result.codes.numpy()
+    used = np.abs(codes).sum(axis=0) > 0
+    assert used.all()
+    fit = np.linalg.lstsq(codes, X, rcond=None)[0]
+    np.testing.assert_allclose(result.components.numpy(), fit, atol=1e-4)
+
+
 def test_partial_fit_with_given_dictionary_only_resolves(rng):
     D = random_dictionary(rng, 5, 4)
     coder = FISTACoder(D)
