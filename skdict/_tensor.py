@@ -118,6 +118,11 @@ def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.
     """
     if isinstance(device, str) and device == "auto":
         if is_tensor(X):
+            if X.device.type == "meta":
+                raise ValueError(
+                    "The input is a tensor on the meta device, which has shapes "
+                    "but no values to compute with; pass a tensor with data."
+                )
             return X.device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -127,6 +132,11 @@ def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.
             f"The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or a "
             f"torch.device; got {device!r}."
         ) from exc
+    if resolved.type == "meta":
+        raise ValueError(
+            f"device={device!r} holds shapes but no values, so nothing can be "
+            "computed on it; use device='auto', 'cpu' or 'cuda'."
+        )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was requested but CUDA is not available on this "
@@ -187,6 +197,11 @@ def _require_dense(T: torch.Tensor, name: str) -> None:
 
 def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
     _require_dense(X, name)
+    if X.device.type == "meta":
+        raise ValueError(
+            f"{name} is a tensor on the meta device, which has shapes but no "
+            "values to compute with; pass a tensor with data."
+        )
     if X.ndim != 2:
         raise ValueError(
             f"Expected a 2D tensor for {name}, got a tensor of shape {tuple(X.shape)}. "

@@ -159,6 +159,25 @@ def test_resolve_device_rejects_an_absent_backend_by_name():
             resolve_device("hpu")
 
 
+def test_meta_device_is_rejected_up_front():
+    # The meta device has shapes but no values: every estimator would fail at
+    # its first read of a value, deep inside torch.
+    X = np.random.default_rng(0).uniform(size=(20, 5))
+    for device in ("meta", torch.device("meta")):
+        with pytest.raises(ValueError, match="no values"):
+            resolve_device(device)
+    with pytest.raises(ValueError, match="meta device"):
+        resolve_device("auto", torch.empty(3, 5, device="meta"))
+    from skdict import FISTACoder, SparseAutoencoder
+
+    with pytest.raises(ValueError, match="no values"):
+        FISTACoder(np.eye(5), device="meta").fit(X)
+    with pytest.raises(ValueError, match="no values"):
+        SparseAutoencoder(n_components=4, device="meta", max_epochs=1).fit(X)
+    with pytest.raises(ValueError, match="meta device"):
+        FISTACoder(np.eye(5)).fit(torch.empty(20, 5, device="meta"))
+
+
 def test_portable_state_moves_tensors_to_cpu():
     state = {"a": torch.ones(2), "m": torch.nn.Linear(2, 2), "n": 3}
     moved = portable_state(state)
