@@ -18,6 +18,7 @@ from skdict._dictionary import (
     _lstsq_step,
     _operand,
     _rescaled,
+    _sample_side_atoms,
     _worst_residuals,
     batch_statistics,
     block_coordinate_update,
@@ -635,6 +636,32 @@ def test_exploration_runs_in_float32_and_returns_the_data_dtype(rng):
         X.astype(np.float32)
     )
     assert np.abs(refined.components_ - narrow_refined.components_).max() > 0
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_sample_side_atoms_match_the_pseudo_inverse(rng, dense):
+    # More atoms in use than samples: Z^T Z is singular, and the minimum-norm
+    # atoms through Z Z^T must be the pseudo-inverse's. Two samples have zero
+    # codes (left out of Z Z^T) and two atoms are unused (kept as given).
+    Z = torch.from_numpy(sparse_codes(rng, 30, 60, 3))
+    Z[:2] = 0.0
+    Z[:, :2] = 0.0
+    X = torch.from_numpy(rng.standard_normal((30, 7)))
+    fallback = torch.from_numpy(random_dictionary(rng, 60, 7))
+    gram, cross = Z.T @ Z, Z.T @ X
+    operand = Z if dense else Z.to_sparse()
+    atoms = _sample_side_atoms(Z, operand, X, gram, fallback)
+    reference = fallback.clone()
+    used = gram.diagonal() > 0
+    reference[used] = torch.linalg.pinv(gram[used][:, used]) @ cross[used]
+    torch.testing.assert_close(atoms, reference, rtol=1e-8, atol=1e-10)
+    with pytest.warns(UserWarning, match="singular"):
+        slow = lstsq_dictionary(gram, cross, fallback, singular_warning="singular")
+    torch.testing.assert_close(atoms, slow, rtol=1e-8, atol=1e-10)
+    # Fewer atoms in use than samples: the atoms' own Cholesky is the way.
+    tall = torch.from_numpy(sparse_codes(rng, 100, 10, 3))
+    X_tall = torch.from_numpy(rng.standard_normal((100, 7)))
+    assert _sample_side_atoms(tall, tall, X_tall, tall.T @ tall, fallback[:10]) is None
 
 
 @pytest.mark.parametrize("n_components, n_features", [(8, 6), (40, 10)])
