@@ -100,7 +100,11 @@ def _parse_templates(templates: list[str]) -> list[list[tuple]]:
 
 
 def _count(value, n_total: int, name: str) -> int:
-    """Turn a fraction in [0, 1) or a count into a count, as ``test_size`` does."""
+    """Turn a fraction in [0, 1) or a count into a count.
+
+    Like scikit-learn's ``test_size``, but a fraction rounds to the nearest
+    count (half to even) where ``test_size`` rounds up.
+    """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Real) and 0 <= value < 1:
