@@ -1008,9 +1008,12 @@ def learn_dictionary(
     # Rounds [_FIRST_ROUNDS, _FIRST_ROUNDS + n_inexact) are the paper's.
     n_inexact = 0 if plain else max(0, n_explore - _FIRST_ROUNDS - _FINAL_ROUNDS)
     if n_inexact < _MIN_INEXACT_ROUNDS or n_components > X.shape[0]:
-        # With more atoms than samples, Z^T Z of the inexact rounds' dense
-        # codes is singular and every update takes the pseudo-inverse
-        # (n_latents=5000, 2,500 samples: 43 s against 0.6 s for a Cholesky).
+        # With more atoms than samples the inexact rounds do not pay:
+        # n_latents=5000, 2,500 samples, seed 0, 120 rounds with 30 of them
+        # took 455 s for MCC-OOD 0.274, where 10 exploring rounds take 7 s
+        # for 0.278 (their dense codes make every least-squares step a
+        # factorisation of the samples' full Z Z^T, or of Z^T Z's
+        # pseudo-inverse where that is not well posed).
         n_inexact = 0
     # Rounds coded at _FIRST_ALPHA_FACTOR * alpha (see there).
     if plain:
