@@ -628,7 +628,12 @@ def _sample_side_atoms(
     ``_operand(codes)`` and ``gram`` is ``Z^T Z``.
     """
     used = gram.diagonal() > 0
-    coding = torch.count_nonzero(codes, dim=1) > 0
+    if operand.is_sparse:
+        # O(nnz): this test runs every round, also where it fails.
+        coding = torch.zeros(codes.shape[0], dtype=torch.bool, device=codes.device)
+        coding[operand.indices()[0]] = True
+    else:
+        coding = torch.count_nonzero(codes, dim=1) > 0
     if int(used.sum()) <= int(coding.sum()):
         return None
     # Z Z^T from the sparse operand costs O(nnz * n_samples).

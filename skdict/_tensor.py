@@ -117,14 +117,9 @@ def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.
     'cpu'
     """
     if isinstance(device, str) and device == "auto":
-        if is_tensor(X):
-            if X.device.type == "meta":
-                raise ValueError(
-                    "The input is a tensor on the meta device, which has shapes "
-                    "but no values to compute with; pass a tensor with data."
-                )
-            return X.device
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not is_tensor(X):
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = X.device
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -134,8 +129,9 @@ def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.
         ) from exc
     if resolved.type == "meta":
         raise ValueError(
-            f"device={device!r} holds shapes but no values, so nothing can be "
-            "computed on it; use device='auto', 'cpu' or 'cuda'."
+            f"device={device!r} is the meta device, which holds shapes but no "
+            "values, so nothing can be computed on it; use data on the CPU or "
+            "CUDA (device='auto' follows a tensor input)."
         )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(

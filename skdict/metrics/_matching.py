@@ -272,8 +272,8 @@ def _directions(atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     that float32 rows of order 1e20 (whose squares overflow) or 1e-25 (whose
     squares underflow to zero) keep their directions.
     """
-    peak = atoms.abs().amax(dim=1, keepdim=True)
-    scaled = atoms / torch.where(peak > 0, peak, 1.0)
+    peak = _peaks(atoms.amax(dim=1), atoms.amin(dim=1)).unsqueeze(1)
+    scaled = atoms / peak
     norm = scaled.norm(dim=1, keepdim=True)
     # Zero atoms have no direction: they are similar to nothing.
     return scaled / torch.where(norm > 0, norm, 1.0), (norm * peak).squeeze(1)
