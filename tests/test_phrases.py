@@ -248,6 +248,26 @@ def test_a_damaged_cache_file_is_a_miss(tmp_path, keep):
     assert load_arrays(tmp_path / "absent.npz") is None
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_cache_files_get_the_umask_permissions(tmp_path):
+    # A cache shared by a group must be readable by it: the file gets the
+    # mode any new file gets, not a temporary file's private 0600.
+    previous = os.umask(0o022)
+    try:
+        save_arrays(tmp_path / "entry.npz", {"X": np.zeros(3)})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "entry.npz").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.npz"]
+
+
+def test_negative_and_counted_layers_share_a_cache_file(data, tmp_path):
+    first = load(tmp_path, layer=-1)
+    same = load(tmp_path, layer=6)
+    assert same.from_cache and same.cache_path == first.cache_path
+    np.testing.assert_array_equal(same.X, data.X)
+
+
 def test_second_call_reads_the_cache(transformers, tmp_path):
     first = load(tmp_path)
     assert not first.from_cache

@@ -363,6 +363,12 @@ def _cached_activations(
     The key holds the phrases and their object spans, which together fix the
     tokens read ("light blue car" has two readings).
     """
+    import transformers
+
+    # The layer is keyed counted from 0, so that ``layer=-1`` and its index
+    # name one file; the configuration alone (no weights) gives the count.
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    layer = _check_layer(layer, config.num_hidden_layers + 1, folder)
     fingerprint = folder_fingerprint(folder)
     key = cache_key(
         {
@@ -389,7 +395,6 @@ def _cached_activations(
     tokenizer, network = _load_model(
         str(folder), tuple(map(tuple, fingerprint)), device
     )
-    layer = _check_layer(layer, network.config.num_hidden_layers + 1, folder)
     X = to_numpy(
         _activations(phrases, spans, tokenizer, network, layer, position, batch_size)
     )
@@ -429,10 +434,11 @@ def load_phrase_activations(
 
     Activations, computed in float32, are cached on disk, keyed by the model
     folder (its path and the size and modification time of its files), the
-    transformers release, ``layer``, ``position``, ``colors``, ``objects`` and
-    ``templates``; the split is recomputed on every
-    call, so changing ``ood_size``, ``val_size`` or ``random_state`` never
-    reruns the model.
+    transformers release, ``layer`` (counted from 0, so ``-1`` and the last
+    layer's index share a file), ``position``, ``colors``, ``objects`` and
+    ``templates``; the split is recomputed on every call, so changing
+    ``ood_size``, ``val_size`` or ``random_state`` never reruns the model.
+    Cache files get the permissions of any new file (the umask's).
 
     Parameters
     ----------
