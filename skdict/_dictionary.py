@@ -258,14 +258,18 @@ class ResolvedDictionary(NamedTuple):
     ----------
     components : torch.Tensor of shape (n_components, n_features)
     intercept : torch.Tensor of shape (n_features,)
+        The provider's ``intercept_`` (or ``mean_``), zero when it has none.
     estimator : estimator or None
         The fitted provider (the clone, or the frozen estimator) when the
         dictionary came from an estimator.
+    has_intercept : bool
+        Whether the provider gave the intercept.
     """
 
     components: torch.Tensor
     intercept: torch.Tensor
     estimator: Any
+    has_intercept: bool
 
 
 def is_provider(obj: Any) -> bool:
@@ -397,7 +401,7 @@ def resolve_dictionary(
                 f"{name}.intercept_ has {intercept.shape[0]} entries, but the atoms "
                 f"have dimension {components.shape[1]}."
             )
-    return ResolvedDictionary(components, intercept, estimator)
+    return ResolvedDictionary(components, intercept, estimator, offset is not None)
 
 
 def reconstruct(estimator: Any, codes: Any) -> Any:

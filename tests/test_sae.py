@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from sklearn.base import clone
-from sklearn.decomposition import PCA
+from sklearn.decomposition import PCA, DictionaryLearning
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -426,9 +426,24 @@ def test_decoder_initialises_atoms_and_encoder(rng):
     np.testing.assert_allclose(zero.intercept_, 0.0, atol=1e-9)
 
 
+def test_decoder_estimator_bias_is_its_offset_or_bias_init(rng):
+    X, _ = toy_problem(rng)
+    X = X + 5.0
+    params = {"max_epochs": 1, "lr": 1e-12, "random_state": 0}
+    pca = SparseAutoencoder(decoder=PCA(n_components=4), **params).fit(X)
+    np.testing.assert_allclose(pca.intercept_, pca.decoder_.mean_, atol=1e-9)
+    # An estimator without an offset gives no bias: bias_init decides.
+    learner = DictionaryLearning(n_components=4, max_iter=5, random_state=0)
+    mean = SparseAutoencoder(decoder=learner, **params).fit(X)
+    np.testing.assert_allclose(mean.intercept_, X.mean(axis=0), atol=1e-9)
+    zero = SparseAutoencoder(decoder=learner, bias_init="zero", **params).fit(X)
+    np.testing.assert_allclose(zero.intercept_, 0.0, atol=1e-9)
+
+
 def test_fit_equals_partial_fit_epochs(rng):
     X, _ = toy_problem(rng)
     params = {"activation": "topk", "k": 2, "batch_size": 50, "random_state": 3}
+    params |= {"aux_k": 3, "dead_after": 100}
     full = SparseAutoencoder(12, max_epochs=3, **params).fit(X)
     streamed = SparseAutoencoder(12, **params)
     for _ in range(3):
@@ -464,23 +479,67 @@ def test_partial_fit_applies_a_changed_lr_and_weight_decay(rng):
 
 
 @pytest.mark.parametrize(
-    "change",
+    "model, change",
     [
-        {"n_components": 3},
-        {"activation": "topk", "k": 2},
-        {"bandwidth": 0.5},
-        {"freeze_decoder": True},
+        ({}, {"n_components": 3}),
+        ({}, {"activation": "topk", "k": 2}),
+        ({"activation": "topk", "k": 2}, {"k": 3}),
+        ({"activation": "jumprelu"}, {"bandwidth": 0.5}),
+        ({}, {"freeze_decoder": True}),
     ],
 )
-def test_partial_fit_refuses_a_changed_model(change, rng):
+def test_partial_fit_refuses_a_changed_model(model, change, rng):
     X, D = toy_problem(rng, n_samples=64)
-    sae = SparseAutoencoder(decoder=D, random_state=0).partial_fit(X)
+    sae = SparseAutoencoder(decoder=D, random_state=0, **model).partial_fit(X)
     name = next(iter(change))
     changed = pickle.loads(pickle.dumps(sae)).set_params(**change)
     with pytest.raises(ValueError, match=f"fitted with {name}=.*needs a new model"):
         changed.partial_fit(X)
     np.testing.assert_array_equal(changed.components_, sae.components_)
     assert changed.n_iter_ == sae.n_iter_
+
+
+def test_partial_fit_accepts_changes_the_model_ignores(rng):
+    X, D = toy_problem(rng, n_samples=64)
+    sae = SparseAutoencoder(decoder=D, random_state=0).partial_fit(X)
+    # ReLU ignores k and bandwidth; n_components names the fitted width.
+    sae.set_params(k=3, bandwidth=0.5, n_components=D.shape[0]).partial_fit(X)
+    assert sae.n_iter_ == 2
+
+
+def test_partial_fit_checks_aux_k_against_the_width(rng):
+    X, _ = toy_problem(rng, n_samples=64)
+    sae = SparseAutoencoder(8, activation="topk", k=2, random_state=0).partial_fit(X)
+    with pytest.raises(ValueError, match="aux_k=50 must be at most n_components=8"):
+        sae.set_params(aux_k=50).partial_fit(X)
+    assert sae.n_iter_ == 1
+
+
+def test_partial_fit_keeps_the_fitted_dtype(rng):
+    X, _ = toy_problem(rng, n_samples=64)
+    sae = SparseAutoencoder(8, random_state=0).partial_fit(X)
+    sae.partial_fit(X.astype(np.float32))
+    assert sae.components_.dtype == sae.intercept_.dtype == np.float64
+    np.testing.assert_array_equal(sae.components_, sae.module_.W_dec.detach().numpy())
+
+
+def test_streamed_batches_count_dead_latents_over_dead_after(rng):
+    X = rng.standard_normal((2048, 16))
+    params = {"activation": "topk", "k": 4, "aux_k": 64, "random_state": 0}
+    streamed = SparseAutoencoder(512, **params)
+    for start in range(0, len(X), 32):
+        streamed.partial_fit(X[start : start + 32])
+    one_epoch = SparseAutoencoder(512, max_epochs=1, batch_size=32, **params).fit(X)
+    # Without a window, a latent missing one 32-sample batch would be dead
+    # (most of them); over 10 * 512 / 4 samples as few are as over the epoch.
+    dead = streamed.history_[-1]["dead_fraction"]
+    assert dead < 3 * one_epoch.history_[-1]["dead_fraction"] + 0.05
+    assert dead < 0.2
+    # An explicit window of one batch brings the per-batch count back.
+    short = clone(streamed).set_params(dead_after=1)
+    for start in range(0, len(X), 32):
+        short.partial_fit(X[start : start + 32])
+    assert short.history_[-1]["dead_fraction"] > 0.5
 
 
 @pytest.mark.parametrize("activation", ["relu", "jumprelu"])
@@ -585,6 +644,20 @@ def test_verbose_shows_progress(rng, capsys):
     X, _ = toy_problem(rng, n_samples=64)
     SparseAutoencoder(4, verbose=1, max_epochs=2, random_state=0).fit(X)
     assert "epoch" in capsys.readouterr().err
+    # Stopped early, the bar counts every epoch run and shows the validation loss.
+    params = {"validation_fraction": 0.25, "n_iter_no_change": 1, "tol": 1.0}
+    sae = SparseAutoencoder(4, verbose=1, random_state=0, **params).fit(X)
+    err = capsys.readouterr().err
+    assert sae.n_iter_ < 500
+    assert f"{sae.n_iter_}/500" in err.split("\r")[-1] and "val_loss" in err
+
+
+@pytest.mark.parametrize("activation", ["jumprelu", "batchtopk"])
+def test_thresholded_codes_have_no_negative_zeros(activation, rng):
+    X, _ = toy_problem(rng)
+    codes = SparseAutoencoder(12, activation=activation, k=2, **SMALL).fit_transform(X)
+    zeros = codes[codes == 0]
+    assert zeros.size and not np.signbit(zeros).any()
 
 
 # ------------------------------------------------------------------ arrays

@@ -112,11 +112,22 @@ class SparseAutoencoder(
         mean, or zero (the paper's setting).
     aux_k : int, default=None
         Number of dead latents in the auxiliary-k loss of Gao et al. (2024) for
-        ``"topk"`` and ``"batchtopk"``: the ``aux_k`` most active latents among
-        those that fired on no sample in the previous epoch learn to
-        reconstruct the residual. None switches it off (the paper's setting).
+        ``"topk"`` and ``"batchtopk"``: the ``aux_k`` most active dead latents
+        (see ``dead_after``) learn to reconstruct the residual. None switches
+        it off (the paper's setting).
     aux_coef : float, default=1/32
         Weight of the auxiliary-k loss (Gao et al.'s alpha).
+    dead_after : int, default=None
+        Training samples a latent must go without firing to count as dead,
+        for ``aux_k`` and ``history_``'s ``dead_fraction``. Counted in whole
+        epochs (a :meth:`partial_fit` call is one), never fewer than one: with
+        at least ``dead_after`` training samples, a latent is dead when it
+        fired on no sample of the last epoch, which is also how a stream of
+        large :meth:`partial_fit` batches counts; over a stream of small
+        ones, it is dead when it fired in none of the batches that make up
+        the last ``dead_after`` samples. None: ``ceil(10 * n_components / k)``
+        for the activations with ``k`` (a latent firing at the average rate
+        fires ten times in as many samples), one epoch for the others.
     bandwidth : float, default=1e-3
         Bandwidth of the JumpReLU straight-through estimators.
     threshold_init : float, default=1e-3
@@ -154,8 +165,8 @@ class SparseAutoencoder(
         Per epoch: ``epoch``, ``loss`` (training objective), ``mse``
         (reconstruction), ``l0`` (mean non-zero codes per sample; pursuit
         steps for ``"mp"``),
-        ``dead_fraction`` (latents that fired on no sample), plus ``val_loss``
-        and ``val_mse`` with a validation split. Training-set figures are
+        ``dead_fraction`` (latents dead in the sense of ``dead_after``), plus
+        ``val_loss`` and ``val_mse`` with a validation split. Training-set figures are
         averaged over the epoch's samples (each step weighted by its batch size).
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
@@ -211,6 +222,7 @@ class SparseAutoencoder(
         "bias_init": [StrOptions({"mean", "zero"})],
         "aux_k": [Interval(Integral, 1, None, closed="left"), None],
         "aux_coef": [Interval(Real, 0, None, closed="left")],
+        "dead_after": [Interval(Integral, 1, None, closed="left"), None],
         "bandwidth": [Interval(Real, 0, None, closed="neither")],
         "threshold_init": [Interval(Real, 0, None, closed="neither")],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
@@ -237,6 +249,7 @@ class SparseAutoencoder(
         bias_init="mean",
         aux_k=None,
         aux_coef=1 / 32,
+        dead_after=None,
         bandwidth=1e-3,
         threshold_init=1e-3,
         validation_fraction=None,
@@ -259,6 +272,7 @@ class SparseAutoencoder(
         self.bias_init = bias_init
         self.aux_k = aux_k
         self.aux_coef = aux_coef
+        self.dead_after = dead_after
         self.bandwidth = bandwidth
         self.threshold_init = threshold_init
         self.validation_fraction = validation_fraction
@@ -344,12 +358,16 @@ class SparseAutoencoder(
                 self._store(module, optimizer, generator, result, origin)
             return self
         self._check_same_model()
+        self._check_k(self.module_.n_components)
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
         # Kept to leave the model as it was, not with NaN weights, if this
         # call diverges.
         snapshot = copy.deepcopy((self.module_, self._optimizer_state))
         module = self.module_.to(X_t.device)
+        # Training continues in the model's own precision, and the fitted
+        # attributes keep it: a batch in another dtype must not round them.
         X_t = X_t.to(module.W_dec.dtype)
+        origin = origin._replace(dtype=X_t.dtype)
         generator = torch.Generator().set_state(self._rng_state)
         optimizer = self._optimizer(module)
         if optimizer is not None:
@@ -366,7 +384,7 @@ class SparseAutoencoder(
                 optimizer,
                 generator,
                 epochs=1,
-                active=self._last_active.to(X_t.device),
+                samples_since_fired=getattr(self, "_samples_since_fired", None),
                 first_epoch=self.n_iter_ + 1,
             )
         except FloatingPointError:
@@ -381,12 +399,22 @@ class SparseAutoencoder(
         if fitted_with is None:  # pickled before these were recorded
             return
         for name, value in fitted_with.items():
-            if getattr(self, name) != value:
+            if self._affects_model(name) and getattr(self, name) != value:
                 raise ValueError(
                     f"partial_fit continues the model fitted with {name}={value!r}; "
                     f"{name}={getattr(self, name)!r} needs a new model: call fit, "
                     "or partial_fit on a clone."
                 )
+
+    def _affects_model(self, name: str) -> bool:
+        """Whether the parameter ``name``'s value shapes the current model."""
+        if name == "n_components":  # None: the fitted width, as from a decoder
+            return self.n_components is not None
+        if name == "k":
+            return self.activation in _NEEDS_K
+        if name == "bandwidth":
+            return self.activation == "jumprelu"
+        return True
 
     def _generator(self) -> torch.Generator:
         seed = check_random_state(self.random_state).randint(2**31 - 1)
@@ -432,7 +460,7 @@ class SparseAutoencoder(
                     "from the decoder."
                 )
             n_components = atoms.shape[0]
-            if self.freeze_decoder or resolved.estimator is not None:
+            if self.freeze_decoder or resolved.has_intercept:
                 bias = resolved.intercept
             if not self.freeze_decoder:
                 atoms = atoms / torch.linalg.vector_norm(atoms, dim=1, keepdim=True)
@@ -493,6 +521,14 @@ class SparseAutoencoder(
                 f"aux_k={self.aux_k} must be at most n_components={n_components}."
             )
 
+    def _dead_after(self, n_components: int) -> int:
+        """Return the samples without firing that make a latent dead (0: one epoch)."""
+        if self.dead_after is not None:
+            return self.dead_after
+        if self.activation in _NEEDS_K:
+            return math.ceil(10 * n_components / self.k)
+        return 0
+
     def _optimizer(self, module):
         return make_optimizer(
             module,
@@ -510,7 +546,7 @@ class SparseAutoencoder(
         *,
         epochs=None,
         X_val=None,
-        active=None,
+        samples_since_fired=None,
         first_epoch=1,
     ):
         return train(
@@ -524,7 +560,8 @@ class SparseAutoencoder(
             train_decoder=not self.freeze_decoder,
             aux_k=self.aux_k if self.activation in _AUX_ACTIVATIONS else None,
             aux_coef=self.aux_coef,
-            active=active,
+            dead_after=self._dead_after(module.n_components),
+            samples_since_fired=samples_since_fired,
             X_val=X_val,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
@@ -535,6 +572,7 @@ class SparseAutoencoder(
     def _store(self, module, optimizer, generator, result, origin) -> None:
         self.module_ = module
         self._model_params = {name: getattr(self, name) for name in _MODEL_PARAMS}
+        self._model_params["n_components"] = module.n_components
         # Copies: the arrays handed out must not change when training resumes.
         self.components_ = to_fitted(module.W_dec.detach().clone(), origin)
         self.intercept_ = to_fitted(module.b_dec.detach().clone(), origin)
@@ -542,7 +580,7 @@ class SparseAutoencoder(
         self.n_iter_ += len(result.history)
         self._optimizer_state = None if optimizer is None else optimizer.state_dict()
         self._rng_state = generator.get_state()
-        self._last_active = result.active
+        self._samples_since_fired = result.samples_since_fired
 
     # ------------------------------------------------------------ transform
 

@@ -633,7 +633,8 @@ class JumpReLUSAE(SAE):
         return self.log_threshold.exp()
 
     def _activate(self, pre, *, training):
-        return pre * (pre > self.threshold)
+        # where, not a product with the mask: -0.0 for negative pre-activations.
+        return pre.where(pre > self.threshold, 0.0)
 
     def _activation_grad(self, pre, codes, grad, coef):
         theta = self.threshold
@@ -691,7 +692,7 @@ class BatchTopKSAE(TopKSAE):
 
     def _activate(self, pre, *, training):
         if not training:
-            return pre * (pre > self.threshold)
+            return pre.where(pre > self.threshold, 0.0)
         n = pre.shape[0]
         values, flat = pre.relu().view(-1).topk(self.k * n, sorted=False)
         self._update_threshold(values)

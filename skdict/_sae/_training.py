@@ -237,15 +237,20 @@ class TrainResult(NamedTuple):
     ----------
     history : list of dict
         One record per epoch run.
-    active : torch.Tensor of shape (n_components,)
-        Firing counts over the last epoch (dead latents have zero).
+    samples_since_fired : torch.Tensor of shape (n_components,)
+        Per latent, the training samples seen since the last epoch in which
+        it fired (zero for the latents that fired in the last one).
     """
 
     history: list[dict]
-    active: torch.Tensor
+    samples_since_fired: torch.Tensor
 
 
-def _record(epoch, sums, active, n_samples, n_features, sparsity_coef, aux_coef):
+# The record entries the progress bar shows.
+_SHOWN = ("loss", "l0", "val_loss")
+
+
+def _record(epoch, sums, active, dead, n_samples, n_features, sparsity_coef, aux_coef):
     loss = (sums[0] / n_features + sparsity_coef * sums[1]) / n_samples
     if sums.shape[0] > 2:
         loss = loss + aux_coef * sums[2] / (n_features * n_samples)
@@ -254,7 +259,7 @@ def _record(epoch, sums, active, n_samples, n_features, sparsity_coef, aux_coef)
             loss,
             sums[0] / (n_samples * n_features),
             active.sum() / n_samples,
-            (active == 0).to(sums.dtype).mean(),
+            dead.to(sums.dtype).mean(),
         ]
     ).tolist()
     return dict(zip(("loss", "mse", "l0", "dead_fraction"), values, strict=True)) | {
@@ -274,7 +279,8 @@ def train(
     train_decoder: bool,
     aux_k: int | None = None,
     aux_coef: float = 0.0,
-    active: torch.Tensor | None = None,
+    dead_after: int = 0,
+    samples_since_fired: torch.Tensor | None = None,
     X_val: torch.Tensor | None = None,
     n_iter_no_change: int = 10,
     tol: float = 1e-4,
@@ -296,10 +302,14 @@ def train(
     epochs, batch_size, sparsity_coef, train_decoder :
         As in :class:`~skdict.SparseAutoencoder`.
     aux_k, aux_coef :
-        Auxiliary-k loss; dead latents are those that fired on no sample of
-        the previous epoch.
-    active : torch.Tensor, default=None
-        Firing counts of the epoch before the first one (from an earlier call).
+        Auxiliary-k loss.
+    dead_after : int, default=0
+        A latent is dead once it has fired on none of the samples of the
+        epochs since it last fired, and these number at least ``dead_after``
+        and at least the samples of one epoch.
+    samples_since_fired : torch.Tensor, default=None
+        The count of :class:`TrainResult` from an earlier call; None starts
+        every latent as live.
     X_val : torch.Tensor, default=None
         Validation data; when given, training stops once the validation loss
         has not improved by a relative ``tol`` for ``n_iter_no_change`` epochs
@@ -319,19 +329,22 @@ def train(
         When the training loss becomes NaN or infinite.
     """
     n_samples, n_features = X.shape
+    # Gao et al. (2024) call a latent dead after it has not fired for a number
+    # of samples; counted here in whole epochs, never fewer than one, so that
+    # an epoch of fit and a partial_fit call on the same samples agree.
+    dead_window = max(dead_after, n_samples)
+    since = torch.zeros(module.n_components, dtype=torch.int64, device=X.device)
+    if samples_since_fired is not None:
+        since.copy_(samples_since_fired)
     best, best_state, stale = float("inf"), None, 0
     history = []
     bar = tqdm(
-        range(first_epoch, first_epoch + epochs),
-        desc=type(module).__name__,
-        unit="epoch",
-        disable=verbose <= 0,
+        total=epochs, desc=type(module).__name__, unit="epoch", disable=verbose <= 0
     )
-    with _threads(module, batch_size, X.device):
-        for epoch in bar:
-            dead = None
-            if aux_k and active is not None and bool((active == 0).any()):
-                dead = active == 0
+    with bar, _threads(module, batch_size, X.device):
+        for epoch in range(first_epoch, first_epoch + epochs):
+            dead = since >= dead_window
+            dead = dead if aux_k and bool(dead.any()) else None
             # Inference mode (no autograd bookkeeping at all, not even version
             # counters) trims each kernel launch: 10% per TopK step and 20% per
             # matching-pursuit step at the paper's size. Only the loop's own
@@ -350,8 +363,16 @@ def train(
                     aux_k=aux_k or 0,
                     aux_coef=aux_coef,
                 )
+            since = torch.where(active > 0, 0, since + n_samples)
             record = _record(
-                epoch, sums, active, n_samples, n_features, sparsity_coef, aux_coef
+                epoch,
+                sums,
+                active,
+                since >= dead_window,
+                n_samples,
+                n_features,
+                sparsity_coef,
+                aux_coef,
             )
             if not math.isfinite(record["loss"]):
                 raise FloatingPointError(
@@ -364,6 +385,7 @@ def train(
                     epoch,
                     val_sums,
                     val_active,
+                    val_active == 0,
                     X_val.shape[0],
                     n_features,
                     sparsity_coef,
@@ -371,7 +393,10 @@ def train(
                 )
                 record.update(val_loss=val["loss"], val_mse=val["mse"])
             history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4g}", l0=f"{record['l0']:.3g}")
+            bar.set_postfix(
+                {key: f"{record[key]:.4g}" for key in _SHOWN if key in record}
+            )
+            bar.update()
             if X_val is None:
                 continue
             # As scikit-learn's MLP: patience counts epochs without a relative
@@ -387,4 +412,4 @@ def train(
     # The gradients are inference tensors and of no use once trained.
     for p in module.parameters():
         p.grad = None
-    return TrainResult(history, active)
+    return TrainResult(history, since)
