@@ -113,15 +113,17 @@ def _reproduce(args: argparse.Namespace) -> int:
     try:  # fail before any study runs
         _check_values(args.values, studies)
         resolve_device(args.device)
-        out = check_output_dir(args.out)
         for study in studies:
             if study == "real":
                 _check_real(args.methods)
             else:
                 plan_study(study, **_sweep(args))
-                # A damaged results file would otherwise stop the run only
-                # when this study's turn comes, perhaps hours in.
-                load_records(out / f"{study}-{args.preset}.json")
+        # Created only for a run that passed the checks above.
+        out = check_output_dir(args.out)
+        for study in (s for s in studies if s != "real"):
+            # A damaged results file would otherwise stop the run only when
+            # this study's turn comes, perhaps hours in.
+            load_records(out / f"{study}-{args.preset}.json")
     except (OSError, ValueError, ImportError) as exc:
         print(f"skdict reproduce: error: {exc}", file=sys.stderr)
         return 2

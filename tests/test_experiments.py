@@ -6,7 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.linear_model import RidgeCV
+from sklearn.utils import Bunch
 
 import skdict
 from skdict.__main__ import main
@@ -85,6 +87,18 @@ def test_compare_methods_on_sparse_codes_matches_dense(data):
             if isinstance(expected, float):
                 expected = pytest.approx(expected, rel=1e-9)
             assert from_sparse[key] == expected, (dense["method"], key)
+
+
+def test_single_class_labels_leave_auc_and_accuracy_undefined(data):
+    one_class = Bunch(**data)
+    one_class.y_ood = np.zeros_like(data.y_ood)
+    with pytest.warns(UndefinedMetricWarning, match="y_ood holds a single class"):
+        records = compare_methods(one_class, ["fista_oracle"], settings=TINY)
+    (record,) = records
+    assert [record[key] for key in ("auc_id", "auc_ood", "acc_id", "acc_ood")] == [
+        None
+    ] * 4
+    assert record["mcc_ood"] > 0.9
 
 
 def test_compare_methods_errors(data):
@@ -251,11 +265,12 @@ def test_cli_unwritable_output(tmp_path, capsys):
     ],
 )
 def test_cli_rejects_bad_sweeps_before_running(argv, message, tmp_path, capsys):
-    code = main(["reproduce", *argv, "--out", str(tmp_path), "--no-progress"])
+    out = tmp_path / "results"
+    code = main(["reproduce", *argv, "--out", str(out), "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("skdict reproduce: error:") and message in err
-    assert list(tmp_path.iterdir()) == []
+    assert not out.exists()  # a rejected run creates no output folder
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,15 @@ def test_negative_and_counted_layers_share_a_cache_file(data, tmp_path):
     np.testing.assert_array_equal(same.X, data.X)
 
 
+def test_an_unwritable_cache_warns_and_returns_the_activations(data, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.warns(RuntimeWarning, match="could not be cached"):
+        uncached = load(blocker / "cache")
+    assert not uncached.from_cache and uncached.cache_path is None
+    np.testing.assert_array_equal(uncached.X, data.X)
+
+
 def test_second_call_reads_the_cache(transformers, tmp_path):
     first = load(tmp_path)
     assert not first.from_cache

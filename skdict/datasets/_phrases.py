@@ -20,6 +20,7 @@ import itertools
 import numbers
 import os
 import string
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -399,7 +400,18 @@ def _cached_activations(
         _activations(phrases, spans, tokenizer, network, layer, position, batch_size)
     )
     arrays = {"X": X, "phrases": np.asarray(phrases), "layer": np.asarray(layer)}
-    save_arrays(path, arrays)
+    try:
+        save_arrays(path, arrays)
+    except OSError as exc:
+        # The cache only saves time: an unwritable folder must not throw away
+        # the activations just computed.
+        warnings.warn(
+            f"The activations could not be cached ({exc}); they are returned "
+            "uncached. Pass cache_dir= (or set SKDICT_CACHE to) a writable folder.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        path = None
     return X, layer, False, path
 
 
@@ -517,8 +529,9 @@ def load_phrase_activations(
             The token position and the model folder.
         from_cache : bool
             Whether the activations were read from the cache.
-        cache_path : str
-            The cache file.
+        cache_path : str or None
+            The cache file; None when it could not be written (with a
+            ``RuntimeWarning``).
 
     Raises
     ------
@@ -624,5 +637,5 @@ def load_phrase_activations(
         position=position,
         model=str(folder),
         from_cache=from_cache,
-        cache_path=str(path),
+        cache_path=None if path is None else str(path),
     )

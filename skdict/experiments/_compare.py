@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.utils import Bunch
 from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
+from .._tensor import to_numpy
 from ..metrics import (
     best_feature_auc,
     dictionary_similarity,
@@ -94,8 +97,25 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Score one fitted method's codes against the true codes and dictionary."""
     Z_val, Z_ood = data.Z_val, data.Z_ood
-    auc = best_feature_auc(codes_id, data.y_val, codes_ood, data.y_ood)
-    acc = probe_accuracy(codes_id, data.y_val, codes_ood, data.y_ood)
+    auc = {"auc_id": None, "auc_ood": None}
+    acc = {"acc_id": None, "acc_ood": None}
+    one_class = [
+        name for name in ("y_val", "y_ood") if np.unique(to_numpy(data[name])).size < 2
+    ]
+    if one_class:
+        # A small split can draw every sample on one side of the label: the
+        # AUC and the probe are then undefined, and the record says so.
+        warnings.warn(
+            f"{' and '.join(one_class)} {'holds' if len(one_class) == 1 else 'hold'}"
+            " a single class; auc_id, auc_ood, "
+            f"acc_id and acc_ood of {method.name!r} are None. More samples "
+            "(n_samples) give both classes.",
+            UndefinedMetricWarning,
+            stacklevel=3,
+        )
+    else:
+        auc = best_feature_auc(codes_id, data.y_val, codes_ood, data.y_ood)
+        acc = probe_accuracy(codes_id, data.y_val, codes_ood, data.y_ood)
     support = support_scores(Z_ood, codes_ood)
     record: dict[str, Any] = {
         "mcc_id": mcc_score(Z_val, codes_id),
@@ -163,7 +183,9 @@ def compare_methods(
     records : list of dict
         One per method, with the keys of :data:`RECORD_KEYS`: MCC (ID, and
         OOD restricted to the top-variance code dimensions as in the paper),
-        best-single-feature AUC, logistic-probe accuracy, reconstruction MSE
+        best-single-feature AUC and logistic-probe accuracy (None, with an
+        ``UndefinedMetricWarning``, when ``y_val`` or ``y_ood`` holds a single
+        class, as very small data sets can), reconstruction MSE
         and its OOD - ID gap (None without ``inverse_transform``), matched
         dictionary similarity (None without ``components_``), OOD support F1
         and L0, and wall-clock ``fit_time`` and ``transform_time`` (both
