@@ -390,12 +390,16 @@ def resolve_dictionary(
         components = as_tensor(dictionary, device=device, dtype=dtype, name=name)
         offset = None
     check_dictionary(components, n_features=n_features, name=name)
+    # Fitted estimators keep what they were fitted with: without a copy, the
+    # atoms could share memory with the caller's array (a decoder that goes
+    # on training, an estimator refitted later) and change under them.
+    components = components.clone()
     if offset is None:
         intercept = torch.zeros(components.shape[1], device=device, dtype=dtype)
     else:
         intercept = as_tensor(
             offset, device=device, dtype=dtype, name=f"{name}.intercept_", ndim=1
-        )
+        ).clone()
         if intercept.shape[0] != components.shape[1]:
             raise ValueError(
                 f"{name}.intercept_ has {intercept.shape[0]} entries, but the atoms "

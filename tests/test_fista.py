@@ -2,6 +2,7 @@
 
 import itertools
 import pickle
+import threading
 import warnings
 
 import numpy as np
@@ -18,7 +19,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skdict import FISTACoder, _fista
+from skdict import FISTACoder, OracleDictionary, _fista
 from skdict._fista import (
     _group_maxima,
     _group_size,
@@ -188,6 +189,50 @@ def test_shares_solved_by_worker_threads_match_one_thread(
     assert bool(split.converged.all())
     assert split.codes.is_inference() == inference
     torch.testing.assert_close(split.codes, single.codes, atol=1e-7, rtol=0)
+
+
+def test_worker_threads_leave_later_threads_their_thread_count(
+    rng, monkeypatch, two_threads
+):
+    """The workers run one intra-op thread each; threads started after a
+    solve still begin with the caller's count."""
+    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
+    D = random_dictionary(rng, 60, 20)
+    X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
+    fista_encode(X, torch.from_numpy(D), alpha=0.05)
+    seen = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert seen == [2] and torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_fitted_atoms_do_not_share_the_callers_memory(rng, as_tensor):
+    D = random_dictionary(rng, 12, 6)
+    X = sparse_codes(rng, 20, 12, 2) @ D
+    given = torch.from_numpy(D.copy()) if as_tensor else D.copy()
+    data = torch.from_numpy(X) if as_tensor else X
+    for coder in (FISTACoder(given), OracleDictionary(given)):
+        before = coder.fit(data).transform(data)
+        given *= 2.0  # e.g. a decoder that goes on training
+        np.testing.assert_array_equal(np.asarray(coder.transform(data)), before)
+        given /= 2.0
+
+
+def test_momentum_table_does_not_grow_with_max_iter(rng, monkeypatch):
+    """A huge max_iter costs nothing until used (the table of 10**9 steps
+    was 8 GB); steps past the table's end keep its last momentum and still
+    converge to the certified tolerance."""
+    D = random_dictionary(rng, 30, 10)
+    X = rng.standard_normal((12, 10))
+    Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
+    assert bool(fista_encode(Xt, Dt, alpha=0.05, max_iter=10**9).converged.all())
+    monkeypatch.setattr(_fista, "_MOMENTUM_STEPS", 3)
+    short = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10)
+    assert bool(short.converged.all())
+    primal, gap = duality_gap(X, short.codes.numpy(), D, 0.05, False)
+    assert np.all(gap <= 1e-10 * primal)
 
 
 def test_samples_stop_at_their_own_tolerance(rng):
