@@ -5,8 +5,9 @@ Cases:
 * ``oracle``: the paper's oracle task -- 1,000 unit-norm Gaussian atoms in 93
   dimensions, 5,000 samples (the ID train and validation halves of
   ``make_compositional(1000, 10, n_samples=5000)``) with 10 active Uniform(0, 1)
-  codes, ``alpha=0.1``, non-negative codes. ``FISTACoder.transform`` in float64
-  and float32, with each of the ``--threads`` torch thread counts, against
+  codes, ``alpha=0.1`` (``--alpha``), non-negative codes.
+  ``FISTACoder.transform`` in float64 and float32, with each of the
+  ``--threads`` torch thread counts, against
   ``SparseCoder(transform_algorithm="lasso_cd", positive_code=True,
   n_jobs=2)``, in the same process on the same data. Each figure is the
   median of ``--repeats`` runs; the total objective over samples must match
@@ -25,7 +26,7 @@ Usage::
 
     python benchmarks/bench_fista.py [--quick] [--repeats 3] [--threads 1,2]
                                      [--device cpu|cuda] [--skip-scaling]
-                                     [--plain]
+                                     [--plain] [--alpha 0.1]
 
 ``--quick`` codes 1,000 samples of the oracle task once per configuration and
 skips the scaling study (well under a minute on 2 cores). ``--device cuda``
@@ -184,7 +185,7 @@ def oracle(args) -> None:
 
     from skdict import FISTACoder
 
-    alpha = 0.1
+    alpha = args.alpha
     n_samples = 1000 if args.quick else 5000
     repeats = 1 if args.quick else args.repeats
     X, D = _oracle_data(n_samples)
@@ -349,6 +350,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=0.1,
+        help="penalty of the oracle task (default 0.1, the paper's)",
+    )
     parser.add_argument(
         "--plain",
         action="store_true",
