@@ -765,17 +765,6 @@ class _Problem:
         # Relative error of the float32 copy of a float64 dictionary.
         unit = torch.finfo(torch.float32).eps / 2
         self.rounding = unit if D.dtype == torch.float64 else 0.0
-        # Codes are returned in the data's dtype. Rounding a code z to it
-        # (relative errors of at most u = eps / 2) moves the residual by at
-        # most u max||d|| |z|_1, hence max_j r.d_j past alpha and z.(D r) by
-        # at most u max||d||^2 |z|_1 each; with the gap's derivative
-        # -alpha |z|_1 in the dual scaling at the optimum
-        # (_gap_from_residual), the gap grows by up to about eps max||d||^2
-        # |z|_1^2. That part is not the solver's to close: with a small
-        # alpha, in float32 it exceeds 100 eps of the objective. (The
-        # estimate with |z|_2 for one |z|_1, for rounding errors of random
-        # signs, left float32 samples unfinished at alpha=0.01.)
-        self.code_rounding = torch.finfo(X.dtype).eps * max_norm**2
         self.X64 = X.double()
         self.x_sq = (self.X64**2).sum(dim=1)
         self.c = X @ D.T  # correlations x.d_j, the linear term of the lasso
@@ -833,15 +822,7 @@ class _Problem:
         """
         tiny = torch.finfo(torch.float64).tiny
         scale = torch.clamp(self.alpha / worst.double().clamp_min(tiny), max=1.0)
-        primal, gap = _gap_from_residual(*terms, scale, self.alpha)
-        return primal, gap - self._rounding_gap(terms)
-
-    def _rounding_gap(self, terms):
-        """Return the gap that rounding the codes to their dtype can leave.
-
-        Certificates report the gap beyond it (the bound: ``__init__``).
-        """
-        return self.code_rounding * terms[3] ** 2
+        return _gap_from_residual(*terms, scale, self.alpha)
 
     def certify(self, z: torch.Tensor, rows: torch.Tensor):
         """Primal and gap of dense codes ``z`` of ``rows``, all in float64."""
@@ -951,8 +932,6 @@ class _Problem:
         least = _gap_from_residual(
             *terms, torch.clamp(vertex, min=safe, max=bold), self.alpha
         )[1]
-        rounding = self._rounding_gap(terms)
-        gap, least = gap - rounding, least - rounding
         bound = self.tol * primal
         return primal, gap, torch.nonzero((gap > bound) & (least <= bound)).flatten()
 
@@ -1384,9 +1363,8 @@ def fista_encode(
     max_iter : int, default=1000
         Maximum number of FISTA iterations per sample.
     tol : float, default=1e-6
-        Stop a sample when its duality gap, beyond what rounding its code to
-        the data's dtype can leave, is at most ``tol`` times its objective
-        (floored at a few machine epsilons of the dtype).
+        Stop a sample when its duality gap is at most ``tol`` times its
+        objective (floored at a few machine epsilons of the dtype).
     batch_size : int, default=None
         Samples coded at once; bounds peak memory to ``O(batch_size *
         n_components)``. None picks a batch of about ``2**24 / n_components``.
@@ -1551,11 +1529,7 @@ class FISTACoder(
         A sample is coded once its duality gap is at most ``tol`` times its
         objective; this bounds the relative suboptimality of its code. The
         tolerance is floored at ``100 * eps`` of the data's dtype (about
-        ``1.2e-5`` in float32), below which the gap is not measurable, and
-        the gap counted is what remains beyond ``eps * max_j ||d_j||^2 *
-        ||z||_1^2``, about the most that rounding a code to the data's dtype
-        can leave (with a small ``alpha``, more than ``1.2e-5`` of a float32
-        objective even at the optimum's rounding). When
+        ``1.2e-5`` in float32), below which the gap is not measurable. When
         learning, also the relative change of the dictionary between two
         rounds, ``||D_new - D||_F / ||D||_F``, at which learning stops. Without
         ``init``, momentum and the resampling of near-duplicate atoms keep the
