@@ -19,6 +19,7 @@ from skdict._dictionary import (
     _operand,
     _rescaled,
     _sample_side_atoms,
+    _well_posed_cholesky,
     _worst_residuals,
     batch_statistics,
     block_coordinate_update,
@@ -226,6 +227,31 @@ def test_lstsq_dictionary_singular_gram_uses_pseudo_inverse(rng):
     np.testing.assert_allclose(D, expected, atol=1e-8)
 
 
+def test_singular_grams_are_never_factored(rng):
+    """Cholesky can succeed on a singular Gram matrix (rounding), with pivots
+    that do not show it; such a factor is refused, whatever the codes, and a
+    full-rank one is kept. Codes from the benchmark: 10 samples of 12 latents."""
+    data = make_compositional(n_latents=20, n_active=3, n_samples=400, random_state=0)
+    Z = data.Z_train[:10]
+    Z = Z[:, Z.sum(axis=0) > 0]
+    assert np.linalg.matrix_rank(Z) < Z.shape[1]
+    with pytest.warns(UserWarning, match="linearly dependent"):
+        oracle = OracleDictionary().fit(data.X_train[:10], Z)
+    np.testing.assert_allclose(
+        oracle.components_, np.linalg.pinv(Z) @ data.X_train[:10], atol=1e-8
+    )
+    for _ in range(300):
+        n = int(rng.integers(3, 40))
+        codes = rng.uniform(size=(n, n + int(rng.integers(1, 10))))
+        codes *= rng.uniform(size=codes.shape) < rng.uniform(0.1, 0.6)
+        codes = codes[:, codes.sum(axis=0) > 0]
+        if codes.shape[1] > n:  # more latents than samples: singular
+            assert _well_posed_cholesky(torch.from_numpy(codes.T @ codes)) is None
+        tall = codes.T[: max(1, n // 2)].T  # fewer latents than samples
+        if np.linalg.matrix_rank(tall) == tall.shape[1]:
+            assert _well_posed_cholesky(torch.from_numpy(tall.T @ tall)) is not None
+
+
 def test_block_coordinate_update_solves_each_atom_on_the_sphere(rng):
     D0 = random_dictionary(rng, 6, 5)
     Z = rng.uniform(size=(40, 6)) * (rng.uniform(size=(40, 6)) < 0.5)
@@ -393,9 +419,10 @@ def test_partial_fit_reaches_fit_quality(easy):
             online.partial_fit(X[start : start + 100])
     assert online.n_iter_ == len(online.history_) == 6 * 20
     assert {"objective", "dictionary_change", "n_unused"} <= set(online.history_[0])
-    # Stated tolerance: within 0.03 of the batch learner's similarity.
+    # The tolerance partial_fit's docstring states for batches of 100 (the
+    # largest shortfall over seeds 0-5 of this problem: 0.077); 0.018 here.
     assert dictionary_similarity(easy.dictionary, online) >= (
-        dictionary_similarity(easy.dictionary, fitted) - 0.03
+        dictionary_similarity(easy.dictionary, fitted) - 0.08
     )
 
 
@@ -403,6 +430,17 @@ def test_partial_fit_reaches_fit_quality(easy):
 def small():
     """n_latents=20, k=3, 200 training samples: a fit takes a fraction of a second."""
     return make_compositional(n_latents=20, n_active=3, n_samples=400, random_state=0)
+
+
+def test_partial_fit_normalises_init_and_keeps_its_width(small):
+    X = small.X_train
+    stream = FISTACoder(init=5.0 * small.dictionary, positive=True)
+    stream.partial_fit(X[:4])
+    np.testing.assert_allclose(np.linalg.norm(stream.components_, axis=1), 1.0)
+    stream.set_params(n_components=10)
+    with pytest.raises(ValueError, match="continues the 20 learned atoms"):
+        stream.partial_fit(X[:4])
+    assert stream.components_.shape == (20, X.shape[1])
 
 
 def test_partial_fit_continues_a_fit(small):
@@ -434,7 +472,10 @@ def test_partial_fit_from_init_refines_without_exploring(small):
     stream.partial_fit(small.X_train[:4])
     codes = FISTACoder(truth, positive=True).fit_transform(small.X_train[:4])
     used = np.abs(codes).sum(axis=0) > 0
-    np.testing.assert_array_equal(stream.components_[~used], truth[~used])
+    # (Normalised again as init: equal up to rounding.)
+    np.testing.assert_allclose(
+        stream.components_[~used], truth[~used], rtol=0, atol=1e-15
+    )
     assert stream.history_[0]["n_unused"] == int((~used).sum())
     for start in range(4, 200, 50):
         stream.partial_fit(small.X_train[start : start + 50])

@@ -90,14 +90,19 @@ def test_compare_methods_on_sparse_codes_matches_dense(data):
 
 
 def test_single_class_labels_leave_auc_and_accuracy_undefined(data):
+    keys = ("auc_id", "auc_ood", "acc_id", "acc_ood")
     one_class = Bunch(**data)
     one_class.y_ood = np.zeros_like(data.y_ood)
     with pytest.warns(UndefinedMetricWarning, match="y_ood holds a single class"):
-        records = compare_methods(one_class, ["fista_oracle"], settings=TINY)
-    (record,) = records
-    assert [record[key] for key in ("auc_id", "auc_ood", "acc_id", "acc_ood")] == [
-        None
-    ] * 4
+        (record,) = compare_methods(one_class, ["fista_oracle"], settings=TINY)
+    # Only the OOD AUC needs both classes in y_ood.
+    assert record["auc_ood"] is None
+    assert all(record[key] is not None for key in ("auc_id", "acc_id", "acc_ood"))
+    assert 0.0 <= record["acc_ood"] <= 1.0
+    one_class.y_val = np.zeros_like(data.y_val)
+    with pytest.warns(UndefinedMetricWarning, match="y_val and y_ood hold"):
+        (record,) = compare_methods(one_class, ["fista_oracle"], settings=TINY)
+    assert [record[key] for key in keys] == [None] * 4
     assert record["mcc_ood"] > 0.9
 
 

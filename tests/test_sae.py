@@ -603,6 +603,26 @@ def test_auxk_revives_dead_latents(rng):
     assert aux.history_[-1]["dead_fraction"] < plain.history_[-1]["dead_fraction"]
 
 
+def test_dead_latents_do_not_depend_on_the_next_batch_size(rng, monkeypatch):
+    X, _ = toy_problem(rng, n_samples=512)
+    sae = SparseAutoencoder(12, activation="topk", k=1, aux_k=4, dead_after=160)
+    sae.set_params(random_state=0).partial_fit(X[:200])
+    with torch.no_grad():
+        sae.module_.b_enc[0] = -1e6  # latent 0 no longer fires
+    sae.partial_fit(X[200:400])  # 200 samples without it: dead from now on
+    masks = []
+
+    def spy(*args, dead, **kwargs):
+        masks.append(dead)
+        return epoch(*args, dead=dead, **kwargs)
+
+    epoch = _training._epoch
+    monkeypatch.setattr(_training, "_epoch", spy)
+    for size in (10, 256):
+        pickle.loads(pickle.dumps(sae)).partial_fit(X[:size])
+    assert all(mask is not None and bool(mask[0]) for mask in masks)
+
+
 def test_early_stopping_restores_best_weights(rng):
     X, _ = toy_problem(rng, n_samples=400)
     sae = SparseAutoencoder(

@@ -120,12 +120,11 @@ class SparseAutoencoder(
     dead_after : int, default=None
         Training samples a latent must go without firing to count as dead,
         for ``aux_k`` and ``history_``'s ``dead_fraction``. Counted in whole
-        epochs (a :meth:`partial_fit` call is one), never fewer than one: with
-        at least ``dead_after`` training samples, a latent is dead when it
-        fired on no sample of the last epoch, which is also how a stream of
-        large :meth:`partial_fit` batches counts; over a stream of small
-        ones, it is dead when it fired in none of the batches that make up
-        the last ``dead_after`` samples. None: ``ceil(10 * n_components / k)``
+        epochs (a :meth:`partial_fit` call is one): a latent is dead once the
+        epochs since it last fired hold at least ``dead_after`` samples --
+        after one epoch without firing when epochs are that large, after as
+        many small :meth:`partial_fit` batches as make up ``dead_after``
+        samples. None: ``ceil(10 * n_components / k)``
         for the activations with ``k`` (a latent firing at the average rate
         fires ten times in as many samples), one epoch for the others.
     bandwidth : float, default=1e-3
@@ -384,7 +383,7 @@ class SparseAutoencoder(
                 optimizer,
                 generator,
                 epochs=1,
-                samples_since_fired=getattr(self, "_samples_since_fired", None),
+                samples_since_fired=self._samples_since_fired,
                 first_epoch=self.n_iter_ + 1,
             )
         except FloatingPointError:

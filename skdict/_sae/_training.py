@@ -304,9 +304,8 @@ def train(
     aux_k, aux_coef :
         Auxiliary-k loss.
     dead_after : int, default=0
-        A latent is dead once it has fired on none of the samples of the
-        epochs since it last fired, and these number at least ``dead_after``
-        and at least the samples of one epoch.
+        A latent is dead once the epochs since the last one in which it
+        fired hold at least ``dead_after`` samples, and at least one epoch.
     samples_since_fired : torch.Tensor, default=None
         The count of :class:`TrainResult` from an earlier call; None starts
         every latent as live.
@@ -330,9 +329,10 @@ def train(
     """
     n_samples, n_features = X.shape
     # Gao et al. (2024) call a latent dead after it has not fired for a number
-    # of samples; counted here in whole epochs, never fewer than one, so that
-    # an epoch of fit and a partial_fit call on the same samples agree.
-    dead_window = max(dead_after, n_samples)
+    # of samples; counted here in whole epochs, so never fewer than one (a
+    # count is positive once a latent missed an epoch), and an epoch of fit
+    # and a partial_fit call on the same samples agree.
+    dead_window = max(dead_after, 1)
     since = torch.zeros(module.n_components, dtype=torch.int64, device=X.device)
     if samples_since_fired is not None:
         since.copy_(samples_since_fired)

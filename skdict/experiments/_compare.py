@@ -97,25 +97,32 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Score one fitted method's codes against the true codes and dictionary."""
     Z_val, Z_ood = data.Z_val, data.Z_ood
-    auc = {"auc_id": None, "auc_ood": None}
-    acc = {"acc_id": None, "acc_ood": None}
-    one_class = [
-        name for name in ("y_val", "y_ood") if np.unique(to_numpy(data[name])).size < 2
-    ]
-    if one_class:
-        # A small split can draw every sample on one side of the label: the
-        # AUC and the probe are then undefined, and the record says so.
-        warnings.warn(
-            f"{' and '.join(one_class)} {'holds' if len(one_class) == 1 else 'hold'}"
-            " a single class; auc_id, auc_ood, "
-            f"acc_id and acc_ood of {method.name!r} are None. More samples "
-            "(n_samples) give both classes.",
-            UndefinedMetricWarning,
-            stacklevel=3,
-        )
+    single = {
+        name: np.unique(to_numpy(data[name])).size < 2 for name in ("y_val", "y_ood")
+    }
+    # A small split can draw every sample on one side of the label. Without
+    # both classes in y_val, the probe cannot be trained nor a feature
+    # chosen; without them in y_ood, only the OOD AUC is undefined.
+    if single["y_val"]:
+        auc = {"auc_id": None, "auc_ood": None}
+        acc = {"acc_id": None, "acc_ood": None}
+        undefined = "auc_id, auc_ood, acc_id and acc_ood"
+    elif single["y_ood"]:
+        auc = best_feature_auc(codes_id, data.y_val)
+        acc = probe_accuracy(codes_id, data.y_val, codes_ood, data.y_ood)
+        undefined = "auc_ood"
     else:
         auc = best_feature_auc(codes_id, data.y_val, codes_ood, data.y_ood)
         acc = probe_accuracy(codes_id, data.y_val, codes_ood, data.y_ood)
+    if single["y_val"] or single["y_ood"]:
+        held = " and ".join(name for name, one in single.items() if one)
+        warnings.warn(
+            f"{held} {'hold' if ' and ' in held else 'holds'} a single class; "
+            f"{undefined} of {method.name!r} {'are' if ' and ' in undefined else 'is'}"
+            " None. More samples (n_samples) give both classes.",
+            UndefinedMetricWarning,
+            stacklevel=3,
+        )
     support = support_scores(Z_ood, codes_ood)
     record: dict[str, Any] = {
         "mcc_id": mcc_score(Z_val, codes_id),
@@ -183,9 +190,10 @@ def compare_methods(
     records : list of dict
         One per method, with the keys of :data:`RECORD_KEYS`: MCC (ID, and
         OOD restricted to the top-variance code dimensions as in the paper),
-        best-single-feature AUC and logistic-probe accuracy (None, with an
-        ``UndefinedMetricWarning``, when ``y_val`` or ``y_ood`` holds a single
-        class, as very small data sets can), reconstruction MSE
+        best-single-feature AUC and logistic-probe accuracy (with an
+        ``UndefinedMetricWarning``, all four None when ``y_val`` holds a
+        single class, ``auc_ood`` None when ``y_ood`` does, as in very small
+        data sets), reconstruction MSE
         and its OOD - ID gap (None without ``inverse_transform``), matched
         dictionary similarity (None without ``components_``), OOD support F1
         and L0, and wall-clock ``fit_time`` and ``transform_time`` (both
