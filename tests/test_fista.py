@@ -595,6 +595,20 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
         )
 
 
+def test_float32_convergence_warning_names_float64(rng):
+    """With a small alpha, float32 rounding alone keeps some gaps above the
+    float32 floor: the warning says so, and float64 data converge."""
+    D = random_dictionary(rng, 20, 10)
+    X = rng.standard_normal((50, 10))
+    with pytest.warns(ConvergenceWarning, match="pass float64 data"):
+        FISTACoder(D.astype(np.float32), alpha=1e-3, max_iter=300).fit(
+            X.astype(np.float32)
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        FISTACoder(D, alpha=1e-3, max_iter=300).fit(X)
+
+
 @pytest.mark.parametrize("positive", [False, True])
 def test_float64_gaps_screened_in_float32_decide_exactly(rng, positive):
     """float64 data: the products with all atoms run in float32, yet the gaps
