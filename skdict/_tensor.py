@@ -30,7 +30,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn import get_config
-from sklearn.utils._array_api import get_namespace_and_device, move_to
+from sklearn.utils._array_api import (
+    _is_numpy_namespace,
+    get_namespace_and_device,
+    move_to,
+)
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 __all__ = [
@@ -261,7 +265,9 @@ def validate_input(
     xp_origin = None
     if get_config()["array_api_dispatch"] and hasattr(X, "__array_namespace__"):
         xp, _, xp_device = get_namespace_and_device(X)
-        if not xp.__name__.startswith(("numpy", "array_api_compat.numpy")):
+        # NumPy under any name: sklearn's own copy of array-api-compat names
+        # it sklearn.externals.array_api_compat.numpy.
+        if not _is_numpy_namespace(xp):
             xp_origin = (xp, xp_device)
             X = move_to(X, xp=np, device="cpu")
 

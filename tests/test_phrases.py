@@ -126,7 +126,7 @@ def test_bad_parameters_are_named_before_the_model_runs(tmp_path, kwargs, match)
 
 def test_missing_extra_names_the_pip_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(ImportError, match=r'pip install "skdict\[real\]"'):
+    with pytest.raises(ImportError, match=r'pip install "\.\[real\]"'):
         load(tmp_path)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 

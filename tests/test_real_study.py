@@ -286,7 +286,7 @@ def test_cli_real_without_the_extra(tmp_path, monkeypatch, capsys):
     argv = ["reproduce", "--study", "vary_latents", "real", "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert 'pip install "skdict[real]"' in err
+    assert 'pip install ".[real]"' in err
     assert not list(tmp_path.iterdir())  # no study ran
 
 

@@ -197,6 +197,16 @@ def test_array_api_strict_round_trip():
     assert type(out) is type(X)
 
 
+def test_numpy_under_array_api_dispatch_stays_numpy():
+    from sklearn import config_context
+
+    X = np.ones((3, 2))
+    with config_context(array_api_dispatch=True):
+        T, origin = validate_input(BaseEstimator(), X, reset=True, device="cpu")
+    assert origin.kind == "numpy" and origin.xp is None
+    assert type(to_output(T, origin)) is np.ndarray
+
+
 @cuda
 def test_cuda_tensor_round_trip():
     X = torch.ones(3, 2, device="cuda")

