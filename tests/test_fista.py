@@ -595,18 +595,49 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
         )
 
 
-def test_float32_convergence_warning_names_float64(rng):
-    """With a small alpha, float32 rounding alone keeps some gaps above the
-    float32 floor: the warning says so, and float64 data converge."""
+@pytest.mark.parametrize(("alpha", "scale"), [(1e-3, 1.0), (1e-2, 1.0), (1e-3, 100.0)])
+def test_float32_small_alpha_is_finished_in_float64(rng, alpha, scale):
+    """With a small alpha, rounding the optimal codes to float32 leaves a gap
+    above float32's floor at their own dual point: such samples are finished
+    in float64 and rounded, certified, at the float64 objective."""
     D = random_dictionary(rng, 20, 10)
-    X = rng.standard_normal((50, 10))
-    with pytest.warns(ConvergenceWarning, match="pass float64 data"):
-        FISTACoder(D.astype(np.float32), alpha=1e-3, max_iter=300).fit(
-            X.astype(np.float32)
+    X = scale * rng.standard_normal((50, 10))
+    codes = {}
+    for dtype in (torch.float64, torch.float32):
+        result = fista_encode(
+            torch.from_numpy(X).to(dtype),
+            torch.from_numpy(D).to(dtype),
+            alpha=alpha,
+            max_iter=2000,
         )
+        assert bool(result.converged.all()), dtype
+        assert int(result.n_iter.max()) < 500, dtype
+        codes[dtype] = result.codes.double().numpy()
+    D32 = D.astype(np.float32).astype(np.float64)
+    exact, _ = duality_gap(X, codes[torch.float64], D, alpha, False)
+    rounded, _ = duality_gap(
+        X.astype(np.float32), codes[torch.float32], D32, alpha, False
+    )
+    np.testing.assert_allclose(rounded, exact, rtol=1e-5)
+
+
+def test_float32_codes_of_a_tiny_alpha_are_not_certified_far_from_optimal(rng):
+    """alpha=1e-7 on unit-scale sparse data: certified float32 codes are those
+    of the float64 optimum, rounded (an allowance for the rounding in the
+    gap once certified codes 9.6 times the optimal objective)."""
+    D = random_dictionary(rng, 40, 20).astype(np.float32)
+    Z = sparse_codes(rng, 20, 40, 5)
+    X = (Z @ D).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        FISTACoder(D, alpha=1e-3, max_iter=300).fit(X)
+        codes32 = FISTACoder(D, alpha=1e-7).fit_transform(X).astype(np.float64)
+        codes64 = FISTACoder(D.astype(np.float64), alpha=1e-7).fit_transform(
+            X.astype(np.float64)
+        )
+    Xd, Dd = X.astype(np.float64), D.astype(np.float64)
+    got, _ = duality_gap(Xd, codes32, Dd, 1e-7, False)
+    best, _ = duality_gap(Xd, codes64, Dd, 1e-7, False)
+    assert np.all(got <= best * (1 + 1e-4))
 
 
 @pytest.mark.parametrize("positive", [False, True])
