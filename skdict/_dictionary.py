@@ -1110,6 +1110,10 @@ def learn_dictionary(
                 max_iter=max_iter,
                 tol=round_tol,
                 batch_size=batch_size,
+                # Intermediate codes: a round needs no float64 finish, which
+                # at alpha=0.01 (100 atoms, 400 float32 samples) finished
+                # 19,872 rows over a fit and took it from 128 s to 166 s.
+                float64_finish=False,
             )
             new_codes = coded.codes
             fista_iter = float(coded.n_iter.double().mean())
@@ -1316,6 +1320,7 @@ def online_dictionary_update(
         max_iter=max_iter,
         tol=tol,
         batch_size=batch_size,
+        float64_finish=False,  # intermediate codes, as in learn_dictionary
     ).codes
     objective, residual = _sample_objective(X, codes, components, alpha)
     eta = X.shape[0]

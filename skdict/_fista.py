@@ -1348,6 +1348,7 @@ def fista_encode(
     tol: float = 1e-6,
     batch_size: int | None = None,
     verbose: int = 0,
+    float64_finish: bool = True,
 ) -> FISTAResult:
     """Sparse-code the rows of ``X`` on ``dictionary`` with working-set FISTA.
 
@@ -1378,6 +1379,9 @@ def fista_encode(
         n_components)``. None picks a batch of about ``2**24 / n_components``.
     verbose : int, default=0
         Show a progress bar over batches when positive.
+    float64_finish : bool, default=True
+        Finish in float64 the float32 samples not certified after 50
+        iterations (see ``tol``); False codes in float32 throughout.
 
     Returns
     -------
@@ -1393,7 +1397,11 @@ def fista_encode(
     >>> fista_encode(X, D, alpha=0.1).codes
     tensor([[0.9000, -0.0000, 0.4000]], dtype=torch.float64)
     """
-    if X.dtype != torch.float32 or max_iter <= _FLOAT32_ITERATIONS:
+    if (
+        not float64_finish
+        or X.dtype != torch.float32
+        or max_iter <= _FLOAT32_ITERATIONS
+    ):
         return _encode(
             X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose
         )
