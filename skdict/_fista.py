@@ -91,7 +91,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ._dictionary import is_provider, resolve_dictionary
+from ._dictionary import _sample_objective, is_provider, resolve_dictionary
 from ._fitting import forget_fit_on_failure
 from ._params import StrictParamsMixin
 from ._tensor import (
@@ -1443,19 +1443,13 @@ def fista_encode(
     # Any dual point bounds the optimum, so the float64 codes' certificate
     # holds for the rounded ones up to the difference of their objectives:
     # P(rounded) - P* <= gap64 + P(rounded) - P(codes64).
-    exact = _objective(X64, second.codes, D64, alpha)
-    kept = _objective(X64, rounded.double(), D64, alpha)
+    exact = _sample_objective(X64, second.codes, D64, alpha)[0]
+    kept = _sample_objective(X64, rounded.double(), D64, alpha)[0]
     certified = second.converged & (tol32 / 2 * exact + (kept - exact) <= tol32 * kept)
     first.codes[stalled] = rounded
     first.n_iter[stalled] += second.n_iter
     first.converged[stalled] = certified
     return first
-
-
-def _objective(X, codes, dictionary, alpha):
-    """Per-sample lasso objective ``0.5 ||x - z D||^2 + alpha ||z||_1``."""
-    residual = X - codes @ dictionary
-    return 0.5 * torch.linalg.vecdot(residual, residual) + alpha * codes.abs().sum(1)
 
 
 def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose):
