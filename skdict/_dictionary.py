@@ -959,10 +959,12 @@ def learn_dictionary(
     the exploration and refines in the dtype of ``X``: ``alpha`` is fixed
     and every round decreases ``F(Z, D)``. Either way,
     learning stops once ``alpha`` has reached its target and the relative
-    change ``||D_new - D||_F / ||D||_F`` is at most ``tol``, or after
-    ``dict_max_iter`` rounds. While exploring, momentum and resampling keep
-    the change at a few percent a round, so without ``init`` learning usually
-    runs all ``dict_max_iter`` rounds.
+    change ``||D_new - D||_F / ||D||_F`` is at most ``tol`` -- leaving out
+    atoms unused in this round and the last, which the data does not call
+    for (more atoms than samples need) and which step 3 re-draws every
+    round -- or after ``dict_max_iter`` rounds. While exploring, momentum
+    and resampling keep the change at a few percent a round, so without
+    ``init`` learning usually runs all ``dict_max_iter`` rounds.
 
     Parameters
     ----------
@@ -1066,6 +1068,8 @@ def learn_dictionary(
     round_tol = max_round_tol
     # The last normalised least-squares atoms, from which exploration extrapolates.
     anchor = components
+    # Atoms no sample used in the last round: re-initialised, see below.
+    last_unused = torch.zeros(n_components, dtype=torch.bool, device=X.device)
     history: list[dict[str, float]] = []
     rounds = tqdm(range(dict_max_iter), disable=verbose <= 0, desc="DL-FISTA")
     for t in rounds:
@@ -1177,7 +1181,19 @@ def learn_dictionary(
         else:
             warm = step
         warm_alpha = a
-        change = float((new_components - components).norm() / components.norm())
+        difference = new_components - components
+        change = float(difference.norm() / components.norm())
+        # An atom left unused again after its re-initialisation is one the
+        # data does not call for (more atoms than samples need): it is
+        # re-drawn every round and would hold the change above ``tol`` for
+        # ever. The stopping rule leaves it out; a newly unused atom counts.
+        settled = unused & last_unused
+        stop_change = (
+            float(difference[~settled].norm() / components.norm())
+            if bool(settled.any())
+            else change
+        )
+        last_unused = unused
         components = new_components
         history.append(
             {
@@ -1196,7 +1212,7 @@ def learn_dictionary(
             rounds.set_postfix(objective=history[-1]["objective"], change=change)
         round_tol = min(max_round_tol, max(tol, change))
         # Once alpha has reached its target (after the continuation).
-        if a == alpha and change <= tol and not inexact:
+        if a == alpha and stop_change <= tol and not inexact:
             break
     if not plain and history and history[-1]["exploring"] and anchor is not None:
         # The momentum step guesses atoms for a round that does not come:

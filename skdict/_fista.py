@@ -1607,7 +1607,9 @@ class FISTACoder(
         therefore finished in float64 and rounded, their certificate
         covering the rounding. When
         learning, also the relative change of the dictionary between two
-        rounds, ``||D_new - D||_F / ||D||_F``, at which learning stops. Without
+        rounds, ``||D_new - D||_F / ||D||_F``, at which learning stops
+        (leaving out atoms that no sample used in either round: they are
+        re-drawn from residuals every round, see ``history_``). Without
         ``init``, momentum and the resampling of near-duplicate atoms keep the
         dictionary moving by a few percent a round to the end, so learning
         usually runs all ``dict_max_iter`` rounds; to refine a learned

@@ -615,6 +615,22 @@ def test_unused_atoms_are_reinitialised_from_the_worst_residuals(rng):
     np.testing.assert_allclose(atoms[1], [0.0, 1.0])
 
 
+def test_refinement_stops_with_atoms_the_data_does_not_use():
+    # 200 atoms for 60 samples: some atoms stay unused after every
+    # re-initialisation. They are re-drawn each round, but learning still
+    # stops once the atoms in use settle.
+    data = make_compositional(20, 3, n_samples=120, random_state=0)
+    init = np.random.default_rng(0).standard_normal((200, data.X_train.shape[1]))
+    coder = FISTACoder(
+        n_components=200, init=init, tol=1e-4, dict_max_iter=300, random_state=0
+    ).fit(data.X_train)
+    history = coder.history_
+    assert len(history) < 300
+    assert history[-1]["n_unused"] > 0
+    # The whole dictionary still moves: the stop is due to the rule, not tol.
+    assert history[-1]["dictionary_change"] > 1e-4
+
+
 def test_zero_samples_do_not_become_atoms():
     # Most samples zero (dead units): every drawn zero sample is replaced by
     # a Gaussian atom, so no atom is zero and learning runs.
