@@ -1,3 +1,4 @@
+import functools
 import pickle
 from itertools import permutations
 
@@ -13,7 +14,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_validate
 
-from skdict import FISTACoder
+from skdict import FISTACoder, OracleDictionary
 from skdict.datasets import make_compositional
 from skdict.metrics import (
     best_feature_auc,
@@ -401,6 +402,18 @@ def test_best_feature_auc_selects_on_id_and_reports_on_ood(rng):
     assert on_torch == {"auc_id": 1.0, "auc_ood": None, "feature": 2}
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, n=st.integers(4, 40))
+def test_best_feature_auc_breaks_ties_towards_the_first_dimension(seed, n):
+    # A dimension and its negative separate the labels equally well.
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 5, n).astype(float)
+    y = np.arange(n) % 2
+    rng.shuffle(y)
+    for codes in (np.c_[x, -x], np.c_[-x, x], np.c_[x, x]):
+        assert best_feature_auc(codes, y)["feature"] == 0
+
+
 def test_probe_accuracy_transfers_the_id_probe(rng):
     n = 200
     codes = rng.uniform(size=(n, 3))
@@ -468,6 +481,19 @@ def test_scorers_follow_sklearn_conventions(benchmark):
     assert repr(top) == "make_code_scorer(mcc_score, top_variance=True)"
     with pytest.raises(ValueError, match="true codes, passed as y"):
         mcc_scorer(coder, X, None)
+    # Every scorer names itself, whatever the metric callable or atoms given.
+    partial = make_code_scorer(functools.partial(mcc_score, top_variance=True))
+    with pytest.raises(ValueError, match=r"functools\.partial.*passed as y"):
+        partial(coder, X, None)
+    assert partial(coder, X, Z) == top(coder, X, Z)
+    assert repr(mcc_scorer) == "mcc_scorer"
+    assert repr(support_f1_scorer) == "support_f1_scorer"
+    for atoms, shown in [
+        (D, f"atoms of shape {D.shape}"),
+        (D.tolist(), f"atoms of shape {D.shape}"),
+        (OracleDictionary(D), "the atoms of OracleDictionary"),
+    ]:
+        assert shown in repr(make_dictionary_similarity_scorer(atoms))
 
 
 def test_code_scorers_score_a_probe_by_its_predictions(benchmark):

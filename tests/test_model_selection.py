@@ -35,17 +35,19 @@ def check_fold(active, train, test, max_test, concepts=None):
     # whose concepts are seen in training
     for row in active[test]:
         assert any(row[a] and row[b] for a, b in pairs)
+    # every concept of a test sample is known from training
+    assert not (active[test].any(axis=0) & ~active[train].any(axis=0)).any()
 
 
 def holdable_pairs(active, max_test, concepts=None):
     """Brute force: pairs that could be held out on their own."""
-    count = active.sum(axis=0)
     out = []
     for a, b in combinations(range(active.shape[1]), 2):
         if concepts is not None and a not in concepts and b not in concepts:
             continue
-        both = (active[:, a] & active[:, b]).sum()
-        if 0 < both <= max_test and count[a] > both and count[b] > both:
+        both = active[:, a] & active[:, b]
+        left = active[~both].sum(axis=0)
+        if 0 < both.sum() <= max_test and (left[active[both].any(axis=0)] > 0).all():
             out.append((a, b))
     return out
 
@@ -103,6 +105,21 @@ def test_probed_concept_folds_on_the_benchmark():
     assert len(set(tests)) > 1  # folds differ
 
 
+def test_concepts_found_only_with_a_held_out_pair_stay_in_training():
+    # Concept 2 occurs only together with the pair (0, 1): holding out (0, 1)
+    # would test concept 2 without a single training sample of it.
+    y = np.array([[1, 1, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]])
+    with pytest.raises(ValueError, match="every sample of some other concept"):
+        next(CompositionalSplit(test_size=2, random_state=0).split(np.zeros(6), y))
+    # With a training sample of concept 2 the pair can be held out.
+    y = np.vstack([y, [0, 0, 1]])
+    train, test = next(
+        CompositionalSplit(test_size=2, random_state=0).split(np.zeros(7), y)
+    )
+    np.testing.assert_array_equal(test, [0, 1])
+    check_fold(y > 0, train, test, max_test=2)
+
+
 def test_random_state_controls_the_folds():
     rng = np.random.default_rng(0)
     y = rng.uniform(size=(60, 6)) < 0.4
@@ -140,6 +157,9 @@ def test_random_state_controls_the_folds():
 def test_invalid_input_raises(y, kwargs, error, match):
     with pytest.raises(error, match=match):
         list(CompositionalSplit(**kwargs).split(np.zeros((6, 1)), y))
+    if "parameter" in match:  # get_n_splits agrees with split
+        with pytest.raises(error, match=match):
+            CompositionalSplit(**kwargs).get_n_splits()
 
 
 def test_threshold_defines_activity():

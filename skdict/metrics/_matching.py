@@ -171,8 +171,9 @@ def _correlation_matching(
     n_varying = int(varying.numel())
     if n_varying == 0:
         raise ValueError(
-            "Z_true has no latent with non-zero variance; the correlation "
-            "coefficient, and so the MCC, is undefined."
+            "Z_true has no latent with non-zero variance, so no code dimension "
+            "can be matched to a latent by correlation: the MCC is undefined "
+            "(support_scores also takes an explicit matching=)."
         )
     candidates = torch.arange(codes.shape[1], device=codes.device)
     if top_variance and codes.shape[1] > n_varying:

@@ -51,10 +51,15 @@ def _per_feature_auc(codes: torch.Tensor, y: np.ndarray) -> torch.Tensor:
         # 1-based average rank of each entry among its column's values
         ranks = (below + through + 1).to(torch.float64) / 2
         rank_sum = ranks[:, positive].sum(dim=1)
-        auc[start : start + block] = (rank_sum - n_pos * (n_pos + 1) / 2) / (
+        # The Mann-Whitney U, a multiple of 1/2: exact in float64.
+        u = rank_sum - n_pos * (n_pos + 1) / 2
+        # Symmetrised before the division, so that a dimension and its
+        # negative tie exactly (1 - AUC would differ from it in the last bit
+        # and the later dimension could win the argmax).
+        auc[start : start + block] = torch.maximum(u, n_pos * n_neg - u) / (
             n_pos * n_neg
         )
-    return torch.maximum(auc, 1 - auc)
+    return auc
 
 
 def best_feature_auc(

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ._matching import dictionary_similarity, mcc_score, support_scores
 from ._reconstruction import reconstruct, reconstruction_error
 
@@ -47,9 +49,15 @@ def _support_f1(Z_true: Any, codes: Any, *, threshold: float = 1e-4) -> float:
 class _CodeScorer:
     """``score_func(y, estimator_codes(estimator, X), **kwargs)``."""
 
-    def __init__(self, score_func: Callable[..., float], kwargs: dict[str, Any]):
+    def __init__(
+        self,
+        score_func: Callable[..., float],
+        kwargs: dict[str, Any],
+        name: str | None = None,
+    ):
         self.score_func = score_func
         self.kwargs = kwargs
+        self.name = name
 
     def __call__(self, estimator: Any, X: Any, y: Any) -> float:
         if y is None:
@@ -59,8 +67,12 @@ class _CodeScorer:
         return self.score_func(y, estimator_codes(estimator, X), **self.kwargs)
 
     def __repr__(self) -> str:
+        if self.name is not None:
+            return self.name
+        # A functools.partial or a callable object has no __name__.
+        func = getattr(self.score_func, "__name__", None) or repr(self.score_func)
         kwargs = "".join(f", {key}={value!r}" for key, value in self.kwargs.items())
-        return f"make_code_scorer({self.score_func.__name__}{kwargs})"
+        return f"make_code_scorer({func}{kwargs})"
 
 
 def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeScorer:
@@ -100,12 +112,12 @@ def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeSc
 
 #: :func:`~skdict.metrics.mcc_score` between ``y`` (the true codes) and
 #: ``estimator.transform(X)`` (``predict`` for a probe without ``transform``).
-mcc_scorer = make_code_scorer(mcc_score)
+mcc_scorer = _CodeScorer(mcc_score, {}, name="mcc_scorer")
 
 #: Mean per-sample F1 of the active sets (:func:`~skdict.metrics.support_scores`)
 #: of ``y`` (the true codes) and ``estimator.transform(X)`` (``predict`` for
 #: a probe without ``transform``).
-support_f1_scorer = make_code_scorer(_support_f1)
+support_f1_scorer = _CodeScorer(_support_f1, {}, name="support_f1_scorer")
 
 
 class _NegReconstructionErrorScorer:
@@ -136,8 +148,13 @@ class _DictionarySimilarityScorer:
         return dictionary_similarity(self.dictionary, estimator)
 
     def __repr__(self) -> str:
-        shape = getattr(self.dictionary, "shape", None)
-        return f"make_dictionary_similarity_scorer(<atoms of shape {shape}>)"
+        if hasattr(self.dictionary, "shape"):
+            atoms = f"atoms of shape {tuple(self.dictionary.shape)}"
+        elif hasattr(self.dictionary, "get_params"):  # a provider estimator
+            atoms = f"the atoms of {type(self.dictionary).__name__}"
+        else:
+            atoms = f"atoms of shape {np.shape(self.dictionary)}"
+        return f"make_dictionary_similarity_scorer(<{atoms}>)"
 
 
 def make_dictionary_similarity_scorer(dictionary: Any) -> _DictionarySimilarityScorer:

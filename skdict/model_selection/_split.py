@@ -78,8 +78,9 @@ class CompositionalSplit(BaseCrossValidator):
     :func:`~skdict.datasets.make_compositional`.
 
     Pairs are drawn in random order and held out as long as the test set stays
-    within ``test_size`` samples and every held-out concept keeps at least one
-    training sample. Folds are drawn independently (as in
+    within ``test_size`` samples and every concept of a test sample keeps at
+    least one training sample, so that test samples combine known concepts
+    only. Folds are drawn independently (as in
     :class:`~sklearn.model_selection.ShuffleSplit`), so test sets of different
     folds may overlap.
 
@@ -176,11 +177,7 @@ n_concepts)
         ValueError
             If ``y`` is missing or not 2-D, or no pair can be held out.
         """
-        validate_hyperparameters(
-            self._parameter_constraints,
-            {name: getattr(self, name) for name in self._parameter_constraints},
-            caller_name=type(self).__name__,
-        )
+        self._validate_params()
         return super().split(X, y, groups)
 
     def get_n_splits(self, X=None, y=None, groups=None):
@@ -195,7 +192,15 @@ n_concepts)
         -------
         n_splits : int
         """
+        self._validate_params()
         return self.n_splits
+
+    def _validate_params(self) -> None:
+        validate_hyperparameters(
+            self._parameter_constraints,
+            {name: getattr(self, name) for name in self._parameter_constraints},
+            caller_name=type(self).__name__,
+        )
 
     def _iter_test_masks(self, X=None, y=None, groups=None):
         A = _activity(y, self.threshold)
@@ -216,9 +221,9 @@ n_concepts)
             test = self._fold(A, rows, pairs[rng.permutation(len(pairs))], max_test)
             if not test.any():
                 raise ValueError(
-                    f"No valid fold: every pair that can be held out occurs in more "
-                    f"than test_size={self.test_size} ({max_test}) samples; raise "
-                    "test_size."
+                    "No valid fold: every pair that can be held out occurs in more "
+                    f"than test_size={self.test_size} ({max_test}) samples, or in "
+                    "every sample of some other concept; raise test_size."
                 )
             yield test
 
@@ -230,7 +235,6 @@ n_concepts)
         test = np.zeros(A.shape[0], dtype=bool)
         n_test = 0
         train_count = A.sum(axis=0).A1
-        held = np.zeros(A.shape[1], dtype=bool)
         for a, b in pairs:
             both = np.intersect1d(
                 A.indices[A.indptr[a] : A.indptr[a + 1]],
@@ -242,11 +246,12 @@ n_concepts)
                 continue
             touched, lost = np.unique(rows[moved].indices, return_counts=True)
             left = train_count[touched] - lost
-            guarded = held[touched] | (touched == a) | (touched == b)
-            if (left[guarded] <= 0).any():
+            # Every concept of a test sample must stay known from training,
+            # not only the held-out pair's: a concept found only with the
+            # pair would otherwise be tested without ever being trained on.
+            if (left <= 0).any():
                 continue
             train_count[touched] = left
-            held[[a, b]] = True
             test[moved] = True
             n_test += moved.size
             if n_test == max_test:
