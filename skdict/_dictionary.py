@@ -35,7 +35,6 @@ Dictionary learning minimises, over codes ``Z`` and unit-norm atoms ``D``
 from __future__ import annotations
 
 import math
-import warnings
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
@@ -67,6 +66,7 @@ from ._tensor import (
     validate_codes,
     validate_input,
 )
+from ._warnings import warn
 
 __all__ = [
     "DictionaryLearningResult",
@@ -625,7 +625,7 @@ def lstsq_dictionary(
             out[used] = torch.cholesky_solve(C, factor)
         else:
             if singular_warning is not None:
-                warnings.warn(singular_warning, UserWarning, stacklevel=3)
+                warn(singular_warning, UserWarning)
             out[used] = torch.linalg.pinv(G, hermitian=True) @ C
     return out
 
@@ -1706,6 +1706,8 @@ n_latents), default=None
             In the array type, device and dtype of ``X``.
         """
         check_is_fitted(self)
+        # Coding reads alpha, positive, max_iter, tol, ... as they are now.
+        self._validate_params()
         check_same_namespace(X, self, attribute="components_", method="transform")
         validate_input(self, X, reset=False, device=self.device)
         return self._coder().fit_transform(X)

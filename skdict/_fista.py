@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -102,6 +101,7 @@ from ._tensor import (
     validate_codes,
     validate_input,
 )
+from ._warnings import warn
 
 __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 
@@ -1841,6 +1841,8 @@ class FISTACoder(
         )
         self.dictionary_ = resolved.estimator
         self._given = True
+        # The parameter itself (compared by identity in partial_fit).
+        self._dictionary_param = self.dictionary
         self.init_ = self._fit_init(X, y)
         self.components_ = to_fitted(resolved.components, origin)
         self.intercept_ = to_fitted(resolved.intercept, origin)
@@ -1938,9 +1940,11 @@ class FISTACoder(
         Atoms from ``init`` or from :meth:`fit` are only refined. With a given
         ``dictionary`` there is nothing to learn: the first call resolves it
         as :meth:`fit` does,
-        without coding, and later calls only check ``X``. Setting or clearing
-        ``dictionary`` between calls is an error (call :meth:`fit` to start
-        again); a batch in another dtype converts the running statistics.
+        without coding, and later calls only check ``X``. Setting, replacing
+        or clearing ``dictionary`` between calls is an error (call
+        :meth:`fit` to start again), and other parameters are checked as in
+        :meth:`fit`; a batch in another dtype converts the running
+        statistics.
 
         A stream learns less well than :meth:`fit` from the same samples, and
         more slowly: on ``make_compositional(50, 3, n_samples=4000)``, seeds
@@ -1964,6 +1968,10 @@ class FISTACoder(
             The updated coder.
         """
         first = not hasattr(self, "components_")
+        if not first:
+            # scikit-learn validates partial_fit's parameters on the first
+            # call only; set_params may have changed them since.
+            self._validate_params()
         if not first and self._given != (self.dictionary is not None):
             raise ValueError(
                 "partial_fit cannot switch between a given dictionary and a "
@@ -1991,6 +1999,12 @@ class FISTACoder(
             if first:
                 self._resolve_given(X, X_t, y, origin)
                 self.n_iter_ = 0
+            elif self.dictionary is not self._dictionary_param:
+                raise ValueError(
+                    "partial_fit continues the dictionary given at its first "
+                    "call; a new dictionary needs a new fit: call fit, or "
+                    "partial_fit on a clone."
+                )
             return self
         generator = torch_generator(self.random_state)
         if first:
@@ -2052,11 +2066,16 @@ class FISTACoder(
 
     def _initial_codes(self, X, X_t: torch.Tensor) -> torch.Tensor | None:
         n_components = self._n_features_out
-        if self.init is None or self.dictionary is None:
+        if self.init is None or not self._given:
             # When learning, init is the starting dictionary, not codes.
             return None
         if self.init_ is not None:
             init, name = self.init_.transform(X), "init.transform(X)"
+        elif is_provider(self.init):
+            raise ValueError(
+                "init is an estimator that was set after fit; call fit to fit "
+                "it (transform uses the init estimator fitted by fit)."
+            )
         else:
             init, name = self.init, "init"
         codes = as_tensor(init, device=X_t.device, dtype=X_t.dtype, name=name)
@@ -2086,6 +2105,8 @@ class FISTACoder(
             In the array type, device and dtype of ``X``.
         """
         check_is_fitted(self)
+        # Coding reads alpha, positive, max_iter, tol, ... as they are now.
+        self._validate_params()
         check_same_namespace(X, self, attribute="components_", method="transform")
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
         return to_output(
@@ -2106,12 +2127,11 @@ class FISTACoder(
         )
         not_converged = int((~result.converged).sum())
         if not_converged:
-            warnings.warn(
+            warn(
                 f"FISTA did not reach tol={self.tol} within max_iter={self.max_iter} "
                 f"iterations for {not_converged} of {X_t.shape[0]} samples; "
                 "increase max_iter or tol.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
         return result
 

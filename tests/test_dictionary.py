@@ -71,8 +71,9 @@ def test_oracle_warns_when_codes_do_not_determine_the_atoms(rng):
     Z = rng.uniform(size=(50, 3))
     Z[:, 2] = 2.0 * Z[:, 0]  # latents 0 and 2 always active together
     X = Z @ random_dictionary(rng, 3, 5)
-    with pytest.warns(UserWarning, match="linearly dependent"):
+    with pytest.warns(UserWarning, match="linearly dependent") as caught:
         oracle = OracleDictionary().fit(X, Z)
+    assert caught[0].filename == __file__  # the caller's line
     # The minimum-norm split still reconstructs the data.
     np.testing.assert_allclose(Z @ oracle.components_, X, atol=1e-8)
 
@@ -790,6 +791,57 @@ def test_partial_fit_refuses_to_switch_between_given_and_learned(rng):
     learned = FISTACoder(n_components=3, random_state=0).partial_fit(X)
     with pytest.raises(ValueError, match="fitted with a learned dictionary"):
         learned.set_params(dictionary=random_dictionary(rng, 5, 4)).partial_fit(X)
+    # A replaced dictionary is a new model too.
+    given = FISTACoder(random_dictionary(rng, 5, 4)).partial_fit(X)
+    with pytest.raises(ValueError, match="new dictionary needs a new fit"):
+        given.set_params(dictionary=random_dictionary(rng, 7, 4)).partial_fit(X)
+    assert given.components_.shape == (5, 4)
+    # Pickled, the coder still continues its own dictionary.
+    again = pickle.loads(pickle.dumps(FISTACoder(random_dictionary(rng, 5, 4))))
+    pickle.loads(pickle.dumps(again.partial_fit(X))).partial_fit(X)
+
+
+@pytest.mark.parametrize("dictionary", [None, "given"])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"alpha": -0.1}, "'alpha' parameter"),
+        ({"max_iter": True}, "'max_iter' .* a bool"),
+        ({"tol": -1.0}, "'tol' parameter"),
+    ],
+)
+def test_partial_fit_and_transform_check_changed_parameters(
+    rng, dictionary, change, match
+):
+    # scikit-learn checks partial_fit's parameters on the first call only.
+    X = sparse_codes(rng, 60, 5, 2) @ random_dictionary(rng, 5, 4)
+    D = None if dictionary is None else random_dictionary(rng, 5, 4)
+    coder = FISTACoder(D, n_components=5, random_state=0).partial_fit(X)
+    coder.set_params(**change)
+    with pytest.raises(ValueError, match=match):
+        coder.partial_fit(X)
+    with pytest.raises(ValueError, match=match):
+        coder.transform(X)
+    oracle = OracleDictionary(random_dictionary(rng, 5, 4)).fit(X)
+    with pytest.raises(
+        ValueError, match=match.replace("parameter", "parameter of Oracle")
+    ):
+        oracle.set_params(**change).transform(X)
+
+
+def test_init_estimator_set_after_fit_asks_for_a_fit(rng):
+    D = random_dictionary(rng, 5, 4)
+    X = sparse_codes(rng, 60, 5, 2) @ D
+    coder = FISTACoder(D).fit(X)
+    coder.set_params(init=OracleDictionary(D))
+    with pytest.raises(ValueError, match="init is an estimator that was set after fit"):
+        coder.transform(X)
+    # A learned dictionary is never warm-started from init codes, whatever
+    # the parameters say after fit.
+    learned = FISTACoder(n_components=5, dict_max_iter=3, random_state=0).fit(X)
+    expected = learned.transform(X)
+    learned.set_params(dictionary=D, init=np.ones((60, 5)))
+    np.testing.assert_array_equal(learned.transform(X), expected)
 
 
 @pytest.mark.parametrize(

@@ -93,8 +93,9 @@ def test_single_class_labels_leave_auc_and_accuracy_undefined(data):
     keys = ("auc_id", "auc_ood", "acc_id", "acc_ood")
     one_class = Bunch(**data)
     one_class.y_ood = np.zeros_like(data.y_ood)
-    with pytest.warns(UndefinedMetricWarning, match="y_ood holds a single class"):
+    with pytest.warns(UndefinedMetricWarning, match="y_ood holds a single class") as w:
         (record,) = compare_methods(one_class, ["fista_oracle"], settings=TINY)
+    assert w[0].filename == __file__  # the caller's line
     # Only the OOD AUC needs both classes in y_ood.
     assert record["auc_ood"] is None
     assert all(record[key] is not None for key in ("auc_id", "acc_id", "acc_ood"))
@@ -172,8 +173,9 @@ def test_run_study_recomputes_records_saved_with_other_settings(tmp_path):
     saved[1]["settings"]["sae_bias_init"] = "mean"
     saved[1]["mcc_ood"] = -1.0
     path.write_text(json.dumps(saved))
-    with pytest.warns(UserWarning, match="2 record"):
+    with pytest.warns(UserWarning, match="2 record") as caught:
         again = run_study("vary_latents", **kwargs)
+    assert caught[0].filename == __file__
     assert len(again) == 2
     assert sorted(r["key"] for r in again) == sorted(r["key"] for r in first)
     assert all(r["settings"] == first[0]["settings"] for r in again)

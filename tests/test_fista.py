@@ -864,6 +864,28 @@ def test_convergence_warning(problem):
         FISTACoder(D).fit(X).transform(X)
 
 
+def test_convergence_warning_names_the_callers_line(problem):
+    # Through scikit-learn's fit and set_output wrappers, the oracle's inner
+    # coder and a Pipeline, the warning points at the line that called skdict.
+    X, D = problem
+    coder = FISTACoder(D, max_iter=1, tol=1e-12)
+    oracle = OracleDictionary(D, max_iter=1, tol=1e-12)
+    calls = [
+        lambda: coder.fit(X),
+        lambda: coder.transform(X),
+        lambda: coder.fit_transform(X),
+        lambda: oracle.fit(X).transform(X),
+        lambda: make_pipeline(StandardScaler(), clone(coder)).fit(X),
+    ]
+    for call in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        found = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+        assert found
+        assert {w.filename for w in found} == {__file__}
+
+
 @cuda
 def test_cuda_tensors_and_numpy_on_cuda(problem):
     X, D = problem

@@ -271,8 +271,9 @@ def test_negative_and_counted_layers_share_a_cache_file(data, tmp_path):
 def test_an_unwritable_cache_warns_and_returns_the_activations(data, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.warns(RuntimeWarning, match="could not be cached"):
+    with pytest.warns(RuntimeWarning, match="could not be cached") as caught:
         uncached = load(blocker / "cache")
+    assert caught[0].filename == __file__
     assert not uncached.from_cache and uncached.cache_path is None
     np.testing.assert_array_equal(uncached.X, data.X)
 

@@ -499,6 +499,36 @@ def test_partial_fit_refuses_a_changed_model(model, change, rng):
     assert changed.n_iter_ == sae.n_iter_
 
 
+def test_partial_fit_refuses_a_new_frozen_decoder(rng):
+    X, D = toy_problem(rng, n_samples=64)
+    frozen = SparseAutoencoder(decoder=D, freeze_decoder=True, random_state=0)
+    frozen.partial_fit(X)
+    with pytest.raises(ValueError, match=r"frozen decoder .* new model"):
+        frozen.set_params(decoder=D.copy()).partial_fit(X)
+    assert frozen.n_iter_ == 1
+    # A trained decoder was only the starting point: a new one is ignored.
+    trained = SparseAutoencoder(decoder=D, random_state=0).partial_fit(X)
+    trained.set_params(decoder=D.copy()).partial_fit(X)
+    assert trained.n_iter_ == 2
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"sparsity_coef": -5.0}, "'sparsity_coef' parameter"),
+        ({"batch_size": True}, "'batch_size' .* a bool"),
+        ({"batch_size": 0}, "'batch_size' parameter"),
+    ],
+)
+def test_partial_fit_checks_changed_parameters(change, match, rng):
+    # scikit-learn checks partial_fit's parameters on the first call only.
+    X, _ = toy_problem(rng, n_samples=64)
+    sae = SparseAutoencoder(8, random_state=0).partial_fit(X)
+    with pytest.raises(ValueError, match=match):
+        sae.set_params(**change).partial_fit(X)
+    assert sae.n_iter_ == 1
+
+
 def test_partial_fit_accepts_changes_the_model_ignores(rng):
     X, D = toy_problem(rng, n_samples=64)
     sae = SparseAutoencoder(decoder=D, random_state=0).partial_fit(X)

@@ -329,9 +329,10 @@ class SparseAutoencoder(
         ``validation_fraction`` do not apply. Training parameters changed
         with ``set_params`` between calls (``lr``, ``weight_decay``,
         ``sparsity_coef``, ``batch_size``, ...) apply from the next call;
-        changing ``n_components``, ``activation``, ``k``, ``bandwidth`` or
-        ``freeze_decoder`` raises a ``ValueError``, as that needs a new model
-        (:meth:`fit`). A call whose loss diverges raises
+        changing ``n_components``, ``activation``, ``k``, ``bandwidth``,
+        ``freeze_decoder`` or a frozen ``decoder`` raises a ``ValueError``, as
+        that needs a new model (:meth:`fit`); invalid values raise as in
+        :meth:`fit`. A call whose loss diverges raises
         ``FloatingPointError`` and leaves the model as it was.
 
         Parameters
@@ -356,6 +357,9 @@ class SparseAutoencoder(
                 self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
                 self._store(module, optimizer, generator, result, origin)
             return self
+        # scikit-learn validates partial_fit's parameters on the first call
+        # only; set_params may have changed them since.
+        self._validate_params()
         self._check_same_model()
         self._check_k(self.module_.n_components)
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
@@ -398,7 +402,18 @@ class SparseAutoencoder(
         if fitted_with is None:  # pickled before these were recorded
             return
         for name, value in fitted_with.items():
-            if self._affects_model(name) and getattr(self, name) != value:
+            if not self._affects_model(name):
+                continue
+            if name == "decoder":
+                # An array or estimator: compared by identity, as set_params
+                # replaces it.
+                if self.decoder is not value:
+                    raise ValueError(
+                        "partial_fit continues the model whose frozen decoder "
+                        "was given at its first call; a new decoder needs a "
+                        "new model: call fit, or partial_fit on a clone."
+                    )
+            elif getattr(self, name) != value:
                 raise ValueError(
                     f"partial_fit continues the model fitted with {name}={value!r}; "
                     f"{name}={getattr(self, name)!r} needs a new model: call fit, "
@@ -413,6 +428,8 @@ class SparseAutoencoder(
             return self.activation in _NEEDS_K
         if name == "bandwidth":
             return self.activation == "jumprelu"
+        if name == "decoder":  # only a frozen decoder is the model's own
+            return self.freeze_decoder
         return True
 
     def _generator(self) -> torch.Generator:
@@ -572,6 +589,7 @@ class SparseAutoencoder(
         self.module_ = module
         self._model_params = {name: getattr(self, name) for name in _MODEL_PARAMS}
         self._model_params["n_components"] = module.n_components
+        self._model_params["decoder"] = self.decoder
         # Copies: the arrays handed out must not change when training resumes.
         self.components_ = to_fitted(module.W_dec.detach().clone(), origin)
         self.intercept_ = to_fitted(module.b_dec.detach().clone(), origin)

@@ -20,7 +20,6 @@ import itertools
 import numbers
 import os
 import string
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 from sklearn.utils import Bunch, check_random_state
 
 from .._tensor import resolve_device, to_numpy
+from .._warnings import warn
 from ._cache import cache_home, cache_key, folder_fingerprint, load_arrays, save_arrays
 
 __all__ = [
@@ -408,11 +408,10 @@ def _cached_activations(
     except OSError as exc:
         # The cache only saves time: an unwritable folder must not throw away
         # the activations just computed.
-        warnings.warn(
+        warn(
             f"The activations could not be cached ({exc}); they are returned "
             "uncached. Pass cache_dir= (or set SKDICT_CACHE to) a writable folder.",
             RuntimeWarning,
-            stacklevel=3,
         )
         path = None
     return X, layer, False, path

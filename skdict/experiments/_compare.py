@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
 from .._tensor import to_numpy
+from .._warnings import warn
 from ..metrics import (
     best_feature_auc,
     dictionary_similarity,
@@ -116,12 +116,11 @@ def _evaluate(
         acc = probe_accuracy(codes_id, data.y_val, codes_ood, data.y_ood)
     if single["y_val"] or single["y_ood"]:
         held = " and ".join(name for name, one in single.items() if one)
-        warnings.warn(
+        warn(
             f"{held} {'hold' if ' and ' in held else 'holds'} a single class; "
             f"{undefined} of {method.name!r} {'are' if ' and ' in undefined else 'is'}"
             " None. More samples (n_samples) give both classes.",
             UndefinedMetricWarning,
-            stacklevel=3,
         )
     support = support_scores(Z_ood, codes_ood)
     record: dict[str, Any] = {

@@ -11,12 +11,12 @@ import dataclasses
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from .._warnings import warn
 from ..datasets import make_compositional
 from ..datasets._compositional import check_compositional_params
 from ._compare import compare_methods
@@ -211,12 +211,11 @@ def run_study(
         and record.get("settings") != expected[record["key"]]
     }
     if stale:
-        warnings.warn(
+        warn(
             f"{len(stale)} record(s) saved in {path} were computed with other "
             "training settings than this run's (by an earlier skdict version?); "
             "they are computed again and replaced.",
             UserWarning,
-            stacklevel=2,
         )
         records = [r for i, r in enumerate(records) if i not in stale]
     done = {record["key"] for record in records}

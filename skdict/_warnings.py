@@ -1,0 +1,57 @@
+"""Warnings attributed to the user's line, not to a library frame.
+
+A warning raised deep in a fit passes through scikit-learn's wrappers
+(``_fit_context``, ``set_output``, ``Pipeline``) and skdict's own helpers, so
+no fixed ``stacklevel`` names the caller: with ``stacklevel=3`` FISTA's
+``ConvergenceWarning`` pointed at ``sklearn/base.py`` from ``fit`` and at
+``sklearn/utils/_set_output.py`` from ``transform``, and a filter on the
+user's module never matched it. The level is counted here instead, past every
+frame inside skdict and scikit-learn (``warnings.warn``'s
+``skip_file_prefixes`` does this from Python 3.12 on).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import sklearn
+
+__all__ = ["warn"]
+
+_LIBRARY_FOLDERS = tuple(
+    os.path.dirname(os.path.abspath(module_file)) + os.sep
+    for module_file in (__file__, sklearn.__file__)
+)
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Issue ``message`` as a ``category`` warning at the first outside frame.
+
+    Parameters
+    ----------
+    message : str
+        The warning's text.
+    category : type of Warning
+        Its class, e.g. :class:`~sklearn.exceptions.ConvergenceWarning`.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skdict._warnings import warn
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn("codes may be inexact", UserWarning)
+    >>> caught[0].filename.endswith("_warnings.py")
+    False
+    """
+    frame = sys._getframe(1)
+    # stacklevel=2 names warn's caller; each library frame adds one.
+    level = 2
+    while frame.f_back is not None and os.path.abspath(
+        frame.f_code.co_filename
+    ).startswith(_LIBRARY_FOLDERS):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
