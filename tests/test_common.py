@@ -135,3 +135,26 @@ def test_atoms_whose_norm_underflows_are_named(estimator):
         estimator(np.vstack([np.eye(3)[:1], np.full((1, 3), 1e-25)])).fit(X)
     with pytest.raises(ValueError, match="rows \\[0\\] whose norm is inf in float32"):
         estimator(np.full((1, 3), 1e25)).fit(X)
+
+
+@pytest.mark.parametrize(
+    "estimator", public_estimators(), ids=lambda est: type(est).__name__
+)
+def test_dataframes_in_and_out(estimator):
+    # Column names are recorded, checked on transform and named on output;
+    # set_output("pandas") returns a DataFrame with the input's index.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        rng.uniform(size=(40, 3)), columns=["a", "b", "c"], index=range(100, 140)
+    )
+    y = rng.uniform(size=(40, 2))
+    fitted = clone(estimator).set_output(transform="pandas").fit(X, y)
+    np.testing.assert_array_equal(fitted.feature_names_in_, ["a", "b", "c"])
+    codes = fitted.transform(X)
+    assert isinstance(codes, pd.DataFrame)
+    assert list(codes.index) == list(X.index)
+    assert list(codes.columns) == list(fitted.get_feature_names_out())
+    assert codes.columns[0] == f"{type(estimator).__name__.lower()}0"
+    with pytest.raises(ValueError, match="feature names"):
+        fitted.transform(X[["c", "b", "a"]])
