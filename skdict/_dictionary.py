@@ -318,9 +318,24 @@ def check_dictionary(
             f"{name} has zero-norm atoms at rows {shown}{more}; every atom must be "
             "non-zero."
         )
-    # Non-zero atoms whose norm under- or overflows in the compute precision
-    # (entries near 1e-25 or 1e20 in float32) would divide by zero or infinity
-    # in the normalisation, the Gram matrix and the step size.
+    check_atom_norms(components, name=name)
+
+
+def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> None:
+    """Raise a ``ValueError`` unless every atom's norm is positive and finite.
+
+    Non-zero atoms whose norm under- or overflows in the compute precision
+    (entries near 1e-25 or 1e20 in float32, or float64 atoms cast to float32
+    beyond its range) would divide by zero or infinity in the normalisation,
+    the Gram matrix and the step size.
+
+    Parameters
+    ----------
+    components : torch.Tensor of shape (n_components, n_features)
+        Atoms as rows, in the precision they are computed in.
+    name : str, default="dictionary"
+        The parameter the atoms came from, for error messages.
+    """
     norms = torch.linalg.vector_norm(components, dim=1)
     unusable = torch.nonzero(~((norms > 0) & torch.isfinite(norms))).flatten()
     if unusable.numel():
@@ -380,20 +395,20 @@ def resolve_dictionary(
                 f"fitting; {type(dictionary).__name__} does not."
             )
         components = as_tensor(
-            estimator.components_,
-            device=device,
-            dtype=dtype,
-            name=f"{name}.components_",
+            estimator.components_, device=device, name=f"{name}.components_"
         )
         offset = getattr(estimator, "intercept_", getattr(estimator, "mean_", None))
     else:
-        components = as_tensor(dictionary, device=device, dtype=dtype, name=name)
+        components = as_tensor(dictionary, device=device, name=name)
         offset = None
+    # Checked in their own precision first, so that atoms a cast to ``dtype``
+    # under- or overflows are named as such, not as zero or infinite atoms.
     check_dictionary(components, n_features=n_features, name=name)
     # Fitted estimators keep what they were fitted with: without a copy, the
     # atoms could share memory with the caller's array (a decoder that goes
     # on training, an estimator refitted later) and change under them.
-    components = components.clone()
+    components = components.to(dtype=dtype, copy=True)
+    check_atom_norms(components, name=name)
     if offset is None:
         intercept = torch.zeros(components.shape[1], device=device, dtype=dtype)
     else:
@@ -1749,11 +1764,14 @@ n_latents), default=None
         -------
         score : float
         """
-        # The metrics import this module, hence the import at call time.
-        from .metrics import reconstruction_error
-
         check_is_fitted(self)
-        return -reconstruction_error(X, self.inverse_transform(self.transform(X)))
+        self._validate_params()
+        check_same_namespace(X, self, attribute="components_", method="score")
+        validate_input(self, X, reset=False, device=self.device)
+        # FISTACoder's own score, in the compute precision (a reconstruction
+        # returned in float16 first would round it). Its partial_fit resolves
+        # this oracle without coding, so X is coded once.
+        return self._coder().partial_fit(X).score(X)
 
     def __getstate__(self):
         return portable_state(super().__getstate__())

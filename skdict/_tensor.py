@@ -11,8 +11,10 @@ back into the caller's array type here; no other module converts. The rules
 * ``device="auto"`` computes on CUDA when it is available for NumPy input, while
   a tensor's own device wins;
 * float32 and float64 are computed in their own precision; integer and boolean
-  input is promoted to float64 (scikit-learn's convention); float16 and
-  bfloat16 tensors are computed in float32 and returned in their own dtype;
+  input is promoted to float64 (scikit-learn's convention); float16, bfloat16
+  and float8 tensors are computed in float32 and returned in their own dtype
+  (NumPy float16 is promoted to float64, as scikit-learn's ``check_array``
+  does);
   fitted attributes (``components_``, ``intercept_``) stay in float32, so that
   later results do not depend on the precision of the data fitted on.
 
@@ -57,7 +59,6 @@ _NUMPY_FLOATS = {
     np.dtype(np.float32): torch.float32,
     np.dtype(np.float64): torch.float64,
 }
-_REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class ArrayOrigin(NamedTuple):
@@ -161,10 +162,15 @@ def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.
     return resolved
 
 
+def _is_reduced_precision(dtype: torch.dtype) -> bool:
+    # float16, bfloat16 and the float8 formats: too narrow to compute in.
+    return dtype.is_floating_point and torch.finfo(dtype).bits < 32
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype in (torch.float32, torch.float64):
         return dtype
-    if dtype in _REDUCED_PRECISION:
+    if _is_reduced_precision(dtype):
         return torch.float32
     if dtype.is_complex:
         raise ValueError(f"Complex data not supported; got a tensor of dtype {dtype}.")
@@ -181,7 +187,8 @@ def _output_dtype(dtype: torch.dtype) -> torch.dtype:
 def _from_numpy(A: np.ndarray) -> torch.Tensor:
     # torch shares NumPy's memory; read-only buffers (memmaps) must be copied
     # because torch tensors are always writable.
-    A = np.ascontiguousarray(A)
+    # (ascontiguousarray would also turn a 0-D array, a scalar, into shape (1,).)
+    A = np.ascontiguousarray(A) if A.ndim else A
     return torch.from_numpy(A if A.flags.writeable else A.copy())
 
 
@@ -218,7 +225,10 @@ def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
             f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum "
             "of 1 is required."
         )
-    if X.dtype.is_floating_point and not bool(torch.isfinite(X).all()):
+    # Checked in the compute precision: torch has no isfinite for float8.
+    if X.dtype.is_floating_point and not bool(
+        torch.isfinite(X.to(_compute_dtype(X.dtype))).all()
+    ):
         raise ValueError(f"Input {name} contains NaN or infinity.")
 
 
@@ -262,15 +272,7 @@ def validate_input(
         target = resolve_device(device, X)
         return X.detach().to(device=target, dtype=dtype), origin
 
-    xp_origin = None
-    if get_config()["array_api_dispatch"] and hasattr(X, "__array_namespace__"):
-        xp, _, xp_device = get_namespace_and_device(X)
-        # NumPy under any name: sklearn's own copy of array-api-compat names
-        # it sklearn.externals.array_api_compat.numpy.
-        if not _is_numpy_namespace(xp):
-            xp_origin = (xp, xp_device)
-            X = move_to(X, xp=np, device="cpu")
-
+    X, xp_origin = _leave_array_api(X)
     X_np = validate_data(
         estimator,
         X,
@@ -285,6 +287,24 @@ def validate_input(
         origin = ArrayOrigin("array_api", dtype, dtype, xp_origin[1], xp_origin[0])
     target = resolve_device(device, None)
     return _from_numpy(X_np).to(target), origin
+
+
+def _leave_array_api(A: Any) -> tuple[Any, tuple[Any, Any] | None]:
+    """Move a non-NumPy array-API array to NumPy under array-API dispatch.
+
+    Returns the array to validate and, for such an array, its namespace and
+    device (where outputs go back to); None otherwise. Without dispatch,
+    anything that is not a tensor is array-like and comes back as NumPy, as
+    in scikit-learn.
+    """
+    if not (get_config()["array_api_dispatch"] and hasattr(A, "__array_namespace__")):
+        return A, None
+    xp, _, xp_device = get_namespace_and_device(A)
+    # NumPy under any name: sklearn's own copy of array-api-compat names it
+    # sklearn.externals.array_api_compat.numpy.
+    if _is_numpy_namespace(xp):
+        return A, None
+    return move_to(A, xp=np, device="cpu"), (xp, xp_device)
 
 
 def as_tensor(
@@ -343,11 +363,9 @@ def to_tensor(
         compute = _compute_dtype(T.dtype)
         origin = ArrayOrigin("torch", compute, _output_dtype(T.dtype), T.device)
     else:
-        xp_origin = None
-        if hasattr(A, "__array_namespace__") and not isinstance(A, np.ndarray):
-            xp, _, xp_device = get_namespace_and_device(A)
-            xp_origin = (xp, xp_device)
-            A = move_to(A, xp=np, device="cpu")
+        if A is None:
+            raise ValueError(f"{name} must be an array; got None.")
+        A, xp_origin = _leave_array_api(A)
         try:
             A = check_array(
                 A,
@@ -362,7 +380,7 @@ def to_tensor(
             raise type(exc)(f"Invalid {name}: {exc}") from exc
         T = _from_numpy(A)
         compute = T.dtype
-        if xp_origin is None or xp_origin[0].__name__.endswith("numpy"):
+        if xp_origin is None:
             origin = ArrayOrigin("numpy", compute, compute, "cpu")
         else:
             origin = ArrayOrigin(
@@ -372,10 +390,20 @@ def to_tensor(
         raise ValueError(
             f"{name} must be a {ndim}-D array; got shape {tuple(T.shape)}."
         )
-    T = T.to(device=resolve_device(device, A), dtype=dtype or compute)
+    T = T.to(device=resolve_device(device, A), dtype=compute)
     if not bool(torch.isfinite(T).all()):
         raise ValueError(f"{name} contains NaN or infinity.")
-    return T, origin
+    if dtype is None or dtype == compute:
+        return T, origin
+    # Checked again after the cast: float64 values beyond float32's range
+    # would otherwise be reported as NaN or infinity, which they are not.
+    converted = T.to(dtype)
+    if not bool(torch.isfinite(converted).all()):
+        raise ValueError(
+            f"{name} has values beyond the range of {dtype} (up to "
+            f"{float(T.abs().amax()):g}); rescale it."
+        )
+    return converted, origin
 
 
 def validate_codes(estimator: Any, codes: Any) -> tuple[torch.Tensor, ArrayOrigin]:
@@ -482,7 +510,7 @@ def to_numpy(A: Any) -> np.ndarray:
     """
     if is_tensor(A):
         T = A.detach()
-        if T.dtype in _REDUCED_PRECISION:
+        if _is_reduced_precision(T.dtype):
             T = T.float()
         return T.cpu().numpy()
     if hasattr(A, "__array_namespace__") and not isinstance(A, np.ndarray):

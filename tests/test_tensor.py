@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.base import BaseEstimator
 
+from skdict import FISTACoder, OracleDictionary
 from skdict._tensor import (
     as_tensor,
     portable_state,
@@ -48,6 +49,21 @@ def test_half_precision_is_computed_in_float32_and_returned_in_half():
     T, origin = validate_input(BaseEstimator(), X, reset=True)
     assert T.dtype == torch.float32
     assert to_output(T, origin).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_is_computed_in_float32_and_returned_in_float8(dtype):
+    # torch has no isfinite (and little else) for float8: it is widened first.
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((6, 4))
+    X = torch.tensor(rng.uniform(size=(10, 6)) @ D).to(dtype)
+    coder = FISTACoder(D).fit(X)
+    codes = coder.transform(X)
+    assert codes.dtype == dtype and coder.inverse_transform(codes).dtype == dtype
+    widened = coder.transform(X.float())
+    torch.testing.assert_close(codes.float(), widened.to(dtype).float())
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        validate_input(BaseEstimator(), X.float().fill_(np.nan).to(dtype), reset=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
@@ -120,6 +136,36 @@ def test_as_tensor_names_the_parameter():
         as_tensor(np.array([[np.nan]]), device=torch.device("cpu"), name="dictionary")
     with pytest.raises(ValueError, match="dictionary must be a 2-D"):
         as_tensor(np.ones(3), device=torch.device("cpu"), name="dictionary")
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [(None, "codes must be an array; got None"), (3.0, r"2-D array; got shape \(\)")],
+)
+def test_scalars_and_none_are_named_as_such(value, match):
+    with pytest.raises(ValueError, match=match):
+        to_tensor(value, name="codes")
+
+
+def test_values_beyond_the_target_precision_are_named():
+    big = np.full((2, 2), 1e39)
+    with pytest.raises(ValueError, match=r"beyond the range of torch\.float32"):
+        as_tensor(big, device=torch.device("cpu"), dtype=torch.float32, name="init")
+    X = np.ones((3, 2), dtype=np.float32)
+    for scale, norm in [(1e39, "inf"), (1e-50, "0")]:
+        with pytest.raises(ValueError, match=f"whose norm is {norm} in float32"):
+            FISTACoder(np.eye(2) * scale).fit(X)
+
+
+def test_array_api_arrays_without_dispatch_are_array_like():
+    # As in scikit-learn: without array-API dispatch they come back as NumPy,
+    # through transform and inverse_transform alike.
+    xp = pytest.importorskip("array_api_strict")
+    coder = FISTACoder(np.eye(3)).fit(np.ones((4, 3)))
+    codes = coder.transform(xp.asarray(np.ones((2, 3), dtype=np.float32)))
+    X_back = coder.inverse_transform(xp.asarray(np.ones((2, 3), dtype=np.float32)))
+    assert type(codes) is type(X_back) is np.ndarray
+    assert codes.dtype == X_back.dtype
 
 
 def test_to_tensor_origin_follows_codes():
@@ -217,3 +263,16 @@ def test_cuda_tensor_round_trip():
         BaseEstimator(), np.ones((3, 2)), reset=True, device="cuda"
     )
     assert T.device.type == "cuda" and isinstance(to_output(T, origin), np.ndarray)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_oracle_scores_as_the_coder_does_in_reduced_precision(dtype):
+    # Both score in float32: a reconstruction rounded to float16 first gave
+    # the oracle a different score for the same model.
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((5, 4))
+    X = rng.uniform(size=(50, 4))
+    X_low = torch.tensor(rng.uniform(size=(20, 5)) @ D * 100).to(dtype)
+    oracle = OracleDictionary(D, positive=False).fit(X)
+    coder = FISTACoder(D).fit(X)
+    assert oracle.score(X_low) == coder.score(X_low)

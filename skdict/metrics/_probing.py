@@ -1,9 +1,12 @@
 """How well recovered codes expose a binary concept, in and out of distribution.
 
-Both metrics follow the paper's protocol (arXiv 2603.28744): every
-choice (the best single code dimension, the probe's weights) is made on ID
-codes and then applied unchanged to OOD codes, so the OOD figure measures
-compositional generalisation rather than refitting.
+Both metrics follow the paper's protocol (arXiv 2603.28744): the best
+single code dimension and the probe's weights are chosen on ID codes and
+then applied unchanged to OOD codes, so the OOD figure measures
+compositional generalisation rather than refitting. (As in the paper's
+evaluation code, the best dimension's AUC is symmetrised on each split
+alone: a dimension whose relation to the label flips sign out of
+distribution still scores high there.)
 """
 
 from __future__ import annotations
@@ -70,8 +73,9 @@ def best_feature_auc(
     Each code dimension is used on its own as a score for the label, with
     ``max(AUC, 1 - AUC)`` so that the sign does not matter. The dimension with
     the highest ID AUC is selected and its AUC reported on the ID data and,
-    when given, on the OOD data. A code that isolates the concept in one
-    dimension keeps its OOD AUC close to its ID AUC.
+    when given, on the OOD data, symmetrised there too (the paper's
+    protocol: the sign is not carried over from ID). A code that isolates
+    the concept in one dimension keeps its OOD AUC close to its ID AUC.
 
     Parameters
     ----------
