@@ -1943,8 +1943,8 @@ class FISTACoder(
         without coding, and later calls only check ``X``. Setting, replacing
         or clearing ``dictionary`` between calls is an error (call
         :meth:`fit` to start again), and other parameters are checked as in
-        :meth:`fit`; a batch in another dtype converts the running
-        statistics.
+        :meth:`fit`; a batch in another dtype is converted to the atoms'
+        (learning continues in the precision it started in).
 
         A stream learns less well than :meth:`fit` from the same samples, and
         more slowly: on ``make_compositional(50, 3, n_samples=4000)``, seeds
@@ -2027,11 +2027,16 @@ class FISTACoder(
                 )
             if hasattr(self, "_rng_state"):  # none after fit: no exploring
                 generator.set_state(self._rng_state)
-            init = self._dictionary_tensors(X_t)[0]
+            # Learning continues in the atoms' own precision, as in
+            # SparseAutoencoder.partial_fit: a float32 batch must not round
+            # float64 atoms (nor their running statistics) for good.
+            init = as_tensor(self.components_, device=X_t.device)
+            X_t = X_t.to(init.dtype)
+            origin = origin._replace(dtype=init.dtype)
         statistics = getattr(self, "_online_statistics", None)
         if statistics is not None:
-            # The running sums follow the batches' dtype and device, as the
-            # atoms do.
+            # The running sums follow the atoms' dtype and the batch's device,
+            # as the atoms do.
             statistics = {
                 key: value.to(device=X_t.device, dtype=X_t.dtype)
                 if torch.is_tensor(value)

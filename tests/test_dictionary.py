@@ -847,11 +847,15 @@ def test_init_estimator_set_after_fit_asks_for_a_fit(rng):
 @pytest.mark.parametrize(
     "first, second", [(np.float64, np.float32), (np.float32, np.float64)]
 )
-def test_partial_fit_follows_the_batch_dtype(rng, first, second):
+def test_partial_fit_keeps_the_fitted_dtype(rng, first, second):
     X = sparse_codes(rng, 100, 6, 2) @ random_dictionary(rng, 6, 5)
     coder = FISTACoder(n_components=6, positive=True, random_state=0)
     coder.partial_fit(X[:50].astype(first)).partial_fit(X[50:].astype(second))
-    assert coder.components_.dtype == second
+    assert coder.components_.dtype == coder.intercept_.dtype == first
+    assert (
+        coder._online_statistics["A"].dtype == torch.from_numpy(X.astype(first)).dtype
+    )
+    # Codes follow the data, whatever the atoms' precision.
     assert coder.transform(X.astype(second)).dtype == second
     np.testing.assert_allclose(
         np.linalg.norm(coder.components_, axis=1), 1.0, rtol=1e-5
