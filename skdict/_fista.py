@@ -95,6 +95,7 @@ from ._fitting import forget_fit_on_failure
 from ._params import StrictParamsMixin
 from ._tensor import (
     as_tensor,
+    in_namespace_of,
     portable_state,
     to_fitted,
     to_output,
@@ -2075,7 +2076,8 @@ class FISTACoder(
             # When learning, init is the starting dictionary, not codes.
             return None
         if self.init_ is not None:
-            init, name = self.init_.transform(X), "init.transform(X)"
+            init = self.init_.transform(in_namespace_of(X, self.init_))
+            name = "init.transform(X)"
         elif is_provider(self.init):
             raise ValueError(
                 "init is an estimator that was set after fit; call fit to fit "

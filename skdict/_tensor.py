@@ -42,6 +42,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 __all__ = [
     "ArrayOrigin",
     "as_tensor",
+    "in_namespace_of",
     "is_sparse",
     "is_tensor",
     "portable_state",
@@ -305,6 +306,37 @@ def _leave_array_api(A: Any) -> tuple[Any, tuple[Any, Any] | None]:
     if _is_numpy_namespace(xp):
         return A, None
     return move_to(A, xp=np, device="cpu"), (xp, xp_device)
+
+
+def in_namespace_of(X: Any, estimator: Any, attribute: str = "components_") -> Any:
+    """Return ``X`` in the array namespace and device ``estimator`` was fitted in.
+
+    Under array-API dispatch, a fitted estimator handed in as a provider (a
+    frozen SAE whose ``transform`` gives warm-start codes) may have been
+    fitted on NumPy while ``X`` is a torch tensor; scikit-learn's namespace
+    check would then refuse the call. Its atoms are converted as any array
+    is; its ``transform`` gets ``X`` moved to its own namespace instead.
+    Without dispatch, or when the namespaces agree, ``X`` is returned as is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from skdict._tensor import in_namespace_of
+    >>> X = np.ones((3, 2))
+    >>> in_namespace_of(X, PCA(1).fit(X)) is X
+    True
+    """
+    fitted = getattr(estimator, attribute, None)
+    if not get_config()["array_api_dispatch"] or fitted is None:
+        return X
+    xp, _, device = get_namespace_and_device(fitted)
+    X_xp, _, X_device = get_namespace_and_device(X)
+    if (X_xp, X_device) == (xp, device) or (
+        _is_numpy_namespace(xp) and _is_numpy_namespace(X_xp)
+    ):
+        return X
+    return move_to(X, xp=xp, device=device)
 
 
 def as_tensor(

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 
 from skdict import FISTACoder, OracleDictionary
 from skdict._tensor import (
@@ -276,3 +276,23 @@ def test_oracle_scores_as_the_coder_does_in_reduced_precision(dtype):
     oracle = OracleDictionary(D, positive=False).fit(X)
     coder = FISTACoder(D).fit(X)
     assert oracle.score(X_low) == coder.score(X_low)
+
+
+def test_a_frozen_provider_fitted_on_numpy_gives_codes_for_tensors_under_dispatch():
+    # The paper's refined-SAE setup with a pre-fitted SAE: its atoms and its
+    # warm-start codes both serve a torch pipeline under array-API dispatch.
+    from sklearn import config_context
+    from sklearn.frozen import FrozenEstimator
+
+    from skdict import SparseAutoencoder
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(64, 6))
+    sae = SparseAutoencoder(8, max_epochs=2, random_state=0).fit(X)
+    X_t = torch.tensor(X[:16], dtype=torch.float32)
+    coder = FISTACoder(FrozenEstimator(sae), init=FrozenEstimator(sae))
+    expected = clone(coder).fit(X_t).transform(X_t)
+    with config_context(array_api_dispatch=True):
+        codes = coder.fit(X_t).transform(X_t)
+    assert isinstance(codes, torch.Tensor) and codes.dtype == torch.float32
+    torch.testing.assert_close(codes, expected)
