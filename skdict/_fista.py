@@ -113,6 +113,12 @@ __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 # per-sample Gram matrices of working sets and Newton systems are processed in
 # chunks of the same number of elements.
 _AUTO_BATCH_ELEMENTS = 2**24
+# With a progress bar and batch_size=None, batches are cut to about a 20th of
+# the samples (at least 4,096 rows), so that the bar moves: one automatic
+# batch holds 2**24 / n_components rows, 168k samples at 100 atoms, which
+# left the bar at 0 % for the whole run.
+_PROGRESS_STEPS = 20
+_MIN_PROGRESS_ROWS = 4096
 # Largest full Gram matrix (n_components ** 2 elements) precomputed and reused.
 _MAX_GRAM_ELEMENTS = 2**24
 # A working set holds the support plus half as many other atoms, at least
@@ -1377,9 +1383,12 @@ def fista_encode(
         and rounded back, with a certificate that covers the rounding.
     batch_size : int, default=None
         Samples coded at once; bounds peak memory to ``O(batch_size *
-        n_components)``. None picks a batch of about ``2**24 / n_components``.
+        n_components)``. None picks a batch of about ``2**24 / n_components``
+        (with ``verbose``, at most a 20th of the samples and at least 4,096,
+        so that the progress bar moves).
     verbose : int, default=0
-        Show a progress bar over batches when positive.
+        Show a progress bar over batches when positive (and there are at
+        least two).
     float64_finish : bool, default=True
         Finish in float64 the float32 samples not certified after 50
         iterations (see ``tol``); False codes in float32 throughout.
@@ -1460,6 +1469,9 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
     tol = _effective_tol(tol, dtype)
     if batch_size is None:
         batch_size = max(1, _AUTO_BATCH_ELEMENTS // max(n_components, 1))
+        if verbose > 0:
+            steps = -(-n_samples // _PROGRESS_STEPS)
+            batch_size = min(batch_size, max(_MIN_PROGRESS_ROWS, steps))
     gram = None
     # The Gram matrix serves every sample's working sets; a few samples (the
     # float64 finish of fista_encode, a small transform) gather their atoms'

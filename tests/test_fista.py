@@ -918,3 +918,16 @@ def test_polish_support_reduced_to_nothing_gives_zero():
     torch.testing.assert_close(
         polished[1], torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64)
     )
+
+
+def test_progress_bar_moves_through_one_automatic_batch(capsys):
+    # 8,192 samples fit one automatic batch; with verbose they are coded in
+    # two, the bar shows both, and the codes are the same.
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 8, 5))
+    X = torch.from_numpy(sparse_codes(rng, 8192, 8, 2)) @ D
+    quiet = fista_encode(X, D, alpha=0.05)
+    assert "FISTA" not in capsys.readouterr().err
+    shown = fista_encode(X, D, alpha=0.05, verbose=1)
+    assert "8192/8192" in capsys.readouterr().err
+    torch.testing.assert_close(shown.codes, quiet.codes, rtol=0, atol=1e-12)

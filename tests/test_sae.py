@@ -700,6 +700,12 @@ def test_verbose_shows_progress(rng, capsys):
     err = capsys.readouterr().err
     assert sae.n_iter_ < 500
     assert f"{sae.n_iter_}/500" in err.split("\r")[-1] and "val_loss" in err
+    # A stream draws no bar per batch at verbose=1, one per call at 2.
+    streamed = SparseAutoencoder(4, verbose=1, random_state=0)
+    streamed.partial_fit(X).partial_fit(X)
+    assert "epoch" not in capsys.readouterr().err
+    streamed.set_params(verbose=2).partial_fit(X)
+    assert "1/1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("activation", ["jumprelu", "batchtopk"])

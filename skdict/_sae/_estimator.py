@@ -102,7 +102,9 @@ class SparseAutoencoder(
         Seeds the initial weights, the validation split and the shuffling;
         two fits on the CPU with the same seed give identical weights.
     verbose : int, default=0
-        Show a progress bar over epochs when positive.
+        Show a progress bar over epochs when positive; in
+        :meth:`partial_fit`, whose calls are one epoch each, when at least 2
+        (a stream of batches would otherwise draw one bar per batch).
     weight_decay : float, default=0.01
         AdamW's decoupled weight decay (torch's default, which the paper used),
         on every trained parameter: JumpReLU's ``log_threshold`` too, which it
@@ -353,7 +355,11 @@ class SparseAutoencoder(
                 generator = self._generator()
                 module, decoder = self._init_module(X, y, X_t, generator)
                 optimizer = self._optimizer(module)
-                result = self._train(module, X_t, optimizer, generator, epochs=1)
+                # One epoch per call: a bar per call only from verbose=2.
+                quieter = self.verbose - 1
+                result = self._train(
+                    module, X_t, optimizer, generator, epochs=1, verbose=quieter
+                )
                 self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
                 self._store(module, optimizer, generator, result, origin)
             return self
@@ -389,6 +395,7 @@ class SparseAutoencoder(
                 epochs=1,
                 samples_since_fired=self._samples_since_fired,
                 first_epoch=self.n_iter_ + 1,
+                verbose=self.verbose - 1,
             )
         except FloatingPointError:
             self.module_, self._optimizer_state = snapshot
@@ -564,6 +571,7 @@ class SparseAutoencoder(
         X_val=None,
         samples_since_fired=None,
         first_epoch=1,
+        verbose=None,
     ):
         return train(
             module,
@@ -582,7 +590,7 @@ class SparseAutoencoder(
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             first_epoch=first_epoch,
-            verbose=self.verbose,
+            verbose=self.verbose if verbose is None else verbose,
         )
 
     def _store(self, module, optimizer, generator, result, origin) -> None:
