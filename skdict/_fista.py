@@ -2012,7 +2012,9 @@ class FISTACoder(
             if first:
                 self._resolve_given(X, X_t, y, origin)
                 self.n_iter_ = 0
-            elif self.dictionary is not self._dictionary_param:
+            elif self.dictionary is not getattr(
+                self, "_dictionary_param", self.dictionary
+            ):
                 raise ValueError(
                     "partial_fit continues the dictionary given at its first "
                     "call; a new dictionary needs a new fit: call fit, or "
@@ -2044,7 +2046,7 @@ class FISTACoder(
             # SparseAutoencoder.partial_fit: a float32 batch must not round
             # float64 atoms (nor their running statistics) for good.
             init = as_tensor(self.components_, device=X_t.device)
-            X_t = X_t.to(init.dtype)
+            X_t = as_tensor(X_t, device=X_t.device, dtype=init.dtype, name="X")
             origin = origin._replace(dtype=init.dtype)
         statistics = getattr(self, "_online_statistics", None)
         if statistics is not None:
@@ -2188,6 +2190,7 @@ class FISTACoder(
         score : float
         """
         check_is_fitted(self)
+        self._validate_params()
         check_same_namespace(X, self, attribute="components_", method="score")
         X_t, _ = validate_input(self, X, reset=False, device=self.device)
         D, b = self._dictionary_tensors(X_t)

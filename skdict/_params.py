@@ -14,6 +14,7 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
+from sklearn import get_config
 from sklearn.utils._param_validation import (
     Interval,
     InvalidParameterError,
@@ -91,6 +92,10 @@ class StrictParamsMixin:
     """
 
     def _validate_params(self) -> None:
+        # Also called outside fit (partial_fit's later calls, transform):
+        # the global switch that skips fit's validation skips these too.
+        if get_config()["skip_parameter_validation"]:
+            return
         validate_hyperparameters(
             self._parameter_constraints,
             self.get_params(deep=False),

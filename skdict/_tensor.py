@@ -73,7 +73,7 @@ class ArrayOrigin(NamedTuple):
         The dtype computations run in.
     out_dtype : torch.dtype
         The dtype outputs are returned in (differs from ``dtype`` only for
-        float16 and bfloat16 tensors).
+        float16, bfloat16 and float8 tensors).
     device : object
         The input's device: a :class:`torch.device` for tensors, the namespace's
         own device object for other array-API arrays, ``"cpu"`` for NumPy.
@@ -226,11 +226,13 @@ def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
             f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum "
             "of 1 is required."
         )
-    # Checked in the compute precision: torch has no isfinite for float8.
-    if X.dtype.is_floating_point and not bool(
-        torch.isfinite(X.to(_compute_dtype(X.dtype))).all()
-    ):
+    if X.dtype.is_floating_point and not bool(torch.isfinite(_checkable(X)).all()):
         raise ValueError(f"Input {name} contains NaN or infinity.")
+
+
+def _checkable(T: torch.Tensor) -> torch.Tensor:
+    # torch has no isfinite for float8; float16 holds every float8 value.
+    return T.to(torch.float16) if torch.finfo(T.dtype).bits < 16 else T
 
 
 def validate_input(
@@ -291,15 +293,17 @@ def validate_input(
 
 
 def _leave_array_api(A: Any) -> tuple[Any, tuple[Any, Any] | None]:
-    """Move a non-NumPy array-API array to NumPy under array-API dispatch.
+    """Move a non-NumPy array-API array (CuPy, array-api-strict, ...) to NumPy.
 
-    Returns the array to validate and, for such an array, its namespace and
-    device (where outputs go back to); None otherwise. Without dispatch,
-    anything that is not a tensor is array-like and comes back as NumPy, as
-    in scikit-learn.
+    Returns the array to validate and, under array-API dispatch, its
+    namespace and device (where outputs go back to); None otherwise: without
+    dispatch such an array is array-like and NumPy comes back, as in
+    scikit-learn, in the array's own dtype.
     """
-    if not (get_config()["array_api_dispatch"] and hasattr(A, "__array_namespace__")):
+    if isinstance(A, np.ndarray) or not hasattr(A, "__array_namespace__"):
         return A, None
+    if not get_config()["array_api_dispatch"]:
+        return move_to(A, xp=np, device="cpu"), None
     xp, _, xp_device = get_namespace_and_device(A)
     # NumPy under any name: sklearn's own copy of array-api-compat names it
     # sklearn.externals.array_api_compat.numpy.
@@ -508,7 +512,7 @@ def to_fitted(T: torch.Tensor, origin: ArrayOrigin) -> Any:
     """Return a fitted attribute in ``origin``'s array type and device.
 
     Like :func:`to_output`, except that it keeps the compute dtype: the atoms
-    fitted on float16 or bfloat16 tensors stay in float32 instead of being
+    fitted on float16, bfloat16 or float8 tensors stay in float32 instead of being
     rounded to the input's precision, which would change every later
     ``transform``, also of float64 data.
 
@@ -530,8 +534,8 @@ def to_numpy(A: Any) -> np.ndarray:
 
     For the consumers that take NumPy only (SciPy's assignment solver,
     scikit-learn estimators without array-API support, index bookkeeping).
-    Tensors on any device and array-API arrays are copied to the CPU; float16
-    and bfloat16 tensors come back as float32, which NumPy can hold.
+    Tensors on any device and array-API arrays are copied to the CPU; float16,
+    bfloat16 and float8 tensors come back as float32, which NumPy can hold.
 
     Examples
     --------
@@ -612,22 +616,42 @@ def sparse_as_tensor(
     return T
 
 
-def _to_cpu(value: Any) -> Any:
+def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
+    # ``memo`` maps converted objects to their copies, so that two attributes
+    # holding the same tensor (a parameter and the fitted record of it) still
+    # hold one object after pickling, as copy.deepcopy's memo keeps them.
+    key = id(value)
+    if key in memo:
+        return memo[key]
     if is_tensor(value):
-        return value.detach().cpu()
-    if isinstance(value, torch.nn.Module):
-        return copy.deepcopy(value).cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
+        converted = value.detach().cpu()
+    elif isinstance(value, torch.nn.Module):
+        converted = copy.deepcopy(value).cpu()
+    elif isinstance(value, dict):
+        converted = {k: _to_cpu(v, memo) for k, v in value.items()}
+    elif isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        converted = type(value)(_to_cpu(v, memo) for v in value)
+    else:
+        return value
+    memo[key] = converted
+    return converted
 
 
 def portable_state(state: dict) -> dict:
     """Return a copy of an estimator's ``__dict__`` with every tensor on the CPU.
 
     Estimators call this from ``__getstate__`` so that a model fitted on a GPU
-    can be unpickled on a machine without one.
+    can be unpickled on a machine without one. Attributes that share an
+    object share its copy.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import portable_state
+    >>> atoms = torch.eye(2)
+    >>> state = portable_state({"dictionary": atoms, "_given": atoms})
+    >>> state["dictionary"] is state["_given"]
+    True
     """
-    return {key: _to_cpu(value) for key, value in state.items()}
+    memo: dict[int, Any] = {}
+    return {key: _to_cpu(value, memo) for key, value in state.items()}

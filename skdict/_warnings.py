@@ -6,7 +6,7 @@ no fixed ``stacklevel`` names the caller: with ``stacklevel=3`` FISTA's
 ``ConvergenceWarning`` pointed at ``sklearn/base.py`` from ``fit`` and at
 ``sklearn/utils/_set_output.py`` from ``transform``, and a filter on the
 user's module never matched it. The level is counted here instead, past every
-frame inside skdict and scikit-learn (``warnings.warn``'s
+frame inside skdict, scikit-learn and joblib (``warnings.warn``'s
 ``skip_file_prefixes`` does this from Python 3.12 on).
 """
 
@@ -16,14 +16,25 @@ import os
 import sys
 import warnings
 
+import joblib
 import sklearn
 
 __all__ = ["warn"]
 
+# joblib runs the fits of scikit-learn's model selection (cross_validate,
+# GridSearchCV), between its frames and the user's.
 _LIBRARY_FOLDERS = tuple(
     os.path.dirname(os.path.abspath(module_file)) + os.sep
-    for module_file in (__file__, sklearn.__file__)
+    for module_file in (__file__, sklearn.__file__, joblib.__file__)
 )
+
+
+def _in_library(filename: str) -> bool:
+    # "<stdin>", "<string>", "<ipython-input-...>": code typed or generated
+    # by the user, not a file (abspath would resolve it against the cwd).
+    if filename.startswith("<"):
+        return False
+    return os.path.abspath(filename).startswith(_LIBRARY_FOLDERS)
 
 
 def warn(message: str, category: type[Warning]) -> None:
@@ -49,9 +60,7 @@ def warn(message: str, category: type[Warning]) -> None:
     frame = sys._getframe(1)
     # stacklevel=2 names warn's caller; each library frame adds one.
     level = 2
-    while frame.f_back is not None and os.path.abspath(
-        frame.f_code.co_filename
-    ).startswith(_LIBRARY_FOLDERS):
+    while frame.f_back is not None and _in_library(frame.f_code.co_filename):
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)

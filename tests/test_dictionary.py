@@ -1,5 +1,6 @@
 """Dictionary learning and OracleDictionary: closed forms, recovery, API."""
 
+import copy
 import pickle
 
 import numpy as np
@@ -796,9 +797,13 @@ def test_partial_fit_refuses_to_switch_between_given_and_learned(rng):
     with pytest.raises(ValueError, match="new dictionary needs a new fit"):
         given.set_params(dictionary=random_dictionary(rng, 7, 4)).partial_fit(X)
     assert given.components_.shape == (5, 4)
-    # Pickled, the coder still continues its own dictionary.
-    again = pickle.loads(pickle.dumps(FISTACoder(random_dictionary(rng, 5, 4))))
-    pickle.loads(pickle.dumps(again.partial_fit(X))).partial_fit(X)
+    # Pickled or copied, the coder still continues its own dictionary, an
+    # array, a tensor or a list alike.
+    D = random_dictionary(rng, 5, 4)
+    for dictionary in (D, torch.from_numpy(D), D.tolist()):
+        coder = FISTACoder(dictionary).partial_fit(X)
+        for copied in (pickle.loads(pickle.dumps(coder)), copy.deepcopy(coder)):
+            assert copied.partial_fit(X).components_.shape == (5, 4)
 
 
 @pytest.mark.parametrize("dictionary", [None, "given"])
@@ -822,11 +827,38 @@ def test_partial_fit_and_transform_check_changed_parameters(
         coder.partial_fit(X)
     with pytest.raises(ValueError, match=match):
         coder.transform(X)
+    with pytest.raises(ValueError, match=match):
+        coder.score(X)
     oracle = OracleDictionary(random_dictionary(rng, 5, 4)).fit(X)
     with pytest.raises(
         ValueError, match=match.replace("parameter", "parameter of Oracle")
     ):
         oracle.set_params(**change).transform(X)
+
+
+def test_a_stream_refuses_a_batch_beyond_its_precision(rng):
+    # The stream learns in float32 after a float32 first batch: a float64
+    # batch beyond float32's range is refused, not turned into infinities.
+    X = sparse_codes(rng, 60, 5, 2) @ random_dictionary(rng, 5, 4)
+    coder = FISTACoder(n_components=5, random_state=0)
+    coder.partial_fit(X.astype(np.float32))
+    with pytest.raises(
+        ValueError, match=r"X has values beyond the range of torch\.float32"
+    ):
+        coder.partial_fit(X * 1e39)
+    assert np.isfinite(coder.components_).all() and coder.n_iter_ == 1
+
+
+def test_global_skip_parameter_validation_covers_transform(rng):
+    from sklearn import config_context
+
+    D = random_dictionary(rng, 5, 4)
+    X = sparse_codes(rng, 20, 5, 2) @ D
+    coder = FISTACoder(D).fit(X).set_params(max_iter=np.int16(50))
+    with pytest.raises(ValueError, match="'max_iter'"):
+        coder.transform(X)
+    with config_context(skip_parameter_validation=True):
+        assert coder.transform(X).shape == (20, 5)
 
 
 def test_init_estimator_set_after_fit_asks_for_a_fit(rng):

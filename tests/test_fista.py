@@ -15,7 +15,7 @@ from sklearn.decomposition import PCA, DictionaryLearning, sparse_encode
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import Lasso
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -884,6 +884,13 @@ def test_convergence_warning_names_the_callers_line(problem):
         found = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
         assert found
         assert {w.filename for w in found} == {__file__}
+    # Through joblib under model selection, and from code with no file.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cross_validate(coder, X, cv=2)
+        exec(compile("coder.transform(X)", "<cell-1>", "exec"))
+    filenames = [w.filename for w in caught if w.category is ConvergenceWarning]
+    assert set(filenames) == {__file__, "<cell-1>"}
 
 
 @cuda

@@ -1,5 +1,6 @@
 """SparseAutoencoder: gradients against independent references, training, API."""
 
+import copy
 import math
 import pickle
 
@@ -506,6 +507,12 @@ def test_partial_fit_refuses_a_new_frozen_decoder(rng):
     with pytest.raises(ValueError, match=r"frozen decoder .* new model"):
         frozen.set_params(decoder=D.copy()).partial_fit(X)
     assert frozen.n_iter_ == 1
+    # Pickled or copied, a frozen tensor decoder is still the model's own.
+    tensor = SparseAutoencoder(
+        decoder=torch.from_numpy(D), freeze_decoder=True, random_state=0
+    ).partial_fit(X)
+    for copied in (pickle.loads(pickle.dumps(tensor)), copy.deepcopy(tensor)):
+        assert copied.partial_fit(X).n_iter_ == 2
     # A trained decoder was only the starting point: a new one is ignored.
     trained = SparseAutoencoder(decoder=D, random_state=0).partial_fit(X)
     trained.set_params(decoder=D.copy()).partial_fit(X)

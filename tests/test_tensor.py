@@ -166,6 +166,11 @@ def test_array_api_arrays_without_dispatch_are_array_like():
     X_back = coder.inverse_transform(xp.asarray(np.ones((2, 3), dtype=np.float32)))
     assert type(codes) is type(X_back) is np.ndarray
     assert codes.dtype == X_back.dtype
+    # As a parameter, on another device, such an array is read all the same.
+    D = xp.asarray(np.eye(3), device=xp.Device("device1"))
+    np.testing.assert_array_equal(
+        FISTACoder(D).fit(np.ones((4, 3))).components_, np.eye(3)
+    )
 
 
 def test_to_tensor_origin_follows_codes():

@@ -25,6 +25,7 @@ from .._dictionary import fits_on_data, resolve_dictionary
 from .._fitting import forget_fit_on_failure
 from .._params import StrictParamsMixin
 from .._tensor import (
+    as_tensor,
     portable_state,
     to_fitted,
     to_output,
@@ -375,7 +376,7 @@ class SparseAutoencoder(
         module = self.module_.to(X_t.device)
         # Training continues in the model's own precision, and the fitted
         # attributes keep it: a batch in another dtype must not round them.
-        X_t = X_t.to(module.W_dec.dtype)
+        X_t = as_tensor(X_t, device=X_t.device, dtype=module.W_dec.dtype, name="X")
         origin = origin._replace(dtype=X_t.dtype)
         generator = torch.Generator().set_state(self._rng_state)
         optimizer = self._optimizer(module)
