@@ -324,10 +324,11 @@ def check_dictionary(
 def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> None:
     """Raise a ``ValueError`` unless every atom's norm is positive and finite.
 
-    Non-zero atoms whose norm under- or overflows in the compute precision
-    (entries near 1e-25 or 1e20 in float32, or float64 atoms cast to float32
-    beyond its range) would divide by zero or infinity in the normalisation,
-    the Gram matrix and the step size.
+    Non-zero atoms whose norm or squared norm under- or overflows in the
+    compute precision (norms below about 1e-19 or above 1e19 in float32,
+    1e-154 and 1e154 in float64, or float64 atoms cast to float32 beyond its
+    range) would divide by zero or infinity in the normalisation, the Gram
+    matrix and the step size.
 
     Parameters
     ----------
@@ -337,7 +338,11 @@ def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> N
         The parameter the atoms came from, for error messages.
     """
     norms = torch.linalg.vector_norm(components, dim=1)
-    unusable = torch.nonzero(~((norms > 0) & torch.isfinite(norms))).flatten()
+    # Squared norms enter the step size 1 / ||D||_2^2: they must be normal
+    # numbers too (float32 atoms of norm 1e-20 gave NaN codes).
+    squares = norms**2
+    usable = (squares >= torch.finfo(norms.dtype).tiny) & torch.isfinite(squares)
+    unusable = torch.nonzero(~usable).flatten()
     if unusable.numel():
         shown = unusable[:10].tolist()
         more = f" (and {unusable.numel() - 10} more)" if unusable.numel() > 10 else ""

@@ -938,3 +938,45 @@ def test_progress_bar_moves_through_one_automatic_batch(capsys):
     shown = fista_encode(X, D, alpha=0.05, verbose=1)
     assert "8192/8192" in capsys.readouterr().err
     torch.testing.assert_close(shown.codes, quiet.codes, rtol=0, atol=1e-12)
+
+
+def test_supports_beyond_the_features_are_reduced():
+    # One feature, three near-duplicate atoms: the optimum uses the longest
+    # atom alone, reached through the support reductions of the Newton step.
+    D = torch.tensor([[1.0], [1.001], [0.999]], dtype=torch.float64)
+    X = torch.tensor([[2.0]], dtype=torch.float64)
+    result = fista_encode(X, D, alpha=0.01)
+    assert bool(result.converged.all()) and int(result.n_iter.max()) < 100
+    optimum = (2 * 1.001 - 0.01) / 1.001**2  # the longest atom alone
+    expected = torch.tensor([[0.0, optimum, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(result.codes, expected)
+
+
+def test_a_tolerance_below_measurability_still_returns_near_optimal_codes(rng):
+    # Working-set gaps lose about eps * ||x||^2 to cancellation; asked for
+    # less, rows stopped in their first working set far from the optimum.
+    D = random_dictionary(rng, 200, 20)
+    Z = np.abs(rng.standard_normal((100, 200))) * (rng.random((100, 200)) < 0.015)
+    X = torch.from_numpy(Z @ D + 0.01 * rng.standard_normal((100, 20)))
+    D = torch.from_numpy(D)
+    alpha = 0.002 * float((X @ D.T).abs().max())
+    loose = fista_encode(X, D, alpha=alpha, positive=True, tol=1e-12).codes
+    for tol in (1e-13, 0.0):
+        codes = fista_encode(X, D, alpha=alpha, positive=True, tol=tol).codes
+        excess = lasso_objective(X, codes, D, alpha) - lasso_objective(
+            X, loose, D, alpha
+        )
+        assert float(excess.max()) < 1e-10
+
+
+def test_dictionaries_at_extreme_scales():
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((5, 4))
+    X = rng.uniform(size=(6, 5)) @ D
+    # Norms near 1e77: the Lipschitz constant is found without overflow.
+    big = FISTACoder(D * 1e77, alpha=1e76).fit(X).transform(X)
+    unit = FISTACoder(D, alpha=0.1).fit(X).transform(X)
+    np.testing.assert_allclose(big * 1e77, unit, rtol=1e-6, atol=1e-9)
+    # Norms whose square float32 cannot hold are refused, not coded to NaN.
+    with pytest.raises(ValueError, match="rescale the dictionary"):
+        FISTACoder((D * 1e-20).astype(np.float32)).fit(X.astype(np.float32))
