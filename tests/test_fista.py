@@ -980,3 +980,22 @@ def test_dictionaries_at_extreme_scales():
     # Norms whose square float32 cannot hold are refused, not coded to NaN.
     with pytest.raises(ValueError, match="rescale the dictionary"):
         FISTACoder((D * 1e-20).astype(np.float32)).fit(X.astype(np.float32))
+
+
+@pytest.mark.parametrize("copy", ["same", "negated"])
+@pytest.mark.parametrize("positive", [False, True])
+def test_duplicate_atoms_converge(copy, positive):
+    # Half the atoms repeat (or negate) the other half: every split of a
+    # coefficient between an atom and its copy is optimal, a flat direction
+    # the support reductions must take although rounding makes it look
+    # uphill.
+    rng = np.random.default_rng(5)
+    D = rng.standard_normal((200, 20))
+    D[100:] = D[:100] if copy == "same" else -D[:100]
+    Z = np.abs(rng.standard_normal((10, 200))) * (rng.random((10, 200)) < 0.025)
+    X = torch.from_numpy(Z @ D + 0.05 * rng.standard_normal((10, 20)))
+    D = torch.from_numpy(D)
+    alpha = 0.01 * float((X @ D.T).abs().max())
+    result = fista_encode(X, D, alpha=alpha, positive=positive)
+    assert bool(result.converged.all())
+    assert int(result.n_iter.max()) < 500
