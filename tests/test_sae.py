@@ -3,6 +3,7 @@
 import copy
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -544,6 +545,18 @@ def test_partial_fit_accepts_changes_the_model_ignores(rng):
     assert sae.n_iter_ == 2
 
 
+@pytest.mark.parametrize("activation", ["relu", "jumprelu", "mp"])
+def test_aux_k_for_an_activation_without_it_warns(activation, rng):
+    X, _ = toy_problem(rng, n_samples=64)
+    sae = SparseAutoencoder(8, activation=activation, k=2, aux_k=3, max_epochs=1)
+    with pytest.warns(UserWarning, match="aux_k=3 is used only") as caught:
+        sae.fit(X)
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SparseAutoencoder(8, activation="topk", k=2, aux_k=3, max_epochs=1).fit(X)
+
+
 def test_partial_fit_checks_aux_k_against_the_width(rng):
     X, _ = toy_problem(rng, n_samples=64)
     sae = SparseAutoencoder(8, activation="topk", k=2, random_state=0).partial_fit(X)
@@ -582,7 +595,9 @@ def test_streamed_batches_count_dead_latents_over_dead_after(rng):
 @pytest.mark.parametrize("activation", ["relu", "jumprelu"])
 def test_aux_k_is_ignored_where_documented(activation, rng):
     X, _ = toy_problem(rng, n_samples=32)
-    with_aux = SparseAutoencoder(4, activation=activation, aux_k=20, **SMALL).fit(X)
+    with pytest.warns(UserWarning, match="aux_k=20 is used only"):
+        with_aux = SparseAutoencoder(4, activation=activation, aux_k=20, **SMALL)
+        with_aux.fit(X)
     plain = SparseAutoencoder(4, activation=activation, **SMALL).fit(X)
     np.testing.assert_array_equal(with_aux.components_, plain.components_)
 

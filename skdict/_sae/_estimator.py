@@ -32,6 +32,7 @@ from .._tensor import (
     validate_codes,
     validate_input,
 )
+from .._warnings import warn
 from ._modules import ACTIVATIONS, SAE, SparseCodes, build_sae
 from ._training import chunk_size, evaluate, make_optimizer, train
 
@@ -151,8 +152,8 @@ class SparseAutoencoder(
     Attributes
     ----------
     components_ : ndarray or torch.Tensor of shape (n_components, n_features)
-        Decoder atoms (unit-norm rows), in the array type of the data given to
-        :meth:`fit`.
+        Decoder atoms (unit-norm rows; a frozen decoder's atoms as given), in
+        the array type of the data given to :meth:`fit`.
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         Decoder bias: ``X ≈ transform(X) @ components_ + intercept_``; it is
         subtracted from ``X`` before encoding.
@@ -498,6 +499,13 @@ class SparseAutoencoder(
                 "n_components must be given when no decoder is passed; got None."
             )
         self._check_k(n_components)
+        if self.aux_k is not None and self.activation not in _AUX_ACTIVATIONS:
+            # As scikit-learn warns of a parameter its other settings ignore.
+            warn(
+                f"aux_k={self.aux_k} is used only with activation 'topk' or "
+                f"'batchtopk'; it is ignored with activation={self.activation!r}.",
+                UserWarning,
+            )
         if bias is None and self.bias_init == "mean":
             bias = X_t.mean(dim=0)
         if self.activation == "mp" and self.freeze_decoder:
