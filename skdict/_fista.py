@@ -1894,8 +1894,8 @@ class FISTACoder(
             n_features=self.n_features_in_,
         )
         self.dictionary_ = resolved.estimator
-        self._given = True
-        # The parameter itself (compared by identity in partial_fit).
+        # The parameter itself (compared by identity in partial_fit); None
+        # for a learned dictionary.
         self._dictionary_param = self.dictionary
         self.init_ = self._fit_init(X, y)
         self.components_ = to_fitted(resolved.components, origin)
@@ -1969,7 +1969,7 @@ class FISTACoder(
 
     def _store_learned(self, components, origin):
         self.dictionary_ = None
-        self._given = False
+        self._dictionary_param = None
         self.components_ = to_fitted(components, origin)
         self.intercept_ = to_fitted(components.new_zeros(components.shape[1]), origin)
 
@@ -2053,9 +2053,7 @@ class FISTACoder(
             if first:
                 self._resolve_given(X, X_t, y, origin)
                 self.n_iter_ = 0
-            elif self.dictionary is not getattr(
-                self, "_dictionary_param", self.dictionary
-            ):
+            elif self.dictionary is not self._dictionary_param:
                 raise ValueError(
                     "partial_fit continues the dictionary given at its first "
                     "call; a new dictionary needs a new fit: call fit, or "
@@ -2124,6 +2122,11 @@ class FISTACoder(
         if isinstance(self.init, FrozenEstimator):
             return self.init
         return clone(self.init).fit(X, y)
+
+    @property
+    def _given(self) -> bool:
+        """Whether the fitted atoms were given (True) or learned (False)."""
+        return self._dictionary_param is not None
 
     def _initial_codes(self, X, X_t: torch.Tensor) -> torch.Tensor | None:
         n_components = self._n_features_out

@@ -85,10 +85,11 @@ def _expects_integer(constraints: list) -> bool:
 
 
 class StrictParamsMixin:
-    """Estimator mixin: ``fit`` checks hyper-parameters with strict integers.
+    """Mixin: ``_validate_params`` checks ``_parameter_constraints``, integers strictly.
 
-    It replaces scikit-learn's ``BaseEstimator._validate_params`` by
-    :func:`validate_hyperparameters` on the same constraints.
+    For estimators it replaces scikit-learn's ``BaseEstimator._validate_params``
+    by :func:`validate_hyperparameters` on the same constraints; splitters
+    such as :class:`~skdict.model_selection.CompositionalSplit` use it too.
     """
 
     def _validate_params(self) -> None:
@@ -98,6 +99,6 @@ class StrictParamsMixin:
             return
         validate_hyperparameters(
             self._parameter_constraints,
-            self.get_params(deep=False),
+            {name: getattr(self, name) for name in self._parameter_constraints},
             caller_name=type(self).__name__,
         )

@@ -649,8 +649,8 @@ def portable_state(state: dict) -> dict:
     >>> import torch
     >>> from skdict._tensor import portable_state
     >>> atoms = torch.eye(2)
-    >>> state = portable_state({"dictionary": atoms, "_given": atoms})
-    >>> state["dictionary"] is state["_given"]
+    >>> state = portable_state({"dictionary": atoms, "_dictionary_param": atoms})
+    >>> state["dictionary"] is state["_dictionary_param"]
     True
     """
     memo: dict[int, Any] = {}

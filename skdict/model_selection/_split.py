@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import (
     Interval,
 )
 
-from .._params import validate_hyperparameters
+from .._params import StrictParamsMixin
 from .._tensor import is_tensor, to_numpy
 
 __all__ = ["CompositionalSplit"]
@@ -66,7 +66,7 @@ def _candidate_pairs(A: sp.csc_matrix, concepts: np.ndarray | None) -> np.ndarra
     return np.column_stack([first[keep], second[keep]])
 
 
-class CompositionalSplit(BaseCrossValidator):
+class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
     """Folds whose test samples combine concepts never seen together in training.
 
     Each fold holds out a random set of concept pairs: its test set is every
@@ -194,13 +194,6 @@ n_concepts)
         """
         self._validate_params()
         return self.n_splits
-
-    def _validate_params(self) -> None:
-        validate_hyperparameters(
-            self._parameter_constraints,
-            {name: getattr(self, name) for name in self._parameter_constraints},
-            caller_name=type(self).__name__,
-        )
 
     def _iter_test_masks(self, X=None, y=None, groups=None):
         A = _activity(y, self.threshold)
