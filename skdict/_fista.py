@@ -1641,8 +1641,9 @@ class FISTACoder(
         learns them online from mini-batches instead.
     n_components : int, default=None
         Number of atoms to learn when ``dictionary`` is None; None takes the
-        number of atoms of ``init``, else ``n_features``. Ignored with a given
-        ``dictionary``, whose atoms set the number of components.
+        number of atoms of ``init``, else ``n_features``. With a given
+        ``dictionary`` its atoms set the number of components, and a different
+        ``n_components`` is an error.
     alpha : float, default=0.1
         Weight of the L1 penalty; positive. It also makes the stopping rule
         measurable: at ``alpha=0`` no dual point certifies a code (the duality
@@ -1893,6 +1894,15 @@ class FISTACoder(
             dtype=X_t.dtype,
             n_features=self.n_features_in_,
         )
+        width = resolved.components.shape[0]
+        if self.n_components not in (None, width):
+            # As SparseAutoencoder with a decoder: a conflicting width is a
+            # mistake to report, not a setting to ignore.
+            raise ValueError(
+                f"n_components={self.n_components} does not match the "
+                f"dictionary's {width} atoms; leave n_components=None to take "
+                "it from the dictionary."
+            )
         self.dictionary_ = resolved.estimator
         # The parameter itself (compared by identity in partial_fit); None
         # for a learned dictionary.

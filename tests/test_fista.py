@@ -836,6 +836,14 @@ def test_bad_dictionaries(problem):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="dictionary contains NaN"):
         FISTACoder(bad).fit(X)
+    # A width that contradicts the dictionary is reported, as for the SAE's
+    # decoder; the dictionary's own width is accepted.
+    with pytest.raises(
+        ValueError,
+        match=f"n_components=3 does not match the dictionary's {len(D)} atoms",
+    ):
+        FISTACoder(D, n_components=3).fit(X)
+    assert FISTACoder(D, n_components=len(D)).fit(X).components_.shape == D.shape
 
 
 def test_bad_data(problem):

@@ -632,6 +632,29 @@ def test_batchtopk_threshold_lives_on_the_module_device():
     assert module.threshold.device.type == "meta"
 
 
+def test_batchtopk_early_stopping_restores_the_threshold_weighting(rng):
+    # The running threshold weighs batch b by max(1 / b, momentum); restoring
+    # the best epoch's weights must restore its count of batches too, or a
+    # later partial_fit weighs its batches as if the discarded epochs counted.
+    X, _ = toy_problem(rng, n_samples=200)
+    sae = SparseAutoencoder(
+        8,
+        activation="batchtopk",
+        k=2,
+        lr=5e-2,
+        max_epochs=30,
+        batch_size=32,
+        validation_fraction=0.2,
+        n_iter_no_change=2,
+        random_state=0,
+    ).fit(X)
+    val_losses = [h["val_loss"] for h in sae.history_]
+    best_epoch = int(np.argmin(val_losses))
+    assert best_epoch < len(val_losses) - 1  # the last epochs were discarded
+    batches_per_epoch = -(-160 // 32)
+    assert int(sae.module_.threshold_updates) == batches_per_epoch * (best_epoch + 1)
+
+
 def test_reproducible_with_random_state(rng):
     X, _ = toy_problem(rng)
     a = SparseAutoencoder(10, activation="jumprelu", **SMALL).fit(X)

@@ -682,13 +682,18 @@ class BatchTopKSAE(TopKSAE):
             "threshold",
             torch.zeros((), dtype=self.W_dec.dtype, device=self.W_dec.device),
         )
-        self.threshold_updates = 0
+        # A buffer, not a Python count, so that restoring the best weights
+        # after early stopping restores the estimate's weighting with them.
+        self.register_buffer(
+            "threshold_updates",
+            torch.zeros((), dtype=torch.int64, device=self.W_dec.device),
+        )
 
     @torch.no_grad()
     def reset_parameters(self, generator, **kw):
         super().reset_parameters(generator, **kw)
         self.threshold.zero_()
-        self.threshold_updates = 0
+        self.threshold_updates.zero_()
 
     def _activate(self, pre, *, training):
         if not training:
@@ -704,9 +709,10 @@ class BatchTopKSAE(TopKSAE):
         smallest = values.masked_fill(values <= 0, math.inf).min()
         # A batch with no positive pre-activation leaves the estimate as it is.
         smallest = torch.where(smallest.isfinite(), smallest, self.threshold)
-        self.threshold_updates += 1
-        weight = max(1.0 / self.threshold_updates, _THRESHOLD_MOMENTUM)
-        self.threshold.lerp_(smallest, weight)
+        self.threshold_updates.add_(1)
+        # max(1 / updates, momentum) on the device: no synchronisation.
+        weight = self.threshold_updates.reciprocal().clamp_(min=_THRESHOLD_MOMENTUM)
+        self.threshold.lerp_(smallest, weight.to(self.threshold.dtype))
 
 
 class MatchingPursuitSAE(SAE):
