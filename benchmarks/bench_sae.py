@@ -255,7 +255,12 @@ def section_recipe(args):
 
 
 def section_skorch(args):
-    from skorch import NeuralNet
+    try:
+        from skorch import NeuralNet
+    except ImportError as error:
+        raise SystemExit(
+            'The skorch section needs skorch: pip install -e ".[bench]"'
+        ) from error
 
     X = recipe_data()
     X_t = torch.as_tensor(X)

@@ -81,6 +81,16 @@ if os.environ.get("SKDICT_DOCS_INTERSPHINX") == "1":
         "torch": ("https://docs.pytorch.org/docs/stable", None),
     }
 
+# -- Broken references --------------------------------------------------------
+# Every cross-reference to skdict must resolve (a private or unexported name
+# would render as plain text without a warning). Other projects' names resolve
+# only through intersphinx, so without it they are let through.
+nitpicky = True
+if "sphinx.ext.intersphinx" not in extensions:
+    nitpick_ignore_regex = [
+        (r"py:.*", r"(sklearn|torch|numpy|np|scipy|matplotlib|pandas|tqdm)(\..*)?")
+    ]
+
 # -- HTML ----------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
 html_title = f"skdict {release}"

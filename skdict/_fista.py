@@ -90,7 +90,12 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ._dictionary import _sample_objective, is_provider, resolve_dictionary
+from ._dictionary import (
+    PROVIDER_CONSTRAINT,
+    _sample_objective,
+    is_provider,
+    resolve_dictionary,
+)
 from ._fitting import forget_fit_on_failure
 from ._params import StrictParamsMixin
 from ._tensor import (
@@ -1628,16 +1633,18 @@ class FISTACoder(
 
     Parameters
     ----------
-    dictionary : array-like, torch.Tensor or estimator, default=None
+    dictionary : array-like, torch.Tensor, estimator or object, default=None
         The atoms, shape ``(n_components, n_features)``, or a *dictionary
         provider*: an estimator exposing ``components_`` (and optionally
         ``intercept_``, or ``mean_`` for scikit-learn's PCA family), cloned and
         fitted on ``X, y`` in :meth:`fit`, or a fitted one wrapped in
-        :class:`sklearn.frozen.FrozenEstimator`, used as is. Samples are coded
+        :class:`sklearn.frozen.FrozenEstimator`, or any other object exposing
+        ``components_`` (see :ref:`dictionaries`); the last two are used as
+        they are. Samples are coded
         after subtracting the provider's intercept. ``None`` learns the atoms
         from ``X`` with DL-FISTA: rounds of FISTA codes alternate with the
         closed-form least-squares dictionary update, atoms kept at unit norm
-        (see :func:`skdict._dictionary.learn_dictionary`); :meth:`partial_fit`
+        (see :ref:`dictionary-learning`); :meth:`partial_fit`
         learns them online from mini-batches instead.
     n_components : int, default=None
         Number of atoms to learn when ``dictionary`` is None; None takes the
@@ -1736,7 +1743,7 @@ class FISTACoder(
         ``n_resampled`` (near-duplicate atoms replaced); :meth:`fit` also
         records ``alpha``, ``exploring``, ``inexact``,
         ``coding_tol`` and ``fista_iter``
-        (see :func:`skdict._dictionary.learn_dictionary`).
+        (see :ref:`dictionary-learning`).
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -1787,7 +1794,7 @@ class FISTACoder(
     """
 
     _parameter_constraints: dict = {
-        "dictionary": ["array-like", HasMethods(["fit"]), None],
+        "dictionary": PROVIDER_CONSTRAINT,
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "positive": ["boolean"],
@@ -1989,8 +1996,7 @@ class FISTACoder(
 
         Online dictionary learning (Mairal et al., 2010): the batch is coded
         with FISTA, its statistics join running sums, and the atoms are
-        refreshed by block coordinate descent
-        (:func:`skdict._dictionary.online_dictionary_update`), so data larger
+        refreshed by block coordinate descent on those sums, so data larger
         than memory can be streamed. The first call starts from ``init`` or
         from atoms drawn from the batch; after :meth:`fit`, the stream
         continues the fitted atoms and the statistics of the fit's final codes

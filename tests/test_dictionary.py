@@ -91,6 +91,21 @@ def test_oracle_estimate_matches_numpy_lstsq(rng):
     np.testing.assert_allclose(got_sparse.numpy(), expected, atol=1e-10)
 
 
+@pytest.mark.filterwarnings("error")  # the codes are not dependent
+def test_oracle_float32_estimate_is_not_limited_by_float32_normal_equations(rng):
+    # One latent in other units: cond(Z) about 1e4, so Z^T Z's condition
+    # number (1e8) is beyond float32, though lstsq on Z itself is not.
+    D = random_dictionary(rng, 20, 12)
+    Z = sparse_codes(rng, 500, 20, 3)
+    Z[:, 0] *= 1e3
+    X, Z = (Z @ D).astype(np.float32), Z.astype(np.float32)
+    expected = np.linalg.lstsq(Z.astype(np.float64), X.astype(np.float64), rcond=None)
+    oracle = OracleDictionary().fit(X, Z)
+    assert oracle.components_.dtype == np.float32
+    np.testing.assert_allclose(oracle.components_, expected[0], atol=1e-5)
+    np.testing.assert_allclose(oracle.components_, D, atol=1e-4)
+
+
 def test_oracle_score_is_the_coders_and_serves_model_selection(rng):
     D = random_dictionary(rng, 8, 6)
     X = sparse_codes(rng, 40, 8, 2) @ D
@@ -306,6 +321,8 @@ def test_rounds_explore_without_init_and_refine_with_one(easy):
     history = coder.history_
     assert coder.n_iter_ == len(history) == 40
     assert all(h["exploring"] for h in history)
+    # At most three atoms per feature: 8 plain FISTA iterations a round.
+    assert all(h["fista_iter"] == 8 and h["coding_tol"] is None for h in history)
     assert history[-1]["alpha"] == coder.alpha
     refined = FISTACoder(
         init=coder.components_, positive=True, dict_max_iter=10, tol=1e-12
@@ -350,7 +367,9 @@ def test_overcomplete_dictionaries_take_inexact_rounds_between_exploring_ones():
     assert history[0]["alpha"] > 1.5 * coder.alpha
     assert all(h["alpha"] == 1.5 * coder.alpha for h in history[4:60])
     inexact = history[60:140]
-    assert all(h["fista_iter"] == 10 for h in inexact)
+    assert all(h["fista_iter"] == 10 and h["coding_tol"] is None for h in inexact)
+    # The other rounds are solved to a duality gap, which they record.
+    assert all(0 < h["coding_tol"] <= 0.3 for h in history[:60] + history[140:])
     assert all(h["n_resampled"] == 0 for h in inexact)
     assert all(h["alpha"] == coder.alpha for h in inexact + history[140:])
     assert dictionary_similarity(data.dictionary, coder) >= 0.9
@@ -665,6 +684,29 @@ def test_init_dictionary_and_provider(easy):
     assert coder.init_ is not None
     with pytest.raises(ValueError, match="init has 50 atoms but n_components=10"):
         FISTACoder(n_components=10, init=easy.dictionary).fit(X)
+
+
+def test_learning_data_beyond_float32s_range():
+    # The search runs in float32 unless the sums of squared norms overflow it:
+    # float64 data of norm 1e20 learn in float64 (they gave NaN atoms or a
+    # ZeroDivisionError), float32 ones are refused with a reason.
+    data = make_compositional(20, 3, n_samples=400, random_state=0)
+    scores = []
+    for scale in (1.0, 1e20):
+        coder = FISTACoder(
+            n_components=20,
+            positive=True,
+            alpha=0.1 * scale,
+            dict_max_iter=30,
+            random_state=0,
+        ).fit(data.X_train * scale)
+        assert np.isfinite(coder.components_).all()
+        scores.append(dictionary_similarity(data.dictionary, coder))
+    assert scores[1] == pytest.approx(scores[0], abs=0.01) and scores[0] > 0.95
+    with pytest.raises(ValueError, match=r"overflows float32.*Rescale X"):
+        FISTACoder(n_components=20, dict_max_iter=3).fit(
+            (data.X_train * 1e20).astype(np.float32)
+        )
 
 
 def test_dict_max_iter_zero_keeps_the_start(easy):

@@ -405,6 +405,32 @@ def test_plan_study_checks_every_cell():
         _runner.plan_study("vary_latents", seeds=(-1,), data_params=TINY_DATA)
 
 
+@pytest.mark.parametrize(
+    "variable, log", [("n_latents", True), ("n_active", True), ("noise", False)]
+)
+def test_plot_study_log_axis_for_sizes_and_penalties(
+    tmp_path, monkeypatch, variable, log
+):
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from skdict.experiments import plot_study
+
+    scales = []
+    original = Axes.set_xscale
+    monkeypatch.setattr(
+        Axes,
+        "set_xscale",
+        lambda ax, v, **kw: (scales.append(v), original(ax, v, **kw)),
+    )
+    records = [
+        {"label": "A", "value": v, "variable": variable, "mcc_ood": 0.5, "seed": 0}
+        for v in (2, 10, 100)
+    ]
+    plot_study(records, tmp_path / "study.png")
+    assert scales == (["log"] * 4 if log else [])
+
+
 def test_plot_study_leaves_the_callers_matplotlib_alone(tmp_path):
     matplotlib = pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt

@@ -4,6 +4,7 @@ import itertools
 import pickle
 import threading
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,8 +19,9 @@ from sklearn.linear_model import Lasso
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
 
-from skdict import FISTACoder, OracleDictionary, _fista
+from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _fista
 from skdict._fista import (
     _group_maxima,
     _group_size,
@@ -32,6 +34,7 @@ from skdict._fista import (
     fista_encode,
     lipschitz_constant,
 )
+from skdict.metrics import dictionary_similarity
 
 from .conftest import cuda, lasso_objective, random_dictionary, sparse_codes
 
@@ -768,6 +771,28 @@ def test_estimator_providers(problem):
     assert coder.dictionary_ is not unfitted
     assert coder.components_.shape == (6, X.shape[1])
     assert not hasattr(unfitted, "components_")
+
+
+def test_objects_exposing_components_are_providers(problem):
+    # DESIGN.md: a provider is anything exposing components_ (and optionally
+    # intercept_), e.g. weights trained elsewhere; used as is, like a frozen
+    # estimator, also by the oracle, the SAE's decoder and the metrics.
+    X, D = problem
+    offset = np.linspace(-1.0, 1.0, X.shape[1])
+    weights = SimpleNamespace(components_=D, intercept_=offset)
+    coder = FISTACoder(weights).fit(X + offset)
+    assert coder.dictionary_ is weights
+    np.testing.assert_array_equal(coder.intercept_, offset)
+    reference = FISTACoder(D).fit(X)
+    np.testing.assert_allclose(coder.transform(X + offset), reference.transform(X))
+    np.testing.assert_allclose(clone(coder).fit(X + offset).components_, D)
+    oracle = OracleDictionary(weights).fit(X + offset)
+    np.testing.assert_array_equal(oracle.intercept_, offset)
+    sae = SparseAutoencoder(decoder=weights, freeze_decoder=True, max_epochs=1)
+    np.testing.assert_allclose(sae.fit(X + offset).components_, D, rtol=1e-6)
+    assert dictionary_similarity(D, weights) == pytest.approx(1.0)
+    with pytest.raises(InvalidParameterError, match="an object exposing 'components_'"):
+        FISTACoder(SimpleNamespace(atoms=D)).fit(X)
 
 
 def test_init_estimator_and_array(problem):

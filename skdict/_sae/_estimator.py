@@ -18,10 +18,10 @@ from sklearn.base import (
 )
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._array_api import check_same_namespace
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from .._dictionary import fits_on_data, resolve_dictionary
+from .._dictionary import PROVIDER_CONSTRAINT, fits_on_data, resolve_dictionary
 from .._fitting import forget_fit_on_failure
 from .._params import StrictParamsMixin
 from .._tensor import (
@@ -85,11 +85,12 @@ class SparseAutoencoder(
         Samples per training step.
     max_epochs : int, default=500
         Passes over the training data.
-    decoder : array-like, torch.Tensor or estimator, default=None
+    decoder : array-like, torch.Tensor, estimator or object, default=None
         Initial atoms, shape ``(n_components, n_features)``, or a dictionary
         provider: an estimator exposing ``components_`` (and optionally
         ``intercept_``), cloned and fitted on ``X, y``, or a fitted one wrapped
-        in :class:`sklearn.frozen.FrozenEstimator`. The encoder starts as the
+        in :class:`sklearn.frozen.FrozenEstimator`, or any other object
+        exposing ``components_`` (see :ref:`dictionaries`). The encoder starts as the
         transpose of the atoms; a provider's intercept starts the decoder bias.
         None draws the encoder at random (Kaiming-uniform) and starts the
         decoder as its transpose.
@@ -216,7 +217,7 @@ class SparseAutoencoder(
         "lr": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "decoder": ["array-like", HasMethods(["fit"]), None],
+        "decoder": PROVIDER_CONSTRAINT,
         "freeze_decoder": ["boolean"],
         "device": [str, torch.device],
         "random_state": ["random_state"],

@@ -11,7 +11,7 @@ transformer's activations on colour–object phrases
 """
 
 from ._compare import RECORD_KEYS, compare_methods
-from ._methods import METHODS, PaperSettings
+from ._methods import METHODS, Method, PaperSettings
 from ._real import (
     REAL_METHODS,
     REAL_RECORD_KEYS,
@@ -22,18 +22,22 @@ from ._real import (
     plot_real,
     run_real,
 )
-from ._report import format_table, plot_study, summarize
+from ._report import FIGURE_METRICS, format_table, plot_study, summarize
 from ._runner import load_records, run_study
-from ._studies import PRESETS, STUDIES, study_cells
+from ._studies import PRESETS, STUDIES, Cell, Study, study_cells
 
 __all__ = [
+    "FIGURE_METRICS",
     "METHODS",
     "PRESETS",
     "REAL_METHODS",
     "REAL_RECORD_KEYS",
     "RECORD_KEYS",
     "STUDIES",
+    "Cell",
+    "Method",
     "PaperSettings",
+    "Study",
     "check_real_extra",
     "compare_methods",
     "compare_real",

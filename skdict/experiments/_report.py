@@ -197,7 +197,7 @@ def plot_study(
             ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=label)
         ax.set_ylabel(axis_label)
         ax.grid(True, alpha=0.3)
-        if variable in ("n_latents", "n_samples", "alpha"):
+        if variable in ("n_latents", "n_active", "n_samples", "alpha"):
             ax.set_xscale("log")
             # Label the swept values themselves, not powers of ten.
             values = sorted({r["value"] for r in records})

@@ -254,7 +254,8 @@ n_components)
 
 def _atoms(dictionary: Any, name: str, device: torch.device) -> torch.Tensor:
     if is_provider(dictionary):
-        check_is_fitted(dictionary)
+        if hasattr(dictionary, "get_params"):  # an estimator, not a bare holder
+            check_is_fitted(dictionary)
         if not hasattr(dictionary, "components_"):
             raise TypeError(
                 f"{name} must be an array of atoms or a fitted estimator exposing "
