@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 def _reproduce(args: argparse.Namespace) -> int:
     from ._tensor import resolve_device
     from .experiments import STUDIES, format_table, plot_study, run_study
-    from .experiments._report import describe_setting
+    from .experiments._report import check_plots_extra, describe_setting
     from .experiments._runner import check_output_dir, load_records, plan_study
 
     studies = [s for s in args.study if s != "all"]
@@ -112,6 +112,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         studies = [*STUDIES, *(s for s in studies if s not in STUDIES)]
     studies = list(dict.fromkeys(studies))
     try:  # fail before any study runs
+        check_plots_extra()
         _check_values(args.values, studies)
         resolve_device(args.device)
         for study in studies:

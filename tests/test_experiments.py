@@ -107,6 +107,18 @@ def test_single_class_labels_leave_auc_and_accuracy_undefined(data):
     assert record["mcc_ood"] > 0.9
 
 
+@pytest.mark.filterwarnings("ignore:y_ood holds a single class")
+def test_single_sample_splits_leave_matching_metrics_undefined():
+    # n_samples=3 (accepted by make_compositional) leaves one OOD sample: no
+    # latent varies there, so MCC-OOD and the support scores are undefined.
+    tiny = make_compositional(n_latents=20, n_active=3, n_samples=3, random_state=0)
+    with pytest.warns(UndefinedMetricWarning, match="Z_ood holds a single sample"):
+        (record,) = compare_methods(tiny, ["fista_oracle"], settings=TINY)
+    assert [record[k] for k in ("mcc_ood", "support_f1_ood", "l0_ood")] == [None] * 3
+    assert record["mcc_id"] == pytest.approx(1.0)  # two validation samples
+    assert record["mse_ood"] >= 0.0
+
+
 def test_compare_methods_errors(data):
     with pytest.raises(ValueError, match="Unknown method"):
         compare_methods(data, ["nope"])
@@ -280,6 +292,23 @@ def test_cli_rejects_bad_sweeps_before_running(argv, message, tmp_path, capsys):
     assert not out.exists()  # a rejected run creates no output folder
 
 
+def test_cli_without_matplotlib_stops_before_running(tmp_path, monkeypatch, capsys):
+    # The figures come after the models: a missing extra must not end a run.
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a),
+    )
+    out = tmp_path / "results"
+    assert main(["reproduce", "--values", "20", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("skdict reproduce: error:") and '".[plots]"' in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "content",
     ['{"half', '{"key": "a dict, not a list"}', '[{"no key": 1}]', "[1, 2]"],
@@ -429,6 +458,29 @@ def test_plot_study_log_axis_for_sizes_and_penalties(
     ]
     plot_study(records, tmp_path / "study.png")
     assert scales == (["log"] * 4 if log else [])
+
+
+def test_plot_study_of_one_value_on_a_log_axis(tmp_path, monkeypatch):
+    # Shared log axes around a single point shrank to rounding width (20 +-
+    # 1e-14), drawing spines across the whole figure.
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from skdict.experiments import plot_study
+
+    figures = []
+    original = Figure.savefig
+    monkeypatch.setattr(
+        Figure,
+        "savefig",
+        lambda fig, *a, **kw: (figures.append(fig), original(fig, *a, **kw)),
+    )
+    metrics = {"mcc_ood": 0.9, "auc_ood": 0.9, "acc_ood": 0.5, "mse_gap": 1e-4}
+    records = [{"label": "A", "value": 20, "variable": "n_latents", **metrics}]
+    plot_study(records, tmp_path / "study.png")
+    for ax in figures[0].axes:
+        low, high = ax.get_xlim()
+        assert low < 15 and high > 26
 
 
 def test_plot_study_leaves_the_callers_matplotlib_alone(tmp_path):

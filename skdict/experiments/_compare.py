@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.utils import Bunch
 from tqdm.auto import tqdm
@@ -122,11 +123,38 @@ def _evaluate(
             " None. More samples (n_samples) give both classes.",
             UndefinedMetricWarning,
         )
-    support = support_scores(Z_ood, codes_ood)
+    # Matching codes to latents needs a latent that varies: two samples at
+    # least (make_compositional accepts n_samples=2, one OOD sample).
+    matchable = {name: data[name].shape[0] >= 2 for name in ("Z_val", "Z_ood")}
+    if not all(matchable.values()):
+        one = " and ".join(name for name, ok in matchable.items() if not ok)
+        undefined = ", ".join(
+            (["mcc_id"] if not matchable["Z_val"] else [])
+            + (
+                ["mcc_ood", "support_f1_ood", "l0_ood"]
+                if not matchable["Z_ood"]
+                else []
+            )
+        )
+        warn(
+            f"{one} {'hold' if ' and ' in one else 'holds'} a single sample, so "
+            f"no latent varies; {undefined} of {method.name!r} set to None. More "
+            "samples (n_samples) define them.",
+            UndefinedMetricWarning,
+        )
+    support = (
+        support_scores(Z_ood, codes_ood)
+        if matchable["Z_ood"]
+        else {"f1": None, "l0_pred": None}
+    )
     record: dict[str, Any] = {
-        "mcc_id": mcc_score(Z_val, codes_id),
+        "mcc_id": mcc_score(Z_val, codes_id) if matchable["Z_val"] else None,
         # The paper's MCC-OOD keeps the code dimensions of highest OOD variance.
-        "mcc_ood": mcc_score(Z_ood, codes_ood, top_variance=True),
+        "mcc_ood": (
+            mcc_score(Z_ood, codes_ood, top_variance=True)
+            if matchable["Z_ood"]
+            else None
+        ),
         "auc_id": auc["auc_id"],
         "auc_ood": auc["auc_ood"],
         "acc_id": acc["acc_id"],
@@ -192,7 +220,8 @@ def compare_methods(
         best-single-feature AUC and logistic-probe accuracy (with an
         ``UndefinedMetricWarning``, all four None when ``y_val`` holds a
         single class, ``auc_ood`` None when ``y_ood`` does, as in very small
-        data sets), reconstruction MSE
+        data sets; likewise the MCC, and on OOD data the support scores, of
+        a split with a single sample), reconstruction MSE
         and its OOD - ID gap (None without ``inverse_transform``), matched
         dictionary similarity (None without ``components_``), OOD support F1
         and L0, and wall-clock ``fit_time`` and ``transform_time`` (both
@@ -216,6 +245,11 @@ def compare_methods(
             f"random_state must be an int or None; got {type(random_state).__name__}."
         )
     context = MethodContext(data, settings or PaperSettings(), random_state, device)
+    if any("sae" in method.name for method in chosen):
+        # A process's first torch optimiser imports torch's compiler stack
+        # (about 860 modules, 1.1-1.5 s on one CPU thread), which would count
+        # in the fit time of whichever SAE method happens to come first.
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     records = []
     for method in tqdm(chosen, disable=verbose <= 0, desc="methods"):
         # Building an SAE + FISTA method trains its SAE unless an earlier

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "FIGURE_METRICS",
+    "check_plots_extra",
     "describe_setting",
     "format_table",
     "plot_study",
@@ -157,6 +159,20 @@ def align_rows(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def check_plots_extra() -> None:
+    """Raise :class:`ImportError`, naming what to install, without matplotlib.
+
+    Figures are drawn after a study's models have run; a command that draws
+    them checks first, so that a missing extra does not end a long run.
+    """
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError(
+            "the figures need matplotlib, which is not installed; install it "
+            'with: pip install "matplotlib>=3.7" (the "plots" extra: pip install '
+            '".[plots]" in the skdict source folder)'
+        )
+
+
 def plot_study(
     records: Sequence[dict[str, Any]],
     path: str | os.PathLike,
@@ -203,6 +219,9 @@ def plot_study(
             values = sorted({r["value"] for r in records})
             ax.set_xticks(values, [f"{v:g}" for v in values])
             ax.minorticks_off()
+            if len(values) == 1:
+                # Shared log axes around one point shrink to rounding width.
+                ax.set_xlim(values[0] / 1.5, values[0] * 1.5)
     for ax in axes[1]:
         ax.set_xlabel(variable)
     handles, labels = axes.flat[0].get_legend_handles_labels()
