@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import RidgeCV
 from sklearn.utils import Bunch
 
@@ -23,6 +24,13 @@ from skdict.experiments import (
     run_study,
 )
 from skdict.experiments._methods import MethodContext
+from skdict.metrics import (
+    best_feature_auc,
+    mcc_score,
+    probe_accuracy,
+    reconstruction_error,
+    support_scores,
+)
 
 TINY = PaperSettings(sae_epochs=2, dict_max_iter=3)
 TINY_DATA = {"n_active": 2, "n_samples": 200}
@@ -49,6 +57,39 @@ def test_every_method_is_a_public_estimator(data):
                 assert type(value).__module__.split(".")[0] in ("skdict", "sklearn")
 
 
+def test_method_configurations_follow_the_design(data):
+    # DESIGN.md's table of methods, row by row: which estimator, coding with
+    # which dictionary, warm-started from what.
+    context = MethodContext(data, TINY, 0, "cpu")
+    build = {name: method.build(context) for name, method in METHODS.items()}
+    oracle = build["fista_oracle"]
+    assert isinstance(oracle, skdict.OracleDictionary) and oracle.positive
+    np.testing.assert_array_equal(oracle.dictionary, data.dictionary)
+    learner = build["dl_fista"]
+    assert learner.dictionary is None and learner.init is None
+    assert learner.n_components == data.dictionary.shape[0]
+    for activation in ("relu", "topk", "batchtopk", "jumprelu", "mp"):
+        sae = build[f"sae_{activation}"]
+        assert sae.activation == activation and sae.decoder is None
+    base = context.fitted_sae(TINY.base_sae)
+    on_sae = build["sae_dict_fista"]
+    assert isinstance(on_sae.dictionary, FrozenEstimator) and on_sae.init is None
+    assert on_sae.dictionary.estimator is base
+    refined = build["sae_refined_fista"]
+    assert refined.dictionary.estimator is base and refined.init.estimator is base
+    warm = build["dl_fista_sae_init"]
+    assert warm.dictionary is None and warm.init.estimator is base
+    encoder = build["oracle_sae_encoder"]
+    assert isinstance(encoder.decoder, skdict.OracleDictionary)
+    np.testing.assert_array_equal(encoder.decoder.dictionary, data.dictionary)
+    assert encoder.freeze_decoder
+    assert isinstance(build["linear_probe"], RidgeCV)
+    for name in METHODS:
+        coder = build[name]
+        if isinstance(coder, skdict.FISTACoder) or name == "fista_oracle":
+            assert coder.positive and coder.alpha == TINY.alpha, name
+
+
 def test_saes_start_their_decoder_bias_at_zero_as_in_the_paper(data):
     paper = MethodContext(data, PaperSettings(), 0, "cpu")
     for activation in ("relu", "topk", "batchtopk", "jumprelu", "mp"):
@@ -66,6 +107,28 @@ def test_compare_methods_records(data):
         json.dumps(record)
     by_name = {r["method"]: r for r in records}
     assert by_name["fista_oracle"]["mcc_ood"] > 0.9
+    # Every score recomputed independently: ID metrics on X_val, OOD ones on
+    # X_ood (a swapped split passes any threshold the oracle clears).
+    oracle = skdict.OracleDictionary(data.dictionary, alpha=TINY.alpha, positive=True)
+    oracle.fit(data.X_val)
+    codes_id, codes_ood = oracle.transform(data.X_val), oracle.transform(data.X_ood)
+    mse_id = reconstruction_error(data.X_val, oracle.inverse_transform(codes_id))
+    mse_ood = reconstruction_error(data.X_ood, oracle.inverse_transform(codes_ood))
+    auc = best_feature_auc(codes_id, data.y_val, codes_ood, data.y_ood)
+    auc = {key: auc[key] for key in ("auc_id", "auc_ood")}
+    expected = {
+        "mcc_id": mcc_score(data.Z_val, codes_id),
+        "mcc_ood": mcc_score(data.Z_ood, codes_ood, top_variance=True),
+        **auc,
+        **probe_accuracy(codes_id, data.y_val, codes_ood, data.y_ood),
+        "support_f1_ood": support_scores(data.Z_ood, codes_ood)["f1"],
+        "l0_ood": support_scores(data.Z_ood, codes_ood)["l0_pred"],
+        "mse_id": mse_id,
+        "mse_ood": mse_ood,
+        "mse_gap": mse_ood - mse_id,
+    }
+    for key, value in expected.items():
+        assert by_name["fista_oracle"][key] == pytest.approx(value, rel=1e-9), key
     assert by_name["fista_oracle"]["dictionary_similarity"] == pytest.approx(1.0)
     assert by_name["linear_probe"]["dictionary_similarity"] is None
     assert by_name["linear_probe"]["mse_id"] is None
