@@ -21,7 +21,7 @@ from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
 from skdict._sae import _modules, _training
 from skdict._sae._modules import build_sae, matching_pursuit
 from skdict.datasets import make_compositional
-from skdict.metrics import dictionary_similarity
+from skdict.metrics import dictionary_similarity, mcc_score
 
 from .conftest import cuda, random_dictionary, sparse_codes
 
@@ -366,9 +366,53 @@ def test_topk_recovers_an_easy_dictionary():
     assert dictionary_similarity(data.dictionary, sae) >= 0.95
 
 
+def _reference_codes(sae, X):
+    """Inference codes written out in NumPy from the fitted weights."""
+    m = sae.module_
+    W_dec = m.W_dec.detach().double().numpy()
+    b_dec = m.b_dec.detach().double().numpy()
+    x = X - b_dec
+    if sae.activation == "mp":  # k distinct atoms, each its residual correlation
+        codes, residual = np.zeros((len(X), W_dec.shape[0])), x.copy()
+        for _ in range(sae.k):
+            corr = residual @ W_dec.T
+            corr[codes != 0] = 0.0
+            pick = np.abs(corr).argmax(axis=1)
+            value = corr[np.arange(len(X)), pick]
+            codes[np.arange(len(X)), pick] = value
+            residual -= value[:, None] * W_dec[pick]
+        return codes
+    pre = x @ m.W_enc.detach().double().numpy().T + m.b_enc.detach().double().numpy()
+    if sae.activation == "relu":
+        return np.maximum(pre, 0.0)
+    if sae.activation == "topk":
+        kth = np.sort(pre, axis=1)[:, -sae.k][:, None]
+        return np.where(pre >= kth, np.maximum(pre, 0.0), 0.0)
+    threshold = m.threshold.detach().double().numpy()  # jumprelu, batchtopk
+    return np.where(pre > threshold, pre, 0.0)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_transform_is_the_encoder_formula(rng, activation):
+    # Training computes its own pre-activations; inference must agree with the
+    # formulas, e.g. subtract the decoder bias before encoding.
+    X, _ = toy_problem(rng, n_samples=200)
+    X = X + 0.5  # a non-zero decoder bias to subtract
+    k = 3 if activation in ("topk", "batchtopk", "mp") else None
+    sae = SparseAutoencoder(
+        12, activation=activation, k=k, bias_init="mean", lr=1e-2, **SMALL
+    ).fit(X)
+    assert np.abs(sae.module_.b_dec.detach().numpy()).max() > 0.1
+    expected = _reference_codes(sae, X)
+    assert (expected != 0).any()
+    np.testing.assert_allclose(sae.transform(X), expected, atol=1e-10)
+
+
 def test_relu_with_frozen_oracle_decoder_codes_the_truth(rng):
     """The paper's "oracle dictionary + SAE encoder" condition, array provider."""
-    X, D = toy_problem(rng, n_samples=1024, n_components=6, n_features=10)
+    D = random_dictionary(rng, 6, 10)
+    Z = sparse_codes(rng, 1024, 6, 2)
+    X = Z @ D
     sae = SparseAutoencoder(
         decoder=D, freeze_decoder=True, lr=1e-2, max_epochs=40, random_state=0
     ).fit(X)
@@ -377,6 +421,7 @@ def test_relu_with_frozen_oracle_decoder_codes_the_truth(rng):
     assert np.array_equal(sae.intercept_, np.zeros(10))
     assert sae.module_.W_dec.grad is None
     assert sae.history_[-1]["mse"] < 0.05 * sae.history_[0]["mse"]
+    assert mcc_score(Z, sae.transform(X)) > 0.95
 
 
 @pytest.mark.parametrize("activation", ["relu", "topk"])
