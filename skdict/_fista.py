@@ -1451,7 +1451,7 @@ def fista_encode(
     >>> D = torch.eye(3, dtype=torch.float64)
     >>> X = torch.tensor([[1.0, -0.05, 0.5]], dtype=torch.float64)
     >>> fista_encode(X, D, alpha=0.1).codes
-    tensor([[0.9000, -0.0000, 0.4000]], dtype=torch.float64)
+    tensor([[0.9000, 0.0000, 0.4000]], dtype=torch.float64)
     """
     if (
         not float64_finish

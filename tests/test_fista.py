@@ -432,26 +432,34 @@ def face_objective(u, G, b, alpha):
     return 0.5 * u @ G @ u - b @ u + alpha * np.abs(u).sum()
 
 
-def test_newton_step_solves_the_face(rng):
+@pytest.mark.parametrize("flip", [False, True])
+def test_newton_step_solves_the_face(rng, flip):
+    # The face's optimum u is built in: b = G u + alpha sign(z). With u of z's
+    # signs the step lands on it; with one sign flipped it stops at the first
+    # zero on the way and lowers the face objective.
     A = rng.standard_normal((4, 10))
-    G, b, alpha = A @ A.T, rng.standard_normal(4), 0.05
+    G, alpha = A @ A.T, 0.05
     z = np.array([0.3, -0.2, 0.1, 0.4])
     sign = np.sign(z)
-    exact = np.linalg.solve(G, b - alpha * sign)
-    valid = torch.ones(1, 4, dtype=torch.bool)
+    u = np.array([0.5, -0.1, 0.2, 0.3])
+    if flip:
+        u[2] = -0.2
+    rhs = G @ u  # = b - alpha * sign
+    b = rhs + alpha * sign
     solution, ok, moved = _newton_on_support(
         torch.from_numpy(G)[None],
-        torch.from_numpy(b - alpha * sign)[None],
+        torch.from_numpy(rhs)[None],
         torch.from_numpy(z)[None],
-        valid,
+        torch.ones(1, 4, dtype=torch.bool),
         partial=True,
     )
-    if np.all(exact * sign > 0):
+    if not flip:
         assert bool(ok) and not bool(moved)
-        np.testing.assert_allclose(solution[0].numpy(), exact, rtol=1e-10)
-    else:  # a sign flips: the step stops at the first zero and decreases
+        np.testing.assert_allclose(solution[0].numpy(), u, rtol=1e-10)
+    else:
         assert bool(moved) and int((solution[0] == 0).sum()) == 1
-        assert face_objective(solution[0].numpy(), G, b, alpha) <= face_objective(
+        assert solution[0, 2] == 0  # the coordinate whose sign would flip
+        assert face_objective(solution[0].numpy(), G, b, alpha) < face_objective(
             z, G, b, alpha
         )
 

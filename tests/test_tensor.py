@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import BaseEstimator, clone
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from skdict import FISTACoder, OracleDictionary
 from skdict._tensor import (
@@ -16,6 +20,7 @@ from skdict._tensor import (
     to_tensor,
     validate_input,
 )
+from skdict.datasets import make_compositional
 
 from .conftest import cuda
 
@@ -301,3 +306,30 @@ def test_a_frozen_provider_fitted_on_numpy_gives_codes_for_tensors_under_dispatc
         codes = coder.fit(X_t).transform(X_t)
     assert isinstance(codes, torch.Tensor) and codes.dtype == torch.float32
     torch.testing.assert_close(codes, expected)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        LogisticRegression(max_iter=200),
+        RidgeCV(),
+        PCA(n_components=3, svd_solver="full"),
+        StandardScaler(),
+    ],
+    ids=lambda est: type(est).__name__,
+)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_pipeline_keeps_tensors_with_array_api_estimators(tail, device):
+    # DESIGN.md: skdict steps followed by array-API scikit-learn estimators
+    # keep the data a tensor on its device, end to end.
+    from sklearn import config_context
+
+    data = make_compositional(n_latents=12, n_active=2, n_samples=200, random_state=0)
+    X = torch.tensor(data.X_train, dtype=torch.float32, device=device)
+    y = torch.tensor(data.y_train, device=device)
+    with config_context(array_api_dispatch=True):
+        pipe = make_pipeline(FISTACoder(data.dictionary, positive=True), tail)
+        pipe.fit(X, y)
+        out = pipe.predict(X) if hasattr(tail, "predict") else pipe.transform(X)
+    assert isinstance(out, torch.Tensor) and out.device.type == device
+    assert out.shape[0] == X.shape[0]

@@ -569,8 +569,8 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
     Examples
     --------
     >>> records = [{"label": "A", "color_acc_val": 1.0, "color_acc_ood": 0.5}]
-    >>> print(format_real_table(records).splitlines()[1][:30])
-    A           1.00        0.50
+    >>> print(format_real_table(records).splitlines()[1][:40])
+    A              1.00        0.50
     """
     stats = {key: _stats(records, key) for key in TABLE_COLUMNS}
     labels = list(dict.fromkeys(record["label"] for record in records))

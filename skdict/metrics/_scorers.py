@@ -181,7 +181,7 @@ def make_dictionary_similarity_scorer(dictionary: Any) -> _DictionarySimilarityS
     >>> atoms = np.eye(3)[:2]
     >>> X = np.random.default_rng(0).standard_normal((50, 2)) * [3, 1] @ atoms
     >>> scorer = make_dictionary_similarity_scorer(atoms)
-    >>> round(scorer(PCA(n_components=2).fit(X), X), 6)
-    1.0
+    >>> round(scorer(PCA(n_components=2).fit(X), X), 3)  # 50 samples: close axes
+    0.998
     """
     return _DictionarySimilarityScorer(dictionary)
