@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.frozen import FrozenEstimator
@@ -89,6 +91,35 @@ def test_oracle_estimate_matches_numpy_lstsq(rng):
     # Sparse codes densified chunk by chunk give the same statistics.
     got_sparse = estimate_dictionary(torch.from_numpy(X), sp.csr_matrix(Z))
     np.testing.assert_allclose(got_sparse.numpy(), expected, atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_latents=st.integers(1, 8),
+    n_features=st.integers(1, 10),
+    extra_samples=st.integers(0, 30),
+    density=st.floats(0.2, 1.0),
+    noise=st.sampled_from([0.0, 0.1]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_oracle_estimate_is_numpy_lstsq(
+    n_latents, n_features, extra_samples, density, noise, seed
+):
+    # Any full-rank codes, dense or sparse, noiseless or not: the estimate is
+    # the least-squares solution that numpy computes from Z itself.
+    rng = np.random.default_rng(seed)
+    n_samples = n_latents + extra_samples
+    Z = rng.uniform(0.1, 1.0, (n_samples, n_latents))
+    Z *= rng.uniform(size=Z.shape) < density
+    assume(np.linalg.matrix_rank(Z) == n_latents and np.linalg.cond(Z) < 1e3)
+    D = rng.standard_normal((n_latents, n_features))
+    X = Z @ D + noise * rng.standard_normal((n_samples, n_features))
+    expected = np.linalg.lstsq(Z, X, rcond=None)[0]
+    oracle = OracleDictionary().fit(X, Z)
+    scale = np.abs(expected).max() + 1.0
+    np.testing.assert_allclose(oracle.components_, expected, atol=1e-8 * scale)
+    if noise == 0.0:
+        np.testing.assert_allclose(oracle.components_, D, atol=1e-8 * scale)
 
 
 @pytest.mark.filterwarnings("error")  # the codes are not dependent
