@@ -1720,7 +1720,8 @@ class FISTACoder(
     Attributes
     ----------
     components_ : ndarray or torch.Tensor of shape (n_components, n_features)
-        The dictionary atoms, in the array type of the data given to :meth:`fit`.
+        The dictionary atoms, in the array type of the data last given to
+        :meth:`fit` or :meth:`partial_fit`.
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         Offset the data is reconstructed around: ``X ≈ codes @ components_ +
         intercept_`` (zero for a plain array dictionary).

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import clone
 from sklearn.decomposition import PCA, DictionaryLearning
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -647,6 +648,7 @@ def test_aux_k_is_ignored_where_documented(activation, rng):
     np.testing.assert_array_equal(with_aux.components_, plain.components_)
 
 
+@pytest.mark.filterwarnings("ignore:SparseAutoencoder stopped at max_epochs")
 def test_decoder_estimator_never_sees_the_validation_rows(rng):
     D = random_dictionary(rng, 12, 8)
     Z = sparse_codes(rng, 40, 12, 3)
@@ -785,7 +787,7 @@ def test_verbose_shows_progress(rng, capsys):
     SparseAutoencoder(4, verbose=1, max_epochs=2, random_state=0).fit(X)
     assert "epoch" in capsys.readouterr().err
     # Stopped early, the bar counts every epoch run and shows the validation loss.
-    params = {"validation_fraction": 0.25, "n_iter_no_change": 1, "tol": 1.0}
+    params = {"validation_fraction": 0.25, "n_iter_no_change": 1, "tol": 0.9}
     sae = SparseAutoencoder(4, verbose=1, random_state=0, **params).fit(X)
     err = capsys.readouterr().err
     assert sae.n_iter_ < 500
@@ -952,3 +954,57 @@ def test_divergence_raises_and_keeps_no_nan_weights(rng):
     assert sae.n_iter_ == 1
     sae.partial_fit(X.astype(np.float32))
     assert sae.n_iter_ == 2
+
+
+def test_early_stopping_that_never_fires_warns(rng):
+    # As scikit-learn's MLP: max_epochs reached with the stopping rule unmet.
+    X, _ = toy_problem(rng, n_samples=200)
+    params = {"validation_fraction": 0.2, "random_state": 0}
+    with pytest.warns(ConvergenceWarning, match="max_epochs=3 before early stopping"):
+        SparseAutoencoder(8, max_epochs=3, **params).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # Stopped by the rule, or no rule at all (the paper's fixed epochs).
+        stopped = SparseAutoencoder(
+            8, max_epochs=50, n_iter_no_change=1, tol=0.1, **params
+        )
+        assert stopped.fit(X).n_iter_ < 50
+        SparseAutoencoder(8, max_epochs=3, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="tol"):
+        SparseAutoencoder(8, tol=1.0, **params).fit(X)
+
+
+def test_interrupted_partial_fit_leaves_the_model_as_it_was(rng, monkeypatch):
+    # Ctrl-C (or running out of memory) in the middle of an epoch: the weights
+    # are updated in place and the optimiser shares the saved state's tensors.
+    X, _ = toy_problem(rng, n_samples=200)
+    sae = SparseAutoencoder(16, activation="topk", k=2, batch_size=16, lr=1e-2)
+    sae.set_params(random_state=0).partial_fit(X)
+    untouched = copy.deepcopy(sae)
+    calls = {"n": 0}
+    original = _modules.SAE.loss_and_grad
+
+    def interrupted(module, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(_modules.SAE, "loss_and_grad", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sae.partial_fit(X)
+    monkeypatch.setattr(_modules.SAE, "loss_and_grad", original)
+    for p, q in zip(
+        sae.module_.parameters(), untouched.module_.parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    state, kept = sae._optimizer_state["state"], untouched._optimizer_state["state"]
+    for key in state:
+        for name in state[key]:
+            torch.testing.assert_close(
+                state[key][name], kept[key][name], rtol=0, atol=0
+            )
+    # Continuing gives exactly what an uninterrupted call gives.
+    np.testing.assert_array_equal(
+        sae.partial_fit(X).components_, untouched.partial_fit(X).components_
+    )

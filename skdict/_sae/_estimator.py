@@ -16,6 +16,7 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -148,13 +149,17 @@ class SparseAutoencoder(
     n_iter_no_change : int, default=10
         Patience of early stopping, in epochs.
     tol : float, default=1e-4
-        Relative improvement of the validation loss that resets the patience.
+        Relative improvement of the validation loss that resets the patience,
+        in ``[0, 1)``. Reaching ``max_epochs`` before the patience runs out
+        raises a :class:`~sklearn.exceptions.ConvergenceWarning`, as
+        scikit-learn's MLP estimators do.
 
     Attributes
     ----------
     components_ : ndarray or torch.Tensor of shape (n_components, n_features)
         Decoder atoms (unit-norm rows; a frozen decoder's atoms as given), in
-        the array type of the data given to :meth:`fit`.
+        the array type of the data last given to :meth:`fit` or
+        :meth:`partial_fit`.
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         Decoder bias: ``X ≈ transform(X) @ components_ + intercept_``; it is
         subtracted from ``X`` before encoding.
@@ -231,7 +236,9 @@ class SparseAutoencoder(
         "threshold_init": [Interval(Real, 0, None, closed="neither")],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
+        # A relative improvement of 100 % or more is out of reach of a
+        # non-negative loss: tol=1 would call every epoch stale.
+        "tol": [Interval(Real, 0, 1, closed="left")],
     }
 
     def __init__(
@@ -320,6 +327,15 @@ class SparseAutoencoder(
             module, decoder = self._init_module(X, y, X_train, generator)
             optimizer = self._optimizer(module)
             result = self._train(module, X_train, optimizer, generator, X_val=X_val)
+            if X_val is not None and not result.stopped_early:
+                warn(
+                    f"SparseAutoencoder stopped at max_epochs={self.max_epochs} "
+                    "before early stopping could: the validation loss did not "
+                    f"stall (improve by less than a relative tol={self.tol}) "
+                    f"for n_iter_no_change={self.n_iter_no_change} epochs "
+                    "running. Raise max_epochs to let early stopping decide.",
+                    ConvergenceWarning,
+                )
             self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
             self._store(module, optimizer, generator, result, origin)
         return self
@@ -337,8 +353,9 @@ class SparseAutoencoder(
         changing ``n_components``, ``activation``, ``k``, ``bandwidth``,
         ``freeze_decoder`` or a frozen ``decoder`` raises a ``ValueError``, as
         that needs a new model (:meth:`fit`); invalid values raise as in
-        :meth:`fit`. A call whose loss diverges raises
-        ``FloatingPointError`` and leaves the model as it was.
+        :meth:`fit`. A call that raises leaves the model as it was: one
+        whose loss diverges (``FloatingPointError``), or one interrupted
+        (``KeyboardInterrupt``, out of memory).
 
         Parameters
         ----------
@@ -372,8 +389,8 @@ class SparseAutoencoder(
         self._check_same_model()
         self._check_k(self.module_.n_components)
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
-        # Kept to leave the model as it was, not with NaN weights, if this
-        # call diverges.
+        # Kept to leave the model as it was, not with NaN or half-trained
+        # weights, if this call diverges or is interrupted.
         snapshot = copy.deepcopy((self.module_, self._optimizer_state))
         module = self.module_.to(X_t.device)
         # Training continues in the model's own precision, and the fitted
@@ -400,7 +417,10 @@ class SparseAutoencoder(
                 first_epoch=self.n_iter_ + 1,
                 verbose=self.verbose - 1,
             )
-        except FloatingPointError:
+        except BaseException:
+            # A diverging loss, and equally an interruption (Ctrl-C, out of
+            # memory) halfway through the epoch: the weights were updated in
+            # place, and the loaded optimiser shares the saved state's tensors.
             self.module_, self._optimizer_state = snapshot
             raise
         self._store(module, optimizer, generator, result, origin)

@@ -240,10 +240,14 @@ class TrainResult(NamedTuple):
     samples_since_fired : torch.Tensor of shape (n_components,)
         Per latent, the training samples seen since the last epoch in which
         it fired (zero for the latents that fired in the last one).
+    stopped_early : bool
+        Whether the validation loss stopped improving before ``epochs`` ran
+        out (False without validation data).
     """
 
     history: list[dict]
     samples_since_fired: torch.Tensor
+    stopped_early: bool = False
 
 
 # The record entries the progress bar shows.
@@ -336,7 +340,7 @@ def train(
     since = torch.zeros(module.n_components, dtype=torch.int64, device=X.device)
     if samples_since_fired is not None:
         since.copy_(samples_since_fired)
-    best, best_state, stale = float("inf"), None, 0
+    best, best_state, stale, stopped_early = float("inf"), None, 0, False
     history = []
     bar = tqdm(
         total=epochs, desc=type(module).__name__, unit="epoch", disable=verbose <= 0
@@ -399,17 +403,20 @@ def train(
             bar.update()
             if X_val is None:
                 continue
-            # As scikit-learn's MLP: patience counts epochs without a relative
-            # improvement of tol, and the best weights are kept regardless.
+            # As scikit-learn's MLP, patience counts epochs without an
+            # improvement of tol and the best weights are kept regardless;
+            # unlike it, tol is relative (the loss's scale is the data's) and
+            # n_iter_no_change stale epochs stop, not one more.
             stale = 0 if record["val_loss"] < best * (1.0 - tol) else stale + 1
             if record["val_loss"] < best:
                 best = record["val_loss"]
                 best_state = copy.deepcopy(module.state_dict())
             if stale >= n_iter_no_change:
+                stopped_early = True
                 break
     if best_state is not None:
         module.load_state_dict(best_state)
     # The gradients are inference tensors and of no use once trained.
     for p in module.parameters():
         p.grad = None
-    return TrainResult(history, since)
+    return TrainResult(history, since, stopped_early)
