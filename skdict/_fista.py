@@ -1731,9 +1731,10 @@ class FISTACoder(
         The fitted warm-start estimator, when ``init`` is an estimator.
     n_iter_ : int
         With a given dictionary, the largest number of FISTA iterations any
-        training sample needed in :meth:`fit` (0 after :meth:`partial_fit`,
-        which codes nothing). When learning, ``len(history_)``: the number of
-        rounds :meth:`fit` ran plus the :meth:`partial_fit` calls since.
+        training sample needed in :meth:`fit_transform` (0 after :meth:`fit`
+        and :meth:`partial_fit`, which code nothing). When learning,
+        ``len(history_)``: the number of rounds :meth:`fit` ran plus the
+        :meth:`partial_fit` calls since.
     history_ : list of dict
         When learning, one record per round of :meth:`fit` (or per
         :meth:`partial_fit` call): ``objective`` (mean over the samples of
@@ -1839,11 +1840,13 @@ class FISTACoder(
         self.verbose = verbose
 
     def fit(self, X, y=None):
-        """Resolve (or learn) the dictionary and code the training data.
+        """Resolve (or learn) the dictionary.
 
-        With a given dictionary, fitting resolves the provider and codes ``X``
-        once to report ``n_iter_``; :meth:`fit_transform` returns those codes
-        at no extra cost.
+        With a given dictionary, fitting resolves the provider (fitting a
+        clone of an estimator, and of an ``init`` estimator) and codes
+        nothing, as :class:`~sklearn.decomposition.SparseCoder` and
+        :class:`~skdict.OracleDictionary` code only in ``transform``;
+        :meth:`fit_transform` codes ``X`` once and reports ``n_iter_``.
 
         Parameters
         ----------
@@ -1857,7 +1860,7 @@ class FISTACoder(
         self : FISTACoder
             The fitted coder.
         """
-        self._fit(X, y)
+        self._fit(X, y, code=False)
         return self
 
     def fit_transform(self, X, y=None):
@@ -1880,7 +1883,7 @@ class FISTACoder(
         return self.transform(X) if codes is None else codes
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def _fit(self, X, y):
+    def _fit(self, X, y, code=True):
         with forget_fit_on_failure(self):
             self._forget_stream()
             X_t, origin = validate_input(self, X, reset=True, device=self.device)
@@ -1888,6 +1891,9 @@ class FISTACoder(
                 self._learn(X, X_t, y, origin)
                 return None
             resolved = self._resolve_given(X, X_t, y, origin)
+            if not code:
+                self.n_iter_ = 0
+                return None
             result = self._encode(X, X_t, resolved.components, resolved.intercept)
             self.n_iter_ = int(result.n_iter.max())
             return to_output(result.codes, origin)

@@ -211,10 +211,20 @@ def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
             "values to compute with; pass a tensor with data."
         )
     if X.ndim != 2:
+        if X.ndim > 2:
+            # E.g. a transformer's (batch, sequence, d_model) activations.
+            advice = (
+                f"To code every position as a sample, pass {name}.reshape(-1, "
+                f"{name}.shape[-1]) and reshape the codes back."
+            )
+        else:
+            advice = (
+                "Reshape your data with X.reshape(-1, 1) if it has a single "
+                "feature or X.reshape(1, -1) if it holds a single sample."
+            )
         raise ValueError(
-            f"Expected a 2D tensor for {name}, got a tensor of shape {tuple(X.shape)}. "
-            "Reshape your data with X.reshape(-1, 1) if it has a single feature or "
-            "X.reshape(1, -1) if it holds a single sample."
+            f"Expected a 2D tensor for {name}, got a tensor of shape "
+            f"{tuple(X.shape)}. {advice}"
         )
     if X.shape[0] < ensure_min_samples:
         raise ValueError(
@@ -327,7 +337,7 @@ def in_namespace_of(X: Any, estimator: Any, attribute: str = "components_") -> A
     >>> import numpy as np
     >>> from sklearn.decomposition import PCA
     >>> from skdict._tensor import in_namespace_of
-    >>> X = np.ones((3, 2))
+    >>> X = np.arange(6.0).reshape(3, 2)
     >>> in_namespace_of(X, PCA(1).fit(X)) is X
     True
     """

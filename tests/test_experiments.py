@@ -182,6 +182,15 @@ def test_single_sample_splits_leave_matching_metrics_undefined():
     assert record["mse_ood"] >= 0.0
 
 
+def test_format_table_of_compare_methods_records(data):
+    # compare_methods' records have no swept value: one column.
+    records = compare_methods(data, ["fista_oracle", "linear_probe"], settings=TINY)
+    lines = format_table(records, "mcc_ood").splitlines()
+    assert lines[0].split() == ["mcc_ood", "mean", "±", "sd"]
+    assert lines[1].startswith("FISTA (oracle dictionary)")
+    assert f"{records[0]['mcc_ood']:.2f} ± 0.00" in lines[1]
+
+
 def test_compare_methods_errors(data):
     with pytest.raises(ValueError, match="Unknown method"):
         compare_methods(data, ["nope"])

@@ -905,6 +905,21 @@ def test_convergence_warning(problem):
         FISTACoder(D).fit(X).transform(X)
 
 
+def test_fit_with_a_given_dictionary_codes_nothing(problem):
+    # As SparseCoder and OracleDictionary: X is coded by transform, or once by
+    # fit_transform, which reports the iterations.
+    X, D = problem
+    coder = FISTACoder(D, max_iter=1, tol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert coder.fit(X).n_iter_ == 0
+    with pytest.warns(ConvergenceWarning):
+        codes = coder.fit_transform(X)
+    assert coder.n_iter_ == 1
+    with pytest.warns(ConvergenceWarning):
+        np.testing.assert_array_equal(coder.transform(X), codes)
+
+
 def test_convergence_warning_names_the_callers_line(problem):
     # Through scikit-learn's fit and set_output wrappers, the oracle's inner
     # coder and a Pipeline, the warning points at the line that called skdict.
@@ -912,11 +927,10 @@ def test_convergence_warning_names_the_callers_line(problem):
     coder = FISTACoder(D, max_iter=1, tol=1e-12)
     oracle = OracleDictionary(D, max_iter=1, tol=1e-12)
     calls = [
-        lambda: coder.fit(X),
-        lambda: coder.transform(X),
+        lambda: coder.fit(X).transform(X),
         lambda: coder.fit_transform(X),
         lambda: oracle.fit(X).transform(X),
-        lambda: make_pipeline(StandardScaler(), clone(coder)).fit(X),
+        lambda: make_pipeline(StandardScaler(), clone(coder)).fit_transform(X),
     ]
     for call in calls:
         with warnings.catch_warnings(record=True) as caught:

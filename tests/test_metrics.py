@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from skdict import FISTACoder, OracleDictionary
 from skdict.datasets import make_compositional
@@ -514,6 +516,12 @@ def test_code_scorers_score_a_probe_by_its_predictions(benchmark):
         error_score="raise",
     )
     assert np.all((scores["test_mcc"] > 0) & (scores["test_mcc"] <= 1))
+    # A pipeline ending in a classifier predicts labels, not codes.
+    labels = benchmark.X_train[:, 0] > np.median(benchmark.X_train[:, 0])
+    classifier = make_pipeline(StandardScaler(), LogisticRegression())
+    classifier.fit(benchmark.X_train, labels)
+    with pytest.raises(ValueError, match=r"Score the coding part: .* pipe\[:-1\]"):
+        mcc_scorer(classifier, X, Z)
 
 
 def test_scorers_pickle(benchmark):

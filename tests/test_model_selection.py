@@ -6,7 +6,12 @@ import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
 
+from skdict import FISTACoder
 from skdict.datasets import make_compositional
 from skdict.model_selection import CompositionalSplit
 
@@ -131,10 +136,31 @@ def test_random_state_controls_the_folds():
     assert folds(3) != folds(4)
 
 
+def test_concept_activity_from_groups_tunes_a_classifier_pipeline():
+    # A pipeline ending in a classifier takes class labels as y; the concept
+    # activity then comes as groups, as scikit-learn's group splitters take
+    # their side information.
+    data = make_compositional(n_latents=20, n_active=3, n_samples=600, random_state=0)
+    X, y, Z = data.X_train, data.y_train, data.Z_train
+    cv = CompositionalSplit(3, concepts=[0], random_state=0)
+    from_groups = [(tr.tolist(), te.tolist()) for tr, te in cv.split(X, y, groups=Z)]
+    from_y = [(tr.tolist(), te.tolist()) for tr, te in cv.split(X, Z)]
+    assert from_groups == from_y
+    pipe = make_pipeline(
+        FISTACoder(data.dictionary, positive=True), LogisticRegression()
+    )
+    grid = GridSearchCV(pipe, {"fistacoder__alpha": [0.05, 0.1]}, cv=cv)
+    assert grid.fit(X, y, groups=Z).best_score_ > 0.5
+    with pytest.raises(ValueError, match="pass the concept activity as groups"):
+        clone(grid).fit(X, y)
+    with pytest.raises(ValueError, match="groups must be a 2-D matrix"):
+        next(cv.split(X, Z, groups=y))
+
+
 @pytest.mark.parametrize(
     "y, kwargs, error, match",
     [
-        (None, {}, ValueError, "reads the concept activity from y"),
+        (None, {}, ValueError, "reads the concept activity from groups, or"),
         (np.ones(6), {}, ValueError, "must be a 2-D matrix"),
         # concepts 0 and 1 always co-occur: holding out the pair empties both
         (np.array([[1, 1]] * 6), {}, ValueError, "No valid fold: no pair"),

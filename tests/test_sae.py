@@ -27,6 +27,13 @@ from skdict.metrics import dictionary_similarity, mcc_score
 from .conftest import cuda, random_dictionary, sparse_codes
 
 ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu", "mp")
+
+
+def k_for(activation, k):
+    """``k`` for the activations that take it, None for the others."""
+    return k if activation in ("topk", "batchtopk", "mp") else None
+
+
 SMALL = {"max_epochs": 3, "batch_size": 32, "random_state": 0}
 
 
@@ -308,7 +315,12 @@ def test_training_each_activation(activation, rng):
     X, _ = toy_problem(rng)
     k = 3
     sae = SparseAutoencoder(
-        16, activation=activation, k=k, max_epochs=15, lr=3e-3, random_state=0
+        16,
+        activation=activation,
+        k=k_for(activation, k),
+        max_epochs=15,
+        lr=3e-3,
+        random_state=0,
     )
     sae.fit(X)
     codes = sae.transform(X)
@@ -342,7 +354,9 @@ def test_training_each_activation(activation, rng):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_atoms_stay_unit_norm_during_training(activation, rng):
     X, _ = toy_problem(rng)
-    sae = SparseAutoencoder(8, activation=activation, k=2, lr=1e-2, random_state=0)
+    sae = SparseAutoencoder(
+        8, activation=activation, k=k_for(activation, 2), lr=1e-2, random_state=0
+    )
     for _ in range(4):
         sae.partial_fit(X)
         norms = np.linalg.norm(sae.components_, axis=1)
@@ -431,7 +445,7 @@ def test_oracle_dictionary_with_trained_encoder(activation):
     data = make_compositional(n_latents=12, n_active=2, n_samples=600, random_state=0)
     sae = SparseAutoencoder(
         activation=activation,
-        k=2,
+        k=k_for(activation, 2),
         decoder=OracleDictionary(data.dictionary),
         freeze_decoder=True,
         lr=1e-2,
@@ -450,7 +464,7 @@ def test_freeze_decoder_from_frozen_estimator(activation, rng):
     coder = FISTACoder(dictionary=D, alpha=0.1, positive=True).fit(X)
     sae = SparseAutoencoder(
         activation=activation,
-        k=2,
+        k=k_for(activation, 2),
         decoder=FrozenEstimator(coder),
         freeze_decoder=True,
         **SMALL,
@@ -594,13 +608,28 @@ def test_partial_fit_accepts_changes_the_model_ignores(rng):
 @pytest.mark.parametrize("activation", ["relu", "jumprelu", "mp"])
 def test_aux_k_for_an_activation_without_it_warns(activation, rng):
     X, _ = toy_problem(rng, n_samples=64)
-    sae = SparseAutoencoder(8, activation=activation, k=2, aux_k=3, max_epochs=1)
+    k = 2 if activation == "mp" else None
+    sae = SparseAutoencoder(8, activation=activation, k=k, aux_k=3, max_epochs=1)
     with pytest.warns(UserWarning, match="aux_k=3 is used only") as caught:
         sae.fit(X)
     assert caught[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SparseAutoencoder(8, activation="topk", k=2, aux_k=3, max_epochs=1).fit(X)
+
+
+@pytest.mark.parametrize("activation", ["relu", "jumprelu"])
+def test_k_for_an_activation_without_it_warns(activation, rng):
+    # SparseAutoencoder(50, k=5) with the activation left at "relu" trained a
+    # dense ReLU SAE; the k was silently dropped.
+    X, _ = toy_problem(rng, n_samples=64)
+    sae = SparseAutoencoder(8, activation=activation, k=2, max_epochs=1)
+    with pytest.warns(UserWarning, match="k=2 is used only .* activation='topk'"):
+        sae.fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for activation in ("topk", "batchtopk", "mp"):
+            SparseAutoencoder(8, activation=activation, k=2, max_epochs=1).fit(X)
 
 
 def test_partial_fit_checks_aux_k_against_the_width(rng):
@@ -803,7 +832,8 @@ def test_verbose_shows_progress(rng, capsys):
 @pytest.mark.parametrize("activation", ["jumprelu", "batchtopk"])
 def test_thresholded_codes_have_no_negative_zeros(activation, rng):
     X, _ = toy_problem(rng)
-    codes = SparseAutoencoder(12, activation=activation, k=2, **SMALL).fit_transform(X)
+    k = k_for(activation, 2)
+    codes = SparseAutoencoder(12, activation=activation, k=k, **SMALL).fit_transform(X)
     zeros = codes[codes == 0]
     assert zeros.size and not np.signbit(zeros).any()
 

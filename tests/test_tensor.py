@@ -1,6 +1,7 @@
 """The array boundary: output follows input, devices and dtypes are kept."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -93,13 +94,18 @@ def test_reset_false_checks_n_features_for_tensors():
         validate_input(est, torch.zeros(2, 4), reset=False)
 
 
-@pytest.mark.parametrize("shape", [(4,), (2, 3, 4)])
-def test_transform_time_tensors_of_the_wrong_rank_say_so(shape):
-    # sklearn's feature count read a 1-D tensor as one with no features.
+@pytest.mark.parametrize(
+    "shape, advice",
+    [((4,), r"X.reshape\(-1, 1\)"), ((2, 3, 4), r"X.reshape\(-1, X.shape\[-1\]\)")],
+)
+def test_transform_time_tensors_of_the_wrong_rank_say_so(shape, advice):
+    # sklearn's feature count read a 1-D tensor as one with no features; a
+    # (batch, sequence, d_model) tensor is told how to code every position.
     est = BaseEstimator()
     validate_input(est, torch.zeros(2, 4), reset=True)
-    with pytest.raises(ValueError, match="Expected a 2D tensor for X"):
+    with pytest.raises(ValueError, match="Expected a 2D tensor for X") as error:
         validate_input(est, torch.zeros(shape), reset=False)
+    assert re.search(advice, str(error.value))
 
 
 @pytest.mark.parametrize(

@@ -520,6 +520,15 @@ class SparseAutoencoder(
                 "n_components must be given when no decoder is passed; got None."
             )
         self._check_k(n_components)
+        if self.k is not None and self.activation not in _NEEDS_K:
+            # SparseAutoencoder(50, k=5) trained a ReLU SAE firing 48 of its
+            # 50 latents: the activation was left at its default.
+            warn(
+                f"k={self.k} is used only with activation 'topk', 'batchtopk' "
+                f"or 'mp'; it is ignored with activation={self.activation!r}. "
+                "Pass activation='topk' for k active latents per sample.",
+                UserWarning,
+            )
         if self.aux_k is not None and self.activation not in _AUX_ACTIVATIONS:
             # As scikit-learn warns of a parameter its other settings ignore.
             warn(

@@ -40,8 +40,9 @@ def summarize(
     Parameters
     ----------
     records : sequence of dict
-        Records of :func:`~skdict.experiments.run_study`: each needs ``label``
-        and ``value`` keys.
+        Records of :func:`~skdict.experiments.run_study` (``label`` and
+        ``value`` keys), or of :func:`~skdict.experiments.compare_methods`,
+        whose single setting has no ``value`` (summarised under None).
     metric : str
         The record key to summarise, e.g. ``"mcc_ood"``.
 
@@ -55,7 +56,7 @@ def summarize(
     for record in records:
         value = record.get(metric)
         if value is not None:
-            groups[record["label"]][record["value"]].append(float(value))
+            groups[record["label"]][record.get("value")].append(float(value))
     return {
         label: {
             x: (float(np.mean(v)), float(np.std(v)), len(v))
@@ -98,7 +99,8 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
     Parameters
     ----------
     records : sequence of dict
-        Records of :func:`~skdict.experiments.run_study`.
+        Records of :func:`~skdict.experiments.run_study`, or of
+        :func:`~skdict.experiments.compare_methods` (one column).
     metric : str, default="mcc_ood"
         The record key shown in the cells (mean ± sd over seeds; ``-`` where a
         method has no value).
@@ -124,7 +126,9 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
         return f"{metric}: no values"
     variable = records[0].get("variable", "value")
     values = sorted({x for by_value in summary.values() for x in by_value})
-    header = [metric] + [f"{variable}={x}" for x in values]
+    header = [metric] + [
+        "mean ± sd" if x is None else f"{variable}={x}" for x in values
+    ]
     rows = [header]
     for label, by_value in summary.items():
         cells = [label]

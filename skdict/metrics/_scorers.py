@@ -39,7 +39,17 @@ def estimator_codes(estimator: Any, X: Any) -> Any:
     """Codes of a transformer, or the predicted codes of a supervised probe."""
     if hasattr(estimator, "transform"):
         return estimator.transform(X)
-    return estimator.predict(X)
+    predicted = estimator.predict(X)
+    if len(getattr(predicted, "shape", ())) != 2:
+        # E.g. a Pipeline ending in a classifier: no transform, and predict
+        # gives labels, not codes.
+        raise ValueError(
+            f"{type(estimator).__name__} has no transform, and its predict "
+            f"returned shape {tuple(predicted.shape)}, not codes of shape "
+            "(n_samples, n_latents). Score the coding part: for a Pipeline "
+            "ending in a classifier, pipe[:-1]."
+        )
+    return predicted
 
 
 def _support_f1(Z_true: Any, codes: Any, *, threshold: float = 1e-4) -> float:

@@ -26,21 +26,24 @@ from .._tensor import is_tensor, to_numpy
 __all__ = ["CompositionalSplit"]
 
 
-def _activity(y: Any, threshold: float) -> sp.csc_matrix:
+def _activity(y: Any, threshold: float, name: str = "y") -> sp.csc_matrix:
     """Boolean concept activity ``|y| > threshold`` as a CSC matrix."""
     if y is None:
         raise ValueError(
-            "CompositionalSplit reads the concept activity from y: pass the "
-            "true codes, or any (n_samples, n_concepts) indicator matrix, as y."
+            "CompositionalSplit reads the concept activity from groups, or "
+            "else from y: pass the true codes, or any (n_samples, n_concepts) "
+            "indicator matrix, e.g. GridSearchCV(...).fit(X, y, groups=Z)."
         )
     y = to_numpy(y) if is_tensor(y) else y
     if not sp.issparse(y) and np.ndim(y) != 2:
         raise ValueError(
-            "y must be a 2-D matrix of concept activity (n_samples, "
-            f"n_concepts); got shape {np.shape(y)}."
+            f"{name} must be a 2-D matrix of concept activity (n_samples, "
+            f"n_concepts); got shape {np.shape(y)}. With class labels as y "
+            "(a pipeline ending in a classifier), pass the concept activity as "
+            "groups: GridSearchCV(...).fit(X, y, groups=Z)."
         )
     # NaN would otherwise read as inactive and the concept vanish from folds.
-    y = check_array(y, accept_sparse=True, dtype="numeric", input_name="y")
+    y = check_array(y, accept_sparse=True, dtype="numeric", input_name=name)
     if sp.issparse(y):
         A = sp.csc_matrix(y, copy=True)
         A.data = np.abs(A.data) > threshold
@@ -84,9 +87,11 @@ class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
     :class:`~sklearn.model_selection.ShuffleSplit`), so test sets of different
     folds may overlap.
 
-    The concept activity is read from ``y`` (e.g. the true codes, passed to
-    ``GridSearchCV.fit(X, Z)`` together with code-based scorers): concept
-    ``j`` is active in sample ``i`` when ``|y[i, j]| > threshold``.
+    The concept activity is read from ``groups`` when given, else from ``y``
+    (e.g. the true codes: ``GridSearchCV.fit(X, Z)`` together with code-based
+    scorers, or ``GridSearchCV.fit(X, labels, groups=Z)`` to tune a pipeline
+    ending in a classifier): concept ``j`` is active in sample ``i`` when
+    ``|y[i, j]| > threshold``.
 
     Parameters
     ----------
@@ -160,10 +165,12 @@ class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
         X : array-like of shape (n_samples, n_features)
             Data; only its number of samples is used.
         y : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
-n_concepts)
-            Concept activity, e.g. the true codes.
-        groups : object
-            Ignored, present for API compatibility.
+n_concepts), default=None
+            Concept activity, e.g. the true codes, when ``groups`` is None;
+            otherwise not used (it may be, e.g., class labels).
+        groups : array-like, torch.Tensor or sparse matrix of shape \
+(n_samples, n_concepts), default=None
+            Concept activity; takes precedence over ``y``.
 
         Yields
         ------
@@ -175,7 +182,8 @@ n_concepts)
         Raises
         ------
         ValueError
-            If ``y`` is missing or not 2-D, or no pair can be held out.
+            If the concept activity (``groups``, else ``y``) is missing or
+            not 2-D, or no pair can be held out.
         """
         self._validate_params()
         return super().split(X, y, groups)
@@ -196,7 +204,10 @@ n_concepts)
         return self.n_splits
 
     def _iter_test_masks(self, X=None, y=None, groups=None):
-        A = _activity(y, self.threshold)
+        if groups is not None:
+            A = _activity(groups, self.threshold, name="groups")
+        else:
+            A = _activity(y, self.threshold)
         n_samples, n_concepts = A.shape
         concepts = self._concepts(n_concepts)
         pairs = _candidate_pairs(A, concepts)
