@@ -5,7 +5,9 @@ split and the parameter checks run everywhere.
 """
 
 import itertools
+import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -102,7 +104,7 @@ def test_split_is_deterministic_under_random_state():
     [
         (dict(ood_size=7), r"ood_size=7 asks for 7 held-out pairs.*at most 6"),
         (dict(ood_size=1.5), "ood_size must be a float in"),
-        (dict(ood_size=-1), "ood_size=-1"),
+        (dict(ood_size=-1), "ood_size must be a count >= 0; got -1"),
         (dict(val_size=1.0), "val_size must be a float in"),
         (dict(templates=["the {color} {object}"]), "val_size=0.5 sets aside 1 of"),
         (dict(position="first"), "position must be one of"),
@@ -291,6 +293,29 @@ def test_second_call_reads_the_cache(transformers, tmp_path):
     assert not load(tmp_path, templates=TEMPLATES[::-1]).from_cache
     assert not load(tmp_path, refresh=True).from_cache
     assert load(tmp_path).from_cache
+
+
+def test_a_cached_reload_does_not_import_transformers(transformers, tmp_path):
+    # Importing transformers takes about a second; a cache hit needs no model.
+    load(tmp_path)
+    script = (
+        "import sys\n"
+        "from skdict.datasets import load_phrase_activations as load\n"
+        f"data = load(cache_dir={str(tmp_path)!r}, colors={COLORS!r}, "
+        f"objects={OBJECTS!r}, templates={TEMPLATES!r}, ood_size=3, "
+        "val_size=0.5, random_state=0)\n"
+        "assert data.from_cache, 'not a cache hit'\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_the_layer_count_is_read_from_the_configuration(tmp_path, monkeypatch):
+    # Without importing transformers, for each name configurations use.
+    monkeypatch.setitem(sys.modules, "transformers", None)  # any import fails
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        (tmp_path / "config.json").write_text(json.dumps({key: 4}))
+        assert _phrases._n_hidden_layers(tmp_path) == 4
 
 
 def test_same_phrase_with_another_object_span_is_not_a_cache_hit(

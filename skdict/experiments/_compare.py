@@ -53,11 +53,14 @@ RECORD_KEYS = (
 def resolve_methods(
     methods: Sequence[str] | str | None, registry: dict[str, Method] = METHODS
 ) -> list[Method]:
-    """Validate method names (None means all) and return their definitions."""
+    """Validate method names (None means all); return their definitions, once each."""
     if methods is None:
         return list(registry.values())
     if isinstance(methods, str):
         methods = [methods]
+    # A repeated method would be fitted again and its records averaged as if
+    # they came from two seeds.
+    methods = list(dict.fromkeys(methods))
     unknown = [m for m in methods if m not in registry]
     if unknown:
         raise ValueError(

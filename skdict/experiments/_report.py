@@ -202,6 +202,7 @@ def plot_study(
     pathlib.Path
         ``path``.
     """
+    check_plots_extra()
     # A bare Figure draws and saves without pyplot, so the caller's backend
     # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
     from matplotlib.figure import Figure

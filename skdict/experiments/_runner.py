@@ -257,11 +257,16 @@ def _saved_form(settings: PaperSettings) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(settings)))
 
 
-def _changed_settings(base: PaperSettings, settings: PaperSettings) -> dict[str, Any]:
-    if not isinstance(settings, PaperSettings):
+def check_settings(settings: Any) -> None:
+    """Raise a TypeError unless ``settings`` is a PaperSettings or None."""
+    if settings is not None and not isinstance(settings, PaperSettings):
         raise TypeError(
             f"settings must be a PaperSettings or None; got {type(settings).__name__}."
         )
+
+
+def _changed_settings(base: PaperSettings, settings: PaperSettings) -> dict[str, Any]:
+    check_settings(settings)
     return {
         f.name: getattr(settings, f.name)
         for f in dataclasses.fields(PaperSettings)
