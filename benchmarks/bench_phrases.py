@@ -16,6 +16,7 @@ Run ``python benchmarks/bench_phrases.py [--threads N] [--repeats R]``; needs th
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +58,14 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     cache = tempfile.mkdtemp(prefix="bench-phrases-")
+    try:
+        measure(args, cache)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def measure(args, cache: str) -> None:
+    """Time the loader with its cache in ``cache`` and print the table."""
 
     def load(**kwargs):
         return load_phrase_activations(

@@ -186,7 +186,7 @@ def ours(activation, X, epochs):
     sae = SparseAutoencoder(
         WIDTH,
         activation=activation,
-        k=K,
+        k=K if activation in ("topk", "batchtopk", "mp") else None,
         max_epochs=epochs,
         device="cpu",
         random_state=0,
@@ -523,6 +523,9 @@ def main():
         # compiles; with one epoch there is none.
         parser.error("--sections compile needs --bare-epochs 2 or more")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available")
+    # A process's first torch optimiser imports torch's compiler stack (about
+    # 1.2 s), which would land in whichever fit a section times first.
+    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     for name in args.sections:
         SECTIONS[name](args)
 
