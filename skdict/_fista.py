@@ -70,7 +70,7 @@ import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from numbers import Integral, Real
 from typing import NamedTuple
 
@@ -1453,6 +1453,53 @@ def fista_encode(
     >>> fista_encode(X, D, alpha=0.1).codes
     tensor([[0.9000, 0.0000, 0.4000]], dtype=torch.float64)
     """
+    # The certificates bound float32 products by IEEE rounding (see
+    # _Problem._score_error); TF32 products (torch's "high" matmul precision,
+    # common in GPU training scripts) round inputs to 10 mantissa bits, so
+    # that gaps are misread: 978 of 1,000 float64 rows ran to max_iter, and
+    # float32 codes stopped 300 times above tol.
+    with _ieee_float32_products():
+        return _encode_with_finish(
+            X,
+            dictionary,
+            alpha,
+            positive,
+            init,
+            max_iter,
+            tol,
+            batch_size,
+            verbose,
+            float64_finish,
+        )
+
+
+@contextmanager
+def _ieee_float32_products():
+    """Compute float32 matrix products in IEEE float32 within the block."""
+    previous = torch.get_float32_matmul_precision()
+    if previous == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _encode_with_finish(
+    X,
+    dictionary,
+    alpha,
+    positive,
+    init,
+    max_iter,
+    tol,
+    batch_size,
+    verbose,
+    float64_finish,
+):
+    """:func:`fista_encode`: float32 codes, finished in float64 where stalled."""
     if (
         not float64_finish
         or X.dtype != torch.float32
@@ -1482,29 +1529,35 @@ def fista_encode(
     stalled = torch.nonzero(~first.converged).flatten()
     if not stalled.numel():
         return first
-    X64, D64 = X[stalled].double(), dictionary.double()
+    D64 = dictionary.double()
     tol32 = _effective_tol(tol, torch.float32)
-    second = _encode(
-        X64,
-        D64,
-        alpha,
-        positive,
-        first.codes[stalled].double(),
-        max_iter - _FLOAT32_ITERATIONS,
-        tol32 / 2,
-        batch_size,
-        0,
-    )
-    rounded = second.codes.to(X.dtype)
-    # Any dual point bounds the optimum, so the float64 codes' certificate
-    # holds for the rounded ones up to the difference of their objectives:
-    # P(rounded) - P* <= gap64 + P(rounded) - P(codes64).
-    exact = _sample_objective(X64, second.codes, D64, alpha)[0]
-    kept = _sample_objective(X64, rounded.double(), D64, alpha)[0]
-    certified = second.converged & (tol32 / 2 * exact + (kept - exact) <= tol32 * kept)
-    first.codes[stalled] = rounded
-    first.n_iter[stalled] += second.n_iter
-    first.converged[stalled] = certified
+    # A batch of stalled rows at a time: their float64 copies must stay
+    # within batch_size's memory bound, however many rows stalled.
+    step = batch_size or max(1, _AUTO_BATCH_ELEMENTS // max(dictionary.shape[0], 1))
+    for rows in stalled.split(step):
+        X64 = X[rows].double()
+        second = _encode(
+            X64,
+            D64,
+            alpha,
+            positive,
+            first.codes[rows].double(),
+            max_iter - _FLOAT32_ITERATIONS,
+            tol32 / 2,
+            batch_size,
+            0,
+        )
+        rounded = second.codes.to(X.dtype)
+        # Any dual point bounds the optimum, so the float64 codes' certificate
+        # holds for the rounded ones up to the difference of their objectives:
+        # P(rounded) - P* <= gap64 + P(rounded) - P(codes64).
+        exact = _sample_objective(X64, second.codes, D64, alpha)[0]
+        kept = _sample_objective(X64, rounded.double(), D64, alpha)[0]
+        first.codes[rows] = rounded
+        first.n_iter[rows] += second.n_iter
+        first.converged[rows] = second.converged & (
+            tol32 / 2 * exact + (kept - exact) <= tol32 * kept
+        )
     return first
 
 

@@ -632,6 +632,57 @@ def test_float32_small_alpha_is_finished_in_float64(rng, alpha, scale):
     np.testing.assert_allclose(rounded, exact, rtol=1e-5)
 
 
+def test_float64_finish_works_a_batch_of_stalled_rows_at_a_time(rng, monkeypatch):
+    # batch_size bounds the memory of the float64 finish too: its copies of
+    # the stalled rows are made a batch at a time, with the same results.
+    D = random_dictionary(rng, 20, 10)
+    X = torch.from_numpy(rng.standard_normal((50, 10))).float()
+    D32 = torch.from_numpy(D).float()
+    whole = fista_encode(X, D32, alpha=0.01, max_iter=2000)
+    rows = []
+    encode = _fista._encode
+
+    def recording(X_batch, *args, **kwargs):
+        if X_batch.dtype == torch.float64:
+            rows.append(X_batch.shape[0])
+        return encode(X_batch, *args, **kwargs)
+
+    monkeypatch.setattr(_fista, "_encode", recording)
+    batched = fista_encode(X, D32, alpha=0.01, max_iter=2000, batch_size=8)
+    assert sum(rows) > 8 and max(rows) <= 8  # several batches of stalled rows
+    torch.testing.assert_close(batched.codes, whole.codes, rtol=0, atol=1e-6)
+    assert bool(batched.converged.all())
+
+
+def test_certificates_compute_in_ieee_float32_whatever_the_matmul_precision(
+    rng, monkeypatch
+):
+    # TF32 products ("high" precision) round inputs to 10 mantissa bits, past
+    # the float32 rounding bound the certificates rely on.
+    D = torch.from_numpy(random_dictionary(rng, 8, 5)).float()
+    X = torch.from_numpy(rng.standard_normal((6, 5))).float()
+    seen = []
+    encode = _fista._encode
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(_fista, "_encode", recording)
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        fista_encode(X, D, alpha=0.1)
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "high"  # restored
+        monkeypatch.setattr(_fista, "_encode", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            fista_encode(X, D, alpha=0.1)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def test_float32_codes_of_a_tiny_alpha_are_not_certified_far_from_optimal(rng):
     """alpha=1e-7 on unit-scale sparse data: certified float32 codes are those
     of the float64 optimum, rounded (an allowance for the rounding in the

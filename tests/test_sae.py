@@ -1038,3 +1038,13 @@ def test_interrupted_partial_fit_leaves_the_model_as_it_was(rng, monkeypatch):
     np.testing.assert_array_equal(
         sae.partial_fit(X).components_, untouched.partial_fit(X).components_
     )
+
+
+def test_selection_counts_match_bincount():
+    # Sync-free on CUDA, the same counts as bincount, in the codes' dtype.
+    indices = torch.randint(0, 9, (40, 3), generator=torch.Generator().manual_seed(0))
+    like = torch.zeros(1, dtype=torch.float32)
+    counts = _modules._selection_counts(indices, 12, like)
+    assert counts.dtype == torch.float32 and counts.shape == (12,)
+    expected = torch.bincount(indices.view(-1), minlength=12).float()
+    torch.testing.assert_close(counts, expected, rtol=0, atol=0)

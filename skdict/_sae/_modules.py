@@ -211,6 +211,16 @@ def active_counts(codes: Codes) -> Tensor:
     return out.index_add_(0, codes.columns, (codes.values != 0).to(out.dtype))
 
 
+def _selection_counts(indices: Tensor, n_components: int, like: Tensor) -> Tensor:
+    """Count the selections of each atom, in ``like``'s dtype and device.
+
+    ``index_add_`` rather than ``bincount``: CUDA's bincount reads the range
+    of its input back to the host, a synchronisation on every training step.
+    """
+    ones = like.new_ones(indices.numel())
+    return like.new_zeros(n_components).index_add_(0, indices.reshape(-1), ones)
+
+
 def _times_mask(codes: Codes, grad: Codes) -> Codes:
     """``grad`` where ``codes > 0``, zero elsewhere (the rectifier's derivative)."""
     if isinstance(codes, Tensor):
@@ -783,7 +793,7 @@ class MatchingPursuitSAE(SAE):
                 lhs, rhs, padded, correlations, values, indices, 2.0 / diff.numel()
             )
         # Selections per latent (a sample picks an atom at most once).
-        active = torch.bincount(indices.view(-1), minlength=n_components)
+        active = _selection_counts(indices, n_components, values)
         return StepOutput(_squared_norm(diff), None, None, active)
 
     def _decoder_grads(self, lhs, rhs, padded, correlations, values, indices, scale):
@@ -871,7 +881,7 @@ class MatchingPursuitSAE(SAE):
             self.b_dec.grad = torch.addmv(
                 grad_out.sum(dim=0), W.T, grad_codes.sum(dim=0), alpha=-1.0
             )
-        active = torch.bincount(indices.view(-1), minlength=self.n_components)
+        active = _selection_counts(indices, self.n_components, values)
         return StepOutput(_squared_norm(diff), None, None, active)
 
 

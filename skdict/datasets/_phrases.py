@@ -116,9 +116,7 @@ def _count(value, n_total: int, name: str) -> int:
         return int(value)
     if isinstance(value, numbers.Real) and 0 <= value < 1:
         return round(value * n_total)
-    raise ValueError(
-        f"{name} must be a float in [0, 1) or an int >= 0; got {value!r}."
-    )
+    raise ValueError(f"{name} must be a float in [0, 1) or an int >= 0; got {value!r}.")
 
 
 # --- phrases and the compositional split -------------------------------------
