@@ -1002,3 +1002,59 @@ def test_learning_on_gpu(easy):
     for start in range(0, X.shape[0], 500):
         online.partial_fit(X[start : start + 500])
     assert online.components_.device.type == "cuda"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_components=st.integers(1, 8),
+    n_features=st.integers(1, 6),
+    n_samples=st.integers(1, 30),
+    positive=st.booleans(),
+    float32=st.booleans(),
+    from_init=st.booleans(),
+    dict_max_iter=st.integers(0, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_learned_dictionaries_keep_their_invariants(
+    n_components,
+    n_features,
+    n_samples,
+    positive,
+    float32,
+    from_init,
+    dict_max_iter,
+    seed,
+):
+    # Any shapes (more atoms than samples or features included), signs,
+    # precisions and starts: finite unit-norm atoms in X's dtype, codes that
+    # reconstruct X through them, one history record per round, and the same
+    # result for the same seed.
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    if float32:
+        X = X.astype(np.float32)
+    init = random_dictionary(rng, n_components, n_features) if from_init else None
+    params = dict(
+        n_components=n_components,
+        positive=positive,
+        init=init,
+        dict_max_iter=dict_max_iter,
+        tol=1e-12,
+        random_state=seed % 1000,
+    )
+    coder = FISTACoder(**params).fit(X)
+    atoms = coder.components_
+    assert atoms.shape == (n_components, n_features) and atoms.dtype == X.dtype
+    assert np.isfinite(atoms).all()
+    np.testing.assert_allclose(np.linalg.norm(atoms, axis=1), 1.0, atol=1e-5)
+    assert len(coder.history_) == coder.n_iter_ <= dict_max_iter
+    assert all(
+        np.isfinite(h["objective"]) and h["objective"] >= 0 for h in coder.history_
+    )
+    codes = coder.transform(X)
+    assert codes.shape == (n_samples, n_components) and np.isfinite(codes).all()
+    if positive:
+        assert (codes >= 0).all()
+    np.testing.assert_allclose(coder.inverse_transform(codes), codes @ atoms, atol=1e-6)
+    again = FISTACoder(**params).fit(X)
+    np.testing.assert_array_equal(again.components_, atoms)
