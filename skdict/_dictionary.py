@@ -71,6 +71,7 @@ from ._tensor import (
 from ._warnings import warn
 
 __all__ = [
+    "EXPOSES_COMPONENTS",
     "PROVIDER_CONSTRAINT",
     "DictionaryLearningResult",
     "OracleDictionary",
@@ -311,8 +312,10 @@ class _ExposesComponents(HasMethods):
         return "an object exposing 'components_'"
 
 
+#: Parameter constraint: an object exposing ``components_``.
+EXPOSES_COMPONENTS = _ExposesComponents()
 #: Parameter constraint of a dictionary provider (``dictionary``, ``decoder``).
-PROVIDER_CONSTRAINT = ["array-like", HasMethods(["fit"]), _ExposesComponents(), None]
+PROVIDER_CONSTRAINT = ["array-like", HasMethods(["fit"]), EXPOSES_COMPONENTS, None]
 
 
 def check_dictionary(
@@ -965,13 +968,20 @@ def _max_row_norm(X: torch.Tensor) -> float:
 
 
 def _fits_float32(X: torch.Tensor) -> bool:
-    """Whether float32 holds sums over the samples of ``X``'s squared row norms.
+    """Whether float32 holds the squared row norms of ``X`` and their sums.
 
     The objective, ``Z^T X`` and the residual energies add ``n_samples`` such
-    terms; a margin of 16 covers the factors of a round's arithmetic.
+    terms; a margin of 16 covers the factors of a round's arithmetic. At the
+    other end, squares below float32's normal range lose their precision
+    (rows of norm 2e-20 gave NaN atoms); all-zero data fit anywhere.
     """
-    largest = torch.finfo(torch.float32).max / 16
-    return _max_row_norm(X) ** 2 * max(X.shape[0], 1) < largest
+    finfo = torch.finfo(torch.float32)
+    squared = _max_row_norm(X) ** 2
+    if squared == 0.0:
+        return True
+    return finfo.tiny / finfo.eps < squared and squared * max(X.shape[0], 1) < (
+        finfo.max / 16
+    )
 
 
 def learn_dictionary(
@@ -1024,7 +1034,9 @@ def learn_dictionary(
     the paper's inexact alternation: 10 plain FISTA iterations per round
     from zero codes, codes not rescaled, no resampling, momentum 0.9,
     ``alpha`` fixed. Exploration computes in float32 whatever the dtype of
-    ``X`` (the atoms and codes are returned in it). A given ``init`` skips
+    ``X`` (the atoms and codes are returned in it), unless float32 cannot
+    hold the squared row norms of ``X`` and their sums: float64 data then
+    explore in float64 and narrower data are refused. A given ``init`` skips
     the exploration and refines in the dtype of ``X``: ``alpha`` is fixed
     and every round decreases ``F(Z, D)``. Either way,
     learning stops once ``alpha`` has reached its target and the relative
@@ -1101,16 +1113,17 @@ def learn_dictionary(
         # AVX-512 CPU, seeds 0-2: n_latents=500, 40 rounds, 3.1-3.6 s against
         # 3.6-4.1 s for MCC-OOD 0.980-0.987 against 0.986-0.989; n_latents=
         # 1000, 90 rounds, 11.8-13.0 s against 13.6-15.4 s, 0.50-0.53 both).
-        # Unless float32 cannot hold the rounds' sums over samples of squared
-        # norms (rows of norm 1e20 gave NaN atoms or a division by zero).
+        # Unless float32 cannot hold the rounds' squared norms and their sums
+        # (rows of norm 1e20 gave NaN atoms or a division by zero, rows of
+        # norm 2e-20 NaN atoms).
         if _fits_float32(X):
             X = X.float()
         elif X.dtype.itemsize <= 4:
             raise ValueError(
-                f"X has rows of norm up to {_max_row_norm(X):.3g}: dictionary "
-                f"learning sums squared norms over its {X.shape[0]} samples, "
-                "which overflows float32. Rescale X (e.g. divide it by its "
-                "largest row norm) or pass it in float64."
+                f"X has rows of norm up to {_max_row_norm(X):.3g}, over "
+                f"{X.shape[0]} samples: dictionary learning sums their squared "
+                "norms, which leaves float32's range. Rescale X (e.g. divide "
+                "it by its largest row norm) or pass it in float64."
             )
         components = initial_dictionary(X, n_components, generator)
         n_explore = int(_EXPLORE_FRACTION * dict_max_iter)
@@ -1503,8 +1516,9 @@ def batch_statistics(codes: torch.Tensor, X: torch.Tensor) -> dict[str, Any]:
     }
 
 
-# Rows of sparse ground-truth codes densified at once when accumulating their
-# statistics, so that memory stays O(chunk * n_latents).
+# Rows of ground-truth codes (densified when sparse) and of X taken at once,
+# in float64, when accumulating their statistics, so that memory stays
+# O(chunk * (n_latents + n_features)).
 _CODE_CHUNK_ELEMENTS = 2**22
 
 
@@ -1518,7 +1532,7 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     codes : array-like, torch.Tensor or sparse matrix of shape \
 (n_samples, n_latents) or (n_samples,)
         Ground-truth codes; sparse matrices (SciPy, or sparse tensors) are
-        densified a chunk of rows at a time.
+        densified, and the statistics accumulated, a chunk of rows at a time.
 
     Returns
     -------
@@ -1560,11 +1574,10 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     # The normal equations square the codes' condition number: in float32 a
     # well-posed problem (1,000 latents, k=5, 5,000 samples, cond(Z) = 752)
     # looked singular, and 12 atoms came back wrong (cosine down to -0.17).
-    # They are formed and solved in float64 where the device has it, and the
-    # atoms returned in X's dtype.
-    out_dtype = X.dtype
-    if X.device.type != "mps":
-        X = X.double()
+    # They are formed and solved in float64 where the device has it, a chunk
+    # of rows at a time (a float64 copy of X would double its memory), and
+    # the atoms returned in X's dtype.
+    work = X.dtype if X.device.type == "mps" else torch.float64
 
     def dense(block):
         block = block.toarray() if sp.issparse(block) else block
@@ -1577,26 +1590,22 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
         codes = sp.coo_array((coo.values().numpy(), (rows, cols)), shape=coo.shape)
     if sp.issparse(codes):
         codes = sp.csr_array(codes)
-        if codes.ndim != 2 or codes.shape[0] != n_samples:
-            raise ValueError(
-                f"y must hold the codes of the {n_samples} samples of X, shape "
-                f"(n_samples, n_latents); got shape {codes.shape}."
-            )
-        chunk = max(1, _CODE_CHUNK_ELEMENTS // max(codes.shape[1], 1))
-        gram = X.new_zeros(codes.shape[1], codes.shape[1])
-        cross = X.new_zeros(codes.shape[1], X.shape[1])
-        for start in range(0, n_samples, chunk):
-            Z = dense(codes[start : start + chunk])
-            gram += Z.T @ Z
-            cross += Z.T @ X[start : start + chunk]
+        shape = codes.shape
     else:
-        Z = dense(codes)
-        if Z.ndim != 2 or Z.shape[0] != n_samples:
-            raise ValueError(
-                f"y must hold the codes of the {n_samples} samples of X, shape "
-                f"(n_samples, n_latents); got shape {tuple(Z.shape)}."
-            )
-        gram, cross = Z.T @ Z, Z.T @ X
+        codes = dense(codes)
+        shape = tuple(codes.shape)
+    if len(shape) != 2 or shape[0] != n_samples:
+        raise ValueError(
+            f"y must hold the codes of the {n_samples} samples of X, shape "
+            f"(n_samples, n_latents); got shape {shape}."
+        )
+    chunk = max(1, _CODE_CHUNK_ELEMENTS // max(shape[1], X.shape[1], 1))
+    gram = X.new_zeros(shape[1], shape[1], dtype=work)
+    cross = X.new_zeros(shape[1], X.shape[1], dtype=work)
+    for start in range(0, n_samples, chunk):
+        Z = dense(codes[start : start + chunk]).to(work)
+        gram += Z.T @ Z
+        cross += Z.T @ X[start : start + chunk].to(work)
     silent = torch.nonzero(gram.diagonal() == 0).flatten()
     if silent.numel():
         shown = silent[:10].tolist()
@@ -1615,7 +1624,7 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
             "their atoms; the minimum-norm least-squares atoms are returned."
         ),
     )
-    return atoms.to(out_dtype)
+    return atoms.to(X.dtype)
 
 
 class OracleDictionary(

@@ -84,15 +84,16 @@ from sklearn.base import (
     clone,
 )
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.frozen import FrozenEstimator
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._dictionary import (
+    EXPOSES_COMPONENTS,
     PROVIDER_CONSTRAINT,
     _sample_objective,
+    fits_on_data,
     is_provider,
     resolve_dictionary,
 )
@@ -1473,18 +1474,62 @@ def fista_encode(
         )
 
 
+# The matmul precision is a process-wide setting: concurrent coding calls
+# share one switch, made by the first to enter and undone by the last to leave.
+_PRECISION_LOCK = threading.Lock()
+_precision_users = 0
+_saved_precision = None
+
+
+def _matmul_backends():
+    # torch >= 2.9 sets the precision per backend (the legacy getter raises
+    # once it has been set so); older torch has the legacy switch only.
+    matmul = getattr(torch.backends.cuda, "matmul", None)
+    if hasattr(matmul, "fp32_precision"):
+        return [matmul, torch.backends.mkldnn.matmul]
+    return None
+
+
+def _set_ieee_float32():
+    backends = _matmul_backends()
+    if backends is None:
+        saved = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        return saved
+    saved = [backend.fp32_precision for backend in backends]
+    for backend in backends:
+        backend.fp32_precision = "ieee"
+    return saved
+
+
+def _restore_precision(saved):
+    backends = _matmul_backends()
+    if backends is None:
+        torch.set_float32_matmul_precision(saved)
+        return
+    for backend, value in zip(backends, saved, strict=True):
+        backend.fp32_precision = value
+
+
 @contextmanager
 def _ieee_float32_products():
-    """Compute float32 matrix products in IEEE float32 within the block."""
-    previous = torch.get_float32_matmul_precision()
-    if previous == "highest":
-        yield
-        return
-    torch.set_float32_matmul_precision("highest")
+    """Compute float32 matrix products in IEEE float32 within the block.
+
+    The setting is the process's: other threads' float32 products run in
+    IEEE float32 too while any coding call is inside the block.
+    """
+    global _precision_users, _saved_precision
+    with _PRECISION_LOCK:
+        if _precision_users == 0:
+            _saved_precision = _set_ieee_float32()
+        _precision_users += 1
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(previous)
+        with _PRECISION_LOCK:
+            _precision_users -= 1
+            if _precision_users == 0:
+                _restore_precision(_saved_precision)
 
 
 def _encode_with_finish(
@@ -1533,7 +1578,7 @@ def _encode_with_finish(
     tol32 = _effective_tol(tol, torch.float32)
     # A batch of stalled rows at a time: their float64 copies must stay
     # within batch_size's memory bound, however many rows stalled.
-    step = batch_size or max(1, _AUTO_BATCH_ELEMENTS // max(dictionary.shape[0], 1))
+    step = batch_size or _auto_batch_size(dictionary.shape[0])
     for rows in stalled.split(step):
         X64 = X[rows].double()
         second = _encode(
@@ -1561,13 +1606,18 @@ def _encode_with_finish(
     return first
 
 
+def _auto_batch_size(n_components: int) -> int:
+    """Rows per batch when ``batch_size`` is None (see _AUTO_BATCH_ELEMENTS)."""
+    return max(1, _AUTO_BATCH_ELEMENTS // max(n_components, 1))
+
+
 def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose):
     """:func:`fista_encode` in ``X``'s own dtype."""
     n_samples, n_components = X.shape[0], dictionary.shape[0]
     dtype, device = X.dtype, X.device
     tol = _effective_tol(tol, dtype)
     if batch_size is None:
-        batch_size = max(1, _AUTO_BATCH_ELEMENTS // max(n_components, 1))
+        batch_size = _auto_batch_size(n_components)
         if verbose > 0:
             steps = -(-n_samples // _PROGRESS_STEPS)
             batch_size = min(batch_size, max(_MIN_PROGRESS_ROWS, steps))
@@ -1762,8 +1812,9 @@ class FISTACoder(
         last 30 the paper's inexact alternation, which very overcomplete
         dictionaries need (see the user guide, :ref:`inference`). Learning
         without ``init`` computes in float32 whatever the data's dtype (a
-        search, solved to loose tolerances); the atoms come back in the
-        data's dtype.
+        search, solved to loose tolerances), unless the data's squared norms
+        leave float32's range (then in float64; float32 data are refused);
+        the atoms come back in the data's dtype.
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
         start and those re-initialised during learning.
@@ -1855,7 +1906,7 @@ class FISTACoder(
         "positive": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "init": ["array-like", HasMethods(["transform"]), None],
+        "init": ["array-like", HasMethods(["transform"]), EXPOSES_COMPONENTS, None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "device": [str, torch.device],
         "dict_max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -2195,7 +2246,15 @@ class FISTACoder(
     def _fit_init(self, X, y):
         if not is_provider(self.init):
             return None
-        if isinstance(self.init, FrozenEstimator):
+        if not hasattr(self.init, "transform"):
+            # An object exposing only components_: atoms, not codes.
+            raise ValueError(
+                "With a given dictionary, init is the codes' warm start: an "
+                "array of codes or an estimator with transform; "
+                f"{type(self.init).__name__} only exposes components_, a "
+                "starting dictionary for learning (dictionary=None)."
+            )
+        if not fits_on_data(self.init):  # frozen, or not an estimator
             return self.init
         return clone(self.init).fit(X, y)
 

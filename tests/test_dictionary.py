@@ -14,7 +14,7 @@ from sklearn.decomposition import PCA
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import cross_val_score
 
-from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _fista
+from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _dictionary, _fista
 from skdict._dictionary import (
     _coherence_bound,
     _coherent_atoms,
@@ -81,8 +81,11 @@ def test_oracle_warns_when_codes_do_not_determine_the_atoms(rng):
     np.testing.assert_allclose(Z @ oracle.components_, X, atol=1e-8)
 
 
-def test_oracle_estimate_matches_numpy_lstsq(rng):
+@pytest.mark.parametrize("chunk_elements", [None, 20])
+def test_oracle_estimate_matches_numpy_lstsq(rng, monkeypatch, chunk_elements):
     # Noisy data: the estimate is the least-squares solution, not the truth.
+    if chunk_elements:  # statistics accumulated a few rows at a time
+        monkeypatch.setattr(_dictionary, "_CODE_CHUNK_ELEMENTS", chunk_elements)
     Z = rng.uniform(size=(80, 6))
     X = Z @ rng.standard_normal((6, 9)) + 0.1 * rng.standard_normal((80, 9))
     expected = np.linalg.lstsq(Z, X, rcond=None)[0]
@@ -718,12 +721,13 @@ def test_init_dictionary_and_provider(easy):
 
 
 def test_learning_data_beyond_float32s_range():
-    # The search runs in float32 unless the sums of squared norms overflow it:
-    # float64 data of norm 1e20 learn in float64 (they gave NaN atoms or a
-    # ZeroDivisionError), float32 ones are refused with a reason.
+    # The search runs in float32 unless its squared norms leave float32's
+    # range: float64 data of norm 1e20 or 1e-20 learn in float64 (they gave
+    # NaN atoms or a ZeroDivisionError), float32 ones are refused with a
+    # reason.
     data = make_compositional(20, 3, n_samples=400, random_state=0)
     scores = []
-    for scale in (1.0, 1e20):
+    for scale in (1.0, 1e20, 1e-20):
         coder = FISTACoder(
             n_components=20,
             positive=True,
@@ -733,11 +737,16 @@ def test_learning_data_beyond_float32s_range():
         ).fit(data.X_train * scale)
         assert np.isfinite(coder.components_).all()
         scores.append(dictionary_similarity(data.dictionary, coder))
-    assert scores[1] == pytest.approx(scores[0], abs=0.01) and scores[0] > 0.95
-    with pytest.raises(ValueError, match=r"overflows float32.*Rescale X"):
-        FISTACoder(n_components=20, dict_max_iter=3).fit(
-            (data.X_train * 1e20).astype(np.float32)
-        )
+    assert scores[1:] == pytest.approx([scores[0]] * 2, abs=0.01)
+    assert scores[0] > 0.95
+    for scale in (1e20, 1e-20):
+        with pytest.raises(ValueError, match=r"float32's range. Rescale X"):
+            FISTACoder(n_components=20, dict_max_iter=3).fit(
+                (data.X_train * scale).astype(np.float32)
+            )
+    # All-zero data are no reason to refuse float32.
+    zeros = np.zeros((30, 5), dtype=np.float32)
+    assert FISTACoder(n_components=3, dict_max_iter=2).fit(zeros).components_.shape
 
 
 def test_dict_max_iter_zero_keeps_the_start(easy):

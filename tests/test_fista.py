@@ -654,33 +654,93 @@ def test_float64_finish_works_a_batch_of_stalled_rows_at_a_time(rng, monkeypatch
     assert bool(batched.converged.all())
 
 
+@pytest.fixture
+def matmul_precision():
+    """Restore torch's process-wide float32 matmul settings after the test."""
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("per-backend fp32_precision needs torch >= 2.9")
+    backends = [
+        torch.backends,
+        torch.backends.cuda.matmul,
+        torch.backends.mkldnn.matmul,
+    ]
+    saved = [backend.fp32_precision for backend in backends]
+    yield lambda: [b.fp32_precision for b in backends[1:]]
+    for backend, value in zip(backends, saved, strict=True):
+        backend.fp32_precision = value
+
+
+@pytest.mark.parametrize("api", ["legacy", "per backend", "global"])
 def test_certificates_compute_in_ieee_float32_whatever_the_matmul_precision(
-    rng, monkeypatch
+    rng, monkeypatch, matmul_precision, api
 ):
-    # TF32 products ("high" precision) round inputs to 10 mantissa bits, past
-    # the float32 rounding bound the certificates rely on.
+    # TF32 products round inputs to 10 mantissa bits, past the float32
+    # rounding bound the certificates rely on; torch sets them three ways
+    # (the legacy getter raises after the newer two).
     D = torch.from_numpy(random_dictionary(rng, 8, 5)).float()
     X = torch.from_numpy(rng.standard_normal((6, 5))).float()
+    if api == "legacy":
+        torch.set_float32_matmul_precision("high")
+    elif api == "per backend":
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    else:
+        torch.backends.fp32_precision = "tf32"
+    before = matmul_precision()
     seen = []
     encode = _fista._encode
 
     def recording(*args, **kwargs):
-        seen.append(torch.get_float32_matmul_precision())
+        seen.append(matmul_precision())
         return encode(*args, **kwargs)
 
     monkeypatch.setattr(_fista, "_encode", recording)
-    previous = torch.get_float32_matmul_precision()
-    try:
-        torch.set_float32_matmul_precision("high")
+    fista_encode(X, D, alpha=0.1)
+    assert seen and all(state == ["ieee", "ieee"] for state in seen)
+    assert matmul_precision() == before  # restored
+    monkeypatch.setattr(_fista, "_encode", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
         fista_encode(X, D, alpha=0.1)
-        assert seen and set(seen) == {"highest"}
-        assert torch.get_float32_matmul_precision() == "high"  # restored
-        monkeypatch.setattr(_fista, "_encode", lambda *a, **k: 1 / 0)
-        with pytest.raises(ZeroDivisionError):
-            fista_encode(X, D, alpha=0.1)
-        assert torch.get_float32_matmul_precision() == "high"
-    finally:
-        torch.set_float32_matmul_precision(previous)
+    assert matmul_precision() == before
+
+
+def test_concurrent_coding_keeps_ieee_float32_until_the_last_call_ends(
+    rng, monkeypatch, matmul_precision
+):
+    # One process-wide switch: a call that ends first must not hand TF32
+    # back to a call still running in another thread.
+    D = torch.from_numpy(random_dictionary(rng, 8, 5)).float()
+    X = torch.from_numpy(rng.standard_normal((6, 5))).float()
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    inside = {"A": threading.Event(), "B": threading.Event()}
+    release = {"A": threading.Event(), "B": threading.Event()}
+    states = {}
+    encode = _fista._encode
+
+    def gated(*args, **kwargs):
+        name = threading.current_thread().name
+        inside[name].set()
+        release[name].wait(10)
+        states[name] = matmul_precision()
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(_fista, "_encode", gated)
+    threads = {
+        name: threading.Thread(
+            target=fista_encode, args=(X, D), kwargs={"alpha": 0.1}, name=name
+        )
+        for name in "AB"
+    }
+    threads["A"].start()
+    assert inside["A"].wait(10)
+    threads["B"].start()
+    assert inside["B"].wait(10)
+    release["A"].set()
+    threads["A"].join(10)  # A leaves first; B is still coding
+    release["B"].set()
+    threads["B"].join(10)
+    assert states == {"A": ["ieee", "ieee"], "B": ["ieee", "ieee"]}
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"  # restored at last
 
 
 def test_float32_codes_of_a_tiny_alpha_are_not_certified_far_from_optimal(rng):
@@ -852,6 +912,13 @@ def test_objects_exposing_components_are_providers(problem):
     assert dictionary_similarity(D, weights) == pytest.approx(1.0)
     with pytest.raises(InvalidParameterError, match="an object exposing 'components_'"):
         FISTACoder(SimpleNamespace(atoms=D)).fit(X)
+    # As init: the starting dictionary of learning, never codes.
+    started = FISTACoder(init=weights, dict_max_iter=0).fit(X + offset)
+    np.testing.assert_allclose(
+        started.components_, D / np.linalg.norm(D, axis=1, keepdims=True)
+    )
+    with pytest.raises(ValueError, match="only exposes components_"):
+        FISTACoder(D, init=weights).fit(X)
 
 
 def test_init_estimator_and_array(problem):

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn import config_context
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -153,6 +154,10 @@ def test_concept_activity_from_groups_tunes_a_classifier_pipeline():
     assert grid.fit(X, y, groups=Z).best_score_ > 0.5
     with pytest.raises(ValueError, match="pass the concept activity as groups"):
         clone(grid).fit(X, y)
+    # With metadata routing on, groups reach split as they reach GroupKFold's.
+    with config_context(enable_metadata_routing=True):
+        routed = clone(grid).fit(X, y, groups=Z)
+    assert routed.best_score_ == pytest.approx(grid.best_score_)
     with pytest.raises(ValueError, match="groups must be a 2-D matrix"):
         next(cv.split(X, Z, groups=y))
 

@@ -555,8 +555,8 @@ def _check_settings(
 
 def _stats(records: Sequence[dict[str, Any]], key: str) -> dict[str, tuple]:
     """Mean, sd and count of ``key`` per method over seeds."""
-    # summarize groups by a swept value; this study sweeps none.
-    flat = summarize([{**record, "value": None} for record in records], key)
+    # This study sweeps nothing: summarize files every record under None.
+    flat = summarize(records, key)
     return {label: by_value[None] for label, by_value in flat.items()}
 
 

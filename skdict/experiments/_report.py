@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..datasets._phrases import _is_missing
 
 __all__ = [
     "FIGURE_METRICS",
@@ -169,7 +170,7 @@ def check_plots_extra() -> None:
     Figures are drawn after a study's models have run; a command that draws
     them checks first, so that a missing extra does not end a long run.
     """
-    if importlib.util.find_spec("matplotlib") is None:
+    if _is_missing("matplotlib"):
         raise ImportError(
             "the figures need matplotlib, which is not installed; install it "
             'with: pip install "matplotlib>=3.7" (the "plots" extra: pip install '

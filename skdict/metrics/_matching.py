@@ -20,7 +20,7 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import check_is_fitted
 
-from .._dictionary import is_provider
+from .._dictionary import _is_estimator, is_provider
 from .._tensor import as_tensor, to_numpy
 from ._inputs import as_matrices, compute_device
 
@@ -254,7 +254,7 @@ n_components)
 
 def _atoms(dictionary: Any, name: str, device: torch.device) -> torch.Tensor:
     if is_provider(dictionary):
-        if hasattr(dictionary, "get_params"):  # an estimator, not a bare holder
+        if _is_estimator(dictionary):  # not a bare holder of components_
             check_is_fitted(dictionary)
         if not hasattr(dictionary, "components_"):
             raise TypeError(

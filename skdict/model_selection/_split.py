@@ -131,6 +131,10 @@ class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
     while each occurs in training with concept 1.
     """
 
+    # As scikit-learn's group splitters: with metadata routing on,
+    # GridSearchCV(...).fit(X, y, groups=Z) routes groups to split.
+    __metadata_request__split = {"groups": True}
+
     _parameter_constraints: dict = {
         "n_splits": [Interval(Integral, 1, None, closed="left")],
         "test_size": [
