@@ -104,9 +104,10 @@ html_show_sourcelink = False
 
 # -- Docstrings inherited from scikit-learn --------------------------------------
 # Methods such as ``set_output`` keep scikit-learn's docstrings, which refer to
-# labels of scikit-learn's own documentation. Without intersphinx those labels
-# cannot resolve, so the references are rendered as plain text.
-_REF = re.compile(r":ref:`([^`<]*?)\s*(?:<([^`>]*)>)?`", re.DOTALL)
+# labels and glossary terms of scikit-learn's own documentation. Without
+# intersphinx those cannot resolve, so the references are rendered as plain
+# text.
+_REF = re.compile(r":(?:ref|term):`([^`<]*?)\s*(?:<([^`>]*)>)?`", re.DOTALL)
 
 
 def _unlink_sklearn_refs(app, what, name, obj, options, lines):
