@@ -33,20 +33,7 @@ from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score, support_scores
 from skdict.model_selection import CompositionalSplit
 
-torch.set_num_threads(1)
-
-
-def _unit(rng, n, d):
-    D = rng.standard_normal((n, d))
-    return D / np.linalg.norm(D, axis=1, keepdims=True)
-
-
-def _codes(rng, n, p, k):
-    Z = np.zeros((n, p))
-    for i in range(n):
-        Z[i, rng.choice(p, k, replace=False)] = rng.uniform(0, 1, k)
-    return Z
-
+from .conftest import random_dictionary, sparse_codes
 
 # ------------------------------------------------------------ _dictionary
 
@@ -97,9 +84,9 @@ def test_forgetting_factor_is_mairals():
     # A zero batch codes to zero, so the statistics are only down-weighted:
     # at step t=1 (t < eta - 1), theta = 2 eta and beta = (eta + 1)/(2 eta + 1).
     rng = np.random.default_rng(0)
-    D = torch.from_numpy(_unit(rng, 6, 5))
+    D = torch.from_numpy(random_dictionary(rng, 6, 5))
     eta = 8
-    X = torch.from_numpy(_codes(rng, eta, 6, 2)) @ D
+    X = torch.from_numpy(sparse_codes(rng, eta, 6, 2)) @ D
     D1, s1, _ = online_dictionary_update(X, D, None, explore=False)
     _, s2, _ = online_dictionary_update(torch.zeros_like(X), D1, s1, explore=False)
     beta = (eta + 1) / (2 * eta + 1)
@@ -112,8 +99,8 @@ def test_fit_statistics_weigh_as_ceil_batches():
     # per-sample averages over 38 such rows equal one batch's, and they must
     # enter as ceil(38 / 8) = 5 streamed batches do (the documented rule).
     rng = np.random.default_rng(0)
-    D = torch.from_numpy(_unit(rng, 6, 5))
-    x = torch.from_numpy(_codes(rng, 1, 6, 2)) @ D
+    D = torch.from_numpy(random_dictionary(rng, 6, 5))
+    x = torch.from_numpy(sparse_codes(rng, 1, 6, 2)) @ D
     X = x.repeat(8, 1)
     streamed = None
     for _ in range(5):
@@ -214,7 +201,7 @@ def test_aux_k_starts_once_dead_after_samples_are_reached(monkeypatch):
         return epoch(*args, dead=dead, **kwargs)
 
     monkeypatch.setattr(_training, "_epoch", spy)
-    D = _unit(np.random.default_rng(1), 4, 6)
+    D = random_dictionary(np.random.default_rng(1), 4, 6)
     D[0] = -np.abs(D[0])  # positive data: latent 0 never fires
     SparseAutoencoder(
         activation="topk",
@@ -282,7 +269,7 @@ class _nowarn:
 
 def test_training_loss_includes_the_auxiliary_term():
     X = _positive_problem()
-    D = _unit(np.random.default_rng(1), 4, 6)
+    D = random_dictionary(np.random.default_rng(1), 4, 6)
     D[0] = -np.abs(D[0])  # latent 0 never fires: dead after the first epoch
     params = dict(
         activation="topk",
@@ -306,7 +293,7 @@ def test_decoder_step_is_adamw_on_the_projected_gradient():
     # are renormalised. g is the MSE gradient projected onto the sphere.
     rng = np.random.default_rng(0)
     X = torch.from_numpy(rng.standard_normal((32, 6)))
-    D0 = torch.from_numpy(_unit(rng, 5, 6))
+    D0 = torch.from_numpy(random_dictionary(rng, 5, 6))
     lr, wd = 1e-2, 0.01
     sae = SparseAutoencoder(
         activation="topk",
@@ -346,7 +333,7 @@ def test_mean_bias_uses_training_rows_only():
 
 def test_aux_k_ignored_by_relu_even_with_dead_latents():
     X = _positive_problem()
-    D = _unit(np.random.default_rng(1), 4, 6)
+    D = random_dictionary(np.random.default_rng(1), 4, 6)
     D[0] = -np.abs(D[0])  # latent 0 never fires: dead after the first epoch
     params = dict(decoder=D, bias_init="zero", max_epochs=3, random_state=0)
     plain = SparseAutoencoder(**params).fit(X)
@@ -391,7 +378,7 @@ def test_early_stopping_tol_is_relative():
 
 def _signed_activity(seed=0):
     rng = np.random.default_rng(seed)
-    Z = _codes(rng, 120, 6, 2)
+    Z = sparse_codes(rng, 120, 6, 2)
     return Z * rng.choice([-1.0, 1.0], Z.shape)
 
 
@@ -407,7 +394,7 @@ def test_split_reads_the_absolute_concept_activity(fmt):
 
 def test_split_ignores_stored_values_below_threshold():
     rng = np.random.default_rng(0)
-    Z = _codes(rng, 120, 6, 2)
+    Z = sparse_codes(rng, 120, 6, 2)
     noise = sp.random(
         120, 6, density=0.3, random_state=0, data_rvs=lambda n: np.full(n, 1e-3)
     )
@@ -420,14 +407,15 @@ def test_split_ignores_stored_values_below_threshold():
 
 
 def test_split_refuses_a_concept_index_out_of_range():
-    Z = _codes(np.random.default_rng(0), 60, 4, 2)
+    Z = sparse_codes(np.random.default_rng(0), 60, 4, 2)
     with pytest.raises(ValueError, match="concepts must be column indices"):
         list(CompositionalSplit(concepts=[4]).split(np.zeros((60, 1)), Z))
 
 
 def test_sparse_negative_latents_correlate_as_dense():
     rng = np.random.default_rng(0)
-    Z = -(_codes(rng, 50, 4, 2) > 0).astype(float)  # -1 indicators, implicit zeros
+    # -1 indicators with implicit zeros
+    Z = -(sparse_codes(rng, 50, 4, 2) > 0).astype(float)
     codes = Z @ rng.standard_normal((4, 4)) + 0.1 * rng.standard_normal((50, 4))
     assert mcc_score(sp.csr_matrix(-Z), codes) == pytest.approx(mcc_score(-Z, codes))
     assert mcc_score(sp.csr_matrix(Z), codes) == pytest.approx(mcc_score(Z, codes))
@@ -435,7 +423,7 @@ def test_sparse_negative_latents_correlate_as_dense():
 
 def test_support_scores_ignore_stored_values_below_threshold():
     rng = np.random.default_rng(0)
-    Z = _codes(rng, 50, 4, 2)
+    Z = sparse_codes(rng, 50, 4, 2)
     stored = sp.csr_matrix(Z) + sp.random(
         50, 4, density=0.3, random_state=0, data_rvs=lambda n: np.full(n, 1e-6)
     )
