@@ -1460,18 +1460,65 @@ def fista_encode(
     # that gaps are misread: 978 of 1,000 float64 rows ran to max_iter, and
     # float32 codes stopped 300 times above tol.
     with _ieee_float32_products():
-        return _encode_with_finish(
+        if (
+            not float64_finish
+            or X.dtype != torch.float32
+            or max_iter <= _FLOAT32_ITERATIONS
+        ):
+            return _encode(
+                X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose
+            )
+        # With a small alpha (relative to the data's scale), rounding even the
+        # optimal codes to float32 moves max_j r.d_j past alpha enough that their
+        # gap stays above float32's tolerance floor (alpha=0.01 on the oracle
+        # task: relative gaps of 6e-5 to 1.7e-4 against 1.2e-5), and float32
+        # iterations run to max_iter. The samples float32 has not certified
+        # after _FLOAT32_ITERATIONS are finished in float64, from their codes, to
+        # half the tolerance: the other half is left to their rounding.
+        first = _encode(
             X,
             dictionary,
             alpha,
             positive,
             init,
-            max_iter,
+            _FLOAT32_ITERATIONS,
             tol,
             batch_size,
             verbose,
-            float64_finish,
         )
+        stalled = torch.nonzero(~first.converged).flatten()
+        if not stalled.numel():
+            return first
+        D64 = dictionary.double()
+        tol32 = _effective_tol(tol, torch.float32)
+        # A batch of stalled rows at a time: their float64 copies must stay
+        # within batch_size's memory bound, however many rows stalled.
+        step = batch_size or _auto_batch_size(dictionary.shape[0])
+        for rows in stalled.split(step):
+            X64 = X[rows].double()
+            second = _encode(
+                X64,
+                D64,
+                alpha,
+                positive,
+                first.codes[rows].double(),
+                max_iter - _FLOAT32_ITERATIONS,
+                tol32 / 2,
+                batch_size,
+                0,
+            )
+            rounded = second.codes.to(X.dtype)
+            # Any dual point bounds the optimum, so the float64 codes' certificate
+            # holds for the rounded ones up to the difference of their objectives:
+            # P(rounded) - P* <= gap64 + P(rounded) - P(codes64).
+            exact = _sample_objective(X64, second.codes, D64, alpha)[0]
+            kept = _sample_objective(X64, rounded.double(), D64, alpha)[0]
+            first.codes[rows] = rounded
+            first.n_iter[rows] += second.n_iter
+            first.converged[rows] = second.converged & (
+                tol32 / 2 * exact + (kept - exact) <= tol32 * kept
+            )
+        return first
 
 
 # The matmul precision is a process-wide setting: concurrent coding calls
@@ -1530,80 +1577,6 @@ def _ieee_float32_products():
             _precision_users -= 1
             if _precision_users == 0:
                 _restore_precision(_saved_precision)
-
-
-def _encode_with_finish(
-    X,
-    dictionary,
-    alpha,
-    positive,
-    init,
-    max_iter,
-    tol,
-    batch_size,
-    verbose,
-    float64_finish,
-):
-    """:func:`fista_encode`: float32 codes, finished in float64 where stalled."""
-    if (
-        not float64_finish
-        or X.dtype != torch.float32
-        or max_iter <= _FLOAT32_ITERATIONS
-    ):
-        return _encode(
-            X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose
-        )
-    # With a small alpha (relative to the data's scale), rounding even the
-    # optimal codes to float32 moves max_j r.d_j past alpha enough that their
-    # gap stays above float32's tolerance floor (alpha=0.01 on the oracle
-    # task: relative gaps of 6e-5 to 1.7e-4 against 1.2e-5), and float32
-    # iterations run to max_iter. The samples float32 has not certified
-    # after _FLOAT32_ITERATIONS are finished in float64, from their codes, to
-    # half the tolerance: the other half is left to their rounding.
-    first = _encode(
-        X,
-        dictionary,
-        alpha,
-        positive,
-        init,
-        _FLOAT32_ITERATIONS,
-        tol,
-        batch_size,
-        verbose,
-    )
-    stalled = torch.nonzero(~first.converged).flatten()
-    if not stalled.numel():
-        return first
-    D64 = dictionary.double()
-    tol32 = _effective_tol(tol, torch.float32)
-    # A batch of stalled rows at a time: their float64 copies must stay
-    # within batch_size's memory bound, however many rows stalled.
-    step = batch_size or _auto_batch_size(dictionary.shape[0])
-    for rows in stalled.split(step):
-        X64 = X[rows].double()
-        second = _encode(
-            X64,
-            D64,
-            alpha,
-            positive,
-            first.codes[rows].double(),
-            max_iter - _FLOAT32_ITERATIONS,
-            tol32 / 2,
-            batch_size,
-            0,
-        )
-        rounded = second.codes.to(X.dtype)
-        # Any dual point bounds the optimum, so the float64 codes' certificate
-        # holds for the rounded ones up to the difference of their objectives:
-        # P(rounded) - P* <= gap64 + P(rounded) - P(codes64).
-        exact = _sample_objective(X64, second.codes, D64, alpha)[0]
-        kept = _sample_objective(X64, rounded.double(), D64, alpha)[0]
-        first.codes[rows] = rounded
-        first.n_iter[rows] += second.n_iter
-        first.converged[rows] = second.converged & (
-            tol32 / 2 * exact + (kept - exact) <= tol32 * kept
-        )
-    return first
 
 
 def _auto_batch_size(n_components: int) -> int:
