@@ -1579,9 +1579,12 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     # the atoms returned in X's dtype.
     work = X.dtype if X.device.type == "mps" else torch.float64
 
+    # Codes keep their own precision until a chunk is cast to ``work``.
+    code_dtype = None if work == torch.float64 else work
+
     def dense(block):
         block = block.toarray() if sp.issparse(block) else block
-        T = as_tensor(block, device=X.device, dtype=X.dtype, name="y", ndim=None)
+        T = as_tensor(block, device=X.device, dtype=code_dtype, name="y", ndim=None)
         return T.reshape(-1, 1) if T.ndim == 1 else T
 
     if is_sparse(codes) and not sp.issparse(codes):
