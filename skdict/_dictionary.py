@@ -40,6 +40,7 @@ import math
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import (
@@ -61,6 +62,7 @@ from ._params import StrictParamsMixin
 from ._tensor import (
     as_tensor,
     is_sparse,
+    is_tensor,
     portable_state,
     sparse_as_tensor,
     to_fitted,
@@ -74,6 +76,7 @@ __all__ = [
     "EXPOSES_COMPONENTS",
     "PROVIDER_CONSTRAINT",
     "DictionaryLearningResult",
+    "GivenRecord",
     "OracleDictionary",
     "ResolvedDictionary",
     "block_coordinate_update",
@@ -81,10 +84,12 @@ __all__ = [
     "estimate_dictionary",
     "initial_dictionary",
     "is_provider",
+    "is_same_given",
     "learn_dictionary",
     "lstsq_dictionary",
     "online_dictionary_update",
     "reconstruct",
+    "record_given",
     "resolve_dictionary",
     "torch_generator",
 ]
@@ -310,6 +315,68 @@ class _ExposesComponents(HasMethods):
 
     def __str__(self):
         return "an object exposing 'components_'"
+
+
+class GivenRecord(NamedTuple):
+    """A given dictionary as a fit saw it, for later calls to compare against."""
+
+    #: The parameter's value.
+    dictionary: Any
+    #: A snapshot of its ``get_params(deep=True)`` when it is an estimator.
+    params: dict | None
+
+
+def record_given(dictionary: Any) -> GivenRecord:
+    """Record the ``dictionary`` (or ``decoder``) parameter a fit started from."""
+    params = dictionary.get_params(deep=True) if _is_estimator(dictionary) else None
+    return GivenRecord(dictionary, params)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    # Arrays compare by value: joblib stores every NumPy array on its own, so
+    # a model saved with joblib and loaded again holds two equal arrays where
+    # it held one array twice.
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and np.array_equal(a, b)
+        )
+    if is_tensor(a) or is_tensor(b):
+        return (
+            is_tensor(a)
+            and is_tensor(b)
+            and (a.shape, a.dtype, a.device, a.layout)
+            == (b.shape, b.dtype, b.device, b.layout)
+            and bool(torch.equal(a, b))
+        )
+    if _is_estimator(a) or _is_estimator(b):
+        return False  # another estimator object, whatever its parameters
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError, RuntimeError):  # e.g. other array types
+        return False
+
+
+def is_same_given(dictionary: Any, record: GivenRecord) -> bool:
+    """Return True when ``dictionary`` is still the one ``record`` holds.
+
+    An estimator must be the same object (a refitted one of equal parameters
+    has other atoms) with the same parameters, since ``set_params`` with a
+    nested key (``dictionary__alpha=...``) changes it in place. An array
+    compares by value.
+    """
+    if not _same_value(dictionary, record.dictionary):
+        return False
+    if record.params is None:
+        return True
+    params = dictionary.get_params(deep=True)
+    return params.keys() == record.params.keys() and all(
+        _same_value(params[name], value) for name, value in record.params.items()
+    )
 
 
 #: Parameter constraint: an object exposing ``components_``.

@@ -95,6 +95,8 @@ from ._dictionary import (
     _sample_objective,
     fits_on_data,
     is_provider,
+    is_same_given,
+    record_given,
     resolve_dictionary,
 )
 from ._fitting import forget_fit_on_failure
@@ -1995,9 +1997,9 @@ class FISTACoder(
                 "it from the dictionary."
             )
         self.dictionary_ = resolved.estimator
-        # The parameter itself (compared by identity in partial_fit); None
-        # for a learned dictionary.
-        self._dictionary_param = self.dictionary
+        # What partial_fit checks the parameter against; None for a learned
+        # dictionary.
+        self._dictionary_param = record_given(self.dictionary)
         self.init_ = self._fit_init(X, y)
         self.components_ = to_fitted(resolved.components, origin)
         self.intercept_ = to_fitted(resolved.intercept, origin)
@@ -2094,9 +2096,10 @@ class FISTACoder(
         Atoms from ``init`` or from :meth:`fit` are only refined. With a given
         ``dictionary`` there is nothing to learn: the first call resolves it
         as :meth:`fit` does,
-        without coding, and later calls only check ``X``. Setting, replacing
-        or clearing ``dictionary`` between calls is an error (call
-        :meth:`fit` to start again), and other parameters are checked as in
+        without coding, and later calls only check ``X``. Setting, changing
+        (to other atoms, or a provider with other parameters) or clearing
+        ``dictionary`` between calls is an error (call :meth:`fit` to start
+        again), and other parameters are checked as in
         :meth:`fit`; a batch in another dtype is converted to the atoms'
         (learning continues in the precision it started in).
 
@@ -2153,7 +2156,7 @@ class FISTACoder(
             if first:
                 self._resolve_given(X, X_t, y, origin)
                 self.n_iter_ = 0
-            elif self.dictionary is not self._dictionary_param:
+            elif not is_same_given(self.dictionary, self._dictionary_param):
                 raise ValueError(
                     "partial_fit continues the dictionary given at its first "
                     "call; a new dictionary needs a new fit: call fit, or "

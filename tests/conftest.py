@@ -1,3 +1,8 @@
+import copy
+import io
+import pickle
+
+import joblib
 import numpy as np
 import pytest
 import torch
@@ -30,3 +35,15 @@ def lasso_objective(X, Z, D, alpha):
     """Per-sample 0.5 ||x - z D||^2 + alpha ||z||_1 in float64."""
     X, Z, D = (np.asarray(a, dtype=np.float64) for a in (X, Z, D))
     return 0.5 * ((X - Z @ D) ** 2).sum(axis=1) + alpha * np.abs(Z).sum(axis=1)
+
+
+def saved_and_loaded(estimator):
+    """Copies of ``estimator`` by pickle, joblib (one file per array) and deepcopy."""
+    buffer = io.BytesIO()
+    joblib.dump(estimator, buffer)
+    buffer.seek(0)
+    return [
+        pickle.loads(pickle.dumps(estimator)),
+        joblib.load(buffer),
+        copy.deepcopy(estimator),
+    ]

@@ -1,6 +1,5 @@
 """Dictionary learning and OracleDictionary: closed forms, recovery, API."""
 
-import copy
 import pickle
 
 import numpy as np
@@ -36,7 +35,13 @@ from skdict._fista import fista_encode
 from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score
 
-from .conftest import cuda, lasso_objective, random_dictionary, sparse_codes
+from .conftest import (
+    cuda,
+    lasso_objective,
+    random_dictionary,
+    saved_and_loaded,
+    sparse_codes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -879,12 +884,21 @@ def test_partial_fit_refuses_to_switch_between_given_and_learned(rng):
     with pytest.raises(ValueError, match="new dictionary needs a new fit"):
         given.set_params(dictionary=random_dictionary(rng, 7, 4)).partial_fit(X)
     assert given.components_.shape == (5, 4)
-    # Pickled or copied, the coder still continues its own dictionary, an
-    # array, a tensor or a list alike.
+    # So is one of the same shape, or a provider changed in place.
+    with pytest.raises(ValueError, match="new dictionary needs a new fit"):
+        given.set_params(dictionary=random_dictionary(rng, 5, 4)).partial_fit(X)
+    oracle = FISTACoder(OracleDictionary(random_dictionary(rng, 5, 4))).partial_fit(X)
+    oracle.set_params(dictionary__alpha=0.1).partial_fit(X)  # the same value
+    with pytest.raises(ValueError, match="new dictionary needs a new fit"):
+        new_atoms = random_dictionary(rng, 5, 4)
+        oracle.set_params(dictionary__dictionary=new_atoms).partial_fit(X)
+    # Saved and loaded, the coder still continues its own dictionary, an
+    # array, a tensor, a list or a provider alike (joblib loads the array
+    # parameter and the record of it as two equal arrays).
     D = random_dictionary(rng, 5, 4)
-    for dictionary in (D, torch.from_numpy(D), D.tolist()):
+    for dictionary in (D, torch.from_numpy(D), D.tolist(), OracleDictionary(D)):
         coder = FISTACoder(dictionary).partial_fit(X)
-        for copied in (pickle.loads(pickle.dumps(coder)), copy.deepcopy(coder)):
+        for copied in saved_and_loaded(coder):
             assert copied.partial_fit(X).components_.shape == (5, 4)
 
 

@@ -24,7 +24,7 @@ from skdict._sae._modules import build_sae, matching_pursuit
 from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score
 
-from .conftest import cuda, random_dictionary, sparse_codes
+from .conftest import cuda, random_dictionary, saved_and_loaded, sparse_codes
 
 ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu", "mp")
 
@@ -566,14 +566,23 @@ def test_partial_fit_refuses_a_new_frozen_decoder(rng):
     frozen = SparseAutoencoder(decoder=D, freeze_decoder=True, random_state=0)
     frozen.partial_fit(X)
     with pytest.raises(ValueError, match=r"frozen decoder .* new model"):
-        frozen.set_params(decoder=D.copy()).partial_fit(X)
+        frozen.set_params(decoder=D[::-1].copy()).partial_fit(X)
     assert frozen.n_iter_ == 1
-    # Pickled or copied, a frozen tensor decoder is still the model's own.
-    tensor = SparseAutoencoder(
-        decoder=torch.from_numpy(D), freeze_decoder=True, random_state=0
+    # An equal copy is the same decoder; a provider changed in place is not.
+    assert frozen.set_params(decoder=D.copy()).partial_fit(X).n_iter_ == 2
+    oracle = SparseAutoencoder(
+        decoder=OracleDictionary(D), freeze_decoder=True, random_state=0
     ).partial_fit(X)
-    for copied in (pickle.loads(pickle.dumps(tensor)), copy.deepcopy(tensor)):
-        assert copied.partial_fit(X).n_iter_ == 2
+    with pytest.raises(ValueError, match=r"frozen decoder .* new model"):
+        oracle.set_params(decoder__dictionary=D[::-1].copy()).partial_fit(X)
+    # Saved and loaded, a frozen decoder is still the model's own (joblib
+    # loads the array parameter and the record of it as two equal arrays).
+    for decoder in (D, torch.from_numpy(D), OracleDictionary(D)):
+        sae = SparseAutoencoder(
+            decoder=decoder, freeze_decoder=True, random_state=0
+        ).partial_fit(X)
+        for copied in saved_and_loaded(sae):
+            assert copied.partial_fit(X).n_iter_ == 2
     # A trained decoder was only the starting point: a new one is ignored.
     trained = SparseAutoencoder(decoder=D, random_state=0).partial_fit(X)
     trained.set_params(decoder=D.copy()).partial_fit(X)

@@ -22,7 +22,13 @@ from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from .._dictionary import PROVIDER_CONSTRAINT, fits_on_data, resolve_dictionary
+from .._dictionary import (
+    PROVIDER_CONSTRAINT,
+    fits_on_data,
+    is_same_given,
+    record_given,
+    resolve_dictionary,
+)
 from .._fitting import forget_fit_on_failure
 from .._params import StrictParamsMixin
 from .._tensor import (
@@ -351,7 +357,8 @@ class SparseAutoencoder(
         with ``set_params`` between calls (``lr``, ``weight_decay``,
         ``sparsity_coef``, ``batch_size``, ...) apply from the next call;
         changing ``n_components``, ``activation``, ``k``, ``bandwidth``,
-        ``freeze_decoder`` or a frozen ``decoder`` raises a ``ValueError``, as
+        ``freeze_decoder`` or a frozen ``decoder`` (to other atoms, or a
+        provider with other parameters) raises a ``ValueError``, as
         that needs a new model (:meth:`fit`); invalid values raise as in
         :meth:`fit`. A call that raises leaves the model as it was: one
         whose loss diverges (``FloatingPointError``), or one interrupted
@@ -435,9 +442,7 @@ class SparseAutoencoder(
             if not self._affects_model(name):
                 continue
             if name == "decoder":
-                # An array or estimator: compared by identity, as set_params
-                # replaces it.
-                if self.decoder is not value:
+                if not is_same_given(self.decoder, value):
                     raise ValueError(
                         "partial_fit continues the model whose frozen decoder "
                         "was given at its first call; a new decoder needs a "
@@ -636,7 +641,7 @@ class SparseAutoencoder(
         self.module_ = module
         self._model_params = {name: getattr(self, name) for name in _MODEL_PARAMS}
         self._model_params["n_components"] = module.n_components
-        self._model_params["decoder"] = self.decoder
+        self._model_params["decoder"] = record_given(self.decoder)
         # Copies: the arrays handed out must not change when training resumes.
         self.components_ = to_fitted(module.W_dec.detach().clone(), origin)
         self.intercept_ = to_fitted(module.b_dec.detach().clone(), origin)
