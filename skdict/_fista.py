@@ -2162,6 +2162,14 @@ class FISTACoder(
                     "call; a new dictionary needs a new fit: call fit, or "
                     "partial_fit on a clone."
                 )
+            else:
+                # The fitted atoms follow the array type of the latest batch,
+                # as learned ones do, in their own precision.
+                components = as_tensor(self.components_, device=X_t.device)
+                intercept = as_tensor(self.intercept_, device=X_t.device, ndim=1)
+                origin = origin._replace(dtype=components.dtype)
+                self.components_ = to_fitted(components, origin)
+                self.intercept_ = to_fitted(intercept, origin)
             return self
         generator = torch_generator(self.random_state)
         if first:

@@ -871,6 +871,20 @@ def test_partial_fit_with_given_dictionary_sets_n_iter(rng):
     assert coder.partial_fit(rng.standard_normal((6, 4))).n_iter_ == 0
 
 
+def test_partial_fit_with_given_dictionary_follows_the_batch_array_type(rng):
+    # As documented for components_, and as a learned dictionary does: the
+    # array type of the latest batch, in the atoms' own precision.
+    D = random_dictionary(rng, 5, 4)
+    coder = FISTACoder(D).fit(rng.standard_normal((6, 4)))
+    coder.partial_fit(torch.from_numpy(rng.standard_normal((6, 4)).astype("float32")))
+    assert torch.is_tensor(coder.components_) and torch.is_tensor(coder.intercept_)
+    assert coder.components_.dtype == torch.float64
+    np.testing.assert_array_equal(coder.components_.numpy(), D)
+    coder.partial_fit(rng.standard_normal((6, 4)))
+    assert isinstance(coder.components_, np.ndarray)
+    np.testing.assert_array_equal(coder.components_, D)
+
+
 def test_partial_fit_refuses_to_switch_between_given_and_learned(rng):
     X = sparse_codes(rng, 60, 5, 2) @ random_dictionary(rng, 5, 4)
     given = FISTACoder(random_dictionary(rng, 5, 4)).fit(X)
