@@ -1744,8 +1744,10 @@ class OracleDictionary(
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         The provider's intercept, zero for atoms given as an array or estimated
         from ``y``.
-    dictionary_ : estimator or None
-        The fitted provider, when ``dictionary`` is an estimator.
+    dictionary_ : estimator, object or None
+        The fitted provider, when ``dictionary`` is an estimator (a frozen
+        one as given); the object itself when it exposes ``components_``
+        without being an estimator; None otherwise.
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)

@@ -1804,8 +1804,11 @@ class FISTACoder(
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         Offset the data is reconstructed around: ``X ≈ codes @ components_ +
         intercept_`` (zero for a plain array dictionary).
-    dictionary_ : estimator or None
-        The fitted dictionary provider, when ``dictionary`` is an estimator.
+    dictionary_ : estimator, object or None
+        The fitted dictionary provider, when ``dictionary`` is an estimator
+        (a frozen one as given); the object itself when it exposes
+        ``components_`` without being an estimator; None for atoms given as
+        an array and for a learned dictionary.
     init_ : estimator or None
         The fitted warm-start estimator, when ``init`` is an estimator.
     n_iter_ : int

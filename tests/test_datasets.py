@@ -121,6 +121,36 @@ def test_default_n_features_is_the_compressed_sensing_bound(n_latents, k, expect
     assert default_n_features(n_latents, k) == expected
 
 
+@pytest.mark.parametrize(
+    "n_latents, k, match",
+    [
+        (10, 0, "'n_active' parameter of default_n_features"),
+        (0, 1, "'n_latents' parameter of default_n_features"),
+        (10.0, 2, "'n_latents' parameter"),
+        (3, 5, "n_active=5 must be smaller than n_latents=3"),
+        (3, 3, "n_active=3 must be smaller"),
+    ],
+)
+def test_default_n_features_refuses_what_make_compositional_refuses(
+    n_latents, k, match
+):
+    with pytest.raises(ValueError, match=match):
+        default_n_features(n_latents, k)
+
+
+def test_unseen_ood_pool_latents_follow_the_documented_rate():
+    # An OOD-pool latent is missed by every training sample with probability
+    # about exp(-n_train k / (2 (n - 1))), as the docstring states.
+    n_latents, k, n_samples = 200, 2, 400
+    missed = []
+    for seed in range(10):
+        data = make_compositional(n_latents, k, n_samples=n_samples, random_state=seed)
+        seen = (data.Z_train[:, data.ood_latents] != 0).any(axis=0)
+        missed.append(1.0 - seen.mean())
+    expected = np.exp(-(n_samples // 2) * k / (2 * (n_latents - 1)))
+    assert np.mean(missed) == pytest.approx(expected, abs=0.03)
+
+
 def test_default_n_features_is_used():
     data = make_compositional(100, 10, n_samples=4, random_state=0)
     assert data.X_train.shape[1] == 47

@@ -293,6 +293,22 @@ def test_dictionary_similarity_equals_brute_force(seed, p, q):
     assert info.fraction_close == pytest.approx((info.cosines > 0.5).mean())
 
 
+def test_dictionary_similarity_norm_ratio_of_a_zero_true_atom_is_undefined():
+    # A zero true atom (a dead atom of a learned reference) has no norm to
+    # compare with: NaN, not inf, and the mean skips it.
+    true = np.eye(3)
+    true[2] = 0.0
+    info = dictionary_similarity(true, 2 * np.eye(3), detailed=True)
+    np.testing.assert_array_equal(info.norm_ratios[:2], 2.0)
+    assert np.isnan(info.norm_ratios[2])
+    assert info.mean_norm_ratio == 2.0
+    assert np.isnan(
+        dictionary_similarity(
+            np.zeros((2, 3)), np.eye(3), detailed=True
+        ).mean_norm_ratio
+    )
+
+
 def test_dictionary_similarity_of_estimators(rng):
     D = random_dictionary(rng, 4, 6)
     coder = FISTACoder(dictionary=D).fit(rng.standard_normal((3, 6)))

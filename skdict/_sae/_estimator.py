@@ -172,8 +172,10 @@ class SparseAutoencoder(
     module_ : torch.nn.Module
         The trained torch module (encoder weights ``W_enc``, ``b_enc``; JumpReLU
         ``log_threshold``; BatchTopK ``threshold``).
-    decoder_ : estimator or None
-        The fitted dictionary provider, when ``decoder`` is an estimator.
+    decoder_ : estimator, object or None
+        The fitted dictionary provider, when ``decoder`` is an estimator (a
+        frozen one as given); the object itself when it exposes
+        ``components_`` without being an estimator; None otherwise.
     n_iter_ : int
         Epochs run (one per :meth:`partial_fit` call).
     history_ : list of dict

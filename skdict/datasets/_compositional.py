@@ -6,7 +6,8 @@ exactly ``n_active`` non-zero Uniform(0, 1) latents. Latent 0 is the *probed
 concept*. The remaining latents are split into an ID pool and an OOD pool; in
 training latent 0 only ever co-occurs with ID-pool latents, while the OOD test
 set pairs it with OOD-pool latents -- latents seen in training, but never
-together with latent 0. A model that has learned the concepts, rather than
+together with latent 0 (given enough training samples per latent; see
+:func:`make_compositional`). A model that has learned the concepts, rather than
 their training combinations, codes the OOD set as well as the ID set.
 
 Codes are generated without a per-sample Python loop: the supports of all rows
@@ -149,6 +150,13 @@ def default_n_features(n_latents: int, n_active: int) -> int:
     Returns
     -------
     int
+        The number of features.
+
+    Raises
+    ------
+    ValueError
+        If ``n_latents`` or ``n_active`` is not an integer in the range
+        :func:`make_compositional` accepts, or ``n_active >= n_latents``.
 
     Examples
     --------
@@ -156,17 +164,27 @@ def default_n_features(n_latents: int, n_active: int) -> int:
     >>> default_n_features(100, 10)
     47
     """
+    validate_hyperparameters(
+        {name: _PARAMETER_CONSTRAINTS[name] for name in ("n_latents", "n_active")},
+        {"n_latents": n_latents, "n_active": n_active},
+        caller_name="default_n_features",
+    )
+    _check_active(n_latents, n_active)
     bound = math.ceil(2 * n_active * math.log(n_latents / n_active))
     return max(n_active + 1, bound)
 
 
-def _check_recipe(n_latents: int, n_active: int, n_features: int, n_ood: int) -> None:
+def _check_active(n_latents: int, n_active: int) -> None:
     if n_active >= n_latents:
         raise ValueError(
             f"n_active={n_active} must be smaller than n_latents={n_latents}: "
             "samples without latent 0 draw n_active latents from the other "
             f"{n_latents - 1}."
         )
+
+
+def _check_recipe(n_latents: int, n_active: int, n_features: int, n_ood: int) -> None:
+    _check_active(n_latents, n_active)
     if n_ood > n_latents - 1:
         raise ValueError(
             f"n_ood_latents={n_ood} must be at most n_latents - 1 = "
@@ -275,7 +293,11 @@ def make_compositional(
 
     OOD-pool latents therefore appear in training, but never together with
     latent 0: the OOD set tests whether a model composes known concepts in
-    unseen combinations. Read more in arXiv 2603.28744.
+    unseen combinations. With few training samples per latent some are never
+    drawn (about ``exp(-n_train * n_active / (2 * (n_latents - 1)))`` of
+    them: 8 % at ``n_latents=5000, n_active=10, n_samples=5000``), and OOD
+    samples holding those also test unseen concepts. Read more in arXiv
+    2603.28744.
 
     Parameters
     ----------

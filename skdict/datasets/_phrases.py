@@ -517,9 +517,11 @@ def load_phrase_activations(
         ``floor`` or ``ceil`` of the average number of them.
     val_size : float, default=0.25
         Fraction of the templates of each seen pair whose phrases go to the
-        validation set (at least one when positive, always leaving one for
-        training), so that validation phrases are new sentences about pairs
-        seen in training.
+        validation set (rounded, and at least one when positive), so that
+        validation phrases are new sentences about pairs seen in training.
+        At least one template must stay in training: with a single template,
+        pass ``val_size=0``; a fraction that leaves none raises a
+        ``ValueError``.
     random_state : int, RandomState instance or None, default=None
         Seeds the choice of held-out pairs and validation templates.
     cache_dir : str or path-like, default=None

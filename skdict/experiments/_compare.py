@@ -203,7 +203,7 @@ def compare_methods(
     ----------
     data : Bunch
         The output of :func:`skdict.datasets.make_compositional`.
-    methods : list of str, default=None
+    methods : str or list of str, default=None
         Method names; None runs all of them. The SAE + FISTA methods reuse the
         SAE trained for ``settings.base_sae`` when both run.
     random_state : int, default=None

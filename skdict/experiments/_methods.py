@@ -116,7 +116,17 @@ class PaperSettings:
         )
 
     def replace(self, **changes: Any) -> PaperSettings:
-        """Return a copy with some settings changed."""
+        """Return a copy with some settings changed.
+
+        Parameters
+        ----------
+        **changes
+            New values by setting name; an unknown name raises a ``TypeError``.
+
+        Returns
+        -------
+        PaperSettings
+        """
         return dataclasses.replace(self, **changes)
 
 

@@ -401,7 +401,7 @@ def compare_real(
         loads its defaults (10 colours x 10 objects x 4 templates through
         all-MiniLM-L6-v2, 20 held-out pairs) with the split seeded by
         ``random_state``. Needs ``skdict[real]``.
-    methods : list of str, default=None
+    methods : str or list of str, default=None
         Names from :data:`REAL_METHODS`; None runs all of them.
     random_state : int, default=0
         Seed of every estimator (and of the split when ``data`` is None).
@@ -452,9 +452,9 @@ def compare_real(
         activations, which has no features; ``stray_fire_*`` also where every
         matched concept is present in every phrase of the split, and
         ``feature_auc_*`` where none is present in some phrases and absent
-        from others); ``mse_val``, ``mse_ood``,
-        ``mse_gap`` (None without a dictionary); ``l0_ood``, the mean number of
-        firing code dimensions per OOD phrase; ``n_components`` (the
+        from others); ``mse_val``, ``mse_ood``, ``mse_gap`` (None without a
+        dictionary); ``l0_ood``, the mean number of firing code dimensions
+        per OOD phrase (None for the probe); ``n_components`` (the
         representation's width) and ``fit_time``, ``transform_time`` in
         seconds.
 

@@ -178,8 +178,10 @@ def run_study(
     list of dict
         One record per requested (cell, method), saved earlier or computed
         now, in the order of the cells: the record of :func:`compare_methods`
-        with the cell's data parameters, seed, study, swept ``value``,
-        ``key`` and the full training ``settings`` added. A saved record
+        with the cell's data parameters, the settings it changes (e.g.
+        ``alpha`` in the alpha study), ``seed``, ``study``, the swept
+        ``variable`` and its ``value``, ``key`` and the full training
+        ``settings`` added. A saved record
         whose settings differ from those its cell now runs with is computed
         again (with a warning). Records of other cells stay in the file but
         are not returned, so tables and figures show only this run's grid.

@@ -72,11 +72,32 @@ class Cell:
     setting_changes: dict[str, Any] = field(default_factory=dict)
 
     def settings(self, base: PaperSettings) -> PaperSettings:
-        """Return the settings this cell runs with."""
+        """Return the settings this cell runs with.
+
+        Parameters
+        ----------
+        base : PaperSettings
+            The preset's settings, which the cell's ``setting_changes`` amend.
+
+        Returns
+        -------
+        PaperSettings
+        """
         return base.replace(**self.setting_changes)
 
     def key(self, method: str) -> str:
-        """Return the identifier of one (cell, method) result, used to resume a run."""
+        """Return the identifier of one (cell, method) result, used to resume a run.
+
+        Parameters
+        ----------
+        method : str
+            A method name.
+
+        Returns
+        -------
+        str
+            Study, preset, data parameters and setting changes, seed and method.
+        """
         params = {**self.data_params, **self.setting_changes}
         fields = ",".join(f"{k}={params[k]}" for k in sorted(params))
         return f"{self.study}|{self.preset}|{fields}|seed={self.seed}|{method}"

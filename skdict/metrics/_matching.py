@@ -345,9 +345,9 @@ def dictionary_similarity(
             Mean of ``angular_errors``.
         norm_ratios : ndarray of shape (n_latents,)
             Norm of each matched learned atom over that of its true atom;
-            NaN where unmatched.
+            NaN where unmatched or where the true atom is zero.
         mean_norm_ratio : float
-            Mean of the finite ``norm_ratios``.
+            Mean of the finite ``norm_ratios``; NaN when there is none.
 
     Examples
     --------
@@ -387,8 +387,9 @@ def dictionary_similarity(
     matching[rows] = cols
     norm_ratios = np.full(true.shape[0], np.nan)
     true_norm, learned_norm = to_numpy(true_norm), to_numpy(learned_norm)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        norm_ratios[rows] = learned_norm[cols] / true_norm[rows]
+    # A zero true atom has no norm to compare with: its ratio is undefined.
+    defined = true_norm[rows] > 0
+    norm_ratios[rows[defined]] = learned_norm[cols[defined]] / true_norm[rows[defined]]
     angular_errors = np.arccos(cosines)
     finite = np.isfinite(norm_ratios)
     return Bunch(
