@@ -686,9 +686,14 @@ def _well_posed_cholesky(matrix: torch.Tensor) -> torch.Tensor | None:
     v = torch.cos(
         torch.arange(1, n + 1, dtype=matrix.dtype, device=matrix.device) * 2.3
     ).unsqueeze(1)
+    tiny = torch.finfo(v.dtype).tiny
     for _ in range(2):
         v = torch.cholesky_solve(v, factor)
-        v = v / torch.linalg.vector_norm(v).clamp_min(torch.finfo(v.dtype).tiny)
+        # Scaled by its largest entry before its norm: a solve with the Gram
+        # of codes of scale 1e-80 grows v past the square root of the
+        # largest float, where its norm overflowed to inf and v became zero.
+        v = v / v.abs().amax().clamp_min(tiny)
+        v = v / torch.linalg.vector_norm(v)
     rayleigh = float(v.T @ matrix @ v)
     floor = n * torch.finfo(matrix.dtype).eps * float(matrix.diagonal().max())
     return factor if rayleigh > floor else None
@@ -829,14 +834,20 @@ def block_coordinate_update(
             [1., 0.]], dtype=torch.float64)
     """
     D = components.clone()
+    tiny = torch.finfo(D.dtype).tiny
+    # The statistics scale with the squared data, and so does v: squaring v
+    # for its norm overflowed float32 for data of scale 1e10 (every atom came
+    # back zero) and lost precision below 1e-10. Dividing them by their
+    # largest diagonal entry keeps v near unit scale and leaves its direction,
+    # the new atom, as it is.
+    scale = gram.diagonal().max().clamp_min(tiny)
+    gram, cross = gram / scale, cross / scale
     diagonal = gram.diagonal()
     for j in torch.nonzero(diagonal > 0).flatten().tolist():
         v = cross[j] - gram[j] @ D + diagonal[j] * D[j]
         norm = v.norm()
         # A zero v leaves every unit atom equally good: keep the current one.
-        D[j] = torch.where(
-            norm > 0, v / norm.clamp_min(torch.finfo(D.dtype).tiny), D[j]
-        )
+        D[j] = torch.where(norm > 0, v / norm.clamp_min(tiny), D[j])
     return D
 
 
@@ -1589,6 +1600,13 @@ def batch_statistics(codes: torch.Tensor, X: torch.Tensor) -> dict[str, Any]:
 _CODE_CHUNK_ELEMENTS = 2**22
 
 
+def _largest_magnitude(A: Any) -> float:
+    """``max |A|`` of a tensor or SciPy sparse array without a copy of ``|A|``."""
+    if min(A.shape) == 0:
+        return 0.0
+    return max(float(A.max()), -float(A.min()))
+
+
 def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     """Least-squares atoms from known codes: ``argmin_D ||X - codes @ D||_F``.
 
@@ -1669,13 +1687,20 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
             f"y must hold the codes of the {n_samples} samples of X, shape "
             f"(n_samples, n_latents); got shape {shape}."
         )
+    # The normal equations are formed for codes and X scaled to a largest
+    # entry of 1 (scalars, undone on the atoms, which leave the least-squares
+    # and minimum-norm solutions as they are): their entries then stay far
+    # from float64's limits whatever the data's units (codes of scale 1e-155
+    # or 1e154 gave NaN atoms or a failed eigendecomposition).
+    code_scale = _largest_magnitude(codes) or 1.0
+    x_scale = _largest_magnitude(X) or 1.0
     chunk = max(1, _CODE_CHUNK_ELEMENTS // max(shape[1], X.shape[1], 1))
     gram = X.new_zeros(shape[1], shape[1], dtype=work)
     cross = X.new_zeros(shape[1], X.shape[1], dtype=work)
     for start in range(0, n_samples, chunk):
-        Z = dense(codes[start : start + chunk]).to(work)
+        Z = dense(codes[start : start + chunk]).to(work) / code_scale
         gram += Z.T @ Z
-        cross += Z.T @ X[start : start + chunk].to(work)
+        cross += Z.T @ (X[start : start + chunk].to(work) / x_scale)
     silent = torch.nonzero(gram.diagonal() == 0).flatten()
     if silent.numel():
         shown = silent[:10].tolist()
@@ -1694,7 +1719,8 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
             "their atoms; the minimum-norm least-squares atoms are returned."
         ),
     )
-    return atoms.to(X.dtype)
+    # X / x_scale = (Z / code_scale) (D code_scale / x_scale).
+    return (atoms * (x_scale / code_scale)).to(X.dtype)
 
 
 class OracleDictionary(

@@ -145,6 +145,20 @@ def test_oracle_float32_estimate_is_not_limited_by_float32_normal_equations(rng)
     np.testing.assert_allclose(oracle.components_, D, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("error")  # the codes are not dependent
+@pytest.mark.parametrize("scale", [1e-155, 1e-80, 1e120, 1e154])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_oracle_estimate_at_extreme_scales(scale, sparse, rng):
+    # The normal equations of codes this small or large under- or overflow
+    # float64 unless scaled (NaN atoms, a false dependence warning, or a
+    # failed eigendecomposition); numpy's lstsq on Z itself has no trouble.
+    D = rng.standard_normal((3, 4))
+    Z = rng.uniform(0.5, 1.0, (10, 3)) * scale
+    X = Z @ D
+    oracle = OracleDictionary().fit(X, sp.csr_array(Z) if sparse else Z)
+    np.testing.assert_allclose(oracle.components_, D, atol=1e-12)
+
+
 def test_oracle_score_is_the_coders_and_serves_model_selection(rng):
     D = random_dictionary(rng, 8, 6)
     X = sparse_codes(rng, 40, 8, 2) @ D
@@ -327,6 +341,20 @@ def test_block_coordinate_update_solves_each_atom_on_the_sphere(rng):
     )
     best = ((others - np.outer(Z[:, 5], D1[5])) ** 2).sum()
     assert best <= errors.min() + 1e-12
+
+
+@pytest.mark.parametrize("scale", [1e-10, 1e10, 1e15])
+def test_block_coordinate_update_is_scale_free_in_float32(scale, rng):
+    # Statistics of data at scale s are s^2 times those at scale 1: the atoms
+    # must not change (squaring v overflowed float32 and every atom came back
+    # zero, or lost precision below 1e-10).
+    D0 = torch.from_numpy(random_dictionary(rng, 6, 5)).float()
+    Z = rng.uniform(size=(40, 6)) * (rng.uniform(size=(40, 6)) < 0.5)
+    X = Z @ random_dictionary(rng, 6, 5)
+    A, B = (torch.from_numpy(M).float() for M in (Z.T @ Z, Z.T @ X))
+    expected = block_coordinate_update(D0, A, B)
+    scaled = block_coordinate_update(D0, A * scale**2, B * scale**2)
+    torch.testing.assert_close(scaled, expected, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------
@@ -723,6 +751,32 @@ def test_init_dictionary_and_provider(easy):
     assert coder.init_ is not None
     with pytest.raises(ValueError, match="init has 50 atoms but n_components=10"):
         FISTACoder(n_components=10, init=easy.dictionary).fit(X)
+
+
+def test_float32_streaming_and_refinement_at_large_scale(rng):
+    # Mairal's block-coordinate step of partial_fit and of the refining
+    # rounds' fallback gave zero atoms for float32 data of scale 1e10 (and
+    # an objective that rose); both are scale-equivariant up to rounding.
+    X = rng.standard_normal((50, 8)).astype(np.float32)
+    init = rng.standard_normal((12, 8)).astype(np.float32)
+    streamed, refined = [], []
+    for scale in (1.0, 1e10):
+        stream = FISTACoder(n_components=12, alpha=0.1 * scale, random_state=0)
+        for _ in range(3):
+            stream.partial_fit(X * np.float32(scale))
+        refine = FISTACoder(alpha=0.1 * scale, init=init, dict_max_iter=5)
+        refine.fit(X * np.float32(scale))
+        for coder in (stream, refine):
+            np.testing.assert_allclose(
+                np.linalg.norm(coder.components_, axis=1), 1.0, rtol=1e-5
+            )
+        streamed.append(stream.components_)
+        objective = np.array([r["objective"] for r in refine.history_]) / scale**2
+        assert np.all(np.diff(objective) <= 1e-5 * objective[0])
+        refined.append(objective)
+    np.testing.assert_allclose(streamed[1], streamed[0], atol=1e-4)
+    # Refining rounds code to a tolerance: the path differs by rounding.
+    np.testing.assert_allclose(refined[1], refined[0], rtol=2e-3)
 
 
 def test_learning_data_beyond_float32s_range():
