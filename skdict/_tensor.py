@@ -16,7 +16,10 @@ back into the caller's array type here; no other module converts. The rules
   (NumPy float16 is promoted to float64, as scikit-learn's ``check_array``
   does);
   fitted attributes (``components_``, ``intercept_``) stay in float32, so that
-  later results do not depend on the precision of the data fitted on.
+  later results do not depend on the precision of the data fitted on;
+* an ambient :class:`torch.autocast` region (opened by the caller for their
+  own model) does not change those dtypes: the estimators' public methods run
+  with it switched off (:func:`ignoring_autocast`).
 
 Validation reuses scikit-learn's :func:`~sklearn.utils.validation.validate_data`
 so that ``n_features_in_``, ``feature_names_in_`` and the wording of errors match
@@ -26,6 +29,8 @@ every other scikit-learn estimator.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,6 +47,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 __all__ = [
     "ArrayOrigin",
     "as_tensor",
+    "ignoring_autocast",
     "in_namespace_of",
     "is_sparse",
     "is_tensor",
@@ -86,6 +92,36 @@ class ArrayOrigin(NamedTuple):
     out_dtype: torch.dtype
     device: Any
     xp: Any = None
+
+
+_AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+@contextmanager
+def ignoring_autocast() -> Iterator[None]:
+    """Switch off any ambient :class:`torch.autocast` region within the block.
+
+    Also a decorator. The estimators choose their compute dtype from the
+    data; under a caller's ``torch.autocast(..., dtype=torch.bfloat16)``,
+    products would run in bfloat16 instead: SAE training and dictionary
+    learning failed on mixed dtypes, and SAE codes lost three digits.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import ignoring_autocast
+    >>> A = torch.ones(2, 2)
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16), ignoring_autocast():
+    ...     (A @ A).dtype
+    torch.float32
+    """
+    with ExitStack() as stack:
+        for device_type in _AUTOCAST_DEVICE_TYPES:
+            if torch.amp.is_autocast_available(
+                device_type
+            ) and torch.is_autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
 
 
 def is_tensor(X: Any) -> bool:

@@ -704,6 +704,23 @@ def test_certificates_compute_in_ieee_float32_whatever_the_matmul_precision(
     assert matmul_precision() == before
 
 
+def test_a_precision_set_during_coding_is_kept(rng, monkeypatch, matmul_precision):
+    # Set meanwhile (e.g. by another thread), the caller's own setting is
+    # not reverted when the coding call ends; the untouched one is restored.
+    D = torch.from_numpy(random_dictionary(rng, 8, 5)).float()
+    X = torch.from_numpy(rng.standard_normal((6, 5))).float()
+    mkldnn_before = torch.backends.mkldnn.matmul.fp32_precision
+    encode = _fista._encode
+
+    def user_sets_tf32(*args, **kwargs):
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(_fista, "_encode", user_sets_tf32)
+    fista_encode(X, D, alpha=0.1)
+    assert matmul_precision() == ["tf32", mkldnn_before]
+
+
 def test_concurrent_coding_keeps_ieee_float32_until_the_last_call_ends(
     rng, monkeypatch, matmul_precision
 ):

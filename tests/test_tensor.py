@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skdict import FISTACoder, OracleDictionary
+from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
 from skdict._tensor import (
     as_tensor,
     portable_state,
@@ -339,3 +339,35 @@ def test_pipeline_keeps_tensors_with_array_api_estimators(tail, device):
         out = pipe.predict(X) if hasattr(tail, "predict") else pipe.transform(X)
     assert isinstance(out, torch.Tensor) and out.device.type == device
     assert out.shape[0] == X.shape[0]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda D: SparseAutoencoder(12, max_epochs=2, random_state=0),
+        lambda D: SparseAutoencoder(
+            12, activation="topk", k=3, max_epochs=2, random_state=0
+        ),
+        lambda D: SparseAutoencoder(
+            12, activation="mp", k=3, max_epochs=2, random_state=0
+        ),
+        lambda D: FISTACoder(n_components=12, dict_max_iter=4, random_state=0),
+        lambda D: FISTACoder(D),
+        lambda D: OracleDictionary(D),
+    ],
+)
+def test_an_ambient_autocast_region_changes_nothing(make):
+    # A caller's bfloat16 autocast (for their own model) made SAE training and
+    # dictionary learning fail on mixed dtypes and SAE codes lose 3 digits.
+    data = make_compositional(12, 3, n_samples=400, random_state=0)
+    X = data.X_train.astype(np.float32)
+    expected = make(data.dictionary).fit(X)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fitted = make(data.dictionary).fit(X)
+        codes = fitted.transform(X)
+        pieces = [codes, fitted.inverse_transform(codes), fitted.score(X)]
+        if hasattr(fitted, "partial_fit"):
+            fitted.partial_fit(X)
+    np.testing.assert_array_equal(pieces[0], expected.transform(X))
+    np.testing.assert_array_equal(pieces[1], expected.inverse_transform(pieces[0]))
+    assert pieces[2] == expected.score(X)
