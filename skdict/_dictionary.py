@@ -61,7 +61,7 @@ from ._fitting import forget_fit_on_failure
 from ._params import StrictParamsMixin
 from ._tensor import (
     as_tensor,
-    ignoring_autocast,
+    ignores_autocast,
     is_sparse,
     is_tensor,
     portable_state,
@@ -1830,7 +1830,7 @@ class OracleDictionary(
         self.device = device
         self.verbose = verbose
 
-    @ignoring_autocast()
+    @ignores_autocast
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Check the given dictionary against ``X``, or estimate it from ``y``.
@@ -1894,7 +1894,7 @@ n_latents), default=None
             verbose=self.verbose,
         )
 
-    @ignoring_autocast()
+    @ignores_autocast
     def transform(self, X):
         """Sparse-code ``X`` on the oracle atoms with FISTA.
 
@@ -1915,7 +1915,7 @@ n_latents), default=None
         validate_input(self, X, reset=False, device=self.device)
         return self._coder().fit_transform(X)
 
-    @ignoring_autocast()
+    @ignores_autocast
     def inverse_transform(self, X):
         """Reconstruct data from codes: ``X @ components_ + intercept_``.
 
@@ -1935,7 +1935,7 @@ n_latents), default=None
     def _n_features_out(self):
         return self.components_.shape[0]
 
-    @ignoring_autocast()
+    @ignores_autocast
     def score(self, X, y=None):
         """Negative mean squared reconstruction error of ``X`` (greater is better).
 

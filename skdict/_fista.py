@@ -103,7 +103,7 @@ from ._fitting import forget_fit_on_failure
 from ._params import StrictParamsMixin
 from ._tensor import (
     as_tensor,
-    ignoring_autocast,
+    ignores_autocast,
     in_namespace_of,
     portable_state,
     to_fitted,
@@ -1926,7 +1926,7 @@ class FISTACoder(
         self.random_state = random_state
         self.verbose = verbose
 
-    @ignoring_autocast()
+    @ignores_autocast
     def fit(self, X, y=None):
         """Resolve (or learn) the dictionary.
 
@@ -1951,7 +1951,7 @@ class FISTACoder(
         self._fit(X, y, code=False)
         return self
 
-    @ignoring_autocast()
+    @ignores_autocast
     def fit_transform(self, X, y=None):
         """Fit to ``X`` and return its codes (coded once).
 
@@ -2086,7 +2086,7 @@ class FISTACoder(
         self.components_ = to_fitted(components, origin)
         self.intercept_ = to_fitted(components.new_zeros(components.shape[1]), origin)
 
-    @ignoring_autocast()
+    @ignores_autocast
     @_fit_context(prefer_skip_nested_validation=False)
     def partial_fit(self, X, y=None):
         """Update a learned dictionary with one mini-batch.
@@ -2286,7 +2286,7 @@ class FISTACoder(
         b = as_tensor(self.intercept_, device=X_t.device, dtype=X_t.dtype, ndim=1)
         return D, b
 
-    @ignoring_autocast()
+    @ignores_autocast
     def transform(self, X):
         """Sparse-code ``X``.
 
@@ -2331,7 +2331,7 @@ class FISTACoder(
             )
         return result
 
-    @ignoring_autocast()
+    @ignores_autocast
     def inverse_transform(self, X):
         """Reconstruct data from codes: ``X @ components_ + intercept_``.
 
@@ -2349,7 +2349,7 @@ class FISTACoder(
         D, b = self._dictionary_tensors(codes)
         return to_output(codes @ D + b, origin)
 
-    @ignoring_autocast()
+    @ignores_autocast
     def score(self, X, y=None):
         """Negative mean squared reconstruction error of ``X`` (greater is better).
 

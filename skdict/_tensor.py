@@ -19,7 +19,7 @@ back into the caller's array type here; no other module converts. The rules
   later results do not depend on the precision of the data fitted on;
 * an ambient :class:`torch.autocast` region (opened by the caller for their
   own model) does not change those dtypes: the estimators' public methods run
-  with it switched off (:func:`ignoring_autocast`).
+  with it switched off (:func:`ignores_autocast`).
 
 Validation reuses scikit-learn's :func:`~sklearn.utils.validation.validate_data`
 so that ``n_features_in_``, ``feature_names_in_`` and the wording of errors match
@@ -29,8 +29,9 @@ every other scikit-learn estimator.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+import functools
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -47,7 +48,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 __all__ = [
     "ArrayOrigin",
     "as_tensor",
-    "ignoring_autocast",
+    "ignores_autocast",
     "in_namespace_of",
     "is_sparse",
     "is_tensor",
@@ -97,31 +98,39 @@ class ArrayOrigin(NamedTuple):
 _AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 
-@contextmanager
-def ignoring_autocast() -> Iterator[None]:
-    """Switch off any ambient :class:`torch.autocast` region within the block.
+def ignores_autocast(method: Callable) -> Callable:
+    """Decorate ``method`` to run with any ambient :class:`torch.autocast` off.
 
-    Also a decorator. The estimators choose their compute dtype from the
-    data; under a caller's ``torch.autocast(..., dtype=torch.bfloat16)``,
-    products would run in bfloat16 instead: SAE training and dictionary
-    learning failed on mixed dtypes, and SAE codes lost three digits.
+    The estimators choose their compute dtype from the data; under a caller's
+    ``torch.autocast(..., dtype=torch.bfloat16)``, products would run in
+    bfloat16 instead: SAE training and dictionary learning failed on mixed
+    dtypes, and SAE codes lost three digits. (A plain function rather than
+    ``contextlib``'s decorator, so that the frame between the caller and the
+    method is skdict's and warnings still name the caller's line.)
 
     Examples
     --------
     >>> import torch
-    >>> from skdict._tensor import ignoring_autocast
-    >>> A = torch.ones(2, 2)
-    >>> with torch.autocast("cpu", dtype=torch.bfloat16), ignoring_autocast():
-    ...     (A @ A).dtype
+    >>> from skdict._tensor import ignores_autocast
+    >>> @ignores_autocast
+    ... def square(A):
+    ...     return A @ A
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     square(torch.ones(2, 2)).dtype
     torch.float32
     """
-    with ExitStack() as stack:
-        for device_type in _AUTOCAST_DEVICE_TYPES:
-            if torch.amp.is_autocast_available(
-                device_type
-            ) and torch.is_autocast_enabled(device_type):
-                stack.enter_context(torch.autocast(device_type, enabled=False))
-        yield
+
+    @functools.wraps(method)
+    def without_autocast(*args: Any, **kwargs: Any) -> Any:
+        with ExitStack() as stack:
+            for device_type in _AUTOCAST_DEVICE_TYPES:
+                if torch.amp.is_autocast_available(
+                    device_type
+                ) and torch.is_autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type, enabled=False))
+            return method(*args, **kwargs)
+
+    return without_autocast
 
 
 def is_tensor(X: Any) -> bool:

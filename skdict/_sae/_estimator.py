@@ -33,7 +33,7 @@ from .._fitting import forget_fit_on_failure
 from .._params import StrictParamsMixin
 from .._tensor import (
     as_tensor,
-    ignoring_autocast,
+    ignores_autocast,
     portable_state,
     to_fitted,
     to_output,
@@ -301,7 +301,7 @@ class SparseAutoencoder(
 
     # ------------------------------------------------------------------ fit
 
-    @ignoring_autocast()
+    @ignores_autocast
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Train the autoencoder on ``X`` from a fresh initialisation.
@@ -350,7 +350,7 @@ class SparseAutoencoder(
             self._store(module, optimizer, generator, result, origin)
         return self
 
-    @ignoring_autocast()
+    @ignores_autocast
     @_fit_context(prefer_skip_nested_validation=False)
     def partial_fit(self, X, y=None):
         """Train for one epoch over ``X``, continuing from the current state.
@@ -676,7 +676,7 @@ class SparseAutoencoder(
             codes[start : start + step] = chunk
         return codes
 
-    @ignoring_autocast()
+    @ignores_autocast
     def transform(self, X):
         """Encode ``X``.
 
@@ -695,7 +695,7 @@ class SparseAutoencoder(
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
         return to_output(self._encode(self._module_for(X_t), X_t), origin)
 
-    @ignoring_autocast()
+    @ignores_autocast
     def inverse_transform(self, X):
         """Decode codes: ``X @ components_ + intercept_``.
 
@@ -713,7 +713,7 @@ class SparseAutoencoder(
         with torch.no_grad():
             return to_output(self._module_for(codes).decode(codes), origin)
 
-    @ignoring_autocast()
+    @ignores_autocast
     def score(self, X, y=None):
         """Negative mean squared reconstruction error of ``X`` (greater is better).
 
