@@ -3,6 +3,7 @@
 import copy
 import math
 import pickle
+import sys
 import warnings
 
 import numpy as np
@@ -818,6 +819,32 @@ def test_sparse_training_path_matches_dense(rng, monkeypatch):
     assert sparse.module_.sparse_codes and not dense.module_.sparse_codes
     np.testing.assert_allclose(sparse.components_, dense.components_, atol=1e-10)
     np.testing.assert_allclose(sparse.transform(X), dense.transform(X), atol=1e-10)
+
+
+def test_sparse_training_leaves_the_warning_filters_alone(rng, monkeypatch):
+    # torch's one-off "CSR is beta" warning is hidden once, not by a
+    # catch_warnings on every backward step: with fits in threads, those
+    # could leave their "ignore UserWarning" filter behind for the process.
+    X, _ = toy_problem(rng)
+    monkeypatch.setattr(_modules, "_SPARSE_MIN_COMPONENTS", 1)
+    entered = []
+    original = warnings.catch_warnings
+
+    class Counting(original):
+        def __enter__(self):
+            entered.append(sys._getframe(1).f_code.co_filename)
+            return super().__enter__()
+
+    monkeypatch.setattr(warnings, "catch_warnings", Counting)
+    filters = list(warnings.filters)
+    with original(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            sae = SparseAutoencoder(16, activation="topk", k=2, **SMALL).fit(X)
+    assert sae.module_.sparse_codes
+    assert not [w for w in caught if "sparse" in str(w.message).lower()]
+    assert entered.count(_modules.__file__) <= 1  # 18 backward steps
+    assert warnings.filters == filters
 
 
 def test_verbose_shows_progress(rng, capsys):
