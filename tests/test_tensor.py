@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
+from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _tensor
 from skdict._tensor import (
     as_tensor,
     portable_state,
@@ -371,3 +371,23 @@ def test_an_ambient_autocast_region_changes_nothing(make):
     np.testing.assert_array_equal(pieces[0], expected.transform(X))
     np.testing.assert_array_equal(pieces[1], expected.inverse_transform(pieces[0]))
     assert pieces[2] == expected.score(X)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_finiteness_check_piecewise(dtype, monkeypatch):
+    # The check sums first (no full-size temporaries) and looks piece by
+    # piece only when the sum is not finite: a NaN or infinity anywhere is
+    # found, and finite values whose sum overflows are accepted.
+    monkeypatch.setattr(_tensor, "_FINITE_CHUNK", 7)
+    big = torch.finfo(dtype).max
+    assert _tensor._all_finite(torch.full((5, 9), big, dtype=dtype))
+    assert _tensor._all_finite(torch.zeros(0, 3, dtype=dtype))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for where in ((0, 0), (2, 3), (4, 8)):
+            T = torch.full((5, 9), big, dtype=dtype)
+            T[where] = bad
+            assert not _tensor._all_finite(T)
+            assert not _tensor._all_finite(T.T)  # not contiguous
+            ones = torch.ones(5, 9, dtype=dtype)
+            ones[where] = bad
+            assert not _tensor._all_finite(ones)
