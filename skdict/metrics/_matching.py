@@ -98,9 +98,11 @@ class _Columns(NamedTuple):
         else:
             high, low = A.amax(dim=0), A.amin(dim=0)
             peak = _peaks(high, low)
-            scaled = A / peak
-            data = scaled - scaled.mean(dim=0)
-            sq_norm = (data**2).sum(dim=0)
+            # One full-size array, centred in place: the scaled, centred and
+            # squared copies were alive at once (4x the codes in float64).
+            data = A / peak
+            data -= data.mean(dim=0)
+            sq_norm = torch.linalg.vector_norm(data, dim=0) ** 2
         # An exact test, so that the rounding residue of a constant column's
         # mean does not pass for variance.
         constant = high == low
@@ -476,7 +478,7 @@ n_components)
         rows, cols = true.indices()[:, keep]
     else:
         rows, cols = torch.nonzero(true.abs() > threshold, as_tuple=True)
-    active = pred.abs() > threshold
+    active = (pred > threshold) | (pred < -threshold)  # no float copy of pred
     l0_pred = active.sum(dim=1).to(torch.float64)
     l0_true = torch.bincount(rows, minlength=n_samples).to(torch.float64)
     matched = torch.as_tensor(matching, device=pred.device)[cols]
