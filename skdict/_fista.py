@@ -60,8 +60,9 @@ e.g. a small ``alpha`` on a small dictionary) are solved on all atoms directly,
 with the gradient in whichever of the Gram form ``z G - c`` (``G = D D^T``) and
 the residual form ``-(x - zD) D^T`` is cheaper, and with the same Newton and
 active-set steps. No ``(n_components, n_components)`` matrix is formed beyond
-``_MAX_GRAM_ELEMENTS`` entries, and every array of a batch holds
-``O(batch_size * n_components)`` entries.
+``_MAX_GRAM_ELEMENTS`` entries, every array of a batch holds
+``O(batch_size * n_components)`` entries, and the per-sample working-set
+systems (``O(w^2)`` each) are solved in chunks of ``_SYSTEM_ELEMENTS``.
 """
 
 from __future__ import annotations
@@ -118,10 +119,15 @@ __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 # Elements per (n_samples, n_components)-shaped work array in one batch when
 # ``batch_size=None``: 2**24 float32 values are 64 MiB, which keeps the peak of
 # one batch (codes, correlations, residual correlations, atom scores) near
-# 256 MiB in float32. The
-# per-sample Gram matrices of working sets and Newton systems are processed in
-# chunks of the same number of elements.
+# 256 MiB in float32.
 _AUTO_BATCH_ELEMENTS = 2**24
+# Elements per (rows, w, w)-shaped array of the per-sample working-set Gram
+# matrices and Newton systems, processed in chunks of rows: about five such
+# arrays are alive at once (the gathered Gram matrices and their int64 index,
+# the system, its Cholesky factor and magnitudes), in float64, so 2**21
+# elements each (16 MiB) add about 80 MiB to a batch. At 2**24 elements they
+# added about 700 MiB (a 2,000-atom batch of 8,388 rows peaked at +956 MB).
+_SYSTEM_ELEMENTS = 2**21
 # With a progress bar and batch_size=None, batches are cut to about a 20th of
 # the samples (at least 4,096 rows), so that the bar moves: one automatic
 # batch holds 2**24 / n_components rows, 168k samples at 100 atoms, which
@@ -577,7 +583,7 @@ def _polish(
     signs (an active-set method on the current support). Rows are grouped
     by support size, so that each group's systems are padded to its own size
     (LAPACK's batched Cholesky costs grow fast with it), in chunks of at most
-    ``_AUTO_BATCH_ELEMENTS`` values. With ``whole`` (small ``w``), every
+    ``_SYSTEM_ELEMENTS`` values. With ``whole`` (small ``w``), every
     system is instead the ``w x w`` one, inactive atoms padded (``idx`` is
     None: all positions): one factorisation call, no support to extract.
     Returns the new codes and which rows may use them.
@@ -621,7 +627,7 @@ def _polish(
                     exact[start : start + count] = True
                     start += count
                     continue
-                chunk = max(1, _AUTO_BATCH_ELEMENTS // (s * s))
+                chunk = max(1, _SYSTEM_ELEMENTS // (s * s))
                 for lo in range(start, start + count, chunk):
                     part = slice(lo, min(lo + chunk, start + count))
                     solution[part, :s], exact[part], moved[part] = _newton_on_support(
@@ -1047,12 +1053,12 @@ class _Problem:
         return torch.bmm(D_w, D_w.transpose(1, 2))
 
     def gram_chunk(self, width: int) -> int:
-        """Rows whose ``width``-atom Gram matrices fit ``_AUTO_BATCH_ELEMENTS``."""
+        """Rows whose ``width``-atom Gram matrices fit ``_SYSTEM_ELEMENTS``."""
         # Without the full Gram, each row also gathers its (width, n_features)
         # atoms.
         n_features = self.D.shape[1]
         per_row = width * (width if self.gram is not None else max(width, n_features))
-        return max(1, _AUTO_BATCH_ELEMENTS // per_row)
+        return max(1, _SYSTEM_ELEMENTS // per_row)
 
 
 def _solve_working_sets(
@@ -1066,7 +1072,7 @@ def _solve_working_sets(
     """Solve each row's lasso restricted to the atoms ``atoms`` ``(k, w)``.
 
     Rows are processed in chunks so that the per-sample Gram matrices hold at
-    most ``_AUTO_BATCH_ELEMENTS`` values. The solves run in float64 whatever
+    most ``_SYSTEM_ELEMENTS`` values. The solves run in float64 whatever
     the data's dtype: the problems are tiny, so float32 saves no time, and
     float32 working-set gaps could not resolve float32's tolerance when
     supports are large. Returns the codes in ``z_w``'s dtype.
