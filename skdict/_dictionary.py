@@ -339,12 +339,13 @@ def _same_value(a: Any, b: Any) -> bool:
     # Arrays compare by value: joblib stores every NumPy array on its own, so
     # a model saved with joblib and loaded again holds two equal arrays where
     # it held one array twice.
+    # A saved value loaded again is another object, NaN included.
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
             and isinstance(b, np.ndarray)
             and a.dtype == b.dtype
-            and np.array_equal(a, b)
+            and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
         )
     if is_tensor(a) or is_tensor(b):
         return (
@@ -352,14 +353,25 @@ def _same_value(a: Any, b: Any) -> bool:
             and is_tensor(b)
             and (a.shape, a.dtype, a.device, a.layout)
             == (b.shape, b.dtype, b.device, b.layout)
-            and bool(torch.equal(a, b))
+            and a.layout == torch.strided
+            and _equal_tensors(a, b)
         )
     if _is_estimator(a) or _is_estimator(b):
         return False  # another estimator object, whatever its parameters
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
     try:
         return bool(a == b)
     except (TypeError, ValueError, RuntimeError):  # e.g. other array types
         return False
+
+
+def _equal_tensors(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if torch.equal(a, b):
+        return True
+    if not a.is_floating_point():
+        return False
+    return bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def is_same_given(dictionary: Any, record: GivenRecord) -> bool:

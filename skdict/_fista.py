@@ -1560,7 +1560,8 @@ def _set_ieee_float32():
 
 def _restore_precision(saved):
     # Only a setting still at the value set here is restored: one the caller
-    # made meanwhile (from another thread) is theirs to keep.
+    # made meanwhile (from another thread) is theirs to keep, unless it is
+    # IEEE float32 itself, which cannot be told apart.
     backends = _matmul_backends()
     if backends is None:
         if torch.get_float32_matmul_precision() == "highest":
@@ -2116,7 +2117,8 @@ class FISTACoder(
         without coding, and later calls only check ``X``. Setting, changing
         (to other atoms, or a provider with other parameters) or clearing
         ``dictionary`` between calls is an error (call :meth:`fit` to start
-        again), and other parameters are checked as in
+        again; an array or provider changed in place is not always
+        detected), and other parameters are checked as in
         :meth:`fit`; a batch in another dtype is converted to the atoms'
         (learning continues in the precision it started in).
 

@@ -707,7 +707,9 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
         converted = copy.deepcopy(value).cpu()
     elif isinstance(value, dict):
         converted = {k: _to_cpu(v, memo) for k, v in value.items()}
-    elif isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+        converted = type(value)._make(_to_cpu(v, memo) for v in value)
+    elif isinstance(value, (list, tuple)):
         converted = type(value)(_to_cpu(v, memo) for v in value)
     else:
         return value

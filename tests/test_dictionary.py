@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import cross_val_score
@@ -939,6 +939,18 @@ def test_partial_fit_with_given_dictionary_follows_the_batch_array_type(rng):
     np.testing.assert_array_equal(coder.components_, D)
 
 
+class NaNParamProvider(BaseEstimator):
+    """A provider with a NaN parameter (at module level, to be pickled)."""
+
+    def __init__(self, atoms=None, missing=float("nan")):
+        self.atoms = atoms
+        self.missing = missing
+
+    def fit(self, X, y=None):
+        self.components_ = np.asarray(self.atoms)
+        return self
+
+
 def test_partial_fit_refuses_to_switch_between_given_and_learned(rng):
     X = sparse_codes(rng, 60, 5, 2) @ random_dictionary(rng, 5, 4)
     given = FISTACoder(random_dictionary(rng, 5, 4)).fit(X)
@@ -960,6 +972,10 @@ def test_partial_fit_refuses_to_switch_between_given_and_learned(rng):
     with pytest.raises(ValueError, match="new dictionary needs a new fit"):
         new_atoms = random_dictionary(rng, 5, 4)
         oracle.set_params(dictionary__dictionary=new_atoms).partial_fit(X)
+    # A provider's NaN parameter is the same NaN once saved and loaded.
+    coder = FISTACoder(NaNParamProvider(random_dictionary(rng, 5, 4))).partial_fit(X)
+    for copied in saved_and_loaded(coder):
+        assert copied.partial_fit(X).components_.shape == (5, 4)
     # Saved and loaded, the coder still continues its own dictionary, an
     # array, a tensor, a list or a provider alike (joblib loads the array
     # parameter and the record of it as two equal arrays).

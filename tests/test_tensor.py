@@ -13,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _tensor
+from skdict._dictionary import GivenRecord
 from skdict._tensor import (
     as_tensor,
     portable_state,
@@ -245,6 +246,31 @@ def test_portable_state_moves_tensors_to_cpu():
     moved = portable_state(state)
     assert moved["a"].device.type == "cpu" and moved["n"] == 3
     pickle.loads(pickle.dumps(moved))
+
+
+def test_portable_state_converts_named_tuples_and_keeps_sharing():
+    # The record of a given dictionary is a NamedTuple: its tensors move to
+    # the CPU with the rest and stay shared with the parameter they record.
+    atoms = torch.ones(2, 2)
+    state = {"dictionary": atoms, "_record": GivenRecord(atoms, {"atoms": atoms})}
+    moved = portable_state(state)
+    record = moved["_record"]
+    assert isinstance(record, GivenRecord)
+    assert record.dictionary is moved["dictionary"] is not atoms
+    assert record.params["atoms"] is moved["dictionary"]
+
+
+@cuda
+def test_cuda_given_dictionary_pickles_to_cpu_and_continues():
+    D = torch.nn.functional.normalize(torch.randn(6, 4, device="cuda"), dim=1)
+    X = torch.randn(20, 4, device="cuda")
+    coder = FISTACoder(D).partial_fit(X)
+    state = coder.__getstate__()
+    flat = [state["dictionary"], *state["_dictionary_param"]]
+    assert all(t.device.type == "cpu" for t in flat if torch.is_tensor(t))
+    loaded = pickle.loads(pickle.dumps(coder))
+    assert loaded.dictionary is loaded._dictionary_param.dictionary
+    assert loaded.partial_fit(X.cpu()).components_.shape == (6, 4)
 
 
 def test_array_api_strict_round_trip():

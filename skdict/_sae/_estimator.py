@@ -363,7 +363,8 @@ class SparseAutoencoder(
         ``sparsity_coef``, ``batch_size``, ...) apply from the next call;
         changing ``n_components``, ``activation``, ``k``, ``bandwidth``,
         ``freeze_decoder`` or a frozen ``decoder`` (to other atoms, or a
-        provider with other parameters) raises a ``ValueError``, as
+        provider with other parameters; one changed in place is not always
+        detected) raises a ``ValueError``, as
         that needs a new model (:meth:`fit`); invalid values raise as in
         :meth:`fit`. A call that raises leaves the model as it was: one
         whose loss diverges (``FloatingPointError``), or one interrupted
