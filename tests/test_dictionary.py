@@ -779,6 +779,23 @@ def test_float32_streaming_and_refinement_at_large_scale(rng):
     np.testing.assert_allclose(refined[1], refined[0], rtol=2e-3)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_plain_exploring_rounds_do_not_diverge(seed):
+    # Two atoms per feature: plain FISTA rounds. Codes rescaled by long
+    # least-squares atoms, fed back, grew round after round (seed 2: a round
+    # objective of 252 where zero codes cost 0.33, 40 duplicate atom pairs,
+    # similarity 0.563).
+    data = make_compositional(20, 2, n_samples=1000, random_state=seed)
+    X = data.X_train
+    coder = FISTACoder(n_components=20, positive=True, random_state=seed).fit(X)
+    zero_codes = 0.5 * (X**2).sum(axis=1).mean()
+    assert max(record["objective"] for record in coder.history_) <= zero_codes
+    cosines = np.abs(coder.components_ @ coder.components_.T)
+    np.fill_diagonal(cosines, 0.0)
+    assert cosines.max() < 0.99
+    assert dictionary_similarity(data.dictionary, coder) > 0.85
+
+
 def test_learning_data_beyond_float32s_range():
     # The search runs in float32 unless its squared norms leave float32's
     # range: float64 data of norm 1e20 or 1e-20 learn in float64 (they gave
