@@ -2320,8 +2320,10 @@ class FISTACoder(
         )
 
     def _encode(self, X, X_t: torch.Tensor, D: torch.Tensor, b: torch.Tensor):
+        # A zero intercept (an array dictionary, a learned one) needs no
+        # centred copy of all of X.
         result = fista_encode(
-            X_t - b,
+            X_t - b if bool(b.any()) else X_t,
             D,
             alpha=self.alpha,
             positive=self.positive,

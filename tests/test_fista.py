@@ -1189,3 +1189,16 @@ def test_duplicate_atoms_converge(copy, positive):
     result = fista_encode(X, D, alpha=alpha, positive=positive)
     assert bool(result.converged.all())
     assert int(result.n_iter.max()) < 500
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_coding_leaves_the_callers_data_alone(rng, dtype):
+    # With a zero intercept the solver gets the caller's tensor itself.
+    D = torch.from_numpy(random_dictionary(rng, 40, 8)).to(dtype)
+    X = torch.from_numpy(rng.standard_normal((300, 8))).to(dtype)
+    before = X.clone()
+    coder = FISTACoder(D, alpha=0.05).fit(X)
+    coder.transform(X)
+    coder.fit_transform(X)
+    coder.score(X)
+    assert torch.equal(X, before)
