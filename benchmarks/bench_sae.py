@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skdict import SparseAutoencoder
+from skdict import SparseAutoencoder, _tensor
 from skdict._sae import _modules, _training
 from skdict.datasets import make_compositional
 
@@ -327,16 +327,16 @@ def section_compile(args):
 def section_threads(args):
     X = recipe_data()
     times = {1: [], 2: []}
-    threshold = _training._SINGLE_THREAD_MACS
+    threshold = _tensor._SINGLE_THREAD_MACS
     try:
         with threads(2):
             for _ in range(args.repeats):
                 for n in (1, 2):
-                    _training._SINGLE_THREAD_MACS = threshold if n == 1 else 0
+                    _tensor._SINGLE_THREAD_MACS = threshold if n == 1 else 0
                     seconds, steps = ours("topk", X, args.bare_epochs)
                     times[n].append(1e3 * seconds / steps)
     finally:
-        _training._SINGLE_THREAD_MACS = threshold
+        _tensor._SINGLE_THREAD_MACS = threshold
     one, two = (statistics.median(times[t]) for t in (1, 2))
     print(f"\n## threads: TopK, {args.bare_epochs} epochs, median of {args.repeats}")
     print(f"1 thread {one:.3f} ms/step, 2 threads {two:.3f} ms/step")

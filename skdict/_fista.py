@@ -106,6 +106,7 @@ from ._tensor import (
     as_tensor,
     ignores_autocast,
     in_namespace_of,
+    one_thread_for_small_work,
     portable_state,
     to_fitted,
     to_output,
@@ -2030,19 +2031,23 @@ class FISTACoder(
         from ._dictionary import batch_statistics, learn_dictionary, torch_generator
 
         init = self._starting_dictionary(X, X_t, y)
-        result = learn_dictionary(
-            X_t,
-            self._n_atoms(X_t, init),
-            alpha=self.alpha,
-            positive=self.positive,
-            init=init,
-            dict_max_iter=self.dict_max_iter,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            batch_size=self.batch_size,
-            generator=torch_generator(self.random_state),
-            verbose=self.verbose,
-        )
+        n_atoms = self._n_atoms(X_t, init)
+        # A round's products: samples x atoms x features multiply-adds.
+        macs = X_t.shape[0] * n_atoms * X_t.shape[1]
+        with one_thread_for_small_work(macs, X_t.device):
+            result = learn_dictionary(
+                X_t,
+                n_atoms,
+                alpha=self.alpha,
+                positive=self.positive,
+                init=init,
+                dict_max_iter=self.dict_max_iter,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                batch_size=self.batch_size,
+                generator=torch_generator(self.random_state),
+                verbose=self.verbose,
+            )
         self._store_learned(result.components, origin)
         self.history_ = result.history
         self.n_iter_ = len(self.history_)
@@ -2229,18 +2234,20 @@ class FISTACoder(
                 else value
                 for key, value in statistics.items()
             }
-        components, statistics, record = online_dictionary_update(
-            X_t,
-            init,
-            statistics,
-            alpha=self.alpha,
-            positive=self.positive,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            batch_size=self.batch_size,
-            generator=generator,
-            explore=self._stream_explores,
-        )
+        macs = X_t.shape[0] * init.shape[0] * X_t.shape[1]
+        with one_thread_for_small_work(macs, X_t.device):
+            components, statistics, record = online_dictionary_update(
+                X_t,
+                init,
+                statistics,
+                alpha=self.alpha,
+                positive=self.positive,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                batch_size=self.batch_size,
+                generator=generator,
+                explore=self._stream_explores,
+            )
         self._store_learned(components, origin)
         self._online_statistics = statistics
         self._rng_state = generator.get_state()

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -52,6 +52,7 @@ __all__ = [
     "in_namespace_of",
     "is_sparse",
     "is_tensor",
+    "one_thread_for_small_work",
     "portable_state",
     "resolve_device",
     "sparse_as_tensor",
@@ -96,6 +97,41 @@ class ArrayOrigin(NamedTuple):
 
 
 _AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+# CPU work whose matrix products have at most this many multiply-adds runs on
+# one thread: below it a second thread has nothing to gain and a lot to lose.
+# At the paper's SAE size (300k per product) a TopK step took 0.295 ms on one
+# thread and 0.301 ms on two on a lightly loaded 2-core VM, but 0.63 against
+# 21 ms once another job held a core (benchmarks/bench_sae.py, section
+# threads); five dictionary-learning fits of 30 x 5 data took 0.021 s on one
+# thread and 2.46 s on two with one core busy.
+_SINGLE_THREAD_MACS = 2**21
+
+
+@contextmanager
+def one_thread_for_small_work(macs: int, device: torch.device) -> Iterator[None]:
+    """Run the block on one CPU thread when its products are this small.
+
+    ``macs`` is the number of multiply-adds of the block's typical matrix
+    product. The thread count is the process's: it is restored on exit.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import one_thread_for_small_work
+    >>> with one_thread_for_small_work(1_000, torch.device("cpu")):
+    ...     torch.get_num_threads()
+    1
+    """
+    previous = torch.get_num_threads()
+    single = device.type == "cpu" and macs <= _SINGLE_THREAD_MACS and previous > 1
+    if single:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if single:
+            torch.set_num_threads(previous)
 
 
 def ignores_autocast(method: Callable) -> Callable:

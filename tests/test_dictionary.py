@@ -13,7 +13,14 @@ from sklearn.decomposition import PCA
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import cross_val_score
 
-from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _dictionary, _fista
+from skdict import (
+    FISTACoder,
+    OracleDictionary,
+    SparseAutoencoder,
+    _dictionary,
+    _fista,
+    _tensor,
+)
 from skdict._dictionary import (
     _coherence_bound,
     _coherent_atoms,
@@ -1182,3 +1189,44 @@ def test_learned_dictionaries_keep_their_invariants(
     np.testing.assert_allclose(coder.inverse_transform(codes), codes @ atoms, atol=1e-6)
     again = FISTACoder(**params).fit(X)
     np.testing.assert_array_equal(again.components_, atoms)
+
+
+@pytest.fixture
+def two_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_small_learning_problems_run_on_one_thread(rng, monkeypatch, two_threads):
+    # A second thread only slows tiny products down (3x with one core busy);
+    # the caller's thread count is restored, also after an error.
+    seen = []
+    originals = {
+        name: getattr(_dictionary, name)
+        for name in ("learn_dictionary", "online_dictionary_update")
+    }
+
+    def recorder(name):
+        def recording(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return originals[name](*args, **kwargs)
+
+        return recording
+
+    for name in originals:
+        monkeypatch.setattr(_dictionary, name, recorder(name))
+    X = rng.standard_normal((30, 5))
+    FISTACoder(n_components=6, dict_max_iter=2).fit(X).partial_fit(X)
+    assert seen == [1, 1] and torch.get_num_threads() == 2
+    monkeypatch.setattr(_dictionary, "learn_dictionary", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        FISTACoder(n_components=6, dict_max_iter=2).fit(X)
+    assert torch.get_num_threads() == 2
+    # Larger problems keep the caller's threads.
+    monkeypatch.setattr(_tensor, "_SINGLE_THREAD_MACS", 0)
+    monkeypatch.setattr(_dictionary, "learn_dictionary", recorder("learn_dictionary"))
+    seen.clear()
+    FISTACoder(n_components=6, dict_max_iter=2).fit(X)
+    assert seen == [2]

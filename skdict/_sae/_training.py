@@ -20,23 +20,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
+from .._tensor import one_thread_for_small_work
 from ._modules import SAE, StepOutput, active_counts
 
 __all__ = ["AdamWStep", "TrainResult", "evaluate", "make_optimizer", "train"]
 
-# CPU steps with at most this many multiply-adds per matrix product run on one
-# thread: below it a second thread has nothing to gain and a lot to lose. At
-# the paper's size (300k per product) a TopK step took 0.295 ms on one thread
-# and 0.301 ms on two on a lightly loaded 2-core VM, but 0.63 against 21 ms
-# once another job held a core (benchmarks/bench_sae.py, section threads).
-_SINGLE_THREAD_MACS = 2**21
 # Training steps whose sums are kept before being added up (bounds the memory
 # of per-step firing counts to _REDUCE_EVERY * n_components values).
 _REDUCE_EVERY = 256
@@ -131,18 +124,9 @@ class AdamWStep:
         )
 
 
-@contextmanager
-def _threads(module: SAE, batch_size: int, device: torch.device) -> Iterator[None]:
+def _threads(module: SAE, batch_size: int, device: torch.device):
     macs = batch_size * module.n_components * module.n_features
-    previous = torch.get_num_threads()
-    single = device.type == "cpu" and macs <= _SINGLE_THREAD_MACS and previous > 1
-    if single:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if single:
-            torch.set_num_threads(previous)
+    return one_thread_for_small_work(macs, device)
 
 
 def chunk_size(module: SAE) -> int:
