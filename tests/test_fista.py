@@ -664,8 +664,11 @@ def matmul_precision():
         torch.backends.cuda.matmul,
         torch.backends.mkldnn.matmul,
     ]
+    legacy = torch.get_float32_matmul_precision()
     saved = [backend.fp32_precision for backend in backends]
     yield lambda: [b.fp32_precision for b in backends[1:]]
+    # The legacy setting first: setting it also sets the per-backend ones.
+    torch.set_float32_matmul_precision(legacy)
     for backend, value in zip(backends, saved, strict=True):
         backend.fp32_precision = value
 
