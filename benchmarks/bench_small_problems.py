@@ -7,8 +7,9 @@ the dictionary similarity of ``FISTACoder(n_components=n_latents,
 positive=True)`` with its defaults, of a second fit from its atoms
 (``--refine``: ``FISTACoder(init=atoms, positive=True)``, rounds that never
 increase the objective) and of ``MiniBatchDictionaryLearning`` at the same
-penalty (``alpha=0.1``, ``max_iter=50``, ``batch_size=256``, coordinate
-descent, non-negative codes), on one thread. Prints the means over seeds.
+penalty (``bench_dictionary.sklearn_learner``: ``alpha=0.1``,
+``max_iter=50``, ``batch_size=256``, coordinate descent, non-negative codes),
+on one thread. Prints the means over seeds.
 
 Usage::
 
@@ -49,7 +50,7 @@ def main() -> None:
 
     import numpy as np
     import torch
-    from sklearn.decomposition import MiniBatchDictionaryLearning
+    from bench_dictionary import sklearn_learner  # this folder, run as a script
 
     from skdict import FISTACoder
     from skdict.datasets import make_compositional
@@ -76,16 +77,7 @@ def main() -> None:
                 if args.refine:
                     refined = FISTACoder(init=coder.components_, positive=True).fit(X)
                     row.append(dictionary_similarity(data.dictionary, refined))
-                sklearn = MiniBatchDictionaryLearning(
-                    n_components=n_latents,
-                    alpha=0.1,
-                    max_iter=50,
-                    batch_size=256,
-                    fit_algorithm="cd",
-                    transform_algorithm="lasso_cd",
-                    positive_code=True,
-                    random_state=seed,
-                ).fit(X)
+                sklearn = sklearn_learner(n_latents, seed).fit(X)
             row.append(dictionary_similarity(data.dictionary, sklearn))
             scores.append(row)
         mean = np.mean(scores, axis=0)

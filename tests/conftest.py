@@ -15,6 +15,15 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def two_threads():
+    """Two torch threads for the test, the previous count restored after."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
 def random_dictionary(rng, n_components, n_features):
     """Unit-norm Gaussian atoms as rows."""
     D = rng.standard_normal((n_components, n_features))

@@ -1191,14 +1191,6 @@ def test_learned_dictionaries_keep_their_invariants(
     np.testing.assert_array_equal(again.components_, atoms)
 
 
-@pytest.fixture
-def two_threads():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(saved)
-
-
 def test_small_learning_problems_run_on_one_thread(rng, monkeypatch, two_threads):
     # A second thread only slows tiny products down (3x with one core busy);
     # the caller's thread count is restored, also after an error.

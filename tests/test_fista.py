@@ -159,14 +159,6 @@ def test_batching_and_masking_do_not_change_codes(rng):
     torch.testing.assert_close(batch, chunked.codes, atol=1e-7, rtol=0)
 
 
-@pytest.fixture
-def two_threads():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.mark.parametrize("inference", [False, True])
 def test_shares_solved_by_worker_threads_match_one_thread(
     rng, monkeypatch, two_threads, inference
