@@ -336,10 +336,10 @@ def record_given(dictionary: Any) -> GivenRecord:
 def _same_value(a: Any, b: Any) -> bool:
     if a is b:
         return True
-    # Arrays compare by value: joblib stores every NumPy array on its own, so
-    # a model saved with joblib and loaded again holds two equal arrays where
-    # it held one array twice.
-    # A saved value loaded again is another object, NaN included.
+    # Arrays compare by value, NaN equal to NaN: joblib stores every NumPy
+    # array on its own, so a model saved with joblib and loaded again holds
+    # two equal arrays where it held one array twice (and pickle two NaN
+    # floats where it held one).
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
