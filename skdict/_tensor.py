@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
@@ -105,6 +107,36 @@ _AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 # 21 ms once another job held a core (benchmarks/bench_sae.py, section
 # threads); five dictionary-learning fits of 30 x 5 data took 0.021 s on one
 # thread and 2.46 s on two with one core busy.
+_CSR_WARNING_LOCK = threading.Lock()
+_csr_warning_issued = False
+
+
+def silence_csr_beta_warning() -> None:
+    """Issue torch's once-per-process "CSR support is in beta" warning, hidden.
+
+    Sparse products (sparse TopK training's sampled products, sparse-sparse
+    products of codes in the metrics) go through torch's CSR layout, which
+    warns once per process; the warning says nothing about the caller's data.
+    It is issued here once under a ``catch_warnings`` that hides it: a
+    ``catch_warnings`` around every product would reset the warning registries
+    each time and, with calls in threads, could leave its "ignore" filter
+    behind for the whole process.
+    """
+    global _csr_warning_issued
+    if _csr_warning_issued:
+        return
+    with _CSR_WARNING_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        torch.sparse_csr_tensor(
+            torch.tensor([0, 0]),
+            torch.tensor([], dtype=torch.int64),
+            torch.tensor([]),
+            (1, 1),
+            check_invariants=False,
+        )
+        _csr_warning_issued = True
+
+
 _SINGLE_THREAD_MACS = 2**21
 
 

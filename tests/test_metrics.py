@@ -90,8 +90,9 @@ def test_mcc_equals_brute_force_over_all_matchings(seed, p, q):
     if np.ptp(Z, axis=0).max() == 0:
         Z[0, 0] = 1.0
     expected = brute_force_mcc(Z, codes)
-    assert mcc_score(Z, codes) == pytest.approx(expected, abs=1e-12)
-    assert mcc_score(sp.csr_matrix(Z), codes) == pytest.approx(expected, abs=1e-12)
+    for true in (Z, sp.csr_matrix(Z)):
+        for pred in (codes, sp.csr_matrix(codes)):
+            assert mcc_score(true, pred) == pytest.approx(expected, abs=1e-12)
 
 
 @settings(max_examples=25, deadline=None)
@@ -194,6 +195,46 @@ def test_sparse_codes_with_stored_zeros(rng):
     codes = rng.standard_normal((20, 4))
     assert mcc_score(stored, codes) == pytest.approx(mcc_score(Z, codes))
     assert mcc_score(stored, Z[:, [2, 0]]) == pytest.approx(1.0)
+
+
+def test_sparse_codes_are_never_densified(rng, monkeypatch):
+    # The metrics of a wide sparse autoencoder's codes on many samples: a
+    # dense copy of the codes would be (n_samples, n_components).
+    Z = sparse_codes(rng, 200, 8, 2)
+    codes = np.hstack([3 * Z[:, ::-1], sparse_codes(rng, 200, 40, 3)])
+    expected = [
+        mcc_score(Z, codes),
+        mcc_score(Z, codes, top_variance=True),
+        support_scores(Z, codes),
+    ]
+    densify = torch.Tensor.to_dense
+
+    def refuse_codes(tensor, *args, **kwargs):
+        assert tensor.shape[0] != codes.shape[0], "a code matrix was densified"
+        return densify(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to_dense", refuse_codes)
+    for true in (Z, sp.csr_matrix(Z)):
+        got = [
+            mcc_score(true, sp.csr_matrix(codes)),
+            mcc_score(true, sp.csr_matrix(codes), top_variance=True),
+            support_scores(true, sp.csr_matrix(codes)),
+        ]
+        assert got[0] == pytest.approx(expected[0], abs=1e-12)
+        assert got[1] == pytest.approx(expected[1], abs=1e-12)
+        assert got[2] == pytest.approx(expected[2], abs=1e-12)
+
+
+def test_mcc_of_sparse_columns_that_are_mostly_non_zero(rng):
+    # Two sparse sides are correlated from uncentred products minus
+    # n mean mean^T: columns far from zero everywhere cancel many digits.
+    Z = 1 + 1e-3 * rng.uniform(size=(300, 3))
+    codes = np.hstack([Z[:, [2, 0]] + 1e-4 * rng.standard_normal((300, 2)), Z])
+    codes[:, 2:] += 1e-3 * rng.standard_normal((300, 3))
+    expected = mcc_score(Z, codes)
+    assert expected < 0.99  # the noise matters
+    got = mcc_score(sp.csr_matrix(Z), sp.csr_matrix(codes))
+    assert got == pytest.approx(expected, abs=1e-7)
 
 
 @cuda
@@ -360,8 +401,9 @@ def test_support_scores_equal_brute_force(seed, p, q):
     matching[rng.permutation(p)[: chosen.size]] = chosen
     expected = brute_force_support(Z, codes, matching, 1e-4)
     for true in (Z, sp.csr_matrix(Z)):
-        got = support_scores(true, codes, matching=matching)
-        assert got == pytest.approx(expected, abs=1e-12)
+        for pred in (codes, sp.csr_matrix(codes), torch.from_numpy(codes).to_sparse()):
+            got = support_scores(true, pred, matching=matching)
+            assert got == pytest.approx(expected, abs=1e-12)
 
 
 def test_support_scores_default_matching_is_the_correlation_matching(rng):

@@ -60,13 +60,13 @@ n_features)``, the saving Gao et al. (2024) get from their sparse kernels.
 from __future__ import annotations
 
 import math
-import threading
-import warnings
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .._tensor import silence_csr_beta_warning
 
 __all__ = [
     "ACTIVATIONS",
@@ -182,7 +182,7 @@ def _sampled_matmul(codes: Codes, grad: Tensor, weight: Tensor) -> Codes:
     """``grad @ weight.T``, only where ``codes`` has entries when it is sparse."""
     if isinstance(codes, Tensor):
         return F.linear(grad, weight)
-    _silence_csr_beta_warning()
+    silence_csr_beta_warning()
     pattern = torch.sparse_csr_tensor(
         codes.crow,
         codes.columns,
@@ -192,31 +192,6 @@ def _sampled_matmul(codes: Codes, grad: Tensor, weight: Tensor) -> Codes:
     )
     values = torch.sparse.sampled_addmm(pattern, grad, weight.T, beta=0.0)
     return codes._replace(values=values.values())
-
-
-_CSR_WARNING_LOCK = threading.Lock()
-_csr_warning_issued = False
-
-
-def _silence_csr_beta_warning() -> None:
-    # torch flags its CSR layout as beta once per process (the product above
-    # is covered by tests/test_sae.py). It is issued here once, under a
-    # catch_warnings that hides it: a catch_warnings on every backward step
-    # reset the warning registries each time and, with fits in threads, could
-    # leave its "ignore" filter behind for the whole process.
-    global _csr_warning_issued
-    if _csr_warning_issued:
-        return
-    with _CSR_WARNING_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        torch.sparse_csr_tensor(
-            torch.tensor([0, 0]),
-            torch.tensor([], dtype=torch.int64),
-            torch.tensor([]),
-            (1, 1),
-            check_invariants=False,
-        )
-        _csr_warning_issued = True
 
 
 def _column_sums(codes: Codes) -> Tensor:

@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import check_is_fitted
 
 from .._dictionary import _is_estimator, is_provider
-from .._tensor import as_tensor, to_numpy
+from .._tensor import as_tensor, silence_csr_beta_warning, to_numpy
 from ._inputs import as_matrices, compute_device
 
 __all__ = ["dictionary_similarity", "mcc_score", "support_scores"]
@@ -40,6 +40,9 @@ class _Columns(NamedTuple):
     data : torch.Tensor
         The scaled, centred columns when dense; a sparse matrix scaled but not
         centred (centring would fill it in).
+    mean : torch.Tensor of shape (p,)
+        The means of the scaled columns still held in ``data``: those of a
+        sparse matrix, zeros for dense (centred) columns.
     sq_norm : torch.Tensor of shape (p,)
         Squared norms of the scaled, centred columns (0 for constant columns).
     constant : torch.Tensor of shape (p,)
@@ -50,6 +53,7 @@ class _Columns(NamedTuple):
     """
 
     data: torch.Tensor
+    mean: torch.Tensor
     sq_norm: torch.Tensor
     constant: torch.Tensor
     peak: torch.Tensor
@@ -103,15 +107,17 @@ class _Columns(NamedTuple):
             data = A / peak
             data -= data.mean(dim=0)
             sq_norm = torch.linalg.vector_norm(data, dim=0) ** 2
+            mean = data.new_zeros(p)
         # An exact test, so that the rounding residue of a constant column's
         # mean does not pass for variance.
         constant = high == low
-        return cls(data, torch.where(constant, 0.0, sq_norm), constant, peak)
+        return cls(data, mean, torch.where(constant, 0.0, sq_norm), constant, peak)
 
     def subset(self, index: torch.Tensor) -> _Columns:
         """Return the statistics of the columns ``index`` only."""
         return _Columns(
             self.data.index_select(1, index),
+            self.mean[index],
             self.sq_norm[index],
             self.constant[index],
             self.peak[index],
@@ -125,15 +131,27 @@ def _peaks(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
 
 
 def _abs_correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
-    """|Pearson| between every true column and every (dense) code column.
+    """|Pearson| between every true column and every code column.
 
-    The code columns are centred, so ``(A - 1 mean_A)^T B_c = A^T B_c``: a
-    sparse ``A`` is never densified. Constant columns correlate 0.
+    Dense columns are centred, so ``(A - 1 mean_A)^T B_c = A^T B_c``: one
+    sparse side is never densified. Two sparse sides are not centred either,
+    and ``n mean_A mean_B^T`` is subtracted from their product, in float64:
+    the subtraction cancels about ``log10(mean^2 / variance)`` digits, which
+    stays small for columns that are mostly zeros (``density / (1 - density)``
+    for constant non-zero values). Constant columns correlate 0.
     """
-    if true.data.is_sparse:
-        cross = torch.sparse.mm(true.data.t(), codes.data)
+    A, B = true.data, codes.data
+    if A.is_sparse and B.is_sparse:
+        silence_csr_beta_warning()  # torch's sparse-sparse product goes via CSR
+        cross = torch.sparse.mm(A.t().double(), B.double()).to_dense()
+        cross -= A.shape[0] * torch.outer(true.mean.double(), codes.mean.double())
+        cross = cross.to(A.dtype)
+    elif A.is_sparse:
+        cross = torch.sparse.mm(A.t(), B)
+    elif B.is_sparse:
+        cross = torch.sparse.mm(B.t(), A).T
     else:
-        cross = true.data.T @ codes.data
+        cross = A.T @ B
     scale = torch.outer(true.sq_norm.sqrt(), codes.sq_norm.sqrt())
     corr = torch.where(
         scale > 0, cross / scale.clamp_min(torch.finfo(scale.dtype).tiny), 0.0
@@ -154,7 +172,7 @@ def _correlation_matching(
     Parameters
     ----------
     true : torch.Tensor of shape (n_samples, n_latents), dense or sparse COO
-    codes : dense torch.Tensor of shape (n_samples, n_components)
+    codes : torch.Tensor of shape (n_samples, n_components), dense or sparse COO
     top_variance : bool, default=False
         See :func:`mcc_score`.
 
@@ -218,7 +236,7 @@ n_latents)
         the ID-pool latents of an OOD set) are left out of the average.
     codes : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
 n_components)
-        Recovered codes.
+        Recovered codes. Sparse codes are not densified.
     top_variance : bool, default=False
         Only let the code dimensions with the highest variance on these
         samples compete, as many as there are varying true latents: the
@@ -247,7 +265,7 @@ n_components)
     >>> round(mcc_score(Z, Z[:, :2]), 6)  # the third latent goes unmatched
     0.666667
     """
-    tensors = as_matrices({"Z_true": Z_true, "codes": codes}, dense=("codes",))
+    tensors = as_matrices({"Z_true": Z_true, "codes": codes})
     _, correlation, n_varying = _correlation_matching(
         tensors["Z_true"], tensors["codes"], top_variance=top_variance
     )
@@ -439,7 +457,7 @@ n_latents)
         Ground-truth codes.
     codes : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
 n_components)
-        Recovered codes.
+        Recovered codes. Sparse codes are not densified.
     threshold : float, default=1e-4
         Activity threshold on absolute values, for both code matrices.
     matching : array-like of shape (n_latents,), default=None
@@ -466,25 +484,31 @@ n_components)
     {'precision': 0.5, 'recall': 0.667, 'f1': 0.556, 'l0_true': 1.333, \
 'l0_pred': 1.333}
     """
-    tensors = as_matrices({"Z_true": Z_true, "codes": codes}, dense=("codes",))
+    tensors = as_matrices({"Z_true": Z_true, "codes": codes})
     true, pred = tensors["Z_true"], tensors["codes"]
     n_samples, n_latents = true.shape
     if matching is None:
         matching = _correlation_matching(true, pred)[0]
     else:
         matching = _check_matching(matching, n_latents, pred.shape[1])
-    if true.is_sparse:
-        keep = true.values().abs() > threshold
-        rows, cols = true.indices()[:, keep]
-    else:
-        rows, cols = torch.nonzero(true.abs() > threshold, as_tuple=True)
-    active = (pred > threshold) | (pred < -threshold)  # no float copy of pred
-    l0_pred = active.sum(dim=1).to(torch.float64)
+    rows, cols = _active_entries(true, threshold)
     l0_true = torch.bincount(rows, minlength=n_samples).to(torch.float64)
     matched = torch.as_tensor(matching, device=pred.device)[cols]
     hit = matched >= 0
+    rows, matched = rows[hit], matched[hit]
+    if pred.is_sparse:
+        # Membership of (sample, matched dimension) among the active entries,
+        # by flat index: no (n_samples, n_components) mask.
+        pred_rows, pred_cols = _active_entries(pred, threshold)
+        l0_pred = torch.bincount(pred_rows, minlength=n_samples).to(torch.float64)
+        width = pred.shape[1]
+        found = torch.isin(rows * width + matched, pred_rows * width + pred_cols)
+    else:
+        active = (pred > threshold) | (pred < -threshold)  # no float copy of pred
+        l0_pred = active.sum(dim=1).to(torch.float64)
+        found = active[rows, matched]
     tp = torch.zeros(n_samples, dtype=torch.float64, device=pred.device)
-    tp.index_add_(0, rows[hit], active[rows[hit], matched[hit]].to(torch.float64))
+    tp.index_add_(0, rows, found.to(torch.float64))
     precision = torch.where(l0_pred > 0, tp / l0_pred.clamp_min(1), 0.0)
     recall = torch.where(l0_true > 0, tp / l0_true.clamp_min(1), 0.0)
     total = precision + recall
@@ -496,6 +520,17 @@ n_components)
         "l0_true": float(l0_true.mean()),
         "l0_pred": float(l0_pred.mean()),
     }
+
+
+def _active_entries(
+    codes: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns of the entries of ``codes`` above ``threshold`` in magnitude."""
+    if codes.is_sparse:
+        keep = codes.values().abs() > threshold
+        rows, cols = codes.indices()[:, keep]
+        return rows, cols
+    return torch.nonzero(codes.abs() > threshold, as_tuple=True)
 
 
 def _check_matching(matching: Any, n_latents: int, n_components: int) -> np.ndarray:
