@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from skdict import FISTACoder, OracleDictionary
 from skdict.datasets import make_compositional
 from skdict.metrics import (
+    _probing,
     best_feature_auc,
     compositional_gap,
     dictionary_similarity,
@@ -202,18 +203,25 @@ def test_sparse_codes_are_never_densified(rng, monkeypatch):
     # dense copy of the codes would be (n_samples, n_components).
     Z = sparse_codes(rng, 200, 8, 2)
     codes = np.hstack([3 * Z[:, ::-1], sparse_codes(rng, 200, 40, 3)])
+    y = (Z[:, 3] > 0).astype(int)
     expected = [
         mcc_score(Z, codes),
         mcc_score(Z, codes, top_variance=True),
         support_scores(Z, codes),
+        best_feature_auc(codes, y, codes[::-1], y[::-1]),
     ]
     densify = torch.Tensor.to_dense
 
     def refuse_codes(tensor, *args, **kwargs):
-        assert tensor.shape[0] != codes.shape[0], "a code matrix was densified"
+        assert tuple(tensor.shape) != codes.shape, "the codes were densified"
         return densify(tensor, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "to_dense", refuse_codes)
+    monkeypatch.setattr(_probing, "_RANK_BLOCK", 200 * 7)  # blocks of 7 columns
+    sparse = sp.csr_matrix(codes)
+    got = best_feature_auc(sparse, y, sparse[::-1], y[::-1])
+    assert got == expected[3]
+    assert got["feature"] == 4  # codes[:, 4] is 3 * Z[:, 3]
     for true in (Z, sp.csr_matrix(Z)):
         got = [
             mcc_score(true, sp.csr_matrix(codes)),

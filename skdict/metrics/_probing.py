@@ -47,7 +47,7 @@ def _per_feature_auc(codes: torch.Tensor, y: np.ndarray) -> torch.Tensor:
     auc = torch.empty(n_components, dtype=torch.float64, device=codes.device)
     block = max(1, _RANK_BLOCK // n_samples)
     for start in range(0, n_components, block):
-        values = codes[:, start : start + block].T.contiguous()
+        values = _column_block(codes, start, block).T.contiguous()
         ordered = torch.sort(values, dim=1).values
         below = torch.searchsorted(ordered, values, side="left")
         through = torch.searchsorted(ordered, values, side="right")
@@ -63,6 +63,15 @@ def _per_feature_auc(codes: torch.Tensor, y: np.ndarray) -> torch.Tensor:
             n_pos * n_neg
         )
     return auc
+
+
+def _column_block(codes: torch.Tensor, start: int, width: int) -> torch.Tensor:
+    """Dense columns ``start:start + width`` of dense or sparse COO ``codes``."""
+    if not codes.is_sparse:
+        return codes[:, start : start + width]
+    stop = min(start + width, codes.shape[1])
+    columns = torch.arange(start, stop, device=codes.device)
+    return codes.index_select(1, columns).to_dense()
 
 
 def best_feature_auc(
@@ -106,25 +115,37 @@ n_components), default=None
     >>> best_feature_auc(codes, [0, 1, 0, 1], codes_ood, [0, 1, 0, 1])
     {'auc_id': 1.0, 'auc_ood': 0.75, 'feature': 0}
     """
-    C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=True)
+    C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=True, dense=False)
     per_feature = _per_feature_auc(C_id, y_id)
     feature = int(torch.argmax(per_feature))
     result = {"auc_id": float(per_feature[feature]), "auc_ood": None}
     if codes_ood is not None or y_ood is not None:
         C_ood, y_ood = _codes_and_labels(
-            codes_ood, y_ood, "ood", binary=True, n_components=C_id.shape[1]
+            codes_ood,
+            y_ood,
+            "ood",
+            binary=True,
+            n_components=C_id.shape[1],
+            dense=False,
         )
-        result["auc_ood"] = float(_per_feature_auc(C_ood[:, [feature]], y_ood)[0])
+        ood_column = _column_block(C_ood, feature, 1)
+        result["auc_ood"] = float(_per_feature_auc(ood_column, y_ood)[0])
     return {**result, "feature": feature}
 
 
 def _codes_and_labels(
-    codes: Any, y: Any, split: str, *, binary: bool, n_components: int | None = None
+    codes: Any,
+    y: Any,
+    split: str,
+    *,
+    binary: bool,
+    n_components: int | None = None,
+    dense: bool = True,
 ) -> tuple[torch.Tensor, np.ndarray]:
     if codes is None or y is None:
         raise ValueError(f"codes_{split} and y_{split} must be given together.")
     name = f"codes_{split}"
-    C = as_matrices({name: codes}, dense=(name,))[name]
+    C = as_matrices({name: codes}, dense=(name,) if dense else ())[name]
     if n_components is not None and C.shape[1] != n_components:
         raise ValueError(
             f"{name} has {C.shape[1]} dimensions but codes_id has {n_components}."
