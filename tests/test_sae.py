@@ -1085,3 +1085,19 @@ def test_selection_counts_match_bincount():
     assert counts.dtype == torch.float32 and counts.shape == (12,)
     expected = torch.bincount(indices.view(-1), minlength=12).float()
     torch.testing.assert_close(counts, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_float32_and_float64_fits_start_from_the_same_weights(rng, activation):
+    # torch draws other numbers for float32 than for float64 from one
+    # generator: a seed chosen on float64 NumPy data must give the same model
+    # on float32 data (e.g. a tensor moved to the GPU), up to rounding.
+    X, _ = toy_problem(rng)
+    params = dict(activation=activation, lr=1e-3, max_epochs=3, random_state=0)
+    if activation in ("topk", "batchtopk", "mp"):
+        params["k"] = 2
+    fits = [
+        SparseAutoencoder(8, **params).fit(X.astype(dtype))
+        for dtype in (float, np.float32)
+    ]
+    np.testing.assert_allclose(fits[0].components_, fits[1].components_, atol=1e-5)

@@ -17,7 +17,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils import _safe_indexing
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
@@ -28,6 +28,7 @@ from .._dictionary import (
     is_same_given,
     record_given,
     resolve_dictionary,
+    torch_generator,
 )
 from .._fitting import forget_fit_on_failure
 from .._params import StrictParamsMixin
@@ -111,7 +112,10 @@ class SparseAutoencoder(
         CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights, the validation split and the shuffling;
-        two fits on the CPU with the same seed give identical weights.
+        two fits on the CPU with the same seed give identical weights. The
+        initial weights do not depend on the data's precision or device
+        beyond rounding, so float32 and float64 fits with one seed start from
+        the same model.
     verbose : int, default=0
         Show a progress bar over epochs when positive; in
         :meth:`partial_fit`, whose calls are one epoch each, when at least 2
@@ -320,7 +324,7 @@ class SparseAutoencoder(
         """
         with forget_fit_on_failure(self):
             X_t, origin = validate_input(self, X, reset=True, device=self.device)
-            generator = self._generator()
+            generator = torch_generator(self.random_state)
             X_train, X_val, train_rows = self._split(X_t, generator)
             if train_rows is not None and fits_on_data(self.decoder):
                 # A decoder estimator is fitted on the training rows only: the
@@ -385,7 +389,7 @@ class SparseAutoencoder(
         if not hasattr(self, "module_"):
             with forget_fit_on_failure(self):
                 X_t, origin = validate_input(self, X, reset=True, device=self.device)
-                generator = self._generator()
+                generator = torch_generator(self.random_state)
                 module, decoder = self._init_module(X, y, X_t, generator)
                 optimizer = self._optimizer(module)
                 # One epoch per call: a bar per call only from verbose=2.
@@ -472,10 +476,6 @@ class SparseAutoencoder(
         if name == "decoder":  # only a frozen decoder is the model's own
             return self.freeze_decoder
         return True
-
-    def _generator(self) -> torch.Generator:
-        seed = check_random_state(self.random_state).randint(2**31 - 1)
-        return torch.Generator().manual_seed(int(seed))
 
     def _split(self, X_t, generator):
         """Return the training rows, the validation rows and the training indices."""

@@ -439,16 +439,17 @@ class SAE(nn.Module):
         """Initialise as in the paper (and as Gao et al., 2024, do).
 
         Without ``decoder``: the encoder is Kaiming-uniform (``torch.nn.Linear``'s
-        default, drawn on the CPU from ``generator`` so that every device gets
-        the same weights) and the decoder its transpose with unit-norm atoms.
-        With ``decoder``: those atoms, used as given, and the encoder starts as
-        their transpose. ``bias`` initialises ``b_dec`` (zero when None).
+        default, drawn in float64 on the CPU from ``generator`` so that every
+        device and precision gets the same weights: torch draws other numbers
+        for float32 than for float64 from one generator) and the decoder its
+        transpose with unit-norm atoms. With ``decoder``: those atoms, used as
+        given, and the encoder starts as their transpose. ``bias`` initialises
+        ``b_dec`` (zero when None).
         """
         if decoder is None:
-            weight = torch.empty(
-                self.n_components, self.n_features, dtype=self.W_dec.dtype
-            )
-            nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+            drawn = torch.empty(self.n_components, self.n_features, dtype=torch.float64)
+            nn.init.kaiming_uniform_(drawn, a=math.sqrt(5), generator=generator)
+            weight = drawn.to(self.W_dec.dtype)
             self.W_dec.copy_(weight)
             self.normalize_decoder_()
         else:
