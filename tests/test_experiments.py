@@ -18,6 +18,7 @@ from skdict.experiments import (
     METHODS,
     RECORD_KEYS,
     PaperSettings,
+    _compare,
     _runner,
     compare_methods,
     format_table,
@@ -575,3 +576,14 @@ def test_plot_study_leaves_the_callers_matplotlib_alone(tmp_path):
     finally:
         matplotlib.use(backend)
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "seed, error", [(-1, ValueError), (2**32, ValueError), (0.5, TypeError)]
+)
+def test_compare_methods_checks_the_seed_before_running(data, seed, error, monkeypatch):
+    # An invalid seed is refused before any method runs, not by the first
+    # estimator that takes it after the others have run.
+    monkeypatch.setattr(_compare, "MethodContext", lambda *a: pytest.fail("ran"))
+    with pytest.raises(error, match="random_state"):
+        compare_methods(data, ["fista_oracle", "sae_dict_fista"], random_state=seed)

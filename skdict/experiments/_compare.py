@@ -207,7 +207,8 @@ def compare_methods(
         Method names; None runs all of them. The SAE + FISTA methods reuse the
         SAE trained for ``settings.base_sae`` when both run.
     random_state : int, default=None
-        Seed for every estimator's initialisation (None: not reproducible).
+        Seed for every estimator's initialisation, in ``[0, 2**32 - 1]``
+        (None: not reproducible).
     device : str, default="auto"
         Where estimators compute (see :func:`skdict.FISTACoder`).
     settings : PaperSettings, default=None
@@ -246,6 +247,13 @@ def compare_methods(
     if random_state is not None and not isinstance(random_state, (int, np.integer)):
         raise TypeError(
             f"random_state must be an int or None; got {type(random_state).__name__}."
+        )
+    if random_state is not None and not 0 <= random_state < 2**32:
+        # Checked here, not by the first estimator that takes the seed: that
+        # may come after other methods have run for minutes.
+        raise ValueError(
+            f"random_state must be in [0, 2**32 - 1] (a NumPy seed); got "
+            f"{random_state}."
         )
     context = MethodContext(data, settings or PaperSettings(), random_state, device)
     if any("sae" in method.name for method in chosen):
