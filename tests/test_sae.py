@@ -891,6 +891,34 @@ def test_tensor_in_tensor_out(rng):
     assert sae.transform(X).dtype == np.float64
 
 
+def test_coding_in_another_dtype_follows_the_current_weights(rng):
+    # The float64 copy of a float32 model is kept between calls, and must
+    # not outlive training or an in-place change of the weights.
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, **SMALL).fit(X.astype(np.float32))
+
+    def float64_reference():
+        W_enc, b_enc, b_dec = (
+            getattr(sae.module_, name).detach().double().numpy()
+            for name in ("W_enc", "b_enc", "b_dec")
+        )
+        return np.maximum((X - b_dec) @ W_enc.T + b_enc, 0.0)
+
+    first = sae.transform(X)
+    assert sae.transform(X) is not first
+    np.testing.assert_allclose(first, float64_reference(), atol=1e-12)
+    moved = sae._moved_module[1]
+    sae.transform(X[:3])
+    assert sae._moved_module[1] is moved  # reused
+    sae.partial_fit(X.astype(np.float32))
+    np.testing.assert_allclose(sae.transform(X), float64_reference(), atol=1e-12)
+    with torch.no_grad():
+        sae.module_.W_enc.mul_(-1.0)
+    np.testing.assert_allclose(sae.transform(X), float64_reference(), atol=1e-12)
+    assert "_moved_module" not in pickle.loads(pickle.dumps(sae)).__dict__
+    assert "_moved_module" in sae.__dict__  # pickling leaves the cache alone
+
+
 def test_transform_in_chunks(rng, monkeypatch):
     X, _ = toy_problem(rng)
     sae = SparseAutoencoder(16, activation="mp", k=3, **SMALL).fit(X)

@@ -660,11 +660,31 @@ class SparseAutoencoder(
     # ------------------------------------------------------------ transform
 
     def _module_for(self, T: torch.Tensor) -> SAE:
-        """Return the fitted module on ``T``'s device and dtype (copied if moved)."""
-        W = self.module_.W_dec
+        """Return the fitted module on ``T``'s device and dtype (copied if moved).
+
+        The copy is kept for the next call: copying and casting the module
+        took 80 % of the time of coding small batches in another dtype (an
+        8,192-atom model, batches of 16 rows: 49 ms a call against 4.6 ms).
+        It is keyed on the module's identity and its parameters' version
+        counters, so training, or any in-place change of the weights, makes
+        a fresh one.
+        """
+        module = self.module_
+        W = module.W_dec
         if W.device == T.device and W.dtype == T.dtype:
-            return self.module_
-        return copy.deepcopy(self.module_).to(device=T.device, dtype=T.dtype)
+            return module
+        key = (
+            id(module),
+            T.device,
+            T.dtype,
+            tuple(p._version for p in module.parameters()),
+        )
+        cached = getattr(self, "_moved_module", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        moved = copy.deepcopy(module).to(device=T.device, dtype=T.dtype)
+        self._moved_module = (key, moved)
+        return moved
 
     def _encode(self, module: SAE, X_t: torch.Tensor) -> torch.Tensor:
         """Dense codes of ``X_t``, coded in chunks of rows."""
@@ -740,7 +760,9 @@ class SparseAutoencoder(
         return self.components_.shape[0]
 
     def __getstate__(self):
-        return portable_state(super().__getstate__())
+        state = super().__getstate__()  # the instance's own __dict__
+        # The moved module is a cache, rebuilt on demand.
+        return portable_state({k: v for k, v in state.items() if k != "_moved_module"})
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
