@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import roc_auc_score
@@ -490,6 +491,32 @@ def test_probe_accuracy_transfers_the_id_probe(rng):
     assert result == {"acc_id": 1.0, "acc_ood": 0.0}
     labels = np.where(y == 1, "yes", "no")
     assert probe_accuracy(codes, labels)["acc_id"] == 1.0
+
+
+def test_probe_accuracy_hands_sparse_codes_to_probes_that_take_them(rng, monkeypatch):
+    Z = sparse_codes(rng, 300, 30, 3)
+    y = (Z[:, 4] > 0).astype(int)
+    Z_ood = sparse_codes(rng, 100, 30, 3)
+    y_ood = (Z_ood[:, 4] > 0).astype(int)
+    dense = probe_accuracy(Z, y, Z_ood, y_ood)
+    lda = LinearDiscriminantAnalysis()  # needs dense input
+    dense_lda = probe_accuracy(Z, y, Z_ood, y_ood, probe=lda)
+    densify = torch.Tensor.to_dense
+    densified = []
+
+    def counting(tensor, *args, **kwargs):
+        densified.append(tuple(tensor.shape))
+        return densify(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to_dense", counting)
+    for layout in (sp.csr_matrix, lambda A: torch.from_numpy(A).to_sparse()):
+        got = probe_accuracy(layout(Z), y, layout(Z_ood), y_ood)
+        assert got == pytest.approx(dense, abs=1e-12)
+        assert densified == []
+        got = probe_accuracy(layout(Z), y, layout(Z_ood), y_ood, probe=lda)
+        assert got == pytest.approx(dense_lda, abs=1e-12)
+        assert densified == [(300, 30), (100, 30)]
+        densified.clear()
 
 
 @pytest.mark.parametrize(
