@@ -21,12 +21,20 @@ Cases:
   ``n_components`` in {1k, 4k, 16k, 65k}, each configuration in a fresh
   subprocess on data generated beforehand; then 16k and 65k components with a
   smaller ``batch_size``, to show that memory is bounded by it.
+* ``dense``: codes whose supports fill the feature space (a small ``alpha``
+  on Gaussian data, where supports reach ``n_features`` and the working sets
+  hold more atoms than features, so that the Newton systems are singular):
+  256 unit-norm Gaussian atoms in 64 dimensions at ``alpha=0.02`` and 1,000
+  in 200 at ``alpha=0.05``, standard-normal samples, float64, one thread,
+  against ``sparse_encode`` with ``lasso_lars`` (exact here) and ``lasso_cd``;
+  the total objective must match lasso_lars's within 1e-8 (relative).
 
 Usage::
 
     python benchmarks/bench_fista.py [--quick] [--repeats 3] [--threads 1,2]
                                      [--device cpu|cuda] [--skip-scaling]
                                      [--plain] [--alpha 0.1]
+                                     [--skip-dense | --dense-only]
 
 ``--quick`` codes 1,000 samples of the oracle task once per configuration and
 skips the scaling study (well under a minute on 2 cores). ``--device cuda``
@@ -351,6 +359,59 @@ def scaling(args) -> None:
             )
 
 
+def dense(args) -> None:
+    print("\ndense supports (float64, one thread)")
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    for n_components, n_features, n_samples, alpha in [
+        (256, 64, 200, 0.02),
+        (1000, 200, 50, 0.05),
+    ]:
+        D = rng.standard_normal((n_components, n_features))
+        D /= np.linalg.norm(D, axis=1, keepdims=True)
+        n_samples = n_samples // 4 if args.quick else n_samples
+        X = rng.standard_normal((n_samples, n_features))
+        _dense_case(X, D, alpha, args.repeats)
+
+
+def _dense_case(X, D, alpha: float, repeats: int) -> None:
+    from sklearn.decomposition import sparse_encode
+
+    from skdict import FISTACoder
+
+    coder = FISTACoder(dictionary=D, alpha=alpha).fit(X)
+    ours, _, Z = _timed(lambda: coder.transform(X), repeats, _CPU)
+    with warnings.catch_warnings():
+        # lasso_cd stops short of its tolerance on some rows here.
+        warnings.simplefilter("ignore")
+        lars, _, Z_lars = _timed(
+            lambda: sparse_encode(X, D, algorithm="lasso_lars", alpha=alpha),
+            repeats,
+            _CPU,
+        )
+        cd, _, _ = _timed(
+            lambda: sparse_encode(
+                X, D, algorithm="lasso_cd", alpha=alpha, max_iter=10000
+            ),
+            repeats,
+            _CPU,
+        )
+    best = _objective(X, Z_lars, D, alpha)
+    mismatch = (_objective(X, Z, D, alpha) - best) / best
+    assert mismatch <= 1e-8, mismatch
+    n_samples, (n_components, n_features) = X.shape[0], D.shape
+    print(
+        f"{n_components} atoms, {n_features} features, alpha={alpha}, "
+        f"{n_samples} samples ({np.count_nonzero(Z) / n_samples:.0f} active "
+        f"per sample): FISTACoder {ours:.2f} s, lasso_lars {lars:.2f} s "
+        f"({ours / lars:.2f}x), lasso_cd {cd:.2f} s ({ours / cd:.2f}x); "
+        f"objective vs lasso_lars {mismatch:+.1e}"
+    )
+
+
+_CPU = torch.device("cpu")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -374,13 +435,18 @@ def main() -> None:
         help="comma-separated torch intra-op thread counts to time FISTACoder "
         "with on the CPU (the scaling study uses the last)",
     )
+    parser.add_argument("--skip-dense", action="store_true")
+    parser.add_argument("--dense-only", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_scaling_case(*json.loads(args.child))))
         return
-    oracle(args)
-    if not (args.quick or args.skip_scaling):
+    if not args.dense_only:
+        oracle(args)
+    if not args.skip_dense:
+        dense(args)
+    if not (args.quick or args.skip_scaling or args.dense_only):
         scaling(args)
 
 

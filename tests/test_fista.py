@@ -456,14 +456,16 @@ def test_newton_step_solves_the_face(rng, flip):
         )
 
 
-def test_newton_step_shrinks_singular_supports(rng):
-    """More atoms than dimensions: a move along a null vector of G_SS keeps the
-    residual, does not raise the objective and drops one atom."""
-    D = random_dictionary(rng, 6, 4)
-    x = rng.standard_normal(4)
-    z = rng.uniform(0.1, 1.0, 6)
+@pytest.mark.parametrize("n_atoms, n_features", [(6, 4), (13, 5), (40, 9)])
+def test_newton_step_shrinks_singular_supports(rng, n_atoms, n_features):
+    """More atoms than dimensions: moves along null vectors of G_SS keep the
+    residual, do not raise the objective and drop one atom per null
+    dimension, down to the rank, with one eigendecomposition."""
+    D = random_dictionary(rng, n_atoms, n_features)
+    x = rng.standard_normal(n_features)
+    z = rng.uniform(0.1, 1.0, n_atoms)
     G, b, alpha = D @ D.T, D @ x, 0.01
-    valid = torch.ones(1, 6, dtype=torch.bool)
+    valid = torch.ones(1, n_atoms, dtype=torch.bool)
     for partial, expect in ((False, False), (True, True)):
         solution, ok, moved = _newton_on_support(
             torch.from_numpy(G)[None],
@@ -474,7 +476,7 @@ def test_newton_step_shrinks_singular_supports(rng):
         )
         assert not bool(ok) and bool(moved) == expect
     new = solution[0].numpy()
-    assert int((new == 0).sum()) == 1 and np.all(new >= 0)
+    assert int((new != 0).sum()) == n_features and np.all(new >= 0)
     np.testing.assert_allclose(new @ D, z @ D, atol=1e-10)
     assert (
         lasso_objective(x[None], new[None], D, alpha)
