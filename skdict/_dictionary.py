@@ -1663,9 +1663,11 @@ def _sparse_code_statistics(
     cross = X.new_zeros(codes.shape[1], X.shape[1], dtype=work)
     chunk = max(1, _CODE_CHUNK_ELEMENTS // max(X.shape[1], 1))
     for start in range(0, X.shape[0], chunk):
-        Z = sparse_as_tensor(scaled[start : start + chunk], device=X.device, name="y")
+        Z = sparse_as_tensor(
+            scaled[start : start + chunk], device=X.device, dtype=work, name="y"
+        )
         X_chunk = X[start : start + chunk].to(work) / x_scale
-        cross += torch.sparse.mm(Z.to(work).t(), X_chunk)
+        cross += torch.sparse.mm(Z.t(), X_chunk)
     return gram.to(device=X.device, dtype=work), cross
 
 

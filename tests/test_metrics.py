@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
 
 from skdict import FISTACoder, OracleDictionary
 from skdict.datasets import make_compositional
@@ -234,16 +235,21 @@ def test_sparse_codes_are_never_densified(rng, monkeypatch):
         assert got[2] == pytest.approx(expected[2], abs=1e-12)
 
 
-def test_mcc_of_sparse_columns_that_are_mostly_non_zero(rng):
-    # Two sparse sides are correlated from uncentred products minus
-    # n mean mean^T: columns far from zero everywhere cancel many digits.
-    Z = 1 + 1e-3 * rng.uniform(size=(300, 3))
-    codes = np.hstack([Z[:, [2, 0]] + 1e-4 * rng.standard_normal((300, 2)), Z])
-    codes[:, 2:] += 1e-3 * rng.standard_normal((300, 3))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mcc_of_sparse_columns_that_are_mostly_non_zero(rng, dtype):
+    # Sparse columns are correlated from uncentred products, centred
+    # afterwards: columns far from zero everywhere cancel many digits, and
+    # float32 sums of 20,000 values near 10 lose the variance altogether.
+    Z = rng.uniform(size=(20_000, 3))
+    codes = np.hstack([10 + 0.01 * Z[:, [2, 0]], 1 + 1e-3 * Z])
+    codes[:, 2:] += 1e-3 * rng.standard_normal((20_000, 3))
     expected = mcc_score(Z, codes)
     assert expected < 0.99  # the noise matters
-    got = mcc_score(sp.csr_matrix(Z), sp.csr_matrix(codes))
-    assert got == pytest.approx(expected, abs=1e-7)
+    Z, codes = Z.astype(dtype), codes.astype(dtype)
+    for true in (Z, sp.csr_matrix(Z)):
+        for pred in (codes, sp.csr_matrix(codes)):
+            tolerance = 1e-7 if dtype == np.float64 else 1e-5
+            assert mcc_score(true, pred) == pytest.approx(expected, abs=tolerance)
 
 
 @cuda
@@ -512,6 +518,11 @@ def test_probe_accuracy_hands_sparse_codes_to_probes_that_take_them(rng, monkeyp
     for layout in (sp.csr_matrix, lambda A: torch.from_numpy(A).to_sparse()):
         got = probe_accuracy(layout(Z), y, layout(Z_ood), y_ood)
         assert got == pytest.approx(dense, abs=1e-12)
+        # Probes built on liblinear, libsvm or SGD take int32 indices only.
+        for other in (LinearSVC(), LogisticRegression(solver="liblinear")):
+            expected = probe_accuracy(Z, y, Z_ood, y_ood, probe=other)
+            got = probe_accuracy(layout(Z), y, layout(Z_ood), y_ood, probe=other)
+            assert got == pytest.approx(expected, abs=1e-12)
         assert densified == []
         got = probe_accuracy(layout(Z), y, layout(Z_ood), y_ood, probe=lda)
         assert got == pytest.approx(dense_lda, abs=1e-12)

@@ -907,16 +907,33 @@ def test_coding_in_another_dtype_follows_the_current_weights(rng):
     first = sae.transform(X)
     assert sae.transform(X) is not first
     np.testing.assert_allclose(first, float64_reference(), atol=1e-12)
-    moved = sae._moved_module[1]
+    moved = sae._moved_module[2]
     sae.transform(X[:3])
-    assert sae._moved_module[1] is moved  # reused
+    assert sae._moved_module[2] is moved  # reused
     sae.partial_fit(X.astype(np.float32))
     np.testing.assert_allclose(sae.transform(X), float64_reference(), atol=1e-12)
     with torch.no_grad():
         sae.module_.W_enc.mul_(-1.0)
     np.testing.assert_allclose(sae.transform(X), float64_reference(), atol=1e-12)
+    sae.module_.W_enc.data = -sae.module_.W_enc.data  # no version change
+    np.testing.assert_allclose(sae.transform(X), float64_reference(), atol=1e-12)
+    for seed in (1, 2):  # a refit's module may take the id of a freed one
+        sae.set_params(random_state=seed).fit(X.astype(np.float32))
+        np.testing.assert_allclose(sae.transform(X), float64_reference(), atol=1e-12)
     assert "_moved_module" not in pickle.loads(pickle.dumps(sae)).__dict__
     assert "_moved_module" in sae.__dict__  # pickling leaves the cache alone
+
+
+def test_coding_in_another_dtype_follows_the_buffers(rng):
+    # BatchTopK codes with a threshold kept as a buffer, not a parameter.
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, activation="batchtopk", k=2, **SMALL)
+    sae.fit(X.astype(np.float32))
+    sae.transform(X)
+    with torch.no_grad():
+        sae.module_.threshold.fill_(0.5)
+    float32_codes = sae.transform(X.astype(np.float32))
+    np.testing.assert_allclose(sae.transform(X), float32_codes, atol=1e-5)
 
 
 def test_transform_in_chunks(rng, monkeypatch):

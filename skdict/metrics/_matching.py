@@ -71,7 +71,10 @@ class _Columns(NamedTuple):
         """Return the statistics of the columns of ``A``."""
         n, p = A.shape
         if A.is_sparse:
-            (_, cols), values = A.indices(), A.values()
+            # In float64: sums of many float32 values near a column's mean
+            # (an always-active latent) lose the variance, and sparse columns
+            # are correlated from uncentred products (_abs_correlation).
+            (_, cols), values = A.indices(), _wide(A.values())
             count = torch.bincount(cols, minlength=p)
             high, low = (
                 values.new_zeros(p).scatter_reduce(
@@ -124,6 +127,11 @@ class _Columns(NamedTuple):
         )
 
 
+def _wide(T: torch.Tensor) -> torch.Tensor:
+    """``T`` in float64, or float32 on Apple's MPS, which has no float64."""
+    return T.float() if T.device.type == "mps" else T.double()
+
+
 def _peaks(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     """Largest magnitude of each column from its range; 1 for zero columns."""
     peak = torch.maximum(high.abs(), low.abs())
@@ -133,26 +141,34 @@ def _peaks(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
 def _abs_correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
     """|Pearson| between every true column and every code column.
 
-    Dense columns are centred, so ``(A - 1 mean_A)^T B_c = A^T B_c``: one
-    sparse side is never densified. Two sparse sides are not centred either,
-    and ``n mean_A mean_B^T`` is subtracted from their product, in float64:
-    the subtraction cancels about ``log10(mean^2 / variance)`` digits, which
-    stays small for columns that are mostly zeros (``density / (1 - density)``
-    for constant non-zero values). Constant columns correlate 0.
+    Dense columns are centred, sparse ones are not (centring would fill them
+    in): with a sparse side, the product is centred afterwards, from
+    ``sum_i (a_i - m_a)(b_i - m_b) = A^T B - m_a S_b - S_a m_b + n m_a m_b``
+    with the column sums ``S`` (``n m`` for a sparse side, about zero for a
+    centred one, whose rounding residue this removes too), in float64: the
+    subtraction cancels about ``log10(mean^2 / variance)`` digits. Constant
+    columns correlate 0.
     """
     A, B = true.data, codes.data
-    if A.is_sparse and B.is_sparse:
-        silence_csr_beta_warning()  # torch's sparse-sparse product goes via CSR
-        cross = torch.sparse.mm(A.t().double(), B.double()).to_dense()
-        cross -= A.shape[0] * torch.outer(true.mean.double(), codes.mean.double())
-        cross = cross.to(A.dtype)
-    elif A.is_sparse:
-        cross = torch.sparse.mm(A.t(), B)
-    elif B.is_sparse:
-        cross = torch.sparse.mm(B.t(), A).T
-    else:
+    if not (A.is_sparse or B.is_sparse):
         cross = A.T @ B
-    scale = torch.outer(true.sq_norm.sqrt(), codes.sq_norm.sqrt())
+        scale = torch.outer(true.sq_norm.sqrt(), codes.sq_norm.sqrt())
+    else:
+        A, B = _wide(A), _wide(B)
+        if A.is_sparse and B.is_sparse:
+            silence_csr_beta_warning()  # torch's sparse-sparse product uses CSR
+            cross = torch.sparse.mm(A.t(), B).to_dense()
+        elif A.is_sparse:
+            cross = torch.sparse.mm(A.t(), B)
+        else:
+            cross = torch.sparse.mm(B.t(), A).T
+        n = A.shape[0]
+        mean_a, mean_b = _wide(true.mean), _wide(codes.mean)
+        sum_a = n * mean_a if A.is_sparse else A.sum(dim=0)
+        sum_b = n * mean_b if B.is_sparse else B.sum(dim=0)
+        cross -= torch.outer(mean_a, sum_b) + torch.outer(sum_a, mean_b)
+        cross += n * torch.outer(mean_a, mean_b)
+        scale = torch.outer(_wide(true.sq_norm).sqrt(), _wide(codes.sq_norm).sqrt())
     corr = torch.where(
         scale > 0, cross / scale.clamp_min(torch.finfo(scale.dtype).tiny), 0.0
     )

@@ -242,4 +242,8 @@ def _probe_input(codes: torch.Tensor, probe: Any) -> Any:
     if not get_tags(probe).input_tags.sparse:
         return to_numpy(codes.to_dense())
     rows, cols = to_numpy(codes.indices())
+    if max(*codes.shape, codes._nnz()) < np.iinfo(np.int32).max:
+        # int32 indices where they fit: liblinear, libsvm, SGD and the tree
+        # probes accept no others (torch's are int64).
+        rows, cols = rows.astype(np.int32), cols.astype(np.int32)
     return sp.csr_array((to_numpy(codes.values()), (rows, cols)), shape=codes.shape)
