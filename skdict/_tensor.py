@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import functools
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
@@ -46,6 +45,8 @@ from sklearn.utils._array_api import (
     move_to,
 )
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from ._warnings import ignoring
 
 __all__ = [
     "ArrayOrigin",
@@ -100,14 +101,6 @@ class ArrayOrigin(NamedTuple):
 
 _AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
-# CPU work whose matrix products have at most this many multiply-adds runs on
-# one thread: below it a second thread has nothing to gain and a lot to lose.
-# At the paper's SAE size (300k per product) a TopK step took 0.295 ms on one
-# thread and 0.301 ms on two on a lightly loaded 2-core VM, but 0.63 against
-# 21 ms once another job held a core (benchmarks/bench_sae.py, section
-# threads); five dictionary-learning fits of 30 x 5 data took 0.021 s on one
-# thread and 2.46 s on two with one core busy.
-_CSR_WARNING_LOCK = threading.Lock()
 _csr_warning_issued = False
 
 
@@ -125,8 +118,7 @@ def silence_csr_beta_warning() -> None:
     global _csr_warning_issued
     if _csr_warning_issued:
         return
-    with _CSR_WARNING_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with ignoring(UserWarning):
         torch.sparse_csr_tensor(
             torch.tensor([0, 0]),
             torch.tensor([], dtype=torch.int64),
@@ -137,6 +129,13 @@ def silence_csr_beta_warning() -> None:
         _csr_warning_issued = True
 
 
+# CPU work whose matrix products have at most this many multiply-adds runs on
+# one thread: below it a second thread has nothing to gain and a lot to lose.
+# At the paper's SAE size (300k per product) a TopK step took 0.295 ms on one
+# thread and 0.301 ms on two on a lightly loaded 2-core VM, but 0.63 against
+# 21 ms once another job held a core (benchmarks/bench_sae.py, section
+# threads); five dictionary-learning fits of 30 x 5 data took 0.021 s on one
+# thread and 2.46 s on two with one core busy.
 _SINGLE_THREAD_MACS = 2**21
 
 
@@ -158,12 +157,45 @@ def one_thread_for_small_work(macs: int, device: torch.device) -> Iterator[None]
     previous = torch.get_num_threads()
     single = device.type == "cpu" and macs <= _SINGLE_THREAD_MACS and previous > 1
     if single:
-        torch.set_num_threads(1)
+        use_one_thread_here(previous)
     try:
         yield
     finally:
         if single:
             torch.set_num_threads(previous)
+
+
+def use_one_thread_here(default: int) -> None:
+    """Compute on one thread in the calling thread only.
+
+    ``torch.set_num_threads(n)`` also sets the count that every thread takes
+    at its first parallel operation: a thread of the caller's (a web server's
+    worker, a threaded GridSearchCV's) starting while it was 1 kept one
+    thread for good. That inherited count is put back to ``default`` from a
+    thread of its own, where the call changes nothing else. The caller
+    restores its own count with ``torch.set_num_threads(default)``.
+
+    Examples
+    --------
+    >>> import threading, torch
+    >>> from skdict._tensor import use_one_thread_here
+    >>> previous = torch.get_num_threads()
+    >>> use_one_thread_here(previous)
+    >>> seen = []
+    >>> other = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    >>> other.start(); other.join()
+    >>> torch.get_num_threads(), seen == [previous]
+    (1, True)
+    >>> torch.set_num_threads(previous)
+    """
+    # A thread's first torch call sets its count from the inherited one, so
+    # a fresh thread (a pool's worker) takes that first; else it would pick
+    # up ``default`` after the reset below.
+    torch.get_num_threads()
+    torch.set_num_threads(1)
+    inherited = threading.Thread(target=torch.set_num_threads, args=(default,))
+    inherited.start()
+    inherited.join()
 
 
 def ignores_autocast(method: Callable) -> Callable:

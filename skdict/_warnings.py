@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import joblib
 import sklearn
 
-__all__ = ["warn"]
+__all__ = ["ignoring", "warn"]
 
 # joblib runs the fits of scikit-learn's model selection (cross_validate,
 # GridSearchCV), between its frames and the user's.
@@ -64,3 +67,36 @@ def warn(message: str, category: type[Warning]) -> None:
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)
+
+
+# One lock for every block of skdict that changes the warning filters:
+# catch_warnings saves and restores the process's filter list, so two such
+# blocks overlapping in threads (probe_accuracy under a threaded GridSearchCV)
+# could restore a list that still holds the other's "ignore", silencing every
+# later ConvergenceWarning of the process. Reentrant: an ignored block may
+# fit an estimator that enters another.
+_FILTERS_LOCK = threading.RLock()
+
+
+@contextmanager
+def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
+    """Ignore warnings of ``category`` (matching ``message``) in the block.
+
+    Unlike a bare :class:`warnings.catch_warnings`, blocks of skdict entered
+    from several threads at once do not leave each other's filters behind.
+    Other libraries' ``catch_warnings`` blocks are not covered (Python 3.14's
+    context-aware warnings cover them).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skdict._warnings import ignoring
+    >>> before = list(warnings.filters)
+    >>> with ignoring(UserWarning, "expected"):
+    ...     warnings.warn("expected and ignored")
+    >>> warnings.filters == before
+    True
+    """
+    with _FILTERS_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message, category)
+        yield

@@ -1,5 +1,7 @@
 import functools
 import pickle
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from itertools import permutations
 
 import numpy as np
@@ -528,6 +530,18 @@ def test_probe_accuracy_hands_sparse_codes_to_probes_that_take_them(rng, monkeyp
         assert got == pytest.approx(dense_lda, abs=1e-12)
         assert densified == [(300, 30), (100, 30)]
         densified.clear()
+
+
+def test_probe_accuracy_in_threads_leaves_the_warning_filters(rng):
+    # Its "ignore ConvergenceWarning" block, entered from several threads at
+    # once (a threaded GridSearchCV), left the filter behind for the process.
+    codes = rng.standard_normal((200, 10))
+    y = (codes[:, 0] + 0.3 * rng.standard_normal(200) > 0).astype(int)
+    filters = list(warnings.filters)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: probe_accuracy(codes, y), range(40)))
+    assert warnings.filters == filters
+    assert all(result == results[0] for result in results)
 
 
 @pytest.mark.parametrize(

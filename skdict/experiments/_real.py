@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -37,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
 from .._params import validate_hyperparameters
+from .._warnings import ignoring
 from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder, model_name
 from ..metrics import probe_accuracy, reconstruction_error
@@ -116,9 +116,8 @@ def _concept_atoms(ctx: MethodContext) -> Any:
     objects (``benchmarks/RESULTS.md`` shows how much the split matters).
     """
     data = ctx.data
-    with warnings.catch_warnings():
-        # The dependence above is known and resolved by the minimum-norm split.
-        warnings.filterwarnings("ignore", "The columns of y are linearly dependent")
+    # The dependence above is known and resolved by the minimum-norm split.
+    with ignoring(UserWarning, "The columns of y are linearly dependent"):
         atoms = OracleDictionary().fit(data.X_train, data.Z_train).components_
     return atoms / np.linalg.norm(atoms, axis=1, keepdims=True)
 

@@ -11,7 +11,6 @@ distribution still scores high there.)
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import get_tags
 
 from .._tensor import to_numpy
+from .._warnings import ignoring
 from ._inputs import as_matrices, labels
 
 __all__ = ["best_feature_auc", "probe_accuracy"]
@@ -210,11 +210,10 @@ n_components), default=None
     else:
         probe = clone(probe)
     features_id = _probe_input(C_id, probe)
-    with warnings.catch_warnings():
+    with ignoring(ConvergenceWarning):
         # On linearly separable codes the unpenalised optimum lies at
         # infinity: L-BFGS stops at max_iter with a separating hyperplane,
         # which is all the accuracy needs.
-        warnings.simplefilter("ignore", ConvergenceWarning)
         probe.fit(features_id, y_id)
     accuracy = {"acc_id": float(probe.score(features_id, y_id)), "acc_ood": None}
     if codes_ood is not None or y_ood is not None:
