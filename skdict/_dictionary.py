@@ -1909,10 +1909,14 @@ class OracleDictionary(
         X : array-like or torch.Tensor of shape (n_samples, n_features)
             Data.
         y : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
-n_latents), default=None
+n_latents) or (n_samples,), default=None
             Ground-truth codes, required when ``dictionary`` is None (e.g.
-            ``Z_train`` of :func:`~skdict.datasets.make_compositional`). With a
-            given dictionary, passed to the provider's ``fit``.
+            ``Z_train`` of :func:`~skdict.datasets.make_compositional`); a 1-D
+            ``y`` is the codes of one latent. Class labels are not codes:
+            one-hot encode them first (e.g.
+            ``OneHotEncoder().fit_transform(labels.reshape(-1, 1))``, a sparse
+            matrix), which makes each class's atom the mean of its samples.
+            With a given dictionary, passed to the provider's ``fit``.
 
         Returns
         -------
