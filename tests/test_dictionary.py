@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import cross_val_score
+from sklearn.preprocessing import OneHotEncoder
 
 from skdict import (
     FISTACoder,
@@ -200,6 +201,22 @@ def test_oracle_rejects_dictionary_of_wrong_width(rng):
     X = rng.standard_normal((10, 6))
     with pytest.raises(ValueError, match="dimension 5, but X has 6 features"):
         OracleDictionary(random_dictionary(rng, 4, 5)).fit(X)
+
+
+def test_oracle_of_one_hot_class_labels_is_the_class_means(rng):
+    # As its docstring says: one-hot labels make each class's atom the mean of
+    # its samples; a 1-D y is one latent's codes.
+    X = rng.standard_normal((40, 5))
+    labels = rng.integers(0, 3, 40)
+    one_hot = OneHotEncoder().fit_transform(labels.reshape(-1, 1))
+    oracle = OracleDictionary().fit(X, one_hot)
+    means = [X[labels == c].mean(axis=0) for c in range(3)]
+    np.testing.assert_allclose(oracle.components_, means, atol=1e-12)
+    codes = rng.uniform(size=40)
+    np.testing.assert_allclose(
+        OracleDictionary().fit(X, codes).components_,
+        OracleDictionary().fit(X, codes[:, None]).components_,
+    )
 
 
 def test_oracle_errors(rng):
