@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -193,9 +195,42 @@ def use_one_thread_here(default: int) -> None:
     # up ``default`` after the reset below.
     torch.get_num_threads()
     torch.set_num_threads(1)
-    inherited = threading.Thread(target=torch.set_num_threads, args=(default,))
-    inherited.start()
-    inherited.join()
+    done = threading.Event()
+    _count_setter().put((default, done))
+    done.wait()
+
+
+_COUNT_SETTER_LOCK = threading.Lock()
+_count_setter_of: tuple[int, queue.SimpleQueue] | None = None
+
+
+def _count_setter() -> queue.SimpleQueue:
+    """Return the request queue of the thread setting the inherited count.
+
+    One long-lived thread: a fresh thread per request made every small SAE
+    ``partial_fit`` call about 1 ms slower (1.9 -> 2.8 ms at 256 latents,
+    batches of 64, 2 torch threads). Started again in a forked child, which
+    inherits the record but not the thread.
+    """
+    global _count_setter_of
+    with _COUNT_SETTER_LOCK:
+        if _count_setter_of is None or _count_setter_of[0] != os.getpid():
+            requests: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(
+                target=_serve_counts,
+                args=(requests,),
+                daemon=True,
+                name="skdict-thread-count",
+            ).start()
+            _count_setter_of = (os.getpid(), requests)
+        return _count_setter_of[1]
+
+
+def _serve_counts(requests: queue.SimpleQueue) -> None:
+    while True:
+        count, done = requests.get()
+        torch.set_num_threads(count)
+        done.set()
 
 
 def ignores_autocast(method: Callable) -> Callable:
