@@ -199,15 +199,17 @@ def test_worker_threads_leave_later_threads_their_thread_count(
     during, solve = [], _fista._encode_batch
 
     def solve_and_start_a_thread(*args, **kwargs):
-        during.append(torch.get_num_threads())  # the worker's own count
-        other = threading.Thread(target=lambda: during.append(torch.get_num_threads()))
+        started = []
+        other = threading.Thread(target=lambda: started.append(torch.get_num_threads()))
         other.start()
         other.join()
+        # The worker's own count, and that of the thread it started.
+        during.append((torch.get_num_threads(), *started))
         return solve(*args, **kwargs)
 
     monkeypatch.setattr(_fista, "_encode_batch", solve_and_start_a_thread)
     fista_encode(X, torch.from_numpy(D), alpha=0.05)
-    assert during == [1, 2, 1, 2]  # two workers, each starting a thread
+    assert during == [(1, 2), (1, 2)]  # two workers
     seen = []
     later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
     later.start()
