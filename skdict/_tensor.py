@@ -34,7 +34,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -229,7 +229,10 @@ def _count_setter() -> queue.SimpleQueue:
 def _serve_counts(requests: queue.SimpleQueue) -> None:
     while True:
         count, done = requests.get()
-        torch.set_num_threads(count)
+        # A failed call must neither end this thread nor leave its requester
+        # waiting (the count, a thread's own, is always a valid one).
+        with suppress(Exception):
+            torch.set_num_threads(count)
         done.set()
 
 
