@@ -158,9 +158,10 @@ def one_thread_for_small_work(macs: int, device: torch.device) -> Iterator[None]
     """
     previous = torch.get_num_threads()
     single = device.type == "cpu" and macs <= _SINGLE_THREAD_MACS and previous > 1
-    if single:
-        use_one_thread_here(previous)
     try:
+        # Inside the try: an interruption while the count changes restores it.
+        if single:
+            use_one_thread_here(previous)
         yield
     finally:
         if single:
