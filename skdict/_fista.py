@@ -110,7 +110,6 @@ from ._tensor import (
     portable_state,
     to_fitted,
     to_output,
-    use_one_thread_here,
     validate_codes,
     validate_input,
 )
@@ -1751,7 +1750,7 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
         threads = torch.get_num_threads()
         try:
             with ThreadPoolExecutor(
-                n_workers, initializer=use_one_thread_here, initargs=(threads,)
+                n_workers, initializer=torch.set_num_threads, initargs=(1,)
             ) as pool:
                 for batch in batches:
                     size = batch.stop - batch.start
@@ -1767,8 +1766,8 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
                     )
                     progress.update(size)
         finally:
-            # Puts back the count new threads inherit even if a worker's
-            # initializer failed halfway.
+            # A worker's set_num_threads also sets the count every thread
+            # started later begins with; the calling thread's call resets it.
             torch.set_num_threads(threads)
     progress.close()
     return FISTAResult(codes, n_iter, converged)

@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
-import queue
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -131,6 +128,12 @@ def silence_csr_beta_warning() -> None:
         _csr_warning_issued = True
 
 
+# Issued at import, so that no thread needs the filters' lock for it later: a
+# threaded probe fitted inside probe_accuracy's ignoring block (which holds
+# the lock) would otherwise wait for it in sparse TopK training, forever.
+silence_csr_beta_warning()
+
+
 # CPU work whose matrix products have at most this many multiply-adds runs on
 # one thread: below it a second thread has nothing to gain and a lot to lose.
 # At the paper's SAE size (300k per product) a TopK step took 0.295 ms on one
@@ -161,80 +164,11 @@ def one_thread_for_small_work(macs: int, device: torch.device) -> Iterator[None]
     try:
         # Inside the try: an interruption while the count changes restores it.
         if single:
-            use_one_thread_here(previous)
+            torch.set_num_threads(1)
         yield
     finally:
         if single:
             torch.set_num_threads(previous)
-
-
-def use_one_thread_here(default: int) -> None:
-    """Compute on one thread in the calling thread only.
-
-    ``torch.set_num_threads(n)`` also sets the count that every thread takes
-    at its first parallel operation: a thread of the caller's (a web server's
-    worker, a threaded GridSearchCV's) starting while it was 1 kept one
-    thread for good. That inherited count is put back to ``default`` from a
-    thread of its own, where the call changes nothing else. The caller
-    restores its own count with ``torch.set_num_threads(default)``.
-
-    Examples
-    --------
-    >>> import threading, torch
-    >>> from skdict._tensor import use_one_thread_here
-    >>> previous = torch.get_num_threads()
-    >>> use_one_thread_here(previous)
-    >>> seen = []
-    >>> other = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-    >>> other.start(); other.join()
-    >>> torch.get_num_threads(), seen == [previous]
-    (1, True)
-    >>> torch.set_num_threads(previous)
-    """
-    # A thread's first torch call sets its count from the inherited one, so
-    # a fresh thread (a pool's worker) takes that first; else it would pick
-    # up ``default`` after the reset below.
-    torch.get_num_threads()
-    torch.set_num_threads(1)
-    done = threading.Event()
-    _count_setter().put((default, done))
-    done.wait()
-
-
-_COUNT_SETTER_LOCK = threading.Lock()
-_count_setter_of: tuple[int, queue.SimpleQueue] | None = None
-
-
-def _count_setter() -> queue.SimpleQueue:
-    """Return the request queue of the thread setting the inherited count.
-
-    One long-lived thread: a fresh thread per request made every small SAE
-    ``partial_fit`` call about 1 ms slower (1.9 -> 2.8 ms at 256 latents,
-    batches of 64, 2 torch threads). Started again in a forked child, which
-    inherits the record but not the thread.
-    """
-    global _count_setter_of
-    with _COUNT_SETTER_LOCK:
-        if _count_setter_of is None or _count_setter_of[0] != os.getpid():
-            requests: queue.SimpleQueue = queue.SimpleQueue()
-            threading.Thread(
-                target=_serve_counts,
-                args=(requests,),
-                daemon=True,
-                name="skdict-thread-count",
-            ).start()
-            _count_setter_of = (os.getpid(), requests)
-        return _count_setter_of[1]
-
-
-def _serve_counts(requests: queue.SimpleQueue) -> None:
-    while True:
-        count, done = requests.get()
-        # A failed call must neither end this thread nor leave its requester
-        # waiting (the count, a thread's own, is always a valid one).
-        with suppress(Exception):
-            torch.set_num_threads(count)
-        done.set()
 
 
 def ignores_autocast(method: Callable) -> Callable:

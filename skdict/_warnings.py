@@ -83,9 +83,10 @@ def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
     """Ignore warnings of ``category`` (matching ``message``) in the block.
 
     Unlike a bare :class:`warnings.catch_warnings`, blocks of skdict entered
-    from several threads at once do not leave each other's filters behind.
-    Other libraries' ``catch_warnings`` blocks are not covered (Python 3.14's
-    context-aware warnings cover them).
+    from several threads at once do not leave each other's filters behind:
+    they run one at a time, so a block must not wait for other threads that
+    enter one. Other libraries' ``catch_warnings`` blocks are not covered
+    (Python 3.14's context-aware warnings cover them).
 
     Examples
     --------

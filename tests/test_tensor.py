@@ -2,7 +2,6 @@
 
 import pickle
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -418,15 +417,3 @@ def test_finiteness_check_piecewise(dtype, monkeypatch):
             ones = torch.ones(5, 9, dtype=dtype)
             ones[where] = bad
             assert not _tensor._all_finite(ones)
-
-
-def test_one_thread_for_small_work_leaves_other_threads_alone(two_threads):
-    # A thread started inside the block (another request of a server) keeps
-    # the process's count; torch would hand it the block's single thread.
-    seen = []
-    with _tensor.one_thread_for_small_work(1, torch.device("cpu")):
-        assert torch.get_num_threads() == 1
-        other = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-        other.start()
-        other.join()
-    assert seen == [2] and torch.get_num_threads() == 2
