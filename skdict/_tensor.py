@@ -100,23 +100,19 @@ class ArrayOrigin(NamedTuple):
 
 _AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
-_csr_warning_issued = False
 
-
-def silence_csr_beta_warning() -> None:
+def _hide_csr_beta_warning() -> None:
     """Issue torch's once-per-process "CSR support is in beta" warning, hidden.
 
     Sparse products (sparse TopK training's sampled products, sparse-sparse
     products of codes in the metrics) go through torch's CSR layout, which
     warns once per process; the warning says nothing about the caller's data.
-    It is issued here once under a ``catch_warnings`` that hides it: a
-    ``catch_warnings`` around every product would reset the warning registries
-    each time and, with calls in threads, could leave its "ignore" filter
-    behind for the whole process.
+    Issuing it here, at import, avoids a ``catch_warnings`` around every
+    product, which would reset the warning registries each time, could leave
+    its "ignore" filter behind for the process with calls in threads, and
+    would make a threaded probe fitted inside probe_accuracy's ``ignoring``
+    block (which holds the filters' lock) wait for that lock forever.
     """
-    global _csr_warning_issued
-    if _csr_warning_issued:
-        return
     with ignoring(UserWarning):
         torch.sparse_csr_tensor(
             torch.tensor([0, 0]),
@@ -125,13 +121,9 @@ def silence_csr_beta_warning() -> None:
             (1, 1),
             check_invariants=False,
         )
-        _csr_warning_issued = True
 
 
-# Issued at import, so that no thread needs the filters' lock for it later: a
-# threaded probe fitted inside probe_accuracy's ignoring block (which holds
-# the lock) would otherwise wait for it in sparse TopK training, forever.
-silence_csr_beta_warning()
+_hide_csr_beta_warning()
 
 
 # CPU work whose matrix products have at most this many multiply-adds runs on

@@ -66,8 +66,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._tensor import silence_csr_beta_warning
-
 __all__ = [
     "ACTIVATIONS",
     "BatchTopKSAE",
@@ -182,7 +180,6 @@ def _sampled_matmul(codes: Codes, grad: Tensor, weight: Tensor) -> Codes:
     """``grad @ weight.T``, only where ``codes`` has entries when it is sparse."""
     if isinstance(codes, Tensor):
         return F.linear(grad, weight)
-    silence_csr_beta_warning()
     pattern = torch.sparse_csr_tensor(
         codes.crow,
         codes.columns,

@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import check_is_fitted
 
 from .._dictionary import _is_estimator, is_provider
-from .._tensor import as_tensor, silence_csr_beta_warning, to_numpy
+from .._tensor import as_tensor, to_numpy
 from ._inputs import as_matrices, compute_device
 
 __all__ = ["dictionary_similarity", "mcc_score", "support_scores"]
@@ -156,7 +156,6 @@ def _abs_correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
     else:
         A, B = _wide(A), _wide(B)
         if A.is_sparse and B.is_sparse:
-            silence_csr_beta_warning()  # torch's sparse-sparse product uses CSR
             cross = torch.sparse.mm(A.t(), B).to_dense()
         elif A.is_sparse:
             cross = torch.sparse.mm(A.t(), B)
