@@ -27,6 +27,7 @@ from skdict.experiments import (
 from skdict.experiments._methods import MethodContext
 from skdict.metrics import (
     best_feature_auc,
+    dictionary_similarity,
     mcc_score,
     probe_accuracy,
     reconstruction_error,
@@ -133,6 +134,21 @@ def test_compare_methods_records(data):
     assert by_name["fista_oracle"]["dictionary_similarity"] == pytest.approx(1.0)
     assert by_name["linear_probe"]["dictionary_similarity"] is None
     assert by_name["linear_probe"]["mse_id"] is None
+
+
+def test_support_f1_matches_code_dimensions_to_latents_by_their_atoms(data):
+    # As in the paper's support recovery: a matching by correlation, fitted on
+    # the OOD codes it then scores, flatters a wrong dictionary (here 0.66
+    # against 0.37 by atoms).
+    [record] = compare_methods(data, ["sae_topk"], random_state=0, settings=TINY)
+    sae = METHODS["sae_topk"].build(MethodContext(data, TINY, 0, "cpu"))
+    codes_ood = sae.fit(data.X_train).transform(data.X_ood)
+    by_atoms = dictionary_similarity(data.dictionary, sae, detailed=True).matching
+    expected = support_scores(data.Z_ood, codes_ood, matching=by_atoms)
+    by_correlation = support_scores(data.Z_ood, codes_ood)
+    assert record["support_f1_ood"] == pytest.approx(expected["f1"], rel=1e-12)
+    assert record["l0_ood"] == pytest.approx(expected["l0_pred"], rel=1e-12)
+    assert abs(expected["f1"] - by_correlation["f1"]) > 0.1
 
 
 def test_compare_methods_on_sparse_codes_matches_dense(data):
