@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn import get_config
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -51,7 +52,7 @@ from sklearn.base import (
     clone,
 )
 from sklearn.frozen import FrozenEstimator
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
@@ -67,6 +68,7 @@ from ._tensor import (
     portable_state,
     sparse_as_tensor,
     to_fitted,
+    to_numpy,
     to_output,
     validate_codes,
     validate_input,
@@ -305,6 +307,53 @@ def fits_on_data(obj: Any) -> bool:
     return _is_estimator(obj) and not isinstance(obj, FrozenEstimator)
 
 
+def fit_provider(estimator: Any, X: Any, y: Any = None) -> Any:
+    """Fit a clone of the provider ``estimator`` on ``X`` and ``y``.
+
+    Under array-API dispatch, an estimator that does not declare array-API
+    support (``DictionaryLearning``, ``NMF``) is fitted on NumPy copies of
+    array-API arrays and tensors; handed them, it fails deep inside
+    scikit-learn. Its fitted atoms are converted as any array is, and
+    :func:`~skdict._tensor.in_namespace_of` moves the data its ``transform``
+    gets.
+    """
+    tags = _tags_of(estimator)
+    if get_config()["array_api_dispatch"] and not (tags and tags.array_api_support):
+        X, y = _host_array(X), _host_array(y)
+    return clone(estimator).fit(X, y)
+
+
+def providers_require_y(*params: Any) -> bool:
+    """Return True when fitting a provider among ``params`` needs ``y``.
+
+    A skdict estimator fits its unfitted providers on ``(X, y)``, so it
+    requires ``y`` whenever one of them does (an oracle without atoms).
+    """
+    return any(
+        fits_on_data(param)
+        and (tags := _tags_of(param)) is not None
+        and tags.target_tags.required
+        for param in params
+    )
+
+
+def _tags_of(estimator: Any) -> Any:
+    try:
+        return get_tags(estimator)
+    except AttributeError:  # an estimator predating scikit-learn's tags
+        return None
+
+
+def _host_array(A: Any) -> Any:
+    # Strided tensors and array-API arrays only: lists, data frames and sparse
+    # matrices are what any scikit-learn estimator takes.
+    if is_tensor(A) and A.layout == torch.strided:
+        return to_numpy(A)
+    if hasattr(A, "__array_namespace__") and not isinstance(A, np.ndarray):
+        return to_numpy(A)
+    return A
+
+
 class _ExposesComponents(HasMethods):
     # A parameter constraint: scikit-learn's constraint types are closed, and
     # ``HasMethods`` is the one that describes an object by what it has.
@@ -507,7 +556,7 @@ def resolve_dictionary(
                 raise ValueError(
                     f"{name} is an unfitted estimator; it is fitted on X in fit()."
                 )
-            estimator = clone(dictionary).fit(X_user, y)
+            estimator = fit_provider(dictionary, X_user, y)
         if not hasattr(estimator, "components_"):
             raise TypeError(
                 f"{name} must expose 'components_' (n_components, n_features) after "
@@ -2044,5 +2093,7 @@ n_latents) or (n_samples,), default=None
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         # Without a dictionary, fit needs the ground-truth codes.
-        tags.target_tags.required = self.dictionary is None
+        tags.target_tags.required = self.dictionary is None or providers_require_y(
+            self.dictionary
+        )
         return tags

@@ -82,9 +82,9 @@ from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
     _fit_context,
-    clone,
 )
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import _safe_indexing
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
@@ -94,9 +94,11 @@ from ._dictionary import (
     EXPOSES_COMPONENTS,
     PROVIDER_CONSTRAINT,
     _sample_objective,
+    fit_provider,
     fits_on_data,
     is_provider,
     is_same_given,
+    providers_require_y,
     record_given,
     resolve_dictionary,
 )
@@ -2339,21 +2341,27 @@ class FISTACoder(
             )
         if not fits_on_data(self.init):  # frozen, or not an estimator
             return self.init
-        return clone(self.init).fit(X, y)
+        return fit_provider(self.init, X, y)
 
     @property
     def _given(self) -> bool:
         """Whether the fitted atoms were given (True) or learned (False)."""
         return self._dictionary_param is not None
 
-    def _initial_codes(self, X, X_t: torch.Tensor) -> torch.Tensor | None:
+    def _initial_codes(
+        self, X, X_t: torch.Tensor, rows: slice | None = None
+    ) -> torch.Tensor | None:
+        # Warm-start codes of all samples, or of ``rows`` only (score's batches).
         n_components = self._n_features_out
         if self.init is None or not self._given:
             # When learning, init is the starting dictionary, not codes.
             return None
+        n_rows = X_t.shape[0]
         if self.init_ is not None:
-            init = self.init_.transform(in_namespace_of(X, self.init_))
+            X_rows = X if rows is None else _safe_indexing(X, rows)
+            init = self.init_.transform(in_namespace_of(X_rows, self.init_))
             name = "init.transform(X)"
+            n_rows = X_t[rows].shape[0] if rows is not None else n_rows
         elif is_provider(self.init):
             raise ValueError(
                 "init is an estimator that was set after fit; call fit to fit "
@@ -2362,11 +2370,13 @@ class FISTACoder(
         else:
             init, name = self.init, "init"
         codes = as_tensor(init, device=X_t.device, dtype=X_t.dtype, name=name)
-        if tuple(codes.shape) != (X_t.shape[0], n_components):
+        if tuple(codes.shape) != (n_rows, n_components):
             raise ValueError(
                 f"{name} must have shape (n_samples, n_components) = "
-                f"({X_t.shape[0]}, {n_components}); got {tuple(codes.shape)}."
+                f"({n_rows}, {n_components}); got {tuple(codes.shape)}."
             )
+        if rows is not None and self.init_ is None:
+            codes = codes[rows]
         return codes
 
     def _dictionary_tensors(self, X_t: torch.Tensor):
@@ -2398,28 +2408,33 @@ class FISTACoder(
         )
 
     def _encode(self, X, X_t: torch.Tensor, D: torch.Tensor, b: torch.Tensor):
+        result = self._code(X_t, D, b, self._initial_codes(X, X_t), self.verbose)
+        self._warn_unconverged(int((~result.converged).sum()), X_t.shape[0])
+        return result
+
+    def _code(self, X_t, D, b, init, verbose):
         # A zero intercept (an array dictionary, a learned one) needs no
         # centred copy of all of X.
-        result = fista_encode(
+        return fista_encode(
             X_t - b if bool(b.any()) else X_t,
             D,
             alpha=self.alpha,
             positive=self.positive,
-            init=self._initial_codes(X, X_t),
+            init=init,
             max_iter=self.max_iter,
             tol=self.tol,
             batch_size=self.batch_size,
-            verbose=self.verbose,
+            verbose=verbose,
         )
-        not_converged = int((~result.converged).sum())
+
+    def _warn_unconverged(self, not_converged: int, n_samples: int) -> None:
         if not_converged:
             warn(
                 f"FISTA did not reach tol={self.tol} within max_iter={self.max_iter} "
-                f"iterations for {not_converged} of {X_t.shape[0]} samples; "
+                f"iterations for {not_converged} of {n_samples} samples; "
                 "increase max_iter or tol.",
                 ConvergenceWarning,
             )
-        return result
 
     @ignores_autocast
     def inverse_transform(self, X):
@@ -2461,8 +2476,29 @@ class FISTACoder(
         check_same_namespace(X, self, attribute="components_", method="score")
         X_t, _ = validate_input(self, X, reset=False, device=self.device)
         D, b = self._dictionary_tensors(X_t)
-        codes = self._encode(X, X_t, D, b).codes
-        return -float(((X_t - codes @ D - b) ** 2).mean())
+        # The codes (n_samples x n_components, often many times the size of
+        # X) are never needed whole: a batch of rows at a time is coded and
+        # reduced to its squared error, so memory stays within batch_size's
+        # bound, as in transform's solver.
+        n_samples = X_t.shape[0]
+        step = self.batch_size or _auto_batch_size(D.shape[0])
+        starts = range(0, n_samples, step)
+        squared_error = torch.zeros((), dtype=torch.float64, device=X_t.device)
+        not_converged = 0
+        for start in tqdm(
+            starts, disable=self.verbose <= 0 or len(starts) < 2, desc="score"
+        ):
+            # In bounds: the array API leaves slices past the end unspecified.
+            rows = slice(start, min(start + step, n_samples))
+            X_rows = X_t[rows]
+            result = self._code(
+                X_rows, D, b, self._initial_codes(X, X_t, rows), verbose=0
+            )
+            residual = X_rows - result.codes @ D - b
+            squared_error += residual.double().square().sum()
+            not_converged += int((~result.converged).sum())
+        self._warn_unconverged(not_converged, n_samples)
+        return -float(squared_error) / X_t.numel()
 
     @property
     def _n_features_out(self):
@@ -2475,4 +2511,5 @@ class FISTACoder(
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.target_tags.required = providers_require_y(self.dictionary, self.init)
         return tags

@@ -6,6 +6,8 @@ import torch
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils import get_tags
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
@@ -15,6 +17,8 @@ def public_estimators():
     # A provider that adapts to whatever n_features each check uses.
     return [
         FISTACoder(PCA(n_components=1), alpha=0.01),
+        # Warm-started from the codes of an estimator fitted in fit.
+        FISTACoder(PCA(n_components=1), alpha=0.01, init=PCA(n_components=1)),
         # Dictionary learning: as many atoms as features, a few rounds.
         FISTACoder(dict_max_iter=3, random_state=0),
         OracleDictionary(PCA(n_components=1)),
@@ -63,6 +67,40 @@ def test_sklearn_compatible(estimator, check):
     if _wants_cuda(check) and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     check(estimator)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "required"),
+    [
+        (FISTACoder(OracleDictionary()), True),
+        (FISTACoder(np.eye(3), init=OracleDictionary()), True),
+        (OracleDictionary(OracleDictionary()), True),
+        (SparseAutoencoder(decoder=OracleDictionary(), max_epochs=1), True),
+        (
+            FISTACoder(FrozenEstimator(OracleDictionary(np.eye(3)).fit(np.eye(3)))),
+            False,
+        ),
+        (FISTACoder(PCA(n_components=1)), False),
+        (OracleDictionary(), True),
+        (OracleDictionary(np.eye(3)), False),
+        (SparseAutoencoder(3), False),
+    ],
+    ids=repr,
+)
+def test_target_required_when_fit_or_a_provider_fitted_in_it_needs_y(
+    estimator, required
+):
+    # Unfitted providers are fitted on (X, y): one that needs y (an oracle
+    # without atoms) makes the estimator need it too.
+    assert get_tags(estimator).target_tags.required is required
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    if required:
+        with pytest.raises(ValueError, match="requires y"):
+            clone(estimator).fit(X)
+        Z = np.random.default_rng(1).uniform(size=(20, 3))
+        clone(estimator).fit(X, Z)
+    else:
+        clone(estimator).fit(X)
 
 
 def _with_dictionary(estimator, dictionary):

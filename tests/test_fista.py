@@ -890,6 +890,45 @@ def test_reconstruction_and_score(problem):
     ]
 
 
+@pytest.mark.parametrize("warm_start", [None, "codes", "estimator"])
+def test_score_codes_a_batch_at_a_time(problem, monkeypatch, warm_start):
+    # The codes, often many times the size of X, are never held whole: each
+    # batch is coded and reduced to its squared error, warm starts sliced to
+    # it, and one ConvergenceWarning counts the samples of every batch.
+    X, D = problem
+    exact = FISTACoder(D, positive=True, tol=1e-10).fit(X)
+    codes = exact.transform(X)
+    init = {
+        None: None,
+        "codes": codes,
+        "estimator": FrozenEstimator(exact),
+    }[warm_start]
+    coder = FISTACoder(D, positive=True, batch_size=15, init=init, max_iter=3).fit(X)
+    expected = -np.mean((X - coder.inverse_transform(coder.transform(X))) ** 2)
+
+    rows_coded = []
+    encode = _fista.fista_encode
+
+    def spy(X_t, *args, **kwargs):
+        rows_coded.append(X_t.shape[0])
+        return encode(X_t, *args, **kwargs)
+
+    monkeypatch.setattr(_fista, "fista_encode", spy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = coder.score(X)
+    # A warm-starting FISTACoder codes each batch too, just before it.
+    per_batch = 2 if warm_start == "estimator" else 1
+    assert rows_coded == [rows for rows in (15, 15, 10) for _ in range(per_batch)]
+    assert score == pytest.approx(expected, rel=1e-12)
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    if warm_start is None:
+        assert len(messages) == 1 and "of 40 samples" in messages[0]
+    else:
+        # Started from the solution, every sample is certified at once.
+        assert messages == []
+
+
 def test_estimator_providers(problem):
     X, _ = problem
     pca = PCA(n_components=5).fit(X)

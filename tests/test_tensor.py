@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import BaseEstimator, clone
-from sklearn.decomposition import PCA
+from sklearn.decomposition import NMF, PCA, DictionaryLearning
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -338,6 +338,42 @@ def test_a_frozen_provider_fitted_on_numpy_gives_codes_for_tensors_under_dispatc
         codes = coder.fit(X_t).transform(X_t)
     assert isinstance(codes, torch.Tensor) and codes.dtype == torch.float32
     torch.testing.assert_close(codes, expected)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FISTACoder(DictionaryLearning(3, max_iter=5, random_state=0)),
+        lambda: OracleDictionary(DictionaryLearning(3, max_iter=5, random_state=0)),
+        lambda: SparseAutoencoder(
+            decoder=DictionaryLearning(3, max_iter=5, random_state=0),
+            max_epochs=1,
+            random_state=0,
+        ),
+        lambda: FISTACoder(
+            np.random.default_rng(1).uniform(size=(6, 4)),
+            positive=True,
+            init=NMF(6, max_iter=50, random_state=0),
+        ),
+    ],
+    ids=["dictionary", "oracle", "decoder", "init"],
+)
+def test_providers_without_array_api_support_are_fitted_on_numpy(make):
+    # Under dispatch, an unfitted provider that does not support the array
+    # API (DictionaryLearning, NMF) gets NumPy copies to fit on, and the
+    # estimator's results are those of NumPy input, in the input's type.
+    from sklearn import config_context
+
+    X = np.abs(np.random.default_rng(0).standard_normal((40, 4)))
+    X_t = torch.tensor(X)
+    expected = make().fit(X)
+    with config_context(array_api_dispatch=True):
+        estimator = make().fit(X_t)
+        codes = estimator.transform(X_t)
+        score = estimator.score(X_t)
+    assert isinstance(codes, torch.Tensor)
+    np.testing.assert_allclose(codes.numpy(), expected.transform(X), atol=1e-12)
+    assert score == pytest.approx(expected.score(X), rel=1e-12)
 
 
 @pytest.mark.parametrize(

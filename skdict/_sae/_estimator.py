@@ -27,6 +27,7 @@ from .._dictionary import (
     PROVIDER_CONSTRAINT,
     fits_on_data,
     is_same_given,
+    providers_require_y,
     record_given,
     resolve_dictionary,
     torch_generator,
@@ -773,6 +774,7 @@ class SparseAutoencoder(
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.target_tags.required = providers_require_y(self.decoder)
         return tags
 
 
