@@ -38,6 +38,9 @@ def test_split_sizes_and_shapes(data):
         assert data[f"y_{name}"].shape == (n,)
     assert data.dictionary.shape == (30, n_features)
     assert data.n_active == 4
+    # A Python int whatever was passed: records holding it are saved as JSON.
+    small = make_compositional(12, np.int64(2), n_samples=20, random_state=0)
+    assert type(small.n_active) is int
 
 
 def test_codes_follow_the_recipe(data):
@@ -116,6 +119,7 @@ def test_noise_perturbs_only_observations():
     [(100, 10, 47), (50, 10, 33), (10_000, 10, 139), (12, 10, 11), (3, 2, 3)],
 )
 def test_default_n_features_is_the_compressed_sensing_bound(n_latents, k, expected):
+    assert type(default_n_features(np.int64(n_latents), np.int64(k))) is int
     # ceil(2 k ln(n / k)): 20 ln 10 = 46.05, 20 ln 5 = 32.19, 20 ln 1000 = 138.2;
     # for n close to k the floor k + 1 applies
     assert default_n_features(n_latents, k) == expected

@@ -511,6 +511,37 @@ def test_paper_settings_reject_bad_values(change, match):
         PaperSettings().replace(**change)
 
 
+def test_paper_settings_store_plain_python_values(tmp_path):
+    # NumPy scalars and arrays pass the checks; stored as they came, they
+    # broke the JSON of saved results, and a list equal to the default tuple
+    # counted as a changed setting in every resume key.
+    settings = PaperSettings(
+        alpha=np.float32(0.25),
+        sae_epochs=np.int64(2),
+        dict_max_iter=np.int32(3),
+        probe_alphas=np.array([0.1, 1.0]),
+    )
+    assert settings == PaperSettings(
+        alpha=0.25, sae_epochs=2, dict_max_iter=3, probe_alphas=(0.1, 1.0)
+    )
+    assert type(settings.sae_epochs) is int and type(settings.alpha) is float
+    assert type(settings.probe_alphas) is tuple
+    hash(settings)
+    default = PaperSettings()
+    assert default.replace(probe_alphas=list(default.probe_alphas)) == default
+    records = run_study(
+        "vary_latents",
+        seeds=[0],
+        methods="linear_probe",
+        values=(12,),
+        data_params=TINY_DATA,
+        settings=settings,
+        out=tmp_path,
+        progress=False,
+    )
+    assert [record["method"] for record in records] == ["linear_probe"]
+
+
 def test_plan_study_checks_every_cell():
     cells, base = _runner.plan_study(
         "vary_latents", values=(12, 16), data_params=TINY_DATA, settings=TINY

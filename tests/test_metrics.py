@@ -601,6 +601,10 @@ def test_scorers_follow_sklearn_conventions(benchmark):
     assert repr(top) == "make_code_scorer(mcc_score, top_variance=True)"
     with pytest.raises(ValueError, match="true codes, passed as y"):
         mcc_scorer(coder, X, None)
+    # scikit-learn calls scorer(estimator, X) when it has no target.
+    for scorer in (mcc_scorer, support_f1_scorer):
+        with pytest.raises(ValueError, match="true codes, passed as y"):
+            cross_validate(coder, X, scoring=scorer, cv=2, error_score="raise")
     # Every scorer names itself, whatever the metric callable or atoms given.
     partial = make_code_scorer(functools.partial(mcc_score, top_variance=True))
     with pytest.raises(ValueError, match=r"functools\.partial.*passed as y"):

@@ -358,6 +358,7 @@ def test_a_frozen_provider_fitted_on_numpy_gives_codes_for_tensors_under_dispatc
     ],
     ids=["dictionary", "oracle", "decoder", "init"],
 )
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_providers_without_array_api_support_are_fitted_on_numpy(make):
     # Under dispatch, an unfitted provider that does not support the array
     # API (DictionaryLearning, NMF) gets NumPy copies to fit on, and the

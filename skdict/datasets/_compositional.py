@@ -171,7 +171,7 @@ def default_n_features(n_latents: int, n_active: int) -> int:
     )
     _check_active(n_latents, n_active)
     bound = math.ceil(2 * n_active * math.log(n_latents / n_active))
-    return max(n_active + 1, bound)
+    return int(max(n_active + 1, bound))
 
 
 def _check_active(n_latents: int, n_active: int) -> None:
@@ -428,5 +428,7 @@ n_latents)
         dictionary=dictionary,
         id_latents=np.arange(1, n_latents - n_ood),
         ood_latents=np.arange(n_latents - n_ood, n_latents),
-        n_active=n_active,
+        # A Python int whatever integer type was passed (results are saved as
+        # JSON).
+        n_active=int(n_active),
     )

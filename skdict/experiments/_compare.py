@@ -197,8 +197,8 @@ def compare_methods(
     data: Bunch,
     methods: Sequence[str] | str | None = None,
     *,
-    random_state: int | None = None,
-    device: str = "auto",
+    random_state: int | np.integer | None = None,
+    device: str | torch.device = "auto",
     settings: PaperSettings | None = None,
     verbose: int = 0,
 ) -> list[dict[str, Any]]:
@@ -220,7 +220,7 @@ def compare_methods(
     random_state : int, default=None
         Seed for every estimator's initialisation, in ``[0, 2**32 - 1]``
         (None: not reproducible).
-    device : str, default="auto"
+    device : str or torch.device, default="auto"
         Where estimators compute (see :func:`skdict.FISTACoder`).
     settings : PaperSettings, default=None
         Training and inference settings; the paper's when None.

@@ -114,6 +114,18 @@ class PaperSettings:
             dataclasses.asdict(self),
             caller_name="PaperSettings",
         )
+        # Stored as the annotated Python types: NumPy scalars and arrays pass
+        # the checks, but a study's results are saved as JSON and resumed by
+        # comparing settings, and a list equal to the default tuple must
+        # compare equal to it (and hash).
+        normal = {"probe_alphas": tuple(float(a) for a in probe_alphas)}
+        for setting in dataclasses.fields(self):
+            if setting.type in ("int", "float"):
+                normal[setting.name] = {"int": int, "float": float}[setting.type](
+                    getattr(self, setting.name)
+                )
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
 
     def replace(self, **changes: Any) -> PaperSettings:
         """Return a copy with some settings changed.

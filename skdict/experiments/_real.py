@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import mannwhitneyu
 from sklearn.linear_model import LogisticRegression
@@ -345,8 +346,8 @@ def compare_real(
     data: Bunch | None = None,
     methods: Sequence[str] | str | None = None,
     *,
-    random_state: int = 0,
-    device: str = "auto",
+    random_state: int | np.integer = 0,
+    device: str | torch.device = "auto",
     settings: PaperSettings | None = None,
     n_components: int | None = None,
     k: int = 16,
@@ -404,7 +405,7 @@ def compare_real(
         Names from :data:`REAL_METHODS`; None runs all of them.
     random_state : int, default=0
         Seed of every estimator (and of the split when ``data`` is None).
-    device : str, default="auto"
+    device : str or torch.device, default="auto"
         Where estimators (and, when loading, the transformer) compute.
     settings : PaperSettings, default=None
         Penalties and training settings; the paper's when None.
@@ -685,7 +686,7 @@ def run_real(
     seeds: Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
     data_params: dict[str, Any] | None = None,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     out: str | os.PathLike = "skdict_results",
     settings: PaperSettings | None = None,
     n_components: int | None = None,
@@ -713,7 +714,7 @@ def run_real(
         Arguments of :func:`~skdict.datasets.load_phrase_activations` (other
         than ``random_state`` and ``device``), e.g. another vocabulary, model
         or layer.
-    device : str, default="auto"
+    device : str or torch.device, default="auto"
         Where the transformer and the estimators compute.
     out : path, default="skdict_results"
         Output folder; created if needed.

@@ -11,9 +11,11 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from .._warnings import warn
@@ -97,8 +99,8 @@ def plan_study(
     study: str,
     *,
     preset: str = "quick",
-    seeds: tuple[int, ...] | None = None,
-    methods: tuple[str, ...] | None = None,
+    seeds: Sequence[int] | None = None,
+    methods: Sequence[str] | str | None = None,
     values: tuple | None = None,
     data_params: dict[str, Any] | None = None,
     settings: PaperSettings | None = None,
@@ -136,11 +138,11 @@ def run_study(
     study: str,
     *,
     preset: str = "quick",
-    seeds: tuple[int, ...] | None = None,
-    methods: tuple[str, ...] | None = None,
+    seeds: Sequence[int] | None = None,
+    methods: Sequence[str] | str | None = None,
     values: tuple | None = None,
     data_params: dict[str, Any] | None = None,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     out: str | os.PathLike = "skdict_results",
     settings: PaperSettings | None = None,
     progress: bool = True,
@@ -153,15 +155,15 @@ def run_study(
         A key of :data:`skdict.experiments.STUDIES`.
     preset : {"quick", "paper"}, default="quick"
         Grids and training settings (see :func:`study_cells`).
-    seeds : tuple of int, default=None
+    seeds : sequence of int, default=None
         Seeds (preset default when None).
-    methods : tuple of str, default=None
+    methods : str or sequence of str, default=None
         Restrict to these methods.
     values : tuple, default=None
         Swept values replacing the preset's grid.
     data_params : dict, default=None
         ``make_compositional`` arguments replacing the preset's fixed ones.
-    device : str, default="auto"
+    device : str or torch.device, default="auto"
         Where estimators compute.
     out : path, default="skdict_results"
         Folder of ``<study>-<preset>.json``; created if needed.

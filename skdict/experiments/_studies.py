@@ -12,6 +12,7 @@ few minutes on a laptop CPU while already showing the qualitative result.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,8 +208,8 @@ def preset_settings(preset: str) -> PaperSettings:
 def study_cells(
     study: str,
     preset: str = "quick",
-    seeds: tuple[int, ...] | None = None,
-    methods: tuple[str, ...] | None = None,
+    seeds: Sequence[int] | None = None,
+    methods: Sequence[str] | str | None = None,
     *,
     values: tuple | None = None,
     data_params: dict[str, Any] | None = None,
@@ -221,9 +222,9 @@ def study_cells(
         A key of :data:`STUDIES`.
     preset : {"quick", "paper"}, default="quick"
         Grid and training settings.
-    seeds : tuple of int, default=None
+    seeds : sequence of int, default=None
         Seeds; ``(0,)`` for quick and ``(0, 1, 2)`` for paper when None.
-    methods : tuple of str, default=None
+    methods : str or sequence of str, default=None
         Restrict to these methods (default: the study's own).
     values : tuple, default=None
         Swept values replacing the preset's grid.
@@ -243,6 +244,8 @@ def study_cells(
         seeds = (0,) if preset == "quick" else (0, 1, 2)
     if methods is None:
         methods = spec.methods
+    elif isinstance(methods, str):
+        methods = (methods,)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose from {sorted(METHODS)}.")

@@ -11,7 +11,7 @@ computed in torch on the inputs' device; the assignment runs on the CPU.
 from __future__ import annotations
 
 from numbers import Real
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -314,6 +314,33 @@ def _directions(atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     norm = scaled.norm(dim=1, keepdim=True)
     # Zero atoms have no direction: they are similar to nothing.
     return scaled / torch.where(norm > 0, norm, 1.0), (norm * peak).squeeze(1)
+
+
+# The return type follows ``detailed``, for type checkers.
+@overload
+def dictionary_similarity(
+    true_dictionary: Any,
+    dictionary: Any,
+    *,
+    detailed: Literal[False] = ...,
+    threshold: float = ...,
+) -> float: ...
+@overload
+def dictionary_similarity(
+    true_dictionary: Any,
+    dictionary: Any,
+    *,
+    detailed: Literal[True],
+    threshold: float = ...,
+) -> Bunch: ...
+@overload
+def dictionary_similarity(
+    true_dictionary: Any,
+    dictionary: Any,
+    *,
+    detailed: bool,
+    threshold: float = ...,
+) -> float | Bunch: ...
 
 
 @validate_params(

@@ -75,7 +75,7 @@ class _CodeScorer:
         self.kwargs = kwargs
         self.name = name
 
-    def __call__(self, estimator: Any, X: Any, y: Any) -> float:
+    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
         """Score ``estimator``'s codes of ``X`` against the true codes ``y``.
 
         Parameters
@@ -85,7 +85,8 @@ class _CodeScorer:
         X : array-like or torch.Tensor of shape (n_samples, n_features)
             Data to code.
         y : array-like or sparse matrix of shape (n_samples, n_latents)
-            The true codes.
+            The true codes; required (None, scikit-learn's call without a
+            target, raises a ValueError that says so).
 
         Returns
         -------
