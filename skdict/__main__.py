@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "--preset",
         default="quick",
         choices=PRESETS,
-        help="quick: minutes on a laptop CPU; paper: the paper's settings exactly",
+        help="quick: minutes on a laptop CPU; paper: the paper's grids, settings and seeds",
     )
     reproduce.add_argument(
         "--seeds",

@@ -85,7 +85,11 @@ def test_method_configurations_follow_the_design(data):
     assert isinstance(encoder.decoder, skdict.OracleDictionary)
     np.testing.assert_array_equal(encoder.decoder.dictionary, data.dictionary)
     assert encoder.freeze_decoder
-    assert isinstance(build["linear_probe"], RidgeCV)
+    # The paper's probe: leave-one-out over its penalties, no intercept.
+    probe = build["linear_probe"]
+    assert isinstance(probe, RidgeCV) and not probe.fit_intercept
+    assert tuple(probe.alphas) == PaperSettings().probe_alphas
+    assert PaperSettings().probe_alphas == (1e-6, 1e-4, 1e-2, 1.0, 10.0)
     for name in METHODS:
         coder = build[name]
         if isinstance(coder, skdict.FISTACoder) or name == "fista_oracle":

@@ -60,7 +60,8 @@ class PaperSettings:
         Dictionary-learning rounds for DL-FISTA.
     probe_alphas : tuple of float
         Ridge penalties searched by the supervised linear probe's
-        leave-one-out cross-validation.
+        leave-one-out cross-validation (the paper's 1e-6, 1e-4, 1e-2, 1 and
+        10; the probe, as the paper's, fits no intercept).
     base_sae : str
         The SAE activation whose fitted dictionary the SAE + FISTA methods
         reuse (``sae_dict_fista``, ``sae_refined_fista``, ``dl_fista_sae_init``).
@@ -76,7 +77,7 @@ class PaperSettings:
     sae_bias_init: str = "zero"
     sparsity_coef: float = 1e-4
     dict_max_iter: int = 100
-    probe_alphas: tuple[float, ...] = tuple(np.logspace(-6, 3, 10).tolist())
+    probe_alphas: tuple[float, ...] = (1e-6, 1e-4, 1e-2, 1.0, 10.0)
     base_sae: str = "topk"
     oracle_encoder_activation: str = "relu"
 
@@ -306,7 +307,7 @@ METHODS: dict[str, Method] = {
             "linear_probe",
             "Linear probe (ridge)",
             "train",
-            lambda ctx: RidgeCV(alphas=ctx.settings.probe_alphas),
+            lambda ctx: RidgeCV(alphas=ctx.settings.probe_alphas, fit_intercept=False),
             supervised=True,
         ),
     ]
