@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "--preset",
         default="quick",
         choices=PRESETS,
-        help="quick: minutes on a laptop CPU; paper: the paper's grids, settings and seeds",
+        help="quick: minutes on a laptop CPU; paper: the paper's grids and settings",
     )
     reproduce.add_argument(
         "--seeds",
