@@ -63,6 +63,7 @@ from ._params import StrictParamsMixin
 from ._tensor import (
     as_tensor,
     ignores_autocast,
+    in_namespace_of,
     is_sparse,
     is_tensor,
     portable_state,
@@ -311,16 +312,33 @@ def fit_provider(estimator: Any, X: Any, y: Any = None) -> Any:
     """Fit a clone of the provider ``estimator`` on ``X`` and ``y``.
 
     Under array-API dispatch, an estimator that does not declare array-API
-    support (``DictionaryLearning``, ``NMF``) is fitted on NumPy copies of
-    array-API arrays and tensors; handed them, it fails deep inside
-    scikit-learn. Its fitted atoms are converted as any array is, and
-    :func:`~skdict._tensor.in_namespace_of` moves the data its ``transform``
-    gets.
+    support (``DictionaryLearning``, ``NMF``, a ``Pipeline``) is fitted on
+    NumPy copies of array-API arrays and tensors; handed them, it fails deep
+    inside scikit-learn. Its fitted atoms are converted as any array is, and
+    :func:`provider_input` gives its ``transform`` NumPy copies too.
     """
-    tags = _tags_of(estimator)
-    if get_config()["array_api_dispatch"] and not (tags and tags.array_api_support):
+    if _needs_host_arrays(estimator):
         X, y = _host_array(X), _host_array(y)
     return clone(estimator).fit(X, y)
+
+
+def provider_input(estimator: Any, X: Any) -> Any:
+    """Return ``X`` as the fitted provider ``estimator``'s ``transform`` takes it.
+
+    NumPy copies for an estimator without array-API support under dispatch
+    (see :func:`fit_provider`); otherwise ``X`` in the namespace and device
+    the estimator was fitted in (:func:`~skdict._tensor.in_namespace_of`).
+    """
+    if _needs_host_arrays(estimator):
+        return _host_array(X)
+    return in_namespace_of(X, estimator)
+
+
+def _needs_host_arrays(estimator: Any) -> bool:
+    tags = _tags_of(estimator)
+    return get_config()["array_api_dispatch"] and not (
+        tags is not None and tags.array_api_support
+    )
 
 
 def providers_require_y(*params: Any) -> bool:

@@ -73,8 +73,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from numbers import Integral, Real
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import (
@@ -98,6 +99,7 @@ from ._dictionary import (
     fits_on_data,
     is_provider,
     is_same_given,
+    provider_input,
     providers_require_y,
     record_given,
     resolve_dictionary,
@@ -107,7 +109,6 @@ from ._params import StrictParamsMixin
 from ._tensor import (
     as_tensor,
     ignores_autocast,
-    in_namespace_of,
     one_thread_for_small_work,
     portable_state,
     to_fitted,
@@ -115,7 +116,7 @@ from ._tensor import (
     validate_codes,
     validate_input,
 )
-from ._warnings import warn
+from ._warnings import recording, warn
 
 __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 
@@ -2348,36 +2349,47 @@ class FISTACoder(
         """Whether the fitted atoms were given (True) or learned (False)."""
         return self._dictionary_param is not None
 
-    def _initial_codes(
-        self, X, X_t: torch.Tensor, rows: slice | None = None
-    ) -> torch.Tensor | None:
-        # Warm-start codes of all samples, or of ``rows`` only (score's batches).
-        n_components = self._n_features_out
+    def _warm_start(self, X, X_t: torch.Tensor) -> Callable[[slice], Any]:
+        """Return a function giving the warm-start codes of a slice of rows.
+
+        None (from zero) without ``init``; an array of codes is converted and
+        checked once, an estimator's ``transform`` codes the rows asked for.
+        """
+        n_samples, n_components = X_t.shape[0], self._n_features_out
         if self.init is None or not self._given:
             # When learning, init is the starting dictionary, not codes.
-            return None
-        n_rows = X_t.shape[0]
-        if self.init_ is not None:
-            X_rows = X if rows is None else _safe_indexing(X, rows)
-            init = self.init_.transform(in_namespace_of(X_rows, self.init_))
-            name = "init.transform(X)"
-            n_rows = X_t[rows].shape[0] if rows is not None else n_rows
-        elif is_provider(self.init):
-            raise ValueError(
-                "init is an estimator that was set after fit; call fit to fit "
-                "it (transform uses the init estimator fitted by fit)."
-            )
-        else:
-            init, name = self.init, "init"
-        codes = as_tensor(init, device=X_t.device, dtype=X_t.dtype, name=name)
-        if tuple(codes.shape) != (n_rows, n_components):
-            raise ValueError(
-                f"{name} must have shape (n_samples, n_components) = "
-                f"({n_rows}, {n_components}); got {tuple(codes.shape)}."
-            )
-        if rows is not None and self.init_ is None:
-            codes = codes[rows]
-        return codes
+            return lambda rows: None
+
+        def checked(codes, name, n_rows):
+            codes = as_tensor(codes, device=X_t.device, dtype=X_t.dtype, name=name)
+            if tuple(codes.shape) != (n_rows, n_components):
+                raise ValueError(
+                    f"{name} must have shape (n_samples, n_components) = "
+                    f"({n_rows}, {n_components}); got {tuple(codes.shape)}."
+                )
+            return codes
+
+        if self.init_ is None:
+            if is_provider(self.init):
+                raise ValueError(
+                    "init is an estimator that was set after fit; call fit to "
+                    "fit it (transform uses the init estimator fitted by fit)."
+                )
+            codes = checked(self.init, "init", n_samples)
+            return lambda rows: codes[rows]
+        # Row slices of X in its own type, for the estimator's transform; an
+        # object that is only convertible to an array is converted once.
+        indexable = X
+        if not (hasattr(X, "shape") or isinstance(X, (list, tuple))):
+            indexable = np.asarray(X)
+
+        def transformed(rows: slice):
+            whole = rows.indices(n_samples)[:2] == (0, n_samples)
+            X_rows = X if whole else _safe_indexing(indexable, rows)
+            codes = self.init_.transform(provider_input(self.init_, X_rows))
+            return checked(codes, "init.transform(X)", X_t[rows].shape[0])
+
+        return transformed
 
     def _dictionary_tensors(self, X_t: torch.Tensor):
         D = as_tensor(self.components_, device=X_t.device, dtype=X_t.dtype)
@@ -2408,7 +2420,8 @@ class FISTACoder(
         )
 
     def _encode(self, X, X_t: torch.Tensor, D: torch.Tensor, b: torch.Tensor):
-        result = self._code(X_t, D, b, self._initial_codes(X, X_t), self.verbose)
+        init = self._warm_start(X, X_t)(slice(None))
+        result = self._code(X_t, D, b, init, self.verbose)
         self._warn_unconverged(int((~result.converged).sum()), X_t.shape[0])
         return result
 
@@ -2480,23 +2493,33 @@ class FISTACoder(
         # X) are never needed whole: a batch of rows at a time is coded and
         # reduced to its squared error, so memory stays within batch_size's
         # bound, as in transform's solver.
+        # The solver batches by batch_size within each step; a step of at
+        # least the automatic batch keeps the solver's per-call work (its
+        # float32 samples' float64 finish) as few calls as transform makes.
         n_samples = X_t.shape[0]
-        step = self.batch_size or _auto_batch_size(D.shape[0])
+        step = max(self.batch_size or 0, _auto_batch_size(D.shape[0]))
         starts = range(0, n_samples, step)
+        warm_start = self._warm_start(X, X_t)
         squared_error = torch.zeros((), dtype=torch.float64, device=X_t.device)
         not_converged = 0
+        # An init estimator warns once per step; each message is shown once.
+        caught: list = []
         for start in tqdm(
             starts, disable=self.verbose <= 0 or len(starts) < 2, desc="score"
         ):
             # In bounds: the array API leaves slices past the end unspecified.
             rows = slice(start, min(start + step, n_samples))
             X_rows = X_t[rows]
-            result = self._code(
-                X_rows, D, b, self._initial_codes(X, X_t, rows), verbose=0
-            )
+            with recording(caught, len(starts) > 1):
+                init = warm_start(rows)
+            result = self._code(X_rows, D, b, init, verbose=0)
             residual = X_rows - result.codes @ D - b
             squared_error += residual.double().square().sum()
             not_converged += int((~result.converged).sum())
+        for category, message in dict.fromkeys(
+            (record.category, str(record.message)) for record in caught
+        ):
+            warn(message, category)
         self._warn_unconverged(not_converged, n_samples)
         return -float(squared_error) / X_t.numel()
 

@@ -890,20 +890,21 @@ def test_reconstruction_and_score(problem):
     ]
 
 
-@pytest.mark.parametrize("warm_start", [None, "codes", "estimator"])
+@pytest.mark.parametrize("warm_start", [None, "codes", "estimator", "inexact"])
 def test_score_codes_a_batch_at_a_time(problem, monkeypatch, warm_start):
     # The codes, often many times the size of X, are never held whole: each
     # batch is coded and reduced to its squared error, warm starts sliced to
-    # it, and one ConvergenceWarning counts the samples of every batch.
+    # it, one ConvergenceWarning counts the samples of every batch, and an
+    # init estimator's warnings are shown once each.
     X, D = problem
     exact = FISTACoder(D, positive=True, tol=1e-10).fit(X)
-    codes = exact.transform(X)
     init = {
         None: None,
-        "codes": codes,
+        "codes": exact.transform(X),
         "estimator": FrozenEstimator(exact),
+        "inexact": FISTACoder(D, positive=True, max_iter=2),
     }[warm_start]
-    coder = FISTACoder(D, positive=True, batch_size=15, init=init, max_iter=3).fit(X)
+    coder = FISTACoder(D, positive=True, init=init, max_iter=3).fit(X)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         expected = -np.mean((X - coder.inverse_transform(coder.transform(X))) ** 2)
@@ -916,19 +917,37 @@ def test_score_codes_a_batch_at_a_time(problem, monkeypatch, warm_start):
         return encode(X_t, *args, **kwargs)
 
     monkeypatch.setattr(_fista, "fista_encode", spy)
+    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 15)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         score = coder.score(X)
     # A warm-starting FISTACoder codes each batch too, just before it.
-    per_batch = 2 if warm_start == "estimator" else 1
+    per_batch = 2 if warm_start in ("estimator", "inexact") else 1
     assert rows_coded == [rows for rows in (15, 15, 10) for _ in range(per_batch)]
     assert score == pytest.approx(expected, rel=1e-12)
     messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
-    if warm_start is None:
-        assert len(messages) == 1 and "of 40 samples" in messages[0]
-    else:
+    if warm_start in ("codes", "estimator"):
         # Started from the solution, every sample is certified at once.
         assert messages == []
+    else:
+        assert sum("of 40 samples" in message for message in messages) == 1
+        assert len(messages) == len(set(messages))
+    if warm_start == "inexact":
+        # The init coder's batches of 15 warn alike: shown once.
+        assert sum("of 15 samples" in message for message in messages) == 1
+
+
+def test_score_with_an_init_estimator_takes_any_array_like(problem):
+    # An object that is only convertible to an array is coded as its array.
+    X, D = problem
+
+    class ArrayLike:
+        def __array__(self, dtype=None, copy=None):
+            return X
+
+    coder = FISTACoder(D, positive=True, init=FISTACoder(D, positive=True))
+    expected = clone(coder).fit(X).score(X)
+    assert coder.fit(ArrayLike()).score(ArrayLike()) == pytest.approx(expected)
 
 
 def test_estimator_providers(problem):

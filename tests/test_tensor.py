@@ -355,8 +355,13 @@ def test_a_frozen_provider_fitted_on_numpy_gives_codes_for_tensors_under_dispatc
             positive=True,
             init=NMF(6, max_iter=50, random_state=0),
         ),
+        # Pipelines declare no array-API support, whatever their steps.
+        lambda: FISTACoder(
+            np.random.default_rng(1).uniform(size=(4, 4)),
+            init=make_pipeline(StandardScaler(), PCA(4)),
+        ),
     ],
-    ids=["dictionary", "oracle", "decoder", "init"],
+    ids=["dictionary", "oracle", "decoder", "init", "pipeline init"],
 )
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_providers_without_array_api_support_are_fitted_on_numpy(make):
