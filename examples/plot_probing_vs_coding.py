@@ -43,14 +43,19 @@ print("probe on codes:      ", on_codes)
 # A supervised linear probe for every concept
 # -------------------------------------------
 # The paper's linear baseline regresses all the true latents on the
-# activations with ridge regression, its penalty chosen by cross-validation:
-# plain :class:`~sklearn.linear_model.RidgeCV`. It sees the true codes of the
+# activations with ridge regression, its penalty chosen by leave-one-out
+# cross-validation and no intercept: plain
+# :class:`~sklearn.linear_model.RidgeCV` with the paper's penalties (those of
+# :class:`~skdict.experiments.PaperSettings`). It sees the true codes of the
 # training half, which no sparse coder does. Compare its estimate of latent 0
 # with the coder's, in and out of distribution.
 import matplotlib.pyplot as plt
 from sklearn.linear_model import RidgeCV
 
-probe = RidgeCV(alphas=np.logspace(-6, 3, 10)).fit(data.X_train, data.Z_train)
+from skdict.experiments import PaperSettings
+
+probe = RidgeCV(alphas=PaperSettings().probe_alphas, fit_intercept=False)
+probe.fit(data.X_train, data.Z_train)
 
 # Only samples in which latent 0 is present are shown: every OOD sample, about
 # half of the ID ones.
