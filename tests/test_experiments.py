@@ -554,8 +554,17 @@ def test_plan_study_checks_every_cell():
     assert [c.settings(base) for c in cells] == [TINY, TINY]
     with pytest.raises(ValueError, match="n_latents=2"):
         _runner.plan_study("vary_latents", values=(12, 2), data_params=TINY_DATA)
-    with pytest.raises(ValueError, match="random_state"):
-        _runner.plan_study("vary_latents", seeds=(-1,), data_params=TINY_DATA)
+    for seed in (-1, True, None, 2**32):
+        with pytest.raises(ValueError, match="'seeds' parameter of study_cells"):
+            _runner.plan_study("vary_latents", seeds=(seed,), data_params=TINY_DATA)
+    # The swept variable comes from values=, the data's seed from seeds=:
+    # given elsewhere, they were silently replaced.
+    with pytest.raises(ValueError, match=r"may not hold 'n_latents'.*values="):
+        _runner.plan_study("vary_latents", data_params={**TINY_DATA, "n_latents": 30})
+    with pytest.raises(ValueError, match=r"may not hold 'random_state'.*seeds="):
+        _runner.plan_study("vary_latents", data_params={**TINY_DATA, "random_state": 3})
+    with pytest.raises(ValueError, match="alpha is the variable study 'alpha' sweeps"):
+        _runner.plan_study("alpha", settings=PaperSettings(alpha=0.5))
 
 
 @pytest.mark.parametrize(
@@ -630,7 +639,8 @@ def test_plot_study_leaves_the_callers_matplotlib_alone(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "seed, error", [(-1, ValueError), (2**32, ValueError), (0.5, TypeError)]
+    "seed, error",
+    [(-1, ValueError), (2**32, ValueError), (0.5, TypeError), (True, ValueError)],
 )
 def test_compare_methods_checks_the_seed_before_running(data, seed, error, monkeypatch):
     # An invalid seed is refused before any method runs, not by the first
@@ -638,3 +648,60 @@ def test_compare_methods_checks_the_seed_before_running(data, seed, error, monke
     monkeypatch.setattr(_compare, "MethodContext", lambda *a: pytest.fail("ran"))
     with pytest.raises(error, match="random_state"):
         compare_methods(data, ["fista_oracle", "sae_dict_fista"], random_state=seed)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"settings": {"alpha": 0.5}}, "'settings' parameter of compare_methods"),
+        ({"settings": {}}, "'settings' parameter of compare_methods"),
+        ({"verbose": "1"}, "'verbose' parameter of compare_methods"),
+    ],
+)
+def test_compare_methods_checks_its_arguments_before_running(
+    data, kwargs, match, monkeypatch
+):
+    # An empty dict of settings passed for the paper's settings; a dict
+    # failed inside a method builder.
+    monkeypatch.setattr(_compare, "MethodContext", lambda *a: pytest.fail("ran"))
+    with pytest.raises(ValueError, match=match):
+        compare_methods(data, ["fista_oracle"], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("replaced", "match"),
+    [
+        (dict(Z_ood=lambda d: d.Z_ood[:, :5]), r"data\.Z_ood has shape"),
+        (dict(X_val=lambda d: d.X_val[:5]), r"data\.Z_val has shape"),
+        (dict(y_train=lambda d: d.y_train[:5]), r"data\.y_train has 5 labels"),
+        (dict(X_ood=lambda d: d.X_ood[:, :3]), r"data\.X_ood has shape"),
+    ],
+)
+def test_compare_methods_names_the_field_of_inconsistent_data(data, replaced, match):
+    # A hand-built Bunch failed inside a metric under a parameter the caller
+    # never passed, or was scored against a subset of its latents.
+    bunch = Bunch(**data)
+    bunch.update({name: make(data) for name, make in replaced.items()})
+    with pytest.raises(ValueError, match=match):
+        compare_methods(bunch, ["linear_probe"])
+    with pytest.raises(ValueError, match="got NoneType"):
+        compare_methods(None, ["linear_probe"])
+
+
+def test_reports_check_records_and_figure_paths(tmp_path):
+    from skdict.experiments import plot_study
+
+    records = [
+        {"label": "A", "method": "a", "value": 10, "variable": "n", "mcc_ood": 0.9}
+    ]
+    with pytest.raises(TypeError, match="wrap a single record in a list"):
+        format_table(records[0])
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(TypeError, match=r"df\.to_dict\('records'\)"):
+        format_table(pd.DataFrame(records))
+    with pytest.raises(ValueError, match="records is empty"):
+        plot_study([], tmp_path / "empty.png")
+    # Matplotlib would write fig.png, and the path returned would not exist.
+    with pytest.raises(ValueError, match="has no suffix"):
+        plot_study(records, tmp_path / "fig")
+    assert plot_study(records, tmp_path / "fig.png").exists()

@@ -423,6 +423,27 @@ def test_support_scores_equal_brute_force(seed, p, q):
             assert got == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("n_first", [5, 6, 7, 9])
+def test_complementary_latents_match_their_own_columns(n_first):
+    # The one-hot codes of two classes: each column correlates +1 and -1 with
+    # the two latents, and rounding decided the Hungarian tie, matching each
+    # latent to the other's column (support F1 0 for identical codes).
+    first = np.r_[np.ones(n_first), np.zeros(12 - n_first)]
+    Z = np.stack([first, 1 - first], axis=1)
+    assert support_scores(Z, Z)["f1"] == 1.0
+    assert mcc_score(Z, Z) == 1.0
+
+
+@pytest.mark.parametrize("mean", [1e2, 1e3, 1e4])
+def test_mcc_of_identical_near_constant_float32_columns(mean):
+    # float32 sums of always-active columns, in an order set by the matrix's
+    # width, centred identical columns differently (0.969 at mean 1e4).
+    rng = np.random.default_rng(0)
+    Z = (mean + 1e-2 * rng.uniform(size=(30, 3))).astype(np.float32)
+    codes = np.hstack([Z, np.full((30, 1), 5.0, np.float32)])
+    assert mcc_score(Z, codes) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_support_scores_default_matching_is_the_correlation_matching(rng):
     Z = sparse_codes(rng, 40, 6, 2)
     order = rng.permutation(6)
@@ -489,6 +510,16 @@ def test_best_feature_auc_breaks_ties_towards_the_first_dimension(seed, n):
     rng.shuffle(y)
     for codes in (np.c_[x, -x], np.c_[-x, x], np.c_[x, x]):
         assert best_feature_auc(codes, y)["feature"] == 0
+
+
+def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
+    with pytest.raises(ValueError, match="'max_iter' parameter of probe_accuracy"):
+        probe_accuracy(np.eye(4), [0, 1, 0, 1], max_iter=True)
+    pca = PCA(n_components=1).fit(np.eye(3))
+    with pytest.raises(ValueError, match="X_ood must be a 2-D array"):
+        compositional_gap(pca, np.eye(3), None)
+    with pytest.raises(ValueError, match="X_id must be a 2-D array"):
+        compositional_gap(pca, np.ones(3), np.eye(3))
 
 
 def test_probe_accuracy_transfers_the_id_probe(rng):
@@ -585,6 +616,36 @@ def benchmark():
     return make_compositional(
         n_latents=12, n_active=2, n_samples=240, sparse_codes=True, random_state=0
     )
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: make_code_scorer("mcc_score"), TypeError, "score_func must be"),
+        (lambda: make_code_scorer(None), TypeError, "score_func must be"),
+        (
+            lambda: make_code_scorer(mcc_score, top_varaince=True),
+            TypeError,
+            r"\['top_varaince'\] do not fit mcc_score",
+        ),
+        (lambda: make_dictionary_similarity_scorer(None), ValueError, "dictionary"),
+        (
+            lambda: make_dictionary_similarity_scorer(np.zeros((0, 3))),
+            ValueError,
+            "dictionary has no atoms",
+        ),
+        (
+            lambda: make_dictionary_similarity_scorer([[np.nan, 1.0]]),
+            ValueError,
+            "dictionary contains NaN",
+        ),
+    ],
+)
+def test_scorer_factories_check_their_arguments(make, error, match):
+    # Checked when the scorer is made: a scorer failing at every call leaves
+    # GridSearchCV (error_score=nan) with NaN scores and an arbitrary best.
+    with pytest.raises(error, match=match):
+        make()
 
 
 def test_scorers_follow_sklearn_conventions(benchmark):

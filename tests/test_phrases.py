@@ -115,6 +115,11 @@ def test_split_is_deterministic_under_random_state():
         (dict(colors=["red", "red"]), "colors contains duplicates"),
         (dict(objects=[]), "objects must be a non-empty list"),
         (dict(colors="red"), "colors must be a list of strings"),
+        # A set's order changes with PYTHONHASHSEED, and with it the split.
+        (dict(colors={"red", "blue"}), "colors must be a list of strings, in a"),
+        (dict(objects={"car": 1, "cup": 2}), "objects must be a list of strings"),
+        (dict(random_state=-1), "'random_state' parameter of load_phrase_activations"),
+        (dict(random_state=True), "'random_state' parameter .* a bool"),
         (dict(templates=["the {object}"]), r"'\{color\}' and '\{object\}' exactly"),
         (dict(templates=["{color} {object} {x}"]), "and no other field"),
         (dict(templates=["{color} {object!r}"]), "and no other field"),

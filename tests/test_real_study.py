@@ -211,6 +211,19 @@ def test_bad_settings_fail_before_the_transformer_runs(tmp_path, monkeypatch):
         run_real(seeds=[0, -1], out=tmp_path, progress=False)
     with pytest.raises(TypeError, match="settings must be a PaperSettings"):
         run_real(settings={"alpha": 0.1}, out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="'progress' parameter of run_real"):
+        run_real(progress="no", out=tmp_path)
+    # compare_real checks its own arguments before loading the phrases, and
+    # before any method takes the seed after others have run.
+    for kwargs, name in [
+        ({"random_state": -1}, "random_state"),
+        ({"random_state": True}, "random_state"),
+        ({"settings": {"alpha": 0.5}}, "settings"),
+        ({"normalize": "no"}, "normalize"),
+        ({"verbose": "1"}, "verbose"),
+    ]:
+        with pytest.raises(ValueError, match=f"'{name}' parameter of compare_real"):
+            compare_real(None, ["fista_oracle", "sae_relu"], **kwargs)
     import importlib.util
 
     find_spec = importlib.util.find_spec

@@ -21,13 +21,16 @@ import json
 import numbers
 import os
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.utils import Bunch, check_random_state
+from sklearn.utils._param_validation import Interval
 
+from .._params import validate_hyperparameters
 from .._tensor import resolve_device, to_numpy
 from .._warnings import warn
 from ._cache import cache_home, cache_key, folder_fingerprint, load_arrays, save_arrays
@@ -71,8 +74,12 @@ _CACHE_FORMAT = 2
 def _check_words(words: Sequence[str] | None, default: tuple, name: str) -> list[str]:
     if words is None:
         return list(default)
-    if isinstance(words, str) or not isinstance(words, Iterable):
-        raise TypeError(f"{name} must be a list of strings; got {words!r}.")
+    if isinstance(words, (str, Set, Mapping)) or not isinstance(words, Iterable):
+        # A set's order (hence the columns of Z and the held-out pairs drawn
+        # from it) changes with PYTHONHASHSEED from one process to the next.
+        raise TypeError(
+            f"{name} must be a list of strings, in a fixed order; got {words!r}."
+        )
     words = list(words)
     bad = [w for w in words if not isinstance(w, str) or not w.strip()]
     if bad or not words:
@@ -601,6 +608,17 @@ def load_phrase_activations(
     >>> load_phrase_activations(**kwargs).from_cache
     True
     """
+    validate_hyperparameters(
+        {
+            "random_state": [
+                Interval(Integral, 0, 2**32 - 1, closed="both"),
+                np.random.RandomState,
+                None,
+            ]
+        },
+        {"random_state": random_state},
+        caller_name="load_phrase_activations",
+    )
     colors = _check_words(colors, DEFAULT_COLORS, "colors")
     objects = _check_words(objects, DEFAULT_OBJECTS, "objects")
     templates = _check_words(templates, DEFAULT_TEMPLATES, "templates")

@@ -14,6 +14,7 @@ from sklearn.utils import Bunch
 from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
+from .._params import validate_hyperparameters
 from .._tensor import to_numpy
 from .._warnings import warn
 from ..metrics import (
@@ -25,7 +26,14 @@ from ..metrics import (
     support_scores,
 )
 from ..metrics._scorers import estimator_codes
-from ._methods import METHODS, SAE_METHODS, Method, MethodContext, PaperSettings
+from ._methods import (
+    METHODS,
+    SAE_METHODS,
+    SEED,
+    Method,
+    MethodContext,
+    PaperSettings,
+)
 
 __all__ = ["RECORD_KEYS", "compare_methods", "resolve_methods"]
 
@@ -88,12 +96,43 @@ def check_data(
     source: str = "skdict.datasets.make_compositional",
 ) -> None:
     """Raise ``ValueError`` unless ``data`` is a Bunch with the ``required`` fields."""
-    missing = [key for key in required if key not in data]
-    if not isinstance(data, Bunch) or missing:
+    if not isinstance(data, Bunch):
         raise ValueError(
-            f"data must be the Bunch returned by {source}; "
-            f"missing fields: {missing or 'not a Bunch'}."
+            f"data must be the Bunch returned by {source}; got {type(data).__name__}."
         )
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ValueError(
+            f"data must be the Bunch returned by {source}; missing fields: {missing}."
+        )
+
+
+def check_compositional_data(data: Bunch) -> None:
+    """Raise ``ValueError`` naming the field when the splits' shapes disagree.
+
+    A Bunch assembled by hand (other data in the benchmark's layout) would
+    otherwise fail inside a metric, under a parameter name the caller never
+    passed, or be scored against a subset of its latents.
+    """
+    n_latents, n_features = np.shape(data.dictionary)
+    for split in ("train", "val", "ood"):
+        X, y = data[f"X_{split}"], data[f"y_{split}"]
+        expected = {
+            f"X_{split}": (X.shape[0], n_features),
+            f"Z_{split}": (X.shape[0], n_latents),
+        }
+        for name, shape in expected.items():
+            if tuple(data[name].shape) != shape:
+                raise ValueError(
+                    f"data.{name} has shape {tuple(data[name].shape)}; with "
+                    f"{shape[0]} rows in X_{split} and a dictionary of shape "
+                    f"{(n_latents, n_features)}, it must be {shape}."
+                )
+        if len(y) != X.shape[0]:
+            raise ValueError(
+                f"data.y_{split} has {len(y)} labels for the {X.shape[0]} rows of "
+                f"data.X_{split}."
+            )
 
 
 def _evaluate(
@@ -256,19 +295,22 @@ def compare_methods(
     True
     """
     check_data(data)
+    check_compositional_data(data)
     chosen = resolve_methods(methods)
-    if random_state is not None and not isinstance(random_state, (int, np.integer)):
-        raise TypeError(
-            f"random_state must be an int or None; got {type(random_state).__name__}."
-        )
-    if random_state is not None and not 0 <= random_state < 2**32:
-        # Checked here, not by the first estimator that takes the seed: that
-        # may come after other methods have run for minutes.
-        raise ValueError(
-            f"random_state must be in [0, 2**32 - 1] (a NumPy seed); got "
-            f"{random_state}."
-        )
-    context = MethodContext(data, settings or PaperSettings(), random_state, device)
+    # Checked here, not by the first estimator that takes the seed: that may
+    # come after other methods have run for minutes.
+    validate_hyperparameters(
+        {
+            "random_state": [SEED, None],
+            "settings": [PaperSettings, None],
+            "verbose": ["verbose"],
+        },
+        {"random_state": random_state, "settings": settings, "verbose": verbose},
+        caller_name="compare_methods",
+    )
+    if settings is None:
+        settings = PaperSettings()
+    context = MethodContext(data, settings, random_state, device)
     if any("sae" in method.name for method in chosen):
         # A process's first torch optimiser imports torch's compiler stack
         # (about 860 modules, 1.1-1.5 s on one CPU thread), which would count

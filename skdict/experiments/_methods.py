@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import RidgeCV
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import (
+    Interval,
     StrOptions,
 )
 
@@ -32,6 +34,9 @@ from .._sae import SparseAutoencoder
 
 __all__ = ["METHODS", "SAE_METHODS", "Method", "PaperSettings"]
 
+
+#: A seed of the experiments: what NumPy's and torch's generators take.
+SEED = Interval(Integral, 0, 2**32 - 1, closed="both")
 
 SAE_METHODS = ("sae_relu", "sae_topk", "sae_batchtopk", "sae_jumprelu", "sae_mp")
 

@@ -42,8 +42,22 @@ from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder, model_name
 from ..metrics import probe_accuracy, reconstruction_error
 from ._compare import _plain, check_data, resolve_methods
-from ._methods import METHODS, SAE_METHODS, Method, MethodContext, PaperSettings
-from ._report import _format, align_rows, check_plots_extra, summarize
+from ._methods import (
+    METHODS,
+    SAE_METHODS,
+    SEED,
+    Method,
+    MethodContext,
+    PaperSettings,
+)
+from ._report import (
+    _format,
+    align_rows,
+    check_plots_extra,
+    check_records,
+    figure_path,
+    summarize,
+)
 from ._runner import _save, check_output_dir, check_settings
 from ._studies import PRESETS, _plain_number, _unique
 
@@ -478,10 +492,23 @@ def compare_real(
     >>> oracle["object_acc_ood"], probe["both_fire_ood"]  # the probe has no features
     (1.0, None)
     """
-    if not isinstance(random_state, (int, np.integer)):
-        raise TypeError(
-            f"random_state must be an int; got {type(random_state).__name__}."
-        )
+    # Checked before anything runs, not by the first estimator that takes
+    # them after others have run.
+    validate_hyperparameters(
+        {
+            "random_state": [SEED],
+            "settings": [PaperSettings, None],
+            "normalize": ["boolean"],
+            "verbose": ["verbose"],
+        },
+        {
+            "random_state": random_state,
+            "settings": settings,
+            "normalize": normalize,
+            "verbose": verbose,
+        },
+        caller_name="compare_real",
+    )
     chosen = resolve_methods(methods, REAL_METHODS)
     _check_settings(n_components, k, fire_threshold, "compare_real")
     if data is None:
@@ -507,7 +534,7 @@ def compare_real(
     X = {split: data[f"X_{split}"] for split in ("train", "val", "ood")}
     context = _PhraseContext(
         data,
-        settings or PaperSettings(),
+        PaperSettings() if settings is None else settings,
         int(random_state),
         device,
         width=n_components or X["train"].shape[1],
@@ -582,6 +609,7 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
     >>> print(format_real_table(records).splitlines()[1][:40])
     A              1.00        0.50
     """
+    check_records(records)
     stats = {key: _stats(records, key) for key in TABLE_COLUMNS}
     labels = list(dict.fromkeys(record["label"] for record in records))
     rows = [["method", *TABLE_COLUMNS.values()]]
@@ -632,6 +660,8 @@ def plot_real(
     pathlib.Path
         ``path``.
     """
+    check_records(records, empty=False)
+    path = figure_path(path)
     check_plots_extra()
     # A bare Figure draws and saves without pyplot, so the caller's backend
     # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
@@ -666,7 +696,6 @@ def plot_real(
     fig.legend(handles, names, loc="lower center", ncol=2)
     fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    path = Path(path)
     fig.savefig(path, dpi=120)
     return path
 
@@ -742,6 +771,9 @@ def run_real(
     resolve_methods(methods, REAL_METHODS)
     _check_settings(n_components, k, 0.0, "run_real")
     check_settings(settings)
+    validate_hyperparameters(
+        {"progress": ["boolean"]}, {"progress": progress}, caller_name="run_real"
+    )
     check_plots_extra()
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
@@ -750,7 +782,7 @@ def run_real(
     seeds = _unique(_plain_number(s, "int") for s in seeds)
     for seed in seeds:
         validate_hyperparameters(
-            {"seeds": [Interval(Integral, 0, 2**32 - 1, closed="both")]},
+            {"seeds": [SEED]},
             {"seeds": seed},
             caller_name="run_real",
         )

@@ -30,6 +30,48 @@ FIGURE_METRICS = {
 }
 
 
+def check_records(records: Any, *, empty: bool = True) -> None:
+    """Raise unless ``records`` is a sequence of record dicts (or empty, if allowed).
+
+    One record, or a data frame of them, would otherwise fail deep inside the
+    table or figure code.
+    """
+    if isinstance(records, (str, bytes, dict)) or not isinstance(records, Sequence):
+        hint = (
+            "; for a data frame pass df.to_dict('records')"
+            if hasattr(records, "to_dict")
+            else "; wrap a single record in a list"
+            if isinstance(records, dict)
+            else ""
+        )
+        raise TypeError(
+            "records must be a sequence of record dicts; got "
+            f"{type(records).__name__}{hint}."
+        )
+    not_dicts = [type(r).__name__ for r in records if not isinstance(r, dict)]
+    if not_dicts:
+        raise TypeError(
+            f"records must be a sequence of record dicts; it holds {not_dicts[0]}."
+        )
+    if not empty and not records:
+        raise ValueError("records is empty; there is nothing to plot.")
+
+
+def figure_path(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path, refusing one without a suffix.
+
+    Matplotlib picks the format from the suffix and would add ``.png`` to a
+    path without one, so the path returned would not be the file written.
+    """
+    path = Path(path)
+    if not path.suffix:
+        raise ValueError(
+            f"path {str(path)!r} has no suffix; add one that names the format, "
+            "such as .png or .pdf."
+        )
+    return path
+
+
 def summarize(
     records: Sequence[dict[str, Any]], metric: str
 ) -> dict[str, dict[Any, tuple[float, float, int]]]:
@@ -122,6 +164,7 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
     mcc_ood     n=10
     A       0.80 ± 0.10
     """
+    check_records(records)
     summary = summarize(records, metric)
     if not summary:
         return f"{metric}: no values"
@@ -194,7 +237,8 @@ def plot_study(
     records : sequence of dict
         Records of :func:`~skdict.experiments.run_study`.
     path : path
-        Where to save the figure; the format follows the suffix (e.g. ``.png``).
+        Where to save the figure; the format follows the suffix (e.g. ``.png``),
+        which is required.
     title : str, default=None
         Figure title; None uses the swept variable's name.
 
@@ -203,12 +247,14 @@ def plot_study(
     pathlib.Path
         ``path``.
     """
+    check_records(records, empty=False)
+    path = figure_path(path)
     check_plots_extra()
     # A bare Figure draws and saves without pyplot, so the caller's backend
     # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
     from matplotlib.figure import Figure
 
-    variable = records[0].get("variable", "value") if records else "value"
+    variable = records[0].get("variable", "value")
     fig = Figure(figsize=(11, 8))
     axes = fig.subplots(2, 2, sharex=True)
     for ax, (metric, axis_label) in zip(axes.flat, FIGURE_METRICS.items(), strict=True):
@@ -234,6 +280,5 @@ def plot_study(
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize="small")
     fig.suptitle(title or variable)
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
-    path = Path(path)
     fig.savefig(path, dpi=120)
     return path

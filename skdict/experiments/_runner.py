@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .._params import validate_hyperparameters
 from .._warnings import warn
 from ..datasets import make_compositional
 from ..datasets._compositional import check_compositional_params
@@ -122,6 +123,12 @@ def plan_study(
         # changes, hence of its resume key and records: a run with other
         # settings must not be answered by the saved results of the preset's.
         overrides = _changed_settings(base, settings)
+        swept = STUDIES[study].variable
+        if swept in overrides:
+            raise ValueError(
+                f"{swept} is the variable study {study!r} sweeps; pass its values "
+                f"as values=, not as settings ({swept}={overrides[swept]!r})."
+            )
         cells = [
             dataclasses.replace(
                 cell, setting_changes={**overrides, **cell.setting_changes}
@@ -188,6 +195,9 @@ def run_study(
         again (with a warning). Records of other cells stay in the file but
         are not returned, so tables and figures show only this run's grid.
     """
+    validate_hyperparameters(
+        {"progress": ["boolean"]}, {"progress": progress}, caller_name="run_study"
+    )
     cells, base = plan_study(
         study,
         preset=preset,

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._methods import METHODS, PaperSettings
+from .._params import validate_hyperparameters
+from ._methods import METHODS, SEED, PaperSettings
 
 __all__ = ["PRESETS", "STUDIES", "Cell", "Study", "study_cells"]
 
@@ -261,6 +262,14 @@ def study_cells(
     # keys for the same cell: plain numbers, each once, in the order given.
     values = _unique(_plain_number(v, "int" if is_size else "float") for v in values)
     seeds = _unique(_plain_number(s, "int") for s in seeds)
+    for seed in seeds:
+        validate_hyperparameters({"seeds": [SEED]}, {"seeds": seed}, "study_cells")
+    for name, reason in (
+        (spec.variable, f"the variable study {study!r} sweeps; pass values="),
+        ("random_state", "set by each seed; pass seeds="),
+    ):
+        if name in (data_params or {}):
+            raise ValueError(f"data_params may not hold {name!r}: it is {reason}.")
     methods = _unique(methods)
     fixed = {
         name: _plain_number(value, "plain")

@@ -73,7 +73,7 @@ class _Columns(NamedTuple):
         if A.is_sparse:
             # In float64: sums of many float32 values near a column's mean
             # (an always-active latent) lose the variance, and sparse columns
-            # are correlated from uncentred products (_abs_correlation).
+            # are correlated from uncentred products (_correlation).
             (_, cols), values = A.indices(), _wide(A.values())
             count = torch.bincount(cols, minlength=p)
             high, low = (
@@ -108,7 +108,11 @@ class _Columns(NamedTuple):
             # One full-size array, centred in place: the scaled, centred and
             # squared copies were alive at once (4x the codes in float64).
             data = A / peak
-            data -= data.mean(dim=0)
+            # The means summed in float64: a float32 sum of values near an
+            # always-active column's mean is off by more than its spread,
+            # differently with the matrix's width (its reduction order), so
+            # that identical columns could centre differently.
+            data -= (data.sum(dim=0, dtype=torch.float64) / n).to(data.dtype)
             sq_norm = torch.linalg.vector_norm(data, dim=0) ** 2
             mean = data.new_zeros(p)
         # An exact test, so that the rounding residue of a constant column's
@@ -138,8 +142,8 @@ def _peaks(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, peak, 1.0)
 
 
-def _abs_correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
-    """|Pearson| between every true column and every code column.
+def _correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
+    """Pearson correlation between every true column and every code column.
 
     Dense columns are centred, sparse ones are not (centring would fill them
     in): with a sparse side, the product is centred afterwards, from
@@ -171,12 +175,16 @@ def _abs_correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
     corr = torch.where(
         scale > 0, cross / scale.clamp_min(torch.finfo(scale.dtype).tiny), 0.0
     )
-    return corr.abs().clamp_(max=1.0)
+    return corr.clamp_(min=-1.0, max=1.0)
 
 
 def _assign(similarity: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Hungarian matching maximising the total similarity (rows <-> columns)."""
     return linear_sum_assignment(to_numpy(similarity), maximize=True)
+
+
+# Weight of the signed correlation in the matching's tie break.
+_TIE_BREAK = 1e-9
 
 
 def _correlation_matching(
@@ -217,8 +225,15 @@ def _correlation_matching(
         # highest variance on the evaluated data compete.
         candidates = code_cols.variance_rank()[:n_varying]
         code_cols = code_cols.subset(candidates)
-    corr = _abs_correlation(true_cols.subset(varying), code_cols)
-    rows, cols = _assign(corr)
+    signed = _correlation(true_cols.subset(varying), code_cols)
+    corr = signed.abs()
+    # Ties in |correlation| (complementary latents, such as the one-hot codes
+    # of two classes, correlate +1 and -1 with each of the two columns) go to
+    # the positive correlation; rounding alone would otherwise decide, and
+    # support_scores of identical codes could match every latent to the
+    # other's column (F1 0 instead of 1). A nudge far above rounding and far
+    # below any difference that matters for the score.
+    rows, cols = _assign(corr + _TIE_BREAK * signed)
     matching = np.full(true.shape[1], -1, dtype=np.int64)
     correlation = np.zeros(true.shape[1])
     latents = to_numpy(varying)[rows]
@@ -239,9 +254,9 @@ def mcc_score(Z_true: Any, codes: Any, *, top_variance: bool = False) -> float:
     Hungarian algorithm on the absolute Pearson correlations, and the matched
     correlations are averaged over the true latents with non-zero variance. A
     latent left unmatched because there are fewer code dimensions than
-    varying latents counts as 0. The score is invariant to permuting and
-    rescaling (with either sign) the code dimensions; 1 means every latent is
-    recovered up to an affine map.
+    varying latents counts as 0. Without ``top_variance``, the score is
+    invariant to permuting and rescaling (with either sign) the code
+    dimensions; 1 means every latent is recovered up to an affine map.
 
     Parameters
     ----------
@@ -256,7 +271,9 @@ n_components)
         Only let the code dimensions with the highest variance on these
         samples compete, as many as there are varying true latents: the
         paper's MCC-OOD (arXiv 2603.28744), which ignores dimensions that stay
-        silent on the evaluated data.
+        silent on the evaluated data. Which dimensions compete depends on
+        their scales (rescaling one changes its rank), and on their order
+        where variances tie.
 
     Returns
     -------
@@ -296,10 +313,14 @@ def _atoms(dictionary: Any, name: str, device: torch.device) -> torch.Tensor:
                 f"{name} must be an array of atoms or a fitted estimator exposing "
                 f"components_; {type(dictionary).__name__} has no components_."
             )
-        return as_tensor(
+        atoms = as_tensor(
             dictionary.components_, device=device, name=f"{name}.components_"
         )
-    return as_tensor(dictionary, device=device, name=name)
+    else:
+        atoms = as_tensor(dictionary, device=device, name=name)
+    if atoms.shape[0] == 0:
+        raise ValueError(f"{name} has no atoms; at least one row is required.")
+    return atoms
 
 
 def _directions(atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -426,9 +447,6 @@ def dictionary_similarity(
     device = compute_device(true_dictionary, dictionary)
     true = _atoms(true_dictionary, "true_dictionary", device)
     learned = _atoms(dictionary, "dictionary", device)
-    for name, atoms in (("true_dictionary", true), ("dictionary", learned)):
-        if atoms.shape[0] == 0:
-            raise ValueError(f"{name} has no atoms; at least one row is required.")
     if true.shape[1] != learned.shape[1]:
         raise ValueError(
             f"true_dictionary has atoms of dimension {true.shape[1]} but "

@@ -11,6 +11,7 @@ distribution still scores high there.)
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,9 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import get_tags
+from sklearn.utils._param_validation import Interval
 
+from .._params import validate_hyperparameters
 from .._tensor import to_numpy
 from .._warnings import ignoring
 from ._inputs import as_matrices, labels
@@ -177,14 +180,15 @@ def probe_accuracy(
 n_components)
         Codes of ID samples.
     y_id : array-like of shape (n_id,)
-        Binary labels of the ID samples.
+        Class labels of the ID samples (two or more classes).
     codes_ood : array-like, torch.Tensor or sparse matrix of shape (n_ood, \
 n_components), default=None
         Codes of OOD samples.
     y_ood : array-like of shape (n_ood,), default=None
-        Binary labels of the OOD samples; required with ``codes_ood``.
+        Class labels of the OOD samples; required with ``codes_ood``.
     max_iter : int, default=1000
-        Iterations of the default probe's L-BFGS solver.
+        Iterations of the default probe's L-BFGS solver (unused with
+        ``probe``).
     probe : classifier, default=None
         Another probe (cloned before fitting), e.g. an L2-penalised one where
         the unpenalised optimum is not unique (more code dimensions than the
@@ -204,6 +208,11 @@ n_components), default=None
     >>> probe_accuracy(codes, [0, 1, 0, 1])
     {'acc_id': 1.0, 'acc_ood': None}
     """
+    validate_hyperparameters(
+        {"max_iter": [Interval(Integral, 1, None, closed="left")]},
+        {"max_iter": max_iter},
+        caller_name="probe_accuracy",
+    )
     C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=False, dense=False)
     if probe is None:
         probe = LogisticRegression(C=np.inf, max_iter=max_iter)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ._inputs import as_matrices
 
 __all__ = ["compositional_gap", "reconstruct", "reconstruction_error"]
@@ -103,6 +105,13 @@ def compositional_gap(estimator: Any, X_id: Any, X_ood: Any) -> dict[str, float]
     >>> round(gap["mse_id"], 12), round(gap["gap"], 6)
     (0.0, 3.0)
     """
+    for name, X in (("X_id", X_id), ("X_ood", X_ood)):
+        # Checked by name: the estimator's own check would name neither.
+        if X is None or np.ndim(X) != 2:
+            raise ValueError(
+                f"{name} must be a 2-D array of samples (n_samples, n_features); "
+                f"got {'None' if X is None else f'{np.ndim(X)} dimension(s)'}."
+            )
     mse = {
         f"mse_{split}": reconstruction_error(X, reconstruct(estimator, X))
         for split, X in (("id", X_id), ("ood", X_ood))

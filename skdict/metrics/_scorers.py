@@ -18,12 +18,15 @@ probe -- so that every method of the paper is scored alike.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
-from ._matching import dictionary_similarity, mcc_score, support_scores
+from .._dictionary import is_provider
+from ._matching import _atoms, dictionary_similarity, mcc_score, support_scores
 from ._reconstruction import reconstruct, reconstruction_error
 
 __all__ = [
@@ -140,6 +143,23 @@ def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeSc
     >>> round(scorer(PCA(n_components=2).fit(X), X, Z), 3)  # PCA mixes the latents
     0.789
     """
+    # Checked now: a scorer failing at every call would leave GridSearchCV
+    # (error_score=nan by default) with NaN scores and an arbitrary best.
+    if not callable(score_func):
+        raise TypeError(
+            f"score_func must be a callable score_func(Z_true, codes, **kwargs); "
+            f"got {type(score_func).__name__}."
+        )
+    try:
+        inspect.signature(score_func).bind(None, None, **kwargs)
+    except TypeError as error:
+        name = getattr(score_func, "__name__", None) or repr(score_func)
+        raise TypeError(
+            f"make_code_scorer's keyword arguments {sorted(kwargs)} do not fit "
+            f"{name}(Z_true, codes, ...): {error}"
+        ) from None
+    except ValueError:  # no signature to check (some builtins)
+        pass
     return _CodeScorer(score_func, kwargs)
 
 
@@ -257,4 +277,7 @@ def make_dictionary_similarity_scorer(dictionary: Any) -> _DictionarySimilarityS
     >>> round(scorer(PCA(n_components=2).fit(X), X), 3)  # 50 samples: close axes
     0.998
     """
+    if not is_provider(dictionary):
+        # An array is checked now (an estimator may be fitted later).
+        _atoms(dictionary, "dictionary", torch.device("cpu"))
     return _DictionarySimilarityScorer(dictionary)
