@@ -917,7 +917,8 @@ def test_score_codes_a_batch_at_a_time(problem, monkeypatch, warm_start):
         return encode(X_t, *args, **kwargs)
 
     monkeypatch.setattr(_fista, "fista_encode", spy)
-    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 15)
+    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 5)
+    monkeypatch.setattr(_fista, "_SCORE_STEP_BATCHES", 3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         score = coder.score(X)
