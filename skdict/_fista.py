@@ -116,7 +116,7 @@ from ._tensor import (
     validate_codes,
     validate_input,
 )
-from ._warnings import recording, warn
+from ._warnings import warn
 
 __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 
@@ -2514,24 +2514,16 @@ class FISTACoder(
         warm_start = self._warm_start(X, X_t)
         squared_error = torch.zeros((), dtype=torch.float64, device=X_t.device)
         not_converged = 0
-        # An init estimator warns once per step; each message is shown once.
-        caught: list = []
         for start in tqdm(
             starts, disable=self.verbose <= 0 or len(starts) < 2, desc="score"
         ):
             # In bounds: the array API leaves slices past the end unspecified.
             rows = slice(start, min(start + step, n_samples))
             X_rows = X_t[rows]
-            with recording(caught, len(starts) > 1):
-                init = warm_start(rows)
-            result = self._code(X_rows, D, b, init, verbose=0)
+            result = self._code(X_rows, D, b, warm_start(rows), verbose=0)
             residual = X_rows - result.codes @ D - b
             squared_error += residual.double().square().sum()
             not_converged += int((~result.converged).sum())
-        for category, message in dict.fromkeys(
-            (record.category, str(record.message)) for record in caught
-        ):
-            warn(message, category)
         self._warn_unconverged(not_converged, n_samples)
         return -float(squared_error) / X_t.numel()
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import joblib
 import sklearn
 
-__all__ = ["ignoring", "recording", "warn"]
+__all__ = ["ignoring", "warn"]
 
 # joblib runs the fits of scikit-learn's model selection (cross_validate,
 # GridSearchCV), between its frames and the user's.
@@ -101,30 +101,3 @@ def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
     with _FILTERS_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message, category)
         yield
-
-
-@contextmanager
-def recording(caught: list, active: bool = True) -> Iterator[None]:
-    """Append the warnings of the block to ``caught`` instead of showing them.
-
-    For a step repeated in batches, whose warnings the caller shows once
-    each afterwards. Blocks run one at a time, as :func:`ignoring`'s do.
-    Without ``active`` the block's warnings are shown as usual.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> from skdict._warnings import recording
-    >>> caught = []
-    >>> with recording(caught):
-    ...     warnings.warn("recorded, not shown")
-    >>> [str(record.message) for record in caught]
-    ['recorded, not shown']
-    """
-    if not active:
-        yield
-        return
-    with _FILTERS_LOCK, warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always")
-        yield
-    caught.extend(records)

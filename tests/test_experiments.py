@@ -3,6 +3,7 @@
 import json
 import time
 import warnings
+from collections import UserDict
 
 import numpy as np
 import pytest
@@ -688,6 +689,17 @@ def test_compare_methods_names_the_field_of_inconsistent_data(data, replaced, ma
         compare_methods(None, ["linear_probe"])
 
 
+def test_compare_methods_takes_hand_built_data_of_other_types(data):
+    # No method uses y_train, and lists are arrays too.
+    bunch = Bunch(**data)
+    del bunch["y_train"]
+    for name in ("X_train", "X_val", "X_ood"):
+        bunch[name] = data[name].tolist()
+    [record] = compare_methods(bunch, ["fista_oracle"], random_state=0)
+    [expected] = compare_methods(data, ["fista_oracle"], random_state=0)
+    assert record["mcc_ood"] == pytest.approx(expected["mcc_ood"])
+
+
 def test_reports_check_records_and_figure_paths(tmp_path):
     from skdict.experiments import plot_study
 
@@ -696,6 +708,10 @@ def test_reports_check_records_and_figure_paths(tmp_path):
     ]
     with pytest.raises(TypeError, match="wrap a single record in a list"):
         format_table(records[0])
+    # Any sequence of mappings is records.
+    table = format_table(records)
+    assert format_table(np.array(records)) == table
+    assert format_table((UserDict(records[0]),)) == table
     pd = pytest.importorskip("pandas")
     with pytest.raises(TypeError, match=r"df\.to_dict\('records'\)"):
         format_table(pd.DataFrame(records))

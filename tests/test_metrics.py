@@ -423,15 +423,18 @@ def test_support_scores_equal_brute_force(seed, p, q):
             assert got == pytest.approx(expected, abs=1e-12)
 
 
-@pytest.mark.parametrize("n_first", [5, 6, 7, 9])
-def test_complementary_latents_match_their_own_columns(n_first):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_first", [3, 5, 6, 7, 9])
+def test_complementary_latents_match_their_own_columns(n_first, dtype):
     # The one-hot codes of two classes: each column correlates +1 and -1 with
     # the two latents, and rounding decided the Hungarian tie, matching each
-    # latent to the other's column (support F1 0 for identical codes).
+    # latent to the other's column (support F1 0 for identical codes). The
+    # tie goes to the overlapping supports, also for negated codes.
     first = np.r_[np.ones(n_first), np.zeros(12 - n_first)]
-    Z = np.stack([first, 1 - first], axis=1)
-    assert support_scores(Z, Z)["f1"] == 1.0
-    assert mcc_score(Z, Z) == 1.0
+    Z = np.stack([first, 1 - first], axis=1).astype(dtype)
+    for codes in (Z, -Z, torch.from_numpy(Z), sp.csr_matrix(Z)):
+        assert support_scores(Z, codes)["f1"] == 1.0
+    assert mcc_score(Z, Z) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("mean", [1e2, 1e3, 1e4])
@@ -515,6 +518,9 @@ def test_best_feature_auc_breaks_ties_towards_the_first_dimension(seed, n):
 def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
     with pytest.raises(ValueError, match="'max_iter' parameter of probe_accuracy"):
         probe_accuracy(np.eye(4), [0, 1, 0, 1], max_iter=True)
+    # Unused with a probe of one's own.
+    probe = LogisticRegression()
+    probe_accuracy(np.eye(4), [0, 1, 0, 1], max_iter=None, probe=probe)
     pca = PCA(n_components=1).fit(np.eye(3))
     with pytest.raises(ValueError, match="X_ood must be a 2-D array"):
         compositional_gap(pca, np.eye(3), None)
@@ -646,6 +652,20 @@ def test_scorer_factories_check_their_arguments(make, error, match):
     # GridSearchCV (error_score=nan) with NaN scores and an arbitrary best.
     with pytest.raises(error, match=match):
         make()
+
+
+def test_code_scorer_takes_the_keywords_of_a_decorated_metric():
+    def scaled(metric):
+        @functools.wraps(metric)
+        def wrapper(*args, scale=1.0, **kwargs):
+            return scale * metric(*args, **kwargs)
+
+        return wrapper
+
+    Z = np.random.default_rng(0).uniform(size=(20, 2))
+    scorer = make_code_scorer(scaled(mcc_score), scale=2.0)
+    pca = PCA(n_components=2).fit(Z)
+    assert scorer(pca, Z, Z) == pytest.approx(2 * mcc_score(Z, pca.transform(Z)))
 
 
 def test_scorers_follow_sklearn_conventions(benchmark):

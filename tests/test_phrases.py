@@ -444,3 +444,14 @@ def test_missing_model_folder(transformers, tmp_path):
         load(tmp_path, model=tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match=r"model=.* has no config\.json"):
         load(tmp_path, model=tmp_path)
+
+
+def test_word_lists_in_a_fixed_order_of_any_kind():
+    # dict keys keep their insertion order; sets do not (see above).
+    from skdict.datasets._phrases import _check_words
+
+    assert _check_words(dict.fromkeys(["red", "blue"]).keys(), (), "colors") == [
+        "red",
+        "blue",
+    ]
+    assert _check_words(("red", "blue"), (), "colors") == ["red", "blue"]

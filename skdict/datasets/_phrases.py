@@ -21,7 +21,7 @@ import json
 import numbers
 import os
 import string
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Integral
 from pathlib import Path
 
@@ -74,7 +74,9 @@ _CACHE_FORMAT = 2
 def _check_words(words: Sequence[str] | None, default: tuple, name: str) -> list[str]:
     if words is None:
         return list(default)
-    if isinstance(words, (str, Set, Mapping)) or not isinstance(words, Iterable):
+    if isinstance(words, (str, set, frozenset, Mapping)) or not isinstance(
+        words, Iterable
+    ):
         # A set's order (hence the columns of Z and the held-out pairs drawn
         # from it) changes with PYTHONHASHSEED from one process to the next.
         raise TypeError(

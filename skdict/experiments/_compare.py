@@ -116,21 +116,23 @@ def check_compositional_data(data: Bunch) -> None:
     """
     n_latents, n_features = np.shape(data.dictionary)
     for split in ("train", "val", "ood"):
-        X, y = data[f"X_{split}"], data[f"y_{split}"]
+        n_rows = np.shape(data[f"X_{split}"])[0]
         expected = {
-            f"X_{split}": (X.shape[0], n_features),
-            f"Z_{split}": (X.shape[0], n_latents),
+            f"X_{split}": (n_rows, n_features),
+            f"Z_{split}": (n_rows, n_latents),
         }
         for name, shape in expected.items():
-            if tuple(data[name].shape) != shape:
+            if tuple(np.shape(data[name])) != shape:
                 raise ValueError(
-                    f"data.{name} has shape {tuple(data[name].shape)}; with "
-                    f"{shape[0]} rows in X_{split} and a dictionary of shape "
+                    f"data.{name} has shape {tuple(np.shape(data[name]))}; with "
+                    f"{n_rows} rows in X_{split} and a dictionary of shape "
                     f"{(n_latents, n_features)}, it must be {shape}."
                 )
-        if len(y) != X.shape[0]:
+        # y_train is used by no method, and may be left out.
+        y = data.get(f"y_{split}")
+        if y is not None and len(y) != n_rows:
             raise ValueError(
-                f"data.y_{split} has {len(y)} labels for the {X.shape[0]} rows of "
+                f"data.y_{split} has {len(y)} labels for the {n_rows} rows of "
                 f"data.X_{split}."
             )
 

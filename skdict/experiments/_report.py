@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +36,21 @@ def check_records(records: Any, *, empty: bool = True) -> None:
     One record, or a data frame of them, would otherwise fail deep inside the
     table or figure code.
     """
-    if isinstance(records, (str, bytes, dict)) or not isinstance(records, Sequence):
+    if isinstance(records, (str, bytes, Mapping)) or not isinstance(
+        records, (Sequence, np.ndarray)
+    ):
         hint = (
             "; for a data frame pass df.to_dict('records')"
-            if hasattr(records, "to_dict")
+            if hasattr(records, "to_dict") and not isinstance(records, Mapping)
             else "; wrap a single record in a list"
-            if isinstance(records, dict)
+            if isinstance(records, Mapping)
             else ""
         )
         raise TypeError(
             "records must be a sequence of record dicts; got "
             f"{type(records).__name__}{hint}."
         )
-    not_dicts = [type(r).__name__ for r in records if not isinstance(r, dict)]
+    not_dicts = [type(r).__name__ for r in records if not isinstance(r, Mapping)]
     if not_dicts:
         raise TypeError(
             f"records must be a sequence of record dicts; it holds {not_dicts[0]}."

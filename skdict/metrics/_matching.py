@@ -108,11 +108,14 @@ class _Columns(NamedTuple):
             # One full-size array, centred in place: the scaled, centred and
             # squared copies were alive at once (4x the codes in float64).
             data = A / peak
-            # The means summed in float64: a float32 sum of values near an
+            # The means summed wide: a float32 sum of values near an
             # always-active column's mean is off by more than its spread,
             # differently with the matrix's width (its reduction order), so
-            # that identical columns could centre differently.
-            data -= (data.sum(dim=0, dtype=torch.float64) / n).to(data.dtype)
+            # that identical columns could centre differently. A block of
+            # rows at a time: sum(dtype=...) casts its whole input first.
+            step = max(1, _WIDE_SUM_ELEMENTS // max(p, 1))
+            sums = sum(_wide(block).sum(dim=0) for block in data.split(step))
+            data -= (sums / n).to(data.dtype)
             sq_norm = torch.linalg.vector_norm(data, dim=0) ** 2
             mean = data.new_zeros(p)
         # An exact test, so that the rounding residue of a constant column's
@@ -129,6 +132,10 @@ class _Columns(NamedTuple):
             self.constant[index],
             self.peak[index],
         )
+
+
+# Entries per block of the dense column sums in _Columns.of.
+_WIDE_SUM_ELEMENTS = 2**22
 
 
 def _wide(T: torch.Tensor) -> torch.Tensor:
@@ -183,12 +190,17 @@ def _assign(similarity: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return linear_sum_assignment(to_numpy(similarity), maximize=True)
 
 
-# Weight of the signed correlation in the matching's tie break.
-_TIE_BREAK = 1e-9
+# Weight of support_scores' tie break, in units of the correlations' machine
+# epsilon: far above their rounding, far below differences that matter.
+_TIE_BREAK_EPS = 1000
 
 
 def _correlation_matching(
-    true: torch.Tensor, codes: torch.Tensor, *, top_variance: bool = False
+    true: torch.Tensor,
+    codes: torch.Tensor,
+    *,
+    top_variance: bool = False,
+    tie_break: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Match true latents to code dimensions on |Pearson| correlation.
 
@@ -198,6 +210,9 @@ def _correlation_matching(
     codes : torch.Tensor of shape (n_samples, n_components), dense or sparse COO
     top_variance : bool, default=False
         See :func:`mcc_score`.
+    tie_break : torch.Tensor of shape (n_latents, n_components), default=None
+        Values in [0, 1] that decide between correlations equal up to
+        rounding (they are added with a weight of a thousand machine epsilons).
 
     Returns
     -------
@@ -225,15 +240,12 @@ def _correlation_matching(
         # highest variance on the evaluated data compete.
         candidates = code_cols.variance_rank()[:n_varying]
         code_cols = code_cols.subset(candidates)
-    signed = _correlation(true_cols.subset(varying), code_cols)
-    corr = signed.abs()
-    # Ties in |correlation| (complementary latents, such as the one-hot codes
-    # of two classes, correlate +1 and -1 with each of the two columns) go to
-    # the positive correlation; rounding alone would otherwise decide, and
-    # support_scores of identical codes could match every latent to the
-    # other's column (F1 0 instead of 1). A nudge far above rounding and far
-    # below any difference that matters for the score.
-    rows, cols = _assign(corr + _TIE_BREAK * signed)
+    corr = _correlation(true_cols.subset(varying), code_cols).abs()
+    score = corr
+    if tie_break is not None:
+        weight = _TIE_BREAK_EPS * torch.finfo(corr.dtype).eps
+        score = corr + weight * tie_break[varying][:, candidates].to(corr.dtype)
+    rows, cols = _assign(score)
     matching = np.full(true.shape[1], -1, dtype=np.int64)
     correlation = np.zeros(true.shape[1])
     latents = to_numpy(varying)[rows]
@@ -548,7 +560,13 @@ n_components)
     true, pred = tensors["Z_true"], tensors["codes"]
     n_samples, n_latents = true.shape
     if matching is None:
-        matching = _correlation_matching(true, pred)[0]
+        # Complementary latents (the one-hot codes of two classes) correlate
+        # +1 and -1 with each of the two columns, and rounding decided the
+        # tie: identical or negated codes could match each latent to the
+        # other's column (F1 0 instead of 1). Ties go to the column whose
+        # support overlaps the latent's most.
+        overlap = _support_overlap(true, pred, threshold)
+        matching = _correlation_matching(true, pred, tie_break=overlap)[0]
     else:
         matching = _check_matching(matching, n_latents, pred.shape[1])
     rows, cols = _active_entries(true, threshold)
@@ -580,6 +598,25 @@ n_components)
         "l0_true": float(l0_true.mean()),
         "l0_pred": float(l0_pred.mean()),
     }
+
+
+def _support_overlap(
+    true: torch.Tensor, pred: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """Fraction of samples in which each latent and each code dimension are active.
+
+    From sparse indicators of the active entries: no dense copy of the codes.
+    """
+
+    def indicator(codes: torch.Tensor) -> torch.Tensor:
+        rows, cols = _active_entries(codes, threshold)
+        ones = torch.ones(rows.numel(), dtype=torch.float32, device=codes.device)
+        return torch.sparse_coo_tensor(
+            torch.stack([rows, cols]), ones, codes.shape, check_invariants=False
+        )
+
+    both = torch.sparse.mm(indicator(true).t().coalesce(), indicator(pred))
+    return both.to_dense() / true.shape[0]
 
 
 def _active_entries(

@@ -208,11 +208,12 @@ n_components), default=None
     >>> probe_accuracy(codes, [0, 1, 0, 1])
     {'acc_id': 1.0, 'acc_ood': None}
     """
-    validate_hyperparameters(
-        {"max_iter": [Interval(Integral, 1, None, closed="left")]},
-        {"max_iter": max_iter},
-        caller_name="probe_accuracy",
-    )
+    if probe is None:
+        validate_hyperparameters(
+            {"max_iter": [Interval(Integral, 1, None, closed="left")]},
+            {"max_iter": max_iter},
+            caller_name="probe_accuracy",
+        )
     C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=False, dense=False)
     if probe is None:
         probe = LogisticRegression(C=np.inf, max_iter=max_iter)
