@@ -693,7 +693,7 @@ def test_compare_methods_takes_hand_built_data_of_other_types(data):
     # No method uses y_train, and lists are arrays too.
     bunch = Bunch(**data)
     del bunch["y_train"]
-    for name in ("X_train", "X_val", "X_ood"):
+    for name in ("X_train", "X_val", "X_ood", "Z_val", "Z_ood", "dictionary"):
         bunch[name] = data[name].tolist()
     [record] = compare_methods(bunch, ["fista_oracle"], random_state=0)
     [expected] = compare_methods(data, ["fista_oracle"], random_state=0)
@@ -712,6 +712,7 @@ def test_reports_check_records_and_figure_paths(tmp_path):
     table = format_table(records)
     assert format_table(np.array(records)) == table
     assert format_table((UserDict(records[0]),)) == table
+    assert plot_study(np.array(records), tmp_path / "array.png").exists()
     pd = pytest.importorskip("pandas")
     with pytest.raises(TypeError, match=r"df\.to_dict\('records'\)"):
         format_table(pd.DataFrame(records))

@@ -437,6 +437,33 @@ def test_complementary_latents_match_their_own_columns(n_first, dtype):
     assert mcc_score(Z, Z) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_complementary_latents_on_many_sparse_rows(seed):
+    # The sparse path's float64 correlations round by more than a thousand
+    # machine epsilons at 1e5 rows: an epsilon-sized tie break lost there.
+    first = np.random.default_rng(seed).random(100_000) < 0.3
+    Z = sp.csr_matrix(np.stack([first, ~first], axis=1).astype(float))
+    assert support_scores(Z, Z)["f1"] == 1.0
+
+
+def test_support_matching_is_the_same_in_every_format(rng):
+    # Near-ties are decided by support overlap with one absolute weight, so
+    # float32 and float64, dense and sparse codes are matched alike.
+    first = rng.random(400) < 0.4
+    Z = np.stack([first, ~first], axis=1) * rng.uniform(0.5, 1.0, (400, 2))
+    codes = Z + 1e-6 * rng.standard_normal(Z.shape) * (Z > 0)
+    scores = {
+        support_scores(Z_form, codes_form)["f1"]
+        for Z_form, codes_form in [
+            (Z, codes),
+            (Z.astype(np.float32), codes.astype(np.float32)),
+            (sp.csr_matrix(Z), sp.csr_matrix(codes)),
+            (sp.csr_matrix(Z.astype(np.float32)), codes.astype(np.float32)),
+        ]
+    }
+    assert scores == {1.0}
+
+
 @pytest.mark.parametrize("mean", [1e2, 1e3, 1e4])
 def test_mcc_of_identical_near_constant_float32_columns(mean):
     # float32 sums of always-active columns, in an order set by the matrix's
@@ -666,6 +693,10 @@ def test_code_scorer_takes_the_keywords_of_a_decorated_metric():
     scorer = make_code_scorer(scaled(mcc_score), scale=2.0)
     pca = PCA(n_components=2).fit(Z)
     assert scorer(pca, Z, Z) == pytest.approx(2 * mcc_score(Z, pca.transform(Z)))
+    # The metric's own keywords still checked beside the decorator's.
+    make_code_scorer(scaled(mcc_score), scale=2.0, top_variance=True)
+    with pytest.raises(TypeError, match="top_varaince"):
+        make_code_scorer(scaled(mcc_score), scale=2.0, top_varaince=True)
 
 
 def test_scorers_follow_sklearn_conventions(benchmark):

@@ -298,6 +298,13 @@ def compare_methods(
     """
     check_data(data)
     check_compositional_data(data)
+    # Fields given as lists are arrays to every method and metric.
+    data = Bunch(
+        **{
+            name: np.asarray(value) if isinstance(value, (list, tuple)) else value
+            for name, value in data.items()
+        }
+    )
     chosen = resolve_methods(methods)
     # Checked here, not by the first estimator that takes the seed: that may
     # come after other methods have run for minutes.

@@ -55,7 +55,7 @@ def check_records(records: Any, *, empty: bool = True) -> None:
         raise TypeError(
             f"records must be a sequence of record dicts; it holds {not_dicts[0]}."
         )
-    if not empty and not records:
+    if not empty and len(records) == 0:
         raise ValueError("records is empty; there is nothing to plot.")
 
 

@@ -151,13 +151,12 @@ def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeSc
             f"got {type(score_func).__name__}."
         )
     try:
-        inspect.signature(score_func).bind(None, None, **kwargs)
-    except TypeError as error:
         # A decorator (functools.wraps) may take keywords of its own: those
         # its own signature names are the decorator's to check.
         own = inspect.signature(score_func, follow_wrapped=False).parameters
-        if all(name in own for name in kwargs):
-            return _CodeScorer(score_func, kwargs)
+        rest = {name: value for name, value in kwargs.items() if name not in own}
+        inspect.signature(score_func).bind(None, None, **rest)
+    except TypeError as error:
         name = getattr(score_func, "__name__", None) or repr(score_func)
         raise TypeError(
             f"make_code_scorer's keyword arguments {sorted(kwargs)} do not fit "
