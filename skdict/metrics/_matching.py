@@ -247,8 +247,12 @@ def _correlation_matching(
     corr = _correlation(true_cols.subset(varying), code_cols).abs()
     score = corr
     if tie_break is not None:
-        tie_break = tie_break[varying][:, candidates]
-        score = corr.double() + _OVERLAP_WEIGHT * tie_break.to(torch.float64)
+        if varying.numel() < true.shape[1]:
+            tie_break = tie_break[varying]
+        if candidates.numel() < codes.shape[1]:
+            tie_break = tie_break[:, candidates]
+        score = corr.to(torch.float64, copy=True)
+        score.add_(tie_break, alpha=_OVERLAP_WEIGHT)
     rows, cols = _assign(score)
     matching = np.full(true.shape[1], -1, dtype=np.int64)
     correlation = np.zeros(true.shape[1])
@@ -611,35 +615,29 @@ n_components)
 def _support_overlap(
     true: torch.Tensor, pred: torch.Tensor, threshold: float
 ) -> torch.Tensor:
-    """Fraction of samples in which each latent and each code dimension are active."""
+    """Fraction of samples in which each latent and each code dimension are active.
+
+    The true latents' activity as a SciPy CSR matrix (on the host: true codes
+    are sparse by construction), times the codes' activity: as a CSR matrix
+    too when the codes are sparse (0.08 s against torch's COO product's
+    0.34 s at 50,000 x 4,000 codes), else in dense blocks of rows, whose
+    work is in the true codes' non-zeros (the linear probe's dense codes at
+    10,000 latents: 3.8 s against 13-15 s for dense products of both sides).
+    Counts are exact in float32 below 2**24 samples.
+    """
     n_samples = true.shape[0]
+    true_ind = _csr_indicator(*_active_entries(true, threshold), true.shape)
     if pred.is_sparse:
-        # Sparse indicators of the active entries: work in their number, and
-        # no dense copy of the codes. SciPy's CSR product (on the host: the
-        # index lists are small beside the codes): 0.08 s against torch's
-        # COO product's 0.34 s at 50,000 x 4,000 codes.
-        true_ind, pred_ind = (
-            _csr_indicator(*_active_entries(codes, threshold), codes.shape)
-            for codes in (true, pred)
-        )
-        both = torch.from_numpy((true_ind.T @ pred_ind).toarray())
-        return both.to(device=pred.device, dtype=torch.float64) / n_samples
-    # Dense indicators a block of rows at a time (the index lists of dense,
-    # fully active codes took 15 times the codes' memory), counted exactly in
-    # float32 within a block and summed in float64.
-    width = true.shape[1] + pred.shape[1]
-    step = max(1, _WIDE_SUM_ELEMENTS // max(width, 1))
-    total = torch.zeros(
-        true.shape[1], pred.shape[1], dtype=torch.float64, device=pred.device
-    )
-    for start in range(0, n_samples, step):
-        length = min(step, n_samples - start)
-        blocks = [
-            _dense_rows(codes, start, length).abs() > threshold
-            for codes in (true, pred)
-        ]
-        total += (blocks[0].T.float() @ blocks[1].float()).double()
-    return total / n_samples
+        pred_ind = _csr_indicator(*_active_entries(pred, threshold), pred.shape)
+        both = (true_ind.T @ pred_ind).toarray()
+    else:
+        dtype = np.float32 if n_samples < 2**24 else np.float64
+        both = np.zeros((true.shape[1], pred.shape[1]), dtype=dtype)
+        step = max(1, _WIDE_SUM_ELEMENTS // max(pred.shape[1], 1))
+        for start in range(0, n_samples, step):
+            block = to_numpy(pred[start : start + step].abs() > threshold)
+            both += true_ind[start : start + step].T @ block.astype(np.float32)
+    return torch.from_numpy(both).to(pred.device) / n_samples
 
 
 def _csr_indicator(
@@ -648,13 +646,6 @@ def _csr_indicator(
     """SciPy CSR matrix of ones at ``(rows, cols)``, in host memory."""
     ones = np.ones(rows.numel(), dtype=np.float32)
     return sp.csr_matrix((ones, (to_numpy(rows), to_numpy(cols))), shape=shape)
-
-
-def _dense_rows(codes: torch.Tensor, start: int, length: int) -> torch.Tensor:
-    """Rows ``start:start + length`` of ``codes``, dense."""
-    if codes.is_sparse:
-        return codes.narrow_copy(0, start, length).to_dense()
-    return codes[start : start + length]
 
 
 def _active_entries(
