@@ -69,6 +69,10 @@ def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
+def _fitted_oracle():
+    return OracleDictionary().fit(np.eye(3), np.eye(3))
+
+
 @pytest.mark.parametrize(
     ("estimator", "required"),
     [
@@ -81,6 +85,8 @@ def test_sklearn_compatible(estimator, check):
             False,
         ),
         (FISTACoder(PCA(n_components=1)), False),
+        # A frozen oracle is not fitted again: its y was given when it was.
+        (FISTACoder(FrozenEstimator(_fitted_oracle())), False),
         (OracleDictionary(), True),
         (OracleDictionary(np.eye(3)), False),
         (SparseAutoencoder(3), False),

@@ -708,6 +708,8 @@ def test_reports_check_records_and_figure_paths(tmp_path):
     ]
     with pytest.raises(TypeError, match="wrap a single record in a list"):
         format_table(records[0])
+    with pytest.raises(TypeError, match="it holds str"):
+        format_table(["mcc_ood"])
     # Any sequence of mappings is records.
     table = format_table(records)
     assert format_table(np.array(records)) == table

@@ -931,9 +931,32 @@ def test_score_codes_a_batch_at_a_time(problem, monkeypatch, warm_start):
         # Started from the solution, every sample is certified at once.
         assert messages == []
     else:
-        assert sum("of 40 samples" in message for message in messages) == 1
+        assert sum("40 of 40 samples" in message for message in messages) == 1
     if warm_start == "inexact":
         assert sum("of 15 samples" in message for message in messages) == 2
+
+
+def test_score_steps_follow_a_larger_batch_size_and_check_init_widths(
+    problem, monkeypatch
+):
+    X, D = problem
+    rows_coded = []
+    encode = _fista.fista_encode
+
+    def spy(X_t, *args, **kwargs):
+        rows_coded.append(X_t.shape[0])
+        return encode(X_t, *args, **kwargs)
+
+    monkeypatch.setattr(_fista, "fista_encode", spy)
+    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 5)
+    monkeypatch.setattr(_fista, "_SCORE_STEP_BATCHES", 3)
+    FISTACoder(D, positive=True, batch_size=25).fit(X).score(X)
+    assert rows_coded == [25, 15]
+    # An init estimator giving codes of the wrong width is named.
+    coder = FISTACoder(D, init=PCA(n_components=2)).fit(X)
+    for method in (coder.transform, coder.score):
+        with pytest.raises(ValueError, match=r"init\.transform\(X\) must have shape"):
+            method(X)
 
 
 def test_score_with_an_init_estimator_takes_any_array_like(problem):

@@ -23,6 +23,7 @@ from sklearn.svm import LinearSVC
 from skdict import FISTACoder, OracleDictionary
 from skdict.datasets import make_compositional
 from skdict.metrics import (
+    _matching,
     _probing,
     best_feature_auc,
     compositional_gap,
@@ -444,6 +445,37 @@ def test_complementary_latents_on_many_sparse_rows(seed):
     first = np.random.default_rng(seed).random(100_000) < 0.3
     Z = sp.csr_matrix(np.stack([first, ~first], axis=1).astype(float))
     assert support_scores(Z, Z)["f1"] == 1.0
+
+
+def test_support_matching_follows_clearly_higher_correlations(rng):
+    # The overlap only decides near-ties: a code dimension correlating
+    # clearly better wins over one whose support overlaps more.
+    z = rng.uniform(size=400) * (rng.random(400) < 0.5)
+    partial = np.where(z > 0.5, z, 0.0)  # high correlation, half the support
+    everywhere = z + 0.8 * rng.uniform(size=400)  # all of it, lower
+    Z, codes = z[:, None], np.stack([partial, everywhere], axis=1)
+    assert mcc_score(Z, codes[:, :1]) > mcc_score(Z, codes[:, 1:]) + 0.05
+    by_correlation = support_scores(Z, codes, matching=np.array([0]))
+    assert support_scores(Z, codes) == by_correlation
+
+
+def test_metrics_sum_in_blocks_of_rows_alike(rng, monkeypatch):
+    # Column sums and support overlaps go through the rows a block at a
+    # time; blocks of a few rows give the same values as one block.
+    Z = (rng.random((50, 6)) < 0.3) * rng.uniform(size=(50, 6))
+    codes = np.hstack([Z, rng.uniform(size=(50, 3))]).astype(np.float32)
+    codes[:, :6] += 1e-3 * rng.standard_normal((50, 6)).astype(np.float32)
+    expected = mcc_score(Z, codes), support_scores(Z, codes)
+    monkeypatch.setattr(_matching, "_WIDE_SUM_ELEMENTS", 20)
+    got = mcc_score(Z, codes), support_scores(Z, codes)
+    assert got[0] == pytest.approx(expected[0], abs=1e-6)
+    assert got[1] == pytest.approx(expected[1], abs=1e-12)
+    # The overlap itself, against counting.
+    active_true, active_codes = np.abs(Z) > 1e-4, np.abs(codes) > 1e-4
+    counted = (active_true[:, :, None] & active_codes[:, None, :]).mean(axis=0)
+    for codes_form in (torch.from_numpy(codes), torch.from_numpy(codes).to_sparse()):
+        overlap = _matching._support_overlap(torch.from_numpy(Z), codes_form, 1e-4)
+        np.testing.assert_allclose(overlap.numpy(), counted, rtol=1e-6)
 
 
 def test_support_matching_is_the_same_in_every_format(rng):

@@ -117,6 +117,7 @@ def test_split_is_deterministic_under_random_state():
         (dict(colors="red"), "colors must be a list of strings"),
         # A set's order changes with PYTHONHASHSEED, and with it the split.
         (dict(colors={"red", "blue"}), "colors must be a list of strings, in a"),
+        (dict(colors=frozenset({"red", "blue"})), "colors must be a list of strings"),
         (dict(objects={"car": 1, "cup": 2}), "objects must be a list of strings"),
         (dict(random_state=-1), "'random_state' parameter of load_phrase_activations"),
         (dict(random_state=True), "'random_state' parameter .* a bool"),
