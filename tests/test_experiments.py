@@ -1,5 +1,6 @@
 """The paper's studies: method registry, records, resumable runs and the CLI."""
 
+import dataclasses
 import json
 import time
 import warnings
@@ -524,11 +525,13 @@ def test_paper_settings_store_plain_python_values(tmp_path):
         alpha=np.float32(0.25),
         sae_epochs=np.int64(2),
         dict_max_iter=np.int32(3),
-        probe_alphas=np.array([0.1, 1.0]),
+        probe_alphas=(np.float32(0.5), 1, np.float64(2.0)),
     )
     assert settings == PaperSettings(
-        alpha=0.25, sae_epochs=2, dict_max_iter=3, probe_alphas=(0.1, 1.0)
+        alpha=0.25, sae_epochs=2, dict_max_iter=3, probe_alphas=(0.5, 1.0, 2.0)
     )
+    assert all(type(alpha) is float for alpha in settings.probe_alphas)
+    json.dumps(dataclasses.asdict(settings))
     assert type(settings.sae_epochs) is int and type(settings.alpha) is float
     assert type(settings.probe_alphas) is tuple
     hash(settings)
@@ -695,6 +698,7 @@ def test_compare_methods_takes_hand_built_data_of_other_types(data):
     del bunch["y_train"]
     for name in ("X_train", "X_val", "X_ood", "Z_val", "Z_ood", "dictionary"):
         bunch[name] = data[name].tolist()
+    bunch["X_ood"] = tuple(map(tuple, bunch["X_ood"]))
     [record] = compare_methods(bunch, ["fista_oracle"], random_state=0)
     [expected] = compare_methods(data, ["fista_oracle"], random_state=0)
     assert record["mcc_ood"] == pytest.approx(expected["mcc_ood"])

@@ -959,9 +959,11 @@ def test_score_steps_follow_a_larger_batch_size_and_check_init_widths(
             method(X)
 
 
-def test_score_with_an_init_estimator_takes_any_array_like(problem):
-    # An object that is only convertible to an array is coded as its array.
+def test_score_with_an_init_estimator_takes_any_array_like(problem, monkeypatch):
+    # An object that is only convertible to an array is coded as its array,
+    # also in steps of a few rows.
     X, D = problem
+    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 5)
 
     class ArrayLike:
         def __array__(self, dtype=None, copy=None):

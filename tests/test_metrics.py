@@ -725,6 +725,8 @@ def test_code_scorer_takes_the_keywords_of_a_decorated_metric():
     scorer = make_code_scorer(scaled(mcc_score), scale=2.0)
     pca = PCA(n_components=2).fit(Z)
     assert scorer(pca, Z, Z) == pytest.approx(2 * mcc_score(Z, pca.transform(Z)))
+    # A callable without a signature (a builtin) is taken as it is.
+    make_code_scorer(max)
     # The metric's own keywords still checked beside the decorator's.
     make_code_scorer(scaled(mcc_score), scale=2.0, top_variance=True)
     with pytest.raises(TypeError, match="top_varaince"):
