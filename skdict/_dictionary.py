@@ -365,9 +365,9 @@ def _tags_of(estimator: Any) -> Any:
 def _host_array(A: Any) -> Any:
     # Strided tensors and array-API arrays only: lists, data frames and sparse
     # matrices are what any scikit-learn estimator takes.
-    if is_tensor(A) and A.layout == torch.strided:
-        return to_numpy(A)
-    if hasattr(A, "__array_namespace__") and not isinstance(A, np.ndarray):
+    if (is_tensor(A) and A.layout == torch.strided) or (
+        hasattr(A, "__array_namespace__") and not isinstance(A, np.ndarray)
+    ):
         return to_numpy(A)
     return A
 

@@ -890,8 +890,24 @@ def test_reconstruction_and_score(problem):
     ]
 
 
+@pytest.fixture
+def rows_coded(monkeypatch):
+    """Rows of each fista_encode call, with batches of 5 rows, steps of 3."""
+    calls = []
+    encode = _fista.fista_encode
+
+    def spy(X_t, *args, **kwargs):
+        calls.append(X_t.shape[0])
+        return encode(X_t, *args, **kwargs)
+
+    monkeypatch.setattr(_fista, "fista_encode", spy)
+    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 5)
+    monkeypatch.setattr(_fista, "_SCORE_STEP_BATCHES", 3)
+    return calls
+
+
 @pytest.mark.parametrize("warm_start", [None, "codes", "estimator", "inexact"])
-def test_score_codes_a_batch_at_a_time(problem, monkeypatch, warm_start):
+def test_score_codes_a_batch_at_a_time(problem, rows_coded, warm_start):
     # The codes, often many times the size of X, are never held whole: each
     # batch is coded and reduced to its squared error, warm starts sliced to
     # it, and one ConvergenceWarning counts the samples of every batch (an
@@ -909,16 +925,7 @@ def test_score_codes_a_batch_at_a_time(problem, monkeypatch, warm_start):
         warnings.simplefilter("ignore", ConvergenceWarning)
         expected = -np.mean((X - coder.inverse_transform(coder.transform(X))) ** 2)
 
-    rows_coded = []
-    encode = _fista.fista_encode
-
-    def spy(X_t, *args, **kwargs):
-        rows_coded.append(X_t.shape[0])
-        return encode(X_t, *args, **kwargs)
-
-    monkeypatch.setattr(_fista, "fista_encode", spy)
-    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 5)
-    monkeypatch.setattr(_fista, "_SCORE_STEP_BATCHES", 3)
+    rows_coded.clear()  # only score's calls
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         score = coder.score(X)
@@ -937,19 +944,9 @@ def test_score_codes_a_batch_at_a_time(problem, monkeypatch, warm_start):
 
 
 def test_score_steps_follow_a_larger_batch_size_and_check_init_widths(
-    problem, monkeypatch
+    problem, rows_coded
 ):
     X, D = problem
-    rows_coded = []
-    encode = _fista.fista_encode
-
-    def spy(X_t, *args, **kwargs):
-        rows_coded.append(X_t.shape[0])
-        return encode(X_t, *args, **kwargs)
-
-    monkeypatch.setattr(_fista, "fista_encode", spy)
-    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 5)
-    monkeypatch.setattr(_fista, "_SCORE_STEP_BATCHES", 3)
     FISTACoder(D, positive=True, batch_size=25).fit(X).score(X)
     assert rows_coded == [25, 15]
     # An init estimator giving codes of the wrong width is named.

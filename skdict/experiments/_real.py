@@ -59,7 +59,7 @@ from ._report import (
     summarize,
 )
 from ._runner import _save, check_output_dir, check_settings
-from ._studies import PRESETS, _plain_number, _unique
+from ._studies import PRESETS, check_seeds
 
 __all__ = [
     "REAL_METHODS",
@@ -777,15 +777,7 @@ def run_real(
     check_plots_extra()
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
-    # A repeated seed would be run again and counted as another seed; NumPy
-    # integers become Python ones, which the saved JSON can hold.
-    seeds = _unique(_plain_number(s, "int") for s in seeds)
-    for seed in seeds:
-        validate_hyperparameters(
-            {"seeds": [SEED]},
-            {"seeds": seed},
-            caller_name="run_real",
-        )
+    seeds = check_seeds(seeds, "run_real")
     out = check_output_dir(out)
     name = f"real-{preset}"
     records: list[dict[str, Any]] = []

@@ -261,9 +261,7 @@ def study_cells(
     # and 1 and 1.0 (or NumPy and Python numbers) would make different resume
     # keys for the same cell: plain numbers, each once, in the order given.
     values = _unique(_plain_number(v, "int" if is_size else "float") for v in values)
-    seeds = _unique(_plain_number(s, "int") for s in seeds)
-    for seed in seeds:
-        validate_hyperparameters({"seeds": [SEED]}, {"seeds": seed}, "study_cells")
+    seeds = check_seeds(seeds, "study_cells")
     for name, reason in (
         (spec.variable, f"the variable study {study!r} sweeps; pass values="),
         ("random_state", "set by each seed; pass seeds="),
@@ -286,6 +284,18 @@ def study_cells(
         for seed in seeds:
             cells.append(Cell(study, preset, params, seed, tuple(methods), changes))
     return cells
+
+
+def check_seeds(seeds: Sequence[int], caller: str) -> tuple[int, ...]:
+    """Return ``seeds`` as plain ints, each once, refusing any outside ``SEED``.
+
+    A repeated seed would be run again and counted as another seed; NumPy
+    integers become Python ones, which saved JSON and resume keys can hold.
+    """
+    seeds = _unique(_plain_number(seed, "int") for seed in seeds)
+    for seed in seeds:
+        validate_hyperparameters({"seeds": [SEED]}, {"seeds": seed}, caller)
+    return seeds
 
 
 def _unique(items) -> tuple:
