@@ -10,6 +10,25 @@ import torch
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def _array_api_dispatch_available() -> bool:
+    # scikit-learn refuses to switch dispatch on with SciPy older than 1.14,
+    # which skdict's own minimum (1.10) allows.
+    from sklearn import config_context
+
+    try:
+        with config_context(array_api_dispatch=True):
+            return True
+    except ImportError:
+        return False
+
+
+HAS_ARRAY_API_DISPATCH = _array_api_dispatch_available()
+array_api_dispatch = pytest.mark.skipif(
+    not HAS_ARRAY_API_DISPATCH,
+    reason="scikit-learn's array-API dispatch needs SciPy 1.14 or newer",
+)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
