@@ -314,8 +314,11 @@ def fit_provider(estimator: Any, X: Any, y: Any = None) -> Any:
     Under array-API dispatch, an estimator that does not declare array-API
     support (``DictionaryLearning``, ``NMF``, a ``Pipeline``) is fitted on
     NumPy copies of array-API arrays and tensors; handed them, it fails deep
-    inside scikit-learn. Its fitted atoms are converted as any array is, and
-    :func:`provider_input` gives its ``transform`` NumPy copies too.
+    inside scikit-learn. Without dispatch, so is every estimator but skdict's
+    own: scikit-learn reads its input through NumPy, which refuses GPU
+    tensors and tensors that require grad. Its fitted atoms are converted as
+    any array is, and :func:`provider_input` gives its ``transform`` NumPy
+    copies too.
     """
     if _needs_host_arrays(estimator):
         X, y = _host_array(X), _host_array(y)
@@ -335,10 +338,17 @@ def provider_input(estimator: Any, X: Any) -> Any:
 
 
 def _needs_host_arrays(estimator: Any) -> bool:
+    if not get_config()["array_api_dispatch"]:
+        return not _is_skdict_estimator(estimator)
     tags = _tags_of(estimator)
-    return get_config()["array_api_dispatch"] and not (
-        tags is not None and tags.array_api_support
-    )
+    return not (tags is not None and tags.array_api_support)
+
+
+def _is_skdict_estimator(estimator: Any) -> bool:
+    # skdict's estimators take tensors on any device without dispatch.
+    if isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    return type(estimator).__module__.partition(".")[0] == "skdict"
 
 
 def providers_require_y(*params: Any) -> bool:

@@ -351,7 +351,7 @@ def test_a_frozen_provider_fitted_on_numpy_gives_codes_for_tensors_under_dispatc
     torch.testing.assert_close(codes, expected)
 
 
-@pytest.mark.parametrize(
+_SCIKIT_LEARN_PROVIDERS = pytest.mark.parametrize(
     "make",
     [
         lambda: FISTACoder(DictionaryLearning(3, max_iter=5, random_state=0)),
@@ -374,6 +374,9 @@ def test_a_frozen_provider_fitted_on_numpy_gives_codes_for_tensors_under_dispatc
     ],
     ids=["dictionary", "oracle", "decoder", "init", "pipeline init"],
 )
+
+
+@_SCIKIT_LEARN_PROVIDERS
 @array_api_dispatch
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_providers_without_array_api_support_are_fitted_on_numpy(make):
@@ -392,6 +395,67 @@ def test_providers_without_array_api_support_are_fitted_on_numpy(make):
     assert isinstance(codes, torch.Tensor)
     np.testing.assert_allclose(codes.numpy(), expected.transform(X), atol=1e-12)
     assert score == pytest.approx(expected.score(X), rel=1e-12)
+
+
+@_SCIKIT_LEARN_PROVIDERS
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_scikit_learn_providers_get_numpy_copies_without_dispatch(make):
+    # scikit-learn reads its input through NumPy, which refuses tensors that
+    # require grad (and GPU tensors): such providers get host copies, and the
+    # results are those of NumPy input.
+    X = np.abs(np.random.default_rng(0).standard_normal((40, 4)))
+    X_t = torch.tensor(X, requires_grad=True)
+    expected = make().fit(X)
+    estimator = make().fit(X_t)
+    codes = estimator.transform(X_t)
+    assert isinstance(codes, torch.Tensor) and not codes.requires_grad
+    np.testing.assert_allclose(codes.numpy(), expected.transform(X), atol=1e-12)
+    assert estimator.score(X_t) == pytest.approx(expected.score(X), rel=1e-12)
+
+
+def test_array_api_estimators_get_numpy_copies_without_dispatch():
+    # PCA supports the array API, but only under dispatch.
+    X = np.random.default_rng(0).standard_normal((30, 4))
+    X_t = torch.tensor(X, requires_grad=True)
+    coder = FISTACoder(PCA(3), init=PCA(3)).fit(X_t)
+    expected = FISTACoder(PCA(3), init=PCA(3)).fit(X)
+    torch.testing.assert_close(
+        coder.transform(X_t), torch.from_numpy(expected.transform(X))
+    )
+
+
+@cuda
+def test_scikit_learn_providers_take_cuda_tensors_without_dispatch():
+    X = torch.rand(30, 4, device="cuda")
+    coder = FISTACoder(PCA(3), init=PCA(3)).fit(X)
+    assert coder.transform(X).device.type == "cuda"
+
+
+@array_api_dispatch
+def test_supervised_providers_without_array_api_support_get_numpy_targets():
+    # Under dispatch, a provider fitted on (X, y) without array-API support
+    # gets NumPy copies of both.
+    from sklearn import config_context
+
+    class NumPyOracle(OracleDictionary):
+        def fit(self, X, y=None):
+            assert isinstance(X, np.ndarray) and isinstance(y, np.ndarray)
+            return super().fit(X, y)
+
+        def __sklearn_tags__(self):
+            tags = super().__sklearn_tags__()
+            tags.array_api_support = False
+            return tags
+
+    rng = np.random.default_rng(0)
+    Z = rng.uniform(size=(30, 3))
+    X = Z @ rng.standard_normal((3, 5))
+    expected = FISTACoder(OracleDictionary()).fit(X, Z).transform(X)
+    with config_context(array_api_dispatch=True):
+        codes = FISTACoder(NumPyOracle()).fit(torch.tensor(X), torch.tensor(Z))
+        codes = codes.transform(torch.tensor(X))
+    assert isinstance(codes, torch.Tensor)
+    np.testing.assert_allclose(codes.numpy(), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize(
