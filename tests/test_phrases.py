@@ -286,6 +286,14 @@ def test_an_unwritable_cache_warns_and_returns_the_activations(data, tmp_path):
     np.testing.assert_array_equal(uncached.X, data.X)
 
 
+def test_random_state_instances_split_as_their_seed(transformers, tmp_path):
+    seeded = load(tmp_path)
+    same = load(tmp_path, random_state=np.random.RandomState(0))
+    assert same.from_cache  # the cache is keyed on texts and model, not split
+    for key in ("ood_pairs", "train_index", "val_index", "ood_index"):
+        np.testing.assert_array_equal(same[key], seeded[key])
+
+
 def test_second_call_reads_the_cache(transformers, tmp_path):
     first = load(tmp_path)
     assert not first.from_cache
