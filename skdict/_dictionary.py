@@ -1981,6 +1981,10 @@ class OracleDictionary(
     def fit(self, X, y=None):
         """Check the given dictionary against ``X``, or estimate it from ``y``.
 
+        A fit interrupted with Ctrl-C (``KeyboardInterrupt``) leaves the
+        estimator as it was before the call; one that raises any other error
+        leaves it unfitted.
+
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)

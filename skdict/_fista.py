@@ -2024,6 +2024,10 @@ class FISTACoder(
         :class:`~skdict.OracleDictionary` code only in ``transform``;
         :meth:`fit_transform` codes ``X`` once and reports ``n_iter_``.
 
+        A fit interrupted with Ctrl-C (``KeyboardInterrupt``) leaves the
+        estimator as it was before the call; one that raises any other error
+        leaves it unfitted.
+
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)

@@ -1,4 +1,4 @@
-"""What a failed ``fit`` leaves behind: nothing.
+"""What a failed ``fit`` leaves behind: nothing, or, when interrupted, the fit before.
 
 scikit-learn records ``n_features_in_`` while validating ``X``, before the
 rest of ``fit`` can fail (a dictionary of the wrong width, a provider that
@@ -6,6 +6,11 @@ cannot be fitted). Left in place, that new width beside the previous fit's
 ``components_`` lets the next ``transform`` pass validation and fail deep
 inside torch. Forgetting every fitted attribute instead makes it raise
 :class:`~sklearn.exceptions.NotFittedError`, which says what to do.
+
+An interruption (Ctrl-C: ``KeyboardInterrupt``) is no verdict on the previous
+fit: the estimator is left as it was before the call, as scikit-learn's
+``DictionaryLearning`` is (it assigns its attributes at the end) and as
+skdict's ``partial_fit`` promises.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ def forget_fit_on_failure(estimator: Any) -> Iterator[None]:
     """Delete ``estimator``'s fitted attributes if the enclosed block raises.
 
     Fitted attributes are those scikit-learn's ``check_is_fitted`` looks for:
-    names ending, but not starting, with an underscore.
+    names ending, but not starting, with an underscore. On a
+    ``KeyboardInterrupt``, every attribute is instead set back to what it was
+    when the block began (a fit builds new objects rather than changing the
+    previous fit's in place).
 
     Examples
     --------
@@ -38,9 +46,23 @@ def forget_fit_on_failure(estimator: Any) -> Iterator[None]:
     ...     pass
     >>> [name for name in vars(est) if name.endswith("_")]
     []
+    >>> est.components_ = [1.0]
+    >>> try:
+    ...     with forget_fit_on_failure(est):
+    ...         est.components_ = [2.0]
+    ...         raise KeyboardInterrupt
+    ... except KeyboardInterrupt:
+    ...     pass
+    >>> est.components_
+    [1.0]
     """
+    before = dict(vars(estimator))
     try:
         yield
+    except KeyboardInterrupt:
+        vars(estimator).clear()
+        vars(estimator).update(before)
+        raise
     except BaseException:
         for name in [n for n in vars(estimator) if _is_fitted_name(n)]:
             delattr(estimator, name)

@@ -162,6 +162,45 @@ def test_failed_fit_leaves_the_estimator_unfitted(estimator, method):
 
 
 @pytest.mark.parametrize(
+    ("estimator", "where", "name"),
+    [
+        (
+            FISTACoder(n_components=6, dict_max_iter=3),
+            "skdict._dictionary",
+            "learn_dictionary",
+        ),
+        (OracleDictionary(), "skdict._dictionary", "estimate_dictionary"),
+        (
+            SparseAutoencoder(6, max_epochs=2, batch_size=8, random_state=0),
+            "skdict._sae._estimator.SparseAutoencoder",
+            "_train",
+        ),
+    ],
+    ids=lambda param: type(param).__name__ if hasattr(param, "fit") else "",
+)
+def test_interrupted_fit_leaves_the_previous_fit(estimator, where, name, monkeypatch):
+    # Ctrl-C during a refit on data of another width, after validation has
+    # recorded the new n_features_in_: the previous fit stays, whole.
+    rng = np.random.default_rng(0)
+    Z = rng.random((20, 6))
+    X4 = Z @ rng.standard_normal((6, 4))
+    model = clone(estimator).fit(X4, Z)
+    before = dict(vars(model))
+    codes = model.transform(X4)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"{where}.{name}", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X4[:, :3], Z)
+    monkeypatch.undo()
+    assert vars(model).keys() == before.keys()
+    assert all(vars(model)[key] is value for key, value in before.items())
+    np.testing.assert_array_equal(model.transform(X4), codes)
+
+
+@pytest.mark.parametrize(
     ("estimator", "name"),
     [
         (FISTACoder(), "n_components"),

@@ -312,6 +312,10 @@ class SparseAutoencoder(
     def fit(self, X, y=None):
         """Train the autoencoder on ``X`` from a fresh initialisation.
 
+        A fit interrupted with Ctrl-C (``KeyboardInterrupt``) leaves the
+        estimator as it was before the call; one that raises any other error
+        leaves it unfitted.
+
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
