@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import threading
 import time
 import warnings
 from collections import UserDict
@@ -15,6 +17,7 @@ from sklearn.utils import Bunch
 
 import skdict
 from skdict.__main__ import main
+from skdict._files import exclusive_access
 from skdict.datasets import make_compositional
 from skdict.experiments import (
     METHODS,
@@ -461,6 +464,66 @@ def test_run_study_returns_only_the_requested_cells(tmp_path):
     assert METHODS["fista_oracle"].label not in format_table([probe])
     both = run_study("vary_latents", methods=("linear_probe", "fista_oracle"), **kwargs)
     assert [r["method"] for r in both] == ["linear_probe", "fista_oracle"]
+
+
+def test_runs_sharing_a_folder_keep_each_others_records(tmp_path, monkeypatch):
+    # Another run (another seed, on another GPU) saves into the same file
+    # between this run's cells: both runs' records stay.
+    path = tmp_path / "vary_latents-quick.json"
+    foreign = {"key": "another run's cell", "method": "fista_oracle"}
+    calls = []
+
+    def another_run_saves_meanwhile(data, methods, **kwargs):
+        if not calls:
+            path.write_text(json.dumps([*json.loads(path.read_text()), foreign]))
+        calls.append(methods)
+        return compare_methods(data, methods, **kwargs)
+
+    kwargs = dict(
+        values=(12, 16),
+        data_params=TINY_DATA,
+        settings=TINY,
+        methods=("fista_oracle",),
+        out=tmp_path,
+        progress=False,
+    )
+    run_study("vary_latents", seeds=(0,), **kwargs)
+    monkeypatch.setattr(_runner, "compare_methods", another_run_saves_meanwhile)
+    records = run_study("vary_latents", seeds=(1,), **kwargs)
+    saved = json.loads(path.read_text())
+    assert foreign in saved and len(saved) == 5
+    assert all(record in saved for record in records)
+    assert sum(record.get("seed") == 0 for record in saved) == 2
+
+
+def test_saved_results_get_the_umask_permissions(tmp_path, monkeypatch):
+    previous = os.umask(0o027)
+    try:
+        # Read without setting it: an interrupt between two os.umask calls
+        # would leave the process's umask at 0.
+        monkeypatch.setattr(os, "umask", None)
+        _runner._save(tmp_path / "records.json", [{"key": "k"}])
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert (tmp_path / "records.json").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(os.name == "nt", reason="no flock on Windows")
+def test_exclusive_access_excludes_other_holders(tmp_path):
+    order = []
+
+    def second_holder():
+        with exclusive_access(tmp_path):
+            order.append("second")
+
+    with exclusive_access(tmp_path):
+        thread = threading.Thread(target=second_holder)
+        thread.start()
+        time.sleep(0.2)
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"]
 
 
 def test_save_leaves_no_temporary_file_when_writing_fails(tmp_path):

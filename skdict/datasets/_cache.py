@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from .._files import write_atomically
 
 __all__ = [
     "cache_home",
@@ -26,8 +27,6 @@ __all__ = [
 ]
 
 CACHE_ENV = "SKDICT_CACHE"
-# Windows opens files in text mode unless told otherwise.
-_O_BINARY = getattr(os, "O_BINARY", 0)
 
 
 def cache_home(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -101,15 +100,4 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Store ``arrays`` at ``path`` atomically (readers never see a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its files are private (mode 0600), where a cache
-    # shared by a group should get the permissions the user's umask gives any
-    # new file. O_EXCL keeps the unique name exclusive, as mkstemp does.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda handle: np.savez(handle, **arrays), binary=True)

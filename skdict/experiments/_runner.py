@@ -2,7 +2,8 @@
 
 Results go to ``<out>/<study>-<preset>.json`` (a list of records) after every cell,
 written atomically, so an interrupted run loses at most the cell in flight and
-a second run resumes where the first stopped.
+a second run resumes where the first stopped. Runs sharing the folder merge
+their records into the file rather than overwrite each other's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .._files import exclusive_access, write_atomically
 from .._params import validate_hyperparameters
 from .._warnings import warn
 from ..datasets import make_compositional
@@ -67,21 +69,20 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def _save(path: Path, records: list[dict[str, Any]]) -> None:
-    # Write to a temporary file and rename: a crash never leaves half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(records, handle, indent=1)
-        # mkstemp creates the file readable by its owner only; give results
-        # the permissions of any file the user creates.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Save ``records`` merged with those saved in ``path`` meanwhile.
+
+    Runs of one study split by seed or method between processes (on several
+    GPUs, say) may share an output folder: each merges its records into the
+    file under a lock instead of overwriting the others'. A record of this
+    run replaces a saved one with the same key. Returns the merged records.
+    """
+    with exclusive_access(path.parent):
+        merged = {record["key"]: record for record in load_records(path)}
+        merged.update((record["key"], record) for record in records)
+        records = list(merged.values())
+        write_atomically(path, lambda handle: json.dump(records, handle, indent=1))
+    return records
 
 
 def check_output_dir(out: str | os.PathLike) -> Path:
@@ -259,8 +260,7 @@ def run_study(
                 key=cell.key(method),
                 settings=expected[cell.key(method)],
             )
-        records.extend(cell_records)
-        _save(path, records)
+        records = _save(path, records + cell_records)
     by_key = {record["key"]: record for record in records}
     return [by_key[key] for key in expected]
 

@@ -1,0 +1,83 @@
+"""Files that readers never see half-written, and runs that share them.
+
+Results and caches are written to a temporary file beside their target and
+renamed over it (an atomic replace on POSIX and Windows), so a crash or an
+interrupt leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["exclusive_access", "write_atomically"]
+
+# Windows opens files in text mode unless told otherwise.
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def write_atomically(
+    path: Path, write: Callable[[IO[Any]], None], *, binary: bool = False
+) -> None:
+    """Write ``path`` through ``write(handle)``, replacing it in one step.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> from skdict._files import write_atomically
+    >>> path = Path(tempfile.mkdtemp()) / "records.json"
+    >>> write_atomically(path, lambda handle: json.dump([1, 2], handle))
+    >>> json.loads(path.read_text())
+    [1, 2]
+    """
+    # Not tempfile.mkstemp: its files are private (mode 0600), where results
+    # and caches shared by a group should get the permissions the user's
+    # umask gives any new file (reading the umask means setting it, which an
+    # interrupt could leave at 0). O_EXCL keeps the unique name exclusive, as
+    # mkstemp does.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (_O_BINARY if binary else 0)
+    fd = os.open(tmp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def exclusive_access(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` among processes that ask for one.
+
+    The lock is ``flock`` on the folder itself, so that it leaves no file
+    behind; where the platform has no ``flock`` (Windows) the block runs
+    unlocked.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from skdict._files import exclusive_access
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with exclusive_access(folder):
+    ...     (folder / "records.json").write_text("[]")
+    2
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
