@@ -58,7 +58,7 @@ from ._report import (
     figure_path,
     summarize,
 )
-from ._runner import _save, check_output_dir, check_settings
+from ._runner import check_output_dir, check_settings, save_records
 from ._studies import PRESETS, check_seeds
 
 __all__ = [
@@ -808,6 +808,6 @@ def run_real(
                 position=data.position,
             )
         records.extend(seed_records)
-        _save(out / f"{name}.json", records)
+        save_records(out / f"{name}.json", records)
     plot_real(records, out / f"{name}.png", title=title)
     return records

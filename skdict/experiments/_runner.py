@@ -69,6 +69,11 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+def save_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` to ``path`` as JSON, replacing the file in one step."""
+    write_atomically(path, lambda handle: json.dump(records, handle, indent=1))
+
+
 def _save(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Save ``records`` merged with those saved in ``path`` meanwhile.
 
@@ -81,7 +86,7 @@ def _save(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         merged = {record["key"]: record for record in load_records(path)}
         merged.update((record["key"], record) for record in records)
         records = list(merged.values())
-        write_atomically(path, lambda handle: json.dump(records, handle, indent=1))
+        save_records(path, records)
     return records
 
 
