@@ -1516,7 +1516,9 @@ def fista_encode(
         Samples coded at once; bounds peak memory to ``O(batch_size *
         n_components)``. None picks a batch of about ``2**24 / n_components``
         (with ``verbose``, at most a 20th of the samples and at least 4,096,
-        so that the progress bar moves).
+        so that the progress bar moves; other batches round the products
+        differently, so codes may then differ from those without ``verbose``
+        by rounding).
     verbose : int, default=0
         Show a progress bar over batches when positive (and there are at
         least two).
@@ -1749,35 +1751,38 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
         desc="FISTA",
         unit="sample",
     )
-    if n_workers == 1:
-        for batch in batches:
-            solve(batch)
-            progress.update(batch.stop - batch.start)
-    else:
-        threads = torch.get_num_threads()
-        try:
-            with ThreadPoolExecutor(
-                n_workers, initializer=torch.set_num_threads, initargs=(1,)
-            ) as pool:
-                for batch in batches:
-                    size = batch.stop - batch.start
-                    # The last batch may be too small for every worker.
-                    shares = _share_count(size, device)
-                    bounds = [
-                        batch.start + size * i // shares for i in range(shares + 1)
-                    ]
-                    list(
-                        pool.map(
-                            solve, itertools.starmap(slice, itertools.pairwise(bounds))
-                        )
-                    )
-                    progress.update(size)
-        finally:
-            # A worker's set_num_threads also sets the count every thread
-            # started later begins with; the calling thread's call resets it.
-            torch.set_num_threads(threads)
-    progress.close()
+    with progress:
+        if n_workers == 1:
+            for batch in batches:
+                solve(batch)
+                progress.update(batch.stop - batch.start)
+        else:
+            _solve_in_shares(solve, batches, n_workers, device, progress)
     return FISTAResult(codes, n_iter, converged)
+
+
+def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
+    """Solve each batch in shares side by side, one worker thread per share."""
+    threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(
+            n_workers, initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
+            for batch in batches:
+                size = batch.stop - batch.start
+                # The last batch may be too small for every worker.
+                shares = _share_count(size, device)
+                bounds = [batch.start + size * i // shares for i in range(shares + 1)]
+                list(
+                    pool.map(
+                        solve, itertools.starmap(slice, itertools.pairwise(bounds))
+                    )
+                )
+                progress.update(size)
+    finally:
+        # A worker's set_num_threads also sets the count every thread
+        # started later begins with; the calling thread's call resets it.
+        torch.set_num_threads(threads)
 
 
 def _share_count(batch_rows: int, device: torch.device) -> int:
@@ -1887,7 +1892,9 @@ class FISTACoder(
         Seed for dictionary learning: the atoms drawn from the data at the
         start and those re-initialised during learning.
     verbose : int, default=0
-        Show progress bars when positive.
+        Show progress bars when positive. With ``batch_size=None``, coding
+        then runs in smaller batches, so that the bar moves: codes may differ
+        by rounding from those coded without it.
 
     Attributes
     ----------

@@ -526,6 +526,12 @@ def test_exclusive_access_excludes_other_holders(tmp_path):
     assert order == ["first", "second"]
 
 
+def test_methods_bar_names_the_running_method(data, capsys):
+    compare_methods(data, ["fista_oracle", "linear_probe"], settings=TINY, verbose=1)
+    shown = capsys.readouterr().err
+    assert "fista_oracle" in shown and "linear_probe" in shown
+
+
 def test_save_leaves_no_temporary_file_when_writing_fails(tmp_path):
     path = tmp_path / "records.json"
     with pytest.raises(TypeError, match="not JSON serializable"):

@@ -1208,6 +1208,38 @@ def test_progress_bar_moves_through_one_automatic_batch(capsys):
     torch.testing.assert_close(shown.codes, quiet.codes, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_progress_bar_closes_when_coding_fails(threads, monkeypatch):
+    # An interrupted or failing transform must not leave its bar open: a
+    # notebook keeps the traceback, and with it the bar, which later bars
+    # then draw under.
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 8, 5))
+    X = torch.from_numpy(sparse_codes(rng, 2048, 8, 2)) @ D
+    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 64)
+    calls = []
+    encode_batch = _fista._encode_batch
+
+    def fails_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return encode_batch(*args, **kwargs)
+
+    monkeypatch.setattr(_fista, "_encode_batch", fails_second)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(KeyboardInterrupt) as kept:  # holds the traceback
+            fista_encode(X, D, alpha=0.05, batch_size=256, verbose=1)
+    finally:
+        torch.set_num_threads(saved)
+    assert kept.traceback
+    assert not [bar for bar in list(tqdm._instances) if bar.desc == "FISTA"]
+
+
 def test_supports_beyond_the_features_are_reduced():
     # One feature, three near-duplicate atoms: the optimum uses the longest
     # atom alone, reached through the support reductions of the Newton step.

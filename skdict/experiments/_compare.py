@@ -326,7 +326,11 @@ def compare_methods(
         # in the fit time of whichever SAE method happens to come first.
         torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     records = []
-    for method in tqdm(chosen, disable=verbose <= 0, desc="methods"):
+    # leave=None: the bar stays only when it is the outermost one, so a
+    # study's cells do not pile up one finished bar each.
+    bar = tqdm(chosen, disable=verbose <= 0, desc="methods", leave=None)
+    for method in bar:
+        bar.set_postfix_str(method.name)
         # Building an SAE + FISTA method trains its SAE unless an earlier
         # method did: that training is part of this method's fit time.
         start = time.perf_counter()

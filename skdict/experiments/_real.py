@@ -541,7 +541,11 @@ def compare_real(
         k=k,
     )
     records = []
-    for method in tqdm(chosen, disable=verbose <= 0, desc="methods"):
+    # leave=None: the bar stays only when it is the outermost one, so a
+    # study's cells do not pile up one finished bar each.
+    bar = tqdm(chosen, disable=verbose <= 0, desc="methods", leave=None)
+    for method in bar:
+        bar.set_postfix_str(method.name)
         # Building may train (sae_dict_fista's SAE, unless sae_topk ran
         # first; the oracle's atoms): part of the method's fit time.
         start = time.perf_counter()
