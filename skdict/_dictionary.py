@@ -345,10 +345,13 @@ def _needs_host_arrays(estimator: Any) -> bool:
 
 
 def _is_skdict_estimator(estimator: Any) -> bool:
-    # skdict's estimators take tensors on any device without dispatch.
-    if isinstance(estimator, FrozenEstimator):
+    # skdict's estimators (and subclasses of them) take tensors on any
+    # device without dispatch.
+    while isinstance(estimator, FrozenEstimator):
         estimator = estimator.estimator
-    return type(estimator).__module__.partition(".")[0] == "skdict"
+    return any(
+        cls.__module__.partition(".")[0] == "skdict" for cls in type(estimator).__mro__
+    )
 
 
 def providers_require_y(*params: Any) -> bool:

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from ._warnings import warn
+
 __all__ = ["exclusive_access", "write_atomically"]
 
 # Windows opens files in text mode unless told otherwise.
@@ -57,8 +59,10 @@ def exclusive_access(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` among processes that ask for one.
 
     The lock is ``flock`` on the folder itself, so that it leaves no file
-    behind; where the platform has no ``flock`` (Windows) the block runs
-    unlocked.
+    behind. It holds between the processes of one machine (on a network
+    file system, not between machines). Where there is no ``flock``
+    (Windows), or the file system refuses it (some Lustre and FUSE mounts),
+    the block runs unlocked, with a warning for the latter.
 
     Examples
     --------
@@ -77,7 +81,14 @@ def exclusive_access(folder: Path) -> Iterator[None]:
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            warn(
+                f"Could not lock {folder} ({exc.strerror}); runs writing there "
+                "at the same time may overwrite each other's records.",
+                RuntimeWarning,
+            )
         yield
     finally:
         os.close(fd)  # releases the lock

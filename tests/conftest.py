@@ -12,13 +12,14 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 def _array_api_dispatch_available() -> bool:
     # scikit-learn refuses to switch dispatch on with SciPy older than 1.14,
-    # which skdict's own minimum (1.10) allows.
+    # which skdict's own minimum (1.10) allows, or without SciPy's array-API
+    # mode (SCIPY_ARRAY_API=1).
     from sklearn import config_context
 
     try:
         with config_context(array_api_dispatch=True):
             return True
-    except ImportError:
+    except (ImportError, RuntimeError):  # RuntimeError: SCIPY_ARRAY_API unset
         return False
 
 

@@ -1,6 +1,7 @@
 """The paper's studies: method registry, records, resumable runs and the CLI."""
 
 import dataclasses
+import errno
 import json
 import os
 import threading
@@ -27,6 +28,7 @@ from skdict.experiments import (
     _runner,
     compare_methods,
     format_table,
+    load_records,
     run_study,
 )
 from skdict.experiments._methods import MethodContext
@@ -494,6 +496,67 @@ def test_runs_sharing_a_folder_keep_each_others_records(tmp_path, monkeypatch):
     assert foreign in saved and len(saved) == 5
     assert all(record in saved for record in records)
     assert sum(record.get("seed") == 0 for record in saved) == 2
+
+
+def test_a_run_never_puts_back_records_another_run_recomputed(tmp_path, monkeypatch):
+    # Both seeds' records were saved with outdated settings; while the run
+    # for seed 0 computes its cell, a run for seed 1 recomputes seed 1's.
+    # Seed 0's run must not write back the outdated seed-1 records it read.
+    kwargs = dict(
+        values=(12,),
+        data_params=TINY_DATA,
+        settings=TINY,
+        methods=("fista_oracle",),
+        out=tmp_path,
+        progress=False,
+    )
+    run_study("vary_latents", seeds=(0, 1), **kwargs)
+    path = tmp_path / "vary_latents-quick.json"
+    outdated = [dict(r, settings={"outdated": True}) for r in load_records(path)]
+    path.write_text(json.dumps(outdated))
+    started = []
+
+    def other_run_meanwhile(data, methods, random_state, **kw):
+        if not started:
+            started.append(random_state)
+            run_study("vary_latents", seeds=(1,), **kwargs)
+        return compare_methods(data, methods, random_state=random_state, **kw)
+
+    monkeypatch.setattr(_runner, "compare_methods", other_run_meanwhile)
+    with pytest.warns(UserWarning, match="other training settings"):
+        run_study("vary_latents", seeds=(0,), **kwargs)
+    assert started == [0]
+    assert all(r["settings"] != {"outdated": True} for r in load_records(path))
+
+
+def test_results_are_saved_where_the_file_system_refuses_locks(tmp_path, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
+
+    def refuse(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with pytest.warns(RuntimeWarning, match="Could not lock"):
+        _runner._save(tmp_path / "records.json", [{"key": "k"}])
+    assert load_records(tmp_path / "records.json") == [{"key": "k"}]
+
+
+def test_methods_bar_is_kept_only_when_outermost(data, monkeypatch):
+    from tqdm.auto import tqdm
+
+    kept = []
+
+    class Recording(tqdm):
+        def __init__(self, *args, **kwargs):
+            kept.append(kwargs["leave"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(_compare, "tqdm", Recording)
+    compare_methods(data, ["fista_oracle"], settings=TINY, verbose=1)
+    with tqdm(total=1) as outer:
+        compare_methods(data, ["fista_oracle"], settings=TINY, verbose=1)
+        outer.update()
+    assert kept == [True, False]
 
 
 def test_saved_results_get_the_umask_permissions(tmp_path, monkeypatch):

@@ -424,6 +424,24 @@ def test_array_api_estimators_get_numpy_copies_without_dispatch():
     )
 
 
+def test_skdict_providers_and_their_subclasses_take_tensors():
+    # Tensors stay tensors (on their device) for skdict's own estimators,
+    # subclassed or frozen twice.
+    from sklearn.frozen import FrozenEstimator
+
+    class MyCoder(FISTACoder):
+        pass
+
+    X = torch.rand(40, 5, dtype=torch.float64)
+    fitted = MyCoder(n_components=3, dict_max_iter=2, random_state=0).fit(X)
+    for provider in (
+        MyCoder(n_components=3, dict_max_iter=2, random_state=0),
+        FrozenEstimator(FrozenEstimator(fitted)),
+    ):
+        coder = FISTACoder(provider).fit(X)
+        assert isinstance(coder.dictionary_.components_, torch.Tensor), provider
+
+
 @cuda
 def test_scikit_learn_providers_take_cuda_tensors_without_dispatch():
     X = torch.rand(30, 4, device="cuda")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -234,6 +234,21 @@ def _evaluate(
     return record
 
 
+def methods_progress(methods: Sequence[Any], verbose: int) -> Iterator[Any]:
+    """Iterate over ``methods`` behind a progress bar naming the running one.
+
+    The finished bar stays only when it is the outermost one: inside a
+    study's bar over its cells, one finished bar per cell would pile up.
+    (tqdm's ``leave=None`` means that in a terminal, but closes the bar in a
+    notebook.)
+    """
+    outermost = not tqdm._instances  # the bars open now, disabled ones aside
+    bar = tqdm(methods, disable=verbose <= 0, desc="methods", leave=outermost)
+    for method in bar:
+        bar.set_postfix_str(method.name)
+        yield method
+
+
 def compare_methods(
     data: Bunch,
     methods: Sequence[str] | str | None = None,
@@ -326,11 +341,7 @@ def compare_methods(
         # in the fit time of whichever SAE method happens to come first.
         torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     records = []
-    # leave=None: the bar stays only when it is the outermost one, so a
-    # study's cells do not pile up one finished bar each.
-    bar = tqdm(chosen, disable=verbose <= 0, desc="methods", leave=None)
-    for method in bar:
-        bar.set_postfix_str(method.name)
+    for method in methods_progress(chosen, verbose):
         # Building an SAE + FISTA method trains its SAE unless an earlier
         # method did: that training is part of this method's fit time.
         start = time.perf_counter()

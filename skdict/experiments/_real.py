@@ -41,7 +41,7 @@ from .._warnings import ignoring
 from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder, model_name
 from ..metrics import probe_accuracy, reconstruction_error
-from ._compare import _plain, check_data, resolve_methods
+from ._compare import _plain, check_data, methods_progress, resolve_methods
 from ._methods import (
     METHODS,
     SAE_METHODS,
@@ -541,11 +541,7 @@ def compare_real(
         k=k,
     )
     records = []
-    # leave=None: the bar stays only when it is the outermost one, so a
-    # study's cells do not pile up one finished bar each.
-    bar = tqdm(chosen, disable=verbose <= 0, desc="methods", leave=None)
-    for method in bar:
-        bar.set_postfix_str(method.name)
+    for method in methods_progress(chosen, verbose):
         # Building may train (sae_dict_fista's SAE, unless sae_topk ran
         # first; the oracle's atoms): part of the method's fit time.
         start = time.perf_counter()

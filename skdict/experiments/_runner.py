@@ -74,20 +74,18 @@ def save_records(path: Path, records: list[dict[str, Any]]) -> None:
     write_atomically(path, lambda handle: json.dump(records, handle, indent=1))
 
 
-def _save(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Save ``records`` merged with those saved in ``path`` meanwhile.
+def _save(path: Path, new_records: list[dict[str, Any]]) -> None:
+    """Merge ``new_records`` into the records saved in ``path``.
 
     Runs of one study split by seed or method between processes (on several
-    GPUs, say) may share an output folder: each merges its records into the
-    file under a lock instead of overwriting the others'. A record of this
-    run replaces a saved one with the same key. Returns the merged records.
+    GPUs of one machine, say) may share an output folder: each merges its new
+    records into the file under a lock instead of overwriting the others'.
+    A new record replaces a saved one with the same key.
     """
     with exclusive_access(path.parent):
         merged = {record["key"]: record for record in load_records(path)}
-        merged.update((record["key"], record) for record in records)
-        records = list(merged.values())
-        save_records(path, records)
-    return records
+        merged.update((record["key"], record) for record in new_records)
+        save_records(path, list(merged.values()))
 
 
 def check_output_dir(out: str | os.PathLike) -> Path:
@@ -265,7 +263,10 @@ def run_study(
                 key=cell.key(method),
                 settings=expected[cell.key(method)],
             )
-        records = _save(path, records + cell_records)
+        # Only the new records are merged: what this run read earlier may
+        # have been recomputed by another run since.
+        _save(path, cell_records)
+        records.extend(cell_records)
     by_key = {record["key"]: record for record in records}
     return [by_key[key] for key in expected]
 
