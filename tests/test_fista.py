@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _fista
 from skdict._fista import (
+    _active_set,
     _group_maxima,
     _group_size,
     _merge_widths,
@@ -310,6 +311,77 @@ def test_dense_solutions_use_all_atoms(rng):
     assert np.all(
         lasso_objective(X, ours.codes.numpy(), D, 1e-3)
         <= lasso_objective(X, ref, D, 1e-3) * (1 + 1e-9)
+    )
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("start", ["zero", "support"])
+def test_active_set_reaches_the_lasso_optimum(rng, positive, start):
+    """The active-set method alone, from zero (a homotopy-like path) or from a
+    random support, against sklearn's coordinate descent on each row's
+    working-set problem ``z A z / 2 - c.z + a |z|_1`` with ``A = D D^T``,
+    ``c = D x``."""
+    n_atoms, n_features, alpha = 30, 20, 0.05
+    D = random_dictionary(rng, n_atoms, n_features)
+    X = rng.standard_normal((6, n_features))
+    A = torch.from_numpy(D @ D.T).expand(6, -1, -1).contiguous()
+    c = torch.from_numpy(X @ D.T)
+    a = torch.full((6, 1), alpha, dtype=torch.float64)
+    z0 = np.zeros((6, n_atoms))
+    if start == "support":
+        # A random face of fewer atoms than features (non-singular).
+        for row in z0:
+            picked = rng.choice(n_atoms, 10, replace=False)
+            row[picked] = rng.uniform(0.1, 1.0, 10) * (
+                1 if positive else rng.choice([-1, 1], 10)
+            )
+    codes, ran, taken = _active_set(A, c, a, torch.from_numpy(z0), positive, 200)
+    assert bool(ran.all()) and bool((taken > 0).all())
+    # A face of more atoms than features is singular: those rows are left to
+    # the caller, unchanged.
+    singular = z0.copy()
+    singular[0, :25] = 0.5
+    kept, ran_singular, _ = _active_set(
+        A, c, a, torch.from_numpy(singular), positive, 200
+    )
+    assert not bool(ran_singular[0]) and bool(ran_singular[1:].all())
+    np.testing.assert_array_equal(kept[0].numpy(), singular[0])
+    torch.testing.assert_close(kept[1:], codes[1:], rtol=0, atol=1e-12)
+    if positive:
+        assert bool((codes >= 0).all())
+    ours = lasso_objective(X, codes.numpy(), D, alpha)
+    reference = lasso_objective(X, tight_lasso(X, D, alpha, positive), D, alpha)
+    np.testing.assert_allclose(ours, reference, rtol=1e-10)
+    assert np.all(ours <= lasso_objective(X, z0, D, alpha))
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize(
+    ("n_atoms", "n_features", "alpha"), [(200, 40, 0.05), (120, 32, 0.01)]
+)
+def test_supports_filling_the_space_finish_by_active_sets(
+    rng, monkeypatch, positive, n_atoms, n_features, alpha
+):
+    """Gaussian data on a random dictionary: supports near the number of
+    features, where working sets start with the active-set method; every
+    sample is certified and as good as sklearn's tight coordinate descent."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return _active_set(*args, **kwargs)
+
+    monkeypatch.setattr(_fista, "_active_set", counted)
+    D = random_dictionary(rng, n_atoms, n_features)
+    X = rng.standard_normal((12, n_features))
+    ours = fista_encode(
+        torch.from_numpy(X), torch.from_numpy(D), alpha=alpha, positive=positive
+    )
+    assert calls and bool(ours.converged.all())
+    assert (ours.codes != 0).sum(dim=1).min() >= 0.75 * n_features
+    reference = lasso_objective(X, tight_lasso(X, D, alpha, positive), D, alpha)
+    assert np.all(
+        lasso_objective(X, ours.codes.numpy(), D, alpha) <= reference * (1 + 1e-9)
     )
 
 
