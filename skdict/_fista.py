@@ -759,7 +759,7 @@ def _active_set(
     a: torch.Tensor,
     z: torch.Tensor,
     positive: bool,
-    max_steps: int,
+    max_steps: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Active-set solve of ``min_z z A z / 2 - c.z + a |z|_1`` from ``z``, per row.
 
@@ -791,9 +791,12 @@ def _active_set(
     anyway, and a row whose objective rose (rounding) keeps its start.
 
     An atom within rounding of the span of the face's atoms (``A_FF``
-    singular with it) cannot enter; its row stops there. Returns the codes
-    and the rows on which the method ran (the others' initial supports were
-    singular, and they keep ``z``), and the steps taken per row.
+    singular with it) cannot enter; its row stops there, as it does after
+    ``max_steps`` ``(k,)`` steps of its own (each costs about one FISTA
+    iteration; every move lowers the objective, so a row stopped early is
+    still better off). Returns the codes and the rows on which the method
+    ran (the others' initial supports were singular, and they keep ``z``),
+    and the steps taken per row.
     """
     k, w = z.shape
     eps = torch.finfo(torch.float64).eps
@@ -820,7 +823,7 @@ def _active_set(
     running = torch.ones_like(rows, dtype=torch.bool)
     position = torch.arange(rows.numel(), device=z.device)
     u = None
-    for step in range(max_steps):
+    for step in range(int(max_steps.max()) if k else 0):
         if not rows.numel():
             break
         taken[rows[running]] += 1
@@ -890,7 +893,9 @@ def _active_set(
         # way (rounding: a violation near the slack) drops it without
         # moving, and would add it again: it stops too.
         done = running & (
-            (~moving & ~adding) | (moving & (fraction == 0) & (drop == last))
+            (~moving & ~adding)
+            | (moving & (fraction == 0) & (drop == last))
+            | (taken[rows] >= max_steps[rows])
         )
         last = torch.where(adding, enter, torch.where(moving, -1, last))
         if bool(done.any()):
@@ -973,17 +978,24 @@ def _fista_working_set(
     # Active-set steps, counted as iterations (each costs about one).
     extra = torch.zeros(n, dtype=torch.long, device=z.device)
 
-    def active_set(candidates, z):
+    def active_set(candidates, z, it):
+        # Its steps count as iterations: none takes a row past its budget.
+        left = budget[candidates] - it - extra[candidates]
+        rest = candidates[left <= 0]
+        candidates, left = candidates[left > 0], left[left > 0]
         polished, ran, taken = _active_set(
             Gs.index_select(0, candidates),
             (step * b)[candidates],
             alpha * step[candidates],
             z[candidates],
             positive,
-            _ACTIVE_SET_STEPS * w,
+            left.clamp(max=_ACTIVE_SET_STEPS * w),
         )
         extra[candidates] += taken
-        return candidates[ran], polished[ran], candidates[~ran]
+        # The budget check that follows FISTA's iterations comes sooner.
+        nonlocal next_stop
+        next_stop = int((budget - extra)[~finished].min())
+        return candidates[ran], polished[ran], torch.cat([candidates[~ran], rest])
 
     # Warm starts with large supports (the optimum of the previous working
     # set, where supports fill the feature space) start with the active-set
@@ -993,7 +1005,7 @@ def _fista_working_set(
     presolve = torch.nonzero((z != 0).sum(dim=1) >= large_support).flatten()
     if presolve.numel():
         z_new = z.clone()
-        better, polished, _ = active_set(presolve, z)
+        better, polished, _ = active_set(presolve, z, 0)
         z_new[better] = y[better] = z_prev[better] = polished
     last_support = z_new != 0
     it = 0
@@ -1022,7 +1034,7 @@ def _fista_working_set(
             # it first, below).
             large = (z_new[candidates] != 0).sum(dim=1) >= large_support
             if bool(large.any()):
-                better, polished, rest = active_set(candidates[large], z_new)
+                better, polished, rest = active_set(candidates[large], z_new, it)
                 z_new[better] = y[better] = polished
                 k[better] = 1
                 candidates = torch.cat([candidates[~large], rest])

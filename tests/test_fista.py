@@ -335,14 +335,15 @@ def test_active_set_reaches_the_lasso_optimum(rng, positive, start):
             row[picked] = rng.uniform(0.1, 1.0, 10) * (
                 1 if positive else rng.choice([-1, 1], 10)
             )
-    codes, ran, taken = _active_set(A, c, a, torch.from_numpy(z0), positive, 200)
+    steps = torch.full((6,), 200)
+    codes, ran, taken = _active_set(A, c, a, torch.from_numpy(z0), positive, steps)
     assert bool(ran.all()) and bool((taken > 0).all())
     # A face of more atoms than features is singular: those rows are left to
     # the caller, unchanged.
     singular = z0.copy()
     singular[0, :25] = 0.5
     kept, ran_singular, _ = _active_set(
-        A, c, a, torch.from_numpy(singular), positive, 200
+        A, c, a, torch.from_numpy(singular), positive, steps
     )
     assert not bool(ran_singular[0]) and bool(ran_singular[1:].all())
     np.testing.assert_array_equal(kept[0].numpy(), singular[0])
@@ -383,6 +384,28 @@ def test_supports_filling_the_space_finish_by_active_sets(
     assert np.all(
         lasso_objective(X, ours.codes.numpy(), D, alpha) <= reference * (1 + 1e-9)
     )
+
+
+def test_active_set_steps_count_against_max_iter(rng):
+    # Warm starts with supports filling the space start with the active-set
+    # method; its steps are iterations, and no sample takes more than
+    # max_iter of them.
+    D = torch.from_numpy(random_dictionary(rng, 200, 40))
+    X = torch.from_numpy(rng.standard_normal((4, 40)))
+    warm = fista_encode(X, D, alpha=0.1).codes
+    assert (warm != 0).sum(dim=1).min() >= 30
+    for max_iter in (1, 7, 60):
+        result = fista_encode(X, D, alpha=0.01, init=warm, max_iter=max_iter)
+        assert int(result.n_iter.max()) <= max_iter
+    # A row stopped after a few steps is still no worse than its start.
+    A = (D @ D.T).expand(4, -1, -1).contiguous()
+    c, a = X @ D.T, torch.full((4, 1), 0.01, dtype=torch.float64)
+    codes, ran, taken = _active_set(A, c, a, warm, False, torch.tensor([1, 2, 3, 500]))
+    assert taken[:3].tolist() == [1, 2, 3] and bool(ran.all())
+    before, after = (
+        lasso_objective(X.numpy(), Z.numpy(), D.numpy(), 0.01) for Z in (warm, codes)
+    )
+    assert np.all(after <= before + 1e-12)
 
 
 def test_lipschitz_constant_is_the_squared_spectral_norm(rng):
