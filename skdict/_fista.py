@@ -1753,7 +1753,8 @@ def fista_encode(
     init : torch.Tensor of shape (n_samples, n_components), default=None
         Warm start; zeros when None.
     max_iter : int, default=1000
-        Maximum number of FISTA iterations per sample.
+        Maximum number of FISTA iterations per sample (the active-set steps
+        taken on supports that fill the feature space count as iterations).
     tol : float, default=1e-6
         Stop a sample when its duality gap is at most ``tol`` times its
         objective (floored at a few machine epsilons of the dtype). float32
@@ -2079,7 +2080,8 @@ class FISTACoder(
     positive : bool, default=False
         Constrain the codes to be non-negative.
     max_iter : int, default=1000
-        Maximum number of FISTA iterations per sample.
+        Maximum number of FISTA iterations per sample (the active-set steps
+        taken on supports that fill the feature space count as iterations).
     tol : float, default=1e-6
         A sample is coded once its duality gap is at most ``tol`` times its
         objective; this bounds the relative suboptimality of its code. The
