@@ -947,9 +947,11 @@ def _fista_working_set(
     iterations, a sample whose support has not changed over the last
     iteration takes the exact Newton step on its support (:func:`_polish`),
     which typically ends it at once; after ``_STALLED`` iterations every
-    sample tries, with the active-set moves. Then each sample's working-set
-    gap is checked. A sample stops when its gap is at most ``tol * P`` or at
-    its own iteration budget ``max_iter``.
+    sample tries, with the active-set moves. Samples whose warm start, or
+    once stalled whose support, holds at least ``large_support`` atoms run
+    :func:`_active_set` instead, its steps counted as iterations. Then each
+    sample's working-set gap is checked. A sample stops when its gap is at
+    most ``tol * P`` or at its own iteration budget ``max_iter``.
     Returns the codes and the iterations spent per sample.
     """
     n, w = z.shape
