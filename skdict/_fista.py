@@ -1065,6 +1065,12 @@ def _fista_working_set(
         measurable = _EXPANSION_ROUNDING * torch.finfo(gz.dtype).eps * x_sq
         reached = gap <= torch.maximum(tol * primal, measurable)
         done = ~finished & (reached | (it + extra >= budget))
+        if first:
+            # A row the active-set start did not move (its face singular) has
+            # spent nothing yet: leaving now on a working-set gap that the
+            # full certificate then rejects, it would come back to the same
+            # working set with the same budget, forever. It iterates.
+            done &= extra > 0
         first = False
         if not bool(done.any()):
             continue
@@ -1693,7 +1699,9 @@ def _encode_batch(
                 tol,
                 max_iter - spent[rows[part]],
             )
-            spent[rows[part]] += it
+            # Every round counts as at least one iteration, so that rounds end
+            # within max_iter whatever a working-set solve reports.
+            spent[rows[part]] += it.clamp_min(1)
             values[part, :w] = z_w
             values[part, w:] = 0.0
             primal[part], gap[part], _, _ = problem.certify_sparse(

@@ -2,6 +2,7 @@
 
 import itertools
 import pickle
+import signal
 import threading
 import warnings
 from types import SimpleNamespace
@@ -406,6 +407,35 @@ def test_active_set_steps_count_against_max_iter(rng):
         lasso_objective(X.numpy(), Z.numpy(), D.numpy(), 0.01) for Z in (warm, codes)
     )
     assert np.all(after <= before + 1e-12)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="needs SIGALRM")
+def test_a_singular_warm_start_face_does_not_loop():
+    # A working set whose warm start has more atoms than features: the
+    # active-set start cannot run, and the working-set gap (float32 Gram
+    # matrices) passed where the full certificate did not. The row came back
+    # to the same working set with nothing spent, forever.
+    rng = np.random.default_rng(1039)
+    rng.integers(32, 65, size=3)
+    alpha = float(10 ** rng.uniform(-3, np.log10(0.2)))  # 0.0188
+    rng.integers(2, size=2)
+    rng.uniform()
+    D = random_dictionary(rng, 356, 49)
+    X = rng.standard_normal((25, 49)) * rng.uniform(0.1, 10, (25, 1))
+    D, X = torch.tensor(D, dtype=torch.float32), torch.tensor(X, dtype=torch.float32)
+    warm = fista_encode(X, D, alpha=alpha * float(rng.uniform(1.5, 10))).codes
+
+    def stuck(signum, frame):
+        raise TimeoutError("fista_encode did not return")
+
+    previous = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(60)
+    try:
+        result = fista_encode(X, D, alpha=alpha, init=warm, max_iter=49)
+        assert int(result.n_iter.max()) <= 49
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_lipschitz_constant_is_the_squared_spectral_norm(rng):
