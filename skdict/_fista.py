@@ -801,7 +801,6 @@ def _active_set(
     k, w = z.shape
     eps = torch.finfo(torch.float64).eps
     A0, c0, a0, z0 = A, c, a, z
-    z = z.clone()
     s = torch.sign(z)
     face = s != 0
     eye = torch.eye(w, dtype=A.dtype, device=A.device)
