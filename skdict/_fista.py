@@ -978,6 +978,14 @@ def _fista_working_set(
     next_stop = int(budget.min())
     # Active-set steps, counted as iterations (each costs about one).
     extra = torch.zeros(n, dtype=torch.long, device=z.device)
+    # Each row's codes at the previous check: a row whose codes have not
+    # moved since is at a fixed point of the iteration (the extrapolation
+    # then vanishes, so every later step returns the same codes), that is at
+    # its working set's optimum to working precision. Where rounding keeps
+    # that optimum's gap just above tol (tol=1e-11, 63 atoms filling 63
+    # features: a gap of 17.5 eps x.x against a floor of 16), the row leaves
+    # instead of spinning to its budget in one working set.
+    at_check = torch.full_like(z, math.nan)
 
     def active_set(candidates, z, it):
         # Its steps count as iterations: none takes a row past its budget.
@@ -1063,7 +1071,9 @@ def _fista_working_set(
         primal, gap = _working_set_gap(gz, b, z_new, x_sq, alpha, positive)
         measurable = _EXPANSION_ROUNDING * torch.finfo(gz.dtype).eps * x_sq
         reached = gap <= torch.maximum(tol * primal, measurable)
-        done = ~finished & (reached | (it + extra >= budget))
+        fixed = (z_new == at_check).all(dim=1)
+        at_check = z_new.clone()
+        done = ~finished & (reached | fixed | (it + extra >= budget))
         if first:
             # A row the active-set start did not move (its face singular) has
             # spent nothing yet: leaving now on a working-set gap that the
@@ -1084,8 +1094,8 @@ def _fista_working_set(
             (rows, Gs, b, y, z_prev, k, step, offset) = _compact(
                 keep, [rows, Gs, b, y, z_prev, k, step, offset]
             )
-            (x_sq, budget, last_support, finished, extra) = _compact(
-                keep, [x_sq, budget, last_support, finished, extra]
+            (x_sq, budget, last_support, finished, extra, at_check) = _compact(
+                keep, [x_sq, budget, last_support, finished, extra, at_check]
             )
             if not positive:
                 threshold = threshold[keep]
@@ -1662,10 +1672,18 @@ def _encode_batch(
             scores,
             group_max,
         )
+    # Each running row's objective before its last round. A round that does
+    # not lower it found the row at its optimum to working precision (its
+    # working set holds the atoms that violate the optimality conditions
+    # most): where rounding keeps that optimum's certificate above tol, every
+    # further round would return the same codes, one iteration each, until
+    # max_iter (tol=1e-11, supports of 63 atoms filling 63 features: 2,000
+    # rounds of 10 ms per row). Such a row leaves, unconverged.
+    before = torch.full_like(primal, math.inf)
     while True:
         done = gap <= tol * primal
         converged[rows[done]] = True
-        leaving = done | (spent[rows] >= max_iter)
+        leaving = done | (primal >= before) | (spent[rows] >= max_iter)
         support = (values != 0).sum(dim=1)
         width = _working_set_width(support, w_cap)
         to_dense = ~leaving & ((2 * width >= m) | (support >= w_cap))
@@ -1677,7 +1695,9 @@ def _encode_batch(
             break
         # Rows sorted by working-set width: each width is one contiguous group.
         keep = keep[torch.argsort(width[keep])]
-        rows, atoms, values, width = _compact(keep, [rows, atoms, values, width])
+        rows, atoms, values, width, before = _compact(
+            keep, [rows, atoms, values, width, primal]
+        )
         widths, counts = _merge_widths(width)
         # Too few groups for the widest working set: rank single atoms.
         ranked = scores if int(width.max()) > group_max.shape[1] else group_max
@@ -1768,7 +1788,11 @@ def fista_encode(
         Stop a sample when its duality gap is at most ``tol`` times its
         objective (floored at a few machine epsilons of the dtype). float32
         samples not certified after 50 iterations are finished in float64
-        and rounded back, with a certificate that covers the rounding.
+        and rounded back, with a certificate that covers the rounding. A
+        sample whose round of working-set iterations no longer lowers its
+        objective is at its optimum to working precision: where rounding
+        keeps that optimum's gap above ``tol``, it stops there, unconverged,
+        before ``max_iter``.
     batch_size : int, default=None
         Samples coded at once; bounds peak memory to ``O(batch_size *
         n_components)``. None picks a batch of about ``2**24 / n_components``
@@ -2099,7 +2123,9 @@ class FISTACoder(
         small ``alpha``, rounding even the optimal codes to float32 can leave
         a larger gap; float32 samples not certified after 50 iterations are
         therefore finished in float64 and rounded, their certificate
-        covering the rounding. When
+        covering the rounding. A sample whose optimum's gap stays above
+        ``tol`` by rounding stops unconverged (with a warning) once its
+        objective no longer decreases. When
         learning, also the relative change of the dictionary between two
         rounds, ``||D_new - D||_F / ||D||_F``, at which learning stops
         (leaving out atoms that no sample used in either round: they are
@@ -2716,9 +2742,10 @@ class FISTACoder(
     def _warn_unconverged(self, not_converged: int, n_samples: int) -> None:
         if not_converged:
             warn(
-                f"FISTA did not reach tol={self.tol} within max_iter={self.max_iter} "
-                f"iterations for {not_converged} of {n_samples} samples; "
-                "increase max_iter or tol.",
+                f"FISTA did not reach tol={self.tol} for {not_converged} of "
+                f"{n_samples} samples, within max_iter={self.max_iter} iterations "
+                "or at all (rounding can keep an optimum's gap above a tol close "
+                "to machine precision); increase max_iter or tol.",
                 ConvergenceWarning,
             )
 
