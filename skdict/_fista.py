@@ -2062,8 +2062,14 @@ def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
                 progress.update(size)
     finally:
         # A worker's set_num_threads also sets the count every thread
-        # started later begins with; the calling thread's call resets it.
-        torch.set_num_threads(threads)
+        # started later begins with; a thread of its own resets it. The
+        # calling thread must not: torch.set_num_threads also pins its MKL
+        # thread count, after which threadpoolctl's limits in that thread no
+        # longer reach MKL's products (a 2000 x 2000 GEMM under
+        # threadpool_limits(1) then ran on two cores).
+        reset = threading.Thread(target=torch.set_num_threads, args=(threads,))
+        reset.start()
+        reset.join()
 
 
 def _share_count(batch_rows: int, device: torch.device) -> int:

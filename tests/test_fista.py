@@ -192,11 +192,21 @@ def test_worker_threads_leave_later_threads_their_thread_count(
     rng, monkeypatch, two_threads
 ):
     """The workers run one intra-op thread each; threads started after a
-    solve still begin with the caller's count."""
+    solve still begin with the caller's count, and the calling thread's count
+    is never set (torch.set_num_threads would pin its MKL thread count past
+    threadpoolctl's reach)."""
     monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
+    set_num_threads, callers = torch.set_num_threads, []
+
+    def recording(n):
+        callers.append(threading.get_ident())
+        set_num_threads(n)
+
+    monkeypatch.setattr(torch, "set_num_threads", recording)
     D = random_dictionary(rng, 60, 20)
     X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
     fista_encode(X, torch.from_numpy(D), alpha=0.05)
+    assert len(callers) > 2 and threading.get_ident() not in callers
     seen = []
     later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
     later.start()
