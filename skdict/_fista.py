@@ -1672,18 +1672,10 @@ def _encode_batch(
             scores,
             group_max,
         )
-    # Each running row's objective before its last round. A round that does
-    # not lower it found the row at its optimum to working precision (its
-    # working set holds the atoms that violate the optimality conditions
-    # most): where rounding keeps that optimum's certificate above tol, every
-    # further round would return the same codes, one iteration each, until
-    # max_iter (tol=1e-11, supports of 63 atoms filling 63 features: 2,000
-    # rounds of 10 ms per row). Such a row leaves, unconverged.
-    before = torch.full_like(primal, math.inf)
     while True:
         done = gap <= tol * primal
         converged[rows[done]] = True
-        leaving = done | (primal >= before) | (spent[rows] >= max_iter)
+        leaving = done | (spent[rows] >= max_iter)
         support = (values != 0).sum(dim=1)
         width = _working_set_width(support, w_cap)
         to_dense = ~leaving & ((2 * width >= m) | (support >= w_cap))
@@ -1695,9 +1687,7 @@ def _encode_batch(
             break
         # Rows sorted by working-set width: each width is one contiguous group.
         keep = keep[torch.argsort(width[keep])]
-        rows, atoms, values, width, before = _compact(
-            keep, [rows, atoms, values, width, primal]
-        )
+        rows, atoms, values, width = _compact(keep, [rows, atoms, values, width])
         widths, counts = _merge_widths(width)
         # Too few groups for the widest working set: rank single atoms.
         ranked = scores if int(width.max()) > group_max.shape[1] else group_max
@@ -1789,10 +1779,10 @@ def fista_encode(
         objective (floored at a few machine epsilons of the dtype). float32
         samples not certified after 50 iterations are finished in float64
         and rounded back, with a certificate that covers the rounding. A
-        sample whose round of working-set iterations no longer lowers its
-        objective is at its optimum to working precision: where rounding
-        keeps that optimum's gap above ``tol``, it stops there, unconverged,
-        before ``max_iter``.
+        ``tol`` close to machine precision may not be reachable: rounding
+        can keep even the optimum's gap above it, and such samples run to
+        ``max_iter``, unconverged, with codes at their optimum to working
+        precision.
     batch_size : int, default=None
         Samples coded at once; bounds peak memory to ``O(batch_size *
         n_components)``. None picks a batch of about ``2**24 / n_components``
@@ -2129,9 +2119,9 @@ class FISTACoder(
         small ``alpha``, rounding even the optimal codes to float32 can leave
         a larger gap; float32 samples not certified after 50 iterations are
         therefore finished in float64 and rounded, their certificate
-        covering the rounding. A sample whose optimum's gap stays above
-        ``tol`` by rounding stops unconverged (with a warning) once its
-        objective no longer decreases. When
+        covering the rounding. Rounding can keep even the optimum's gap
+        above a ``tol`` close to machine precision; such samples run to
+        ``max_iter`` and are reported unconverged. When
         learning, also the relative change of the dictionary between two
         rounds, ``||D_new - D||_F / ||D||_F``, at which learning stops
         (leaving out atoms that no sample used in either round: they are

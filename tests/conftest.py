@@ -13,10 +13,11 @@ def pytest_configure(config):
     # pytest-xdist workers share the cores: with torch's default of one
     # thread per core each, OpenMP threads outnumber the cores, and solves
     # made of many small batched products slow down tenfold (a 7 s test took
-    # 72 s beside the other worker).
+    # 72 s beside the other worker). torch's own default respects the CPU
+    # affinity and OMP_NUM_THREADS, which os.cpu_count() does not.
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+        torch.set_num_threads(max(1, torch.get_num_threads() // int(workers)))
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
