@@ -473,6 +473,68 @@ def test_a_tolerance_below_rounding_returns_the_optimum():
     np.testing.assert_array_less(objective, best * (1 + 2e-9))
 
 
+@pytest.mark.parametrize("seed", [684, 0, 1, 2])
+def test_no_row_returns_costing_more_than_its_warm_start(seed):
+    # Signed near-duplicate atoms in 3 to 9 features, float32 coded in
+    # float32 throughout: a row that ran out of max_iter came back 0.1 %
+    # above the warm start it was given (seed 684).
+    rng = np.random.default_rng(seed)
+    n_features, m, n = rng.integers(2, 10), rng.integers(20, 100), rng.integers(5, 40)
+    D = rng.standard_normal((m, n_features))
+    if rng.integers(2):
+        k = m // 3
+        D[k : 2 * k] = D[:k] * rng.choice([-1, 1], (k, 1)) + rng.standard_normal(
+            (k, n_features)
+        ) * 10 ** rng.uniform(-10, -2)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    X = rng.standard_normal((n, n_features)) * rng.uniform(0.1, 10, (n, 1))
+    alpha = float(np.abs(X @ D.T).max() * 10 ** rng.uniform(-5, -0.5))
+    rng.integers(2, size=2)
+    rng.uniform()
+    rng.integers(4, size=3)
+    X32, D32 = torch.from_numpy(X).float(), torch.from_numpy(D).float()
+    warm = fista_encode(
+        X32, D32, alpha=alpha * float(rng.uniform(0.5, 3)), positive=True
+    ).codes
+    result = fista_encode(
+        X32,
+        D32,
+        alpha=alpha,
+        positive=True,
+        init=warm,
+        tol=2.9e-6,
+        max_iter=200,
+        float64_finish=False,
+    )
+    before, after = (
+        lasso_objective(X32.numpy(), Z.numpy(), D32.numpy(), alpha)
+        for Z in (warm, result.codes)
+    )
+    assert np.all(after <= before * (1 + 1e-12))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_all_atoms_path_keeps_a_better_warm_start(rng, monkeypatch, dtype):
+    """Rows handed to the all-atoms solver (here every row: 8 atoms) keep
+    their warm start when that solver returns codes that cost more."""
+    calls = []
+
+    def worse_codes(problem, rows, z, lipschitz, tol, max_iter):
+        calls.append(rows.numel())
+        n = rows.numel()
+        return 3 * z + 1, max_iter, torch.zeros(n, dtype=torch.bool)
+
+    monkeypatch.setattr(_fista, "_fista_all_atoms", worse_codes)
+    D = torch.from_numpy(random_dictionary(rng, 8, 4)).to(dtype)
+    X = torch.from_numpy(rng.standard_normal((6, 4))).to(dtype)
+    warm = torch.from_numpy(rng.uniform(0, 0.5, (6, 8))).to(dtype)
+    result = fista_encode(
+        X, D, alpha=0.05, init=warm, max_iter=30, float64_finish=False
+    )
+    assert calls
+    torch.testing.assert_close(result.codes, warm, rtol=0, atol=0)
+
+
 def test_lipschitz_constant_is_the_squared_spectral_norm(rng):
     D = torch.from_numpy(rng.standard_normal((300, 40)))
     expected = torch.linalg.matrix_norm(D, ord=2).item() ** 2
