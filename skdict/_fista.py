@@ -1182,11 +1182,9 @@ class _Problem:
 
     def objective(self, rows, z):
         """Float64 lasso objectives of the codes ``z`` of ``rows``."""
-        z = z.double()
-        residual = self.X64[rows].clone()
-        for start, block in self._blocks64():
-            residual -= z[:, start : start + block.shape[0]] @ block
-        return 0.5 * (residual**2).sum(dim=1) + self.alpha * z.abs().sum(dim=1)
+        residual = self._residual64(rows, z)
+        l1 = z.double().abs().sum(dim=1)
+        return 0.5 * torch.linalg.vecdot(residual, residual) + self.alpha * l1
 
     def _atoms64(self, atoms):
         """Float64 atoms ``D[atoms]``.
@@ -1197,12 +1195,16 @@ class _Problem:
             return F.embedding(atoms, self.D64)
         return F.embedding(atoms, self.D).double()
 
-    def _exact_products(self, rows, z):
-        """Float64 residual ``x - zD`` of ``rows`` and its correlations ``r D^T``."""
+    def _residual64(self, rows, z):
+        """Float64 residual ``x - zD`` of ``rows``."""
         approx = 0.0
         for start, block in self._blocks64():
             approx = approx + z[:, start : start + block.shape[0]].double() @ block
-        residual = self.X64[rows] - approx
+        return self.X64[rows] - approx
+
+    def _exact_products(self, rows, z):
+        """Float64 residual ``x - zD`` of ``rows`` and its correlations ``r D^T``."""
+        residual = self._residual64(rows, z)
         corr = torch.empty(
             rows.numel(), self.D.shape[0], dtype=torch.float64, device=self.D.device
         )
@@ -1616,6 +1618,18 @@ def _next_working_sets(atoms, values, scores, keep, group_max, widths):
     return new_atoms, new_values.gather(1, take)
 
 
+def _write_sparse(z, rows, atoms, values, clear):
+    """Write the codes ``values`` on ``atoms`` into the ``rows`` of ``z``.
+
+    ``clear`` zeroes those rows first (they may hold other codes).
+    """
+    if clear:
+        z.index_fill_(0, rows, 0.0)
+    nonzero = values != 0
+    flat = rows.unsqueeze(1) * z.shape[1] + atoms
+    z.view(-1)[flat[nonzero]] = values[nonzero]
+
+
 def _encode_batch(
     problem: _Problem,
     z: torch.Tensor,
@@ -1655,10 +1669,7 @@ def _encode_batch(
             # 9 rows in 3 features). A certified row may too, when the warm
             # start was already within tol: then so is the warm start.
             leaving = leaving & (primal <= start_primal[rows])
-            z.index_fill_(0, rows[leaving], 0.0)
-        nonzero = values[leaving] != 0
-        flat = rows[leaving].unsqueeze(1) * m + atoms[leaving]
-        z.view(-1)[flat[nonzero]] = values[leaving][nonzero]
+        _write_sparse(z, rows[leaving], atoms[leaving], values[leaving], warm)
 
     # The float32 scores of residual correlations and their group maxima live
     # in buffers allocated once per batch: fresh (n, n_components) arrays
@@ -1753,11 +1764,7 @@ def _encode_batch(
         if warm:
             # As in ``store``: no row leaves costing more than its warm start.
             worse = rows[problem.objective(rows, z[rows]) > start_primal[rows]]
-            if worse.numel():
-                z.index_fill_(0, worse, 0.0)
-                nonzero = start_values[worse] != 0
-                flat = worse.unsqueeze(1) * m + start_atoms[worse]
-                z.view(-1)[flat[nonzero]] = start_values[worse][nonzero]
+            _write_sparse(z, worse, start_atoms[worse], start_values[worse], True)
     return FISTAResult(z, spent, converged)
 
 
