@@ -1044,16 +1044,19 @@ class _DuplicateMemory:
     The exploring rounds resample the less used of two atoms closer than the
     coherence bound, taking them for duplicates. True atoms can be that
     close too: ``make_compositional(n_latents=50, n_active=3)`` with seeds
-    0-11 has pairs at 0.70-0.79 in 17 features, above the bound of 0.7. The
+    0-11 has its closest two true atoms at 0.66-0.79 in 17 features, at 10
+    seeds above the bound of 0.7. The
     resampled atom went back to its place within the three rounds before
-    the next check and was resampled again, for ever: at 6 of the 12 seeds
-    one atom of the pair was missing from the fit (found at 0.71-0.96) and
-    the dictionary's change stayed above ``tol=1e-2`` for all 200 rounds.
+    the next check and was resampled again, for ever: 6 of the 12 fits ran
+    all 200 rounds with the dictionary's change above ``tol=1e-2``, and both
+    atoms of the pair were found (within 0.95) at only 7 seeds.
     A pair is kept from then on once the resampled atom has come back
     ``_RETURNS_TO_KEEP`` times in a row to within ``_SAME_ATOM`` (|cosine|) of
     the atom it replaced, close to the same partner: the data calls for both
     (while the two stay further apart than ``_SAME_ATOM``). Now 11 of the 12
-    fits find both atoms (at 0.99 or more) and stop after 21-128 rounds.
+    fits find both atoms (at 0.99 or more; the twelfth as before) and stop
+    after 21-128 rounds (``benchmarks/bench_small_problems.py
+    --close-pairs``).
     After one return instead of two, atoms mixing two true ones were kept
     too: mean similarity over seeds 0-11 of a close pair among 9 atoms in 8
     features (2 active) 0.961 against 0.962 without the memory and 0.972
