@@ -1022,7 +1022,9 @@ def _coherent_atoms(
     """Mask of the less used atom of every pair with |cosine| above ``bound``.
 
     Pairs marked in the boolean ``(n_components, n_components)`` matrix
-    ``kept`` are left out. Also returns every atom's closest other atom.
+    ``kept`` are left out. Also returns every atom's closest other atom
+    outside them (meaningless for an atom kept with every other, which is
+    never marked).
     """
     cosine = (components @ components.T).abs()
     cosine.fill_diagonal_(0.0)
@@ -1038,94 +1040,116 @@ def _coherent_atoms(
     return (closest > bound) & less_used, partner
 
 
+class DuplicateRecords(NamedTuple):
+    """What :class:`_DuplicateMemory` knows, as tensors (pickled to the CPU).
+
+    Attributes
+    ----------
+    replaced, partners : torch.Tensor of shape (n_records, n_features)
+        Atoms resampled as duplicates, and the atom each was close to.
+    count : torch.Tensor of shape (n_records,)
+        How often each was resampled.
+    kept : torch.Tensor of shape (n_components, n_components)
+        Boolean: the pairs of atoms no longer taken for duplicates.
+    """
+
+    replaced: torch.Tensor
+    partners: torch.Tensor
+    count: torch.Tensor
+    kept: torch.Tensor
+
+
 class _DuplicateMemory:
-    """Pairs of atoms the data re-formed after one of them was resampled.
+    """Atoms the data brought back after they were resampled as duplicates.
 
     The exploring rounds resample the less used of two atoms closer than the
     coherence bound, taking them for duplicates. True atoms can be that
     close too: ``make_compositional(n_latents=50, n_active=3)`` with seeds
     0-11 has its closest two true atoms at 0.66-0.79 in 17 features, at 10
-    seeds above the bound of 0.7. The
-    resampled atom went back to its place within the three rounds before
-    the next check and was resampled again, for ever: 6 of the 12 fits ran
-    all 200 rounds with the dictionary's change above ``tol=1e-2``, and both
-    atoms of the pair were found (within 0.95) at only 7 seeds.
-    A pair is kept from then on once the resampled atom has come back
-    ``_RETURNS_TO_KEEP`` times in a row to within ``_SAME_ATOM`` (|cosine|) of
-    the atom it replaced, close to the same partner: the data calls for both
-    (while the two stay further apart than ``_SAME_ATOM``). Now 11 of the 12
-    fits find both atoms (at 0.99 or more; the twelfth as before) and stop
-    after 21-128 rounds (``benchmarks/bench_small_problems.py
-    --close-pairs``).
-    After one return instead of two, atoms mixing two true ones were kept
-    too: mean similarity over seeds 0-11 of a close pair among 9 atoms in 8
-    features (2 active) 0.961 against 0.962 without the memory and 0.972
-    with two returns; with 40 atoms in 10 features (2 active), 0.907, 0.880
-    and 0.883.
+    seeds above the bound of 0.7. The resampled atom came back within the
+    three rounds before the next check and was resampled again, for ever:
+    6 of the 12 fits ran all 200 rounds with the dictionary's change above
+    ``tol=1e-2``, and both atoms of the pair were found (within 0.95) at only
+    7 seeds. An atom resampled away ``_RETURNS_TO_KEEP`` times -- the same
+    direction, within ``_SAME_ATOM`` (|cosine|), near the same partner, in
+    whatever slot -- is kept with that partner from then on: the data calls
+    for both (while the two stay further apart than ``_SAME_ATOM``). Now 11
+    of the 12 fits find both atoms (at 0.99 or more; the twelfth as before)
+    and stop after 21-84 rounds (``benchmarks/bench_small_problems.py
+    --close-pairs``, with AVX-512 kernels and without SIMD kernels alike).
+    Counting by slot instead lost the atom at seed 0 without SIMD kernels,
+    where three slots took turns at it. Keeping an atom after one
+    resampling instead of two also kept atoms mixing two true ones (scratch
+    runs, seeds 0-11, mean similarity): a close pair among 9 atoms in 8
+    features with 2 active, 0.972 against 0.976 (0.962 without the memory);
+    ``make_compositional(50, 3)``, 0.992 against 0.994 (0.990). It did
+    better with 40 atoms in 10 features, 0.953 against 0.937 (0.880).
     """
 
-    def __init__(self, components: torch.Tensor) -> None:
-        n_components = components.shape[0]
-        # The atom each slot was last resampled away from (-1: none), and
-        # the atom the slot held then.
-        self.partner = torch.full(
-            (n_components,), -1, dtype=torch.long, device=components.device
-        )
-        self.replaced = torch.zeros_like(components)
-        # How many times in a row each slot came back to its partner.
-        self.returns = torch.zeros(
-            n_components, dtype=torch.long, device=components.device
-        )
+    def __init__(
+        self, components: torch.Tensor, records: DuplicateRecords | None = None
+    ) -> None:
+        n_components, n_features = components.shape
+        device, dtype = components.device, components.dtype
+        if records is not None:
+            # Copies: a stream's step leaves the statistics it was given (and
+            # so a copy of the estimator holding them) as they were.
+            self.replaced = records.replaced.to(device, dtype, copy=True)
+            self.partners = records.partners.to(device, dtype, copy=True)
+            self.count = records.count.to(device, copy=True)
+            self.kept = records.kept.to(device, copy=True)
+            return
+        # Directions resampled away, each with the atom it was close to and
+        # how often it was resampled (by direction: it may come back in
+        # another slot).
+        self.replaced = components.new_zeros(0, n_features)
+        self.partners = components.new_zeros(0, n_features)
+        self.count = torch.zeros(0, dtype=torch.long, device=device)
         self.kept = torch.zeros(
-            n_components, n_components, dtype=torch.bool, device=components.device
+            n_components, n_components, dtype=torch.bool, device=device
         )
+
+    def records(self) -> DuplicateRecords:
+        """Return the memory as tensors, for a stream's statistics."""
+        return DuplicateRecords(self.replaced, self.partners, self.count, self.kept)
 
     def coherent(
         self, components: torch.Tensor, codes: torch.Tensor, bound: float
     ) -> torch.Tensor:
-        """Mask of the atoms to resample; remembers whom each moves away from."""
-        slots = torch.nonzero(self.partner >= 0).flatten()
-        if slots.numel():
-            partners = self.partner[slots]
-            atoms = components[slots]
-            close = (atoms * components[partners]).sum(dim=1).abs() > bound
-            back = (atoms * self.replaced[slots]).sum(dim=1).abs() > _SAME_ATOM
-            self.returns[slots[close & back]] += 1
-            reformed = close & back & (self.returns[slots] >= _RETURNS_TO_KEEP)
-            self.kept[slots[reformed], partners[reformed]] = True
-            self.kept[partners[reformed], slots[reformed]] = True
+        """Mask of the atoms to resample; remembers what they were."""
         first, second = torch.nonzero(self.kept, as_tuple=True)
         merged = (components[first] * components[second]).sum(dim=1).abs() > _SAME_ATOM
         self.kept[first[merged], second[merged]] = False
         coherent, partner = _coherent_atoms(components, codes, bound, self.kept)
-        again = coherent & (partner == self.partner)
-        returns = self.returns[coherent & again]
-        self.forget(coherent)
-        self.returns[coherent & again] = returns
-        self.partner[coherent] = partner[coherent]
-        self.replaced[coherent] = components[coherent]
+        slots = torch.nonzero(coherent).flatten()
+        if not slots.numel():
+            return coherent
+        atoms, partners = components[slots], components[partner[slots]]
+        match = ((atoms @ self.replaced.T).abs() > _SAME_ATOM) & (
+            (partners @ self.partners.T).abs() > _SAME_ATOM
+        )
+        seen = match.any(dim=1)
+        apart = (atoms * partners).sum(dim=1).abs() <= _SAME_ATOM
+        count = (
+            torch.where(match, self.count, 0).amax(dim=1)
+            if self.count.numel()
+            else torch.zeros_like(slots)
+        )
+        keep = (count >= _RETURNS_TO_KEEP) & apart
+        self.kept[slots[keep], partner[slots[keep]]] = True
+        self.kept[partner[slots[keep]], slots[keep]] = True
+        coherent[slots[keep]] = False
+        self.count += match[~keep].any(dim=0)
+        new = ~seen
+        self.replaced = torch.cat([self.replaced, atoms[new]])
+        self.partners = torch.cat([self.partners, partners[new]])
+        self.count = torch.cat([self.count, self.count.new_ones(int(new.sum()))])
         return coherent
 
     def forget(self, replaced: torch.Tensor) -> None:
-        """Drop what is known of atoms replaced by fresh ones."""
-        self.partner[replaced] = -1
-        self.returns[replaced] = 0
+        """Drop the kept pairs of atoms replaced by fresh ones."""
         self.kept[replaced] = False
         self.kept[:, replaced] = False
-
-    def copy_for(self, components: torch.Tensor) -> _DuplicateMemory:
-        """Copy onto the device and into the dtype of ``components``.
-
-        A stream's step works on a copy, leaving the statistics it was given
-        (and so a copy of the estimator holding them) as they were.
-        """
-        copy = _DuplicateMemory.__new__(_DuplicateMemory)
-        device = components.device
-        copy.partner = self.partner.to(device, copy=True)
-        copy.returns = self.returns.to(device, copy=True)
-        copy.replaced = self.replaced.to(device, components.dtype, copy=True)
-        copy.kept = self.kept.to(device, copy=True)
-        return copy
 
 
 def _plain_fista(
@@ -1308,9 +1332,9 @@ def learn_dictionary(
     round codes on the least-squares atoms ``A`` moved on along their change,
     ``A + 0.95 (A - A_previous)`` (momentum), and every third round, of two
     atoms with |cosine| above 0.7 the less used is resampled as in step 3
-    (except in the last round, so that no atom is returned untrained); a
-    pair that re-forms twice in a row after such a resampling, the
-    resampled atom back within |cosine| 0.9 of the one it replaced, is kept
+    (except in the last round, so that no atom is returned untrained); an
+    atom that comes back twice after such resamplings (within |cosine| 0.9
+    of the one resampled, near the same partner) is kept with its partner
     from then on, since true atoms can be that close.
     Dictionaries with at most 3 atoms per feature are coded, while exploring,
     by 8 plain FISTA iterations from the warm start instead of to a duality
@@ -1683,7 +1707,7 @@ def online_dictionary_update(
     the residuals of the batch's worst-reconstructed samples, the atoms no
     sample has used yet and the less used of two atoms closer than
     :func:`learn_dictionary`'s coherence bound (forgetting its statistics),
-    except pairs that re-formed twice after such a resampling, as there.
+    except atoms that came back twice after such resamplings, as there.
     A stream started from given atoms only refines them: an atom no sample
     has used yet keeps its place (:func:`learn_dictionary` re-initialises
     unused atoms in every round, since it sees every sample; a batch does
@@ -1697,8 +1721,8 @@ def online_dictionary_update(
         Current unit-norm atoms.
     statistics : dict or None
         The running ``{"A", "B", "n_steps"}`` from the previous step (and,
-        when exploring, ``"duplicates"``, the resampled pairs); None starts
-        afresh. Statistics of a full-batch fit
+        when exploring, ``"duplicates"``, the atoms resampled as duplicates:
+        :class:`DuplicateRecords`); None starts afresh. Statistics of a full-batch fit
         (:func:`batch_statistics`) carry ``n_samples`` instead of
         ``n_steps``: they enter with the weight that ``ceil(n_samples /
         len(X))`` batches like ``X`` would have, as if they had been
@@ -1765,12 +1789,7 @@ def online_dictionary_update(
         # learn_dictionary's exploration: in a stream from drawn atoms,
         # every batch is exploration.
         bound = _coherence_bound(n_components, X.shape[1])
-        duplicates = statistics.get("duplicates")
-        duplicates = (
-            _DuplicateMemory(updated)
-            if duplicates is None
-            else duplicates.copy_for(updated)
-        )
+        duplicates = _DuplicateMemory(updated, statistics.get("duplicates"))
         coherent = duplicates.coherent(updated, A.diagonal()[None].sqrt(), bound)
         A[coherent] = 0.0
         A[:, coherent] = 0.0
@@ -1792,7 +1811,7 @@ def online_dictionary_update(
     }
     statistics = {"A": A, "B": B, "n_steps": step + 1}
     if explore:
-        statistics["duplicates"] = duplicates
+        statistics["duplicates"] = duplicates.records()
     return updated, statistics, record
 
 

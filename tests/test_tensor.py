@@ -281,6 +281,20 @@ def test_cuda_given_dictionary_pickles_to_cpu_and_continues():
     assert loaded.partial_fit(X.cpu()).components_.shape == (6, 4)
 
 
+@cuda
+def test_cuda_exploring_stream_pickles_to_cpu_and_continues():
+    # The stream's statistics carry the atoms it resampled as duplicates.
+    X = torch.rand(60, 5, device="cuda")
+    coder = FISTACoder(n_components=8, positive=True, random_state=0).partial_fit(X)
+    records = coder._online_statistics["duplicates"]
+    assert records.kept.device.type == "cuda"
+    state = coder.__getstate__()
+    carried = state["_online_statistics"]["duplicates"]
+    assert all(tensor.device.type == "cpu" for tensor in carried)
+    loaded = pickle.loads(pickle.dumps(coder))
+    assert loaded.partial_fit(X.cpu()).components_.shape == (8, 5)
+
+
 @array_api_dispatch
 def test_array_api_strict_round_trip():
     xp = pytest.importorskip("array_api_strict")
