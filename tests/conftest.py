@@ -73,6 +73,19 @@ def sparse_codes(rng, n_samples, n_components, n_active):
     return Z
 
 
+def near_duplicate_stream():
+    """A batch of 40 uniform samples and three atoms, 0 and 1 at |cosine| 0.99.
+
+    An exploring stream resamples atom 1 (the less used) at every step.
+    """
+    X = torch.from_numpy(np.random.default_rng(0).uniform(size=(40, 4)))
+    atoms = torch.tensor(
+        [[1.0, 1.0, 0.0, 0.0], [1.0, 0.9, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        dtype=torch.float64,
+    )
+    return X, torch.nn.functional.normalize(atoms, dim=1)
+
+
 def lasso_objective(X, Z, D, alpha):
     """Per-sample 0.5 ||x - z D||^2 + alpha ||z||_1 in float64."""
     X, Z, D = (np.asarray(a, dtype=np.float64) for a in (X, Z, D))

@@ -48,6 +48,7 @@ from skdict.metrics import dictionary_similarity, mcc_score
 from .conftest import (
     cuda,
     lasso_objective,
+    near_duplicate_stream,
     random_dictionary,
     saved_and_loaded,
     sparse_codes,
@@ -786,15 +787,7 @@ def test_a_stream_carries_its_resampled_atoms_without_changing_them_in_place():
     # and 1 are duplicates, at |cosine| 0.99: resampled every time, counted
     # on); a step works on a copy, so the statistics it was given stay as
     # they were.
-    rng = np.random.default_rng(0)
-    X = torch.from_numpy(rng.uniform(size=(40, 4)))
-    atoms = torch.nn.functional.normalize(
-        torch.tensor(
-            [[1.0, 1.0, 0.0, 0.0], [1.0, 0.9, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
-            dtype=torch.float64,
-        ),
-        dim=1,
-    )
+    X, atoms = near_duplicate_stream()
     _, first, record = online_dictionary_update(X, atoms, None, alpha=0.01)
     assert record["n_resampled"] == 1
     memory = first["duplicates"]

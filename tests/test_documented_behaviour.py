@@ -33,7 +33,7 @@ from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score, support_scores
 from skdict.model_selection import CompositionalSplit
 
-from .conftest import random_dictionary, sparse_codes
+from .conftest import near_duplicate_stream, random_dictionary, sparse_codes
 
 # ------------------------------------------------------------ _dictionary
 
@@ -114,15 +114,7 @@ def test_fit_statistics_weigh_as_ceil_batches():
 
 
 def test_resampled_atom_forgets_its_statistics():
-    rng = np.random.default_rng(0)
-    X = torch.from_numpy(rng.uniform(size=(40, 4)))
-    atoms = torch.nn.functional.normalize(
-        torch.tensor(
-            [[1.0, 1.0, 0.0, 0.0], [1.0, 0.9, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
-            dtype=torch.float64,
-        ),
-        dim=1,
-    )
+    X, atoms = near_duplicate_stream()
     _, stats, record = online_dictionary_update(
         X, atoms, None, alpha=0.01, positive=True
     )
