@@ -138,6 +138,7 @@ _MAX_COHERENCE = 0.7
 _RESAMPLE_EVERY = 3
 _SAME_ATOM = 0.9
 _RETURNS_TO_KEEP = 2
+_MAX_RECORDS_PER_ATOM = 4
 # Dictionaries with more than ``_PLAIN_FISTA_RATIO`` atoms per feature resample,
 # while exploring, above a lower bound: ``sqrt(2 ln K / d)`` (about the
 # |cosine| at which a random unit atom in ``d`` dimensions finds its nearest of
@@ -1072,8 +1073,10 @@ class _DuplicateMemory:
     ``tol=1e-2``, and both atoms of the pair were found (within 0.95) at only
     7 seeds. An atom resampled away ``_RETURNS_TO_KEEP`` times -- the same
     direction, within ``_SAME_ATOM`` (|cosine|), near the same partner, in
-    whatever slot -- is kept with that partner from then on: the data calls
-    for both (while the two stay further apart than ``_SAME_ATOM``). Now 11
+    whatever slot -- is kept with that partner: the data calls for both.
+    The pair stays kept while its two atoms still match the record and stay
+    further apart than ``_SAME_ATOM``; the records resampled only once are
+    bounded (``_trim``). Now 11
     of the 12 fits find both atoms (at 0.99 or more; the twelfth as before)
     and stop after 21-84 rounds (``benchmarks/bench_small_problems.py
     --close-pairs``, with AVX-512 kernels and without SIMD kernels alike).
@@ -1121,37 +1124,77 @@ class _DuplicateMemory:
         self, components: torch.Tensor, codes: torch.Tensor, bound: float
     ) -> torch.Tensor:
         """Mask of the atoms to resample; remembers what they were."""
+        # A kept pair stays kept while its atoms still are the recorded pair
+        # (one may since have been resampled, re-initialised or moved away)
+        # and apart: merged beyond _SAME_ATOM, they are duplicates after all.
         first, second = torch.nonzero(self.kept, as_tuple=True)
-        merged = (components[first] * components[second]).sum(dim=1).abs() > _SAME_ATOM
-        self.kept[first[merged], second[merged]] = False
+        if first.numel():
+            still = self._recorded(components[first], components[second])
+            self.kept.zero_()
+            self.kept[first[still], second[still]] = True
+            self.kept[second[still], first[still]] = True
         coherent, partner = _coherent_atoms(components, codes, bound, self.kept)
         slots = torch.nonzero(coherent).flatten()
         if not slots.numel():
             return coherent
         atoms, partners = components[slots], components[partner[slots]]
-        match = ((atoms @ self.replaced.T).abs() > _SAME_ATOM) & (
-            (partners @ self.partners.T).abs() > _SAME_ATOM
-        )
-        seen = match.any(dim=1)
-        apart = (atoms * partners).sum(dim=1).abs() <= _SAME_ATOM
-        count = (
-            torch.where(match, self.count, 0).amax(dim=1)
-            if self.count.numel()
-            else torch.zeros_like(slots)
-        )
-        keep = (count >= _RETURNS_TO_KEEP) & apart
+        match = self._matches(atoms, partners)
+        keep = self._recorded(atoms, partners, match)
         self.kept[slots[keep], partner[slots[keep]]] = True
         self.kept[partner[slots[keep]], slots[keep]] = True
         coherent[slots[keep]] = False
+        # One more resampling for each record the resampled atoms match;
+        # new records for the others.
         self.count += match[~keep].any(dim=0)
-        new = ~seen
+        new = ~match.any(dim=1)
         self.replaced = torch.cat([self.replaced, atoms[new]])
         self.partners = torch.cat([self.partners, partners[new]])
         self.count = torch.cat([self.count, self.count.new_ones(int(new.sum()))])
+        self._trim(len(components))
         return coherent
 
+    def _matches(self, atoms: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+        """Which records each (atom, partner) pair is, up to sign."""
+        return ((atoms @ self.replaced.T).abs() > _SAME_ATOM) & (
+            (partners @ self.partners.T).abs() > _SAME_ATOM
+        )
+
+    def _recorded(
+        self,
+        atoms: torch.Tensor,
+        partners: torch.Tensor,
+        match: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Whether each pair was resampled often enough to keep, and is apart."""
+        if match is None:
+            # Either atom may be the one that was resampled.
+            match = self._matches(atoms, partners) | self._matches(partners, atoms)
+        often = (match & (self.count >= _RETURNS_TO_KEEP)).any(dim=1)
+        apart = (atoms * partners).sum(dim=1).abs() <= _SAME_ATOM
+        return often & apart
+
+    def _trim(self, n_components: int) -> None:
+        """Drop the oldest records resampled only once, past a bound.
+
+        A stream with more atoms than the data holds resamples some every
+        batch, nearly all of them for good: with 2,000 atoms on
+        ``make_compositional(n_latents=500)`` (79 features, batches of 128,
+        float32) the records grew by about 10 a batch and 98 % never matched
+        again. A check with its copy took 28 ms with no records, 55 ms with
+        100,000 (63 MB) and 160 ms with 200,000, on steps of about 0.2 s.
+        """
+        excess = len(self.count) - _MAX_RECORDS_PER_ATOM * n_components
+        if excess <= 0:
+            return
+        once = torch.nonzero(self.count < _RETURNS_TO_KEEP).flatten()[:excess]
+        kept = torch.ones_like(self.count, dtype=torch.bool)
+        kept[once] = False
+        self.replaced = self.replaced[kept]
+        self.partners = self.partners[kept]
+        self.count = self.count[kept]
+
     def forget(self, replaced: torch.Tensor) -> None:
-        """Drop the kept pairs of atoms replaced by fresh ones."""
+        """Drop the kept pairs of atoms re-initialised as unused."""
         self.kept[replaced] = False
         self.kept[:, replaced] = False
 

@@ -547,6 +547,88 @@ def test_an_atom_resampled_away_and_back_twice_is_kept():
     assert not memory.coherent(swapped, codes, 0.7).any()
 
 
+@pytest.mark.parametrize("seed", [0, 2, 9])
+def test_learning_keeps_true_atoms_closer_than_the_coherence_bound(seed):
+    # Each of these problems has two true atoms at |cosine| 0.75-0.77, above
+    # the bound of 0.7: resampling one of them every third round kept it
+    # out of the fit (found at 0.76-0.96) and the change above tol for all
+    # 200 rounds.
+    data = make_compositional(
+        n_latents=50, n_active=3, n_samples=4000, random_state=seed
+    )
+    D = data.dictionary
+    cosine = np.abs(D @ D.T) - np.eye(len(D))
+    pair = np.unravel_index(cosine.argmax(), cosine.shape)
+    assert cosine[pair] > _coherence_bound(50, D.shape[1])
+    coder = FISTACoder(
+        n_components=50, positive=True, dict_max_iter=200, tol=1e-2, random_state=seed
+    ).fit(data.X_train)
+    found = np.abs(coder.components_ @ D[list(pair)].T).max(axis=0)
+    assert np.all(found >= 0.95)
+    assert len(coder.history_) < 200
+
+
+def test_an_atom_back_with_its_sign_flipped_is_the_same_atom():
+    atoms, codes, _ = _close_pair()
+    memory = _DuplicateMemory(atoms)
+    for _ in range(_RETURNS_TO_KEEP):
+        memory.coherent(atoms, codes, 0.7)
+    flipped = atoms.clone()
+    flipped[1] = -flipped[1]
+    assert not memory.coherent(flipped, codes, 0.7).any()
+
+
+def test_a_kept_pair_ends_when_one_of_its_atoms_is_replaced_or_moves():
+    # Atoms 0 and 1 are kept; then slot 1 holds another atom near atom 0
+    # (resampled against a third atom, or moved there): a duplicate of atom
+    # 0 that is no kept pair.
+    atoms, codes, pair = _close_pair()
+    memory = _DuplicateMemory(atoms)
+    for _ in range(_RETURNS_TO_KEEP + 1):
+        memory.coherent(atoms, codes, 0.7)
+    assert bool(memory.kept[0, 1])
+    moved = atoms.clone()
+    moved[1] = torch.tensor([0.8, 0.0, 0.6], dtype=torch.float64)
+    moved[2] = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    assert abs(float(moved[1] @ atoms[1])) < 0.9
+    assert torch.equal(memory.coherent(moved, codes, 0.7), pair)
+    assert not memory.kept.any()
+
+
+def test_records_given_to_a_memory_are_copied():
+    atoms, codes, pair = _close_pair()
+    memory = _DuplicateMemory(atoms)
+    for _ in range(_RETURNS_TO_KEEP + 1):
+        memory.coherent(atoms, codes, 0.7)
+    records = memory.records()
+    given = [tensor.clone() for tensor in records]
+    merged = atoms.clone()
+    merged[1] = torch.nn.functional.normalize(torch.tensor([1.0, 0.43, 0.0]), dim=0)
+    again = _DuplicateMemory(atoms, records)
+    assert torch.equal(again.coherent(merged, codes, 0.7), pair)
+    for before, after in zip(given, records, strict=True):
+        assert torch.equal(before, after)
+
+
+def test_records_resampled_once_are_bounded():
+    # Atom 1 is resampled twice (its record stays), then 14 other atoms
+    # near atom 0, each once: at most 4 records per atom are kept, the
+    # oldest of those resampled once going first.
+    eye = torch.eye(10, dtype=torch.float64)
+    atoms = torch.stack([eye[0], 0.8 * eye[0] + 0.6 * eye[1], eye[2]])
+    codes = torch.tensor([[1.0, 0.5, 1.0]], dtype=torch.float64)
+    memory = _DuplicateMemory(atoms)
+    for _ in range(_RETURNS_TO_KEEP):
+        memory.coherent(atoms, codes, 0.7)
+    for k in range(3, 10):
+        for sign in (1.0, -1.0):
+            stray = atoms.clone()
+            stray[1] = 0.8 * eye[0] + sign * 0.6 * eye[k]
+            assert memory.coherent(stray, codes, 0.7)[1]
+    assert len(memory.count) == 4 * len(atoms)
+    assert not memory.coherent(atoms, codes, 0.7).any()
+
+
 def test_another_atom_near_the_same_partner_is_resampled():
     atoms, codes, pair = _close_pair()
     memory = _DuplicateMemory(atoms)
@@ -575,8 +657,9 @@ def test_kept_atoms_that_merge_are_resampled():
     assert bool(memory.kept[0, 1])
     # Closer than _SAME_ATOM: duplicates after all, though near the atom kept.
     merged = atoms.clone()
-    merged[1] = torch.nn.functional.normalize(torch.tensor([1.0, 0.3, 0.0]), dim=0)
+    merged[1] = torch.nn.functional.normalize(torch.tensor([1.0, 0.43, 0.0]), dim=0)
     assert abs(float(merged[1] @ atoms[1])) > 0.9
+    assert 0.9 < float(merged[1] @ atoms[0]) < 0.95
     assert torch.equal(memory.coherent(merged, codes, 0.7), pair)
 
 
