@@ -535,6 +535,19 @@ def _close_pair():
     return atoms, codes, torch.tensor([False, True, False])
 
 
+def _kept_pair(checks=_RETURNS_TO_KEEP + 1):
+    """``_close_pair`` and a memory after ``checks`` checks of it.
+
+    Atom 1 is resampled ``_RETURNS_TO_KEEP`` times; after that, the pair is
+    kept.
+    """
+    atoms, codes, pair = _close_pair()
+    memory = _DuplicateMemory(atoms)
+    for _ in range(checks):
+        memory.coherent(atoms, codes, 0.7)
+    return atoms, codes, pair, memory
+
+
 def test_an_atom_resampled_away_and_back_twice_is_kept():
     atoms, codes, pair = _close_pair()
     memory = _DuplicateMemory(atoms)
@@ -569,10 +582,7 @@ def test_learning_keeps_true_atoms_closer_than_the_coherence_bound(seed):
 
 
 def test_an_atom_back_with_its_sign_flipped_is_the_same_atom():
-    atoms, codes, _ = _close_pair()
-    memory = _DuplicateMemory(atoms)
-    for _ in range(_RETURNS_TO_KEEP):
-        memory.coherent(atoms, codes, 0.7)
+    atoms, codes, _, memory = _kept_pair(_RETURNS_TO_KEEP)
     flipped = atoms.clone()
     flipped[1] = -flipped[1]
     assert not memory.coherent(flipped, codes, 0.7).any()
@@ -582,10 +592,7 @@ def test_a_kept_pair_ends_when_one_of_its_atoms_is_replaced_or_moves():
     # Atoms 0 and 1 are kept; then slot 1 holds another atom near atom 0
     # (resampled against a third atom, or moved there): a duplicate of atom
     # 0 that is no kept pair.
-    atoms, codes, pair = _close_pair()
-    memory = _DuplicateMemory(atoms)
-    for _ in range(_RETURNS_TO_KEEP + 1):
-        memory.coherent(atoms, codes, 0.7)
+    atoms, codes, pair, memory = _kept_pair()
     assert bool(memory.kept[0, 1])
     moved = atoms.clone()
     moved[1] = torch.tensor([0.8, 0.0, 0.6], dtype=torch.float64)
@@ -596,10 +603,7 @@ def test_a_kept_pair_ends_when_one_of_its_atoms_is_replaced_or_moves():
 
 
 def test_records_given_to_a_memory_are_copied():
-    atoms, codes, pair = _close_pair()
-    memory = _DuplicateMemory(atoms)
-    for _ in range(_RETURNS_TO_KEEP + 1):
-        memory.coherent(atoms, codes, 0.7)
+    atoms, codes, pair, memory = _kept_pair()
     records = memory.records()
     given = [tensor.clone() for tensor in records]
     merged = atoms.clone()
@@ -630,10 +634,7 @@ def test_records_resampled_once_are_bounded():
 
 
 def test_another_atom_near_the_same_partner_is_resampled():
-    atoms, codes, pair = _close_pair()
-    memory = _DuplicateMemory(atoms)
-    for _ in range(_RETURNS_TO_KEEP):
-        memory.coherent(atoms, codes, 0.7)
+    atoms, codes, pair, memory = _kept_pair(_RETURNS_TO_KEEP)
     # At |cosine| 0.75 from atom 0, but far from the atom resampled before.
     other = atoms.clone()
     other[1] = torch.tensor([0.75, -np.sqrt(1 - 0.75**2), 0.0], dtype=torch.float64)
@@ -650,10 +651,7 @@ def test_another_atom_near_the_same_partner_is_resampled():
 
 
 def test_kept_atoms_that_merge_are_resampled():
-    atoms, codes, pair = _close_pair()
-    memory = _DuplicateMemory(atoms)
-    for _ in range(_RETURNS_TO_KEEP + 1):
-        memory.coherent(atoms, codes, 0.7)
+    atoms, codes, pair, memory = _kept_pair()
     assert bool(memory.kept[0, 1])
     # Closer than _SAME_ATOM: duplicates after all, though near the atom kept.
     merged = atoms.clone()
@@ -686,10 +684,7 @@ def test_learning_forgets_the_pairs_of_reinitialised_atoms(monkeypatch, rng):
 
 
 def test_a_replaced_atom_loses_its_kept_pairs():
-    atoms, codes, pair = _close_pair()
-    memory = _DuplicateMemory(atoms)
-    for _ in range(_RETURNS_TO_KEEP + 1):
-        memory.coherent(atoms, codes, 0.7)
+    _, _, pair, memory = _kept_pair()
     memory.forget(pair)
     assert not memory.kept.any()
 
