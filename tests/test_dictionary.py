@@ -715,7 +715,8 @@ def test_partial_fit_reaches_fit_quality(easy):
     assert online.n_iter_ == len(online.history_) == 6 * 20
     assert {"objective", "dictionary_change", "n_unused"} <= set(online.history_[0])
     # The tolerance partial_fit's docstring states for batches of 100 (the
-    # largest shortfall over seeds 0-5 of this problem: 0.077); 0.018 here.
+    # largest shortfall over seeds 0-5 of this problem: 0.077); 0.02-0.06
+    # here, depending on the CPU (benchmarks/RESULTS.md).
     assert dictionary_similarity(easy.dictionary, online) >= (
         dictionary_similarity(easy.dictionary, fitted) - 0.08
     )
