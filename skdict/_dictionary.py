@@ -1769,8 +1769,8 @@ def online_dictionary_update(
     statistics : dict or None
         The running ``{"A", "B", "n_steps"}`` from the previous step (and,
         when exploring, ``"duplicates"``, the atoms resampled as duplicates:
-        :class:`DuplicateRecords`); None starts afresh. Statistics of a full-batch fit
-        (:func:`batch_statistics`) carry ``n_samples`` instead of
+        :class:`DuplicateRecords`); None starts afresh. Statistics of a
+        full-batch fit (:func:`batch_statistics`) carry ``n_samples`` instead of
         ``n_steps``: they enter with the weight that ``ceil(n_samples /
         len(X))`` batches like ``X`` would have, as if they had been
         streamed.
