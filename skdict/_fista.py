@@ -2161,9 +2161,12 @@ class FISTACoder(
         (leaving out atoms that no sample used in either round: they are
         re-drawn from residuals every round, see ``history_``). Without
         ``init``, momentum and the resampling of near-duplicate atoms keep the
-        dictionary moving to the end (by a few percent a round on the
-        paper's benchmark, often by 20 % or more on small problems), so
-        learning usually runs all ``dict_max_iter`` rounds; to refine a
+        dictionary moving for many rounds (by 5-20 % a round after 25-35
+        rounds on the paper's benchmark, often by 20 % or more to the end on
+        small problems), and a search that settles still moves its atoms by
+        more than the default ``tol`` (1e-5 to 1e-4 a round after 50 rounds
+        at 100 latents), so learning usually runs all ``dict_max_iter``
+        rounds; to refine a
         learned dictionary until it settles, pass it as ``init`` to a second
         fit (see :ref:`dictionary-learning`).
     init : array-like, torch.Tensor or estimator, default=None
@@ -2184,8 +2187,8 @@ class FISTACoder(
         ``batch_size * n_components``. None picks about ``2**24 / n_components``.
         Each batch also has a fixed cost (the solver's per-call work, a few
         milliseconds or more), so batches of a few samples are slow: on the
-        CPU, 100 samples over 200 atoms took 47 times as long one at a time
-        as in one batch. Lower it to fit memory, not below.
+        CPU, 100 samples over 200 atoms took about 28 times as long one at
+        a time as in one batch. Lower it to fit memory, not below.
     device : str or torch.device, default="auto"
         Where to compute. ``"auto"`` uses a tensor input's own device, else
         CUDA when available, else the CPU. Outputs always come back in the
