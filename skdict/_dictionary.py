@@ -2008,7 +2008,13 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
         rows, cols = coo.indices().numpy()
         codes = sp.coo_array((coo.values().numpy(), (rows, cols)), shape=coo.shape)
     if sp.issparse(codes):
-        codes = sp.csr_array(codes)
+        if codes.dtype.kind not in "biuf":
+            raise ValueError(
+                f"y must hold real codes; got a sparse matrix of dtype {codes.dtype}."
+            )
+        # A copy: SciPy sums duplicate entries and sorts indices in place (on
+        # max(), for one), which would rewrite the caller's arrays.
+        codes = sp.csr_array(codes, copy=True)
         shape = codes.shape
     else:
         codes = dense(codes)

@@ -86,6 +86,31 @@ def test_oracle_accepts_sparse_tensor_codes():
     np.testing.assert_allclose(oracle.components_, data.dictionary, atol=1e-8)
 
 
+def test_oracle_leaves_sparse_codes_with_duplicates_untouched(rng):
+    # A valid CSR matrix whose entries are each stored twice, in unsorted
+    # order: SciPy sums and sorts such arrays in place on max().
+    Z = rng.uniform(size=(6, 3))
+    W = random_dictionary(rng, 3, 5)
+    indptr = np.arange(0, 37, 6, dtype=np.int32)
+    indices = np.tile(np.array([2, 2, 1, 1, 0, 0], dtype=np.int32), 6)
+    values = np.repeat(Z[:, ::-1] / 2, 2, axis=1).ravel()
+    codes = sp.csr_matrix((values, indices, indptr), shape=Z.shape)
+    saved = [a.copy() for a in (codes.data, codes.indices, codes.indptr)]
+    oracle = OracleDictionary().fit(Z @ W, codes)
+    np.testing.assert_allclose(oracle.components_, W, atol=1e-10)
+    for array, before in zip(
+        (codes.data, codes.indices, codes.indptr), saved, strict=True
+    ):
+        np.testing.assert_array_equal(array, before)
+
+
+def test_oracle_refuses_complex_sparse_codes(rng):
+    Z = rng.uniform(size=(10, 3))
+    X = Z @ random_dictionary(rng, 3, 5)
+    with pytest.raises(ValueError, match="y must hold real codes.*complex128"):
+        OracleDictionary().fit(X, sp.csr_array(Z + 1j * Z))
+
+
 def test_oracle_warns_when_codes_do_not_determine_the_atoms(rng):
     Z = rng.uniform(size=(50, 3))
     Z[:, 2] = 2.0 * Z[:, 0]  # latents 0 and 2 always active together
