@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 from ._fitting import forget_fit_on_failure
 from ._params import StrictParamsMixin
 from ._tensor import (
+    DetachedCloneMixin,
     as_tensor,
     ignores_autocast,
     in_namespace_of,
@@ -2066,7 +2067,11 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
 
 
 class OracleDictionary(
-    StrictParamsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+    StrictParamsMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    DetachedCloneMixin,
+    BaseEstimator,
 ):
     """The ground-truth dictionary as an estimator, with FISTA codes.
 

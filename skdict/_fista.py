@@ -115,6 +115,7 @@ from ._dictionary import (
 from ._fitting import forget_fit_on_failure
 from ._params import StrictParamsMixin
 from ._tensor import (
+    DetachedCloneMixin,
     as_tensor,
     ignores_autocast,
     one_thread_for_small_work,
@@ -2104,7 +2105,11 @@ def _share_count(batch_rows: int, device: torch.device) -> int:
 
 
 class FISTACoder(
-    StrictParamsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+    StrictParamsMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    DetachedCloneMixin,
+    BaseEstimator,
 ):
     """Sparse coding by per-sample FISTA, on CPU or GPU.
 

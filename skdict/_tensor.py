@@ -49,6 +49,7 @@ from ._warnings import ignoring
 
 __all__ = [
     "ArrayOrigin",
+    "DetachedCloneMixin",
     "as_tensor",
     "ignores_autocast",
     "in_namespace_of",
@@ -808,3 +809,44 @@ def portable_state(state: dict) -> dict:
     """
     memo: dict[int, Any] = {}
     return {key: _to_cpu(value, memo) for key, value in state.items()}
+
+
+class DetachedCloneMixin:
+    """Mixin: :func:`sklearn.base.clone` detaches tensor parameters from autograd.
+
+    ``clone`` deep-copies every parameter that is not an estimator, and torch
+    refuses to deep-copy a tensor computed inside an autograd graph, such as
+    ``sae.decoder.weight.T`` of a module being trained, so ``clone`` and
+    every model-selection tool failed deep inside torch on such a
+    ``dictionary`` or ``init``. The clone gets the tensor detached, which is
+    what ``fit`` uses anyway (inputs are detached on entry). Put it before
+    :class:`~sklearn.base.BaseEstimator` among the bases.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn.base import clone
+    >>> from skdict import FISTACoder
+    >>> weight = torch.nn.Parameter(torch.eye(3))
+    >>> coder = FISTACoder(dictionary=weight.T)
+    >>> clone(coder).dictionary.requires_grad
+    False
+    """
+
+    def __sklearn_clone__(self):
+        params = self.get_params(deep=False)
+        in_graph = {
+            name: value.detach()
+            for name, value in params.items()
+            if is_tensor(value) and not value.is_leaf
+        }
+        if not in_graph:
+            return super().__sklearn_clone__()
+        # A shallow stand-in with the detached tensors, cloned the usual way
+        # (which also carries set_output's and metadata routing's settings).
+        # Not copy.copy: it would go through __getstate__, which copies the
+        # fitted tensors to the CPU.
+        stand_in = object.__new__(type(self))
+        stand_in.__dict__.update(self.__dict__)
+        stand_in.__dict__.update(in_graph)
+        return super(DetachedCloneMixin, stand_in).__sklearn_clone__()

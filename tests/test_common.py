@@ -235,6 +235,50 @@ def test_atoms_whose_norm_underflows_are_named(estimator):
         estimator(np.full((1, 3), 1e25)).fit(X)
 
 
+# Estimators given a tensor parameter, and that parameter's name.
+GRAPH_TENSOR_PARAMETERS = [
+    pytest.param(lambda atoms: FISTACoder(atoms, alpha=0.05), "dictionary", id="coder"),
+    pytest.param(
+        lambda atoms: FISTACoder(
+            n_components=4, init=atoms, dict_max_iter=2, random_state=0
+        ),
+        "init",
+        id="learner",
+    ),
+    pytest.param(
+        lambda atoms: OracleDictionary(atoms, alpha=0.05), "dictionary", id="oracle"
+    ),
+    pytest.param(
+        lambda atoms: SparseAutoencoder(
+            4, decoder=atoms, freeze_decoder=True, max_epochs=2, random_state=0
+        ),
+        "decoder",
+        id="sae",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "name"), GRAPH_TENSOR_PARAMETERS)
+def test_tensor_parameters_inside_an_autograd_graph_clone_detached(make, name):
+    # sae.decoder.weight.T of a module being trained: torch refuses to
+    # deep-copy such a tensor, which clone does to every parameter.
+    pd = pytest.importorskip("pandas")
+    weight = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+    atoms = weight.T
+    estimator = make(atoms).set_output(transform="pandas")
+    cloned = clone(estimator)
+    copied = cloned.get_params()[name]
+    assert not copied.requires_grad
+    torch.testing.assert_close(copied, atoms.detach(), rtol=0, atol=0)
+    assert copied.data_ptr() != atoms.data_ptr()  # a copy, as clone makes
+    assert estimator.get_params()[name] is atoms  # the original keeps its own
+    X = np.random.default_rng(0).uniform(size=(30, 3))
+    assert isinstance(cloned.fit(X).transform(X), pd.DataFrame)  # settings kept
+    np.testing.assert_array_equal(
+        cloned.transform(X), clone(estimator).fit(X).transform(X)
+    )
+
+
 @pytest.mark.parametrize(
     "estimator", public_estimators(), ids=lambda est: type(est).__name__
 )

@@ -107,7 +107,7 @@ def test_oracle_leaves_sparse_codes_with_duplicates_untouched(rng):
 def test_oracle_refuses_complex_sparse_codes(rng):
     Z = rng.uniform(size=(10, 3))
     X = Z @ random_dictionary(rng, 3, 5)
-    with pytest.raises(ValueError, match="y must hold real codes.*complex128"):
+    with pytest.raises(ValueError, match=r"y must hold real codes.*complex128"):
         OracleDictionary().fit(X, sp.csr_array(Z + 1j * Z))
 
 

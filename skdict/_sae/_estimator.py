@@ -35,6 +35,7 @@ from .._dictionary import (
 from .._fitting import forget_fit_on_failure
 from .._params import StrictParamsMixin
 from .._tensor import (
+    DetachedCloneMixin,
     as_tensor,
     ignores_autocast,
     portable_state,
@@ -59,7 +60,11 @@ _MODEL_PARAMS = ("n_components", "activation", "k", "bandwidth", "freeze_decoder
 
 
 class SparseAutoencoder(
-    StrictParamsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+    StrictParamsMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    DetachedCloneMixin,
+    BaseEstimator,
 ):
     """Sparse autoencoder (ReLU-L1, TopK, BatchTopK, JumpReLU or matching pursuit).
 
