@@ -337,6 +337,10 @@ def _prox_l1(v: torch.Tensor, threshold, positive: bool) -> torch.Tensor:
     """
     if positive:
         return (v if threshold is None else v.sub_(threshold)).clamp_min_(0.0)
+    if not isinstance(threshold, torch.Tensor):
+        # torch.clamp refuses a bound beyond its dtype's range (alpha=1e39 on
+        # float32 codes); every |v| is below the dtype's largest value anyway.
+        threshold = min(threshold, torch.finfo(v.dtype).max)
     # v - clip(v, -t, t) equals sign(v) max(|v| - t, 0) in two passes.
     return v.sub_(torch.clamp(v, -threshold, threshold))
 

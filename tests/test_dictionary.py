@@ -997,6 +997,20 @@ def test_zero_samples_do_not_become_atoms():
         np.testing.assert_allclose(np.linalg.norm(coder.components_, axis=1), 1.0)
 
 
+@pytest.mark.parametrize("positive", [False, True])
+def test_learning_with_alpha_beyond_float32_gives_zero_codes(positive):
+    # The search computes in float32; a penalty it cannot hold codes
+    # everything to zero, as with a given dictionary, instead of failing in
+    # torch.clamp.
+    X = np.random.default_rng(0).standard_normal((60, 5))
+    coder = FISTACoder(
+        n_components=4, alpha=1e39, positive=positive, dict_max_iter=3
+    ).fit(X)
+    np.testing.assert_array_equal(coder.transform(X), 0.0)
+    np.testing.assert_allclose(np.linalg.norm(coder.components_, axis=1), 1.0)
+    assert coder.history_[-1]["n_unused"] == 4
+
+
 def test_init_dictionary_and_provider(easy):
     X = easy.X_train
     truth = OracleDictionary().fit(X, easy.Z_train)
