@@ -2593,6 +2593,15 @@ class FISTACoder(
             # A first call starts afresh, whatever an earlier run left behind.
             self._forget_stream()
         X_t, origin = validate_input(self, X, reset=first, device=self.device)
+        if not first:
+            width = self.components_.shape[0]
+            if self.n_components is not None and self.n_components != width:
+                raise ValueError(
+                    f"partial_fit continues the {width} "
+                    f"{'given' if self._given else 'learned'} atoms; "
+                    f"n_components={self.n_components} needs a new dictionary: "
+                    "call fit, or partial_fit on a clone."
+                )
         if self.dictionary is not None:
             if first:
                 self._resolve_given(X, X_t, y, origin)
@@ -2624,13 +2633,6 @@ class FISTACoder(
                 init = _normalize_atoms(init)[0]  # unit-norm atoms, as in fit
             self.history_ = []
         else:
-            width = self.components_.shape[0]
-            if self.n_components is not None and self.n_components != width:
-                raise ValueError(
-                    f"partial_fit continues the {width} learned atoms; "
-                    f"n_components={self.n_components} needs a new dictionary: "
-                    "call fit, or partial_fit on a clone."
-                )
             if hasattr(self, "_rng_state"):  # none after fit: no exploring
                 generator.set_state(self._rng_state)
             # Learning continues in the atoms' own precision, as in

@@ -1211,6 +1211,11 @@ def test_partial_fit_with_given_dictionary_only_resolves(rng):
     np.testing.assert_array_equal(coder.components_, D)
     with pytest.raises(ValueError, match="features"):
         coder.partial_fit(rng.standard_normal((6, 3)))
+    # Checked as in fit, on every call.
+    coder.set_params(n_components=3)
+    with pytest.raises(ValueError, match="continues the 5 given atoms"):
+        coder.partial_fit(rng.standard_normal((6, 4)))
+    coder.set_params(n_components=5).partial_fit(rng.standard_normal((6, 4)))
     pca = FISTACoder(PCA(n_components=2)).partial_fit(rng.standard_normal((6, 4)))
     assert pca.components_.shape == (2, 4)
 
