@@ -2712,14 +2712,15 @@ class FISTACoder(
                 )
             return codes
 
-        if self.init_ is None:
-            if is_provider(self.init):
-                raise ValueError(
-                    "init is an estimator that was set after fit; call fit to "
-                    "fit it (transform uses the init estimator fitted by fit)."
-                )
+        if not is_provider(self.init):
+            # Also after a fit with an init estimator: the codes given now win.
             codes = checked(self.init, "init", n_samples)
             return lambda rows: codes[rows]
+        if self.init_ is None:
+            raise ValueError(
+                "init is an estimator that was set after fit; call fit to "
+                "fit it (transform uses the init estimator fitted by fit)."
+            )
         # Row slices of X in its own type, for the estimator's transform; an
         # object that is only convertible to an array is converted once.
         indexable = X

@@ -1341,6 +1341,8 @@ def test_global_skip_parameter_validation_covers_transform(rng):
         assert coder.transform(X).shape == (20, 5)
 
 
+# max_iter=1 shows the warm start, and leaves the codes unconverged.
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_init_estimator_set_after_fit_asks_for_a_fit(rng):
     D = random_dictionary(rng, 5, 4)
     X = sparse_codes(rng, 60, 5, 2) @ D
@@ -1348,6 +1350,14 @@ def test_init_estimator_set_after_fit_asks_for_a_fit(rng):
     coder.set_params(init=OracleDictionary(D))
     with pytest.raises(ValueError, match="init is an estimator that was set after fit"):
         coder.transform(X)
+    # Codes set after a fit with an init estimator are the warm start.
+    started = FISTACoder(D, init=OracleDictionary(D, alpha=0.3), max_iter=1).fit(X)
+    from_estimator = started.transform(X)
+    codes = np.zeros((60, 5))
+    started.set_params(init=codes)
+    from_codes = FISTACoder(D, init=codes, max_iter=1).fit(X).transform(X)
+    assert np.abs(from_codes - from_estimator).max() > 1e-3
+    np.testing.assert_array_equal(started.transform(X), from_codes)
     # A learned dictionary is never warm-started from init codes, whatever
     # the parameters say after fit.
     learned = FISTACoder(n_components=5, dict_max_iter=3, random_state=0).fit(X)
