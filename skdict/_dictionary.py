@@ -544,10 +544,21 @@ def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> N
         shown = unusable[:10].tolist()
         more = f" (and {unusable.numel() - 10} more)" if unusable.numel() > 10 else ""
         dtype = str(components.dtype).removeprefix("torch.")
+        # The norm itself, scaled by the largest entry: torch's norm of an
+        # atom of entries 1e-200 underflows to 0 although float64 holds it.
+        row = components[unusable[0]]
+        scale = float(row.abs().amax())
+        norm = scale
+        if 0.0 < scale < math.inf:
+            norm = scale * float(torch.linalg.vector_norm(row / scale))
+        what = (
+            f"is {norm:g} in {dtype}"
+            if norm in (0.0, math.inf)
+            else f"({norm:.3g}) squares outside the normal range of {dtype}"
+        )
         raise ValueError(
-            f"{name} has atoms at rows {shown}{more} whose norm is "
-            f"{float(norms[unusable[0]]):g} in {dtype}; rescale the dictionary, "
-            "e.g. to unit-norm rows."
+            f"{name} has atoms at rows {shown}{more} whose norm {what}; rescale "
+            "the dictionary, e.g. to unit-norm rows."
         )
 
 

@@ -229,10 +229,18 @@ def test_integer_hyperparameters_refuse_bools_and_narrow_numpy_integers(
 def test_atoms_whose_norm_underflows_are_named(estimator):
     # Non-zero in float32, but their squared entries underflow to zero.
     X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
-    with pytest.raises(ValueError, match="rows \\[1\\] whose norm is 0 in float32"):
+    outside = "squares outside the normal range of"
+    with pytest.raises(
+        ValueError, match=rf"rows \[1\] whose norm \(1\.73e-25\) {outside} float32"
+    ):
         estimator(np.vstack([np.eye(3)[:1], np.full((1, 3), 1e-25)])).fit(X)
-    with pytest.raises(ValueError, match="rows \\[0\\] whose norm is inf in float32"):
+    with pytest.raises(
+        ValueError, match=rf"rows \[0\] whose norm \(1\.73e\+25\) {outside} float32"
+    ):
         estimator(np.full((1, 3), 1e25)).fit(X)
+    # float64 holds the norm 1e-200, not its square (torch's norm gives 0).
+    with pytest.raises(ValueError, match=rf"norm \(1e-200\) {outside} float64"):
+        estimator(np.eye(3) * 1e-200).fit(X.astype(np.float64))
 
 
 # Estimators given a tensor parameter, and that parameter's name.

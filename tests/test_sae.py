@@ -1030,7 +1030,9 @@ def test_bad_decoder(rng):
     with pytest.raises(ValueError, match="decoder has zero-norm atoms"):
         SparseAutoencoder(decoder=0 * D, **SMALL).fit(X)
     # Atoms whose norm underflows in float32 would divide by zero.
-    with pytest.raises(ValueError, match="norm is 0 in float32; rescale"):
+    with pytest.raises(
+        ValueError, match="squares outside the normal range of float32; rescale"
+    ):
         SparseAutoencoder(decoder=1e-25 * D, **SMALL).fit(X.astype(np.float32))
     with pytest.raises(ValueError, match="unit-norm decoder atoms"):
         SparseAutoencoder(
