@@ -2124,7 +2124,9 @@ class OracleDictionary(
     Attributes
     ----------
     components_ : ndarray or torch.Tensor of shape (n_latents, n_features)
-        The atoms, in the array type of the data given to :meth:`fit`.
+        The atoms, in the array type and precision of the data given to
+        :meth:`fit` (float32 data: float32 atoms, from a float64 dictionary
+        too, so that coding float64 data later uses the rounded atoms).
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         The provider's intercept, zero for atoms given as an array or estimated
         from ``y``.

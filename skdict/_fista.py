@@ -2226,7 +2226,9 @@ class FISTACoder(
     ----------
     components_ : ndarray or torch.Tensor of shape (n_components, n_features)
         The dictionary atoms, in the array type of the data last given to
-        :meth:`fit` or :meth:`partial_fit`.
+        :meth:`fit` or :meth:`partial_fit`, and in the precision of the data
+        given to :meth:`fit` or to the first :meth:`partial_fit` (float32
+        data: float32 atoms, from a float64 dictionary too).
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         Offset the data is reconstructed around: ``X ≈ codes @ components_ +
         intercept_`` (zero for a plain array dictionary).
