@@ -585,6 +585,14 @@ def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
         compositional_gap(pca, np.eye(3), None)
     with pytest.raises(ValueError, match="X_id must be a 2-D array"):
         compositional_gap(pca, np.ones(3), np.eye(3))
+    with pytest.raises(
+        ValueError, match="X_ood has 5 features, but PCA was fitted on 3"
+    ):
+        compositional_gap(pca, np.eye(3), np.ones((2, 5)))
+    with pytest.raises(
+        ValueError, match="X_id has 2 features, but PCA was fitted on 3"
+    ):
+        compositional_gap(pca, np.ones((2, 2)), np.eye(3))
 
 
 def test_probe_accuracy_transfers_the_id_probe(rng):

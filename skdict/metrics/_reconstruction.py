@@ -112,6 +112,12 @@ def compositional_gap(estimator: Any, X_id: Any, X_ood: Any) -> dict[str, float]
                 f"{name} must be a 2-D array of samples (n_samples, n_features); "
                 f"got {'None' if X is None else f'{np.ndim(X)} dimension(s)'}."
             )
+        expected = getattr(estimator, "n_features_in_", None)
+        if expected is not None and np.shape(X)[1] != expected:
+            raise ValueError(
+                f"{name} has {np.shape(X)[1]} features, but "
+                f"{type(estimator).__name__} was fitted on {expected}."
+            )
     mse = {
         f"mse_{split}": reconstruction_error(X, reconstruct(estimator, X))
         for split, X in (("id", X_id), ("ood", X_ood))

@@ -191,8 +191,7 @@ class _NegReconstructionErrorScorer:
         Parameters
         ----------
         estimator : estimator
-            A fitted estimator with ``transform`` and ``inverse_transform``
-            (or ``components_``).
+            A fitted estimator with ``transform`` and ``inverse_transform``.
         X : array-like or torch.Tensor of shape (n_samples, n_features)
             Data to reconstruct.
         y : None
