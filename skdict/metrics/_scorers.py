@@ -89,7 +89,9 @@ class _CodeScorer:
             Data to code.
         y : array-like or sparse matrix of shape (n_samples, n_latents)
             The true codes; required (None, scikit-learn's call without a
-            target, raises a ValueError that says so).
+            target, raises a ValueError that says so). :class:`GridSearchCV`
+            passes a sparse ``y`` through; scikit-learn's ``cross_validate``
+            and ``cross_val_score`` refuse one, so pass them dense codes.
 
         Returns
         -------
