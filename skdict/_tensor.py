@@ -56,6 +56,7 @@ __all__ = [
     "is_sparse",
     "is_tensor",
     "one_thread_for_small_work",
+    "outside_inference_mode",
     "portable_state",
     "resolve_device",
     "sparse_as_tensor",
@@ -162,6 +163,35 @@ def one_thread_for_small_work(macs: int, device: torch.device) -> Iterator[None]
     finally:
         if single:
             torch.set_num_threads(previous)
+
+
+def outside_inference_mode(method: Callable) -> Callable:
+    """Decorate ``method`` to run outside any ambient :func:`torch.inference_mode`.
+
+    Tensors created in inference mode have no version counters and refuse
+    in-place updates outside it; a model built in a caller's inference-mode
+    block (collecting activations and fitting in one) then failed in every
+    later call that cast or trained it. The input may still be an inference
+    tensor: it is only read.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import outside_inference_mode
+    >>> @outside_inference_mode
+    ... def make():
+    ...     return torch.zeros(2)
+    >>> with torch.inference_mode():
+    ...     make().is_inference()
+    False
+    """
+
+    @functools.wraps(method)
+    def outside(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False):
+            return method(*args, **kwargs)
+
+    return outside
 
 
 def ignores_autocast(method: Callable) -> Callable:

@@ -924,6 +924,24 @@ def test_coding_in_another_dtype_follows_the_current_weights(rng):
     assert "_moved_module" in sae.__dict__  # pickling leaves the cache alone
 
 
+def test_coding_in_another_dtype_with_inference_tensor_parameters(rng):
+    # Parameters made from inference tensors have no version counters to key
+    # the cached copy by: it is made afresh, and follows every change.
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, **SMALL).fit(X)
+    with torch.inference_mode():
+        weights = sae.module_.W_enc.detach().clone()
+    sae.module_.W_enc = torch.nn.Parameter(weights, requires_grad=False)
+    first = sae.transform(X.astype(np.float32))
+    np.testing.assert_allclose(first, sae.transform(X), rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():
+        sae.module_.W_enc.mul_(-1.0)
+    np.testing.assert_allclose(
+        sae.transform(X.astype(np.float32)), sae.transform(X), rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(sae.transform(X.astype(np.float32)), first)
+
+
 def test_coding_in_another_dtype_follows_the_buffers(rng):
     # BatchTopK codes with a threshold kept as a buffer, not a parameter.
     X, _ = toy_problem(rng)

@@ -518,21 +518,20 @@ def test_pipeline_keeps_tensors_with_array_api_estimators(tail, device):
     assert out.shape[0] == X.shape[0]
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda D: SparseAutoencoder(12, max_epochs=2, random_state=0),
-        lambda D: SparseAutoencoder(
-            12, activation="topk", k=3, max_epochs=2, random_state=0
-        ),
-        lambda D: SparseAutoencoder(
-            12, activation="mp", k=3, max_epochs=2, random_state=0
-        ),
-        lambda D: FISTACoder(n_components=12, dict_max_iter=4, random_state=0),
-        lambda D: FISTACoder(D),
-        lambda D: OracleDictionary(D),
-    ],
-)
+# Each estimator family, built from the true atoms D where it needs them.
+AMBIENT_MODE_ESTIMATORS = [
+    lambda D: SparseAutoencoder(12, max_epochs=2, random_state=0),
+    lambda D: SparseAutoencoder(
+        12, activation="topk", k=3, max_epochs=2, random_state=0
+    ),
+    lambda D: SparseAutoencoder(12, activation="mp", k=3, max_epochs=2, random_state=0),
+    lambda D: FISTACoder(n_components=12, dict_max_iter=4, random_state=0),
+    lambda D: FISTACoder(D),
+    lambda D: OracleDictionary(D),
+]
+
+
+@pytest.mark.parametrize("make", AMBIENT_MODE_ESTIMATORS)
 def test_an_ambient_autocast_region_changes_nothing(make):
     # A caller's bfloat16 autocast (for their own model) made SAE training and
     # dictionary learning fail on mixed dtypes and SAE codes lose 3 digits.
@@ -548,6 +547,33 @@ def test_an_ambient_autocast_region_changes_nothing(make):
     np.testing.assert_array_equal(pieces[0], expected.transform(X))
     np.testing.assert_array_equal(pieces[1], expected.inverse_transform(pieces[0]))
     assert pieces[2] == expected.score(X)
+
+
+@pytest.mark.parametrize("make", AMBIENT_MODE_ESTIMATORS)
+def test_a_fit_in_an_inference_mode_block_serves_every_later_call(make):
+    # Collecting activations and fitting in one inference-mode block built
+    # the SAE's parameters as inference tensors, which have no version
+    # counters: coding another dtype, scoring and training then failed.
+    data = make_compositional(12, 3, n_samples=400, random_state=0)
+    X = data.X_train
+    expected = make(data.dictionary).fit(X)
+    with torch.inference_mode():
+        fitted = make(data.dictionary).fit(torch.tensor(X))  # an inference tensor
+    half = torch.from_numpy(X).half()
+    for Z in (X, X.astype(np.float32), half):
+        np.testing.assert_array_equal(
+            np.asarray(fitted.transform(Z), dtype=np.float64),
+            np.asarray(expected.transform(Z), dtype=np.float64),
+        )
+    codes = fitted.transform(X.astype(np.float32))
+    np.testing.assert_array_equal(
+        fitted.inverse_transform(codes), expected.inverse_transform(codes)
+    )
+    assert fitted.score(X.astype(np.float32)) == expected.score(X.astype(np.float32))
+    if hasattr(fitted, "partial_fit"):
+        fitted.partial_fit(X)
+        expected.partial_fit(X)
+        np.testing.assert_array_equal(fitted.components_, expected.components_)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])

@@ -38,6 +38,7 @@ from .._tensor import (
     DetachedCloneMixin,
     as_tensor,
     ignores_autocast,
+    outside_inference_mode,
     portable_state,
     to_fitted,
     to_output,
@@ -313,6 +314,7 @@ class SparseAutoencoder(
     # ------------------------------------------------------------------ fit
 
     @ignores_autocast
+    @outside_inference_mode
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Train the autoencoder on ``X`` from a fresh initialisation.
@@ -366,6 +368,7 @@ class SparseAutoencoder(
         return self
 
     @ignores_autocast
+    @outside_inference_mode
     @_fit_context(prefer_skip_nested_validation=False)
     def partial_fit(self, X, y=None):
         """Train for one epoch over ``X``, continuing from the current state.
@@ -680,19 +683,24 @@ class SparseAutoencoder(
         It is reused only for the same module object (held, so that its id
         cannot pass to another) whose parameters and buffers keep their
         storage and version counters: training, an in-place change, a
-        ``load_state_dict`` or a ``.data`` assignment makes a fresh one.
+        ``load_state_dict`` or a ``.data`` assignment makes a fresh one. An
+        in-place change through ``.data`` (``p.data.copy_(...)``) bypasses
+        version counters, as it does autograd's checks, and is not seen:
+        change parameters under :func:`torch.no_grad` instead.
         """
         module = self.module_
         W = module.W_dec
         if W.device == T.device and W.dtype == T.dtype:
             return module
+        tensors = list(itertools.chain(module.parameters(), module.buffers()))
+        if any(t.is_inference() for t in tensors):
+            # No version counters to tell a change by (a state loaded in
+            # inference mode): copied afresh every call.
+            return copy.deepcopy(module).to(device=T.device, dtype=T.dtype)
         key = (
             T.device,
             T.dtype,
-            tuple(
-                (t.data_ptr(), t._version)
-                for t in itertools.chain(module.parameters(), module.buffers())
-            ),
+            tuple((t.data_ptr(), t._version) for t in tensors),
         )
         cached = getattr(self, "_moved_module", None)
         if cached is not None and cached[0] is module and cached[1] == key:
