@@ -1088,6 +1088,28 @@ def test_divergence_raises_and_keeps_no_nan_weights(rng):
     assert sae.n_iter_ == 2
 
 
+def test_nan_left_by_the_last_step_raises(rng):
+    # The losses are taken before each step: a threshold that float32 holds
+    # only as infinity turns NaN through a parameter the loss does not see.
+    X = toy_problem(rng, n_samples=64)[0].astype(np.float32)
+    params = {"activation": "jumprelu", "threshold_init": 1e39, **SMALL}
+    sae = SparseAutoencoder(4, **params)
+    with pytest.raises(FloatingPointError, match="log_threshold holds NaN"):
+        sae.fit(X)
+    assert not hasattr(sae, "module_")
+    sae = SparseAutoencoder(4, activation="jumprelu", **SMALL).partial_fit(X)
+    before = sae.module_.log_threshold.detach().clone()
+    with torch.inference_mode():
+        sae.module_.log_threshold.fill_(np.inf)
+    with pytest.raises(FloatingPointError, match="log_threshold holds NaN"):
+        sae.partial_fit(X)
+    assert not torch.isfinite(sae.module_.log_threshold).all()  # as it was
+    assert sae.n_iter_ == 1
+    sae.module_.log_threshold.data = before
+    sae.partial_fit(X)
+    assert sae.n_iter_ == 2
+
+
 def test_early_stopping_that_never_fires_warns(rng):
     # As scikit-learn's MLP: max_epochs reached with the stopping rule unmet.
     X, _ = toy_problem(rng, n_samples=200)

@@ -19,13 +19,14 @@ best weights, and a tqdm progress bar.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
-from .._tensor import one_thread_for_small_work
+from .._tensor import _all_finite, one_thread_for_small_work
 from ._modules import SAE, StepOutput, active_counts
 
 __all__ = ["AdamWStep", "TrainResult", "evaluate", "make_optimizer", "train"]
@@ -313,7 +314,8 @@ def train(
     Raises
     ------
     FloatingPointError
-        When the training loss becomes NaN or infinite.
+        When the training loss, or a parameter after training, becomes NaN or
+        infinite.
     """
     n_samples, n_features = X.shape
     # Gao et al. (2024) call a latent dead after it has not fired for a number
@@ -400,6 +402,22 @@ def train(
                 break
     if best_state is not None:
         module.load_state_dict(best_state)
+    # The losses are taken before each step's update: the last step, or a
+    # parameter the loss does not see (a JumpReLU threshold at infinity), can
+    # still leave NaN behind.
+    broken = [
+        name
+        for name, tensor in itertools.chain(
+            module.named_parameters(), module.named_buffers()
+        )
+        if tensor.is_floating_point() and not _all_finite(tensor)
+    ]
+    if broken:
+        raise FloatingPointError(
+            f"Training diverged: {', '.join(broken)} "
+            f"{'holds' if len(broken) == 1 else 'hold'} NaN or infinite values "
+            "after the last step. Lower lr or sparsity_coef, or scale X."
+        )
     # The gradients are inference tensors and of no use once trained.
     for p in module.parameters():
         p.grad = None
