@@ -513,6 +513,38 @@ def test_no_row_returns_costing_more_than_its_warm_start(seed):
     assert np.all(after <= before * (1 + 1e-12))
 
 
+@pytest.mark.parametrize("n_components, n_features", [(40, 2), (100, 8), (200, 16)])
+def test_a_warm_start_denser_than_any_solution_starts_from_zero(
+    n_components, n_features
+):
+    # Codes on every atom (more than twice the features) went to the
+    # all-atoms solver, whose Newton steps stop at that support size: 860-935
+    # iterations for 20-25 from zero, or none converged within max_iter.
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(n_components, n_features, generator=g, dtype=torch.float64)
+    D /= D.norm(dim=1, keepdim=True)
+    X = torch.randn(6, n_features, generator=g, dtype=torch.float64)
+    alpha = 1e-4 * float((X @ D.T).abs().max())
+    cold = fista_encode(X, D, alpha=alpha)
+    dense = torch.full((6, n_components), 0.5, dtype=torch.float64)
+    warm = fista_encode(X, D, alpha=alpha, init=dense)
+    assert warm.converged.all()
+    torch.testing.assert_close(warm.n_iter, cold.n_iter, rtol=0, atol=0)
+    torch.testing.assert_close(warm.codes, cold.codes, rtol=0, atol=0)
+    # Still never worse than the warm start: on ten copies of one atom, codes
+    # spread over all of them are optimal, and stay as good.
+    D[:10] = D[0]
+    X = torch.stack([2.0 * D[0], -3.0 * D[0]])
+    spread = torch.zeros(2, n_components, dtype=torch.float64)
+    spread[0, :10], spread[1, :10] = (2.0 - alpha) / 10, -(3.0 - alpha) / 10
+    result = fista_encode(X, D, alpha=alpha, init=spread)
+    before, after = (
+        lasso_objective(X.numpy(), Z.numpy(), D.numpy(), alpha)
+        for Z in (spread, result.codes)
+    )
+    assert np.all(after <= before * (1 + 1e-12))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_all_atoms_path_keeps_a_better_warm_start(rng, monkeypatch, dtype):
     """Rows handed to the all-atoms solver (here every row: 8 atoms) keep
