@@ -1867,6 +1867,26 @@ def fista_encode(
     >>> fista_encode(X, D, alpha=0.1).codes
     tensor([[0.9000, 0.0000, 0.4000]], dtype=torch.float64)
     """
+    scale = _certifiable_scale(X)
+    if scale != 1.0:
+        # Certificates square the rows' norms (float64 even for float32
+        # data): rows of norm 1e155 squared to infinity and every sample ran
+        # to max_iter, reported unconverged with codes at their optimum.
+        # The lasso scales exactly: codes of (s X, s alpha) are s times those
+        # of (X, alpha), and a power of two s multiplies without rounding.
+        result = fista_encode(
+            X * scale,
+            dictionary,
+            alpha=alpha * scale,
+            positive=positive,
+            init=None if init is None else init * scale,
+            max_iter=max_iter,
+            tol=tol,
+            batch_size=batch_size,
+            verbose=verbose,
+            float64_finish=float64_finish,
+        )
+        return result._replace(codes=result.codes.div_(scale))
     # The certificates bound float32 products by IEEE rounding (see
     # _Problem._score_error); TF32 products (torch's "high" matmul precision,
     # common in GPU training scripts) round inputs to 10 mantissa bits, so
@@ -1932,6 +1952,24 @@ def fista_encode(
                 tol32 / 2 * exact + (kept - exact) <= tol32 * kept
             )
         return first
+
+
+# Data whose largest entry is within 2**+-_CERTIFIABLE_EXPONENT are coded as
+# they are; others are scaled by a power of two to a largest entry near 1, so
+# that squared norms and their sums over features stay normal float64 numbers
+# (2**+-400 squared is about 1e+-241).
+_CERTIFIABLE_EXPONENT = 400
+
+
+def _certifiable_scale(X: torch.Tensor) -> float:
+    """Return a power of two that brings ``X``'s largest entry near 1, or 1.0."""
+    largest = float(X.abs().amax()) if X.numel() else 0.0
+    if largest == 0.0:
+        return 1.0
+    exponent = math.frexp(largest)[1]
+    if abs(exponent) <= _CERTIFIABLE_EXPONENT:
+        return 1.0
+    return math.ldexp(1.0, -exponent)
 
 
 # The matmul precision is a process-wide setting: concurrent coding calls

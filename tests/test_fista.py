@@ -1536,6 +1536,21 @@ def test_dictionaries_at_extreme_scales():
         FISTACoder((D * 1e-20).astype(np.float32)).fit(X.astype(np.float32))
 
 
+@pytest.mark.parametrize("scale", [1e155, 1e-160, 1e300, 1e-300])
+@pytest.mark.parametrize("warm", [False, True])
+def test_data_whose_squares_leave_float64_are_certified(scale, warm):
+    # Certificates square the rows' norms: at 1e155 they overflowed and every
+    # sample ran to max_iter, reported unconverged with optimal codes.
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 20, 8))
+    X = torch.from_numpy(rng.standard_normal((5, 8)))
+    unit = fista_encode(X, D, alpha=0.1)
+    init = unit.codes * scale if warm else None
+    scaled = fista_encode(X * scale, D, alpha=0.1 * scale, init=init)
+    assert bool(scaled.converged.all())
+    torch.testing.assert_close(scaled.codes / scale, unit.codes, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("copy", ["same", "negated"])
 @pytest.mark.parametrize("positive", [False, True])
 def test_duplicate_atoms_converge(copy, positive):
