@@ -792,6 +792,9 @@ def test_compare_methods_checks_the_seed_before_running(data, seed, error, monke
         ({"settings": {"alpha": 0.5}}, "'settings' parameter of compare_methods"),
         ({"settings": {}}, "'settings' parameter of compare_methods"),
         ({"verbose": "1"}, "'verbose' parameter of compare_methods"),
+        # Checked by the first method's estimator, after the probe had run.
+        ({"device": "bogus"}, "'device' parameter must be"),
+        ({"device": None}, "'device' parameter must be"),
     ],
 )
 def test_compare_methods_checks_its_arguments_before_running(
@@ -801,7 +804,29 @@ def test_compare_methods_checks_its_arguments_before_running(
     # failed inside a method builder.
     monkeypatch.setattr(_compare, "MethodContext", lambda *a: pytest.fail("ran"))
     with pytest.raises(ValueError, match=match):
-        compare_methods(data, ["fista_oracle"], **kwargs)
+        compare_methods(data, ["linear_probe", "fista_oracle"], **kwargs)
+
+
+def test_empty_lists_and_bad_devices_are_refused_before_running(
+    data, tmp_path, monkeypatch
+):
+    # None means all (or the preset's); an empty list ran nothing and
+    # returned [] (run_real then saved an empty file over its results).
+    monkeypatch.setattr(_compare, "MethodContext", lambda *a: pytest.fail("ran"))
+    with pytest.raises(ValueError, match="methods is empty"):
+        compare_methods(data, [])
+    monkeypatch.setattr(
+        _runner, "compare_methods", lambda *a, **k: pytest.fail("a cell ran")
+    )
+    for kwargs, match in [
+        ({"methods": []}, "methods is empty"),
+        ({"values": ()}, "values is empty; .* of n_latents"),
+        ({"seeds": ()}, "seeds is empty"),
+        ({"device": "bogus"}, "'device' parameter must be"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            run_study("vary_latents", out=tmp_path, progress=False, **kwargs)
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

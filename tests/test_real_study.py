@@ -213,6 +213,16 @@ def test_bad_settings_fail_before_the_transformer_runs(tmp_path, monkeypatch):
         run_real(settings={"alpha": 0.1}, out=tmp_path, progress=False)
     with pytest.raises(ValueError, match="'progress' parameter of run_real"):
         run_real(progress="no", out=tmp_path)
+    # An empty list of methods or seeds, and an unusable device, before the
+    # transformer runs and before the results file is written.
+    for kwargs, match in [
+        ({"methods": []}, "methods is empty"),
+        ({"seeds": []}, "seeds is empty"),
+        ({"device": "bogus"}, "'device' parameter must be"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            run_real(out=tmp_path, progress=False, **kwargs)
+    assert not list(tmp_path.iterdir())
     # compare_real checks its own arguments before loading the phrases, and
     # before any method takes the seed after others have run.
     for kwargs, name in [

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
 from .._params import validate_hyperparameters
-from .._tensor import to_numpy
+from .._tensor import resolve_device, to_numpy
 from .._warnings import warn
 from ..metrics import (
     best_feature_auc,
@@ -69,6 +69,13 @@ def resolve_methods(
     # A repeated method would be fitted again and its records averaged as if
     # they came from two seeds.
     methods = list(dict.fromkeys(methods))
+    if not methods:
+        # None means all: an empty list is a mistake, and would run nothing
+        # (run_real then saved an empty results file over the last one).
+        raise ValueError(
+            f"methods is empty; pass None for all of them, or some of "
+            f"{sorted(registry)}."
+        )
     unknown = [m for m in methods if m not in registry]
     if unknown:
         raise ValueError(
@@ -332,6 +339,7 @@ def compare_methods(
         {"random_state": random_state, "settings": settings, "verbose": verbose},
         caller_name="compare_methods",
     )
+    resolve_device(device)  # likewise, before any method runs
     if settings is None:
         settings = PaperSettings()
     context = MethodContext(data, settings, random_state, device)

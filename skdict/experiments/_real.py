@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
 from .._params import validate_hyperparameters
+from .._tensor import resolve_device
 from .._warnings import ignoring
 from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder, model_name
@@ -778,6 +779,7 @@ def run_real(
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
     seeds = check_seeds(seeds, "run_real")
+    resolve_device(device)
     out = check_output_dir(out)
     name = f"real-{preset}"
     records: list[dict[str, Any]] = []

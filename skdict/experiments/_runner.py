@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .._files import exclusive_access, write_atomically
 from .._params import validate_hyperparameters
+from .._tensor import resolve_device
 from .._warnings import warn
 from ..datasets import make_compositional
 from ..datasets._compositional import check_compositional_params
@@ -202,6 +203,7 @@ def run_study(
     validate_hyperparameters(
         {"progress": ["boolean"]}, {"progress": progress}, caller_name="run_study"
     )
+    resolve_device(device)  # before any cell runs, not in the first one's fit
     cells, base = plan_study(
         study,
         preset=preset,

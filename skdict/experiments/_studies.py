@@ -261,6 +261,16 @@ def study_cells(
     # and 1 and 1.0 (or NumPy and Python numbers) would make different resume
     # keys for the same cell: plain numbers, each once, in the order given.
     values = _unique(_plain_number(v, "int" if is_size else "float") for v in values)
+    if not values:
+        raise ValueError(
+            "values is empty; pass None for the preset's grid, or at least one "
+            f"value of {spec.variable}."
+        )
+    if not methods:
+        raise ValueError(
+            "methods is empty; pass None for the study's methods, or some of "
+            f"{sorted(METHODS)}."
+        )
     seeds = check_seeds(seeds, "study_cells")
     for name, reason in (
         (spec.variable, f"the variable study {study!r} sweeps; pass values="),
@@ -293,6 +303,11 @@ def check_seeds(seeds: Sequence[int], caller: str) -> tuple[int, ...]:
     integers become Python ones, which saved JSON and resume keys can hold.
     """
     seeds = _unique(_plain_number(seed, "int") for seed in seeds)
+    if not seeds:
+        raise ValueError(
+            f"{caller}: seeds is empty; pass None for the preset's seeds, or "
+            "at least one seed."
+        )
     for seed in seeds:
         validate_hyperparameters({"seeds": [SEED]}, {"seeds": seed}, caller)
     return seeds
