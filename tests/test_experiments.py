@@ -217,6 +217,10 @@ def test_format_table_of_compare_methods_records(data):
     assert lines[0].split() == ["mcc_ood", "mean", "±", "sd"]
     assert lines[1].startswith("FISTA (oracle dictionary)")
     assert f"{records[0]['mcc_ood']:.2f} ± 0.00" in lines[1]
+    # The probe has no reconstruction: a row of "-", not a missing row.
+    lines = format_table(records, "mse_gap").splitlines()
+    assert [line.split()[-1] for line in lines[1:]][1] == "-"
+    assert lines[2].startswith("Linear probe")
 
 
 def test_compare_methods_errors(data):

@@ -176,7 +176,10 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
         "mean ± sd" if x is None else f"{variable}={x}" for x in values
     ]
     rows = [header]
-    for label, by_value in summary.items():
+    # Every method, in the records' order: one without a value anywhere (the
+    # linear probe's reconstruction, say) shows as a row of ``-``.
+    for label in dict.fromkeys(record["label"] for record in records):
+        by_value = summary.get(label, {})
         cells = [label]
         for x in values:
             if x in by_value:
