@@ -103,8 +103,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from ._tensor import resolve_device
-    from .experiments import STUDIES, format_table, plot_study, run_study
-    from .experiments._report import check_plots_extra, describe_setting
+    from .experiments import STUDIES
+    from .experiments._report import check_plots_extra
     from .experiments._runner import check_output_dir, load_records, plan_study
 
     studies = [s for s in args.study if s != "all"]
@@ -129,6 +129,24 @@ def _reproduce(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ImportError) as exc:
         print(f"skdict reproduce: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        _run_studies(args, studies, out)
+    except KeyboardInterrupt:
+        # A stop, not a crash: no traceback, and how to go on.
+        print(
+            "\nskdict reproduce: interrupted. The synthetic studies' finished "
+            f"cells are saved in {out}; the same command resumes them.",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+def _run_studies(args: argparse.Namespace, studies: list[str], out) -> None:
+    """Run, report and plot each study in turn."""
+    from .experiments import STUDIES, format_table, plot_study, run_study
+    from .experiments._report import describe_setting
+
     for study in studies:
         if study == "real":
             _reproduce_real(args, out)
@@ -147,7 +165,6 @@ def _reproduce(args: argparse.Namespace) -> int:
         name = f"{study}-{args.preset}"
         figure = plot_study(records, out / f"{name}.png", title=title)
         print(f"records: {out / (name + '.json')}\nfigure:  {figure}")
-    return 0
 
 
 def _sweep(args: argparse.Namespace) -> dict:

@@ -349,6 +349,18 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert {r["alpha"] for r in records} == {0.05, 0.2}
 
 
+def test_cli_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    # Ctrl-C printed a KeyboardInterrupt traceback.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(skdict.experiments, "run_study", interrupted)
+    argv = ["reproduce", "--study", "alpha", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and str(tmp_path) in err and "resumes" in err
+
+
 @pytest.mark.parametrize(
     "argv",
     [
