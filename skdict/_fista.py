@@ -1692,18 +1692,22 @@ def _encode_batch(
         # Each row's objective at its warm start, and the warm start itself
         # (rounds work on compacted copies, never on these).
         start_primal, start_atoms, start_values = primal, atoms, values
-        # A warm start on w_cap atoms or more (twice the features: far from
-        # any solution of minimal support) would send its row to the
-        # all-atoms solver, whose Newton steps stop at that size: such rows
-        # start from zero on working sets instead, and still never leave
-        # worse than their warm start. Dense ReLU SAE codes (n_latents=1000,
-        # 93 features, L0 about 250) coded on the SAE's atoms took 11.9 s
-        # against 6.3 s from zero, now 6.7 s; on the true atoms 7.0 s, now
-        # 0.7 s. Keeping each row's 10 largest codes instead: 6.6 s and 0.8 s.
-        # (Unless a cold start goes to the all-atoms solver too: its working
-        # set, 2 * _WORKING_SET_STEP atoms, would hold half of them.)
-        overfull = (values != 0).sum(dim=1) >= w_cap
-        if 4 * _WORKING_SET_STEP < m and bool(overfull.any()):
+        # A warm start on w_cap atoms or more, where w_cap < m (twice the
+        # features: far from any solution of minimal support), would send
+        # its row to the all-atoms solver, whose Newton steps stop at that
+        # size: such rows start from zero on working sets instead, unless
+        # their warm start is already certified, and still never leave worse
+        # than it. Dense ReLU SAE codes (n_latents=1000, 93 features, L0
+        # about 250) coded on the SAE's atoms took 11.9 s against 6.3 s from
+        # zero, now 6.7 s; on the true atoms 7.0 s, now 0.7 s. Keeping each
+        # row's 10 largest codes instead: 6.6 s and 0.8 s. Where w_cap = m
+        # (n_components <= 2 * n_features), "overfull" means every atom, and
+        # the all-atoms solver is the right one: restarting such rows took
+        # twice as long (100 atoms in 60 features). So does a cold start
+        # when its working set, 2 * _WORKING_SET_STEP atoms, holds half of
+        # them.
+        overfull = ((values != 0).sum(dim=1) >= w_cap) & (gap > tol * primal)
+        if 4 * _WORKING_SET_STEP < m and w_cap < m and bool(overfull.any()):
             values = values.clone()
             values[overfull] = 0.0
             primal, gap, scores, group_max = problem.certify_sparse(

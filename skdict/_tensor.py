@@ -848,8 +848,10 @@ class DetachedCloneMixin:
     refuses to deep-copy a tensor computed inside an autograd graph, such as
     ``sae.decoder.weight.T`` of a module being trained, so ``clone`` and
     every model-selection tool failed deep inside torch on such a
-    ``dictionary`` or ``init``. The clone gets the tensor detached, which is
-    what ``fit`` uses anyway (inputs are detached on entry). Put it before
+    ``dictionary`` or ``init``. The clone gets such a tensor detached, which
+    is what ``fit`` uses anyway (inputs are detached on entry); other tensors,
+    graph leaves such as a ``Parameter`` included, are deep-copied as
+    ``clone`` copies any parameter. Put it before
     :class:`~sklearn.base.BaseEstimator` among the bases.
 
     Examples

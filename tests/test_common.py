@@ -280,6 +280,9 @@ def test_tensor_parameters_inside_an_autograd_graph_clone_detached(make, name):
     torch.testing.assert_close(copied, atoms.detach(), rtol=0, atol=0)
     assert copied.data_ptr() != atoms.data_ptr()  # a copy, as clone makes
     assert estimator.get_params()[name] is atoms  # the original keeps its own
+    # A leaf (the Parameter itself) is deep-copied as clone copies anything.
+    leaf = clone(make(weight.detach().T.clone().requires_grad_())).get_params()[name]
+    assert leaf.requires_grad and leaf.is_leaf
     X = np.random.default_rng(0).uniform(size=(30, 3))
     assert isinstance(cloned.fit(X).transform(X), pd.DataFrame)  # settings kept
     np.testing.assert_array_equal(

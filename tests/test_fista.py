@@ -513,34 +513,93 @@ def test_no_row_returns_costing_more_than_its_warm_start(seed):
     assert np.all(after <= before * (1 + 1e-12))
 
 
-@pytest.mark.parametrize("n_components, n_features", [(40, 2), (100, 8), (200, 16)])
+@pytest.mark.parametrize(
+    "n_components, n_features, support",
+    [(40, 2, 40), (40, 2, 8), (100, 8, 100), (200, 16, 200)],
+)
 def test_a_warm_start_denser_than_any_solution_starts_from_zero(
-    n_components, n_features
+    n_components, n_features, support
 ):
-    # Codes on every atom (more than twice the features) went to the
-    # all-atoms solver, whose Newton steps stop at that support size: 860-935
+    # Codes on at least max(8, 2 * n_features) atoms went to the all-atoms
+    # solver, whose Newton steps stop at that support size: 860-935
     # iterations for 20-25 from zero, or none converged within max_iter.
+    # (40, 2, 8): exactly that many atoms.
     g = torch.Generator().manual_seed(0)
     D = torch.randn(n_components, n_features, generator=g, dtype=torch.float64)
     D /= D.norm(dim=1, keepdim=True)
     X = torch.randn(6, n_features, generator=g, dtype=torch.float64)
     alpha = 1e-4 * float((X @ D.T).abs().max())
     cold = fista_encode(X, D, alpha=alpha)
-    dense = torch.full((6, n_components), 0.5, dtype=torch.float64)
+    dense = torch.zeros(6, n_components, dtype=torch.float64)
+    dense[:, :support] = 0.5
     warm = fista_encode(X, D, alpha=alpha, init=dense)
     assert warm.converged.all()
     torch.testing.assert_close(warm.n_iter, cold.n_iter, rtol=0, atol=0)
     torch.testing.assert_close(warm.codes, cold.codes, rtol=0, atol=0)
-    # Still never worse than the warm start: on ten copies of one atom, codes
-    # spread over all of them are optimal, and stay as good.
-    D[:10] = D[0]
-    X = torch.stack([2.0 * D[0], -3.0 * D[0]])
-    spread = torch.zeros(2, n_components, dtype=torch.float64)
-    spread[0, :10], spread[1, :10] = (2.0 - alpha) / 10, -(3.0 - alpha) / 10
-    result = fista_encode(X, D, alpha=alpha, init=spread)
+
+
+def test_a_dense_warm_start_already_optimal_is_kept_as_it_is():
+    # Three copies of each of 20 atoms in 3 features: codes spread evenly
+    # over the copies are optimal, on 9 atoms per row (more than twice the
+    # features). Certified at once, not recomputed from zero.
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    base /= base.norm(dim=1, keepdim=True)
+    X = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    optimum = fista_encode(X, base, alpha=0.01, tol=1e-12, max_iter=100000).codes
+    spread = optimum.repeat_interleave(3, dim=1) / 3
+    result = fista_encode(X, base.repeat_interleave(3, dim=0), alpha=0.01, init=spread)
+    assert bool(result.converged.all())
+    assert int(result.n_iter.max()) == 0
+    torch.testing.assert_close(result.codes, spread, rtol=0, atol=0)
+
+
+def test_dense_warm_starts_on_few_atoms_per_feature_stay_with_the_all_atoms_solver(
+    monkeypatch,
+):
+    # With n_components <= 2 * n_features every atom is "twice the features"
+    # away: restarting such rows from zero took twice as long.
+    calls = []
+    all_atoms = _fista._fista_all_atoms
+
+    def spy(problem, rows, z, *args):
+        calls.append(z.clone())
+        return all_atoms(problem, rows, z, *args)
+
+    monkeypatch.setattr(_fista, "_fista_all_atoms", spy)
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(100, 60, generator=g, dtype=torch.float64)
+    D /= D.norm(dim=1, keepdim=True)
+    X = torch.randn(5, 60, generator=g, dtype=torch.float64)
+    dense = torch.full((5, 100), 0.1, dtype=torch.float64)
+    result = fista_encode(X, D, alpha=0.01, positive=True, init=dense)
+    assert len(calls) == 1 and bool(result.converged.all())
+    torch.testing.assert_close(calls[0], dense, rtol=0, atol=0)  # from the start
+
+
+def test_restarted_rows_that_reach_the_all_atoms_solver_keep_their_warm_start(
+    monkeypatch,
+):
+    # A restarted row works on a copy of its warm start: should it reach the
+    # all-atoms solver and come back worse, the warm start is written back.
+    calls = []
+
+    def worse_codes(problem, rows, z, lipschitz, tol, max_iter):
+        calls.append(rows.numel())
+        return 3 * z + 1, max_iter, torch.zeros(rows.numel(), dtype=torch.bool)
+
+    monkeypatch.setattr(_fista, "_fista_all_atoms", worse_codes)
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((4, 4))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    D = torch.from_numpy(np.repeat(base, 10, axis=0))  # 40 atoms, w_cap = 8
+    X = torch.from_numpy(rng.standard_normal((6, 4)))
+    warm = torch.from_numpy(rng.uniform(0, 0.05, (6, 40)))  # overfull, not optimal
+    result = fista_encode(X, D, alpha=0.05, init=warm, max_iter=30)
+    assert calls
     before, after = (
-        lasso_objective(X.numpy(), Z.numpy(), D.numpy(), alpha)
-        for Z in (spread, result.codes)
+        lasso_objective(X.numpy(), Z.numpy(), D.numpy(), 0.05)
+        for Z in (warm, result.codes)
     )
     assert np.all(after <= before * (1 + 1e-12))
 

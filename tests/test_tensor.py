@@ -559,6 +559,18 @@ def test_a_fit_in_an_inference_mode_block_serves_every_later_call(make):
     expected = make(data.dictionary).fit(X)
     with torch.inference_mode():
         fitted = make(data.dictionary).fit(torch.tensor(X))  # an inference tensor
+        streamed = (
+            make(data.dictionary).partial_fit(torch.tensor(X))
+            if hasattr(fitted, "partial_fit")
+            else None
+        )
+    for model in (fitted, streamed):
+        module = getattr(model, "module_", None)
+        if module is not None:  # built outside inference mode
+            assert not any(t.is_inference() for t in module.state_dict().values())
+    if streamed is not None:  # a stream begun in the block goes on outside it
+        streamed.partial_fit(X)
+        assert streamed.transform(X.astype(np.float32)).shape == (X.shape[0], 12)
     half = torch.from_numpy(X).half()
     for Z in (X, X.astype(np.float32), half):
         np.testing.assert_array_equal(
