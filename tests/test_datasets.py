@@ -198,6 +198,7 @@ def test_single_active_latent():
         (dict(n_latents=2.5), "'n_latents' parameter"),
         (dict(n_active=True), "'n_active' parameter .* a bool"),
         (dict(n_samples=np.int16(100)), "'n_samples' parameter .* at least 32 bits"),
+        (dict(n_latents=10**20), "8.75e\\+22 entries, more than an array can hold"),
     ],
 )
 def test_invalid_settings_raise(kwargs, match):

@@ -388,6 +388,7 @@ def test_cli_unwritable_output(tmp_path, capsys):
     ("argv", "message"),
     [
         (["--values", "5"], "n_active=10 must be smaller than n_latents=5"),
+        (["--values", "1e20"], "more than an array can hold"),
         (["--values", "2.5"], "'n_latents' parameter of make_compositional"),
         (["--study", "alpha", "--values", "-1"], "'alpha' parameter of PaperSettings"),
         # One list of values cannot be both penalties and sizes.

@@ -232,6 +232,14 @@ def _resolve_recipe(
     if n_features is None:
         n_features = default_n_features(n_latents, n_active)
     _check_recipe(n_latents, n_active, n_features, n_ood)
+    # Python integers: the product cannot wrap around. Past this bound NumPy
+    # failed with "Maximum allowed dimension exceeded" halfway through a run.
+    if n_latents * n_features > np.iinfo(np.intp).max:
+        raise ValueError(
+            f"n_latents={n_latents} atoms in n_features={n_features} dimensions "
+            f"make a dictionary of {n_latents * n_features:.3g} entries, more "
+            "than an array can hold."
+        )
     return n_features, n_ood
 
 
