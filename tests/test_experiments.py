@@ -769,6 +769,33 @@ def test_plot_study_of_one_value_on_a_log_axis(tmp_path, monkeypatch):
         assert low < 15 and high > 26
 
 
+@pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg"])
+def test_plot_study_replaces_its_figure_in_one_step(tmp_path, monkeypatch, suffix):
+    # Runs sharing a folder plot the same file: a figure interrupted halfway
+    # leaves the last one whole, and no temporary file behind.
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from skdict.experiments import plot_study
+
+    metrics = {"mcc_ood": 0.9, "auc_ood": 0.9, "acc_ood": 0.5, "mse_gap": 1e-4}
+    records = [{"label": "A", "value": 20, "variable": "n_latents", **metrics}]
+    path = tmp_path / f"study{suffix}"
+    plot_study(records, path)
+    first = path.read_bytes()
+    assert first[:8] in (b"\x89PNG\r\n\x1a\n", b"%PDF-1.4", b"<?xml ve")
+
+    def broken(fig, handle, **kwargs):
+        handle.write(b"half a figure")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        plot_study(records, path)
+    assert path.read_bytes() == first
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 def test_plot_study_leaves_the_callers_matplotlib_alone(tmp_path):
     matplotlib = pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt

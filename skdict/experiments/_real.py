@@ -57,6 +57,7 @@ from ._report import (
     check_plots_extra,
     check_records,
     figure_path,
+    save_figure,
     summarize,
 )
 from ._runner import check_output_dir, check_settings, save_records
@@ -697,7 +698,7 @@ def plot_real(
     fig.legend(handles, names, loc="lower center", ncol=2)
     fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     return path
 
 

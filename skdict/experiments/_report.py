@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import write_atomically
 from ..datasets._phrases import _is_missing
 
 __all__ = [
@@ -72,6 +73,19 @@ def figure_path(path: str | os.PathLike) -> Path:
             "such as .png or .pdf."
         )
     return path
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Save ``fig`` to ``path`` (its suffix names the format) in one step.
+
+    Written beside it and renamed, as the records are: runs sharing an output
+    folder plot the same file, and a reader never sees half of one.
+    """
+    write_atomically(
+        path,
+        lambda handle: fig.savefig(handle, dpi=120, format=path.suffix[1:]),
+        binary=True,
+    )
 
 
 def summarize(
@@ -285,5 +299,5 @@ def plot_study(
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize="small")
     fig.suptitle(title or variable)
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     return path
