@@ -547,10 +547,9 @@ def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> N
         # The norm itself, scaled by the largest entry: torch's norm of an
         # atom of entries 1e-200 underflows to 0 although float64 holds it.
         row = components[unusable[0]]
-        scale = float(row.abs().amax())
-        norm = scale
-        if 0.0 < scale < math.inf:
-            norm = scale * float(torch.linalg.vector_norm(row / scale))
+        norm = float(row.abs().amax())
+        if math.isfinite(norm):
+            norm = _max_row_norm(row.unsqueeze(0))
         what = (
             f"is {norm:g} in {dtype}"
             if norm in (0.0, math.inf)

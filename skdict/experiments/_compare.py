@@ -73,7 +73,7 @@ def resolve_methods(
         # None means all: an empty list is a mistake, and would run nothing
         # (run_real then saved an empty results file over the last one).
         raise ValueError(
-            f"methods is empty; pass None for all of them, or some of "
+            f"methods is empty; pass None for the default methods, or some of "
             f"{sorted(registry)}."
         )
     unknown = [m for m in methods if m not in registry]

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._params import validate_hyperparameters
-from ._methods import METHODS, SEED, PaperSettings
+from ._compare import resolve_methods
+from ._methods import SEED, PaperSettings
 
 __all__ = ["PRESETS", "STUDIES", "Cell", "Study", "study_cells"]
 
@@ -247,13 +248,11 @@ def study_cells(
     spec = STUDIES[study]
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
-    if methods is None:
-        methods = spec.methods
-    elif isinstance(methods, str):
-        methods = (methods,)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; choose from {sorted(METHODS)}.")
+    methods = (
+        spec.methods
+        if methods is None
+        else tuple(method.name for method in resolve_methods(methods))
+    )
     is_size = spec.variable in ("n_latents", "n_active", "n_samples")
     if values is None:
         values = spec.grids[preset]
@@ -265,11 +264,6 @@ def study_cells(
         raise ValueError(
             "values is empty; pass None for the preset's grid, or at least one "
             f"value of {spec.variable}."
-        )
-    if not methods:
-        raise ValueError(
-            "methods is empty; pass None for the study's methods, or some of "
-            f"{sorted(METHODS)}."
         )
     seeds = check_seeds(seeds, "study_cells")
     for name, reason in (
