@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    import torch
+
     from ._tensor import resolve_device
     from .experiments import STUDIES
     from .experiments._report import check_plots_extra
@@ -139,6 +141,16 @@ def _reproduce(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
+        # numpy's allocation failure (and torch's on the GPU) names the size
+        # asked for; a traceback through the generator adds nothing to that.
+        print(
+            f"skdict reproduce: error: out of memory ({exc}). Lower --values; "
+            f"finished cells are saved in {out} and the same command resumes "
+            "them.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -361,6 +361,17 @@ def test_cli_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert "interrupted" in err and str(tmp_path) in err and "resumes" in err
 
 
+def test_cli_out_of_memory_is_an_error_not_a_traceback(tmp_path, capsys):
+    # A dictionary of 1e12 atoms passes make_compositional's size check (it
+    # fits an array's index range) and failed in NumPy's allocation with a
+    # traceback through the generator.
+    argv = ["reproduce", "--values", "1e12", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "Unable to allocate" in err
+    assert "--values" in err and str(tmp_path) in err
+
+
 @pytest.mark.parametrize(
     "argv",
     [
