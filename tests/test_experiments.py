@@ -214,9 +214,14 @@ def test_format_table_of_compare_methods_records(data):
     # compare_methods' records have no swept value: one column.
     records = compare_methods(data, ["fista_oracle", "linear_probe"], settings=TINY)
     lines = format_table(records, "mcc_ood").splitlines()
-    assert lines[0].split() == ["mcc_ood", "mean", "±", "sd"]
+    # One seed measures no spread: the mean alone, not "± 0.00".
+    assert lines[0].split() == ["mcc_ood", "mean"]
     assert lines[1].startswith("FISTA (oracle dictionary)")
-    assert f"{records[0]['mcc_ood']:.2f} ± 0.00" in lines[1]
+    assert lines[1].split()[-1] == f"{records[0]['mcc_ood']:.2f}"
+    assert "±" not in format_table(records, "mse_ood")
+    twice = records + [{**r, "seed": 1, "mcc_ood": 0.5} for r in records]
+    assert format_table(twice).splitlines()[0].split() == ["mcc_ood", "mean", "±", "sd"]
+    assert " ± " in format_table(twice).splitlines()[1]
     # The probe has no reconstruction: a row of "-", not a missing row.
     lines = format_table(records, "mse_gap").splitlines()
     assert [line.split()[-1] for line in lines[1:]][1] == "-"

@@ -621,9 +621,7 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
             if label not in stats[key]:
                 cells.append("-")
                 continue
-            mean, sd, count = stats[key][label]
-            text = _format(mean, sd, key)
-            cells.append(text if count > 1 else text.split(" ± ")[0])
+            cells.append(_format(*stats[key][label], key))
         rows.append(cells)
     return align_rows(rows)
 

@@ -89,7 +89,7 @@ def save_figure(fig: Any, path: Path) -> None:
 
 
 def summarize(
-    records: Sequence[dict[str, Any]], metric: str
+    records: Sequence[dict[str, Any]], metric: str = "mcc_ood"
 ) -> dict[str, dict[Any, tuple[float, float, int]]]:
     """Compute mean, sd and count of ``metric`` per method label and swept value.
 
@@ -102,8 +102,8 @@ def summarize(
         Records of :func:`~skdict.experiments.run_study` (``label`` and
         ``value`` keys), or of :func:`~skdict.experiments.compare_methods`,
         whose single setting has no ``value`` (summarised under None).
-    metric : str
-        The record key to summarise, e.g. ``"mcc_ood"``.
+    metric : str, default="mcc_ood"
+        The record key to summarise.
 
     Returns
     -------
@@ -125,11 +125,13 @@ def summarize(
     }
 
 
-def _format(mean: float, sd: float, metric: str) -> str:
+def _format(mean: float, sd: float, count: int, metric: str) -> str:
+    """Format a table cell: the mean over seeds, ± their sd when there are several."""
     # Scores live in [0, 1]; reconstruction errors can be orders smaller.
-    if metric.startswith("mse"):
-        return f"{mean:.1e} ± {sd:.0e}"
-    return f"{mean:.2f} ± {sd:.2f}"
+    mean_spec, sd_spec = (".1e", ".0e") if metric.startswith("mse") else (".2f", ".2f")
+    if count == 1:  # one seed measures no spread: "± 0.00" would claim one
+        return f"{mean:{mean_spec}}"
+    return f"{mean:{mean_spec}} ± {sd:{sd_spec}}"
 
 
 def describe_setting(records: Sequence[dict[str, Any]]) -> str:
@@ -161,8 +163,9 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
         Records of :func:`~skdict.experiments.run_study`, or of
         :func:`~skdict.experiments.compare_methods` (one column).
     metric : str, default="mcc_ood"
-        The record key shown in the cells (mean ± sd over seeds; ``-`` where a
-        method has no value).
+        The record key shown in the cells: the mean over seeds, ± their
+        standard deviation when there are several; ``-`` where a method has no
+        value.
 
     Returns
     -------
@@ -186,9 +189,9 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
         return f"{metric}: no values"
     variable = records[0].get("variable", "value")
     values = sorted({x for by_value in summary.values() for x in by_value})
-    header = [metric] + [
-        "mean ± sd" if x is None else f"{variable}={x}" for x in values
-    ]
+    spread = any(n > 1 for by_value in summary.values() for *_, n in by_value.values())
+    single = "mean ± sd" if spread else "mean"  # compare_methods' one column
+    header = [metric] + [single if x is None else f"{variable}={x}" for x in values]
     rows = [header]
     # Every method, in the records' order: one without a value anywhere (the
     # linear probe's reconstruction, say) shows as a row of ``-``.
@@ -197,8 +200,7 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
         cells = [label]
         for x in values:
             if x in by_value:
-                mean, sd, _ = by_value[x]
-                cells.append(_format(mean, sd, metric))
+                cells.append(_format(*by_value[x], metric))
             else:
                 cells.append("-")
         rows.append(cells)
