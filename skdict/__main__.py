@@ -25,12 +25,14 @@ def _seed(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .experiments import METHODS, PRESETS, STUDIES
 
     parser = argparse.ArgumentParser(
         prog="skdict",
         description="Sparse coding of neural-network activations, the sklearn way.",
     )
+    parser.add_argument("--version", action="version", version=f"skdict {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     reproduce = commands.add_parser(
         "reproduce",

@@ -366,6 +366,13 @@ def test_cli_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert "interrupted" in err and str(tmp_path) in err and "resumes" in err
 
 
+def test_cli_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"skdict {skdict.__version__}"
+
+
 def test_cli_out_of_memory_is_an_error_not_a_traceback(tmp_path, capsys):
     # A dictionary of 1e12 atoms passes make_compositional's size check (it
     # fits an array's index range) and failed in NumPy's allocation with a

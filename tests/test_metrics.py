@@ -759,6 +759,12 @@ def test_scorers_follow_sklearn_conventions(benchmark):
     for scorer in (mcc_scorer, support_f1_scorer):
         with pytest.raises(ValueError, match="true codes, passed as y"):
             cross_validate(coder, X, scoring=scorer, cv=2, error_score="raise")
+    # Class labels as y (a search over a pipeline ending in a classifier) were
+    # refused by the metric, naming its Z_true, which the user never passed.
+    labels = np.arange(X.shape[0]) % 2
+    for y in (labels, labels.tolist(), torch.from_numpy(labels)):
+        with pytest.raises(ValueError, match=r"mcc_scorer .*got y of shape \(\d+,\)"):
+            mcc_scorer(coder, X, y)
     # Every scorer names itself, whatever the metric callable or atoms given.
     partial = make_code_scorer(functools.partial(mcc_score, top_variance=True))
     with pytest.raises(ValueError, match=r"functools\.partial.*passed as y"):

@@ -37,8 +37,13 @@ def test_numpy_round_trip_keeps_dtype():
         np.testing.assert_array_equal(out, X)
 
 
-def test_integers_and_lists_are_promoted_to_float64():
-    T, origin = validate_input(BaseEstimator(), [[1, 2], [3, 4]], reset=True)
+@pytest.mark.parametrize(
+    "X", [[[1, 2], [3, 4]], np.array([[1, 2], [3, 4]], dtype=np.float16)]
+)
+def test_integers_lists_and_numpy_half_are_promoted_to_float64(X):
+    # As scikit-learn's check_array does (the GPU guide says so); torch half
+    # tensors instead come back in their own dtype (below).
+    T, origin = validate_input(BaseEstimator(), X, reset=True)
     assert T.dtype == torch.float64
     assert to_output(T, origin).dtype == np.float64
 

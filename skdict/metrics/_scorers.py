@@ -102,6 +102,16 @@ class _CodeScorer:
             raise ValueError(
                 f"{self!r} compares codes with the true codes, passed as y; got y=None."
             )
+        if np.ndim(y) != 2:
+            # Class labels, typically, from a search over a pipeline that ends
+            # in a classifier: the metric's own message would name Z_true,
+            # which the user never passed.
+            raise ValueError(
+                f"{self!r} compares codes with the true codes, passed as y of shape "
+                f"(n_samples, n_latents); got y of shape {tuple(np.shape(y))}. Class "
+                "labels cannot be scored so: fit the search with the true codes as "
+                "y, or score the labels with a classification metric."
+            )
         return self.score_func(y, estimator_codes(estimator, X), **self.kwargs)
 
     def __repr__(self) -> str:
