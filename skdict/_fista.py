@@ -2121,12 +2121,19 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
         unit="sample",
     )
     with progress:
-        if n_workers == 1:
+        if device.type == "cpu" and torch.get_num_threads() > 1:
+            # Even a batch too small to split runs in a worker thread of one
+            # intra-op thread: on a quiet machine a second intra-op thread
+            # gains at most 1.3x on these small kernels, but where other
+            # processes keep the cores busy, every parallel kernel waits at an
+            # OpenMP barrier for a descheduled thread (200 to 1,000 samples on
+            # 100 to 4,096 atoms, 2 cores beside a 2-process job: 4x to 40x
+            # slower than one thread; benchmarks/RESULTS.md, "Threads").
+            _solve_in_shares(solve, batches, n_workers, device, progress)
+        else:
             for batch in batches:
                 solve(batch)
                 progress.update(batch.stop - batch.start)
-        else:
-            _solve_in_shares(solve, batches, n_workers, device, progress)
     return FISTAResult(codes, n_iter, converged)
 
 

@@ -188,6 +188,32 @@ def test_shares_solved_by_worker_threads_match_one_thread(
     torch.testing.assert_close(split.codes, single.codes, atol=1e-7, rtol=0)
 
 
+def test_a_batch_too_small_to_split_runs_on_one_intra_op_thread(rng, two_threads):
+    """With several torch threads, a batch below two shares is still solved by
+    a worker of one intra-op thread: where other processes keep the cores
+    busy, torch's parallel kernels wait at barriers (4x to 40x slower)."""
+    D = random_dictionary(rng, 60, 20)
+    X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
+    assert _fista._share_count(64, torch.device("cpu")) == 1
+    seen = []
+    solve = _fista._encode_batch
+
+    def recording(*args, **kwargs):
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return solve(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_fista, "_encode_batch", recording)
+        split = fista_encode(X, torch.from_numpy(D), alpha=0.05, tol=1e-10)
+    assert seen and all(
+        ident != threading.get_ident() and threads == 1 for ident, threads in seen
+    )
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    inline = fista_encode(X, torch.from_numpy(D), alpha=0.05, tol=1e-10)
+    torch.testing.assert_close(split.codes, inline.codes, atol=0, rtol=0)
+
+
 def test_worker_threads_leave_later_threads_their_thread_count(
     rng, monkeypatch, two_threads
 ):
