@@ -311,3 +311,22 @@ def test_dataframes_in_and_out(estimator):
     assert codes.columns[0] == f"{type(estimator).__name__.lower()}0"
     with pytest.raises(ValueError, match="feature names"):
         fitted.transform(X[["c", "b", "a"]])
+
+
+@pytest.mark.parametrize(
+    "estimator", public_estimators(), ids=lambda est: type(est).__name__
+)
+def test_transformers_declare_and_keep_float32(estimator):
+    # float32 codes of float32 data are part of the API (half the memory of
+    # a wide dictionary's codes); the tag tells scikit-learn's
+    # check_transformer_preserves_dtypes to verify it, and must say so.
+    assert set(get_tags(estimator).transformer_tags.preserves_dtype) == {
+        "float64",
+        "float32",
+    }
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(40, 3)).astype(np.float32)
+    y = rng.uniform(size=(40, 2))
+    fitted = clone(estimator).fit(X, y)
+    assert fitted.transform(X).dtype == np.float32
+    assert fitted.transform(X.astype(np.float64)).dtype == np.float64

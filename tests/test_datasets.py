@@ -175,6 +175,14 @@ def test_custom_pools_and_features():
     assert np.all(data.Z_ood[:, 1:7] == 0)
 
 
+def test_default_ood_pool_is_half_the_latents_rounded_down():
+    # n_ood_latents defaults to n_latents // 2: with 21 latents, latent 0 is
+    # the probe, 1..10 the ID pool and 11..20 the OOD pool (10 each).
+    data = make_compositional(n_latents=21, n_active=3, n_samples=20, random_state=0)
+    np.testing.assert_array_equal(data.id_latents, np.arange(1, 11))
+    np.testing.assert_array_equal(data.ood_latents, np.arange(11, 21))
+
+
 def test_single_active_latent():
     # n_active=1: latent 0 alone (with probability 1/2 in ID, always in OOD)
     data = make_compositional(n_latents=5, n_active=1, n_samples=40, random_state=0)
@@ -189,7 +197,11 @@ def test_single_active_latent():
         (dict(n_latents=10, n_active=10), "must be smaller than n_latents"),
         (dict(n_latents=10, n_active=6), "ID pool"),
         (dict(n_latents=10, n_active=4, n_ood_latents=2), "OOD pool"),
-        (dict(n_latents=10, n_active=2, n_ood_latents=10), "n_ood_latents=10"),
+        # latent 0 is the probe: at most n_latents - 1 latents are left for OOD
+        (
+            dict(n_latents=10, n_active=2, n_ood_latents=10),
+            r"n_ood_latents=10 must be at most n_latents - 1 = 9 \(latent 0",
+        ),
         (dict(n_latents=10, n_active=4, n_features=3), "n_features=3"),
         (dict(n_samples=-5), "'n_samples' parameter"),
         (dict(n_samples=1), "'n_samples' parameter"),

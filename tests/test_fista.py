@@ -659,6 +659,16 @@ def test_lipschitz_constant_is_the_squared_spectral_norm(rng):
     assert lipschitz_constant(D.T) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(30, 10), (10, 30), (60, 20)])
+def test_lipschitz_constant_is_never_below_the_squared_spectral_norm(rng, shape):
+    # Power iteration approaches ||D||_2^2 from below; the step 1 / L must not
+    # be longer than the gradient allows, so the estimate is inflated past it.
+    A = rng.standard_normal(shape)
+    expected = np.linalg.norm(A, 2) ** 2
+    estimate = lipschitz_constant(torch.from_numpy(A))
+    assert expected <= estimate <= expected * (1 + 1e-5)
+
+
 @pytest.mark.parametrize("m", [1000, 1003, 48])
 def test_next_working_sets_take_the_best_groups(rng, m):
     """The support comes first, then the maxima of the best groups whose
@@ -987,6 +997,20 @@ def test_float64_finish_works_a_batch_of_stalled_rows_at_a_time(rng, monkeypatch
     assert bool(batched.converged.all())
 
 
+def test_float32_samples_finished_in_float64_count_all_their_iterations(rng):
+    # max_iter bounds every sample's iterations, those of its float32 start
+    # (50) and of its float64 finish together, and n_iter reports the sum.
+    D = torch.from_numpy(random_dictionary(rng, 20, 10)).float()
+    X = torch.from_numpy(rng.standard_normal((50, 10))).float()
+    start = fista_encode(X, D, alpha=1e-3, max_iter=50, float64_finish=False)
+    stalled = ~start.converged
+    assert stalled.sum() >= 10  # the float64 finish has work to do
+    result = fista_encode(X, D, alpha=1e-3, max_iter=60)
+    assert int(result.n_iter.max()) <= 60
+    assert bool((result.n_iter[stalled] > 50).all())
+    torch.testing.assert_close(result.n_iter[~stalled], start.n_iter[~stalled])
+
+
 @pytest.fixture
 def matmul_precision():
     """Restore torch's process-wide float32 matmul settings after the test."""
@@ -1229,6 +1253,20 @@ def test_reconstruction_and_score(problem):
     ]
 
 
+def test_inverse_transform_adds_the_intercept(rng):
+    # A provider with an offset (PCA's mean_) reconstructs codes @ atoms plus
+    # that offset: without it, every reconstruction of uncentred data is off.
+    X = rng.standard_normal((40, 5)) + 3.0
+    coder = FISTACoder(dictionary=PCA(n_components=3)).fit(X)
+    pca = PCA(n_components=3).fit(X)
+    assert np.abs(pca.mean_).min() > 1.0
+    np.testing.assert_allclose(coder.intercept_, pca.mean_)
+    Z = rng.standard_normal((4, 3))
+    np.testing.assert_allclose(
+        coder.inverse_transform(Z), Z @ pca.components_ + pca.mean_
+    )
+
+
 @pytest.fixture
 def rows_coded(monkeypatch):
     """Rows of each fista_encode call, with batches of 5 rows, steps of 3."""
@@ -1457,6 +1495,30 @@ def test_convergence_warning(problem):
         FISTACoder(D).fit(X).transform(X)
 
 
+def test_one_unconverged_sample_warns(problem):
+    # A single sample left above tol is still reported: zero rows converge
+    # at once, the last row cannot in one iteration at this tol.
+    X, D = problem
+    X = np.vstack([np.zeros((5, X.shape[1])), 10 * X[:1]])
+    coder = FISTACoder(D, alpha=1e-3, max_iter=1, tol=1e-12)
+    with pytest.warns(ConvergenceWarning, match="for 1 of 6 samples"):
+        coder.fit_transform(X)
+    with pytest.warns(ConvergenceWarning, match="for 1 of 6 samples"):
+        coder.transform(X)
+
+
+def test_n_iter_is_the_largest_count_over_samples(problem):
+    # fit_transform reports the iterations of the slowest sample: zero rows
+    # need none, so the fastest sample's count would always read 0 here.
+    X, D = problem
+    X = np.vstack([np.zeros((3, X.shape[1])), X[:5]])
+    coder = FISTACoder(D, alpha=0.05)
+    coder.fit_transform(X)
+    per_sample = fista_encode(torch.from_numpy(X), torch.from_numpy(D), alpha=0.05)
+    assert per_sample.n_iter.min() == 0
+    assert coder.n_iter_ == int(per_sample.n_iter.max()) > 0
+
+
 def test_fit_with_a_given_dictionary_codes_nothing(problem):
     # As SparseCoder and OracleDictionary: X is coded by transform, or once by
     # fit_transform, which reports the iterations.
@@ -1547,6 +1609,18 @@ def test_progress_bar_moves_through_one_automatic_batch(capsys):
     torch.testing.assert_close(shown.codes, quiet.codes, rtol=0, atol=1e-12)
 
 
+def test_no_progress_bar_at_verbose_zero(capsys):
+    # verbose=0 (the default) is silent even over several batches: a bar per
+    # call would flood the logs of a grid search.
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 8, 5))
+    X = torch.from_numpy(rng.standard_normal((40, 5)))
+    fista_encode(X, D, alpha=0.1, batch_size=10, verbose=0)
+    assert capsys.readouterr().err == ""
+    fista_encode(X, D, alpha=0.1, batch_size=10, verbose=1)
+    assert "40/40" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_progress_bar_closes_when_coding_fails(threads, monkeypatch):
     # An interrupted or failing transform must not leave its bar open: a
@@ -1606,6 +1680,18 @@ def test_a_tolerance_below_measurability_still_returns_near_optimal_codes(rng):
             X, loose, D, alpha
         )
         assert float(excess.max()) < 1e-10
+
+
+def test_tol_zero_is_floored_at_a_reachable_gap():
+    # tol=0 asks for an exact certificate, which rounding never gives: the
+    # tolerance is floored at a few float64 epsilons, so every sample still
+    # converges (a floor too close to eps left most of them at max_iter).
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 20, 10))
+    X = torch.from_numpy(rng.standard_normal((50, 10)))
+    result = fista_encode(X, D, alpha=0.1, tol=0.0, max_iter=1000)
+    assert bool(result.converged.all())
+    assert int(result.n_iter.max()) < 1000
 
 
 def test_dictionaries_at_extreme_scales():

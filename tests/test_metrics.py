@@ -131,6 +131,26 @@ def test_mcc_unmatched_latents_count_zero(rng):
     assert mcc_score(Z, Z[:, [2, 0]]) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_mcc_never_exceeds_one(sparse):
+    # A correlation is at most 1: rounding took identical uniform columns to
+    # 1.0000000000000002 (seed 3), a score no matching could have.
+    for seed in range(10):
+        Z = np.random.default_rng(seed).uniform(size=(50, 3))
+        codes = sp.csr_matrix(Z) if sparse else Z
+        assert mcc_score(Z, codes) <= 1.0
+        assert mcc_score(Z, codes) == pytest.approx(1.0)
+
+
+def test_mcc_of_a_fully_stored_constant_sparse_column():
+    # Column 0 is 5 in every row and stored in full (no implicit zeros): it is
+    # constant, so it is left out of the average as in the dense matrix.
+    Z = np.array([[5.0, 1], [5, 2], [5, 3], [5, 7]])
+    assert sp.csr_matrix(Z).nnz == Z.size
+    assert mcc_score(Z, Z[:, 1:]) == 1.0
+    assert mcc_score(sp.csr_matrix(Z), Z[:, 1:]) == 1.0
+
+
 def test_mcc_top_variance_keeps_the_highest_variance_dimensions(rng):
     Z = rng.uniform(size=(60, 3))
     Z[:, 2] = 0.0  # two varying latents -> two code dimensions compete
@@ -368,6 +388,14 @@ def test_dictionary_similarity_norm_ratio_of_a_zero_true_atom_is_undefined():
     )
 
 
+def test_dictionary_similarity_fraction_close_is_strictly_above_threshold():
+    # fraction_close counts cosines above the threshold, strictly: an
+    # unmatched true atom (cosine 0) is not close even at threshold=0.
+    info = dictionary_similarity(np.eye(2), np.eye(2)[:1], detailed=True, threshold=0.0)
+    np.testing.assert_array_equal(info.cosines, [1.0, 0.0])
+    assert info.fraction_close == 0.5
+
+
 def test_dictionary_similarity_of_estimators(rng):
     D = random_dictionary(rng, 4, 6)
     coder = FISTACoder(dictionary=D).fit(rng.standard_normal((3, 6)))
@@ -422,6 +450,23 @@ def test_support_scores_equal_brute_force(seed, p, q):
         for pred in (codes, sp.csr_matrix(codes), torch.from_numpy(codes).to_sparse()):
             got = support_scores(true, pred, matching=matching)
             assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_support_scores_threshold_is_strict_in_every_format():
+    # An entry equal to the threshold is inactive, whether the codes are
+    # dense or sparse: codes[0, 1] == 0.5 is not a false positive.
+    Z = np.array([[1.0, 0.0], [0.0, 1.0]])
+    codes = np.array([[1.0, 0.5], [0.0, 1.0]])
+    expected = brute_force_support(Z, codes, [0, 1], 0.5)
+    assert expected["precision"] == 1.0
+    for true in (Z, sp.csr_matrix(Z)):
+        for pred in (codes, sp.csr_matrix(codes), torch.from_numpy(codes).to_sparse()):
+            assert support_scores(true, pred, threshold=0.5, matching=[0, 1]) == (
+                pytest.approx(expected, abs=1e-12)
+            )
+        # The threshold holds for the true codes too.
+        got = support_scores(sp.csr_matrix(codes), Z, threshold=0.5, matching=[0, 1])
+        assert got == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -660,6 +705,17 @@ def test_probe_accuracy_in_threads_leaves_the_warning_filters(rng):
 def test_probing_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         best_feature_auc(*args)
+
+
+def test_probe_accuracy_refuses_labels_that_are_not_1d(rng):
+    # A column of labels (n_samples, 1) is refused, naming the shape: not
+    # flattened with a mere DataConversionWarning, nor failing deep inside.
+    codes = rng.standard_normal((20, 3))
+    y = np.arange(20) % 2
+    with pytest.raises(ValueError, match=r"y_id must be 1-D; got shape \(20, 1\)"):
+        probe_accuracy(codes, y.reshape(-1, 1))
+    with pytest.raises(ValueError, match=r"y_ood must be 1-D"):
+        probe_accuracy(codes, y, codes, y.reshape(-1, 1))
 
 
 # ------------------------------------------------------------ reconstruction

@@ -126,6 +126,19 @@ def test_concepts_found_only_with_a_held_out_pair_stay_in_training():
     check_fold(y > 0, train, test, max_test=2)
 
 
+def test_concepts_probe_pairs_where_the_concept_is_the_higher_index():
+    # concepts=[2] probes the pairs (0, 2) and (1, 2): concept 2 is their
+    # second index, and they qualify all the same. Samples 0 and 3 hold them.
+    y = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0]])
+    cv = CompositionalSplit(n_splits=3, test_size=2, concepts=[2], random_state=0)
+    folds = list(cv.split(np.zeros((6, 1)), y))
+    assert len(folds) == 3
+    for train, test in folds:
+        check_fold(y > 0, train, test, max_test=2, concepts=[2])
+        assert set(test) <= {0, 3}
+        assert y[test, 2].all()
+
+
 def test_random_state_controls_the_folds():
     rng = np.random.default_rng(0)
     y = rng.uniform(size=(60, 6)) < 0.4
@@ -170,6 +183,14 @@ def test_concept_activity_from_groups_tunes_a_classifier_pipeline():
         # concepts 0 and 1 always co-occur: holding out the pair empties both
         (np.array([[1, 1]] * 6), {}, ValueError, "No valid fold: no pair"),
         (np.eye(6), {}, ValueError, "No valid fold: no pair"),
+        # concept 0 (the lower index of the pair) occurs only with concept 1:
+        # no pair qualifies, whatever test_size, and the error says so
+        (
+            np.array([[1, 1]] * 3 + [[0, 1]] * 3),
+            {"test_size": 3},
+            ValueError,
+            "No valid fold: no pair",
+        ),
         (
             np.array([[1, 1]] * 4 + [[1, 0], [0, 1]]),
             {"test_size": 2},

@@ -99,6 +99,27 @@ def test_split_is_deterministic_under_random_state():
     assert not np.array_equal(held(0)[3], held(1)[3])
 
 
+@pytest.mark.parametrize(("ood_size", "n_ood"), [(0.125, 2), (0.375, 8), (0.2, 4)])
+def test_ood_fraction_rounds_to_the_nearest_count_half_to_even(ood_size, n_ood):
+    # 4 colours x 5 objects = 20 pairs: 0.125 * 20 = 2.5 -> 2, 0.375 * 20 =
+    # 7.5 -> 8 (half to even, as documented; not up as test_size rounds).
+    *_, pairs = _split(4, 5, 2, ood_size, 0.0, np.random.RandomState(0))
+    assert len(pairs) == n_ood
+
+
+@pytest.mark.parametrize(("n_colors", "n_objects"), [(2, 5), (5, 2)])
+def test_held_out_pairs_leave_each_concept_of_the_larger_side_a_pair(
+    n_colors, n_objects
+):
+    # 10 pairs: each of the 5 concepts on the larger side keeps at least one
+    # pair in training, so at most 10 - 5 = 5 pairs can be held out.
+    rng = np.random.RandomState(0)
+    *_, pairs = _split(n_colors, n_objects, 1, 5, 0.0, rng)
+    assert len(pairs) == 5
+    with pytest.raises(ValueError, match=r"asks for 6 held-out pairs.*at most 5 pairs"):
+        _split(n_colors, n_objects, 1, 6, 0.0, rng)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -650,6 +650,16 @@ def test_partial_fit_checks_aux_k_against_the_width(rng):
     assert sae.n_iter_ == 1
 
 
+def test_aux_k_may_reach_but_not_pass_n_components(rng):
+    # The auxiliary loss reconstructs from the aux_k most active dead latents:
+    # all n_components of them at most; one more is refused up front.
+    X, _ = toy_problem(rng, n_samples=20)
+    params = {"activation": "topk", "k": 2, **SMALL}
+    SparseAutoencoder(8, aux_k=8, **params).fit(X)
+    with pytest.raises(ValueError, match="aux_k=9 must be at most n_components=8"):
+        SparseAutoencoder(8, aux_k=9, **params).fit(X)
+
+
 def test_partial_fit_keeps_the_fitted_dtype(rng):
     X, _ = toy_problem(rng, n_samples=64)
     sae = SparseAutoencoder(8, random_state=0).partial_fit(X)
