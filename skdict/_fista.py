@@ -2123,12 +2123,12 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
     with progress:
         if device.type == "cpu" and torch.get_num_threads() > 1:
             # Even a batch too small to split runs in a worker thread of one
-            # intra-op thread: on a quiet machine a second intra-op thread
-            # gains at most 1.3x on these small kernels, but where other
-            # processes keep the cores busy, every parallel kernel waits at an
-            # OpenMP barrier for a descheduled thread (200 to 1,000 samples on
-            # 100 to 4,096 atoms, 2 cores beside a 2-process job: 4x to 40x
-            # slower than one thread; benchmarks/RESULTS.md, "Threads").
+            # intra-op thread. On a quiet 2-core machine a second intra-op
+            # thread gains up to 1.3x on the benchmark's oracle atoms and
+            # 1.7x on 4,096 atoms, but where other processes keep the cores
+            # busy, every parallel kernel waits at an OpenMP barrier for a
+            # descheduled thread: 200 to 1,000 samples took 1.2x to 42x as
+            # long as on one thread (benchmarks/RESULTS.md, "Threads").
             _solve_in_shares(solve, batches, n_workers, device, progress)
         else:
             for batch in batches:
