@@ -298,20 +298,6 @@ def test_oracle_codes_are_fista_codes(rng):
     )
 
 
-def test_oracle_inverse_transform_adds_the_providers_intercept(rng):
-    # An oracle given a provider with an offset (PCA's mean_) reconstructs
-    # codes @ atoms plus that offset, as its transform subtracts it.
-    X = rng.standard_normal((60, 6)) + 3.0
-    oracle = OracleDictionary(PCA(n_components=3)).fit(X)
-    pca = PCA(n_components=3).fit(X)
-    assert np.abs(pca.mean_).min() > 1.0
-    np.testing.assert_allclose(oracle.intercept_, pca.mean_)
-    Z = rng.standard_normal((4, 3))
-    np.testing.assert_allclose(
-        oracle.inverse_transform(Z), Z @ pca.components_ + pca.mean_
-    )
-
-
 def test_oracle_mcc_ood_on_compositional_benchmark():
     data = make_compositional(n_latents=100, n_active=10, random_state=0)
     for oracle in (

@@ -1253,11 +1253,12 @@ def test_reconstruction_and_score(problem):
     ]
 
 
-def test_inverse_transform_adds_the_intercept(rng):
+@pytest.mark.parametrize("estimator", [FISTACoder, OracleDictionary])
+def test_inverse_transform_adds_the_intercept(rng, estimator):
     # A provider with an offset (PCA's mean_) reconstructs codes @ atoms plus
     # that offset: without it, every reconstruction of uncentred data is off.
     X = rng.standard_normal((40, 5)) + 3.0
-    coder = FISTACoder(dictionary=PCA(n_components=3)).fit(X)
+    coder = estimator(PCA(n_components=3)).fit(X)
     pca = PCA(n_components=3).fit(X)
     assert np.abs(pca.mean_).min() > 1.0
     np.testing.assert_allclose(coder.intercept_, pca.mean_)
