@@ -37,9 +37,11 @@ from skdict._dictionary import (
     block_coordinate_update,
     estimate_dictionary,
     initial_dictionary,
+    is_same_given,
     learn_dictionary,
     lstsq_dictionary,
     online_dictionary_update,
+    record_given,
 )
 from skdict._fista import fista_encode
 from skdict.datasets import make_compositional
@@ -1508,3 +1510,12 @@ def test_small_learning_problems_run_on_one_thread(rng, monkeypatch, two_threads
     seen.clear()
     FISTACoder(n_components=6, dict_max_iter=2).fit(X)
     assert seen == [2]
+
+
+def test_a_given_array_holding_nan_is_the_same_after_a_copy():
+    # A pickle or joblib round trip copies a given array; one holding NaN
+    # (NaN != NaN) must still count as unchanged, or partial_fit and
+    # transform refuse the reloaded estimator's own parameter.
+    given = np.array([[np.nan, 1.0], [0.0, 1.0]])
+    assert is_same_given(given.copy(), record_given(given))
+    assert not is_same_given(np.array([[np.nan, 2.0], [0.0, 1.0]]), record_given(given))

@@ -366,6 +366,17 @@ def test_cli_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert "interrupted" in err and str(tmp_path) in err and "resumes" in err
 
 
+def test_cli_runs_a_repeated_study_once(tmp_path, monkeypatch):
+    # "--study vary_latents vary_latents" printed and plotted it twice.
+    seen = []
+    monkeypatch.setattr(
+        skdict.__main__, "_run_studies", lambda args, studies, out: seen.append(studies)
+    )
+    argv = ["reproduce", "--study", "vary_latents", "vary_latents"]
+    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    assert seen == [["vary_latents"]]
+
+
 def test_cli_version(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,6 +260,21 @@ def test_layers_differ_and_negative_layers_count_from_the_last(data, tmp_path):
     embeddings = load(tmp_path, layer=0)
     assert embeddings.layer == 0
     assert not np.allclose(embeddings.X, data.X, atol=1e-2)
+
+
+def test_the_most_negative_layer_is_the_embeddings():
+    # layer=-n_states counts from the last to the embedding output, as the
+    # error message's range (-7 to -1) says; one further is refused.
+    model = Path("model")
+    assert _phrases._check_layer(-7, 7, model) == 0
+    assert _phrases._check_layer(6, 7, model) == 6
+    with pytest.raises(ValueError, match="-7"):
+        _phrases._check_layer(-8, 7, model)
+
+
+def test_ood_fraction_of_one_is_refused_as_a_fraction():
+    with pytest.raises(ValueError, match=r"must be a float in \[0, 1\) or an int >= 0"):
+        _split(3, 3, 4, 1.0, 0.2, np.random.default_rng(0))
 
 
 # --- the cache -----------------------------------------------------------------

@@ -728,6 +728,52 @@ def test_batchtopk_threshold_lives_on_the_module_device():
     assert module.threshold.device.type == "meta"
 
 
+def test_batchtopk_threshold_is_a_running_then_moving_average():
+    # The inference threshold averages each batch's smallest kept value with
+    # weight max(1 / b, 0.01) at batch b: a plain mean for the first 100
+    # batches, then an exponential average that keeps following drift.
+    module = build_sae("batchtopk", 4, 8, k=2, dtype=torch.float64)
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    expected = 0.0
+    for b in range(1, 301):
+        smallest = float(b % 7 + 1)
+        values = torch.tensor([0.0, smallest, smallest + 1.0], dtype=torch.float64)
+        module._update_threshold(values)
+        expected += max(1.0 / b, 0.01) * (smallest - expected)
+    # The weight is a float32 reciprocal of the batch count.
+    assert float(module.threshold) == pytest.approx(expected, abs=1e-6)
+    assert abs(expected - 4.0) > 0.02  # a plain mean of 300 batches gives 4.01
+
+
+def test_batchtopk_threshold_ignores_zeros():
+    # The smallest *positive* kept value: zeros kept in a batch with fewer
+    # than k positive values would pull the threshold to 0, and the SAE would
+    # then fire every positive latent at inference.
+    module = build_sae("batchtopk", 4, 8, k=2, dtype=torch.float64)
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    module._update_threshold(torch.tensor([0.0, 0.0, 2.0, 3.0], dtype=torch.float64))
+    assert float(module.threshold) == 2.0
+    module._update_threshold(torch.zeros(4, dtype=torch.float64))
+    assert float(module.threshold) == 2.0
+
+
+def test_unfrozen_decoder_from_a_provider_starts_at_its_offset(rng):
+    # A provider with an offset (PCA's mean_) gives b_dec its start even when
+    # the decoder trains on: the provider contract, frozen or not.
+    X = rng.normal(size=(64, 4)) + 100.0
+    pca = PCA(3).fit(X)
+    sae = SparseAutoencoder(
+        decoder=FrozenEstimator(pca),
+        activation="topk",
+        k=1,
+        max_epochs=1,
+        lr=1e-12,
+        bias_init="zero",
+        random_state=0,
+    ).fit(X)
+    np.testing.assert_allclose(sae.intercept_, pca.mean_, atol=1e-6)
+
+
 def test_batchtopk_early_stopping_restores_the_threshold_weighting(rng):
     # The running threshold weighs batch b by max(1 / b, momentum); restoring
     # the best epoch's weights must restore its count of batches too, or a
