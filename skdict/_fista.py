@@ -2128,7 +2128,10 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
             # 1.7x on 4,096 atoms, but where other processes keep the cores
             # busy, every parallel kernel waits at an OpenMP barrier for a
             # descheduled thread: 200 to 1,000 samples took 1.2x to 42x as
-            # long as on one thread (benchmarks/RESULTS.md, "Threads").
+            # long as on one thread (benchmarks/RESULTS.md, "Threads"). Even
+            # a single row goes to a worker: its start adds 0.5 ms to 7.5 ms
+            # on a quiet machine, while the calling thread's team took it
+            # from 6.5 ms to 40 ms beside a test run.
             _solve_in_shares(solve, batches, n_workers, device, progress)
         else:
             for batch in batches:
