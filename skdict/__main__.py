@@ -104,8 +104,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    import torch
-
     from ._tensor import resolve_device
     from .experiments import STUDIES
     from .experiments._report import check_plots_extra
@@ -143,17 +141,29 @@ def _reproduce(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
-        # numpy's allocation failure (and torch's on the GPU) names the size
-        # asked for; a traceback through the generator adds nothing to that.
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        # The allocators' messages name the size asked for; a traceback
+        # through the generator or a solver adds nothing to that.
         print(
-            f"skdict reproduce: error: out of memory ({exc}). Lower --values; "
-            f"finished cells are saved in {out} and the same command resumes "
-            "them.",
+            f"skdict reproduce: error: out of memory ({exc}). Smaller sizes "
+            "(--values) need less; the synthetic studies' finished cells are "
+            f"saved in {out}, and the same command resumes them.",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure of NumPy or torch (CPU or GPU)."""
+    import torch
+
+    # torch's CPU allocator raises a plain RuntimeError.
+    return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        "can't allocate memory" in str(exc)
+    )
 
 
 def _run_studies(args: argparse.Namespace, studies: list[str], out) -> None:

@@ -11,6 +11,7 @@ from collections import UserDict
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import RidgeCV
@@ -393,6 +394,25 @@ def test_cli_out_of_memory_is_an_error_not_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "out of memory" in err and "Unable to allocate" in err
     assert "--values" in err and str(tmp_path) in err
+
+
+def test_cli_out_of_memory_in_torch_is_an_error_too(tmp_path, monkeypatch, capsys):
+    # torch's CPU allocator raises a plain RuntimeError, not MemoryError.
+    def allocate(*args, **kwargs):
+        torch.empty(2**45, dtype=torch.float64)  # 256 TiB
+        pytest.skip("this machine hands out 256 TiB")
+
+    monkeypatch.setattr(skdict.experiments, "run_study", allocate)
+    argv = ["reproduce", "--study", "alpha", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 1
+    assert "out of memory" in capsys.readouterr().err
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("not about memory")
+
+    monkeypatch.setattr(skdict.experiments, "run_study", fails)
+    with pytest.raises(RuntimeError, match="not about memory"):
+        main(argv)
 
 
 @pytest.mark.parametrize(

@@ -138,9 +138,10 @@ def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeSc
     -------
     callable
         ``scorer(estimator, X, y)`` returning ``score_func(y,
-        estimator.transform(X), **kwargs)``, with the true codes as ``y``;
-        ``estimator.predict(X)`` stands in for an estimator without
-        ``transform`` (a probe regressing the codes on ``X``).
+        estimator.transform(X), **kwargs)``, with the true codes as ``y``
+        (2-D, ``(n_samples, n_latents)``: a 1-D ``y``, such as class labels,
+        is refused); ``estimator.predict(X)`` stands in for an estimator
+        without ``transform`` (a probe regressing the codes on ``X``).
 
     Examples
     --------
