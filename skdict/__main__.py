@@ -107,7 +107,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     from ._tensor import resolve_device
     from .experiments import STUDIES
     from .experiments._report import check_plots_extra
-    from .experiments._runner import check_output_dir, load_records, plan_study
+    from .experiments._runner import (
+        check_output_dir,
+        load_study_records,
+        plan_study,
+    )
 
     studies = [s for s in args.study if s != "all"]
     if "all" in args.study:
@@ -127,7 +131,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         for study in (s for s in studies if s != "real"):
             # A damaged results file would otherwise stop the run only when
             # this study's turn comes, perhaps hours in.
-            load_records(out / f"{study}-{args.preset}.json")
+            load_study_records(out / f"{study}-{args.preset}.json")
     except (OSError, ValueError, ImportError) as exc:
         print(f"skdict reproduce: error: {exc}", file=sys.stderr)
         return 2

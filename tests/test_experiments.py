@@ -482,7 +482,13 @@ def test_cli_without_matplotlib_stops_before_running(tmp_path, monkeypatch, caps
 
 @pytest.mark.parametrize(
     "content",
-    ['{"half', '{"key": "a dict, not a list"}', '[{"no key": 1}]', "[1, 2]"],
+    [
+        '{"half',
+        '{"key": "a dict, not a list"}',
+        '[{"no key": 1}]',
+        "[1, 2]",
+        '[{"study": "real", "method": "sae_topk"}]',  # run_real's records
+    ],
 )
 def test_cli_rejects_a_damaged_results_file_before_running(content, tmp_path, capsys):
     # The damaged file belongs to the second study: the first must not run.

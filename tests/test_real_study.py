@@ -23,6 +23,7 @@ from skdict.experiments import (
     compare_real,
     concept_features,
     format_real_table,
+    load_records,
     run_real,
 )
 
@@ -307,6 +308,7 @@ def test_run_real_writes_json_figure_and_table(tiny_loader, tmp_path, monkeypatc
     )
     saved = json.loads((tmp_path / "real-quick.json").read_text())
     assert saved == records
+    assert load_records(tmp_path / "real-quick.json") == records
     assert [(r["seed"], r["method"]) for r in saved] == [
         (seed, m) for seed in (0, 1) for m in methods
     ]

@@ -33,17 +33,21 @@ __all__ = ["load_records", "plan_study", "run_study"]
 
 
 def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read the records saved by :func:`run_study` (empty list when there are none).
+    """Read the records a study saved (empty list when there are none).
 
     Parameters
     ----------
     path : path
-        A ``<study>-<preset>.json`` file written by :func:`run_study`.
+        A ``<study>-<preset>.json`` file written by :func:`run_study`, or a
+        ``real-<preset>.json`` file written by :func:`run_real`.
 
     Returns
     -------
     list of dict
-        The records; empty when ``path`` does not exist.
+        The records; empty when ``path`` does not exist. Those of
+        :func:`run_study` go to :func:`format_table` and :func:`summarize`,
+        those of :func:`run_real` to :func:`format_real_table` and
+        :func:`plot_real`.
 
     Raises
     ------
@@ -59,13 +63,29 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise ValueError(
             f"{path} is not valid JSON ({exc}); move it away to start afresh."
         ) from exc
-    if not isinstance(records, list) or not all(
-        isinstance(record, dict) and isinstance(record.get("key"), str)
-        for record in records
-    ):
+    if not isinstance(records, list) or not all(map(_is_record, records)):
         raise ValueError(
-            f"{path} does not hold a list of skdict records (each a dict with a "
-            "'key'); move it away to start afresh."
+            f"{path} does not hold a list of skdict records (dicts with a 'key', "
+            "as run_study writes, or with study 'real', as run_real writes); "
+            "move it away to start afresh."
+        )
+    return records
+
+
+def _is_record(record: Any) -> bool:
+    """Whether ``record`` is one of run_study's (keyed) or run_real's records."""
+    return isinstance(record, dict) and (
+        isinstance(record.get("key"), str) or record.get("study") == "real"
+    )
+
+
+def load_study_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """:func:`load_records` for a synthetic study's file (records keyed to resume)."""
+    records = load_records(path)
+    if not all(isinstance(record.get("key"), str) for record in records):
+        raise ValueError(
+            f"{path} holds the real-activation study's records, not a synthetic "
+            "study's; move it away to start afresh."
         )
     return records
 
@@ -84,7 +104,7 @@ def _save(path: Path, new_records: list[dict[str, Any]]) -> None:
     A new record replaces a saved one with the same key.
     """
     with exclusive_access(path.parent):
-        merged = {record["key"]: record for record in load_records(path)}
+        merged = {record["key"]: record for record in load_study_records(path)}
         merged.update((record["key"], record) for record in new_records)
         save_records(path, list(merged.values()))
 
@@ -215,7 +235,7 @@ def run_study(
     )
     out = check_output_dir(out)
     path = out / f"{study}-{preset}.json"
-    records = load_records(path)
+    records = load_study_records(path)
     expected = {
         cell.key(method): _saved_form(cell.settings(base))
         for cell in cells
