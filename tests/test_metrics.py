@@ -10,11 +10,12 @@ import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.exceptions import NotFittedError
-from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import roc_auc_score
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
+from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -648,6 +649,29 @@ def test_probe_accuracy_transfers_the_id_probe(rng):
     assert result == {"acc_id": 1.0, "acc_ood": 0.0}
     labels = np.where(y == 1, "yes", "no")
     assert probe_accuracy(codes, labels)["acc_id"] == 1.0
+
+
+def test_probe_accuracy_is_accuracy_whatever_the_probe_scores(rng):
+    # A search's score is its own scoring: probe.score reported a log-loss,
+    # or an AUC, as accuracy.
+    codes = rng.standard_normal((120, 4))
+    y = (codes[:, 0] + 0.8 * rng.standard_normal(120) > 0).astype(int)
+    codes_ood = rng.standard_normal((60, 4))
+    y_ood = (codes_ood[:, 0] > 0).astype(int)
+    for scoring in ("neg_log_loss", "roc_auc"):
+        search = GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, scoring=scoring)
+        fitted = clone(search).fit(codes, y)
+        expected = {
+            "acc_id": accuracy_score(y, fitted.predict(codes)),
+            "acc_ood": accuracy_score(y_ood, fitted.predict(codes_ood)),
+        }
+        assert expected["acc_id"] != pytest.approx(fitted.score(codes, y))
+        got = probe_accuracy(codes, y, codes_ood, y_ood, probe=search)
+        assert got == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(
+        ValueError, match=r"'probe' parameter of probe_accuracy must be a classifier"
+    ):
+        probe_accuracy(codes, y, probe=Ridge())
 
 
 def test_probe_accuracy_hands_sparse_codes_to_probes_that_take_them(rng, monkeypatch):

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from sklearn.linear_model import Ridge
 from sklearn.utils import Bunch
 
 from skdict.__main__ import main
@@ -214,6 +215,9 @@ def test_bad_settings_fail_before_the_transformer_runs(tmp_path, monkeypatch):
         run_real(settings={"alpha": 0.1}, out=tmp_path, progress=False)
     with pytest.raises(ValueError, match="'progress' parameter of run_real"):
         run_real(progress="no", out=tmp_path)
+    # A regressor's predictions are not labels for the probes' accuracy.
+    with pytest.raises(ValueError, match="'probe' parameter of run_real"):
+        run_real(probe=Ridge(), out=tmp_path, progress=False)
     # An empty list of methods or seeds, and an unusable device, before the
     # transformer runs and before the results file is written.
     for kwargs, match in [
@@ -232,6 +236,7 @@ def test_bad_settings_fail_before_the_transformer_runs(tmp_path, monkeypatch):
         ({"settings": {"alpha": 0.5}}, "settings"),
         ({"normalize": "no"}, "normalize"),
         ({"verbose": "1"}, "verbose"),
+        ({"probe": Ridge()}, "probe"),
     ]:
         with pytest.raises(ValueError, match=f"'{name}' parameter of compare_real"):
             compare_real(None, ["fista_oracle", "sae_relu"], **kwargs)

@@ -42,6 +42,7 @@ from .._warnings import ignoring
 from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder, model_name
 from ..metrics import probe_accuracy, reconstruction_error
+from ..metrics._probing import check_probe
 from ._compare import _plain, check_data, methods_progress, resolve_methods
 from ._methods import (
     METHODS,
@@ -513,6 +514,7 @@ def compare_real(
     )
     chosen = resolve_methods(methods, REAL_METHODS)
     _check_settings(n_components, k, fire_threshold, "compare_real")
+    check_probe(probe, "compare_real")
     if data is None:
         data = load_phrase_activations(random_state=random_state, device=device)
     check_data(data, _PHRASE_FIELDS, "skdict.datasets.load_phrase_activations")
@@ -770,6 +772,7 @@ def run_real(
     # away the training of every seed before it).
     resolve_methods(methods, REAL_METHODS)
     _check_settings(n_components, k, 0.0, "run_real")
+    check_probe(probe, "run_real")
     check_settings(settings)
     validate_hyperparameters(
         {"progress": ["boolean"]}, {"progress": progress}, caller_name="run_real"

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import HasMethods, Interval
 
 from .._params import validate_hyperparameters
 from .._tensor import to_numpy
@@ -192,8 +193,10 @@ n_components), default=None
     probe : classifier, default=None
         Another probe (cloned before fitting), e.g. an L2-penalised one where
         the unpenalised optimum is not unique (more code dimensions than the
-        probe has samples to pin them down). Sparse codes reach it as a
-        SciPy CSR matrix if its tags accept sparse input, else densified.
+        probe has samples to pin them down), or a search over one. Scored by
+        the accuracy of its predictions, whatever its own ``score`` computes
+        (a search's ``scoring``). Sparse codes reach it as a SciPy CSR matrix
+        if its tags accept sparse input, else densified.
 
     Returns
     -------
@@ -208,6 +211,7 @@ n_components), default=None
     >>> probe_accuracy(codes, [0, 1, 0, 1])
     {'acc_id': 1.0, 'acc_ood': None}
     """
+    check_probe(probe, "probe_accuracy")
     if probe is None:
         validate_hyperparameters(
             {"max_iter": [Interval(Integral, 1, None, closed="left")]},
@@ -225,7 +229,12 @@ n_components), default=None
         # infinity: L-BFGS stops at max_iter with a separating hyperplane,
         # which is all the accuracy needs.
         probe.fit(features_id, y_id)
-    accuracy = {"acc_id": float(probe.score(features_id, y_id)), "acc_ood": None}
+    # Accuracy itself, not probe.score: a search's score is its own scoring
+    # (GridSearchCV(..., scoring="roc_auc") reported the AUC as accuracy).
+    accuracy = {
+        "acc_id": float(accuracy_score(y_id, probe.predict(features_id))),
+        "acc_ood": None,
+    }
     if codes_ood is not None or y_ood is not None:
         C_ood, y_ood = _codes_and_labels(
             codes_ood,
@@ -235,8 +244,33 @@ n_components), default=None
             n_components=C_id.shape[1],
             dense=False,
         )
-        accuracy["acc_ood"] = float(probe.score(_probe_input(C_ood, probe), y_ood))
+        predicted = probe.predict(_probe_input(C_ood, probe))
+        accuracy["acc_ood"] = float(accuracy_score(y_ood, predicted))
     return accuracy
+
+
+class _Classifier(HasMethods):
+    # A parameter constraint: scikit-learn's constraint types are closed, and
+    # ``HasMethods`` is the one that describes an object by what it has.
+    def __init__(self):
+        super().__init__(["fit", "predict"])
+
+    def is_satisfied_by(self, val):
+        return super().is_satisfied_by(val) and is_classifier(val)
+
+    def __str__(self):
+        return "a classifier (sklearn.base.is_classifier)"
+
+
+def check_probe(probe: Any, caller_name: str) -> None:
+    """Raise the error naming a ``probe`` that is not a classifier (or None).
+
+    Probe accuracy compares predicted labels with the true ones; a regressor's
+    predictions are not labels.
+    """
+    validate_hyperparameters(
+        {"probe": [_Classifier(), None]}, {"probe": probe}, caller_name=caller_name
+    )
 
 
 def _probe_input(codes: torch.Tensor, probe: Any) -> Any:
