@@ -178,6 +178,32 @@ def test_mcc_accepts_torch_and_mixed_precision(rng):
     assert mcc_score(sparse_t, codes) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    "metric",
+    [
+        lambda Z, C, D, E: mcc_score(Z, C, top_variance=True),
+        lambda Z, C, D, E: dictionary_similarity(D, E, detailed=True).angular_errors,
+        lambda Z, C, D, E: support_scores(Z, C),
+        lambda Z, C, D, E: best_feature_auc(C, Z[:, 0] > 0),
+        lambda Z, C, D, E: reconstruction_error(Z, C),
+    ],
+)
+def test_an_ambient_autocast_region_changes_no_metric(rng, metric):
+    # Scoring inside a model's bfloat16 evaluation loop ran the metrics'
+    # products in bfloat16: identical dictionaries came out 5 degrees apart.
+    Z = torch.from_numpy(sparse_codes(rng, 300, 20, 4)).float()
+    C = Z + 0.05 * torch.from_numpy(rng.standard_normal(Z.shape)).float()
+    D = torch.from_numpy(random_dictionary(rng, 20, 16)).float()
+    E = D + 0.01 * torch.from_numpy(rng.standard_normal(D.shape)).float()
+    expected = metric(Z, C, D, E)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = metric(Z, C, D, E)
+    if isinstance(expected, dict):
+        assert got == expected
+    else:
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("scale", [1e20, 1e-25])
 @pytest.mark.parametrize("sparse", [False, True])
 def test_mcc_of_float32_columns_far_from_one(rng, scale, sparse):

@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import check_is_fitted
 
 from .._dictionary import _is_estimator, is_provider
-from .._tensor import as_tensor, to_numpy
+from .._tensor import as_tensor, ignores_autocast, to_numpy
 from ._inputs import as_matrices, compute_device
 
 __all__ = ["dictionary_similarity", "mcc_score", "support_scores"]
@@ -266,6 +266,7 @@ def _correlation_matching(
     {"Z_true": "no_validation", "codes": "no_validation", "top_variance": ["boolean"]},
     prefer_skip_nested_validation=True,
 )
+@ignores_autocast
 def mcc_score(Z_true: Any, codes: Any, *, top_variance: bool = False) -> float:
     """Mean correlation coefficient between true latents and learned codes.
 
@@ -393,6 +394,7 @@ def dictionary_similarity(
     },
     prefer_skip_nested_validation=True,
 )
+@ignores_autocast
 def dictionary_similarity(
     true_dictionary: Any,
     dictionary: Any,
@@ -513,6 +515,7 @@ def dictionary_similarity(
     },
     prefer_skip_nested_validation=True,
 )
+@ignores_autocast
 def support_scores(
     Z_true: Any,
     codes: Any,

@@ -25,7 +25,7 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 
 from .._params import validate_hyperparameters
-from .._tensor import to_numpy
+from .._tensor import ignores_autocast, to_numpy
 from .._warnings import ignoring
 from ._inputs import as_matrices, labels
 
@@ -80,6 +80,7 @@ def _column_block(codes: torch.Tensor, start: int, width: int) -> torch.Tensor:
     return codes.index_select(1, columns).to_dense()
 
 
+@ignores_autocast
 def best_feature_auc(
     codes_id: Any, y_id: Any, codes_ood: Any = None, y_ood: Any = None
 ) -> dict[str, Any]:

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from .._tensor import ignores_autocast
 from ._inputs import as_matrices
 
 __all__ = ["compositional_gap", "reconstruct", "reconstruction_error"]
 
 
+@ignores_autocast
 def reconstruction_error(X: Any, X_reconstructed: Any) -> float:
     """Mean squared error over all entries between data and its reconstruction.
 
