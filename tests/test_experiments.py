@@ -436,6 +436,11 @@ def test_cli_unwritable_output(tmp_path, capsys):
     blocker.write_text("")
     assert main(["reproduce", "--out", str(blocker / "sub")]) == 2
     assert "Cannot write results" in capsys.readouterr().err
+    # The output folder itself a file: said so, not mkdir's "File exists".
+    assert main(["reproduce", "--out", str(blocker)]) == 2
+    assert f"Cannot write results to {blocker}: a file, not a folder." in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(

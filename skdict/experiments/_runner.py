@@ -117,7 +117,11 @@ def check_output_dir(out: str | os.PathLike) -> Path:
         probe = tempfile.NamedTemporaryFile(dir=out, delete=True)
         probe.close()
     except OSError as exc:
-        raise OSError(f"Cannot write results to {out}: {exc.strerror or exc}.") from exc
+        # mkdir reports a file in the way as "File exists", as if the folder's
+        # existence were the problem.
+        in_the_way = out.exists() and not out.is_dir()
+        reason = "a file, not a folder" if in_the_way else exc.strerror or exc
+        raise OSError(f"Cannot write results to {out}: {reason}.") from exc
     return out
 
 
