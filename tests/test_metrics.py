@@ -449,8 +449,8 @@ def brute_force_support(Z, codes, matching, threshold):
         true = set(np.flatnonzero(np.abs(z) > threshold))
         pred = set(np.flatnonzero(np.abs(c) > threshold))
         tp = sum(code_to_latent.get(j) in true for j in pred)
-        p = tp / len(pred) if pred else 0.0
-        r = tp / len(true) if true else 0.0
+        p = tp / len(pred) if pred else float(not true)
+        r = tp / len(true) if true else float(not pred)
         P.append(p), R.append(r), F.append(2 * p * r / (p + r) if p + r else 0.0)
         L0t.append(len(true)), L0p.append(len(pred))
     return dict(
@@ -517,6 +517,21 @@ def test_complementary_latents_on_many_sparse_rows(seed):
     first = np.random.default_rng(seed).random(100_000) < 0.3
     Z = sp.csr_matrix(np.stack([first, ~first], axis=1).astype(float))
     assert support_scores(Z, Z)["f1"] == 1.0
+
+
+def test_samples_with_no_active_latent(rng):
+    # Concept labels where some samples hold no concept: identical codes
+    # scored 0.75 (an empty support counted as a miss) instead of 1.
+    Z = np.array([[1.0, 0], [0, 2], [0, 0], [3, 1]])
+    for codes in (Z, sp.csr_matrix(Z), torch.from_numpy(Z).to_sparse()):
+        scores = support_scores(Z, codes, matching=[0, 1])
+        assert scores["precision"] == scores["recall"] == scores["f1"] == 1.0
+    # A code where there is nothing to find, or none where there is: 0.
+    codes = np.array([[1.0, 0], [0, 2], [0, 4], [0, 0]])
+    scores = support_scores(Z, codes, matching=[0, 1])
+    assert scores == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "l0_true": 1.0, "l0_pred": 0.75}
+    )
 
 
 def test_support_matching_follows_clearly_higher_correlations(rng):

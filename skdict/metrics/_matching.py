@@ -530,8 +530,10 @@ def support_scores(
     ``matching``; a code dimension active in a sample is a true positive when
     its matched latent is active there too. Active code dimensions without a
     match are false positives, and active true latents without a match false
-    negatives. Precision, recall and F1 are computed per sample (0 where
-    undefined) and averaged over samples.
+    negatives. Precision, recall and F1 are computed per sample and averaged
+    over samples. Where one is undefined (no active code dimension, or no
+    active true latent), it is 1 if both sets are empty (the support is
+    recovered exactly) and 0 otherwise.
 
     Parameters
     ----------
@@ -602,8 +604,11 @@ n_components)
         found = active[rows, matched]
     tp = torch.zeros(n_samples, dtype=torch.float64, device=pred.device)
     tp.index_add_(0, rows, found.to(torch.float64))
-    precision = torch.where(l0_pred > 0, tp / l0_pred.clamp_min(1), 0.0)
-    recall = torch.where(l0_true > 0, tp / l0_true.clamp_min(1), 0.0)
+    # A sample with no active latent whose codes have none either has its
+    # support recovered exactly: 1, not 0 (identical codes scored below 1).
+    agree_empty = ((l0_pred == 0) & (l0_true == 0)).to(torch.float64)
+    precision = torch.where(l0_pred > 0, tp / l0_pred.clamp_min(1), agree_empty)
+    recall = torch.where(l0_true > 0, tp / l0_true.clamp_min(1), agree_empty)
     total = precision + recall
     f1 = torch.where(total > 0, 2 * precision * recall / total.clamp_min(1e-300), 0.0)
     return {
