@@ -153,7 +153,13 @@ class SparseAutoencoder(
         for the activations with ``k`` (a latent firing at the average rate
         fires ten times in as many samples), one epoch for the others.
     bandwidth : float, default=1e-3
-        Bandwidth of the JumpReLU straight-through estimators.
+        Bandwidth of the JumpReLU straight-through estimators. A threshold
+        learns only from pre-activations within about a bandwidth of it, so
+        at the paper's 1e-3 the penalty hardly moves the thresholds in short
+        runs: 100 epochs on ``make_compositional(20, 3, n_samples=400)``
+        left the mean L0 at 15.9 of 20 for every ``sparsity_coef`` from 1e-4
+        to 100. A wider bandwidth (with ``threshold_init`` to match) lets
+        the penalty act sooner.
     threshold_init : float, default=1e-3
         Initial JumpReLU threshold of every latent.
     validation_fraction : float, default=None
