@@ -33,6 +33,7 @@ from skdict.experiments import (
     run_study,
 )
 from skdict.experiments._methods import MethodContext
+from skdict.experiments._studies import STUDIES, Cell, study_cells
 from skdict.metrics import (
     best_feature_auc,
     dictionary_similarity,
@@ -994,3 +995,122 @@ def test_reports_check_records_and_figure_paths(tmp_path):
     with pytest.raises(ValueError, match="has no suffix"):
         plot_study(records, tmp_path / "fig")
     assert plot_study(records, tmp_path / "fig.png").exists()
+
+
+# --------------------------------------------- pinned by mutation testing
+
+
+def test_compare_methods_is_quiet_at_verbose_0(data, capsys):
+    compare_methods(data, ["fista_oracle"], settings=TINY)
+    assert capsys.readouterr().err == ""
+
+
+def test_methods_fit_on_their_documented_half(data):
+    # As in the paper: DL-FISTA learns its dictionary on the X_val it codes;
+    # SAEs train on X_train. A continuous score tells the halves apart
+    # (support F1 and L0 are counts, often equal after either fit).
+    records = compare_methods(
+        data, ["dl_fista", "sae_topk"], random_state=0, settings=TINY
+    )
+    context = MethodContext(data, TINY, 0, "cpu")
+    for record, X_fit in zip(records, (data.X_val, data.X_train), strict=True):
+        estimator = METHODS[record["method"]].build(context).fit(X_fit)
+        codes = estimator.transform(data.X_ood)
+        expected = reconstruction_error(data.X_ood, estimator.inverse_transform(codes))
+        assert record["mse_ood"] == pytest.approx(expected, rel=1e-9), record["method"]
+
+
+def test_mcc_ood_keeps_the_top_variance_code_dimensions(data):
+    # Only 7 of the 12 latents vary on the OOD samples: the paper's MCC-OOD
+    # lets only the 7 code dimensions of highest OOD variance compete. (For
+    # the oracle, whose other dimensions are silent there, it changes nothing.)
+    [record] = compare_methods(data, ["linear_probe"], settings=TINY)
+    probe = METHODS["linear_probe"].build(MethodContext(data, TINY, 0, "cpu"))
+    codes = probe.fit(data.X_train, data.Z_train).predict(data.X_ood)
+    top = mcc_score(data.Z_ood, codes, top_variance=True)
+    assert record["mcc_ood"] == pytest.approx(top, rel=1e-9)
+    assert top != pytest.approx(mcc_score(data.Z_ood, codes), abs=1e-3)
+
+
+def test_sae_fista_methods_reuse_the_sae_an_earlier_method_trained(data, monkeypatch):
+    trained = []
+    sae = MethodContext.sae
+
+    def recording(self, activation):
+        trained.append(activation)
+        return sae(self, activation)
+
+    monkeypatch.setattr(MethodContext, "sae", recording)
+    compare_methods(data, ["sae_topk", "sae_dict_fista"], settings=TINY)
+    assert trained == ["topk"]
+
+
+def test_resume_key_does_not_depend_on_the_order_of_parameters():
+    one = Cell("s", "quick", {"n_active": 2, "n_samples": 200}, 0, ("m",))
+    other = Cell("s", "quick", {"n_samples": 200, "n_active": 2}, 0, ("m",))
+    assert one.key("m") == other.key("m")
+
+
+def test_preset_settings_and_fixed_data_follow_the_docs():
+    # quick: shorter SAE and dictionary training; paper: the paper's settings.
+    assert _runner.plan_study("vary_latents")[1] == PaperSettings(
+        sae_epochs=200, dict_max_iter=30
+    )
+    assert _runner.plan_study("vary_latents", preset="paper")[1] == PaperSettings()
+    # quick keeps the paper's data (k = 10, 5,000 samples) where not swept.
+    for study in STUDIES.values():
+        quick, paper = study.fixed["quick"], study.fixed["paper"]
+        for name in ("n_active", "n_samples"):
+            if name in paper:
+                assert quick[name] == paper[name] == {"n_active": 10}.get(name, 5000)
+    # The penalty sweep: the oracle and the base SAE's dictionary.
+    assert STUDIES["alpha"].methods == ("fista_oracle", "sae_dict_fista")
+
+
+def test_study_cells_name_unknown_studies_and_presets():
+    with pytest.raises(ValueError, match="Unknown study 'nope'"):
+        study_cells("nope")
+    with pytest.raises(ValueError, match="Unknown preset 'huge'"):
+        study_cells("vary_latents", preset="huge")
+
+
+def test_cells_hold_plain_data_parameters():
+    # Sizes swept or fixed are Python ints (saved in JSON and resume keys),
+    # and data_params replace the preset's fixed parameters.
+    cells, _ = _runner.plan_study("vary_samples", values=(np.int64(500), 2000))
+    assert [type(c.data_params["n_samples"]) for c in cells] == [int, int]
+    data_params = {"n_active": np.int64(2), "n_samples": 200}
+    [cell], _ = _runner.plan_study(
+        "vary_latents", values=(12,), data_params=data_params
+    )
+    assert cell.data_params == {"n_active": 2, "n_samples": 200, "n_latents": 12}
+    assert type(cell.data_params["n_active"]) is int
+    cells, _ = _runner.plan_study("vary_samples")  # the preset's grid too
+    assert all(type(c.data_params["n_samples"]) is int for c in cells)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+def test_mcc_id_lets_every_code_dimension_compete():
+    # Five validation samples: 5 of the 12 latents vary there. Only MCC-OOD
+    # is restricted to the code dimensions of highest variance.
+    small = make_compositional(n_latents=12, n_active=2, n_samples=10, random_state=0)
+    [record] = compare_methods(small, ["linear_probe"], settings=TINY)
+    probe = METHODS["linear_probe"].build(MethodContext(small, TINY, 0, "cpu"))
+    codes = probe.fit(small.X_train, small.Z_train).predict(small.X_val)
+    every = mcc_score(small.Z_val, codes)
+    assert record["mcc_id"] == pytest.approx(every, rel=1e-9)
+    assert every != pytest.approx(mcc_score(small.Z_val, codes, top_variance=True))
+
+
+def test_compare_methods_defaults_to_the_papers_settings(data, monkeypatch):
+    contexts = []
+    original = _compare.MethodContext
+
+    def recording(*args):
+        contexts.append(original(*args))
+        return contexts[-1]
+
+    monkeypatch.setattr(_compare, "MethodContext", recording)
+    compare_methods(data, ["fista_oracle"], random_state=3)
+    [context] = contexts
+    assert context.settings == PaperSettings() and context.seed == 3

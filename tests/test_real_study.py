@@ -11,7 +11,11 @@ import time
 
 import numpy as np
 import pytest
-from sklearn.linear_model import Ridge
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils import Bunch
 
 from skdict.__main__ import main
@@ -27,6 +31,7 @@ from skdict.experiments import (
     load_records,
     run_real,
 )
+from skdict.metrics import probe_accuracy
 
 TINY = PaperSettings(sae_epochs=3, dict_max_iter=3)
 TINY_VOCABULARY = dict(
@@ -355,10 +360,6 @@ def test_cli_real_rejects_synthetic_only_methods(tmp_path, capsys):
 
 
 def test_probe_accuracy_takes_another_probe():
-    from sklearn.dummy import DummyClassifier
-
-    from skdict.metrics import probe_accuracy
-
     codes = np.array([[0.0], [1.0], [2.0], [3.0]])
     y, y_ood = [0, 0, 0, 1], [1, 1]
     assert probe_accuracy(codes, y, codes[2:], y_ood)["acc_ood"] == 0.5
@@ -366,3 +367,277 @@ def test_probe_accuracy_takes_another_probe():
     scores = probe_accuracy(codes, y, codes[2:], y_ood, probe=dummy)
     assert scores == {"acc_id": 0.75, "acc_ood": 0.0}
     assert not hasattr(dummy, "classes_")  # cloned, not fitted in place
+
+
+# --------------------------------------------- pinned by mutation testing
+
+
+def test_oracle_is_non_negative_at_the_settings_alpha(data):
+    settings = PaperSettings(alpha=0.05)
+    context = _real._PhraseContext(data, settings, 0, "cpu", width=6, k=2)
+    oracle = REAL_METHODS["fista_oracle"].build(context)
+    assert oracle.positive and oracle.alpha == 0.05
+    assert oracle.fit(data.X_train).transform(data.X_ood).min() >= 0
+
+
+def test_a_negative_code_fires_too():
+    # fire_threshold bounds the absolute code, as l0_ood and support_scores do.
+    Z = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=np.float32)
+    scores = _real._firing(-Z, Z, np.arange(4), 2, 1e-4)
+    assert scores["both_fire"] == 1.0
+
+
+def test_compare_real_scores_with_the_given_probe(data):
+    [default] = compare_real(data, ["linear_probe"])
+    dummy = DummyClassifier(strategy="most_frequent")
+    [record] = compare_real(data, ["linear_probe"], probe=dummy)
+    for family in ("color", "object"):
+        y = data[f"{family}_id"]
+        train, ood = y[data.train_index], y[data.ood_index]
+        expected = np.mean(ood == np.bincount(train).argmax())
+        assert record[f"{family}_acc_ood"] == pytest.approx(expected)
+        assert default[f"{family}_acc_ood"] != pytest.approx(expected)
+
+
+def test_fire_threshold_decides_what_fires(data):
+    [silent] = compare_real(data, ["fista_oracle"], fire_threshold=1e6)
+    assert silent["both_fire_val"] == silent["both_fire_ood"] == 0.0
+    assert silent["l0_ood"] == 0.0
+    # l0_ood counts the codes above the threshold on the held-out phrases.
+    [record] = compare_real(data, ["fista_oracle"], normalize=False, fire_threshold=0.5)
+    context = _real._PhraseContext(data, PaperSettings(), 0, "cpu", width=6, k=2)
+    oracle = REAL_METHODS["fista_oracle"].build(context).fit(data.X_train)
+    codes = {split: oracle.transform(data[f"X_{split}"]) for split in ("val", "ood")}
+    l0 = {split: (np.abs(c) > 0.5).sum(1).mean() for split, c in codes.items()}
+    assert record["l0_ood"] == pytest.approx(l0["ood"])
+    assert l0["ood"] != l0["val"] and l0["ood"] != (codes["ood"] > 0).sum(1).mean()
+
+
+def test_normalize_divides_every_split_by_the_training_rms_norm(data, monkeypatch):
+    from sklearn.preprocessing import FunctionTransformer
+
+    from skdict.experiments._methods import Method
+
+    seen = {"transform": []}
+
+    class Spy(FunctionTransformer):
+        def fit(self, X, y=None):
+            seen["fit"] = X
+            return super().fit(X, y)
+
+        def transform(self, X):
+            seen["transform"].append(X)
+            return super().transform(X)
+
+    monkeypatch.setitem(
+        REAL_METHODS, "spy", Method("spy", "spy", "train", lambda ctx: Spy())
+    )
+    before = {key: data[key].copy() for key in ("X", "X_train", "X_val", "X_ood")}
+    compare_real(data, ["spy"])  # normalize=True by default
+    scale = np.sqrt(np.mean(np.sum(before["X_train"] ** 2, axis=1)))
+    np.testing.assert_allclose(seen["fit"], before["X_train"] / scale, rtol=1e-6)
+    for split, X in zip(("train", "val", "ood"), seen["transform"], strict=True):
+        np.testing.assert_allclose(X, before[f"X_{split}"] / scale, rtol=1e-6)
+    for key, values in before.items():  # the caller's Bunch keeps its arrays
+        np.testing.assert_array_equal(data[key], values)
+
+
+def test_default_width_is_the_activation_dimension(data):
+    [record] = compare_real(data, ["sae_topk"], settings=TINY, k=2)
+    assert record["n_components"] == data.X.shape[1]
+
+
+def test_topk_keeps_16_latents_by_default(data, monkeypatch):
+    contexts = []
+    original = _real._PhraseContext
+
+    def recording(*args, **kwargs):
+        contexts.append(original(*args, **kwargs))
+        return contexts[-1]
+
+    monkeypatch.setattr(_real, "_PhraseContext", recording)
+    compare_real(data, ["linear_probe"])
+    assert contexts[0].n_active == 16
+
+
+def test_random_state_seeds_every_estimator(data):
+    def mse(seed):
+        kwargs = dict(settings=TINY, n_components=8, k=2, random_state=seed)
+        return [r["mse_val"] for r in compare_real(data, ["sae_relu"], **kwargs)]
+
+    assert mse(0) == mse(0)
+    assert mse(0) != mse(1)
+
+
+def test_sae_dict_fista_reuses_the_topk_sae(data, monkeypatch):
+    trained = []
+    sae = _real.MethodContext.sae
+
+    def recording(self, activation):
+        trained.append(activation)
+        return sae(self, activation)
+
+    monkeypatch.setattr(_real.MethodContext, "sae", recording)
+    compare_real(
+        data, ["sae_topk", "sae_dict_fista"], settings=TINY, n_components=8, k=2
+    )
+    assert trained == ["topk"]
+
+
+def test_table_shows_the_heldout_stray_rate():
+    records = [{"label": "A", "stray_fire_val": 0.9, "stray_fire_ood": 0.1}]
+    row = format_real_table(records).splitlines()[1]
+    assert "0.10" in row and "0.90" not in row
+
+
+def test_figure_labels_the_seen_bars_seen(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    figures = []
+    original = Figure.savefig
+    monkeypatch.setattr(
+        Figure,
+        "savefig",
+        lambda fig, *a, **kw: (figures.append(fig), original(fig, *a, **kw)),
+    )
+    records = [{"label": "A", "color_acc_val": 0.9, "color_acc_ood": 0.2}]
+    _real.plot_real(records, tmp_path / "real.png")
+    handles, names = figures[0].axes[0].get_legend_handles_labels()
+    heights = {
+        name: h.patches[0].get_height() for h, name in zip(handles, names, strict=True)
+    }
+    assert heights == {"seen pairs": 0.9, "held-out pairs": 0.2}
+
+
+def test_run_real_rejects_an_unknown_preset_before_loading(tmp_path, monkeypatch):
+    def no_model(**kwargs):
+        raise AssertionError("the transformer ran")
+
+    monkeypatch.setattr(_real, "load_phrase_activations", no_model)
+    with pytest.raises(ValueError, match="Unknown preset 'huge'"):
+        run_real(preset="huge", out=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_run_real_passes_its_arguments_to_every_seed(
+    tiny_loader, tmp_path, monkeypatch, capsys
+):
+    loads, loaded, calls = [], [], []
+
+    def loader(**kwargs):
+        loads.append(kwargs)
+        loaded.append(tiny_loader(**kwargs))
+        return loaded[-1]
+
+    def compare(data, methods, **kwargs):
+        calls.append(kwargs)
+        return [{"method": "linear_probe", "label": "probe", "color_acc_val": 1.0}]
+
+    monkeypatch.setattr(_real, "load_phrase_activations", loader)
+    monkeypatch.setattr(_real, "compare_real", compare)
+    probe = DummyClassifier()
+    records = run_real(
+        preset="paper",
+        methods=["linear_probe"],
+        data_params={"val_size": 0.5},
+        device="cpu",
+        out=tmp_path,
+        settings=TINY,
+        n_components=8,
+        k=3,
+        probe=probe,
+        progress=False,
+    )
+    assert [load["random_state"] for load in loads] == [0, 1, 2]  # paper's seeds
+    assert all(load["val_size"] == 0.5 for load in loads)
+    assert [call["random_state"] for call in calls] == [0, 1, 2]
+    for call in calls:
+        assert call["settings"] is TINY and call["probe"] is probe
+        assert (call["n_components"], call["k"], call["verbose"]) == (8, 3, 0)
+    assert [(r["seed"], r["preset"]) for r in records] == [
+        (seed, "paper") for seed in (0, 1, 2)
+    ]
+    for record, data in zip(records, loaded, strict=True):
+        described = (record["model"], record["layer"], record["position"])
+        assert described == ("all-MiniLM-L6-v2", data.layer, data.position)
+    assert load_records(tmp_path / "real-paper.json") == records
+    assert capsys.readouterr().err == ""  # progress=False: no bar at all
+
+
+def test_run_real_saves_each_seed_before_the_next(tiny_loader, tmp_path, monkeypatch):
+    monkeypatch.setattr(_real, "load_phrase_activations", tiny_loader)
+    compare = _real.compare_real
+
+    def fails_on_seed_1(data, methods, *, random_state, **kwargs):
+        if random_state == 1:
+            raise RuntimeError("interrupted")
+        return compare(data, methods, random_state=random_state, **kwargs)
+
+    monkeypatch.setattr(_real, "compare_real", fails_on_seed_1)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_real(seeds=(0, 1), methods=["linear_probe"], out=tmp_path, progress=False)
+    saved = load_records(tmp_path / "real-quick.json")
+    assert [(r["seed"], r["method"]) for r in saved] == [(0, "linear_probe")]
+
+
+def test_feature_auc_is_the_mean_over_concepts():
+    Z = np.array(
+        [[1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 1]], dtype=np.float32
+    )
+    codes = Z.copy()
+    codes[:, 0] = [0, 1, 1, 0]  # colour 0's feature is a coin flip: AUC 0.5
+    aucs = [roc_auc_score(Z[:, j], codes[:, j]) for j in range(4)]
+    scores = _real._firing(codes, Z, np.arange(4), 2, 1e-4)
+    assert scores["feature_auc"] == pytest.approx(np.mean(aucs)) == 0.875
+
+
+def test_probe_accuracies_are_those_of_each_split(data):
+    [record] = compare_real(data, ["linear_probe"])
+    scale = np.sqrt(np.mean(np.sum(data.X_train**2, axis=1)))
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    for family in ("color", "object"):
+        y = data[f"{family}_id"]
+        for split in ("val", "ood"):
+            expected = probe_accuracy(
+                data.X_train / scale,
+                y[data.train_index],
+                data[f"X_{split}"] / scale,
+                y[data[f"{split}_index"]],
+                probe=probe,
+            )["acc_ood"]
+            assert record[f"{family}_acc_{split}"] == pytest.approx(expected)
+    # Not the training accuracy, which is 1 for every family.
+    assert record["color_acc_ood"] < 1
+
+
+def test_features_are_identified_on_the_training_codes(data, monkeypatch):
+    calls = []
+    identify = _real.concept_features
+
+    def recording(codes, Z):
+        calls.append((codes, Z))
+        return identify(codes, Z)
+
+    monkeypatch.setattr(_real, "concept_features", recording)
+    compare_real(data, ["fista_oracle"])
+    [(codes, Z)] = calls
+    np.testing.assert_array_equal(Z, data.Z[data.train_index])
+    assert len(codes) == len(data.X_train)
+
+
+def test_concept_features_refuse_a_concept_absent_from_every_sample():
+    Z = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]])
+    with pytest.raises(ValueError, match=r"Concepts \[2\] .* or in none"):
+        concept_features(np.eye(4), Z)
+
+
+def test_stray_rate_averages_over_matched_concepts_only():
+    Z = np.array(
+        [[1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 1]], dtype=np.float32
+    )
+    codes = Z.copy()
+    codes[3, 0] = 0.5  # colour 0 fires on one of its two rows without colour 0
+    scores = _real._firing(codes, Z, np.array([0, 1, -1, 3]), 2, 1e-4)
+    # Three matched concepts, rates 1/2, 0, 0; the unmatched one has no rate.
+    assert scores["stray_fire"] == pytest.approx(0.5 / 3)
