@@ -413,6 +413,15 @@ def test_fire_threshold_decides_what_fires(data):
     assert l0["ood"] != l0["val"] and l0["ood"] != (codes["ood"] > 0).sum(1).mean()
 
 
+def test_compare_real_checks_the_device_before_any_method_runs(data, monkeypatch):
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a method ran")
+
+    monkeypatch.setattr(_real, "_evaluate", no_fit)
+    with pytest.raises(ValueError, match="'device' parameter must be"):
+        compare_real(data, ["linear_probe", "fista_oracle"], device="bogus")
+
+
 def test_normalize_divides_every_split_by_the_training_rms_norm(data, monkeypatch):
     from sklearn.preprocessing import FunctionTransformer
 

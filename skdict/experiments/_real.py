@@ -515,6 +515,7 @@ def compare_real(
     chosen = resolve_methods(methods, REAL_METHODS)
     _check_settings(n_components, k, fire_threshold, "compare_real")
     check_probe(probe, "compare_real")
+    resolve_device(device)  # before any method runs, data given or not
     if data is None:
         data = load_phrase_activations(random_state=random_state, device=device)
     check_data(data, _PHRASE_FIELDS, "skdict.datasets.load_phrase_activations")
