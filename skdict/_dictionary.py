@@ -2124,7 +2124,7 @@ class OracleDictionary(
         Relative duality gap at which a sample's code is accepted.
     batch_size : int, default=None
         Number of samples coded at once; None picks about ``2**24 /
-        n_latents``.
+        max(n_latents, n_features)``.
     device : str or torch.device, default="auto"
         Where to compute; ``"auto"`` uses a tensor input's own device, else
         CUDA when available.

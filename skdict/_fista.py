@@ -68,8 +68,9 @@ with the gradient in whichever of the Gram form ``z G - c`` (``G = D D^T``) and
 the residual form ``-(x - zD) D^T`` is cheaper, and with the same Newton and
 active-set steps. No ``(n_components, n_components)`` matrix is formed beyond
 ``_MAX_GRAM_ELEMENTS`` entries, every array of a batch holds
-``O(batch_size * n_components)`` entries, and the per-sample working-set
-systems (``O(w^2)`` each) are solved in chunks of ``_SYSTEM_ELEMENTS``.
+``O(batch_size * max(n_components, n_features))`` entries, and the per-sample
+working-set systems (``O(w^2)`` each) are solved in chunks of
+``_SYSTEM_ELEMENTS``.
 """
 
 from __future__ import annotations
@@ -129,10 +130,13 @@ from ._warnings import warn
 
 __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 
-# Elements per (n_samples, n_components)-shaped work array in one batch when
-# ``batch_size=None``: 2**24 float32 values are 64 MiB, which keeps the peak of
-# one batch (codes, correlations, residual correlations, atom scores) near
-# 256 MiB in float32.
+# Elements per (n_samples, n_components)- or (n_samples, n_features)-shaped
+# work array in one batch when ``batch_size=None``: 2**24 float32 values are
+# 64 MiB, which keeps the peak of one batch (codes, correlations, residual
+# correlations, atom scores; the float64 copies of the rows and their
+# residuals) near 256 MiB in float32. Sized by atoms alone, a batch of wide
+# rows on few atoms took all rows at once: 100,000 rows of 1,024 features on
+# 16 atoms peaked at 7 times the data.
 _AUTO_BATCH_ELEMENTS = 2**24
 # Elements per (rows, w, w)-shaped array of the per-sample working-set Gram
 # matrices and Newton systems, processed in chunks of rows: about five such
@@ -1150,7 +1154,8 @@ class _Problem:
     ``D64`` is
     a float64 copy of a float32 dictionary when it is small (None otherwise:
     the atoms of a code are then converted as needed, so memory stays
-    ``O(batch_size * n_components)`` plus the dictionary itself), ``D32`` a
+    ``O(batch_size * max(n_components, n_features))`` plus the dictionary
+    itself), ``D32`` a
     float32 copy of a float64 one.
 
     The correlations ``c = X D^T`` are the linear terms of the working-set
@@ -1845,11 +1850,11 @@ def fista_encode(
         precision.
     batch_size : int, default=None
         Samples coded at once; bounds peak memory to ``O(batch_size *
-        n_components)``. None picks a batch of about ``2**24 / n_components``
-        (with ``verbose``, at most a 20th of the samples and at least 4,096,
-        so that the progress bar moves; other batches round the products
-        differently, so codes may then differ from those without ``verbose``
-        by rounding).
+        max(n_components, n_features))``. None picks a batch of about
+        ``2**24 / max(n_components, n_features)`` (with ``verbose``, at most
+        a 20th of the samples and at least 4,096, so that the progress bar
+        moves; other batches round the products differently, so codes may
+        then differ from those without ``verbose`` by rounding).
     verbose : int, default=0
         Show a progress bar over batches when positive (and there are at
         least two).
@@ -1930,7 +1935,7 @@ def fista_encode(
         tol32 = _effective_tol(tol, torch.float32)
         # A batch of stalled rows at a time: their float64 copies must stay
         # within batch_size's memory bound, however many rows stalled.
-        step = batch_size or _auto_batch_size(dictionary.shape[0])
+        step = batch_size or _auto_batch_size(*dictionary.shape)
         for rows in stalled.split(step):
             X64 = X[rows].double()
             second = _encode(
@@ -1967,7 +1972,11 @@ _CERTIFIABLE_EXPONENT = 400
 
 def _certifiable_scale(X: torch.Tensor) -> float:
     """Return a power of two that brings ``X``'s largest entry near 1, or 1.0."""
-    largest = float(X.abs().amax()) if X.numel() else 0.0
+    if not X.numel():
+        return 1.0
+    # One reduction rather than X.abs(), a temporary the size of all of X.
+    low, high = torch.aminmax(X)
+    largest = max(-float(low), float(high))
     if largest == 0.0:
         return 1.0
     exponent = math.frexp(largest)[1]
@@ -2043,9 +2052,9 @@ def _ieee_float32_products():
 _SCORE_STEP_BATCHES = 4
 
 
-def _auto_batch_size(n_components: int) -> int:
+def _auto_batch_size(n_components: int, n_features: int) -> int:
     """Rows per batch when ``batch_size`` is None (see _AUTO_BATCH_ELEMENTS)."""
-    return max(1, _AUTO_BATCH_ELEMENTS // max(n_components, 1))
+    return max(1, _AUTO_BATCH_ELEMENTS // max(n_components, n_features, 1))
 
 
 def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose):
@@ -2054,7 +2063,7 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
     dtype, device = X.dtype, X.device
     tol = _effective_tol(tol, dtype)
     if batch_size is None:
-        batch_size = _auto_batch_size(n_components)
+        batch_size = _auto_batch_size(n_components, X.shape[1])
         if verbose > 0:
             steps = -(-n_samples // _PROGRESS_STEPS)
             batch_size = min(batch_size, max(_MIN_PROGRESS_ROWS, steps))
@@ -2261,8 +2270,9 @@ class FISTACoder(
         learned dictionaries reconstruct around zero). None draws the atoms
         from the data.
     batch_size : int, default=None
-        Number of samples coded at once; peak memory grows as
-        ``batch_size * n_components``. None picks about ``2**24 / n_components``.
+        Number of samples coded at once; peak memory grows as ``batch_size *
+        max(n_components, n_features)``. None picks about ``2**24 /
+        max(n_components, n_features)``.
         Each batch also has a fixed cost (the solver's per-call work, a few
         milliseconds or more), so batches of a few samples are slow: on the
         CPU, 100 samples over 200 atoms took about 28 times as long one at
@@ -2913,15 +2923,14 @@ class FISTACoder(
         # call that prepares the dictionary again (its Gram matrix, Lipschitz
         # constant and float64 copy: about 40 ms at 4,000 atoms) and finishes
         # its stalled float32 samples in float64, so steps span a few
-        # automatic batches. 80,000 samples x 4,000 atoms, float32, one
-        # thread: 7.0 s and +370 MiB peak in steps of one batch, 6.2-6.4 s
-        # and +760 MiB in steps of four, 6.1-6.3 s and +1,450 MiB for all
-        # codes at once; the peak no longer grows with n_samples.
+        # batches. 80,000 samples x 4,000 atoms, float32, one thread: 7.0 s
+        # and +370 MiB peak in steps of one automatic batch, 6.2-6.4 s and
+        # +760 MiB in steps of four, 6.1-6.3 s and +1,450 MiB for all codes
+        # at once; the peak no longer grows with n_samples. A given
+        # batch_size sets the steps too (steps of four automatic batches at
+        # least took 4 GiB where transform took 0.8 GiB at batch_size=4096).
         n_samples = X_t.shape[0]
-        step = max(
-            self.batch_size or 0,
-            _SCORE_STEP_BATCHES * _auto_batch_size(D.shape[0]),
-        )
+        step = _SCORE_STEP_BATCHES * (self.batch_size or _auto_batch_size(*D.shape))
         starts = range(0, n_samples, step)
         warm_start = self._warm_start(X, X_t)
         squared_error = torch.zeros((), dtype=torch.float64, device=X_t.device)

@@ -949,6 +949,33 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
         )
 
 
+def test_automatic_batches_are_sized_by_the_wider_of_atoms_and_features(
+    rng, monkeypatch
+):
+    # Wide rows on few atoms: batches sized by the atoms alone took every
+    # row at once (100,000 rows of 1,024 features on 16 atoms peaked at 7
+    # times the data, whatever their number).
+    batches = []
+
+    class Recording(_fista._Problem):
+        def __init__(self, X, *args, **kwargs):
+            batches.append(X.shape[0])
+            super().__init__(X, *args, **kwargs)
+
+    monkeypatch.setattr(_fista, "_Problem", Recording)
+    monkeypatch.setattr(_fista, "_AUTO_BATCH_ELEMENTS", 10 * 64)
+    D = random_dictionary(rng, 4, 64)
+    X = torch.from_numpy(sparse_codes(rng, 25, 4, 2) @ D)
+    expected = fista_encode(X, torch.from_numpy(D), batch_size=25).codes
+    batches.clear()
+    codes = fista_encode(X, torch.from_numpy(D)).codes
+    assert batches == [10, 10, 5]
+    torch.testing.assert_close(codes, expected, rtol=0, atol=1e-12)
+    batches.clear()
+    FISTACoder(D).fit(X).transform(X)  # the estimator's automatic batches
+    assert batches == [10, 10, 5]
+
+
 @pytest.mark.parametrize(("alpha", "scale"), [(1e-3, 1.0), (1e-2, 1.0), (1e-3, 100.0)])
 def test_float32_small_alpha_is_finished_in_float64(rng, alpha, scale):
     """With a small alpha, rounding the optimal codes to float32 leaves a gap
@@ -1279,7 +1306,7 @@ def rows_coded(monkeypatch):
         return encode(X_t, *args, **kwargs)
 
     monkeypatch.setattr(_fista, "fista_encode", spy)
-    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 5)
+    monkeypatch.setattr(_fista, "_auto_batch_size", lambda *shape: 5)
     monkeypatch.setattr(_fista, "_SCORE_STEP_BATCHES", 3)
     return calls
 
@@ -1321,12 +1348,15 @@ def test_score_codes_a_batch_at_a_time(problem, rows_coded, warm_start):
         assert sum("of 15 samples" in message for message in messages) == 2
 
 
-def test_score_steps_follow_a_larger_batch_size_and_check_init_widths(
+def test_score_steps_follow_a_given_batch_size_and_check_init_widths(
     problem, rows_coded
 ):
+    # Steps of a few given batches: a small batch_size bounds score's memory
+    # as it bounds transform's (steps of at least four automatic batches
+    # took 4 GiB where transform took 0.8 GiB).
     X, D = problem
-    FISTACoder(D, positive=True, batch_size=25).fit(X).score(X)
-    assert rows_coded == [25, 15]
+    FISTACoder(D, positive=True, batch_size=4).fit(X).score(X)
+    assert rows_coded == [12, 12, 12, 4]
     # An init estimator giving codes of the wrong width is named.
     coder = FISTACoder(D, init=PCA(n_components=2)).fit(X)
     for method in (coder.transform, coder.score):
@@ -1338,7 +1368,7 @@ def test_score_with_an_init_estimator_takes_any_array_like(problem, monkeypatch)
     # An object that is only convertible to an array is coded as its array,
     # also in steps of a few rows.
     X, D = problem
-    monkeypatch.setattr(_fista, "_auto_batch_size", lambda n_components: 5)
+    monkeypatch.setattr(_fista, "_auto_batch_size", lambda *shape: 5)
 
     class ArrayLike:
         def __array__(self, dtype=None, copy=None):

@@ -1016,6 +1016,12 @@ def test_transform_in_chunks(rng, monkeypatch):
     whole = sae.transform(X)
     monkeypatch.setattr(_training, "_CHUNK_ELEMENTS", 16 * 7)
     np.testing.assert_allclose(sae.transform(X), whole, atol=1e-12)
+    # Chunks are sized by the wider of codes and rows: 300,000 rows of 512
+    # features on 16 latents went through in one chunk (+528 MiB).
+    narrow = SparseAutoencoder(4, **SMALL).fit(X)
+    assert narrow.n_components < X.shape[1]
+    assert _training.chunk_size(narrow.module_) == 16 * 7 // X.shape[1]
+    assert _training.chunk_size(sae.module_) == 7
 
 
 def test_clone_pickle_pipeline(rng):

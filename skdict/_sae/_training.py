@@ -34,8 +34,8 @@ __all__ = ["AdamWStep", "TrainResult", "evaluate", "make_optimizer", "train"]
 # Training steps whose sums are kept before being added up (bounds the memory
 # of per-step firing counts to _REDUCE_EVERY * n_components values).
 _REDUCE_EVERY = 256
-# Rows per chunk when coding or evaluating: 2**22 pre-activations (16 MiB in
-# float32) at a time.
+# Rows per chunk when coding or evaluating: 2**22 pre-activations or inputs
+# (16 MiB in float32) at a time.
 _CHUNK_ELEMENTS = 2**22
 
 
@@ -132,7 +132,9 @@ def _threads(module: SAE, batch_size: int, device: torch.device):
 
 def chunk_size(module: SAE) -> int:
     """Rows coded at once by :func:`evaluate` and the estimator's transform."""
-    return max(1, _CHUNK_ELEMENTS // module.n_components)
+    # Rows as wide as the codes or wider: chunks sized by latents alone
+    # held all 300,000 rows of 512 features on 16 latents (+528 MiB).
+    return max(1, _CHUNK_ELEMENTS // max(module.n_components, module.n_features))
 
 
 @torch.no_grad()
