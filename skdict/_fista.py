@@ -233,6 +233,25 @@ _FLOAT32_ITERATIONS = 50
 _MOMENTUM_STEPS = 4096
 
 
+# Worker threads solving the shares of one call share a stop flag. An
+# exception in the calling thread (Ctrl-C's KeyboardInterrupt) sets it, and
+# each worker leaves its share at its next check instead of finishing it:
+# the pool's exit waits for running workers, and Ctrl-C during a stream's
+# partial_fit on 2 threads took 20 s to return.
+_worker = threading.local()
+
+
+class _Stopped(Exception):
+    """A worker's share abandoned because its call is ending."""
+
+
+def _stop_if_requested() -> None:
+    """Raise :class:`_Stopped` in a worker thread whose call is ending."""
+    stop = getattr(_worker, "stop", None)
+    if stop is not None and stop.is_set():
+        raise _Stopped
+
+
 class FISTAResult(NamedTuple):
     """Output of :func:`fista_encode`.
 
@@ -1038,6 +1057,7 @@ def _fista_working_set(
                 last_support = z_new != 0
             if it % _CHECK_EVERY and it < next_stop:
                 continue
+        _stop_if_requested()
         stalled = it >= _STALLED
         candidates, last_support = _polish_candidates(
             z_new, last_support, finished, w, stalled
@@ -1505,6 +1525,7 @@ def _fista_all_atoms(
         it += 1
         if it % _CHECK_EVERY and it < next_stop:
             continue
+        _stop_if_requested()
         stalled = it >= _STALLED
         candidates, last_support = _polish_candidates(
             z_new,
@@ -1732,6 +1753,7 @@ def _encode_batch(
             group_max,
         )
     while True:
+        _stop_if_requested()
         done = gap <= tol * primal
         converged[rows[done]] = True
         leaving = done | (spent[rows] >= max_iter)
@@ -2152,21 +2174,28 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
 def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
     """Solve each batch in shares side by side, one worker thread per share."""
     threads = torch.get_num_threads()
+    stop = threading.Event()
+
+    def start(count: int) -> None:
+        torch.set_num_threads(count)
+        _worker.stop = stop
+
     try:
-        with ThreadPoolExecutor(
-            n_workers, initializer=torch.set_num_threads, initargs=(1,)
-        ) as pool:
-            for batch in batches:
-                size = batch.stop - batch.start
-                # The last batch may be too small for every worker.
-                shares = _share_count(size, device)
-                bounds = [batch.start + size * i // shares for i in range(shares + 1)]
-                list(
-                    pool.map(
-                        solve, itertools.starmap(slice, itertools.pairwise(bounds))
-                    )
-                )
-                progress.update(size)
+        with ThreadPoolExecutor(n_workers, initializer=start, initargs=(1,)) as pool:
+            try:
+                for batch in batches:
+                    size = batch.stop - batch.start
+                    # The last batch may be too small for every worker.
+                    shares = _share_count(size, device)
+                    bounds = [
+                        batch.start + size * i // shares for i in range(shares + 1)
+                    ]
+                    shares = itertools.starmap(slice, itertools.pairwise(bounds))
+                    list(pool.map(solve, shares))
+                    progress.update(size)
+            except BaseException:
+                stop.set()  # before the pool's exit waits for its workers
+                raise
     finally:
         # A worker's set_num_threads also sets the count every thread
         # started later begins with; a thread of its own resets it. The

@@ -4,6 +4,7 @@ import itertools
 import pickle
 import signal
 import threading
+import time
 import warnings
 from types import SimpleNamespace
 
@@ -238,6 +239,39 @@ def test_worker_threads_leave_later_threads_their_thread_count(
     later.start()
     later.join()
     assert seen == [2] and torch.get_num_threads() == 2
+
+
+def test_an_interrupted_call_stops_its_other_workers(rng, monkeypatch, two_threads):
+    """A KeyboardInterrupt in one share's solve ends the call without waiting
+    for the other shares: the pool's exit waits for its running workers, and
+    Ctrl-C during a stream's partial_fit took 20 s to return on 2 threads."""
+    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
+    D = random_dictionary(rng, 60, 20)
+    X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
+    assert _fista._share_count(64, torch.device("cpu")) == 2
+    stopped = []
+
+    def share(problem, *args, **kwargs):
+        if torch.equal(problem.X[0], X[0]):  # the first share, awaited first
+            raise KeyboardInterrupt
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # a share that would not end
+            try:
+                _fista._stop_if_requested()
+            except _fista._Stopped:
+                stopped.append(threading.get_ident())
+                raise
+            time.sleep(1e-3)
+        raise AssertionError("the worker was not asked to stop")
+
+    monkeypatch.setattr(_fista, "_encode_batch", share)
+    with pytest.raises(KeyboardInterrupt):
+        fista_encode(X, torch.from_numpy(D), alpha=0.05)
+    assert len(stopped) == 1 and stopped[0] != threading.get_ident()
+    monkeypatch.undo()
+    # The flag is the call's: the next call's workers run to the end.
+    result = fista_encode(X, torch.from_numpy(D), alpha=0.05)
+    assert bool(result.converged.all())
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])
