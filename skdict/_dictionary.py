@@ -1760,6 +1760,7 @@ def online_dictionary_update(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     explore: bool = True,
+    verbose: int = 0,
 ) -> tuple[torch.Tensor, dict[str, Any], dict[str, float]]:
     r"""Take one mini-batch step of online dictionary learning.
 
@@ -1802,6 +1803,8 @@ def online_dictionary_update(
         CPU generator for re-initialised atoms.
     explore : bool, default=True
         Whether to re-initialise unused and duplicate atoms (see above).
+    verbose : int, default=0
+        Show a progress bar over the batch's coding when positive.
 
     Returns
     -------
@@ -1834,6 +1837,7 @@ def online_dictionary_update(
         max_iter=max_iter,
         tol=tol,
         batch_size=batch_size,
+        verbose=verbose,
         float64_finish=False,  # intermediate codes, as in learn_dictionary
     ).codes
     objective, residual = _sample_objective(X, codes, components, alpha)

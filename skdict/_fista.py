@@ -2326,7 +2326,9 @@ class FISTACoder(
         Seed for dictionary learning: the atoms drawn from the data at the
         start and those re-initialised during learning.
     verbose : int, default=0
-        Show progress bars when positive. With ``batch_size=None``, coding
+        Show progress bars when positive; in :meth:`partial_fit`, whose calls
+        code one chunk each, when at least 2 (a stream of chunks would
+        otherwise draw one bar per chunk). With ``batch_size=None``, coding
         then runs in smaller batches, so that the bar moves: codes may differ
         by rounding from those coded without it.
 
@@ -2774,6 +2776,8 @@ class FISTACoder(
                 batch_size=self.batch_size,
                 generator=generator,
                 explore=self._stream_explores,
+                # A stream of chunks would otherwise draw a bar per chunk.
+                verbose=int(self.verbose >= 2),
             )
         self._store_learned(components, origin)
         self._online_statistics = statistics

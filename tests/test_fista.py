@@ -1686,6 +1686,22 @@ def test_no_progress_bar_at_verbose_zero(capsys):
     assert "40/40" in capsys.readouterr().err
 
 
+def test_partial_fit_shows_its_coding_bar_from_verbose_2(capsys):
+    # A chunk of a stream can take minutes to code; a bar per chunk at
+    # verbose=1 would flood a stream's log, as SparseAutoencoder's would.
+    rng = np.random.default_rng(0)
+    D = random_dictionary(rng, 8, 5)
+    X = sparse_codes(rng, 40, 8, 2) @ D
+    for verbose, shown in [(0, False), (1, False), (2, True)]:
+        coder = FISTACoder(n_components=8, batch_size=10, verbose=verbose)
+        coder.partial_fit(X)
+        coder.partial_fit(X)
+        err = capsys.readouterr().err
+        assert ("40/40" in err) == shown, verbose
+        if shown:
+            assert err.count("40/40") == 2  # one bar per call
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_progress_bar_closes_when_coding_fails(threads, monkeypatch):
     # An interrupted or failing transform must not leave its bar open: a
