@@ -249,11 +249,14 @@ def test_an_interrupted_call_stops_its_other_workers(rng, monkeypatch, two_threa
     D = random_dictionary(rng, 60, 20)
     X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
     assert _fista._share_count(64, torch.device("cpu")) == 2
-    stopped = []
+    stopped, running = [], threading.Event()
 
     def share(problem, *args, **kwargs):
         if torch.equal(problem.X[0], X[0]):  # the first share, awaited first
+            # Once the other runs: one not started yet is cancelled instead.
+            assert running.wait(60)
             raise KeyboardInterrupt
+        running.set()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # a share that would not end
             try:
