@@ -2636,7 +2636,9 @@ class FISTACoder(
         with FISTA, its statistics join running sums, and the atoms are
         refreshed by block coordinate descent on those sums, so data larger
         than memory can be streamed. The first call starts from ``init`` or
-        from atoms drawn from the batch; after :meth:`fit`, the stream
+        from atoms drawn from the batch (random directions where it has
+        fewer rows than atoms, with a warning: start a stream with at least
+        ``n_components`` rows); after :meth:`fit`, the stream
         continues the fitted atoms and the statistics of the fit's final codes
         (``Z^T Z`` and ``Z^T X``, which :meth:`fit` keeps for this on the CPU,
         ``n_components**2`` values, as scikit-learn's
