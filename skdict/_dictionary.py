@@ -59,7 +59,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._fitting import forget_fit_on_failure
-from ._params import StrictParamsMixin
+from ._params import Satisfies, StrictParamsMixin
 from ._tensor import (
     DetachedCloneMixin,
     as_tensor,
@@ -389,19 +389,6 @@ def _host_array(A: Any) -> Any:
     return A
 
 
-class _ExposesComponents(HasMethods):
-    # A parameter constraint: scikit-learn's constraint types are closed, and
-    # ``HasMethods`` is the one that describes an object by what it has.
-    def __init__(self):
-        super().__init__([])
-
-    def is_satisfied_by(self, val):
-        return hasattr(val, "components_")
-
-    def __str__(self):
-        return "an object exposing 'components_'"
-
-
 class GivenRecord(NamedTuple):
     """A given dictionary as a fit saw it, for later calls to compare against."""
 
@@ -477,7 +464,9 @@ def is_same_given(dictionary: Any, record: GivenRecord) -> bool:
 
 
 #: Parameter constraint: an object exposing ``components_``.
-EXPOSES_COMPONENTS = _ExposesComponents()
+EXPOSES_COMPONENTS = Satisfies(
+    lambda val: hasattr(val, "components_"), "an object exposing 'components_'"
+)
 #: Parameter constraint of a dictionary provider (``dictionary``, ``decoder``).
 PROVIDER_CONSTRAINT = ["array-like", HasMethods(["fit"]), EXPOSES_COMPONENTS, None]
 

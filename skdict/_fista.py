@@ -79,7 +79,7 @@ import itertools
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from numbers import Integral, Real
 from typing import Any, NamedTuple
@@ -151,8 +151,8 @@ _SYSTEM_ELEMENTS = 2**21
 _NULL_EIGENVALUE = 64 * torch.finfo(torch.float64).eps
 # With a progress bar and batch_size=None, batches are cut to about a 20th of
 # the samples (at least 4,096 rows), so that the bar moves: one automatic
-# batch holds 2**24 / n_components rows, 168k samples at 100 atoms, which
-# left the bar at 0 % for the whole run.
+# batch holds 2**24 / max(n_components, n_features) rows, 168k samples at 100
+# atoms, which left the bar at 0 % for the whole run.
 _PROGRESS_STEPS = 20
 _MIN_PROGRESS_ROWS = 4096
 # Largest full Gram matrix (n_components ** 2 elements) precomputed and reused.
@@ -2191,7 +2191,7 @@ def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
                         batch.start + size * i // shares for i in range(shares + 1)
                     ]
                     shares = itertools.starmap(slice, itertools.pairwise(bounds))
-                    list(pool.map(solve, shares))
+                    _run_shares(pool, solve, list(shares), stop)
                     progress.update(size)
             except BaseException:
                 stop.set()  # before the pool's exit waits for its workers
@@ -2206,6 +2206,26 @@ def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
         reset = threading.Thread(target=torch.set_num_threads, args=(threads,))
         reset.start()
         reset.join()
+
+
+def _run_shares(pool, solve, shares: list[slice], stop: threading.Event) -> None:
+    """Solve ``shares`` in ``pool``; the first share to fail stops the others.
+
+    Results collected in order would wait for every share before the failed
+    one (3 s for an error raised at once beside a 3-second share).
+    """
+    futures = [pool.submit(solve, share) for share in shares]
+    pending = wait(futures, return_when=FIRST_EXCEPTION).not_done
+    if pending:  # a share failed
+        stop.set()
+        for future in pending:
+            future.cancel()
+    for future in futures:
+        if future.cancelled():
+            continue
+        error = future.exception()
+        if error is not None and not isinstance(error, _Stopped):
+            raise error
 
 
 def _share_count(batch_rows: int, device: torch.device) -> int:
@@ -2979,7 +2999,10 @@ class FISTACoder(
         # batch_size sets the steps too (steps of four automatic batches at
         # least took 4 GiB where transform took 0.8 GiB at batch_size=4096).
         n_samples = X_t.shape[0]
-        step = _SCORE_STEP_BATCHES * (self.batch_size or _auto_batch_size(*D.shape))
+        # int(): a NumPy integer batch_size near its type's limit would wrap
+        # around in the product (no rows scored, a score of 0).
+        batch = min(int(self.batch_size or _auto_batch_size(*D.shape)), n_samples)
+        step = _SCORE_STEP_BATCHES * max(batch, 1)
         starts = range(0, n_samples, step)
         warm_start = self._warm_start(X, X_t)
         squared_error = torch.zeros((), dtype=torch.float64, device=X_t.device)

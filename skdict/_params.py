@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 from sklearn import get_config
 from sklearn.utils._param_validation import (
+    HasMethods,
     Interval,
     InvalidParameterError,
     validate_parameter_constraints,
 )
 
-__all__ = ["StrictParamsMixin", "validate_hyperparameters"]
+__all__ = ["Satisfies", "StrictParamsMixin", "validate_hyperparameters"]
 
 # The smallest range an integer hyper-parameter's type must hold: products of
 # sizes (rows x atoms, k x batch) must not wrap around.
@@ -76,6 +77,40 @@ SparseAutoencoder must be an int; got True, a bool.
                 f"NumPy integer of at least {_MIN_INTEGER_BITS} bits, whose "
                 f"arithmetic does not wrap around; got {value!r}. Pass int(...)."
             )
+
+
+class Satisfies(HasMethods):
+    """A parameter constraint: objects for which ``predicate`` is true.
+
+    scikit-learn's constraint types are closed, and ``HasMethods`` is the one
+    that describes an object by what it has; ``description`` names it in the
+    error. A predicate that raises ``AttributeError`` or ``TypeError`` (a
+    class passed for an instance, an object without scikit-learn's tags)
+    counts as false, so that the error names the parameter.
+
+    Examples
+    --------
+    >>> from skdict._params import Satisfies, validate_hyperparameters
+    >>> even = Satisfies(lambda n: n % 2 == 0, "an even number")
+    >>> validate_hyperparameters({"n": [even]}, {"n": 3}, "f")
+    Traceback (most recent call last):
+    ...
+    sklearn.utils._param_validation.InvalidParameterError: The 'n' parameter of \
+f must be an even number. Got 3 instead.
+    """
+
+    def __init__(self, predicate: Any, description: str):
+        super().__init__([])
+        self.predicate, self.description = predicate, description
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        try:
+            return bool(self.predicate(val))
+        except (AttributeError, TypeError):
+            return False
+
+    def __str__(self) -> str:
+        return self.description
 
 
 def _expects_integer(constraints: list) -> bool:

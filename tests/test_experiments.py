@@ -437,11 +437,15 @@ def test_cli_unwritable_output(tmp_path, capsys):
     blocker.write_text("")
     assert main(["reproduce", "--out", str(blocker / "sub")]) == 2
     assert "Cannot write results" in capsys.readouterr().err
-    # The output folder itself a file: said so, not mkdir's "File exists".
-    assert main(["reproduce", "--out", str(blocker)]) == 2
-    assert f"Cannot write results to {blocker}: a file, not a folder." in (
-        capsys.readouterr().err
-    )
+    # The output folder itself a file, or a link to nothing: said so, not
+    # mkdir's "File exists".
+    broken = tmp_path / "link"
+    broken.symlink_to(tmp_path / "nowhere")
+    for out in (blocker, broken):
+        assert main(["reproduce", "--out", str(out)]) == 2
+        assert f"Cannot write results to {out}: it is not a folder." in (
+            capsys.readouterr().err
+        )
 
 
 @pytest.mark.parametrize(

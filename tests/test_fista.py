@@ -241,10 +241,17 @@ def test_worker_threads_leave_later_threads_their_thread_count(
     assert seen == [2] and torch.get_num_threads() == 2
 
 
-def test_an_interrupted_call_stops_its_other_workers(rng, monkeypatch, two_threads):
-    """A KeyboardInterrupt in one share's solve ends the call without waiting
-    for the other shares: the pool's exit waits for its running workers, and
-    Ctrl-C during a stream's partial_fit took 20 s to return on 2 threads."""
+@pytest.mark.parametrize(
+    "failing, error", [(0, KeyboardInterrupt), (1, RuntimeError), (1, MemoryError)]
+)
+def test_a_failing_share_stops_the_other_workers(
+    rng, monkeypatch, two_threads, failing, error
+):
+    """An exception in one share's solve (Ctrl-C's KeyboardInterrupt, an
+    error) ends the call without waiting for the other shares: the pool's
+    exit waits for its running workers (Ctrl-C during a stream's partial_fit
+    took 20 s to return on 2 threads), and results collected in order waited
+    for the shares before a failed one."""
     monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
     D = random_dictionary(rng, 60, 20)
     X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
@@ -252,12 +259,12 @@ def test_an_interrupted_call_stops_its_other_workers(rng, monkeypatch, two_threa
     stopped, running = [], threading.Event()
 
     def share(problem, *args, **kwargs):
-        if torch.equal(problem.X[0], X[0]):  # the first share, awaited first
+        if torch.equal(problem.X[0], X[32 * failing]):
             # Once the other runs: one not started yet is cancelled instead.
-            assert running.wait(60)
-            raise KeyboardInterrupt
+            assert running.wait(10)
+            raise error
         running.set()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # a share that would not end
             try:
                 _fista._stop_if_requested()
@@ -268,7 +275,7 @@ def test_an_interrupted_call_stops_its_other_workers(rng, monkeypatch, two_threa
         raise AssertionError("the worker was not asked to stop")
 
     monkeypatch.setattr(_fista, "_encode_batch", share)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(error):
         fista_encode(X, torch.from_numpy(D), alpha=0.05)
     assert len(stopped) == 1 and stopped[0] != threading.get_ident()
     monkeypatch.undo()
@@ -1399,6 +1406,16 @@ def test_score_steps_follow_a_given_batch_size_and_check_init_widths(
     for method in (coder.transform, coder.score):
         with pytest.raises(ValueError, match=r"init\.transform\(X\) must have shape"):
             method(X)
+
+
+def test_score_with_a_batch_size_near_its_types_limit(problem):
+    # Four times a NumPy int64 batch_size wrapped around: no rows were
+    # scored (a score of 0) or range() refused a step of 0.
+    X, D = problem
+    expected = FISTACoder(D, positive=True).fit(X).score(X)
+    for batch_size in (np.int64(2**61), np.int64(2**62), 2**70):
+        coder = FISTACoder(D, positive=True, batch_size=batch_size).fit(X)
+        assert coder.score(X) == pytest.approx(expected, rel=1e-12)
 
 
 def test_score_with_an_init_estimator_takes_any_array_like(problem, monkeypatch):

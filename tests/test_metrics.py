@@ -709,10 +709,23 @@ def test_probe_accuracy_is_accuracy_whatever_the_probe_scores(rng):
         assert expected["acc_id"] != pytest.approx(fitted.score(codes, y))
         got = probe_accuracy(codes, y, codes_ood, y_ood, probe=search)
         assert got == pytest.approx(expected, abs=1e-12)
-    with pytest.raises(
-        ValueError, match=r"'probe' parameter of probe_accuracy must be a classifier"
-    ):
-        probe_accuracy(codes, y, probe=Ridge())
+    # A regressor, a class instead of an instance, an object without
+    # scikit-learn's tags: the parameter is named, not an AttributeError.
+
+    class Untagged:
+        _estimator_type = "classifier"
+
+        def fit(self, X, y):
+            return self
+
+        def predict(self, X):
+            return np.zeros(len(X))
+
+    for probe in (Ridge(), LogisticRegression, Untagged()):
+        with pytest.raises(
+            ValueError, match=r"'probe' parameter of probe_accuracy must be a classif"
+        ):
+            probe_accuracy(codes, y, probe=probe)
 
 
 def test_probe_accuracy_hands_sparse_codes_to_probes_that_take_them(rng, monkeypatch):

@@ -119,8 +119,8 @@ def check_output_dir(out: str | os.PathLike) -> Path:
     except OSError as exc:
         # mkdir reports a file in the way as "File exists", as if the folder's
         # existence were the problem.
-        in_the_way = out.exists() and not out.is_dir()
-        reason = "a file, not a folder" if in_the_way else exc.strerror or exc
+        in_the_way = (out.exists() or out.is_symlink()) and not out.is_dir()
+        reason = "it is not a folder" if in_the_way else exc.strerror or exc
         raise OSError(f"Cannot write results to {out}: {reason}.") from exc
     return out
 

@@ -22,9 +22,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import Interval
 
-from .._params import validate_hyperparameters
+from .._params import Satisfies, validate_hyperparameters
 from .._tensor import ignores_autocast, to_numpy
 from .._warnings import ignoring
 from ._inputs import as_matrices, labels
@@ -250,17 +250,10 @@ n_components), default=None
     return accuracy
 
 
-class _Classifier(HasMethods):
-    # A parameter constraint: scikit-learn's constraint types are closed, and
-    # ``HasMethods`` is the one that describes an object by what it has.
-    def __init__(self):
-        super().__init__(["fit", "predict"])
-
-    def is_satisfied_by(self, val):
-        return super().is_satisfied_by(val) and is_classifier(val)
-
-    def __str__(self):
-        return "a classifier (sklearn.base.is_classifier)"
+_CLASSIFIER = Satisfies(
+    lambda val: hasattr(val, "fit") and hasattr(val, "predict") and is_classifier(val),
+    "a classifier (sklearn.base.is_classifier)",
+)
 
 
 def check_probe(probe: Any, caller_name: str) -> None:
@@ -270,7 +263,7 @@ def check_probe(probe: Any, caller_name: str) -> None:
     predictions are not labels.
     """
     validate_hyperparameters(
-        {"probe": [_Classifier(), None]}, {"probe": probe}, caller_name=caller_name
+        {"probe": [_CLASSIFIER, None]}, {"probe": probe}, caller_name=caller_name
     )
 
 
