@@ -1838,6 +1838,7 @@ def fista_encode(
     batch_size: int | None = None,
     verbose: int = 0,
     float64_finish: bool = True,
+    offset: torch.Tensor | None = None,
 ) -> FISTAResult:
     """Sparse-code the rows of ``X`` on ``dictionary`` with working-set FISTA.
 
@@ -1883,6 +1884,9 @@ def fista_encode(
     float64_finish : bool, default=True
         Finish in float64 the float32 samples not certified after 50
         iterations (see ``tol``); False codes in float32 throughout.
+    offset : torch.Tensor of shape (n_features,), default=None
+        Coded rows are ``X - offset`` (a provider's intercept), centred batch
+        by batch rather than in a copy of all of ``X``.
 
     Returns
     -------
@@ -1898,7 +1902,7 @@ def fista_encode(
     >>> fista_encode(X, D, alpha=0.1).codes
     tensor([[0.9000, 0.0000, 0.4000]], dtype=torch.float64)
     """
-    scale = _certifiable_scale(X)
+    scale = _certifiable_scale(X, offset)
     if scale != 1.0:
         # Certificates square the rows' norms (float64 even for float32
         # data): rows of norm 1e155 squared to infinity and every sample ran
@@ -1916,6 +1920,7 @@ def fista_encode(
             batch_size=batch_size,
             verbose=verbose,
             float64_finish=float64_finish,
+            offset=None if offset is None else offset * scale,
         )
         return result._replace(codes=result.codes.div_(scale))
     # The certificates bound float32 products by IEEE rounding (see
@@ -1930,7 +1935,16 @@ def fista_encode(
             or max_iter <= _FLOAT32_ITERATIONS
         ):
             return _encode(
-                X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose
+                X,
+                dictionary,
+                alpha,
+                positive,
+                init,
+                max_iter,
+                tol,
+                batch_size,
+                verbose,
+                offset,
             )
         # With a small alpha (relative to the data's scale), rounding even the
         # optimal codes to float32 moves max_j r.d_j past alpha enough that their
@@ -1949,6 +1963,7 @@ def fista_encode(
             tol,
             batch_size,
             verbose,
+            offset,
         )
         stalled = torch.nonzero(~first.converged).flatten()
         if not stalled.numel():
@@ -1959,7 +1974,7 @@ def fista_encode(
         # within batch_size's memory bound, however many rows stalled.
         step = batch_size or _auto_batch_size(*dictionary.shape)
         for rows in stalled.split(step):
-            X64 = X[rows].double()
+            X64 = _centred(X[rows], offset).double()
             second = _encode(
                 X64,
                 D64,
@@ -1970,6 +1985,7 @@ def fista_encode(
                 tol32 / 2,
                 batch_size,
                 0,
+                None,  # X64 is centred
             )
             rounded = second.codes.to(X.dtype)
             # Any dual point bounds the optimum, so the float64 codes' certificate
@@ -1992,13 +2008,17 @@ def fista_encode(
 _CERTIFIABLE_EXPONENT = 400
 
 
-def _certifiable_scale(X: torch.Tensor) -> float:
-    """Return a power of two that brings ``X``'s largest entry near 1, or 1.0."""
+def _certifiable_scale(X: torch.Tensor, offset: torch.Tensor | None = None) -> float:
+    """Return a power of two bringing ``X - offset``'s largest entry near 1, or 1.0."""
     if not X.numel():
         return 1.0
-    # One reduction rather than X.abs(), a temporary the size of all of X.
-    low, high = torch.aminmax(X)
-    largest = max(-float(low), float(high))
+    # Reductions over row blocks rather than X.abs() (or X - offset), a
+    # temporary the size of all of X.
+    step = None if offset is None else _auto_batch_size(1, X.shape[1])
+    largest = 0.0
+    for block in (X,) if step is None else X.split(step):
+        low, high = torch.aminmax(_centred(block, offset))
+        largest = max(largest, -float(low), float(high))
     if largest == 0.0:
         return 1.0
     exponent = math.frexp(largest)[1]
@@ -2079,7 +2099,13 @@ def _auto_batch_size(n_components: int, n_features: int) -> int:
     return max(1, _AUTO_BATCH_ELEMENTS // max(n_components, n_features, 1))
 
 
-def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose):
+def _centred(X: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    return X if offset is None else X - offset
+
+
+def _encode(
+    X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose, offset
+):
     """:func:`fista_encode` in ``X``'s own dtype."""
     n_samples, n_components = X.shape[0], dictionary.shape[0]
     dtype, device = X.dtype, X.device
@@ -2132,7 +2158,15 @@ def _encode(X, dictionary, alpha, positive, init, max_iter, tol, batch_size, ver
             if positive:
                 z0.clamp_(min=0.0)
         problem = _Problem(
-            X[share], dictionary, gram, alpha, positive, D64, tol, max_norm, D32
+            _centred(X[share], offset),
+            dictionary,
+            gram,
+            alpha,
+            positive,
+            D64,
+            tol,
+            max_norm,
+            D32,
         )
         result = _encode_batch(
             problem, z0, tol, max_iter, lipschitz, warm=init is not None
@@ -2920,10 +2954,8 @@ class FISTACoder(
         return result
 
     def _code(self, X_t, D, b, init, verbose):
-        # A zero intercept (an array dictionary, a learned one) needs no
-        # centred copy of all of X.
         return fista_encode(
-            X_t - b if bool(b.any()) else X_t,
+            X_t,
             D,
             alpha=self.alpha,
             positive=self.positive,
@@ -2932,6 +2964,9 @@ class FISTACoder(
             tol=self.tol,
             batch_size=self.batch_size,
             verbose=verbose,
+            # Centred batch by batch: X - b would copy all of X (a zero
+            # intercept, an array or learned dictionary's, needs no centring).
+            offset=b if bool(b.any()) else None,
         )
 
     def _warn_unconverged(self, not_converged: int, n_samples: int) -> None:

@@ -993,6 +993,25 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
         )
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("scale", [1.0, 1e200])
+def test_an_offset_is_subtracted_batch_by_batch(rng, dtype, scale):
+    # A provider's intercept is subtracted from each batch: X - b made a copy
+    # of all of X. The codes are those of the centred copy, bit for bit, in
+    # the float64 finish of float32 rows (alpha=0.01) and after rescaling.
+    if dtype == torch.float32 and scale != 1.0:
+        pytest.skip("float32 holds no 1e200")
+    D = torch.from_numpy(random_dictionary(rng, 30, 12)).to(dtype)
+    b = torch.from_numpy(rng.standard_normal(12)).to(dtype)
+    X = (torch.from_numpy(sparse_codes(rng, 70, 30, 3)).to(dtype) @ D + b) * scale
+    kwargs = dict(alpha=0.01 * scale, positive=True, batch_size=16)
+    expected = fista_encode(X - b * scale, D, **kwargs)
+    got = fista_encode(X, D, offset=b * scale, **kwargs)
+    torch.testing.assert_close(got.codes, expected.codes, rtol=0, atol=0)
+    assert torch.equal(got.n_iter, expected.n_iter)
+    assert torch.equal(got.converged, expected.converged)
+
+
 def test_automatic_batches_are_sized_by_the_wider_of_atoms_and_features(
     rng, monkeypatch
 ):
