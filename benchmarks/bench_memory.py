@@ -9,6 +9,9 @@ just before the call (Linux: ``VmHWM`` after resetting it through
 * ``FISTACoder(dictionary=D, positive=True).transform`` with
   ``batch_size=None`` and with ``--batch-size``, and ``score`` with
   ``--batch-size``;
+* ``FISTACoder(dictionary=FrozenEstimator(pca)).transform`` with
+  ``--batch-size``, a ``PCA(atoms)`` fitted on 5,000 rows (a provider with an
+  intercept, ``mean_``);
 * ``SparseAutoencoder(atoms).transform`` (ReLU, one epoch on 2,000 rows).
 
 Usage::
@@ -25,7 +28,13 @@ import json
 import subprocess
 import sys
 
-CASES = ("transform, batch_size=None", "transform", "score", "SAE transform")
+CASES = (
+    "transform, batch_size=None",
+    "transform",
+    "score",
+    "transform, PCA provider",
+    "SAE transform",
+)
 
 
 def _status(key: str) -> float:
@@ -37,6 +46,8 @@ def _status(key: str) -> float:
 def _measure(case: str, rows: int, features: int, atoms: int, batch_size: int):
     import numpy as np
     import torch
+    from sklearn.decomposition import PCA
+    from sklearn.frozen import FrozenEstimator
 
     from skdict import FISTACoder, SparseAutoencoder
 
@@ -54,6 +65,10 @@ def _measure(case: str, rows: int, features: int, atoms: int, batch_size: int):
         estimator = SparseAutoencoder(atoms, max_epochs=1, random_state=0)
         estimator.fit(X[:2000])
         call = estimator.transform
+    elif case == "transform, PCA provider":
+        pca = PCA(atoms).fit(X[:5000])
+        estimator = FISTACoder(FrozenEstimator(pca), alpha=0.05, batch_size=batch_size)
+        call = estimator.fit(X[:5]).transform
     else:
         size = None if case.endswith("None") else batch_size
         estimator = FISTACoder(D, alpha=0.05, positive=True, batch_size=size)
