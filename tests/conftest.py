@@ -102,3 +102,17 @@ def saved_and_loaded(estimator):
         joblib.load(buffer),
         copy.deepcopy(estimator),
     ]
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The matplotlib figures saved during the test, in order."""
+    figure = pytest.importorskip("matplotlib.figure").Figure
+    figures, savefig = [], figure.savefig
+
+    def recording(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(figure, "savefig", recording)
+    return figures

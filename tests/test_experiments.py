@@ -816,21 +816,12 @@ def test_plot_study_log_axis_for_sizes_and_penalties(
     assert scales == (["log"] * 4 if log else [])
 
 
-def test_plot_study_of_one_value_on_a_log_axis(tmp_path, monkeypatch):
+def test_plot_study_of_one_value_on_a_log_axis(tmp_path, saved_figures):
     # Shared log axes around a single point shrank to rounding width (20 +-
     # 1e-14), drawing spines across the whole figure.
-    pytest.importorskip("matplotlib")
-    from matplotlib.figure import Figure
-
     from skdict.experiments import plot_study
 
-    figures = []
-    original = Figure.savefig
-    monkeypatch.setattr(
-        Figure,
-        "savefig",
-        lambda fig, *a, **kw: (figures.append(fig), original(fig, *a, **kw)),
-    )
+    figures = saved_figures
     metrics = {"mcc_ood": 0.9, "auc_ood": 0.9, "acc_ood": 0.5, "mse_gap": 1e-4}
     records = [{"label": "A", "value": 20, "variable": "n_latents", **metrics}]
     plot_study(records, tmp_path / "study.png")

@@ -499,17 +499,8 @@ def test_table_shows_the_heldout_stray_rate():
     assert "0.10" in row and "0.90" not in row
 
 
-def test_figure_labels_the_seen_bars_seen(tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib")
-    from matplotlib.figure import Figure
-
-    figures = []
-    original = Figure.savefig
-    monkeypatch.setattr(
-        Figure,
-        "savefig",
-        lambda fig, *a, **kw: (figures.append(fig), original(fig, *a, **kw)),
-    )
+def test_figure_labels_the_seen_bars_seen(tmp_path, saved_figures):
+    figures = saved_figures
     records = [{"label": "A", "color_acc_val": 0.9, "color_acc_ood": 0.2}]
     _real.plot_real(records, tmp_path / "real.png")
     handles, names = figures[0].axes[0].get_legend_handles_labels()
