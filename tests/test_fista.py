@@ -993,14 +993,14 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
         )
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("scale", [1.0, 1e200])
+@pytest.mark.parametrize(
+    "dtype, scale",
+    [(torch.float64, 1.0), (torch.float32, 1.0), (torch.float64, 1e200)],
+)
 def test_an_offset_is_subtracted_batch_by_batch(rng, dtype, scale):
     # A provider's intercept is subtracted from each batch: X - b made a copy
     # of all of X. The codes are those of the centred copy, bit for bit, in
     # the float64 finish of float32 rows (alpha=0.01) and after rescaling.
-    if dtype == torch.float32 and scale != 1.0:
-        pytest.skip("float32 holds no 1e200")
     D = torch.from_numpy(random_dictionary(rng, 30, 12)).to(dtype)
     b = torch.from_numpy(rng.standard_normal(12)).to(dtype)
     X = (torch.from_numpy(sparse_codes(rng, 70, 30, 3)).to(dtype) @ D + b) * scale
