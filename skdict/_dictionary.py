@@ -1344,7 +1344,8 @@ def _fits_float32(X: torch.Tensor) -> bool:
     (rows of norm 2e-20 gave NaN atoms); all-zero data fit anywhere.
     """
     finfo = torch.finfo(torch.float32)
-    squared = _max_row_norm(X) ** 2
+    norm = _max_row_norm(X)
+    squared = norm * norm  # inf, not the OverflowError of norm ** 2
     if squared == 0.0:
         return True
     return finfo.tiny / finfo.eps < squared and squared * max(X.shape[0], 1) < (
@@ -1473,6 +1474,29 @@ def learn_dictionary(
     """
     from . import _fista  # imports this module: reached at call time
 
+    scale = _fista._certifiable_scale(X)
+    if scale != 1.0:
+        # As in fista_encode: the lasso scales exactly (the atoms of (s X,
+        # s alpha) are those of (X, alpha), their codes s times theirs), and
+        # data near the ends of the dtype's range learned NaN or wrong atoms
+        # (entries of 1e-160: NaN atoms; 1e-300: similarity 0.47, not 0.998).
+        result = learn_dictionary(
+            X * scale,
+            n_components,
+            alpha=alpha * scale,
+            positive=positive,
+            init=init,
+            dict_max_iter=dict_max_iter,
+            tol=tol,
+            max_iter=max_iter,
+            batch_size=batch_size,
+            generator=generator,
+            verbose=verbose,
+        )
+        for record in result.history:
+            record["alpha"] /= scale
+            record["objective"] /= scale * scale
+        return result._replace(codes=result.codes / scale)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     plain = _few_atoms_per_feature(n_components, X.shape[1])

@@ -2004,8 +2004,10 @@ def fista_encode(
 # Data whose largest entry is within 2**+-_CERTIFIABLE_EXPONENT are coded as
 # they are; others are scaled by a power of two to a largest entry near 1, so
 # that squared norms and their sums over features stay normal float64 numbers
-# (2**+-400 squared is about 1e+-241).
-_CERTIFIABLE_EXPONENT = 400
+# (2**+-400 squared is about 1e+-241). float32 data are solved in float32:
+# squares of entries beyond 2**+-50, summed over features, leave its range
+# (entries of 1.8e38 gave NaN codes where the float64 answer fits float32).
+_CERTIFIABLE_EXPONENT = {torch.float64: 400, torch.float32: 50}
 
 
 def _certifiable_scale(X: torch.Tensor, offset: torch.Tensor | None = None) -> float:
@@ -2022,9 +2024,11 @@ def _certifiable_scale(X: torch.Tensor, offset: torch.Tensor | None = None) -> f
     if largest == 0.0:
         return 1.0
     exponent = math.frexp(largest)[1]
-    if abs(exponent) <= _CERTIFIABLE_EXPONENT:
+    if abs(exponent) <= _CERTIFIABLE_EXPONENT.get(X.dtype, 400):
         return 1.0
-    return math.ldexp(1.0, -exponent)
+    # Subnormal data (a largest entry of 5e-324) would need a power of two
+    # beyond float64's range: 2**1020 brings it within the bounds anyway.
+    return math.ldexp(1.0, min(-exponent, 1020))
 
 
 # The matmul precision is a process-wide setting: concurrent coding calls
@@ -2374,8 +2378,10 @@ class FISTACoder(
         dictionaries need (see the user guide, :ref:`inference`). Learning
         without ``init`` computes in float32 whatever the data's dtype (a
         search, solved to loose tolerances), unless the data's squared norms
-        leave float32's range (then in float64; float32 data are refused);
-        the atoms come back in the data's dtype.
+        leave float32's range (then in float64); data whose largest entry
+        lies beyond 2**+-50 in float32 (2**+-400 in float64) are first
+        scaled by a power of two, as the lasso allows exactly. The atoms come
+        back in the data's dtype.
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
         start and those re-initialised during learning.

@@ -1842,6 +1842,27 @@ def test_data_whose_squares_leave_float64_are_certified(scale, warm):
     torch.testing.assert_close(scaled.codes / scale, unit.codes, rtol=1e-9, atol=1e-12)
 
 
+def test_subnormal_and_float32_extreme_data_are_coded():
+    # A largest entry of 5e-324 asked for a power of two beyond float64's
+    # range (OverflowError); float32 entries near 1.8e38 gave NaN codes where
+    # the float64 answer fits float32.
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 6, 4))
+    X = torch.from_numpy(rng.standard_normal((5, 4)))
+    for scale in (5e-324 / float(X.abs().max()), 2.0**-1060):
+        # Subnormal data keep few digits: coded without an error, finite.
+        tiny = fista_encode(X * scale, D, alpha=0.1 * scale, positive=True)
+        assert torch.isfinite(tiny.codes).all()
+    # Powers of two scale float32 data exactly: the codes are those of the
+    # unit-scale float32 data, times the scale.
+    X32, D32 = X.float(), D.float()
+    unit32 = fista_encode(X32, D32, alpha=0.1, positive=True).codes
+    huge = 2.0**125  # entries up to 1e38
+    got = fista_encode(X32 * huge, D32, alpha=0.1 * huge, positive=True)
+    assert torch.isfinite(got.codes).all() and bool(got.converged.all())
+    torch.testing.assert_close(got.codes / huge, unit32, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("copy", ["same", "negated"])
 @pytest.mark.parametrize("positive", [False, True])
 def test_duplicate_atoms_converge(copy, positive):
