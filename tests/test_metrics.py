@@ -26,6 +26,7 @@ from skdict.datasets import make_compositional
 from skdict.metrics import (
     _matching,
     _probing,
+    _reconstruction,
     best_feature_auc,
     compositional_gap,
     dictionary_similarity,
@@ -659,6 +660,29 @@ def test_best_feature_auc_breaks_ties_towards_the_first_dimension(seed, n):
     rng.shuffle(y)
     for codes in (np.c_[x, -x], np.c_[-x, x], np.c_[x, x]):
         assert best_feature_auc(codes, y)["feature"] == 0
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_reconstruction_error_of_float32_data_far_from_one(rng, scale, monkeypatch):
+    # float32 squares of 1e20 overflowed to inf, those of 1e-25 underflowed
+    # to 0: they are summed in float64, a block of rows at a time.
+    monkeypatch.setattr(_reconstruction, "_BLOCK_ELEMENTS", 12)  # 3 rows a block
+    X = rng.standard_normal((10, 4))
+    X_hat = X + rng.standard_normal((10, 4))
+    X32, X_hat32 = (X * scale).astype(np.float32), (X_hat * scale).astype(np.float32)
+    expected = np.mean((X32.astype(float) - X_hat32.astype(float)) ** 2)
+    assert reconstruction_error(X32, X_hat32) == pytest.approx(expected, rel=1e-6)
+
+
+def test_labels_with_nan_are_refused():
+    # np.unique counted NaN as one more class: [nan, 0, 0] passed as binary
+    # labels and the AUC came back NaN.
+    codes = np.eye(3)
+    for y in ([np.nan, 0, 0], [np.nan, np.nan, 1]):
+        with pytest.raises(ValueError, match="y_id contains NaN"):
+            best_feature_auc(codes, y)
+    with pytest.raises(ValueError, match="y_ood contains NaN"):
+        best_feature_auc(codes, [0, 1, 1], codes, [1, np.nan, 0])
 
 
 def test_probe_accuracy_and_compositional_gap_name_bad_arguments():

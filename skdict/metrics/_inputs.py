@@ -108,6 +108,10 @@ def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
         raise ValueError(
             f"{name} has {y.shape[0]} labels for {n_samples} rows of codes."
         )
+    if y.dtype.kind in "fc" and np.isnan(y).any():
+        # np.unique folds NaN into one more "class": [nan, 0, 0] passed as
+        # two classes, and no label then equalled the positive one.
+        raise ValueError(f"{name} contains NaN.")
     if not binary:
         return y
     classes = np.unique(y)

@@ -11,11 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from .._tensor import ignores_autocast
 from ._inputs import as_matrices
 
 __all__ = ["compositional_gap", "reconstruct", "reconstruction_error"]
+
+# Entries per block of rows whose squared differences are summed at once.
+_BLOCK_ELEMENTS = 2**22
 
 
 @ignores_autocast
@@ -51,7 +55,14 @@ def reconstruction_error(X: Any, X_reconstructed: Any) -> float:
             f"X has shape {tuple(X.shape)} but X_reconstructed has shape "
             f"{tuple(X_hat.shape)}."
         )
-    return float(((X - X_hat) ** 2).mean())
+    # Squares summed in float64, a block of rows at a time: float32 squares
+    # of 1e20 overflowed to inf and those of 1e-25 underflowed to 0.
+    step = max(1, _BLOCK_ELEMENTS // max(X.shape[1], 1))
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    for start in range(0, X.shape[0], step):
+        rows = slice(start, start + step)
+        total += (X[rows] - X_hat[rows]).double().square().sum()
+    return float(total) / X.numel()
 
 
 def reconstruct(estimator: Any, X: Any) -> Any:
