@@ -2101,7 +2101,15 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
         ),
     )
     # X / x_scale = (Z / code_scale) (D code_scale / x_scale).
-    return (atoms * (x_scale / code_scale)).to(X.dtype)
+    atoms = (atoms * (x_scale / code_scale)).to(X.dtype)
+    if not bool(torch.isfinite(atoms).all()):
+        # Codes of 1e-150 for float32 data of order 1 ask for atoms of 1e150.
+        raise ValueError(
+            f"The least-squares atoms of X on y leave {X.dtype}'s range: y's "
+            f"entries (up to {code_scale:.3g}) are too small for X's (up to "
+            f"{x_scale:.3g}). Rescale y, or pass X in float64."
+        )
+    return atoms
 
 
 class OracleDictionary(

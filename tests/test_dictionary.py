@@ -208,6 +208,18 @@ def test_oracle_estimate_at_extreme_scales(scale, sparse, rng):
     np.testing.assert_allclose(oracle.components_, D, atol=1e-12)
 
 
+def test_oracle_atoms_beyond_the_dtypes_range_are_refused(rng):
+    # Codes of 1e-150 for float32 data of order 1 ask for atoms of 1e150:
+    # components_ held inf, and transform failed naming components_.
+    X = rng.standard_normal((6, 3)).astype(np.float32)
+    y = rng.uniform(0.5, 1.0, (6, 2)) * 1e-150
+    with pytest.raises(ValueError, match=r"leave torch\.float32's range.*Rescale y"):
+        OracleDictionary().fit(X, y)
+    # In float64 they fit.
+    D = OracleDictionary().fit(X.astype(np.float64), y).components_
+    assert np.isfinite(D).all() and np.abs(D).max() > 1e140
+
+
 def test_oracle_score_is_the_coders_and_serves_model_selection(rng):
     D = random_dictionary(rng, 8, 6)
     X = sparse_codes(rng, 40, 8, 2) @ D
