@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
@@ -45,7 +46,7 @@ from sklearn.utils._array_api import (
 )
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._warnings import ignoring
+from ._warnings import ignoring, warn
 
 __all__ = [
     "ArrayOrigin",
@@ -684,11 +685,35 @@ def to_output(T: torch.Tensor, origin: ArrayOrigin) -> Any:
     ('ndarray', dtype('float32'))
     """
     if origin.kind == "torch":
-        return T.detach().to(device=origin.device, dtype=origin.out_dtype)
+        out = T.detach().to(device=origin.device, dtype=origin.out_dtype)
+        if out.dtype != T.dtype and out.is_floating_point():
+            _warn_overflow(T, out)
+        return out
     out = T.detach().to(dtype=origin.dtype).cpu().numpy()
     if origin.kind == "array_api":
         return move_to(out, xp=origin.xp, device=origin.device)
     return out
+
+
+def _warn_overflow(computed: torch.Tensor, out: torch.Tensor) -> None:
+    # Half-precision and float8 tensors are computed in float32 and returned
+    # in their own dtype: codes beyond float16's 65,504 came back as inf,
+    # silently. One reduction over the results (no temporary of their size;
+    # float8 has no isinf).
+    if not computed.numel() or not computed.is_floating_point():
+        return
+    limit = torch.finfo(out.dtype).max
+    if limit >= torch.finfo(computed.dtype).max:
+        return
+    low, high = torch.aminmax(computed.detach())
+    largest = max(-float(low), float(high))
+    if math.isfinite(largest) and largest > limit:
+        warn(
+            f"Results up to {largest:.3g} exceed {out.dtype}'s largest value, "
+            f"{limit:g}, and came back as inf or NaN; pass the data in float32 "
+            "to keep them.",
+            RuntimeWarning,
+        )
 
 
 def to_fitted(T: torch.Tensor, origin: ArrayOrigin) -> Any:

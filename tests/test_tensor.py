@@ -2,6 +2,7 @@
 
 import pickle
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -61,6 +62,23 @@ def test_half_precision_is_computed_in_float32_and_returned_in_half():
     T, origin = validate_input(BaseEstimator(), X, reset=True)
     assert T.dtype == torch.float32
     assert to_output(T, origin).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float8_e4m3fn])
+def test_results_beyond_a_narrow_output_dtype_warn(dtype):
+    # Codes beyond float16's 65,504 (float8_e4m3fn's 448) came back as inf
+    # (NaN), silently: the input was finite and the float32 answer is not inf.
+    D = np.array([[0.01, 0.0], [0.0, 1.0]])
+    limit = torch.finfo(dtype).max
+    X = torch.tensor([[limit / 50, 0.0], [0.0, 1.0]]).to(dtype)
+    coder = FISTACoder(D, alpha=1e-3).fit(X)
+    with pytest.warns(RuntimeWarning, match=f"exceed {dtype}'s largest value"):
+        codes = coder.transform(X)
+    assert codes.dtype == dtype
+    assert float(coder.transform(X.float())[0, 0]) > limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        coder.transform(X[1:])  # within range
 
 
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
