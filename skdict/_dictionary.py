@@ -1495,7 +1495,8 @@ def learn_dictionary(
         )
         for record in result.history:
             record["alpha"] /= scale
-            record["objective"] /= scale * scale
+            # Two divisions: scale * scale can underflow to 0.
+            record["objective"] = record["objective"] / scale / scale
         return result._replace(codes=result.codes / scale)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
@@ -1835,6 +1836,15 @@ def online_dictionary_update(
 
     if generator is None:
         generator = torch.Generator().manual_seed(0)
+    # A stream learns at one power-of-two scale, its first batch's (see
+    # learn_dictionary; the lasso scales exactly): statistics of data of
+    # 1e160 overflowed, and all atoms came back zero.
+    if statistics is None:
+        scale = _fista._certifiable_scale(X)
+    else:
+        scale = statistics.get("scale", 1.0)
+    if scale != 1.0:
+        X, alpha = X * scale, alpha * scale
     n_components = components.shape[0]
     if statistics is None:
         statistics = {
@@ -1890,12 +1900,14 @@ def online_dictionary_update(
             residual, n_unused + n_resampled, generator
         )
     record = {
-        "objective": float(objective.mean()),
+        "objective": float(objective.mean()) / scale / scale,  # as learn_dictionary
         "dictionary_change": float((updated - components).norm() / components.norm()),
         "n_unused": n_unused,
         "n_resampled": n_resampled,
     }
     statistics = {"A": A, "B": B, "n_steps": step + 1}
+    if scale != 1.0:
+        statistics["scale"] = scale
     if explore:
         statistics["duplicates"] = duplicates.records()
     return updated, statistics, record
@@ -1932,13 +1944,22 @@ def batch_statistics(codes: torch.Tensor, X: torch.Tensor) -> dict[str, Any]:
     (tensor([[0.5000, 0.0000],
             [0.0000, 2.0000]]), 2)
     """
+    from . import _fista  # imports this module: reached at call time
+
     n_samples = X.shape[0]
+    # At the scale a stream of X would learn at (online_dictionary_update).
+    scale = _fista._certifiable_scale(X)
+    if scale != 1.0:
+        codes, X = codes * scale, X * scale
     gram, cross = _code_statistics(codes, X)
-    return {
+    statistics = {
         "A": (gram / n_samples).cpu(),
         "B": (cross / n_samples).cpu(),
         "n_samples": n_samples,
     }
+    if scale != 1.0:
+        statistics["scale"] = scale
+    return statistics
 
 
 # Rows of dense ground-truth codes, or of X beside sparse ones, taken at once,

@@ -1081,6 +1081,30 @@ def test_learning_is_scale_free_at_the_ends_of_float64(scale, rng):
     assert scaled_first["objective"] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("scale", [2.0**560, 2.0**-560])
+def test_streams_are_scale_free_at_the_ends_of_float64(scale):
+    # A stream of 1e160 data ended with zero atoms (overflowing statistics
+    # and row norms), one of 1e-170 with wrong ones. Streams learn at their
+    # first batch's power-of-two scale: a power-of-two multiple of data
+    # near 1 streams exactly as they do, after a fit too.
+    rng = np.random.default_rng(0)
+    D = random_dictionary(rng, 3, 4)
+    Z = np.abs(rng.standard_normal((40, 3))) * (rng.random((40, 3)) < 0.5)
+    X = Z @ D
+    X /= 2.0 ** np.frexp(np.abs(X).max())[1]  # largest entry in [0.5, 1)
+    atoms = []
+    for s in (1.0, scale):
+        stream = FISTACoder(n_components=3, alpha=0.1 * s, positive=True)
+        stream.set_params(random_state=0)
+        for start in range(0, 40, 10):
+            stream.partial_fit(X[start : start + 10] * s)
+        continued = clone(stream).set_params(dict_max_iter=5).fit(X * s)
+        continued.partial_fit(X[:10] * s)
+        atoms.append((stream.components_, continued.components_))
+    np.testing.assert_array_equal(atoms[1][0], atoms[0][0])
+    np.testing.assert_array_equal(atoms[1][1], atoms[0][1])
+
+
 def test_float32_streaming_and_refinement_at_large_scale(rng):
     # Mairal's block-coordinate step of partial_fit and of the refining
     # rounds' fallback gave zero atoms for float32 data of scale 1e10 (and
