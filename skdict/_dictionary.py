@@ -1475,6 +1475,15 @@ def learn_dictionary(
     from . import _fista  # imports this module: reached at call time
 
     scale = _fista._certifiable_scale(X)
+    if (
+        scale == 1.0
+        and init is None
+        and X.dtype == torch.float32
+        and not _fits_float32(X)
+    ):
+        # Entries within bounds whose squares, summed over many rows, still
+        # leave float32: brought to a largest entry near 1 as well.
+        scale = _fista._certifiable_scale(X, bound=0)
     if scale != 1.0:
         # As in fista_encode: the lasso scales exactly (the atoms of (s X,
         # s alpha) are those of (X, alpha), their codes s times theirs), and
@@ -2122,13 +2131,18 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
         ),
     )
     # X / x_scale = (Z / code_scale) (D code_scale / x_scale).
-    atoms = (atoms * (x_scale / code_scale)).to(X.dtype)
-    if not bool(torch.isfinite(atoms).all()):
-        # Codes of 1e-150 for float32 data of order 1 ask for atoms of 1e150.
+    exact = atoms * (x_scale / code_scale)
+    atoms = exact.to(X.dtype)
+    # Codes of 1e-150 for float32 data of order 1 ask for atoms of 1e150
+    # (stored as inf), codes of 1e150 for atoms of 1e-150 (stored as 0).
+    lost = (exact != 0).any(dim=1) & (atoms == 0).all(dim=1)
+    if not bool(torch.isfinite(atoms).all()) or bool(lost.any()):
+        relation = "small" if not bool(torch.isfinite(atoms).all()) else "large"
+        advice = " or pass X in float64" if X.dtype != torch.float64 else ""
         raise ValueError(
             f"The least-squares atoms of X on y leave {X.dtype}'s range: y's "
-            f"entries (up to {code_scale:.3g}) are too small for X's (up to "
-            f"{x_scale:.3g}). Rescale y, or pass X in float64."
+            f"entries (up to {code_scale:.3g}) are too {relation} for X's (up "
+            f"to {x_scale:.3g}). Rescale y{advice}."
         )
     return atoms
 

@@ -1914,7 +1914,7 @@ def fista_encode(
             dictionary,
             alpha=alpha * scale,
             positive=positive,
-            init=None if init is None else init * scale,
+            init=None if init is None else _scaled_init(init, scale),
             max_iter=max_iter,
             tol=tol,
             batch_size=batch_size,
@@ -2010,8 +2010,23 @@ def fista_encode(
 _CERTIFIABLE_EXPONENT = {torch.float64: 400, torch.float32: 50}
 
 
-def _certifiable_scale(X: torch.Tensor, offset: torch.Tensor | None = None) -> float:
-    """Return a power of two bringing ``X - offset``'s largest entry near 1, or 1.0."""
+def _scaled_init(init: torch.Tensor, scale: float) -> torch.Tensor:
+    """``init * scale``, rows that leave the dtype's range starting from zero."""
+    scaled = init * scale
+    # A warm start far off the data's scale (1e3 for data of 1e-37) overflowed
+    # in float32 and made its row's codes NaN.
+    scaled[~torch.isfinite(scaled).all(dim=1)] = 0.0
+    return scaled
+
+
+def _certifiable_scale(
+    X: torch.Tensor, offset: torch.Tensor | None = None, bound: int | None = None
+) -> float:
+    """Return a power of two bringing ``X - offset``'s largest entry near 1, or 1.0.
+
+    1.0 when that entry lies within ``2**+-bound`` (by default the dtype's
+    ``_CERTIFIABLE_EXPONENT``).
+    """
     if not X.numel():
         return 1.0
     # Reductions over row blocks rather than X.abs() (or X - offset), a
@@ -2024,11 +2039,20 @@ def _certifiable_scale(X: torch.Tensor, offset: torch.Tensor | None = None) -> f
     if largest == 0.0:
         return 1.0
     exponent = math.frexp(largest)[1]
-    if abs(exponent) <= _CERTIFIABLE_EXPONENT.get(X.dtype, 400):
+    if bound is None:
+        bound = _CERTIFIABLE_EXPONENT.get(X.dtype, 400)
+    if abs(exponent) <= bound:
         return 1.0
-    # Subnormal data (a largest entry of 5e-324) would need a power of two
-    # beyond float64's range: 2**1020 brings it within the bounds anyway.
-    return math.ldexp(1.0, min(-exponent, 1020))
+    # The scaled X and offset must stay finite in X's dtype: subnormal data
+    # (a largest entry of 5e-324, or 1e-40 in float32) would ask for a power
+    # of two beyond its range, and with an offset X's own entries can be far
+    # larger than the centred ones.
+    room = math.frexp(torch.finfo(X.dtype).max)[1] - 1
+    if offset is not None:
+        low, high = torch.aminmax(X)
+        raw = max(-float(low), float(high), float(offset.abs().max()))
+        room = min(room, room - math.frexp(raw)[1])
+    return math.ldexp(1.0, min(-exponent, room))
 
 
 # The matmul precision is a process-wide setting: concurrent coding calls

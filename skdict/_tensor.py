@@ -699,21 +699,28 @@ def _warn_overflow(computed: torch.Tensor, out: torch.Tensor) -> None:
     # Half-precision and float8 tensors are computed in float32 and returned
     # in their own dtype: codes beyond float16's 65,504 came back as inf,
     # silently. One reduction over the results (no temporary of their size;
-    # float8 has no isinf).
+    # float8 has no isinf), skipped where the output's range is the
+    # computation's (bfloat16's).
     if not computed.numel() or not computed.is_floating_point():
         return
     limit = torch.finfo(out.dtype).max
-    if limit >= torch.finfo(computed.dtype).max:
+    if math.frexp(limit)[1] >= math.frexp(torch.finfo(computed.dtype).max)[1]:
         return
     low, high = torch.aminmax(computed.detach())
     largest = max(-float(low), float(high))
-    if math.isfinite(largest) and largest > limit:
-        warn(
-            f"Results up to {largest:.3g} exceed {out.dtype}'s largest value, "
-            f"{limit:g}, and came back as inf or NaN; pass the data in float32 "
-            "to keep them.",
-            RuntimeWarning,
-        )
+    if not math.isfinite(largest) or largest <= limit:
+        return
+    # What the largest result became: values just above the limit round to
+    # it (65,510 to float16's 65,504), float8_e4m3fn saturates or turns NaN.
+    back = float(torch.tensor([largest]).to(out.dtype).float())
+    if math.isfinite(back) and back >= largest / (1 + torch.finfo(out.dtype).eps):
+        return
+    warn(
+        f"Results up to {largest:.3g} exceed {out.dtype}'s largest value, "
+        f"{limit:g}, and came back as {back:g}; pass the data in float32 to "
+        "keep them.",
+        RuntimeWarning,
+    )
 
 
 def to_fitted(T: torch.Tensor, origin: ArrayOrigin) -> Any:

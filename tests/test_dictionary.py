@@ -1081,6 +1081,37 @@ def test_learning_is_scale_free_at_the_ends_of_float64(scale, rng):
     assert scaled_first["objective"] == pytest.approx(expected)
 
 
+def test_float32_data_whose_summed_squares_overflow_are_rescaled(monkeypatch):
+    # Entries within float32's bound (below 2**50) whose squares, summed over
+    # millions of rows, leave float32 were refused; larger entries were
+    # rescaled and learned. Such data are brought near 1 too.
+    data = make_compositional(20, 3, n_samples=400, random_state=0)
+    X = data.X_train.astype(np.float32)
+    fits = _dictionary._fits_float32
+    monkeypatch.setattr(  # as if there were millions of rows
+        _dictionary,
+        "_fits_float32",
+        lambda X: fits(X) and float(X.abs().max()) < 2.0**20,
+    )
+    scale = np.float32(2.0**40)
+    unit = FISTACoder(n_components=20, positive=True, dict_max_iter=10)
+    big = clone(unit).set_params(alpha=0.1 * float(scale))
+    unit.set_params(random_state=0).fit(X)
+    big.set_params(random_state=0).fit(X * scale)
+    assert dictionary_similarity(unit.components_, big.components_) > 1 - 1e-6
+
+
+def test_oracle_atoms_below_the_dtypes_range_are_refused(rng):
+    # Codes of 1e150 on float32 data of order 1 ask for atoms of 1e-150:
+    # stored as zero atoms, which coding then blamed on the dictionary.
+    X = rng.standard_normal((6, 3)).astype(np.float32)
+    y = rng.uniform(0.5, 1.0, (6, 2)) * 1e150
+    with pytest.raises(ValueError, match=r"too large for X's.*or pass X in float64"):
+        OracleDictionary().fit(X, y)
+    with pytest.raises(ValueError, match=r"too small for X's.*Rescale y\.$"):
+        OracleDictionary().fit(X.astype(np.float64), y / 1e150 * 1e-310)
+
+
 @pytest.mark.parametrize("scale", [2.0**560, 2.0**-560])
 def test_streams_are_scale_free_at_the_ends_of_float64(scale):
     # A stream of 1e160 data ended with zero atoms (overflowing statistics

@@ -1863,6 +1863,28 @@ def test_subnormal_and_float32_extreme_data_are_coded():
     torch.testing.assert_close(got.codes / huge, unit32, rtol=0, atol=0)
 
 
+def test_rescaling_keeps_data_offset_and_warm_starts_finite():
+    # float32 data of 1e-40 asked for 2**132 (inf in float32: NaN codes); an
+    # offset far larger than the centred rows overflowed once scaled (inf -
+    # inf); a warm start of 1e3 for data of 1e-37 overflowed (NaN codes).
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 6, 4)).float()
+    X = torch.from_numpy(sparse_codes(rng, 20, 6, 2)).float() @ D
+    reference = fista_encode(X, D, alpha=0.1, positive=True).codes
+    tiny = fista_encode(X * 1e-40, D, alpha=0.1 * 1e-40, positive=True)
+    assert bool(tiny.converged.all())
+    torch.testing.assert_close(tiny.codes / 1e-40, reference, rtol=1e-3, atol=1e-3)
+    b = torch.tensor([1e30, 0.0, 0.0, 0.0])
+    Xb = torch.cat([X[:, :1] * 0 + 1e30, X[:, 1:] * 1e-20], dim=1)
+    centred = fista_encode(Xb - b, D, alpha=1e-21, positive=True)
+    offset = fista_encode(Xb, D, alpha=1e-21, positive=True, offset=b)
+    assert torch.isfinite(offset.codes).all()
+    torch.testing.assert_close(offset.codes, centred.codes, rtol=0, atol=0)
+    init = torch.full((20, 6), 1e3)
+    warm = fista_encode(X * 1e-37, D, alpha=1e-38, positive=True, init=init)
+    assert torch.isfinite(warm.codes).all() and bool(warm.converged.all())
+
+
 @pytest.mark.parametrize("copy", ["same", "negated"])
 @pytest.mark.parametrize("positive", [False, True])
 def test_duplicate_atoms_converge(copy, positive):

@@ -679,10 +679,16 @@ def test_labels_with_nan_are_refused():
     # labels and the AUC came back NaN.
     codes = np.eye(3)
     for y in ([np.nan, 0, 0], [np.nan, np.nan, 1]):
-        with pytest.raises(ValueError, match="y_id contains NaN"):
+        with pytest.raises(ValueError, match="y_id contains missing values"):
             best_feature_auc(codes, y)
-    with pytest.raises(ValueError, match="y_ood contains NaN"):
+    with pytest.raises(ValueError, match="y_ood contains missing values"):
         best_feature_auc(codes, [0, 1, 1], codes, [1, np.nan, 0])
+    for y in (
+        np.array([None, "a", "b"], dtype=object),
+        np.array([np.nan, 0, 1], dtype=object),
+    ):
+        with pytest.raises(ValueError, match="y_id contains missing values"):
+            best_feature_auc(codes, y)
 
 
 def test_probe_accuracy_and_compositional_gap_name_bad_arguments():

@@ -108,10 +108,13 @@ def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
         raise ValueError(
             f"{name} has {y.shape[0]} labels for {n_samples} rows of codes."
         )
-    if y.dtype.kind in "fc" and np.isnan(y).any():
+    if (y.dtype.kind in "fc" and np.isnan(y).any()) or (
+        y.dtype.kind == "O" and any(v is None or v != v for v in y)
+    ):
         # np.unique folds NaN into one more "class": [nan, 0, 0] passed as
-        # two classes, and no label then equalled the positive one.
-        raise ValueError(f"{name} contains NaN.")
+        # two classes, and no label then equalled the positive one (None
+        # failed inside np.unique).
+        raise ValueError(f"{name} contains missing values (NaN or None).")
     if not binary:
         return y
     classes = np.unique(y)

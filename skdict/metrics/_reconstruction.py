@@ -57,11 +57,13 @@ def reconstruction_error(X: Any, X_reconstructed: Any) -> float:
         )
     # Squares summed in float64, a block of rows at a time: float32 squares
     # of 1e20 overflowed to inf and those of 1e-25 underflowed to 0.
+    # (MPS has no float64: float32 there.)
+    work = torch.float32 if X.device.type == "mps" else torch.float64
     step = max(1, _BLOCK_ELEMENTS // max(X.shape[1], 1))
-    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    total = torch.zeros((), dtype=work, device=X.device)
     for start in range(0, X.shape[0], step):
         rows = slice(start, start + step)
-        total += (X[rows] - X_hat[rows]).double().square().sum()
+        total += (X[rows] - X_hat[rows]).to(work).square().sum()
     return float(total) / X.numel()
 
 
