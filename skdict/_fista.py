@@ -3081,7 +3081,9 @@ class FISTACoder(
             # In bounds: the array API leaves slices past the end unspecified.
             rows = slice(start, min(start + step, n_samples))
             X_rows = X_t[rows]
-            result = self._code(X_rows, D, b, warm_start(rows), verbose=0)
+            # One step: the solver's own bar over its batches (none showed).
+            inner = self.verbose if len(starts) == 1 else 0
+            result = self._code(X_rows, D, b, warm_start(rows), verbose=inner)
             residual = X_rows - result.codes @ D - b
             squared_error += residual.double().square().sum()
             not_converged += int((~result.converged).sum())

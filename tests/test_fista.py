@@ -1713,6 +1713,20 @@ def test_progress_bar_moves_through_one_automatic_batch(capsys):
     torch.testing.assert_close(shown.codes, quiet.codes, rtol=0, atol=1e-12)
 
 
+def test_score_shows_a_bar_in_one_step_too(capsys):
+    # score steps over a few batches at a time, with a bar over steps: a
+    # single step (fewer rows than four batches) showed no bar at all.
+    rng = np.random.default_rng(0)
+    D = random_dictionary(rng, 8, 5)
+    X = sparse_codes(rng, 40, 8, 2) @ D
+    coder = FISTACoder(D, batch_size=10, verbose=1).fit(X)
+    capsys.readouterr()
+    coder.score(X)  # one step of 40 rows, four batches of 10
+    assert "40/40" in capsys.readouterr().err
+    coder.set_params(verbose=0).score(X)
+    assert capsys.readouterr().err == ""
+
+
 def test_no_progress_bar_at_verbose_zero(capsys):
     # verbose=0 (the default) is silent even over several batches: a bar per
     # call would flood the logs of a grid search.
