@@ -1484,29 +1484,60 @@ def learn_dictionary(
         # Entries within bounds whose squares, summed over many rows, still
         # leave float32: brought to a largest entry near 1 as well.
         scale = _fista._certifiable_scale(X, bound=0)
-    if scale != 1.0:
-        # As in fista_encode: the lasso scales exactly (the atoms of (s X,
-        # s alpha) are those of (X, alpha), their codes s times theirs), and
-        # data near the ends of the dtype's range learned NaN or wrong atoms
-        # (entries of 1e-160: NaN atoms; 1e-300: similarity 0.47, not 0.998).
-        result = learn_dictionary(
-            X * scale,
-            n_components,
-            alpha=alpha * scale,
-            positive=positive,
-            init=init,
-            dict_max_iter=dict_max_iter,
-            tol=tol,
-            max_iter=max_iter,
-            batch_size=batch_size,
-            generator=generator,
-            verbose=verbose,
-        )
-        for record in result.history:
-            record["alpha"] /= scale
-            # Two divisions: scale * scale can underflow to 0.
-            record["objective"] = record["objective"] / scale / scale
-        return result._replace(codes=result.codes / scale)
+    # As in fista_encode: the lasso scales exactly (the atoms of (s X, s alpha)
+    # are those of (X, alpha), their codes s times theirs), and data near the
+    # ends of the dtype's range learned NaN or wrong atoms (entries of 1e-160:
+    # NaN atoms; 1e-300: similarity 0.47, not 0.998).
+    result = _learn_dictionary(
+        X if scale == 1.0 else X * scale,
+        n_components,
+        alpha=alpha * scale,
+        positive=positive,
+        init=init,
+        dict_max_iter=dict_max_iter,
+        tol=tol,
+        max_iter=max_iter,
+        batch_size=batch_size,
+        generator=generator,
+        verbose=verbose,
+        scale=scale,
+    )
+    if scale == 1.0:
+        return result
+    for record in result.history:
+        record["alpha"] /= scale
+        record["objective"] = _unscaled_objective(record["objective"], scale)
+    return result._replace(codes=result.codes / scale)
+
+
+def _unscaled_objective(objective: float, scale: float) -> float:
+    """Return the lasso objective of data ``X`` from that of ``scale * X``."""
+    # Two divisions: scale * scale can underflow to 0.
+    return objective / scale / scale
+
+
+def _learn_dictionary(
+    X: torch.Tensor,
+    n_components: int,
+    *,
+    alpha: float,
+    positive: bool,
+    init: torch.Tensor | None,
+    dict_max_iter: int,
+    tol: float,
+    max_iter: int,
+    batch_size: int | None,
+    generator: torch.Generator | None,
+    verbose: int,
+    scale: float = 1.0,
+) -> DictionaryLearningResult:
+    """:func:`learn_dictionary` on data already at a certifiable ``scale``.
+
+    ``scale`` is the factor ``X`` was multiplied by, used only to show the
+    objective of the caller's data on the progress bar.
+    """
+    from . import _fista  # imports this module: reached at call time
+
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     plain = _few_atoms_per_feature(n_components, X.shape[1])
@@ -1728,7 +1759,10 @@ def learn_dictionary(
             }
         )
         if verbose > 0:
-            rounds.set_postfix(objective=history[-1]["objective"], change=change)
+            rounds.set_postfix(
+                objective=_unscaled_objective(history[-1]["objective"], scale),
+                change=change,
+            )
         round_tol = min(max_round_tol, max(tol, change))
         # Once alpha has reached its target (after the continuation).
         if a == alpha and stop_change <= tol and not inexact:
@@ -1909,7 +1943,7 @@ def online_dictionary_update(
             residual, n_unused + n_resampled, generator
         )
     record = {
-        "objective": float(objective.mean()) / scale / scale,  # as learn_dictionary
+        "objective": _unscaled_objective(float(objective.mean()), scale),
         "dictionary_change": float((updated - components).norm() / components.norm()),
         "n_unused": n_unused,
         "n_resampled": n_resampled,

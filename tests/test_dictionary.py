@@ -2,6 +2,7 @@
 
 import itertools
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -1079,6 +1080,16 @@ def test_learning_is_scale_free_at_the_ends_of_float64(scale, rng):
     # Objectives beyond float64's range read inf (1e160) or 0 (1e-300).
     expected = first["objective"] * scale * scale
     assert scaled_first["objective"] == pytest.approx(expected)
+
+
+def test_progress_bar_shows_the_objective_of_the_callers_data(capsys):
+    # Data beyond 2**400 are learned at a power-of-two scale near 1: the bar
+    # showed that scaled objective (1e-260 times the caller's).
+    X = make_compositional(3, 1, n_samples=200, random_state=0).X_train * 1e130
+    learner = FISTACoder(n_components=3, alpha=1e129, positive=True, dict_max_iter=2)
+    learner.set_params(random_state=0, verbose=1).fit(X)
+    shown = re.findall(r"objective=([-+.0-9e]+)", capsys.readouterr().err)
+    assert float(shown[-1]) == pytest.approx(learner.history_[-1]["objective"], 1e-2)
 
 
 def test_float32_data_whose_summed_squares_overflow_are_rescaled(monkeypatch):
