@@ -473,6 +473,10 @@ def test_freeze_decoder_from_frozen_estimator(activation, rng):
     assert sae.decoder_ is not None
     assert np.array_equal(sae.components_, coder.components_)
     assert np.array_equal(sae.intercept_, coder.intercept_)
+    # An optimiser over the module's parameters leaves the decoder alone too.
+    frozen = {name: p.requires_grad for name, p in sae.module_.named_parameters()}
+    assert frozen.pop("W_dec") is frozen.pop("b_dec") is False
+    assert all(frozen.values())
 
 
 def test_decoder_initialises_atoms_and_encoder(rng):
@@ -1037,6 +1041,39 @@ def test_clone_pickle_pipeline(rng):
     y = (X[:, 0] > np.median(X[:, 0])).astype(int)
     pipe = make_pipeline(clone(sae), LogisticRegression()).fit(X, y)
     assert pipe.score(X, y) > 0.5
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_decoder_attributes_follow_the_module(as_tensor, rng):
+    # components_ and intercept_ were copies taken once: after a checkpoint
+    # was loaded into module_, transform used its atoms while components_
+    # (and so dictionary_similarity, or a FrozenEstimator provider) kept the
+    # old ones.
+    X, _ = toy_problem(rng)
+    X = torch.as_tensor(X) if as_tensor else X
+    trained = SparseAutoencoder(8, activation="topk", k=2, **SMALL).fit(X)
+    sae = SparseAutoencoder(8, activation="topk", k=2, **SMALL)
+    sae.set_params(random_state=1).fit(X)
+    handed_out = sae.components_
+    values = copy.deepcopy(handed_out)
+    sae.module_.load_state_dict(trained.module_.state_dict())
+    for attribute in ("components_", "intercept_"):
+        expected = getattr(trained, attribute)
+        assert type(getattr(sae, attribute)) is type(expected)
+        np.testing.assert_array_equal(getattr(sae, attribute), expected)
+    codes = sae.transform(X)
+    reconstructed = codes @ sae.components_ + sae.intercept_
+    np.testing.assert_allclose(sae.inverse_transform(codes), reconstructed, atol=1e-12)
+    assert sae.components_ is sae.components_  # kept while the module is unchanged
+    with torch.no_grad():
+        sae.module_.b_dec.add_(1.0)
+    np.testing.assert_array_equal(sae.intercept_, trained.intercept_ + 1.0)
+    np.testing.assert_array_equal(handed_out, values)  # arrays handed out stay
+    for restored in saved_and_loaded(sae):
+        np.testing.assert_array_equal(restored.intercept_, sae.intercept_)
+        restored.partial_fit(X)
+        assert not np.array_equal(restored.components_, sae.components_)
+    np.testing.assert_array_equal(sae.components_, trained.components_)
 
 
 def test_grid_search_over_k_and_sparsity_coef(rng):

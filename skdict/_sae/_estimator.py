@@ -42,6 +42,7 @@ from .._tensor import (
     portable_state,
     to_fitted,
     to_output,
+    to_tensor,
     validate_codes,
     validate_input,
 )
@@ -184,13 +185,23 @@ class SparseAutoencoder(
     components_ : ndarray or torch.Tensor of shape (n_components, n_features)
         Decoder atoms (unit-norm rows; a frozen decoder's atoms as given), in
         the array type of the data last given to :meth:`fit` or
-        :meth:`partial_fit`.
+        :meth:`partial_fit`: a copy of ``module_.W_dec``, which follows any
+        change made to the module.
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         Decoder bias: ``X ≈ transform(X) @ components_ + intercept_``; it is
         subtracted from ``X`` before encoding.
     module_ : torch.nn.Module
-        The trained torch module (encoder weights ``W_enc``, ``b_enc``; JumpReLU
-        ``log_threshold``; BatchTopK ``threshold``).
+        The trained torch module: encoder ``W_enc``, ``b_enc`` (none for
+        ``"mp"``), decoder ``W_dec`` (the atoms as rows) and ``b_dec``;
+        JumpReLU ``log_threshold``, BatchTopK ``threshold``. Its ``state_dict``
+        saves a checkpoint and ``load_state_dict`` restores one, which
+        ``components_``, ``intercept_`` and every method then use; change
+        parameters in place under :func:`torch.no_grad`, not through
+        ``.data`` (which hides the change from the estimator's caches). The
+        module is trained with hand-written gradients: its ``encode`` and
+        ``forward`` run without autograd, and wide top-k modules give codes in
+        a compressed form (``SparseCodes``); :meth:`transform` gives dense
+        ones. A frozen decoder's parameters do not require gradients.
     decoder_ : estimator, object or None
         The fitted dictionary provider, when ``decoder`` is an estimator (a
         frozen one as given); the object itself when it exposes
@@ -592,6 +603,11 @@ class SparseAutoencoder(
             device=X_t.device,
         )
         module.reset_parameters(generator, decoder=atoms, bias=bias)
+        if self.freeze_decoder:
+            # Training leaves them alone whatever the flag; an optimiser a user
+            # builds over module_.parameters() must too.
+            module.W_dec.requires_grad_(False)
+            module.b_dec.requires_grad_(False)
         return module, provider
 
     def _check_k(self, n_components: int) -> None:
@@ -670,13 +686,47 @@ class SparseAutoencoder(
         self._model_params["n_components"] = module.n_components
         self._model_params["decoder"] = record_given(self.decoder)
         # Copies: the arrays handed out must not change when training resumes.
-        self.components_ = to_fitted(module.W_dec.detach().clone(), origin)
-        self.intercept_ = to_fitted(module.b_dec.detach().clone(), origin)
+        self._decoder_copies = {
+            name: (module, _version_key(p), to_fitted(p.detach().clone(), origin))
+            for name, p in (("W_dec", module.W_dec), ("b_dec", module.b_dec))
+        }
         self.history_ = self.history_ + result.history
         self.n_iter_ += len(result.history)
         self._optimizer_state = None if optimizer is None else optimizer.state_dict()
         self._rng_state = generator.get_state()
         self._samples_since_fired = result.samples_since_fired
+
+    @property
+    def components_(self) -> Any:  # documented in the class docstring
+        return self._decoder_attribute("W_dec")
+
+    @property
+    def intercept_(self) -> Any:  # documented in the class docstring
+        return self._decoder_attribute("b_dec")
+
+    def _decoder_attribute(self, name: str) -> Any:
+        """``module_``'s decoder parameter ``name``, as a fitted attribute.
+
+        Read from the module, so that it follows a ``load_state_dict`` or an
+        in-place change (under :func:`torch.no_grad`) made to ``module_``: a
+        copy stored once went stale, and ``dictionary_similarity`` or
+        ``FISTACoder(dictionary=FrozenEstimator(sae))`` used the old atoms
+        while ``transform`` used the new ones. The copy is kept while the
+        parameter keeps its storage and version counter (as in
+        :meth:`_module_for`); a new one is made, in the array type of the
+        last, when it changes, so that arrays handed out before do not.
+        """
+        module = self.module_  # AttributeError when unfitted, as hasattr expects
+        param = getattr(module, name)
+        held_module, held_key, value = self._decoder_copies[name]
+        key = _version_key(param)
+        if held_module is module and key is not None and held_key == key:
+            return value
+        device = value.device if isinstance(value, torch.Tensor) else "cpu"
+        _, origin = to_tensor(value, device=device, ndim=None, name=name)
+        value = to_fitted(param.detach().clone(), origin)
+        self._decoder_copies[name] = (module, key, value)
+        return value
 
     # ------------------------------------------------------------ transform
 
@@ -703,11 +753,7 @@ class SparseAutoencoder(
             # No version counters to tell a change by (a state loaded in
             # inference mode): copied afresh every call.
             return copy.deepcopy(module).to(device=T.device, dtype=T.dtype)
-        key = (
-            T.device,
-            T.dtype,
-            tuple((t.data_ptr(), t._version) for t in tensors),
-        )
+        key = (T.device, T.dtype, tuple(_version_key(t) for t in tensors))
         cached = getattr(self, "_moved_module", None)
         if cached is not None and cached[0] is module and cached[1] == key:
             return cached[2]
@@ -791,7 +837,26 @@ class SparseAutoencoder(
     def __getstate__(self):
         state = super().__getstate__()  # the instance's own __dict__
         # The moved module is a cache, rebuilt on demand.
-        return portable_state({k: v for k, v in state.items() if k != "_moved_module"})
+        state = {k: v for k, v in state.items() if k != "_moved_module"}
+        if "_decoder_copies" in state:
+            # Storage and version keys mean nothing in another process: the
+            # copies are checked against the unpickled module at first use.
+            state["_decoder_copies"] = {
+                name: (None, None, value)
+                for name, (_, _, value) in state["_decoder_copies"].items()
+            }
+        return portable_state(state)
+
+    def __setstate__(self, state):
+        if "components_" in state:  # pickled when the atoms were stored as such
+            state["_decoder_copies"] = {
+                name: (None, None, state.pop(attribute))
+                for name, attribute in (
+                    ("W_dec", "components_"),
+                    ("b_dec", "intercept_"),
+                )
+            }
+        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -799,6 +864,16 @@ class SparseAutoencoder(
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         tags.target_tags.required = providers_require_y(self.decoder)
         return tags
+
+
+def _version_key(tensor: torch.Tensor) -> tuple[int, int] | None:
+    """Storage and version counter of ``tensor``: a change to either is a change.
+
+    None for an inference tensor, which has no version counter.
+    """
+    if tensor.is_inference():
+        return None
+    return tensor.data_ptr(), tensor._version
 
 
 def _take_rows(values: Any, rows: np.ndarray) -> Any:
