@@ -111,13 +111,11 @@ __all__ = [
 # 4 gave 0.977 / 0.967.
 _HOMOTOPY_FACTOR = 10.0
 _MAX_HOMOTOPY_ROUNDS = 4
-# Exploration lasts ``_EXPLORE_FRACTION`` of ``dict_max_iter`` rounds; the
-# remaining rounds refine with the plain (monotone) least-squares update. All
-# rounds explore: the safeguarded refinement lowers ``F`` but moves the atoms
+# Without ``init`` every round explores, none refines with the safeguarded
+# (monotone) least-squares update: refinement lowers ``F`` but moves the atoms
 # away from the truth (n_latents=500, seed 0, 60 rounds: a last quarter of
 # refinement took F from 0.4382 to 0.4286 and the similarity from 0.986 to
 # 0.977; exploring throughout ends at 0.988 / MCC-OOD 0.979 instead of 0.967).
-_EXPLORE_FRACTION = 1.0
 # While exploring, the next round codes on the least-squares dictionary moved
 # on along its change from the previous round's, ``Y = A + beta (A -
 # A_previous)`` (``A`` the normalised least-squares atoms, ``beta =
@@ -1408,7 +1406,9 @@ def learn_dictionary(
     ``alpha`` fixed. Exploration computes in float32 whatever the dtype of
     ``X`` (the atoms and codes are returned in it), unless float32 cannot
     hold the squared row norms of ``X`` and their sums: float64 data then
-    explore in float64 and narrower data are refused. A given ``init`` skips
+    explore in float64, and float32 data are first scaled by a power of two
+    (entries beyond ``2 ** 50`` or below ``2 ** -50`` are, whatever their
+    norms; ``2 ** 400`` for float64). A given ``init`` skips
     the exploration and refines in the dtype of ``X``: ``alpha`` is fixed
     and every round decreases ``F(Z, D)``. Either way,
     learning stops once ``alpha`` has reached its target and the relative
@@ -1551,18 +1551,12 @@ def _learn_dictionary(
         # 1000, 90 rounds, 11.8-13.0 s against 13.6-15.4 s, 0.50-0.53 both).
         # Unless float32 cannot hold the rounds' squared norms and their sums
         # (rows of norm 1e20 gave NaN atoms or a division by zero, rows of
-        # norm 2e-20 NaN atoms).
+        # norm 2e-20 NaN atoms): float64 data then explore in float64 (float32
+        # data were brought near 1 by learn_dictionary).
         if _fits_float32(X):
             X = X.float()
-        elif X.dtype.itemsize <= 4:
-            raise ValueError(
-                f"X has rows of norm up to {_max_row_norm(X):.3g}, over "
-                f"{X.shape[0]} samples: dictionary learning sums their squared "
-                "norms, which leaves float32's range. Rescale X (e.g. divide "
-                "it by its largest row norm) or pass it in float64."
-            )
         components = initial_dictionary(X, n_components, generator)
-        n_explore = int(_EXPLORE_FRACTION * dict_max_iter)
+        n_explore = dict_max_iter
     else:
         components = _normalize_atoms(init.to(device=X.device, dtype=X.dtype))[0]
         n_explore = 0
