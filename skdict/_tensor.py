@@ -346,19 +346,54 @@ def _require_dense(T: torch.Tensor, name: str) -> None:
         )
 
 
-def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
-    _require_dense(X, name)
-    if X.device.type == "meta":
+# What a tensor that is not plain strided data would need (torch's own errors
+# for these come from deep inside an operator, or ask to file a torch issue).
+_CONVERSIONS = {
+    "nested": "stack its components, e.g. torch.cat({name}.unbind())",
+    "quantized": "use {name}.dequantize()",
+    "masked": "select the rows you need, or fill the masked entries, first",
+}
+
+
+def _require_values(T: torch.Tensor, name: str) -> None:
+    """Refuse tensors whose values dense torch kernels cannot read, naming ``name``."""
+    _require_dense(T, name)
+    if T.device.type == "meta":
         raise ValueError(
             f"{name} is a tensor on the meta device, which has shapes but no "
             "values to compute with; pass a tensor with data."
         )
+    masked = getattr(torch.masked, "MaskedTensor", ())
+    kind = (
+        "nested"
+        if T.is_nested
+        else "quantized"
+        if T.is_quantized
+        else "masked"
+        if isinstance(T, masked)
+        else None
+    )
+    if kind is not None:
+        raise TypeError(
+            f"Invalid {name}: a {kind} tensor was passed, but a plain dense "
+            f"tensor is required; {_CONVERSIONS[kind].format(name=name)}."
+        )
+
+
+def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
+    _require_values(X, name)
     if X.ndim != 2:
         if X.ndim > 2:
-            # E.g. a transformer's (batch, sequence, d_model) activations.
+            # E.g. a transformer's (batch, sequence, d_model) activations, or
+            # a convolution's (batch, channels, height, width) maps, whose
+            # features are not the last axis.
             advice = (
                 f"To code every position as a sample, pass {name}.reshape(-1, "
-                f"{name}.shape[-1]) and reshape the codes back."
+                f"{name}.shape[-1]) when the features are the last axis (a "
+                "transformer's (batch, sequence, d_model) activations) and "
+                "reshape the codes back; move them last first when they are "
+                f"not ({name}.movedim(1, -1) for (batch, channels, height, "
+                "width) maps)."
             )
         else:
             advice = (
@@ -569,7 +604,7 @@ def to_tensor(
     """
     if is_tensor(A):
         T = A.detach()
-        _require_dense(T, name)
+        _require_values(T, name)
         if T.dtype.is_complex:
             raise ValueError(f"{name} must be real-valued; got dtype {T.dtype}.")
         compute = _compute_dtype(T.dtype)
@@ -658,6 +693,10 @@ def validate_codes(estimator: Any, codes: Any) -> tuple[torch.Tensor, ArrayOrigi
     ValueError: codes have 3 columns, but this OracleDictionary has 2 components.
     """
     check_is_fitted(estimator)
+    if is_tensor(codes):
+        # Before the device is resolved from them: meta codes were told about
+        # a ``device`` parameter the caller never set.
+        _require_values(codes, "codes")
     Z, origin = to_tensor(
         codes, device=resolve_device(estimator.device, codes), name="codes"
     )

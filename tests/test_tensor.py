@@ -272,6 +272,63 @@ def test_meta_device_is_rejected_up_front():
         FISTACoder(np.eye(5)).fit(torch.empty(20, 5, device="meta"))
 
 
+def test_meta_arrays_beside_x_are_named():
+    # A dictionary, decoder, init, y or codes on the meta device (weights of
+    # a model built under torch.device("meta")) met torch's "Cannot copy out
+    # of meta tensor", or a complaint about a ``device`` never set.
+    from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
+
+    X = np.random.default_rng(0).uniform(size=(20, 5))
+    meta = torch.empty(5, 5, device="meta")
+    calls = {
+        "dictionary": lambda: FISTACoder(meta).fit(X),
+        "decoder": lambda: SparseAutoencoder(decoder=meta, max_epochs=1).fit(X),
+        "init": lambda: FISTACoder(n_components=5, init=meta).fit(X),
+        "y": lambda: OracleDictionary().fit(X, torch.empty(20, 5, device="meta")),
+        "codes": lambda: FISTACoder(np.eye(5)).fit(X).inverse_transform(meta),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"^{name} is a tensor on the meta"):
+            call()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # prototype or deprecated kinds
+@pytest.mark.parametrize(
+    "kind, make, advice",
+    [
+        ("nested", lambda X: torch.nested.nested_tensor([X, X]), "torch.cat"),
+        (
+            "quantized",
+            lambda X: torch.quantize_per_tensor(X.float(), 0.1, 0, torch.qint8),
+            r"X\.dequantize\(\)",
+        ),
+        ("masked", lambda X: torch.masked.masked_tensor(X, X > 0), "fill the masked"),
+    ],
+)
+def test_tensors_without_plain_values_are_refused_by_name(kind, make, advice):
+    # They pass the sparse and meta checks (a strided layout) and failed
+    # inside torch: "Internal error ... Please file an issue" for nested
+    # tensors, a RecursionError in mcc_score for masked ones.
+    from skdict import FISTACoder
+    from skdict.metrics import mcc_score
+
+    X = torch.rand(6, 3, dtype=torch.float64)
+    exotic = make(X)
+    with pytest.raises(TypeError, match=f"Invalid X: a {kind} tensor.*{advice}"):
+        FISTACoder(np.eye(3)).fit(exotic)
+    with pytest.raises(TypeError, match=f"Invalid Z_true: a {kind} tensor"):
+        mcc_score(exotic, X)
+
+
+def test_arrays_of_more_dimensions_get_advice_for_both_layouts():
+    # Following "reshape(-1, X.shape[-1])" on (batch, channels, height, width)
+    # maps made the width the features, silently.
+    from skdict import FISTACoder
+
+    with pytest.raises(ValueError, match=r"reshape\(-1, X\.shape\[-1\]\).*movedim"):
+        FISTACoder(np.eye(3)).fit(torch.rand(2, 3, 4, 5))
+
+
 def test_portable_state_moves_tensors_to_cpu():
     state = {"a": torch.ones(2), "m": torch.nn.Linear(2, 2), "n": 3}
     moved = portable_state(state)
