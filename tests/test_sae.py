@@ -718,7 +718,11 @@ def test_decoder_estimator_never_sees_the_validation_rows(rng):
     assert oracle.decoder_.n_features_in_ == X.shape[1]
     # Targets in other layouts are cut to the same rows; mismatched ones are
     # refused, not silently truncated.
-    for layout in (sp.coo_matrix(Z), torch.as_tensor(Z).to_sparse()):
+    # (Torch's compressed layouts have no row selection: CSR raised inside
+    # torch.)
+    tensor = torch.as_tensor(Z)
+    sparse = [tensor.to_sparse(), tensor.to_sparse_csr(), tensor.to_sparse_csc()]
+    for layout in (sp.coo_matrix(Z), *sparse):
         fitted = clone(oracle).fit(X, layout)
         np.testing.assert_allclose(fitted.components_, D, atol=1e-8)
     with pytest.raises(ValueError, match="y, passed to the decoder estimator"):

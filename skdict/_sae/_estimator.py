@@ -883,5 +883,7 @@ def _take_rows(values: Any, rows: np.ndarray) -> Any:
     if sp.issparse(values):
         return values.tocsr()[rows]
     if isinstance(values, torch.Tensor) and values.layout != torch.strided:
-        return values.index_select(0, torch.as_tensor(rows, device=values.device))
+        # index_select has no kernels for the compressed layouts (CSR, CSC).
+        coo = values if values.layout == torch.sparse_coo else values.to_sparse()
+        return coo.index_select(0, torch.as_tensor(rows, device=values.device))
     return _safe_indexing(values, rows)
