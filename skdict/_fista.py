@@ -103,15 +103,21 @@ from tqdm.auto import tqdm
 from ._dictionary import (
     EXPOSES_COMPONENTS,
     PROVIDER_CONSTRAINT,
+    _normalize_atoms,
     _sample_objective,
+    batch_statistics,
     fit_provider,
     fits_on_data,
+    initial_dictionary,
     is_provider,
     is_same_given,
+    learn_dictionary,
+    online_dictionary_update,
     provider_input,
     providers_require_y,
     record_given,
     resolve_dictionary,
+    torch_generator,
 )
 from ._fitting import forget_fit_on_failure
 from ._params import StrictParamsMixin
@@ -405,11 +411,18 @@ def _extrapolate(
 def _dual_scaling(corr: torch.Tensor, alpha: float, positive: bool) -> torch.Tensor:
     """``s`` such that ``theta = s r`` is dual feasible, from ``corr = r D^T``."""
     worst = corr.amax(dim=1) if positive else corr.abs().amax(dim=1)
-    return torch.clamp(alpha / worst.clamp_min(torch.finfo(corr.dtype).tiny), max=1.0)
+    return _dual_scale(worst, alpha)
+
+
+def _dual_scale(worst: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Return ``min(1, alpha / worst)``: the largest ``s <= 1`` making ``s r`` feasible.
+
+    ``worst`` is ``max_j r.d_j`` (of ``|r.d_j|`` without the sign constraint).
+    """
+    return torch.clamp(alpha / worst.clamp_min(torch.finfo(worst.dtype).tiny), max=1.0)
 
 
 def _gap_from_residual(
-    x_sq: torch.Tensor,
     x_dot_r: torch.Tensor,
     r_sq: torch.Tensor,
     l1: torch.Tensor,
@@ -485,9 +498,7 @@ def _working_set_gap(gz, b, z, x_sq, alpha, positive):
     z_dot_b = torch.linalg.vecdot(z, b)
     r_sq = (x_sq - 2.0 * z_dot_b + torch.linalg.vecdot(z, gz)).clamp_min(0.0)
     scale = _dual_scaling(b - gz, alpha, positive)
-    return _gap_from_residual(
-        x_sq, x_sq - z_dot_b, r_sq, z.abs().sum(dim=1), scale, alpha
-    )
+    return _gap_from_residual(x_sq - z_dot_b, r_sq, z.abs().sum(dim=1), scale, alpha)
 
 
 def _support_indices(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1242,13 +1253,9 @@ class _Problem:
             torch.mm(residual, block.T, out=corr[:, start : start + block.shape[0]])
         return residual, corr
 
-    def _gap_terms(self, values64, rows, x, residual):
-        """``x.x``, ``x.r``, ``r.r`` and ``|z|_1`` of ``rows``, in float64.
-
-        ``x`` holds those rows of ``X64``.
-        """
+    def _gap_terms(self, values64, x, residual):
+        """``x.r``, ``r.r`` and ``|z|_1`` of rows ``x`` of ``X64``, in float64."""
         return (
-            self.x_sq[rows],
             torch.linalg.vecdot(x, residual),
             torch.linalg.vecdot(residual, residual),
             values64.abs().sum(dim=1),
@@ -1259,15 +1266,15 @@ class _Problem:
 
         ``max_j |r.d_j|`` without the sign constraint; see :func:`_dual_scaling`.
         """
-        tiny = torch.finfo(torch.float64).tiny
-        scale = torch.clamp(self.alpha / worst.double().clamp_min(tiny), max=1.0)
-        return _gap_from_residual(*terms, scale, self.alpha)
+        return _gap_from_residual(
+            *terms, _dual_scale(worst.double(), self.alpha), self.alpha
+        )
 
     def certify(self, z: torch.Tensor, rows: torch.Tensor):
         """Primal and gap of dense codes ``z`` of ``rows``, all in float64."""
         residual, corr = self._exact_products(rows, z)
         worst = corr.amax(dim=1) if self.positive else corr.abs().amax(dim=1)
-        terms = self._gap_terms(z.double(), rows, self.X64[rows], residual)
+        terms = self._gap_terms(z.double(), self.X64[rows], residual)
         return self._gap(terms, worst)
 
     def group_maxima(self, scores):
@@ -1318,7 +1325,7 @@ class _Problem:
         (:meth:`_bounded_gap`).
         """
         top = group_max.amax(dim=1)
-        terms = self._gap_terms(values64, rows, x, residual)
+        terms = self._gap_terms(values64, x, residual)
         if scores.dtype == torch.float64:
             return self._gap(terms, top)
         error = self._score_error(residual, low)
@@ -1363,9 +1370,9 @@ class _Problem:
         exact maximum; in a learning round's loose tolerance, hardly any.
         """
         tiny = torch.finfo(torch.float64).tiny
-        safe = torch.clamp(self.alpha / (top + error).clamp_min(tiny), max=1.0)
-        bold = torch.clamp(self.alpha / (top - error).clamp_min(tiny), max=1.0)
-        _, x_dot_r, r_sq, _ = terms
+        safe = _dual_scale(top + error, self.alpha)
+        bold = _dual_scale(top - error, self.alpha)
+        x_dot_r, r_sq, _ = terms
         vertex = torch.where(r_sq > 0, x_dot_r / r_sq.clamp_min(tiny), safe)
         primal, gap = _gap_from_residual(*terms, safe, self.alpha)
         least = _gap_from_residual(
@@ -2637,10 +2644,7 @@ class FISTACoder(
         return resolved
 
     def _learn(self, X, X_t, y, origin):
-        # dictionary=None: DL-FISTA on X, math in skdict._dictionary (imported
-        # here because this module's imports belong to the solver's code).
-        from ._dictionary import batch_statistics, learn_dictionary, torch_generator
-
+        # dictionary=None: DL-FISTA on X (skdict._dictionary.learn_dictionary).
         init = self._starting_dictionary(X, X_t, y)
         n_atoms = self._n_atoms(X_t, init)
         # A round's products: samples x atoms x features multiply-adds.
@@ -2780,13 +2784,6 @@ class FISTACoder(
             return self._partial_fit(X, y, first)
 
     def _partial_fit(self, X, y, first):
-        from ._dictionary import (
-            _normalize_atoms,
-            initial_dictionary,
-            online_dictionary_update,
-            torch_generator,
-        )
-
         if first:
             # A first call starts afresh, whatever an earlier run left behind.
             self._forget_stream()

@@ -166,7 +166,7 @@ def test_failed_fit_leaves_the_estimator_unfitted(estimator, method):
     [
         (
             FISTACoder(n_components=6, dict_max_iter=3),
-            "skdict._dictionary",
+            "skdict._fista",
             "learn_dictionary",
         ),
         (OracleDictionary(), "skdict._dictionary", "estimate_dictionary"),

@@ -1592,7 +1592,7 @@ def test_small_learning_problems_run_on_one_thread(rng, monkeypatch, two_threads
     # the caller's thread count is restored, also after an error.
     seen = []
     originals = {
-        name: getattr(_dictionary, name)
+        name: getattr(_fista, name)
         for name in ("learn_dictionary", "online_dictionary_update")
     }
 
@@ -1604,17 +1604,17 @@ def test_small_learning_problems_run_on_one_thread(rng, monkeypatch, two_threads
         return recording
 
     for name in originals:
-        monkeypatch.setattr(_dictionary, name, recorder(name))
+        monkeypatch.setattr(_fista, name, recorder(name))
     X = rng.standard_normal((30, 5))
     FISTACoder(n_components=6, dict_max_iter=2).fit(X).partial_fit(X)
     assert seen == [1, 1] and torch.get_num_threads() == 2
-    monkeypatch.setattr(_dictionary, "learn_dictionary", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(_fista, "learn_dictionary", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         FISTACoder(n_components=6, dict_max_iter=2).fit(X)
     assert torch.get_num_threads() == 2
     # Larger problems keep the caller's threads.
     monkeypatch.setattr(_tensor, "_SINGLE_THREAD_MACS", 0)
-    monkeypatch.setattr(_dictionary, "learn_dictionary", recorder("learn_dictionary"))
+    monkeypatch.setattr(_fista, "learn_dictionary", recorder("learn_dictionary"))
     seen.clear()
     FISTACoder(n_components=6, dict_max_iter=2).fit(X)
     assert seen == [2]
