@@ -2394,7 +2394,11 @@ class FISTACoder(
         Each batch also has a fixed cost (the solver's per-call work, a few
         milliseconds or more), so batches of a few samples are slow: on the
         CPU, 100 samples over 200 atoms took about 28 times as long one at
-        a time as in one batch. Lower it to fit memory, not below.
+        a time as in one batch. Lower it to fit memory, not below. Other
+        batch sizes (and torch thread counts, which split batches between
+        threads) round products differently: codes move by rounding, and
+        dictionary learning, a search, may end at other atoms of the same
+        quality.
     device : str or torch.device, default="auto"
         Where to compute. ``"auto"`` uses a tensor input's own device, else
         CUDA when available, else the CPU. Outputs always come back in the

@@ -22,6 +22,7 @@ from skdict.__main__ import main
 from skdict._files import exclusive_access
 from skdict.datasets import make_compositional
 from skdict.experiments import (
+    ENVIRONMENT_KEYS,
     METHODS,
     RECORD_KEYS,
     PaperSettings,
@@ -120,6 +121,14 @@ def test_compare_methods_records(data):
         assert set(RECORD_KEYS) <= set(record)
         assert record["fit_time"] >= 0 and record["transform_time"] >= 0
         json.dumps(record)
+    # Where they were computed: other thread counts round differently.
+    environment = {key: records[0][key] for key in ENVIRONMENT_KEYS}
+    assert environment == {
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "skdict_version": skdict.__version__,
+    }
     by_name = {r["method"]: r for r in records}
     assert by_name["fista_oracle"]["mcc_ood"] > 0.9
     # Every score recomputed independently: ID metrics on X_val, OOD ones on

@@ -121,7 +121,9 @@ class SparseAutoencoder(
         CUDA when available, else the CPU.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights, the validation split and the shuffling;
-        two fits on the CPU with the same seed give identical weights. The
+        two fits on the CPU with the same seed and torch thread count give
+        identical weights (other thread counts round wide products
+        differently, which training carries into the weights). The
         initial weights do not depend on the data's precision or device
         beyond rounding, so float32 and float64 fits with one seed start from
         the same model.

@@ -10,7 +10,7 @@ transformer's activations on colour–object phrases
 ``skdict reproduce`` drives all of it.
 """
 
-from ._compare import RECORD_KEYS, compare_methods
+from ._compare import ENVIRONMENT_KEYS, RECORD_KEYS, compare_methods
 from ._methods import METHODS, Method, PaperSettings
 from ._real import (
     REAL_METHODS,
@@ -27,6 +27,7 @@ from ._runner import load_records, run_study
 from ._studies import PRESETS, STUDIES, Cell, Study, study_cells
 
 __all__ = [
+    "ENVIRONMENT_KEYS",
     "FIGURE_METRICS",
     "METHODS",
     "PRESETS",

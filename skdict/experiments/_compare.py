@@ -35,7 +35,18 @@ from ._methods import (
     PaperSettings,
 )
 
-__all__ = ["RECORD_KEYS", "compare_methods", "resolve_methods"]
+__all__ = [
+    "ENVIRONMENT_KEYS",
+    "RECORD_KEYS",
+    "compare_methods",
+    "computed_with",
+    "resolve_methods",
+]
+
+#: Where a record was computed. Its figures repeat bit for bit with the same
+#: seed only with the same of each: thread counts and devices round products
+#: differently, which dictionary learning and SAE training amplify.
+ENVIRONMENT_KEYS = ("device", "threads", "torch_version", "skdict_version")
 
 #: Keys present in every record returned by :func:`compare_methods`.
 RECORD_KEYS = (
@@ -55,7 +66,23 @@ RECORD_KEYS = (
     "l0_ood",
     "fit_time",
     "transform_time",
+    *ENVIRONMENT_KEYS,
 )
+
+
+def computed_with(device: str | torch.device) -> dict[str, Any]:
+    """Return the :data:`ENVIRONMENT_KEYS` entries of records computed now.
+
+    ``threads`` is torch's thread count in the calling thread.
+    """
+    from .. import __version__  # the package's, set before this is called
+
+    return {
+        "device": str(resolve_device(device)),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "skdict_version": __version__,
+    }
 
 
 def resolve_methods(
@@ -343,6 +370,7 @@ def compare_methods(
     if settings is None:
         settings = PaperSettings()
     context = MethodContext(data, settings, random_state, device)
+    environment = computed_with(device)
     if any("sae" in method.name for method in chosen):
         # A process's first torch optimiser imports torch's compiler stack
         # (about 860 modules, 1.1-1.5 s on one CPU thread), which would count
@@ -373,6 +401,7 @@ def compare_methods(
         record = {"method": method.name, "label": method.label}
         record.update(_evaluate(method, estimator, data, codes_id, codes_ood))
         record.update(fit_time=fit_time, transform_time=transform_time)
+        record.update(environment)
         records.append({key: _plain(value) for key, value in record.items()})
     return records
 

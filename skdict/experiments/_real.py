@@ -43,7 +43,14 @@ from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder, model_name
 from ..metrics import probe_accuracy, reconstruction_error
 from ..metrics._probing import check_probe
-from ._compare import _plain, check_data, methods_progress, resolve_methods
+from ._compare import (
+    ENVIRONMENT_KEYS,
+    _plain,
+    check_data,
+    computed_with,
+    methods_progress,
+    resolve_methods,
+)
 from ._methods import (
     METHODS,
     SAE_METHODS,
@@ -104,6 +111,7 @@ REAL_RECORD_KEYS = (
     *DICTIONARY_KEYS,
     "fit_time",
     "transform_time",
+    *ENVIRONMENT_KEYS,
 )
 
 #: Record keys of the table and figure, with their column headers.
@@ -545,6 +553,7 @@ def compare_real(
         width=n_components or X["train"].shape[1],
         k=k,
     )
+    environment = computed_with(device)
     records = []
     for method in methods_progress(chosen, verbose):
         # Building may train (sae_dict_fista's SAE, unless sae_topk ran
@@ -566,6 +575,7 @@ def compare_real(
         }
         record.update(_evaluate(estimator, data, codes, probe, fire_threshold))
         record.update(fit_time=fit_time, transform_time=transform_time)
+        record.update(environment)
         records.append({key: _plain(value) for key, value in record.items()})
     return records
 
