@@ -100,8 +100,9 @@ __all__ = [
 ]
 
 # The first rounds explore. Their codes use a penalty decreasing geometrically
-# from ``_HOMOTOPY_FACTOR * alpha`` to ``alpha`` over at most
-# ``_MAX_HOMOTOPY_ROUNDS`` rounds (a continuation, or homotopy): sparser codes
+# towards the round's target (``alpha``, or ``_FIRST_ALPHA_FACTOR * alpha``)
+# over at most ``_MAX_HOMOTOPY_ROUNDS`` rounds, from ``_HOMOTOPY_FACTOR ** (1 -
+# 1 / n)`` times it (a continuation, or homotopy): sparser codes
 # early on make each atom's least-squares update an average over the few
 # samples that clearly use it, which pulls atoms apart faster than codes spread
 # over many half-right atoms.
@@ -161,8 +162,8 @@ _OVERCOMPLETE_COHERENCE = 0.5
 # 2,500 samples, float64, ``Z^T Z``, ``Z^T X`` and two ``Z D``: with 200 /
 # 500 / 1,000 atoms the two break even at 16 / 20 / 15 % non-zeros, and at
 # 8 % the sparse path takes 54 / 45 / 55 % of the dense one's time. Other
-# devices keep the former bound, ``_SPARSE_DENSITY_OTHER``, which was
-# measured on CPU only.
+# devices keep ``_SPARSE_DENSITY_OTHER``, the bound measured on the CPU
+# before; no GPU has measured its own.
 _SPARSE_DENSITY = 0.12
 _SPARSE_DENSITY_OTHER = 0.05
 # Codes of a learning round are solved to a relative duality gap of the
@@ -877,8 +878,9 @@ def _sample_side_atoms(
     are ``Z^T (Z Z^T)^{-1} X``, one Cholesky factorisation of the (samples x
     samples) ``Z Z^T`` (samples with zero codes left out: they add nothing).
     n_latents=5000 on 2,500 samples (125 features, float32, one thread): 10
-    rounds in 7.1 s instead of 104.6 s. Returns None when fewer atoms are in
-    use than samples, or when ``Z Z^T`` is not well posed; ``operand`` is
+    rounds in 7.1 s instead of 104.6 s. Returns None unless more atoms are in
+    use than samples have non-zero codes, or when ``Z Z^T`` is not well
+    posed; ``operand`` is
     ``_operand(codes)`` and ``gram`` is ``Z^T Z``.
     """
     used = gram.diagonal() > 0
@@ -1026,7 +1028,7 @@ def _coherence_bound(n_components: int, n_features: int) -> float:
 def _coherent_atoms(
     components: torch.Tensor,
     codes: torch.Tensor,
-    bound: float = _MAX_COHERENCE,
+    bound: float,
     kept: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask of the less used atom of every pair with |cosine| above ``bound``.
@@ -1270,7 +1272,7 @@ def _lstsq_step(
     rescale: bool = True,
     operand: torch.Tensor | None = None,
 ) -> _Step:
-    """Apply the least-squares dictionary update, safeguarded to never increase F.
+    """Apply the least-squares dictionary update (never increasing F when refining).
 
     Normalising the least-squares atoms either keeps their reconstruction
     (codes rescaled by the atoms' norms, which changes the L1 term) or keeps
@@ -1382,10 +1384,11 @@ def learn_dictionary(
     3. re-initialises atoms that no sample uses with the residuals of the
        worst-reconstructed samples.
 
-    Without ``init`` every round explores: ``alpha`` decreases geometrically
-    towards ``alpha`` over the first 4 rounds (a continuation: round ``t``,
-    from 0, codes at ``alpha * 10 ** (1 - (t + 1) / 4)``, 5.6, 3.2, 1.8 and 1
-    times ``alpha``), the next
+    Without ``init`` every round explores: the penalty decreases
+    geometrically towards its target over the first 4 rounds (a
+    continuation: round ``t``, from 0, codes at ``target * 10 ** (1 - (t +
+    1) / 4)``, 5.6, 3.2, 1.8 and 1 times the target, which is ``alpha``, or
+    ``1.5 * alpha`` in the rounds below that code above it), the next
     round codes on the least-squares atoms ``A`` moved on along their change,
     ``A + 0.95 (A - A_previous)`` (momentum), and every third round, of two
     atoms with |cosine| above 0.7 the less used is resampled as in step 3
@@ -1393,31 +1396,32 @@ def learn_dictionary(
     atom that comes back twice after such resamplings (within |cosine| 0.9
     of the one resampled, near the same partner) is kept with its partner
     from then on, since true atoms can be that close.
-    Dictionaries with at most 3 atoms per feature are coded, while exploring,
-    by 8 plain FISTA iterations from the warm start instead of to a duality
-    gap. Larger ones resample above ``sqrt(2 ln K / d)`` clipped to [0.5,
-    0.7] (``K`` atoms of ``d`` features), return the last round's ``A``
-    rather than its momentum step, and code the first half of their
-    rounds at ``1.5 * alpha`` (after the continuation) -- unless, given at
-    least 110 rounds and no more atoms than samples, they code the first 60
-    at ``1.5 * alpha`` and spend the rounds between them and the last 30 on
-    the paper's inexact alternation: 10 plain FISTA iterations per round
-    from zero codes, codes not rescaled, no resampling, momentum 0.9,
-    ``alpha`` fixed. Exploration computes in float32 whatever the dtype of
-    ``X`` (the atoms and codes are returned in it), unless float32 cannot
-    hold the squared row norms of ``X`` and their sums: float64 data then
-    explore in float64, and float32 data are first scaled by a power of two
-    (entries beyond ``2 ** 50`` or below ``2 ** -50`` are, whatever their
-    norms; ``2 ** 400`` for float64). A given ``init`` skips
-    the exploration and refines in the dtype of ``X``: ``alpha`` is fixed
-    and every round decreases ``F(Z, D)``. Either way,
-    learning stops once ``alpha`` has reached its target and the relative
-    change ``||D_new - D||_F / ||D||_F`` is at most ``tol`` -- leaving out
-    atoms unused in this round and the last, which the data does not call
-    for (more atoms than samples need) and which step 3 re-draws every
-    round -- or after ``dict_max_iter`` rounds. While exploring, momentum
-    and resampling keep the change at a few percent a round, so without
-    ``init`` learning usually runs all ``dict_max_iter`` rounds.
+    Dictionaries with at most 3 atoms per feature are coded, while
+    exploring, by 8 plain FISTA iterations from the warm start instead of to
+    a duality gap. Larger ones resample above ``sqrt(2 ln K / d)`` clipped
+    to [0.5, 0.7] (``K`` atoms of ``d`` features), return the last round's
+    ``A`` rather than its momentum step, and code the first half of their
+    rounds at ``1.5 * alpha`` (the continuation's target in those rounds) --
+    unless, given at least 110 rounds and no more atoms than samples, they
+    code the first 60 at ``1.5 * alpha`` and spend the rounds between them
+    and the last 30 on the paper's inexact alternation: 10 plain FISTA
+    iterations per round from zero codes, codes not rescaled, no resampling,
+    momentum 0.9, ``alpha`` fixed. Exploration computes in float32 whatever
+    the dtype of ``X`` (the atoms and codes are returned in it), unless
+    float32 cannot hold the squared row norms of ``X`` and their sums:
+    float64 data then explore in float64, and float32 data are first scaled
+    by a power of two (as are, whatever their norms, data with entries
+    beyond ``2 ** 50`` or below ``2 ** -50`` in float32, ``2 ** 400`` and
+    ``2 ** -400`` in float64). A given ``init`` skips the exploration and
+    refines in the dtype of ``X``: ``alpha`` is fixed and every round
+    decreases ``F(Z, D)``. Either way, learning stops once ``alpha`` has
+    reached its target and the relative change ``||D_new - D||_F / ||D||_F``
+    is at most ``tol`` -- leaving out atoms unused in this round and the
+    last, which the data does not call for (more atoms than samples need)
+    and which step 3 re-draws every round -- or after ``dict_max_iter``
+    rounds. While exploring, momentum and resampling keep the change at a
+    few percent a round, so without ``init`` learning usually runs all
+    ``dict_max_iter`` rounds.
 
     Parameters
     ----------
@@ -1443,7 +1447,8 @@ def learn_dictionary(
     batch_size : int, default=None
         Samples coded at once (see :func:`~skdict._fista.fista_encode`).
     generator : torch.Generator, default=None
-        CPU generator for the initial and resampled atoms.
+        CPU generator for the initial and resampled atoms; None seeds one
+        with 0.
     verbose : int, default=0
         Show a progress bar over rounds when positive.
 
@@ -1582,9 +1587,9 @@ def _learn_dictionary(
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # F of zero codes, per sample: 0.5 ||x||^2, which no code need exceed.
     zero_objective = 0.5 * (X * X).sum(dim=1)
-    # Per-sample objective (and residuals) of ``codes`` on ``components`` at
-    # ``warm_alpha``: the warm start a round's coding must improve on.
-    warm = None
+    # Per-sample objective of ``codes`` on ``components`` at ``warm_alpha``:
+    # the warm start a round's coding must improve on.
+    warm_objective = None
     warm_alpha = None
     max_round_tol = (
         _MAX_ROUND_TOL
@@ -1605,7 +1610,7 @@ def _learn_dictionary(
         if inexact and t == _FIRST_ROUNDS:
             # The paper's loop starts from zero codes and no momentum.
             codes = torch.zeros_like(codes)
-            anchor, warm = components, None
+            anchor, warm_objective = components, None
         target = alpha * _FIRST_ALPHA_FACTOR if t < n_sparse else alpha
         a = (
             target * _HOMOTOPY_FACTOR ** (1.0 - (t + 1) / n_homotopy)
@@ -1664,13 +1669,13 @@ def _learn_dictionary(
                 new_codes[worse] = 0.0
                 objective[worse] = zero_objective[worse]
                 operand = _operand(new_codes)
-        if warm is not None and warm_alpha == a:
+        if warm_objective is not None and warm_alpha == a:
             # FISTA stops within its tolerance of the optimum, which may be
             # above a warm start that was already closer.
-            kept = warm.objective < objective
+            kept = warm_objective < objective
             if bool(kept.any()):
                 new_codes[kept] = codes[kept]
-                objective[kept] = warm.objective[kept]
+                objective[kept] = warm_objective[kept]
                 operand = _operand(new_codes)
         step = _lstsq_step(
             X,
@@ -1717,12 +1722,11 @@ def _learn_dictionary(
                 )
                 anchor[coherent] = new_components[coherent]
                 codes[:, coherent] = 0.0
-        if n_resampled:
-            warm = _Step(
-                new_components, codes, *_sample_objective(X, codes, new_components, a)
-            )
-        else:
-            warm = step
+        warm_objective = (
+            _sample_objective(X, codes, new_components, a)[0]
+            if n_resampled
+            else step.objective
+        )
         warm_alpha = a
         difference = new_components - components
         change = float(difference.norm() / components.norm())
@@ -1761,7 +1765,7 @@ def _learn_dictionary(
         # Once alpha has reached its target (after the continuation).
         if a == alpha and stop_change <= tol and not inexact:
             break
-    if not plain and history and history[-1]["exploring"] and anchor is not None:
+    if not plain and history and history[-1]["exploring"]:
         # The momentum step guesses atoms for a round that does not come:
         # return the least-squares atoms of the last codes instead.
         # n_latents=1000, 5 / 90 / 110 rounds, seeds 0-2: MCC-OOD 0.254 /
@@ -1843,7 +1847,9 @@ def online_dictionary_update(
     statistics : dict or None
         The running ``{"A", "B", "n_steps"}`` from the previous step (and,
         when exploring, ``"duplicates"``, the atoms resampled as duplicates:
-        :class:`DuplicateRecords`); None starts afresh. Statistics of a
+        :class:`DuplicateRecords`; and ``"scale"``, the power of two the
+        stream's data are multiplied by, when not 1); None starts afresh, at
+        the scale of ``X``. Statistics of a
         full-batch fit (:func:`batch_statistics`) carry ``n_samples`` instead of
         ``n_steps``: they enter with the weight that ``ceil(n_samples /
         len(X))`` batches like ``X`` would have, as if they had been
@@ -1851,7 +1857,7 @@ def online_dictionary_update(
     alpha, positive, max_iter, tol, batch_size :
         Coding settings, as in :func:`~skdict._fista.fista_encode`.
     generator : torch.Generator, default=None
-        CPU generator for re-initialised atoms.
+        CPU generator for re-initialised atoms; None seeds one with 0.
     explore : bool, default=True
         Whether to re-initialise unused and duplicate atoms (see above).
     verbose : int, default=0
@@ -1969,7 +1975,9 @@ def batch_statistics(codes: torch.Tensor, X: torch.Tensor) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"A", "B", "n_samples"}``.
+        ``{"A", "B", "n_samples"}``, and ``"scale"`` when ``X`` lies beyond
+        the range a stream learns at unscaled (see
+        :func:`online_dictionary_update`).
 
     Examples
     --------

@@ -956,9 +956,10 @@ def _active_set(
 
 
 def _polish_candidates(z, last_support, finished, max_support, stalled):
-    """Rows worth a Newton step: non-empty, small enough, unchanged support.
+    """Return the rows worth a Newton step, and the support mask of ``z``.
 
-    Once ``stalled``, rows qualify whether or not their support changed.
+    Rows qualify when non-empty, small enough and with an unchanged support;
+    once ``stalled``, whether or not their support changed.
     """
     support = z != 0
     count = support.sum(dim=1)
@@ -977,7 +978,7 @@ def _fista_working_set(
     positive: bool,
     tol: float,
     max_iter: torch.Tensor,
-    large_support: int = _ACTIVE_SET_SUPPORT,
+    large_support: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FISTA with restart on per-sample problems ``0.5 zGz - b.z + alpha |z|_1``.
 
@@ -989,7 +990,9 @@ def _fista_working_set(
     once stalled whose support, holds at least ``large_support`` atoms run
     :func:`_active_set` instead, its steps counted as iterations. Then each
     sample's working-set gap is checked. A sample stops when its gap is at
-    most ``tol * P`` or at its own iteration budget ``max_iter``.
+    most ``tol * P`` (or below what rounding lets a gap measure, a few
+    epsilons of ``x.x``), when its codes did not change since the last
+    check (a fixed point), or at its own iteration budget ``max_iter``.
     Returns the codes and the iterations spent per sample.
     """
     n, w = z.shape
@@ -1182,12 +1185,11 @@ class _Problem:
     for which that bound and the matching lower bound straddle ``tol`` (a
     relative gap) get the exact maximum from float64 dot products with the
     few atoms that the rounding bound cannot rule out (:meth:`_exact_worst`).
-    ``D64`` is
-    a float64 copy of a float32 dictionary when it is small (None otherwise:
-    the atoms of a code are then converted as needed, so memory stays
-    ``O(batch_size * max(n_components, n_features))`` plus the dictionary
-    itself), ``D32`` a
-    float32 copy of a float64 one.
+    ``D64`` is the dictionary in float64: a float64 dictionary itself, a
+    float64 copy of a float32 one when it is small, None otherwise (the atoms
+    of a code are then converted as needed, so memory stays ``O(batch_size *
+    max(n_components, n_features))`` plus the dictionary itself); ``D32`` is
+    a float32 copy of a float64 one.
 
     The correlations ``c = X D^T`` are the linear terms of the working-set
     problems and are kept in the data's dtype. The scores that rank atoms
@@ -1829,7 +1831,7 @@ def _encode_batch(
 
 
 def _effective_tol(tol: float, dtype: torch.dtype) -> float:
-    # A relative gap below a few machine epsilons is not measurable.
+    # A relative gap below 100 machine epsilons is not measurable.
     return max(tol, 100 * torch.finfo(dtype).eps)
 
 
@@ -1871,7 +1873,7 @@ def fista_encode(
         taken on supports that fill the feature space count as iterations).
     tol : float, default=1e-6
         Stop a sample when its duality gap is at most ``tol`` times its
-        objective (floored at a few machine epsilons of the dtype). float32
+        objective (floored at 100 machine epsilons of the dtype). float32
         samples not certified after 50 iterations are finished in float64
         and rounded back, with a certificate that covers the rounding. A
         ``tol`` close to machine precision may not be reachable: rounding
