@@ -81,18 +81,26 @@ __all__ = [
     "EXPOSES_COMPONENTS",
     "PROVIDER_CONSTRAINT",
     "DictionaryLearningResult",
+    "DuplicateRecords",
     "GivenRecord",
     "OracleDictionary",
     "ResolvedDictionary",
+    "batch_statistics",
     "block_coordinate_update",
+    "check_atom_norms",
     "check_dictionary",
+    "check_n_components",
     "estimate_dictionary",
+    "fit_provider",
+    "fits_on_data",
     "initial_dictionary",
     "is_provider",
     "is_same_given",
     "learn_dictionary",
     "lstsq_dictionary",
     "online_dictionary_update",
+    "provider_input",
+    "providers_require_y",
     "reconstruct",
     "record_given",
     "resolve_dictionary",
@@ -497,13 +505,31 @@ def check_dictionary(
         )
     zero = torch.nonzero(components.abs().amax(dim=1) == 0).flatten()
     if zero.numel():
-        shown = zero[:10].tolist()
-        more = f" (and {zero.numel() - 10} more)" if zero.numel() > 10 else ""
         raise ValueError(
-            f"{name} has zero-norm atoms at rows {shown}{more}; every atom must be "
+            f"{name} has zero-norm atoms at rows {_listed(zero)}; every atom must be "
             "non-zero."
         )
     check_atom_norms(components, name=name)
+
+
+def _listed(indices: torch.Tensor, limit: int = 10) -> str:
+    """Format ``indices`` for a message: the first ``limit``, and how many more."""
+    more = indices.numel() - limit
+    return f"{indices[:limit].tolist()}" + (f" (and {more} more)" if more > 0 else "")
+
+
+def check_n_components(n_components: int | None, n_atoms: int, source: str) -> int:
+    """Return ``n_atoms``, refusing an ``n_components`` that disagrees with it.
+
+    A conflicting width is a mistake to report, not a setting to ignore;
+    ``source`` names where the atoms came from ("the dictionary", "init").
+    """
+    if n_components not in (None, n_atoms):
+        raise ValueError(
+            f"n_components={n_components} does not match the {n_atoms} atoms of "
+            f"{source}; leave n_components=None to take it from {source}."
+        )
+    return n_atoms
 
 
 def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> None:
@@ -529,8 +555,6 @@ def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> N
     usable = (squares >= torch.finfo(norms.dtype).tiny) & torch.isfinite(squares)
     unusable = torch.nonzero(~usable).flatten()
     if unusable.numel():
-        shown = unusable[:10].tolist()
-        more = f" (and {unusable.numel() - 10} more)" if unusable.numel() > 10 else ""
         dtype = str(components.dtype).removeprefix("torch.")
         # The norm itself, scaled by the largest entry: torch's norm of an
         # atom of entries 1e-200 underflows to 0 although float64 holds it.
@@ -544,7 +568,7 @@ def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> N
             else f"({norm:.3g}) squares outside the normal range of {dtype}"
         )
         raise ValueError(
-            f"{name} has atoms at rows {shown}{more} whose norm {what}; rescale "
+            f"{name} has atoms at rows {_listed(unusable)} whose norm {what}; rescale "
             "the dictionary, e.g. to unit-norm rows."
         )
 
@@ -2150,10 +2174,8 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
             cross += Z.T @ (X[start : start + chunk].to(work) / x_scale)
     silent = torch.nonzero(gram.diagonal() == 0).flatten()
     if silent.numel():
-        shown = silent[:10].tolist()
-        more = f" (and {silent.numel() - 10} more)" if silent.numel() > 10 else ""
         raise ValueError(
-            f"Latents {shown}{more} are zero in every sample of y, so their atoms "
+            f"Latents {_listed(silent)} are zero in every sample of y, so their atoms "
             "cannot be estimated from X; drop those columns or add samples where "
             "they are active."
         )

@@ -106,6 +106,7 @@ from ._dictionary import (
     _normalize_atoms,
     _sample_objective,
     batch_statistics,
+    check_n_components,
     fit_provider,
     fits_on_data,
     initial_dictionary,
@@ -2631,15 +2632,9 @@ class FISTACoder(
             dtype=X_t.dtype,
             n_features=self.n_features_in_,
         )
-        width = resolved.components.shape[0]
-        if self.n_components not in (None, width):
-            # As SparseAutoencoder with a decoder: a conflicting width is a
-            # mistake to report, not a setting to ignore.
-            raise ValueError(
-                f"n_components={self.n_components} does not match the "
-                f"dictionary's {width} atoms; leave n_components=None to take "
-                "it from the dictionary."
-            )
+        check_n_components(
+            self.n_components, resolved.components.shape[0], "the dictionary"
+        )
         self.dictionary_ = resolved.estimator
         # What partial_fit checks the parameter against; None for a learned
         # dictionary.
@@ -2708,12 +2703,7 @@ class FISTACoder(
     def _n_atoms(self, X_t, init):
         if init is None:
             return self.n_components or X_t.shape[1]
-        if self.n_components not in (None, init.shape[0]):
-            raise ValueError(
-                f"init has {init.shape[0]} atoms but n_components="
-                f"{self.n_components}; they must agree."
-            )
-        return init.shape[0]
+        return check_n_components(self.n_components, init.shape[0], "init")
 
     def _store_learned(self, components, origin):
         self.dictionary_ = None

@@ -1059,7 +1059,9 @@ def test_init_dictionary_and_provider(easy):
         # Started at the optimum's doorstep, learning stops early on tol.
         assert len(coder.history_) < 20
     assert coder.init_ is not None
-    with pytest.raises(ValueError, match="init has 50 atoms but n_components=10"):
+    with pytest.raises(
+        ValueError, match="n_components=10 does not match the 50 atoms of init"
+    ):
         FISTACoder(n_components=10, init=easy.dictionary).fit(X)
 
 
@@ -1501,7 +1503,7 @@ def test_partial_fit_after_a_failed_fit_starts_afresh(rng):
     X = sparse_codes(rng, 200, 10, 2) @ random_dictionary(rng, 10, 7)
     coder = FISTACoder(n_components=10, positive=True, random_state=0)
     coder.partial_fit(X[:100]).partial_fit(X[100:])
-    with pytest.raises(ValueError, match="init has 4 atoms"):
+    with pytest.raises(ValueError, match="the 4 atoms of init"):
         coder.set_params(init=random_dictionary(rng, 4, 7)).fit(X)
     coder.set_params(init=None).partial_fit(X[:100])
     fresh = clone(coder).partial_fit(X[:100])

@@ -1567,7 +1567,7 @@ def test_bad_dictionaries(problem):
     # decoder; the dictionary's own width is accepted.
     with pytest.raises(
         ValueError,
-        match=f"n_components=3 does not match the dictionary's {len(D)} atoms",
+        match=f"n_components=3 does not match the {len(D)} atoms of the dictionary",
     ):
         FISTACoder(D, n_components=3).fit(X)
     assert FISTACoder(D, n_components=len(D)).fit(X).components_.shape == D.shape

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from .._dictionary import (
     PROVIDER_CONSTRAINT,
+    check_n_components,
     fits_on_data,
     is_same_given,
     providers_require_y,
@@ -543,13 +544,9 @@ class SparseAutoencoder(
             )
             provider = resolved.estimator
             atoms = resolved.components
-            if n_components is not None and n_components != atoms.shape[0]:
-                raise ValueError(
-                    f"n_components={n_components} does not match the decoder's "
-                    f"{atoms.shape[0]} atoms; leave n_components=None to take it "
-                    "from the decoder."
-                )
-            n_components = atoms.shape[0]
+            n_components = check_n_components(
+                n_components, atoms.shape[0], "the decoder"
+            )
             if self.freeze_decoder or resolved.has_intercept:
                 bias = resolved.intercept
             if not self.freeze_decoder:
