@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from .._dictionary import (
     PROVIDER_CONSTRAINT,
+    _normalize_atoms,
     check_n_components,
     fits_on_data,
     is_same_given,
@@ -550,7 +551,7 @@ class SparseAutoencoder(
             if self.freeze_decoder or resolved.has_intercept:
                 bias = resolved.intercept
             if not self.freeze_decoder:
-                atoms = atoms / torch.linalg.vector_norm(atoms, dim=1, keepdim=True)
+                atoms = _normalize_atoms(atoms)[0]
         elif self.freeze_decoder:
             raise ValueError(
                 "freeze_decoder=True needs a decoder: pass decoder= an array of "
