@@ -1337,6 +1337,112 @@ def _lstsq_step(
     return _Step(D, codes, *_sample_objective(X, codes, D, alpha, operand))
 
 
+class _Schedule(NamedTuple):
+    """Which rounds of a fit explore, follow the paper or raise the penalty."""
+
+    n_explore: int  # rounds [0, n_explore) explore
+    n_homotopy: int  # rounds of the continuation
+    n_inexact: int  # rounds [_FIRST_ROUNDS, _FIRST_ROUNDS + n_inexact): the paper's
+    n_raised: int  # rounds [0, n_raised) target _FIRST_ALPHA_FACTOR * alpha
+    few_atoms: bool  # see _few_atoms_per_feature
+
+    def exploring(self, t: int) -> bool:
+        return t < self.n_explore
+
+    def inexact(self, t: int) -> bool:
+        return _FIRST_ROUNDS <= t < _FIRST_ROUNDS + self.n_inexact
+
+    def plain_iterations(self, t: int) -> int | None:
+        """Plain FISTA iterations that code round ``t``; None: to a duality gap."""
+        if self.inexact(t):
+            return _INEXACT_FISTA_ITER
+        if self.exploring(t) and self.few_atoms:
+            return _PLAIN_FISTA_ITER
+        return None
+
+    def round_alpha(self, t: int, alpha: float) -> float:
+        """Return the penalty round ``t`` codes at (see :func:`learn_dictionary`)."""
+        target = alpha * _FIRST_ALPHA_FACTOR if t < self.n_raised else alpha
+        if t < self.n_homotopy and self.exploring(t):
+            return target * _HOMOTOPY_FACTOR ** (1.0 - (t + 1) / self.n_homotopy)
+        return target
+
+
+def _schedule(
+    n_explore: int, n_components: int, n_samples: int, n_features: int
+) -> _Schedule:
+    """Plan the rounds of a fit with ``n_explore`` exploring rounds."""
+    few_atoms = _few_atoms_per_feature(n_components, n_features)
+    n_homotopy = max(1, min(_MAX_HOMOTOPY_ROUNDS, n_explore))
+    n_inexact = 0 if few_atoms else max(0, n_explore - _FIRST_ROUNDS - _FINAL_ROUNDS)
+    if n_inexact < _MIN_INEXACT_ROUNDS or n_components > n_samples:
+        # With more atoms than samples the inexact rounds do not pay:
+        # n_latents=5000, 2,500 samples, seed 0, 120 rounds with 30 of them
+        # took 455 s for MCC-OOD 0.274, where 10 exploring rounds take 7 s
+        # for 0.278 (their dense codes make every least-squares step a
+        # factorisation of the samples' full Z Z^T, or of Z^T Z's
+        # pseudo-inverse where that is not well posed).
+        n_inexact = 0
+    if few_atoms:
+        n_raised = 0
+    elif n_inexact:
+        n_raised = _FIRST_ROUNDS
+    else:
+        n_raised = n_explore // 2
+    return _Schedule(n_explore, n_homotopy, n_inexact, n_raised, few_atoms)
+
+
+def _code_round(
+    X: torch.Tensor,
+    components: torch.Tensor,
+    codes: torch.Tensor,
+    alpha: float,
+    *,
+    positive: bool,
+    iterations: int | None,
+    warm_start: bool,
+    tol: float,
+    max_iter: int,
+    batch_size: int | None,
+) -> tuple[torch.Tensor, float]:
+    """Code ``X`` for a learning round: the codes and mean FISTA iterations.
+
+    ``iterations`` plain FISTA iterations from ``codes`` when given (the
+    paper's inexact codes); else the working-set solver to a relative gap
+    ``tol``, from ``codes`` when ``warm_start`` and from zero codes if not.
+    """
+    from . import _fista  # imports this module: reached at call time
+
+    if iterations is not None:
+        return (
+            _plain_fista(X, components, codes, alpha, positive, iterations),
+            float(iterations),
+        )
+    coded = _fista.fista_encode(
+        X,
+        components,
+        alpha=alpha,
+        positive=positive,
+        # Exploring rounds start from zero codes: their atoms move by 20-40 %
+        # a round, so the last supports are stale, and the working-set solver
+        # spends its iterations shrinking them, where from zero it grows
+        # sparser codes within the round's loose gap. n_latents=500, 40
+        # rounds, one thread, seeds 0 / 1 / 2: 22.2 / 23.2 / 21.3 s for
+        # MCC-OOD 0.981 / 0.976 / 0.979, against 31.9 / 31.9 / 30.0 s for
+        # 0.978 / 0.986 / 0.984 warm-started; n_latents=1000, 120 rounds,
+        # seed 0: 66.6 s for 0.494 against 81-91 s for 0.503.
+        init=codes if warm_start else None,
+        max_iter=max_iter,
+        tol=tol,
+        batch_size=batch_size,
+        # Intermediate codes: a round needs no float64 finish, which at
+        # alpha=0.01 (100 atoms, 400 float32 samples) finished 19,872 rows
+        # over a fit and took it from 128 s to 166 s.
+        float64_finish=False,
+    )
+    return coded.codes, float(coded.n_iter.double().mean())
+
+
 # A plain exploring round's code costing this many times the zero code's
 # 0.5 ||x||^2 is diverging (see learn_dictionary) and is set to zero. Not 1: a
 # round's ordinary excess over zero codes then reset rows of converging fits
@@ -1565,11 +1671,8 @@ def _learn_dictionary(
     ``scale`` is the factor ``X`` was multiplied by, used only to show the
     objective of the caller's data on the progress bar.
     """
-    from . import _fista  # imports this module: reached at call time
-
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    plain = _few_atoms_per_feature(n_components, X.shape[1])
     dtype = X.dtype
     if init is None:
         # Learning from drawn atoms is a search whose rounds stop at relative
@@ -1585,28 +1688,12 @@ def _learn_dictionary(
         if _fits_float32(X):
             X = X.float()
         components = initial_dictionary(X, n_components, generator)
-        n_explore = dict_max_iter
     else:
         components = _normalize_atoms(init.to(device=X.device, dtype=X.dtype))[0]
-        n_explore = 0
-    n_homotopy = max(1, min(_MAX_HOMOTOPY_ROUNDS, n_explore))
-    # Rounds [_FIRST_ROUNDS, _FIRST_ROUNDS + n_inexact) are the paper's.
-    n_inexact = 0 if plain else max(0, n_explore - _FIRST_ROUNDS - _FINAL_ROUNDS)
-    if n_inexact < _MIN_INEXACT_ROUNDS or n_components > X.shape[0]:
-        # With more atoms than samples the inexact rounds do not pay:
-        # n_latents=5000, 2,500 samples, seed 0, 120 rounds with 30 of them
-        # took 455 s for MCC-OOD 0.274, where 10 exploring rounds take 7 s
-        # for 0.278 (their dense codes make every least-squares step a
-        # factorisation of the samples' full Z Z^T, or of Z^T Z's
-        # pseudo-inverse where that is not well posed).
-        n_inexact = 0
-    # Rounds coded at _FIRST_ALPHA_FACTOR * alpha (see there).
-    if plain:
-        n_sparse = 0
-    elif n_inexact:
-        n_sparse = _FIRST_ROUNDS
-    else:
-        n_sparse = n_explore // 2
+    schedule = _schedule(
+        0 if init is not None else dict_max_iter, n_components, *X.shape
+    )
+    plain = schedule.few_atoms
     coherence_bound = _coherence_bound(n_components, X.shape[1])
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # F of zero codes, per sample: 0.5 ||x||^2, which no code need exceed.
@@ -1625,59 +1712,29 @@ def _learn_dictionary(
     anchor = components
     # Atoms no sample used in the last round: re-initialised, see below.
     last_unused = torch.zeros(n_components, dtype=torch.bool, device=X.device)
-    duplicates = _DuplicateMemory(components) if n_explore else None
+    duplicates = _DuplicateMemory(components) if schedule.n_explore else None
     history: list[dict[str, float]] = []
     rounds = tqdm(range(dict_max_iter), disable=verbose <= 0, desc="DL-FISTA")
     for t in rounds:
-        exploring = t < n_explore
-        inexact = _FIRST_ROUNDS <= t < _FIRST_ROUNDS + n_inexact
+        exploring, inexact = schedule.exploring(t), schedule.inexact(t)
         if inexact and t == _FIRST_ROUNDS:
             # The paper's loop starts from zero codes and no momentum.
             codes = torch.zeros_like(codes)
             anchor, warm_objective = components, None
-        target = alpha * _FIRST_ALPHA_FACTOR if t < n_sparse else alpha
-        a = (
-            target * _HOMOTOPY_FACTOR ** (1.0 - (t + 1) / n_homotopy)
-            if t < n_homotopy and exploring
-            else target
+        a = schedule.round_alpha(t, alpha)
+        iterations = schedule.plain_iterations(t)
+        new_codes, fista_iter = _code_round(
+            X,
+            components,
+            codes,
+            a,
+            positive=positive,
+            iterations=iterations,
+            warm_start=not exploring,
+            tol=round_tol,
+            max_iter=max_iter,
+            batch_size=batch_size,
         )
-        fixed_iterations = inexact or (exploring and plain)
-        if inexact:
-            fista_iter = float(_INEXACT_FISTA_ITER)
-            new_codes = _plain_fista(
-                X, components, codes, a, positive, _INEXACT_FISTA_ITER
-            )
-        elif exploring and plain:
-            fista_iter = float(_PLAIN_FISTA_ITER)
-            new_codes = _plain_fista(
-                X, components, codes, a, positive, _PLAIN_FISTA_ITER
-            )
-        else:
-            coded = _fista.fista_encode(
-                X,
-                components,
-                alpha=a,
-                positive=positive,
-                # Exploring rounds start from zero codes: their atoms move by
-                # 20-40 % a round, so the last supports are stale, and the
-                # working-set solver spends its iterations shrinking them,
-                # where from zero it grows sparser codes within the round's
-                # loose gap. n_latents=500, 40 rounds, one thread, seeds 0 /
-                # 1 / 2: 22.2 / 23.2 / 21.3 s for MCC-OOD 0.981 / 0.976 /
-                # 0.979, against 31.9 / 31.9 / 30.0 s for 0.978 / 0.986 /
-                # 0.984 warm-started; n_latents=1000, 120 rounds, seed 0:
-                # 66.6 s for 0.494 against 81-91 s for 0.503.
-                init=None if exploring else codes,
-                max_iter=max_iter,
-                tol=round_tol,
-                batch_size=batch_size,
-                # Intermediate codes: a round needs no float64 finish, which
-                # at alpha=0.01 (100 atoms, 400 float32 samples) finished
-                # 19,872 rows over a fit and took it from 128 s to 166 s.
-                float64_finish=False,
-            )
-            new_codes = coded.codes
-            fista_iter = float(coded.n_iter.double().mean())
         operand = _operand(new_codes)
         objective = _sample_objective(X, new_codes, components, a, operand)[0]
         if exploring and plain:
@@ -1776,7 +1833,7 @@ def _learn_dictionary(
                 "n_unused": n_unused,
                 "n_resampled": n_resampled,
                 # Plain FISTA runs a fixed number of iterations, to no gap.
-                "coding_tol": None if fixed_iterations else round_tol,
+                "coding_tol": None if iterations is not None else round_tol,
                 "fista_iter": fista_iter,
             }
         )
