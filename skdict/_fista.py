@@ -1947,14 +1947,14 @@ def fista_encode(
             return _encode(
                 X,
                 dictionary,
-                alpha,
-                positive,
-                init,
-                max_iter,
-                tol,
-                batch_size,
-                verbose,
-                offset,
+                alpha=alpha,
+                positive=positive,
+                init=init,
+                max_iter=max_iter,
+                tol=tol,
+                batch_size=batch_size,
+                verbose=verbose,
+                offset=offset,
             )
         # With a small alpha (relative to the data's scale), rounding even the
         # optimal codes to float32 moves max_j r.d_j past alpha enough that their
@@ -1966,14 +1966,14 @@ def fista_encode(
         first = _encode(
             X,
             dictionary,
-            alpha,
-            positive,
-            init,
-            _FLOAT32_ITERATIONS,
-            tol,
-            batch_size,
-            verbose,
-            offset,
+            alpha=alpha,
+            positive=positive,
+            init=init,
+            max_iter=_FLOAT32_ITERATIONS,
+            tol=tol,
+            batch_size=batch_size,
+            verbose=verbose,
+            offset=offset,
         )
         stalled = torch.nonzero(~first.converged).flatten()
         if not stalled.numel():
@@ -1988,14 +1988,14 @@ def fista_encode(
             second = _encode(
                 X64,
                 D64,
-                alpha,
-                positive,
-                first.codes[rows].double(),
-                max_iter - _FLOAT32_ITERATIONS,
-                tol32 / 2,
-                batch_size,
-                0,
-                None,  # X64 is centred
+                alpha=alpha,
+                positive=positive,
+                init=first.codes[rows].double(),
+                max_iter=max_iter - _FLOAT32_ITERATIONS,
+                tol=tol32 / 2,
+                batch_size=batch_size,
+                verbose=0,
+                offset=None,  # X64 is centred
             )
             rounded = second.codes.to(X.dtype)
             # Any dual point bounds the optimum, so the float64 codes' certificate
@@ -2142,8 +2142,18 @@ def _centred(X: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
 
 
 def _encode(
-    X, dictionary, alpha, positive, init, max_iter, tol, batch_size, verbose, offset
-):
+    X: torch.Tensor,
+    dictionary: torch.Tensor,
+    *,
+    alpha: float,
+    positive: bool,
+    init: torch.Tensor | None,
+    max_iter: int,
+    tol: float,
+    batch_size: int | None,
+    verbose: int,
+    offset: torch.Tensor | None,
+) -> FISTAResult:
     """:func:`fista_encode` in ``X``'s own dtype."""
     n_samples, n_components = X.shape[0], dictionary.shape[0]
     dtype, device = X.dtype, X.device
