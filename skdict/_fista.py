@@ -1677,8 +1677,41 @@ def _encode_batch(
     tol: float,
     max_iter: int,
     lipschitz: Callable[[], float],
-    warm: bool = True,
+    has_init: bool,
 ) -> FISTAResult:
+    """Solve one batch of lasso problems by per-sample working sets.
+
+    Each round certifies every running row on all atoms (:meth:`_Problem.
+    certify_sparse`), retires the rows whose relative gap is at most ``tol``
+    or whose budget of ``max_iter`` iterations is spent, and gives the others
+    their next working sets (:func:`_next_working_sets`), solved group by
+    group of equal width (:func:`_solve_working_sets`). Rows whose working
+    set would hold half the atoms, or whose support reaches twice the
+    features, go to the all-atoms solver (:func:`_fista_all_atoms`) at the
+    end.
+
+    Parameters
+    ----------
+    problem : _Problem
+        The batch's data and dictionary products.
+    z : torch.Tensor of shape (n_samples, n_components)
+        The warm start when ``has_init`` (zeros otherwise); overwritten with
+        the codes, which never cost more than a warm start.
+    tol : float
+        Relative duality gap to reach.
+    max_iter : int
+        Iterations per sample, over all rounds.
+    lipschitz : callable
+        Returns the dictionary's Lipschitz constant (computed once, on the
+        first call: only the all-atoms solver needs it).
+    has_init : bool
+        Whether ``z`` holds a warm start.
+
+    Returns
+    -------
+    FISTAResult
+        ``z``, the iterations spent and the certified rows.
+    """
     n, m = z.shape
     n_features = problem.D.shape[1]
     device = z.device
@@ -1694,7 +1727,7 @@ def _encode_batch(
     # Between rounds the codes of the running rows live sparsely, as values on
     # atoms (no pass over (n, n_components) arrays); ``z`` receives them when
     # a row leaves.
-    warm = warm and bool((z != 0).any())
+    warm = has_init and bool((z != 0).any())
     if warm:
         atoms, _ = _support_indices(z)
         values = z.gather(1, atoms)
@@ -1702,7 +1735,8 @@ def _encode_batch(
         atoms = torch.zeros(n, 0, dtype=torch.long, device=device)
         values = z[:, :0]
 
-    def store(leaving):
+    def store(leaving, rows, atoms, values, primal):
+        """Write the codes of the ``leaving`` rows into ``z``."""
         if warm:
             # A row whose codes cost more than its warm start keeps the warm
             # start, which ``z`` still holds: rows that run out of max_iter
@@ -1772,7 +1806,7 @@ def _encode_batch(
         to_dense = ~leaving & ((2 * width >= m) | (support >= w_cap))
         if bool(to_dense.any()):
             dense.append(rows[to_dense])
-        store(leaving | to_dense)
+        store(leaving | to_dense, rows, atoms, values, primal)
         keep = torch.nonzero(~leaving & ~to_dense).flatten()
         if not keep.numel():
             break
@@ -2217,7 +2251,7 @@ def _encode(
             D32,
         )
         result = _encode_batch(
-            problem, z0, tol, max_iter, lipschitz, warm=init is not None
+            problem, z0, tol, max_iter, lipschitz, has_init=init is not None
         )
         n_iter[share] = result.n_iter
         converged[share] = result.converged
