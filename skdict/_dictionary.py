@@ -1693,7 +1693,6 @@ def _learn_dictionary(
     schedule = _schedule(
         0 if init is not None else dict_max_iter, n_components, *X.shape
     )
-    plain = schedule.few_atoms
     coherence_bound = _coherence_bound(n_components, X.shape[1])
     codes = torch.zeros(X.shape[0], n_components, dtype=X.dtype, device=X.device)
     # F of zero codes, per sample: 0.5 ||x||^2, which no code need exceed.
@@ -1721,13 +1720,13 @@ def _learn_dictionary(
             # The paper's loop starts from zero codes and no momentum.
             codes = torch.zeros_like(codes)
             anchor, warm_objective = components, None
-        a = schedule.round_alpha(t, alpha)
+        round_alpha = schedule.round_alpha(t, alpha)
         iterations = schedule.plain_iterations(t)
         new_codes, fista_iter = _code_round(
             X,
             components,
             codes,
-            a,
+            round_alpha,
             positive=positive,
             iterations=iterations,
             warm_start=not exploring,
@@ -1736,8 +1735,8 @@ def _learn_dictionary(
             batch_size=batch_size,
         )
         operand = _operand(new_codes)
-        objective = _sample_objective(X, new_codes, components, a, operand)[0]
-        if exploring and plain:
+        objective = _sample_objective(X, new_codes, components, round_alpha, operand)[0]
+        if exploring and schedule.few_atoms:
             # Codes rescaled by long least-squares atoms can cost more than
             # zero codes, which 8 iterations cannot undo: fed back, they grew
             # round after round with near-parallel atoms
@@ -1750,7 +1749,7 @@ def _learn_dictionary(
                 new_codes[worse] = 0.0
                 objective[worse] = zero_objective[worse]
                 operand = _operand(new_codes)
-        if warm_objective is not None and warm_alpha == a:
+        if warm_objective is not None and warm_alpha == round_alpha:
             # FISTA stops within its tolerance of the optimum, which may be
             # above a warm start that was already closer.
             kept = warm_objective < objective
@@ -1762,7 +1761,7 @@ def _learn_dictionary(
             X,
             new_codes,
             components,
-            a,
+            round_alpha,
             None if exploring else objective,
             _INEXACT_EXTRAPOLATION if inexact else _EXTRAPOLATION,
             anchor,
@@ -1804,11 +1803,11 @@ def _learn_dictionary(
                 anchor[coherent] = new_components[coherent]
                 codes[:, coherent] = 0.0
         warm_objective = (
-            _sample_objective(X, codes, new_components, a)[0]
+            _sample_objective(X, codes, new_components, round_alpha)[0]
             if n_resampled
             else step.objective
         )
-        warm_alpha = a
+        warm_alpha = round_alpha
         difference = new_components - components
         change = float(difference.norm() / components.norm())
         # An atom left unused again after its re-initialisation is one the
@@ -1825,7 +1824,7 @@ def _learn_dictionary(
         components = new_components
         history.append(
             {
-                "alpha": a,
+                "alpha": round_alpha,
                 "exploring": exploring,
                 "inexact": inexact,
                 "objective": float(objective.mean()),
@@ -1844,9 +1843,9 @@ def _learn_dictionary(
             )
         round_tol = min(max_round_tol, max(tol, change))
         # Once alpha has reached its target (after the continuation).
-        if a == alpha and stop_change <= tol and not inexact:
+        if round_alpha == alpha and stop_change <= tol and not inexact:
             break
-    if not plain and history and history[-1]["exploring"]:
+    if not schedule.few_atoms and history and history[-1]["exploring"]:
         # The momentum step guesses atoms for a round that does not come:
         # return the least-squares atoms of the last codes instead.
         # n_latents=1000, 5 / 90 / 110 rounds, seeds 0-2: MCC-OOD 0.254 /
