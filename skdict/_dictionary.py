@@ -1234,48 +1234,6 @@ class _DuplicateMemory:
         self.kept[:, replaced] = False
 
 
-def _plain_fista(
-    X: torch.Tensor,
-    components: torch.Tensor,
-    codes: torch.Tensor,
-    alpha: float,
-    positive: bool,
-    n_iter: int,
-) -> torch.Tensor:
-    """``n_iter`` iterations of plain FISTA (step ``1 / L``) from ``codes``.
-
-    The paper's inexact codes of a learning round (Beck & Teboulle, 2009): the
-    gradient ``(Y D - X) D^T`` goes through the Gram matrix or through ``D``
-    twice, whichever is cheaper.
-    """
-    from . import _fista  # imports this module: reached at call time
-
-    n_components, n_features = components.shape
-    step = 1.0 / _fista.lipschitz_constant(components)
-    gram = components @ components.T if n_components <= 2 * n_features else None
-    # The gradient step y - (y D - X) D^T / L, as ``shift + y - step (y D)
-    # D^T`` by one fused GEMM into a reused buffer, then in-place updates:
-    # a fresh (n_samples, n_components) tensor per operation cost as much as
-    # the products (one CPU thread, n_latents=1000, 10 iterations: 230 ms
-    # against 180 ms in float32, 570 ms against 350 ms in float64; the
-    # n_latents=100 benchmark fit went from 1.18 s to 0.61 s).
-    shift = (X @ components.T).mul_(step)
-    z, y = codes.clone(), codes.clone()
-    v = torch.empty_like(codes)
-    t = 1.0
-    for _ in range(n_iter):
-        if gram is not None:
-            torch.addmm(shift, y, gram, alpha=-step, out=v)
-        else:
-            torch.addmm(shift, y @ components, components.T, alpha=-step, out=v)
-        _fista._prox_l1(v.add_(y), alpha * step, positive)
-        t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
-        # y = v + (t - 1) / t_new (v - z)
-        torch.lerp(v, z, -(t - 1.0) / t_new, out=y)
-        z, v, t = v, z, t_new
-    return z
-
-
 class _Step(NamedTuple):
     components: torch.Tensor
     codes: torch.Tensor
@@ -1415,7 +1373,7 @@ def _code_round(
 
     if iterations is not None:
         return (
-            _plain_fista(X, components, codes, alpha, positive, iterations),
+            _fista._plain_fista(X, components, codes, alpha, positive, iterations),
             float(iterations),
         )
     coded = _fista.fista_encode(
