@@ -1200,7 +1200,7 @@ class _Problem:
     of working sets.
     """
 
-    def __init__(self, X, D, gram, alpha, positive, D64, tol, max_norm, D32=None):
+    def __init__(self, X, D, *, gram, alpha, positive, D64, tol, max_norm, D32=None):
         self.X, self.D, self.gram, self.D64 = X, D, gram, D64
         self.D32 = D.float() if D32 is None else D32
         self.alpha, self.positive, self.tol = alpha, positive, tol
@@ -2282,13 +2282,13 @@ def _encode(
         problem = _Problem(
             _centred(X[share], offset),
             dictionary,
-            gram,
-            alpha,
-            positive,
-            D64,
-            tol,
-            max_norm,
-            D32,
+            gram=gram,
+            alpha=alpha,
+            positive=positive,
+            D64=D64,
+            tol=tol,
+            max_norm=max_norm,
+            D32=D32,
         )
         result = _encode_batch(
             problem, z0, tol, max_iter, lipschitz, has_init=init is not None

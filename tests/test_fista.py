@@ -983,7 +983,14 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
     for D64 in (D32.double(), None):
         _check_certificates(
             lambda tol, D64=D64: _fista._Problem(
-                X32, D32, None, 0.1, True, D64, tol, 1.0 + 1e-5
+                X32,
+                D32,
+                gram=None,
+                alpha=0.1,
+                positive=True,
+                D64=D64,
+                tol=tol,
+                max_norm=1.0 + 1e-5,
             ),
             atoms,
             codes.gather(1, atoms),
@@ -1254,7 +1261,16 @@ def test_float64_gaps_screened_in_float32_decide_exactly(rng, positive):
     codes = torch.zeros_like(result.codes).scatter_add_(1, atoms, values)
     primal, gap = duality_gap(X, codes.numpy(), D, 0.05, positive)
     _check_certificates(
-        lambda tol: _fista._Problem(Xt, Dt, None, 0.05, positive, Dt, tol, 1.0 + 1e-5),
+        lambda tol: _fista._Problem(
+            Xt,
+            Dt,
+            gram=None,
+            alpha=0.05,
+            positive=positive,
+            D64=Dt,
+            tol=tol,
+            max_norm=1.0 + 1e-5,
+        ),
         atoms,
         values,
         primal,
