@@ -1011,9 +1011,15 @@ def initial_dictionary(
     gaussian = torch.randn(
         n_components, n_features, generator=generator, dtype=X.dtype
     ).to(X.device)
+    from . import _fista  # imports this module: reached at call time
+
+    # Drawn at a power-of-two scale near 1, which normalising undoes exactly:
+    # the norms of rows of 1e160 overflowed, and the atoms came back zero.
+    taken = X[rows]
+    scale = _fista._certifiable_scale(taken)
     # A copy, so that the Gaussian rows survive to replace zero samples.
     atoms = gaussian.clone()
-    atoms[:take] = X[rows]
+    atoms[:take] = taken if scale == 1.0 else taken * scale
     zero = atoms.norm(dim=1) == 0
     atoms[zero] = gaussian[zero]
     return _normalize_atoms(atoms)[0]

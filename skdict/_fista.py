@@ -2916,10 +2916,7 @@ class FISTACoder(
                         f"{n_atoms} rows.",
                         UserWarning,
                     )
-                # Rows drawn at the stream's scale: squares of entries of
-                # 1e160 overflowed in their norms, and the atoms were zero.
-                scale = _certifiable_scale(X_t)
-                init = initial_dictionary(X_t * scale, n_atoms, generator)
+                init = initial_dictionary(X_t, n_atoms, generator)
             else:
                 self._n_atoms(X_t, init)
                 init = _normalize_atoms(init)[0]  # unit-norm atoms, as in fit
