@@ -1520,7 +1520,8 @@ def learn_dictionary(
     Parameters
     ----------
     X : torch.Tensor of shape (n_samples, n_features)
-        Training data.
+        Training data, float32 or float64 (the estimators compute narrower
+        data in float32).
     n_components : int
         Number of atoms.
     alpha : float, default=0.1
@@ -1573,6 +1574,10 @@ def learn_dictionary(
     """
     from . import _fista  # imports this module: reached at call time
 
+    if X.dtype not in (torch.float32, torch.float64):
+        # bfloat16 data beyond float32's squares failed inside torch (no
+        # Cholesky kernel), and smaller ones were learned in bfloat16.
+        raise TypeError(f"X must be float32 or float64; got {X.dtype}.")
     scale = _fista._certifiable_scale(X)
     if (
         scale == 1.0

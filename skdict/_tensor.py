@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn import get_config
+from sklearn.externals import array_api_compat
 from sklearn.utils._array_api import (
     _is_numpy_namespace,
     get_namespace_and_device,
@@ -781,6 +782,31 @@ def to_fitted(T: torch.Tensor, origin: ArrayOrigin) -> Any:
     torch.float32
     """
     return to_output(T, origin._replace(out_dtype=origin.dtype))
+
+
+def origin_of(A: Any) -> ArrayOrigin:
+    """Return the :class:`ArrayOrigin` that :func:`to_fitted` made ``A`` for.
+
+    Whatever the array-API configuration at the time of the call: for an
+    estimator that re-creates a fitted attribute later, in the array type,
+    device and dtype it was handed out in (after unpickling, say).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict._tensor import origin_of
+    >>> origin_of(np.zeros(0, dtype=np.float32)).dtype
+    torch.float32
+    """
+    if is_tensor(A):
+        return ArrayOrigin("torch", A.dtype, A.dtype, A.device)
+    if isinstance(A, np.ndarray):
+        dtype = torch.from_numpy(np.empty(0, dtype=A.dtype)).dtype
+        return ArrayOrigin("numpy", dtype, dtype, "cpu")
+    xp = array_api_compat.array_namespace(A)
+    host = move_to(A[:0], xp=np, device="cpu")
+    dtype = torch.from_numpy(np.empty(0, dtype=host.dtype)).dtype
+    return ArrayOrigin("array_api", dtype, dtype, array_api_compat.device(A), xp)
 
 
 def to_numpy(A: Any) -> np.ndarray:

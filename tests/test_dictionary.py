@@ -1094,6 +1094,15 @@ def test_progress_bar_shows_the_objective_of_the_callers_data(capsys):
     assert float(shown[-1]) == pytest.approx(learner.history_[-1]["objective"], 1e-2)
 
 
+def test_learn_dictionary_takes_float32_or_float64():
+    # bfloat16 data beyond float32's squares failed inside torch (no Cholesky
+    # kernel), smaller ones were learned in bfloat16; the estimators compute
+    # narrower data in float32.
+    X = torch.rand(20, 4, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="float32 or float64; got torch.bfloat16"):
+        learn_dictionary(X, 3)
+
+
 def test_float32_data_whose_summed_squares_overflow_are_rescaled(monkeypatch):
     # Entries within float32's bound (below 2**50) whose squares, summed over
     # millions of rows, leave float32 were refused; larger entries were

@@ -25,7 +25,13 @@ from skdict._sae._modules import build_sae, matching_pursuit
 from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score
 
-from .conftest import cuda, random_dictionary, saved_and_loaded, sparse_codes
+from .conftest import (
+    array_api_dispatch,
+    cuda,
+    random_dictionary,
+    saved_and_loaded,
+    sparse_codes,
+)
 
 ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu", "mp")
 
@@ -1078,6 +1084,38 @@ def test_decoder_attributes_follow_the_module(as_tensor, rng):
         restored.partial_fit(X)
         assert not np.array_equal(restored.components_, sae.components_)
     np.testing.assert_array_equal(sae.components_, trained.components_)
+
+
+def test_decoder_attributes_are_plain_copies_in_their_array_type(rng):
+    # Made from the module when read: not inside inference mode as inference
+    # tensors (autograd and in-place operations refused them afterwards), and
+    # an unfitted estimator names the attribute asked for.
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, **SMALL)
+    with pytest.raises(AttributeError, match="no attribute 'components_'"):
+        _ = sae.components_
+    [restored] = saved_and_loaded(sae.fit(torch.as_tensor(X)))[:1]
+    with torch.inference_mode():
+        restored.inverse_transform(restored.transform(torch.as_tensor(X)))
+    assert not restored.components_.is_inference()
+    restored.components_.mul_(1.0)
+
+
+@array_api_dispatch
+def test_decoder_attributes_keep_the_array_namespace_after_pickling(rng):
+    # The array type was worked out again from the last copy, which only
+    # array-API dispatch recognises: read outside it, the atoms came back
+    # as NumPy, and transform under dispatch then refused the namespace.
+    xp = pytest.importorskip("array_api_strict")
+    from sklearn import config_context
+
+    X, _ = toy_problem(rng)
+    with config_context(array_api_dispatch=True):
+        sae = SparseAutoencoder(8, **SMALL).fit(xp.asarray(X))
+    for restored in saved_and_loaded(sae):
+        assert type(restored.components_) is type(sae.components_)
+        with config_context(array_api_dispatch=True):
+            restored.transform(xp.asarray(X))
 
 
 def test_grid_search_over_k_and_sparsity_coef(rng):

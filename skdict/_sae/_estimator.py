@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import weakref
 from numbers import Integral, Real
 from typing import Any
 
@@ -40,11 +41,11 @@ from .._tensor import (
     DetachedCloneMixin,
     as_tensor,
     ignores_autocast,
+    origin_of,
     outside_inference_mode,
     portable_state,
     to_fitted,
     to_output,
-    to_tensor,
     validate_codes,
     validate_input,
 )
@@ -201,7 +202,9 @@ class SparseAutoencoder(
         saves a checkpoint and ``load_state_dict`` restores one, which
         ``components_``, ``intercept_`` and every method then use; change
         parameters in place under :func:`torch.no_grad`, not through
-        ``.data`` (which hides the change from the estimator's caches). The
+        ``.data`` and not with torch's fused optimisers (neither counts the
+        change in the parameter's version, which the estimator's copies of
+        the module and of its atoms go by). The
         module is trained with hand-written gradients: its ``encode`` and
         ``forward`` run without autograd, and wide top-k modules give codes in
         a compressed form (``SparseCodes``); :meth:`transform` gives dense
@@ -685,11 +688,9 @@ class SparseAutoencoder(
         self._model_params = {name: getattr(self, name) for name in _MODEL_PARAMS}
         self._model_params["n_components"] = module.n_components
         self._model_params["decoder"] = record_given(self.decoder)
-        # Copies: the arrays handed out must not change when training resumes.
-        self._decoder_copies = {
-            name: (module, _version_key(p), to_fitted(p.detach().clone(), origin))
-            for name, p in (("W_dec", module.W_dec), ("b_dec", module.b_dec))
-        }
+        # components_ and intercept_ are made from the module when read.
+        self._fitted_origin = origin
+        self._decoder_copies = {}
         self.history_ = self.history_ + result.history
         self.n_iter_ += len(result.history)
         self._optimizer_state = None if optimizer is None else optimizer.state_dict()
@@ -698,34 +699,41 @@ class SparseAutoencoder(
 
     @property
     def components_(self) -> Any:  # documented in the class docstring
-        return self._decoder_attribute("W_dec")
+        return self._decoder_attribute("W_dec", "components_")
 
     @property
     def intercept_(self) -> Any:  # documented in the class docstring
-        return self._decoder_attribute("b_dec")
+        return self._decoder_attribute("b_dec", "intercept_")
 
-    def _decoder_attribute(self, name: str) -> Any:
-        """``module_``'s decoder parameter ``name``, as a fitted attribute.
+    def _decoder_attribute(self, name: str, attribute: str) -> Any:
+        """``module_``'s decoder parameter ``name``, as the fitted ``attribute``.
 
         Read from the module, so that it follows a ``load_state_dict`` or an
         in-place change (under :func:`torch.no_grad`) made to ``module_``: a
         copy stored once went stale, and ``dictionary_similarity`` or
         ``FISTACoder(dictionary=FrozenEstimator(sae))`` used the old atoms
-        while ``transform`` used the new ones. The copy is kept while the
-        parameter keeps its storage and version counter (as in
-        :meth:`_module_for`); a new one is made, in the array type of the
-        last, when it changes, so that arrays handed out before do not.
+        while ``transform`` used the new ones. The copy, in the array type of
+        the data last fitted on, is kept while the module and the parameter's
+        storage and version counter stay the same (as in :meth:`_module_for`),
+        so that reading it costs nothing and arrays handed out before do not
+        change with the module.
         """
-        module = self.module_  # AttributeError when unfitted, as hasattr expects
+        module = self.__dict__.get("module_")
+        if module is None:  # unfitted: hasattr must say False
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {attribute!r}"
+            )
         param = getattr(module, name)
-        held_module, held_key, value = self._decoder_copies[name]
         key = _version_key(param)
-        if held_module is module and key is not None and held_key == key:
-            return value
-        device = value.device if isinstance(value, torch.Tensor) else "cpu"
-        _, origin = to_tensor(value, device=device, ndim=None, name=name)
-        value = to_fitted(param.detach().clone(), origin)
-        self._decoder_copies[name] = (module, key, value)
+        held = self._decoder_copies.get(name)
+        if held is not None and held[0]() is module and held[1] == key:
+            return held[2]
+        # Outside inference mode: a copy made inside it would be an inference
+        # tensor, which autograd and in-place operations refuse afterwards.
+        with torch.inference_mode(False):
+            value = to_fitted(param.detach().clone(), self._fitted_origin)
+        # A weak reference: a module replaced or forgotten is not kept alive.
+        self._decoder_copies[name] = (weakref.ref(module), key, value)
         return value
 
     # ------------------------------------------------------------ transform
@@ -836,26 +844,24 @@ class SparseAutoencoder(
 
     def __getstate__(self):
         state = super().__getstate__()  # the instance's own __dict__
-        # The moved module is a cache, rebuilt on demand.
-        state = {k: v for k, v in state.items() if k != "_moved_module"}
-        if "_decoder_copies" in state:
-            # Storage and version keys mean nothing in another process: the
-            # copies are checked against the unpickled module at first use.
-            state["_decoder_copies"] = {
-                name: (None, None, value)
-                for name, (_, _, value) in state["_decoder_copies"].items()
-            }
+        # Caches, rebuilt on demand: the moved module, and the fitted
+        # attributes' copies and origin (an origin may hold an array
+        # namespace, a module, which does not pickle).
+        caches = ("_moved_module", "_decoder_copies", "_fitted_origin")
+        state = {k: v for k, v in state.items() if k not in caches}
+        origin = self.__dict__.get("_fitted_origin")
+        if origin is not None and "module_" in state:
+            # The fitted attributes' array type, as an empty array of it.
+            state["_fitted_type"] = to_fitted(torch.empty(0), origin)
         return portable_state(state)
 
     def __setstate__(self, state):
-        if "components_" in state:  # pickled when the atoms were stored as such
-            state["_decoder_copies"] = {
-                name: (None, None, state.pop(attribute))
-                for name, attribute in (
-                    ("W_dec", "components_"),
-                    ("b_dec", "intercept_"),
-                )
-            }
+        # Pickles made before components_ was read from the module hold it.
+        sample = state.pop("_fitted_type", state.pop("components_", None))
+        state.pop("intercept_", None)
+        if sample is not None:
+            state["_fitted_origin"] = origin_of(sample)
+        state["_decoder_copies"] = {}
         super().__setstate__(state)
 
     def __sklearn_tags__(self):
@@ -866,14 +872,12 @@ class SparseAutoencoder(
         return tags
 
 
-def _version_key(tensor: torch.Tensor) -> tuple[int, int] | None:
+def _version_key(tensor: torch.Tensor) -> tuple[int, int]:
     """Storage and version counter of ``tensor``: a change to either is a change.
 
-    None for an inference tensor, which has no version counter.
+    An inference tensor has no version counter (-1): only a new storage shows.
     """
-    if tensor.is_inference():
-        return None
-    return tensor.data_ptr(), tensor._version
+    return tensor.data_ptr(), -1 if tensor.is_inference() else tensor._version
 
 
 def _take_rows(values: Any, rows: np.ndarray) -> Any:

@@ -70,15 +70,17 @@ RECORD_KEYS = (
 )
 
 
-def computed_with(device: str | torch.device) -> dict[str, Any]:
+def computed_with(device: str | torch.device, X: Any) -> dict[str, Any]:
     """Return the :data:`ENVIRONMENT_KEYS` entries of records computed now.
 
-    ``threads`` is torch's thread count in the calling thread.
+    ``device`` is resolved as the estimators resolve it for their data ``X``
+    (``"auto"``: a tensor's own device); ``threads`` is torch's thread count
+    in the calling thread.
     """
     from .. import __version__  # the package's, set before this is called
 
     return {
-        "device": str(resolve_device(device)),
+        "device": str(resolve_device(device, X)),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "skdict_version": __version__,
@@ -370,7 +372,7 @@ def compare_methods(
     if settings is None:
         settings = PaperSettings()
     context = MethodContext(data, settings, random_state, device)
-    environment = computed_with(device)
+    environment = computed_with(device, data.X_train)
     if any("sae" in method.name for method in chosen):
         # A process's first torch optimiser imports torch's compiler stack
         # (about 860 modules, 1.1-1.5 s on one CPU thread), which would count

@@ -553,7 +553,7 @@ def compare_real(
         width=n_components or X["train"].shape[1],
         k=k,
     )
-    environment = computed_with(device)
+    environment = computed_with(device, X["train"])
     records = []
     for method in methods_progress(chosen, verbose):
         # Building may train (sae_dict_fista's SAE, unless sae_topk ran
