@@ -126,6 +126,7 @@ from ._tensor import (
     DetachedCloneMixin,
     as_tensor,
     ignores_autocast,
+    is_tensor,
     one_thread_for_small_work,
     portable_state,
     to_fitted,
@@ -2437,7 +2438,7 @@ class FISTACoder(
     max_iter : int, default=1000
         Maximum number of FISTA iterations per sample (the active-set steps
         taken on supports that fill the feature space count as iterations).
-    tol : float, default=1e-6
+    tol : float in [0, 1), default=1e-6
         A sample is coded once its duality gap is at most ``tol`` times its
         objective; this bounds the relative suboptimality of its code. The
         tolerance is floored at ``100 * eps`` of the data's dtype (about
@@ -2603,7 +2604,9 @@ class FISTACoder(
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "positive": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
+        # At tol >= 1 zero codes always pass: their gap is at most their
+        # objective (tol=1.0 returned all-zero codes).
+        "tol": [Interval(Real, 0, 1, closed="left")],
         "init": ["array-like", HasMethods(["transform"]), EXPOSES_COMPONENTS, None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "device": [str, torch.device],
@@ -2723,7 +2726,7 @@ class FISTACoder(
         # What partial_fit checks the parameter against; None for a learned
         # dictionary.
         self._dictionary_param = record_given(self.dictionary)
-        self.init_ = self._fit_init(X, y)
+        self.init_ = self._fit_init(X, y, resolved.components.shape[0])
         self.components_ = to_fitted(resolved.components, origin)
         self.intercept_ = to_fitted(resolved.intercept, origin)
         return resolved
@@ -2963,8 +2966,20 @@ class FISTACoder(
         self.n_iter_ = len(self.history_)
         return self
 
-    def _fit_init(self, X, y):
+    def _fit_init(self, X, y, n_atoms):
+        if self.init is None:
+            return None
         if not is_provider(self.init):
+            # Codes, used by transform: checked now, so that a search or a
+            # cross-validation fails at fit with the reason, not with NaN
+            # scores from every score call.
+            device = self.init.device if is_tensor(self.init) else "cpu"
+            codes = as_tensor(self.init, device=device, name="init")
+            if codes.shape[1] != n_atoms:
+                raise ValueError(
+                    f"init, the codes' warm start, has {codes.shape[1]} columns "
+                    f"but the dictionary has {n_atoms} atoms."
+                )
             return None
         if not hasattr(self.init, "transform"):
             # An object exposing only components_: atoms, not codes.
@@ -3000,6 +3015,13 @@ class FISTACoder(
                 raise ValueError(
                     f"{name} must have shape (n_samples, n_components) = "
                     f"({n_rows}, {n_components}); got {tuple(codes.shape)}."
+                    + (
+                        " An array of codes warm-starts the X it was computed "
+                        "for only; in a cross-validation or a search, pass an "
+                        "estimator (e.g. FrozenEstimator(sae)) as init."
+                        if name == "init"
+                        else ""
+                    )
                 )
             return codes
 

@@ -1094,12 +1094,20 @@ def test_progress_bar_shows_the_objective_of_the_callers_data(capsys):
     assert float(shown[-1]) == pytest.approx(learner.history_[-1]["objective"], 1e-2)
 
 
+def test_oracle_refuses_a_tolerance_zero_codes_meet(rng):
+    # A duality gap is at most the objective: at tol >= 1 zero codes pass,
+    # and tol=1.0 returned all-zero codes without a word.
+    X = sparse_codes(rng, 30, 5, 2) @ random_dictionary(rng, 5, 4)
+    with pytest.raises(ValueError, match="'tol' parameter of OracleDictionary"):
+        OracleDictionary(random_dictionary(rng, 5, 4), tol=1.0).fit(X)
+
+
 def test_learn_dictionary_takes_float32_or_float64():
     # bfloat16 data beyond float32's squares failed inside torch (no Cholesky
     # kernel), smaller ones were learned in bfloat16; the estimators compute
     # narrower data in float32.
     X = torch.rand(20, 4, dtype=torch.bfloat16)
-    with pytest.raises(TypeError, match="float32 or float64; got torch.bfloat16"):
+    with pytest.raises(TypeError, match=r"float32 or float64; got torch\.bfloat16"):
         learn_dictionary(X, 3)
 
 
@@ -1414,6 +1422,7 @@ def test_partial_fit_refuses_to_switch_between_given_and_learned(rng):
         ({"alpha": -0.1}, "'alpha' parameter"),
         ({"max_iter": True}, "'max_iter' .* a bool"),
         ({"tol": -1.0}, "'tol' parameter"),
+        ({"tol": 1.0}, "'tol' parameter"),
     ],
 )
 def test_partial_fit_and_transform_check_changed_parameters(

@@ -1522,8 +1522,14 @@ def test_init_estimator_and_array(problem):
     warm = FISTACoder(D, positive=True, init=FrozenEstimator(exact)).fit(X)
     assert warm.init_ is warm.init
     np.testing.assert_allclose(warm.transform(X), codes, atol=1e-6)
-    with pytest.raises(ValueError, match="init must have shape"):
+    with pytest.raises(ValueError, match=r"init must have shape.*in a cross-valid"):
         FISTACoder(D, init=codes[:3]).fit(X).transform(X)
+    # Codes of the wrong width, or no codes at all, are refused by fit: a
+    # search or cross-validation failed only in score, with NaN scores.
+    with pytest.raises(ValueError, match="init, the codes' warm start, has 3 col"):
+        FISTACoder(D, init=codes[:, :3]).fit(X)
+    with pytest.raises(TypeError, match="Invalid init"):
+        FISTACoder(D, init={"not": "codes"}).fit(X)
 
 
 def test_clone_pickle_pipeline(problem):
@@ -1556,6 +1562,8 @@ def test_grid_search_over_alpha(problem, as_tensor):
         ),
         ({"max_iter": 0}, "max_iter"),
         ({"tol": -1.0}, "tol"),
+        # Zero codes always meet tol=1: their gap is at most their objective.
+        ({"tol": 1.0}, "'tol' parameter of FISTACoder must be a float in the range"),
         ({"device": "banana"}, "device"),
     ],
 )

@@ -905,6 +905,22 @@ def test_code_scorer_takes_the_keywords_of_a_decorated_metric():
         make_code_scorer(scaled(mcc_score), scale=2.0, top_varaince=True)
 
 
+def test_code_scorer_negates_a_loss():
+    # As make_scorer(greater_is_better=False): a loss maximised by a search
+    # picked its worst candidate.
+    Z = np.random.default_rng(0).uniform(size=(20, 2))
+    pca = PCA(n_components=2).fit(Z)
+
+    def squared_error(Z_true, codes):
+        return float(np.mean((np.asarray(Z_true) - np.asarray(codes)) ** 2))
+
+    loss = make_code_scorer(squared_error, greater_is_better=False)
+    assert loss(pca, Z, Z) == -squared_error(Z, pca.transform(Z)) < 0
+    assert repr(loss) == "make_code_scorer(squared_error, greater_is_better=False)"
+    with pytest.raises(TypeError, match="greater_is_better must be a bool"):
+        make_code_scorer(squared_error, greater_is_better="no")
+
+
 def test_scorers_follow_sklearn_conventions(benchmark):
     X, Z, D = benchmark.X_val, benchmark.Z_val, benchmark.dictionary
     coder = FISTACoder(dictionary=D, alpha=0.01, positive=True).fit(X)

@@ -1170,7 +1170,6 @@ def test_cuda_fit_loads_on_cpu(activation, rng):
         ({"batch_size": np.int16(8)}, "'batch_size' parameter of .* at least 32"),
         ({"validation_fraction": 0.999}, "validation_fraction=0.999 leaves no"),
         ({"freeze_decoder": True}, "freeze_decoder=True needs a decoder"),
-        ({"n_components": None}, "n_components must be given"),
         ({"bias_init": "median"}, "'bias_init' parameter"),
     ],
 )
@@ -1178,6 +1177,14 @@ def test_bad_hyperparameters(params, match, rng):
     X, _ = toy_problem(rng, n_samples=20)
     with pytest.raises(ValueError, match=match):
         SparseAutoencoder(**{"n_components": 8, **SMALL, **params}).fit(X)
+
+
+def test_default_width_is_the_number_of_features(rng):
+    # As FISTACoder and scikit-learn's decompositions; SparseAutoencoder()
+    # could not be fitted, and failed 22 of scikit-learn's estimator checks.
+    X, _ = toy_problem(rng, n_samples=20)
+    sae = SparseAutoencoder(**SMALL).fit(X)
+    assert sae.components_.shape == (X.shape[1], X.shape[1])
 
 
 def test_bad_decoder(rng):

@@ -84,7 +84,9 @@ class SparseAutoencoder(
     Parameters
     ----------
     n_components : int, default=None
-        Number of latents (the SAE's width). None takes it from ``decoder``.
+        Number of latents (the SAE's width). None takes it from ``decoder``,
+        or without one uses ``n_features`` (sparse dictionaries are usually
+        wider: pass the width you want).
     activation : {"relu", "topk", "batchtopk", "jumprelu", "mp"}, default="relu"
         ``"relu"``: ReLU with the L1 penalty ``P(z) = ||z||_1``.
         ``"topk"``: the ``k`` largest pre-activations of each sample, rectified
@@ -561,9 +563,9 @@ class SparseAutoencoder(
                 "atoms or an estimator exposing components_."
             )
         elif n_components is None:
-            raise ValueError(
-                "n_components must be given when no decoder is passed; got None."
-            )
+            # As FISTACoder and scikit-learn's decompositions: one latent per
+            # feature (SparseAutoencoder() could not be fitted).
+            n_components = n_features
         self._check_k(n_components)
         if self.k is not None and self.activation not in _NEEDS_K:
             # SparseAutoencoder(50, k=5) trained a ReLU SAE firing 48 of its

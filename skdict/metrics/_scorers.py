@@ -62,9 +62,9 @@ def _support_f1(Z_true: Any, codes: Any, *, threshold: float = 1e-4) -> float:
 class _CodeScorer:
     """A scorer comparing the true codes ``y`` with an estimator's codes.
 
-    ``scorer(estimator, X, y)`` returns ``score_func(y, codes, **kwargs)``,
-    greater is better, with ``codes = estimator.transform(X)``, or
-    ``estimator.predict(X)`` for a probe without ``transform``. Made by
+    ``scorer(estimator, X, y)`` returns ``sign * score_func(y, codes,
+    **kwargs)``, greater is better, with ``codes = estimator.transform(X)``,
+    or ``estimator.predict(X)`` for a probe without ``transform``. Made by
     :func:`make_code_scorer`.
     """
 
@@ -73,10 +73,12 @@ class _CodeScorer:
         score_func: Callable[..., float],
         kwargs: dict[str, Any],
         name: str | None = None,
+        sign: int = 1,
     ):
         self.score_func = score_func
         self.kwargs = kwargs
         self.name = name
+        self.sign = sign
 
     def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
         """Score ``estimator``'s codes of ``X`` against the true codes ``y``.
@@ -112,7 +114,8 @@ class _CodeScorer:
                 "labels cannot be scored so: fit the search with the true codes as "
                 "y, or score the labels with a classification metric."
             )
-        return self.score_func(y, estimator_codes(estimator, X), **self.kwargs)
+        codes = estimator_codes(estimator, X)
+        return self.sign * self.score_func(y, codes, **self.kwargs)
 
     def __repr__(self) -> str:
         if self.name is not None:
@@ -120,17 +123,24 @@ class _CodeScorer:
         # A functools.partial or a callable object has no __name__.
         func = getattr(self.score_func, "__name__", None) or repr(self.score_func)
         kwargs = "".join(f", {key}={value!r}" for key, value in self.kwargs.items())
-        return f"make_code_scorer({func}{kwargs})"
+        sign = ", greater_is_better=False" if self.sign < 0 else ""
+        return f"make_code_scorer({func}{sign}{kwargs})"
 
 
-def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeScorer:
+def make_code_scorer(
+    score_func: Callable[..., float], *, greater_is_better: bool = True, **kwargs: Any
+) -> _CodeScorer:
     """Make a scorer from a metric comparing true codes with an estimator's codes.
 
     Parameters
     ----------
     score_func : callable
-        ``score_func(Z_true, codes, **kwargs) -> float``, greater is better,
-        such as :func:`~skdict.metrics.mcc_score`.
+        ``score_func(Z_true, codes, **kwargs) -> float``, such as
+        :func:`~skdict.metrics.mcc_score`.
+    greater_is_better : bool, default=True
+        Whether ``score_func`` is a score (True) or a loss (False), which the
+        scorer negates, as :func:`sklearn.metrics.make_scorer` does: searches
+        maximise scores.
     **kwargs
         Passed to ``score_func``.
 
@@ -138,7 +148,8 @@ def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeSc
     -------
     callable
         ``scorer(estimator, X, y)`` returning ``score_func(y,
-        estimator.transform(X), **kwargs)``, with the true codes as ``y``
+        estimator.transform(X), **kwargs)`` (negated for a loss), with the
+        true codes as ``y``
         (2-D, ``(n_samples, n_latents)``: a 1-D ``y``, such as class labels,
         is refused); ``estimator.predict(X)`` stands in for an estimator
         without ``transform`` (a probe regressing the codes on ``X``).
@@ -177,7 +188,9 @@ def make_code_scorer(score_func: Callable[..., float], **kwargs: Any) -> _CodeSc
         ) from None
     except ValueError:  # no signature to check (some builtins)
         pass
-    return _CodeScorer(score_func, kwargs)
+    if not isinstance(greater_is_better, (bool, np.bool_)):
+        raise TypeError(f"greater_is_better must be a bool; got {greater_is_better!r}.")
+    return _CodeScorer(score_func, kwargs, sign=1 if greater_is_better else -1)
 
 
 #: :func:`~skdict.metrics.mcc_score` between ``y`` (the true codes) and
