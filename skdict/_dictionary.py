@@ -2496,4 +2496,6 @@ n_latents) or (n_samples,), default=None
         tags.target_tags.required = self.dictionary is None or providers_require_y(
             self.dictionary
         )
+        # y holds one column of codes per latent.
+        tags.target_tags.multi_output = True
         return tags

@@ -121,6 +121,12 @@ def test_target_required_when_fit_or_a_provider_fitted_in_it_needs_y(
         clone(estimator).fit(X)
 
 
+def test_oracle_targets_are_tagged_multi_output():
+    # One column of codes per latent, which scikit-learn's tools read from
+    # the tag (a 1-D y, one latent's codes, is accepted too).
+    assert get_tags(OracleDictionary()).target_tags.multi_output
+
+
 def _with_dictionary(estimator, dictionary):
     if isinstance(estimator, SparseAutoencoder):
         return estimator.set_params(decoder=dictionary)
