@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 from ._fitting import forget_fit_on_failure
 from ._params import Satisfies, StrictParamsMixin
 from ._tensor import (
+    DEVICE_CONSTRAINT,
     DetachedCloneMixin,
     as_tensor,
     ignores_autocast,
@@ -2319,7 +2320,7 @@ class OracleDictionary(
         # objective.
         "tol": [Interval(Real, 0, 1, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "device": [str, torch.device],
+        "device": DEVICE_CONSTRAINT,
         "verbose": ["verbose"],
     }
 

@@ -123,6 +123,7 @@ from ._dictionary import (
 from ._fitting import forget_fit_on_failure
 from ._params import StrictParamsMixin
 from ._tensor import (
+    DEVICE_CONSTRAINT,
     DetachedCloneMixin,
     as_tensor,
     ignores_autocast,
@@ -2609,7 +2610,7 @@ class FISTACoder(
         "tol": [Interval(Real, 0, 1, closed="left")],
         "init": ["array-like", HasMethods(["transform"]), EXPOSES_COMPONENTS, None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "device": [str, torch.device],
+        "device": DEVICE_CONSTRAINT,
         "dict_max_iter": [Interval(Integral, 0, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],

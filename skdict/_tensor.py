@@ -47,6 +47,7 @@ from sklearn.utils._array_api import (
 )
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from ._params import Satisfies
 from ._warnings import ignoring, warn
 
 __all__ = [
@@ -240,6 +241,27 @@ def is_tensor(X: Any) -> bool:
 def is_sparse(A: Any) -> bool:
     """Return True for SciPy sparse matrices and sparse torch tensors."""
     return sp.issparse(A) or (is_tensor(A) and A.layout != torch.strided)
+
+
+def _names_a_device(name: str) -> bool:
+    if name == "auto":
+        return True
+    try:
+        torch.device(name)
+    except RuntimeError:  # "Expected one of cpu, cuda, ... device type"
+        return False
+    return True
+
+
+#: Parameter constraint of ``device``: whether the device is present is for
+#: :func:`resolve_device` to say; a name torch does not know is a bad value.
+DEVICE_CONSTRAINT = [
+    torch.device,
+    Satisfies(
+        lambda val: isinstance(val, str) and _names_a_device(val),
+        '"auto" or a device name torch knows ("cpu", "cuda", "cuda:1", "mps")',
+    ),
+]
 
 
 def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.device:

@@ -1564,7 +1564,7 @@ def test_grid_search_over_alpha(problem, as_tensor):
         ({"tol": -1.0}, "tol"),
         # Zero codes always meet tol=1: their gap is at most their objective.
         ({"tol": 1.0}, "'tol' parameter of FISTACoder must be a float in the range"),
-        ({"device": "banana"}, "device"),
+        ({"device": "banana"}, "'device' parameter of FISTACoder must be"),
     ],
 )
 def test_invalid_hyperparameters(problem, params, match):

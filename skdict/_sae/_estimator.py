@@ -38,6 +38,7 @@ from .._dictionary import (
 from .._fitting import forget_fit_on_failure
 from .._params import StrictParamsMixin
 from .._tensor import (
+    DEVICE_CONSTRAINT,
     DetachedCloneMixin,
     as_tensor,
     ignores_autocast,
@@ -271,7 +272,7 @@ class SparseAutoencoder(
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "decoder": PROVIDER_CONSTRAINT,
         "freeze_decoder": ["boolean"],
-        "device": [str, torch.device],
+        "device": DEVICE_CONSTRAINT,
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
