@@ -278,3 +278,25 @@ def test_subsets_are_uniform(pool_size, k):
     p = 1 / len(subsets)
     bound = 5 * math.sqrt(n_rows * p * (1 - p)) + 1e-9
     assert np.all(np.abs(counts - n_rows * p) <= bound)
+
+
+@pytest.mark.parametrize("sparse_codes", [False, True])
+def test_id_samples_without_the_probe_draw_from_every_other_latent(sparse_codes):
+    # Setting B draws n_active latents from all of 1 .. n_latents - 1: the
+    # OOD pool (the last latents included) appears in training, only without
+    # latent 0.
+    data = make_compositional(
+        n_latents=6,
+        n_active=2,
+        n_samples=2000,
+        sparse_codes=sparse_codes,
+        random_state=0,
+    )
+    for split in ("train", "val"):
+        Z = data[f"Z_{split}"]
+        Z = Z.toarray() if hasattr(Z, "toarray") else Z
+        without = Z[Z[:, 0] == 0]
+        assert set(np.flatnonzero((without != 0).any(axis=0))) == set(range(1, 6))
+        with_probe = Z[Z[:, 0] != 0]
+        seen = set(np.flatnonzero((with_probe != 0).any(axis=0)))
+        assert seen == {0, *data.id_latents.tolist()}

@@ -20,6 +20,7 @@ from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from sklearn.utils.validation import check_is_fitted
 
 from skdict import FISTACoder, OracleDictionary
 from skdict.datasets import make_compositional
@@ -40,6 +41,7 @@ from skdict.metrics import (
     support_f1_scorer,
     support_scores,
 )
+from skdict.metrics._inputs import as_matrices
 from skdict.metrics._probing import _per_feature_auc
 from skdict.model_selection import CompositionalSplit
 
@@ -1040,3 +1042,124 @@ def test_scorers_in_cross_validate_with_dense_codes(benchmark):
     )
     assert np.all(scores["test_mcc"] > 0.9)
     assert np.all(scores["test_f1"] > 0.5)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        lambda A: dictionary_similarity(A, A),
+        lambda A: reconstruction_error(A, A),
+        lambda A: mcc_score(A, np.ones((3, 2))),
+    ],
+    ids=["dictionary_similarity", "reconstruction_error", "mcc_score"],
+)
+def test_metrics_refuse_zero_feature_arrays_by_name(metric):
+    with pytest.raises(ValueError, match="Found array with 0 feature"):
+        metric(np.zeros((3, 0)))
+
+
+def test_as_matrices_computes_in_the_widest_input_dtype():
+    # float32 codes stay float32 (half the memory of float64); any float64
+    # input widens all of them.
+    a32, b32 = np.ones((2, 2), np.float32), np.ones((2, 3), np.float32)
+    out = as_matrices({"a": a32, "b": b32})
+    assert {T.dtype for T in out.values()} == {torch.float32}
+    out = as_matrices({"a": a32, "b": b32.astype(np.float64)})
+    assert {T.dtype for T in out.values()} == {torch.float64}
+    out = as_matrices({"a": sp.csr_matrix(a32), "b": torch.ones(2, 1)})
+    assert {T.dtype for T in out.values()} == {torch.float32}
+
+
+def test_best_feature_auc_refuses_more_than_two_classes():
+    codes = np.arange(12.0).reshape(6, 2)
+    with pytest.raises(ValueError, match="exactly two classes; got 3"):
+        best_feature_auc(codes, [0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match="exactly two classes; got 3"):
+        best_feature_auc(codes, [0, 1, 0, 1, 0, 1], codes, [0, 1, 2, 0, 1, 2])
+
+
+def test_mcc_of_sparse_columns_whose_stored_values_are_all_negative():
+    # A sparse column holding -1 where stored and implicit zeros elsewhere
+    # varies: the implicit zeros take part in its range (a binary latent,
+    # negated, as a sign-flipping coder returns it).
+    rng = np.random.default_rng(0)
+    Z = (rng.uniform(size=(40, 3)) < 0.3).astype(float)
+    Z[0] = 1.0  # every column active somewhere, none everywhere
+    Z[1] = 0.0
+    for codes in (-Z, sp.csr_matrix(-Z), sp.csr_matrix(-2 * Z)):
+        assert mcc_score(Z, codes) == pytest.approx(1.0)
+        assert mcc_score(sp.csr_matrix(-Z), codes) == pytest.approx(1.0)
+
+
+def test_mcc_top_variance_ranks_sparse_codes_by_variance_as_dense_ones():
+    # Dimension 0 alternates +-1 (variance 1); dimension 1 has one spike of 10
+    # among 100 samples (variance 0.99). Only the highest-variance dimension
+    # competes for the single varying latent, whatever the codes' format.
+    n = 100
+    alternating = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    spike = np.zeros(n)
+    spike[3] = 10.0
+    codes = np.column_stack([alternating, spike])
+    assert alternating.var() > spike.var()
+    Z = alternating[:, None]
+    dense = mcc_score(Z, codes, top_variance=True)
+    assert dense == pytest.approx(1.0)
+    assert mcc_score(Z, sp.csr_matrix(codes), top_variance=True) == pytest.approx(dense)
+    assert mcc_score(Z, sp.csr_matrix(codes.T).T, top_variance=True) == pytest.approx(
+        dense
+    )
+
+
+@pytest.mark.parametrize("fmt", ["dense", "sparse"])
+def test_support_scores_with_a_zero_threshold_count_non_zeros_only(fmt):
+    # Active means |value| > threshold: with threshold=0, the non-zeros.
+    Z = np.array([[1.0, 0, 2], [0, 3, 0], [4, 0, 0]])
+    true = Z if fmt == "dense" else sp.csr_matrix(Z)
+    scores = support_scores(true, Z, threshold=0.0, matching=[0, 1, 2])
+    assert scores == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "l0_true": pytest.approx(4 / 3),
+        "l0_pred": pytest.approx(4 / 3),
+    }
+
+
+@pytest.mark.parametrize("fmt", ["dense", "sparse"])
+def test_support_scores_threshold_is_strict(fmt):
+    # An entry exactly at the threshold is not active, in either format.
+    Z = np.array([[0.5, 0.0], [0.0, 2.0]])
+    true = Z if fmt == "dense" else sp.csr_matrix(Z)
+    scores = support_scores(true, true, threshold=0.5, matching=[0, 1])
+    assert scores["l0_true"] == scores["l0_pred"] == 0.5
+
+
+def test_support_scores_refuses_a_matching_one_past_the_last_dimension():
+    Z = np.eye(3)
+    with pytest.raises(ValueError, match=r"must lie in \[-1, 2\]"):
+        support_scores(Z, Z, matching=[0, 1, 3])
+
+
+def test_probe_accuracy_leaves_the_given_probe_unfitted():
+    # The probe is cloned before fitting, as scikit-learn's meta-estimators do.
+    codes = np.array([[0.1, 5], [0.9, 3], [0.2, 4], [0.8, 6]])
+    probe = LogisticRegression()
+    probe_accuracy(codes, [0, 1, 0, 1], probe=probe)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(probe)
+
+
+def test_dictionary_similarity_scorer_averages_over_the_known_atoms():
+    # The known atoms are the true dictionary: its score is averaged over
+    # them, not over the estimator's atoms (two known atoms, both recovered
+    # among three learned ones, score 1).
+    from skdict import OracleDictionary
+    from skdict.metrics import make_dictionary_similarity_scorer
+
+    X = np.ones((4, 3))
+    oracle = OracleDictionary(np.eye(3)).fit(X)
+    scorer = make_dictionary_similarity_scorer(np.eye(3)[:2])
+    assert scorer(oracle, X) == pytest.approx(1.0)
+    assert make_dictionary_similarity_scorer(np.eye(3))(
+        OracleDictionary(np.eye(3)[:2]).fit(X), X
+    ) == pytest.approx(2 / 3)

@@ -227,3 +227,62 @@ def test_threshold_defines_activity():
     with pytest.raises(ValueError, match="No valid fold"):
         next(cv.split(np.zeros((5, 1)), y))
     assert "threshold=0.1" in repr(cv)
+
+
+def _folds(cv, y):
+    """The (train, test) index lists of ``cv`` on the targets ``y``."""
+    X = np.zeros((y.shape[0], 1))
+    return [(train.tolist(), test.tolist()) for train, test in cv.split(X, y)]
+
+
+# Six samples of three concepts: every pair co-occurs twice.
+_PAIRS = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]])
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [np.asarray, sp.csr_matrix, sp.csc_matrix, torch.as_tensor],
+    ids=["dense", "csr", "csc", "tensor"],
+)
+def test_negative_activity_counts_as_active_in_every_format(convert):
+    # Concept j is active where |y[i, j]| > threshold: negated codes (a
+    # sign-flipped coder's) give the same folds, dense or sparse.
+    cv = CompositionalSplit(n_splits=3, test_size=2, random_state=1)
+    expected = _folds(cv, _PAIRS)
+    assert _folds(cv, convert(-_PAIRS.astype(float))) == expected
+    signs = np.where(np.arange(_PAIRS.size).reshape(_PAIRS.shape) % 2, -1.0, 1.0)
+    assert _folds(cv, convert(signs * _PAIRS)) == expected
+
+
+@pytest.mark.parametrize("convert", [sp.csr_matrix, sp.csc_matrix], ids=["csr", "csc"])
+def test_threshold_defines_activity_of_sparse_matrices(convert):
+    # As test_threshold_defines_activity, with the small entries stored.
+    y = np.array([[1.0, 0.01]] * 3 + [[1.0, 0.0], [0.0, 1.0]])
+    cv = CompositionalSplit(n_splits=1, test_size=3, random_state=0)
+    _train, test = next(cv.split(np.zeros((5, 1)), convert(y)))
+    np.testing.assert_array_equal(test, [0, 1, 2])
+    cv.threshold = 0.1
+    with pytest.raises(ValueError, match="No valid fold"):
+        next(cv.split(np.zeros((5, 1)), convert(y)))
+
+
+@pytest.mark.parametrize("convert", [sp.csr_matrix, sp.csc_matrix], ids=["csr", "csc"])
+def test_stored_entries_below_the_threshold_are_inactive(convert):
+    # Every entry stored, the inactive ones as 0.01: with threshold=0.1 the
+    # folds are those of the 0/1 activity itself.
+    cv = CompositionalSplit(n_splits=3, test_size=2, random_state=1)
+    y = np.where(_PAIRS > 0, 1.0, 0.01)
+    assert convert(y).nnz == y.size
+    expected = _folds(cv, _PAIRS)
+    cv.threshold = 0.1
+    assert _folds(cv, y) == expected
+    assert _folds(cv, convert(y)) == expected
+
+
+@pytest.mark.parametrize("concepts", [[-1], [0, -3], [0.5], [1.0], ["0"]])
+def test_concepts_must_be_column_indices(concepts):
+    # Negative or non-integer indices are refused with the parameter's own
+    # message, not read as "no pair involves them" (or as concept 1 for 1.0).
+    cv = CompositionalSplit(concepts=concepts, test_size=2)
+    with pytest.raises(ValueError, match="concepts must be column indices of y"):
+        list(cv.split(np.zeros((6, 1)), _PAIRS))

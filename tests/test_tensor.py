@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import NMF, PCA, DictionaryLearning
@@ -17,8 +18,11 @@ from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _tensor
 from skdict._dictionary import GivenRecord
 from skdict._tensor import (
     as_tensor,
+    in_namespace_of,
     portable_state,
     resolve_device,
+    sparse_as_tensor,
+    to_numpy,
     to_output,
     to_tensor,
     validate_input,
@@ -686,3 +690,110 @@ def test_finiteness_check_piecewise(dtype, monkeypatch):
             ones = torch.ones(5, 9, dtype=dtype)
             ones[where] = bad
             assert not _tensor._all_finite(ones)
+
+
+def test_auto_device_is_cuda_for_numpy_input_when_cuda_is_available(monkeypatch):
+    # "auto" computes on CUDA when it is available for NumPy input, while a
+    # tensor's own device wins (module docstring); checked without a GPU by
+    # pretending one is there (torch.device("cuda") needs none).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+    assert resolve_device("auto", np.ones((2, 2))).type == "cuda"
+    assert resolve_device("auto", torch.ones(2, 2)).type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_read_only_arrays_are_copied_not_shared():
+    # torch tensors are always writable: a read-only buffer (a memmap) must
+    # not be shared with one, or an in-place update writes through it.
+    X = np.arange(6.0).reshape(3, 2)
+    X.flags.writeable = False
+    T = as_tensor(X, device=torch.device("cpu"))
+    T += 1
+    np.testing.assert_array_equal(X, np.arange(6.0).reshape(3, 2))
+    T, _ = validate_input(BaseEstimator(), X, reset=True, device="cpu")
+    T += 1
+    np.testing.assert_array_equal(X, np.arange(6.0).reshape(3, 2))
+
+
+@pytest.mark.parametrize("X", [np.ones((1, 2)), torch.ones(1, 2)])
+def test_validate_input_honours_ensure_min_samples_for_every_input_type(X):
+    with pytest.raises(ValueError, match="minimum of 2 is required"):
+        validate_input(BaseEstimator(), X, reset=True, ensure_min_samples=2)
+
+
+@array_api_dispatch
+def test_in_namespace_of_leaves_x_alone_for_an_estimator_without_atoms():
+    from sklearn import config_context
+
+    X = torch.ones(3, 2)
+    with config_context(array_api_dispatch=True):
+        assert in_namespace_of(X, PCA(n_components=1)) is X
+
+
+def test_zero_feature_arrays_are_refused_by_name():
+    # A non-empty float array skips check_array; an empty one must still get
+    # its "0 feature(s)" error, naming the parameter.
+    with pytest.raises(ValueError, match=r"Invalid array: Found array with 0 feature"):
+        as_tensor(np.zeros((3, 0)), device=torch.device("cpu"))
+
+
+def test_negative_results_beyond_a_narrow_output_dtype_warn():
+    X = torch.ones(2, 1, dtype=torch.float16)
+    _T, origin = validate_input(BaseEstimator(), X, reset=True, device="cpu")
+    with pytest.warns(RuntimeWarning, match="exceed torch.float16's largest value"):
+        out = to_output(torch.tensor([[-1e5], [0.0]]), origin)
+    assert out.dtype == torch.float16 and torch.isinf(out[0, 0])
+
+
+def test_results_that_round_to_the_largest_value_do_not_warn():
+    # 65,510 rounds to float16's 65,504: nothing was lost beyond rounding.
+    X = torch.ones(1, 1, dtype=torch.float16)
+    _, origin = validate_input(BaseEstimator(), X, reset=True, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = to_output(torch.tensor([[65510.0]]), origin)
+    assert float(out) == 65504.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn])
+def test_to_numpy_widens_reduced_precision_tensors_to_float32(dtype):
+    out = to_numpy(torch.ones(2, 2, dtype=dtype))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.ones((2, 2), dtype=np.float32))
+
+
+def test_sparse_integer_matrices_are_promoted_to_float64():
+    A = sp.csr_matrix(np.eye(3, dtype=np.int64))
+    T = sparse_as_tensor(A, device=torch.device("cpu"))
+    assert T.dtype == torch.float64
+    assert sparse_as_tensor(A.astype(np.float32), device=torch.device("cpu")).dtype == (
+        torch.float32
+    )
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_sparse_matrices_with_nan_or_infinity_are_refused_by_name(bad):
+    A = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, bad]]))
+    with pytest.raises(ValueError, match="codes contains NaN or infinity"):
+        sparse_as_tensor(A, device=torch.device("cpu"), name="codes")
+
+
+def test_one_thread_for_small_work_restores_the_thread_count():
+    from skdict._tensor import one_thread_for_small_work
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread_for_small_work(1_000, torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(KeyError):
+            with one_thread_for_small_work(1_000, torch.device("cpu")):
+                raise KeyError
+        assert torch.get_num_threads() == 2
+        with one_thread_for_small_work(2**30, torch.device("cpu")):
+            assert torch.get_num_threads() == 2  # large work keeps its threads
+    finally:
+        torch.set_num_threads(saved)
