@@ -723,6 +723,13 @@ def validate_codes(estimator: Any, codes: Any) -> tuple[torch.Tensor, ArrayOrigi
     Z, origin = to_tensor(
         codes, device=resolve_device(estimator.device, codes), name="codes"
     )
+    if Z.shape[0] == 0:
+        # As transform refuses an X without rows (and scikit-learn's
+        # inverse_transform, codes without rows).
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={tuple(Z.shape)}) while a "
+            "minimum of 1 is required."
+        )
     n_components = estimator.components_.shape[0]
     if Z.shape[1] != n_components:
         raise ValueError(

@@ -276,6 +276,22 @@ def test_meta_device_is_rejected_up_front():
         FISTACoder(np.eye(5)).fit(torch.empty(20, 5, device="meta"))
 
 
+@pytest.mark.parametrize("estimator", ["FISTACoder", "OracleDictionary", "SAE"])
+def test_inverse_transform_refuses_codes_without_rows(estimator):
+    # As transform refuses an X without rows, and scikit-learn's PCA both.
+    from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
+
+    X = np.random.default_rng(0).uniform(size=(20, 3))
+    fitted = {
+        "FISTACoder": lambda: FISTACoder(np.eye(3)).fit(X),
+        "OracleDictionary": lambda: OracleDictionary(np.eye(3)).fit(X),
+        "SAE": lambda: SparseAutoencoder(3, max_epochs=1).fit(X),
+    }[estimator]()
+    with pytest.raises(ValueError, match=r"0 sample\(s\) \(shape=\(0, 3\)\)"):
+        fitted.inverse_transform(np.zeros((0, 3)))
+    assert fitted.inverse_transform(np.zeros((1, 3))).shape == (1, 3)
+
+
 def test_meta_arrays_beside_x_are_named():
     # A dictionary, decoder, init, y or codes on the meta device (weights of
     # a model built under torch.device("meta")) met torch's "Cannot copy out
