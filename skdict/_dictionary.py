@@ -2264,7 +2264,7 @@ class OracleDictionary(
         Constrain the codes to be non-negative (the paper's setting).
     max_iter : int, default=1000
         Maximum number of FISTA iterations per sample.
-    tol : float, default=1e-6
+    tol : float in [0, 1), default=1e-6
         Relative duality gap at which a sample's code is accepted.
     batch_size : int, default=None
         Number of samples coded at once; None picks about ``2**24 /

@@ -695,7 +695,8 @@ def validate_codes(estimator: Any, codes: Any) -> tuple[torch.Tensor, ArrayOrigi
     Parameters
     ----------
     estimator : fitted estimator
-        Exposes ``components_`` and a ``device`` parameter.
+        Exposes ``_n_features_out`` (its number of components) and a ``device``
+        parameter.
     codes : array-like or torch.Tensor of shape (n_samples, n_components)
         Codes.
 
@@ -730,7 +731,7 @@ def validate_codes(estimator: Any, codes: Any) -> tuple[torch.Tensor, ArrayOrigi
             f"Found array with 0 sample(s) (shape={tuple(Z.shape)}) while a "
             "minimum of 1 is required."
         )
-    n_components = estimator.components_.shape[0]
+    n_components = estimator._n_features_out
     if Z.shape[1] != n_components:
         raise ValueError(
             f"codes have {Z.shape[1]} columns, but this "

@@ -923,6 +923,19 @@ def test_code_scorer_negates_a_loss():
         make_code_scorer(squared_error, greater_is_better="no")
 
 
+def test_code_scorers_of_several_scores_and_of_earlier_pickles(benchmark):
+    # A metric returning a dict gives several scores (cross_validate names
+    # each); negating the score broke it. Scorers pickled before losses
+    # could be scored hold no sign, and failed on every call.
+    X, Z, D = benchmark.X_val, benchmark.Z_val, benchmark.dictionary
+    coder = FISTACoder(dictionary=D, alpha=0.01, positive=True).fit(X)
+    scores = make_code_scorer(support_scores)(coder, X, Z)
+    assert scores == support_scores(Z, coder.transform(X))
+    earlier = pickle.loads(pickle.dumps(mcc_scorer))
+    del earlier.sign
+    assert earlier(coder, X, Z) == mcc_scorer(coder, X, Z)
+
+
 def test_scorers_follow_sklearn_conventions(benchmark):
     X, Z, D = benchmark.X_val, benchmark.Z_val, benchmark.dictionary
     coder = FISTACoder(dictionary=D, alpha=0.01, positive=True).fit(X)

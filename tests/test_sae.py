@@ -1101,6 +1101,48 @@ def test_decoder_attributes_are_plain_copies_in_their_array_type(rng):
     restored.components_.mul_(1.0)
 
 
+@pytest.mark.parametrize("layout", ["attributes", "copies"])
+def test_pickles_of_earlier_layouts_give_their_atoms(layout, rng):
+    # Earlier versions pickled components_ and intercept_ as attributes, or
+    # as copies beside the module; loaded, both read as missing.
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, **SMALL).fit(torch.as_tensor(X, dtype=torch.float32))
+    state = sae.__getstate__()
+    del state["_fitted_type"]
+    atoms, bias = sae.components_, sae.intercept_
+    if layout == "attributes":
+        state.update(components_=atoms, intercept_=bias)
+    else:
+        state["_decoder_copies"] = {
+            "W_dec": (None, None, atoms),
+            "b_dec": (None, None, bias),
+        }
+    restored = SparseAutoencoder.__new__(SparseAutoencoder)
+    restored.__setstate__(state)
+    assert restored.components_.dtype == torch.float32
+    torch.testing.assert_close(restored.components_, atoms, rtol=0, atol=0)
+    torch.testing.assert_close(restored.intercept_, bias, rtol=0, atol=0)
+
+
+def test_inference_tensor_parameters_are_followed(rng):
+    # Inference tensors have no version counter: a checkpoint loaded into
+    # them inside inference mode kept the storage, and the old copies.
+    X, _ = toy_problem(rng)
+    first = SparseAutoencoder(8, **SMALL).fit(X)
+    second = SparseAutoencoder(8, **SMALL).set_params(random_state=1).fit(X)
+    with torch.inference_mode():
+        [restored] = saved_and_loaded(first)[:1]
+        restored.module_.load_state_dict(
+            {k: v.clone() for k, v in restored.module_.state_dict().items()}
+        )
+    assert restored.module_.W_dec.is_inference()
+    np.testing.assert_array_equal(restored.components_, first.components_)
+    with torch.inference_mode():
+        restored.module_.load_state_dict(second.module_.state_dict())
+    np.testing.assert_array_equal(restored.components_, second.components_)
+    np.testing.assert_array_equal(restored.intercept_, second.intercept_)
+
+
 @array_api_dispatch
 def test_decoder_attributes_keep_the_array_namespace_after_pickling(rng):
     # The array type was worked out again from the last copy, which only

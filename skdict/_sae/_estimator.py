@@ -625,7 +625,7 @@ class SparseAutoencoder(
                 )
             if self.k > n_components:
                 raise ValueError(
-                    f"k={self.k} must be at most n_components={n_components}."
+                    f"k={self.k} must be at most {self._width(n_components)}."
                 )
         if (
             self.activation in _AUX_ACTIVATIONS
@@ -633,8 +633,15 @@ class SparseAutoencoder(
             and self.aux_k > n_components
         ):
             raise ValueError(
-                f"aux_k={self.aux_k} must be at most n_components={n_components}."
+                f"aux_k={self.aux_k} must be at most {self._width(n_components)}."
             )
+
+    def _width(self, n_components: int) -> str:
+        """Name the SAE's width ``n_components`` for a message."""
+        if self.n_components is not None:
+            return f"n_components={n_components}"
+        source = "from the decoder" if self.decoder is not None else "per feature"
+        return f"the {n_components} latents (n_components=None: one {source})"
 
     def _dead_after(self, n_components: int) -> int:
         """Return the samples without firing that make a latent dead (0: one epoch)."""
@@ -731,6 +738,11 @@ class SparseAutoencoder(
         held = self._decoder_copies.get(name)
         if held is not None and held[0]() is module and held[1] == key:
             return held[2]
+        if param.is_inference():
+            # No version counter: a change in place (inside inference mode)
+            # keeps the key, so the copy is made afresh at every read.
+            with torch.inference_mode(False):
+                return to_fitted(param.detach().clone(), self._fitted_origin)
         # Outside inference mode: a copy made inside it would be an inference
         # tensor, which autograd and in-place operations refuse afterwards.
         with torch.inference_mode(False):
@@ -843,7 +855,8 @@ class SparseAutoencoder(
 
     @property
     def _n_features_out(self):
-        return self.components_.shape[0]
+        # The module's, not components_'s: no copy of the atoms to count them.
+        return self.module_.n_components
 
     def __getstate__(self):
         state = super().__getstate__()  # the instance's own __dict__
@@ -859,8 +872,14 @@ class SparseAutoencoder(
         return portable_state(state)
 
     def __setstate__(self, state):
-        # Pickles made before components_ was read from the module hold it.
-        sample = state.pop("_fitted_type", state.pop("components_", None))
+        # Pickles made before components_ was read from the module hold it,
+        # and those of the first versions that read it, its copies.
+        copies = state.pop("_decoder_copies", None) or {}
+        held = copies.get("W_dec")
+        sample = state.pop(
+            "_fitted_type",
+            state.pop("components_", None if held is None else held[2]),
+        )
         state.pop("intercept_", None)
         if sample is not None:
             state["_fitted_origin"] = origin_of(sample)
@@ -878,7 +897,8 @@ class SparseAutoencoder(
 def _version_key(tensor: torch.Tensor) -> tuple[int, int]:
     """Storage and version counter of ``tensor``: a change to either is a change.
 
-    An inference tensor has no version counter (-1): only a new storage shows.
+    An inference tensor has no version counter (-1): only a new storage shows,
+    so callers do not keep copies of one.
     """
     return tensor.data_ptr(), -1 if tensor.is_inference() else tensor._version
 

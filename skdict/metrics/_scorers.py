@@ -68,6 +68,9 @@ class _CodeScorer:
     :func:`make_code_scorer`.
     """
 
+    # Scorers pickled before losses could be scored hold no sign.
+    sign = 1
+
     def __init__(
         self,
         score_func: Callable[..., float],
@@ -114,8 +117,10 @@ class _CodeScorer:
                 "labels cannot be scored so: fit the search with the true codes as "
                 "y, or score the labels with a classification metric."
             )
-        codes = estimator_codes(estimator, X)
-        return self.sign * self.score_func(y, codes, **self.kwargs)
+        score = self.score_func(y, estimator_codes(estimator, X), **self.kwargs)
+        # Not sign * score: a metric may return a dict of scores, which
+        # scikit-learn's cross_validate takes as several.
+        return score if self.sign > 0 else -score
 
     def __repr__(self) -> str:
         if self.name is not None:
