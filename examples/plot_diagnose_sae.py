@@ -52,36 +52,42 @@ for name, latents in pools.items():
 ax.axhline(0.9, color="grey", linestyle=":")
 ax.set_xlabel("true latent")
 ax.set_ylabel("|cosine| with matched atom")
-ax.legend(loc="lower left")
+ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
 fig.tight_layout()
 
 # %%
-# The atoms of the OOD pool, whose latents never co-occur with latent 0 in
-# training, are typically recovered worse than those of the ID pool: the SAE's
-# dictionary already carries the training distribution's co-occurrences.
+# The atoms of the OOD pool are typically recovered worse than those of the ID
+# pool. Their latents are rarer in training, and never appear there with
+# latent 0: the SAE's dictionary carries the training distribution, its
+# frequencies and its co-occurrences.
+active = np.asarray(data.Z_train) > 0
 for name, latents in pools.items():
-    print(f"{name:>9}: mean |cosine| {similarity.cosines[latents].mean():.3f}")
+    print(
+        f"{name:>9}: mean |cosine| {similarity.cosines[latents].mean():.3f}, "
+        f"active in {active[:, latents].mean():.1%} of training samples"
+    )
 
 # %%
 # Swap the parts
 # --------------
 # Each configuration below reuses the fitted SAE through
 # :class:`~sklearn.frozen.FrozenEstimator`, so nothing is retrained except the
-# encoder under the true dictionary. The FISTA coders code the validation half,
-# so they are fitted on it.
+# encoder under the true dictionary. The FISTA coders learn nothing (their
+# ``fit`` fits nothing either: the SAE is frozen), so all of them are fitted
+# on the training half, as the SAE was.
 from sklearn.frozen import FrozenEstimator
 
 configurations = {
     "SAE": sae,
     "SAE dictionary + FISTA": FISTACoder(
         dictionary=FrozenEstimator(sae), alpha=0.1, positive=True
-    ).fit(data.X_val),
+    ).fit(data.X_train),
     "FISTA from SAE codes": FISTACoder(
         dictionary=FrozenEstimator(sae),
         init=FrozenEstimator(sae),
         alpha=0.1,
         positive=True,
-    ).fit(data.X_val),
+    ).fit(data.X_train),
     "true dictionary + SAE encoder": SparseAutoencoder(
         50,
         activation="topk",
@@ -91,7 +97,7 @@ configurations = {
         max_epochs=100,
         random_state=0,
     ).fit(data.X_train),
-    "true dictionary + FISTA": OracleDictionary(data.dictionary).fit(data.X_val),
+    "true dictionary + FISTA": OracleDictionary(data.dictionary).fit(data.X_train),
 }
 
 # %%

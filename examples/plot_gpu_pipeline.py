@@ -18,7 +18,9 @@ pipeline on CPU tensors, which exercises exactly the same code paths.
 # ------
 # Array-API dispatch needs SciPy's array-API mode, which must be switched on
 # before SciPy is first imported (scikit-learn brings its own copy of
-# ``array-api-compat``).
+# ``array-api-compat``). The line below does it when this script runs on its
+# own; in a notebook or a larger program, export ``SCIPY_ARRAY_API=1`` in the
+# shell before Python starts.
 import os
 
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
@@ -46,7 +48,7 @@ def tensor(array, dtype=torch.float32):
     return torch.as_tensor(array, dtype=dtype, device=device)
 
 
-X_train, y_train = tensor(data.X_val), tensor(data.y_val, torch.int64)
+X_train, y_train = tensor(data.X_train), tensor(data.y_train, torch.int64)
 X_ood, y_ood = tensor(data.X_ood), tensor(data.y_ood, torch.int64)
 dictionary = tensor(data.dictionary)
 
@@ -92,15 +94,17 @@ print("coefficients:", type(pipe[2].coef_).__name__, pipe[2].coef_.device)
 # %%
 # The same with a linear probe
 # ----------------------------
-# :class:`~sklearn.decomposition.PCA` and :class:`~sklearn.linear_model.RidgeCV`
-# support the array API too; here a supervised ridge probe predicts all the
+# :class:`~sklearn.linear_model.RidgeCV` supports the array API too; the
+# paper's supervised linear probe (its penalties, no intercept, as in
+# :ref:`sphx_glr_auto_examples_plot_probing_vs_coding.py`) predicts all the
 # true latents from the activations, and its predictions stay on the device.
 import matplotlib.pyplot as plt
-from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeCV
 
+from skdict.experiments import PaperSettings
+
 with sklearn.config_context(array_api_dispatch=True):
-    ridge = make_pipeline(PCA(whiten=True), RidgeCV())
+    ridge = RidgeCV(alphas=PaperSettings().probe_alphas, fit_intercept=False)
     ridge.fit(tensor(data.X_train), tensor(data.Z_train))
     latent_0 = ridge.predict(X_ood)[:, 0]
     fista_0 = codes[:, 0]
@@ -108,7 +112,7 @@ print("ridge predictions on", latent_0.device)
 
 fig, ax = plt.subplots(figsize=(5, 3.4))
 truth = data.Z_ood[:, 0]
-ax.scatter(truth, latent_0.cpu().numpy(), s=3, label="PCA + RidgeCV")
+ax.scatter(truth, latent_0.cpu().numpy(), s=3, label="linear probe (RidgeCV)")
 ax.scatter(truth, fista_0.cpu().numpy(), s=3, label="FISTA codes")
 ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
 ax.set_xlabel("true latent 0 (OOD samples)")
@@ -120,4 +124,6 @@ plt.show()
 # %%
 # Moving results to the host is explicit (``.cpu().numpy()``), as for any
 # tensor. Fitted skdict estimators pickle with their tensors on the CPU, so a
-# model fitted on a GPU loads on a machine without one.
+# skdict model fitted on a GPU loads on a machine without one; the
+# scikit-learn steps of this pipeline keep theirs on the device, and need one
+# to be unpickled.

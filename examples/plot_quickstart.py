@@ -32,14 +32,14 @@ print("OOD set:", data.X_ood.shape)
 # The oracle, :class:`~skdict.OracleDictionary`, codes each sample by solving
 # the lasso ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` with the true
 # dictionary ``D`` — the same as ``FISTACoder(dictionary=D)``. It learns
-# nothing, so it is fitted on (and codes) the validation half, as in the
-# paper. The SAE learns its dictionary and encoder from the training half;
+# nothing: its ``fit`` only checks the atoms against the data. The SAE learns
+# its dictionary and encoder from the training half;
 # a TopK SAE keeps the ``k = 5`` largest latents of each sample. The paper
 # trains for 500 epochs; 100 keep this example short.
 from skdict import OracleDictionary, SparseAutoencoder
 
 oracle = OracleDictionary(data.dictionary, alpha=0.1, positive=True)
-oracle.fit(data.X_val)
+oracle.fit(data.X_train)
 
 sae = SparseAutoencoder(50, activation="topk", k=5, max_epochs=100, random_state=0)
 sae.fit(data.X_train)
@@ -92,7 +92,7 @@ for ax, metric in zip(axes, metrics, strict=True):
     ax.set_xticks(np.arange(2) + 0.19, ["ID", "OOD"])
     ax.set_title(metric)
     ax.set_ylim(0, 1.05)
-axes[0].legend(loc="lower left")
+axes[-1].legend(loc="upper left", bbox_to_anchor=(1, 1))
 fig.tight_layout()
 
 # %%
