@@ -1221,6 +1221,14 @@ def test_bad_hyperparameters(params, match, rng):
         SparseAutoencoder(**{"n_components": 8, **SMALL, **params}).fit(X)
 
 
+def test_one_sample_with_validation_fraction_says_so():
+    # In the words scikit-learn's check_fit2d_1sample looks for.
+    from sklearn.utils.estimator_checks import check_fit2d_1sample
+
+    sae = SparseAutoencoder(3, validation_fraction=0.2, max_epochs=1)
+    check_fit2d_1sample("SparseAutoencoder", sae)
+
+
 def test_default_width_is_the_number_of_features(rng):
     # As FISTACoder and scikit-learn's decompositions; SparseAutoencoder()
     # could not be fitted, and failed 22 of scikit-learn's estimator checks.

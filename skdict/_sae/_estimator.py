@@ -525,9 +525,10 @@ class SparseAutoencoder(
         n = X_t.shape[0]
         n_val = math.ceil(self.validation_fraction * n)
         if n - n_val < 1:
+            samples = "1 sample" if n == 1 else f"{n} samples"
             raise ValueError(
                 f"validation_fraction={self.validation_fraction} leaves no training "
-                f"sample out of {n}; lower it or pass more samples."
+                f"sample out of {samples}; lower it or pass more samples."
             )
         order = torch.randperm(n, generator=generator)
         train_rows = order[n_val:]
