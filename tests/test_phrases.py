@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from skdict.datasets import _phrases, load_phrase_activations
 from skdict.datasets._cache import cache_home, load_arrays, save_arrays
@@ -346,11 +347,30 @@ def test_second_call_reads_the_cache(transformers, tmp_path):
     assert load(tmp_path).from_cache
 
 
+def test_cache_is_keyed_by_what_rounds_the_activations(
+    transformers, tmp_path, monkeypatch
+):
+    # Thread counts, devices and batches round the forward pass differently,
+    # which the real study's learners amplify: a run with another thread
+    # count read the first run's activations and recorded its own count.
+    first = load(tmp_path)
+    assert not load(tmp_path, batch_size=7).from_cache
+    threads = torch.get_num_threads()
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "get_num_threads", lambda: threads + 1)
+        other = load(tmp_path)
+    assert not other.from_cache and other.cache_path != first.cache_path
+    assert load(tmp_path).from_cache
+
+
 def test_a_cached_reload_does_not_import_transformers(transformers, tmp_path):
     # Importing transformers takes about a second; a cache hit needs no model.
     load(tmp_path)
     script = (
         "import sys\n"
+        "import torch\n"
+        # The cache is kept per thread count: the parent's, as set by pytest.
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
         "from skdict.datasets import load_phrase_activations as load\n"
         f"data = load(cache_dir={str(tmp_path)!r}, colors={COLORS!r}, "
         f"objects={OBJECTS!r}, templates={TEMPLATES!r}, ood_size=3, "
