@@ -931,6 +931,8 @@ def test_code_scorers_of_several_scores_and_of_earlier_pickles(benchmark):
     coder = FISTACoder(dictionary=D, alpha=0.01, positive=True).fit(X)
     scores = make_code_scorer(support_scores)(coder, X, Z)
     assert scores == support_scores(Z, coder.transform(X))
+    losses = make_code_scorer(support_scores, greater_is_better=False)
+    assert losses(coder, X, Z) == {name: -value for name, value in scores.items()}
     earlier = pickle.loads(pickle.dumps(mcc_scorer))
     del earlier.sign
     assert earlier(coder, X, Z) == mcc_scorer(coder, X, Z)

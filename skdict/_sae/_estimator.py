@@ -641,7 +641,7 @@ class SparseAutoencoder(
         """Name the SAE's width ``n_components`` for a message."""
         if self.n_components is not None:
             return f"n_components={n_components}"
-        source = "from the decoder" if self.decoder is not None else "per feature"
+        source = "per decoder atom" if self.decoder is not None else "per feature"
         return f"the {n_components} latents (n_components=None: one {source})"
 
     def _dead_after(self, n_components: int) -> int:

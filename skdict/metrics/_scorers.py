@@ -118,9 +118,13 @@ class _CodeScorer:
                 "y, or score the labels with a classification metric."
             )
         score = self.score_func(y, estimator_codes(estimator, X), **self.kwargs)
-        # Not sign * score: a metric may return a dict of scores, which
-        # scikit-learn's cross_validate takes as several.
-        return score if self.sign > 0 else -score
+        # A metric may return a dict of scores, which scikit-learn's
+        # cross_validate takes as several: a loss negates each.
+        if self.sign > 0:
+            return score
+        if isinstance(score, dict):
+            return {name: -value for name, value in score.items()}
+        return -score
 
     def __repr__(self) -> str:
         if self.name is not None:
