@@ -735,21 +735,20 @@ class SparseAutoencoder(
                 f"{type(self).__name__!r} object has no attribute {attribute!r}"
             )
         param = getattr(module, name)
-        key = _version_key(param)
+        # An inference tensor has no version counter to tell an in-place
+        # change by (made inside inference mode): no key, never kept, copied
+        # afresh at every read.
+        key = None if param.is_inference() else _version_key(param)
         held = self._decoder_copies.get(name)
         if held is not None and held[0]() is module and held[1] == key:
             return held[2]
-        if param.is_inference():
-            # No version counter: a change in place (inside inference mode)
-            # keeps the key, so the copy is made afresh at every read.
-            with torch.inference_mode(False):
-                return to_fitted(param.detach().clone(), self._fitted_origin)
         # Outside inference mode: a copy made inside it would be an inference
         # tensor, which autograd and in-place operations refuse afterwards.
         with torch.inference_mode(False):
             value = to_fitted(param.detach().clone(), self._fitted_origin)
-        # A weak reference: a module replaced or forgotten is not kept alive.
-        self._decoder_copies[name] = (weakref.ref(module), key, value)
+        if key is not None:
+            # A weak reference: a module replaced or forgotten is not kept.
+            self._decoder_copies[name] = (weakref.ref(module), key, value)
         return value
 
     # ------------------------------------------------------------ transform
@@ -898,10 +897,9 @@ class SparseAutoencoder(
 def _version_key(tensor: torch.Tensor) -> tuple[int, int]:
     """Storage and version counter of ``tensor``: a change to either is a change.
 
-    An inference tensor has no version counter (-1): only a new storage shows,
-    so callers do not keep copies of one.
+    Not for inference tensors, which have no version counter.
     """
-    return tensor.data_ptr(), -1 if tensor.is_inference() else tensor._version
+    return tensor.data_ptr(), tensor._version
 
 
 def _take_rows(values: Any, rows: np.ndarray) -> Any:
