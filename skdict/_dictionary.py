@@ -55,7 +55,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_feature_names, check_is_fitted
 from tqdm.auto import tqdm
 
 from ._fitting import forget_fit_on_failure
@@ -366,6 +366,26 @@ def _is_skdict_estimator(estimator: Any) -> bool:
     )
 
 
+def check_provider_features(estimator: Any, X_user: Any, name: str) -> None:
+    """Check ``X``'s column names against those a pre-fitted provider saw.
+
+    A provider fitted elsewhere (frozen, or not an estimator) holds its atoms
+    in the column order of its own training data; X in another order would
+    be coded on atoms read in the wrong order, and the coder would then
+    record X's order as its own. The same error and warnings as scikit-learn
+    gives when such a provider's own ``transform`` is called with X.
+    """
+    while isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    try:
+        _check_feature_names(estimator, X_user, reset=False)
+    except ValueError as error:
+        raise ValueError(
+            f"X's columns differ from those {name} ({type(estimator).__name__}) "
+            f"was fitted on. {error}"
+        ) from error
+
+
 def providers_require_y(*params: Any) -> bool:
     """Return True when fitting a provider among ``params`` needs ``y``.
 
@@ -609,6 +629,8 @@ def resolve_dictionary(
             estimator = dictionary
             if isinstance(dictionary, FrozenEstimator):
                 check_is_fitted(estimator.estimator)
+            if X_user is not None:
+                check_provider_features(estimator, X_user, name)
         else:
             if X_user is None:
                 raise ValueError(

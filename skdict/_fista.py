@@ -107,6 +107,7 @@ from ._dictionary import (
     _sample_objective,
     batch_statistics,
     check_n_components,
+    check_provider_features,
     fit_provider,
     fits_on_data,
     initial_dictionary,
@@ -2991,6 +2992,7 @@ class FISTACoder(
                 "starting dictionary for learning (dictionary=None)."
             )
         if not fits_on_data(self.init):  # frozen, or not an estimator
+            check_provider_features(self.init, X, "init")
             return self.init
         return fit_provider(self.init, X, y)
 

@@ -323,6 +323,48 @@ def test_dataframes_in_and_out(estimator):
         fitted.transform(X[["c", "b", "a"]])
 
 
+PREFITTED_PROVIDER_USES = {
+    "FISTACoder(dictionary=)": lambda provider: FISTACoder(provider),
+    "FISTACoder(init=)": lambda provider: FISTACoder(
+        np.eye(3), init=provider, max_iter=5
+    ),
+    "OracleDictionary(dictionary=)": lambda provider: OracleDictionary(provider),
+    "SparseAutoencoder(decoder=)": lambda provider: SparseAutoencoder(
+        3, decoder=provider, freeze_decoder=True, max_epochs=1
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "use", PREFITTED_PROVIDER_USES.values(), ids=list(PREFITTED_PROVIDER_USES)
+)
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen", "plain object"])
+def test_prefitted_providers_check_column_names(use, frozen):
+    # A provider fitted on a DataFrame holds its atoms in that frame's column
+    # order: X with the columns reordered must be refused, as the provider's
+    # own transform refuses it (the coder would otherwise record the wrong
+    # order as its own and code every later X on misread atoms), and X
+    # without names warns, as scikit-learn's estimators do.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.uniform(size=(40, 3)), columns=["a", "b", "c"])
+    oracle = OracleDictionary(np.eye(3) + 0.1).fit(X)
+    if frozen:
+        provider = FrozenEstimator(oracle)
+    else:  # weights from elsewhere: components_ and the names they came with
+        provider = type("Weights", (), {})()
+        provider.components_ = oracle.components_
+        provider.feature_names_in_ = oracle.feature_names_in_
+        provider.transform = oracle.transform  # codes too, for init
+    with pytest.raises(ValueError, match="X's columns differ from those") as error:
+        use(provider).fit(X[["c", "b", "a"]])
+    assert "Feature names must be in the same order" in str(error.value)
+    with pytest.warns(UserWarning, match="was fitted with feature names"):
+        use(provider).fit(X.to_numpy())
+    fitted = use(provider).fit(X)
+    np.testing.assert_array_equal(fitted.feature_names_in_, ["a", "b", "c"])
+
+
 @pytest.mark.parametrize(
     "estimator", public_estimators(), ids=lambda est: type(est).__name__
 )
