@@ -101,10 +101,10 @@ __all__ = [
     "lstsq_dictionary",
     "online_dictionary_update",
     "provider_input",
-    "providers_require_y",
     "reconstruct",
     "record_given",
     "resolve_dictionary",
+    "take_providers_target_tags",
     "torch_generator",
 ]
 
@@ -386,18 +386,21 @@ def check_provider_features(estimator: Any, X_user: Any, name: str) -> None:
         ) from error
 
 
-def providers_require_y(*params: Any) -> bool:
-    """Return True when fitting a provider among ``params`` needs ``y``.
+def take_providers_target_tags(tags: Any, *params: Any) -> None:
+    """Make ``tags`` require ``y`` as the providers among ``params`` do.
 
     A skdict estimator fits its unfitted providers on ``(X, y)``, so it
-    requires ``y`` whenever one of them does (an oracle without atoms).
+    requires ``y`` whenever one of them does (an oracle without atoms), and
+    takes ``y`` with several columns when one of them does (an oracle's codes,
+    one column per latent).
     """
-    return any(
-        fits_on_data(param)
-        and (tags := _tags_of(param)) is not None
-        and tags.target_tags.required
+    fitted_here = [
+        provider_tags.target_tags
         for param in params
-    )
+        if fits_on_data(param) and (provider_tags := _tags_of(param)) is not None
+    ]
+    tags.target_tags.required = any(target.required for target in fitted_here)
+    tags.target_tags.multi_output = any(target.multi_output for target in fitted_here)
 
 
 def _tags_of(estimator: Any) -> Any:
@@ -2515,10 +2518,9 @@ n_latents) or (n_samples,), default=None
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        # Without a dictionary, fit needs the ground-truth codes.
-        tags.target_tags.required = self.dictionary is None or providers_require_y(
-            self.dictionary
-        )
-        # y holds one column of codes per latent.
+        take_providers_target_tags(tags, self.dictionary)
+        # Without a dictionary, fit needs the ground-truth codes; y holds one
+        # column of codes per latent.
+        tags.target_tags.required |= self.dictionary is None
         tags.target_tags.multi_output = True
         return tags

@@ -116,9 +116,9 @@ from ._dictionary import (
     learn_dictionary,
     online_dictionary_update,
     provider_input,
-    providers_require_y,
     record_given,
     resolve_dictionary,
+    take_providers_target_tags,
     torch_generator,
 )
 from ._fitting import forget_fit_on_failure
@@ -3200,5 +3200,5 @@ class FISTACoder(
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        tags.target_tags.required = providers_require_y(self.dictionary, self.init)
+        take_providers_target_tags(tags, self.dictionary, self.init)
         return tags

@@ -121,10 +121,27 @@ def test_target_required_when_fit_or_a_provider_fitted_in_it_needs_y(
         clone(estimator).fit(X)
 
 
-def test_oracle_targets_are_tagged_multi_output():
+@pytest.mark.parametrize(
+    "estimator, multi_output",
+    [
+        (OracleDictionary(), True),
+        (OracleDictionary(np.eye(3)), True),
+        # y goes to the oracle's fit: the same codes, one column per latent.
+        (FISTACoder(OracleDictionary()), True),
+        (FISTACoder(np.eye(3), init=OracleDictionary()), True),
+        (SparseAutoencoder(3, decoder=OracleDictionary()), True),
+        (FISTACoder(FrozenEstimator(_fitted_oracle())), False),  # y unused
+        (FISTACoder(PCA(n_components=1)), False),
+        (SparseAutoencoder(3), False),
+    ],
+    ids=repr,
+)
+def test_targets_are_tagged_multi_output_where_an_oracle_takes_them(
+    estimator, multi_output
+):
     # One column of codes per latent, which scikit-learn's tools read from
     # the tag (a 1-D y, one latent's codes, is accepted too).
-    assert get_tags(OracleDictionary()).target_tags.multi_output
+    assert get_tags(estimator).target_tags.multi_output is multi_output
 
 
 def _with_dictionary(estimator, dictionary):

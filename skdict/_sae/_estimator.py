@@ -30,9 +30,9 @@ from .._dictionary import (
     check_n_components,
     fits_on_data,
     is_same_given,
-    providers_require_y,
     record_given,
     resolve_dictionary,
+    take_providers_target_tags,
     torch_generator,
 )
 from .._fitting import forget_fit_on_failure
@@ -890,7 +890,7 @@ class SparseAutoencoder(
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        tags.target_tags.required = providers_require_y(self.decoder)
+        take_providers_target_tags(tags, self.decoder)
         return tags
 
 
