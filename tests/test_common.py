@@ -46,8 +46,12 @@ def public_estimators():
 def expected_failed_checks(estimator):
     if isinstance(estimator, OracleDictionary):
         # The oracle's atoms are given or solved in closed form: fit iterates
-        # nothing (n_iter_ = 0), while max_iter bounds transform's FISTA.
-        return {"check_transformer_n_iter": "max_iter bounds transform; fit: 0"}
+        # nothing (and records no n_iter_), while max_iter bounds transform's
+        # FISTA.
+        return {
+            "check_transformer_n_iter": "max_iter bounds transform; fit iterates "
+            "nothing and has no n_iter_"
+        }
     if isinstance(estimator, FISTACoder) and estimator.dictionary is not None:
         # With its atoms given, fit codes nothing (n_iter_ = 0) and max_iter
         # bounds transform's FISTA; scikit-learn's SparseCoder, alike, names
