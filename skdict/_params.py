@@ -5,12 +5,15 @@ an ``Integral``) and NumPy integers of any width. Handed on to torch, a bool
 fails deep inside a kernel (``randn(True, ...)``), and a narrow NumPy integer
 wraps around in arithmetic without an error (``np.uint8(10) * 64`` is 128), so
 a ``k`` or a ``batch_size`` of that type silently changes the result. Both are
-rejected here, by name, before anything runs.
+rejected here, by name, before anything runs. So are bools and NumPy floats
+narrower than 64 bits where a real number is expected: ``alpha=True`` runs as
+1.0, and ``np.float16(0.1) * step`` stays float16, whose range ends at 65504
+(a step-scaled threshold became infinite and every code zero).
 """
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,9 @@ __all__ = ["Satisfies", "StrictParamsMixin", "validate_hyperparameters"]
 # The smallest range an integer hyper-parameter's type must hold: products of
 # sizes (rows x atoms, k x batch) must not wrap around.
 _MIN_INTEGER_BITS = 32
+# The narrowest float a real hyper-parameter may be: products with it keep
+# the scalar's type (``np.float32(alpha) * step`` is float32).
+_MIN_FLOAT_BITS = 64
 
 
 def validate_hyperparameters(
@@ -47,11 +53,12 @@ def validate_hyperparameters(
     ------
     InvalidParameterError
         If a value breaks its constraints, or is a bool or a NumPy integer
-        narrower than 32 bits where an integer is expected.
+        narrower than 32 bits where an integer is expected, or a bool or a
+        NumPy float narrower than 64 bits where a real number is expected.
 
     Examples
     --------
-    >>> from numbers import Integral
+    >>> from numbers import Integral, Real
     >>> from sklearn.utils._param_validation import Interval
     >>> from skdict._params import validate_hyperparameters
     >>> constraints = {"k": [Interval(Integral, 1, None, closed="left")]}
@@ -64,11 +71,13 @@ SparseAutoencoder must be an int; got True, a bool.
     """
     validate_parameter_constraints(constraints, params, caller_name=caller_name)
     for name, value in params.items():
-        if not _expects_integer(constraints.get(name, ())):
+        expected = _expected_number(constraints.get(name, ()))
+        if expected is None:
             continue
         if isinstance(value, (bool, np.bool_)):
             raise InvalidParameterError(
-                f"The {name!r} parameter of {caller_name} must be an int; "
+                f"The {name!r} parameter of {caller_name} must be "
+                f"{'an int' if expected is Integral else 'a float'}; "
                 f"got {value!r}, a bool."
             )
         if isinstance(value, np.integer) and np.iinfo(value).bits < _MIN_INTEGER_BITS:
@@ -76,6 +85,13 @@ SparseAutoencoder must be an int; got True, a bool.
                 f"The {name!r} parameter of {caller_name} must be an int or a "
                 f"NumPy integer of at least {_MIN_INTEGER_BITS} bits, whose "
                 f"arithmetic does not wrap around; got {value!r}. Pass int(...)."
+            )
+        if isinstance(value, np.floating) and np.finfo(value).bits < _MIN_FLOAT_BITS:
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {caller_name} must be a float or a "
+                f"NumPy float of {_MIN_FLOAT_BITS} bits, whose arithmetic keeps "
+                f"float64's range; got {value!r}, a {type(value).__name__}. "
+                "Pass float(...)."
             )
 
 
@@ -113,10 +129,12 @@ f must be an even number. Got 3 instead.
         return self.description
 
 
-def _expects_integer(constraints: list) -> bool:
-    return any(
-        isinstance(c, Interval) and c.type is Integral for c in constraints or ()
-    )
+def _expected_number(constraints: list) -> type | None:
+    """Integral or Real where an ``Interval`` constraint expects one, else None."""
+    types = {c.type for c in constraints or () if isinstance(c, Interval)}
+    if Integral in types:
+        return Integral
+    return Real if Real in types else None
 
 
 class StrictParamsMixin:

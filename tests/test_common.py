@@ -256,6 +256,32 @@ def test_integer_hyperparameters_refuse_bools_and_narrow_numpy_integers(
     clone(estimator).set_params(**{name: np.int64(2)}).fit(X)
 
 
+@pytest.mark.parametrize(
+    ("estimator", "name"),
+    [
+        (FISTACoder(np.eye(3)), "alpha"),
+        (FISTACoder(n_components=2, dict_max_iter=2), "alpha"),
+        (OracleDictionary(np.eye(3)), "alpha"),
+        (SparseAutoencoder(2, max_epochs=1), "sparsity_coef"),
+        (SparseAutoencoder(2, max_epochs=1), "lr"),
+        (SparseAutoencoder(2, max_epochs=1), "weight_decay"),
+    ],
+)
+def test_real_hyperparameters_refuse_bools_and_narrow_numpy_floats(estimator, name):
+    # True passes sklearn's Interval(Real) and runs as 1.0; a float16 alpha
+    # keeps its type in alpha * step, which overflowed to inf with small
+    # atoms, and every code came back zero with a convergence warning only.
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    for value, match in [
+        (True, "must be a float; got True, a bool"),
+        (np.float16(0.5), "NumPy float of 64 bits.*got np.float16"),
+        (np.float32(0.5), "got np.float32\\(0.5\\), a float32. Pass float"),
+    ]:
+        with pytest.raises(ValueError, match=f"'{name}' parameter of .*{match}"):
+            clone(estimator).set_params(**{name: value}).fit(X)
+    clone(estimator).set_params(**{name: np.float64(0.5)}).fit(X)
+
+
 @pytest.mark.parametrize("estimator", [FISTACoder, OracleDictionary])
 def test_atoms_whose_norm_underflows_are_named(estimator):
     # Non-zero in float32, but their squared entries underflow to zero.
