@@ -724,6 +724,32 @@ def test_probe_accuracy_transfers_the_id_probe(rng):
     assert probe_accuracy(codes, labels)["acc_id"] == 1.0
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_probe_accuracy_does_not_depend_on_the_codes_scale(sparse):
+    # The unpenalised probe's optimum does not depend on the codes' scale, but
+    # on separable codes L-BFGS stops on a hyperplane that did (true codes x
+    # 100: OOD accuracy 0.488 instead of 0.97), and small codes stopped it at
+    # once (0.71 in distribution): two methods' codes at different scales
+    # were probed differently.
+    data = make_compositional(50, 5, n_samples=1000, random_state=0)
+    convert = sp.csr_array if sparse else np.asarray
+    results = [
+        probe_accuracy(
+            convert(data.Z_val * scale),
+            data.y_val,
+            convert(data.Z_ood * scale),
+            data.y_ood,
+        )
+        for scale in (1e-6, 1e-2, 1.0, 1e2, 1e6)
+    ]
+    assert all(result == results[2] for result in results)
+    assert results[2]["acc_id"] == 1.0 and results[2]["acc_ood"] > 0.95
+    # One outlying code does not shrink the others to where the solver stops.
+    outlying = data.Z_val.copy()
+    outlying[0, 3] = 1e4
+    assert probe_accuracy(outlying, data.y_val)["acc_id"] == 1.0
+
+
 def test_probe_accuracy_is_accuracy_whatever_the_probe_scores(rng):
     # A search's score is its own scoring: probe.score reported a log-loss,
     # or an AUC, as accuracy.

@@ -176,6 +176,17 @@ def probe_accuracy(
     paper), is fitted on the ID codes and labels and scored on them and, when
     given, on the OOD codes.
 
+    The default probe sees the codes divided by a typical large magnitude of
+    the ID codes (the 99th percentile of the non-zero ones), so that its
+    accuracy does not depend on their scale. The
+    unpenalised optimum does not, but where the ID codes are linearly
+    separable it lies at infinity, and L-BFGS stops at ``max_iter`` on a
+    separating hyperplane that does: true codes of
+    ``make_compositional(50, 5)`` multiplied by 100 gave an OOD accuracy of
+    0.488 instead of 0.97, and codes of magnitude 1e-4 stopped the solver at
+    once, at 0.71 in distribution. Codes of methods whose scales differ are
+    so probed alike. A ``probe`` passed in sees the codes as they are.
+
     Parameters
     ----------
     codes_id : array-like, torch.Tensor or sparse matrix of shape (n_id, \
@@ -220,11 +231,13 @@ n_components), default=None
             caller_name="probe_accuracy",
         )
     C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=False, dense=False)
+    scale = 1.0
     if probe is None:
         probe = LogisticRegression(C=np.inf, max_iter=max_iter)
+        scale = _code_scale(C_id)
     else:
         probe = clone(probe)
-    features_id = _probe_input(C_id, probe)
+    features_id = _probe_input(C_id, probe) / scale
     with ignoring(ConvergenceWarning):
         # On linearly separable codes the unpenalised optimum lies at
         # infinity: L-BFGS stops at max_iter with a separating hyperplane,
@@ -245,10 +258,28 @@ n_components), default=None
             n_components=C_id.shape[1],
             dense=False,
         )
-        predicted = probe.predict(_probe_input(C_ood, probe))
+        predicted = probe.predict(_probe_input(C_ood, probe) / scale)
         accuracy["acc_ood"] = float(accuracy_score(y_ood, predicted))
     return accuracy
 
+
+def _code_scale(codes: torch.Tensor) -> float:
+    """Return the 99th percentile of the non-zero ``|code|`` (1.0 if none).
+
+    A percentile rather than the largest: one outlying code of 1e4 among
+    codes of magnitude 1 would otherwise shrink the others to 1e-4, where the
+    probe's solver stops at once.
+    """
+    values = codes.coalesce().values() if codes.is_sparse else codes
+    magnitudes = to_numpy(values.abs().flatten())
+    magnitudes = magnitudes[magnitudes > 0]
+    if not magnitudes.size:
+        return 1.0
+    return float(np.quantile(magnitudes, _SCALE_QUANTILE))
+
+
+# Which magnitude of the non-zero ID codes the default probe scales to 1.
+_SCALE_QUANTILE = 0.99
 
 _CLASSIFIER = Satisfies(
     lambda val: hasattr(val, "fit") and hasattr(val, "predict") and is_classifier(val),
