@@ -696,6 +696,16 @@ def test_labels_with_nan_are_refused():
 def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
     with pytest.raises(ValueError, match="'max_iter' parameter of probe_accuracy"):
         probe_accuracy(np.eye(4), [0, 1, 0, 1], max_iter=True)
+    # One class: scikit-learn's solver message did not name y_id.
+    with pytest.raises(ValueError, match=r"y_id must hold at least two .* \[0\.0\]"):
+        probe_accuracy(np.eye(4), np.zeros(4))
+    # Labels that NumPy cannot sort failed inside np.unique.
+    mixed = np.array(["a", 1] * 2, dtype=object)
+    for metric, name in [(probe_accuracy, "y_id"), (best_feature_auc, "y_id")]:
+        with pytest.raises(ValueError, match=f"{name} mixes labels of types"):
+            metric(np.eye(4), mixed)
+    with pytest.raises(ValueError, match="y_ood mixes labels of types"):
+        probe_accuracy(np.eye(4), [0, 1, 0, 1], np.eye(4), mixed)
     # Unused with a probe of one's own.
     probe = LogisticRegression()
     probe_accuracy(np.eye(4), [0, 1, 0, 1], max_iter=None, probe=probe)

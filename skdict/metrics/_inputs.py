@@ -115,9 +115,16 @@ def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
         # two classes, and no label then equalled the positive one (None
         # failed inside np.unique).
         raise ValueError(f"{name} contains missing values (NaN or None).")
+    try:
+        classes = np.unique(y)
+    except TypeError as error:  # object labels of types with no common order
+        types = sorted({type(v).__name__ for v in y})
+        raise ValueError(
+            f"{name} mixes labels of types {types} that cannot be compared with "
+            "each other; give labels of one type."
+        ) from error
     if not binary:
         return y
-    classes = np.unique(y)
     if classes.size != 2:
         raise ValueError(
             f"{name} must hold exactly two classes; got {classes.size} "

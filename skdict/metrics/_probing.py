@@ -233,6 +233,11 @@ n_components), default=None
     C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=False, dense=False)
     scale = 1.0
     if probe is None:
+        if np.unique(y_id).size < 2:
+            raise ValueError(
+                "y_id must hold at least two classes for the logistic probe to "
+                f"learn; got only {np.unique(y_id).tolist()}."
+            )
         probe = LogisticRegression(C=np.inf, max_iter=max_iter)
         scale = _code_scale(C_id)
     else:
