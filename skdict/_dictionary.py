@@ -556,7 +556,12 @@ def check_n_components(n_components: int | None, n_atoms: int, source: str) -> i
     return n_atoms
 
 
-def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> None:
+def check_atom_norms(
+    components: torch.Tensor,
+    *,
+    name: str = "dictionary",
+    remedy: str = "rescale the dictionary, e.g. to unit-norm rows",
+) -> None:
     """Raise a ``ValueError`` unless every atom's norm is positive and finite.
 
     Non-zero atoms whose norm or squared norm under- or overflows in the
@@ -571,6 +576,8 @@ def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> N
         Atoms as rows, in the precision they are computed in.
     name : str, default="dictionary"
         The parameter the atoms came from, for error messages.
+    remedy : str
+        What the message advises.
     """
     norms = torch.linalg.vector_norm(components, dim=1)
     # Squared norms enter the step size 1 / ||D||_2^2: they must be normal
@@ -592,8 +599,7 @@ def check_atom_norms(components: torch.Tensor, *, name: str = "dictionary") -> N
             else f"({norm:.3g}) squares outside the normal range of {dtype}"
         )
         raise ValueError(
-            f"{name} has atoms at rows {_listed(unusable)} whose norm {what}; rescale "
-            "the dictionary, e.g. to unit-norm rows."
+            f"{name} has atoms at rows {_listed(unusable)} whose norm {what}; {remedy}."
         )
 
 
@@ -2409,6 +2415,13 @@ n_latents) or (n_samples,), default=None
                         "are estimated."
                     )
                 components = estimate_dictionary(X_t, y)
+                # Checked now, not at the first transform: least-squares atoms
+                # scale as X over y (y = 1e200 codes gave atoms of norm 1e-200).
+                check_atom_norms(
+                    components,
+                    name="The dictionary estimated from X and y",
+                    remedy="the atoms scale as X over y: rescale y (the codes) or X",
+                )
                 intercept = X_t.new_zeros(X_t.shape[1])
                 self.dictionary_ = None
             else:

@@ -221,6 +221,23 @@ def test_oracle_atoms_beyond_the_dtypes_range_are_refused(rng):
     assert np.isfinite(D).all() and np.abs(D).max() > 1e140
 
 
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_oracle_atoms_whose_norms_square_outside_the_range_are_refused_at_fit(
+    scale, rng
+):
+    # Codes of 1e200 for data of order 1 give atoms of norm 1e-200, finite
+    # but unusable (their squares underflow): fit succeeded and the first
+    # transform refused "dictionary" with advice to rescale it.
+    X = rng.standard_normal((10, 4))
+    y = rng.uniform(0.5, 1.0, (10, 3)) * scale
+    with pytest.raises(
+        ValueError,
+        match=r"The dictionary estimated from X and y has atoms at rows \[0, 1, 2\] "
+        r"whose norm .* squares outside .*; the atoms scale as X over y",
+    ):
+        OracleDictionary().fit(X, y)
+
+
 def test_oracle_score_is_the_coders_and_serves_model_selection(rng):
     D = random_dictionary(rng, 8, 6)
     X = sparse_codes(rng, 40, 8, 2) @ D
