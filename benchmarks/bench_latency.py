@@ -1,0 +1,86 @@
+"""Latency of coding a few rows: FISTACoder against scikit-learn's lasso_cd.
+
+``FISTACoder(dictionary=D, positive=True).transform`` of the first ``rows``
+samples of the validation half of ``make_compositional(n_latents, 10,
+n_samples=4000, random_state=0)`` (the oracle atoms, float64, ``alpha=0.1``),
+against ``sparse_encode(X, D, algorithm="lasso_cd", alpha=0.1,
+positive=True)`` on the same rows, in one process, one torch thread. Each
+call is timed ``--repeats`` times after a first untimed call, alternately;
+the medians and their ratio (ours / scikit-learn's) are printed, with the
+relative difference of the two objectives summed over the rows.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_latency.py [--n-latents 100 1000]
+        [--rows 1 8 64 1000] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+
+def _objective(X, codes, D, alpha):
+    import numpy as np
+
+    residual = X - codes @ D
+    return 0.5 * np.sum(residual**2) + alpha * np.abs(codes).sum()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-latents", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64, 1000])
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+    from sklearn.decomposition import sparse_encode
+
+    from skdict import FISTACoder
+    from skdict.datasets import make_compositional
+
+    torch.set_num_threads(1)
+    alpha = 0.1
+    print(
+        f"{'atoms':>6} {'rows':>5} {'skdict ms':>10} {'lasso_cd ms':>12} "
+        f"{'ratio':>6} {'objective diff':>15}"
+    )
+    for n_latents in args.n_latents:
+        data = make_compositional(n_latents, 10, n_samples=4000, random_state=0)
+        D = data.dictionary
+        coder = FISTACoder(D, alpha=alpha, positive=True).fit(data.X_train)
+        for rows in args.rows:
+            X = data.X_val[:rows]
+
+            def ours(X=X, coder=coder):
+                return coder.transform(X)
+
+            def theirs(X=X, D=D):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # lasso_cd's convergence
+                    return sparse_encode(
+                        X, D, algorithm="lasso_cd", alpha=alpha, positive=True
+                    )
+
+            times = {ours: [], theirs: []}
+            for fn in times:
+                fn()
+            for _ in range(args.repeats):
+                for fn, spent in times.items():
+                    start = time.perf_counter()
+                    fn()
+                    spent.append(time.perf_counter() - start)
+            ms = {fn: 1e3 * float(np.median(spent)) for fn, spent in times.items()}
+            a, b = (_objective(X, fn(), D, alpha) for fn in (ours, theirs))
+            print(
+                f"{n_latents:>6} {rows:>5} {ms[ours]:>10.3f} {ms[theirs]:>12.3f} "
+                f"{ms[ours] / ms[theirs]:>6.2f} {(a - b) / b:>15.1e}"
+            )
+
+
+if __name__ == "__main__":
+    main()
