@@ -2514,6 +2514,7 @@ n_latents) or (n_samples,), default=None
         Returns
         -------
         score : float
+            Minus the mean squared error; 0 for a perfect reconstruction.
         """
         check_is_fitted(self)
         self._validate_params()

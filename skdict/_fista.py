@@ -3147,6 +3147,7 @@ class FISTACoder(
         Returns
         -------
         score : float
+            Minus the mean squared error; 0 for a perfect reconstruction.
         """
         check_is_fitted(self)
         self._validate_params()

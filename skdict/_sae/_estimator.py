@@ -846,6 +846,7 @@ class SparseAutoencoder(
         Returns
         -------
         score : float
+            Minus the mean squared error; 0 for a perfect reconstruction.
         """
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="components_", method="score")

@@ -513,7 +513,7 @@ def load_phrase_activations(
         Sentence templates, each with one ``{color}`` and one ``{object}``
         field; None uses four: "the {color} {object}", "I saw the {color}
         {object}.", "the {color} {object} is on the table." and "she bought
-        the {color} {object} yesterday."
+        the {color} {object} yesterday.".
     model : str or path-like, default=None
         A local Hugging Face model folder (with ``config.json``, the weights and
         the tokenizer) of an encoder or decoder-only model. None uses the

@@ -144,6 +144,7 @@ class PaperSettings:
         Returns
         -------
         PaperSettings
+            The new settings, validated as at construction.
         """
         return dataclasses.replace(self, **changes)
 

@@ -89,6 +89,7 @@ class Cell:
         Returns
         -------
         PaperSettings
+            ``base`` with the cell's ``setting_changes``.
         """
         return base.replace(**self.setting_changes)
 
@@ -240,6 +241,8 @@ def study_cells(
     Returns
     -------
     list of Cell
+        One per swept value and seed (value by value), each with all the
+        methods.
     """
     if study not in STUDIES:
         raise ValueError(f"Unknown study {study!r}; choose from {sorted(STUDIES)}.")

@@ -203,6 +203,7 @@ n_concepts), default=None
         Returns
         -------
         n_splits : int
+            The number of folds, ``n_splits``.
         """
         self._validate_params()
         return self.n_splits
