@@ -214,11 +214,25 @@ def test_single_sample_splits_leave_matching_metrics_undefined():
     # n_samples=3 (accepted by make_compositional) leaves one OOD sample: no
     # latent varies there, so MCC-OOD and the support scores are undefined.
     tiny = make_compositional(n_latents=20, n_active=3, n_samples=3, random_state=0)
-    with pytest.warns(UndefinedMetricWarning, match="Z_ood holds a single sample"):
+    with pytest.warns(UndefinedMetricWarning, match="No latent of Z_ood varies"):
         (record,) = compare_methods(tiny, ["fista_oracle"], settings=TINY)
     assert [record[k] for k in ("mcc_ood", "support_f1_ood", "l0_ood")] == [None] * 3
     assert record["mcc_id"] == pytest.approx(1.0)  # two validation samples
     assert record["mse_ood"] >= 0.0
+
+
+@pytest.mark.filterwarnings("ignore:y_val holds a single class")
+def test_constant_true_codes_leave_matching_metrics_undefined(data):
+    # Data built by hand whose validation rows are all alike: no latent
+    # varies, and the metric's error named Z_true, which the caller never
+    # passed, after every method had been fitted.
+    alike = Bunch(**data)
+    alike.X_val = np.repeat(data.X_val[:1], len(data.X_val), axis=0)
+    alike.Z_val = np.repeat(data.Z_val[:1], len(data.Z_val), axis=0)
+    alike.y_val = np.repeat(data.y_val[:1], len(data.y_val))
+    with pytest.warns(UndefinedMetricWarning, match="No latent of Z_val varies"):
+        (record,) = compare_methods(alike, ["fista_oracle"], settings=TINY)
+    assert record["mcc_id"] is None and record["mcc_ood"] > 0.9
 
 
 def test_format_table_of_compare_methods_records(data):

@@ -25,6 +25,7 @@ from ..metrics import (
     reconstruction_error,
     support_scores,
 )
+from ..metrics._matching import some_latent_varies
 from ..metrics._scorers import estimator_codes
 from ._methods import (
     METHODS,
@@ -204,8 +205,9 @@ def _evaluate(
             UndefinedMetricWarning,
         )
     # Matching codes to latents needs a latent that varies: two samples at
-    # least (make_compositional accepts n_samples=2, one OOD sample).
-    matchable = {name: data[name].shape[0] >= 2 for name in ("Z_val", "Z_ood")}
+    # least (make_compositional accepts n_samples=2, one OOD sample), and
+    # not all alike (data built by hand).
+    matchable = {name: some_latent_varies(data[name]) for name in ("Z_val", "Z_ood")}
     if not all(matchable.values()):
         one = " and ".join(name for name, ok in matchable.items() if not ok)
         undefined = ", ".join(
@@ -217,9 +219,9 @@ def _evaluate(
             )
         )
         warn(
-            f"{one} {'hold' if ' and ' in one else 'holds'} a single sample, so "
-            f"no latent varies; {undefined} of {method.name!r} set to None. More "
-            "samples (n_samples) define them.",
+            f"No latent of {one} varies (a single sample, or constant columns); "
+            f"{undefined} of {method.name!r} set to None. More samples "
+            "(n_samples) define them.",
             UndefinedMetricWarning,
         )
     # Code dimensions are identified with latents by their atoms, as in the

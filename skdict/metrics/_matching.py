@@ -139,6 +139,18 @@ class _Columns(NamedTuple):
 _WIDE_SUM_ELEMENTS = 2**22
 
 
+def some_latent_varies(Z_true: Any) -> bool:
+    """Return True when a column of ``Z_true`` varies, so MCC is defined.
+
+    :func:`mcc_score` and :func:`support_scores` match codes to the true
+    latents with non-zero variance, and refuse ``Z_true`` without one (a
+    single sample, or constant columns).
+    """
+    return not bool(
+        _Columns.of(as_matrices({"Z_true": Z_true})["Z_true"]).constant.all()
+    )
+
+
 def _wide(T: torch.Tensor) -> torch.Tensor:
     """``T`` in float64, or float32 on Apple's MPS, which has no float64."""
     return T.float() if T.device.type == "mps" else T.double()
