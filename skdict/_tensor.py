@@ -907,6 +907,10 @@ def sparse_as_tensor(
     elif sp.issparse(A):
         coo = sp.coo_matrix(A)
         data = coo.data
+        if np.iscomplexobj(data):
+            # Refused before the cast, which drops imaginary parts with only
+            # NumPy's warning (mcc_score of Z against Z + 1j Z gave 1.0).
+            raise ValueError(f"{name} holds complex values; it must hold real numbers.")
         if data.dtype not in _NUMPY_FLOATS:
             data = data.astype(np.float64)
         indices = np.vstack([coo.row, coo.col]).astype(np.int64)
@@ -920,6 +924,8 @@ def sparse_as_tensor(
         raise TypeError(f"{name} must be a sparse matrix; got {type(A).__name__}.")
     if T.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array; got shape {tuple(T.shape)}.")
+    if T.dtype.is_complex:
+        raise ValueError(f"{name} holds complex values; it must hold real numbers.")
     T = T.to(device=device, dtype=dtype or _compute_dtype(T.dtype)).coalesce()
     if not bool(torch.isfinite(T.values()).all()):
         raise ValueError(f"{name} contains NaN or infinity.")

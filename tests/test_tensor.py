@@ -170,6 +170,22 @@ def test_complex_tensor_rejected():
         )
 
 
+@pytest.mark.filterwarnings("error")  # NumPy's ComplexWarning was all there was
+@pytest.mark.parametrize(
+    "sparse",
+    [sp.csr_array, lambda A: torch.from_numpy(A).to_sparse()],
+    ids=["scipy", "torch"],
+)
+def test_sparse_codes_refuse_complex_values(sparse):
+    # The SciPy path cast them to float64, dropping the imaginary parts:
+    # mcc_score of Z against Z + 1j Z was 1.0.
+    from skdict.metrics import mcc_score
+
+    Z = np.random.default_rng(0).uniform(size=(20, 3))
+    with pytest.raises(ValueError, match="codes holds complex values"):
+        mcc_score(Z, sparse(Z + 1j * Z))
+
+
 def test_as_tensor_names_the_parameter():
     with pytest.raises(ValueError, match="dictionary contains NaN"):
         as_tensor(np.array([[np.nan]]), device=torch.device("cpu"), name="dictionary")
