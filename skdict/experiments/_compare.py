@@ -13,7 +13,6 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.utils import Bunch
 from tqdm.auto import tqdm
 
-from .._dictionary import OracleDictionary
 from .._params import validate_hyperparameters
 from .._tensor import resolve_device, to_numpy
 from .._warnings import warn
@@ -390,9 +389,7 @@ def compare_methods(
         y_fit = None
         if method.supervised:
             y_fit = data.Z_train if method.fit_on == "train" else data.Z_val
-            if sp.issparse(y_fit) and not isinstance(estimator, OracleDictionary):
-                # sklearn's regressors need dense targets; the oracle's least
-                # squares keeps sparse codes sparse.
+            if sp.issparse(y_fit):  # scikit-learn's regressors need dense targets
                 y_fit = y_fit.toarray()
         estimator.fit(X_fit, y_fit)
         fit_time = time.perf_counter() - start
