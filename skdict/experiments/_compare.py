@@ -174,9 +174,18 @@ def check_compositional_data(data: Bunch) -> None:
 
 
 def _evaluate(
-    method: Method, estimator: Any, data: Bunch, codes_id: Any, codes_ood: Any
+    method: Method,
+    estimator: Any,
+    data: Bunch,
+    codes_id: Any,
+    codes_ood: Any,
+    matchable: dict[str, bool],
 ) -> dict[str, Any]:
-    """Score one fitted method's codes against the true codes and dictionary."""
+    """Score one fitted method's codes against the true codes and dictionary.
+
+    ``matchable`` says, for ``"Z_val"`` and ``"Z_ood"``, whether a latent
+    varies there (:func:`_matchable`), so that codes can be matched to them.
+    """
     Z_val, Z_ood = data.Z_val, data.Z_ood
     single = {
         name: np.unique(to_numpy(data[name])).size < 2 for name in ("y_val", "y_ood")
@@ -203,10 +212,6 @@ def _evaluate(
             " None. More samples (n_samples) give both classes.",
             UndefinedMetricWarning,
         )
-    # Matching codes to latents needs a latent that varies: two samples at
-    # least (make_compositional accepts n_samples=2, one OOD sample), and
-    # not all alike (data built by hand).
-    matchable = {name: some_latent_varies(data[name]) for name in ("Z_val", "Z_ood")}
     if not all(matchable.values()):
         one = " and ".join(name for name, ok in matchable.items() if not ok)
         undefined = ", ".join(
@@ -380,6 +385,7 @@ def compare_methods(
         # in the fit time of whichever SAE method happens to come first.
         torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     records = []
+    matchable = _matchable(data)
     for method in methods_progress(chosen, verbose):
         # Building an SAE + FISTA method trains its SAE unless an earlier
         # method did: that training is part of this method's fit time.
@@ -400,11 +406,23 @@ def compare_methods(
         codes_ood = estimator_codes(estimator, data.X_ood)
         transform_time = time.perf_counter() - start
         record = {"method": method.name, "label": method.label}
-        record.update(_evaluate(method, estimator, data, codes_id, codes_ood))
+        record.update(
+            _evaluate(method, estimator, data, codes_id, codes_ood, matchable)
+        )
         record.update(fit_time=fit_time, transform_time=transform_time)
         record.update(environment)
         records.append({key: _plain(value) for key, value in record.items()})
     return records
+
+
+def _matchable(data: Bunch) -> dict[str, bool]:
+    """Whether a latent of ``Z_val`` and of ``Z_ood`` varies.
+
+    Matching codes to latents needs one: two samples at least
+    (make_compositional accepts n_samples=2, one OOD sample), not all alike
+    (data built by hand).
+    """
+    return {name: some_latent_varies(data[name]) for name in ("Z_val", "Z_ood")}
 
 
 def _plain(value: Any) -> Any:
