@@ -716,9 +716,13 @@ class BatchTopKSAE(TopKSAE):
         # A batch with no positive pre-activation leaves the estimate as it is.
         smallest = torch.where(smallest.isfinite(), smallest, self.threshold)
         self.threshold_updates.add_(1)
-        # max(1 / updates, momentum) on the device: no synchronisation.
-        weight = self.threshold_updates.reciprocal().clamp_(min=_THRESHOLD_MOMENTUM)
-        self.threshold.lerp_(smallest, weight.to(self.threshold.dtype))
+        # max(1 / updates, momentum) on the device: no synchronisation. In the
+        # threshold's dtype: the reciprocal of an integer tensor is float32,
+        # which rounded a float64 model's running mean (0.39999999702 for
+        # the mean 0.4 of three batches).
+        updates = self.threshold_updates.to(self.threshold.dtype)
+        weight = updates.reciprocal().clamp_(min=_THRESHOLD_MOMENTUM)
+        self.threshold.lerp_(smallest, weight)
 
 
 class MatchingPursuitSAE(SAE):
