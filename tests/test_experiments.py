@@ -351,7 +351,9 @@ def test_run_study_with_other_settings_does_not_reuse_results(tmp_path):
     # alpha=5 zeroes every code of the oracle: a result of its own.
     assert rerun["mcc_ood"] < 0.5
     assert rerun["l0_ood"] < default["l0_ood"]
-    with pytest.raises(TypeError, match="PaperSettings"):
+    with pytest.raises(
+        TypeError, match=r"'settings' parameter of run_study .*PaperSettings"
+    ):
         run_study("vary_latents", settings={"alpha": 5.0}, **kwargs)
 
 

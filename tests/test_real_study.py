@@ -216,7 +216,7 @@ def test_bad_settings_fail_before_the_transformer_runs(tmp_path, monkeypatch):
     # A bad later seed or settings object, before the first seed's training.
     with pytest.raises(ValueError, match="'seeds' parameter of run_real"):
         run_real(seeds=[0, -1], out=tmp_path, progress=False)
-    with pytest.raises(TypeError, match="settings must be a PaperSettings"):
+    with pytest.raises(TypeError, match="'settings' parameter of run_real must be"):
         run_real(settings={"alpha": 0.1}, out=tmp_path, progress=False)
     with pytest.raises(ValueError, match="'progress' parameter of run_real"):
         run_real(progress="no", out=tmp_path)

@@ -68,7 +68,7 @@ from ._report import (
     save_figure,
     summarize,
 )
-from ._runner import check_output_dir, check_settings, save_records
+from ._runner import check_output_dir, save_records
 from ._studies import PRESETS, check_seeds
 
 __all__ = [
@@ -784,9 +784,10 @@ def run_real(
     resolve_methods(methods, REAL_METHODS)
     _check_settings(n_components, k, 0.0, "run_real")
     check_probe(probe, "run_real")
-    check_settings(settings)
     validate_hyperparameters(
-        {"progress": ["boolean"]}, {"progress": progress}, caller_name="run_real"
+        {"progress": ["boolean"], "settings": [PaperSettings, None]},
+        {"progress": progress, "settings": settings},
+        caller_name="run_real",
     )
     check_plots_extra()
     if seeds is None:

@@ -225,7 +225,9 @@ def run_study(
         are not returned, so tables and figures show only this run's grid.
     """
     validate_hyperparameters(
-        {"progress": ["boolean"]}, {"progress": progress}, caller_name="run_study"
+        {"progress": ["boolean"], "settings": [PaperSettings, None]},
+        {"progress": progress, "settings": settings},
+        caller_name="run_study",
     )
     resolve_device(device)  # before any cell runs, not in the first one's fit
     cells, base = plan_study(
@@ -303,16 +305,7 @@ def _saved_form(settings: PaperSettings) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(settings)))
 
 
-def check_settings(settings: Any) -> None:
-    """Raise a TypeError unless ``settings`` is a PaperSettings or None."""
-    if settings is not None and not isinstance(settings, PaperSettings):
-        raise TypeError(
-            f"settings must be a PaperSettings or None; got {type(settings).__name__}."
-        )
-
-
 def _changed_settings(base: PaperSettings, settings: PaperSettings) -> dict[str, Any]:
-    check_settings(settings)
     return {
         f.name: getattr(settings, f.name)
         for f in dataclasses.fields(PaperSettings)
