@@ -102,6 +102,18 @@ class ArrayOrigin(NamedTuple):
     device: Any
     xp: Any = None
 
+    @classmethod
+    def host(cls, dtype: torch.dtype, foreign: tuple[Any, Any] | None) -> ArrayOrigin:
+        """Return the origin of a NumPy array computed in ``dtype``.
+
+        With ``foreign``, the ``(namespace, device)`` of an array-API array
+        moved to NumPy, where its outputs go back to.
+        """
+        if foreign is None:
+            return cls("numpy", dtype, dtype, "cpu")
+        xp, device = foreign
+        return cls("array_api", dtype, dtype, device, xp)
+
 
 _AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
@@ -517,11 +529,7 @@ def validate_input(
         dtype=[np.float64, np.float32],
         ensure_min_samples=ensure_min_samples,
     )
-    dtype = _NUMPY_FLOATS[X_np.dtype]
-    if xp_origin is None:
-        origin = ArrayOrigin("numpy", dtype, dtype, "cpu")
-    else:
-        origin = ArrayOrigin("array_api", dtype, dtype, xp_origin[1], xp_origin[0])
+    origin = ArrayOrigin.host(_NUMPY_FLOATS[X_np.dtype], xp_origin)
     target = resolve_device(device, None)
     return _from_numpy(X_np).to(target), origin
 
@@ -658,12 +666,7 @@ def to_tensor(
             raise type(exc)(f"Invalid {name}: {exc}") from exc
         T = _from_numpy(A)
         compute = T.dtype
-        if xp_origin is None:
-            origin = ArrayOrigin("numpy", compute, compute, "cpu")
-        else:
-            origin = ArrayOrigin(
-                "array_api", compute, compute, xp_origin[1], xp_origin[0]
-            )
+        origin = ArrayOrigin.host(compute, xp_origin)
     if ndim is not None and T.ndim != ndim:
         raise ValueError(
             f"{name} must be a {ndim}-D array; got shape {tuple(T.shape)}."
@@ -831,12 +834,14 @@ def origin_of(A: Any) -> ArrayOrigin:
     if is_tensor(A):
         return ArrayOrigin("torch", A.dtype, A.dtype, A.device)
     if isinstance(A, np.ndarray):
-        dtype = torch.from_numpy(np.empty(0, dtype=A.dtype)).dtype
-        return ArrayOrigin("numpy", dtype, dtype, "cpu")
-    xp = array_api_compat.array_namespace(A)
+        return ArrayOrigin.host(_torch_dtype(A.dtype), None)
+    foreign = (array_api_compat.array_namespace(A), array_api_compat.device(A))
     host = move_to(A[:0], xp=np, device="cpu")
-    dtype = torch.from_numpy(np.empty(0, dtype=host.dtype)).dtype
-    return ArrayOrigin("array_api", dtype, dtype, array_api_compat.device(A), xp)
+    return ArrayOrigin.host(_torch_dtype(host.dtype), foreign)
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
 def to_numpy(A: Any) -> np.ndarray:
