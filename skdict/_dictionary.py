@@ -63,12 +63,14 @@ from ._params import Satisfies, StrictParamsMixin
 from ._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
+    accumulation_dtype,
     as_tensor,
     ignores_autocast,
     in_namespace_of,
     is_sparse,
     is_tensor,
     portable_state,
+    rows_per_block,
     sparse_as_tensor,
     to_fitted,
     to_numpy,
@@ -2088,12 +2090,6 @@ def batch_statistics(codes: torch.Tensor, X: torch.Tensor) -> dict[str, Any]:
     return statistics
 
 
-# Rows of dense ground-truth codes, or of X beside sparse ones, taken at once,
-# in float64, when accumulating their statistics, so that memory stays
-# O(chunk * (n_latents + n_features)).
-_CODE_CHUNK_ELEMENTS = 2**22
-
-
 def _largest_magnitude(A: Any) -> float:
     """``max |A|`` of a tensor or SciPy sparse array without a copy of ``|A|``."""
     if min(A.shape) == 0:
@@ -2113,7 +2109,7 @@ def _sparse_code_statistics(
     scaled = codes.astype(np.float64) / code_scale
     gram = torch.as_tensor((scaled.T @ scaled).toarray())
     cross = X.new_zeros(codes.shape[1], X.shape[1], dtype=work)
-    chunk = max(1, _CODE_CHUNK_ELEMENTS // max(X.shape[1], 1))
+    chunk = rows_per_block(X.shape[1])
     for start in range(0, X.shape[0], chunk):
         Z = sparse_as_tensor(
             scaled[start : start + chunk], device=X.device, dtype=work, name="y"
@@ -2179,7 +2175,7 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     # They are formed and solved in float64 where the device has it, a chunk
     # of rows at a time (a float64 copy of X would double its memory), and
     # the atoms returned in X's dtype.
-    work = X.dtype if X.device.type == "mps" else torch.float64
+    work = accumulation_dtype(X.device, X.dtype)
 
     # Codes keep their own precision until a chunk is cast to ``work``.
     code_dtype = None if work == torch.float64 else work
@@ -2222,7 +2218,7 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     if sp.issparse(codes):
         gram, cross = _sparse_code_statistics(codes, X, code_scale, x_scale, work)
     else:
-        chunk = max(1, _CODE_CHUNK_ELEMENTS // max(shape[1], X.shape[1], 1))
+        chunk = rows_per_block(max(shape[1], X.shape[1]))
         gram = X.new_zeros(shape[1], shape[1], dtype=work)
         cross = X.new_zeros(shape[1], X.shape[1], dtype=work)
         for start in range(0, n_samples, chunk):

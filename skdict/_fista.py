@@ -131,6 +131,7 @@ from ._tensor import (
     is_tensor,
     one_thread_for_small_work,
     portable_state,
+    rows_per_block,
     to_fitted,
     to_output,
     validate_codes,
@@ -1223,7 +1224,7 @@ class _Problem:
             yield 0, self.D64
             return
         m, n_features = self.D.shape
-        step = max(1, _AUTO_BATCH_ELEMENTS // (4 * n_features))
+        step = rows_per_block(4 * n_features, _AUTO_BATCH_ELEMENTS)
         for start in range(0, m, step):
             yield start, self.D[start : start + step].double()
 
@@ -2211,7 +2212,7 @@ _SCORE_STEP_BATCHES = 4
 
 def _auto_batch_size(n_components: int, n_features: int) -> int:
     """Rows per batch when ``batch_size`` is None (see _AUTO_BATCH_ELEMENTS)."""
-    return max(1, _AUTO_BATCH_ELEMENTS // max(n_components, n_features, 1))
+    return rows_per_block(max(n_components, n_features), _AUTO_BATCH_ELEMENTS)
 
 
 def _centred(X: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:

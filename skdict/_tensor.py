@@ -51,8 +51,10 @@ from ._params import Satisfies
 from ._warnings import ignoring, warn
 
 __all__ = [
+    "BLOCK_ELEMENTS",
     "ArrayOrigin",
     "DetachedCloneMixin",
+    "accumulation_dtype",
     "as_tensor",
     "ignores_autocast",
     "in_namespace_of",
@@ -62,6 +64,7 @@ __all__ = [
     "outside_inference_mode",
     "portable_state",
     "resolve_device",
+    "rows_per_block",
     "sparse_as_tensor",
     "to_fitted",
     "to_numpy",
@@ -75,6 +78,35 @@ _NUMPY_FLOATS = {
     np.dtype(np.float32): torch.float32,
     np.dtype(np.float64): torch.float64,
 }
+
+#: Entries of a temporary block where work runs a block of rows at a time
+#: (16 MiB in float32, 32 MiB in float64): it bounds the memory of wide
+#: inputs and still makes products large enough to run fast.
+BLOCK_ELEMENTS = 2**22
+
+
+def rows_per_block(width: int, budget: int | None = None) -> int:
+    """Return how many rows of ``width`` entries fit ``budget`` entries (>= 1).
+
+    ``budget`` defaults to :data:`BLOCK_ELEMENTS`, read at each call.
+
+    Examples
+    --------
+    >>> from skdict._tensor import rows_per_block
+    >>> rows_per_block(1000), rows_per_block(0), rows_per_block(10, budget=5)
+    (4194, 4194304, 1)
+    """
+    if budget is None:
+        budget = BLOCK_ELEMENTS
+    return max(1, budget // max(width, 1))
+
+
+def accumulation_dtype(device: torch.device, fallback: torch.dtype) -> torch.dtype:
+    """Return float64 for sums and normal equations, or ``fallback`` on MPS.
+
+    Apple's MPS backend has no float64.
+    """
+    return fallback if device.type == "mps" else torch.float64
 
 
 class ArrayOrigin(NamedTuple):

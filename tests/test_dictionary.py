@@ -131,7 +131,7 @@ def test_oracle_warns_when_codes_do_not_determine_the_atoms(rng):
 def test_oracle_estimate_matches_numpy_lstsq(rng, monkeypatch, chunk_elements):
     # Noisy data: the estimate is the least-squares solution, not the truth.
     if chunk_elements:  # statistics accumulated a few rows at a time
-        monkeypatch.setattr(_dictionary, "_CODE_CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(_tensor, "BLOCK_ELEMENTS", chunk_elements)
     Z = rng.uniform(size=(80, 6))
     X = Z @ rng.standard_normal((6, 9)) + 0.1 * rng.standard_normal((80, 9))
     expected = np.linalg.lstsq(Z, X, rcond=None)[0]

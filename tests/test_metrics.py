@@ -22,12 +22,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
-from skdict import FISTACoder, OracleDictionary
+from skdict import FISTACoder, OracleDictionary, _tensor
 from skdict.datasets import make_compositional
 from skdict.metrics import (
     _matching,
     _probing,
-    _reconstruction,
     best_feature_auc,
     compositional_gap,
     dictionary_similarity,
@@ -556,7 +555,7 @@ def test_metrics_sum_in_blocks_of_rows_alike(rng, monkeypatch):
     codes = np.hstack([Z, rng.uniform(size=(50, 3))]).astype(np.float32)
     codes[:, :6] += 1e-3 * rng.standard_normal((50, 6)).astype(np.float32)
     expected = mcc_score(Z, codes), support_scores(Z, codes)
-    monkeypatch.setattr(_matching, "_WIDE_SUM_ELEMENTS", 20)
+    monkeypatch.setattr(_tensor, "BLOCK_ELEMENTS", 20)
     got = mcc_score(Z, codes), support_scores(Z, codes)
     assert got[0] == pytest.approx(expected[0], abs=1e-6)
     assert got[1] == pytest.approx(expected[1], abs=1e-12)
@@ -668,7 +667,7 @@ def test_best_feature_auc_breaks_ties_towards_the_first_dimension(seed, n):
 def test_reconstruction_error_of_float32_data_far_from_one(rng, scale, monkeypatch):
     # float32 squares of 1e20 overflowed to inf, those of 1e-25 underflowed
     # to 0: they are summed in float64, a block of rows at a time.
-    monkeypatch.setattr(_reconstruction, "_BLOCK_ELEMENTS", 12)  # 3 rows a block
+    monkeypatch.setattr(_tensor, "BLOCK_ELEMENTS", 12)  # 3 rows a block
     X = rng.standard_normal((10, 4))
     X_hat = X + rng.standard_normal((10, 4))
     X32, X_hat32 = (X * scale).astype(np.float32), (X_hat * scale).astype(np.float32)

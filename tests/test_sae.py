@@ -1029,7 +1029,7 @@ def test_transform_in_chunks(rng, monkeypatch):
     X, _ = toy_problem(rng)
     sae = SparseAutoencoder(16, activation="mp", k=3, **SMALL).fit(X)
     whole = sae.transform(X)
-    monkeypatch.setattr(_training, "_CHUNK_ELEMENTS", 16 * 7)
+    monkeypatch.setattr(_tensor, "BLOCK_ELEMENTS", 16 * 7)
     np.testing.assert_allclose(sae.transform(X), whole, atol=1e-12)
     # Chunks are sized by the wider of codes and rows: 300,000 rows of 512
     # features on 16 latents went through in one chunk (+528 MiB).

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from .._tensor import _all_finite, one_thread_for_small_work
+from .._tensor import _all_finite, one_thread_for_small_work, rows_per_block
 from ._modules import SAE, StepOutput, active_counts
 
 __all__ = ["AdamWStep", "TrainResult", "evaluate", "make_optimizer", "train"]
@@ -34,9 +34,6 @@ __all__ = ["AdamWStep", "TrainResult", "evaluate", "make_optimizer", "train"]
 # Training steps whose sums are kept before being added up (bounds the memory
 # of per-step firing counts to _REDUCE_EVERY * n_components values).
 _REDUCE_EVERY = 256
-# Rows per chunk when coding or evaluating: 2**22 pre-activations or inputs
-# (16 MiB in float32) at a time.
-_CHUNK_ELEMENTS = 2**22
 
 
 def make_optimizer(
@@ -134,7 +131,7 @@ def chunk_size(module: SAE) -> int:
     """Rows coded at once by :func:`evaluate` and the estimator's transform."""
     # Rows as wide as the codes or wider: chunks sized by latents alone
     # held all 300,000 rows of 512 features on 16 latents (+528 MiB).
-    return max(1, _CHUNK_ELEMENTS // max(module.n_components, module.n_features))
+    return rows_per_block(max(module.n_components, module.n_features))
 
 
 @torch.no_grad()

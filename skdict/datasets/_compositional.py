@@ -29,12 +29,9 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval
 
 from .._params import validate_hyperparameters
+from .._tensor import rows_per_block
 
 __all__ = ["make_compositional"]
-
-# Rows per block when a support is drawn by ranking random keys over the whole
-# pool: bounds the temporary (rows, pool) key matrix to 32 MiB of float64.
-_KEY_BLOCK = 2**22
 
 
 def _sample_subsets(
@@ -76,7 +73,8 @@ def _sample_subsets(
             taken = (out[:, :i] == t[:, None]).any(axis=1)
             out[:, i] = np.where(taken, j, t)
     else:
-        block = max(1, _KEY_BLOCK // pool_size)
+        # Bounds the temporary (rows, pool) key matrix to 32 MiB of float64.
+        block = rows_per_block(pool_size)
         for start in range(0, n_rows, block):
             keys = rng.random((min(block, n_rows - start), pool_size))
             out[start : start + block] = np.argpartition(keys, k - 1, axis=1)[:, :k]

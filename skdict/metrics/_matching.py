@@ -22,7 +22,13 @@ from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import check_is_fitted
 
 from .._dictionary import _is_estimator, is_provider
-from .._tensor import as_tensor, ignores_autocast, to_numpy
+from .._tensor import (
+    accumulation_dtype,
+    as_tensor,
+    ignores_autocast,
+    rows_per_block,
+    to_numpy,
+)
 from ._inputs import as_matrices, compute_device
 
 __all__ = ["dictionary_similarity", "mcc_score", "support_scores"]
@@ -114,7 +120,7 @@ class _Columns(NamedTuple):
             # differently with the matrix's width (its reduction order), so
             # that identical columns could centre differently. A block of
             # rows at a time: sum(dtype=...) casts its whole input first.
-            step = max(1, _WIDE_SUM_ELEMENTS // max(p, 1))
+            step = rows_per_block(p)
             sums = sum(_wide(block).sum(dim=0) for block in data.split(step))
             data -= (sums / n).to(data.dtype)
             sq_norm = torch.linalg.vector_norm(data, dim=0) ** 2
@@ -135,10 +141,6 @@ class _Columns(NamedTuple):
         )
 
 
-# Entries per block of the dense column sums in _Columns.of.
-_WIDE_SUM_ELEMENTS = 2**22
-
-
 def some_latent_varies(Z_true: Any) -> bool:
     """Return True when a column of ``Z_true`` varies, so MCC is defined.
 
@@ -153,7 +155,7 @@ def some_latent_varies(Z_true: Any) -> bool:
 
 def _wide(T: torch.Tensor) -> torch.Tensor:
     """``T`` in float64, or float32 on Apple's MPS, which has no float64."""
-    return T.float() if T.device.type == "mps" else T.double()
+    return T.to(accumulation_dtype(T.device, torch.float32))
 
 
 def _peaks(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
@@ -653,7 +655,7 @@ def _support_overlap(
     else:
         dtype = np.float32 if n_samples < 2**24 else np.float64
         both = np.zeros((true.shape[1], pred.shape[1]), dtype=dtype)
-        step = max(1, _WIDE_SUM_ELEMENTS // max(pred.shape[1], 1))
+        step = rows_per_block(pred.shape[1])
         for start in range(0, n_samples, step):
             block = to_numpy(pred[start : start + step].abs() > threshold)
             both += true_ind[start : start + step].T @ block.astype(np.float32)

@@ -13,13 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._tensor import ignores_autocast
+from .._tensor import accumulation_dtype, ignores_autocast, rows_per_block
 from ._inputs import as_matrices
 
 __all__ = ["compositional_gap", "reconstruct", "reconstruction_error"]
-
-# Entries per block of rows whose squared differences are summed at once.
-_BLOCK_ELEMENTS = 2**22
 
 
 @ignores_autocast
@@ -58,8 +55,8 @@ def reconstruction_error(X: Any, X_reconstructed: Any) -> float:
     # Squares summed in float64, a block of rows at a time: float32 squares
     # of 1e20 overflowed to inf and those of 1e-25 underflowed to 0.
     # (MPS has no float64: float32 there.)
-    work = torch.float32 if X.device.type == "mps" else torch.float64
-    step = max(1, _BLOCK_ELEMENTS // max(X.shape[1], 1))
+    work = accumulation_dtype(X.device, torch.float32)
+    step = rows_per_block(X.shape[1])
     total = torch.zeros((), dtype=work, device=X.device)
     for start in range(0, X.shape[0], step):
         rows = slice(start, start + step)
