@@ -1865,19 +1865,42 @@ def test_dictionaries_at_extreme_scales():
         FISTACoder((D * 1e-20).astype(np.float32)).fit(X.astype(np.float32))
 
 
-@pytest.mark.parametrize("scale", [1e155, 1e-160, 1e300, 1e-300])
+@pytest.mark.parametrize("scale", [1e40, 1e-60, 1e155, 1e-160, 1e300, 1e-300])
 @pytest.mark.parametrize("warm", [False, True])
 def test_data_whose_squares_leave_float64_are_certified(scale, warm):
     # Certificates square the rows' norms: at 1e155 they overflowed and every
-    # sample ran to max_iter, reported unconverged with optimal codes.
+    # sample ran to max_iter, reported unconverged with optimal codes. At 1e40
+    # and 1e-60 the float32 correlations with every atom overflowed or
+    # underflowed: codes off by 0.19-0.78 of their largest (working sets).
     rng = np.random.default_rng(0)
-    D = torch.from_numpy(random_dictionary(rng, 20, 8))
-    X = torch.from_numpy(rng.standard_normal((5, 8)))
+    D = torch.from_numpy(random_dictionary(rng, 100, 30))
+    X = torch.from_numpy(sparse_codes(rng, 5, 100, 10)) @ D
     unit = fista_encode(X, D, alpha=0.1)
     init = unit.codes * scale if warm else None
     scaled = fista_encode(X * scale, D, alpha=0.1 * scale, init=init)
     assert bool(scaled.converged.all())
     torch.testing.assert_close(scaled.codes / scale, unit.codes, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rows_of_very_different_scales_are_coded_each_at_its_own(dtype):
+    # One power of two for the whole call, from its largest entry, shrank
+    # rows of order 1 beside a row of 1e121 to 1e-121: their codes came back
+    # wrong by half their size.
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 20, 8)).to(dtype)
+    X = torch.from_numpy(rng.standard_normal((6, 8))).to(dtype)
+    alone = fista_encode(X, D, alpha=0.1, positive=True)
+    big = 1e121 if dtype == torch.float64 else 1e35
+    for outlier in (big, 1 / big):
+        mixed = fista_encode(
+            torch.cat([X, X[:1] * outlier]), D, alpha=0.1, positive=True
+        )
+        torch.testing.assert_close(mixed.codes[:6], alone.codes)
+        assert bool(mixed.converged[:6].all())
+    # Rows within one window of scales are still coded in one call.
+    assert _fista._scale_groups(X * 1e20, None) is None
+    assert _fista._scale_groups(torch.cat([X, X * 2.0**80]), None) is not None
 
 
 def test_subnormal_and_float32_extreme_data_are_coded():
