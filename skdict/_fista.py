@@ -2896,6 +2896,12 @@ class FISTACoder(
         ten times its time (``benchmarks/bench_partial_fit.py``). Stream when
         the data do not fit in memory.
 
+        Each call is one step of the stream: its statistics are averaged over
+        its rows, as in scikit-learn's
+        :class:`~sklearn.decomposition.MiniBatchDictionaryLearning`, so a call
+        with one row weighs as much as one with a full batch. Feed batches of
+        similar sizes (merge a short last chunk into the next one, or drop it).
+
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
