@@ -2533,11 +2533,14 @@ class FISTACoder(
         e.g. a fitted :class:`SparseAutoencoder` wrapped in
         :class:`~sklearn.frozen.FrozenEstimator` (its intercept is not used:
         learned dictionaries reconstruct around zero). None draws the atoms
-        from the data.
+        from the data. An estimator's warm-start codes are computed for all
+        of ``X`` before coding, beside the codes returned: twice their
+        memory, whatever ``batch_size``; code very large ``X`` in chunks.
     batch_size : int, default=None
         Number of samples coded at once; peak memory grows as ``batch_size *
-        max(n_components, n_features)``. None picks about ``2**24 /
-        max(n_components, n_features)``.
+        max(n_components, n_features)``, besides the codes returned. None
+        picks about ``2**24 / max(n_components, n_features)``, whose scratch
+        memory peaks near 256 MiB in float32 (twice that in float64).
         Each batch also has a fixed cost (the solver's per-call work, a few
         milliseconds or more), so batches of a few samples are slow: on the
         CPU, 100 samples over 200 atoms took about 28 times as long one at
