@@ -1606,6 +1606,7 @@ def learn_dictionary(
     >>> len(result.history) > 0, result.components.shape
     (True, torch.Size([8, 6]))
     """
+    alpha, tol = float(alpha), float(tol)  # as in fista_encode
     from . import _fista  # imports this module: reached at call time
 
     if X.dtype not in (torch.float32, torch.float64):
@@ -1958,6 +1959,7 @@ def online_dictionary_update(
         used yet, re-initialised when exploring) and ``n_resampled`` (coherent
         atoms replaced).
     """
+    alpha, tol = float(alpha), float(tol)  # as in fista_encode
     from . import _fista  # imports this module: reached at call time
 
     if generator is None:

@@ -1992,6 +1992,10 @@ def fista_encode(
     >>> fista_encode(X, D, alpha=0.1).codes
     tensor([[0.9000, 0.0000, 0.4000]], dtype=torch.float64)
     """
+    # Python floats: a NumPy float16 or float32 hyper-parameter keeps its
+    # type in products (np.float16(alpha) * step overflowed at 65504, and
+    # every code came back zero).
+    alpha, tol = float(alpha), float(tol)
     groups = _scale_groups(X, offset)
     if groups is not None:
         # Rows of very different scales are coded group by group, each at

@@ -5,10 +5,10 @@ an ``Integral``) and NumPy integers of any width. Handed on to torch, a bool
 fails deep inside a kernel (``randn(True, ...)``), and a narrow NumPy integer
 wraps around in arithmetic without an error (``np.uint8(10) * 64`` is 128), so
 a ``k`` or a ``batch_size`` of that type silently changes the result. Both are
-rejected here, by name, before anything runs. So are bools and NumPy floats
-narrower than 64 bits where a real number is expected: ``alpha=True`` runs as
-1.0, and ``np.float16(0.1) * step`` stays float16, whose range ends at 65504
-(a step-scaled threshold became infinite and every code zero).
+rejected here, by name, before anything runs. So are bools where a real
+number is expected (``alpha=True`` ran as 1.0). NumPy floats of any width
+are accepted, as scikit-learn accepts them; the solvers take them as Python
+floats.
 """
 
 from __future__ import annotations
@@ -30,9 +30,6 @@ __all__ = ["Satisfies", "StrictParamsMixin", "validate_hyperparameters"]
 # The smallest range an integer hyper-parameter's type must hold: products of
 # sizes (rows x atoms, k x batch) must not wrap around.
 _MIN_INTEGER_BITS = 32
-# The narrowest float a real hyper-parameter may be: products with it keep
-# the scalar's type (``np.float32(alpha) * step`` is float32).
-_MIN_FLOAT_BITS = 64
 
 
 def validate_hyperparameters(
@@ -53,8 +50,8 @@ def validate_hyperparameters(
     ------
     InvalidParameterError
         If a value breaks its constraints, or is a bool or a NumPy integer
-        narrower than 32 bits where an integer is expected, or a bool or a
-        NumPy float narrower than 64 bits where a real number is expected.
+        narrower than 32 bits where an integer is expected, or a bool where a
+        real number is expected.
 
     Examples
     --------
@@ -85,13 +82,6 @@ SparseAutoencoder must be an int; got True, a bool.
                 f"The {name!r} parameter of {caller_name} must be an int or a "
                 f"NumPy integer of at least {_MIN_INTEGER_BITS} bits, whose "
                 f"arithmetic does not wrap around; got {value!r}. Pass int(...)."
-            )
-        if isinstance(value, np.floating) and np.finfo(value).bits < _MIN_FLOAT_BITS:
-            raise InvalidParameterError(
-                f"The {name!r} parameter of {caller_name} must be a float or a "
-                f"NumPy float of {_MIN_FLOAT_BITS} bits, whose arithmetic keeps "
-                f"float64's range; got {value!r}, a {type(value).__name__}. "
-                "Pass float(...)."
             )
 
 

@@ -267,19 +267,32 @@ def test_integer_hyperparameters_refuse_bools_and_narrow_numpy_integers(
         (SparseAutoencoder(2, max_epochs=1), "weight_decay"),
     ],
 )
-def test_real_hyperparameters_refuse_bools_and_narrow_numpy_floats(estimator, name):
-    # True passes sklearn's Interval(Real) and runs as 1.0; a float16 alpha
-    # keeps its type in alpha * step, which overflowed to inf with small
-    # atoms, and every code came back zero with a convergence warning only.
+def test_real_hyperparameters_refuse_bools_and_take_narrow_numpy_floats(
+    estimator, name
+):
+    # True passes sklearn's Interval(Real) and ran as 1.0. NumPy floats of
+    # any width are accepted, as scikit-learn accepts them (a float32 grid in
+    # a search), and act as the Python float of the same value.
     X = np.random.default_rng(0).standard_normal((20, 3))
-    for value, match in [
-        (True, "must be a float; got True, a bool"),
-        (np.float16(0.5), "NumPy float of 64 bits.*got np.float16"),
-        (np.float32(0.5), "got np.float32\\(0.5\\), a float32. Pass float"),
-    ]:
-        with pytest.raises(ValueError, match=f"'{name}' parameter of .*{match}"):
-            clone(estimator).set_params(**{name: value}).fit(X)
-    clone(estimator).set_params(**{name: np.float64(0.5)}).fit(X)
+    with pytest.raises(ValueError, match=f"'{name}' parameter of .*got True, a bool"):
+        clone(estimator).set_params(**{name: True}).fit(X)
+    for value in (np.float16(0.5), np.float32(0.5), np.float64(0.5)):
+        clone(estimator).set_params(**{name: value}).fit(X)
+
+
+def test_a_float16_alpha_codes_as_its_python_float():
+    # np.float16(alpha) * step stayed float16, whose range ends at 65504:
+    # with atoms of norm 1e-3 every code came back zero.
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((8, 5))
+    D *= 1e-3 / np.linalg.norm(D, axis=1, keepdims=True)
+    X = rng.standard_normal((6, 5)) * 1e3
+    expected = FISTACoder(D, alpha=float(np.float16(0.1))).fit_transform(X)
+    assert np.count_nonzero(expected)
+    for alpha in (np.float16(0.1), np.float32(np.float16(0.1))):
+        np.testing.assert_array_equal(
+            FISTACoder(D, alpha=alpha).fit_transform(X), expected
+        )
 
 
 @pytest.mark.parametrize("estimator", [FISTACoder, OracleDictionary])

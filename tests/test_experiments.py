@@ -766,7 +766,7 @@ def test_paper_settings_store_plain_python_values(tmp_path):
     # broke the JSON of saved results, and a list equal to the default tuple
     # counted as a changed setting in every resume key.
     settings = PaperSettings(
-        alpha=np.float64(0.25),
+        alpha=np.float32(0.25),
         sae_epochs=np.int64(2),
         dict_max_iter=np.int32(3),
         probe_alphas=(np.float32(0.5), 1, np.float64(2.0)),
