@@ -379,6 +379,11 @@ def check_provider_features(estimator: Any, X_user: Any, name: str) -> None:
     """
     while isinstance(estimator, FrozenEstimator):
         estimator = estimator.estimator
+    if not _is_estimator(estimator) and not hasattr(estimator, "feature_names_in_"):
+        # Weights from elsewhere (SimpleNamespace(components_=W)) say nothing
+        # of their columns: nothing to check, and no warning that they were
+        # "fitted without feature names".
+        return
     try:
         _check_feature_names(estimator, X_user, reset=False)
     except ValueError as error:

@@ -1,5 +1,7 @@
 """scikit-learn's estimator checks over every public estimator."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -422,6 +424,26 @@ def test_prefitted_providers_check_column_names(use, frozen):
     with pytest.warns(UserWarning, match="was fitted with feature names"):
         use(provider).fit(X.to_numpy())
     fitted = use(provider).fit(X)
+    np.testing.assert_array_equal(fitted.feature_names_in_, ["a", "b", "c"])
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize(
+    "use", PREFITTED_PROVIDER_USES.values(), ids=list(PREFITTED_PROVIDER_USES)
+)
+def test_weights_without_column_names_take_data_frames_silently(use):
+    # SimpleNamespace(components_=W), the guide's weights from elsewhere, say
+    # nothing of their columns: no warning that they were "fitted without
+    # feature names".
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(
+        np.random.default_rng(0).uniform(size=(40, 3)), columns=list("abc")
+    )
+    oracle = OracleDictionary(np.eye(3) + 0.1).fit(X.to_numpy())
+    weights = SimpleNamespace(
+        components_=oracle.components_, transform=oracle.transform
+    )
+    fitted = use(weights).fit(X)
     np.testing.assert_array_equal(fitted.feature_names_in_, ["a", "b", "c"])
 
 
