@@ -145,11 +145,11 @@ __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 # work array in one batch when ``batch_size=None``: 2**24 float32 values are
 # 64 MiB, which keeps the peak of one batch (codes, correlations, residual
 # correlations, atom scores; the float64 copies of the rows and their
-# residuals) near 256 MiB in float32 (270 MiB for 40,000 rows on 1,000 atoms;
-# 630 MiB for 131,072 rows of 64 features on 128 atoms, where a batch holds
-# more rows and their per-row work arrays). Sized by atoms alone, a batch of wide
-# rows on few atoms took all rows at once: 100,000 rows of 1,024 features on
-# 16 atoms peaked at 7 times the data.
+# residuals) near 256 MiB in float32, beside the codes returned (270 MiB for
+# 40,000 rows on 1,000 atoms; 630-740 MiB for 131,072 rows of 64 features on
+# 128 atoms, where a batch holds more rows and their per-row work arrays).
+# Sized by atoms alone, a batch of wide rows on few atoms took all rows at
+# once: 100,000 rows of 1,024 features on 16 atoms peaked at 7 times the data.
 _AUTO_BATCH_ELEMENTS = 2**24
 # Elements per (rows, w, w)-shaped array of the per-sample working-set Gram
 # matrices and Newton systems, processed in chunks of rows: about five such
@@ -2148,9 +2148,9 @@ def _scale_groups(
     """Return the row indices of ``X`` by scale, or None when one scale fits all.
 
     Rows are grouped by the binary exponent of their largest entry (of
-    ``X - offset``), in windows of ``2 * _CERTIFIABLE_EXPONENT`` binary
+    ``X - offset``), in windows of ``2 * _CERTIFIABLE_EXPONENT + 1`` binary
     orders: within one, the rows scaled to bring the largest entry near 1
-    keep entries of at least ``2**-100``, which float32 correlations hold.
+    keep entries of at least ``2**-101``, which float32 correlations hold.
     """
     if not X.numel():
         return None
@@ -2160,7 +2160,9 @@ def _scale_groups(
         [_centred(block, offset).abs().amax(dim=1) for block in X.split(step)]
     )
     exponent = torch.frexp(largest.cpu()).exponent
-    window = torch.div(exponent + bound, 2 * bound, rounding_mode="floor")
+    # Window 0 holds the exponents in [-bound, bound], which
+    # _certifiable_scale leaves unscaled.
+    window = torch.div(exponent + bound, 2 * bound + 1, rounding_mode="floor")
     keys = torch.unique(window)
     if keys.numel() == 1:
         return None
@@ -2331,7 +2333,7 @@ def _encode(
     def solve(share: slice) -> None:
         # Inference mode, whatever the caller's (worker threads start without
         # it): the solver's many small operations skip autograd's version
-        # counting, 0.84x-0.92x the time of one to 64 rows. Its own tensors
+        # counting, 0.79x-0.88x the time of one to 64 rows. Its own tensors
         # stay inside; it writes in place into ``codes``, ``n_iter`` and
         # ``converged``, which inference mode allows whether or not they are
         # inference tensors.
@@ -2546,8 +2548,8 @@ class FISTACoder(
         Number of samples coded at once; peak memory grows as ``batch_size *
         max(n_components, n_features)``, besides the codes returned. None
         picks about ``2**24 / max(n_components, n_features)``, whose scratch
-        memory peaked at 260-630 MiB beside the codes (in float32 and
-        float64; the most for 131,072 rows on 128 atoms).
+        memory peaked at 260-740 MiB beside the codes returned (in float32
+        and float64; the most for 131,072 rows on 128 atoms).
         Each batch also has a fixed cost (the solver's per-call work, a few
         milliseconds or more), so batches of a few samples are slow: on the
         CPU, 100 samples over 200 atoms took about 28 times as long one at

@@ -242,7 +242,7 @@ n_components), default=None
         scale = _code_scale(C_id)
     else:
         probe = clone(probe)
-    features_id = _probe_input(C_id, probe) / scale
+    features_id = _scaled(_probe_input(C_id, probe), scale)
     with ignoring(ConvergenceWarning):
         # On linearly separable codes the unpenalised optimum lies at
         # infinity: L-BFGS stops at max_iter with a separating hyperplane,
@@ -263,7 +263,7 @@ n_components), default=None
             n_components=C_id.shape[1],
             dense=False,
         )
-        predicted = probe.predict(_probe_input(C_ood, probe) / scale)
+        predicted = probe.predict(_scaled(_probe_input(C_ood, probe), scale))
         accuracy["acc_ood"] = float(accuracy_score(y_ood, predicted))
     return accuracy
 
@@ -281,6 +281,11 @@ def _code_scale(codes: torch.Tensor) -> float:
     if not magnitudes.size:
         return 1.0
     return float(np.quantile(magnitudes, _SCALE_QUANTILE))
+
+
+def _scaled(features: Any, scale: float) -> Any:
+    # No copy of the codes for a probe of the caller's (scale 1).
+    return features if scale == 1.0 else features / scale
 
 
 # Which magnitude of the non-zero ID codes the default probe scales to 1.
