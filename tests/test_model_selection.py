@@ -286,3 +286,6 @@ def test_concepts_must_be_column_indices(concepts):
     cv = CompositionalSplit(concepts=concepts, test_size=2)
     with pytest.raises(ValueError, match="concepts must be column indices of y"):
         list(cv.split(np.zeros((6, 1)), _PAIRS))
+    # The activity given as groups is named as such.
+    with pytest.raises(ValueError, match="concepts must be column indices of groups"):
+        list(cv.split(np.zeros((6, 1)), np.zeros(6), groups=_PAIRS))

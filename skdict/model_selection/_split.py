@@ -16,9 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils._param_validation import (
-    Interval,
-)
+from sklearn.utils._param_validation import Interval
 
 from .._params import StrictParamsMixin
 from .._tensor import is_tensor, to_numpy
@@ -209,12 +207,10 @@ n_concepts), default=None
         return self.n_splits
 
     def _iter_test_masks(self, X=None, y=None, groups=None):
-        if groups is not None:
-            A = _activity(groups, self.threshold, name="groups")
-        else:
-            A = _activity(y, self.threshold)
+        source = "y" if groups is None else "groups"
+        A = _activity(y if groups is None else groups, self.threshold, name=source)
         n_samples, n_concepts = A.shape
-        concepts = self._concepts(n_concepts)
+        concepts = self._concepts(n_concepts, source)
         pairs = _candidate_pairs(A, concepts)
         if len(pairs) == 0:
             among = "" if concepts is None else f" (among pairs with {concepts})"
@@ -267,7 +263,7 @@ n_concepts), default=None
                 break
         return test
 
-    def _concepts(self, n_concepts: int) -> np.ndarray | None:
+    def _concepts(self, n_concepts: int, source: str) -> np.ndarray | None:
         if self.concepts is None:
             return None
         concepts = np.asarray(self.concepts).ravel()
@@ -275,7 +271,8 @@ n_concepts), default=None
             concepts.size and (concepts.min() < 0 or concepts.max() >= n_concepts)
         ):
             raise ValueError(
-                f"concepts must be column indices of y in [0, {n_concepts - 1}]; "
+                f"concepts must be column indices of {source} in "
+                f"[0, {n_concepts - 1}]; "
                 f"got {self.concepts!r}."
             )
         return concepts
