@@ -25,7 +25,7 @@ from .._tensor import (
     to_numpy,
 )
 
-__all__ = ["as_matrices", "compute_device", "is_sparse", "labels"]
+__all__ = ["as_matrices", "compute_device", "labels"]
 
 
 def compute_device(*arrays: Any) -> torch.device:

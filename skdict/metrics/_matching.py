@@ -682,7 +682,7 @@ def _active_entries(
 
 
 def _check_matching(matching: Any, n_latents: int, n_components: int) -> np.ndarray:
-    matching = np.asarray(to_numpy(matching))
+    matching = to_numpy(matching)
     if matching.shape != (n_latents,) or not np.issubdtype(matching.dtype, np.integer):
         raise ValueError(
             f"matching must be an integer array of shape ({n_latents},), one code "

@@ -55,8 +55,8 @@ def estimator_codes(estimator: Any, X: Any) -> Any:
     return predicted
 
 
-def _support_f1(Z_true: Any, codes: Any, *, threshold: float = 1e-4) -> float:
-    return support_scores(Z_true, codes, threshold=threshold)["f1"]
+def _support_f1(Z_true: Any, codes: Any) -> float:
+    return support_scores(Z_true, codes)["f1"]
 
 
 class _CodeScorer:
@@ -68,12 +68,13 @@ class _CodeScorer:
     :func:`make_code_scorer`.
     """
 
-    # Scorers pickled before losses could be scored hold no sign.
+    # Scorers pickled by skdict releases before make_code_scorer took
+    # greater_is_better hold no sign: they score as before.
     sign = 1
 
     def __init__(
         self,
-        score_func: Callable[..., float],
+        score_func: Callable[..., float | dict[str, float]],
         kwargs: dict[str, Any],
         name: str | None = None,
         sign: int = 1,
@@ -137,7 +138,10 @@ class _CodeScorer:
 
 
 def make_code_scorer(
-    score_func: Callable[..., float], *, greater_is_better: bool = True, **kwargs: Any
+    score_func: Callable[..., float | dict[str, float]],
+    *,
+    greater_is_better: bool = True,
+    **kwargs: Any,
 ) -> _CodeScorer:
     """Make a scorer from a metric comparing true codes with an estimator's codes.
 
@@ -299,7 +303,7 @@ def make_dictionary_similarity_scorer(dictionary: Any) -> _DictionarySimilarityS
     Returns
     -------
     callable
-        ``scorer(estimator, X, y=None)`` returning
+        ``scorer(estimator, X=None, y=None)`` returning
         :func:`~skdict.metrics.dictionary_similarity` between ``dictionary``
         and the fitted ``estimator.components_`` (``X`` and ``y`` are unused):
         greater is better.
