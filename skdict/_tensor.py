@@ -297,14 +297,14 @@ def _names_a_device(name: str) -> bool:
     return True
 
 
+# What a ``device`` may be, in the words of every message that refuses one.
+_DEVICES = '"auto" or a device name torch knows ("cpu", "cuda", "cuda:1", "mps")'
+
 #: Parameter constraint of ``device``: whether the device is present is for
 #: :func:`resolve_device` to say; a name torch does not know is a bad value.
 DEVICE_CONSTRAINT = [
     torch.device,
-    Satisfies(
-        lambda val: isinstance(val, str) and _names_a_device(val),
-        '"auto" or a device name torch knows ("cpu", "cuda", "cuda:1", "mps")',
-    ),
+    Satisfies(lambda val: isinstance(val, str) and _names_a_device(val), _DEVICES),
 ]
 
 
@@ -340,8 +340,8 @@ def resolve_device(device: str | torch.device = "auto", X: Any = None) -> torch.
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(
-            f"The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or a "
-            f"torch.device; got {device!r}."
+            f"The 'device' parameter must be a torch.device or {_DEVICES}; "
+            f"got {device!r}."
         ) from exc
     if resolved.type == "meta":
         raise ValueError(
