@@ -1,5 +1,6 @@
 """scikit-learn's estimator checks over every public estimator."""
 
+from numbers import Integral, Real
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,9 +11,11 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils import get_tags
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
+from skdict._params import validate_hyperparameters
 
 from .conftest import HAS_ARRAY_API_DISPATCH
 
@@ -464,3 +467,25 @@ def test_transformers_declare_and_keep_float32(estimator):
     fitted = clone(estimator).fit(X, y)
     assert fitted.transform(X).dtype == np.float32
     assert fitted.transform(X.astype(np.float64)).dtype == np.float64
+
+
+def test_wide_enough_numpy_numbers_are_accepted():
+    # The bounds are inclusive: NumPy integers of 32 bits and floats of 64
+    # bits hold the products the estimators form.
+    ints = {"k": [Interval(Integral, 1, None, closed="left")]}
+    reals = {"alpha": [Interval(Real, 0, None, closed="neither")]}
+    for value in (np.int32(3), np.uint32(3), np.int64(3), 3):
+        validate_hyperparameters(ints, {"k": value}, "f")
+    for value in (np.float64(0.5), 0.5, np.int32(2)):
+        validate_hyperparameters(reals, {"alpha": value}, "f")
+
+
+def test_target_tags_take_any_provider_fitted_in_fit():
+    # One provider fitted here that needs y (an oracle without atoms) makes
+    # the coder need y, whatever the other provider needs.
+    for coder in (
+        FISTACoder(OracleDictionary(), init=PCA(n_components=2)),
+        FISTACoder(PCA(n_components=2), init=OracleDictionary()),
+    ):
+        tags = get_tags(coder).target_tags
+        assert tags.required and tags.multi_output

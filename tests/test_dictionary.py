@@ -360,6 +360,25 @@ def test_oracle_is_a_dictionary_provider(rng):
     np.testing.assert_allclose(sae.components_, D, atol=1e-12)
 
 
+def test_oracle_of_a_provider_fits_it_on_x_and_y_and_keeps_its_intercept(rng):
+    # An unfitted provider is fitted on (X, y), as the coders fit theirs; the
+    # fitted provider is dictionary_, and its intercept_ (a PCA's mean_) is
+    # the oracle's.
+    D = random_dictionary(rng, 6, 8)
+    Z = sparse_codes(rng, 40, 6, 2)
+    X = Z @ D
+    inner = OracleDictionary().fit(X, Z)
+    oracle = OracleDictionary(OracleDictionary()).fit(X, Z)
+    np.testing.assert_allclose(oracle.components_, inner.components_, atol=1e-12)
+    assert isinstance(oracle.dictionary_, OracleDictionary)
+    np.testing.assert_allclose(oracle.dictionary_.components_, inner.components_)
+    offset = X + 3.0
+    pca = PCA(n_components=4).fit(offset)
+    around_mean = OracleDictionary(FrozenEstimator(pca)).fit(offset)
+    np.testing.assert_allclose(around_mean.intercept_, pca.mean_)
+    assert around_mean.dictionary_.estimator is pca
+
+
 def test_oracle_pickles_and_clones(rng):
     data = make_compositional(n_latents=20, n_active=3, n_samples=200, random_state=0)
     oracle = OracleDictionary().fit(data.X_train, data.Z_train)

@@ -1976,3 +1976,85 @@ def test_coding_leaves_the_callers_data_alone(rng, dtype):
     coder.fit_transform(X)
     coder.score(X)
     assert torch.equal(X, before)
+
+
+def test_rows_of_very_different_scales_keep_their_warm_starts_and_offset():
+    # The rows grouped by scale are coded with their own rows of init and
+    # with the offset: each group as if coded alone.
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 20, 8))
+    X = torch.from_numpy(rng.standard_normal((6, 8)))
+    big = X[:2] * 1e121
+    b = torch.from_numpy(rng.standard_normal(8))
+    kwargs = dict(alpha=0.1, positive=True)
+    small_init = fista_encode(X, D, **kwargs).codes
+    big_init = fista_encode(big, D, alpha=0.1 * 1e121, positive=True).codes
+    init = torch.cat([small_init, big_init])
+    mixed = fista_encode(torch.cat([X, big]), D, init=init, **kwargs)
+    # Row by row as coded alone: the same warm start gives the same path.
+    small = fista_encode(X, D, init=small_init, **kwargs)
+    assert torch.equal(mixed.n_iter[:6], small.n_iter)
+    torch.testing.assert_close(mixed.codes[:6], small.codes, rtol=0, atol=0)
+    # An offset reaches every group.
+    centred = fista_encode(torch.cat([X, big]), D, **kwargs)
+    offset = fista_encode(torch.cat([X, big]) + b, D, offset=b, **kwargs)
+    torch.testing.assert_close(offset.codes[:6], centred.codes[:6])
+    assert bool(offset.converged[:6].all())
+
+
+def test_scale_groups_read_the_centred_rows_and_both_signs():
+    # Rows are grouped by the largest |entry| of X - offset: a row whose
+    # largest entry is negative, or rows whose scales differ only once the
+    # offset is subtracted, are coded apart from the others (positive codes:
+    # those of the small rows came back wrong when scaled with the outlier).
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 20, 8))
+    X = torch.from_numpy(rng.standard_normal((6, 8)))
+    alone = fista_encode(X, D, alpha=0.1, positive=True)
+    outlier = X[:1].clone()
+    outlier[0, 0] = -1e121  # the largest entry is negative, the rest of order 1
+    mixed = fista_encode(torch.cat([X, outlier]), D, alpha=0.1, positive=True)
+    torch.testing.assert_close(mixed.codes[:6], alone.codes)
+    # An offset of 1e130 in the first feature, which every row holds:
+    # uncentred, all rows have the same largest entry.
+    b = torch.zeros(8, dtype=torch.float64)
+    b[0] = 1e130
+    Xc = X.clone()
+    Xc[:, 0] = 0.0
+    outlier = Xc[:1] * 1e121
+    centred = torch.cat([Xc, outlier])
+    expected = fista_encode(Xc, D, alpha=0.1, positive=True).codes
+    got = fista_encode(centred + b, D, alpha=0.1, positive=True, offset=b)
+    torch.testing.assert_close(got.codes[:6], expected)
+
+
+@pytest.mark.parametrize("scale", [1e40, 1e-60])
+def test_negative_data_far_from_one_are_rescaled(scale):
+    # The certifiable scale reads the most negative entry too: data whose
+    # entries are all negative were coded unscaled.
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 30, 10))
+    X = -(torch.from_numpy(sparse_codes(rng, 5, 30, 4)) @ D).abs()
+    unit = fista_encode(X, D, alpha=0.1)
+    scaled = fista_encode(X * scale, D, alpha=0.1 * scale)
+    assert bool(scaled.converged.all())
+    torch.testing.assert_close(scaled.codes / scale, unit.codes, rtol=1e-9, atol=1e-12)
+
+
+def test_warm_start_rows_with_one_overflowing_entry_start_from_zero():
+    # A warm-start row with a single entry that overflows once scaled (the
+    # others finite) starts from zero as a whole, not with an infinite entry.
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 6, 4)).float()
+    X = torch.from_numpy(sparse_codes(rng, 20, 6, 2)).float() @ D
+    init = torch.zeros(20, 6)
+    init[:, 0] = 1e3
+    warm = fista_encode(X * 1e-37, D, alpha=1e-38, positive=True, init=init)
+    assert torch.isfinite(warm.codes).all() and bool(warm.converged.all())
+
+
+def test_no_rows_give_no_codes():
+    D = torch.eye(4, dtype=torch.float64)
+    result = fista_encode(torch.zeros(0, 4, dtype=torch.float64), D, alpha=0.1)
+    assert result.codes.shape == (0, 4)
+    assert result.n_iter.shape == result.converged.shape == (0,)

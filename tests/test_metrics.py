@@ -1213,3 +1213,51 @@ def test_dictionary_similarity_scorer_averages_over_the_known_atoms():
     assert make_dictionary_similarity_scorer(np.eye(3))(
         OracleDictionary(np.eye(3)[:2]).fit(X), X
     ) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_probe_accuracy_scale_counts_negative_codes(sparse):
+    # _code_scale takes the 99th percentile of |code|: negative codes count
+    # (codes of signed methods), so their probe does not depend on the scale.
+    data = make_compositional(50, 5, n_samples=1000, random_state=0)
+    convert = sp.csr_array if sparse else np.asarray
+    results = [
+        probe_accuracy(
+            convert(-data.Z_val * scale),
+            data.y_val,
+            convert(-data.Z_ood * scale),
+            data.y_ood,
+        )
+        for scale in (1e-6, 1.0, 1e6)
+    ]
+    assert all(result == results[1] for result in results)
+    assert results[1]["acc_id"] == 1.0
+
+
+def test_probe_accuracy_needs_ood_codes_and_labels_together():
+    codes = np.eye(4)
+    y = [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="codes_ood and y_ood must be given together"):
+        probe_accuracy(codes, y, codes)
+    with pytest.raises(ValueError, match="codes_ood and y_ood must be given together"):
+        probe_accuracy(codes, y, None, y)
+    # Its own message, not the probe's, for OOD codes of another width.
+    with pytest.raises(
+        ValueError, match="codes_ood has 3 dimensions but codes_id has 4"
+    ):
+        probe_accuracy(codes, y, np.eye(4)[:, :3], y)
+
+
+def test_labels_must_be_one_dimensional_not_scalars():
+    with pytest.raises(ValueError, match=r"y_id must be 1-D; got shape \(\)"):
+        best_feature_auc(np.eye(3), np.array(1))
+    with pytest.raises(ValueError, match=r"y_id must be 1-D; got shape \(\)"):
+        probe_accuracy(np.eye(3), np.array(1))
+
+
+def test_complex_labels_with_nan_are_refused():
+    # np.unique folds NaN into one class for complex labels too: [1, nan, nan]
+    # passed as two classes.
+    y = np.array([1, np.nan, np.nan], dtype=complex)
+    with pytest.raises(ValueError, match="y_id contains missing values"):
+        best_feature_auc(np.eye(3), y)

@@ -829,3 +829,16 @@ def test_one_thread_for_small_work_restores_the_thread_count():
             assert torch.get_num_threads() == 2  # large work keeps its threads
     finally:
         torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (3,)])
+def test_sparse_tensors_must_be_two_dimensional(shape):
+    T = torch.ones(shape).to_sparse()
+    with pytest.raises(ValueError, match=r"codes must be a 2-D array; got shape"):
+        sparse_as_tensor(T, device=torch.device("cpu"), name="codes")
+
+
+def test_sparse_as_tensor_takes_the_dtype_asked_for():
+    A = sp.eye(3, format="csr")  # float64
+    T = sparse_as_tensor(A, device=torch.device("cpu"), dtype=torch.float32)
+    assert T.dtype == torch.float32 and T.is_sparse
