@@ -19,6 +19,8 @@ from skdict.datasets import _phrases, load_phrase_activations
 from skdict.datasets._cache import cache_home, load_arrays, save_arrays
 from skdict.datasets._phrases import _split
 
+from .conftest import cuda
+
 COLORS = ["red", "blue", "green"]
 # "zorblax" is split into several word pieces, exercising sub-word pooling.
 OBJECTS = ["car", "cup", "zorblax"]
@@ -361,6 +363,18 @@ def test_cache_is_keyed_by_what_rounds_the_activations(
         other = load(tmp_path)
     assert not other.from_cache and other.cache_path != first.cache_path
     assert load(tmp_path).from_cache
+
+
+@cuda
+def test_on_cuda_the_cache_ignores_the_cpu_thread_count(
+    transformers, tmp_path, monkeypatch
+):
+    # The CPU's thread count does not enter a forward pass on the GPU.
+    first = load(tmp_path, device="cuda")
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 1)
+    again = load(tmp_path, device="cuda")
+    assert again.from_cache and again.cache_path == first.cache_path
 
 
 def test_a_cached_reload_does_not_import_transformers(transformers, tmp_path):

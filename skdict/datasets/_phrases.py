@@ -427,9 +427,12 @@ def _cached_activations(
             # differently (up to 1.8e-6 between 1 and 2 threads), which the
             # real study's learners amplify (DL-FISTA's OOD colour accuracy
             # 0.375 or 0.225 at 2 threads, by the activations cached): a
-            # record's thread count must be its activations' too.
+            # record's thread count must be its activations' too. On a GPU
+            # the CPU's thread count does not enter the forward pass.
             "device": torch.device(device).type,
-            "threads": torch.get_num_threads(),
+            "threads": (
+                torch.get_num_threads() if torch.device(device).type == "cpu" else None
+            ),
             "batch_size": batch_size,
         }
     )
@@ -551,8 +554,8 @@ def load_phrase_activations(
         Phrases per forward pass.
     device : str or torch.device, default="auto"
         Where the transformer runs; ``"auto"`` picks CUDA when available.
-        Devices, torch's thread count and ``batch_size`` change the
-        activations by rounding, which learners can carry far (see the
+        Devices, torch's thread count (on the CPU) and ``batch_size`` change
+        the activations by rounding, which learners can carry far (see the
         reproduction guide): the cache keeps one file for each.
 
     Returns
