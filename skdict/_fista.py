@@ -2148,25 +2148,41 @@ def _scale_groups(
     """Return the row indices of ``X`` by scale, or None when one scale fits all.
 
     Rows are grouped by the binary exponent of their largest entry (of
-    ``X - offset``), in windows of ``2 * _CERTIFIABLE_EXPONENT + 1`` binary
-    orders: within one, the rows scaled to bring the largest entry near 1
-    keep entries of at least ``2**-101``, which float32 correlations hold.
+    ``X - offset``), counted down from the largest row's in windows of
+    ``2 * _CERTIFIABLE_EXPONENT + 1`` binary orders: a group scaled to bring
+    its largest entry near 1 keeps entries of at least ``2**-101``, which
+    float32 correlations hold. Counted from the largest row, the windows do
+    not move when a group is rescaled, so that its own call finds one group.
+    Rows of zeros, whose codes are zero at any scale, join the first group.
     """
     if not X.numel():
         return None
-    bound = _CERTIFIABLE_EXPONENT.get(X.dtype, 50)
+    width = 2 * _CERTIFIABLE_EXPONENT.get(X.dtype, 50) + 1
     step = _auto_batch_size(1, X.shape[1])
     largest = torch.cat(
-        [_centred(block, offset).abs().amax(dim=1) for block in X.split(step)]
+        [
+            torch.linalg.vector_norm(_centred(block, offset), ord=math.inf, dim=1)
+            for block in X.split(step)
+        ]
     )
-    exponent = torch.frexp(largest.cpu()).exponent
-    # Window 0 holds the exponents in [-bound, bound], which
-    # _certifiable_scale leaves unscaled.
-    window = torch.div(exponent + bound, 2 * bound + 1, rounding_mode="floor")
-    keys = torch.unique(window)
-    if keys.numel() == 1:
+    positive = largest[largest > 0]
+    if not positive.numel():
         return None
-    return [torch.nonzero(window == key).flatten().to(X.device) for key in keys]
+    # One synchronisation; the rows' own exponents travel to the host only
+    # when the rows span more than one window.
+    top, bottom = (float(v) for v in torch.stack([positive.max(), positive.min()]))
+    top_exponent = math.frexp(top)[1]
+    if top_exponent - math.frexp(bottom)[1] < width:
+        return None
+    largest = largest.cpu()
+    window = torch.div(
+        top_exponent - torch.frexp(largest).exponent, width, rounding_mode="floor"
+    )
+    window[largest == 0] = 0
+    return [
+        torch.nonzero(window == key).flatten().to(X.device)
+        for key in torch.unique(window)
+    ]
 
 
 def _certifiable_scale(

@@ -940,6 +940,8 @@ def sparse_as_tensor(
     (torch.sparse_coo, torch.float64, 3)
     """
     if is_tensor(A) and A.layout != torch.strided:
+        if A.dtype.is_complex:  # before a conversion on the device
+            raise ValueError(f"{name} holds complex values; it must hold real numbers.")
         T = A.detach().to_sparse_coo()
     elif sp.issparse(A):
         coo = sp.coo_matrix(A)
@@ -961,8 +963,6 @@ def sparse_as_tensor(
         raise TypeError(f"{name} must be a sparse matrix; got {type(A).__name__}.")
     if T.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array; got shape {tuple(T.shape)}.")
-    if T.dtype.is_complex:
-        raise ValueError(f"{name} holds complex values; it must hold real numbers.")
     T = T.to(device=device, dtype=dtype or _compute_dtype(T.dtype)).coalesce()
     if not bool(torch.isfinite(T.values()).all()):
         raise ValueError(f"{name} contains NaN or infinity.")

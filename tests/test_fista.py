@@ -1898,9 +1898,17 @@ def test_rows_of_very_different_scales_are_coded_each_at_its_own(dtype):
         )
         torch.testing.assert_close(mixed.codes[:6], alone.codes)
         assert bool(mixed.converged[:6].all())
-    # Rows within one window of scales are still coded in one call.
+    # Rows within one window of scales are still coded in one call, rows of
+    # zeros join any window, and a group rescaled finds one window again.
     assert _fista._scale_groups(X * 1e20, None) is None
-    assert _fista._scale_groups(torch.cat([X, X * 2.0**80]), None) is not None
+    assert _fista._scale_groups(torch.cat([X, X * 2.0**80]), None) is None
+    tiny = torch.cat([X * 1e-20, torch.zeros(1, 8, dtype=dtype)])
+    assert _fista._scale_groups(tiny, None) is None
+    spread = torch.cat([X[:1] * 2.0**60, X[1:2] * 2.0**-70])
+    assert _fista._scale_groups(spread, None) is not None
+    assert _fista._scale_groups(spread * 2.0**-60, None) is not None
+    groups = _fista._scale_groups(torch.cat([spread, tiny[-1:]]), None)
+    assert [g.tolist() for g in groups] == [[0, 2], [1]]
 
 
 def test_subnormal_and_float32_extreme_data_are_coded():

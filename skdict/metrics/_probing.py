@@ -231,18 +231,20 @@ n_components), default=None
             caller_name="probe_accuracy",
         )
     C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=False, dense=False)
-    scale = 1.0
-    if probe is None:
+    scale, default = 1.0, probe is None
+    if default:
         if np.unique(y_id).size < 2:
             raise ValueError(
                 "y_id must hold at least two classes for the logistic probe to "
                 f"learn; got only {np.unique(y_id).tolist()}."
             )
         probe = LogisticRegression(C=np.inf, max_iter=max_iter)
-        scale = _code_scale(C_id)
     else:
         probe = clone(probe)
-    features_id = _scaled(_probe_input(C_id, probe), scale)
+    features_id = _probe_input(C_id, probe)
+    if default:
+        scale = _code_scale(features_id)
+        features_id = _scaled(features_id, scale)
     with ignoring(ConvergenceWarning):
         # On linearly separable codes the unpenalised optimum lies at
         # infinity: L-BFGS stops at max_iter with a separating hyperplane,
@@ -268,16 +270,16 @@ n_components), default=None
     return accuracy
 
 
-def _code_scale(codes: torch.Tensor) -> float:
+def _code_scale(features: Any) -> float:
     """Return the 99th percentile of the non-zero ``|code|`` (1.0 if none).
 
-    A percentile rather than the largest: one outlying code of 1e4 among
-    codes of magnitude 1 would otherwise shrink the others to 1e-4, where the
-    probe's solver stops at once.
+    ``features`` are the probe's host copy of the codes, a NumPy array or a
+    CSR matrix. A percentile rather than the largest: one outlying code of
+    1e4 among codes of magnitude 1 would otherwise shrink the others to 1e-4,
+    where the probe's solver stops at once.
     """
-    values = codes.coalesce().values() if codes.is_sparse else codes
-    magnitudes = to_numpy(values.abs().flatten())
-    magnitudes = magnitudes[magnitudes > 0]
+    values = features.data if sp.issparse(features) else features
+    magnitudes = np.abs(values[values != 0])
     if not magnitudes.size:
         return 1.0
     return float(np.quantile(magnitudes, _SCALE_QUANTILE))
