@@ -400,6 +400,21 @@ def _activations(phrases, spans, tokenizer, network, layer, position, batch_size
     return pooled[torch.argsort(torch.tensor(order))]
 
 
+def _gpu_rounding(device: torch.device) -> tuple[str, str] | None:
+    """Return the CUDA device's name and float32 product precision, or None."""
+    if device.type != "cuda":
+        return None
+    matmul = torch.backends.cuda.matmul
+    # torch >= 2.9 sets the precision per backend; the legacy getter raises
+    # once it has been set so.
+    precision = (
+        matmul.fp32_precision
+        if hasattr(matmul, "fp32_precision")
+        else torch.get_float32_matmul_precision()
+    )
+    return torch.cuda.get_device_name(device), str(precision)
+
+
 def _cached_activations(
     phrases, spans, folder, *, layer, position, cache_dir, refresh, batch_size, device
 ):
@@ -407,7 +422,9 @@ def _cached_activations(
 
     The key holds the phrases and their object spans, which together fix the
     tokens read ("light blue car" has two readings), and what rounds the
-    forward pass: the device type, torch's thread count and the batch size.
+    forward pass: the device type, torch's thread count (on the CPU), the GPU
+    and its float32 product precision (on CUDA), torch's version and the batch
+    size.
     """
     # The layer is keyed counted from 0, so that ``layer=-1`` and its index
     # name one file; the configuration alone (no weights) gives the count.
@@ -433,6 +450,10 @@ def _cached_activations(
             "threads": (
                 torch.get_num_threads() if torch.device(device).type == "cpu" else None
             ),
+            # On a GPU, its model and whether float32 products run in TF32
+            # round the activations far more than threads do on the CPU.
+            "gpu": _gpu_rounding(torch.device(device)),
+            "torch": torch.__version__,
             "batch_size": batch_size,
         }
     )
