@@ -2127,7 +2127,7 @@ def fista_encode(
 # where the float64 answer fits float32). float64 data are held to the same
 # bound: the residuals' correlations with every atom run in float32 in both
 # precisions (see _Problem), and data of 1e40 or 1e-60 overflowed or
-# underflowed there (codes off by 0.55-0.92 of their largest, with only a
+# underflowed there (codes off by 0.19-0.92 of their largest, with only a
 # ConvergenceWarning; 2**+-400, the bound of float64's own squares, let them
 # through).
 _CERTIFIABLE_EXPONENT = {torch.float64: 50, torch.float32: 50}
@@ -2558,8 +2558,9 @@ class FISTACoder(
         :class:`~sklearn.frozen.FrozenEstimator` (its intercept is not used:
         learned dictionaries reconstruct around zero). None draws the atoms
         from the data. An estimator's warm-start codes are computed for all
-        of ``X`` before coding, beside the codes returned: twice their
-        memory, whatever ``batch_size``; code very large ``X`` in chunks.
+        of ``X`` before :meth:`transform` codes it, beside the codes
+        returned: twice their memory, whatever ``batch_size`` (:meth:`score`
+        takes them a step at a time); code very large ``X`` in chunks.
     batch_size : int, default=None
         Number of samples coded at once; peak memory grows as ``batch_size *
         max(n_components, n_features)``, besides the codes returned. None

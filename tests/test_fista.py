@@ -1871,7 +1871,7 @@ def test_data_whose_squares_leave_float64_are_certified(scale, warm):
     # Certificates square the rows' norms: at 1e155 they overflowed and every
     # sample ran to max_iter, reported unconverged with optimal codes. At 1e40
     # and 1e-60 the float32 correlations with every atom overflowed or
-    # underflowed: codes off by 0.19-0.78 of their largest (working sets).
+    # underflowed: codes off by 0.19-0.92 of their largest (working sets).
     rng = np.random.default_rng(0)
     D = torch.from_numpy(random_dictionary(rng, 100, 30))
     X = torch.from_numpy(sparse_codes(rng, 5, 100, 10)) @ D
