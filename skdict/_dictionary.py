@@ -1614,6 +1614,7 @@ def learn_dictionary(
     alpha, tol = float(alpha), float(tol)  # as in fista_encode
     from . import _fista  # imports this module: reached at call time
 
+    _fista.refuse_mps(X.device)
     if X.dtype not in (torch.float32, torch.float64):
         # bfloat16 data beyond float32's squares failed inside torch (no
         # Cholesky kernel), and smaller ones were learned in bfloat16.
@@ -1967,6 +1968,7 @@ def online_dictionary_update(
     alpha, tol = float(alpha), float(tol)  # as in fista_encode
     from . import _fista  # imports this module: reached at call time
 
+    _fista.refuse_mps(X.device)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     # A stream learns at one power-of-two scale, its first batch's (see

@@ -1996,6 +1996,7 @@ def fista_encode(
     # type in products (np.float16(alpha) * step overflowed at 65504, and
     # every code came back zero).
     alpha, tol = float(alpha), float(tol)
+    refuse_mps(X.device)
     groups = _scale_groups(X, offset)
     if groups is not None:
         # Rows of very different scales are coded group by group, each at
@@ -2140,6 +2141,20 @@ def _scaled_init(init: torch.Tensor, scale: float) -> torch.Tensor:
     # in float32 and made its row's codes NaN.
     scaled[~torch.isfinite(scaled).all(dim=1)] = 0.0
     return scaled
+
+
+def refuse_mps(device: torch.device) -> None:
+    """Raise the error naming Apple's MPS backend, which FISTA cannot run on.
+
+    The solver certifies codes in float64 (step sizes, duality gaps, the
+    finish of float32 samples), which MPS does not have: torch failed inside
+    the first conversion.
+    """
+    if device.type == "mps":
+        raise ValueError(
+            "FISTA certifies its codes in float64, which Apple's MPS backend "
+            "does not have; compute on the CPU with device='cpu'."
+        )
 
 
 def _scale_groups(

@@ -21,6 +21,9 @@ def pytest_configure(config):
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+mps = pytest.mark.skipif(
+    not torch.backends.mps.is_available(), reason="needs Apple's MPS backend"
+)
 
 
 def _array_api_dispatch_available() -> bool:

@@ -39,7 +39,7 @@ from skdict._fista import (
 )
 from skdict.metrics import dictionary_similarity
 
-from .conftest import cuda, lasso_objective, random_dictionary, sparse_codes
+from .conftest import cuda, lasso_objective, mps, random_dictionary, sparse_codes
 
 
 def tight_lasso(X, D, alpha, positive):
@@ -2066,3 +2066,22 @@ def test_no_rows_give_no_codes():
     result = fista_encode(torch.zeros(0, 4, dtype=torch.float64), D, alpha=0.1)
     assert result.codes.shape == (0, 4)
     assert result.n_iter.shape == result.converged.shape == (0,)
+
+
+def test_fista_refuses_apples_mps_backend_by_name():
+    # The solver certifies codes in float64, which MPS lacks: torch failed
+    # inside the first conversion. Checked on the device type alone here.
+    with pytest.raises(ValueError, match="float64, which Apple's MPS backend"):
+        _fista.refuse_mps(torch.device("mps"))
+    _fista.refuse_mps(torch.device("cpu"))
+
+
+@mps
+@pytest.mark.parametrize("learn", [False, True])
+def test_fista_on_mps_tensors_raises_by_name(learn):
+    X = torch.rand(20, 4, device="mps")
+    coder = FISTACoder(n_components=3) if learn else FISTACoder(torch.eye(4))
+    with pytest.raises(ValueError, match="Apple's MPS backend"):
+        coder.fit_transform(X)
+    codes = coder.set_params(device="cpu").fit_transform(X)
+    assert codes.device.type == "mps"
