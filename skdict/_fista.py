@@ -2185,7 +2185,7 @@ def _scale_groups(
         return None
     # One synchronisation; the rows' own exponents travel to the host only
     # when the rows span more than one window.
-    top, bottom = (float(v) for v in torch.stack([positive.max(), positive.min()]))
+    top, bottom = torch.stack([positive.max(), positive.min()]).tolist()
     top_exponent = math.frexp(top)[1]
     if top_exponent - math.frexp(bottom)[1] < width:
         return None
