@@ -855,6 +855,48 @@ def test_plot_study_of_one_value_on_a_log_axis(tmp_path, saved_figures):
         assert low < 15 and high > 26
 
 
+def test_plot_study_gives_each_method_one_colour_and_a_legend_entry(
+    tmp_path, saved_figures
+):
+    # Colours were taken panel by panel: the probe, first and without a
+    # reconstruction gap, shifted the oracle into the probe's colour there,
+    # and the legend (read from the first panel) named it as the probe.
+    from matplotlib.colors import to_rgba
+
+    from skdict.experiments import plot_study
+
+    records = []
+    for value in (20, 30):
+        for label, gap in (("Linear probe", None), ("Oracle", 1e-4)):
+            records.append(
+                {
+                    "label": label,
+                    "value": value,
+                    "variable": "n_latents",
+                    "mcc_ood": 0.5,
+                    "auc_ood": 0.5,
+                    "acc_ood": 0.5,
+                    "mse_gap": gap,
+                }
+            )
+    plot_study(records, tmp_path / "study.png")
+    (figure,) = saved_figures
+    legend = figure.legends[0]
+    named = {
+        text.get_text(): to_rgba(handle.get_color())
+        for text, handle in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    assert list(named) == ["Linear probe", "Oracle"]
+    drawn = [
+        (bars.get_label(), to_rgba(bars.lines[0].get_color()))
+        for ax in figure.axes
+        for bars in ax.containers
+    ]
+    assert len(drawn) == 7  # the probe has no reconstruction gap
+    assert all(colour == named[label] for label, colour in drawn)
+    assert [bars.get_label() for bars in figure.axes[3].containers] == ["Oracle"]
+
+
 @pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg"])
 def test_plot_study_replaces_its_figure_in_one_step(tmp_path, monkeypatch, suffix):
     # Runs sharing a folder plot the same file: a figure interrupted halfway

@@ -242,6 +242,18 @@ def check_plots_extra() -> None:
         )
 
 
+def _colour(index: int, count: int) -> Any:
+    """Return the ``index``-th of ``count`` method colours.
+
+    matplotlib's cycle, or tab20 for more methods than its ten colours.
+    """
+    if count <= 10:
+        return f"C{index}"
+    from matplotlib import colormaps
+
+    return colormaps["tab20"](index % 20)
+
+
 def plot_study(
     records: Sequence[dict[str, Any]],
     path: str | os.PathLike,
@@ -274,8 +286,15 @@ def plot_study(
     # A bare Figure draws and saves without pyplot, so the caller's backend
     # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     variable = records[0].get("variable", "value")
+    # One colour per method across the panels, and a legend of every method:
+    # coloured panel by panel, a method without values in a panel (the probe
+    # has no reconstruction gap) shifted every later method's colour there,
+    # and the legend, read from the first panel, named them wrongly.
+    labels = list(dict.fromkeys(record["label"] for record in records))
+    colours = {label: _colour(i, len(labels)) for i, label in enumerate(labels)}
     fig = Figure(figsize=(11, 8))
     axes = fig.subplots(2, 2, sharex=True)
     for ax, (metric, axis_label) in zip(axes.flat, FIGURE_METRICS.items(), strict=True):
@@ -283,7 +302,15 @@ def plot_study(
             xs = list(by_value)
             means = [by_value[x][0] for x in xs]
             sds = [by_value[x][1] for x in xs]
-            ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=label)
+            ax.errorbar(
+                xs,
+                means,
+                yerr=sds,
+                marker="o",
+                capsize=3,
+                label=label,
+                color=colours[label],
+            )
         ax.set_ylabel(axis_label)
         ax.grid(True, alpha=0.3)
         if variable in ("n_latents", "n_active", "n_samples", "alpha"):
@@ -297,8 +324,11 @@ def plot_study(
                 ax.set_xlim(values[0] / 1.5, values[0] * 1.5)
     for ax in axes[1]:
         ax.set_xlabel(variable)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize="small")
+    handles = [
+        Line2D([], [], color=colours[label], marker="o", label=label)
+        for label in labels
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize="small")
     fig.suptitle(title or variable)
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     save_figure(fig, path)
