@@ -332,6 +332,32 @@ def test_run_study_recomputes_records_saved_with_other_settings(tmp_path):
         assert len(run_study("vary_latents", **kwargs)) == 2
 
 
+def test_resumed_records_of_another_environment_are_announced(tmp_path):
+    # Records computed by another skdict or torch version, device or thread
+    # count were reused and printed beside this run's without a word.
+    kwargs = dict(
+        values=(12,),
+        data_params=TINY_DATA,
+        methods=("fista_oracle",),
+        settings=TINY,
+        out=tmp_path,
+        progress=False,
+    )
+    [first] = run_study("vary_latents", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_study("vary_latents", **kwargs)  # the same environment: silent
+    path = tmp_path / "vary_latents-quick.json"
+    saved = json.loads(path.read_text())
+    saved[0].update(skdict_version="0.0.1", threads=99)
+    path.write_text(json.dumps(saved))
+    with pytest.warns(
+        UserWarning, match=r"another threads 99 \(now \d+\); skdict_version 0\.0\.1"
+    ):
+        [again] = run_study("vary_latents", **kwargs)
+    assert again["mcc_ood"] == first["mcc_ood"]  # kept, not computed again
+
+
 def test_run_study_with_other_settings_does_not_reuse_results(tmp_path):
     kwargs = dict(
         values=(12,),

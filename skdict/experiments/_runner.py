@@ -25,7 +25,7 @@ from .._tensor import resolve_device
 from .._warnings import warn
 from ..datasets import make_compositional
 from ..datasets._compositional import check_compositional_params
-from ._compare import compare_methods
+from ._compare import ENVIRONMENT_KEYS, compare_methods, computed_with
 from ._methods import PaperSettings
 from ._studies import STUDIES, Cell, preset_settings, study_cells
 
@@ -264,6 +264,7 @@ def run_study(
             UserWarning,
         )
         records = [r for i, r in enumerate(records) if i not in stale]
+    _warn_other_environments(records, expected, computed_with(device, None), path)
     done = {record["key"] for record in records}
     variable = STUDIES[study].variable
     todo = [
@@ -297,6 +298,37 @@ def run_study(
         records.extend(cell_records)
     by_key = {record["key"]: record for record in records}
     return [by_key[key] for key in expected]
+
+
+def _warn_other_environments(
+    records: list[dict[str, Any]],
+    expected: dict[str, Any],
+    environment: dict[str, Any],
+    path: Path,
+) -> None:
+    """Warn when records this run reuses were computed in another environment.
+
+    They are kept (the thread count, device and versions move results by
+    rounding, not by method), but the tables would mix them in unannounced.
+    """
+    differing: dict[str, set] = {}
+    for record in records:
+        if record["key"] not in expected:
+            continue
+        for name in ENVIRONMENT_KEYS:
+            if record.get(name) != environment[name]:
+                differing.setdefault(name, set()).add(str(record.get(name)))
+    if differing:
+        shown = "; ".join(
+            f"{name} {', '.join(sorted(values))} (now {environment[name]})"
+            for name, values in differing.items()
+        )
+        warn(
+            f"Records this run reuses from {path} were computed with another "
+            f"{shown}. They are kept and shown with this run's; delete the file, "
+            "or give the run another --out, to compute them again.",
+            UserWarning,
+        )
 
 
 def _saved_form(settings: PaperSettings) -> dict[str, Any]:
