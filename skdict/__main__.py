@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -170,6 +171,22 @@ def _out_of_memory(exc: BaseException) -> bool:
     )
 
 
+def _say(*lines: str, end: str = "\n") -> None:
+    """Print to stdout; a reader that has gone (``| head``) ends the output only.
+
+    The work goes on: the figure, and the studies after this one, are still
+    made (a ``BrokenPipeError`` from the first table stopped the run).
+    """
+    try:
+        print(*lines, end=end)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's documented remedy: later output, and the interpreter's last
+        # flush, go to the null device instead of failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def _run_studies(args: argparse.Namespace, studies: list[str], out) -> None:
     """Run, report and plot each study in turn."""
     from .experiments import STUDIES, format_table, plot_study, run_study
@@ -187,12 +204,12 @@ def _run_studies(args: argparse.Namespace, studies: list[str], out) -> None:
             progress=not args.no_progress,
         )
         title = f"{STUDIES[study].title} ({describe_setting(records)})"
-        print(f"\n== {title} [{args.preset} preset] ==")
+        _say(f"\n== {title} [{args.preset} preset] ==")
         for metric in _TABLE_METRICS:
-            print(format_table(records, metric), end="\n\n")
+            _say(format_table(records, metric), end="\n\n")
         name = f"{study}-{args.preset}"
         figure = plot_study(records, out / f"{name}.png", title=title)
-        print(f"records: {out / (name + '.json')}\nfigure:  {figure}")
+        _say(f"records: {out / (name + '.json')}\nfigure:  {figure}")
 
 
 def _sweep(args: argparse.Namespace) -> dict:
@@ -249,13 +266,13 @@ def _reproduce_real(args: argparse.Namespace, out) -> None:
         progress=not args.no_progress,
     )
     first = records[0]
-    print(
+    _say(
         f"\n== Real activations ({first['model']}, layer {first['layer']}, "
         f"{first['position']} token) [{args.preset} preset] =="
     )
-    print(format_real_table(records), end="\n\n")
+    _say(format_real_table(records), end="\n\n")
     name = f"real-{args.preset}"
-    print(f"records: {out / (name + '.json')}\nfigure:  {out / (name + '.png')}")
+    _say(f"records: {out / (name + '.json')}\nfigure:  {out / (name + '.png')}")
 
 
 def _grid(values: list[float] | None) -> tuple | None:

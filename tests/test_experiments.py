@@ -4,6 +4,7 @@ import dataclasses
 import errno
 import json
 import os
+import sys
 import threading
 import time
 import warnings
@@ -405,6 +406,22 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert (tmp_path / "alpha-quick.png").stat().st_size > 1000
     records = json.loads((tmp_path / "alpha-quick.json").read_text())
     assert {r["alpha"] for r in records} == {0.05, 0.2}
+
+
+def test_cli_output_piped_to_a_reader_that_left_still_runs(tmp_path, monkeypatch):
+    # skdict reproduce ... | head -4: the first table raised BrokenPipeError,
+    # and neither the figure nor the later studies were made.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    broken = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", broken)
+    argv = ["reproduce", "--study", "alpha", "--values", "0.05", "--methods"]
+    argv += ["fista_oracle", "--out", str(tmp_path), "--no-progress"]
+    try:
+        assert main(argv) == 0
+    finally:
+        broken.close()
+    assert (tmp_path / "alpha-quick.png").stat().st_size > 1000
 
 
 def test_cli_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):
