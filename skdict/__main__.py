@@ -27,7 +27,7 @@ def _seed(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .experiments import METHODS, PRESETS, STUDIES
+    from .experiments import METHODS, PRESETS, REAL_METHODS, STUDIES
 
     parser = argparse.ArgumentParser(
         prog="skdict",
@@ -63,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         "--preset",
         default="quick",
         choices=PRESETS,
-        help="quick: minutes on a laptop CPU; paper: the paper's grids and settings",
+        help=(
+            "quick: minutes on a laptop CPU; paper: the paper's grids and "
+            "settings (default: quick)"
+        ),
     )
     reproduce.add_argument(
         "--seeds",
@@ -78,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         choices=list(METHODS),
         metavar="METHOD",
-        help=f"restrict to these methods: {', '.join(METHODS)}",
+        help=(
+            f"restrict to these methods: {', '.join(METHODS)} (the real study "
+            f"runs {', '.join(REAL_METHODS)})"
+        ),
     )
     reproduce.add_argument(
         "--values",
@@ -87,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=(
             "swept values replacing the preset's grid, for synthetic studies "
-            "that sweep the same variable (e.g. --values 20 50)"
+            "that sweep the same variable (e.g. --values 20 50); sizes "
+            "(latents, active latents, samples) are whole numbers"
         ),
     )
     reproduce.add_argument(
