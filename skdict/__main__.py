@@ -149,7 +149,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         # A stop, not a crash: no traceback, and how to go on.
         print(
             "\nskdict reproduce: interrupted. The synthetic studies' finished "
-            f"cells are saved in {out}; the same command resumes them.",
+            f"methods are saved in {out}; the same command resumes them.",
             file=sys.stderr,
         )
         return 130
@@ -160,8 +160,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         # through the generator or a solver adds nothing to that.
         print(
             f"skdict reproduce: error: out of memory ({exc}). Smaller sizes "
-            "(--values) need less; the synthetic studies' finished cells are "
-            f"saved in {out}, and the same command resumes them.",
+            "(--values) need less; the synthetic studies' finished methods "
+            f"are saved in {out}, and the same command resumes them.",
             file=sys.stderr,
         )
         return 1

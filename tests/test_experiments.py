@@ -285,18 +285,18 @@ def test_run_study_writes_json_and_resumes(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr(_runner, "compare_methods", fail)
+    monkeypatch.setattr(_runner, "_method_records", fail)
     assert len(run_study("vary_latents", **kwargs)) == 4
 
     # Drop one finished record: only that (cell, method) runs again.
     (tmp_path / "vary_latents-quick.json").write_text(json.dumps(saved[:-1]))
     calls = []
 
-    def count(data, methods, **kw):
-        calls.append(list(methods))
-        return compare_methods(data, methods, **kw)
+    def count(data, chosen, *args):
+        calls.append([method.name for method in chosen])
+        return _compare._method_records(data, chosen, *args)
 
-    monkeypatch.setattr(_runner, "compare_methods", count)
+    monkeypatch.setattr(_runner, "_method_records", count)
     assert len(run_study("vary_latents", **kwargs)) == 4
     assert calls == [[saved[-1]["method"]]]
 
@@ -357,6 +357,34 @@ def test_resumed_records_of_another_environment_are_announced(tmp_path):
     ):
         [again] = run_study("vary_latents", **kwargs)
     assert again["mcc_ood"] == first["mcc_ood"]  # kept, not computed again
+
+
+def test_a_method_failing_mid_cell_keeps_those_before_it(tmp_path, monkeypatch):
+    # Records were saved once per cell: a method failing (or a Ctrl-C) threw
+    # away the methods finished before it in that cell, with a traceback that
+    # named no cell.
+    from skdict.experiments import METHODS, Method
+
+    def fail(context):
+        raise RuntimeError("the probe broke")
+
+    monkeypatch.setitem(
+        METHODS, "linear_probe", Method("linear_probe", "Linear probe", "train", fail)
+    )
+    kwargs = dict(
+        values=(12,),
+        data_params=TINY_DATA,
+        methods=("fista_oracle", "linear_probe"),
+        settings=TINY,
+        out=tmp_path,
+        progress=False,
+    )
+    with pytest.raises(RuntimeError, match="the probe broke") as error:
+        run_study("vary_latents", **kwargs)
+    note = "".join(getattr(error.value, "__notes__", []))
+    assert "linear_probe failed in study 'vary_latents' at n_latents=12, seed 0" in note
+    saved = json.loads((tmp_path / "vary_latents-quick.json").read_text())
+    assert [record["method"] for record in saved] == ["fista_oracle"]
 
 
 def test_run_study_with_other_settings_does_not_reuse_results(tmp_path):
@@ -582,11 +610,11 @@ def test_cli_rejects_a_damaged_results_file_before_running(content, tmp_path, ca
 def test_run_study_runs_each_seed_value_and_method_once(tmp_path, monkeypatch):
     calls = []
 
-    def count(data, methods, **kw):
-        calls.append(list(methods))
-        return compare_methods(data, methods, **kw)
+    def count(data, chosen, *args):
+        calls.append([method.name for method in chosen])
+        return _compare._method_records(data, chosen, *args)
 
-    monkeypatch.setattr(_runner, "compare_methods", count)
+    monkeypatch.setattr(_runner, "_method_records", count)
     records = run_study(
         "vary_latents",
         values=(12, np.int64(12), 12),
@@ -630,11 +658,11 @@ def test_runs_sharing_a_folder_keep_each_others_records(tmp_path, monkeypatch):
     foreign = {"key": "another run's cell", "method": "fista_oracle"}
     calls = []
 
-    def another_run_saves_meanwhile(data, methods, **kwargs):
+    def another_run_saves_meanwhile(data, chosen, *args):
         if not calls:
             path.write_text(json.dumps([*json.loads(path.read_text()), foreign]))
-        calls.append(methods)
-        return compare_methods(data, methods, **kwargs)
+        calls.append(chosen)
+        return _compare._method_records(data, chosen, *args)
 
     kwargs = dict(
         values=(12, 16),
@@ -645,7 +673,7 @@ def test_runs_sharing_a_folder_keep_each_others_records(tmp_path, monkeypatch):
         progress=False,
     )
     run_study("vary_latents", seeds=(0,), **kwargs)
-    monkeypatch.setattr(_runner, "compare_methods", another_run_saves_meanwhile)
+    monkeypatch.setattr(_runner, "_method_records", another_run_saves_meanwhile)
     records = run_study("vary_latents", seeds=(1,), **kwargs)
     saved = json.loads(path.read_text())
     assert foreign in saved and len(saved) == 5
@@ -671,13 +699,13 @@ def test_a_run_never_puts_back_records_another_run_recomputed(tmp_path, monkeypa
     path.write_text(json.dumps(outdated))
     started = []
 
-    def other_run_meanwhile(data, methods, random_state, **kw):
+    def other_run_meanwhile(data, chosen, settings, random_state, *args):
         if not started:
             started.append(random_state)
             run_study("vary_latents", seeds=(1,), **kwargs)
-        return compare_methods(data, methods, random_state=random_state, **kw)
+        return _compare._method_records(data, chosen, settings, random_state, *args)
 
-    monkeypatch.setattr(_runner, "compare_methods", other_run_meanwhile)
+    monkeypatch.setattr(_runner, "_method_records", other_run_meanwhile)
     with pytest.warns(UserWarning, match="other training settings"):
         run_study("vary_latents", seeds=(0,), **kwargs)
     assert started == [0]
@@ -1031,7 +1059,7 @@ def test_empty_lists_and_bad_devices_are_refused_before_running(
     with pytest.raises(ValueError, match="methods is empty"):
         compare_methods(data, [])
     monkeypatch.setattr(
-        _runner, "compare_methods", lambda *a, **k: pytest.fail("a cell ran")
+        _runner, "_method_records", lambda *a, **k: pytest.fail("a cell ran")
     )
     for kwargs, match in [
         ({"methods": []}, "methods is empty"),

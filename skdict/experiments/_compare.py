@@ -377,6 +377,23 @@ def compare_methods(
     resolve_device(device)  # likewise, before any method runs
     if settings is None:
         settings = PaperSettings()
+    return list(_method_records(data, chosen, settings, random_state, device, verbose))
+
+
+def _method_records(
+    data: Bunch,
+    chosen: list[Method],
+    settings: PaperSettings,
+    random_state: int | None,
+    device: str | torch.device,
+    verbose: int,
+) -> Iterator[dict[str, Any]]:
+    """Fit and score ``chosen`` in turn, yielding each method's record.
+
+    The body of :func:`compare_methods`, on checked arguments; a study saves
+    each record as it comes, so that a failure or an interruption loses only
+    the method it was in.
+    """
     context = MethodContext(data, settings, random_state, device)
     environment = computed_with(device, data.X_train)
     if any("sae" in method.name for method in chosen):
@@ -384,7 +401,6 @@ def compare_methods(
         # (about 860 modules, 1.1-1.5 s on one CPU thread), which would count
         # in the fit time of whichever SAE method happens to come first.
         torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
-    records = []
     matchable = _matchable(data)
     for method in methods_progress(chosen, verbose):
         # Building an SAE + FISTA method trains its SAE unless an earlier
@@ -411,8 +427,7 @@ def compare_methods(
         )
         record.update(fit_time=fit_time, transform_time=transform_time)
         record.update(environment)
-        records.append({key: _plain(value) for key, value in record.items()})
-    return records
+        yield {key: _plain(value) for key, value in record.items()}
 
 
 def _matchable(data: Bunch) -> dict[str, bool]:

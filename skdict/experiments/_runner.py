@@ -1,9 +1,10 @@
 """Run a study cell by cell, saving every result as it arrives.
 
-Results go to ``<out>/<study>-<preset>.json`` (a list of records) after every cell,
-written atomically, so an interrupted run loses at most the cell in flight and
-a second run resumes where the first stopped. Runs sharing the folder merge
-their records into the file rather than overwrite each other's.
+Results go to ``<out>/<study>-<preset>.json`` (a list of records) after every
+method of every cell, written atomically, so an interrupted run loses at most
+the method in flight and a second run resumes where the first stopped. Runs
+sharing the folder merge their records into the file rather than overwrite
+each other's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from .._tensor import resolve_device
 from .._warnings import warn
 from ..datasets import make_compositional
 from ..datasets._compositional import check_compositional_params
-from ._compare import ENVIRONMENT_KEYS, compare_methods, computed_with
+from ._compare import (
+    ENVIRONMENT_KEYS,
+    _method_records,
+    computed_with,
+    resolve_methods,
+)
 from ._methods import PaperSettings
 from ._studies import STUDIES, Cell, preset_settings, study_cells
 
@@ -273,29 +279,43 @@ def run_study(
     for cell in tqdm(todo, disable=not progress, desc=study, unit="cell"):
         pending = [m for m in cell.methods if cell.key(m) not in done]
         data = make_compositional(**cell.data_params, random_state=cell.seed)
-        cell_records = compare_methods(
+        cell_records = _method_records(
             data,
-            pending,
-            random_state=cell.seed,
-            device=device,
-            settings=cell.settings(base),
-            verbose=int(progress),
+            resolve_methods(pending),
+            cell.settings(base),
+            cell.seed,
+            device,
+            int(progress),
         )
-        for method, record in zip(pending, cell_records, strict=True):
-            record.update(
-                cell.data_params,
-                **cell.setting_changes,
-                study=study,
-                seed=cell.seed,
-                variable=variable,
-                value=_value(cell, variable),
-                key=cell.key(method),
-                settings=expected[cell.key(method)],
+        value = _value(cell, variable)
+        finished = 0
+        try:
+            for record in cell_records:
+                method = pending[finished]
+                record.update(
+                    cell.data_params,
+                    **cell.setting_changes,
+                    study=study,
+                    seed=cell.seed,
+                    variable=variable,
+                    value=value,
+                    key=cell.key(method),
+                    settings=expected[cell.key(method)],
+                )
+                # Saved method by method: a failure or an interruption loses
+                # only the method it was in (an SAE's training, in the paper
+                # preset, takes hours). Only the new record is merged: what
+                # this run read earlier may have been recomputed since.
+                _save(path, [record])
+                records.append(record)
+                finished += 1
+        except Exception as exc:
+            exc.add_note(
+                f"skdict: {pending[finished]} failed in study {study!r} at {variable}="
+                f"{value}, seed {cell.seed}. The methods and cells finished "
+                f"before it are saved in {path}; the same call resumes them."
             )
-        # Only the new records are merged: what this run read earlier may
-        # have been recomputed by another run since.
-        _save(path, cell_records)
-        records.extend(cell_records)
+            raise
     by_key = {record["key"]: record for record in records}
     return [by_key[key] for key in expected]
 
