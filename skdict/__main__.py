@@ -185,13 +185,26 @@ def _say(*lines: str, end: str = "\n") -> None:
     made (a ``BrokenPipeError`` from the first table stopped the run).
     """
     try:
-        print(*lines, end=end)
-        sys.stdout.flush()
+        # flush=True does nothing, as print does, without a stdout at all
+        # (a closed one: sys.stdout is None).
+        print(*lines, end=end, flush=True)
     except BrokenPipeError:
-        # Python's documented remedy: later output, and the interpreter's last
-        # flush, go to the null device instead of failing again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Send later output, and the interpreter's last flush, to the null device.
+
+    Python's documented remedy for a reader that has gone; a replaced stdout
+    without a file descriptor is swapped for a null file instead.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
         os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation
+        sys.stdout = open(os.devnull, "w")  # kept open until the process ends
+    finally:
+        os.close(devnull)
 
 
 def _run_studies(args: argparse.Namespace, studies: list[str], out) -> None:

@@ -2180,12 +2180,13 @@ def _scale_groups(
             for block in X.split(step)
         ]
     )
-    positive = largest[largest > 0]
-    if not positive.numel():
+    # One transfer (no boolean indexing, another synchronisation on a GPU);
+    # the rows' own exponents travel to the host only when the rows span
+    # more than one window.
+    smallest = torch.where(largest > 0, largest, math.inf).min()
+    top, bottom = torch.stack([largest.max(), smallest]).tolist()
+    if top == 0:  # rows of zeros only
         return None
-    # One synchronisation; the rows' own exponents travel to the host only
-    # when the rows span more than one window.
-    top, bottom = torch.stack([positive.max(), positive.min()]).tolist()
     top_exponent = math.frexp(top)[1]
     if top_exponent - math.frexp(bottom)[1] < width:
         return None

@@ -4,6 +4,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -337,26 +338,32 @@ def test_resumed_records_of_another_environment_are_announced(tmp_path):
     # Records computed by another skdict or torch version, device or thread
     # count were reused and printed beside this run's without a word.
     kwargs = dict(
-        values=(12,),
+        values=(12, 16),
         data_params=TINY_DATA,
         methods=("fista_oracle",),
         settings=TINY,
         out=tmp_path,
         progress=False,
     )
-    [first] = run_study("vary_latents", **kwargs)
+    first = run_study("vary_latents", **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run_study("vary_latents", **kwargs)  # the same environment: silent
     path = tmp_path / "vary_latents-quick.json"
     saved = json.loads(path.read_text())
     saved[0].update(skdict_version="0.0.1", threads=99)
+    saved[1].update(device="cpu:0")  # the same type of device: not a difference
+    del saved[1]["torch_version"]  # saved before the key existed
     path.write_text(json.dumps(saved))
-    with pytest.warns(
-        UserWarning, match=r"another threads 99 \(now \d+\); skdict_version 0\.0\.1"
-    ):
-        [again] = run_study("vary_latents", **kwargs)
-    assert again["mcc_ood"] == first["mcc_ood"]  # kept, not computed again
+    with pytest.warns(UserWarning, match="different environments") as caught:
+        again = run_study("vary_latents", **kwargs)
+    message = str(caught[0].message)
+    assert re.search(r"threads: (\d+, 99|99, \d+)", message)
+    assert "skdict_version: 0.0.1, " in message
+    assert "torch_version: " in message and "unrecorded" in message
+    assert "device" not in message
+    # Kept, not computed again.
+    assert [r["mcc_ood"] for r in again] == [r["mcc_ood"] for r in first]
 
 
 def test_a_method_failing_mid_cell_keeps_those_before_it(tmp_path, monkeypatch):
@@ -382,9 +389,39 @@ def test_a_method_failing_mid_cell_keeps_those_before_it(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="the probe broke") as error:
         run_study("vary_latents", **kwargs)
     note = "".join(getattr(error.value, "__notes__", []))
-    assert "linear_probe failed in study 'vary_latents' at n_latents=12, seed 0" in note
+    assert "stopped at linear_probe (running it or saving its record)" in note
+    assert "in study 'vary_latents' at n_latents=12, seed 0" in note
     saved = json.loads((tmp_path / "vary_latents-quick.json").read_text())
     assert [record["method"] for record in saved] == ["fista_oracle"]
+
+
+def test_a_resumed_sae_and_fista_method_trains_its_sae_in_the_sae_method(
+    tmp_path, monkeypatch
+):
+    # Saved method by method, a cell interrupted after sae_topk resumed with
+    # sae_dict_fista alone, which then trained the SAE in its own fit_time:
+    # hours, in the paper preset, mixed into the table of uninterrupted runs.
+    kwargs = dict(
+        values=(12,),
+        data_params=TINY_DATA,
+        methods=("sae_topk", "sae_dict_fista", "fista_oracle"),
+        settings=TINY,
+        out=tmp_path,
+        progress=False,
+    )
+    run_study("vary_latents", **kwargs)
+    path = tmp_path / "vary_latents-quick.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps([r for r in saved if r["method"] != "sae_dict_fista"]))
+    calls = []
+
+    def count(data, chosen, *args):
+        calls.append([method.name for method in chosen])
+        return _compare._method_records(data, chosen, *args)
+
+    monkeypatch.setattr(_runner, "_method_records", count)
+    run_study("vary_latents", **kwargs)
+    assert calls == [["sae_topk", "sae_dict_fista"]]
 
 
 def test_run_study_with_other_settings_does_not_reuse_results(tmp_path):
@@ -449,6 +486,16 @@ def test_cli_output_piped_to_a_reader_that_left_still_runs(tmp_path, monkeypatch
         assert main(argv) == 0
     finally:
         broken.close()
+    assert (tmp_path / "alpha-quick.png").stat().st_size > 1000
+
+
+def test_cli_without_a_stdout_still_runs(tmp_path, monkeypatch):
+    # A closed stdout (cmd >&-, pythonw) is None: flushing it raised
+    # AttributeError once the first study's records were saved.
+    monkeypatch.setattr(sys, "stdout", None)
+    argv = ["reproduce", "--study", "alpha", "--values", "0.05", "--methods"]
+    argv += ["fista_oracle", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
     assert (tmp_path / "alpha-quick.png").stat().st_size > 1000
 
 

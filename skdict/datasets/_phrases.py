@@ -405,13 +405,14 @@ def _gpu_rounding(device: torch.device) -> tuple[str, str] | None:
     if device.type != "cuda":
         return None
     matmul = torch.backends.cuda.matmul
-    # torch >= 2.9 sets the precision per backend; the legacy getter raises
-    # once it has been set so.
-    precision = (
-        matmul.fp32_precision
-        if hasattr(matmul, "fp32_precision")
-        else torch.get_float32_matmul_precision()
-    )
+    if hasattr(matmul, "fp32_precision"):
+        # torch >= 2.9 sets the precision per backend, "none" inheriting the
+        # global setting (the legacy getter raises once it has been set so).
+        precision = matmul.fp32_precision
+        if precision == "none":
+            precision = getattr(torch.backends, "fp32_precision", "none")
+    else:
+        precision = torch.get_float32_matmul_precision()
     return torch.cuda.get_device_name(device), str(precision)
 
 

@@ -232,6 +232,10 @@ class Method:
         ``build(context) -> estimator`` (unfitted, or wrapping fitted parts).
     supervised : bool
         Fit with the ground-truth codes of ``fit_on`` as ``y``.
+    uses_base_sae : bool
+        Built on the SAE of ``PaperSettings.base_sae``, which it trains (in its
+        ``fit_time``) unless the ``sae_*`` method of that activation ran
+        before it in the same comparison.
     """
 
     name: str
@@ -239,6 +243,7 @@ class Method:
     fit_on: str
     build: Callable[[MethodContext], BaseEstimator]
     supervised: bool = False
+    uses_base_sae: bool = False
 
 
 def _sae_method(activation: str, label: str) -> Method:
@@ -282,6 +287,7 @@ METHODS: dict[str, Method] = {
             "SAE dictionary + FISTA",
             "val",
             lambda ctx: ctx.coder(dictionary=_frozen_base_sae(ctx)),
+            uses_base_sae=True,
         ),
         Method(
             "sae_refined_fista",
@@ -290,6 +296,7 @@ METHODS: dict[str, Method] = {
             lambda ctx: ctx.coder(
                 dictionary=_frozen_base_sae(ctx), init=_frozen_base_sae(ctx)
             ),
+            uses_base_sae=True,
         ),
         Method(
             "dl_fista_sae_init",
@@ -300,6 +307,7 @@ METHODS: dict[str, Method] = {
                 dict_max_iter=ctx.settings.dict_max_iter,
                 init=_frozen_base_sae(ctx),
             ),
+            uses_base_sae=True,
         ),
         Method(
             "oracle_sae_encoder",

@@ -245,13 +245,15 @@ def check_plots_extra() -> None:
 def _colour(index: int, count: int) -> Any:
     """Return the ``index``-th of ``count`` method colours.
 
-    matplotlib's cycle, or tab20 for more methods than its ten colours.
+    matplotlib's cycle, or tab20 for more methods than its ten colours: its
+    ten dark shades first, then the light ones, so that neighbouring methods
+    differ in hue.
     """
     if count <= 10:
         return f"C{index}"
     from matplotlib import colormaps
 
-    return colormaps["tab20"](index % 20)
+    return colormaps["tab20"](2 * (index % 10) + (index // 10) % 2)
 
 
 def plot_study(

@@ -26,13 +26,8 @@ from .._tensor import resolve_device
 from .._warnings import warn
 from ..datasets import make_compositional
 from ..datasets._compositional import check_compositional_params
-from ._compare import (
-    ENVIRONMENT_KEYS,
-    _method_records,
-    computed_with,
-    resolve_methods,
-)
-from ._methods import PaperSettings
+from ._compare import ENVIRONMENT_KEYS, _method_records, resolve_methods
+from ._methods import METHODS, PaperSettings
 from ._studies import STUDIES, Cell, preset_settings, study_cells
 
 __all__ = ["load_records", "plan_study", "run_study"]
@@ -270,14 +265,13 @@ def run_study(
             UserWarning,
         )
         records = [r for i, r in enumerate(records) if i not in stale]
-    _warn_other_environments(records, expected, computed_with(device, None), path)
     done = {record["key"] for record in records}
     variable = STUDIES[study].variable
     todo = [
         cell for cell in cells if any(cell.key(m) not in done for m in cell.methods)
     ]
     for cell in tqdm(todo, disable=not progress, desc=study, unit="cell"):
-        pending = [m for m in cell.methods if cell.key(m) not in done]
+        pending = _pending(cell, cell.settings(base), done)
         data = make_compositional(**cell.data_params, random_state=cell.seed)
         cell_records = _method_records(
             data,
@@ -311,42 +305,58 @@ def run_study(
                 finished += 1
         except Exception as exc:
             exc.add_note(
-                f"skdict: {pending[finished]} failed in study {study!r} at {variable}="
+                f"skdict: stopped at {pending[finished]} (running it or saving "
+                f"its record) in study {study!r} at {variable}="
                 f"{value}, seed {cell.seed}. The methods and cells finished "
                 f"before it are saved in {path}; the same call resumes them."
             )
             raise
     by_key = {record["key"]: record for record in records}
-    return [by_key[key] for key in expected]
+    returned = [by_key[key] for key in expected]
+    _warn_mixed_environments(returned, path)
+    return returned
 
 
-def _warn_other_environments(
-    records: list[dict[str, Any]],
-    expected: dict[str, Any],
-    environment: dict[str, Any],
-    path: Path,
-) -> None:
-    """Warn when records this run reuses were computed in another environment.
+def _pending(cell: Cell, settings: PaperSettings, done: set[str]) -> list[str]:
+    """Return the methods of ``cell`` to run, in the cell's order.
 
-    They are kept (the thread count, device and versions move results by
-    rounding, not by method), but the tables would mix them in unannounced.
+    Those without a saved record, and the SAE method whose SAE a pending
+    method is built on: run again beside it, it trains the SAE in its own
+    ``fit_time``, as in a run never interrupted, instead of in the later
+    method's.
     """
-    differing: dict[str, set] = {}
-    for record in records:
-        if record["key"] not in expected:
-            continue
-        for name in ENVIRONMENT_KEYS:
-            if record.get(name) != environment[name]:
-                differing.setdefault(name, set()).add(str(record.get(name)))
-    if differing:
-        shown = "; ".join(
-            f"{name} {', '.join(sorted(values))} (now {environment[name]})"
-            for name, values in differing.items()
-        )
+    pending = {m for m in cell.methods if cell.key(m) not in done}
+    base_sae = f"sae_{settings.base_sae}"
+    if any(METHODS[m].uses_base_sae for m in pending):
+        pending.add(base_sae)
+    return [m for m in cell.methods if m in pending]
+
+
+def _warn_mixed_environments(records: list[dict[str, Any]], path: Path) -> None:
+    """Warn when the records returned were computed in different environments.
+
+    A resumed run, or one combining runs split by seed, reuses saved records
+    whatever their thread count, device (its type) and versions, which move
+    results by rounding; the tables would mix them in unannounced.
+    """
+
+    def seen(record: dict[str, Any], name: str) -> str:
+        value = record.get(name)
+        if value is None:
+            return "unrecorded"
+        return str(value).partition(":")[0] if name == "device" else str(value)
+
+    mixed = {
+        name: values
+        for name in ENVIRONMENT_KEYS
+        if len(values := sorted({seen(record, name) for record in records})) > 1
+    }
+    if mixed:
+        shown = "; ".join(f"{name}: {', '.join(v)}" for name, v in mixed.items())
         warn(
-            f"Records this run reuses from {path} were computed with another "
-            f"{shown}. They are kept and shown with this run's; delete the file, "
-            "or give the run another --out, to compute them again.",
+            f"The records of this run, some reused from {path}, were computed "
+            f"in different environments ({shown}), which move results by "
+            "rounding. To compute them alike, give the run another --out.",
             UserWarning,
         )
 
