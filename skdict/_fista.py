@@ -1997,7 +1997,9 @@ def fista_encode(
     # every code came back zero).
     alpha, tol = float(alpha), float(tol)
     refuse_mps(X.device)
-    groups = _scale_groups(X, offset)
+    # Each row's largest |entry|, read once for the grouping and the scale.
+    maxima = _row_maxima(X, offset)
+    groups = _scale_groups(X, offset, maxima)
     if groups is not None:
         # Rows of very different scales are coded group by group, each at
         # its own power of two (each row's lasso is its own problem): one
@@ -2022,7 +2024,8 @@ def fista_encode(
             )
             codes[rows], n_iter[rows], converged[rows] = part
         return FISTAResult(codes, n_iter, converged)
-    scale = _certifiable_scale(X, offset)
+    largest = float(maxima.max()) if maxima.numel() else 0.0
+    scale = _certifiable_scale(X, offset, largest=largest)
     if scale != 1.0:
         # Certificates square the rows' norms (float64 even for float32
         # data): rows of norm 1e155 squared to infinity and every sample ran
@@ -2157,8 +2160,21 @@ def refuse_mps(device: torch.device) -> None:
         )
 
 
+def _row_maxima(X: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    """Return each row's largest ``|X - offset|``, block by block (no copy of X)."""
+    step = _auto_batch_size(1, X.shape[1])
+    return torch.cat(
+        [
+            torch.linalg.vector_norm(_centred(block, offset), ord=math.inf, dim=1)
+            for block in X.split(step)
+        ]
+    )
+
+
 def _scale_groups(
-    X: torch.Tensor, offset: torch.Tensor | None
+    X: torch.Tensor,
+    offset: torch.Tensor | None,
+    maxima: torch.Tensor | None = None,
 ) -> list[torch.Tensor] | None:
     """Return the row indices of ``X`` by scale, or None when one scale fits all.
 
@@ -2169,17 +2185,12 @@ def _scale_groups(
     float32 correlations hold. Counted from the largest row, the windows do
     not move when a group is rescaled, so that its own call finds one group.
     Rows of zeros, whose codes are zero at any scale, join the first group.
+    ``maxima``, when given, are :func:`_row_maxima` of ``X``.
     """
     if not X.numel():
         return None
     width = 2 * _CERTIFIABLE_EXPONENT.get(X.dtype, 50) + 1
-    step = _auto_batch_size(1, X.shape[1])
-    largest = torch.cat(
-        [
-            torch.linalg.vector_norm(_centred(block, offset), ord=math.inf, dim=1)
-            for block in X.split(step)
-        ]
-    )
+    largest = _row_maxima(X, offset) if maxima is None else maxima
     # One transfer (no boolean indexing, another synchronisation on a GPU);
     # the rows' own exponents travel to the host only when the rows span
     # more than one window.
@@ -2202,22 +2213,28 @@ def _scale_groups(
 
 
 def _certifiable_scale(
-    X: torch.Tensor, offset: torch.Tensor | None = None, bound: int | None = None
+    X: torch.Tensor,
+    offset: torch.Tensor | None = None,
+    bound: int | None = None,
+    *,
+    largest: float | None = None,
 ) -> float:
     """Return a power of two bringing ``X - offset``'s largest entry near 1, or 1.0.
 
     1.0 when that entry lies within ``2**+-bound`` (by default the dtype's
-    ``_CERTIFIABLE_EXPONENT``).
+    ``_CERTIFIABLE_EXPONENT``). ``largest``, when given, is that entry's
+    magnitude, already read.
     """
     if not X.numel():
         return 1.0
-    # Reductions over row blocks rather than X.abs() (or X - offset), a
-    # temporary the size of all of X.
-    step = None if offset is None else _auto_batch_size(1, X.shape[1])
-    largest = 0.0
-    for block in (X,) if step is None else X.split(step):
-        low, high = torch.aminmax(_centred(block, offset))
-        largest = max(largest, -float(low), float(high))
+    if largest is None:
+        # Reductions over row blocks rather than X.abs() (or X - offset), a
+        # temporary the size of all of X.
+        step = None if offset is None else _auto_batch_size(1, X.shape[1])
+        largest = 0.0
+        for block in (X,) if step is None else X.split(step):
+            low, high = torch.aminmax(_centred(block, offset))
+            largest = max(largest, -float(low), float(high))
     if largest == 0.0:
         return 1.0
     exponent = math.frexp(largest)[1]

@@ -431,6 +431,7 @@ def _cached_activations(
     # name one file; the configuration alone (no weights) gives the count.
     layer = _check_layer(layer, _n_hidden_layers(folder) + 1, folder)
     fingerprint = folder_fingerprint(folder)
+    forward = torch.device(device)  # where the forward pass runs
     key = cache_key(
         {
             "format": _CACHE_FORMAT,
@@ -447,13 +448,11 @@ def _cached_activations(
             # 0.375 or 0.225 at 2 threads, by the activations cached): a
             # record's thread count must be its activations' too. On a GPU
             # the CPU's thread count does not enter the forward pass.
-            "device": torch.device(device).type,
-            "threads": (
-                torch.get_num_threads() if torch.device(device).type == "cpu" else None
-            ),
+            "device": forward.type,
+            "threads": torch.get_num_threads() if forward.type == "cpu" else None,
             # On a GPU, its model and whether float32 products run in TF32
             # round the activations far more than threads do on the CPU.
-            "gpu": _gpu_rounding(torch.device(device)),
+            "gpu": _gpu_rounding(forward),
             "torch": torch.__version__,
             "batch_size": batch_size,
         }
