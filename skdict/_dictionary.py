@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,7 +48,6 @@ from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
-    _fit_context,
     clone,
 )
 from sklearn.frozen import FrozenEstimator
@@ -59,7 +58,7 @@ from sklearn.utils.validation import _check_feature_names, check_is_fitted
 from tqdm.auto import tqdm
 
 from ._fitting import forget_fit_on_failure
-from ._params import Satisfies, StrictParamsMixin
+from ._params import Satisfies, StrictParamsMixin, fit_context
 from ._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
@@ -69,6 +68,7 @@ from ._tensor import (
     in_namespace_of,
     is_sparse,
     is_tensor,
+    outside_inference_mode,
     portable_state,
     rows_per_block,
     sparse_as_tensor,
@@ -78,6 +78,7 @@ from ._tensor import (
     validate_codes,
     validate_input,
 )
+from ._typing import ArrayLike, Bool, Device, Float, Int
 from ._warnings import warn
 
 __all__ = [
@@ -2362,16 +2363,16 @@ class OracleDictionary(
 
     def __init__(
         self,
-        dictionary=None,
+        dictionary: ArrayLike = None,
         *,
-        alpha=0.1,
-        positive=True,
-        max_iter=1000,
-        tol=1e-6,
-        batch_size=None,
-        device="auto",
-        verbose=0,
-    ):
+        alpha: Float = 0.1,
+        positive: Bool = True,
+        max_iter: Int = 1000,
+        tol: Float = 1e-6,
+        batch_size: Int | None = None,
+        device: Device = "auto",
+        verbose: Int | Bool = 0,
+    ) -> None:
         self.dictionary = dictionary
         self.alpha = alpha
         self.positive = positive
@@ -2382,8 +2383,9 @@ class OracleDictionary(
         self.verbose = verbose
 
     @ignores_autocast
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None):
+    @outside_inference_mode
+    @fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X: ArrayLike, y: ArrayLike = None) -> Self:
         """Check the given dictionary against ``X``, or estimate it from ``y``.
 
         A fit interrupted with Ctrl-C (``KeyboardInterrupt``) leaves the
@@ -2461,7 +2463,7 @@ n_latents) or (n_samples,), default=None
         )
 
     @ignores_autocast
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> Any:
         """Sparse-code ``X`` on the oracle atoms with FISTA.
 
         Parameters
@@ -2482,7 +2484,7 @@ n_latents) or (n_samples,), default=None
         return self._coder().fit_transform(X)
 
     @ignores_autocast
-    def inverse_transform(self, X):
+    def inverse_transform(self, X: ArrayLike) -> Any:
         """Reconstruct data from codes: ``X @ components_ + intercept_``.
 
         Parameters
@@ -2502,7 +2504,7 @@ n_latents) or (n_samples,), default=None
         return self.components_.shape[0]
 
     @ignores_autocast
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: ArrayLike = None) -> float:
         """Negative mean squared reconstruction error of ``X`` (greater is better).
 
         ``-mean((X - inverse_transform(transform(X))) ** 2)`` over all entries,

@@ -82,7 +82,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from numbers import Integral, Real
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 import torch
@@ -91,7 +91,6 @@ from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
-    _fit_context,
 )
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing
@@ -122,7 +121,7 @@ from ._dictionary import (
     torch_generator,
 )
 from ._fitting import forget_fit_on_failure
-from ._params import StrictParamsMixin
+from ._params import StrictParamsMixin, fit_context
 from ._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
@@ -130,6 +129,7 @@ from ._tensor import (
     ignores_autocast,
     is_tensor,
     one_thread_for_small_work,
+    outside_inference_mode,
     portable_state,
     rows_per_block,
     to_fitted,
@@ -137,6 +137,7 @@ from ._tensor import (
     validate_codes,
     validate_input,
 )
+from ._typing import ArrayLike, Bool, Device, Float, Int, Seed
 from ._warnings import warn
 
 __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
@@ -2738,20 +2739,20 @@ class FISTACoder(
 
     def __init__(
         self,
-        dictionary=None,
+        dictionary: ArrayLike = None,
         *,
-        n_components=None,
-        alpha=0.1,
-        positive=False,
-        max_iter=1000,
-        tol=1e-6,
-        init=None,
-        batch_size=None,
-        device="auto",
-        dict_max_iter=50,
-        random_state=None,
-        verbose=0,
-    ):
+        n_components: Int | None = None,
+        alpha: Float = 0.1,
+        positive: Bool = False,
+        max_iter: Int = 1000,
+        tol: Float = 1e-6,
+        init: ArrayLike = None,
+        batch_size: Int | None = None,
+        device: Device = "auto",
+        dict_max_iter: Int = 50,
+        random_state: Seed = None,
+        verbose: Int | Bool = 0,
+    ) -> None:
         self.dictionary = dictionary
         self.n_components = n_components
         self.alpha = alpha
@@ -2766,7 +2767,8 @@ class FISTACoder(
         self.verbose = verbose
 
     @ignores_autocast
-    def fit(self, X, y=None):
+    @outside_inference_mode
+    def fit(self, X: ArrayLike, y: ArrayLike = None) -> Self:
         """Resolve (or learn) the dictionary.
 
         With a given dictionary, fitting resolves the provider (fitting a
@@ -2795,7 +2797,8 @@ class FISTACoder(
         return self
 
     @ignores_autocast
-    def fit_transform(self, X, y=None):
+    @outside_inference_mode
+    def fit_transform(self, X: ArrayLike, y: ArrayLike = None) -> Any:
         """Fit to ``X`` and return its codes (coded once).
 
         Parameters
@@ -2814,7 +2817,7 @@ class FISTACoder(
         # A learned dictionary is known only once learning ends.
         return self.transform(X) if codes is None else codes
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def _fit(self, X, y, code=True):
         with forget_fit_on_failure(self):
             self._forget_stream()
@@ -2920,8 +2923,9 @@ class FISTACoder(
         self.intercept_ = to_fitted(components.new_zeros(components.shape[1]), origin)
 
     @ignores_autocast
-    @_fit_context(prefer_skip_nested_validation=False)
-    def partial_fit(self, X, y=None):
+    @outside_inference_mode
+    @fit_context(prefer_skip_nested_validation=False)
+    def partial_fit(self, X: ArrayLike, y: ArrayLike = None) -> Self:
         """Update a learned dictionary with one mini-batch.
 
         Online dictionary learning (Mairal et al., 2010): the batch is coded
@@ -3182,7 +3186,7 @@ class FISTACoder(
         return D, b
 
     @ignores_autocast
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> Any:
         """Sparse-code ``X``.
 
         Parameters
@@ -3237,7 +3241,7 @@ class FISTACoder(
             )
 
     @ignores_autocast
-    def inverse_transform(self, X):
+    def inverse_transform(self, X: ArrayLike) -> Any:
         """Reconstruct data from codes: ``X @ components_ + intercept_``.
 
         Parameters
@@ -3255,7 +3259,7 @@ class FISTACoder(
         return to_output(codes @ D + b, origin)
 
     @ignores_autocast
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: ArrayLike = None) -> float:
         """Negative mean squared reconstruction error of ``X`` (greater is better).
 
         ``-mean((X - inverse_transform(transform(X))) ** 2)`` over all entries.

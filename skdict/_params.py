@@ -13,23 +13,91 @@ floats.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from sklearn import get_config
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
     InvalidParameterError,
     validate_parameter_constraints,
 )
+from sklearn.utils._param_validation import validate_params as _sklearn_validate_params
 
-__all__ = ["Satisfies", "StrictParamsMixin", "validate_hyperparameters"]
+__all__ = [
+    "Satisfies",
+    "StrictParamsMixin",
+    "fit_context",
+    "validate_hyperparameters",
+    "validate_params",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 # The smallest range an integer hyper-parameter's type must hold: products of
 # sizes (rows x atoms, k x batch) must not wrap around.
 _MIN_INTEGER_BITS = 32
+
+
+def validate_params(
+    parameter_constraints: dict[str, list], *, prefer_skip_nested_validation: bool
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Scikit-learn's ``validate_params``, typed to keep the decorated signature.
+
+    scikit-learn ships no type information, so its decorator would hide the
+    public metrics' signatures from type checkers.
+
+    Examples
+    --------
+    >>> from numbers import Real
+    >>> from sklearn.utils._param_validation import Interval
+    >>> from skdict._params import validate_params
+    >>> @validate_params(
+    ...     {"x": [Interval(Real, 0, None, closed="left")]},
+    ...     prefer_skip_nested_validation=True,
+    ... )
+    ... def root(x: float) -> float:
+    ...     return x**0.5
+    >>> root(4.0)
+    2.0
+    """
+    return _sklearn_validate_params(
+        parameter_constraints,
+        prefer_skip_nested_validation=prefer_skip_nested_validation,
+    )
+
+
+def fit_context(
+    *, prefer_skip_nested_validation: bool
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Scikit-learn's ``_fit_context``, typed to keep the decorated signature.
+
+    It checks the estimator's parameters before ``fit`` runs; typed here so
+    that checkers see ``fit`` return the estimator rather than ``Any``.
+
+    Examples
+    --------
+    >>> from sklearn.base import BaseEstimator
+    >>> from skdict._params import fit_context
+    >>> class Counter(BaseEstimator):
+    ...     _parameter_constraints = {"start": [int]}
+    ...
+    ...     def __init__(self, start=0):
+    ...         self.start = start
+    ...
+    ...     @fit_context(prefer_skip_nested_validation=True)
+    ...     def fit(self, X, y=None):
+    ...         self.count_ = self.start + len(X)
+    ...         return self
+    >>> Counter(start=1).fit([[0], [1]]).count_
+    3
+    """
+    return _fit_context(prefer_skip_nested_validation=prefer_skip_nested_validation)
 
 
 def validate_hyperparameters(

@@ -33,7 +33,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,6 +73,10 @@ __all__ = [
     "validate_codes",
     "validate_input",
 ]
+
+# The decorators below keep the decorated signature for type checkers.
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 _NUMPY_FLOATS = {
     np.dtype(np.float32): torch.float32,
@@ -212,7 +216,7 @@ def one_thread_for_small_work(macs: int, device: torch.device) -> Iterator[None]
             torch.set_num_threads(previous)
 
 
-def outside_inference_mode(method: Callable) -> Callable:
+def outside_inference_mode(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Decorate ``method`` to run outside any ambient :func:`torch.inference_mode`.
 
     Tensors created in inference mode have no version counters and refuse
@@ -234,14 +238,14 @@ def outside_inference_mode(method: Callable) -> Callable:
     """
 
     @functools.wraps(method)
-    def outside(*args: Any, **kwargs: Any) -> Any:
+    def outside(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with torch.inference_mode(False):
             return method(*args, **kwargs)
 
     return outside
 
 
-def ignores_autocast(method: Callable) -> Callable:
+def ignores_autocast(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Decorate ``method`` to run with any ambient :class:`torch.autocast` off.
 
     The estimators and metrics choose their compute dtype from the data;
@@ -265,7 +269,7 @@ def ignores_autocast(method: Callable) -> Callable:
     """
 
     @functools.wraps(method)
-    def without_autocast(*args: Any, **kwargs: Any) -> Any:
+    def without_autocast(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with ExitStack() as stack:
             for device_type in _AUTOCAST_DEVICE_TYPES:
                 if torch.amp.is_autocast_available(

@@ -669,7 +669,9 @@ def test_an_ambient_autocast_region_changes_nothing(make):
 def test_a_fit_in_an_inference_mode_block_serves_every_later_call(make):
     # Collecting activations and fitting in one inference-mode block built
     # the SAE's parameters as inference tensors, which have no version
-    # counters: coding another dtype, scoring and training then failed.
+    # counters: coding another dtype, scoring and training then failed. The
+    # atoms of FISTA coders and oracles were inference tensors too, which the
+    # caller's own models cannot train (``nn.Parameter``) or differentiate.
     data = make_compositional(12, 3, n_samples=400, random_state=0)
     X = data.X_train
     expected = make(data.dictionary).fit(X)
@@ -681,9 +683,17 @@ def test_a_fit_in_an_inference_mode_block_serves_every_later_call(make):
             else None
         )
     for model in (fitted, streamed):
+        if model is None:
+            continue
         module = getattr(model, "module_", None)
         if module is not None:  # built outside inference mode
             assert not any(t.is_inference() for t in module.state_dict().values())
+        for name, value in vars(model).items():
+            if name.endswith("_") and torch.is_tensor(value):
+                assert not value.is_inference(), name
+        atoms = torch.nn.Parameter(model.components_)
+        (torch.ones(1, 12, dtype=atoms.dtype) @ atoms).sum().backward()
+        assert atoms.grad is not None
     if streamed is not None:  # a stream begun in the block goes on outside it
         streamed.partial_fit(X)
         assert streamed.transform(X.astype(np.float32)).shape == (X.shape[0], 12)

@@ -7,7 +7,7 @@ import itertools
 import math
 import weakref
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,7 +16,6 @@ from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
-    _fit_context,
 )
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing
@@ -36,7 +35,7 @@ from .._dictionary import (
     torch_generator,
 )
 from .._fitting import forget_fit_on_failure
-from .._params import StrictParamsMixin
+from .._params import StrictParamsMixin, fit_context
 from .._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
@@ -50,6 +49,7 @@ from .._tensor import (
     validate_codes,
     validate_input,
 )
+from .._typing import ArrayLike, Bool, Device, Float, Int, Seed
 from .._warnings import warn
 from ._modules import ACTIVATIONS, SAE, SparseCodes, build_sae
 from ._training import chunk_size, evaluate, make_optimizer, train
@@ -291,30 +291,30 @@ class SparseAutoencoder(
 
     def __init__(
         self,
-        n_components=None,
+        n_components: Int | None = None,
         *,
-        activation="relu",
-        k=None,
-        sparsity_coef=1e-4,
-        lr=5e-4,
-        batch_size=64,
-        max_epochs=500,
-        decoder=None,
-        freeze_decoder=False,
-        device="auto",
-        random_state=None,
-        verbose=0,
-        weight_decay=0.01,
-        bias_init="mean",
-        aux_k=None,
-        aux_coef=1 / 32,
-        dead_after=None,
-        bandwidth=1e-3,
-        threshold_init=1e-3,
-        validation_fraction=None,
-        n_iter_no_change=10,
-        tol=1e-4,
-    ):
+        activation: str = "relu",
+        k: Int | None = None,
+        sparsity_coef: Float = 1e-4,
+        lr: Float = 5e-4,
+        batch_size: Int = 64,
+        max_epochs: Int = 500,
+        decoder: ArrayLike = None,
+        freeze_decoder: Bool = False,
+        device: Device = "auto",
+        random_state: Seed = None,
+        verbose: Int | Bool = 0,
+        weight_decay: Float = 0.01,
+        bias_init: str = "mean",
+        aux_k: Int | None = None,
+        aux_coef: Float = 1 / 32,
+        dead_after: Int | None = None,
+        bandwidth: Float = 1e-3,
+        threshold_init: Float = 1e-3,
+        validation_fraction: Float | None = None,
+        n_iter_no_change: Int = 10,
+        tol: Float = 1e-4,
+    ) -> None:
         self.n_components = n_components
         self.activation = activation
         self.k = k
@@ -342,8 +342,8 @@ class SparseAutoencoder(
 
     @ignores_autocast
     @outside_inference_mode
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None):
+    @fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X: ArrayLike, y: ArrayLike = None) -> Self:
         """Train the autoencoder on ``X`` from a fresh initialisation.
 
         A fit interrupted with Ctrl-C (``KeyboardInterrupt``) leaves the
@@ -396,8 +396,8 @@ class SparseAutoencoder(
 
     @ignores_autocast
     @outside_inference_mode
-    @_fit_context(prefer_skip_nested_validation=False)
-    def partial_fit(self, X, y=None):
+    @fit_context(prefer_skip_nested_validation=False)
+    def partial_fit(self, X: ArrayLike, y: ArrayLike = None) -> Self:
         """Train for one epoch over ``X``, continuing from the current state.
 
         The first call initialises the model from ``X``; later calls keep the
@@ -801,7 +801,7 @@ class SparseAutoencoder(
         return codes
 
     @ignores_autocast
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> Any:
         """Encode ``X``.
 
         Parameters
@@ -820,7 +820,7 @@ class SparseAutoencoder(
         return to_output(self._encode(self._module_for(X_t), X_t), origin)
 
     @ignores_autocast
-    def inverse_transform(self, X):
+    def inverse_transform(self, X: ArrayLike) -> Any:
         """Decode codes: ``X @ components_ + intercept_``.
 
         Parameters
@@ -838,7 +838,7 @@ class SparseAutoencoder(
             return to_output(self._module_for(codes).decode(codes), origin)
 
     @ignores_autocast
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: ArrayLike = None) -> float:
         """Negative mean squared reconstruction error of ``X`` (greater is better).
 
         Parameters

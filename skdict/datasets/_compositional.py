@@ -30,6 +30,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._params import validate_hyperparameters
 from .._tensor import rows_per_block
+from .._typing import Bool, Float, Int, Seed
 
 __all__ = ["make_compositional"]
 
@@ -271,15 +272,15 @@ def check_compositional_params(**params: Any) -> None:
 
 
 def make_compositional(
-    n_latents: int = 100,
-    n_active: int = 10,
+    n_latents: Int = 100,
+    n_active: Int = 10,
     *,
-    n_features: int | None = None,
-    n_samples: int = 5000,
-    n_ood_latents: int | None = None,
-    noise: float = 0.0,
-    sparse_codes: bool = False,
-    random_state: int | np.random.RandomState | None = None,
+    n_features: Int | None = None,
+    n_samples: Int = 5000,
+    n_ood_latents: Int | None = None,
+    noise: Float = 0.0,
+    sparse_codes: Bool = False,
+    random_state: Seed = None,
 ) -> Bunch:
     """Generate the compositional OOD benchmark of Barin Pacela et al. (2026).
 

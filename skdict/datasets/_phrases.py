@@ -32,6 +32,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._params import validate_hyperparameters
 from .._tensor import resolve_device, to_numpy
+from .._typing import Bool, Device, Float, Int, Seed
 from .._warnings import warn
 from ._cache import cache_home, cache_key, folder_fingerprint, load_arrays, save_arrays
 
@@ -497,15 +498,15 @@ def load_phrase_activations(
     objects: Sequence[str] | None = None,
     templates: Sequence[str] | None = None,
     model: str | os.PathLike | None = None,
-    layer: int = -1,
+    layer: Int = -1,
     position: str = "object",
-    ood_size: float | int = 0.2,
-    val_size: float = 0.25,
-    random_state: int | np.random.RandomState | None = None,
+    ood_size: Float | Int = 0.2,
+    val_size: Float = 0.25,
+    random_state: Seed = None,
     cache_dir: str | os.PathLike | None = None,
-    refresh: bool = False,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
+    refresh: Bool = False,
+    batch_size: Int = 64,
+    device: Device = "auto",
 ) -> Bunch:
     """Load a transformer's hidden states on colour–object phrases.
 

@@ -132,7 +132,7 @@ def plan_study(
     preset: str = "quick",
     seeds: Sequence[int] | None = None,
     methods: Sequence[str] | str | None = None,
-    values: tuple | None = None,
+    values: Sequence[Any] | None = None,
     data_params: dict[str, Any] | None = None,
     settings: PaperSettings | None = None,
 ) -> tuple[list[Cell], PaperSettings]:
@@ -177,7 +177,7 @@ def run_study(
     preset: str = "quick",
     seeds: Sequence[int] | None = None,
     methods: Sequence[str] | str | None = None,
-    values: tuple | None = None,
+    values: Sequence[Any] | None = None,
     data_params: dict[str, Any] | None = None,
     device: str | torch.device = "auto",
     out: str | os.PathLike = "skdict_results",
@@ -196,7 +196,7 @@ def run_study(
         Seeds (preset default when None).
     methods : str or sequence of str, default=None
         Restrict to these methods.
-    values : tuple, default=None
+    values : sequence, default=None
         Swept values replacing the preset's grid.
     data_params : dict, default=None
         ``make_compositional`` arguments replacing the preset's fixed ones.

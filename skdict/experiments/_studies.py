@@ -218,7 +218,7 @@ def study_cells(
     seeds: Sequence[int] | None = None,
     methods: Sequence[str] | str | None = None,
     *,
-    values: tuple | None = None,
+    values: Sequence[Any] | None = None,
     data_params: dict[str, Any] | None = None,
 ) -> list[Cell]:
     """Expand a study into cells.
@@ -233,7 +233,7 @@ def study_cells(
         Seeds; ``(0,)`` for quick and ``(0, 1, 2)`` for paper when None.
     methods : str or sequence of str, default=None
         Restrict to these methods (default: the study's own).
-    values : tuple, default=None
+    values : sequence, default=None
         Swept values replacing the preset's grid.
     data_params : dict, default=None
         ``make_compositional`` arguments replacing the preset's fixed ones.

@@ -18,10 +18,11 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from .._dictionary import _is_estimator, is_provider
+from .._params import validate_params
 from .._tensor import (
     accumulation_dtype,
     as_tensor,

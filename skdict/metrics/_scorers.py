@@ -84,7 +84,9 @@ class _CodeScorer:
         self.name = name
         self.sign = sign
 
-    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
+    def __call__(
+        self, estimator: Any, X: Any, y: Any = None
+    ) -> float | dict[str, float]:
         """Score ``estimator``'s codes of ``X`` against the true codes ``y``.
 
         Parameters
@@ -101,8 +103,9 @@ class _CodeScorer:
 
         Returns
         -------
-        float
-            The metric; greater is better.
+        float or dict of str to float
+            The metric, greater is better; a metric returning a dict gives
+            each of its scores (``cross_validate`` reports each).
         """
         if y is None:
             raise ValueError(
@@ -149,7 +152,10 @@ def make_code_scorer(
     ----------
     score_func : callable
         ``score_func(Z_true, codes, **kwargs) -> float``, such as
-        :func:`~skdict.metrics.mcc_score`.
+        :func:`~skdict.metrics.mcc_score`, or a metric returning a dict of
+        floats, such as :func:`~skdict.metrics.support_scores`: scikit-learn's
+        ``cross_validate`` then reports each entry as a score of its own
+        (a search needs ``refit`` to name the one that chooses).
     greater_is_better : bool, default=True
         Whether ``score_func`` is a score (True) or a loss (False), which the
         scorer negates, as :func:`sklearn.metrics.make_scorer` does: searches
@@ -165,7 +171,8 @@ def make_code_scorer(
         true codes as ``y``
         (2-D, ``(n_samples, n_latents)``: a 1-D ``y``, such as class labels,
         is refused); ``estimator.predict(X)`` stands in for an estimator
-        without ``transform`` (a probe regressing the codes on ``X``).
+        without ``transform`` (a probe regressing the codes on ``X``). A
+        metric's dict comes back as a dict, each entry negated for a loss.
 
     Examples
     --------

@@ -9,6 +9,7 @@ for compositional generalisation rather than for in-distribution fit.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import Any
 
@@ -20,6 +21,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._params import StrictParamsMixin
 from .._tensor import is_tensor, to_numpy
+from .._typing import ArrayLike, Float, Int, Seed
 
 __all__ = ["CompositionalSplit"]
 
@@ -146,20 +148,22 @@ class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
 
     def __init__(
         self,
-        n_splits=5,
+        n_splits: Int = 5,
         *,
-        test_size=0.2,
-        concepts=None,
-        threshold=0.0,
-        random_state=None,
-    ):
+        test_size: Float | Int = 0.2,
+        concepts: ArrayLike = None,
+        threshold: Float = 0.0,
+        random_state: Seed = None,
+    ) -> None:
         self.n_splits = n_splits
         self.test_size = test_size
         self.concepts = concepts
         self.threshold = threshold
         self.random_state = random_state
 
-    def split(self, X, y=None, groups=None):
+    def split(
+        self, X: ArrayLike, y: ArrayLike = None, groups: ArrayLike = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Generate indices to split data into training and test sets.
 
         Parameters
@@ -190,7 +194,9 @@ n_concepts), default=None
         self._validate_params()
         return super().split(X, y, groups)
 
-    def get_n_splits(self, X=None, y=None, groups=None):
+    def get_n_splits(
+        self, X: ArrayLike = None, y: ArrayLike = None, groups: ArrayLike = None
+    ) -> int:
         """Return the number of splitting iterations.
 
         Parameters
