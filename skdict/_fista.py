@@ -132,6 +132,7 @@ from ._tensor import (
     outside_inference_mode,
     portable_state,
     rows_per_block,
+    set_own_thread_count,
     to_fitted,
     to_output,
     validate_codes,
@@ -2450,36 +2451,29 @@ def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
     threads = torch.get_num_threads()
     stop = threading.Event()
 
-    def start(count: int) -> None:
-        torch.set_num_threads(count)
+    def start() -> None:
+        # One intra-op thread per worker, without changing the count of
+        # threads started later (the user's: see set_own_thread_count). The
+        # calling thread's count stays as it is: torch.set_num_threads there
+        # would also pin its MKL thread count, after which threadpoolctl's
+        # limits in that thread no longer reach MKL's products (a 2000 x 2000
+        # GEMM under threadpool_limits(1) then ran on two cores).
+        set_own_thread_count(1, default=threads)
         _worker.stop = stop
 
-    try:
-        with ThreadPoolExecutor(n_workers, initializer=start, initargs=(1,)) as pool:
-            try:
-                for batch in batches:
-                    size = batch.stop - batch.start
-                    # The last batch may be too small for every worker.
-                    shares = _share_count(size, device)
-                    bounds = [
-                        batch.start + size * i // shares for i in range(shares + 1)
-                    ]
-                    shares = itertools.starmap(slice, itertools.pairwise(bounds))
-                    _run_shares(pool, solve, list(shares), stop)
-                    progress.update(size)
-            except BaseException:
-                stop.set()  # before the pool's exit waits for its workers
-                raise
-    finally:
-        # A worker's set_num_threads also sets the count every thread
-        # started later begins with; a thread of its own resets it. The
-        # calling thread must not: torch.set_num_threads also pins its MKL
-        # thread count, after which threadpoolctl's limits in that thread no
-        # longer reach MKL's products (a 2000 x 2000 GEMM under
-        # threadpool_limits(1) then ran on two cores).
-        reset = threading.Thread(target=torch.set_num_threads, args=(threads,))
-        reset.start()
-        reset.join()
+    with ThreadPoolExecutor(n_workers, initializer=start) as pool:
+        try:
+            for batch in batches:
+                size = batch.stop - batch.start
+                # The last batch may be too small for every worker.
+                shares = _share_count(size, device)
+                bounds = [batch.start + size * i // shares for i in range(shares + 1)]
+                shares = itertools.starmap(slice, itertools.pairwise(bounds))
+                _run_shares(pool, solve, list(shares), stop)
+                progress.update(size)
+        except BaseException:
+            stop.set()  # before the pool's exit waits for its workers
+            raise
 
 
 def _run_shares(pool, solve, shares: list[slice], stop: threading.Event) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple, ParamSpec, TypeVar
@@ -65,6 +66,7 @@ __all__ = [
     "portable_state",
     "resolve_device",
     "rows_per_block",
+    "set_own_thread_count",
     "sparse_as_tensor",
     "to_fitted",
     "to_numpy",
@@ -189,6 +191,53 @@ _hide_csr_beta_warning()
 _SINGLE_THREAD_MACS = 2**21
 
 
+# Serialises changes of torch's thread counts: see set_own_thread_count.
+_THREAD_COUNTS = threading.Lock()
+
+
+def set_own_thread_count(count: int, default: int) -> None:
+    """Give the calling thread ``count`` torch threads, later threads ``default``.
+
+    ``torch.set_num_threads`` also sets the count that every thread takes at
+    its first torch call. Left at ``count`` for a whole call, it reached
+    threads the user started meanwhile, for their lifetime: a threaded
+    ``GridSearchCV`` worker then ran its later folds on one thread, and the
+    same search gave other scores (by rounding) from run to run. The calling
+    thread takes its count at once, and a thread of its own puts the default
+    back (the caller's own ``torch.set_num_threads`` would fix its MKL count);
+    a thread making its first torch call in between still takes ``count``.
+
+    Examples
+    --------
+    >>> import threading, torch
+    >>> from skdict._tensor import set_own_thread_count
+    >>> default = torch.get_num_threads()
+    >>> counts = []
+    >>> def count():
+    ...     counts.append(torch.get_num_threads())
+    >>> def work():
+    ...     set_own_thread_count(1, default=default)
+    ...     later = threading.Thread(target=count)
+    ...     later.start()
+    ...     later.join()
+    ...     count()
+    >>> worker = threading.Thread(target=work)
+    >>> worker.start()
+    >>> worker.join()
+    >>> counts == [default, 1]  # the thread started later, then the worker
+    True
+    """
+    with _THREAD_COUNTS:
+        torch.set_num_threads(count)
+        # A thread's first torch call reads the default: made now, while the
+        # default is ``count``, it fixes this thread's count.
+        torch.get_num_threads()
+        if count != default:
+            reset = threading.Thread(target=torch.set_num_threads, args=(default,))
+            reset.start()
+            reset.join()
+
+
 @contextmanager
 def one_thread_for_small_work(macs: int, device: torch.device) -> Iterator[None]:
     """Run the block on one CPU thread when its products are this small.
@@ -209,11 +258,12 @@ def one_thread_for_small_work(macs: int, device: torch.device) -> Iterator[None]
     try:
         # Inside the try: an interruption while the count changes restores it.
         if single:
-            torch.set_num_threads(1)
+            set_own_thread_count(1, default=previous)
         yield
     finally:
         if single:
-            torch.set_num_threads(previous)
+            with _THREAD_COUNTS:
+                torch.set_num_threads(previous)
 
 
 def outside_inference_mode(method: Callable[_P, _R]) -> Callable[_P, _R]:

@@ -218,9 +218,11 @@ def test_a_batch_too_small_to_split_runs_on_one_intra_op_thread(rng, two_threads
 def test_worker_threads_leave_later_threads_their_thread_count(
     rng, monkeypatch, two_threads
 ):
-    """The workers run one intra-op thread each; threads started after a
-    solve still begin with the caller's count, and the calling thread's count
-    is never set (torch.set_num_threads would pin its MKL thread count past
+    """The workers run one intra-op thread each; threads started during and
+    after a solve still begin with the caller's count (a threaded search's
+    worker started during another's solve kept one thread, and repeated
+    searches differed by rounding), and the calling thread's count is never
+    set (torch.set_num_threads would pin its MKL thread count past
     threadpoolctl's reach)."""
     monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
     set_num_threads, callers = torch.set_num_threads, []
@@ -229,11 +231,26 @@ def test_worker_threads_leave_later_threads_their_thread_count(
         callers.append(threading.get_ident())
         set_num_threads(n)
 
+    def thread_count_of_a_new_thread():
+        counts = []
+        thread = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return counts[0]
+
+    during, solve = [], _fista._encode_batch
+
+    def solving(*args, **kwargs):
+        during.append((torch.get_num_threads(), thread_count_of_a_new_thread()))
+        return solve(*args, **kwargs)
+
     monkeypatch.setattr(torch, "set_num_threads", recording)
+    monkeypatch.setattr(_fista, "_encode_batch", solving)
     D = random_dictionary(rng, 60, 20)
     X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
     fista_encode(X, torch.from_numpy(D), alpha=0.05)
     assert len(callers) > 2 and threading.get_ident() not in callers
+    assert during and all(counts == (1, 2) for counts in during)
     seen = []
     later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
     later.start()
