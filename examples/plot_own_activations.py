@@ -47,7 +47,11 @@ def batch(n_rows, generator):
 # Each forward pass hands one batch of activations to ``partial_fit``, which
 # updates the dictionary from running statistics (Mairal et al., 2010): the
 # activations never have to be held in memory at once. The first batch should
-# hold at least as many rows as there are atoms to learn.
+# hold at least as many rows as there are atoms to learn. ``alpha`` is in the
+# activations' units: these rows have norm below 1, while a transformer's are
+# often ten to a hundred times longer; divide such activations by their
+# root-mean-square norm first, or scale ``alpha`` with it (see
+# :ref:`own-activations`).
 from skdict import FISTACoder
 
 coder = FISTACoder(n_components=n_concepts, alpha=0.05, positive=True, random_state=0)

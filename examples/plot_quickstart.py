@@ -31,7 +31,8 @@ print("OOD set:", data.X_ood.shape)
 # --------------
 # The oracle, :class:`~skdict.OracleDictionary`, codes each sample by solving
 # the lasso ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` with the true
-# dictionary ``D`` — the same as ``FISTACoder(dictionary=D)``. It learns
+# dictionary ``D`` and non-negative codes — the same as
+# ``FISTACoder(dictionary=D, positive=True)``. It learns
 # nothing: its ``fit`` only checks the atoms against the data. The SAE learns
 # its dictionary and encoder from the training half;
 # a TopK SAE keeps the ``k = 5`` largest latents of each sample. The paper

@@ -64,6 +64,7 @@ from ._tensor import (
     DetachedCloneMixin,
     accumulation_dtype,
     as_tensor,
+    ieee_float32_products,
     ignores_autocast,
     in_namespace_of,
     is_sparse,
@@ -2421,7 +2422,10 @@ n_latents) or (n_samples,), default=None
                         "codes, shape (n_samples, n_latents), from which the atoms "
                         "are estimated."
                     )
-                components = estimate_dictionary(X_t, y)
+                # In IEEE float32 for float32 data, whatever the process's
+                # matmul precision (TF32 keeps 10 bits of each input).
+                with ieee_float32_products():
+                    components = estimate_dictionary(X_t, y)
                 # Checked now, not at the first transform: least-squares atoms
                 # scale as X over y (y = 1e200 codes gave atoms of norm 1e-200).
                 check_atom_norms(

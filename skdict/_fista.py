@@ -80,7 +80,7 @@ import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from numbers import Integral, Real
 from typing import Any, NamedTuple, Self
 
@@ -126,6 +126,7 @@ from ._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
     as_tensor,
+    ieee_float32_products,
     ignores_autocast,
     is_tensor,
     one_thread_for_small_work,
@@ -2053,7 +2054,7 @@ def fista_encode(
     # common in GPU training scripts) round inputs to 10 mantissa bits, so
     # that gaps are misread: 978 of 1,000 float64 rows ran to max_iter, and
     # float32 codes stopped 300 times above tol.
-    with _ieee_float32_products():
+    with ieee_float32_products():
         if (
             not float64_finish
             or X.dtype != torch.float32
@@ -2254,69 +2255,6 @@ def _certifiable_scale(
         raw = max(-float(low), float(high), float(offset.abs().max()))
         room = min(room, room - math.frexp(raw)[1])
     return math.ldexp(1.0, min(-exponent, room))
-
-
-# The matmul precision is a process-wide setting: concurrent coding calls
-# share one switch, made by the first to enter and undone by the last to leave.
-_PRECISION_LOCK = threading.Lock()
-_precision_users = 0
-_saved_precision = None
-
-
-def _matmul_backends():
-    # torch >= 2.9 sets the precision per backend (the legacy getter raises
-    # once it has been set so); older torch has the legacy switch only.
-    matmul = getattr(torch.backends.cuda, "matmul", None)
-    if hasattr(matmul, "fp32_precision"):
-        return [matmul, torch.backends.mkldnn.matmul]
-    return None
-
-
-def _set_ieee_float32():
-    backends = _matmul_backends()
-    if backends is None:
-        saved = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("highest")
-        return saved
-    saved = [backend.fp32_precision for backend in backends]
-    for backend in backends:
-        backend.fp32_precision = "ieee"
-    return saved
-
-
-def _restore_precision(saved):
-    # Only a setting still at the value set here is restored: one the caller
-    # made meanwhile (from another thread) is theirs to keep, unless it is
-    # IEEE float32 itself, which cannot be told apart.
-    backends = _matmul_backends()
-    if backends is None:
-        if torch.get_float32_matmul_precision() == "highest":
-            torch.set_float32_matmul_precision(saved)
-        return
-    for backend, value in zip(backends, saved, strict=True):
-        if backend.fp32_precision == "ieee":
-            backend.fp32_precision = value
-
-
-@contextmanager
-def _ieee_float32_products():
-    """Compute float32 matrix products in IEEE float32 within the block.
-
-    The setting is the process's: other threads' float32 products run in
-    IEEE float32 too while any coding call is inside the block.
-    """
-    global _precision_users, _saved_precision
-    with _PRECISION_LOCK:
-        if _precision_users == 0:
-            _saved_precision = _set_ieee_float32()
-        _precision_users += 1
-    try:
-        yield
-    finally:
-        with _PRECISION_LOCK:
-            _precision_users -= 1
-            if _precision_users == 0:
-                _restore_precision(_saved_precision)
 
 
 # Automatic batches per step of FISTACoder.score (see there).
@@ -2541,7 +2479,10 @@ class FISTACoder(
         ``dictionary`` its atoms set the number of components, and a different
         ``n_components`` is an error.
     alpha : float, default=0.1
-        Weight of the L1 penalty; positive. It also makes the stopping rule
+        Weight of the L1 penalty; positive. In the data's units: the default
+        suits rows of norm about 1, and activations ten times longer need
+        ``alpha`` ten times larger, or to be divided by their norm (see the
+        user guide, :ref:`own-activations`). It also makes the stopping rule
         measurable: at ``alpha=0`` no dual point certifies a code (the duality
         gap is the whole objective), so every sample would run to ``max_iter``.
     positive : bool, default=False
@@ -2855,7 +2796,9 @@ class FISTACoder(
         n_atoms = self._n_atoms(X_t, init)
         # A round's products: samples x atoms x features multiply-adds.
         macs = X_t.shape[0] * n_atoms * X_t.shape[1]
-        with one_thread_for_small_work(macs, X_t.device):
+        # In IEEE float32 whatever the process's matmul precision, as coding:
+        # learning from drawn atoms computes in float32 even for float64 data.
+        with one_thread_for_small_work(macs, X_t.device), ieee_float32_products():
             result = learn_dictionary(
                 X_t,
                 n_atoms,
@@ -3069,7 +3012,9 @@ class FISTACoder(
                 for key, value in statistics.items()
             }
         macs = X_t.shape[0] * init.shape[0] * X_t.shape[1]
-        with one_thread_for_small_work(macs, X_t.device):
+        # In IEEE float32 whatever the process's matmul precision, as coding:
+        # learning from drawn atoms computes in float32 even for float64 data.
+        with one_thread_for_small_work(macs, X_t.device), ieee_float32_products():
             components, statistics, record = online_dictionary_update(
                 X_t,
                 init,

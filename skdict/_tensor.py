@@ -57,6 +57,7 @@ __all__ = [
     "DetachedCloneMixin",
     "accumulation_dtype",
     "as_tensor",
+    "ieee_float32_products",
     "ignores_autocast",
     "in_namespace_of",
     "is_sparse",
@@ -189,6 +190,71 @@ _hide_csr_beta_warning()
 # threads); five dictionary-learning fits of 30 x 5 data took 0.021 s on one
 # thread and 2.46 s on two with one core busy.
 _SINGLE_THREAD_MACS = 2**21
+
+
+# The matmul precision is a process-wide setting: concurrent calls share one
+# switch, made by the first to enter and undone by the last to leave.
+_PRECISION_LOCK = threading.Lock()
+_precision_users = 0
+_saved_precision = None
+
+
+def _matmul_backends():
+    # torch >= 2.9 sets the precision per backend (the legacy getter raises
+    # once it has been set so); older torch has the legacy switch only.
+    matmul = getattr(torch.backends.cuda, "matmul", None)
+    if hasattr(matmul, "fp32_precision"):
+        return [matmul, torch.backends.mkldnn.matmul]
+    return None
+
+
+def _set_ieee_float32():
+    backends = _matmul_backends()
+    if backends is None:
+        saved = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        return saved
+    saved = [backend.fp32_precision for backend in backends]
+    for backend in backends:
+        backend.fp32_precision = "ieee"
+    return saved
+
+
+def _restore_precision(saved):
+    # Only a setting still at the value set here is restored: one the caller
+    # made meanwhile (from another thread) is theirs to keep, unless it is
+    # IEEE float32 itself, which cannot be told apart.
+    backends = _matmul_backends()
+    if backends is None:
+        if torch.get_float32_matmul_precision() == "highest":
+            torch.set_float32_matmul_precision(saved)
+        return
+    for backend, value in zip(backends, saved, strict=True):
+        if backend.fp32_precision == "ieee":
+            backend.fp32_precision = value
+
+
+@contextmanager
+def ieee_float32_products() -> Iterator[None]:
+    """Compute float32 matrix products in IEEE float32 within the block.
+
+    Whatever the caller's matmul precision (TF32 on a GPU, bfloat16 on a CPU
+    with AMX), so that skdict's float32 computations give the same results
+    in every process. The setting is the process's: other threads' float32
+    products run in IEEE float32 too while any call is inside the block.
+    """
+    global _precision_users, _saved_precision
+    with _PRECISION_LOCK:
+        if _precision_users == 0:
+            _saved_precision = _set_ieee_float32()
+        _precision_users += 1
+    try:
+        yield
+    finally:
+        with _PRECISION_LOCK:
+            _precision_users -= 1
+            if _precision_users == 0:
+                _restore_precision(_saved_precision)
 
 
 # Serialises changes of torch's thread counts: see set_own_thread_count.

@@ -1234,6 +1234,45 @@ def test_concurrent_coding_keeps_ieee_float32_until_the_last_call_ends(
     assert torch.backends.cuda.matmul.fp32_precision == "tf32"  # restored at last
 
 
+def test_learning_and_oracle_estimates_compute_in_ieee_float32(
+    rng, monkeypatch, matmul_precision
+):
+    # Learning from drawn atoms computes in float32 even for float64 data:
+    # under a caller's bfloat16 products (torch's "medium" precision, on a CPU
+    # with AMX) it found other atoms (similarity 0.961 against 0.977), with
+    # nothing in a record to say why.
+    from skdict import _dictionary
+
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    seen = {}
+
+    def recorder(module, name):
+        original = getattr(module, name)
+
+        def recording(*args, **kwargs):
+            seen[name] = matmul_precision()
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, recording)
+
+    recorder(_fista, "learn_dictionary")
+    recorder(_fista, "online_dictionary_update")
+    recorder(_dictionary, "estimate_dictionary")
+    D = random_dictionary(rng, 8, 5)
+    Z = sparse_codes(rng, 40, 8, 2)
+    X = (Z @ D).astype(np.float32)
+    FISTACoder(n_components=8, dict_max_iter=2).fit(X).partial_fit(X)
+    OracleDictionary().fit(X, Z)
+    assert sorted(seen) == [
+        "estimate_dictionary",
+        "learn_dictionary",
+        "online_dictionary_update",
+    ]
+    assert all(state == ["ieee", "ieee"] for state in seen.values())
+    assert matmul_precision() == ["tf32", "bf16"]  # restored
+
+
 def test_float32_codes_of_a_tiny_alpha_are_not_certified_far_from_optimal(rng):
     """alpha=1e-7 on unit-scale sparse data: certified float32 codes are those
     of the float64 optimum, rounded (an allowance for the rounding in the
