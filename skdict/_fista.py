@@ -2401,6 +2401,7 @@ def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
 
     with ThreadPoolExecutor(n_workers, initializer=start) as pool:
         try:
+            _start_every_worker(pool, n_workers)
             for batch in batches:
                 size = batch.stop - batch.start
                 # The last batch may be too small for every worker.
@@ -2412,6 +2413,35 @@ def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
         except BaseException:
             stop.set()  # before the pool's exit waits for its workers
             raise
+
+
+# Seconds a started worker waits for the others (see _start_every_worker).
+_START_TIMEOUT = 30.0
+
+
+def _start_every_worker(pool: ThreadPoolExecutor, n_workers: int) -> None:
+    """Start all of ``pool``'s workers before any of them solves.
+
+    A worker's start lowers torch's default thread count for a moment (see
+    set_own_thread_count): started together, before the first share, the
+    workers cannot hand one thread to a thread that another worker's solve
+    (or a torch callback in it) starts. Each waits for the others, so that
+    no worker is idle and the pool starts a new one for every task.
+    """
+    everyone = threading.Barrier(n_workers)
+
+    def meet() -> None:
+        try:
+            everyone.wait(_START_TIMEOUT)
+        except threading.BrokenBarrierError:
+            pass  # a worker that failed to start: its own error follows
+
+    try:
+        for future in [pool.submit(meet) for _ in range(n_workers)]:
+            future.result()  # raises the error of a worker that failed to start
+    except BaseException:
+        everyone.abort()  # an interruption: the started workers stop waiting
+        raise
 
 
 def _run_shares(pool, solve, shares: list[slice], stop: threading.Event) -> None:
