@@ -2594,7 +2594,10 @@ class FISTACoder(
         back in the data's dtype.
     random_state : int, RandomState instance or None, default=None
         Seed for dictionary learning: the atoms drawn from the data at the
-        start and those re-initialised during learning.
+        start and those re-initialised during learning. None draws the seed
+        from NumPy's global random state, as scikit-learn's estimators do
+        (``np.random.seed`` sets it; ``torch.manual_seed`` does not). A
+        :meth:`partial_fit` stream draws it once, at its first call.
     verbose : int, default=0
         Show progress bars when positive; in :meth:`partial_fit`, whose calls
         code one chunk each, when at least 2 (a stream of chunks would
@@ -2997,7 +3000,13 @@ class FISTACoder(
                 self.components_ = to_fitted(components, origin)
                 self.intercept_ = to_fitted(intercept, origin)
             return self
-        generator = torch_generator(self.random_state)
+        if first or not hasattr(self, "_rng_state"):  # none after fit
+            generator = torch_generator(self.random_state)
+        else:
+            # The stream's own generator, without a draw from random_state
+            # (NumPy's global state when None) that it would discard.
+            generator = torch.Generator()
+            generator.set_state(self._rng_state)
         if first:
             init = self._starting_dictionary(X, X_t, y)
             # Atoms drawn from the data are explored; given ones refined.
@@ -3023,8 +3032,6 @@ class FISTACoder(
                 init = _normalize_atoms(init)[0]  # unit-norm atoms, as in fit
             self.history_ = []
         else:
-            if hasattr(self, "_rng_state"):  # none after fit: no exploring
-                generator.set_state(self._rng_state)
             # Learning continues in the atoms' own precision, as in
             # SparseAutoencoder.partial_fit: a float32 batch must not round
             # float64 atoms (nor their running statistics) for good.

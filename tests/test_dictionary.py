@@ -1573,6 +1573,24 @@ def test_partial_fit_pickles_mid_stream(rng):
     np.testing.assert_array_equal(resumed.components_, coder.components_)
 
 
+def test_a_stream_draws_from_random_state_once(rng):
+    # Later calls continue the stream's own generator: a draw from a shared
+    # RandomState (or NumPy's global one, random_state=None) would be thrown
+    # away, shifting the caller's own random numbers.
+    X = sparse_codes(rng, 200, 10, 2) @ random_dictionary(rng, 10, 7)
+    shared = np.random.RandomState(0)
+    coder = FISTACoder(n_components=10, positive=True, random_state=shared)
+    coder.partial_fit(X[:100])
+    state = shared.get_state()
+    coder.partial_fit(X[100:]).partial_fit(X[:100])
+    after = shared.get_state()
+    assert after[2] == state[2]  # the position in the Mersenne Twister's key
+    np.testing.assert_array_equal(after[1], state[1])
+    seeded = FISTACoder(n_components=10, positive=True, random_state=0)
+    seeded.partial_fit(X[:100]).partial_fit(X[100:]).partial_fit(X[:100])
+    np.testing.assert_array_equal(seeded.components_, coder.components_)
+
+
 @cuda
 def test_learning_on_gpu(easy):
     X = torch.from_numpy(easy.X_train).cuda()

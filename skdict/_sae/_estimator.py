@@ -136,7 +136,9 @@ class SparseAutoencoder(
         differently, which training carries into the weights). The
         initial weights do not depend on the data's precision or device
         beyond rounding, so float32 and float64 fits with one seed start from
-        the same model.
+        the same model. None draws the seed from NumPy's global random state,
+        as scikit-learn's estimators do (``np.random.seed`` sets it;
+        ``torch.manual_seed`` does not).
     verbose : int, default=0
         Show a progress bar over epochs when positive; in
         :meth:`partial_fit`, whose calls are one epoch each, when at least 2
