@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
 from skdict.datasets import default_n_features, make_compositional
 from skdict.datasets._compositional import _sample_subsets, check_compositional_params
@@ -65,10 +66,28 @@ def test_codes_follow_the_recipe(data):
 def test_id_samples_mix_both_settings(data):
     Z = dense(data.Z_train)
     with_probe = Z[:, 0] > 0
-    # setting A with probability 1/2: 200 draws, 5 standard deviations
-    assert abs(with_probe.mean() - 0.5) < 5 * math.sqrt(0.25 / 200)
     # setting B draws from all latents but 0: OOD-pool latents occur in training
     assert (Z[~with_probe][:, data.ood_latents] > 0).any(axis=1).mean() > 0.5
+
+
+def test_id_samples_hold_the_probed_concept_with_probability_one_half():
+    # Setting A (latent 0 with k - 1 ID-pool latents) with probability 1/2:
+    # 20,000 draws, within 4 standard deviations (+-0.014).
+    Z = make_compositional(30, 4, n_samples=40_000, random_state=0).Z_train
+    rate = float((Z[:, 0] > 0).mean())
+    assert abs(rate - 0.5) < 4 * math.sqrt(0.25 / Z.shape[0])
+
+
+def test_code_values_and_atoms_follow_the_recipe():
+    # Active codes are Uniform(0, 1); atoms are Gaussian vectors scaled to
+    # unit norm, i.e. uniform on the sphere, whose coordinates u have
+    # (u + 1) / 2 ~ Beta((d - 1) / 2, (d - 1) / 2).
+    data = make_compositional(5000, 5, n_features=20, n_samples=4000, random_state=0)
+    values = data.Z_train[data.Z_train != 0]
+    assert stats.kstest(values, "uniform").pvalue > 1e-3
+    half = (data.dictionary.shape[1] - 1) / 2
+    first = (data.dictionary[:, 0] + 1) / 2  # one coordinate per atom
+    assert stats.kstest(first, stats.beta(half, half).cdf).pvalue > 1e-3
 
 
 def test_observations_are_codes_times_unit_atoms(data):

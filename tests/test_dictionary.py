@@ -12,7 +12,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, clone
-from sklearn.decomposition import PCA
+from sklearn.decomposition import PCA, sparse_encode
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import cross_val_score
 from sklearn.preprocessing import OneHotEncoder
@@ -554,13 +554,15 @@ def test_overcomplete_dictionaries_take_inexact_rounds_between_exploring_ones():
     assert all(h["alpha"] == 1.5 * coder.alpha for h in history[4:60])
     inexact = history[60:140]
     assert all(h["fista_iter"] == 10 and h["coding_tol"] is None for h in inexact)
-    # The other rounds are solved to a duality gap, which they record.
-    assert all(0 < h["coding_tol"] <= 0.3 for h in history[:60] + history[140:])
+    # The other rounds are solved to a duality gap, which they record: at most
+    # 0.1 with these 10 features (looser codes lose atoms below 40 features).
+    assert all(0 < h["coding_tol"] <= 0.1 for h in history[:60] + history[140:])
     assert all(h["n_resampled"] == 0 for h in inexact)
     assert all(h["alpha"] == coder.alpha for h in inexact + history[140:])
     # A floor, not a figure: the path of a 170-round search depends on the
-    # CPU's rounding (seed 0: 0.90 on an AMD EPYC, 0.875 on an Intel Xeon,
-    # where seeds 0-11 range over 0.84-0.92).
+    # CPU's rounding (seed 0: 0.979 on an Intel Xeon with MKL's AVX-512
+    # kernels, 0.967 with its AVX2 ones; 0.875-0.90 before duplicates were
+    # kept).
     assert dictionary_similarity(data.dictionary, coder) >= 0.82
     short = FISTACoder(
         n_components=40, positive=True, dict_max_iter=109, tol=1e-12, random_state=0
@@ -1657,6 +1659,21 @@ def test_learned_dictionaries_keep_their_invariants(
     if positive:
         assert (codes >= 0).all()
     np.testing.assert_allclose(coder.inverse_transform(codes), codes @ atoms, atol=1e-6)
+    # The codes are the lasso's on the learned atoms: per sample no worse
+    # than scikit-learn's coordinate descent (certified to a relative 1e-6,
+    # float32's rounding floor for float32 data).
+    X64, atoms64 = X.astype(np.float64), atoms.astype(np.float64)
+    reference = sparse_encode(
+        X64,
+        atoms64,
+        algorithm="lasso_cd",
+        alpha=coder.alpha,
+        positive=positive,
+        max_iter=10_000,
+    )
+    ours = lasso_objective(X64, codes, atoms64, coder.alpha)
+    best = lasso_objective(X64, reference, atoms64, coder.alpha)
+    assert np.all(ours <= best * (1 + 1e-4) + 1e-7)
     again = FISTACoder(**params).fit(X)
     np.testing.assert_array_equal(again.components_, atoms)
 

@@ -211,10 +211,18 @@ def test_aux_k_starts_once_dead_after_samples_are_reached(monkeypatch):
 
 def test_dead_fraction_of_relu_counts_silent_latents():
     X = _positive_problem()
+    D = random_dictionary(np.random.default_rng(1), 4, 6)
+    D[:2] = -np.abs(D[:2])  # on positive data latents 0 and 1 never fire
     sae = SparseAutoencoder(
-        8, lr=1e-9, max_epochs=2, batch_size=32, random_state=0
+        decoder=D,
+        bias_init="zero",
+        lr=1e-9,
+        max_epochs=2,
+        batch_size=32,
+        random_state=0,
     ).fit(X)
     never = float((sae.transform(X) == 0).all(axis=0).mean())
+    assert never >= 0.5
     assert sae.history_[-1]["dead_fraction"] == pytest.approx(never)
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import errno
+import inspect
 import json
 import os
 import re
@@ -106,6 +107,66 @@ def test_method_configurations_follow_the_design(data):
         coder = build[name]
         if isinstance(coder, skdict.FISTACoder) or name == "fista_oracle":
             assert coder.positive and coder.alpha == TINY.alpha, name
+
+
+def test_the_paper_preset_follows_the_paper(data):
+    # DESIGN.md's recipe: a slip in any of these changes every number that
+    # `skdict reproduce --preset paper` prints, and no other test would fail.
+    paper = PaperSettings()
+    assert (paper.alpha, paper.sparsity_coef) == (0.1, 1e-4)
+    assert (paper.sae_lr, paper.sae_batch_size, paper.sae_epochs) == (5e-4, 64, 500)
+    context = MethodContext(data, paper, 0, "cpu")
+    for activation in ("relu", "topk", "batchtopk", "jumprelu", "mp"):
+        sae = context.sae(activation)
+        assert sae.n_components == data.dictionary.shape[0]  # width = n_latents
+        assert (sae.lr, sae.batch_size, sae.max_epochs) == (5e-4, 64, 500)
+        assert sae.sparsity_coef == 1e-4
+        if activation in ("topk", "batchtopk", "mp"):
+            assert sae.k == data.n_active  # k = the true k
+    # JumpReLU: thresholds start at 1e-3, bandwidth 1e-3 (the estimator's
+    # defaults, which the method relies on).
+    jumprelu = context.sae("jumprelu")
+    assert (jumprelu.threshold_init, jumprelu.bandwidth) == (1e-3, 1e-3)
+    # The sweeps, 3 seeds each.
+    sweeps = {
+        "vary_latents": ("n_latents", [50, 100, 500, 1000, 5000, 10000]),
+        "vary_sparsity": ("n_active", [2, 5, 10, 20, 50, 100]),
+        "vary_samples": (
+            "n_samples",
+            [100, 500, 1000, 5000, 10000, 50000, 100000],
+        ),
+    }
+    fixed = {
+        "vary_latents": {"n_active": 10, "n_samples": 5000},
+        "vary_sparsity": {"n_latents": 1000, "n_samples": 5000},
+        "vary_samples": {"n_latents": 100, "n_active": 10},
+    }
+    for study, (variable, values) in sweeps.items():
+        cells = study_cells(study, preset="paper")
+        assert sorted({cell.seed for cell in cells}) == [0, 1, 2]
+        assert sorted({cell.data_params[variable] for cell in cells}) == values
+        for cell in cells:
+            params = dict(cell.data_params)
+            del params[variable]
+            assert params == fixed[study], study
+
+
+def test_sparse_autoencoder_defaults_are_the_contracts():
+    # DESIGN.md's public API fixes lr and batch_size; the paper's JumpReLU
+    # starts thresholds and bandwidth at 1e-3.
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(
+            skdict.SparseAutoencoder
+        ).parameters.items()
+    }
+    assert defaults["lr"] == 5e-4 and defaults["batch_size"] == 64
+    assert defaults["activation"] == "relu" and defaults["device"] == "auto"
+    assert defaults["threshold_init"] == 1e-3 and defaults["bandwidth"] == 1e-3
+    coder = inspect.signature(skdict.FISTACoder).parameters
+    assert coder["alpha"].default == 0.1 and coder["positive"].default is False
+    assert coder["max_iter"].default == 1000 and coder["tol"].default == 1e-6
+    assert inspect.signature(skdict.OracleDictionary).parameters["positive"].default
 
 
 def test_saes_start_their_decoder_bias_at_zero_as_in_the_paper(data):

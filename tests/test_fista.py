@@ -212,7 +212,9 @@ def test_a_batch_too_small_to_split_runs_on_one_intra_op_thread(rng, two_threads
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
     inline = fista_encode(X, torch.from_numpy(D), alpha=0.05, tol=1e-10)
-    torch.testing.assert_close(split.codes, inline.codes, atol=0, rtol=0)
+    # The same solve, up to MKL's rounding, which depends on memory alignment
+    # unless MKL_CBWR=...,STRICT (1e-15 with its AVX2 kernels).
+    torch.testing.assert_close(split.codes, inline.codes, atol=1e-12, rtol=0)
 
 
 def test_worker_threads_leave_later_threads_their_thread_count(
@@ -549,7 +551,9 @@ def test_a_tolerance_below_rounding_returns_the_optimum():
     rng.uniform()
     D = random_dictionary(rng, m, n_features)
     X = rng.standard_normal((n, n_features)) * rng.uniform(0.1, 10, (n, 1))
-    D, X = torch.from_numpy(D), torch.from_numpy(X)
+    # Nine of the 65 rows: before the fix they too came back 2 % above the
+    # optimum (row 53), in a fifth of the time of all of them.
+    D, X = torch.from_numpy(D), torch.from_numpy(X[50:59])
     kwargs = dict(alpha=alpha, positive=True, max_iter=1000)
     reference = fista_encode(X, D, tol=1e-9, **kwargs)
     assert bool(reference.converged.all())
@@ -914,7 +918,7 @@ def test_small_alpha_converges_without_warning(rng, positive):
     assert int(result.n_iter.max()) < 400
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        FISTACoder(D, alpha=1e-4, positive=positive).fit(X)
+        FISTACoder(D, alpha=1e-4, positive=positive).fit_transform(X)
 
 
 def test_many_batches_and_working_set_rounds(rng, monkeypatch):
@@ -1107,8 +1111,15 @@ def test_float64_finish_works_a_batch_of_stalled_rows_at_a_time(rng, monkeypatch
     monkeypatch.setattr(_fista, "_encode", recording)
     batched = fista_encode(X, D32, alpha=0.01, max_iter=2000, batch_size=8)
     assert sum(rows) > 8 and max(rows) <= 8  # several batches of stalled rows
-    torch.testing.assert_close(batched.codes, whole.codes, rtol=0, atol=1e-6)
     assert bool(batched.converged.all())
+    # Both certified within tol of each row's optimum; the codes themselves
+    # may differ by rounding (MKL's AVX2 kernels: 3e-6).
+    np.testing.assert_allclose(
+        lasso_objective(X, batched.codes, D32, 0.01),
+        lasso_objective(X, whole.codes, D32, 0.01),
+        rtol=3e-5,
+    )
+    torch.testing.assert_close(batched.codes, whole.codes, rtol=0, atol=1e-4)
 
 
 def test_float32_samples_finished_in_float64_count_all_their_iterations(rng):

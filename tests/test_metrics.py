@@ -642,11 +642,16 @@ def test_best_feature_auc_selects_on_id_and_reports_on_ood(rng):
     codes_id = rng.standard_normal((n, 4))
     codes_id[:, 2] = -y_id + 0.1 * rng.standard_normal(n)  # anti-correlated
     codes_ood = rng.standard_normal((n, 4))
+    # Out of distribution another dimension detects the concept best: the
+    # reported AUC is feature 2's all the same (selecting on OOD data would
+    # flatter every method).
+    codes_ood[:, 0] = y_ood + 0.1 * rng.standard_normal(n)
     result = best_feature_auc(codes_id, y_id, codes_ood, y_ood)
     assert result["feature"] == 2
     assert result["auc_id"] == 1.0
     expected = roc_auc_score(y_ood, codes_ood[:, 2])
     assert result["auc_ood"] == pytest.approx(max(expected, 1 - expected))
+    assert result["auc_ood"] < 0.7
     on_torch = best_feature_auc(torch.from_numpy(codes_id), torch.from_numpy(y_id))
     assert on_torch == {"auc_id": 1.0, "auc_ood": None, "feature": 2}
 
@@ -880,6 +885,9 @@ def test_reconstruction_error_and_gap(rng):
     assert gap == pytest.approx(
         {"mse_id": mse[0], "mse_ood": mse[1], "gap": mse[1] - mse[0]}
     )
+    # Negative when the OOD samples are reconstructed better.
+    reversed_gap = compositional_gap(pca, X_ood, X)
+    assert reversed_gap["gap"] == pytest.approx(mse[0] - mse[1]) and mse[0] < mse[1]
     with pytest.raises(TypeError, match="no inverse_transform"):
         compositional_gap(object(), X, X_ood)
 

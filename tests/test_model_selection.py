@@ -85,6 +85,7 @@ def test_folds_hold_out_unseen_pairs(
         assert not holdable_pairs(active, max_test, concepts)
         return
     assert len(folds) == cv.get_n_splits() == 3
+    assert holdable_pairs(active, max_test, concepts)  # the oracle agrees
     for train, test in folds:
         check_fold(active, train, test, max_test, concepts)
     # the same folds on every call and for every input type
