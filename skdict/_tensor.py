@@ -996,13 +996,15 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
-def to_numpy(A: Any) -> np.ndarray:
+def to_numpy(A: Any, name: str = "array") -> np.ndarray:
     """Return ``A`` as a NumPy array in host memory, keeping its dtype.
 
     For the consumers that take NumPy only (SciPy's assignment solver,
     scikit-learn estimators without array-API support, index bookkeeping).
     Tensors on any device and array-API arrays are copied to the CPU; float16,
     bfloat16 and float8 tensors come back as float32, which NumPy can hold.
+    Tensors without values to copy (meta, sparse, nested, quantized) are
+    refused with an error that names ``name``.
 
     Examples
     --------
@@ -1012,6 +1014,7 @@ def to_numpy(A: Any) -> np.ndarray:
     dtype('bool')
     """
     if is_tensor(A):
+        _require_values(A, name)
         T = A.detach()
         if _is_reduced_precision(T.dtype):
             T = T.float()

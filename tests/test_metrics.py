@@ -697,6 +697,21 @@ def test_labels_with_nan_are_refused():
             best_feature_auc(codes, y)
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda C, y: best_feature_auc(C, y),
+        lambda C, y: probe_accuracy(C, y),
+        lambda C, y: best_feature_auc(C, np.arange(50) % 2, C, y),
+    ],
+)
+def test_labels_without_values_are_named(call):
+    # A meta tensor (shapes, no data) failed inside torch's copy to NumPy.
+    C = np.random.default_rng(0).uniform(size=(50, 4))
+    with pytest.raises(ValueError, match=r"y_(id|ood) is a tensor on the meta device"):
+        call(C, torch.empty(50, device="meta"))
+
+
 def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
     with pytest.raises(ValueError, match="'max_iter' parameter of probe_accuracy"):
         probe_accuracy(np.eye(4), [0, 1, 0, 1], max_iter=True)

@@ -91,7 +91,8 @@ def test_folds_hold_out_unseen_pairs(
     # the same folds on every call and for every input type
     again = list(cv.split(np.zeros((n, 1)), sp.csr_matrix(y)))
     on_torch = list(cv.split(np.zeros((n, 1)), torch.from_numpy(y)))
-    for other in (again, on_torch):
+    sparse_torch = list(cv.split(np.zeros((n, 1)), torch.from_numpy(y).to_sparse()))
+    for other in (again, on_torch, sparse_torch):
         for (train, test), (train2, test2) in zip(folds, other, strict=True):
             np.testing.assert_array_equal(train, train2)
             np.testing.assert_array_equal(test, test2)

@@ -1399,3 +1399,20 @@ def test_float32_and_float64_fits_start_from_the_same_weights(rng, activation):
         for dtype in (float, np.float32)
     ]
     np.testing.assert_allclose(fits[0].components_, fits[1].components_, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "topk", "batchtopk", "jumprelu", "mp"])
+def test_the_module_codes_rows_and_names_other_shapes(rng, activation):
+    # (batch, seq, d_model) activations broadcast through some activations
+    # and failed in torch's gather for TopK and matching pursuit.
+    X, _ = toy_problem(rng)
+    k = None if activation in ("relu", "jumprelu") else 2
+    sae = SparseAutoencoder(12, activation=activation, k=k, max_epochs=1)
+    module = sae.set_params(random_state=0).fit(X).module_
+    x = torch.from_numpy(X).to(module.W_dec.dtype)
+    codes = module.encode(x)
+    dense = codes.to_dense() if hasattr(codes, "to_dense") else codes
+    np.testing.assert_allclose(dense.numpy(), sae.transform(X), rtol=1e-6, atol=1e-8)
+    for call in (module.encode, module.forward):
+        with pytest.raises(ValueError, match=r"x.reshape\(-1, 8\)"):
+            call(x.reshape(16, 16, 8))

@@ -215,7 +215,9 @@ class SparseAutoencoder(
         change in the parameter's version, which the estimator's copies of
         the module and of its atoms go by). The
         module is trained with hand-written gradients: its ``encode`` and
-        ``forward`` run without autograd, and wide top-k modules give codes in
+        ``forward`` take activations of shape (n_samples, n_features) and run
+        without autograd; matching-pursuit modules, and top-k ones of at
+        least 256 latents with ``k`` at most an eighth of them, give codes in
         a compressed form (``SparseCodes``); :meth:`transform` gives dense
         ones. A frozen decoder's parameters do not require gradients.
     decoder_ : estimator, object or None

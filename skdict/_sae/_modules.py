@@ -483,9 +483,20 @@ class SAE(nn.Module):
         """``(x - b_dec) @ W_enc.T + b_enc``."""
         return F.linear(x - self.b_dec, self.W_enc, self.b_enc)
 
+    def _check_rows(self, x: Tensor) -> None:
+        # TopK's and matching pursuit's selections index rows: other shapes
+        # failed deep inside torch's gather, while others broadcast.
+        if x.ndim != 2:
+            raise ValueError(
+                f"{type(self).__name__} codes activations of shape (n_samples, "
+                f"n_features); got shape {tuple(x.shape)}. Flatten the leading "
+                f"dimensions first: x.reshape(-1, {self.n_features})."
+            )
+
     @torch.no_grad()
     def encode(self, x: Tensor) -> Codes:
-        """Inference-time codes of ``x``."""
+        """Inference-time codes of ``x``, of shape (n_samples, n_features)."""
+        self._check_rows(x)
         return self._activate(self.pre_activations(x), training=False)
 
     def decode(self, codes: Codes) -> Tensor:
@@ -737,6 +748,7 @@ class MatchingPursuitSAE(SAE):
 
     @torch.no_grad()
     def encode(self, x):
+        self._check_rows(x)
         values, indices = matching_pursuit(
             x - self.b_dec, self.W_dec, self.k, self._gram()
         )

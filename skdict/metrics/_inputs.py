@@ -101,7 +101,7 @@ def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
     -------
     ndarray of shape (n_samples,)
     """
-    y = to_numpy(y)
+    y = to_numpy(y, name)
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D; got shape {y.shape}.")
     if y.shape[0] != n_samples:

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval
 
 from .._params import StrictParamsMixin
-from .._tensor import is_tensor, to_numpy
+from .._tensor import is_tensor, sparse_as_tensor, to_numpy
 from .._typing import ArrayLike, Float, Int, Seed
 
 __all__ = ["CompositionalSplit"]
@@ -34,7 +35,12 @@ def _activity(y: Any, threshold: float, name: str = "y") -> sp.csc_matrix:
             "else from y: pass the true codes, or any (n_samples, n_concepts) "
             "indicator matrix, e.g. GridSearchCV(...).fit(X, y, groups=Z)."
         )
-    y = to_numpy(y) if is_tensor(y) else y
+    if is_tensor(y) and y.layout != torch.strided:
+        # Sparse tensors, as the metrics take them: SciPy's COO of their values.
+        T = sparse_as_tensor(y, device=torch.device("cpu"), name=name)
+        y = sp.coo_matrix((T.values().numpy(), tuple(T.indices().numpy())), T.shape)
+    elif is_tensor(y):
+        y = to_numpy(y, name)
     if not sp.issparse(y) and np.ndim(y) != 2:
         raise ValueError(
             f"{name} must be a 2-D matrix of concept activity (n_samples, "
