@@ -73,6 +73,15 @@ class PaperSettings:
     oracle_encoder_activation : str
         Activation of the SAE encoder trained under the frozen oracle
         dictionary.
+
+    Examples
+    --------
+    >>> from skdict.experiments import PaperSettings
+    >>> settings = PaperSettings()
+    >>> settings.alpha, settings.sae_lr, settings.sae_epochs
+    (0.1, 0.0005, 500)
+    >>> settings.replace(sae_epochs=50).sae_epochs  # a copy with changes
+    50
     """
 
     alpha: float = 0.1
@@ -236,6 +245,19 @@ class Method:
         Built on the SAE of ``PaperSettings.base_sae``, which it trains (in its
         ``fit_time``) unless the ``sae_*`` method of that activation ran
         before it in the same comparison.
+
+    Examples
+    --------
+    >>> from skdict.datasets import make_compositional
+    >>> from skdict.experiments import METHODS, PaperSettings
+    >>> from skdict.experiments._methods import MethodContext
+    >>> method = METHODS["dl_fista"]
+    >>> method.label, method.fit_on
+    ('DL-FISTA', 'val')
+    >>> data = make_compositional(20, 3, n_samples=200, random_state=0)
+    >>> method.build(MethodContext(data, PaperSettings(), 0, "cpu"))
+    FISTACoder(device='cpu', dict_max_iter=100, n_components=20, positive=True,
+               random_state=0)
     """
 
     name: str

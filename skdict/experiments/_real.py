@@ -210,7 +210,18 @@ class _PhraseContext(MethodContext):
 def check_real_extra() -> None:
     """Raise :class:`ImportError`, naming what to install, without ``skdict[real]``.
 
-    Also raises :class:`FileNotFoundError` if the bundled model folder is gone.
+    Raises
+    ------
+    ImportError
+        Without the ``real`` extra (transformers and the bundled model).
+    FileNotFoundError
+        If the bundled model's folder is gone.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("transformers")  # skdict[real]
+    >>> from skdict.experiments import check_real_extra
+    >>> check_real_extra()  # nothing to say: the study can run
     """
     _model_folder(None)
 
@@ -672,6 +683,27 @@ def plot_real(
     -------
     pathlib.Path
         ``path``.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("transformers")  # skdict[real]
+    >>> _ = pytest.importorskip("matplotlib")  # skdict[plots]
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from skdict.datasets import load_phrase_activations
+    >>> from skdict.experiments import compare_real, plot_real
+    >>> out = tempfile.TemporaryDirectory()
+    >>> data = load_phrase_activations(
+    ...     colors=["red", "blue", "green"],
+    ...     objects=["car", "cup", "hat"],
+    ...     ood_size=3,
+    ...     random_state=0,
+    ...     cache_dir=out.name,
+    ... )
+    >>> records = compare_real(data, ["fista_oracle", "linear_probe"])
+    >>> plot_real(records, Path(out.name) / "phrases.png").name
+    'phrases.png'
+    >>> out.cleanup()
     """
     check_records(records, empty=False)
     path = figure_path(path)
@@ -776,6 +808,31 @@ def run_real(
     list of dict
         The records of :func:`compare_real` for every seed, with ``study``,
         ``preset``, ``seed``, ``model``, ``layer`` and ``position`` added.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("transformers")  # skdict[real]
+    >>> _ = pytest.importorskip("matplotlib")  # and skdict[plots], for the figure
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from skdict.experiments import run_real
+    >>> out = tempfile.TemporaryDirectory()
+    >>> records = run_real(
+    ...     methods=["fista_oracle", "linear_probe"],
+    ...     data_params=dict(
+    ...         colors=["red", "blue", "green"],
+    ...         objects=["car", "cup", "hat"],
+    ...         ood_size=3,
+    ...         cache_dir=out.name,
+    ...     ),
+    ...     out=out.name,
+    ...     progress=False,
+    ... )
+    >>> [record["method"] for record in records]
+    ['fista_oracle', 'linear_probe']
+    >>> sorted(path.name for path in Path(out.name).glob("real-*"))
+    ['real-quick.json', 'real-quick.png']
+    >>> out.cleanup()
     """
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")

@@ -110,6 +110,17 @@ def summarize(
     dict
         ``{label: {value: (mean, sd, count)}}``, values in ascending order; the
         sd is the population standard deviation over seeds.
+
+    Examples
+    --------
+    >>> from skdict.experiments import summarize
+    >>> records = [
+    ...     {"label": "FISTA", "value": 50, "mcc_ood": 1.0},
+    ...     {"label": "FISTA", "value": 50, "mcc_ood": 0.5},
+    ...     {"label": "probe", "value": 50, "mcc_ood": None},
+    ... ]
+    >>> summarize(records)  # {label: {value: (mean, sd, seeds)}}
+    {'FISTA': {50: (0.75, 0.25, 2)}}
     """
     groups: dict[str, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
@@ -281,6 +292,25 @@ def plot_study(
     -------
     pathlib.Path
         ``path``.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("matplotlib")  # skdict[plots]
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from skdict.experiments import plot_study, run_study
+    >>> out = tempfile.TemporaryDirectory()
+    >>> records = run_study(
+    ...     "vary_latents",
+    ...     values=[20, 40],
+    ...     methods=["fista_oracle"],
+    ...     data_params={"n_samples": 100},
+    ...     out=out.name,
+    ...     progress=False,
+    ... )
+    >>> plot_study(records, Path(out.name) / "latents.png").name
+    'latents.png'
+    >>> out.cleanup()
     """
     check_records(records, empty=False)
     path = figure_path(path)

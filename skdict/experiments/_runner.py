@@ -54,6 +54,26 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     ------
     ValueError
         If the file is not valid JSON or does not hold a list of records.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from skdict.experiments import load_records, run_study
+    >>> out = tempfile.TemporaryDirectory()
+    >>> records = run_study(
+    ...     "vary_latents",
+    ...     values=[20],
+    ...     methods=["fista_oracle"],
+    ...     data_params={"n_samples": 100},
+    ...     out=out.name,
+    ...     progress=False,
+    ... )
+    >>> load_records(Path(out.name) / "vary_latents-quick.json") == records
+    True
+    >>> load_records(Path(out.name) / "no-such-study.json")
+    []
+    >>> out.cleanup()
     """
     path = Path(path)
     if not path.exists():
@@ -224,6 +244,27 @@ def run_study(
         whose settings differ from those its cell now runs with is computed
         again (with a warning). Records of other cells stay in the file but
         are not returned, so tables and figures show only this run's grid.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skdict.experiments import format_table, run_study
+    >>> out = tempfile.TemporaryDirectory()
+    >>> records = run_study(
+    ...     "vary_latents",
+    ...     values=[20, 40],
+    ...     methods=["fista_oracle", "linear_probe"],
+    ...     data_params={"n_samples": 200},
+    ...     out=out.name,
+    ...     progress=False,
+    ... )
+    >>> len(records)  # 2 values x 2 methods x 1 seed
+    4
+    >>> print(format_table(records))
+    mcc_ood                    n_latents=20  n_latents=40
+    FISTA (oracle dictionary)          0.87          0.97
+    Linear probe (ridge)               0.73          0.64
+    >>> out.cleanup()
     """
     validate_hyperparameters(
         {"progress": ["boolean"], "settings": [PaperSettings, None]},

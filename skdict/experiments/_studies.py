@@ -69,6 +69,13 @@ class Cell:
         Method names.
     setting_changes : dict
         Changes to :class:`PaperSettings` for this cell (e.g. ``alpha``).
+
+    Examples
+    --------
+    >>> from skdict.experiments import study_cells
+    >>> cell = study_cells("vary_sparsity", values=[5])[0]
+    >>> cell.study, cell.data_params["n_active"], cell.seed
+    ('vary_sparsity', 5, 0)
     """
 
     study: str
@@ -129,6 +136,13 @@ class Study:
         Preset name -> the data parameters held fixed.
     methods : tuple of str
         Methods run in every cell.
+
+    Examples
+    --------
+    >>> from skdict.experiments import STUDIES
+    >>> study = STUDIES["vary_latents"]
+    >>> study.variable, study.grids["quick"]
+    ('n_latents', (50, 100, 200))
     """
 
     name: str
@@ -243,6 +257,15 @@ def study_cells(
     list of Cell
         One per swept value and seed (value by value), each with all the
         methods.
+
+    Examples
+    --------
+    >>> from skdict.experiments import study_cells
+    >>> cells = study_cells("vary_latents", values=[50, 100], seeds=[0, 1])
+    >>> [(cell.data_params["n_latents"], cell.seed) for cell in cells]
+    [(50, 0), (50, 1), (100, 0), (100, 1)]
+    >>> cells[0].data_params
+    {'n_active': 10, 'n_samples': 5000, 'n_latents': 50}
     """
     if study not in STUDIES:
         raise ValueError(f"Unknown study {study!r}; choose from {sorted(STUDIES)}.")
