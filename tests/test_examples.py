@@ -74,3 +74,14 @@ def test_example_is_a_gallery_script(path):
     assert set(overline) == {"="} and overline == underline, path.name
     assert len(underline) >= len(title.strip()), f"{path.name}: short underline"
     assert len(lines) > 4, f"{path.name} needs a paragraph after the title"
+
+
+def test_the_readme_example_prints_what_the_readme_says(capsys):
+    # The README's Python block is the first code a user runs.
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert len(blocks) == 1
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    printed = float(capsys.readouterr().out)
+    promised = re.search(r"print\(mcc_score\(.*\)\)\s+# about (\S+)", blocks[0])
+    assert printed == pytest.approx(float(promised.group(1)), abs=0.01)
