@@ -4,7 +4,8 @@
 samples of the validation half of ``make_compositional(n_latents, 10,
 n_samples=4000, random_state=0)`` (the oracle atoms, float64, ``alpha=0.1``),
 against ``sparse_encode(X, D, algorithm="lasso_cd", alpha=0.1,
-positive=True)`` on the same rows, in one process, one torch thread. Each
+positive=True)`` on the same rows, in one process, on ``--threads`` torch
+threads (one by default). Each
 call is timed ``--repeats`` times after a first untimed call, alternately;
 the medians and their ratio (ours / scikit-learn's) are printed, with the
 relative difference of the two objectives summed over the rows.
@@ -12,7 +13,7 @@ relative difference of the two objectives summed over the rows.
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_latency.py [--n-latents 100 1000]
-        [--rows 1 8 64 1000] [--repeats 30]
+        [--rows 1 8 64 1000] [--repeats 30] [--threads 1]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--n-latents", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64, 1000])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
     import numpy as np
@@ -43,7 +45,7 @@ def main() -> None:
     from skdict import FISTACoder
     from skdict.datasets import make_compositional
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     alpha = 0.1
     print(
         f"{'atoms':>6} {'rows':>5} {'skdict ms':>10} {'lasso_cd ms':>12} "
