@@ -2014,6 +2014,16 @@ def online_dictionary_update(
     gram, cross = _code_statistics(codes, X)
     A = beta * A + gram / eta
     B = beta * B + cross / eta
+    if not all(bool(torch.isfinite(T).all()) for T in (A, B, objective)):
+        # Raised before anything is kept: statistics of inf froze every atom
+        # for the rest of the stream, with no sign of it in later records.
+        largest = float(X.abs().max()) / scale
+        raise FloatingPointError(
+            f"A batch with entries up to {largest:.3g} overflows the stream's "
+            f"running statistics in {X.dtype} (the stream learns at the scale "
+            "of its first batch); the stream is left as it was. Rescale the "
+            "data, every batch by the same factor."
+        )
     updated = block_coordinate_update(components, A, B)
     coherent = torch.zeros(n_components, dtype=torch.bool, device=A.device)
     if explore:

@@ -1593,6 +1593,34 @@ def test_a_stream_draws_from_random_state_once(rng):
     np.testing.assert_array_equal(seeded.components_, coder.components_)
 
 
+def test_a_batch_that_overflows_the_stream_raises_and_leaves_it(rng):
+    # Statistics of inf froze every atom for the rest of the stream, while
+    # later history records looked healthy.
+    D = random_dictionary(rng, 16, 8)
+    X = (sparse_codes(rng, 300, 16, 2) @ D).astype(np.float32)
+    coder = FISTACoder(n_components=16, positive=True, random_state=0)
+    coder.partial_fit(X[:100]).partial_fit(X[100:200])
+    before = pickle.dumps(coder)
+    with pytest.raises(FloatingPointError, match="overflows the stream"):
+        coder.partial_fit(X[200:] * np.float32(1e20))
+    assert pickle.dumps(coder) == before
+    coder.partial_fit(X[200:])
+    assert np.isfinite(coder.history_[-1]["objective"])
+    assert coder.history_[-1]["dictionary_change"] > 0
+
+
+def test_a_trimmed_history_keeps_the_count(rng):
+    # Long streams may trim history_; n_iter_ goes on counting calls.
+    X = sparse_codes(rng, 200, 10, 2) @ random_dictionary(rng, 10, 7)
+    coder = FISTACoder(n_components=10, dict_max_iter=3, random_state=0).fit(X)
+    assert coder.n_iter_ == len(coder.history_) == 3
+    del coder.history_[:]
+    coder.partial_fit(X[:100]).partial_fit(X[100:])
+    assert coder.n_iter_ == 5 and len(coder.history_) == 2
+    stream = FISTACoder(n_components=10, random_state=0).partial_fit(X)
+    assert stream.n_iter_ == 1
+
+
 @cuda
 def test_learning_on_gpu(easy):
     X = torch.from_numpy(easy.X_train).cuda()

@@ -208,8 +208,10 @@ class SparseAutoencoder(
         The trained torch module: encoder ``W_enc``, ``b_enc`` (none for
         ``"mp"``), decoder ``W_dec`` (the atoms as rows) and ``b_dec``;
         JumpReLU ``log_threshold``, BatchTopK ``threshold``. Its ``state_dict``
-        saves a checkpoint and ``load_state_dict`` restores one, which
-        ``components_``, ``intercept_`` and every method then use; change
+        saves the weights and ``load_state_dict`` restores them, which
+        ``components_``, ``intercept_`` and every method then use (to resume
+        a :meth:`partial_fit` stream exactly, with its optimiser state and
+        counters, pickle the estimator instead); change
         parameters in place under :func:`torch.no_grad`, not through
         ``.data`` and not with torch's fused optimisers (neither counts the
         change in the parameter's version, which the estimator's copies of
@@ -233,6 +235,9 @@ class SparseAutoencoder(
         ``dead_fraction`` (latents dead in the sense of ``dead_after``), plus
         ``val_loss`` and ``val_mse`` with a validation split. Training-set figures are
         averaged over the epoch's samples (each step weighted by its batch size).
+        :meth:`partial_fit` adds a record (about 0.4 KB) per call for as long
+        as a stream runs; training never reads them, so a long stream may trim
+        the list, e.g. ``del sae.history_[:-1000]``.
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -715,7 +720,9 @@ class SparseAutoencoder(
         # components_ and intercept_ are made from the module when read.
         self._fitted_origin = origin
         self._decoder_copies = {}
-        self.history_ = self.history_ + result.history
+        # In place: a copy per call made long streams slower with every call
+        # (1.4 ms a call at the start, 11 ms after a million calls).
+        self.history_.extend(result.history)
         self.n_iter_ += len(result.history)
         self._optimizer_state = None if optimizer is None else optimizer.state_dict()
         self._rng_state = generator.get_state()
