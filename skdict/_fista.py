@@ -2388,6 +2388,7 @@ def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
     """Solve each batch in shares side by side, one worker thread per share."""
     threads = torch.get_num_threads()
     stop = threading.Event()
+    failed: list[BaseException] = []
 
     def start() -> None:
         # One intra-op thread per worker, without changing the count of
@@ -2396,12 +2397,16 @@ def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
         # would also pin its MKL thread count, after which threadpoolctl's
         # limits in that thread no longer reach MKL's products (a 2000 x 2000
         # GEMM under threadpool_limits(1) then ran on two cores).
-        set_own_thread_count(1, default=threads)
+        try:
+            set_own_thread_count(1, default=threads)
+        except BaseException as error:
+            failed.append(error)  # the pool only logs it
+            raise
         _worker.stop = stop
 
     with ThreadPoolExecutor(n_workers, initializer=start) as pool:
         try:
-            _start_every_worker(pool, n_workers)
+            _start_every_worker(pool, n_workers, failed)
             for batch in batches:
                 size = batch.stop - batch.start
                 # The last batch may be too small for every worker.
@@ -2415,30 +2420,36 @@ def _solve_in_shares(solve, batches, n_workers, device, progress) -> None:
             raise
 
 
-# Seconds a started worker waits for the others (see _start_every_worker).
-_START_TIMEOUT = 30.0
-
-
-def _start_every_worker(pool: ThreadPoolExecutor, n_workers: int) -> None:
+def _start_every_worker(
+    pool: ThreadPoolExecutor, n_workers: int, failed: list[BaseException]
+) -> None:
     """Start all of ``pool``'s workers before any of them solves.
 
     A worker's start lowers torch's default thread count for a moment (see
     set_own_thread_count): started together, before the first share, the
     workers cannot hand one thread to a thread that another worker's solve
     (or a torch callback in it) starts. Each waits for the others, so that
-    no worker is idle and the pool starts a new one for every task.
+    no worker is idle and the pool starts a new one for every task. A worker
+    that fails to start (``failed`` holds its error) releases the others.
     """
     everyone = threading.Barrier(n_workers)
 
     def meet() -> None:
         try:
-            everyone.wait(_START_TIMEOUT)
+            everyone.wait()
         except threading.BrokenBarrierError:
-            pass  # a worker that failed to start: its own error follows
+            pass  # released: a worker failed to start, or the call stopped
 
     try:
-        for future in [pool.submit(meet) for _ in range(n_workers)]:
-            future.result()  # raises the error of a worker that failed to start
+        futures = [pool.submit(meet) for _ in range(n_workers)]
+        # The pool fails the tasks a failed worker leaves, at once.
+        wait(futures, return_when=FIRST_EXCEPTION)
+        if failed or any(future.exception() for future in futures if future.done()):
+            everyone.abort()
+            if failed:
+                raise failed[0]
+            for future in futures:
+                future.result()
     except BaseException:
         everyone.abort()  # an interruption: the started workers stop waiting
         raise

@@ -18,7 +18,8 @@ __all__ = ["ArrayLike", "Bool", "Device", "Float", "Int", "Seed"]
 #: dictionary is expected, a provider (an estimator with ``components_``).
 ArrayLike: TypeAlias = Any
 Bool: TypeAlias = bool | np.bool_
-Float: TypeAlias = float | np.floating[Any]
+# Integers too: scikit-learn's checks of real parameters accept them.
+Float: TypeAlias = float | np.floating[Any] | np.integer[Any]
 Int: TypeAlias = int | np.integer[Any]
 #: ``"auto"``, a device name (``"cpu"``, ``"cuda:1"``) or a torch device.
 Device: TypeAlias = str | torch.device

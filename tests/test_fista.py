@@ -217,6 +217,33 @@ def test_a_batch_too_small_to_split_runs_on_one_intra_op_thread(rng, two_threads
     torch.testing.assert_close(split.codes, inline.codes, atol=1e-12, rtol=0)
 
 
+def test_a_worker_that_fails_to_start_raises_its_own_error_at_once(
+    rng, monkeypatch, two_threads
+):
+    # The others waited 30 s at the start barrier, and the pool's
+    # BrokenThreadPool hid the worker's own error.
+    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
+    real, calls = _fista.set_own_thread_count, []
+
+    def failing_second(count, default):
+        calls.append(count)
+        if len(calls) == 2:
+            time.sleep(0.2)  # the first worker is waiting for it by now
+            raise RuntimeError("can't start new thread")
+        real(count, default)
+
+    monkeypatch.setattr(_fista, "set_own_thread_count", failing_second)
+    D = torch.from_numpy(random_dictionary(rng, 60, 20))
+    X = torch.from_numpy(sparse_codes(rng, 64, 60, 3)) @ D
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        fista_encode(X, D, alpha=0.05)
+    assert time.perf_counter() - started < 10
+    monkeypatch.setattr(_fista, "set_own_thread_count", real)
+    assert bool(fista_encode(X, D, alpha=0.05).converged.all())
+    assert torch.get_num_threads() == 2
+
+
 def test_worker_threads_leave_later_threads_their_thread_count(
     rng, monkeypatch, two_threads
 ):
