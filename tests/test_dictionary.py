@@ -13,6 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA, sparse_encode
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import cross_val_score
 from sklearn.preprocessing import OneHotEncoder
@@ -1691,14 +1692,18 @@ def test_learned_dictionaries_keep_their_invariants(
     # than scikit-learn's coordinate descent (certified to a relative 1e-6,
     # float32's rounding floor for float32 data).
     X64, atoms64 = X.astype(np.float64), atoms.astype(np.float64)
-    reference = sparse_encode(
-        X64,
-        atoms64,
-        algorithm="lasso_cd",
-        alpha=coder.alpha,
-        positive=positive,
-        max_iter=10_000,
-    )
+    with warnings.catch_warnings():
+        # On nearly parallel drawn atoms coordinate descent may stop short:
+        # its codes then cost more, and the bound below only gets looser.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference = sparse_encode(
+            X64,
+            atoms64,
+            algorithm="lasso_cd",
+            alpha=coder.alpha,
+            positive=positive,
+            max_iter=10_000,
+        )
     ours = lasso_objective(X64, codes, atoms64, coder.alpha)
     best = lasso_objective(X64, reference, atoms64, coder.alpha)
     assert np.all(ours <= best * (1 + 1e-4) + 1e-7)
