@@ -2444,12 +2444,10 @@ def _start_every_worker(
         futures = [pool.submit(meet) for _ in range(n_workers)]
         # The pool fails the tasks a failed worker leaves, at once.
         wait(futures, return_when=FIRST_EXCEPTION)
-        if failed or any(future.exception() for future in futures if future.done()):
-            everyone.abort()
-            if failed:
-                raise failed[0]
-            for future in futures:
-                future.result()
+        if failed:
+            raise failed[0]
+        for future in futures:
+            future.result()
     except BaseException:
         everyone.abort()  # an interruption: the started workers stop waiting
         raise
