@@ -239,6 +239,94 @@ def test_dictionary_similarity_of_float32_atoms_far_from_one(rng, scale):
     np.testing.assert_allclose(result.norm_ratios, 1.0, rtol=1e-6)
 
 
+def test_float32_mcc_over_many_rows(rng):
+    # Float32 column norms over 10^6 rows were off by up to 1 % on the CPU:
+    # codes twice the true ones scored 0.9914, noisy ones 0.918 instead of
+    # 0.922, and sparse true codes gave another figure than dense ones.
+    n = 300_000
+    Z = (rng.uniform(size=(n, 2)) * (rng.uniform(size=(n, 2)) < 0.2)).astype(np.float32)
+    assert 1 - mcc_score(Z, 2 * Z) < 1e-5
+    codes = (Z + 0.1 * rng.standard_normal((n, 2))).astype(np.float32)
+    expected = mcc_score(Z.astype(float), codes.astype(float))
+    assert mcc_score(Z, codes) == pytest.approx(expected, abs=1e-6)
+    assert mcc_score(sp.csr_matrix(Z), codes) == pytest.approx(expected, abs=1e-6)
+
+
+def test_mcc_in_blocks_of_rows_equals_one_product(rng, monkeypatch):
+    # Statistics and products are taken a block of rows at a time, each side
+    # in its own dtype: blocks of 3 rows give what one block gives.
+    Z = sparse_codes(rng, 40, 5, 2)
+    codes = np.hstack([Z[:, ::-1] + 0.1 * rng.standard_normal((40, 5)), Z[:, :2]])
+    pairs = [
+        (Z, codes.astype(np.float32)),
+        (sp.csr_matrix(Z), codes),
+        (Z, sp.csr_matrix(codes)),
+        (sp.csr_matrix(Z), sp.csr_matrix(codes.astype(np.float32))),
+    ]
+    expected = [mcc_score(true, pred, top_variance=True) for true, pred in pairs]
+    monkeypatch.setattr(_tensor, "BLOCK_ELEMENTS", 3 * 12)  # 3 rows of 5 + 7
+    got = [mcc_score(true, pred, top_variance=True) for true, pred in pairs]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_metrics_products_ignore_the_matmul_precision(rng):
+    # Under torch.set_float32_matmul_precision("medium") (bfloat16 products
+    # on CPUs with AMX, TF32 on GPUs) identical float32 atoms were 1 degree
+    # apart and MCC(Z, Z) 0.99976.
+    data = make_compositional(50, 5, n_samples=2000, random_state=0)
+    D, Z = data.dictionary.astype(np.float32), data.Z_val.astype(np.float32)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        result = dictionary_similarity(D, D, detailed=True)
+        mcc = mcc_score(Z, Z)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert result.mean_cosine == pytest.approx(1.0, abs=1e-6)
+    assert result.mean_angular_error < 1e-6
+    # Float32 products of 2,000 rows: within 2e-6 in IEEE float32.
+    assert mcc == pytest.approx(1.0, abs=1e-5)
+
+
+def test_angular_errors_are_accurate_near_zero(rng):
+    # arccos of a cosine rounded near 1 put identical float32 atoms 2e-4 rad
+    # apart and reported a rotation of 1e-5 rad as 1.9e-4.
+    D = rng.standard_normal((6, 10))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    assert np.all(
+        dictionary_similarity(D.astype(np.float32), -D, detailed=True).angular_errors
+        < 1e-6
+    )
+    # Each atom turned by 1e-5 rad towards a direction orthogonal to it.
+    other = rng.standard_normal((6, 10))
+    other -= (other * D).sum(axis=1, keepdims=True) * D
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    turned = np.cos(1e-5) * D + np.sin(1e-5) * other
+    errors = dictionary_similarity(D, turned, detailed=True).angular_errors
+    np.testing.assert_allclose(errors, 1e-5, rtol=1e-6)
+
+
+def test_zero_atoms_match_nothing(rng):
+    # A zero learned atom (a pruned latent) was paired with a true atom at
+    # cosine 0 and its norm ratio 0 entered mean_norm_ratio.
+    D = rng.standard_normal((4, 6))
+    learned = np.vstack([D[[2, 0, 1]], np.zeros(6)])
+    result = dictionary_similarity(D, learned, detailed=True)
+    np.testing.assert_array_equal(result.matching, [1, 2, 0, -1])
+    assert np.isnan(result.norm_ratios[3])
+    assert result.mean_norm_ratio == pytest.approx(1.0)
+    assert result.angular_errors[3] == pytest.approx(np.pi / 2)
+    assert result.mean_cosine == pytest.approx(0.75)
+    zero_true = dictionary_similarity(np.vstack([D, np.zeros(6)]), D, detailed=True)
+    assert zero_true.matching[4] == -1
+
+
+def test_reconstruction_error_of_float32_extremes_of_opposite_signs():
+    # Subtracted in float32 before widening: 3e38 - (-3e38) overflowed to inf.
+    X = np.full((2, 2), 3e38, dtype=np.float32)
+    assert reconstruction_error(X, -X) == pytest.approx(4 * 9e76, rel=1e-6)
+
+
 def test_sparse_codes_with_stored_zeros(rng):
     Z = rng.uniform(size=(20, 3))
     Z[:, 1] = 0.0
@@ -779,6 +867,53 @@ def test_probe_accuracy_does_not_depend_on_the_codes_scale(sparse):
     assert probe_accuracy(outlying, data.y_val)["acc_id"] == 1.0
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_probe_accuracy_does_not_depend_on_the_scales_of_dimensions(sparse):
+    # One scale for all dimensions left a dimension the label does not depend
+    # on, multiplied by 100, dominating the separable solver's stopping
+    # point: OOD accuracy 0.834 instead of 0.968 (x1e4: 0.708 in distribution).
+    data = make_compositional(50, 5, n_samples=1000, random_state=0)
+    convert = sp.csr_array if sparse else np.asarray
+    expected = probe_accuracy(
+        convert(data.Z_val), data.y_val, convert(data.Z_ood), data.y_ood
+    )
+    rng = np.random.default_rng(0)
+    for scales in (
+        np.where(np.arange(50) == 7, 100.0, 1.0),
+        np.where(np.arange(50) == 7, 1e4, 1.0),
+        10 ** rng.uniform(-3, 3, size=50),
+    ):
+        got = probe_accuracy(
+            convert(data.Z_val * scales),
+            data.y_val,
+            convert(data.Z_ood * scales),
+            data.y_ood,
+        )
+        assert got == expected
+
+
+@given(
+    st.integers(1, 30),
+    st.integers(1, 6),
+    st.floats(0.0, 1.0),
+    st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=40, deadline=None)
+def test_column_scales_are_numpy_quantiles_of_non_zero_magnitudes(
+    n, width, density, seed
+):
+    rng = np.random.default_rng(seed)
+    codes = rng.standard_normal((n, width)) * (rng.uniform(size=(n, width)) < density)
+    expected = [
+        np.quantile(np.abs(c[c != 0]), _probing._SCALE_QUANTILE) if c.any() else 1.0
+        for c in codes.T
+    ]
+    np.testing.assert_allclose(_probing._column_scales(codes), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        _probing._column_scales(sp.csr_array(codes)), expected, rtol=1e-12
+    )
+
+
 def test_probe_accuracy_is_accuracy_whatever_the_probe_scores(rng):
     # A search's score is its own scoring: probe.score reported a log-loss,
     # or an AUC, as accuracy.
@@ -1240,7 +1375,7 @@ def test_dictionary_similarity_scorer_averages_over_the_known_atoms():
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_probe_accuracy_scale_counts_negative_codes(sparse):
-    # _code_scale takes the 99th percentile of |code|: negative codes count
+    # _column_scales takes the 99th percentile of |code|: negative codes count
     # (codes of signed methods), so their probe does not depend on the scale.
     data = make_compositional(50, 5, n_samples=1000, random_state=0)
     convert = sp.csr_array if sparse else np.asarray

@@ -43,9 +43,9 @@ def _code_tensor(A: Any, device: torch.device, name: str) -> torch.Tensor:
 
 
 def as_matrices(
-    arrays: dict[str, Any], *, dense: tuple[str, ...] = ()
+    arrays: dict[str, Any], *, dense: tuple[str, ...] = (), promote: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Turn 2-D code matrices into tensors sharing one device and dtype.
+    """Turn 2-D code matrices into tensors sharing one device (and dtype).
 
     Parameters
     ----------
@@ -54,12 +54,16 @@ def as_matrices(
         All must have the same number of rows.
     dense : tuple of str, default=()
         Names of the matrices that are returned dense even when given sparse.
+    promote : bool, default=True
+        Return every matrix in the widest floating dtype among the inputs.
+        False keeps each in its own floating dtype (at least float32), for
+        metrics that promote a block of rows at a time: float32 codes beside
+        float64 true codes otherwise took a whole float64 copy.
 
     Returns
     -------
     dict of str to torch.Tensor
-        Dense tensors, or coalesced sparse COO tensors for sparse input, in
-        the widest floating dtype among the inputs.
+        Dense tensors, or coalesced sparse COO tensors for sparse input.
     """
     device = compute_device(*arrays.values())
     tensors = {name: _code_tensor(A, device, name) for name, A in arrays.items()}
@@ -77,7 +81,7 @@ def as_matrices(
         )
     out = {}
     for name, T in tensors.items():
-        T = T.to(dtype)
+        T = T.to(dtype if promote else torch.promote_types(torch.float32, T.dtype))
         out[name] = T.to_dense() if name in dense and T.is_sparse else T
     return out
 

@@ -44,7 +44,9 @@ def reconstruction_error(X: Any, X_reconstructed: Any) -> float:
     1.0
     """
     arrays = as_matrices(
-        {"X": X, "X_reconstructed": X_reconstructed}, dense=("X", "X_reconstructed")
+        {"X": X, "X_reconstructed": X_reconstructed},
+        dense=("X", "X_reconstructed"),
+        promote=False,
     )
     X, X_hat = arrays["X"], arrays["X_reconstructed"]
     if X.shape != X_hat.shape:
@@ -52,15 +54,16 @@ def reconstruction_error(X: Any, X_reconstructed: Any) -> float:
             f"X has shape {tuple(X.shape)} but X_reconstructed has shape "
             f"{tuple(X_hat.shape)}."
         )
-    # Squares summed in float64, a block of rows at a time: float32 squares
-    # of 1e20 overflowed to inf and those of 1e-25 underflowed to 0.
-    # (MPS has no float64: float32 there.)
+    # Differences and squares in float64, a block of rows at a time: float32
+    # squares of 1e20 overflowed to inf and those of 1e-25 underflowed to 0,
+    # and float32 differences of +-3e38 overflowed; a float32 side beside a
+    # float64 one is not copied whole. (MPS has no float64: float32 there.)
     work = accumulation_dtype(X.device, torch.float32)
     step = rows_per_block(X.shape[1])
     total = torch.zeros((), dtype=work, device=X.device)
     for start in range(0, X.shape[0], step):
         rows = slice(start, start + step)
-        total += (X[rows] - X_hat[rows]).to(work).square().sum()
+        total += (X[rows].to(work) - X_hat[rows].to(work)).square().sum()
     return float(total) / X.numel()
 
 
