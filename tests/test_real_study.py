@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import Bunch
 
+import skdict
 from skdict.__main__ import main
 from skdict.datasets import _phrases
 from skdict.experiments import (
@@ -341,6 +342,23 @@ def test_cli_real_end_to_end(tiny_loader, tmp_path, monkeypatch, capsys):
     records = json.loads((tmp_path / "real-quick.json").read_text())
     assert [r["method"] for r in records] == ["fista_oracle", "linear_probe"]
     assert (tmp_path / "real-quick.png").is_file()
+
+
+def test_cli_real_interrupted_does_not_promise_a_resume(
+    tiny_loader, tmp_path, monkeypatch, capsys
+):
+    # Ctrl-C in a real-only run said the same command resumes the synthetic
+    # studies' methods; the real study starts afresh.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_real, "load_phrase_activations", tiny_loader)
+    monkeypatch.setattr(skdict.experiments, "run_real", interrupted)
+    argv = ["reproduce", "--study", "real", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "The real study does not resume" in err
+    assert "synthetic" not in err
 
 
 def test_cli_real_without_the_extra(tmp_path, monkeypatch, capsys):

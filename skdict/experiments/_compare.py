@@ -14,6 +14,7 @@ from sklearn.utils import Bunch
 from tqdm.auto import tqdm
 
 from .._params import validate_hyperparameters
+from .._sae import SparseAutoencoder
 from .._tensor import resolve_device, to_numpy
 from .._warnings import warn
 from ..metrics import (
@@ -387,14 +388,18 @@ def _method_records(
     random_state: int | None,
     device: str | torch.device,
     verbose: int,
+    fitted_saes: dict[str, SparseAutoencoder] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Fit and score ``chosen`` in turn, yielding each method's record.
 
     The body of :func:`compare_methods`, on checked arguments; a study saves
     each record as it comes, so that a failure or an interruption loses only
-    the method it was in.
+    the method it was in. ``fitted_saes``, shared between calls on the same
+    data, lets them reuse each other's SAEs (see :class:`MethodContext`).
     """
     context = MethodContext(data, settings, random_state, device)
+    if fitted_saes is not None:
+        context.fitted_saes = fitted_saes
     environment = computed_with(device, data.X_train)
     if any("sae" in method.name for method in chosen):
         # A process's first torch optimiser imports torch's compiler stack
@@ -416,7 +421,7 @@ def _method_records(
         estimator.fit(X_fit, y_fit)
         fit_time = time.perf_counter() - start
         if method.name in SAE_METHODS:  # later SAE + FISTA methods reuse it
-            context.fitted_saes.setdefault(method.name.removeprefix("sae_"), estimator)
+            context.keep_sae(method.name.removeprefix("sae_"), estimator)
         start = time.perf_counter()
         codes_id = estimator_codes(estimator, data.X_val)
         codes_ood = estimator_codes(estimator, data.X_ood)

@@ -164,7 +164,9 @@ class MethodContext:
 
     ``fitted_saes`` shares SAEs between methods of one comparison: the SAE +
     FISTA methods reuse the SAE trained by the ``sae_*`` method of the same
-    activation instead of training it again.
+    activation instead of training it again. It is keyed by the SAE's
+    parameters, so that a study can share it between comparisons of the same
+    data (the alpha sweep's cells, whose SAEs do not depend on alpha).
     """
 
     data: Bunch
@@ -190,10 +192,13 @@ class MethodContext:
 
     def sae(self, activation: str) -> SparseAutoencoder:
         """Return an unfitted SAE with the paper's settings (width = n_latents)."""
+        return SparseAutoencoder(**self._sae_params(activation))
+
+    def _sae_params(self, activation: str) -> dict[str, Any]:
         s = self.settings
         uses_k = activation in ("topk", "batchtopk", "mp")
-        return SparseAutoencoder(
-            self.n_latents,
+        return dict(
+            n_components=self.n_latents,
             activation=activation,
             k=self.n_active if uses_k else None,
             sparsity_coef=s.sparsity_coef,
@@ -207,9 +212,18 @@ class MethodContext:
 
     def fitted_sae(self, activation: str) -> SparseAutoencoder:
         """Return the SAE of this activation trained on the training half (cached)."""
-        if activation not in self.fitted_saes:
-            self.fitted_saes[activation] = self.sae(activation).fit(self.data.X_train)
-        return self.fitted_saes[activation]
+        key = self._sae_key(activation)
+        if key not in self.fitted_saes:
+            self.fitted_saes[key] = self.sae(activation).fit(self.data.X_train)
+        return self.fitted_saes[key]
+
+    def keep_sae(self, activation: str, sae: SparseAutoencoder) -> None:
+        """Share ``sae``, the fitted ``self.sae(activation)``, with later methods."""
+        self.fitted_saes.setdefault(self._sae_key(activation), sae)
+
+    def _sae_key(self, activation: str) -> str:
+        # Everything an SAE trained on these data depends on.
+        return repr(sorted(self._sae_params(activation).items()))
 
     def coder(self, **params: Any) -> FISTACoder:
         """Return a FISTA coder with the paper's lambda and non-negative codes."""
@@ -241,10 +255,14 @@ class Method:
         ``build(context) -> estimator`` (unfitted, or wrapping fitted parts).
     supervised : bool
         Fit with the ground-truth codes of ``fit_on`` as ``y``.
+    uses_alpha : bool
+        Codes with FISTA at ``PaperSettings.alpha``, the penalty the alpha
+        study sweeps.
     uses_base_sae : bool
         Built on the SAE of ``PaperSettings.base_sae``, which it trains (in its
         ``fit_time``) unless the ``sae_*`` method of that activation ran
-        before it in the same comparison.
+        before it in the same comparison, or an earlier cell of a study on
+        the same data trained it (the alpha sweep's cells).
 
     Examples
     --------
@@ -265,6 +283,7 @@ class Method:
     fit_on: str
     build: Callable[[MethodContext], BaseEstimator]
     supervised: bool = False
+    uses_alpha: bool = False
     uses_base_sae: bool = False
 
 
@@ -290,6 +309,7 @@ METHODS: dict[str, Method] = {
                 positive=True,
                 device=ctx.device,
             ),
+            uses_alpha=True,
         ),
         Method(
             "dl_fista",
@@ -298,6 +318,7 @@ METHODS: dict[str, Method] = {
             lambda ctx: ctx.coder(
                 n_components=ctx.n_latents, dict_max_iter=ctx.settings.dict_max_iter
             ),
+            uses_alpha=True,
         ),
         _sae_method("relu", "SAE (ReLU)"),
         _sae_method("topk", "SAE (TopK)"),
@@ -309,6 +330,7 @@ METHODS: dict[str, Method] = {
             "SAE dictionary + FISTA",
             "val",
             lambda ctx: ctx.coder(dictionary=_frozen_base_sae(ctx)),
+            uses_alpha=True,
             uses_base_sae=True,
         ),
         Method(
@@ -318,6 +340,7 @@ METHODS: dict[str, Method] = {
             lambda ctx: ctx.coder(
                 dictionary=_frozen_base_sae(ctx), init=_frozen_base_sae(ctx)
             ),
+            uses_alpha=True,
             uses_base_sae=True,
         ),
         Method(
@@ -329,6 +352,7 @@ METHODS: dict[str, Method] = {
                 dict_max_iter=ctx.settings.dict_max_iter,
                 init=_frozen_base_sae(ctx),
             ),
+            uses_alpha=True,
             uses_base_sae=True,
         ),
         Method(

@@ -575,7 +575,7 @@ def compare_real(
         estimator.fit(X["train"], y_fit)
         fit_time = time.perf_counter() - start
         if method.name in SAE_METHODS:  # sae_dict_fista reuses the TopK SAE
-            context.fitted_saes.setdefault(method.name.removeprefix("sae_"), estimator)
+            context.keep_sae(method.name.removeprefix("sae_"), estimator)
         start = time.perf_counter()
         codes = {split: estimator.transform(values) for split, values in X.items()}
         transform_time = time.perf_counter() - start

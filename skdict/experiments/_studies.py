@@ -22,7 +22,7 @@ from typing import Any
 
 from .._params import validate_hyperparameters
 from ._compare import resolve_methods
-from ._methods import SEED, PaperSettings
+from ._methods import METHODS, SEED, Method, PaperSettings
 
 __all__ = ["PRESETS", "STUDIES", "Cell", "Study", "study_cells"]
 
@@ -226,6 +226,19 @@ def preset_settings(preset: str) -> PaperSettings:
     return PaperSettings(sae_epochs=QUICK_SAE_EPOCHS, dict_max_iter=30)
 
 
+def _check_alpha_methods(study: str, chosen: list[Method]) -> None:
+    """Refuse methods that do not code with FISTA in a sweep of its penalty."""
+    ignoring = [method.name for method in chosen if not method.uses_alpha]
+    if ignoring:
+        verb = "does" if len(ignoring) == 1 else "do"
+        using = [name for name, method in METHODS.items() if method.uses_alpha]
+        raise ValueError(
+            f"The study {study!r} sweeps FISTA's penalty, which "
+            f"{', '.join(ignoring)} {verb} not use: the results would repeat at "
+            f"every alpha. Choose among {', '.join(using)}."
+        )
+
+
 def study_cells(
     study: str,
     preset: str = "quick",
@@ -246,7 +259,9 @@ def study_cells(
     seeds : sequence of int, default=None
         Seeds; ``(0,)`` for quick and ``(0, 1, 2)`` for paper when None.
     methods : str or sequence of str, default=None
-        Restrict to these methods (default: the study's own).
+        Run these methods of :data:`~skdict.experiments.METHODS` instead of
+        the study's own (the alpha study takes only those that code with
+        FISTA).
     values : sequence, default=None
         Swept values replacing the preset's grid.
     data_params : dict, default=None
@@ -274,11 +289,13 @@ def study_cells(
     spec = STUDIES[study]
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
-    methods = (
-        spec.methods
-        if methods is None
-        else tuple(method.name for method in resolve_methods(methods))
-    )
+    if methods is None:
+        methods = spec.methods
+    else:
+        chosen = resolve_methods(methods)
+        if spec.variable == "alpha":
+            _check_alpha_methods(study, chosen)
+        methods = tuple(method.name for method in chosen)
     is_size = spec.variable in ("n_latents", "n_active", "n_samples")
     if values is None:
         values = spec.grids[preset]
