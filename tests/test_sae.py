@@ -1099,6 +1099,33 @@ def test_decoder_attributes_follow_the_module(as_tensor, rng):
     np.testing.assert_array_equal(sae.components_, trained.components_)
 
 
+def test_decoder_attributes_cannot_drift_from_the_module(rng):
+    # An edit of components_ in place (a sign flip, as on PCA's) reached
+    # every later reader of the attribute, FISTACoder(FrozenEstimator(sae))
+    # included, while transform and inverse_transform kept the module's
+    # atoms: codes @ components_ + intercept_ no longer reconstructed.
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, **SMALL).fit(X)
+    with pytest.raises(ValueError, match="read-only"):
+        sae.components_[0] *= -1
+    with pytest.raises(ValueError, match="read-only"):
+        sae.intercept_[0] = 1.0
+    for attribute, name in (("components_", "W_dec"), ("intercept_", "b_dec")):
+        with pytest.raises(AttributeError, match=rf"module_\.{name}.*no_grad"):
+            setattr(sae, attribute, np.zeros(3))
+    X_t = torch.as_tensor(X)
+    sae = SparseAutoencoder(8, **SMALL).fit(X_t)
+    module_atoms = sae.module_.W_dec.detach().clone()
+    sae.components_[0] *= -1
+    torch.testing.assert_close(sae.components_, module_atoms, rtol=0, atol=0)
+    coder = FISTACoder(FrozenEstimator(sae)).fit(X_t)
+    torch.testing.assert_close(coder.components_, module_atoms, rtol=0, atol=0)
+    codes = sae.transform(X_t)
+    torch.testing.assert_close(
+        codes @ sae.components_ + sae.intercept_, sae.inverse_transform(codes)
+    )
+
+
 def test_decoder_attributes_are_plain_copies_in_their_array_type(rng):
     # Made from the module when read: not inside inference mode as inference
     # tensors (autograd and in-place operations refused them afterwards), and

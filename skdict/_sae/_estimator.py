@@ -200,10 +200,14 @@ class SparseAutoencoder(
         Decoder atoms (unit-norm rows; a frozen decoder's atoms as given), in
         the array type of the data last given to :meth:`fit` or
         :meth:`partial_fit`: a copy of ``module_.W_dec``, which follows any
-        change made to the module.
+        change made to the module. Change the atoms through ``module_``:
+        NumPy copies are read-only, and a tensor changed in place is copied
+        afresh at the next read (an edited copy was what later readers, such
+        as ``FISTACoder(FrozenEstimator(sae))``, saw, while the SAE itself
+        coded with the module's atoms).
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         Decoder bias: ``X ≈ transform(X) @ components_ + intercept_``; it is
-        subtracted from ``X`` before encoding.
+        subtracted from ``X`` before encoding. Read-only as ``components_``.
     module_ : torch.nn.Module
         The trained torch module: encoder ``W_enc``, ``b_enc`` (none for
         ``"mp"``), decoder ``W_dec`` (the atoms as rows) and ``b_dec``;
@@ -732,9 +736,24 @@ class SparseAutoencoder(
     def components_(self) -> Any:  # documented in the class docstring
         return self._decoder_attribute("W_dec", "components_")
 
+    @components_.setter
+    def components_(self, value: Any) -> None:
+        self._refuse_decoder_assignment("W_dec", "components_")
+
     @property
     def intercept_(self) -> Any:  # documented in the class docstring
         return self._decoder_attribute("b_dec", "intercept_")
+
+    @intercept_.setter
+    def intercept_(self, value: Any) -> None:
+        self._refuse_decoder_assignment("b_dec", "intercept_")
+
+    def _refuse_decoder_assignment(self, name: str, attribute: str) -> None:
+        raise AttributeError(
+            f"{attribute} is read from module_.{name}, which transform and "
+            "inverse_transform use: change that instead, in place under "
+            f"torch.no_grad() (e.g. sae.module_.{name}.copy_(torch.as_tensor(new)))."
+        )
 
     def _decoder_attribute(self, name: str, attribute: str) -> Any:
         """``module_``'s decoder parameter ``name``, as the fitted ``attribute``.
@@ -760,15 +779,29 @@ class SparseAutoencoder(
         # afresh at every read.
         key = None if param.is_inference() else _version_key(param)
         held = self._decoder_copies.get(name)
-        if held is not None and held[0]() is module and held[1] == key:
+        if (
+            held is not None
+            and held[0]() is module
+            and held[1] == key
+            and _unchanged(held[2], held[3])
+        ):
             return held[2]
         # Outside inference mode: a copy made inside it would be an inference
         # tensor, which autograd and in-place operations refuse afterwards.
         with torch.inference_mode(False):
             value = to_fitted(param.detach().clone(), self._fitted_origin)
+        if isinstance(value, np.ndarray):
+            # An edit of the copy would reach every later reader of the
+            # attribute but not the module that codes.
+            value.flags.writeable = False
         if key is not None:
             # A weak reference: a module replaced or forgotten is not kept.
-            self._decoder_copies[name] = (weakref.ref(module), key, value)
+            self._decoder_copies[name] = (
+                weakref.ref(module),
+                key,
+                value,
+                _version_of(value),
+            )
         return value
 
     # ------------------------------------------------------------ transform
@@ -913,6 +946,18 @@ class SparseAutoencoder(
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         take_providers_target_tags(tags, self.decoder)
         return tags
+
+
+def _version_of(value: Any) -> int | None:
+    """Return the in-place version counter of a tensor handed out, else None."""
+    if isinstance(value, torch.Tensor) and not value.is_inference():
+        return value._version
+    return None
+
+
+def _unchanged(value: Any, version: int | None) -> bool:
+    """Whether a tensor handed out is as it was (a caller may have edited it)."""
+    return version is None or value._version == version
 
 
 def _version_key(tensor: torch.Tensor) -> tuple[int, int]:
