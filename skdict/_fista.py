@@ -102,6 +102,7 @@ from tqdm.auto import tqdm
 from ._dictionary import (
     EXPOSES_COMPONENTS,
     PROVIDER_CONSTRAINT,
+    _is_estimator,
     _normalize_atoms,
     _sample_objective,
     batch_statistics,
@@ -140,7 +141,7 @@ from ._tensor import (
     validate_input,
 )
 from ._typing import ArrayLike, Bool, Device, Float, Int, Seed
-from ._warnings import warn
+from ._warnings import ignoring, warn
 
 __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 
@@ -3116,10 +3117,33 @@ class FISTACoder(
                 f"{type(self.init).__name__} only exposes components_, a "
                 "starting dictionary for learning (dictionary=None)."
             )
-        if not fits_on_data(self.init):  # frozen, or not an estimator
+        if fits_on_data(self.init):
+            init = fit_provider(self.init, X, y)
+        else:  # frozen, or not an estimator
+            if _is_estimator(self.init):
+                check_is_fitted(
+                    self.init,
+                    msg=(
+                        f"init, a {type(self.init).__name__}, is not fitted: fit "
+                        "the estimator before freezing it, or pass it unfrozen "
+                        "to be fitted on X."
+                    ),
+                )
             check_provider_features(self.init, X, "init")
-            return self.init
-        return fit_provider(self.init, X, y)
+            init = self.init
+        # Checked on one row now, so that a search or a cross-validation fails
+        # at fit with the reason, not with NaN scores from every score call.
+        # (Its warnings, such as feature names, come again from transform.)
+        first = X[:1] if is_tensor(X) else _safe_indexing(_indexable(X), slice(0, 1))
+        with ignoring(Warning):
+            width = init.transform(provider_input(init, first)).shape[1]
+        if width != n_atoms:
+            raise ValueError(
+                f"init, the codes' warm start, gives {width} codes per sample "
+                f"({type(init).__name__}.transform) but the dictionary has "
+                f"{n_atoms} atoms."
+            )
+        return init
 
     @property
     def _given(self) -> bool:
@@ -3162,11 +3186,8 @@ class FISTACoder(
                 "init is an estimator that was set after fit; call fit to "
                 "fit it (transform uses the init estimator fitted by fit)."
             )
-        # Row slices of X in its own type, for the estimator's transform; an
-        # object that is only convertible to an array is converted once.
-        indexable = X
-        if not (hasattr(X, "shape") or isinstance(X, (list, tuple))):
-            indexable = np.asarray(X)
+        # Row slices of X in its own type, for the estimator's transform.
+        indexable = _indexable(X)
 
         def transformed(rows: slice):
             whole = rows.indices(n_samples)[:2] == (0, n_samples)
@@ -3328,3 +3349,14 @@ class FISTACoder(
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         take_providers_target_tags(tags, self.dictionary, self.init)
         return tags
+
+
+def _indexable(X: Any) -> Any:
+    """``X`` as :func:`~sklearn.utils._safe_indexing` takes its rows.
+
+    In its own type, for an estimator's ``transform``; an object that is only
+    convertible to an array is converted (once).
+    """
+    if hasattr(X, "shape") or isinstance(X, (list, tuple)):
+        return X
+    return np.asarray(X)

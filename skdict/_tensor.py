@@ -1134,6 +1134,32 @@ def portable_state(state: dict) -> dict:
     return {key: _to_cpu(value, memo) for key, value in state.items()}
 
 
+def _detached_from_graph(value: Any) -> Any:
+    """``value`` with its tensors in an autograd graph detached; None if none.
+
+    A tensor, or the attributes of an object holding weights that is not an
+    estimator (a shallow copy of it is returned); estimators are cloned, not
+    copied, and are left alone.
+    """
+    if is_tensor(value):
+        return None if value.is_leaf else value.detach()
+    if hasattr(value, "get_params") or isinstance(value, type):
+        return None
+    held = getattr(value, "__dict__", None)
+    if not isinstance(held, dict):
+        return None
+    in_graph = {
+        name: attribute.detach()
+        for name, attribute in held.items()
+        if is_tensor(attribute) and not attribute.is_leaf
+    }
+    if not in_graph:
+        return None
+    stand_in = copy.copy(value)
+    vars(stand_in).update(in_graph)
+    return stand_in
+
+
 class DetachedCloneMixin:
     """Mixin: :func:`sklearn.base.clone` detaches tensor parameters from autograd.
 
@@ -1144,8 +1170,10 @@ class DetachedCloneMixin:
     ``dictionary`` or ``init``. The clone gets such a tensor detached, which
     is what ``fit`` uses anyway (inputs are detached on entry); other tensors,
     graph leaves such as a ``Parameter`` included, are deep-copied as
-    ``clone`` copies any parameter. Put it before
-    :class:`~sklearn.base.BaseEstimator` among the bases.
+    ``clone`` copies any parameter. So do the tensors of an object that holds
+    weights without being an estimator (the guide's
+    ``SimpleNamespace(components_=decoder.weight.T)``), in a shallow copy of
+    it. Put it before :class:`~sklearn.base.BaseEstimator` among the bases.
 
     Examples
     --------
@@ -1161,9 +1189,9 @@ class DetachedCloneMixin:
     def __sklearn_clone__(self):
         params = self.get_params(deep=False)
         in_graph = {
-            name: value.detach()
+            name: detached
             for name, value in params.items()
-            if is_tensor(value) and not value.is_leaf
+            if (detached := _detached_from_graph(value)) is not None
         }
         if not in_graph:
             return super().__sklearn_clone__()

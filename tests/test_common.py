@@ -376,6 +376,27 @@ def test_tensor_parameters_inside_an_autograd_graph_clone_detached(make, name):
     )
 
 
+@pytest.mark.parametrize(("make", "name"), GRAPH_TENSOR_PARAMETERS)
+def test_weights_holders_with_graph_tensors_clone_detached(make, name):
+    # The guide's SimpleNamespace(components_=W_dec, intercept_=b_dec) with
+    # a torch decoder's weight.T (in the graph): fit worked, clone and every
+    # model-selection tool failed inside torch's deepcopy.
+    from sklearn.model_selection import cross_val_score
+
+    decoder = torch.nn.Linear(4, 3, dtype=torch.float64)  # 4 atoms of 3 features
+    weights = SimpleNamespace(components_=decoder.weight.T, intercept_=decoder.bias)
+    estimator = make(weights)
+    copied = clone(estimator).get_params()[name]
+    assert copied is not weights and not copied.components_.requires_grad
+    torch.testing.assert_close(
+        copied.components_, decoder.weight.T.detach(), rtol=0, atol=0
+    )
+    assert copied.intercept_.is_leaf  # a leaf is copied as clone copies it
+    assert weights.components_.requires_grad  # the original keeps its own
+    X = np.random.default_rng(0).uniform(size=(30, 3))
+    assert np.isfinite(cross_val_score(estimator, X, cv=2)).all()
+
+
 @pytest.mark.parametrize(
     "estimator", public_estimators(), ids=lambda est: type(est).__name__
 )

@@ -18,7 +18,7 @@ from sklearn.decomposition import PCA, DictionaryLearning, sparse_encode
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import Lasso
-from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
@@ -1530,8 +1530,12 @@ def test_score_steps_follow_a_given_batch_size_and_check_init_widths(
     X, D = problem
     FISTACoder(D, positive=True, batch_size=4).fit(X).score(X)
     assert rows_coded == [12, 12, 12, 4]
-    # An init estimator giving codes of the wrong width is named.
-    coder = FISTACoder(D, init=PCA(n_components=2)).fit(X)
+    # An init estimator giving codes of the wrong width is named, by fit,
+    # and by transform and score should its codes change width after it.
+    with pytest.raises(ValueError, match="gives 2 codes per sample"):
+        FISTACoder(D, init=PCA(n_components=2)).fit(X)
+    coder = FISTACoder(D, init=FISTACoder(D)).fit(X)
+    coder.init_.transform = lambda X: np.zeros((len(X), 2))
     for method in (coder.transform, coder.score):
         with pytest.raises(ValueError, match=r"init\.transform\(X\) must have shape"):
             method(X)
@@ -1624,6 +1628,25 @@ def test_init_estimator_and_array(problem):
         FISTACoder(D, init=codes[:, :3]).fit(X)
     with pytest.raises(TypeError, match="Invalid init"):
         FISTACoder(D, init={"not": "codes"}).fit(X)
+
+
+def test_init_estimators_of_the_wrong_width_or_unfitted_fail_at_fit(problem):
+    # Accepted by fit, they failed in every transform and score: NaN scores
+    # in every fold of a search or a cross-validation.
+    X, D = problem
+    n_atoms = D.shape[0]
+    for init in (PCA(3), SparseAutoencoder(5, max_epochs=1)):
+        with pytest.raises(ValueError, match=r"gives \d codes per sample .* atoms"):
+            FISTACoder(D, init=init).fit(X)
+        # Failed fits, which scikit-learn reports, not NaN scores.
+        with pytest.raises(ValueError, match="All the 2 fits failed"):
+            cross_val_score(FISTACoder(D, init=init), X, cv=2)
+    with pytest.raises(NotFittedError, match="init, a FrozenEstimator, is not fit"):
+        FISTACoder(D, init=FrozenEstimator(SparseAutoencoder(n_atoms))).fit(X)
+    fitted = SparseAutoencoder(n_atoms, max_epochs=1, random_state=0).fit(X)
+    for X_in in (X, torch.as_tensor(X), X.tolist()):
+        coder = FISTACoder(D, init=FrozenEstimator(fitted)).fit(X_in)
+        assert coder.transform(X_in).shape == (len(X), n_atoms)
 
 
 def test_clone_pickle_pipeline(problem):
