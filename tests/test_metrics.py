@@ -1170,6 +1170,35 @@ def test_scorers_follow_sklearn_conventions(benchmark):
         assert shown in repr(make_dictionary_similarity_scorer(atoms))
 
 
+def test_code_scorers_take_the_method_that_gives_the_codes():
+    # A probe with both methods was scored on transform: PLSRegression's
+    # latent scores instead of its predicted codes (MCC 0.43 against 0.81),
+    # and scikit-learn's make_scorer refuses response_method="transform".
+    from sklearn.cross_decomposition import PLSRegression
+
+    data = make_compositional(20, 3, n_samples=1000, random_state=0)
+    pls = PLSRegression(n_components=8).fit(data.X_train, data.Z_train)
+    predicted = mcc_score(data.Z_val, pls.predict(data.X_val))
+    by_scores = mcc_score(data.Z_val, pls.transform(data.X_val))
+    assert predicted > by_scores + 0.1
+    assert mcc_scorer(pls, data.X_val, data.Z_val) == by_scores  # the default
+    for response_method in ("predict", ("predict", "transform")):
+        scorer = make_code_scorer(mcc_score, response_method=response_method)
+        assert scorer(pls, data.X_val, data.Z_val) == predicted
+        assert pickle.loads(pickle.dumps(scorer))(pls, data.X_val, data.Z_val) == (
+            predicted
+        )
+    assert repr(make_code_scorer(mcc_score, response_method="predict")) == (
+        "make_code_scorer(mcc_score, response_method='predict')"
+    )
+    only_transform = make_code_scorer(mcc_score, response_method="transform")
+    with pytest.raises(ValueError, match=r"Ridge has none of the methods \['transf"):
+        only_transform(Ridge().fit(data.X_train, data.Z_train), data.X_val, data.Z_val)
+    for bad in ("decision_function", (), 3):
+        with pytest.raises(ValueError, match="response_method must be 'transform'"):
+            make_code_scorer(mcc_score, response_method=bad)
+
+
 def test_code_scorers_score_a_probe_by_its_predictions(benchmark):
     # The paper's linear probe regresses the codes on X and has no
     # transform: its predicted codes are what the scorers compare.

@@ -19,7 +19,7 @@ probe -- so that every method of the paper is scored alike.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,9 +38,24 @@ __all__ = [
 ]
 
 
-def estimator_codes(estimator: Any, X: Any) -> Any:
-    """Codes of a transformer, or the predicted codes of a supervised probe."""
-    if hasattr(estimator, "transform"):
+#: Which method gives an estimator's codes, in order of preference.
+CODE_METHODS = ("transform", "predict")
+
+
+def estimator_codes(
+    estimator: Any, X: Any, response_method: tuple[str, ...] = CODE_METHODS
+) -> Any:
+    """Codes of a transformer, or the predicted codes of a supervised probe.
+
+    The first method of ``response_method`` the estimator has gives them.
+    """
+    method = next((m for m in response_method if hasattr(estimator, m)), None)
+    if method is None:
+        raise ValueError(
+            f"{type(estimator).__name__} has none of the methods "
+            f"{list(response_method)} that give codes."
+        )
+    if method == "transform":
         return estimator.transform(X)
     predicted = estimator.predict(X)
     if len(getattr(predicted, "shape", ())) != 2:
@@ -69,8 +84,9 @@ class _CodeScorer:
     """
 
     # Scorers pickled by skdict releases before make_code_scorer took
-    # greater_is_better hold no sign: they score as before.
+    # greater_is_better or response_method hold neither: they score as before.
     sign = 1
+    response_method = CODE_METHODS
 
     def __init__(
         self,
@@ -78,11 +94,13 @@ class _CodeScorer:
         kwargs: dict[str, Any],
         name: str | None = None,
         sign: int = 1,
+        response_method: tuple[str, ...] = CODE_METHODS,
     ):
         self.score_func = score_func
         self.kwargs = kwargs
         self.name = name
         self.sign = sign
+        self.response_method = response_method
 
     def __call__(
         self, estimator: Any, X: Any, y: Any = None
@@ -121,7 +139,8 @@ class _CodeScorer:
                 "labels cannot be scored so: fit the search with the true codes as "
                 "y, or score the labels with a classification metric."
             )
-        score = self.score_func(y, estimator_codes(estimator, X), **self.kwargs)
+        codes = estimator_codes(estimator, X, self.response_method)
+        score = self.score_func(y, codes, **self.kwargs)
         # A metric may return a dict of scores, which scikit-learn's
         # cross_validate takes as several: a loss negates each.
         if self.sign > 0:
@@ -137,13 +156,17 @@ class _CodeScorer:
         func = getattr(self.score_func, "__name__", None) or repr(self.score_func)
         kwargs = "".join(f", {key}={value!r}" for key, value in self.kwargs.items())
         sign = ", greater_is_better=False" if self.sign < 0 else ""
-        return f"make_code_scorer({func}{sign}{kwargs})"
+        method, shown = "", self.response_method
+        if shown != CODE_METHODS:
+            method = f", response_method={shown[0] if len(shown) == 1 else shown!r}"
+        return f"make_code_scorer({func}{sign}{method}{kwargs})"
 
 
 def make_code_scorer(
     score_func: Callable[..., float | dict[str, float]],
     *,
     greater_is_better: bool = True,
+    response_method: str | Sequence[str] = CODE_METHODS,
     **kwargs: Any,
 ) -> _CodeScorer:
     """Make a scorer from a metric comparing true codes with an estimator's codes.
@@ -160,6 +183,15 @@ def make_code_scorer(
         Whether ``score_func`` is a score (True) or a loss (False), which the
         scorer negates, as :func:`sklearn.metrics.make_scorer` does: searches
         maximise scores.
+    response_method : {"transform", "predict"} or tuple of them, \
+default=("transform", "predict")
+        The estimator's method that gives its codes, or methods in order of
+        preference (the first the estimator has). The default suits
+        transformers and probes regressing the codes on ``X`` (``RidgeCV``);
+        a probe with both methods, such as
+        :class:`~sklearn.cross_decomposition.PLSRegression`, whose
+        ``transform`` gives its latent scores, predicts its codes with
+        ``response_method="predict"``.
     **kwargs
         Passed to ``score_func``.
 
@@ -170,9 +202,10 @@ def make_code_scorer(
         estimator.transform(X), **kwargs)`` (negated for a loss), with the
         true codes as ``y``
         (2-D, ``(n_samples, n_latents)``: a 1-D ``y``, such as class labels,
-        is refused); ``estimator.predict(X)`` stands in for an estimator
-        without ``transform`` (a probe regressing the codes on ``X``). A
-        metric's dict comes back as a dict, each entry negated for a loss.
+        is refused); by default ``estimator.predict(X)`` stands in for an
+        estimator without ``transform`` (a probe regressing the codes on
+        ``X``). A metric's dict comes back as a dict, each entry negated for
+        a loss.
 
     Examples
     --------
@@ -210,7 +243,24 @@ def make_code_scorer(
         pass
     if not isinstance(greater_is_better, (bool, np.bool_)):
         raise TypeError(f"greater_is_better must be a bool; got {greater_is_better!r}.")
-    return _CodeScorer(score_func, kwargs, sign=1 if greater_is_better else -1)
+    methods = (
+        (response_method,) if isinstance(response_method, str) else response_method
+    )
+    try:
+        methods = tuple(methods)
+    except TypeError:
+        methods = ()
+    if not methods or any(m not in CODE_METHODS for m in methods):
+        raise ValueError(
+            f"response_method must be 'transform', 'predict' or a tuple of them "
+            f"in order of preference; got {response_method!r}."
+        )
+    return _CodeScorer(
+        score_func,
+        kwargs,
+        sign=1 if greater_is_better else -1,
+        response_method=methods,
+    )
 
 
 #: :func:`~skdict.metrics.mcc_score` between ``y`` (the true codes) and
