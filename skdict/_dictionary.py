@@ -53,7 +53,7 @@ from sklearn.base import (
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._array_api import check_same_namespace
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 from tqdm.auto import tqdm
 
@@ -80,9 +80,10 @@ from ._tensor import (
     validate_input,
 )
 from ._typing import ArrayLike, Bool, Device, Float, Int
-from ._warnings import warn
+from ._warnings import ignoring, warn
 
 __all__ = [
+    "CODING_ESTIMATOR",
     "EXPOSES_COMPONENTS",
     "PROVIDER_CONSTRAINT",
     "DictionaryLearningResult",
@@ -108,7 +109,7 @@ __all__ = [
     "reconstruct",
     "record_given",
     "resolve_dictionary",
-    "take_providers_target_tags",
+    "take_providers_tags",
     "torch_generator",
 ]
 
@@ -395,21 +396,25 @@ def check_provider_features(estimator: Any, X_user: Any, name: str) -> None:
         ) from error
 
 
-def take_providers_target_tags(tags: Any, *params: Any) -> None:
-    """Make ``tags`` require ``y`` as the providers among ``params`` do.
+def take_providers_tags(tags: Any, *params: Any) -> None:
+    """Make ``tags`` ask of ``X`` and ``y`` what the providers among ``params`` do.
 
     A skdict estimator fits its unfitted providers on ``(X, y)``, so it
-    requires ``y`` whenever one of them does (an oracle without atoms), and
-    takes ``y`` with several columns when one of them does (an oracle's codes,
-    one column per latent).
+    requires ``y`` whenever one of them does (an oracle without atoms), takes
+    ``y`` with several columns when one of them does (an oracle's codes, one
+    column per latent), and takes only non-negative ``X`` when one of them
+    does (``FISTACoder(NMF(3))``, which said it took any ``X``).
     """
     fitted_here = [
-        provider_tags.target_tags
+        provider_tags
         for param in params
         if fits_on_data(param) and (provider_tags := _tags_of(param)) is not None
     ]
-    tags.target_tags.required = any(target.required for target in fitted_here)
-    tags.target_tags.multi_output = any(target.multi_output for target in fitted_here)
+    tags.target_tags.required = any(t.target_tags.required for t in fitted_here)
+    tags.target_tags.multi_output = any(t.target_tags.multi_output for t in fitted_here)
+    tags.input_tags.positive_only = tags.input_tags.positive_only or any(
+        t.input_tags.positive_only for t in fitted_here
+    )
 
 
 def _tags_of(estimator: Any) -> Any:
@@ -507,8 +512,19 @@ def is_same_given(dictionary: Any, record: GivenRecord) -> bool:
 EXPOSES_COMPONENTS = Satisfies(
     lambda val: hasattr(val, "components_"), "an object exposing 'components_'"
 )
+#: An estimator, as providers and ``init`` take it: ``fit`` to be fitted, and
+#: ``get_params`` for ``clone`` (an object with ``fit`` alone was taken for an
+#: array, and failed with "float() argument must be ... not 'MyDict'").
+ESTIMATOR = Satisfies(
+    _is_estimator, "an estimator (with 'fit', and 'get_params' for clone)"
+)
+#: An estimator whose ``transform`` gives codes (``init`` with given atoms).
+CODING_ESTIMATOR = Satisfies(
+    lambda val: _is_estimator(val) and hasattr(val, "transform"),
+    "an estimator with 'transform' (and 'fit' and 'get_params')",
+)
 #: Parameter constraint of a dictionary provider (``dictionary``, ``decoder``).
-PROVIDER_CONSTRAINT = ["array-like", HasMethods(["fit"]), EXPOSES_COMPONENTS, None]
+PROVIDER_CONSTRAINT = ["array-like", ESTIMATOR, EXPOSES_COMPONENTS, None]
 
 
 def check_dictionary(
@@ -2279,6 +2295,11 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     return atoms
 
 
+# scikit-learn's warnings of X with feature names where fit had none, and
+# the reverse (sklearn.utils.validation._check_feature_names).
+_FEATURE_NAMES_WARNING = "X (does not have valid feature names|has feature names)"
+
+
 class OracleDictionary(
     StrictParamsMixin,
     ClassNamePrefixFeaturesOutMixin,
@@ -2495,7 +2516,10 @@ n_latents) or (n_samples,), default=None
         self._validate_params()
         check_same_namespace(X, self, attribute="components_", method="transform")
         validate_input(self, X, reset=False, device=self.device)
-        return self._coder().fit_transform(X)
+        # The feature-name warnings were given just now, by the oracle's own
+        # check: the coder's check of its provider would give them twice.
+        with ignoring(UserWarning, _FEATURE_NAMES_WARNING):
+            return self._coder().fit_transform(X)
 
     @ignores_autocast
     def inverse_transform(self, X: ArrayLike) -> Any:
@@ -2553,7 +2577,7 @@ n_latents) or (n_samples,), default=None
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        take_providers_target_tags(tags, self.dictionary)
+        take_providers_tags(tags, self.dictionary)
         # Without a dictionary, fit needs the ground-truth codes; y holds one
         # column of codes per latent.
         tags.target_tags.required |= self.dictionary is None

@@ -95,11 +95,12 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing
 from sklearn.utils._array_api import check_same_namespace
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._dictionary import (
+    CODING_ESTIMATOR,
     EXPOSES_COMPONENTS,
     PROVIDER_CONSTRAINT,
     _is_estimator,
@@ -118,7 +119,7 @@ from ._dictionary import (
     provider_input,
     record_given,
     resolve_dictionary,
-    take_providers_target_tags,
+    take_providers_tags,
     torch_generator,
 )
 from ._fitting import forget_fit_on_failure
@@ -2657,6 +2658,20 @@ class FISTACoder(
         Names of features seen during :meth:`fit`, when ``X`` has string
         column names.
 
+    Notes
+    -----
+    Unlike :class:`sklearn.decomposition.SparseCoder`, a coder with given
+    atoms is fitted before it codes: :meth:`fit` checks the atoms against
+    ``X`` and fits the providers (``dictionary``, ``init``), as any
+    scikit-learn transformer does; ``FISTACoder(D).fit(X).transform(X)``, or
+    :meth:`fit_transform`.
+
+    :meth:`transform` reads ``alpha``, ``positive``, ``max_iter``, ``tol``,
+    ``batch_size`` and ``device`` as they are when it is called:
+    ``coder.set_params(alpha=0.05)`` after learning codes on the learned
+    atoms at another penalty, without learning them again (scikit-learn's
+    dictionary learners have ``transform_alpha`` for this).
+
     See Also
     --------
     sklearn.decomposition.SparseCoder : CPU sparse coding with coordinate
@@ -2709,7 +2724,7 @@ class FISTACoder(
         # At tol >= 1 zero codes always pass: their gap is at most their
         # objective (tol=1.0 returned all-zero codes).
         "tol": [Interval(Real, 0, 1, closed="left")],
-        "init": ["array-like", HasMethods(["transform"]), EXPOSES_COMPONENTS, None],
+        "init": ["array-like", CODING_ESTIMATOR, EXPOSES_COMPONENTS, None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "device": DEVICE_CONSTRAINT,
         "dict_max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -3347,7 +3362,7 @@ class FISTACoder(
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        take_providers_target_tags(tags, self.dictionary, self.init)
+        take_providers_tags(tags, self.dictionary, self.init)
         return tags
 
 

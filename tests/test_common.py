@@ -12,7 +12,7 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
@@ -395,6 +395,41 @@ def test_weights_holders_with_graph_tensors_clone_detached(make, name):
     assert weights.components_.requires_grad  # the original keeps its own
     X = np.random.default_rng(0).uniform(size=(30, 3))
     assert np.isfinite(cross_val_score(estimator, X, cv=2)).all()
+
+
+def test_objects_that_are_neither_arrays_nor_providers_are_refused_by_name():
+    # Accepted by the parameter checks (an object with fit, or transform),
+    # then taken for an array: "float() argument must be ... not 'MyDict'".
+    class FitsOnly:
+        def fit(self, X, y=None):
+            self.components_ = np.eye(3)
+            return self
+
+    codes = SimpleNamespace(transform=lambda X: np.zeros((len(X), 3)))
+    X = np.random.default_rng(0).uniform(size=(10, 3))
+    for make, name in (
+        (lambda: FISTACoder(FitsOnly()), "dictionary"),
+        (lambda: SparseAutoencoder(decoder=FitsOnly()), "decoder"),
+        (lambda: OracleDictionary(FitsOnly()), "dictionary"),
+        (lambda: FISTACoder(np.eye(3), init=codes), "init"),
+    ):
+        with pytest.raises(InvalidParameterError, match=rf"'{name}' parameter .* an "):
+            make().fit(X)
+
+
+def test_providers_fitted_on_x_pass_on_their_input_tags():
+    # FISTACoder(NMF(3)) said it took any X, then refused negative X.
+    from sklearn.decomposition import NMF
+
+    assert get_tags(FISTACoder(NMF(3))).input_tags.positive_only
+    assert get_tags(SparseAutoencoder(decoder=NMF(3))).input_tags.positive_only
+    assert get_tags(FISTACoder(n_components=3, init=NMF(3))).input_tags.positive_only
+    assert not get_tags(FISTACoder(PCA(3))).input_tags.positive_only
+    # A frozen provider is not fitted on X: its atoms take any X.
+    X = np.random.default_rng(0).uniform(size=(20, 4))
+    frozen = FrozenEstimator(NMF(3, max_iter=500).fit(X))
+    assert not get_tags(FISTACoder(frozen)).input_tags.positive_only
+    FISTACoder(frozen).fit(X - 0.5)
 
 
 @pytest.mark.parametrize(

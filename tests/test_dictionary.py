@@ -1751,3 +1751,18 @@ def test_a_given_array_holding_nan_is_the_same_after_a_copy():
     given = np.array([[np.nan, 1.0], [0.0, 1.0]])
     assert is_same_given(given.copy(), record_given(given))
     assert not is_same_given(np.array([[np.nan, 2.0], [0.0, 1.0]]), record_given(given))
+
+
+@pytest.mark.parametrize("names_at", ["fit", "transform"])
+def test_oracle_transform_warns_of_feature_names_once(names_at, rng):
+    # The oracle's own check warned, and so did its coder's check of the
+    # oracle as a provider: the same warning twice.
+    pd = pytest.importorskip("pandas")
+    X = rng.standard_normal((20, 4))
+    frame = pd.DataFrame(X, columns=list("abcd"))
+    oracle = OracleDictionary(np.eye(4)).fit(frame if names_at == "fit" else X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        oracle.transform(X if names_at == "fit" else frame)
+    assert len(caught) == 1
+    assert "OracleDictionary was fitted with" in str(caught[0].message)

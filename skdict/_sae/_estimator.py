@@ -31,7 +31,7 @@ from .._dictionary import (
     is_same_given,
     record_given,
     resolve_dictionary,
-    take_providers_target_tags,
+    take_providers_tags,
     torch_generator,
 )
 from .._fitting import forget_fit_on_failure
@@ -944,7 +944,7 @@ class SparseAutoencoder(
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        take_providers_target_tags(tags, self.decoder)
+        take_providers_tags(tags, self.decoder)
         return tags
 
 
