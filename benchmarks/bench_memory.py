@@ -1,10 +1,11 @@
 """Peak memory of coding many wide rows on few atoms, against the data's size.
 
 Each case runs in a fresh process on the same data (``--rows`` rows of
-``--features`` float32 features; 10 % of ``--atoms`` unit atoms active per
-row) and prints the peak resident memory above the process's resident memory
-just before the call (Linux: ``VmHWM`` after resetting it through
-``/proc/self/clear_refs``), and its ratio to the data's size:
+``--features`` float32 features; a fraction ``--active``, by default 10 %, of
+``--atoms`` unit atoms active per row) and prints the peak resident memory
+above the process's resident memory just before the call (Linux: ``VmHWM``
+after resetting it through ``/proc/self/clear_refs``), and its ratio to the
+data's size:
 
 * ``FISTACoder(dictionary=D, positive=True).transform`` with
   ``batch_size=None`` and with ``--batch-size``, and ``score`` with
@@ -17,7 +18,7 @@ just before the call (Linux: ``VmHWM`` after resetting it through
 Usage::
 
     python benchmarks/bench_memory.py [--rows 200000] [--features 1024]
-        [--atoms 16] [--batch-size 4096]
+        [--atoms 16] [--batch-size 4096] [--active 0.1] [--cases CASE ...]
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def _status(key: str) -> float:
     return int(line.split()[1]) / 1024  # MiB
 
 
-def _measure(case: str, rows: int, features: int, atoms: int, batch_size: int):
+def _measure(
+    case: str, rows: int, features: int, atoms: int, batch_size: int, active: float
+):
     import numpy as np
     import torch
     from sklearn.decomposition import PCA
@@ -57,7 +60,7 @@ def _measure(case: str, rows: int, features: int, atoms: int, batch_size: int):
     D /= np.linalg.norm(D, axis=1, keepdims=True)
     X = np.empty((rows, features), dtype=np.float32)
     for start in range(0, rows, 10_000):  # no (rows, atoms) float64 codes at once
-        Z = (rng.random((min(10_000, rows - start), atoms)) < 0.1) * rng.random(
+        Z = (rng.random((min(10_000, rows - start), atoms)) < active) * rng.random(
             (min(10_000, rows - start), atoms)
         )
         X[start : start + len(Z)] = Z @ D
@@ -88,20 +91,23 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=1024)
     parser.add_argument("--atoms", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--active", type=float, default=0.1)
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=CASES)
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sizes = (args.rows, args.features, args.atoms, args.batch_size)
+    sizes = (args.rows, args.features, args.atoms, args.batch_size, args.active)
     if args.case:  # a child process: one measurement, as JSON
         print(json.dumps(_measure(args.case, *sizes)))
         return
     print(
         f"{args.rows} rows x {args.features} features (float32), {args.atoms} "
-        f"atoms, batch_size={args.batch_size} where given"
+        f"atoms ({args.active:.1%} active), batch_size={args.batch_size} where given"
     )
-    for case in CASES:
+    for case in args.cases:
         command = [sys.executable, __file__, "--case", case]
         command += ["--rows", str(args.rows), "--features", str(args.features)]
         command += ["--atoms", str(args.atoms), "--batch-size", str(args.batch_size)]
+        command += ["--active", str(args.active)]
         output = subprocess.run(command, capture_output=True, text=True, check=True)
         result = json.loads(output.stdout.splitlines()[-1])
         peak, data = result["peak"], result["data"]

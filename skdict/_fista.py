@@ -163,6 +163,9 @@ _AUTO_BATCH_ELEMENTS = 2**24
 # elements each (16 MiB) add about 80 MiB to a batch. At 2**24 elements they
 # added about 700 MiB (a 2,000-atom batch of 8,388 rows peaked at +956 MB).
 _SYSTEM_ELEMENTS = 2**21
+# Float32 dictionaries of at most this many entries get a float64 copy for
+# the certificates; larger ones gather the atoms a code uses, in float64.
+_FLOAT64_COPY_ELEMENTS = 2**22
 # Eigenvalues of a singular Newton system at most this fraction of its largest
 # one, times its size, count as zero: float64 eigh leaves exact null
 # directions at about eps times the largest eigenvalue.
@@ -1250,6 +1253,27 @@ class _Problem:
             return F.embedding(atoms, self.D64)
         return F.embedding(atoms, self.D).double()
 
+    def _sparse_reconstruction(self, atoms, values64):
+        """Float64 ``sum_j values64[:, j] * D[atoms[:, j]]``, a block of rows at a time.
+
+        The gathered atoms, ``(rows, working set, n_features)`` in float64,
+        are bounded by ``_SYSTEM_ELEMENTS`` a block: gathered for a whole
+        batch at once, 4,096 rows of 4,096 features on 4,096 atoms took 4 GB
+        of scratch for 64 MiB of codes (and the page faults of those fresh
+        allocations a fifth of the time). The same sums, block by block.
+        """
+        n, width = atoms.shape
+        approx = values64.new_empty((n, self.D.shape[1]))
+        step = max(1, _SYSTEM_ELEMENTS // max(1, width * self.D.shape[1]))
+        for start in range(0, n, step):
+            block = slice(start, start + step)
+            torch.bmm(
+                values64[block].unsqueeze(1),
+                self._atoms64(atoms[block]),
+                out=approx[block].unsqueeze(1),
+            )
+        return approx
+
     def _residual64(self, rows, z):
         """Float64 residual ``x - zD`` of ``rows``."""
         approx = 0.0
@@ -1310,7 +1334,7 @@ class _Problem:
                 atoms, self.D64, per_sample_weights=values64, mode="sum"
             )
         else:
-            approx = torch.bmm(values64.unsqueeze(1), self._atoms64(atoms)).squeeze(1)
+            approx = self._sparse_reconstruction(atoms, values64)
         x = self.X64.index_select(0, rows)
         residual = x - approx
         low = residual.float()
@@ -2310,7 +2334,8 @@ def _encode(
             return L_cache[0]
 
     # A float64 copy of a small float32 dictionary, for exact certificates.
-    D64 = dictionary.double() if n_components * X.shape[1] <= 2**22 else None
+    small = n_components * X.shape[1] <= _FLOAT64_COPY_ELEMENTS
+    D64 = dictionary.double() if small else None
     if dtype == torch.float64:
         D64 = dictionary
     # Certificates multiply residuals with a float32 dictionary (see _Problem).
@@ -2576,7 +2601,9 @@ class FISTACoder(
         max(n_components, n_features)``, besides the codes returned. None
         picks about ``2**24 / max(n_components, n_features)``, whose scratch
         memory peaked at 260-740 MiB beside the codes returned (in float32
-        and float64; the most for 131,072 rows on 128 atoms).
+        and float64; the most for 131,072 rows on 128 atoms), and at 620 MiB
+        for 4,096 features on 4,096 atoms, where several float64 copies of a
+        batch's rows are alive at once (``batch_size=512``: 300 MiB).
         Each batch also has a fixed cost (the solver's per-call work, a few
         milliseconds or more), so batches of a few samples are slow: on the
         CPU, 100 samples over 200 atoms took about 28 times as long one at

@@ -2202,3 +2202,29 @@ def test_fista_on_mps_tensors_raises_by_name(learn):
         coder.fit_transform(X)
     codes = coder.set_params(device="cpu").fit_transform(X)
     assert codes.device.type == "mps"
+
+
+def test_certificates_of_large_dictionaries_gather_atoms_in_blocks(monkeypatch):
+    # Dictionaries too large for a float64 copy rebuild each code's
+    # reconstruction from its gathered atoms: for a whole batch at once that
+    # took 4 GB for 4,096 rows of 4,096 features. In blocks of rows, the
+    # codes are the same bit for bit.
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((40, 16)).astype(np.float32)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    Z = (rng.uniform(size=(300, 40)) < 0.1) * rng.uniform(size=(300, 40))
+    X = (Z @ D).astype(np.float32)
+    coder = FISTACoder(D, alpha=0.05, positive=True).fit(X)
+    monkeypatch.setattr(_fista, "_FLOAT64_COPY_ELEMENTS", 0)  # no float64 copy
+    gathered_at_once = coder.transform(X)
+    monkeypatch.setattr(_fista, "_SYSTEM_ELEMENTS", 16 * 8 * 3)  # a few rows a block
+    in_blocks = coder.transform(X)
+    np.testing.assert_array_equal(in_blocks, gathered_at_once)
+    reference = sparse_encode(
+        X.astype(np.float64),
+        D.astype(np.float64),
+        algorithm="lasso_cd",
+        alpha=0.05,
+        positive=True,
+    )
+    assert np.abs(in_blocks - reference).max() < 1e-3
