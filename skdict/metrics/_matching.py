@@ -705,9 +705,16 @@ n_components)
         width = pred.shape[1]
         found = torch.isin(rows * width + matched, pred_rows * width + pred_cols)
     else:
-        active = (pred > threshold) | (pred < -threshold)  # no float copy of pred
-        l0_pred = active.sum(dim=1).to(torch.float64)
-        found = active[rows, matched]
+        # A block of rows at a time: torch sums a boolean mask as int64, 8
+        # bytes an entry (2.1 GB beside 0.8 GB of float32 codes).
+        l0_pred = torch.cat(
+            [
+                ((block > threshold) | (block < -threshold)).sum(dim=1)
+                for block in pred.split(rows_per_block(pred.shape[1]))
+            ]
+        ).to(torch.float64)
+        picked = pred[rows, matched]
+        found = (picked > threshold) | (picked < -threshold)
     tp = torch.zeros(n_samples, dtype=torch.float64, device=pred.device)
     tp.index_add_(0, rows, found.to(torch.float64))
     # A sample with no active latent whose codes have none either has its
