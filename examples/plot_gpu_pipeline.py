@@ -17,10 +17,10 @@ pipeline on CPU tensors, which exercises exactly the same code paths.
 # Set-up
 # ------
 # Array-API dispatch needs SciPy 1.14 or newer, in its array-API mode, which
-# must be switched on before SciPy is first imported (scikit-learn brings its own copy of
-# ``array-api-compat``). The line below does it when this script runs on its
-# own; in a notebook or a larger program, export ``SCIPY_ARRAY_API=1`` in the
-# shell before Python starts.
+# must be switched on before SciPy is first imported (scikit-learn brings its
+# own copy of ``array-api-compat``). The line below does it when this script
+# runs on its own; in a notebook or a larger program, export
+# ``SCIPY_ARRAY_API=1`` in the shell before Python starts.
 import os
 
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
