@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="METHOD",
         help=(
             f"run these methods instead of each study's own: {', '.join(METHODS)} "
-            "(the alpha study takes those that code with FISTA; the real study "
+            "(the alpha study runs those of them that code with FISTA, and "
+            "alone refuses the others; the real study "
             f"runs {', '.join(REAL_METHODS)})"
         ),
     )
@@ -158,7 +159,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     studies = [s for s in args.study if s != "all"]
     if "all" in args.study:
         studies = [*STUDIES, *(s for s in studies if s not in STUDIES)]
-    studies = list(dict.fromkeys(studies))
+    studies = _methods_of_alpha(args, list(dict.fromkeys(studies)))
     try:  # fail before any study runs
         check_plots_extra()
         _check_values(args.values, studies)
@@ -167,7 +168,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             if study == "real":
                 _check_real(args.methods)
             else:
-                plan_study(study, **_sweep(args))
+                plan_study(study, **_sweep(args, study))
         # Created only for a run that passed the checks above.
         out = check_output_dir(args.out)
         for study in (s for s in studies if s != "real"):
@@ -274,7 +275,7 @@ def _run_studies(args: argparse.Namespace, studies: list[str], out) -> None:
             continue
         records = run_study(
             study,
-            **_sweep(args),
+            **_sweep(args, study),
             device=args.device,
             out=out,
             progress=_show_progress(args),
@@ -288,14 +289,39 @@ def _run_studies(args: argparse.Namespace, studies: list[str], out) -> None:
         _say(f"records: {out / (name + '.json')}\nfigure:  {figure}")
 
 
-def _sweep(args: argparse.Namespace) -> dict:
+def _sweep(args: argparse.Namespace, study: str) -> dict:
     """Return the arguments of a synthetic study's cells from the command line."""
+    methods = args.methods
+    if study == "alpha" and getattr(args, "alpha_methods", None) is not None:
+        methods = args.alpha_methods
     return dict(
         preset=args.preset,
         seeds=tuple(args.seeds) if args.seeds else None,
-        methods=tuple(args.methods) if args.methods else None,
+        methods=tuple(methods) if methods else None,
         values=_grid(args.values),
     )
+
+
+def _methods_of_alpha(args: argparse.Namespace, studies: list[str]) -> list[str]:
+    """Keep, beside other studies, the alpha study's methods that code with FISTA.
+
+    Alone, the alpha study refuses the others (their results would repeat at
+    every penalty); with ``--study all`` the other studies run them, and the
+    alpha study is left out when none is left for it.
+    """
+    from .experiments import METHODS
+
+    if "alpha" not in studies or len(studies) == 1 or not args.methods:
+        return studies
+    args.alpha_methods = [m for m in args.methods if METHODS[m].uses_alpha]
+    if not args.alpha_methods:
+        print(
+            "skdict reproduce: note: the alpha study is left out: none of the "
+            "methods given codes with FISTA.",
+            file=sys.stderr,
+        )
+        return [study for study in studies if study != "alpha"]
+    return studies
 
 
 def _check_values(values: list[float] | None, studies: list[str]) -> None:
@@ -374,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    return f"skdict reproduce: warning: {message}\n"
+    # The category stays: a dependency's FutureWarning is not skdict's.
+    return f"skdict reproduce: {category.__name__}: {message}\n"
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
+from types import SimpleNamespace
 from typing import Any, NamedTuple, Self
 
 import numpy as np
@@ -81,7 +82,7 @@ from ._tensor import (
     validate_input,
 )
 from ._typing import ArrayLike, Bool, Device, Float, Int
-from ._warnings import ignoring, warn
+from ._warnings import warn
 
 __all__ = [
     "CODING_ESTIMATOR",
@@ -2300,11 +2301,6 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     return atoms
 
 
-# scikit-learn's warnings of X with feature names where fit had none, and
-# the reverse (sklearn.utils.validation._check_feature_names).
-_FEATURE_NAMES_WARNING = "X (does not have valid feature names|has feature names)"
-
-
 class OracleDictionary(
     StrictParamsMixin,
     ClassNamePrefixFeaturesOutMixin,
@@ -2491,8 +2487,14 @@ n_latents) or (n_samples,), default=None
         # module imports this one, hence the import at call time.
         from ._fista import FISTACoder
 
+        # The atoms as weights that name no columns: X's were checked by the
+        # oracle itself, and the coder's check of a frozen oracle repeated its
+        # feature-name warnings.
+        weights = SimpleNamespace(
+            components_=self.components_, intercept_=self.intercept_
+        )
         return FISTACoder(
-            FrozenEstimator(self),
+            weights,
             alpha=self.alpha,
             positive=self.positive,
             max_iter=self.max_iter,
@@ -2521,10 +2523,7 @@ n_latents) or (n_samples,), default=None
         self._validate_params()
         check_same_namespace(X, self, attribute="components_", method="transform")
         validate_input(self, X, reset=False, device=self.device)
-        # The feature-name warnings were given just now, by the oracle's own
-        # check: the coder's check of its provider would give them twice.
-        with ignoring(UserWarning, _FEATURE_NAMES_WARNING):
-            return self._coder().fit_transform(X)
+        return self._coder().fit_transform(X)
 
     @ignores_autocast
     def inverse_transform(self, X: ArrayLike) -> Any:

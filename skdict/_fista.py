@@ -142,7 +142,7 @@ from ._tensor import (
     validate_input,
 )
 from ._typing import ArrayLike, Bool, Device, Float, Int, Seed
-from ._warnings import ignoring, warn
+from ._warnings import warn
 
 __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 
@@ -3173,16 +3173,13 @@ class FISTACoder(
                 )
             check_provider_features(self.init, X, "init")
             init = self.init
-        # Checked on one row now, so that a search or a cross-validation fails
-        # at fit with the reason, not with NaN scores from every score call.
-        # (Its warnings, such as feature names, come again from transform.)
-        first = X[:1] if is_tensor(X) else _safe_indexing(_indexable(X), slice(0, 1))
-        with ignoring(Warning):
-            width = init.transform(provider_input(init, first)).shape[1]
-        if width != n_atoms:
+        # Checked now, so that a search or a cross-validation fails at fit with
+        # the reason, not with NaN scores from every score call.
+        shape = _codes_shape(init, X)
+        if len(shape) != 2 or shape[1] != n_atoms:
             raise ValueError(
-                f"init, the codes' warm start, gives {width} codes per sample "
-                f"({type(init).__name__}.transform) but the dictionary has "
+                f"init, the codes' warm start, gives codes of shape {shape} per row "
+                f"of X ({type(init).__name__}.transform) but the dictionary has "
                 f"{n_atoms} atoms."
             )
         return init
@@ -3391,6 +3388,24 @@ class FISTACoder(
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         take_providers_tags(tags, self.dictionary, self.init)
         return tags
+
+
+def _codes_shape(init: Any, X: Any) -> tuple[int, ...]:
+    """Return the shape of ``init``'s codes of one row of ``X``.
+
+    From the width a fitted estimator declares (``_n_features_out``, as
+    scikit-learn's transformers do, or its atoms), else from coding X's first
+    row: with no warnings filtered, which would drop other threads' warnings
+    and hold a lock around the estimator's own code.
+    """
+    for width in (
+        getattr(init, "_n_features_out", None),
+        getattr(getattr(init, "components_", None), "shape", (None,))[0],
+    ):
+        if isinstance(width, (int, np.integer)):
+            return (1, int(width))
+    first = X[:1] if is_tensor(X) else _safe_indexing(_indexable(X), slice(0, 1))
+    return tuple(np.shape(init.transform(provider_input(init, first))))
 
 
 def _indexable(X: Any) -> Any:

@@ -648,6 +648,33 @@ def test_alpha_study_refuses_methods_that_ignore_alpha(methods, tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_all_studies_give_the_alpha_study_its_fista_methods(
+    tmp_path, monkeypatch, capsys
+):
+    # --study all --methods linear_probe was refused whole, as the alpha
+    # study alone refuses methods that do not code with FISTA.
+    from skdict.__main__ import _sweep
+
+    seen = []
+    monkeypatch.setattr(
+        skdict.__main__,
+        "_run_studies",
+        lambda args, studies, out: seen.append(
+            (studies, {study: _sweep(args, study)["methods"] for study in studies})
+        ),
+    )
+    argv = ["reproduce", "--study", "all", "--out", str(tmp_path), "--no-progress"]
+    assert main([*argv, "--methods", "linear_probe", "fista_oracle"]) == 0
+    studies, methods = seen[-1]
+    assert "alpha" in studies
+    assert methods["alpha"] == ("fista_oracle",)
+    assert methods["vary_latents"] == ("linear_probe", "fista_oracle")
+    assert main([*argv, "--methods", "linear_probe"]) == 0
+    studies, _ = seen[-1]
+    assert "alpha" not in studies and "vary_latents" in studies
+    assert "the alpha study is left out" in capsys.readouterr().err
+
+
 def test_cli_expands_a_home_folder_and_refuses_an_empty_one(
     tmp_path, monkeypatch, capsys
 ):
@@ -712,8 +739,8 @@ def test_cli_warnings_read_as_the_command_s_own(tmp_path, capsys):
         assert main(argv) == 0
     assert warnings.formatwarning is before
     err = capsys.readouterr().err
-    assert "skdict reproduce: warning: The records of this run" in err
-    assert "UserWarning" not in err and "main()" not in err
+    assert "skdict reproduce: UserWarning: The records of this run" in err
+    assert "main()" not in err and "_runner.py" not in err
 
 
 def test_cli_full_disk_is_an_error_that_says_what_is_kept(

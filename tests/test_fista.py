@@ -1532,7 +1532,7 @@ def test_score_steps_follow_a_given_batch_size_and_check_init_widths(
     assert rows_coded == [12, 12, 12, 4]
     # An init estimator giving codes of the wrong width is named, by fit,
     # and by transform and score should its codes change width after it.
-    with pytest.raises(ValueError, match="gives 2 codes per sample"):
+    with pytest.raises(ValueError, match=r"gives codes of shape \(1, 2\)"):
         FISTACoder(D, init=PCA(n_components=2)).fit(X)
     coder = FISTACoder(D, init=FISTACoder(D)).fit(X)
     coder.init_.transform = lambda X: np.zeros((len(X), 2))
@@ -1636,7 +1636,9 @@ def test_init_estimators_of_the_wrong_width_or_unfitted_fail_at_fit(problem):
     X, D = problem
     n_atoms = D.shape[0]
     for init in (PCA(3), SparseAutoencoder(5, max_epochs=1)):
-        with pytest.raises(ValueError, match=r"gives \d codes per sample .* atoms"):
+        with pytest.raises(
+            ValueError, match=r"gives codes of shape \(1, \d\) per row .* atoms"
+        ):
             FISTACoder(D, init=init).fit(X)
         # Failed fits, which scikit-learn reports, not NaN scores.
         with pytest.raises(ValueError, match="All the 2 fits failed"):
@@ -2228,3 +2230,33 @@ def test_certificates_of_large_dictionaries_gather_atoms_in_blocks(monkeypatch):
         positive=True,
     )
     assert np.abs(in_blocks - reference).max() < 1e-3
+
+
+def test_init_width_check_runs_no_user_code_under_a_lock_and_takes_lists():
+    # The check coded a row inside skdict's warning-filter lock: an init
+    # whose transform codes in threads that take the lock (a FeatureUnion of
+    # oracles under joblib's threading backend) hung for good, and an init
+    # returning a list failed on .shape.
+    import joblib
+    from sklearn.pipeline import FeatureUnion
+    from sklearn.preprocessing import FunctionTransformer
+
+    rng = np.random.default_rng(0)
+    X, D = rng.standard_normal((40, 5)), rng.standard_normal((4, 5))
+    parts = [("a", OracleDictionary(D[:2])), ("b", OracleDictionary(D[2:]))]
+    union = FeatureUnion(parts, n_jobs=2).fit(X)
+    finished = []
+
+    def fit():
+        with joblib.parallel_backend("threading"):
+            FISTACoder(D, init=FrozenEstimator(union), alpha=0.01).fit(X)
+        finished.append(True)
+
+    worker = threading.Thread(target=fit, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert finished, "fit hung"
+    as_list = FunctionTransformer(lambda Z: np.maximum(np.asarray(Z) @ D.T, 0).tolist())
+    assert FISTACoder(D, init=as_list).fit(X).transform(X).shape == (40, 4)
+    with pytest.raises(ValueError, match=r"gives codes of shape \(1,\) per row"):
+        FISTACoder(D, init=FunctionTransformer(lambda Z: np.ones(len(Z)))).fit(X)

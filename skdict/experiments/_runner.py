@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,8 @@ def run_study(
     seeds : sequence of int, default=None
         Seeds (preset default when None).
     methods : str or sequence of str, default=None
-        Restrict to these methods.
+        Run these methods instead of the study's own (see
+        :func:`~skdict.experiments.study_cells`).
     values : sequence, default=None
         Swept values replacing the preset's grid.
     data_params : dict, default=None
@@ -322,11 +324,15 @@ def run_study(
     # SAEs trained on the same data, shared between cells: the alpha sweep's
     # cells train the same SAE for sae_dict_fista (27 times where 3 would do
     # in the paper preset, where each takes minutes).
+    # Each is let go after the last cell on its data (kept to the end of a
+    # study, the paper preset's SAEs of 10,000 latents held about 1.5 GB).
     saes_by_data: dict[str, dict[str, Any]] = {}
+    cells_left = Counter(_data_key(cell) for cell in todo)
     for cell in tqdm(todo, disable=not progress, desc=study, unit="cell"):
         pending = _pending(cell, cell.settings(base), done)
         data = make_compositional(**cell.data_params, random_state=cell.seed)
-        same_data = json.dumps([cell.data_params, cell.seed], sort_keys=True)
+        same_data = _data_key(cell)
+        cells_left[same_data] -= 1
         cell_records = _method_records(
             data,
             resolve_methods(pending),
@@ -366,10 +372,17 @@ def run_study(
                 f"before it are saved in {path}; the same call resumes them."
             )
             raise
+        if not cells_left[same_data]:
+            del saes_by_data[same_data]
     by_key = {record["key"]: record for record in records}
     returned = [by_key[key] for key in expected]
     _warn_mixed_environments(returned, path, computed_with(device, None))
     return returned
+
+
+def _data_key(cell: Cell) -> str:
+    """Return what identifies a cell's data: its generator's parameters and seed."""
+    return json.dumps([cell.data_params, cell.seed], sort_keys=True)
 
 
 def _pending(cell: Cell, settings: PaperSettings, done: set[str]) -> list[str]:
