@@ -110,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="METHOD",
         help=(
             f"run these methods instead of each study's own: {', '.join(METHODS)} "
-            "(the alpha study runs those of them that code with FISTA, and "
-            "alone refuses the others; the real study "
+            "(within --study all, the alpha study runs those of them that code "
+            "with FISTA; named itself, it refuses the others; the real study "
             f"runs {', '.join(REAL_METHODS)})"
         ),
     )
@@ -159,10 +159,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     studies = [s for s in args.study if s != "all"]
     if "all" in args.study:
         studies = [*STUDIES, *(s for s in studies if s not in STUDIES)]
-    studies = _methods_of_alpha(args, list(dict.fromkeys(studies)))
+    named = list(dict.fromkeys(studies))
+    studies = _methods_of_alpha(args, named)
     try:  # fail before any study runs
         check_plots_extra()
-        _check_values(args.values, studies)
+        _check_values(args.values, named)
         resolve_device(args.device)
         for study in studies:
             if study == "real":
@@ -303,15 +304,15 @@ def _sweep(args: argparse.Namespace, study: str) -> dict:
 
 
 def _methods_of_alpha(args: argparse.Namespace, studies: list[str]) -> list[str]:
-    """Keep, beside other studies, the alpha study's methods that code with FISTA.
+    """Give the alpha study of ``--study all`` the methods that code with FISTA.
 
-    Alone, the alpha study refuses the others (their results would repeat at
-    every penalty); with ``--study all`` the other studies run them, and the
-    alpha study is left out when none is left for it.
+    Named on its own, the alpha study refuses the others (their results would
+    repeat at every penalty); within ``--study all`` the other studies run
+    them, and the alpha study is left out when none is left for it.
     """
     from .experiments import METHODS
 
-    if "alpha" not in studies or len(studies) == 1 or not args.methods:
+    if "all" not in args.study or not args.methods:
         return studies
     args.alpha_methods = [m for m in args.methods if METHODS[m].uses_alpha]
     if not args.alpha_methods:

@@ -93,6 +93,7 @@ from sklearn.base import (
     TransformerMixin,
 )
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils import _safe_indexing
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import Interval
@@ -3393,17 +3394,20 @@ class FISTACoder(
 def _codes_shape(init: Any, X: Any) -> tuple[int, ...]:
     """Return the shape of ``init``'s codes of one row of ``X``.
 
-    From the width a fitted estimator declares (``_n_features_out``, as
-    scikit-learn's transformers do, or its atoms), else from coding X's first
-    row: with no warnings filtered, which would drop other threads' warnings
-    and hold a lock around the estimator's own code.
+    From the width skdict's own estimators declare, or the atoms of weights
+    that are not an estimator; else from coding X's first row, with no
+    warnings filtered (a filter would drop other threads' warnings and hold
+    a lock around the estimator's own code). Other estimators' declared
+    widths are not trusted: LinearDiscriminantAnalysis declares n_classes - 1
+    columns and gives fewer on rank-deficient data.
     """
-    for width in (
-        getattr(init, "_n_features_out", None),
-        getattr(getattr(init, "components_", None), "shape", (None,))[0],
-    ):
-        if isinstance(width, (int, np.integer)):
-            return (1, int(width))
+    inner = init
+    while isinstance(inner, FrozenEstimator):
+        inner = inner.estimator
+    if type(inner).__module__.startswith("skdict."):
+        return (1, int(inner._n_features_out))
+    if not _is_estimator(inner) and hasattr(inner, "components_"):
+        return (1, int(np.shape(inner.components_)[0]))
     first = X[:1] if is_tensor(X) else _safe_indexing(_indexable(X), slice(0, 1))
     return tuple(np.shape(init.transform(provider_input(init, first))))
 

@@ -673,6 +673,15 @@ def test_cli_all_studies_give_the_alpha_study_its_fista_methods(
     studies, _ = seen[-1]
     assert "alpha" not in studies and "vary_latents" in studies
     assert "the alpha study is left out" in capsys.readouterr().err
+    # Named by the user, the alpha study refuses them, and --values meant for
+    # two studies that sweep different variables are still refused.
+    argv = ["reproduce", "--study", "alpha", "vary_latents", "--out", str(tmp_path)]
+    assert main([*argv, "--methods", "sae_relu"]) == 2
+    assert "sweeps FISTA's penalty" in capsys.readouterr().err
+    assert main([*argv, "--methods", "sae_relu", "--values", "20"]) == 2
+    assert "--values would be taken as alpha and as n_latents" in (
+        capsys.readouterr().err
+    )
 
 
 def test_cli_expands_a_home_folder_and_refuses_an_empty_one(

@@ -2260,3 +2260,17 @@ def test_init_width_check_runs_no_user_code_under_a_lock_and_takes_lists():
     assert FISTACoder(D, init=as_list).fit(X).transform(X).shape == (40, 4)
     with pytest.raises(ValueError, match=r"gives codes of shape \(1,\) per row"):
         FISTACoder(D, init=FunctionTransformer(lambda Z: np.ones(len(Z)))).fit(X)
+
+
+def test_init_width_check_codes_a_row_for_other_estimators():
+    # LinearDiscriminantAnalysis declares n_classes - 1 columns and gives
+    # fewer on rank-deficient data: a declared width let it pass fit, and
+    # every fold of a search scored NaN.
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 2)) @ rng.standard_normal((2, 6))
+    y = np.arange(60) % 5
+    D = rng.standard_normal((4, 6))
+    with pytest.raises(ValueError, match=r"gives codes of shape \(1, 2\)"):
+        FISTACoder(D, init=LinearDiscriminantAnalysis()).fit(X, y)
