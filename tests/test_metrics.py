@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_validate
@@ -937,12 +937,17 @@ def test_probe_accuracy_hands_sparse_codes_to_probes_that_take_them(rng, monkeyp
 def test_probe_accuracy_in_threads_leaves_the_warning_filters(rng):
     # Its "ignore ConvergenceWarning" block, entered from several threads at
     # once (a threaded GridSearchCV), left the filter behind for the process.
+    # (scikit-learn's own check_array, called by the probe's predict in each
+    # thread, races the same way on its ComplexWarning filter: not skdict's
+    # to serialise, so only skdict's filter is checked.)
     codes = rng.standard_normal((200, 10))
     y = (codes[:, 0] + 0.3 * rng.standard_normal(200) > 0).astype(int)
-    filters = list(warnings.filters)
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: probe_accuracy(codes, y), range(40)))
-    assert warnings.filters == filters
+    with warnings.catch_warnings():  # whatever scikit-learn leaves, not kept
+        filters = list(warnings.filters)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: probe_accuracy(codes, y), range(40)))
+        left = [f for f in warnings.filters if f not in filters]
+    assert not [f for f in left if f[2] is ConvergenceWarning]
     assert all(result == results[0] for result in results)
 
 
