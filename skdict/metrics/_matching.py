@@ -245,21 +245,19 @@ def _correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
     step = rows_per_block(p + m)
     with ieee_float32_products():
         for a, b in zip(true.blocks(step), codes.blocks(step), strict=True):
-            if a.is_sparse or b.is_sparse:
-                a, b = a.to(work), b.to(work)
-                if not a.is_sparse:
-                    sum_a += a.sum(dim=0)
-                if not b.is_sparse:
-                    sum_b += b.sum(dim=0)
             if not (a.is_sparse or b.is_sparse):
                 dtype = torch.promote_types(a.dtype, b.dtype)
                 cross += (a.to(dtype).T @ b.to(dtype)).to(work)
-            elif a.is_sparse and b.is_sparse:
-                cross += torch.sparse.mm(a.t(), b).to_dense()
-            elif a.is_sparse:
+                continue
+            a, b = a.to(work), b.to(work)
+            if not a.is_sparse:
+                sum_a += a.sum(dim=0)
+                cross += torch.sparse.mm(b.t(), a).T
+            elif not b.is_sparse:
+                sum_b += b.sum(dim=0)
                 cross += torch.sparse.mm(a.t(), b)
             else:
-                cross += torch.sparse.mm(b.t(), a).T
+                cross += torch.sparse.mm(a.t(), b).to_dense()
     if true.data.is_sparse or codes.data.is_sparse:
         cross -= torch.outer(true.mean, sum_b) + torch.outer(sum_a, codes.mean)
         cross += n * torch.outer(true.mean, codes.mean)
@@ -709,12 +707,11 @@ n_components)
         # bytes an entry (2.1 GB beside 0.8 GB of float32 codes).
         l0_pred = torch.cat(
             [
-                ((block > threshold) | (block < -threshold)).sum(dim=1)
+                _active(block, threshold).sum(dim=1)
                 for block in pred.split(rows_per_block(pred.shape[1]))
             ]
         ).to(torch.float64)
-        picked = pred[rows, matched]
-        found = (picked > threshold) | (picked < -threshold)
+        found = _active(pred[rows, matched], threshold)
     tp = torch.zeros(n_samples, dtype=torch.float64, device=pred.device)
     tp.index_add_(0, rows, found.to(torch.float64))
     # A sample with no active latent whose codes have none either has its
@@ -777,8 +774,12 @@ def _active_entries(
         keep = codes.values().abs() > threshold
         rows, cols = codes.indices()[:, keep]
         return rows, cols
-    # No float copy of the codes (abs() of float64 true codes took one).
-    return torch.nonzero((codes > threshold) | (codes < -threshold), as_tuple=True)
+    return torch.nonzero(_active(codes, threshold), as_tuple=True)
+
+
+def _active(codes: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Where ``|codes| > threshold``, without a float copy (``abs()`` takes one)."""
+    return (codes > threshold) | (codes < -threshold)
 
 
 def _check_matching(matching: Any, n_latents: int, n_components: int) -> np.ndarray:
