@@ -604,27 +604,22 @@ def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
         raise ValueError(f"Input {name} contains NaN or infinity.")
 
 
-# Entries per chunk when finiteness is checked piecewise (8 MiB of float64).
-_FINITE_CHUNK = 2**20
-
-
 def _all_finite(T: torch.Tensor) -> bool:
     """Return True when ``T`` holds no NaN or infinity.
 
-    ``torch.isfinite(T).all()`` builds full-size temporaries (1.4x a float64
+    ``torch.isfinite(T).all()`` builds a full-size temporary (1.4x a float64
     array on the CPU, which made the chunked least squares and every
-    ``inverse_transform`` peak at the size of their whole input). A finite sum
-    settles the common case without them, as scikit-learn's check does: NaN
-    and infinity propagate into it. A sum that is not finite (an infinity, a
-    NaN, or an overflow) is settled a chunk at a time.
+    ``inverse_transform`` peak at the size of their whole input). The extremes
+    settle it in one pass without one: NaN propagates into both, and an
+    infinity is one of them. A sum (scikit-learn's check) would do as well
+    but overflows: float16 activations of 2,000 x 1,000 ones sum to infinity,
+    which sent every real-sized float16 input to a check a chunk at a time
+    (2.5 s instead of 0.06 s for 20,000 x 4,096).
     """
-    if bool(torch.isfinite(T.sum())):
+    if T.numel() == 0:
         return True
-    flat = T.reshape(-1)
-    return all(
-        bool(torch.isfinite(flat[start : start + _FINITE_CHUNK]).all())
-        for start in range(0, flat.numel(), _FINITE_CHUNK)
-    )
+    low, high = torch.aminmax(T)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 def _checkable(T: torch.Tensor) -> torch.Tensor:
