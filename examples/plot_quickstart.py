@@ -49,10 +49,11 @@ sae.fit(data.X_train)
 # Scores in and out of distribution
 # ---------------------------------
 # The mean correlation coefficient (MCC) asks whether every true latent is
-# captured by one code dimension; on OOD data it only lets the most active code
-# dimensions compete (``top_variance=True``, the paper's MCC-OOD). The
-# best-feature AUC asks whether a single code dimension detects the probed
-# concept. Both are invariant to the order and scale of the code dimensions.
+# captured by one code dimension; on OOD data it only lets the code dimensions
+# of highest variance compete (``top_variance=True``, the paper's MCC-OOD), so
+# rescaling a dimension can change its rank and the score. The best-feature AUC
+# asks whether a single code dimension detects the probed concept. Plain MCC
+# and the AUC are invariant to the order and scale of the code dimensions.
 from skdict.metrics import best_feature_auc, mcc_score, reconstruction_error
 
 scores = {}

@@ -36,6 +36,7 @@ from skdict.experiments import (
     format_table,
     load_records,
     run_study,
+    summarize,
 )
 from skdict.experiments._methods import MethodContext
 from skdict.experiments._studies import STUDIES, Cell, study_cells
@@ -315,6 +316,21 @@ def test_format_table_of_compare_methods_records(data):
     lines = format_table(records, "mse_gap").splitlines()
     assert [line.split()[-1] for line in lines[1:]][1] == "-"
     assert lines[2].startswith("Linear probe")
+
+
+def test_summaries_refuse_a_key_no_record_holds():
+    # A misspelt metric once printed "acc_odd: no values" as if the methods
+    # had none; every record's None is still "no values".
+    records = [
+        {"label": "A", "value": 10, "acc_ood": 0.9, "mse_gap": None},
+        {"label": "B", "value": 10, "acc_ood": 0.7, "mse_gap": None},
+    ]
+    for summary in (summarize, format_table):
+        with pytest.raises(ValueError, match=r"metric='acc_odd'.*'acc_ood'"):
+            summary(records, "acc_odd")
+    assert format_table(records, "mse_gap") == "mse_gap: no values"
+    assert summarize(records, "mse_gap") == {}
+    assert summarize([], "anything") == {}
 
 
 def test_compare_methods_errors(data):

@@ -320,7 +320,7 @@ def compare_methods(
         Seed for every estimator's initialisation, in ``[0, 2**32 - 1]``
         (None: not reproducible).
     device : str or torch.device, default="auto"
-        Where estimators compute (see :func:`skdict.FISTACoder`).
+        Where estimators compute (see :class:`skdict.FISTACoder`).
     settings : PaperSettings, default=None
         Training and inference settings; the paper's when None.
     verbose : int, default=0

@@ -61,12 +61,12 @@ from ._methods import (
 )
 from ._report import (
     _format,
+    _summary,
     align_rows,
     check_plots_extra,
     check_records,
     figure_path,
     save_figure,
-    summarize,
 )
 from ._runner import check_output_dir, save_records
 from ._studies import PRESETS, check_seeds
@@ -608,8 +608,8 @@ def _check_settings(
 
 def _stats(records: Sequence[dict[str, Any]], key: str) -> dict[str, tuple]:
     """Mean, sd and count of ``key`` per method over seeds."""
-    # This study sweeps nothing: summarize files every record under None.
-    flat = summarize(records, key)
+    # This study sweeps nothing: every record is filed under None.
+    flat = _summary(records, key)
     return {label: by_value[None] for label, by_value in flat.items()}
 
 

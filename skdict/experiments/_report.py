@@ -94,7 +94,8 @@ def summarize(
     """Compute mean, sd and count of ``metric`` per method label and swept value.
 
     Records where the metric is None (e.g. reconstruction for a probe) are
-    left out.
+    left out; a metric that no record holds is refused (a misspelt key would
+    otherwise summarise to nothing).
 
     Parameters
     ----------
@@ -103,7 +104,7 @@ def summarize(
         ``value`` keys), or of :func:`~skdict.experiments.compare_methods`,
         whose single setting has no ``value`` (summarised under None).
     metric : str, default="mcc_ood"
-        The record key to summarise.
+        The record key to summarise (:data:`~skdict.experiments.RECORD_KEYS`).
 
     Returns
     -------
@@ -122,6 +123,18 @@ def summarize(
     >>> summarize(records)  # {label: {value: (mean, sd, seeds)}}
     {'FISTA': {50: (0.75, 0.25, 2)}}
     """
+    if records and not any(metric in record for record in records):
+        raise ValueError(
+            f"metric={metric!r} is not a key of the records; they hold "
+            f"{', '.join(map(repr, records[0]))}."
+        )
+    return _summary(records, metric)
+
+
+def _summary(
+    records: Sequence[dict[str, Any]], metric: str
+) -> dict[str, dict[Any, tuple[float, float, int]]]:
+    # summarize without its check: a figure's panel may have no values.
     groups: dict[str, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         value = record.get(metric)
@@ -174,15 +187,16 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
         Records of :func:`~skdict.experiments.run_study`, or of
         :func:`~skdict.experiments.compare_methods` (one column).
     metric : str, default="mcc_ood"
-        The record key shown in the cells: the mean over seeds, ± their
-        standard deviation when there are several; ``-`` where a method has no
-        value.
+        The record key shown in the cells
+        (:data:`~skdict.experiments.RECORD_KEYS`): the mean over seeds, ±
+        their standard deviation when there are several; ``-`` where a method
+        has no value. A key that no record holds is refused.
 
     Returns
     -------
     str
-        The table, columns aligned; ``"<metric>: no values"`` when no record
-        has the metric.
+        The table, columns aligned; ``"<metric>: no values"`` when every
+        record's value is None.
 
     Examples
     --------
@@ -330,7 +344,7 @@ def plot_study(
     fig = Figure(figsize=(11, 8))
     axes = fig.subplots(2, 2, sharex=True)
     for ax, (metric, axis_label) in zip(axes.flat, FIGURE_METRICS.items(), strict=True):
-        for label, by_value in summarize(records, metric).items():
+        for label, by_value in _summary(records, metric).items():
             xs = list(by_value)
             means = [by_value[x][0] for x in xs]
             sds = [by_value[x][1] for x in xs]

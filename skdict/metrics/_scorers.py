@@ -354,8 +354,13 @@ def make_dictionary_similarity_scorer(dictionary: Any) -> _DictionarySimilarityS
 
     Parameters
     ----------
-    dictionary : array-like or torch.Tensor of shape (n_latents, n_features)
-        The true atoms as rows (e.g. ``make_compositional(...).dictionary``).
+    dictionary : array-like, torch.Tensor of shape (n_latents, n_features), \
+or dictionary provider
+        The true atoms as rows (e.g. ``make_compositional(...).dictionary``),
+        or an estimator whose ``components_`` hold them (e.g. a fitted
+        :class:`~skdict.OracleDictionary`). An array is checked at once; an
+        estimator is read at each call, so it may be fitted after the scorer
+        is made, but must be fitted by then.
 
     Returns
     -------
