@@ -1066,7 +1066,8 @@ def initial_dictionary(
     """
     n_samples, n_features = X.shape
     take = min(n_samples, n_components)
-    rows = torch.randperm(n_samples, generator=generator)[:take].to(X.device)
+    order = torch.randperm(n_samples, generator=generator).to(X.device)
+    rows = _distinct_rows(X, order, take)
     gaussian = torch.randn(
         n_components, n_features, generator=generator, dtype=X.dtype
     ).to(X.device)
@@ -1075,6 +1076,7 @@ def initial_dictionary(
     # Drawn at a power-of-two scale near 1, which normalising undoes exactly:
     # the norms of rows of 1e160 overflowed, and the atoms came back zero.
     taken = X[rows]
+    take = len(rows)
     scale = _fista._certifiable_scale(taken)
     # A copy, so that the Gaussian rows survive to replace zero samples.
     atoms = gaussian.clone()
@@ -1084,15 +1086,59 @@ def initial_dictionary(
     return _normalize_atoms(atoms)[0]
 
 
+# Rounds of replacing repeated rows among the drawn ones by further rows
+# (see _distinct_rows); each round halves them or better unless most rows
+# repeat one another, where the rest are left to Gaussian atoms.
+_DISTINCT_ROUNDS = 8
+
+
+def _distinct_rows(X: torch.Tensor, order: torch.Tensor, take: int) -> torch.Tensor:
+    """Return indices of the first ``take`` rows of ``X`` in ``order`` that differ.
+
+    Real activations repeat rows (the first token of every sequence, padding):
+    500 copies of one row among 2,000 started a quarter of 300 atoms as one
+    direction, and the learned dictionary's similarity to the true one fell
+    from 0.999 to 0.85-0.90 (``benchmarks/RESULTS.md``, "Repeated rows").
+    A repeat is replaced by the next row in ``order``; data without repeats
+    keeps the rows ``order[:take]``, bit for bit. Fewer than ``take`` rows
+    come back when too few distinct ones were found.
+    """
+    rows, spare = order[:take], order[take:]
+    for _ in range(_DISTINCT_ROUNDS):
+        _, inverse = torch.unique(X[rows], dim=0, return_inverse=True)
+        # First occurrence of each value: the smallest position with its id.
+        position = torch.arange(len(rows), device=rows.device)
+        first = torch.full_like(inverse, len(rows)).scatter_reduce_(
+            0, inverse, position, reduce="amin"
+        )
+        repeat = first[inverse] != position
+        n_repeat = int(repeat.sum())
+        if n_repeat == 0:
+            return rows
+        if len(spare) == 0:
+            break
+        fresh, spare = spare[:n_repeat], spare[n_repeat:]
+        rows = torch.cat([rows[~repeat], fresh])
+    return rows[~repeat]
+
+
 def _worst_residuals(residual: torch.Tensor, count: int, generator) -> torch.Tensor:
-    """``count`` unit atoms along the largest residuals (random where none is left)."""
+    """``count`` unit atoms along the largest residuals (random where none is left).
+
+    Repeated samples have repeated residuals; each direction is taken once
+    (see :func:`_distinct_rows`).
+    """
     sq = (residual * residual).sum(dim=1)
     take = min(count, int((sq > 0).sum()))
     atoms = torch.randn(
         count, residual.shape[1], generator=generator, dtype=residual.dtype
     ).to(residual.device)
     if take:
-        atoms[:take] = residual[torch.topk(sq, take).indices]
+        # Candidates for repeats beyond the first ``take``, largest first.
+        positive = int((sq > 0).sum())
+        order = torch.topk(sq, min(positive, _DISTINCT_ROUNDS * take)).indices
+        rows = _distinct_rows(residual, order, take)
+        atoms[: len(rows)] = residual[rows]
     return _normalize_atoms(atoms)[0]
 
 

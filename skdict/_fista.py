@@ -141,6 +141,7 @@ from ._tensor import (
     to_output,
     validate_codes,
     validate_input,
+    warn_if_all_zero,
 )
 from ._typing import ArrayLike, Bool, Device, Float, Int, Seed
 from ._warnings import warn
@@ -2880,6 +2881,7 @@ class FISTACoder(
 
     def _learn(self, X, X_t, y, origin):
         # dictionary=None: DL-FISTA on X (skdict._dictionary.learn_dictionary).
+        warn_if_all_zero(X_t, "the learned atoms are the starting ones")
         init = self._starting_dictionary(X, X_t, y)
         n_atoms = self._n_atoms(X_t, init)
         # A round's products: samples x atoms x features multiply-adds.

@@ -75,6 +75,7 @@ __all__ = [
     "to_tensor",
     "validate_codes",
     "validate_input",
+    "warn_if_all_zero",
 ]
 
 # The decorators below keep the decorated signature for type checkers.
@@ -620,6 +621,21 @@ def _all_finite(T: torch.Tensor) -> bool:
         return True
     low, high = torch.aminmax(T)
     return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
+def warn_if_all_zero(X: torch.Tensor, consequence: str) -> None:
+    """Warn that training data ``X`` is all zeros, saying what follows.
+
+    Zero data passes every check (it is finite and has the right shape), and
+    is what a normalisation that overflowed leaves (float16 squares beyond
+    65,504 make the scale infinite).
+    """
+    if not bool(X.any()):
+        warn(
+            f"X is all zeros: {consequence}. Check how the data was scaled "
+            "(e.g. a norm computed in float16 overflows to infinity).",
+            UserWarning,
+        )
 
 
 def _checkable(T: torch.Tensor) -> torch.Tensor:

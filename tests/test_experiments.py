@@ -1248,6 +1248,24 @@ def test_plot_study_of_one_value_on_a_log_axis(tmp_path, saved_figures):
         assert low < 15 and high > 26
 
 
+def test_plot_study_draws_error_bars_only_over_several_seeds(tmp_path, saved_figures):
+    # One seed drew zero-length bars with caps at every point.
+    from skdict.experiments import plot_study
+
+    metrics = {"mcc_ood": 0.9, "auc_ood": 0.9, "acc_ood": 0.5, "mse_gap": 1e-4}
+    one = [
+        {"label": "A", "value": v, "variable": "n_latents", **metrics} for v in (20, 40)
+    ]
+    two = [*one, {**one[0], "mcc_ood": 0.7}]
+    plot_study(one, tmp_path / "one.png")
+    plot_study(two, tmp_path / "two.png")
+    spreads = [
+        [container.has_yerr for container in fig.axes[0].containers]
+        for fig in saved_figures
+    ]
+    assert spreads == [[False], [True]]
+
+
 def test_plot_study_gives_each_method_one_colour_and_a_legend_entry(
     tmp_path, saved_figures
 ):

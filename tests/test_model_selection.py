@@ -1,3 +1,4 @@
+import warnings
 from itertools import combinations
 
 import numpy as np
@@ -175,6 +176,30 @@ def test_concept_activity_from_groups_tunes_a_classifier_pipeline():
     assert routed.best_score_ == pytest.approx(grid.best_score_)
     with pytest.raises(ValueError, match="groups must be a 2-D matrix"):
         next(cv.split(X, Z, groups=y))
+
+
+def test_a_label_of_a_held_out_concept_is_warned_about():
+    # A binary annotation of concept 0's presence is True in every test
+    # sample of folds that hold out pairs with concept 0: always answering
+    # True scored 1 in every fold, silently.
+    data = make_compositional(n_latents=20, n_active=3, n_samples=600, random_state=0)
+    X, Z = data.X_train, data.Z_train
+    presence = Z[:, 0] > 0
+    cv = CompositionalSplit(3, concepts=[0], random_state=0)
+    with pytest.warns(UserWarning, match=r"fold \d holds a single class of y \(True\)"):
+        folds = list(cv.split(X, presence, groups=Z))
+    assert all(presence[test].all() for _, test in folds)
+    # Pairs of the other concepts test the label in unseen contexts: both
+    # classes in every test fold, and no warning; nor for the benchmark's
+    # label, nor for codes as y, which are no class labels.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        other = CompositionalSplit(3, random_state=0)
+        for _, test in other.split(X, presence, groups=Z[:, 1:]):
+            assert len(np.unique(presence[test])) == 2
+        list(cv.split(X, data.y_train, groups=Z))
+        list(cv.split(X, Z))
+        list(cv.split(X, torch.as_tensor(data.y_train), groups=Z))
 
 
 @pytest.mark.parametrize(

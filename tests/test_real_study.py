@@ -528,6 +528,25 @@ def test_figure_labels_the_seen_bars_seen(tmp_path, saved_figures):
     assert heights == {"seen pairs": 0.9, "held-out pairs": 0.2}
 
 
+def test_figure_draws_error_bars_only_over_several_seeds(tmp_path, saved_figures):
+    # One seed drew zero-length bars with caps on every bar.
+    one = [{"label": "A", "color_acc_val": 0.9, "color_acc_ood": 0.2}]
+    two = [*one, {"label": "A", "color_acc_val": 0.7, "color_acc_ood": 0.4}]
+    _real.plot_real(one, tmp_path / "one.png")
+    _real.plot_real(two, tmp_path / "two.png")
+    from matplotlib.container import BarContainer
+
+    spreads = [
+        [
+            container.errorbar is not None
+            for container in fig.axes[0].containers
+            if isinstance(container, BarContainer)
+        ]
+        for fig in saved_figures
+    ]
+    assert spreads == [[False, False], [True, True]]
+
+
 def test_run_real_rejects_an_unknown_preset_before_loading(tmp_path, monkeypatch):
     def no_model(**kwargs):
         raise AssertionError("the transformer ran")

@@ -48,6 +48,7 @@ from .._tensor import (
     to_output,
     validate_codes,
     validate_input,
+    warn_if_all_zero,
 )
 from .._typing import ArrayLike, Bool, Device, Float, Int, Seed
 from .._warnings import warn
@@ -382,6 +383,7 @@ class SparseAutoencoder(
         with forget_fit_on_failure(self):
             X_t, origin = validate_input(self, X, reset=True, device=self.device)
             generator = torch_generator(self.random_state)
+            warn_if_all_zero(X_t, "every latent stays dead")
             X_train, X_val, train_rows = self._split(X_t, generator)
             if train_rows is not None and fits_on_data(self.decoder):
                 # A decoder estimator is fitted on the training rows only: the

@@ -722,9 +722,18 @@ def plot_real(
             stats = _stats(records, key)
             means = [stats[label][0] if label in stats else np.nan for label in labels]
             sds = [stats[label][1] if label in stats else 0.0 for label in labels]
+            # One seed measures no spread: no bars of zero length with caps.
+            several = any(count > 1 for _, _, count in stats.values())
             name = "seen pairs" if key.endswith("_val") else "held-out pairs"
             offset = (i - (len(keys) - 1) / 2) * width
-            ax.bar(x + offset, means, width, yerr=sds, capsize=3, label=name)
+            ax.bar(
+                x + offset,
+                means,
+                width,
+                yerr=sds if several else None,
+                capsize=3,
+                label=name,
+            )
         for position, label in zip(x, labels, strict=True):
             if label not in stats:  # no features, no reconstruction
                 ax.text(position, 0, "n/a", ha="center", va="bottom", color="gray")

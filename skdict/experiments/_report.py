@@ -348,10 +348,12 @@ def plot_study(
             xs = list(by_value)
             means = [by_value[x][0] for x in xs]
             sds = [by_value[x][1] for x in xs]
+            # One seed measures no spread: no bars of zero length with caps.
+            several = any(by_value[x][2] > 1 for x in xs)
             ax.errorbar(
                 xs,
                 means,
-                yerr=sds,
+                yerr=sds if several else None,
                 marker="o",
                 capsize=3,
                 label=label,

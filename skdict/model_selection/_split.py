@@ -19,10 +19,12 @@ import torch
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import type_of_target
 
 from .._params import StrictParamsMixin
 from .._tensor import is_tensor, sparse_as_tensor, to_numpy
 from .._typing import ArrayLike, Float, Int, Seed
+from .._warnings import warn
 
 __all__ = ["CompositionalSplit"]
 
@@ -73,6 +75,33 @@ def _candidate_pairs(A: sp.csc_matrix, concepts: np.ndarray | None) -> np.ndarra
     if concepts is not None:
         keep &= np.isin(first, concepts) | np.isin(second, concepts)
     return np.column_stack([first[keep], second[keep]])
+
+
+def _class_labels(y: Any) -> np.ndarray | None:
+    """``y`` as an array when it holds class labels, else None."""
+    if y is None or sp.issparse(y) or (is_tensor(y) and y.layout != torch.strided):
+        return None
+    labels = to_numpy(y, "y") if is_tensor(y) else np.asarray(y)
+    if type_of_target(labels) not in ("binary", "multiclass"):
+        return None
+    return labels
+
+
+def _warn_single_class(labels: np.ndarray, fold: int) -> None:
+    # A binary label that is the activity of a held-out concept is the same
+    # in every test sample (each holds both concepts of a held-out pair):
+    # a classifier that always answers it scores 1 there, so a search would
+    # prefer whatever predicts it most.
+    classes = np.unique(labels)
+    if len(classes) == 1:
+        warn(
+            f"CompositionalSplit: the test set of fold {fold} holds a single "
+            f"class of y ({classes.tolist()[0]!r}), so accuracy there rewards "
+            "predicting it always, and ROC AUC is undefined. When y is the "
+            "activity of a concept, hold out pairs of other concepts: concepts= "
+            "without the labelled one, or its column left out of groups.",
+            UserWarning,
+        )
 
 
 class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
@@ -234,7 +263,8 @@ n_concepts), default=None
         max_test = self._max_test(n_samples)
         rows = A.tocsr()
         rng = check_random_state(self.random_state)
-        for _ in range(self.n_splits):
+        labels = _class_labels(y) if groups is not None else None
+        for fold in range(self.n_splits):
             test = self._fold(A, rows, pairs[rng.permutation(len(pairs))], max_test)
             if not test.any():
                 raise ValueError(
@@ -242,6 +272,8 @@ n_concepts), default=None
                     f"than test_size={self.test_size} ({max_test}) samples, or in "
                     "every sample of some other concept; raise test_size."
                 )
+            if labels is not None:
+                _warn_single_class(labels[test], fold)
             yield test
 
     @staticmethod
