@@ -2568,8 +2568,10 @@ n_latents) or (n_samples,), default=None
         # Coding reads alpha, positive, max_iter, tol, ... as they are now.
         self._validate_params()
         check_same_namespace(X, self, attribute="components_", method="transform")
-        validate_input(self, X, reset=False, device=self.device)
-        return self._coder().fit_transform(X)
+        # Converted once: a dask array or a float16 memmap converted again by
+        # the coder was computed or copied twice.
+        X_t, origin = validate_input(self, X, reset=False, device=self.device)
+        return to_output(self._coder().fit_transform(X_t), origin)
 
     @ignores_autocast
     def inverse_transform(self, X: ArrayLike) -> Any:
@@ -2614,11 +2616,11 @@ n_latents) or (n_samples,), default=None
         check_is_fitted(self)
         self._validate_params()
         check_same_namespace(X, self, attribute="components_", method="score")
-        validate_input(self, X, reset=False, device=self.device)
+        X_t, _ = validate_input(self, X, reset=False, device=self.device)
         # FISTACoder's own score, in the compute precision (a reconstruction
         # returned in float16 first would round it). Its partial_fit resolves
-        # this oracle without coding, so X is coded once.
-        return self._coder().partial_fit(X).score(X)
+        # this oracle without coding, so X is coded once, and converted once.
+        return self._coder().partial_fit(X_t).score(X_t)
 
     def __getstate__(self):
         return portable_state(super().__getstate__())

@@ -250,6 +250,35 @@ def test_oracle_score_is_the_coders_and_serves_model_selection(rng):
     assert scores.shape == (2,) and np.all(scores <= 0)
 
 
+def test_oracle_reads_its_input_once(rng):
+    # A dask array (or a float16 memmap) was converted twice by transform,
+    # once by the oracle's check and once by its coder; three times by score.
+    class Counted:
+        def __init__(self, array):
+            self.array, self.reads = array, 0
+            self.shape, self.ndim, self.dtype = array.shape, array.ndim, array.dtype
+
+        def __len__(self):
+            return len(self.array)
+
+        def __array__(self, dtype=None, copy=None):
+            self.reads += 1
+            return self.array if dtype is None else self.array.astype(dtype)
+
+    D = random_dictionary(rng, 8, 6)
+    X = (sparse_codes(rng, 40, 8, 2) @ D).astype(np.float16)
+    oracle = OracleDictionary(D).fit(X)
+    for method in ("transform", "score"):
+        counted = Counted(X)
+        result = getattr(oracle, method)(counted)
+        assert counted.reads == 1, method
+        np.testing.assert_array_equal(result, getattr(oracle, method)(X))
+    codes = oracle.transform(X)
+    assert codes.dtype == np.float64
+    expected = FISTACoder(D, positive=True).fit(X).transform(X)
+    np.testing.assert_array_equal(codes, expected)
+
+
 def test_oracle_torch_input_gives_tensors():
     data = make_compositional(n_latents=20, n_active=3, n_samples=300, random_state=1)
     X = torch.from_numpy(data.X_train).float()

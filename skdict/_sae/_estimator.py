@@ -437,7 +437,10 @@ class SparseAutoencoder(
         memory, for the time of the call): on an SAE of 8,192 latents over
         512 features, a call of one optimisation step took about 86 ms
         against 42 ms a step within an epoch, so stream chunks of many
-        ``batch_size`` batches.
+        ``batch_size`` batches. Within a call, each ``batch_size`` rows (and
+        a shorter last batch) make one optimiser step, so a call of a few rows
+        is a full step on a noisy gradient: merge short chunks into the next
+        rather than stream them alone.
 
         Parameters
         ----------
