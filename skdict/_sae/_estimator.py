@@ -53,7 +53,7 @@ from .._tensor import (
 from .._typing import ArrayLike, Bool, Device, Float, Int, Seed
 from .._warnings import warn
 from ._modules import ACTIVATIONS, SAE, SparseCodes, build_sae
-from ._training import chunk_size, evaluate, make_optimizer, train
+from ._training import RowSubset, chunk_size, evaluate, make_optimizer, train
 
 __all__ = ["SparseAutoencoder"]
 
@@ -559,8 +559,11 @@ class SparseAutoencoder(
             )
         order = torch.randperm(n, generator=generator)
         train_rows = order[n_val:]
-        on_device = order.to(X_t.device)
-        return X_t[on_device[n_val:]], X_t[on_device[:n_val]], train_rows.numpy()
+        return (
+            RowSubset(X_t, train_rows),
+            RowSubset(X_t, order[:n_val]),
+            train_rows.numpy(),
+        )
 
     def _init_module(self, X, y, X_t, generator):
         """Return the initialised module and the fitted decoder provider (or None)."""
