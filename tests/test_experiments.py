@@ -333,6 +333,21 @@ def test_summaries_refuse_a_key_no_record_holds():
     assert summarize([], "anything") == {}
 
 
+def test_devices_other_than_the_cpu_start_before_the_first_method(data, monkeypatch):
+    # A GPU's lazy start (context, cuBLAS, cuSOLVER, cuSPARSE) counted in the
+    # first method's fit time. Checked without a GPU: the warm-up runs on
+    # the CPU, and compare_methods calls it for a device reported as CUDA.
+    _compare.warm_up(torch.device("cpu"))
+    started = []
+    monkeypatch.setattr(_compare, "warm_up", started.append)
+    compare_methods(data, ["linear_probe"], settings=TINY)
+    assert started == []
+    environment = {**_compare.computed_with("cpu", data.X_train), "device": "cuda:0"}
+    monkeypatch.setattr(_compare, "computed_with", lambda *args: environment)
+    (record,) = compare_methods(data, ["linear_probe"], settings=TINY)
+    assert started == [torch.device("cuda:0")] and record["device"] == "cuda:0"
+
+
 def test_compare_methods_errors(data):
     with pytest.raises(ValueError, match="Unknown method"):
         compare_methods(data, ["nope"])

@@ -88,6 +88,21 @@ def computed_with(device: str | torch.device, X: Any) -> dict[str, Any]:
     }
 
 
+def warm_up(device: torch.device) -> None:
+    """Run one small kernel of each library the methods use on ``device``.
+
+    A GPU starts lazily: the CUDA context at the first transfer, cuBLAS at the
+    first product, cuSOLVER at the first factorisation, cuSPARSE at the first
+    sparse product; half a second to several seconds that would count in the
+    fit time of whichever method comes first.
+    """
+    eye = torch.eye(2, device=device)
+    torch.linalg.cholesky_ex(eye @ eye)
+    torch.sparse.mm(eye.to_sparse(), eye)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def resolve_methods(
     methods: Sequence[str] | str | None, registry: dict[str, Method] = METHODS
 ) -> list[Method]:
@@ -401,6 +416,8 @@ def _method_records(
     if fitted_saes is not None:
         context.fitted_saes = fitted_saes
     environment = computed_with(device, data.X_train)
+    if environment["device"] != "cpu":
+        warm_up(torch.device(environment["device"]))
     if any("sae" in method.name for method in chosen):
         # A process's first torch optimiser imports torch's compiler stack
         # (about 860 modules, 1.1-1.5 s on one CPU thread), which would count
