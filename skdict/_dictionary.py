@@ -2347,6 +2347,14 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     return atoms
 
 
+def _string_columns(y: Any) -> np.ndarray | None:
+    """Return the column names of ``y`` (a DataFrame) when all are strings."""
+    columns = getattr(y, "columns", None)
+    if columns is None or not all(isinstance(name, str) for name in columns):
+        return None
+    return np.asarray(columns, dtype=object)
+
+
 class OracleDictionary(
     StrictParamsMixin,
     ClassNamePrefixFeaturesOutMixin,
@@ -2409,6 +2417,10 @@ class OracleDictionary(
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during :meth:`fit`, when ``X`` has string
         column names.
+    concept_names_ : ndarray of shape (n_latents,) or None
+        The string column names of ``y`` (a DataFrame of concept labels),
+        which name the codes (:meth:`get_feature_names_out`, and the columns
+        of ``set_output(transform="pandas")``); None otherwise.
 
     See Also
     --------
@@ -2513,6 +2525,7 @@ n_latents) or (n_samples,), default=None
                 )
                 intercept = X_t.new_zeros(X_t.shape[1])
                 self.dictionary_ = None
+                self.concept_names_ = _string_columns(y)
             else:
                 resolved = resolve_dictionary(
                     self.dictionary,
@@ -2524,6 +2537,7 @@ n_latents) or (n_samples,), default=None
                 )
                 components, intercept = resolved.components, resolved.intercept
                 self.dictionary_ = resolved.estimator
+                self.concept_names_ = None
             self.components_ = to_fitted(components, origin)
             self.intercept_ = to_fitted(intercept, origin)
             return self
@@ -2592,6 +2606,27 @@ n_latents) or (n_samples,), default=None
     @property
     def _n_features_out(self):
         return self.components_.shape[0]
+
+    def get_feature_names_out(self, input_features: ArrayLike = None) -> np.ndarray:
+        """Return the names of the codes: the concepts' when ``y`` named them.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Checked against the names seen in :meth:`fit`, as scikit-learn's
+            transformers check them; not used otherwise.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            ``concept_names_`` when ``fit`` estimated the atoms from a
+            DataFrame ``y`` with string column names; otherwise the class
+            name and the atom's index (``oracledictionary0``, ...).
+        """
+        names = super().get_feature_names_out(input_features)
+        if getattr(self, "concept_names_", None) is None:
+            return names
+        return self.concept_names_.copy()
 
     @ignores_autocast
     def score(self, X: ArrayLike, y: ArrayLike = None) -> float:

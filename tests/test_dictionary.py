@@ -279,6 +279,30 @@ def test_oracle_reads_its_input_once(rng):
     np.testing.assert_array_equal(codes, expected)
 
 
+def test_oracle_codes_are_named_after_the_concepts():
+    # Concept labels as a DataFrame named the atoms' columns, but the codes
+    # came out as oracledictionary0, 1, ...
+    pd = pytest.importorskip("pandas")
+    data = make_compositional(n_latents=5, n_active=2, n_samples=200, random_state=0)
+    Z = pd.DataFrame(data.Z_train, columns=["red", "blue", "car", "cup", "dog"])
+    oracle = OracleDictionary().fit(data.X_train, Z)
+    np.testing.assert_array_equal(oracle.concept_names_, Z.columns)
+    codes = oracle.set_output(transform="pandas").transform(data.X_val)
+    assert list(codes.columns) == list(Z.columns)
+    # Unnamed or non-string columns, and given atoms, keep the default names.
+    for fitted in (
+        OracleDictionary().fit(data.X_train, data.Z_train),
+        OracleDictionary().fit(data.X_train, pd.DataFrame(data.Z_train)),
+        OracleDictionary(data.dictionary).fit(data.X_train, Z),
+    ):
+        assert fitted.concept_names_ is None
+        assert list(fitted.get_feature_names_out()) == [
+            f"oracledictionary{i}" for i in range(5)
+        ]
+    with pytest.raises(ValueError, match="input_features"):
+        oracle.get_feature_names_out(["x"])
+
+
 def test_oracle_torch_input_gives_tensors():
     data = make_compositional(n_latents=20, n_active=3, n_samples=300, random_state=1)
     X = torch.from_numpy(data.X_train).float()

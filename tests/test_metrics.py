@@ -1226,6 +1226,8 @@ def test_scorers_in_grid_search_with_compositional_split(benchmark):
     assert results["split0_test_mcc"][1] == pytest.approx(expected)
 
 
+# This small benchmark has a single set of pairs with latent 0 to hold out.
+@pytest.mark.filterwarnings("ignore:CompositionalSplit. all n_splits")
 def test_scorers_in_cross_validate_with_dense_codes(benchmark):
     Z = benchmark.Z_train.toarray()
     scores = cross_validate(

@@ -59,6 +59,8 @@ def holdable_pairs(active, max_test, concepts=None):
     return out
 
 
+# Small random problems may hold a single set of pairs (tested below).
+@pytest.mark.filterwarnings("ignore:CompositionalSplit. all n_splits")
 @settings(max_examples=60, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -134,12 +136,29 @@ def test_concepts_probe_pairs_where_the_concept_is_the_higher_index():
     # second index, and they qualify all the same. Samples 0 and 3 hold them.
     y = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0]])
     cv = CompositionalSplit(n_splits=3, test_size=2, concepts=[2], random_state=0)
-    folds = list(cv.split(np.zeros((6, 1)), y))
+    with pytest.warns(UserWarning, match="all n_splits=3 folds are the same"):
+        folds = list(cv.split(np.zeros((6, 1)), y))
     assert len(folds) == 3
     for train, test in folds:
         check_fold(y > 0, train, test, max_test=2, concepts=[2])
         assert set(test) <= {0, 3}
         assert y[test, 2].all()
+
+
+def test_identical_folds_are_warned_about():
+    # Two concepts have one pair: every fold was the same, and a search's
+    # spread over folds read as zero, silently.
+    rng = np.random.default_rng(0)
+    y = rng.uniform(size=(300, 2)) < 0.4
+    cv = CompositionalSplit(3, test_size=0.5, random_state=0)
+    with pytest.warns(UserWarning, match="all n_splits=3 folds are the same"):
+        folds = list(cv.split(y, y))
+    assert all(np.array_equal(folds[0][1], test) for _, test in folds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        list(CompositionalSplit(1, test_size=0.5, random_state=0).split(y, y))
+        many = rng.uniform(size=(300, 6)) < 0.4
+        list(cv.split(many, many))
 
 
 def test_random_state_controls_the_folds():

@@ -264,6 +264,7 @@ n_concepts), default=None
         rows = A.tocsr()
         rng = check_random_state(self.random_state)
         labels = _class_labels(y) if groups is not None else None
+        distinct = set()
         for fold in range(self.n_splits):
             test = self._fold(A, rows, pairs[rng.permutation(len(pairs))], max_test)
             if not test.any():
@@ -274,7 +275,19 @@ n_concepts), default=None
                 )
             if labels is not None:
                 _warn_single_class(labels[test], fold)
+            distinct.add(np.packbits(test).tobytes())
             yield test
+        if len(distinct) == 1 < self.n_splits:
+            # With few concepts (two have a single pair) every fold is the
+            # same, and the scores' spread over folds reads as a measured
+            # zero. (Independent folds may repeat by chance, as ShuffleSplit's.)
+            warn(
+                f"CompositionalSplit: all n_splits={self.n_splits} folds are the "
+                "same: only one set of concept pairs can be held out, so the "
+                "scores do not vary over folds whatever the model's "
+                "uncertainty. Use more concepts, or n_splits=1.",
+                UserWarning,
+            )
 
     @staticmethod
     def _fold(
