@@ -753,7 +753,7 @@ def _support_overlap(
         both = np.zeros((true.shape[1], pred.shape[1]), dtype=dtype)
         step = rows_per_block(pred.shape[1])
         for start in range(0, n_samples, step):
-            block = to_numpy(pred[start : start + step].abs() > threshold)
+            block = to_numpy(_active(pred[start : start + step], threshold))
             both += true_ind[start : start + step].T @ block.astype(np.float32)
     return torch.from_numpy(both).to(pred.device) / n_samples
 
