@@ -59,7 +59,7 @@ from sklearn.utils.validation import _check_feature_names, check_is_fitted
 from tqdm.auto import tqdm
 
 from ._fitting import forget_fit_on_failure
-from ._params import Satisfies, StrictParamsMixin, fit_context
+from ._params import Satisfies, StrictParamsMixin, fit_context, is_count
 from ._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
@@ -553,6 +553,12 @@ def check_dictionary(
             f"{name} has atoms of dimension {components.shape[1]}, but X has "
             f"{n_features} features; the dictionary must have shape "
             f"(n_components, {n_features})."
+            + (
+                " (Without a dictionary, init is the dictionary that learning "
+                "starts from; codes warm-start coding on a given dictionary.)"
+                if name == "init"
+                else ""
+            )
         )
     zero = torch.nonzero(components.abs().amax(dim=1) == 0).flatten()
     if zero.numel():
@@ -2370,10 +2376,11 @@ class OracleDictionary(
     one, :meth:`fit` estimates it by least squares from ground-truth codes
     ``y``, ``argmin_D ||X - y D||_F`` -- an oracle wherever concept labels
     exist, such as known concept directions in real activations.
-    :meth:`transform` codes with the same FISTA solver and settings as
-    :class:`FISTACoder`, and ``components_`` exposes the atoms, so the oracle
-    is also a dictionary provider: ``FISTACoder(dictionary=OracleDictionary(D))``
-    or ``SparseAutoencoder(decoder=OracleDictionary(D), freeze_decoder=True)``.
+    :meth:`transform` codes with the FISTA solver of :class:`FISTACoder`
+    (``positive=True`` by default here, for concept codes), and
+    ``components_`` exposes the atoms, so the oracle is also a dictionary
+    provider: ``FISTACoder(dictionary=OracleDictionary(D))`` or
+    ``SparseAutoencoder(decoder=OracleDictionary(D), freeze_decoder=True)``.
 
     Parameters
     ----------
@@ -2438,6 +2445,17 @@ class OracleDictionary(
     >>> oracle.transform(data.X_ood).shape
     (200, 20)
     """
+
+    _slips = (
+        (
+            "dictionary",
+            is_count,
+            "The 'dictionary' parameter of OracleDictionary takes atoms (an "
+            "array, or an estimator exposing components_); got {value!r}, a "
+            "number. Without atoms, the oracle estimates one per column of y: "
+            "OracleDictionary().fit(X, y).",
+        ),
+    )
 
     _parameter_constraints: dict = {
         "dictionary": PROVIDER_CONSTRAINT,

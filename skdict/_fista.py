@@ -124,7 +124,7 @@ from ._dictionary import (
     torch_generator,
 )
 from ._fitting import forget_fit_on_failure
-from ._params import StrictParamsMixin, fit_context
+from ._params import StrictParamsMixin, fit_context, is_count
 from ._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
@@ -2743,6 +2743,17 @@ class FISTACoder(
     >>> stream.components_.shape, stream.n_iter_
     ((20, 12), 4)
     """
+
+    _slips = (
+        (
+            "dictionary",
+            is_count,
+            "The 'dictionary' parameter of FISTACoder takes atoms (an array, or "
+            "an estimator exposing components_); got {value!r}, a number. To "
+            "learn a dictionary of {value} atoms from X, pass "
+            "n_components={value}: FISTACoder(n_components={value}).",
+        ),
+    )
 
     _parameter_constraints: dict = {
         "dictionary": PROVIDER_CONSTRAINT,

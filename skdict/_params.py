@@ -32,6 +32,8 @@ __all__ = [
     "Satisfies",
     "StrictParamsMixin",
     "fit_context",
+    "is_array_like",
+    "is_count",
     "validate_hyperparameters",
     "validate_params",
 ]
@@ -187,6 +189,16 @@ f must be an even number. Got 3 instead.
         return self.description
 
 
+def is_count(value: Any) -> bool:
+    """Return True for an integer that is not a bool: a likely ``n_components``."""
+    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_array_like(value: Any) -> bool:
+    """Return True for a list, a tuple, or an array of one or more dimensions."""
+    return isinstance(value, (list, tuple)) or bool(getattr(value, "ndim", 0))
+
+
 def _expected_number(constraints: list) -> type | None:
     """Integral or Real where an ``Interval`` constraint expects one, else None."""
     types = {c.type for c in constraints or () if isinstance(c, Interval)}
@@ -201,13 +213,25 @@ class StrictParamsMixin:
     For estimators it replaces scikit-learn's ``BaseEstimator._validate_params``
     by :func:`validate_hyperparameters` on the same constraints; splitters
     such as :class:`~skdict.model_selection.CompositionalSplit` use it too.
+    ``_slips`` names likely mix-ups of one parameter for another, each as
+    ``(parameter, test of its value, message)``: a value that passes the test
+    raises the message (formatted with ``value`` and ``shape``) instead of
+    the constraint's generic one.
     """
+
+    _slips: tuple[tuple[str, Callable[[Any], bool], str], ...] = ()
 
     def _validate_params(self) -> None:
         # Also called outside fit (partial_fit's later calls, transform):
         # the global switch that skips fit's validation skips these too.
         if get_config()["skip_parameter_validation"]:
             return
+        for name, slipped, message in self._slips:
+            value = getattr(self, name)
+            if slipped(value):
+                raise InvalidParameterError(
+                    message.format(value=value, shape=np.shape(value))
+                )
         validate_hyperparameters(
             self._parameter_constraints,
             {name: getattr(self, name) for name in self._parameter_constraints},

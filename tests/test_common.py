@@ -556,3 +556,25 @@ def test_target_tags_take_any_provider_fitted_in_fit():
     ):
         tags = get_tags(coder).target_tags
         assert tags.required and tags.multi_output
+
+
+@pytest.mark.parametrize(
+    "estimator, match",
+    [
+        (FISTACoder(8), r"got 8, a number\. To learn .* n_components=8"),
+        (FISTACoder(np.int64(8)), r"n_components=8"),
+        (OracleDictionary(3), r"got 3, a number\. Without atoms, .*fit\(X, y\)"),
+        (SparseAutoencoder(np.eye(4)), r"array of shape \(4, 4\)\. .* decoder="),
+        (SparseAutoencoder([[1.0, 0.0]]), r"array of shape \(1, 2\)"),
+    ],
+)
+def test_swapped_first_arguments_say_what_was_meant(estimator, match):
+    # FISTACoder(8) and SparseAutoencoder(D) are the first arguments of
+    # scikit-learn's decompositions swapped: the generic constraint error
+    # said neither, and printed a whole matrix.
+    with pytest.raises(InvalidParameterError, match=match) as error:
+        estimator.fit(np.random.default_rng(0).uniform(size=(20, 4)))
+    assert "[[" not in str(error.value)
+    # Bools, which are integers, keep the generic error.
+    with pytest.raises(InvalidParameterError, match="must be"):
+        FISTACoder(True).fit(np.ones((3, 2)))

@@ -1128,6 +1128,15 @@ def test_all_zero_training_data_is_warned_about(estimator, consequence):
     assert not [w for w in caught if "all zeros" in str(w.message)]
 
 
+def test_codes_given_as_init_when_learning_say_what_init_is_there():
+    # FISTACoder(n_components=8, init=codes) read the codes as atoms and
+    # spoke of atoms of the wrong dimension only.
+    X = np.random.default_rng(0).uniform(size=(30, 6))
+    codes = np.random.default_rng(1).uniform(size=(30, 8))
+    with pytest.raises(ValueError, match="init is the dictionary that learning starts"):
+        FISTACoder(n_components=8, init=codes).fit(X)
+
+
 def test_zero_samples_do_not_become_atoms():
     # Most samples zero (dead units): every drawn zero sample is replaced by
     # a Gaussian atom, so no atom is zero and learning runs.

@@ -348,6 +348,30 @@ def test_devices_other_than_the_cpu_start_before_the_first_method(data, monkeypa
     assert started == [torch.device("cuda:0")] and record["device"] == "cuda:0"
 
 
+def test_summaries_warn_when_settings_are_pooled_as_seeds(tmp_path):
+    # A results file keeps the records of every run: a run at alpha=0.5 beside
+    # one at 0.1 was averaged with it as a second seed ("0.85 +- 0.13").
+    kwargs = {
+        "values": [12],
+        "data_params": {"n_samples": 200, "n_active": 2},
+        "methods": ["fista_oracle"],
+        "out": tmp_path,
+        "progress": False,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = run_study("vary_latents", **kwargs)
+        format_table(first)
+    second = run_study("vary_latents", settings=PaperSettings(alpha=0.5), **kwargs)
+    saved = load_records(tmp_path / "vary_latents-quick.json")
+    assert len(saved) == 2
+    with pytest.warns(UserWarning, match="Records of 2 different settings are pooled"):
+        format_table(saved)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert format_table(second) != format_table(first)
+
+
 def test_compare_methods_errors(data):
     with pytest.raises(ValueError, match="Unknown method"):
         compare_methods(data, ["nope"])
@@ -1556,8 +1580,12 @@ def test_preset_settings_and_fixed_data_follow_the_docs():
 
 
 def test_study_cells_name_unknown_studies_and_presets():
-    with pytest.raises(ValueError, match="Unknown study 'nope'"):
+    with pytest.raises(ValueError, match="Unknown study 'nope'") as error:
         study_cells("nope")
+    assert "run_real" not in str(error.value)
+    # The CLI takes --study real, which is run_real's, not a run_study's.
+    with pytest.raises(ValueError, match="the real-activation study is run_real"):
+        study_cells("real")
     with pytest.raises(ValueError, match="Unknown preset 'huge'"):
         study_cells("vary_latents", preset="huge")
 

@@ -35,7 +35,7 @@ from .._dictionary import (
     torch_generator,
 )
 from .._fitting import forget_fit_on_failure
-from .._params import StrictParamsMixin, fit_context
+from .._params import StrictParamsMixin, fit_context, is_array_like
 from .._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
@@ -97,7 +97,8 @@ class SparseAutoencoder(
         2024). ``"jumprelu"``: learned per-latent thresholds with the L0 penalty
         ``P(z) = ||z||_0`` through straight-through estimators (Rajamanoharan et
         al., 2024). ``"mp"``: ``k`` steps of matching pursuit over the decoder
-        atoms, no encoder.
+        atoms, no encoder; its codes are signed (each step takes the atom of
+        largest absolute correlation), the others' non-negative.
     k : int, default=None
         Active latents per sample for ``"topk"``, ``"batchtopk"`` (on average)
         and ``"mp"`` (pursuit steps); required by them, ignored by the others.
@@ -279,6 +280,16 @@ class SparseAutoencoder(
     >>> sae.inverse_transform(codes).shape
     (200, 8)
     """
+
+    _slips = (
+        (
+            "n_components",
+            is_array_like,
+            "The 'n_components' parameter of SparseAutoencoder is a number of "
+            "latents; got an array of shape {shape}. To start from given atoms, "
+            "pass them as decoder=... (freeze_decoder=True keeps them).",
+        ),
+    )
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left"), None],

@@ -791,7 +791,7 @@ def run_real(
         take seconds at this size.
     seeds : sequence of int, default=None
         Seeds of the split and of every estimator; None takes the preset's.
-    methods : sequence of str, default=None
+    methods : str or sequence of str, default=None
         Names from :data:`REAL_METHODS`; None runs all.
     data_params : dict, default=None
         Arguments of :func:`~skdict.datasets.load_phrase_activations` (other

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._files import write_atomically
+from .._warnings import warn
 from ..datasets._phrases import _is_missing
 
 __all__ = [
@@ -136,10 +137,24 @@ def _summary(
 ) -> dict[str, dict[Any, tuple[float, float, int]]]:
     # summarize without its check: a figure's panel may have no values.
     groups: dict[str, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    settings: dict[tuple[str, Any], set[str]] = defaultdict(set)
     for record in records:
         value = record.get(metric)
         if value is not None:
             groups[record["label"]][record.get("value")].append(float(value))
+            settings[record["label"], record.get("value")].add(_setting_of(record))
+    mixed = [(group, found) for group, found in settings.items() if len(found) > 1]
+    if mixed:
+        # A results file keeps every run's records: runs with other settings
+        # or data were averaged with the others as if they were more seeds.
+        (label, value), found = mixed[0]
+        warn(
+            f"Records of {len(found)} different settings are pooled as seeds of "
+            f"{label!r} at value {value!r} (their keys without the seed: "
+            f"{', '.join(map(repr, sorted(found)))}); pass the records of one "
+            "setting, e.g. those of one run_study call.",
+            UserWarning,
+        )
     return {
         label: {
             x: (float(np.mean(v)), float(np.std(v)), len(v))
@@ -147,6 +162,14 @@ def _summary(
         }
         for label, by_value in groups.items()
     }
+
+
+def _setting_of(record: dict[str, Any]) -> str:
+    """Return a study record's key without its seed: what its seeds share."""
+    key = record.get("key")
+    if not isinstance(key, str):  # records built by hand, or the real study's
+        return ""
+    return "|".join(part for part in key.split("|") if not part.startswith("seed="))
 
 
 def _format(mean: float, sd: float, count: int, metric: str) -> str:

@@ -283,7 +283,10 @@ def study_cells(
     {'n_active': 10, 'n_samples': 5000, 'n_latents': 50}
     """
     if study not in STUDIES:
-        raise ValueError(f"Unknown study {study!r}; choose from {sorted(STUDIES)}.")
+        real = " (the real-activation study is run_real)" if study == "real" else ""
+        raise ValueError(
+            f"Unknown study {study!r}; choose from {sorted(STUDIES)}{real}."
+        )
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")
     spec = STUDIES[study]

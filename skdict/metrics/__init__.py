@@ -6,6 +6,10 @@ metrics (:func:`best_feature_auc`, :func:`probe_accuracy`) choose on ID codes
 and report on ID and OOD codes; :func:`reconstruction_error` and
 :func:`compositional_gap` measure the fit. The scorers plug into
 ``GridSearchCV(scoring=...)`` with the true codes passed as ``y``.
+
+Comparisons with the truth take it first, as scikit-learn's ``y_true``
+(``mcc_score(Z, codes)``); probing metrics take codes and labels in the order
+of ``fit(X, y)`` (``probe_accuracy(codes_id, y_id, codes_ood, y_ood)``).
 """
 
 from ._matching import dictionary_similarity, mcc_score, support_scores
