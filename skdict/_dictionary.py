@@ -1111,21 +1111,26 @@ def _distinct_rows(X: torch.Tensor, order: torch.Tensor, take: int) -> torch.Ten
     """
     rows, spare = order[:take], order[take:]
     for _ in range(_DISTINCT_ROUNDS):
-        _, inverse = torch.unique(X[rows], dim=0, return_inverse=True)
-        # First occurrence of each value: the smallest position with its id.
-        position = torch.arange(len(rows), device=rows.device)
-        first = torch.full_like(inverse, len(rows)).scatter_reduce_(
-            0, inverse, position, reduce="amin"
-        )
-        repeat = first[inverse] != position
+        repeat = _repeats(X[rows])
         n_repeat = int(repeat.sum())
-        if n_repeat == 0:
-            return rows
-        if len(spare) == 0:
+        if n_repeat == 0 or len(spare) == 0:
             break
         fresh, spare = spare[:n_repeat], spare[n_repeat:]
         rows = torch.cat([rows[~repeat], fresh])
+    else:  # the last round's fresh rows are not checked yet
+        repeat = _repeats(X[rows])
     return rows[~repeat]
+
+
+def _repeats(T: torch.Tensor) -> torch.Tensor:
+    """Return a mask of the rows of ``T`` equal to an earlier row."""
+    _, inverse = torch.unique(T, dim=0, return_inverse=True)
+    # First occurrence of each value: the smallest position with its id.
+    position = torch.arange(len(T), device=T.device)
+    first = torch.full_like(inverse, len(T)).scatter_reduce_(
+        0, inverse, position, reduce="amin"
+    )
+    return first[inverse] != position
 
 
 def _worst_residuals(residual: torch.Tensor, count: int, generator) -> torch.Tensor:
@@ -1140,9 +1145,13 @@ def _worst_residuals(residual: torch.Tensor, count: int, generator) -> torch.Ten
         count, residual.shape[1], generator=generator, dtype=residual.dtype
     ).to(residual.device)
     if take:
-        # Candidates for repeats beyond the first ``take``, largest first.
-        positive = int((sq > 0).sum())
-        order = torch.topk(sq, min(positive, _DISTINCT_ROUNDS * take)).indices
+        order = torch.topk(sq, take).indices
+        # Candidates for repeats, largest first, after the first ``take`` as
+        # they are (a wider topk may order tied norms differently).
+        wider = min(int((sq > 0).sum()), _DISTINCT_ROUNDS * take)
+        if wider > take:
+            more = torch.topk(sq, wider).indices
+            order = torch.cat([order, more[~torch.isin(more, order)]])
         rows = _distinct_rows(residual, order, take)
         atoms[: len(rows)] = residual[rows]
     return _normalize_atoms(atoms)[0]

@@ -2892,7 +2892,7 @@ class FISTACoder(
 
     def _learn(self, X, X_t, y, origin):
         # dictionary=None: DL-FISTA on X (skdict._dictionary.learn_dictionary).
-        warn_if_all_zero(X_t, "the learned atoms are the starting ones")
+        warn_if_all_zero(X_t, "the learned atoms are random")
         init = self._starting_dictionary(X, X_t, y)
         n_atoms = self._n_atoms(X_t, init)
         # A round's products: samples x atoms x features multiply-adds.

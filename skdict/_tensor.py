@@ -619,7 +619,9 @@ def _all_finite(T: torch.Tensor) -> bool:
     """
     if T.numel() == 0:
         return True
-    low, high = torch.aminmax(T)
+    # aminmax copies a non-contiguous tensor first (+313 MiB and 0.26 s for
+    # a transposed 20,000 x 4,096 float32), amin and amax do not (0.04 s).
+    low, high = torch.aminmax(T) if T.is_contiguous() else (T.amin(), T.amax())
     return bool(torch.isfinite(low) & torch.isfinite(high))
 
 

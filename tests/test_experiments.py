@@ -331,6 +331,11 @@ def test_summaries_refuse_a_key_no_record_holds():
     assert format_table(records, "mse_gap") == "mse_gap: no values"
     assert summarize(records, "mse_gap") == {}
     assert summarize([], "anything") == {}
+    # Generators and arrays of records are read once, whole.
+    three = [*records, {"label": "A", "value": 10, "acc_ood": 0.7}]
+    expected = {"A": {10: (pytest.approx(0.8), pytest.approx(0.1), 2)}}
+    assert summarize((r for r in three if r["label"] == "A"), "acc_ood") == expected
+    assert summarize(np.array(three), "acc_ood")["A"] == expected["A"]
 
 
 def test_devices_other_than_the_cpu_start_before_the_first_method(data, monkeypatch):

@@ -136,7 +136,7 @@ def test_concepts_probe_pairs_where_the_concept_is_the_higher_index():
     # second index, and they qualify all the same. Samples 0 and 3 hold them.
     y = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0]])
     cv = CompositionalSplit(n_splits=3, test_size=2, concepts=[2], random_state=0)
-    with pytest.warns(UserWarning, match="all n_splits=3 folds are the same"):
+    with pytest.warns(UserWarning, match="all n_splits=3 folds hold the same test"):
         folds = list(cv.split(np.zeros((6, 1)), y))
     assert len(folds) == 3
     for train, test in folds:
@@ -151,7 +151,7 @@ def test_identical_folds_are_warned_about():
     rng = np.random.default_rng(0)
     y = rng.uniform(size=(300, 2)) < 0.4
     cv = CompositionalSplit(3, test_size=0.5, random_state=0)
-    with pytest.warns(UserWarning, match="all n_splits=3 folds are the same"):
+    with pytest.warns(UserWarning, match="all n_splits=3 folds hold the same test"):
         folds = list(cv.split(y, y))
     assert all(np.array_equal(folds[0][1], test) for _, test in folds)
     with warnings.catch_warnings():
@@ -219,6 +219,9 @@ def test_a_label_of_a_held_out_concept_is_warned_about():
         list(cv.split(X, data.y_train, groups=Z))
         list(cv.split(X, Z))
         list(cv.split(X, torch.as_tensor(data.y_train), groups=Z))
+        # y is only looked at beside groups: labels it cannot read split too.
+        for odd in (np.full(len(X), np.nan), np.array(["a", None] * 150, object)):
+            assert len(list(other.split(X, odd, groups=Z[:, 1:]))) == 3
 
 
 @pytest.mark.parametrize(

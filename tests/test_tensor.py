@@ -734,6 +734,22 @@ def test_finiteness_check(dtype):
             assert not _tensor._all_finite(ones)
 
 
+def test_finiteness_check_copies_no_transposed_input(monkeypatch):
+    # torch.aminmax copies a non-contiguous tensor whole (+313 MiB for a
+    # transposed 20,000 x 4,096 float32; inverse_transform of transposed
+    # codes doubled its memory); amin and amax read it in place.
+    seen = []
+    original = torch.aminmax
+    monkeypatch.setattr(
+        torch, "aminmax", lambda T: seen.append(T.is_contiguous()) or original(T)
+    )
+    T = torch.ones(30, 20)
+    assert _tensor._all_finite(T) and _tensor._all_finite(T.T)
+    T[3, 4] = float("nan")
+    assert not _tensor._all_finite(T.T)
+    assert seen == [True]
+
+
 def test_finiteness_check_of_float16_reads_the_data_once(monkeypatch):
     # float16 activations whose sum overflows (70,000 ones) are checked in
     # one pass: the check once went a chunk at a time through every

@@ -127,10 +127,13 @@ class RowSubset:
 
     The training and validation parts of ``validation_fraction`` were copies
     of their rows: with the data they came from, two copies of ``X`` for the
-    whole fit (353 MiB against 124 MiB above a 195 MiB input, and 15 GiB of
-    GPU memory more at 10^6 x 4,096 in float32). Training gathers each batch
-    by index anyway. Offers what :func:`train` and :func:`evaluate` read of a
-    tensor, with the same values in the same order as ``X[index]``.
+    whole fit (one epoch on a 195 MiB input peaked 344 MiB above it, now 171
+    MiB, ``benchmarks/RESULTS.md``; 15 GiB of GPU memory more at 10^6 x 4,096
+    in float32). Training gathers each batch by index anyway. Offers what
+    :func:`train` and :func:`evaluate` read of a tensor, with the same values
+    in the same order as ``X[index]``; :meth:`mean` sums a block of rows at a
+    time, which rounds differently from a mean over a copy once the rows
+    exceed one block.
     """
 
     def __init__(self, X: torch.Tensor, index: torch.Tensor) -> None:

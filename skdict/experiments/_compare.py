@@ -416,7 +416,7 @@ def _method_records(
     if fitted_saes is not None:
         context.fitted_saes = fitted_saes
     environment = computed_with(device, data.X_train)
-    if environment["device"] != "cpu":
+    if environment["device"].startswith("cuda"):
         warm_up(torch.device(environment["device"]))
     if any("sae" in method.name for method in chosen):
         # A process's first torch optimiser imports torch's compiler stack

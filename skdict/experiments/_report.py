@@ -124,6 +124,7 @@ def summarize(
     >>> summarize(records)  # {label: {value: (mean, sd, seeds)}}
     {'FISTA': {50: (0.75, 0.25, 2)}}
     """
+    records = list(records)  # read twice below: a generator only once
     if records and not any(metric in record for record in records):
         raise ValueError(
             f"metric={metric!r} is not a key of the records; they hold "

@@ -24,7 +24,7 @@ from sklearn.utils.multiclass import type_of_target
 from .._params import StrictParamsMixin
 from .._tensor import is_tensor, sparse_as_tensor, to_numpy
 from .._typing import ArrayLike, Float, Int, Seed
-from .._warnings import warn
+from .._warnings import ignoring, warn
 
 __all__ = ["CompositionalSplit"]
 
@@ -78,13 +78,20 @@ def _candidate_pairs(A: sp.csc_matrix, concepts: np.ndarray | None) -> np.ndarra
 
 
 def _class_labels(y: Any) -> np.ndarray | None:
-    """``y`` as an array when it holds class labels, else None."""
+    """``y`` as an array when it holds class labels, else None.
+
+    ``y`` is not used to split when ``groups`` is given, so whatever it holds
+    (NaN, None, mixed types) must not raise here: it is only looked at.
+    """
     if y is None or sp.issparse(y) or (is_tensor(y) and y.layout != torch.strided):
         return None
-    labels = to_numpy(y, "y") if is_tensor(y) else np.asarray(y)
-    if type_of_target(labels) not in ("binary", "multiclass"):
+    try:
+        labels = to_numpy(y, "y") if is_tensor(y) else np.asarray(y)
+        with ignoring(RuntimeWarning):  # NaN labels cast to integers
+            kind = type_of_target(labels)
+    except (TypeError, ValueError):
         return None
-    return labels
+    return labels if kind in ("binary", "multiclass") else None
 
 
 def _warn_single_class(labels: np.ndarray, fold: int) -> None:
@@ -282,10 +289,11 @@ n_concepts), default=None
             # same, and the scores' spread over folds reads as a measured
             # zero. (Independent folds may repeat by chance, as ShuffleSplit's.)
             warn(
-                f"CompositionalSplit: all n_splits={self.n_splits} folds are the "
-                "same: only one set of concept pairs can be held out, so the "
-                "scores do not vary over folds whatever the model's "
-                "uncertainty. Use more concepts, or n_splits=1.",
+                f"CompositionalSplit: all n_splits={self.n_splits} folds hold the "
+                "same test samples (few concept pairs can be held out, or the "
+                "draws coincided), so the scores do not vary over folds "
+                "whatever the model's uncertainty. Use more concepts, another "
+                "random_state, or n_splits=1.",
                 UserWarning,
             )
 
