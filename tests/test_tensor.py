@@ -743,11 +743,12 @@ def test_finiteness_check_copies_no_transposed_input(monkeypatch):
     monkeypatch.setattr(
         torch, "aminmax", lambda T: seen.append(T.is_contiguous()) or original(T)
     )
-    T = torch.ones(30, 20)
-    assert _tensor._all_finite(T) and _tensor._all_finite(T.T)
-    T[3, 4] = float("nan")
-    assert not _tensor._all_finite(T.T)
-    assert seen == [True]
+    for dtype in (torch.float16, torch.float32):  # extremes at once, or after a sum
+        T = torch.ones(30, 20, dtype=dtype)
+        T[3, 4] = float("nan") if dtype == torch.float32 else 1.0
+        assert _tensor._all_finite(T) == (dtype == torch.float16)
+        assert _tensor._all_finite(T.T) == (dtype == torch.float16)
+    assert seen == [True, True]
 
 
 def test_finiteness_check_of_float16_reads_the_data_once(monkeypatch):
