@@ -75,6 +75,7 @@ from ._tensor import (
     portable_state,
     rows_per_block,
     sparse_as_tensor,
+    sparse_tensor_as_scipy,
     to_fitted,
     to_numpy,
     to_output,
@@ -2290,9 +2291,7 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
         return T.reshape(-1, 1) if T.ndim == 1 else T
 
     if is_sparse(codes) and not sp.issparse(codes):
-        coo = sparse_as_tensor(codes, device=torch.device("cpu"), name="y")
-        rows, cols = coo.indices().numpy()
-        codes = sp.coo_array((coo.values().numpy(), (rows, cols)), shape=coo.shape)
+        codes = sparse_tensor_as_scipy(codes, name="y")
     if sp.issparse(codes):
         if codes.dtype.kind not in "biuf":
             raise ValueError(

@@ -69,6 +69,7 @@ __all__ = [
     "rows_per_block",
     "set_own_thread_count",
     "sparse_as_tensor",
+    "sparse_tensor_as_scipy",
     "to_fitted",
     "to_numpy",
     "to_output",
@@ -1038,6 +1039,27 @@ def to_numpy(A: Any, name: str = "array") -> np.ndarray:
     if hasattr(A, "__array_namespace__") and not isinstance(A, np.ndarray):
         return np.asarray(move_to(A, xp=np, device="cpu"))
     return np.asarray(A)
+
+
+def sparse_tensor_as_scipy(T: torch.Tensor, *, name: str = "array") -> sp.csr_array:
+    """Convert a sparse tensor (any layout or device) to a SciPy CSR array.
+
+    Indices are int32 where they fit: liblinear, libsvm, SGD and the tree
+    estimators of scikit-learn accept no others (torch's are int64).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import sparse_tensor_as_scipy
+    >>> A = sparse_tensor_as_scipy(torch.eye(3).to_sparse_csr())
+    >>> A.format, A.indices.dtype, A.nnz
+    ('csr', dtype('int32'), 3)
+    """
+    coo = sparse_as_tensor(T, device=torch.device("cpu"), name=name)
+    rows, cols = coo.indices().numpy()
+    if max(*coo.shape, coo._nnz()) < np.iinfo(np.int32).max:
+        rows, cols = rows.astype(np.int32), cols.astype(np.int32)
+    return sp.csr_array((coo.values().numpy(), (rows, cols)), shape=coo.shape)
 
 
 def sparse_as_tensor(

@@ -263,6 +263,10 @@ class Method:
         ``fit_time``) unless the ``sae_*`` method of that activation ran
         before it in the same comparison, or an earlier cell of a study on
         the same data trained it (the alpha sweep's cells).
+    when_named : bool
+        Runs only when named (or in a study that names it), not among the
+        default methods of :func:`~skdict.experiments.compare_methods`: the
+        default is the paper's main comparison.
 
     Examples
     --------
@@ -285,6 +289,7 @@ class Method:
     supervised: bool = False
     uses_alpha: bool = False
     uses_base_sae: bool = False
+    when_named: bool = False
 
 
 def _sae_method(activation: str, label: str) -> Method:
@@ -354,6 +359,8 @@ METHODS: dict[str, Method] = {
             ),
             uses_alpha=True,
             uses_base_sae=True,
+            # The controlled study's warm start; not in the main comparison.
+            when_named=True,
         ),
         Method(
             "oracle_sae_encoder",

@@ -25,7 +25,7 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import Interval
 
 from .._params import Satisfies, validate_hyperparameters
-from .._tensor import ignores_autocast, to_numpy
+from .._tensor import ignores_autocast, sparse_tensor_as_scipy, to_numpy
 from .._warnings import ignoring
 from ._inputs import as_matrices, labels
 
@@ -332,9 +332,4 @@ def _probe_input(codes: torch.Tensor, probe: Any) -> Any:
         return to_numpy(codes)
     if not get_tags(probe).input_tags.sparse:
         return to_numpy(codes.to_dense())
-    rows, cols = to_numpy(codes.indices())
-    if max(*codes.shape, codes._nnz()) < np.iinfo(np.int32).max:
-        # int32 indices where they fit: liblinear, libsvm, SGD and the tree
-        # probes accept no others (torch's are int64).
-        rows, cols = rows.astype(np.int32), cols.astype(np.int32)
-    return sp.csr_array((to_numpy(codes.values()), (rows, cols)), shape=codes.shape)
+    return sparse_tensor_as_scipy(codes, name="codes")

@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import type_of_target
 
 from .._params import StrictParamsMixin
-from .._tensor import is_tensor, sparse_as_tensor, to_numpy
+from .._tensor import is_tensor, sparse_tensor_as_scipy, to_numpy
 from .._typing import ArrayLike, Float, Int, Seed
 from .._warnings import ignoring, warn
 
@@ -39,8 +39,7 @@ def _activity(y: Any, threshold: float, name: str = "y") -> sp.csc_matrix:
         )
     if is_tensor(y) and y.layout != torch.strided:
         # Sparse tensors, as the metrics take them: SciPy's COO of their values.
-        T = sparse_as_tensor(y, device=torch.device("cpu"), name=name)
-        y = sp.coo_matrix((T.values().numpy(), tuple(T.indices().numpy())), T.shape)
+        y = sparse_tensor_as_scipy(y, name=name)
     elif is_tensor(y):
         y = to_numpy(y, name)
     if not sp.issparse(y) and np.ndim(y) != 2:
