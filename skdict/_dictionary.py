@@ -58,7 +58,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 from tqdm.auto import tqdm
 
-from ._fitting import forget_fit_on_failure
+from ._fitting import forget_fit_on_failure, restored_on_failure
 from ._params import Satisfies, StrictParamsMixin, fit_context, is_count
 from ._tensor import (
     DEVICE_CONSTRAINT,
@@ -1107,8 +1107,11 @@ def _distinct_rows(X: torch.Tensor, order: torch.Tensor, take: int) -> torch.Ten
     direction, and the learned dictionary's similarity to the true one fell
     from 0.999 to 0.85-0.90 (``benchmarks/RESULTS.md``, "Repeated rows").
     A repeat is replaced by the next row in ``order``; data without repeats
-    keeps the rows ``order[:take]``, bit for bit. Fewer than ``take`` rows
-    come back when too few distinct ones were found.
+    (in the compute precision; zero rows repeat each other) keeps the rows
+    ``order[:take]``, bit for bit. Fewer than ``take`` rows come back when
+    too few distinct ones were found within ``_DISTINCT_ROUNDS`` rounds of
+    replacements (10,000 rows, 80 % of them one padding row: 857 of 1,000
+    rows where 2,001 differ); the callers fill in random atoms.
     """
     rows, spare = order[:take], order[take:]
     for _ in range(_DISTINCT_ROUNDS):
@@ -2273,6 +2276,47 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     >>> torch.allclose(D_hat, torch.from_numpy(D), rtol=0, atol=1e-12)
     True
     """
+    return atoms_from_statistics(code_statistics(X, codes), X.dtype)
+
+
+class CodeStatistics(NamedTuple):
+    """``Z^T Z`` and ``Z^T X`` of codes and data scaled to a largest entry of 1.
+
+    ``gram`` holds ``(Z / code_scale)^T (Z / code_scale)`` and ``cross``
+    ``(Z / code_scale)^T (X / x_scale)``, in float64 where the device has it.
+    """
+
+    gram: torch.Tensor
+    cross: torch.Tensor
+    code_scale: float
+    x_scale: float
+
+    def merged(self, other: CodeStatistics) -> CodeStatistics:
+        """Return the statistics of both sets of rows, at the larger scales.
+
+        Each side is rescaled by ratios of at most 1, so sums of batches of
+        any units stay as far from float64's limits as one batch's.
+        """
+        code_scale = max(self.code_scale, other.code_scale)
+        x_scale = max(self.x_scale, other.x_scale)
+
+        def rescaled(stats: CodeStatistics) -> tuple[torch.Tensor, torch.Tensor]:
+            c, x = stats.code_scale / code_scale, stats.x_scale / x_scale
+            device = self.gram.device
+            return (
+                stats.gram.to(device) * (c * c),
+                stats.cross.to(device) * (c * x),
+            )
+
+        (g1, c1), (g2, c2) = rescaled(self), rescaled(other)
+        return CodeStatistics(g1 + g2, c1 + c2, code_scale, x_scale)
+
+
+def code_statistics(X: torch.Tensor, codes: Any) -> CodeStatistics:
+    """Return the least-squares statistics of ``X`` on known ``codes``.
+
+    See :func:`estimate_dictionary` for ``codes`` and the errors raised.
+    """
     n_samples = X.shape[0]
     # The normal equations square the codes' condition number: in float32 a
     # well-posed problem (1,000 latents, k=5, 5,000 samples, cond(Z) = 752)
@@ -2328,8 +2372,22 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
             Z = dense(codes[start : start + chunk]).to(work) / code_scale
             gram += Z.T @ Z
             cross += Z.T @ (X[start : start + chunk].to(work) / x_scale)
+    return CodeStatistics(gram, cross, code_scale, x_scale)
+
+
+def atoms_from_statistics(
+    stats: CodeStatistics, dtype: torch.dtype, *, silent_ok: bool = False
+) -> torch.Tensor:
+    """Return the least-squares atoms of :func:`code_statistics`, in ``dtype``.
+
+    See :func:`estimate_dictionary` for the errors raised and the warning.
+    With ``silent_ok``, latents zero in every sample get zero atoms instead
+    of an error (a stream's batches so far may not hold every latent).
+    """
+    gram, cross = stats.gram, stats.cross
+    code_scale, x_scale = stats.code_scale, stats.x_scale
     silent = torch.nonzero(gram.diagonal() == 0).flatten()
-    if silent.numel():
+    if silent.numel() and not silent_ok:
         raise ValueError(
             f"Latents {_listed(silent)} are zero in every sample of y, so their atoms "
             "cannot be estimated from X; drop those columns or add samples where "
@@ -2346,15 +2404,15 @@ def estimate_dictionary(X: torch.Tensor, codes: Any) -> torch.Tensor:
     )
     # X / x_scale = (Z / code_scale) (D code_scale / x_scale).
     exact = atoms * (x_scale / code_scale)
-    atoms = exact.to(X.dtype)
+    atoms = exact.to(dtype)
     # Codes of 1e-150 for float32 data of order 1 ask for atoms of 1e150
     # (stored as inf), codes of 1e150 for atoms of 1e-150 (stored as 0).
     lost = (exact != 0).any(dim=1) & (atoms == 0).all(dim=1)
     if not bool(torch.isfinite(atoms).all()) or bool(lost.any()):
         relation = "small" if not bool(torch.isfinite(atoms).all()) else "large"
-        advice = " or pass X in float64" if X.dtype != torch.float64 else ""
+        advice = " or pass X in float64" if dtype != torch.float64 else ""
         raise ValueError(
-            f"The least-squares atoms of X on y leave {X.dtype}'s range: y's "
+            f"The least-squares atoms of X on y leave {dtype}'s range: y's "
             f"entries (up to {code_scale:.3g}) are too {relation} for X's (up "
             f"to {x_scale:.3g}). Rescale y{advice}."
         )
@@ -2538,21 +2596,13 @@ n_latents) or (n_samples,), default=None
                         "codes, shape (n_samples, n_latents), from which the atoms "
                         "are estimated."
                     )
-                # In IEEE float32 for float32 data, whatever the process's
-                # matmul precision (TF32 keeps 10 bits of each input).
-                with ieee_float32_products():
-                    components = estimate_dictionary(X_t, y)
-                # Checked now, not at the first transform: least-squares atoms
-                # scale as X over y (y = 1e200 codes gave atoms of norm 1e-200).
-                check_atom_norms(
-                    components,
-                    name="The dictionary estimated from X and y",
-                    remedy="the atoms scale as X over y: rescale y (the codes) or X",
-                )
+                components = self._estimate(X_t, y, previous=None, streaming=False)
                 intercept = X_t.new_zeros(X_t.shape[1])
                 self.dictionary_ = None
                 self.concept_names_ = _string_columns(y)
             else:
+                self._statistics = None
+                self._dictionary_param = record_given(self.dictionary)
                 resolved = resolve_dictionary(
                     self.dictionary,
                     X,
@@ -2567,6 +2617,127 @@ n_latents) or (n_samples,), default=None
             self.components_ = to_fitted(components, origin)
             self.intercept_ = to_fitted(intercept, origin)
             return self
+
+    def _estimate(self, X_t, y, previous, streaming):
+        """Least-squares atoms from the statistics of ``X_t`` on ``y`` (and earlier)."""
+        # In IEEE float32 for float32 data, whatever the process's matmul
+        # precision (TF32 keeps 10 bits of each input).
+        with ieee_float32_products():
+            stats = code_statistics(X_t, y)
+            if previous is not None:
+                if stats.gram.shape != previous.gram.shape:
+                    raise ValueError(
+                        f"y has {stats.gram.shape[0]} latents, but the oracle "
+                        f"estimates {previous.gram.shape[0]} from the batches so "
+                        "far; call fit, or partial_fit on a clone, to start again."
+                    )
+                stats = previous.merged(stats)
+            components = atoms_from_statistics(stats, X_t.dtype, silent_ok=streaming)
+        silent = torch.nonzero(stats.gram.diagonal() == 0).flatten()
+        if silent.numel():
+            warn(
+                f"Latents {_listed(silent)} have been zero in every batch passed "
+                "to partial_fit so far, so their atoms are not determined yet: "
+                "they stay zero, and transform refuses them, until a batch "
+                "holds them.",
+                UserWarning,
+            )
+        # Checked now, not at the first transform: least-squares atoms scale
+        # as X over y (y = 1e200 codes gave atoms of norm 1e-200).
+        determined = torch.nonzero(stats.gram.diagonal() > 0).flatten()
+        check_atom_norms(
+            components[determined],
+            name="The dictionary estimated from X and y",
+            remedy="the atoms scale as X over y: rescale y (the codes) or X",
+        )
+        # Z^T Z and Z^T X, n_latents x (n_latents + n_features) values, for
+        # partial_fit to continue from.
+        self._statistics = stats
+        return components
+
+    @ignores_autocast
+    @outside_inference_mode
+    def partial_fit(self, X: ArrayLike, y: ArrayLike = None) -> Self:
+        """Update the atoms estimated from ``y`` with one batch, or check ``X``.
+
+        Without a dictionary, the least-squares statistics ``Z^T Z`` and
+        ``Z^T X`` (in float64, ``n_latents x (n_latents + n_features)``
+        values, kept on the estimator) gather the batches, so the atoms of
+        data larger than memory are those :meth:`fit` would estimate from
+        all of them at once, to rounding; a first call, or one after
+        :meth:`fit`, starts or continues them. Latents not yet active in any
+        batch have zero atoms, with a warning, until a batch holds them;
+        :meth:`transform` refuses them until then. With a given dictionary
+        there is nothing to update: the first call is :meth:`fit`, later calls
+        check ``X``. Changing between a given dictionary and none, or the
+        dictionary itself, between calls is an error (call :meth:`fit` to
+        start again). A call that raises leaves the oracle as it was.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            A batch of data.
+        y : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
+n_latents) or (n_samples,), default=None
+            The batch's ground-truth codes, required without a dictionary
+            (as in :meth:`fit`); with one, passed to the provider's ``fit`` on
+            the first call.
+
+        Returns
+        -------
+        self : OracleDictionary
+            The updated oracle.
+        """
+        first = not hasattr(self, "components_")
+        self._validate_params()
+        if first and self.dictionary is not None:
+            return self.fit(X, y)
+        estimated = getattr(self, "_statistics", None) is not None
+        if not first and (self.dictionary is None) != estimated:
+            raise ValueError(
+                "partial_fit cannot switch between a given dictionary and one "
+                "estimated from y: this oracle was fitted with "
+                f"{'atoms estimated from y' if estimated else 'a given dictionary'}"
+                f", but dictionary is now "
+                f"{'None' if self.dictionary is None else 'set'}. Call fit, or "
+                "partial_fit on a clone, to start again."
+            )
+        if self.dictionary is not None:
+            if not is_same_given(self.dictionary, self._dictionary_param):
+                raise ValueError(
+                    "partial_fit continues the dictionary given at its first call; "
+                    "a new dictionary needs a new fit: call fit, or partial_fit "
+                    "on a clone."
+                )
+            validate_input(self, X, reset=False, device=self.device)
+            return self
+        with forget_fit_on_failure(self) if first else restored_on_failure(self):
+            X_t, origin = validate_input(self, X, reset=first, device=self.device)
+            if y is None:
+                raise ValueError(
+                    "OracleDictionary without a dictionary requires y to be "
+                    "passed, but the target y is None: y holds the batch's "
+                    "ground-truth codes, shape (n_samples, n_latents)."
+                )
+            previous = None if first else self._statistics
+            components = self._estimate(X_t, y, previous, streaming=True)
+            if first:
+                self.dictionary_, self.concept_names_ = None, _string_columns(y)
+                self.intercept_ = to_fitted(X_t.new_zeros(X_t.shape[1]), origin)
+            self.components_ = to_fitted(components, origin)
+        return self
+
+    def _check_determined(self) -> None:
+        stats = getattr(self, "_statistics", None)
+        if stats is None:
+            return
+        silent = torch.nonzero(stats.gram.diagonal() == 0).flatten()
+        if silent.numel():
+            raise ValueError(
+                f"The atoms of latents {_listed(silent)} are not determined: they "
+                "have been zero in every batch passed to partial_fit so far. "
+                "Pass batches where they are active first."
+            )
 
     def _coder(self):
         # FISTACoder on this fitted oracle: the one home of FISTA coding. Its
@@ -2608,6 +2779,7 @@ n_latents) or (n_samples,), default=None
         # Coding reads alpha, positive, max_iter, tol, ... as they are now.
         self._validate_params()
         check_same_namespace(X, self, attribute="components_", method="transform")
+        self._check_determined()
         # Converted once: a dask array or a float16 memmap converted again by
         # the coder was computed or copied twice.
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
@@ -2677,6 +2849,7 @@ n_latents) or (n_samples,), default=None
         check_is_fitted(self)
         self._validate_params()
         check_same_namespace(X, self, attribute="components_", method="score")
+        self._check_determined()
         X_t, _ = validate_input(self, X, reset=False, device=self.device)
         # FISTACoder's own score, in the compute precision (a reconstruction
         # returned in float16 first would round it). Its partial_fit resolves

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["forget_fit_on_failure"]
+__all__ = ["forget_fit_on_failure", "restored_on_failure"]
 
 
 @contextmanager
@@ -71,3 +71,35 @@ def forget_fit_on_failure(estimator: Any) -> Iterator[None]:
 
 def _is_fitted_name(name: str) -> bool:
     return name.endswith("_") and not name.startswith("__")
+
+
+@contextmanager
+def restored_on_failure(estimator: Any) -> Iterator[None]:
+    """Set every attribute of ``estimator`` back if the enclosed block raises.
+
+    For updates of a fitted estimator (``partial_fit``'s later calls) that
+    build new objects rather than change the old ones in place: a call that
+    fails leaves the estimator as it was.
+
+    Examples
+    --------
+    >>> from sklearn.base import BaseEstimator
+    >>> from skdict._fitting import restored_on_failure
+    >>> est = BaseEstimator()
+    >>> est.components_ = [1.0]
+    >>> try:
+    ...     with restored_on_failure(est):
+    ...         est.components_ = [2.0]
+    ...         raise ValueError("bad batch")
+    ... except ValueError:
+    ...     pass
+    >>> est.components_
+    [1.0]
+    """
+    before = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(before)
+        raise

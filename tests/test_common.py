@@ -216,7 +216,7 @@ def test_failed_fit_leaves_the_estimator_unfitted(estimator, method):
             "skdict._fista",
             "learn_dictionary",
         ),
-        (OracleDictionary(), "skdict._dictionary", "estimate_dictionary"),
+        (OracleDictionary(), "skdict._dictionary", "code_statistics"),
         (
             SparseAutoencoder(6, max_epochs=2, batch_size=8, random_state=0),
             "skdict._sae._estimator.SparseAutoencoder",

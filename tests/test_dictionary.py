@@ -303,6 +303,104 @@ def test_oracle_codes_are_named_after_the_concepts():
         oracle.get_feature_names_out(["x"])
 
 
+@pytest.mark.parametrize("layout", ["dense", "sparse", "float32"])
+def test_oracle_streams_the_least_squares_estimate(layout):
+    # Data larger than memory: batches gather Z^T Z and Z^T X, and the atoms
+    # are those of one fit on all the rows, to rounding.
+    data = make_compositional(n_latents=30, n_active=3, n_samples=2000, random_state=0)
+    X, Z = data.X_train, data.Z_train
+    if layout == "float32":
+        X = X.astype(np.float32)
+    batches = [slice(start, start + 150) for start in range(0, len(X), 150)]
+    whole = OracleDictionary().fit(X, Z)
+    if layout == "sparse":
+        Z = sp.csr_matrix(Z)
+    stream = OracleDictionary()
+    for rows in batches:
+        stream.partial_fit(X[rows], Z[rows])
+    tol = 1e-5 if layout == "float32" else 1e-12
+    np.testing.assert_allclose(stream.components_, whole.components_, atol=tol)
+    assert stream.components_.dtype == X.dtype
+    # Resumed from a pickle, and after fit, the stream goes on alike.
+    half = OracleDictionary()
+    for rows in batches[:4]:
+        half.partial_fit(X[rows], Z[rows])
+    resumed = pickle.loads(pickle.dumps(half))
+    for rows in batches[4:]:
+        resumed.partial_fit(X[rows], Z[rows])
+    np.testing.assert_array_equal(resumed.components_, stream.components_)
+    continued = OracleDictionary().fit(X[:600], Z[:600])
+    for rows in batches[4:]:
+        continued.partial_fit(X[rows], Z[rows])
+    np.testing.assert_allclose(continued.components_, whole.components_, atol=tol)
+
+
+def test_oracle_stream_of_batches_in_other_units():
+    # Batches of very different magnitudes share the statistics at the
+    # larger scale: the atoms are those of the rows together.
+    rng = np.random.default_rng(0)
+    D = random_dictionary(rng, 6, 5)
+    Z = sparse_codes(rng, 200, 6, 2)
+    X = Z @ D
+    stream = OracleDictionary().partial_fit(X[:100] * 1e-120, Z[:100] * 1e-120)
+    stream.partial_fit(X[100:] * 1e120, Z[100:] * 1e120)
+    np.testing.assert_allclose(stream.components_, D, atol=1e-10)
+
+
+def test_oracle_stream_waits_for_latents_it_has_not_seen():
+    # A first batch without a rare concept: its atom is not determined yet,
+    # which the stream says, and coding refuses until a batch holds it.
+    data = make_compositional(n_latents=8, n_active=2, n_samples=600, random_state=0)
+    X, Z = data.X_train, data.Z_train
+    without = Z[:, 5] == 0
+    oracle = OracleDictionary()
+    with pytest.warns(UserWarning, match=r"Latents \[5\] have been zero in every"):
+        oracle.partial_fit(X[without], Z[without])
+    np.testing.assert_array_equal(oracle.components_[5], 0.0)
+    for method in (oracle.transform, oracle.score):
+        with pytest.raises(ValueError, match=r"latents \[5\] are not determined"):
+            method(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        oracle.partial_fit(X[~without], Z[~without])
+    whole = OracleDictionary().fit(X, Z)
+    np.testing.assert_allclose(oracle.components_, whole.components_, atol=1e-12)
+    assert oracle.transform(X).shape == (len(X), 8)
+    # fit itself still refuses latents that never occur.
+    with pytest.raises(ValueError, match=r"Latents \[5\] are zero in every sample"):
+        OracleDictionary().fit(X[without], Z[without])
+
+
+def test_oracle_stream_errors_leave_it_as_it_was():
+    rng = np.random.default_rng(0)
+    D = random_dictionary(rng, 6, 5)
+    Z = sparse_codes(rng, 200, 6, 2)
+    X = Z @ D
+    oracle = OracleDictionary().partial_fit(X[:100], Z[:100])
+    before = oracle.components_.copy()
+    with pytest.raises(ValueError, match="y has 4 latents, but the oracle estimates 6"):
+        oracle.partial_fit(X[100:], Z[100:, :4])
+    with pytest.raises(ValueError, match="requires y"):
+        oracle.partial_fit(X[100:])
+    with pytest.raises(ValueError, match="X has 4 features"):
+        oracle.partial_fit(X[100:, :4], Z[100:])
+    np.testing.assert_array_equal(oracle.components_, before)
+    oracle.partial_fit(X[100:], Z[100:])
+    np.testing.assert_allclose(oracle.components_, D, atol=1e-10)
+    # A given dictionary: the first call fits, later ones check X; switching
+    # or changing the dictionary needs a new fit.
+    given = OracleDictionary(D).partial_fit(X[:10])
+    assert given.partial_fit(X[10:20]) is given
+    with pytest.raises(ValueError, match="X has 4 features"):
+        given.partial_fit(X[:10, :4])
+    with pytest.raises(ValueError, match="continues the dictionary given"):
+        given.set_params(dictionary=D * 2).partial_fit(X[:10])
+    with pytest.raises(ValueError, match="cannot switch between a given"):
+        given.set_params(dictionary=None).partial_fit(X[:10], Z[:10])
+    with pytest.raises(ValueError, match="cannot switch between a given"):
+        oracle.set_params(dictionary=D).partial_fit(X[:10])
+
+
 def test_oracle_torch_input_gives_tensors():
     data = make_compositional(n_latents=20, n_active=3, n_samples=300, random_state=1)
     X = torch.from_numpy(data.X_train).float()
@@ -1188,6 +1286,15 @@ def test_repeated_rows_start_one_atom_each():
     atoms = initial_dictionary(X, 5, torch.Generator().manual_seed(0))
     assert len(torch.unique(atoms, dim=0)) == 5
     np.testing.assert_allclose(atoms.norm(dim=1), 1.0)
+    # Tied norms (rows x and -x) keep the order of topk over the atoms
+    # asked for: the wider list of candidates orders ties otherwise.
+    A = torch.from_numpy(rng.standard_normal((30, 6)))
+    tied = torch.cat([A, -A])
+    sq = (tied * tied).sum(dim=1)
+    expected = tied[torch.topk(sq, 7).indices]
+    expected = expected / expected.norm(dim=1, keepdim=True)
+    atoms = _worst_residuals(tied, 7, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(atoms, expected, rtol=0, atol=0)
     # Repeated residuals give one atom each as well.
     residual = torch.tensor([[3.0, 4.0], [3.0, 4.0], [0.0, 1.0], [0.0, 0.0]])
     atoms = _worst_residuals(residual, 2, torch.Generator().manual_seed(0))

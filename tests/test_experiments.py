@@ -351,6 +351,8 @@ def test_summaries_refuse_a_key_no_record_holds():
     expected = {"A": {10: (pytest.approx(0.8), pytest.approx(0.1), 2)}}
     assert summarize((r for r in three if r["label"] == "A"), "acc_ood") == expected
     assert summarize(np.array(three), "acc_ood")["A"] == expected["A"]
+    with pytest.raises(TypeError, match="wrap a single record in a list"):
+        summarize(three[0], "acc_ood")
 
 
 def test_devices_other_than_the_cpu_start_before_the_first_method(data, monkeypatch):

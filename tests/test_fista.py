@@ -1296,14 +1296,16 @@ def test_learning_and_oracle_estimates_compute_in_ieee_float32(
 
     recorder(_fista, "learn_dictionary")
     recorder(_fista, "online_dictionary_update")
-    recorder(_dictionary, "estimate_dictionary")
+    recorder(_dictionary, "code_statistics")
+    recorder(_dictionary, "atoms_from_statistics")
     D = random_dictionary(rng, 8, 5)
     Z = sparse_codes(rng, 40, 8, 2)
     X = (Z @ D).astype(np.float32)
     FISTACoder(n_components=8, dict_max_iter=2).fit(X).partial_fit(X)
-    OracleDictionary().fit(X, Z)
+    OracleDictionary().fit(X, Z).partial_fit(X, Z)
     assert sorted(seen) == [
-        "estimate_dictionary",
+        "atoms_from_statistics",
+        "code_statistics",
         "learn_dictionary",
         "online_dictionary_update",
     ]

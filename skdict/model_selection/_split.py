@@ -214,7 +214,8 @@ class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
         y : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
 n_concepts), default=None
             Concept activity, e.g. the true codes, when ``groups`` is None;
-            otherwise not used (it may be, e.g., class labels).
+            otherwise not used to split (it may be, e.g., class labels), only
+            looked at: class labels of a single class in a test fold warn.
         groups : array-like, torch.Tensor or sparse matrix of shape \
 (n_samples, n_concepts), default=None
             Concept activity; takes precedence over ``y``.
@@ -231,6 +232,13 @@ n_concepts), default=None
         ValueError
             If the concept activity (``groups``, else ``y``) is missing or
             not 2-D, or no pair can be held out.
+
+        Warns
+        -----
+        UserWarning
+            If ``y`` holds class labels (beside ``groups``) of a single class
+            in a test fold, where accuracy rewards predicting it always; or if
+            every fold holds the same test samples.
         """
         self._validate_params()
         return super().split(X, y, groups)
