@@ -2419,6 +2419,11 @@ def atoms_from_statistics(
     return atoms
 
 
+# The most values of Z^T Z and Z^T X an oracle keeps after fit (32 MiB in
+# float64, about 2,000 latents), for partial_fit to continue from.
+_KEPT_STATISTICS = 2**22
+
+
 def _string_columns(y: Any) -> np.ndarray | None:
     """Return the column names of ``y`` (a DataFrame) when all are strings."""
     columns = getattr(y, "columns", None)
@@ -2601,7 +2606,7 @@ n_latents) or (n_samples,), default=None
                 self.dictionary_ = None
                 self.concept_names_ = _string_columns(y)
             else:
-                self._statistics = None
+                self._statistics, self._estimated = None, False
                 self._dictionary_param = record_given(self.dictionary)
                 resolved = resolve_dictionary(
                     self.dictionary,
@@ -2650,9 +2655,12 @@ n_latents) or (n_samples,), default=None
             name="The dictionary estimated from X and y",
             remedy="the atoms scale as X over y: rescale y (the codes) or X",
         )
-        # Z^T Z and Z^T X, n_latents x (n_latents + n_features) values, for
-        # partial_fit to continue from.
-        self._statistics = stats
+        # Z^T Z and Z^T X, n_latents x (n_latents + n_features) float64 values,
+        # for partial_fit to continue from: always in a stream, and after fit
+        # up to 32 MiB (a fit on 10,000 latents would otherwise keep 800 MB).
+        kept = stats.gram.numel() + stats.cross.numel() <= _KEPT_STATISTICS
+        self._statistics = stats if streaming or kept else None
+        self._estimated = True
         return components
 
     @ignores_autocast
@@ -2664,8 +2672,10 @@ n_latents) or (n_samples,), default=None
         ``Z^T X`` (in float64, ``n_latents x (n_latents + n_features)``
         values, kept on the estimator) gather the batches, so the atoms of
         data larger than memory are those :meth:`fit` would estimate from
-        all of them at once, to rounding; a first call, or one after
-        :meth:`fit`, starts or continues them. Latents not yet active in any
+        all of them at once, to rounding; a first call starts them, and a
+        call after :meth:`fit` continues the fit's (which :meth:`fit` keeps
+        up to 2**22 values, 32 MiB, about 2,000 latents; beyond, start the
+        stream with :meth:`partial_fit`). Latents not yet active in any
         batch have zero atoms, with a warning, until a batch holds them;
         :meth:`transform` refuses them until then. With a given dictionary
         there is nothing to update: the first call is :meth:`fit`, later calls
@@ -2692,7 +2702,7 @@ n_latents) or (n_samples,), default=None
         self._validate_params()
         if first and self.dictionary is not None:
             return self.fit(X, y)
-        estimated = getattr(self, "_statistics", None) is not None
+        estimated = getattr(self, "_estimated", False)
         if not first and (self.dictionary is None) != estimated:
             raise ValueError(
                 "partial_fit cannot switch between a given dictionary and one "
@@ -2720,6 +2730,14 @@ n_latents) or (n_samples,), default=None
                     "ground-truth codes, shape (n_samples, n_latents)."
                 )
             previous = None if first else self._statistics
+            if not first and previous is None:
+                raise ValueError(
+                    "fit kept no statistics to continue from: for "
+                    f"{self.components_.shape[0]} latents they take more than "
+                    f"{_KEPT_STATISTICS} values. Start the stream with "
+                    "partial_fit on a clone (partial_fit keeps them whatever "
+                    "their size)."
+                )
             components = self._estimate(X_t, y, previous, streaming=True)
             if first:
                 self.dictionary_, self.concept_names_ = None, _string_columns(y)

@@ -371,6 +371,26 @@ def test_oracle_stream_waits_for_latents_it_has_not_seen():
         OracleDictionary().fit(X[without], Z[without])
 
 
+def test_oracle_fit_keeps_statistics_only_of_bounded_size(monkeypatch):
+    # Z^T Z of 10,000 latents would keep 800 MB on a fitted oracle (and in
+    # its pickles): beyond a bound, fit keeps none, and a stream after it
+    # says how to start one.
+    from skdict import _dictionary
+
+    rng = np.random.default_rng(0)
+    D = random_dictionary(rng, 6, 5)
+    Z = sparse_codes(rng, 200, 6, 2)
+    X = Z @ D
+    monkeypatch.setattr(_dictionary, "_KEPT_STATISTICS", 6 * (6 + 5) - 1)
+    oracle = OracleDictionary().fit(X[:100], Z[:100])
+    assert oracle._statistics is None
+    with pytest.raises(ValueError, match="fit kept no statistics"):
+        oracle.partial_fit(X[100:], Z[100:])
+    stream = OracleDictionary().partial_fit(X[:100], Z[:100])
+    stream.partial_fit(X[100:], Z[100:])
+    np.testing.assert_allclose(stream.components_, D, atol=1e-10)
+
+
 def test_oracle_stream_errors_leave_it_as_it_was():
     rng = np.random.default_rng(0)
     D = random_dictionary(rng, 6, 5)
