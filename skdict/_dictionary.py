@@ -2424,6 +2424,29 @@ def atoms_from_statistics(
 _KEPT_STATISTICS = 2**22
 
 
+def _check_concept_names(fitted: np.ndarray | None, names: np.ndarray | None) -> None:
+    """Refuse a batch whose ``y`` names its columns otherwise than the first.
+
+    Concepts in another order would be summed into the wrong latents' atoms
+    (an error of 0.32 against 2e-15), as scikit-learn refuses reordered
+    feature names.
+    """
+    if fitted is None or names is None:
+        if fitted is not None:
+            warn(
+                "y has no column names, but the oracle's first batch named its "
+                "concepts: its columns are taken in that order.",
+                UserWarning,
+            )
+        return
+    if len(names) != len(fitted) or (names != fitted).any():
+        raise ValueError(
+            "The concept names of y differ from those of the first batch (in "
+            f"name or order): {list(names)[:5]} against {list(fitted)[:5]}. "
+            "Order y's columns as the first batch's."
+        )
+
+
 def _string_columns(y: Any) -> np.ndarray | None:
     """Return the column names of ``y`` (a DataFrame) when all are strings."""
     columns = getattr(y, "columns", None)
@@ -2674,14 +2697,19 @@ n_latents) or (n_samples,), default=None
         data larger than memory are those :meth:`fit` would estimate from
         all of them at once, to rounding; a first call starts them, and a
         call after :meth:`fit` continues the fit's (which :meth:`fit` keeps
-        up to 2**22 values, 32 MiB, about 2,000 latents; beyond, start the
-        stream with :meth:`partial_fit`). Latents not yet active in any
+        while ``n_latents * (n_latents + n_features)`` is at most 2**22
+        values, 32 MiB: about 1,700 latents at 768 features; beyond, start
+        the stream with :meth:`partial_fit`, which keeps them whatever their
+        size). Each call solves the ``n_latents`` system again (0.3 s at
+        2,000 latents), so stream batches of many rows. A ``y`` with named
+        columns must name them as the first batch did. Latents not yet active in any
         batch have zero atoms, with a warning, until a batch holds them;
         :meth:`transform` refuses them until then. With a given dictionary
         there is nothing to update: the first call is :meth:`fit`, later calls
         check ``X``. Changing between a given dictionary and none, or the
         dictionary itself, between calls is an error (call :meth:`fit` to
-        start again). A call that raises leaves the oracle as it was.
+        start again; an array or provider changed in place is not always
+        detected). A call that raises leaves the oracle as it was.
 
         Parameters
         ----------
@@ -2702,7 +2730,9 @@ n_latents) or (n_samples,), default=None
         self._validate_params()
         if first and self.dictionary is not None:
             return self.fit(X, y)
-        estimated = getattr(self, "_estimated", False)
+        # Oracles pickled by earlier versions hold no record of how they were
+        # fitted: the parameter says.
+        estimated = getattr(self, "_estimated", self.dictionary is None)
         if not first and (self.dictionary is None) != estimated:
             raise ValueError(
                 "partial_fit cannot switch between a given dictionary and one "
@@ -2713,7 +2743,8 @@ n_latents) or (n_samples,), default=None
                 "partial_fit on a clone, to start again."
             )
         if self.dictionary is not None:
-            if not is_same_given(self.dictionary, self._dictionary_param):
+            record = getattr(self, "_dictionary_param", None)  # None: pickled before
+            if record is not None and not is_same_given(self.dictionary, record):
                 raise ValueError(
                     "partial_fit continues the dictionary given at its first call; "
                     "a new dictionary needs a new fit: call fit, or partial_fit "
@@ -2729,7 +2760,7 @@ n_latents) or (n_samples,), default=None
                     "passed, but the target y is None: y holds the batch's "
                     "ground-truth codes, shape (n_samples, n_latents)."
                 )
-            previous = None if first else self._statistics
+            previous = None if first else getattr(self, "_statistics", None)
             if not first and previous is None:
                 raise ValueError(
                     "fit kept no statistics to continue from: for "
@@ -2738,10 +2769,14 @@ n_latents) or (n_samples,), default=None
                     "partial_fit on a clone (partial_fit keeps them whatever "
                     "their size)."
                 )
+            names = _string_columns(y)
+            if not first:
+                _check_concept_names(self.concept_names_, names)
             components = self._estimate(X_t, y, previous, streaming=True)
             if first:
-                self.dictionary_, self.concept_names_ = None, _string_columns(y)
-                self.intercept_ = to_fitted(X_t.new_zeros(X_t.shape[1]), origin)
+                self.dictionary_, self.concept_names_ = None, names
+            # Both in the latest batch's array type and dtype, as FISTACoder's.
+            self.intercept_ = to_fitted(X_t.new_zeros(X_t.shape[1]), origin)
             self.components_ = to_fitted(components, origin)
         return self
 
@@ -2817,6 +2852,7 @@ n_latents) or (n_samples,), default=None
         X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
             In the array type, device and dtype of the codes.
         """
+        self._check_determined()
         return reconstruct(self, X)
 
     @property

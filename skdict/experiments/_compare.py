@@ -332,9 +332,10 @@ def compare_methods(
     data : Bunch
         The output of :func:`skdict.datasets.make_compositional`.
     methods : str or list of str, default=None
-        Method names of :data:`METHODS`; None runs the paper's main
-        comparison, every method but ``dl_fista_sae_init`` (the controlled
-        study's warm start, which runs when named). The SAE + FISTA methods
+        Method names of :data:`METHODS`; None runs every method but
+        ``dl_fista_sae_init``, a second dictionary learning started from the
+        SAE's atoms that only the controlled study runs (by name). The SAE +
+        FISTA methods
         reuse the SAE trained for ``settings.base_sae`` when both run.
     random_state : int, default=None
         Seed for every estimator's initialisation, in ``[0, 2**32 - 1]``

@@ -265,8 +265,7 @@ class Method:
         the same data trained it (the alpha sweep's cells).
     when_named : bool
         Runs only when named (or in a study that names it), not among the
-        default methods of :func:`~skdict.experiments.compare_methods`: the
-        default is the paper's main comparison.
+        default methods of :func:`~skdict.experiments.compare_methods`.
 
     Examples
     --------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +124,8 @@ def summarize(
     >>> summarize(records)  # {label: {value: (mean, sd, seeds)}}
     {'FISTA': {50: (0.75, 0.25, 2)}}
     """
-    if not isinstance(records, Iterator):  # a data frame or a single record
-        check_records(records)
+    if isinstance(records, (str, bytes, Mapping)) or hasattr(records, "to_dict"):
+        check_records(records)  # a single record or a data frame: says so
     records = list(records)  # read twice below: a generator only once
     if records and not any(metric in record for record in records):
         raise ValueError(

@@ -38,7 +38,7 @@ def _activity(y: Any, threshold: float, name: str = "y") -> sp.csc_matrix:
             "indicator matrix, e.g. GridSearchCV(...).fit(X, y, groups=Z)."
         )
     if is_tensor(y) and y.layout != torch.strided:
-        # Sparse tensors, as the metrics take them: SciPy's COO of their values.
+        # Sparse tensors, as the metrics take them: SciPy's CSR of their values.
         y = sparse_tensor_as_scipy(y, name=name)
     elif is_tensor(y):
         y = to_numpy(y, name)
