@@ -60,8 +60,7 @@ def forget_fit_on_failure(estimator: Any) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        vars(estimator).clear()
-        vars(estimator).update(before)
+        _restore(estimator, before)
         raise
     except BaseException:
         for name in [n for n in vars(estimator) if _is_fitted_name(n)]:
@@ -100,6 +99,10 @@ def restored_on_failure(estimator: Any) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        vars(estimator).clear()
-        vars(estimator).update(before)
+        _restore(estimator, before)
         raise
+
+
+def _restore(estimator: Any, before: dict[str, Any]) -> None:
+    vars(estimator).clear()
+    vars(estimator).update(before)
