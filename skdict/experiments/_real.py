@@ -439,8 +439,10 @@ def compare_real(
         ``random_state``. Needs ``skdict[real]``.
     methods : str or list of str, default=None
         Names from :data:`REAL_METHODS`; None runs all of them.
-    random_state : int, default=0
-        Seed of every estimator (and of the split when ``data`` is None).
+    random_state : int or None, default=0
+        Seed of every estimator (and of the split when ``data`` is None), in
+        ``[0, 2**32 - 1]``; None is not reproducible, as in
+        :func:`~skdict.experiments.compare_methods`.
     device : str or torch.device, default="auto"
         Where estimators (and, when loading, the transformer) compute.
     settings : PaperSettings, default=None
@@ -518,7 +520,7 @@ def compare_real(
     # them after others have run.
     validate_hyperparameters(
         {
-            "random_state": [SEED],
+            "random_state": [SEED, None],
             "settings": [PaperSettings, None],
             "normalize": ["boolean"],
             "verbose": ["verbose"],
@@ -559,7 +561,7 @@ def compare_real(
     context = _PhraseContext(
         data,
         PaperSettings() if settings is None else settings,
-        int(random_state),
+        None if random_state is None else int(random_state),
         device,
         width=n_components or X["train"].shape[1],
         k=k,
