@@ -2447,6 +2447,17 @@ def _check_concept_names(fitted: np.ndarray | None, names: np.ndarray | None) ->
         )
 
 
+def concept_names_of(provider: Any) -> np.ndarray | None:
+    """Return the concept names an oracle gave its atoms, or None.
+
+    ``provider`` is a fitted dictionary provider (a
+    :class:`~sklearn.frozen.FrozenEstimator` passes attributes through):
+    coders on an oracle's atoms name their codes after its concepts.
+    """
+    names = getattr(provider, "concept_names_", None)
+    return None if names is None else np.asarray(names, dtype=object).copy()
+
+
 def _string_columns(y: Any) -> np.ndarray | None:
     """Return the column names of ``y`` (a DataFrame) when all are strings."""
     columns = getattr(y, "columns", None)
@@ -2876,9 +2887,8 @@ n_latents) or (n_samples,), default=None
             name and the atom's index (``oracledictionary0``, ...).
         """
         names = super().get_feature_names_out(input_features)
-        if getattr(self, "concept_names_", None) is None:
-            return names
-        return self.concept_names_.copy()
+        concepts = concept_names_of(self)
+        return names if concepts is None else concepts
 
     @ignores_autocast
     def score(self, X: ArrayLike, y: ArrayLike = None) -> float:

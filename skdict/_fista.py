@@ -110,6 +110,7 @@ from ._dictionary import (
     batch_statistics,
     check_n_components,
     check_provider_features,
+    concept_names_of,
     fit_provider,
     fits_on_data,
     initial_dictionary,
@@ -3392,6 +3393,26 @@ class FISTACoder(
     @property
     def _n_features_out(self):
         return self.components_.shape[0]
+
+    def get_feature_names_out(self, input_features: ArrayLike = None) -> np.ndarray:
+        """Return the names of the codes: the concepts' on an oracle's atoms.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Checked against the names seen in :meth:`fit`, as scikit-learn's
+            transformers check them; not used otherwise.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            The ``concept_names_`` of a ``dictionary`` that is an
+            :class:`OracleDictionary` estimated from named concepts; otherwise
+            the class name and the atom's index (``fistacoder0``, ...).
+        """
+        names = super().get_feature_names_out(input_features)
+        concepts = concept_names_of(getattr(self, "dictionary_", None))
+        return names if concepts is None else concepts
 
     def __getstate__(self):
         return portable_state(super().__getstate__())

@@ -301,6 +301,21 @@ def test_oracle_codes_are_named_after_the_concepts():
         ]
     with pytest.raises(ValueError, match="input_features"):
         oracle.get_feature_names_out(["x"])
+    # Codes on the oracle's atoms are the concepts too: a coder, or an SAE
+    # keeping them as its frozen decoder, names its codes after them.
+    frozen = FrozenEstimator(oracle)
+    for coder in (
+        FISTACoder(frozen).fit(data.X_train),
+        FISTACoder(OracleDictionary()).fit(data.X_train, Z),
+        SparseAutoencoder(decoder=frozen, freeze_decoder=True, max_epochs=1).fit(
+            data.X_train
+        ),
+    ):
+        assert list(coder.get_feature_names_out()) == list(Z.columns)
+    trained = SparseAutoencoder(decoder=frozen, max_epochs=1).fit(data.X_train)
+    assert trained.get_feature_names_out()[0] == "sparseautoencoder0"
+    plain = FISTACoder(data.dictionary).fit(data.X_train)
+    assert plain.get_feature_names_out()[0] == "fistacoder0"
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse", "float32"])

@@ -27,6 +27,7 @@ from .._dictionary import (
     PROVIDER_CONSTRAINT,
     _normalize_atoms,
     check_n_components,
+    concept_names_of,
     fits_on_data,
     is_same_given,
     record_given,
@@ -930,6 +931,29 @@ class SparseAutoencoder(
     def _n_features_out(self):
         # The module's, not components_'s: no copy of the atoms to count them.
         return self.module_.n_components
+
+    def get_feature_names_out(self, input_features: ArrayLike = None) -> np.ndarray:
+        """Return the names of the latents: the concepts' on a frozen oracle.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Checked against the names seen in :meth:`fit`, as scikit-learn's
+            transformers check them; not used otherwise.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            The ``concept_names_`` of a ``decoder`` that is an
+            :class:`OracleDictionary` estimated from named concepts, kept
+            with ``freeze_decoder=True``; otherwise the class name and the
+            latent's index (``sparseautoencoder0``, ...).
+        """
+        names = super().get_feature_names_out(input_features)
+        if not self.freeze_decoder:  # trained atoms are no longer the concepts
+            return names
+        concepts = concept_names_of(getattr(self, "decoder_", None))
+        return names if concepts is None else concepts
 
     def __getstate__(self):
         state = super().__getstate__()  # the instance's own __dict__
