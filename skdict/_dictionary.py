@@ -2432,10 +2432,13 @@ def _check_concept_names(fitted: np.ndarray | None, names: np.ndarray | None) ->
     feature names.
     """
     if fitted is None or names is None:
-        if fitted is not None:
+        if (fitted is None) != (names is None):
             warn(
                 "y has no column names, but the oracle's first batch named its "
-                "concepts: its columns are taken in that order.",
+                "concepts: its columns are taken in that order."
+                if names is None
+                else "y names its columns, but the oracle's first batch did not: "
+                "they are taken in the first batch's order.",
                 UserWarning,
             )
         return
@@ -2773,12 +2776,16 @@ n_latents) or (n_samples,), default=None
                 )
             previous = None if first else getattr(self, "_statistics", None)
             if not first and previous is None:
+                why = (
+                    f"for {self.components_.shape[0]} latents they take more "
+                    f"than {_KEPT_STATISTICS} values"
+                    if hasattr(self, "_statistics")
+                    else "it was fitted by an earlier skdict version"
+                )
                 raise ValueError(
-                    "fit kept no statistics to continue from: for "
-                    f"{self.components_.shape[0]} latents they take more than "
-                    f"{_KEPT_STATISTICS} values. Start the stream with "
-                    "partial_fit on a clone (partial_fit keeps them whatever "
-                    "their size)."
+                    f"fit kept no statistics to continue from: {why}. Start the "
+                    "stream with partial_fit on a clone (partial_fit keeps them "
+                    "whatever their size)."
                 )
             names = _string_columns(y)
             if not first:

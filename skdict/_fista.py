@@ -2883,6 +2883,8 @@ class FISTACoder(
             self.n_components, resolved.components.shape[0], "the dictionary"
         )
         self.dictionary_ = resolved.estimator
+        # Read now: the provider may be refitted on other concepts later.
+        self._concept_names = concept_names_of(resolved.estimator)
         # What partial_fit checks the parameter against; None for a learned
         # dictionary.
         self._dictionary_param = record_given(self.dictionary)
@@ -2893,6 +2895,7 @@ class FISTACoder(
 
     def _learn(self, X, X_t, y, origin):
         # dictionary=None: DL-FISTA on X (skdict._dictionary.learn_dictionary).
+        self._concept_names = None
         warn_if_all_zero(X_t, "the learned atoms are random")
         init = self._starting_dictionary(X, X_t, y)
         n_atoms = self._n_atoms(X_t, init)
@@ -3411,8 +3414,10 @@ class FISTACoder(
             the class name and the atom's index (``fistacoder0``, ...).
         """
         names = super().get_feature_names_out(input_features)
-        concepts = concept_names_of(getattr(self, "dictionary_", None))
-        return names if concepts is None else concepts
+        concepts = getattr(self, "_concept_names", None)
+        if concepts is None or len(concepts) != len(names) or self.dictionary is None:
+            return names
+        return concepts.copy()
 
     def __getstate__(self):
         return portable_state(super().__getstate__())

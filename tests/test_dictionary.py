@@ -316,6 +316,16 @@ def test_oracle_codes_are_named_after_the_concepts():
     assert trained.get_feature_names_out()[0] == "sparseautoencoder0"
     plain = FISTACoder(data.dictionary).fit(data.X_train)
     assert plain.get_feature_names_out()[0] == "fistacoder0"
+    # The names are those of the atoms the coder was fitted with: a frozen
+    # oracle refitted later on other concepts renamed its codes.
+    coder = FISTACoder(frozen).fit(data.X_train)
+    sae = SparseAutoencoder(decoder=frozen, freeze_decoder=True, max_epochs=1)
+    sae.fit(data.X_train)
+    oracle.fit(data.X_train, Z.iloc[:, ::-1])
+    assert list(coder.get_feature_names_out()) == list(Z.columns)
+    assert list(sae.get_feature_names_out()) == list(Z.columns)
+    oracle.fit(data.X_train, Z.iloc[:, :3])
+    assert coder.set_output(transform="pandas").transform(data.X_val).shape[1] == 5
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse", "float32"])
@@ -367,6 +377,14 @@ def test_oracle_stream_checks_the_concept_names_of_each_batch():
     np.testing.assert_array_equal(oracle.components_, before)
     with pytest.warns(UserWarning, match="y has no column names"):
         oracle.partial_fit(X[100:], Z[100:])
+    unnamed = OracleDictionary().partial_fit(X[:100], Z[:100])
+    with pytest.warns(UserWarning, match="the oracle's first batch did not"):
+        unnamed.partial_fit(X[100:], pd.DataFrame(Z[100:], columns=names))
+    # An oracle pickled before streams existed kept no statistics.
+    old = OracleDictionary().fit(X, Z)
+    del old._statistics, old._estimated
+    with pytest.raises(ValueError, match="fitted by an earlier skdict version"):
+        old.partial_fit(X[:10], Z[:10])
     np.testing.assert_allclose(
         oracle.components_, OracleDictionary().fit(X, Z).components_, atol=1e-12
     )

@@ -353,6 +353,10 @@ def test_summaries_refuse_a_key_no_record_holds():
     assert summarize(np.array(three), "acc_ood")["A"] == expected["A"]
     with pytest.raises(TypeError, match="wrap a single record in a list"):
         summarize(three[0], "acc_ood")
+    assert summarize({0: three[0], 1: three[2]}.values(), "acc_ood") == expected
+    for not_records in ([three], [1, 2], ["acc_ood"]):
+        with pytest.raises(TypeError, match="sequence of record dicts; it holds"):
+            summarize(not_records, "acc_ood")
 
 
 def test_devices_other_than_the_cpu_start_before_the_first_method(data, monkeypatch):

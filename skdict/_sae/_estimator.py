@@ -422,6 +422,7 @@ class SparseAutoencoder(
                     ConvergenceWarning,
                 )
             self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
+            self._concept_names = self._concepts_of(decoder)
             self._store(module, optimizer, generator, result, origin)
         return self
 
@@ -478,6 +479,7 @@ class SparseAutoencoder(
                     module, X_t, optimizer, generator, epochs=1, verbose=quieter
                 )
                 self.history_, self.n_iter_, self.decoder_ = [], 0, decoder
+                self._concept_names = self._concepts_of(decoder)
                 self._store(module, optimizer, generator, result, origin)
             return self
         # scikit-learn validates partial_fit's parameters on the first call
@@ -950,10 +952,13 @@ class SparseAutoencoder(
             latent's index (``sparseautoencoder0``, ...).
         """
         names = super().get_feature_names_out(input_features)
-        if not self.freeze_decoder:  # trained atoms are no longer the concepts
-            return names
-        concepts = concept_names_of(getattr(self, "decoder_", None))
-        return names if concepts is None else concepts
+        concepts = getattr(self, "_concept_names", None)
+        return names if concepts is None else concepts.copy()
+
+    def _concepts_of(self, decoder):
+        # Read at fit: the provider may be refitted on other concepts later,
+        # and trained atoms are no longer the concepts.
+        return concept_names_of(decoder) if self.freeze_decoder else None
 
     def __getstate__(self):
         state = super().__getstate__()  # the instance's own __dict__

@@ -127,6 +127,7 @@ def summarize(
     if isinstance(records, (str, bytes, Mapping)) or hasattr(records, "to_dict"):
         check_records(records)  # a single record or a data frame: says so
     records = list(records)  # read twice below: a generator only once
+    check_records(records)
     if records and not any(metric in record for record in records):
         raise ValueError(
             f"metric={metric!r} is not a key of the records; they hold "
