@@ -2450,6 +2450,44 @@ def _check_concept_names(fitted: np.ndarray | None, names: np.ndarray | None) ->
         )
 
 
+class ConceptNamesOutMixin(ClassNamePrefixFeaturesOutMixin):
+    """Mixin: codes named after an oracle's concepts where the atoms are theirs.
+
+    :class:`~skdict.OracleDictionary` fitted on a ``y`` with string column names,
+    and the coders that keep its atoms (a :class:`~skdict.FISTACoder` on them, a
+    :class:`~skdict.SparseAutoencoder` with them as its frozen decoder), name their
+    codes after the concepts; other estimators name them as scikit-learn's
+    decompositions do. ``_names_of_codes`` gives the names, recorded at fit.
+    """
+
+    def _names_of_codes(self) -> np.ndarray | None:
+        return getattr(self, "_concept_names", None)
+
+    def get_feature_names_out(self, input_features: ArrayLike = None) -> np.ndarray:
+        """Return the names of the codes: an oracle's concepts where the atoms are.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Checked against the names seen in ``fit``, as scikit-learn's
+            transformers check them; not used otherwise.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            The concept names of an :class:`~skdict.OracleDictionary` estimated from
+            a DataFrame ``y`` with string column names, for the oracle and
+            for coders fitted on its atoms (a :class:`~skdict.FISTACoder`, or a
+            :class:`~skdict.SparseAutoencoder` keeping them frozen); otherwise the
+            class name and the code's index (``fistacoder0``, ...).
+        """
+        names = super().get_feature_names_out(input_features)
+        concepts = self._names_of_codes()
+        if concepts is None or len(concepts) != len(names):
+            return names
+        return np.asarray(concepts, dtype=object).copy()
+
+
 def concept_names_of(provider: Any) -> np.ndarray | None:
     """Return the concept names an oracle gave its atoms, or None.
 
@@ -2471,7 +2509,7 @@ def _string_columns(y: Any) -> np.ndarray | None:
 
 class OracleDictionary(
     StrictParamsMixin,
-    ClassNamePrefixFeaturesOutMixin,
+    ConceptNamesOutMixin,
     TransformerMixin,
     DetachedCloneMixin,
     BaseEstimator,
@@ -2877,25 +2915,8 @@ n_latents) or (n_samples,), default=None
     def _n_features_out(self):
         return self.components_.shape[0]
 
-    def get_feature_names_out(self, input_features: ArrayLike = None) -> np.ndarray:
-        """Return the names of the codes: the concepts' when ``y`` named them.
-
-        Parameters
-        ----------
-        input_features : array-like of str or None, default=None
-            Checked against the names seen in :meth:`fit`, as scikit-learn's
-            transformers check them; not used otherwise.
-
-        Returns
-        -------
-        feature_names_out : ndarray of str objects
-            ``concept_names_`` when ``fit`` estimated the atoms from a
-            DataFrame ``y`` with string column names; otherwise the class
-            name and the atom's index (``oracledictionary0``, ...).
-        """
-        names = super().get_feature_names_out(input_features)
-        concepts = concept_names_of(self)
-        return names if concepts is None else concepts
+    def _names_of_codes(self) -> np.ndarray | None:
+        return getattr(self, "concept_names_", None)
 
     @ignores_autocast
     def score(self, X: ArrayLike, y: ArrayLike = None) -> float:

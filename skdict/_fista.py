@@ -89,7 +89,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import (
     BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
 )
 from sklearn.exceptions import ConvergenceWarning
@@ -104,6 +103,7 @@ from ._dictionary import (
     CODING_ESTIMATOR,
     EXPOSES_COMPONENTS,
     PROVIDER_CONSTRAINT,
+    ConceptNamesOutMixin,
     _is_estimator,
     _normalize_atoms,
     _sample_objective,
@@ -2512,7 +2512,7 @@ def _share_count(batch_rows: int, device: torch.device) -> int:
 
 class FISTACoder(
     StrictParamsMixin,
-    ClassNamePrefixFeaturesOutMixin,
+    ConceptNamesOutMixin,
     TransformerMixin,
     DetachedCloneMixin,
     BaseEstimator,
@@ -3396,28 +3396,6 @@ class FISTACoder(
     @property
     def _n_features_out(self):
         return self.components_.shape[0]
-
-    def get_feature_names_out(self, input_features: ArrayLike = None) -> np.ndarray:
-        """Return the names of the codes: the concepts' on an oracle's atoms.
-
-        Parameters
-        ----------
-        input_features : array-like of str or None, default=None
-            Checked against the names seen in :meth:`fit`, as scikit-learn's
-            transformers check them; not used otherwise.
-
-        Returns
-        -------
-        feature_names_out : ndarray of str objects
-            The ``concept_names_`` of a ``dictionary`` that is an
-            :class:`OracleDictionary` estimated from named concepts; otherwise
-            the class name and the atom's index (``fistacoder0``, ...).
-        """
-        names = super().get_feature_names_out(input_features)
-        concepts = getattr(self, "_concept_names", None)
-        if concepts is None or len(concepts) != len(names) or self.dictionary is None:
-            return names
-        return concepts.copy()
 
     def __getstate__(self):
         return portable_state(super().__getstate__())

@@ -14,7 +14,6 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import (
     BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
 )
 from sklearn.exceptions import ConvergenceWarning
@@ -25,6 +24,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from .._dictionary import (
     PROVIDER_CONSTRAINT,
+    ConceptNamesOutMixin,
     _normalize_atoms,
     check_n_components,
     concept_names_of,
@@ -69,7 +69,7 @@ _MODEL_PARAMS = ("n_components", "activation", "k", "bandwidth", "freeze_decoder
 
 class SparseAutoencoder(
     StrictParamsMixin,
-    ClassNamePrefixFeaturesOutMixin,
+    ConceptNamesOutMixin,
     TransformerMixin,
     DetachedCloneMixin,
     BaseEstimator,
@@ -933,27 +933,6 @@ class SparseAutoencoder(
     def _n_features_out(self):
         # The module's, not components_'s: no copy of the atoms to count them.
         return self.module_.n_components
-
-    def get_feature_names_out(self, input_features: ArrayLike = None) -> np.ndarray:
-        """Return the names of the latents: the concepts' on a frozen oracle.
-
-        Parameters
-        ----------
-        input_features : array-like of str or None, default=None
-            Checked against the names seen in :meth:`fit`, as scikit-learn's
-            transformers check them; not used otherwise.
-
-        Returns
-        -------
-        feature_names_out : ndarray of str objects
-            The ``concept_names_`` of a ``decoder`` that is an
-            :class:`OracleDictionary` estimated from named concepts, kept
-            with ``freeze_decoder=True``; otherwise the class name and the
-            latent's index (``sparseautoencoder0``, ...).
-        """
-        names = super().get_feature_names_out(input_features)
-        concepts = getattr(self, "_concept_names", None)
-        return names if concepts is None else concepts.copy()
 
     def _concepts_of(self, decoder):
         # Read at fit: the provider may be refitted on other concepts later,
