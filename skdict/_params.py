@@ -148,10 +148,12 @@ SparseAutoencoder must be an int; got True, a bool.
                 f"got {value!r}, a bool."
             )
         if isinstance(value, np.integer) and np.iinfo(value).bits < _MIN_INTEGER_BITS:
+            kind = "an int" if expected is Integral else "a float, an int"
             raise InvalidParameterError(
-                f"The {name!r} parameter of {caller_name} must be an int or a "
+                f"The {name!r} parameter of {caller_name} must be {kind} or a "
                 f"NumPy integer of at least {_MIN_INTEGER_BITS} bits, whose "
-                f"arithmetic does not wrap around; got {value!r}. Pass int(...)."
+                f"arithmetic does not wrap around; got {value!r}. Pass "
+                f"{'int' if expected is Integral else 'float'}(...)."
             )
 
 

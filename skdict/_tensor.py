@@ -173,9 +173,9 @@ def _hide_csr_beta_warning() -> None:
     """
     with ignoring(UserWarning):
         torch.sparse_csr_tensor(
-            torch.tensor([0, 0]),
-            torch.tensor([], dtype=torch.int64),
-            torch.tensor([]),
+            torch.tensor([0, 0], device="cpu"),
+            torch.tensor([], dtype=torch.int64, device="cpu"),
+            torch.tensor([], device="cpu"),
             (1, 1),
             check_invariants=False,
         )
@@ -954,7 +954,7 @@ def _warn_overflow(computed: torch.Tensor, out: torch.Tensor) -> None:
         return
     # What the largest result became: values just above the limit round to
     # it (65,510 to float16's 65,504), float8_e4m3fn saturates or turns NaN.
-    back = float(torch.tensor([largest]).to(out.dtype).float())
+    back = float(torch.tensor([largest], device="cpu").to(out.dtype).float())
     if math.isfinite(back) and back >= largest / (1 + torch.finfo(out.dtype).eps):
         return
     warn(
@@ -1082,8 +1082,9 @@ def sparse_as_tensor(
     device : torch.device
         Target device.
     dtype : torch.dtype, default=None
-        Target dtype; None keeps float32/float64 and promotes anything else to
-        float64.
+        Target dtype; None keeps float32 and float64, computes half-precision
+        sparse tensors in float32 (as dense ones, see the module docstring)
+        and promotes anything else to float64.
     name : str, default="array"
         Name used in error messages.
 
@@ -1119,6 +1120,7 @@ def sparse_as_tensor(
             _from_numpy(data),
             size=coo.shape,
             check_invariants=True,
+            device="cpu",  # where from_numpy's parts are, whatever the default
         )
     else:
         raise TypeError(f"{name} must be a sparse matrix; got {type(A).__name__}.")

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from numpy.lib import NumpyVersion
 from sklearn.base import clone
@@ -294,6 +295,44 @@ def test_real_hyperparameters_refuse_bools_and_take_narrow_numpy_floats(
         clone(estimator).set_params(**{name: True}).fit(X)
     for value in (np.float16(0.5), np.float32(0.5), np.float64(0.5)):
         clone(estimator).set_params(**{name: value}).fit(X)
+    # A narrow NumPy integer is refused as for integer parameters, but the
+    # message asked for "an int" where a float is expected.
+    with pytest.raises(
+        ValueError, match=r"must be a float, an int or .*float\(\.\.\.\)"
+    ):
+        clone(estimator).set_params(**{name: np.int8(1)}).fit(X)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SparseAutoencoder(8, max_epochs=2, random_state=0),
+        lambda: SparseAutoencoder(
+            8, max_epochs=2, validation_fraction=0.2, random_state=0
+        ),
+        lambda: SparseAutoencoder(
+            8, activation="mp", k=2, max_epochs=2, random_state=0
+        ),
+        lambda: FISTACoder(n_components=8, dict_max_iter=4, random_state=0),
+        lambda: OracleDictionary(),
+    ],
+)
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_fits_ignore_torchs_default_device(make, method):
+    # Random draws from the estimators' CPU generator were made on torch's
+    # default device: under torch.set_default_device("cuda") (here the meta
+    # device, which has no values) every SAE fit and every dictionary learnt
+    # failed deep inside torch, CPU data and device="cpu" notwithstanding.
+    estimator = make()
+    if not hasattr(estimator, method):
+        pytest.skip(f"{type(estimator).__name__} has no {method}")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 6))
+    y = sp.csr_array(rng.random((60, 3)) * (rng.random((60, 3)) < 0.5))
+    expected = getattr(clone(estimator), method)(X, y).components_
+    with torch.device("meta"):
+        fitted = getattr(clone(estimator), method)(X, y).components_
+    assert np.array_equal(fitted, expected)
 
 
 def test_a_float16_alpha_codes_as_its_python_float():

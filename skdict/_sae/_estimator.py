@@ -571,7 +571,7 @@ class SparseAutoencoder(
                 f"validation_fraction={self.validation_fraction} leaves no training "
                 f"sample out of {samples}; lower it or pass more samples."
             )
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator, device="cpu")
         train_rows = order[n_val:]
         return (
             RowSubset(X_t, train_rows),
@@ -949,7 +949,7 @@ class SparseAutoencoder(
         origin = self.__dict__.get("_fitted_origin")
         if origin is not None and "module_" in state:
             # The fitted attributes' array type, as an empty array of it.
-            state["_fitted_type"] = to_fitted(torch.empty(0), origin)
+            state["_fitted_type"] = to_fitted(torch.empty(0, device="cpu"), origin)
         return portable_state(state)
 
     def __setstate__(self, state):

@@ -444,7 +444,9 @@ class SAE(nn.Module):
         ``b_dec`` (zero when None).
         """
         if decoder is None:
-            drawn = torch.empty(self.n_components, self.n_features, dtype=torch.float64)
+            drawn = torch.empty(
+                self.n_components, self.n_features, dtype=torch.float64, device="cpu"
+            )
             nn.init.kaiming_uniform_(drawn, a=math.sqrt(5), generator=generator)
             weight = drawn.to(self.W_dec.dtype)
             self.W_dec.copy_(weight)

@@ -213,7 +213,7 @@ def _epoch(
     # of the whole training set, made once an epoch for the sake of free
     # contiguous slices, held 1.65x the data at the peak and was no faster
     # (the gathers move the same bytes).
-    order = torch.randperm(X.shape[0], generator=generator).to(X.device)
+    order = torch.randperm(X.shape[0], generator=generator, device="cpu").to(X.device)
     # Per-step sums stay on the device and are reduced every _REDUCE_EVERY
     # steps: no per-step accumulation kernels, no host synchronisation.
     outputs, sums, active = [], X.new_zeros(3), X.new_zeros(module.n_components)
