@@ -1422,6 +1422,112 @@ def test_plot_study_leaves_the_callers_matplotlib_alone(tmp_path):
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def _study_records(methods, values=(20, 40), seeds=(0,)):
+    return [
+        {
+            "method": name,
+            "label": METHODS[name].label if name in METHODS else name,
+            "value": value,
+            "variable": "n_latents",
+            "seed": seed,
+            "mcc_ood": 0.5 + 0.1 * seed,
+            "auc_ood": 0.5,
+            "acc_ood": 0.5,
+            "mse_gap": 1e-4,
+        }
+        for value in values
+        for name in methods
+        for seed in seeds
+    ]
+
+
+def _drawn_styles(figure):
+    return {
+        bars.get_label(): (
+            bars.lines[0].get_color(),
+            bars.lines[0].get_marker(),
+            bars.lines[0].get_linestyle(),
+        )
+        for bars in figure.axes[0].containers
+    }
+
+
+def test_plot_study_styles_each_method_alike_in_every_figure(tmp_path, saved_figures):
+    # Colours followed each figure's method order: SAE (TopK) was red in one
+    # figure and orange in the next, and a style with fewer colours than
+    # methods drew two methods alike.
+    import matplotlib as mpl
+
+    from skdict.experiments import METHOD_STYLES, plot_study
+
+    assert set(METHOD_STYLES) == set(METHODS)
+    assert len(set(METHOD_STYLES.values())) == len(METHOD_STYLES)
+    plot_study(_study_records(METHODS), tmp_path / "all.png")
+    with mpl.style.context("grayscale"):
+        plot_study(_study_records(["sae_topk", "dl_fista"]), tmp_path / "two.png")
+    every, two = map(_drawn_styles, saved_figures)
+    assert len(set(every.values())) == len(METHODS)
+    for name in ("sae_topk", "dl_fista"):
+        label = METHODS[name].label
+        colour, marker, line = METHOD_STYLES[name]
+        assert every[label] == two[label] == (colour, marker, line)
+    # Methods without a style of their own still differ from the others.
+    plot_study(_study_records(["mine", "fista_oracle", "yours"]), tmp_path / "new.png")
+    assert len(set(_drawn_styles(saved_figures[-1]).values())) == 3
+
+
+def test_plot_study_says_what_its_error_bars_are(tmp_path, saved_figures):
+    from skdict.experiments import plot_study
+
+    plot_study(_study_records(["fista_oracle"], seeds=(0, 1, 2)), tmp_path / "a.png")
+    plot_study(_study_records(["fista_oracle"]), tmp_path / "b.png")
+    titles = [fig.legends[0].get_title().get_text() for fig in saved_figures]
+    assert titles == ["error bars: 1 sd over 3 seeds", "one seed"]
+    # Bars of methods at one value are moved apart on the log axis, not
+    # drawn on top of each other.
+    records = _study_records(["fista_oracle", "dl_fista"], seeds=(0, 1))
+    plot_study(records, tmp_path / "c.png")
+    xs = [bars.lines[0].get_xdata()[0] for bars in saved_figures[-1].axes[0].containers]
+    assert xs[0] < 20 < xs[1] and xs[1] / xs[0] == pytest.approx(1.03)
+
+
+def test_plot_study_labels_thousands_compactly(tmp_path, saved_figures):
+    # On the paper's sample grid, 5000 and 10000 ran together as "500010000".
+    from skdict.experiments import plot_study
+
+    records = _study_records(["fista_oracle"], values=(500, 5000, 10000, 100000))
+    plot_study(records, tmp_path / "samples.png")
+    ticks = [t.get_text() for t in saved_figures[0].axes[2].get_xticklabels()]
+    assert ticks == ["500", "5k", "10k", "100k"]
+
+
+def test_plot_study_refuses_records_of_one_setting(tmp_path):
+    # Records of compare_methods have no swept value: the figure had four
+    # empty panels.
+    from skdict.experiments import plot_study
+
+    records = [{**r, "value": None} for r in _study_records(["fista_oracle"])]
+    for record in records:
+        del record["value"]
+    with pytest.raises(ValueError, match="format_table shows them"):
+        plot_study(records, tmp_path / "fig.png")
+    assert not (tmp_path / "fig.png").exists()
+
+
+def test_plot_study_takes_the_figure_size_and_resolution(tmp_path):
+    from matplotlib.image import imread
+
+    from skdict.experiments import plot_study
+
+    records = _study_records(["fista_oracle"])
+    path = plot_study(records, tmp_path / "small.png", figsize=(4, 3), dpi=50)
+    assert imread(path).shape[:2] == (150, 200)
+    for bad in [{"figsize": (4, 0)}, {"figsize": 4}, {"dpi": 0}, {"dpi": "high"}]:
+        name = next(iter(bad))
+        with pytest.raises(ValueError, match=f"{name} must be"):
+            plot_study(records, tmp_path / "bad.png", **bad)
+
+
 @pytest.mark.parametrize(
     "seed, error",
     [(-1, ValueError), (2**32, ValueError), (0.5, TypeError), (True, ValueError)],

@@ -532,6 +532,21 @@ def test_figure_labels_the_seen_bars_seen(tmp_path, saved_figures):
     assert heights == {"seen pairs": 0.9, "held-out pairs": 0.2}
 
 
+def test_figure_gives_the_gap_a_colour_of_neither_split(tmp_path, saved_figures):
+    # The gap bars took the first series' colour, which the legend names
+    # "seen pairs".
+    records = [{"label": "A", "color_acc_val": 0.9, "color_acc_ood": 0.2, "mse_gap": 1}]
+    _real.plot_real(records, tmp_path / "real.png", figsize=(6, 4), dpi=40)
+    (figure,) = saved_figures
+    legend = figure.legends[0]
+    named = {handle.get_facecolor() for handle in legend.legend_handles}
+    [gap] = figure.axes[3].containers[0].patches
+    assert len(named) == 2 and gap.get_facecolor() not in named
+    names = [text.get_text() for text in legend.get_texts()]
+    assert names == ["seen pairs", "held-out pairs"]
+    assert tuple(figure.get_size_inches()) == (6, 4)
+
+
 def test_figure_draws_error_bars_only_over_several_seeds(tmp_path, saved_figures):
     # One seed drew zero-length bars with caps on every bar.
     one = [{"label": "A", "color_acc_val": 0.9, "color_acc_ood": 0.2}]

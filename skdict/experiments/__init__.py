@@ -22,7 +22,13 @@ from ._real import (
     plot_real,
     run_real,
 )
-from ._report import FIGURE_METRICS, format_table, plot_study, summarize
+from ._report import (
+    FIGURE_METRICS,
+    METHOD_STYLES,
+    format_table,
+    plot_study,
+    summarize,
+)
 from ._runner import load_records, run_study
 from ._studies import PRESETS, STUDIES, Cell, Study, study_cells
 
@@ -30,6 +36,7 @@ __all__ = [
     "ENVIRONMENT_KEYS",
     "FIGURE_METRICS",
     "METHODS",
+    "METHOD_STYLES",
     "PRESETS",
     "REAL_METHODS",
     "REAL_RECORD_KEYS",

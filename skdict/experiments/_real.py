@@ -63,6 +63,7 @@ from ._report import (
     _format,
     _summary,
     align_rows,
+    check_figure_size,
     check_plots_extra,
     check_records,
     figure_path,
@@ -661,16 +662,30 @@ FIGURE_PANELS = {
 }
 
 
+# Bars of each split, in colours of Okabe & Ito's palette (see
+# METHOD_STYLES), the held-out ones hatched as well, for greyscale print; the
+# gap (held-out minus seen) is neither, so it has a colour of its own and no
+# legend entry.
+_SPLIT_BARS = {
+    "val": {"label": "seen pairs", "color": "#0072B2"},
+    "ood": {"label": "held-out pairs", "color": "#E69F00", "hatch": "//"},
+    "gap": {"label": "_held-out minus seen", "color": "#999999"},
+}
+
+
 def plot_real(
     records: Sequence[dict[str, Any]],
     path: str | os.PathLike,
     *,
     title: str | None = None,
+    figsize: tuple[float, float] = (12, 8),
+    dpi: float = 120,
 ) -> Path:
     """Save a 2 x 2 bar chart of the real study: seen versus held-out pairs.
 
     One group of bars per method; error bars are one sd over seeds. A method
     without a score (the raw-activation probe has no features) gets no bar.
+    The reconstruction gap, one bar per method, is grey: it is neither split.
 
     Parameters
     ----------
@@ -680,6 +695,11 @@ def plot_real(
         Where to save the figure; the format follows the suffix (e.g. ``.png``).
     title : str, default=None
         Figure title; None uses a description of the study.
+    figsize : (float, float), default=(12, 8)
+        Width and height in inches.
+    dpi : float, default=120
+        Resolution of raster formats; a ``.pdf`` or ``.svg`` path gives a
+        vector figure.
 
     Returns
     -------
@@ -709,13 +729,14 @@ def plot_real(
     """
     check_records(records, empty=False)
     path = figure_path(path)
+    figsize, dpi = check_figure_size(figsize, dpi)
     check_plots_extra()
     # A bare Figure draws and saves without pyplot, so the caller's backend
     # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
     from matplotlib.figure import Figure
 
     labels = list(dict.fromkeys(record["label"] for record in records))
-    fig = Figure(figsize=(12, 8))
+    fig = Figure(figsize=figsize)
     axes = fig.subplots(2, 2)
     x = np.arange(len(labels))
     for ax, (panel, keys) in zip(axes.flat, FIGURE_PANELS.items(), strict=True):
@@ -726,7 +747,6 @@ def plot_real(
             sds = [stats[label][1] if label in stats else 0.0 for label in labels]
             # One seed measures no spread: no bars of zero length with caps.
             several = any(count > 1 for _, _, count in stats.values())
-            name = "seen pairs" if key.endswith("_val") else "held-out pairs"
             offset = (i - (len(keys) - 1) / 2) * width
             ax.bar(
                 x + offset,
@@ -734,7 +754,7 @@ def plot_real(
                 width,
                 yerr=sds if several else None,
                 capsize=3,
-                label=name,
+                **_SPLIT_BARS[key.rpartition("_")[2] if len(keys) > 1 else "gap"],
             )
         for position, label in zip(x, labels, strict=True):
             if label not in stats:  # no features, no reconstruction
@@ -752,7 +772,7 @@ def plot_real(
     fig.legend(handles, names, loc="lower center", ncol=2)
     fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    save_figure(fig, path)
+    save_figure(fig, path, dpi)
     return path
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from ..datasets._phrases import _is_missing
 
 __all__ = [
     "FIGURE_METRICS",
+    "METHOD_STYLES",
     "check_plots_extra",
     "describe_setting",
     "format_table",
@@ -76,7 +79,7 @@ def figure_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def save_figure(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path, dpi: float) -> None:
     """Save ``fig`` to ``path`` (its suffix names the format) in one step.
 
     Written beside it and renamed, as the records are: runs sharing an output
@@ -84,9 +87,25 @@ def save_figure(fig: Any, path: Path) -> None:
     """
     write_atomically(
         path,
-        lambda handle: fig.savefig(handle, dpi=120, format=path.suffix[1:]),
+        lambda handle: fig.savefig(handle, dpi=dpi, format=path.suffix[1:]),
         binary=True,
     )
+
+
+def check_figure_size(figsize: Any, dpi: Any) -> tuple[tuple[float, float], float]:
+    """Return ``figsize`` and ``dpi`` as numbers, refusing what cannot be drawn."""
+    try:
+        width, height = (float(side) for side in figsize)
+    except (TypeError, ValueError):
+        width = height = math.nan
+    if not (math.isfinite(width) and math.isfinite(height) and width > 0 < height):
+        raise ValueError(
+            "figsize must be a (width, height) pair of positive inches; "
+            f"got {figsize!r}."
+        )
+    if isinstance(dpi, bool) or not isinstance(dpi, Real) or not 0 < dpi < math.inf:
+        raise ValueError(f"dpi must be a positive number; got {dpi!r}.")
+    return (width, height), float(dpi)
 
 
 def summarize(
@@ -294,18 +313,69 @@ def check_plots_extra() -> None:
         )
 
 
-def _colour(index: int, count: int) -> Any:
-    """Return the ``index``-th of ``count`` method colours.
+# Okabe & Ito's palette ("Color Universal Design", 2002), safe for the common
+# colour-vision deficiencies; its yellow is left out, too light on white.
+_OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky blue": "#56B4E9",
+    "green": "#009E73",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+    "grey": "#999999",
+}
 
-    matplotlib's cycle, or tab20 for more methods than its ten colours: its
-    ten dark shades first, then the light ones, so that neighbouring methods
-    differ in hue.
-    """
-    if count <= 10:
-        return f"C{index}"
-    from matplotlib import colormaps
+#: Colour, marker and line style of each method in study figures. Fixed by
+#: name, so that a method looks the same in every figure whatever else ran,
+#: and told apart by marker and line as well as colour: in greyscale, and for
+#: readers who confuse some of the colours. Solid lines code with FISTA, dashed
+#: ones with an SAE encoder, the probe is dotted.
+METHOD_STYLES: dict[str, tuple[str, str, str]] = {
+    "fista_oracle": (_OKABE_ITO["black"], "o", "-"),
+    "dl_fista": (_OKABE_ITO["vermillion"], "s", "-"),
+    "sae_dict_fista": (_OKABE_ITO["blue"], "D", "-"),
+    "sae_refined_fista": (_OKABE_ITO["sky blue"], "v", "-"),
+    "dl_fista_sae_init": (_OKABE_ITO["purple"], "P", "-"),
+    "sae_relu": (_OKABE_ITO["orange"], "^", "--"),
+    "sae_topk": (_OKABE_ITO["green"], "X", "--"),
+    "sae_batchtopk": (_OKABE_ITO["purple"], "h", "--"),
+    "sae_jumprelu": (_OKABE_ITO["sky blue"], "<", "--"),
+    "sae_mp": (_OKABE_ITO["blue"], ">", "--"),
+    "oracle_sae_encoder": (_OKABE_ITO["black"], "d", "--"),
+    "linear_probe": (_OKABE_ITO["grey"], "*", ":"),
+}
 
-    return colormaps["tab20"](2 * (index % 10) + (index // 10) % 2)
+# Records of methods without a style above take these in turn.
+_OTHER_STYLES = [
+    (colour, marker, "-.")
+    for colour, marker in zip(
+        list(_OKABE_ITO.values()), ["o", "s", "^", "v", "D", "<", ">", "p"], strict=True
+    )
+]
+
+
+def _styles(records: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
+    """Return each label's colour, marker and line style (see :data:`METHOD_STYLES`)."""
+    styles: dict[str, tuple[str, str, str]] = {}
+    others = 0
+    for record in records:
+        label = record["label"]
+        if label in styles:
+            continue
+        style = METHOD_STYLES.get(record.get("method"))
+        if style is None or style in styles.values():
+            style = _OTHER_STYLES[others % len(_OTHER_STYLES)]
+            others += 1
+        styles[label] = style
+    return styles
+
+
+def _tick_label(value: float) -> str:
+    """``value`` as a tick label, thousands as ``5k``: 5000 and 10000 ran together."""
+    if value >= 1000 and float(value).is_integer() and value % 1000 == 0:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
 
 
 def plot_study(
@@ -313,11 +383,16 @@ def plot_study(
     path: str | os.PathLike,
     *,
     title: str | None = None,
+    figsize: tuple[float, float] = (11, 8),
+    dpi: float = 120,
 ) -> Path:
     """Save a 2 x 2 figure of :data:`FIGURE_METRICS` against the swept variable.
 
-    One line per method, error bars one sd over seeds; the x axis is
-    logarithmic for sweeps over sizes and penalties.
+    One line per method, in its colour, marker and line style of
+    :data:`~skdict.experiments.METHOD_STYLES` (the same in every figure);
+    error bars one sd over seeds, as the legend says, with the methods moved
+    apart a little along a logarithmic axis so that their bars do not overlap.
+    The x axis is logarithmic for sweeps over sizes and penalties.
 
     Parameters
     ----------
@@ -328,11 +403,24 @@ def plot_study(
         which is required.
     title : str, default=None
         Figure title; None uses the swept variable's name.
+    figsize : (float, float), default=(11, 8)
+        Width and height in inches; a smaller figure has larger text relative
+        to it (for a paper's column, e.g. ``(7, 5.5)``).
+    dpi : float, default=120
+        Resolution of raster formats; a ``.pdf`` or ``.svg`` path gives a
+        vector figure.
 
     Returns
     -------
     pathlib.Path
         ``path``.
+
+    Raises
+    ------
+    ValueError
+        If the records sweep no value, e.g. those of
+        :func:`~skdict.experiments.compare_methods`: they have one setting
+        per method, which :func:`format_table` shows.
 
     Examples
     --------
@@ -355,6 +443,13 @@ def plot_study(
     """
     check_records(records, empty=False)
     path = figure_path(path)
+    figsize, dpi = check_figure_size(figsize, dpi)
+    if any("value" not in record for record in records):
+        raise ValueError(
+            "plot_study draws records of run_study, which sweep a value; these "
+            "have none (records of compare_methods have one setting per "
+            "method: format_table shows them)."
+        )
     check_plots_extra()
     # A bare Figure draws and saves without pyplot, so the caller's backend
     # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
@@ -362,37 +457,54 @@ def plot_study(
     from matplotlib.lines import Line2D
 
     variable = records[0].get("variable", "value")
-    # One colour per method across the panels, and a legend of every method:
-    # coloured panel by panel, a method without values in a panel (the probe
+    # One style per method across the panels, and a legend of every method:
+    # styled panel by panel, a method without values in a panel (the probe
     # has no reconstruction gap) shifted every later method's colour there,
     # and the legend, read from the first panel, named them wrongly.
-    labels = list(dict.fromkeys(record["label"] for record in records))
-    colours = {label: _colour(i, len(labels)) for i, label in enumerate(labels)}
-    fig = Figure(figsize=(11, 8))
+    styles = _styles(records)
+    labels = list(styles)
+    logarithmic = variable in ("n_latents", "n_active", "n_samples", "alpha")
+    summaries = {metric: _summary(records, metric) for metric in FIGURE_METRICS}
+    counts = {
+        count
+        for summary in summaries.values()
+        for by_value in summary.values()
+        for _, _, count in by_value.values()
+    } or {1}
+    seeds = "-".join(map(str, sorted({min(counts), max(counts)})))
+    fig = Figure(figsize=figsize)
     axes = fig.subplots(2, 2, sharex=True)
     for ax, (metric, axis_label) in zip(axes.flat, FIGURE_METRICS.items(), strict=True):
-        for label, by_value in _summary(records, metric).items():
+        for label, by_value in summaries[metric].items():
+            colour, marker, line = styles[label]
             xs = list(by_value)
             means = [by_value[x][0] for x in xs]
             sds = [by_value[x][1] for x in xs]
             # One seed measures no spread: no bars of zero length with caps.
             several = any(by_value[x][2] > 1 for x in xs)
+            if several and logarithmic:
+                # 3 % apart on the log axis: bars of methods with close means
+                # at one value are told apart, and the lines still meet the
+                # ticks of the swept values by eye.
+                shift = 1.03 ** (labels.index(label) - (len(labels) - 1) / 2)
+                xs = [x * shift for x in xs]
             ax.errorbar(
                 xs,
                 means,
                 yerr=sds if several else None,
-                marker="o",
+                color=colour,
+                marker=marker,
+                linestyle=line,
                 capsize=3,
                 label=label,
-                color=colours[label],
             )
         ax.set_ylabel(axis_label)
         ax.grid(True, alpha=0.3)
-        if variable in ("n_latents", "n_active", "n_samples", "alpha"):
+        if logarithmic:
             ax.set_xscale("log")
             # Label the swept values themselves, not powers of ten.
             values = sorted({r["value"] for r in records})
-            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.set_xticks(values, [_tick_label(v) for v in values])
             ax.minorticks_off()
             if len(values) == 1:
                 # Shared log axes around one point shrink to rounding width.
@@ -400,11 +512,20 @@ def plot_study(
     for ax in axes[1]:
         ax.set_xlabel(variable)
     handles = [
-        Line2D([], [], color=colours[label], marker="o", label=label)
-        for label in labels
+        Line2D([], [], color=colour, marker=marker, linestyle=line, label=label)
+        for label, (colour, marker, line) in styles.items()
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize="small")
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=4,
+        fontsize="small",
+        # What the bars are, on the figure itself: a figure travels without
+        # the text that made it.
+        title=f"error bars: 1 sd over {seeds} seeds" if max(counts) > 1 else "one seed",
+        title_fontsize="small",
+    )
     fig.suptitle(title or variable)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
-    save_figure(fig, path)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
+    save_figure(fig, path, dpi)
     return path
