@@ -1508,3 +1508,40 @@ def test_partial_fit_appends_to_the_history_in_place(rng):
     del sae.history_[:2]  # a long stream may trim it
     sae.partial_fit(X)
     assert sae.n_iter_ == 4 and len(sae.history_) == 2
+
+
+@pytest.mark.parametrize("activation", ["relu", "jumprelu", "batchtopk"])
+def test_weights_trained_elsewhere_load_as_the_guide_says(activation):
+    # The recipe of the user guide's "An SAE trained elsewhere": SAELens'
+    # layout, an SAE that encodes x itself (Gemma Scope's convention), and
+    # what each activation keeps besides the four weights.
+    d, n = 6, 6  # square: a W_enc left untransposed would load silently
+    g = torch.Generator().manual_seed(0)
+    W_enc, W_dec = torch.randn(d, n, generator=g), torch.randn(n, d, generator=g)
+    b_enc, b_dec = torch.randn(n, generator=g), torch.randn(d, generator=g)
+    threshold = torch.rand(n, generator=g) + 0.1
+    X = torch.randn(50, d, generator=g)
+    pre = X @ W_enc + b_enc  # the external SAE's own encoder
+    kw = {"k": 2} if activation == "batchtopk" else {}
+    sae = SparseAutoencoder(n, activation=activation, max_epochs=1, **kw).fit(X[:8])
+    state = {
+        "W_enc": W_enc.T,
+        "b_enc": b_enc + b_dec @ W_enc,
+        "W_dec": W_dec,
+        "b_dec": b_dec,
+    }
+    if activation == "relu":
+        expected = pre.relu()
+    elif activation == "jumprelu":
+        state["log_threshold"] = threshold.log()
+        expected = pre * (pre > threshold)
+    else:
+        state["threshold"] = torch.tensor(0.5)
+        state["threshold_updates"] = torch.tensor(1)
+        expected = pre * (pre > 0.5)
+    sae.module_.load_state_dict(state)
+    torch.testing.assert_close(sae.transform(X), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sae.components_, W_dec)
+    torch.testing.assert_close(sae.intercept_, b_dec)
+    codes = sae.transform(X)
+    torch.testing.assert_close(sae.inverse_transform(codes), codes @ W_dec + b_dec)

@@ -497,7 +497,11 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Codes:
-        """Inference-time codes of ``x``, of shape (n_samples, n_features)."""
+        """Inference-time codes of ``x``, of shape (n_samples, n_components).
+
+        Dense, or a ``SparseCodes`` of the ``k`` values per row for top-k
+        modules wide enough to gain from it.
+        """
         self._check_rows(x)
         return self._activate(self.pre_activations(x), training=False)
 
