@@ -1149,10 +1149,28 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
         converted = type(value)._make(_to_cpu(v, memo) for v in value)
     elif isinstance(value, (list, tuple)):
         converted = type(value)(_to_cpu(v, memo) for v in value)
+    elif _holds_weights(value):
+        # A provider that is not an estimator, such as the guide's
+        # SimpleNamespace(components_=W_dec): its CUDA tensors were pickled as
+        # they were, and tensors in a graph made copy.deepcopy fail.
+        converted = copy.copy(value)
+        vars(converted).update(
+            (name, _to_cpu(attribute, memo))
+            for name, attribute in vars(value).items()
+            if is_tensor(attribute)
+        )
     else:
         return value
     memo[key] = converted
     return converted
+
+
+def _holds_weights(value: Any) -> bool:
+    """Whether ``value`` is an object holding tensors that is not an estimator."""
+    if hasattr(value, "get_params") or isinstance(value, type):
+        return False
+    held = getattr(value, "__dict__", None)
+    return isinstance(held, dict) and any(map(is_tensor, held.values()))
 
 
 def portable_state(state: dict) -> dict:
@@ -1184,14 +1202,11 @@ def _detached_from_graph(value: Any) -> Any:
     """
     if is_tensor(value):
         return None if value.is_leaf else value.detach()
-    if hasattr(value, "get_params") or isinstance(value, type):
-        return None
-    held = getattr(value, "__dict__", None)
-    if not isinstance(held, dict):
+    if not _holds_weights(value):
         return None
     in_graph = {
         name: attribute.detach()
-        for name, attribute in held.items()
+        for name, attribute in vars(value).items()
         if is_tensor(attribute) and not attribute.is_leaf
     }
     if not in_graph:

@@ -1,5 +1,7 @@
 """scikit-learn's estimator checks over every public estimator."""
 
+import copy
+import pickle
 from numbers import Integral, Real
 from types import SimpleNamespace
 
@@ -416,7 +418,7 @@ def test_tensor_parameters_inside_an_autograd_graph_clone_detached(make, name):
 
 
 @pytest.mark.parametrize(("make", "name"), GRAPH_TENSOR_PARAMETERS)
-def test_weights_holders_with_graph_tensors_clone_detached(make, name):
+def test_weights_holders_with_graph_tensors_clone_detached(make, name, monkeypatch):
     # The guide's SimpleNamespace(components_=W_dec, intercept_=b_dec) with
     # a torch decoder's weight.T (in the graph): fit worked, clone and every
     # model-selection tool failed inside torch's deepcopy.
@@ -434,6 +436,20 @@ def test_weights_holders_with_graph_tensors_clone_detached(make, name):
     assert weights.components_.requires_grad  # the original keeps its own
     X = np.random.default_rng(0).uniform(size=(30, 3))
     assert np.isfinite(cross_val_score(estimator, X, cv=2)).all()
+    # Fitted, it deep-copies (torch refused the graph tensors) and pickles
+    # with its weights' tensors moved to the CPU (CUDA ones stayed there).
+    estimator.fit(X)
+    moved = []
+    monkeypatch.setattr(
+        torch.Tensor, "cpu", lambda t: moved.append(t.shape) or t.detach().clone()
+    )
+    for copy_of in (copy.deepcopy, lambda e: pickle.loads(pickle.dumps(e))):
+        moved.clear()
+        copied = copy_of(estimator)
+        assert (4, 3) in moved and (3,) in moved
+        held = copied.get_params()[name]
+        assert held is not weights and not held.components_.requires_grad
+        np.testing.assert_array_equal(copied.transform(X), estimator.transform(X))
 
 
 def test_objects_that_are_neither_arrays_nor_providers_are_refused_by_name():
