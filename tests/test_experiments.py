@@ -1482,7 +1482,7 @@ def test_plot_study_says_what_its_error_bars_are(tmp_path, saved_figures):
     plot_study(_study_records(["fista_oracle"], seeds=(0, 1, 2)), tmp_path / "a.png")
     plot_study(_study_records(["fista_oracle"]), tmp_path / "b.png")
     titles = [fig.legends[0].get_title().get_text() for fig in saved_figures]
-    assert titles == ["error bars: 1 sd over 3 seeds", "one seed"]
+    assert titles == ["error bars: 1 sd over 3 seeds", "one seed: no error bars"]
     # Bars of methods at one value are moved apart on the log axis, not
     # drawn on top of each other.
     records = _study_records(["fista_oracle", "dl_fista"], seeds=(0, 1))

@@ -522,7 +522,9 @@ def plot_study(
         fontsize="small",
         # What the bars are, on the figure itself: a figure travels without
         # the text that made it.
-        title=f"error bars: 1 sd over {seeds} seeds" if max(counts) > 1 else "one seed",
+        title=f"error bars: 1 sd over {seeds} seeds"
+        if max(counts) > 1
+        else "one seed: no error bars",
         title_fontsize="small",
     )
     fig.suptitle(title or variable)
