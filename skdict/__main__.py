@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 __all__ = ["main"]
 
@@ -134,6 +135,15 @@ def _parser() -> argparse.ArgumentParser:
         default="skdict_results",
         type=_folder,
         help="output folder (default: skdict_results)",
+    )
+    reproduce.add_argument(
+        "--deterministic",
+        action="store_true",
+        help=(
+            "use torch's deterministic algorithms (and cuBLAS's fixed "
+            "workspace), which CUDA runs need to repeat bit for bit; the "
+            "records say whether it was on"
+        ),
     )
     reproduce.add_argument(
         "--no-progress",
@@ -388,16 +398,41 @@ def _grid(values: list[float] | None) -> tuple | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``skdict`` command."""
     args = _parser().parse_args(argv)
-    if args.command != "reproduce":  # pragma: no cover - argparse refuses it
-        return 2
     # Warnings as the command's own lines, not Python's "file:line: Category"
     # and a line of source (the console script's "sys.exit(main())").
     shown = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:
-        return _reproduce(args)
+        with _deterministic(args.deterministic):
+            return _reproduce(args)
     finally:
         warnings.formatwarning = shown
+
+
+@contextlib.contextmanager
+def _deterministic(on: bool) -> Iterator[None]:
+    """Run with torch's deterministic algorithms when ``on``, as before after.
+
+    Some sums of the training steps use ``index_add_``, which CUDA computes
+    with atomic additions in no fixed order unless this mode is on; cuBLAS
+    needs a fixed workspace for it, set before its first use. An operation
+    without a deterministic version warns rather than ends a long run.
+    """
+    if not on:
+        yield
+        return
+    import torch
+
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

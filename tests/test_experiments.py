@@ -15,6 +15,8 @@ from collections import UserDict
 
 import numpy as np
 import pytest
+import scipy
+import sklearn
 import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.frozen import FrozenEstimator
@@ -205,10 +207,17 @@ def test_compare_methods_records(data):
     environment = {key: records[0][key] for key in ENVIRONMENT_KEYS}
     assert environment == {
         "device": "cpu",
+        "processor": _compare._cpu_name(),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "scipy_version": scipy.__version__,
+        "sklearn_version": sklearn.__version__,
         "skdict_version": skdict.__version__,
+        "skdict_source": _compare._source_digest(),
+        "deterministic": False,
     }
+    assert environment["processor"] and len(environment["skdict_source"]) == 12
     by_name = {r["method"]: r for r in records}
     assert by_name["fista_oracle"]["mcc_ood"] > 0.9
     # Every score recomputed independently: ID metrics on X_val, OOD ones on
@@ -509,6 +518,31 @@ def test_resumed_records_of_another_environment_are_announced(tmp_path):
     assert [r["mcc_ood"] for r in again] == [r["mcc_ood"] for r in first]
 
 
+def test_resumed_records_of_edited_code_or_another_cpu_are_announced(
+    tmp_path, monkeypatch
+):
+    # A development install keeps its version through every edit, and the
+    # processor was not recorded: records of other code, or of an AMD run
+    # resumed on an Intel machine, were reused without a word.
+    kwargs = dict(
+        values=(12,),
+        data_params=TINY_DATA,
+        methods=("fista_oracle",),
+        settings=TINY,
+        out=tmp_path,
+        progress=False,
+    )
+    run_study("vary_latents", **kwargs)
+    monkeypatch.setattr(_compare, "_source_digest", lambda: "0123456789ab")
+    monkeypatch.setattr(_compare, "_cpu_name", lambda: "Another CPU")
+    with pytest.warns(UserWarning, match="where skdict's source changed") as caught:
+        run_study("vary_latents", **kwargs)
+    message = str(caught[0].message)
+    assert "skdict_source: " in message and "(this run: 0123456789ab)" in message
+    assert "(this run: Another CPU)" in message
+    assert "skdict_version" not in message
+
+
 def test_resumed_records_all_from_another_environment_are_announced(tmp_path):
     # Only records differing from each other were announced: a run on a CPU
     # node reusing every record of a GPU node's run (or of another thread
@@ -642,6 +676,27 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert (tmp_path / "alpha-quick.png").stat().st_size > 1000
     records = json.loads((tmp_path / "alpha-quick.json").read_text())
     assert {r["alpha"] for r in records} == {0.05, 0.2}
+
+
+def test_cli_runs_deterministic_algorithms_when_asked(tmp_path, monkeypatch):
+    # The guide's recipe for CUDA runs that repeat bit for bit could not be
+    # followed from the command, and no record said whether it had been.
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen = []
+    run = _runner._method_records
+
+    def recording(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(_runner, "_method_records", recording)
+    argv = ["reproduce", "--study", "alpha", "--values", "0.05", "--methods"]
+    argv += ["fista_oracle", "--out", str(tmp_path), "--no-progress"]
+    assert main([*argv, "--deterministic"]) == 0
+    assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    [record] = json.loads((tmp_path / "alpha-quick.json").read_text())
+    assert record["deterministic"] is True
 
 
 def test_cli_output_piped_to_a_reader_that_left_still_runs(tmp_path, monkeypatch):

@@ -81,6 +81,10 @@ def test_records_have_the_documented_keys(records, data):
         for key in ("color_acc_val", "color_acc_ood", "object_acc_val"):
             assert 0 <= record[key] <= 1
         assert record["fit_time"] >= 0 and record["transform_time"] >= 0
+        # What decided the scores: two runs of other settings differed in
+        # every score, and nothing in their files said why.
+        assert record["k"] == 2
+        assert PaperSettings(**record["settings"]) == TINY
         width = {"linear_probe": data.X.shape[1], "fista_oracle": n_concepts}
         assert record["n_components"] == width.get(record["method"], 8)
         if record["method"] == "linear_probe":

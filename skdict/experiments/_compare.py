@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import platform
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy
 import scipy.sparse as sp
+import sklearn
 import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.utils import Bunch
@@ -45,9 +51,25 @@ __all__ = [
 ]
 
 #: Where a record was computed. Its figures repeat bit for bit with the same
-#: seed only with the same of each: thread counts and devices round products
-#: differently, which dictionary learning and SAE training amplify.
-ENVIRONMENT_KEYS = ("device", "threads", "torch_version", "skdict_version")
+#: seed only with the same of each: thread counts, devices and processors
+#: round products differently, which dictionary learning and SAE training
+#: amplify. ``processor`` is the CPU's model name, or the GPU's for a CUDA
+#: device; ``skdict_source`` a digest of skdict's source files, which tells
+#: records of edited code apart where the version (of a development
+#: install) does not; ``deterministic`` whether torch's deterministic
+#: algorithms were on, which CUDA training needs to repeat bit for bit.
+ENVIRONMENT_KEYS = (
+    "device",
+    "processor",
+    "threads",
+    "torch_version",
+    "numpy_version",
+    "scipy_version",
+    "sklearn_version",
+    "skdict_version",
+    "skdict_source",
+    "deterministic",
+)
 
 #: Keys present in every record returned by :func:`compare_methods`.
 RECORD_KEYS = (
@@ -80,12 +102,47 @@ def computed_with(device: str | torch.device, X: Any) -> dict[str, Any]:
     """
     from .. import __version__  # the package's, set before this is called
 
+    resolved = resolve_device(device, X)
     return {
-        "device": str(resolve_device(device, X)),
+        "device": str(resolved),
+        "processor": (
+            torch.cuda.get_device_name(resolved)
+            if resolved.type == "cuda"
+            else _cpu_name()
+        ),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "scipy_version": scipy.__version__,
+        "sklearn_version": sklearn.__version__,
         "skdict_version": __version__,
+        "skdict_source": _source_digest(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
     }
+
+
+@functools.cache
+def _cpu_name() -> str:
+    """Return the CPU's model name (``platform.processor`` is empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.cache
+def _source_digest() -> str:
+    """Return the first 12 hex digits of a SHA-256 of skdict's Python files."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def warm_up(device: torch.device) -> None:
@@ -339,7 +396,8 @@ def compare_methods(
         reuse the SAE trained for ``settings.base_sae`` when both run.
     random_state : int, default=None
         Seed for every estimator's initialisation, in ``[0, 2**32 - 1]``
-        (None: not reproducible).
+        (None: drawn from NumPy's global state, as scikit-learn's estimators
+        draw, so repeatable only after ``np.random.seed``).
     device : str or torch.device, default="auto"
         Where estimators compute (see :class:`skdict.FISTACoder`).
     settings : PaperSettings, default=None

@@ -69,7 +69,7 @@ from ._report import (
     figure_path,
     save_figure,
 )
-from ._runner import check_output_dir, save_records
+from ._runner import check_output_dir, save_records, saved_form
 from ._studies import PRESETS, check_seeds
 
 __all__ = [
@@ -105,6 +105,8 @@ REAL_RECORD_KEYS = (
     "method",
     "label",
     "n_components",
+    "k",
+    "settings",
     "color_acc_val",
     "color_acc_ood",
     "object_acc_val",
@@ -442,7 +444,7 @@ def compare_real(
         Names from :data:`REAL_METHODS`; None runs all of them.
     random_state : int or None, default=0
         Seed of every estimator (and of the split when ``data`` is None), in
-        ``[0, 2**32 - 1]``; None is not reproducible, as in
+        ``[0, 2**32 - 1]``; None draws from NumPy's global state, as in
         :func:`~skdict.experiments.compare_methods`.
     device : str or torch.device, default="auto"
         Where estimators (and, when loading, the transformer) compute.
@@ -568,6 +570,7 @@ def compare_real(
         k=k,
     )
     environment = computed_with(device, X["train"])
+    saved_settings = saved_form(context.settings)
     records = []
     for method in methods_progress(chosen, verbose):
         # Building may train (sae_dict_fista's SAE, unless sae_topk ran
@@ -586,6 +589,9 @@ def compare_real(
             "method": method.name,
             "label": method.label,
             "n_components": int(codes["train"].shape[1]),
+            # What else decides the scores, as a study's records keep it.
+            "k": k,
+            "settings": saved_settings,
         }
         record.update(_evaluate(estimator, data, codes, probe, fire_threshold))
         record.update(fit_time=fit_time, transform_time=transform_time)

@@ -295,7 +295,7 @@ def run_study(
     path = out / f"{study}-{preset}.json"
     records = load_study_records(path)
     expected = {
-        cell.key(method): _saved_form(cell.settings(base))
+        cell.key(method): saved_form(cell.settings(base))
         for cell in cells
         for method in cell.methods
     }
@@ -406,10 +406,11 @@ def _warn_mixed_environments(
     """Warn when the records returned were not all computed in ``current``.
 
     A resumed run, or one combining runs split by seed, reuses saved records
-    whatever their thread count, device (its type) and versions, which move
-    results by rounding; the tables would mix them in unannounced, or show
-    records computed elsewhere as this run's (a run on a CPU node reusing a
-    GPU node's records said nothing).
+    whatever their thread count, device (its type), processor, versions and
+    source, which move results by rounding (or more, for edited code); the
+    tables would mix them in unannounced, or show records computed elsewhere
+    as this run's (a run on a CPU node reusing a GPU node's records said
+    nothing, nor did a run of edited code of the same development version).
     """
 
     def seen(record: dict[str, Any], name: str) -> str:
@@ -432,15 +433,17 @@ def _warn_mixed_environments(
         warn(
             f"The records of this run, some or all reused from {path}, were not "
             f"all computed in this run's environment ({shown}), which moves "
-            "results by rounding. To compute them all here, give the run "
-            "another --out.",
+            "results by rounding, or by more where skdict's source changed. "
+            "To compute them all here, give the run another --out.",
             UserWarning,
         )
 
 
-def _saved_form(settings: PaperSettings) -> dict[str, Any]:
-    # As a record holds it once saved (tuples become lists), so that saved and
-    # current settings compare equal.
+def saved_form(settings: PaperSettings) -> dict[str, Any]:
+    """Return ``settings`` as a record holds them once saved (lists for tuples).
+
+    So that saved and current settings compare equal.
+    """
     return json.loads(json.dumps(dataclasses.asdict(settings)))
 
 
