@@ -1089,6 +1089,27 @@ def test_code_scorers_of_several_scores_and_of_earlier_pickles(benchmark):
     assert earlier(coder, X, Z) == mcc_scorer(coder, X, Z)
 
 
+def test_dictionary_similarity_scorer_reads_a_pipelines_coder(benchmark):
+    # A search over coder -> classifier filled the similarity column with NaN
+    # ("Pipeline has no components_"); a coder after a scaler has atoms in
+    # the scaler's units, which would be compared as if they were the data's.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, Z, D = benchmark.X_val, benchmark.Z_val, benchmark.dictionary
+    labels = sp.csr_array(Z)[:, [0]].toarray().ravel() > 0  # latent 0 active
+    scorer = make_dictionary_similarity_scorer(D)
+    coder = FISTACoder(dictionary=D, positive=True)
+    pipe = make_pipeline(coder, LogisticRegression()).fit(X, labels)
+    assert scorer(pipe, X) == scorer(pipe[0], X) == pytest.approx(1.0)
+    scaled = make_pipeline(StandardScaler(), coder, LogisticRegression())
+    with pytest.raises(TypeError, match="FISTACoder codes the output of the steps"):
+        scorer(scaled.fit(X, labels), X)
+    with pytest.raises(TypeError, match="none of its steps exposes components_"):
+        scorer(make_pipeline(StandardScaler()).fit(X), X)
+
+
 def test_scorers_follow_sklearn_conventions(benchmark):
     X, Z, D = benchmark.X_val, benchmark.Z_val, benchmark.dictionary
     coder = FISTACoder(dictionary=D, alpha=0.01, positive=True).fit(X)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.pipeline import Pipeline
 
 from .._dictionary import is_provider
 from ._matching import _atoms, dictionary_similarity, mcc_score, support_scores
@@ -326,7 +327,9 @@ class _DictionarySimilarityScorer:
         Parameters
         ----------
         estimator : estimator
-            A fitted estimator exposing ``components_``.
+            A fitted estimator exposing ``components_``, or a
+            :class:`~sklearn.pipeline.Pipeline` whose first step does (a
+            coder followed by a probe).
         X : object, default=None
             Ignored.
         y : object, default=None
@@ -337,7 +340,7 @@ class _DictionarySimilarityScorer:
         float
             The dictionary similarity; greater is better.
         """
-        return dictionary_similarity(self.dictionary, estimator)
+        return dictionary_similarity(self.dictionary, _coding_step(estimator))
 
     def __repr__(self) -> str:
         if hasattr(self.dictionary, "shape"):
@@ -347,6 +350,31 @@ class _DictionarySimilarityScorer:
         else:
             atoms = f"atoms of shape {np.shape(self.dictionary)}"
         return f"make_dictionary_similarity_scorer(<{atoms}>)"
+
+
+def _coding_step(estimator: Any) -> Any:
+    """Return the step of a pipeline whose atoms code the pipeline's own input.
+
+    A search over ``coder -> classifier`` scores the coder's atoms. Atoms of a
+    coder after other steps are in the units those steps made (a scaler's),
+    which the known atoms are not: refused rather than compared.
+    """
+    if hasattr(estimator, "components_") or not isinstance(estimator, Pipeline):
+        return estimator
+    steps = [step for _, step in estimator.steps if step not in (None, "passthrough")]
+    if steps and hasattr(steps[0], "components_"):
+        return steps[0]
+    coding = [type(step).__name__ for step in steps if hasattr(step, "components_")]
+    found = (
+        f"its {coding[0]} codes the output of the steps before it, in their "
+        "units rather than the known atoms'"
+        if coding
+        else "none of its steps exposes components_"
+    )
+    raise TypeError(
+        f"a dictionary similarity scorer reads the atoms of a Pipeline's first "
+        f"step; {found}. Put the coder first, or score the coder fitted alone."
+    )
 
 
 def make_dictionary_similarity_scorer(dictionary: Any) -> _DictionarySimilarityScorer:
@@ -368,7 +396,9 @@ or dictionary provider
         ``scorer(estimator, X=None, y=None)`` returning
         :func:`~skdict.metrics.dictionary_similarity` between ``dictionary``
         and the fitted ``estimator.components_`` (``X`` and ``y`` are unused):
-        greater is better.
+        greater is better. For a :class:`~sklearn.pipeline.Pipeline`, the
+        atoms of its first step (a coder before a probe); a coder after other
+        steps has atoms in their units, and is refused.
 
     Examples
     --------
