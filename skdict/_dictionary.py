@@ -717,7 +717,7 @@ def resolve_dictionary(
 def reconstruct(estimator: Any, codes: Any) -> Any:
     """Return ``codes @ components_ + intercept_`` of a fitted provider.
 
-    The ``inverse_transform`` of skdict's coders: the codes' array type,
+    :class:`OracleDictionary`'s ``inverse_transform``: the codes' array type,
     device and dtype decide the output's, and computations run where the
     estimator's ``device`` parameter says.
 

@@ -1347,15 +1347,13 @@ class _Problem:
         group_max = self.group_maxima(scores)
         if out is not None and out[1] is not None:
             group_max = out[1].copy_(group_max)
-        primal, gap = self.certify_scores(
-            values64, rows, x, residual, low, scores, group_max
-        )
+        primal, gap = self.certify_scores(values64, x, residual, low, scores, group_max)
         return primal, gap, scores, group_max
 
-    def certify_scores(self, values64, rows, x, residual, low, scores, group_max):
+    def certify_scores(self, values64, x, residual, low, scores, group_max):
         """Primal and gap of codes with float64 residual ``residual``.
 
-        ``x`` holds the rows ``rows`` of ``X64``, ``scores`` the correlations
+        ``x`` holds the rows of ``X64`` coded, ``scores`` the correlations
         ``low D^T`` of the float32 rounding ``low`` of the residual with all
         atoms (absolute without the sign constraint) and ``group_max`` their
         group maxima; float64 ``scores`` are taken as exact.
@@ -1867,7 +1865,6 @@ def _encode_batch(
         group_max = problem.group_maxima(scores)
         primal, gap = problem.certify_scores(
             values.double(),
-            rows,
             problem.X64,
             problem.X64,
             problem.X,

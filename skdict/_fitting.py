@@ -27,7 +27,7 @@ def forget_fit_on_failure(estimator: Any) -> Iterator[None]:
     """Delete ``estimator``'s fitted attributes if the enclosed block raises.
 
     Fitted attributes are those scikit-learn's ``check_is_fitted`` looks for:
-    names ending, but not starting, with an underscore. On a
+    names ending with an underscore and not starting with two. On a
     ``KeyboardInterrupt``, every attribute is instead set back to what it was
     when the block began (a fit builds new objects rather than changing the
     previous fit's in place).

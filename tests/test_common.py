@@ -320,6 +320,7 @@ def test_real_hyperparameters_refuse_bools_and_take_narrow_numpy_floats(
     ],
 )
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
+@pytest.mark.filterwarnings("ignore:SparseAutoencoder stopped at max_epochs")
 def test_fits_ignore_torchs_default_device(make, method):
     # Random draws from the estimators' CPU generator were made on torch's
     # default device: under torch.set_default_device("cuda") (here the meta

@@ -266,9 +266,25 @@ def test_bad_settings_fail_before_the_transformer_runs(tmp_path, monkeypatch):
         run_real(out=tmp_path, progress=False)
 
 
-def test_k_is_only_needed_by_topk(data):
+def test_k_is_only_needed_by_topk(data, monkeypatch):
     [probe] = compare_real(data, ["linear_probe"], k=None)
     assert probe["method"] == "linear_probe"
+    # Refused before any method runs, not by the TopK SAE after the probe ran
+    # (or, in run_real, after the transformer did).
+    with monkeypatch.context() as patched:
+        patched.setattr(_real, "_PhraseContext", lambda *a, **kw: pytest.fail("ran"))
+        patched.setattr(_real, "load_phrase_activations", lambda **kw: pytest.fail())
+        for methods, needing in [
+            (["linear_probe", "sae_topk"], "sae_topk"),
+            (["sae_relu", "sae_dict_fista"], "sae_dict_fista"),  # on the TopK SAE
+        ]:
+            with pytest.raises(ValueError, match=f"'k' .* int for {needing}, whose"):
+                compare_real(data, methods, k=None)
+            with pytest.raises(ValueError, match=f"'k' .* int for {needing}, whose"):
+                run_real(methods=methods, k=None, progress=False)
+    on_relu = TINY.replace(base_sae="relu")
+    records = compare_real(data, ["sae_dict_fista"], k=None, settings=on_relu)
+    assert [r["method"] for r in records] == ["sae_dict_fista"]
 
 
 def test_compare_real_errors(data):

@@ -169,7 +169,7 @@ def test_matching_pursuit_gradient_matches_unrolled_autograd(
 ):
     """The backward pass equals autograd through the unrolled pursuit loop."""
     if not gram:
-        monkeypatch.setattr(_modules, "_MAX_GRAM_ELEMENTS", 0)
+        monkeypatch.setattr(_modules, "_MAX_PURSUIT_GRAM_ELEMENTS", 0)
     torch.manual_seed(2)
     module = module_for("mp", n_features=6, n_components=n_components, k=k)
     x = torch.randn(n_samples, 6, dtype=torch.float64)

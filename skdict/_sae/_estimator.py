@@ -58,7 +58,8 @@ from ._training import RowSubset, chunk_size, evaluate, make_optimizer, train
 
 __all__ = ["SparseAutoencoder"]
 
-_NEEDS_K = ("topk", "batchtopk", "mp")
+#: Activations that keep ``k`` latents per sample, and so need ``k``.
+ACTIVATIONS_WITH_K = ("topk", "batchtopk", "mp")
 _AUX_ACTIVATIONS = ("topk", "batchtopk")
 # Largest deviation from unit norm accepted for frozen matching-pursuit atoms.
 _UNIT_NORM_TOL = 1e-4
@@ -76,7 +77,7 @@ class SparseAutoencoder(
 ):
     """Sparse autoencoder (ReLU-L1, TopK, BatchTopK, JumpReLU or matching pursuit).
 
-    Learns an encoder ``z = act((x - b) @ W_enc.T + b_enc)`` and a decoder
+    Learns an encoder ``z = act((x - intercept_) @ W_enc.T + b_enc)`` and a decoder
     ``x_hat = z @ components_ + intercept_`` with unit-norm atoms, by AdamW on
     ``mean((x_hat - x) ** 2) + sparsity_coef * mean_b P(z_b)`` over mini-batches.
     The defaults are the training settings of Barin Pacela et al. (2026), "Stop
@@ -552,7 +553,7 @@ class SparseAutoencoder(
         if name == "n_components":  # None: the fitted width, as from a decoder
             return self.n_components is not None
         if name == "k":
-            return self.activation in _NEEDS_K
+            return self.activation in ACTIVATIONS_WITH_K
         if name == "bandwidth":
             return self.activation == "jumprelu"
         if name == "decoder":  # only a frozen decoder is the model's own
@@ -613,7 +614,7 @@ class SparseAutoencoder(
             # feature (SparseAutoencoder() could not be fitted).
             n_components = n_features
         self._check_k(n_components)
-        if self.k is not None and self.activation not in _NEEDS_K:
+        if self.k is not None and self.activation not in ACTIVATIONS_WITH_K:
             # SparseAutoencoder(50, k=5) trained a ReLU SAE firing 48 of its
             # 50 latents: the activation was left at its default.
             warn(
@@ -662,7 +663,7 @@ class SparseAutoencoder(
         return module, provider
 
     def _check_k(self, n_components: int) -> None:
-        if self.activation in _NEEDS_K:
+        if self.activation in ACTIVATIONS_WITH_K:
             if self.k is None:
                 raise ValueError(
                     f"activation={self.activation!r} needs k, the number of active "
@@ -692,7 +693,7 @@ class SparseAutoencoder(
         """Return the samples without firing that make a latent dead (0: one epoch)."""
         if self.dead_after is not None:
             return self.dead_after
-        if self.activation in _NEEDS_K:
+        if self.activation in ACTIVATIONS_WITH_K:
             return math.ceil(10 * n_components / self.k)
         return 0
 

@@ -89,8 +89,10 @@ __all__ = [
 _SPARSE_MIN_COMPONENTS = 256
 # Matching pursuit updates its correlations through the Gram matrix of the
 # atoms while it has at most this many entries (256 MiB in float32); beyond,
-# it recomputes them from the residual at every step.
-_MAX_GRAM_ELEMENTS = 2**26
+# it recomputes them from the residual at every step. Four times FISTA's
+# bound (_fista._MAX_GRAM_ELEMENTS): the pursuit reads the matrix at each of
+# its k steps of every training batch, where FISTA reads it per working set.
+_MAX_PURSUIT_GRAM_ELEMENTS = 2**26
 # Exponential-average weight of the BatchTopK threshold estimate once it has
 # seen 1 / _THRESHOLD_MOMENTUM batches (a plain running mean before that).
 _THRESHOLD_MOMENTUM = 0.01
@@ -384,7 +386,8 @@ class SAE(nn.Module):
     """Base sparse autoencoder: affine encoder, activation, unit-norm decoder.
 
     Subclasses define the activation (:meth:`_activate`) and its gradient
-    (:meth:`_activation_grad`).
+    (:meth:`_activation_grad`); :class:`MatchingPursuitSAE`, which has no
+    encoder, overrides :meth:`encode` and :meth:`loss_and_grad` instead.
 
     Parameters
     ----------
@@ -748,7 +751,7 @@ class MatchingPursuitSAE(SAE):
     uses_encoder = False
 
     def _gram(self) -> Tensor | None:
-        if self.n_components**2 > _MAX_GRAM_ELEMENTS:
+        if self.n_components**2 > _MAX_PURSUIT_GRAM_ELEMENTS:
             return None
         return F.linear(self.W_dec, self.W_dec)
 
@@ -785,7 +788,7 @@ class MatchingPursuitSAE(SAE):
         leaves behind. With the Gram matrix (``n_components**2`` up to
         ``2**26``) the rest is one product, see :meth:`_decoder_grads`.
         """
-        if self.n_components**2 > _MAX_GRAM_ELEMENTS:
+        if self.n_components**2 > _MAX_PURSUIT_GRAM_ELEMENTS:
             return self._loss_and_grad_residual(x, train_decoder)
         n, n_features = x.shape
         n_components = self.n_components

@@ -326,8 +326,11 @@ def train(
         From :func:`make_optimizer`.
     generator : torch.Generator
         CPU generator for the per-epoch shuffles.
-    epochs, batch_size, sparsity_coef, train_decoder :
-        As in :class:`~skdict.SparseAutoencoder`.
+    epochs, batch_size, sparsity_coef :
+        ``max_epochs``, ``batch_size`` and ``sparsity_coef`` of
+        :class:`~skdict.SparseAutoencoder`.
+    train_decoder : bool
+        Update the decoder (``not freeze_decoder``).
     aux_k, aux_coef :
         Auxiliary-k loss.
     dead_after : int, default=0

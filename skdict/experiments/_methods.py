@@ -11,7 +11,7 @@ experiment.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any
@@ -31,6 +31,7 @@ from .._dictionary import OracleDictionary
 from .._fista import FISTACoder
 from .._params import validate_hyperparameters
 from .._sae import SparseAutoencoder
+from .._sae._estimator import ACTIVATIONS_WITH_K
 
 __all__ = ["METHODS", "SAE_METHODS", "Method", "PaperSettings"]
 
@@ -196,7 +197,7 @@ class MethodContext:
 
     def _sae_params(self, activation: str) -> dict[str, Any]:
         s = self.settings
-        uses_k = activation in ("topk", "batchtopk", "mp")
+        uses_k = activation in ACTIVATIONS_WITH_K
         return dict(
             n_components=self.n_latents,
             activation=activation,
@@ -378,3 +379,23 @@ METHODS: dict[str, Method] = {
         ),
     ]
 }
+
+
+def methods_needing_k(methods: Sequence[Method], settings: PaperSettings) -> list[str]:
+    """Names of ``methods`` that build an SAE keeping ``k`` latents per sample.
+
+    The ``sae_*`` method of such an activation, the methods on the base SAE
+    when it is one, and the oracle's encoder when it is one.
+    """
+    needing = []
+    for method in methods:
+        activations = set()
+        if method.name in SAE_METHODS:
+            activations.add(method.name.removeprefix("sae_"))
+        if method.uses_base_sae:
+            activations.add(settings.base_sae)
+        if method.name == "oracle_sae_encoder":
+            activations.add(settings.oracle_encoder_activation)
+        if activations & set(ACTIVATIONS_WITH_K):
+            needing.append(method.name)
+    return needing

@@ -31,7 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.validation import check_array, check_consistent_length
 from tqdm.auto import tqdm
 
@@ -58,6 +58,7 @@ from ._methods import (
     Method,
     MethodContext,
     PaperSettings,
+    methods_needing_k,
 )
 from ._report import (
     _format,
@@ -538,6 +539,7 @@ def compare_real(
     )
     chosen = resolve_methods(methods, REAL_METHODS)
     _check_settings(n_components, k, fire_threshold, "compare_real")
+    _check_k_given(chosen, k, settings, "compare_real")
     check_probe(probe, "compare_real")
     resolve_device(device)  # before any method runs, data given or not
     if data is None:
@@ -598,6 +600,24 @@ def compare_real(
         record.update(environment)
         records.append({key: _plain(value) for key, value in record.items()})
     return records
+
+
+def _check_k_given(
+    chosen: list[Method], k: Any, settings: Any, caller_name: str
+) -> None:
+    """Refuse ``k=None`` up front when a chosen method's SAE needs it.
+
+    The SAE would refuse it only when its turn came, after the methods before
+    it had run (and, for run_real, after the transformer).
+    """
+    if k is not None or not isinstance(settings, (PaperSettings, type(None))):
+        return  # a bad settings object is its own check's to name
+    needing = methods_needing_k(chosen, settings or PaperSettings())
+    if needing:
+        raise InvalidParameterError(
+            f"The 'k' parameter of {caller_name} must be an int for "
+            f"{', '.join(needing)}, whose SAEs keep k latents per sample; got None."
+        )
 
 
 def _check_settings(
@@ -875,7 +895,7 @@ def run_real(
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")
     # Fail before the transformer runs (a bad last seed would otherwise throw
     # away the training of every seed before it).
-    resolve_methods(methods, REAL_METHODS)
+    _check_k_given(resolve_methods(methods, REAL_METHODS), k, settings, "run_real")
     _check_settings(n_components, k, 0.0, "run_real")
     check_probe(probe, "run_real")
     validate_hyperparameters(
