@@ -3089,6 +3089,9 @@ class FISTACoder(
             # Atoms drawn from the data are explored; given ones refined.
             self._stream_explores = init is None
             if init is None:
+                # The starting atoms are drawn from this batch, as fit draws
+                # them from X.
+                warn_if_all_zero(X_t, "the stream's starting atoms are random")
                 n_atoms = self._n_atoms(X_t, None)
                 if X_t.shape[0] < n_atoms:
                     # The stream keeps a random atom that its samples use: 64

@@ -1306,6 +1306,20 @@ def test_all_zero_training_data_is_warned_about(estimator, consequence):
     assert not [w for w in caught if "all zeros" in str(w.message)]
 
 
+def test_a_stream_starting_on_an_all_zero_batch_is_warned_about():
+    # partial_fit draws its starting atoms from its first batch, as fit from
+    # X, but only fit warned that zeros leave them random.
+    coder = FISTACoder(n_components=3, random_state=0)
+    with pytest.warns(UserWarning, match="X is all zeros: the stream's starting"):
+        coder.partial_fit(np.zeros((50, 4)))
+    X = np.random.default_rng(0).standard_normal((50, 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coder.partial_fit(np.zeros((50, 4)))  # later batches start nothing
+        FISTACoder(n_components=3, init=X[:3]).partial_fit(np.zeros((50, 4)))
+    assert not [w for w in caught if "all zeros" in str(w.message)]
+
+
 def test_codes_given_as_init_when_learning_say_what_init_is_there():
     # FISTACoder(n_components=8, init=codes) read the codes as atoms and
     # spoke of atoms of the wrong dimension only.
