@@ -522,7 +522,9 @@ def load_phrase_activations(
     folder (its path and the size and modification time of its files), the
     transformers release, ``layer`` (counted from 0, so ``-1`` and the last
     layer's index share a file), ``position``, ``colors``, ``objects`` and
-    ``templates``; the split is recomputed on every call, so changing
+    ``templates``, and what rounds the activations differently (the device,
+    torch's thread count and version, the GPU's float32 precision and the
+    batch size); the split is recomputed on every call, so changing
     ``ood_size``, ``val_size`` or ``random_state`` never reruns the model.
     Cache files get the permissions of any new file (the umask's).
 
@@ -620,6 +622,9 @@ def load_phrase_activations(
         Without the ``real`` extra.
     FileNotFoundError
         When ``model`` is not a Hugging Face model folder.
+    TypeError
+        For vocabularies or templates that are not lists of strings (a
+        single string, say).
     ValueError
         For an unknown ``layer`` or ``position``, bad vocabularies or
         templates, or a split that cannot keep every concept in training.

@@ -434,7 +434,8 @@ def _warn_mixed_environments(
             f"The records of this run, some or all reused from {path}, were not "
             f"all computed in this run's environment ({shown}), which moves "
             "results by rounding, or by more where skdict's source changed. "
-            "To compute them all here, give the run another --out.",
+            "To compute them all here, give the run another output folder (out=, "
+            "or --out).",
             UserWarning,
         )
 

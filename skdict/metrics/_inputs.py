@@ -45,7 +45,7 @@ def _code_tensor(A: Any, device: torch.device, name: str) -> torch.Tensor:
 def as_matrices(
     arrays: dict[str, Any], *, dense: tuple[str, ...] = (), promote: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Turn 2-D code matrices into tensors sharing one device (and dtype).
+    """Turn 2-D code matrices into tensors on one device (one dtype if ``promote``).
 
     Parameters
     ----------
