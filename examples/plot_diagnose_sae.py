@@ -47,9 +47,11 @@ pools = {
     "OOD pool": data.ood_latents,
 }
 fig, ax = plt.subplots(figsize=(7, 3))
-for name, latents in pools.items():
-    ax.bar(latents, similarity.cosines[latents], label=name)
-ax.axhline(0.9, color="grey", linestyle=":")
+# Blue and orange, one pool hatched: apart for every common colour vision.
+styles = [("black", ""), ("#0072B2", ""), ("#E69F00", "//")]
+for (name, latents), (colour, hatch) in zip(pools.items(), styles, strict=True):
+    ax.bar(latents, similarity.cosines[latents], color=colour, hatch=hatch, label=name)
+ax.axhline(0.9, color="grey", linestyle=":", label="recovered (0.9)")
 ax.set_xlabel("true latent")
 ax.set_ylabel("|cosine| with matched atom")
 ax.legend(loc="upper left", bbox_to_anchor=(1, 1))

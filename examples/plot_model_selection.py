@@ -84,11 +84,12 @@ fig, axes = plt.subplots(1, 3, figsize=(9, 3))
 for ax, name in zip(axes, scoring, strict=True):
     mean = search.cv_results_[f"mean_test_{name}"]
     std = search.cv_results_[f"std_test_{name}"]
-    ax.errorbar(alphas, mean, yerr=std, marker="o")
-    ax.axvline(alphas[np.argmax(mean)], color="grey", linestyle=":")
+    ax.errorbar(alphas, mean, yerr=std, marker="o", label="mean ± sd over folds")
+    ax.axvline(alphas[np.argmax(mean)], color="grey", linestyle=":", label="best alpha")
     ax.set_xscale("log")
     ax.set_xlabel("alpha")
     ax.set_title(name)
+axes[0].legend(fontsize="small")
 fig.tight_layout()
 
 # %%
@@ -122,10 +123,12 @@ sae_search = GridSearchCV(
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))
 for ax, name in zip(axes, scoring, strict=True):
     mean = sae_search.cv_results_[f"mean_test_{name}"]
-    ax.plot(ks, mean, marker="o")
-    ax.axvline(5, color="grey", linestyle=":")
+    std = sae_search.cv_results_[f"std_test_{name}"]
+    ax.errorbar(ks, mean, yerr=std, marker="o", label="mean ± sd over folds")
+    ax.axvline(5, color="grey", linestyle=":", label="true k")
     ax.set_xlabel("k")
     ax.set_title(name)
+axes[0].legend(fontsize="small")
 fig.tight_layout()
 plt.show()
 

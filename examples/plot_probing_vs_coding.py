@@ -129,6 +129,7 @@ for k, (name, values) in enumerate(accuracy.items()):
         values[:, :, 1].max(axis=1),
         color=f"C{k}",
         alpha=0.2,
+        label=f"probe on {name}, OOD: lowest to highest draw",
     )
     print(f"{name:>11}, OOD accuracy per draw:", np.round(values[:, :, 1], 3).tolist())
 ax.set_xscale("log")
