@@ -386,11 +386,11 @@ def compare_real(
     data: Bunch | None = None,
     methods: Sequence[str] | str | None = None,
     *,
-    random_state: int | np.integer = 0,
+    random_state: int | np.integer | None = 0,
     device: str | torch.device = "auto",
     settings: PaperSettings | None = None,
     n_components: int | None = None,
-    k: int = 16,
+    k: int | None = 16,
     normalize: bool = True,
     probe: Any = None,
     fire_threshold: float = 1e-4,
@@ -456,8 +456,9 @@ def compare_real(
         activations' dimension (384 for MiniLM): an SAE of expansion factor 1,
         the narrowest usual one, already wider than there are training
         phrases. The oracle always has one atom per concept.
-    k : int, default=16
-        Latents kept per phrase by the TopK SAE. The colour carries about 3% of
+    k : int or None, default=16
+        Latents kept per phrase by the SAEs that keep ``k`` (TopK, BatchTopK,
+        matching pursuit; None only without them). The colour carries about 3% of
         the variance of the object-token activations, the object about 90%:
         on the default phrases, TopK codes with k = 2 or 4 lose the colour even
         on seen pairs (probe accuracy at most 0.31), k = 8 keeps it on 54% to
@@ -815,13 +816,13 @@ def run_real(
     *,
     preset: str = "quick",
     seeds: Sequence[int] | None = None,
-    methods: Sequence[str] | None = None,
+    methods: Sequence[str] | str | None = None,
     data_params: dict[str, Any] | None = None,
     device: str | torch.device = "auto",
     out: str | os.PathLike = "skdict_results",
     settings: PaperSettings | None = None,
     n_components: int | None = None,
-    k: int = 16,
+    k: int | None = 16,
     probe: Any = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -853,7 +854,7 @@ def run_real(
         Training settings; the paper's when None.
     n_components : int, default=None
         Width of the learned dictionaries and SAEs; see :func:`compare_real`.
-    k : int, default=16
+    k : int or None, default=16
         TopK's ``k``; see :func:`compare_real`.
     probe : classifier, default=None
         The concept probe; see :func:`compare_real`.
