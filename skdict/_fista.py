@@ -181,6 +181,12 @@ _PROGRESS_STEPS = 20
 _MIN_PROGRESS_ROWS = 4096
 # Largest full Gram matrix (n_components ** 2 elements) precomputed and reused.
 _MAX_GRAM_ELEMENTS = 2**24
+# Fewest rows per atom coded in one call for which the full Gram matrix pays
+# for itself; fewer gather their working sets' products from the atoms. At
+# one row in eight, a stream coded in chunks of 512 rows on 4,096 atoms took
+# 1.6x the time of gathering (benchmarks/bench_chunks.py); the break-even is
+# near one row in two.
+_MIN_GRAM_ROWS_PER_ATOM = 1 / 2
 # A working set holds the support plus half as many other atoms, at least
 # _WORKING_SET_STEP, rounded up to a multiple of the step and at least twice
 # the step in all (8 atoms for a cold start). Small sets make every iteration
@@ -2322,7 +2328,10 @@ def _encode(
     # The Gram matrix serves every sample's working sets; a few samples (the
     # float64 finish of fista_encode, a small transform) gather their atoms'
     # products instead of paying for all n_components**2.
-    if n_components**2 <= _MAX_GRAM_ELEMENTS and n_samples >= n_components // 8:
+    if (
+        n_components**2 <= _MAX_GRAM_ELEMENTS
+        and n_samples >= n_components * _MIN_GRAM_ROWS_PER_ATOM
+    ):
         gram = dictionary @ dictionary.T
     L_cache: list[float] = []
     L_lock = threading.Lock()  # worker threads may ask at the same time
