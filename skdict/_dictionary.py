@@ -813,7 +813,12 @@ def _rescaled(
     indices = operand.indices()
     values = operand.values() * norms[indices[1]]
     return scaled, torch.sparse_coo_tensor(
-        indices, values, operand.shape, is_coalesced=True, check_invariants=False
+        indices,
+        values,
+        operand.shape,
+        is_coalesced=True,
+        check_invariants=False,
+        device=values.device,
     )
 
 

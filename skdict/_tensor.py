@@ -178,6 +178,7 @@ def _hide_csr_beta_warning() -> None:
             torch.tensor([], device="cpu"),
             (1, 1),
             check_invariants=False,
+            device="cpu",
         )
 
 

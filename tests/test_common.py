@@ -338,6 +338,33 @@ def test_fits_ignore_torchs_default_device(make, method):
     assert np.array_equal(fitted, expected)
 
 
+def test_sparse_code_paths_ignore_torchs_default_device():
+    # Sparse tensors built from CPU parts landed on the default device too:
+    # dictionary learning on sparse codes (the paper's regime), wide TopK SAEs
+    # and the metrics of sparse codes still failed under a default device.
+    from skdict.datasets import make_compositional
+    from skdict.metrics import mcc_score, support_scores
+
+    data = make_compositional(n_latents=12, n_active=2, n_samples=200, random_state=0)
+    X, Z = data.X_train, sp.csr_array(data.Z_val)
+
+    def run():
+        learner = FISTACoder(n_components=12, dict_max_iter=3, random_state=0)
+        sae = SparseAutoencoder(256, activation="topk", k=2, max_epochs=1)
+        return (
+            learner.set_params(positive=True).fit(X).components_,
+            sae.set_params(random_state=0).fit(X).components_,
+            mcc_score(Z, Z),
+            support_scores(Z, Z)["f1"],
+        )
+
+    expected = run()
+    with torch.device("meta"):
+        found = run()
+    for a, b in zip(found, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_float16_alpha_codes_as_its_python_float():
     # np.float16(alpha) * step stayed float16, whose range ends at 65504:
     # with atoms of norm 1e-3 every code came back zero.

@@ -174,6 +174,7 @@ def _transpose_matmul(codes: Codes, other: Tensor) -> Tensor:
         codes.values,
         (codes.n_components, other.shape[0]),
         check_invariants=False,
+        device=codes.values.device,
     )
     return torch.sparse.mm(coo, other)
 
@@ -188,6 +189,7 @@ def _sampled_matmul(codes: Codes, grad: Tensor, weight: Tensor) -> Codes:
         codes.values,
         (codes.n_samples, codes.n_components),
         check_invariants=False,
+        device=codes.values.device,
     )
     values = torch.sparse.sampled_addmm(pattern, grad, weight.T, beta=0.0)
     return codes._replace(values=values.values())

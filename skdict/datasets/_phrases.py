@@ -148,7 +148,7 @@ def _build_phrases(colors, objects, parsed_templates):
             if field is not None:
                 text += color if field == "color" else obj
         phrases.append(text)
-    return phrases, torch.tensor(spans, dtype=torch.int64)
+    return phrases, torch.tensor(spans, dtype=torch.int64, device="cpu")
 
 
 def _heldout_pairs(n_colors: int, n_objects: int, n_ood: int, rng) -> np.ndarray:
@@ -358,7 +358,8 @@ def _pooling_weights(mask, offsets, spans, position, phrases):
         if position == "object_last":
             # The last sub-word is the one a causal model reads after the whole
             # noun and the colour before it.
-            last = (weights * torch.arange(weights.shape[1])).argmax(1)
+            positions = torch.arange(weights.shape[1], device=weights.device)
+            last = (weights * positions).argmax(1)
             weights = torch.nn.functional.one_hot(last, weights.shape[1]).float()
     return weights / weights.sum(1, keepdim=True)
 
@@ -398,7 +399,7 @@ def _activations(phrases, spans, tokenizer, network, layer, position, batch_size
         hidden = states[layer].float()
         chunks.append(torch.einsum("bt,bth->bh", weights.to(device), hidden).cpu())
     pooled = torch.cat(chunks)
-    return pooled[torch.argsort(torch.tensor(order))]
+    return pooled[torch.argsort(torch.tensor(order, device="cpu"))]
 
 
 def _gpu_rounding(device: torch.device) -> tuple[str, str] | None:

@@ -133,6 +133,7 @@ class _Columns(NamedTuple):
                 A.shape,
                 is_coalesced=True,
                 check_invariants=False,
+                device=values.device,
             )
             centre = torch.zeros_like(mean)
         else:
@@ -196,6 +197,7 @@ def _sparse_row_blocks(S: torch.Tensor, step: int) -> Iterator[torch.Tensor]:
             (min(step, n - start), p),
             is_coalesced=True,
             check_invariants=False,
+            device=values.device,
         )
 
 
