@@ -1104,10 +1104,20 @@ def test_dictionary_similarity_scorer_reads_a_pipelines_coder(benchmark):
     pipe = make_pipeline(coder, LogisticRegression()).fit(X, labels)
     assert scorer(pipe, X) == scorer(pipe[0], X) == pytest.approx(1.0)
     scaled = make_pipeline(StandardScaler(), coder, LogisticRegression())
-    with pytest.raises(TypeError, match="FISTACoder codes the output of the steps"):
+    with pytest.raises(TypeError, match="FISTACoder codes the output of StandardScal"):
         scorer(scaled.fit(X, labels), X)
     with pytest.raises(TypeError, match="none of its steps exposes components_"):
         scorer(make_pipeline(StandardScaler()).fit(X), X)
+    # A provider first is not the coder: PCA's atoms were scored for the
+    # coder after it, without a word.
+    reduced = make_pipeline(PCA(8), FISTACoder(n_components=12, dict_max_iter=2))
+    with pytest.raises(TypeError, match="FISTACoder codes the output of PCA"):
+        scorer(make_pipeline(reduced, LogisticRegression()).fit(X, labels), X)
+    # Nested, frozen or with passthrough steps, the coder is still found.
+    from sklearn.frozen import FrozenEstimator
+
+    nested = make_pipeline(make_pipeline("passthrough", coder), LogisticRegression())
+    assert scorer(FrozenEstimator(nested.fit(X, labels)), X) == pytest.approx(1.0)
 
 
 def test_scorers_follow_sklearn_conventions(benchmark):

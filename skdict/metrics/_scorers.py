@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from .._dictionary import is_provider
@@ -328,8 +329,8 @@ class _DictionarySimilarityScorer:
         ----------
         estimator : estimator
             A fitted estimator exposing ``components_``, or a
-            :class:`~sklearn.pipeline.Pipeline` whose first step does (a
-            coder followed by a probe).
+            :class:`~sklearn.pipeline.Pipeline` (nested or frozen too) whose
+            first step does, and no later one (a coder followed by a probe).
         X : object, default=None
             Ignored.
         y : object, default=None
@@ -355,26 +356,46 @@ class _DictionarySimilarityScorer:
 def _coding_step(estimator: Any) -> Any:
     """Return the step of a pipeline whose atoms code the pipeline's own input.
 
-    A search over ``coder -> classifier`` scores the coder's atoms. Atoms of a
-    coder after other steps are in the units those steps made (a scaler's),
-    which the known atoms are not: refused rather than compared.
+    A search over ``coder -> classifier`` scores the coder's atoms. The last
+    step exposing ``components_`` is the one whose atoms a search tunes; atoms
+    of a step after others are in the units those steps made (a scaler's,
+    PCA's), which the known atoms are not: refused rather than compared.
     """
-    if hasattr(estimator, "components_") or not isinstance(estimator, Pipeline):
+    if hasattr(estimator, "components_"):
         return estimator
-    steps = [step for _, step in estimator.steps if step not in (None, "passthrough")]
-    if steps and hasattr(steps[0], "components_"):
+    steps = _pipeline_steps(estimator)
+    if steps is None:  # not a pipeline: the metric names what is missing
+        return estimator
+    coding = [i for i, step in enumerate(steps) if hasattr(step, "components_")]
+    if coding and coding[-1] == 0:
         return steps[0]
-    coding = [type(step).__name__ for step in steps if hasattr(step, "components_")]
-    found = (
-        f"its {coding[0]} codes the output of the steps before it, in their "
-        "units rather than the known atoms'"
-        if coding
-        else "none of its steps exposes components_"
-    )
+    if coding:
+        found = (
+            f"its {type(steps[coding[-1]]).__name__} codes the output of "
+            f"{type(steps[0]).__name__}, in its units rather than the known atoms'"
+        )
+    else:
+        found = "none of its steps exposes components_"
     raise TypeError(
-        f"a dictionary similarity scorer reads the atoms of a Pipeline's first "
-        f"step; {found}. Put the coder first, or score the coder fitted alone."
+        "a dictionary similarity scorer reads the atoms of the step that codes a "
+        f"Pipeline's input; {found}. Put the coder first, or score the coder "
+        "fitted alone."
     )
+
+
+def _pipeline_steps(estimator: Any) -> list[Any] | None:
+    """Return the steps of a (frozen, nested) pipeline, without passthroughs."""
+    if isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    if not isinstance(estimator, Pipeline):
+        return None
+    steps = []
+    for _, step in estimator.steps:
+        if step is None or step == "passthrough":
+            continue
+        nested = _pipeline_steps(step)
+        steps.extend([step] if nested is None else nested)
+    return steps
 
 
 def make_dictionary_similarity_scorer(dictionary: Any) -> _DictionarySimilarityScorer:
@@ -398,7 +419,7 @@ or dictionary provider
         and the fitted ``estimator.components_`` (``X`` and ``y`` are unused):
         greater is better. For a :class:`~sklearn.pipeline.Pipeline`, the
         atoms of its first step (a coder before a probe); a coder after other
-        steps has atoms in their units, and is refused.
+        steps (a scaler, PCA) has atoms in their units, and is refused.
 
     Examples
     --------
