@@ -1511,14 +1511,14 @@ def test_plot_study_styles_each_method_alike_in_every_figure(tmp_path, saved_fig
     # Colours followed each figure's method order: SAE (TopK) was red in one
     # figure and orange in the next, and a style with fewer colours than
     # methods drew two methods alike.
-    import matplotlib as mpl
+    import matplotlib.style
 
     from skdict.experiments import METHOD_STYLES, plot_study
 
     assert set(METHOD_STYLES) == set(METHODS)
     assert len(set(METHOD_STYLES.values())) == len(METHOD_STYLES)
     plot_study(_study_records(METHODS), tmp_path / "all.png")
-    with mpl.style.context("grayscale"):
+    with matplotlib.style.context("grayscale"):
         plot_study(_study_records(["sae_topk", "dl_fista"]), tmp_path / "two.png")
     every, two = map(_drawn_styles, saved_figures)
     assert len(set(every.values())) == len(METHODS)
@@ -1526,9 +1526,20 @@ def test_plot_study_styles_each_method_alike_in_every_figure(tmp_path, saved_fig
         label = METHODS[name].label
         colour, marker, line = METHOD_STYLES[name]
         assert every[label] == two[label] == (colour, marker, line)
-    # Methods without a style of their own still differ from the others.
+    # Methods without a style of their own still differ from the others,
+    # past the palette's eight colours too.
     plot_study(_study_records(["mine", "fista_oracle", "yours"]), tmp_path / "new.png")
     assert len(set(_drawn_styles(saved_figures[-1]).values())) == 3
+    many = [f"mine{i}" for i in range(20)]
+    plot_study(_study_records(many), tmp_path / "many.png")
+    assert len(set(_drawn_styles(saved_figures[-1]).values())) == 20
+    # A record built by hand, without "method", is styled by its label.
+    hand = [
+        {k: v for k, v in r.items() if k != "method"}
+        for r in _study_records(["dl_fista"])
+    ]
+    plot_study(hand, tmp_path / "hand.png")
+    assert _drawn_styles(saved_figures[-1]) == {"DL-FISTA": METHOD_STYLES["dl_fista"]}
 
 
 def test_plot_study_says_what_its_error_bars_are(tmp_path, saved_figures):
@@ -1550,10 +1561,10 @@ def test_plot_study_labels_thousands_compactly(tmp_path, saved_figures):
     # On the paper's sample grid, 5000 and 10000 ran together as "500010000".
     from skdict.experiments import plot_study
 
-    records = _study_records(["fista_oracle"], values=(500, 5000, 10000, 100000))
-    plot_study(records, tmp_path / "samples.png")
+    values = (500, 1500, 5000, 10000, 100000, 2000000)
+    plot_study(_study_records(["fista_oracle"], values=values), tmp_path / "n.png")
     ticks = [t.get_text() for t in saved_figures[0].axes[2].get_xticklabels()]
-    assert ticks == ["500", "5k", "10k", "100k"]
+    assert ticks == ["500", "1500", "5k", "10k", "100k", "2M"]
 
 
 def test_plot_study_refuses_records_of_one_setting(tmp_path):
@@ -1561,11 +1572,18 @@ def test_plot_study_refuses_records_of_one_setting(tmp_path):
     # empty panels.
     from skdict.experiments import plot_study
 
-    records = [{**r, "value": None} for r in _study_records(["fista_oracle"])]
+    records = _study_records(["fista_oracle"])
     for record in records:
         del record["value"]
     with pytest.raises(ValueError, match="format_table shows them"):
         plot_study(records, tmp_path / "fig.png")
+    with pytest.raises(ValueError, match="format_table shows them"):
+        plot_study([{**r, "value": None} for r in records], tmp_path / "fig.png")
+    # A logarithmic axis drops zeros silently, and a string crashed in it.
+    for bad in (0, -20, "20"):
+        records = [{**r, "value": bad} for r in _study_records(["fista_oracle"])]
+        with pytest.raises(ValueError, match="logarithmic axis, which needs positive"):
+            plot_study(records, tmp_path / "fig.png")
     assert not (tmp_path / "fig.png").exists()
 
 

@@ -565,6 +565,10 @@ def test_figure_gives_the_gap_a_colour_of_neither_split(tmp_path, saved_figures)
     names = [text.get_text() for text in legend.get_texts()]
     assert names == ["seen pairs", "held-out pairs"]
     assert tuple(figure.get_size_inches()) == (6, 4)
+    assert legend.get_title().get_text() == ""  # one seed: no error bars
+    _real.plot_real([*records, *records], tmp_path / "two.png")
+    title = saved_figures[-1].legends[0].get_title().get_text()
+    assert title == "error bars: 1 sd over 2 seeds"
 
 
 def test_figure_draws_error_bars_only_over_several_seeds(tmp_path, saved_figures):

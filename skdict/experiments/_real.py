@@ -61,6 +61,7 @@ from ._methods import (
     methods_needing_k,
 )
 from ._report import (
+    OKABE_ITO,
     _format,
     _summary,
     align_rows,
@@ -694,9 +695,9 @@ FIGURE_PANELS = {
 # gap (held-out minus seen) is neither, so it has a colour of its own and no
 # legend entry.
 _SPLIT_BARS = {
-    "val": {"label": "seen pairs", "color": "#0072B2"},
-    "ood": {"label": "held-out pairs", "color": "#E69F00", "hatch": "//"},
-    "gap": {"label": "_held-out minus seen", "color": "#999999"},
+    "val": {"label": "seen pairs", "color": OKABE_ITO["blue"]},
+    "ood": {"label": "held-out pairs", "color": OKABE_ITO["orange"], "hatch": "//"},
+    "gap": {"label": "_held-out minus seen", "color": OKABE_ITO["grey"]},
 }
 
 
@@ -796,7 +797,24 @@ def plot_real(
             ax.axhline(0, color="black", linewidth=0.8)
             ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=2)
+    seeds = max(
+        (
+            count
+            for keys in FIGURE_PANELS.values()
+            for key in keys
+            for _, _, count in _stats(records, key).values()
+        ),
+        default=1,
+    )
+    fig.legend(
+        handles,
+        names,
+        loc="lower center",
+        ncol=2,
+        # What the bars are, on the figure itself, as plot_study says.
+        title=f"error bars: 1 sd over {seeds} seeds" if seeds > 1 else None,
+        title_fontsize="small",
+    )
     fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     save_figure(fig, path, dpi)

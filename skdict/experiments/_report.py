@@ -315,7 +315,7 @@ def check_plots_extra() -> None:
 
 # Okabe & Ito's palette ("Color Universal Design", 2002), safe for the common
 # colour-vision deficiencies; its yellow is left out, too light on white.
-_OKABE_ITO = {
+OKABE_ITO = {
     "black": "#000000",
     "orange": "#E69F00",
     "sky blue": "#56B4E9",
@@ -332,38 +332,47 @@ _OKABE_ITO = {
 #: readers who confuse some of the colours. Solid lines code with FISTA, dashed
 #: ones with an SAE encoder, the probe is dotted.
 METHOD_STYLES: dict[str, tuple[str, str, str]] = {
-    "fista_oracle": (_OKABE_ITO["black"], "o", "-"),
-    "dl_fista": (_OKABE_ITO["vermillion"], "s", "-"),
-    "sae_dict_fista": (_OKABE_ITO["blue"], "D", "-"),
-    "sae_refined_fista": (_OKABE_ITO["sky blue"], "v", "-"),
-    "dl_fista_sae_init": (_OKABE_ITO["purple"], "P", "-"),
-    "sae_relu": (_OKABE_ITO["orange"], "^", "--"),
-    "sae_topk": (_OKABE_ITO["green"], "X", "--"),
-    "sae_batchtopk": (_OKABE_ITO["purple"], "h", "--"),
-    "sae_jumprelu": (_OKABE_ITO["sky blue"], "<", "--"),
-    "sae_mp": (_OKABE_ITO["blue"], ">", "--"),
-    "oracle_sae_encoder": (_OKABE_ITO["black"], "d", "--"),
-    "linear_probe": (_OKABE_ITO["grey"], "*", ":"),
+    "fista_oracle": (OKABE_ITO["black"], "o", "-"),
+    "dl_fista": (OKABE_ITO["vermillion"], "s", "-"),
+    "sae_dict_fista": (OKABE_ITO["blue"], "D", "-"),
+    "sae_refined_fista": (OKABE_ITO["sky blue"], "v", "-"),
+    "dl_fista_sae_init": (OKABE_ITO["purple"], "P", "-"),
+    "sae_relu": (OKABE_ITO["orange"], "^", "--"),
+    "sae_topk": (OKABE_ITO["green"], "X", "--"),
+    "sae_batchtopk": (OKABE_ITO["purple"], "h", "--"),
+    "sae_jumprelu": (OKABE_ITO["sky blue"], "<", "--"),
+    "sae_mp": (OKABE_ITO["blue"], ">", "--"),
+    "oracle_sae_encoder": (OKABE_ITO["black"], "d", "--"),
+    "linear_probe": (OKABE_ITO["grey"], "*", ":"),
 }
 
-# Records of methods without a style above take these in turn.
+# Records of methods without a style above take these in turn: each colour
+# with its marker, then again with the next line style (24 in all).
 _OTHER_STYLES = [
-    (colour, marker, "-.")
+    (colour, marker, line)
+    for line in ("-.", ":", (0, (5, 1, 1, 1, 1, 1)))
     for colour, marker in zip(
-        list(_OKABE_ITO.values()), ["o", "s", "^", "v", "D", "<", ">", "p"], strict=True
+        list(OKABE_ITO.values()), ["o", "s", "^", "v", "D", "<", ">", "p"], strict=True
     )
 ]
 
 
 def _styles(records: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
-    """Return each label's colour, marker and line style (see :data:`METHOD_STYLES`)."""
+    """Return each label's colour, marker and line style (see :data:`METHOD_STYLES`).
+
+    A record without a ``method`` (built by hand) takes the style of the
+    method whose label it has.
+    """
+    from ._methods import METHODS
+
+    named = {method.label: name for name, method in METHODS.items()}
     styles: dict[str, tuple[str, str, str]] = {}
     others = 0
     for record in records:
         label = record["label"]
         if label in styles:
             continue
-        style = METHOD_STYLES.get(record.get("method"))
+        style = METHOD_STYLES.get(record.get("method", named.get(label)))
         if style is None or style in styles.values():
             style = _OTHER_STYLES[others % len(_OTHER_STYLES)]
             others += 1
@@ -372,9 +381,10 @@ def _styles(records: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str, str]
 
 
 def _tick_label(value: float) -> str:
-    """``value`` as a tick label, thousands as ``5k``: 5000 and 10000 ran together."""
-    if value >= 1000 and float(value).is_integer() and value % 1000 == 0:
-        return f"{value / 1000:g}k"
+    """``value`` as a tick label: ``5k``, ``1M``, as 5000 and 10000 ran together."""
+    for factor, suffix in ((10**6, "M"), (10**3, "k")):
+        if value >= factor and float(value).is_integer() and value % factor == 0:
+            return f"{value / factor:g}{suffix}"
     return f"{value:g}"
 
 
@@ -420,7 +430,8 @@ def plot_study(
     ValueError
         If the records sweep no value, e.g. those of
         :func:`~skdict.experiments.compare_methods`: they have one setting
-        per method, which :func:`format_table` shows.
+        per method, which :func:`format_table` shows; if a size or penalty
+        swept is not a positive number; or for a bad ``figsize`` or ``dpi``.
 
     Examples
     --------
@@ -444,26 +455,39 @@ def plot_study(
     check_records(records, empty=False)
     path = figure_path(path)
     figsize, dpi = check_figure_size(figsize, dpi)
-    if any("value" not in record for record in records):
+    if any(record.get("value") is None for record in records):
         raise ValueError(
             "plot_study draws records of run_study, which sweep a value; these "
             "have none (records of compare_methods have one setting per "
             "method: format_table shows them)."
         )
+    variable = records[0].get("variable", "value")
+    logarithmic = variable in ("n_latents", "n_active", "n_samples", "alpha")
+    if logarithmic:
+        bad = [
+            r["value"]
+            for r in records
+            if isinstance(r["value"], bool)
+            or not isinstance(r["value"], Real)
+            or not r["value"] > 0
+        ]
+        if bad:
+            raise ValueError(
+                f"{variable} is drawn on a logarithmic axis, which needs positive "
+                f"numbers; the records hold {bad[0]!r}."
+            )
     check_plots_extra()
     # A bare Figure draws and saves without pyplot, so the caller's backend
     # (a notebook's, a GUI's) and pyplot's list of open figures stay as they are.
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    variable = records[0].get("variable", "value")
     # One style per method across the panels, and a legend of every method:
     # styled panel by panel, a method without values in a panel (the probe
     # has no reconstruction gap) shifted every later method's colour there,
     # and the legend, read from the first panel, named them wrongly.
     styles = _styles(records)
     labels = list(styles)
-    logarithmic = variable in ("n_latents", "n_active", "n_samples", "alpha")
     summaries = {metric: _summary(records, metric) for metric in FIGURE_METRICS}
     counts = {
         count
