@@ -1145,7 +1145,11 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
     elif isinstance(value, torch.nn.Module):
         converted = copy.deepcopy(value).cpu()
     elif isinstance(value, dict):
-        converted = {k: _to_cpu(v, memo) for k, v in value.items()}
+        # A dict subclass (a Bunch of weights) keeps its type, which a plain
+        # dict rebuilt from it lost.
+        converted = {} if type(value) is dict else _new_like(value)
+        memo[key] = converted
+        converted.update((k, _to_cpu(v, memo)) for k, v in value.items())
     elif isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
         converted = type(value)._make(_to_cpu(v, memo) for v in value)
     elif isinstance(value, (list, tuple)):
@@ -1153,17 +1157,33 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
     elif _holds_weights(value):
         # A provider that is not an estimator, such as the guide's
         # SimpleNamespace(components_=W_dec): its CUDA tensors were pickled as
-        # they were, and tensors in a graph made copy.deepcopy fail.
-        converted = copy.copy(value)
+        # they were, and tensors in a graph made copy.deepcopy fail. Its
+        # other attributes are converted too, so that a tensor it also holds
+        # in a list stays one tensor.
+        converted = _new_like(value)
+        memo[key] = converted
         vars(converted).update(
-            (name, _to_cpu(attribute, memo))
-            for name, attribute in vars(value).items()
-            if is_tensor(attribute)
+            (name, _to_cpu(attribute, memo)) for name, attribute in vars(value).items()
         )
     else:
         return value
     memo[key] = converted
     return converted
+
+
+def _new_like(value: Any) -> Any:
+    """Return a shallow copy of ``value`` to fill, never ``value`` itself.
+
+    ``copy.copy`` returns the object itself for some (a ``__copy__`` that
+    returns ``self``); filling that would change the user's own object.
+    """
+    new = copy.copy(value)
+    if new is value:
+        new = object.__new__(type(value))
+        vars(new).update(vars(value))
+    if isinstance(new, dict):
+        new.clear()
+    return new
 
 
 def _holds_weights(value: Any) -> bool:
@@ -1212,7 +1232,7 @@ def _detached_from_graph(value: Any) -> Any:
     }
     if not in_graph:
         return None
-    stand_in = copy.copy(value)
+    stand_in = _new_like(value)
     vars(stand_in).update(in_graph)
     return stand_in
 

@@ -480,6 +480,45 @@ def test_weights_holders_with_graph_tensors_clone_detached(make, name, monkeypat
         np.testing.assert_array_equal(copied.transform(X), estimator.transform(X))
 
 
+class Immutable:
+    """Weights whose copy.copy is themselves (picklable: at module level)."""
+
+    def __init__(self, atoms):
+        self.components_ = atoms
+
+    def __copy__(self):
+        return self
+
+
+def test_weights_holders_keep_their_type_sharing_and_owners_tensors():
+    # A Bunch of weights came back from a pickle as a plain dict (a parallel
+    # search failed on it); a holder whose copy.copy returns itself had the
+    # user's own tensors replaced; a tensor held twice was pickled twice.
+    from sklearn.model_selection import cross_val_score
+    from sklearn.utils import Bunch
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 6))
+    D = torch.randn(
+        5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    bunch = FISTACoder(dictionary=Bunch(components_=D.numpy()))
+    assert np.isfinite(cross_val_score(bunch, X, cv=2, n_jobs=2)).all()
+    restored = pickle.loads(pickle.dumps(bunch.fit(X)))
+    assert type(restored.dictionary) is Bunch and type(restored.dictionary_) is Bunch
+    weight = torch.nn.Parameter(D.clone())
+    holder = Immutable(weight * 1.0)
+    coder = FISTACoder(dictionary=holder).fit(X)
+    for copy_of in (copy.deepcopy, lambda e: pickle.loads(pickle.dumps(e))):
+        copied = copy_of(coder)
+        assert holder.components_.requires_grad  # the user's, untouched
+        assert type(copied.dictionary) is Immutable
+        np.testing.assert_array_equal(copied.transform(X), coder.transform(X))
+    shared = FISTACoder(dictionary=SimpleNamespace(components_=D, backup=[D]))
+    held = pickle.loads(pickle.dumps(shared)).dictionary
+    assert held.components_ is held.backup[0]
+
+
 def test_objects_that_are_neither_arrays_nor_providers_are_refused_by_name():
     # Accepted by the parameter checks (an object with fit, or transform),
     # then taken for an array: "float() argument must be ... not 'MyDict'".
