@@ -57,6 +57,7 @@ __all__ = [
     "DetachedCloneMixin",
     "accumulation_dtype",
     "as_tensor",
+    "float32_product_precision",
     "ieee_float32_products",
     "ignores_autocast",
     "in_namespace_of",
@@ -235,6 +236,32 @@ def _restore_precision(saved):
     for backend, value in zip(backends, saved, strict=True):
         if backend.fp32_precision == "ieee":
             backend.fp32_precision = value
+
+
+def float32_product_precision(device: torch.device) -> str:
+    """Return the precision of float32 matrix products on ``device``'s backend.
+
+    ``"ieee"`` (or ``"highest"``, torch's older name) for IEEE float32;
+    ``"tf32"`` / ``"bf16"`` (``"high"`` / ``"medium"``) where torch trades
+    precision for speed: TF32 on CUDA, bfloat16 through oneDNN on a CPU.
+    Results computed in float32 depend on it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import float32_product_precision
+    >>> float32_product_precision(torch.device("cpu"))  # torch's default
+    'ieee'
+    """
+    backends = _matmul_backends()
+    if backends is None:
+        return torch.get_float32_matmul_precision()
+    cuda, cpu = backends
+    precision = (cuda if device.type == "cuda" else cpu).fp32_precision
+    if precision == "none":  # inherits the global setting
+        precision = getattr(torch.backends, "fp32_precision", "none")
+    # Neither set: torch computes float32 products in float32.
+    return "ieee" if precision == "none" else str(precision)
 
 
 @contextmanager

@@ -209,6 +209,7 @@ def test_compare_methods_records(data):
         "device": "cpu",
         "processor": _compare._cpu_name(),
         "threads": torch.get_num_threads(),
+        "float32_precision": "ieee",
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
         "scipy_version": scipy.__version__,
@@ -366,6 +367,19 @@ def test_summaries_refuse_a_key_no_record_holds():
     for not_records in ([three], [1, 2], ["acc_ood"]):
         with pytest.raises(TypeError, match="sequence of record dicts; it holds"):
             summarize(not_records, "acc_ood")
+
+
+def test_records_say_the_precision_of_float32_products():
+    # bfloat16 products on a CPU (TF32 on a GPU) change float32 SAE training
+    # by 1e-3, and records did not say which was on.
+    backend = torch.backends.mkldnn.matmul
+    saved = backend.fp32_precision
+    try:
+        backend.fp32_precision = "bf16"
+        assert _compare.computed_with("cpu", None)["float32_precision"] == "bf16"
+    finally:
+        backend.fp32_precision = saved
+    assert _compare.computed_with("cpu", None)["float32_precision"] == "ieee"
 
 
 def test_devices_other_than_the_cpu_start_before_the_first_method(data, monkeypatch):

@@ -31,7 +31,7 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval
 
 from .._params import validate_hyperparameters
-from .._tensor import resolve_device, to_numpy
+from .._tensor import float32_product_precision, resolve_device, to_numpy
 from .._typing import Bool, Device, Float, Int, Seed
 from .._warnings import warn
 from ._cache import cache_home, cache_key, folder_fingerprint, load_arrays, save_arrays
@@ -406,16 +406,7 @@ def _gpu_rounding(device: torch.device) -> tuple[str, str] | None:
     """Return the CUDA device's name and float32 product precision, or None."""
     if device.type != "cuda":
         return None
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
-        # torch >= 2.9 sets the precision per backend, "none" inheriting the
-        # global setting (the legacy getter raises once it has been set so).
-        precision = matmul.fp32_precision
-        if precision == "none":
-            precision = getattr(torch.backends, "fp32_precision", "none")
-    else:
-        precision = torch.get_float32_matmul_precision()
-    return torch.cuda.get_device_name(device), str(precision)
+    return torch.cuda.get_device_name(device), float32_product_precision(device)
 
 
 def _cached_activations(

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .._params import validate_hyperparameters
 from .._sae import SparseAutoencoder
-from .._tensor import resolve_device, to_numpy
+from .._tensor import float32_product_precision, resolve_device, to_numpy
 from .._warnings import warn
 from ..metrics import (
     best_feature_auc,
@@ -54,7 +54,9 @@ __all__ = [
 #: seed only with the same of each: thread counts, devices and processors
 #: round products differently, which dictionary learning and SAE training
 #: amplify. ``processor`` is the CPU's model name, or the GPU's for a CUDA
-#: device; ``skdict_source`` a digest of skdict's source files, which tells
+#: device; ``float32_precision`` that of float32 products there (TF32 or
+#: bfloat16 where torch was told to trade precision for speed);
+#: ``skdict_source`` a digest of skdict's source files, which tells
 #: records of edited code apart where the version (of a development
 #: install) does not; ``deterministic`` whether torch's deterministic
 #: algorithms were on, which CUDA training needs to repeat bit for bit.
@@ -62,6 +64,7 @@ ENVIRONMENT_KEYS = (
     "device",
     "processor",
     "threads",
+    "float32_precision",
     "torch_version",
     "numpy_version",
     "scipy_version",
@@ -111,6 +114,7 @@ def computed_with(device: str | torch.device, X: Any) -> dict[str, Any]:
             else _cpu_name()
         ),
         "threads": torch.get_num_threads(),
+        "float32_precision": float32_product_precision(resolved),
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
         "scipy_version": scipy.__version__,
