@@ -56,7 +56,8 @@ __all__ = [
 #: amplify. ``processor`` is the CPU's model name, or the GPU's for a CUDA
 #: device; ``float32_precision`` that of float32 products there (TF32 or
 #: bfloat16 where torch was told to trade precision for speed);
-#: ``skdict_source`` a digest of skdict's source files, which tells
+#: ``skdict_source`` a digest of skdict's source files (but those that only
+#: print and draw records), which tells
 #: records of edited code apart where the version (of a development
 #: install) does not; ``deterministic`` whether torch's deterministic
 #: algorithms were on, which CUDA training needs to repeat bit for bit.
@@ -138,14 +139,24 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# Modules that only show records (tables, figures, the command line): an
+# edit to them changes no record, and is left out of the digest.
+_PRESENTATION = ("__main__.py", "experiments/_report.py")
+
+
 @functools.cache
 def _source_digest() -> str:
-    """Return the first 12 hex digits of a SHA-256 of skdict's Python files."""
+    """Return the first 12 hex digits of a SHA-256 of the code behind records.
+
+    Every Python file of skdict but those of ``_PRESENTATION``.
+    """
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode())
-        digest.update(path.read_bytes())
+        name = path.relative_to(package).as_posix()
+        if name not in _PRESENTATION:
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
