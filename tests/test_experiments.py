@@ -532,20 +532,25 @@ def test_resumed_records_of_another_environment_are_announced(tmp_path):
     assert [r["mcc_ood"] for r in again] == [r["mcc_ood"] for r in first]
 
 
+def _one_cell(out):
+    """run_study's arguments for one tiny cell of the oracle, saved in ``out``."""
+    return dict(
+        values=(12,),
+        data_params=TINY_DATA,
+        methods=("fista_oracle",),
+        settings=TINY,
+        out=out,
+        progress=False,
+    )
+
+
 def test_resumed_records_of_edited_code_or_another_cpu_are_announced(
     tmp_path, monkeypatch
 ):
     # A development install keeps its version through every edit, and the
     # processor was not recorded: records of other code, or of an AMD run
     # resumed on an Intel machine, were reused without a word.
-    kwargs = dict(
-        values=(12,),
-        data_params=TINY_DATA,
-        methods=("fista_oracle",),
-        settings=TINY,
-        out=tmp_path,
-        progress=False,
-    )
+    kwargs = _one_cell(tmp_path)
     run_study("vary_latents", **kwargs)
     monkeypatch.setattr(_compare, "_source_digest", lambda: "0123456789ab")
     monkeypatch.setattr(_compare, "_cpu_name", lambda: "Another CPU")
@@ -561,14 +566,7 @@ def test_resumed_records_all_from_another_environment_are_announced(tmp_path):
     # Only records differing from each other were announced: a run on a CPU
     # node reusing every record of a GPU node's run (or of another thread
     # count, or skdict version) printed them as its own without a word.
-    kwargs = dict(
-        values=(12,),
-        data_params=TINY_DATA,
-        methods=("fista_oracle",),
-        settings=TINY,
-        out=tmp_path,
-        progress=False,
-    )
+    kwargs = _one_cell(tmp_path)
     run_study("vary_latents", **kwargs)
     path = tmp_path / "vary_latents-quick.json"
     saved = json.loads(path.read_text())
