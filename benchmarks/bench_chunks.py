@@ -62,7 +62,10 @@ def main() -> None:
             before, now = (float(np.median(seconds[rule])) for rule in seconds)
             difference = float(np.abs(codes[_EARLIER] - codes[current]).max())
             # Both rules take the same path here: the ratio is the noise.
-            same = (chunk >= n_atoms * _EARLIER) == (chunk >= n_atoms * current)
+            too_large = n_atoms**2 > _fista._MAX_GRAM_ELEMENTS
+            same = too_large or (chunk >= n_atoms * _EARLIER) == (
+                chunk >= n_atoms * current
+            )
             print(
                 f"{n_atoms} atoms, chunks of {chunk:4d}: before {before:.2f} s, "
                 f"now {now:.2f} s, now / before {now / before:.2f}x, "

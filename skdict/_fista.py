@@ -184,7 +184,7 @@ _MAX_GRAM_ELEMENTS = 2**24
 # Fewest rows per atom coded in one call for which the full Gram matrix pays
 # for itself; fewer gather their working sets' products from the atoms. At
 # one row in eight, a stream coded in chunks of 512 rows on 4,096 atoms took
-# 1.6x the time of gathering (benchmarks/bench_chunks.py); the break-even is
+# 1.8x the time of gathering (benchmarks/bench_chunks.py); the break-even is
 # near one row in two.
 _MIN_GRAM_ROWS_PER_ATOM = 1 / 2
 # A working set holds the support plus half as many other atoms, at least

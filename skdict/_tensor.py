@@ -1179,6 +1179,10 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
         converted.update((k, _to_cpu(v, memo)) for k, v in value.items())
     elif isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
         converted = type(value)._make(_to_cpu(v, memo) for v in value)
+    elif type(value) is list:
+        # Recorded before its items: a list may hold itself.
+        converted = memo[key] = []
+        converted.extend(_to_cpu(v, memo) for v in value)
     elif isinstance(value, (list, tuple)):
         converted = type(value)(_to_cpu(v, memo) for v in value)
     elif _holds_weights(value):
@@ -1206,8 +1210,9 @@ def _new_like(value: Any) -> Any:
     """
     new = copy.copy(value)
     if new is value:
-        new = object.__new__(type(value))
-        vars(new).update(vars(value))
+        new = type(value).__new__(type(value))
+        if hasattr(new, "__dict__"):
+            vars(new).update(vars(value))
     if isinstance(new, dict):
         new.clear()
     return new
@@ -1250,17 +1255,22 @@ def _detached_from_graph(value: Any) -> Any:
     """
     if is_tensor(value):
         return None if value.is_leaf else value.detach()
-    if not _holds_weights(value):
+    # A mapping of weights read as attributes (a Bunch), or an object's.
+    mapping = isinstance(value, dict) and type(value) is not dict
+    if not (mapping or _holds_weights(value)):
         return None
+    held = value if mapping else vars(value)
     in_graph = {
         name: attribute.detach()
-        for name, attribute in vars(value).items()
+        for name, attribute in held.items()
         if is_tensor(attribute) and not attribute.is_leaf
     }
     if not in_graph:
         return None
     stand_in = _new_like(value)
-    vars(stand_in).update(in_graph)
+    if mapping:
+        stand_in.update(value)
+    (stand_in if mapping else vars(stand_in)).update(in_graph)
     return stand_in
 
 

@@ -490,6 +490,19 @@ class Immutable:
         return self
 
 
+class FrozenBunch(dict):
+    """Weights read as attributes, whose copy.copy is themselves."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __copy__(self):
+        return self
+
+
 def test_weights_holders_keep_their_type_sharing_and_owners_tensors():
     # A Bunch of weights came back from a pickle as a plain dict (a parallel
     # search failed on it); a holder whose copy.copy returns itself had the
@@ -517,6 +530,16 @@ def test_weights_holders_keep_their_type_sharing_and_owners_tensors():
     shared = FISTACoder(dictionary=SimpleNamespace(components_=D, backup=[D]))
     held = pickle.loads(pickle.dumps(shared)).dictionary
     assert held.components_ is held.backup[0]
+    # A list holding itself, a dict subclass whose copy is itself, and a
+    # Bunch of graph tensors (the guide's normalised W_dec) in a search.
+    looped = SimpleNamespace(components_=D, log=[])
+    looped.log.append(looped.log)
+    held = copy.deepcopy(FISTACoder(dictionary=looped)).dictionary
+    assert held.log[0] is held.log
+    frozen = FISTACoder(dictionary=FrozenBunch(components_=D.numpy())).fit(X)
+    assert type(pickle.loads(pickle.dumps(frozen)).dictionary) is FrozenBunch
+    in_graph = Bunch(components_=torch.nn.functional.normalize(weight, dim=1))
+    assert np.isfinite(cross_val_score(FISTACoder(in_graph), X, cv=2)).all()
 
 
 def test_objects_that_are_neither_arrays_nor_providers_are_refused_by_name():

@@ -1113,6 +1113,10 @@ def test_dictionary_similarity_scorer_reads_a_pipelines_coder(benchmark):
     reduced = make_pipeline(PCA(8), FISTACoder(n_components=12, dict_max_iter=2))
     with pytest.raises(TypeError, match="FISTACoder codes the output of PCA"):
         scorer(make_pipeline(reduced, LogisticRegression()).fit(X, labels), X)
+    # Steps after the coder, which reduce its codes, do not matter.
+    reducing = make_pipeline(coder, PCA(4), LogisticRegression()).fit(X, labels)
+    assert scorer(reducing, X) == pytest.approx(1.0)
+    assert scorer(make_pipeline(PCA(8)).fit(X), X) == scorer(PCA(8).fit(X), X)
     # Nested, frozen or with passthrough steps, the coder is still found.
     from sklearn.frozen import FrozenEstimator
 

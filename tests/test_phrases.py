@@ -334,6 +334,29 @@ def test_random_state_instances_split_as_their_seed(transformers, tmp_path):
         np.testing.assert_array_equal(same[key], seeded[key])
 
 
+def test_cache_is_keyed_by_the_precision_of_float32_products(transformers, tmp_path):
+    # bfloat16 products on a CPU with AMX move the activations by 1e-2: an
+    # IEEE run read a bfloat16 run's cache, while its records said "ieee".
+    first = load(tmp_path)
+    backend = torch.backends.mkldnn.matmul
+    saved = backend.fp32_precision
+    try:
+        backend.fp32_precision = "bf16"
+        assert not load(tmp_path).from_cache
+    finally:
+        backend.fp32_precision = saved
+    assert load(tmp_path).cache_path == first.cache_path
+
+
+def test_phrases_load_under_torchs_default_device(transformers, tmp_path):
+    # The tokenizer's offsets are made on the default device, the phrases'
+    # spans on the CPU: pooling the object's tokens failed between them.
+    expected = load(tmp_path, refresh=True)
+    with torch.device("meta"):
+        found = load(tmp_path, refresh=True, device="cpu")
+    np.testing.assert_array_equal(found.X, expected.X)
+
+
 def test_second_call_reads_the_cache(transformers, tmp_path):
     first = load(tmp_path)
     assert not first.from_cache

@@ -273,10 +273,15 @@ def _load_model(folder: str, fingerprint: tuple, device: torch.device):
     show_bar = progress.is_progress_bar_enabled()
     progress.disable_progress_bar()  # a bar per call is noise in a data loader
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            folder, local_files_only=True
-        )
-        network = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
+        # Loaded on the CPU whatever torch's default device, and moved to the
+        # forward pass's device by the caller.
+        with torch.device("cpu"):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                folder, local_files_only=True
+            )
+            network = transformers.AutoModel.from_pretrained(
+                folder, local_files_only=True
+            )
     finally:
         if show_bar:
             progress.enable_progress_bar()
@@ -381,12 +386,15 @@ def _activations(phrases, spans, tokenizer, network, layer, position, batch_size
     for start in range(0, len(phrases), batch_size):
         rows = order[start : start + batch_size]
         batch = [phrases[i] for i in rows]
-        encoded = tokenizer(
-            batch,
-            padding=True,
-            return_tensors="pt",
-            return_offsets_mapping=position != "mean",
-        )
+        # The tokenizer makes its tensors on torch's default device: on the
+        # CPU here, as the phrases' spans are, and moved to the network's.
+        with torch.device("cpu"):
+            encoded = tokenizer(
+                batch,
+                padding=True,
+                return_tensors="pt",
+                return_offsets_mapping=position != "mean",
+            )
         offsets = encoded.pop("offset_mapping", None)
         weights = _pooling_weights(
             encoded["attention_mask"],
@@ -400,13 +408,6 @@ def _activations(phrases, spans, tokenizer, network, layer, position, batch_size
         chunks.append(torch.einsum("bt,bth->bh", weights.to(device), hidden).cpu())
     pooled = torch.cat(chunks)
     return pooled[torch.argsort(torch.tensor(order, device="cpu"))]
-
-
-def _gpu_rounding(device: torch.device) -> tuple[str, str] | None:
-    """Return the CUDA device's name and float32 product precision, or None."""
-    if device.type != "cuda":
-        return None
-    return torch.cuda.get_device_name(device), float32_product_precision(device)
 
 
 def _cached_activations(
@@ -443,9 +444,13 @@ def _cached_activations(
             # the CPU's thread count does not enter the forward pass.
             "device": forward.type,
             "threads": torch.get_num_threads() if forward.type == "cpu" else None,
-            # On a GPU, its model and whether float32 products run in TF32
+            # The GPU's model, and the precision of float32 products (TF32
+            # on a GPU, bfloat16 on a CPU with AMX: 1e-2 on values of 2),
             # round the activations far more than threads do on the CPU.
-            "gpu": _gpu_rounding(forward),
+            "gpu": torch.cuda.get_device_name(forward)
+            if forward.type == "cuda"
+            else None,
+            "float32_precision": float32_product_precision(forward),
             "torch": torch.__version__,
             "batch_size": batch_size,
         }

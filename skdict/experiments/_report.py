@@ -382,8 +382,9 @@ def _styles(records: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str, str]
 
 def _tick_label(value: float) -> str:
     """``value`` as a tick label: ``5k``, ``1M``, as 5000 and 10000 ran together."""
-    for factor, suffix in ((10**6, "M"), (10**3, "k")):
-        if value >= factor and float(value).is_integer() and value % factor == 0:
+    # Whole thousands, or millions to one decimal (1.5M rather than 1500k).
+    for factor, step, suffix in ((10**6, 10**5, "M"), (10**3, 10**3, "k")):
+        if value >= factor and float(value).is_integer() and value % step == 0:
             return f"{value / factor:g}{suffix}"
     return f"{value:g}"
 
@@ -469,7 +470,7 @@ def plot_study(
             for r in records
             if isinstance(r["value"], bool)
             or not isinstance(r["value"], Real)
-            or not r["value"] > 0
+            or not 0 < r["value"] < math.inf
         ]
         if bad:
             raise ValueError(

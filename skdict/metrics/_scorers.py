@@ -27,7 +27,7 @@ import torch
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
-from .._dictionary import is_provider
+from .._dictionary import _is_skdict_estimator, is_provider
 from ._matching import _atoms, dictionary_similarity, mcc_score, support_scores
 from ._reconstruction import reconstruct, reconstruction_error
 
@@ -330,7 +330,7 @@ class _DictionarySimilarityScorer:
         estimator : estimator
             A fitted estimator exposing ``components_``, or a
             :class:`~sklearn.pipeline.Pipeline` (nested or frozen too) whose
-            first step does, and no later one (a coder followed by a probe).
+            first step is its coder (followed by a probe, say).
         X : object, default=None
             Ignored.
         y : object, default=None
@@ -356,10 +356,12 @@ class _DictionarySimilarityScorer:
 def _coding_step(estimator: Any) -> Any:
     """Return the step of a pipeline whose atoms code the pipeline's own input.
 
-    A search over ``coder -> classifier`` scores the coder's atoms. The last
-    step exposing ``components_`` is the one whose atoms a search tunes; atoms
-    of a step after others are in the units those steps made (a scaler's,
-    PCA's), which the known atoms are not: refused rather than compared.
+    A search over ``coder -> classifier`` scores the coder's atoms: the last
+    of skdict's coders in the pipeline, or else its first step exposing
+    ``components_`` (PCA before a probe). Steps after it (PCA reducing the
+    codes) do not matter; atoms of a coder after other steps are in the units
+    those steps made (a scaler's, PCA's), which the known atoms are not:
+    refused rather than compared.
     """
     if hasattr(estimator, "components_"):
         return estimator
@@ -367,19 +369,21 @@ def _coding_step(estimator: Any) -> Any:
     if steps is None:  # not a pipeline: the metric names what is missing
         return estimator
     coding = [i for i, step in enumerate(steps) if hasattr(step, "components_")]
-    if coding and coding[-1] == 0:
+    coders = [i for i in coding if _is_skdict_estimator(steps[i])]
+    chosen = coders[-1] if coders else coding[0] if coding else None
+    if chosen == 0:
         return steps[0]
-    if coding:
+    if chosen is None:
+        found = "none of its steps exposes components_"
+    else:
         found = (
-            f"its {type(steps[coding[-1]]).__name__} codes the output of "
+            f"its {type(steps[chosen]).__name__} codes the output of "
             f"{type(steps[0]).__name__}, in its units rather than the known atoms'"
         )
-    else:
-        found = "none of its steps exposes components_"
     raise TypeError(
         "a dictionary similarity scorer reads the atoms of the step that codes a "
-        f"Pipeline's input; {found}. Put the coder first, or score the coder "
-        "fitted alone."
+        f"Pipeline's input; {found}. Make the coder the first step, or score the "
+        "coder fitted alone."
     )
 
 
@@ -417,9 +421,11 @@ or dictionary provider
         ``scorer(estimator, X=None, y=None)`` returning
         :func:`~skdict.metrics.dictionary_similarity` between ``dictionary``
         and the fitted ``estimator.components_`` (``X`` and ``y`` are unused):
-        greater is better. For a :class:`~sklearn.pipeline.Pipeline`, the
-        atoms of its first step (a coder before a probe); a coder after other
-        steps (a scaler, PCA) has atoms in their units, and is refused.
+        greater is better. For a :class:`~sklearn.pipeline.Pipeline` (nested
+        or frozen too), the atoms of its coder, which must be its first step
+        (steps after it, a reduction of the codes or a probe, may follow); a
+        coder after other steps (a scaler, PCA) has atoms in their units, and
+        is refused.
 
     Examples
     --------
