@@ -1573,10 +1573,10 @@ def test_plot_study_labels_thousands_compactly(tmp_path, saved_figures):
     # On the paper's sample grid, 5000 and 10000 ran together as "500010000".
     from skdict.experiments import plot_study
 
-    values = (500, 1500, 5000, 10000, 100000, 1500000)
+    values = (500, 1500, 5000, 10000, 100000, 1250000, 10**9)
     plot_study(_study_records(["fista_oracle"], values=values), tmp_path / "n.png")
     ticks = [t.get_text() for t in saved_figures[0].axes[2].get_xticklabels()]
-    assert ticks == ["500", "1500", "5k", "10k", "100k", "1.5M"]
+    assert ticks == ["500", "1500", "5k", "10k", "100k", "1.25M", "1G"]
 
 
 def test_plot_study_refuses_records_of_one_setting(tmp_path):

@@ -1117,6 +1117,13 @@ def test_dictionary_similarity_scorer_reads_a_pipelines_coder(benchmark):
     reducing = make_pipeline(coder, PCA(4), LogisticRegression()).fit(X, labels)
     assert scorer(reducing, X) == pytest.approx(1.0)
     assert scorer(make_pipeline(PCA(8)).fit(X), X) == scorer(PCA(8).fit(X), X)
+    # PCA and another library's coder: which one codes cannot be told, and
+    # PCA's score stood for the coder's.
+    from sklearn.decomposition import MiniBatchDictionaryLearning
+
+    other = make_pipeline(PCA(8), MiniBatchDictionaryLearning(4, max_iter=2))
+    with pytest.raises(TypeError, match=r"several of its steps expose .*\(PCA, Mini"):
+        scorer(other.fit(X), X)
     # Nested, frozen or with passthrough steps, the coder is still found.
     from sklearn.frozen import FrozenEstimator
 

@@ -382,8 +382,13 @@ def _styles(records: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str, str]
 
 def _tick_label(value: float) -> str:
     """``value`` as a tick label: ``5k``, ``1M``, as 5000 and 10000 ran together."""
-    # Whole thousands, or millions to one decimal (1.5M rather than 1500k).
-    for factor, step, suffix in ((10**6, 10**5, "M"), (10**3, 10**3, "k")):
+    # Whole thousands; millions and billions to three decimals (1.25M
+    # rather than 1250k).
+    for factor, step, suffix in (
+        (10**9, 10**6, "G"),
+        (10**6, 10**3, "M"),
+        (10**3, 10**3, "k"),
+    ):
         if value >= factor and float(value).is_integer() and value % step == 0:
             return f"{value / factor:g}{suffix}"
     return f"{value:g}"
@@ -475,7 +480,7 @@ def plot_study(
         if bad:
             raise ValueError(
                 f"{variable} is drawn on a logarithmic axis, which needs positive "
-                f"numbers; the records hold {bad[0]!r}."
+                f"finite numbers; the records hold {bad[0]!r}."
             )
     check_plots_extra()
     # A bare Figure draws and saves without pyplot, so the caller's backend

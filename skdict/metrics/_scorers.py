@@ -357,11 +357,12 @@ def _coding_step(estimator: Any) -> Any:
     """Return the step of a pipeline whose atoms code the pipeline's own input.
 
     A search over ``coder -> classifier`` scores the coder's atoms: the last
-    of skdict's coders in the pipeline, or else its first step exposing
+    of skdict's coders in the pipeline, or else its only step exposing
     ``components_`` (PCA before a probe). Steps after it (PCA reducing the
     codes) do not matter; atoms of a coder after other steps are in the units
     those steps made (a scaler's, PCA's), which the known atoms are not:
-    refused rather than compared.
+    refused rather than compared, as are several steps of other libraries
+    exposing atoms, of which none can be told to be the coder.
     """
     if hasattr(estimator, "components_"):
         return estimator
@@ -370,20 +371,31 @@ def _coding_step(estimator: Any) -> Any:
         return estimator
     coding = [i for i, step in enumerate(steps) if hasattr(step, "components_")]
     coders = [i for i in coding if _is_skdict_estimator(steps[i])]
-    chosen = coders[-1] if coders else coding[0] if coding else None
+    if coders:
+        chosen = coders[-1]
+    elif len(coding) == 1:
+        chosen = coding[0]
+    else:
+        # PCA before a coder of another library, or after it: which one is
+        # "the" coder cannot be told, and PCA's score would stand for both.
+        names = ", ".join(type(steps[i]).__name__ for i in coding)
+        raise TypeError(
+            "a dictionary similarity scorer reads the atoms of the step that codes "
+            "a Pipeline's input; "
+            + (
+                f"several of its steps expose components_ ({names})"
+                if coding
+                else "none of its steps exposes components_"
+            )
+            + ". Score the coding step fitted alone."
+        )
     if chosen == 0:
         return steps[0]
-    if chosen is None:
-        found = "none of its steps exposes components_"
-    else:
-        found = (
-            f"its {type(steps[chosen]).__name__} codes the output of "
-            f"{type(steps[0]).__name__}, in its units rather than the known atoms'"
-        )
     raise TypeError(
         "a dictionary similarity scorer reads the atoms of the step that codes a "
-        f"Pipeline's input; {found}. Make the coder the first step, or score the "
-        "coder fitted alone."
+        f"Pipeline's input; its {type(steps[chosen]).__name__} codes the output "
+        f"of {type(steps[0]).__name__}, in its units rather than the known "
+        "atoms'. Score the coding step fitted alone."
     )
 
 
