@@ -767,10 +767,12 @@ def plot_real(
     fig = Figure(figsize=figsize)
     axes = fig.subplots(2, 2)
     x = np.arange(len(labels))
+    seeds = 1  # the most seeds behind a bar, for the legend
     for ax, (panel, keys) in zip(axes.flat, FIGURE_PANELS.items(), strict=True):
         width = 0.8 / len(keys)
         for i, key in enumerate(keys):
             stats = _stats(records, key)
+            seeds = max([seeds, *(count for _, _, count in stats.values())])
             means = [stats[label][0] if label in stats else np.nan for label in labels]
             sds = [stats[label][1] if label in stats else 0.0 for label in labels]
             # One seed measures no spread: no bars of zero length with caps.
@@ -797,15 +799,6 @@ def plot_real(
             ax.axhline(0, color="black", linewidth=0.8)
             ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     handles, names = axes.flat[0].get_legend_handles_labels()
-    seeds = max(
-        (
-            count
-            for keys in FIGURE_PANELS.values()
-            for key in keys
-            for _, _, count in _stats(records, key).values()
-        ),
-        default=1,
-    )
     fig.legend(
         handles,
         names,
