@@ -1274,15 +1274,20 @@ def test_refinement_stops_with_atoms_the_data_does_not_use():
     # re-initialisation. They are re-drawn each round, but learning still
     # stops once the atoms in use settle.
     data = make_compositional(20, 3, n_samples=120, random_state=0)
-    init = np.random.default_rng(0).standard_normal((200, data.X_train.shape[1]))
-    coder = FISTACoder(
-        n_components=200, init=init, tol=1e-4, dict_max_iter=300, random_state=0
-    ).fit(data.X_train)
-    history = coder.history_
-    assert len(history) < 300
-    assert history[-1]["n_unused"] > 0
+    last_changes = []
+    for seed in (1, 2):
+        init = np.random.default_rng(seed).standard_normal((200, data.X_train.shape[1]))
+        coder = FISTACoder(
+            n_components=200, init=init, tol=1e-4, dict_max_iter=300, random_state=seed
+        ).fit(data.X_train)
+        history = coder.history_
+        assert len(history) < 300
+        assert history[-1]["n_unused"] > 0
+        last_changes.append(history[-1]["dictionary_change"])
     # The whole dictionary still moves: the stop is due to the rule, not tol.
-    assert history[-1]["dictionary_change"] > 1e-4
+    # (Re-drawn atoms can land where they were, under another CPU's rounding:
+    # seed 0 did with torch's kernels without SIMD. Hence two fits.)
+    assert max(last_changes) > 1e-2
 
 
 @pytest.mark.parametrize(
