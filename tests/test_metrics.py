@@ -252,6 +252,46 @@ def test_float32_mcc_over_many_rows(rng):
     assert mcc_score(sp.csr_matrix(Z), codes) == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("mean", [1e2, 1e3, 1e4])
+def test_float32_columns_near_a_large_mean_correlate_as_their_float64_copies(rng, mean):
+    # A centre rounded to float32 is off by up to half an ulp of the mean:
+    # at 1e4 +- 1e-2, MCC 0.9891 where the same values in float64 gave 0.9939.
+    Z = (mean + 1e-2 * rng.uniform(size=(30, 3))).astype(np.float32)
+    codes = (7.0 - 1.7 * Z[:, [2, 0, 1]].astype(np.float64)).astype(np.float32)
+    expected = mcc_score(Z.astype(np.float64), codes.astype(np.float64))
+    assert mcc_score(Z, codes) == pytest.approx(expected, abs=1e-6)
+
+
+def test_dictionary_similarity_of_few_long_float32_atoms(rng):
+    # Products with at most 8 atoms on a side were summed over the features
+    # row after row (MKL on AMD processors), and the norms taken in float32:
+    # identical atoms of 10^6 features scored 0.99997.
+    D = rng.standard_normal((4, 1_000_000)).astype(np.float32)
+    result = dictionary_similarity(D, -3 * D[::-1], detailed=True)
+    assert result.mean_cosine == pytest.approx(1.0, abs=1e-7)
+    np.testing.assert_allclose(result.norm_ratios, 3.0, rtol=1e-6)
+
+
+def test_norm_ratios_beyond_float32s_range(rng):
+    # Divided in float32: ratios of 1e40 overflowed to inf, 1e-40 lost digits.
+    D = rng.standard_normal((3, 5))
+    small, large = (D * 1e-20).astype(np.float32), (D * 1e20).astype(np.float32)
+    up = dictionary_similarity(small, large, detailed=True).norm_ratios
+    down = dictionary_similarity(large, small, detailed=True).norm_ratios
+    np.testing.assert_allclose(up, 1e40, rtol=1e-6)
+    np.testing.assert_allclose(down, 1e-40, rtol=1e-6)
+
+
+def test_reconstruction_error_beyond_float64_squares():
+    # 1e155 squared overflows float64; the mean, 1e306, does not.
+    X = np.zeros((100, 100))
+    X[3, 7] = 1e155
+    assert reconstruction_error(X, np.zeros_like(X)) == pytest.approx(1e306)
+    assert reconstruction_error(np.full((2, 2), 1e300), np.full((2, 2), -1e300)) == (
+        np.inf
+    )
+
+
 def test_mcc_in_blocks_of_rows_equals_one_product(rng, monkeypatch):
     # Statistics and products are taken a block of rows at a time, each side
     # in its own dtype: blocks of 3 rows give what one block gives.
@@ -429,6 +469,27 @@ def test_metrics_reject_empty_input(sparse):
         dictionary_similarity(empty, np.eye(3))
     with pytest.raises(ValueError, match="dictionary has no atoms"):
         dictionary_similarity(np.eye(3), empty)
+
+
+@pytest.mark.parametrize("kind", ["torch", "scipy"])
+def test_metrics_reject_codes_of_no_columns(kind):
+    # NumPy input meets check_array; tensors and sparse matrices scored 0 or
+    # crashed (IndexError, ZeroDivisionError).
+    empty = np.zeros((20, 0))
+    empty = torch.from_numpy(empty) if kind == "torch" else sp.csr_matrix(empty)
+    Z, labels = np.eye(20)[:, :3], np.arange(20) % 2
+    with pytest.raises(ValueError, match="codes has 0 columns"):
+        mcc_score(Z, empty)
+    with pytest.raises(ValueError, match="codes has 0 columns"):
+        support_scores(Z, empty)
+    with pytest.raises(ValueError, match="codes_id has 0 columns"):
+        best_feature_auc(empty, labels)
+    with pytest.raises(ValueError, match="X has 0 columns"):
+        reconstruction_error(empty, empty)
+    if kind == "torch":  # sparse dictionaries are refused as such
+        atoms = torch.zeros((3, 0))
+        with pytest.raises(ValueError, match="true_dictionary has atoms of 0 feat"):
+            dictionary_similarity(atoms, atoms)
 
 
 @pytest.mark.parametrize("threshold", [np.nan, -1.0, "a", None])
@@ -681,6 +742,22 @@ def test_mcc_of_identical_near_constant_float32_columns(mean):
     Z = (mean + 1e-2 * rng.uniform(size=(30, 3))).astype(np.float32)
     codes = np.hstack([Z, np.full((30, 1), 5.0, np.float32)])
     assert mcc_score(Z, codes) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_support_scores_of_a_latent_active_in_every_sample(rng):
+    # Binary concepts, one present throughout the split: constant, so left
+    # out of the correlation matching, it counted as missed in every sample
+    # beside its own code column (F1 0.51 for the true codes themselves).
+    Z = (rng.uniform(size=(8, 4)) < 0.5).astype(float)
+    Z[:, 0] = 1.0
+    for codes in (Z, 2 * Z[:, [3, 1, 0, 2]], sp.csr_matrix(Z)):
+        assert support_scores(Z, codes)["f1"] == 1.0
+    # Every latent constant: matched on the overlap alone (MCC is undefined).
+    assert support_scores(np.ones((5, 2)), np.ones((5, 2)))["f1"] == 1.0
+    # A latent active nowhere is matched to nothing and counts nothing.
+    never = np.c_[Z, np.zeros(8)]
+    assert support_scores(never, np.c_[Z, Z[:, 1]])["recall"] == 1.0
+    assert support_scores(np.zeros((5, 2)), np.zeros((5, 2)))["f1"] == 1.0
 
 
 def test_support_scores_default_matching_is_the_correlation_matching(rng):

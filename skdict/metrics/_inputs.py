@@ -79,6 +79,11 @@ def as_matrices(
         raise ValueError(
             f"{empty[0]} has 0 rows; the metric needs at least one sample."
         )
+    # NumPy input meets sklearn's check_array, which refuses it; tensors and
+    # sparse matrices did not, and a metric of nothing crashed or scored 0.
+    narrow = [name for name, T in tensors.items() if T.shape[1] == 0]
+    if narrow:
+        raise ValueError(f"{narrow[0]} has 0 columns; the metric needs at least one.")
     out = {}
     for name, T in tensors.items():
         T = T.to(dtype if promote else torch.promote_types(torch.float32, T.dtype))

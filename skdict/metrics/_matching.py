@@ -57,7 +57,7 @@ class _Columns(NamedTuple):
         (centring would fill it in).
     centre : torch.Tensor of shape (p,)
         What :meth:`blocks` subtracts from the scaled dense columns, their
-        means in the data's dtype; zeros for a sparse matrix.
+        means in the accumulation dtype; zeros for a sparse matrix.
     mean : torch.Tensor of shape (p,)
         The means of the columns that :meth:`blocks` yields, in the
         accumulation dtype: those of the sparse scaled columns, zeros for
@@ -138,15 +138,15 @@ class _Columns(NamedTuple):
             centre = torch.zeros_like(mean)
         else:
             high, low = A.amax(dim=0), A.amin(dim=0)
-            peak = _peaks(high, low)
+            peak = _wide(_peaks(high, low))
             # The means summed wide: a float32 sum of values near an
             # always-active column's mean is off by more than its spread,
             # differently with the matrix's width (its reduction order), so
             # that identical columns could centre differently. A block of
             # rows at a time: sum(dtype=...) casts its whole input first.
             step = rows_per_block(p)
-            sums = sum(_wide(block / peak).sum(dim=0) for block in A.split(step))
-            data, centre = A, (sums / n).to(A.dtype)
+            sums = sum((_wide(block) / peak).sum(dim=0) for block in A.split(step))
+            data, centre = A, sums / n
             mean = torch.zeros_like(sums)
             sq_norm = sum(
                 _wide(block).square().sum(dim=0)
@@ -173,9 +173,16 @@ class _Columns(NamedTuple):
 def _centred_blocks(
     A: torch.Tensor, peak: torch.Tensor, centre: torch.Tensor, step: int
 ) -> Iterator[torch.Tensor]:
-    """Yield the rows of dense ``A`` in blocks of ``step``, scaled and centred."""
+    """Yield the rows of dense ``A`` in blocks of ``step``, scaled and centred.
+
+    Scaled and centred in ``peak``'s and ``centre``'s (wide) dtype, then
+    rounded to ``A``'s: a centre rounded to float32 is off by up to half an
+    ulp of a column's mean, which adds ``n`` times its square to every
+    squared norm and product (float32 columns at 1e4 +- 1e-2 correlated
+    0.989 where their float64 copies gave 0.994).
+    """
     for block in A.split(step):
-        yield block / peak - centre
+        yield (_wide(block) / peak - centre).to(A.dtype)
 
 
 def _sparse_row_blocks(S: torch.Tensor, step: int) -> Iterator[torch.Tensor]:
@@ -309,13 +316,16 @@ def _correlation_matching(
         See :func:`mcc_score`.
     tie_break : torch.Tensor of shape (n_latents, n_components), default=None
         Values in [0, 1] added to the |correlations| with a weight of
-        ``_OVERLAP_WEIGHT``, to decide between (nearly) equal ones.
+        ``_OVERLAP_WEIGHT``, to decide between (nearly) equal ones. Constant
+        true latents with a non-zero row take part too, matched on it alone
+        (they correlate 0 with everything).
 
     Returns
     -------
     matching : ndarray of shape (n_latents,)
-        The code dimension matched to each true latent; -1 for constant true
-        latents and for latents left over when there are fewer code dimensions.
+        The code dimension matched to each true latent; -1 for latents left
+        over when there are fewer code dimensions, and for constant true
+        latents that do not take part.
     correlation : ndarray of shape (n_latents,)
         |Pearson| of each latent with its match (0 where unmatched).
     n_varying : int
@@ -324,12 +334,22 @@ def _correlation_matching(
     true_cols, code_cols = _Columns.of(true), _Columns.of(codes)
     varying = torch.nonzero(~true_cols.constant).flatten()
     n_varying = int(varying.numel())
-    if n_varying == 0:
+    # The latents matched: with a tie-break (support_scores), also the
+    # constant ones it tells about. A latent active in every sample (a
+    # concept present throughout a split) would otherwise count as missed in
+    # every sample beside an identical code column (F1 0.51 for Z itself).
+    latents = varying
+    if tie_break is not None:
+        latents = torch.nonzero(~true_cols.constant | (tie_break > 0).any(dim=1))
+        latents = latents.flatten()
+    if n_varying == 0 and tie_break is None:
         raise ValueError(
             "Z_true has no latent with non-zero variance, so no code dimension "
             "can be matched to a latent by correlation: the MCC is undefined "
             "(support_scores also takes an explicit matching=)."
         )
+    if latents.numel() == 0:  # no latent active in any sample
+        return np.full(true.shape[1], -1), np.zeros(true.shape[1]), 0
     candidates = torch.arange(codes.shape[1], device=codes.device)
     if top_variance and codes.shape[1] > n_varying:
         # The paper's MCC-OOD (arXiv 2603.28744; its evaluation code ranks
@@ -337,13 +357,13 @@ def _correlation_matching(
         # highest variance on the evaluated data compete.
         candidates = code_cols.variance_rank()[:n_varying]
         code_cols = code_cols.subset(candidates)
-    if n_varying < true.shape[1]:
-        true_cols = true_cols.subset(varying)
+    if latents.numel() < true.shape[1]:
+        true_cols = true_cols.subset(latents)
     corr = _correlation(true_cols, code_cols).abs()
     score = corr
     if tie_break is not None:
-        if varying.numel() < true.shape[1]:
-            tie_break = tie_break[varying]
+        if latents.numel() < true.shape[1]:
+            tie_break = tie_break[latents]
         if candidates.numel() < codes.shape[1]:
             tie_break = tie_break[:, candidates]
         score = corr.to(torch.float64, copy=True)
@@ -351,9 +371,9 @@ def _correlation_matching(
     rows, cols = _assign(score)
     matching = np.full(true.shape[1], -1, dtype=np.int64)
     correlation = np.zeros(true.shape[1])
-    latents = to_numpy(varying)[rows]
-    matching[latents] = to_numpy(candidates)[cols]
-    correlation[latents] = to_numpy(corr)[rows, cols]
+    matched = to_numpy(latents)[rows]
+    matching[matched] = to_numpy(candidates)[cols]
+    correlation[matched] = to_numpy(corr)[rows, cols]
     return matching, correlation, n_varying
 
 
@@ -436,6 +456,8 @@ def _atoms(dictionary: Any, name: str, device: torch.device) -> torch.Tensor:
         atoms = as_tensor(dictionary, device=device, name=name)
     if atoms.shape[0] == 0:
         raise ValueError(f"{name} has no atoms; at least one row is required.")
+    if atoms.shape[1] == 0:
+        raise ValueError(f"{name} has atoms of 0 features; at least one is required.")
     return atoms
 
 
@@ -448,9 +470,12 @@ def _directions(atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     peak = _peaks(atoms.amax(dim=1), atoms.amin(dim=1)).unsqueeze(1)
     scaled = atoms / peak
-    norm = scaled.norm(dim=1, keepdim=True)
+    # Norms in float64: float32 norms of 10^6 features were off by 1.2e-5,
+    # and float32 norm ratios of atoms 1e20 and 1e-20 long overflowed.
+    norm = _wide(scaled).norm(dim=1, keepdim=True)
     # Zero atoms have no direction: they are similar to nothing.
-    return scaled / torch.where(norm > 0, norm, 1.0), (norm * peak).squeeze(1)
+    directions = (scaled / torch.where(norm > 0, norm, 1.0)).to(atoms.dtype)
+    return directions, (norm * _wide(peak)).squeeze(1)
 
 
 def _angles(u: torch.Tensor, v: torch.Tensor) -> np.ndarray:
@@ -590,6 +615,10 @@ def dictionary_similarity(
     (true, true_norm), (learned, learned_norm) = (
         _directions(atoms.to(dtype)) for atoms in (true, learned)
     )
+    if min(true.shape[0], learned.shape[0]) <= _NARROW_PRODUCT:
+        # Summed over the features row after row, see _NARROW_PRODUCT:
+        # identical float32 atoms of 10^6 features scored 0.99997.
+        true, learned = _wide(true), _wide(learned)
     # bfloat16 products put identical float32 atoms 1 degree apart.
     with ieee_float32_products():
         cos = (true @ learned.T).abs().clamp_(max=1.0)
@@ -668,7 +697,9 @@ n_components)
         times the fraction of samples in which both are active, which
         decides between (nearly) equal correlations: complementary latents,
         such as the one-hot codes of two classes, correlate equally with
-        each other's columns. The ``matching`` of :func:`dictionary_similarity`
+        each other's columns. A latent active in every sample (constant,
+        so without a correlation) is matched on that fraction alone. The
+        ``matching`` of :func:`dictionary_similarity`
         with ``detailed=True`` matches by dictionary atoms instead (the
         paper's choice).
 

@@ -60,11 +60,21 @@ def reconstruction_error(X: Any, X_reconstructed: Any) -> float:
     # float64 one is not copied whole. (MPS has no float64: float32 there.)
     work = accumulation_dtype(X.device, torch.float32)
     step = rows_per_block(X.shape[1])
-    total = torch.zeros((), dtype=work, device=X.device)
-    for start in range(0, X.shape[0], step):
-        rows = slice(start, start + step)
-        total += (X[rows].to(work) - X_hat[rows].to(work)).square().sum()
-    return float(total) / X.numel()
+
+    def differences():
+        for start in range(0, X.shape[0], step):
+            rows = slice(start, start + step)
+            yield X[rows].to(work) - X_hat[rows].to(work)
+
+    total = sum(block.square().sum() for block in differences())
+    if torch.isfinite(total):
+        return float(total) / X.numel()
+    # Squares beyond float64's range (differences above 1e154): summed again
+    # relative to the largest difference, in a second pass that only these
+    # inputs pay for.
+    peak = max(float(block.abs().max()) for block in differences())
+    total = sum((block / peak).square().sum() for block in differences())
+    return float(total) / X.numel() * peak * peak
 
 
 def reconstruct(estimator: Any, X: Any) -> Any:
