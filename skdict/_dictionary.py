@@ -2870,6 +2870,10 @@ n_latents) or (n_samples,), default=None
         weights = SimpleNamespace(
             components_=self.components_, intercept_=self.intercept_
         )
+        # Its output as skdict returns it, whatever the global
+        # set_config(transform_output=...): the oracle's own output is
+        # wrapped once, by its own transform (a DataFrame from the coder
+        # crashed to_output).
         return FISTACoder(
             weights,
             alpha=self.alpha,
@@ -2879,7 +2883,7 @@ n_latents) or (n_samples,), default=None
             batch_size=self.batch_size,
             device=self.device,
             verbose=self.verbose,
-        )
+        ).set_output(transform="default")
 
     @ignores_autocast
     def transform(self, X: ArrayLike) -> Any:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import sklearn
 import torch
 from numpy.lib import NumpyVersion
 from sklearn.base import clone
@@ -598,6 +599,27 @@ def test_dataframes_in_and_out(estimator):
     assert codes.columns[0] == f"{type(estimator).__name__.lower()}0"
     with pytest.raises(ValueError, match="feature names"):
         fitted.transform(X[["c", "b", "a"]])
+
+
+@pytest.mark.parametrize(
+    "estimator", public_estimators(), ids=lambda est: type(est).__name__
+)
+def test_global_pandas_output(estimator):
+    # set_config(transform_output="pandas") wraps every public transform,
+    # those skdict calls inside its own too: the oracle's inner coder handed
+    # it a DataFrame, and transform, fit_transform and pipelines crashed.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(size=(40, 3)), rng.uniform(size=(40, 2))
+    with sklearn.config_context(transform_output="pandas"):
+        fitted = clone(estimator).fit(X, y)
+        codes = fitted.transform(X)
+        fit_codes = clone(estimator).fit_transform(X, y)
+        reconstructed = fitted.inverse_transform(codes.to_numpy())
+    assert isinstance(codes, pd.DataFrame) and isinstance(fit_codes, pd.DataFrame)
+    assert fit_codes.shape == codes.shape
+    np.testing.assert_array_equal(codes.to_numpy(), fitted.transform(X))
+    assert isinstance(reconstructed, np.ndarray)
 
 
 PREFITTED_PROVIDER_USES = {
