@@ -1178,6 +1178,13 @@ def test_results_are_saved_where_the_file_system_refuses_locks(tmp_path, monkeyp
     assert load_records(tmp_path / "records.json") == [{"key": "k"}]
 
 
+def test_load_records_of_a_missing_file_names_it(tmp_path):
+    # An empty list gave empty tables, and plot_study's "records is empty"
+    # named no path (the guide's example read another folder than it wrote).
+    with pytest.raises(FileNotFoundError, match=r"vary_latents-quick\.json does not"):
+        load_records(tmp_path / "vary_latents-quick.json")
+
+
 def test_methods_bar_is_kept_only_when_outermost(data, monkeypatch):
     from tqdm.auto import tqdm
 

@@ -40,7 +40,7 @@ __all__ = ["load_records", "plan_study", "run_study"]
 
 
 def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read the records a study saved (empty list when there are none).
+    """Read the records a study saved.
 
     Parameters
     ----------
@@ -51,13 +51,16 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        The records; empty when ``path`` does not exist. Those of
+        The records. Those of
         :func:`run_study` go to :func:`format_table` and :func:`summarize`,
         those of :func:`run_real` to :func:`format_real_table` and
         :func:`plot_real`.
 
     Raises
     ------
+    FileNotFoundError
+        If ``path`` does not exist (a mistyped path, or another ``out``
+        folder than the run's).
     ValueError
         If the file is not valid JSON or does not hold a list of records.
 
@@ -77,13 +80,21 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     ... )
     >>> load_records(Path(out.name) / "vary_latents-quick.json") == records
     True
-    >>> load_records(Path(out.name) / "no-such-study.json")
-    []
+    >>> load_records(Path(out.name) / "vary_sparsity-quick.json")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ...vary_sparsity-quick.json does not exist...
     >>> out.cleanup()
     """
     path = Path(path)
     if not path.exists():
-        return []
+        # Not an empty list: a mistyped path then gave empty tables and a
+        # figure refused with "records is empty", naming no path.
+        raise FileNotFoundError(
+            f"{path} does not exist. run_study and run_real save their records "
+            "as <study>-<preset>.json in their out folder (skdict_results by "
+            "default)."
+        )
     try:
         records = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -107,7 +118,12 @@ def _is_record(record: Any) -> bool:
 
 
 def load_study_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """:func:`load_records` for a synthetic study's file (records keyed to resume)."""
+    """:func:`load_records` for a synthetic study's file (records keyed to resume).
+
+    A file not written yet holds no records: a run starts afresh.
+    """
+    if not Path(path).exists():
+        return []
     records = load_records(path)
     if not all(isinstance(record.get("key"), str) for record in records):
         raise ValueError(
