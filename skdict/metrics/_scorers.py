@@ -129,7 +129,10 @@ class _CodeScorer:
         """
         if y is None:
             raise ValueError(
-                f"{self!r} compares codes with the true codes, passed as y; got y=None."
+                f"{self!r} compares codes with the true codes, passed as y; got "
+                "y=None. Without true codes, score with a plain callable "
+                "scorer(estimator, X, y=None), e.g. the mean number of active "
+                "latents (see the user guide's Metrics page)."
             )
         if np.ndim(y) != 2:
             # Class labels, typically, from a search over a pipeline that ends
