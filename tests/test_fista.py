@@ -1856,6 +1856,10 @@ def test_progress_bar_moves_through_one_automatic_batch(capsys):
     shown = fista_encode(X, D, alpha=0.05, verbose=1)
     assert "8192/8192" in capsys.readouterr().err
     torch.testing.assert_close(shown.codes, quiet.codes, rtol=0, atol=1e-12)
+    # A call of one batch shows one too (a call below 8,192 rows showed none).
+    shown = fista_encode(X[:600], D, alpha=0.05, verbose=1)
+    assert "600/600" in capsys.readouterr().err
+    torch.testing.assert_close(shown.codes, quiet.codes[:600], rtol=0, atol=1e-12)
 
 
 def test_score_shows_a_bar_in_one_step_too(capsys):
