@@ -145,8 +145,8 @@ class _Columns(NamedTuple):
             # that identical columns could centre differently. A block of
             # rows at a time: sum(dtype=...) casts its whole input first.
             step = rows_per_block(p)
-            sums = sum((_wide(block) / peak).sum(dim=0) for block in A.split(step))
-            data, centre = A, sums / n
+            sums = sum(_wide(block).sum(dim=0) for block in A.split(step))
+            data, centre = A, sums / peak / n
             mean = torch.zeros_like(sums)
             sq_norm = sum(
                 _wide(block).square().sum(dim=0)
@@ -182,7 +182,8 @@ def _centred_blocks(
     0.989 where their float64 copies gave 0.994).
     """
     for block in A.split(step):
-        yield (_wide(block) / peak - centre).to(A.dtype)
+        wide = block.to(peak.dtype, copy=True)  # in place below: one copy
+        yield wide.div_(peak).sub_(centre).to(A.dtype)
 
 
 def _sparse_row_blocks(S: torch.Tensor, step: int) -> Iterator[torch.Tensor]:
