@@ -262,6 +262,35 @@ def test_float32_columns_near_a_large_mean_correlate_as_their_float64_copies(rng
     assert mcc_score(Z, codes) == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("shift", [0.0, 5.0])
+def test_sparse_columns_near_a_large_mean_correlate_as_dense_ones(rng, shift):
+    # Both sides sparse: the uncentred product less n m_a m_b cancelled the
+    # digits of an always-active latent (float64, 100 +- 1e-4: MCC 0.99826
+    # over 20 latents, one of them at 0.965).
+    Z = rng.uniform(size=(5000, 20)) * (rng.uniform(size=(5000, 20)) < 0.1)
+    Z[:, 0] = 100.0 + 1e-4 * rng.uniform(size=5000)
+    codes = 2.0 * Z[:, ::-1]
+    codes[:, -1] += shift  # another mean, the same correlations
+    expected = mcc_score(Z, codes)
+    assert expected == pytest.approx(1.0, abs=1e-9)
+    assert mcc_score(sp.csr_matrix(Z), sp.csr_matrix(codes)) == pytest.approx(
+        expected, abs=1e-9
+    )
+
+
+@pytest.mark.parametrize("density", [0.05, 0.5, 1.0])
+def test_centred_sparse_products_equal_dense_correlations(rng, monkeypatch, density):
+    # The centred products of two sparse sides, forced on ordinary columns
+    # (they serve only columns that barely vary around a large mean).
+    monkeypatch.setattr(_matching, "_MAX_CANCELLATION", 0.0)
+    Z = rng.uniform(size=(60, 5)) * (rng.uniform(size=(60, 5)) < density)
+    codes = np.hstack([Z[:, ::-1] + 0.3 * rng.uniform(size=(60, 5)), Z[:, :2]])
+    codes *= rng.uniform(size=(60, 7)) < density
+    expected = mcc_score(Z, codes)
+    got = mcc_score(sp.csr_matrix(Z), sp.csr_matrix(codes))
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
 def test_dictionary_similarity_of_few_long_float32_atoms(rng):
     # Products with at most 8 atoms on a side were summed over the features
     # row after row (MKL on AMD processors), and the norms taken in float32:
