@@ -865,6 +865,24 @@ def test_batchtopk_early_stopping_restores_the_threshold_weighting(rng):
     assert int(sae.module_.threshold_updates) == batches_per_epoch * (best_epoch + 1)
 
 
+def test_matching_pursuit_on_a_frozen_decoder_runs_one_epoch(rng):
+    # Nothing is trainable: every epoch repeated the first (500 of them,
+    # 13 s at the paper's size), and with validation data the fit warned
+    # that early stopping never came.
+    X, D = toy_problem(rng)
+    params = {"activation": "mp", "k": 2, "decoder": D, "freeze_decoder": True}
+    one = SparseAutoencoder(**params, max_epochs=1, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        many = SparseAutoencoder(
+            **params, max_epochs=50, validation_fraction=0.2, random_state=0
+        ).fit(X)
+    assert many.n_iter_ == len(many.history_) == 1
+    np.testing.assert_array_equal(many.transform(X), one.transform(X))
+    # A streamed step is one epoch anyway.
+    assert SparseAutoencoder(**params).partial_fit(X).n_iter_ == 1
+
+
 def test_reproducible_with_random_state(rng):
     X, _ = toy_problem(rng)
     a = SparseAutoencoder(10, activation="jumprelu", **SMALL).fit(X)

@@ -116,7 +116,9 @@ class SparseAutoencoder(
     batch_size : int, default=64
         Samples per training step.
     max_epochs : int, default=500
-        Passes over the training data.
+        Passes over the training data; one when nothing is trainable
+        (``activation="mp"`` with ``freeze_decoder=True``), as every further
+        pass would repeat the first.
     decoder : array-like, torch.Tensor, estimator or object, default=None
         Initial atoms, shape ``(n_components, n_features)``, or a dictionary
         provider: an estimator exposing ``components_`` (and optionally
@@ -226,10 +228,11 @@ class SparseAutoencoder(
         the module and of its atoms go by). The
         module is trained with hand-written gradients: its ``encode`` and
         ``forward`` take activations of shape (n_samples, n_features) and run
-        without autograd; matching-pursuit modules, and top-k ones of at
+        without autograd; matching-pursuit modules, and TopK ones of at
         least 256 latents with ``k`` at most an eighth of them, give codes in
-        a compressed form (``SparseCodes``); :meth:`transform` gives dense
-        ones. A frozen decoder's parameters do not require gradients.
+        a compressed form (``SparseCodes``; BatchTopK ones only in training,
+        where a batch keeps ``k`` per sample on average); :meth:`transform`
+        gives dense ones. A frozen decoder's parameters do not require gradients.
     decoder_ : estimator, object or None
         The fitted dictionary provider, when ``decoder`` is an estimator (a
         frozen one as given); the object itself when it exposes
@@ -242,7 +245,10 @@ class SparseAutoencoder(
         steps for ``"mp"``),
         ``dead_fraction`` (latents dead in the sense of ``dead_after``), plus
         ``val_loss`` and ``val_mse`` with a validation split. Training-set figures are
-        averaged over the epoch's samples (each step weighted by its batch size).
+        averaged over the epoch's samples (each step weighted by its batch size),
+        from the codes training uses: for ``"batchtopk"`` the batch-level
+        top-k (``l0`` equals ``k``), where :meth:`transform`, :meth:`score`
+        and the validation figures apply the learned threshold.
         :meth:`partial_fit` adds a record (about 0.4 KB) per call for as long
         as a stream runs; training never reads them, so a long stream may trim
         the list, e.g. ``del sae.history_[:-1000]``.

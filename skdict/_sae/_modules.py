@@ -504,8 +504,9 @@ class SAE(nn.Module):
     def encode(self, x: Tensor) -> Codes:
         """Inference-time codes of ``x``, of shape (n_samples, n_components).
 
-        Dense, or a ``SparseCodes`` of the ``k`` values per row for top-k
-        modules wide enough to gain from it.
+        Dense, or a ``SparseCodes`` of the ``k`` values per row for TopK
+        modules wide enough to gain from it (BatchTopK's threshold keeps no
+        fixed number per row: dense).
         """
         self._check_rows(x)
         return self._activate(self.pre_activations(x), training=False)
