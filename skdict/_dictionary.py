@@ -2842,7 +2842,8 @@ n_latents) or (n_samples,), default=None
             components = self._estimate(X_t, y, previous, streaming=True)
             if first:
                 self.dictionary_, self.concept_names_ = None, names
-            # Both in the latest batch's array type and dtype, as FISTACoder's.
+            # Both in the latest batch's array type and dtype (FISTACoder's
+            # stream keeps those of its first batch instead).
             self.intercept_ = to_fitted(X_t.new_zeros(X_t.shape[1]), origin)
             self.components_ = to_fitted(components, origin)
         return self

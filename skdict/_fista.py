@@ -2612,9 +2612,10 @@ class FISTACoder(
         max(n_components, n_features)``, besides the codes returned. None
         picks about ``2**24 / max(n_components, n_features)``, whose scratch
         memory peaked at 260-740 MiB beside the codes returned (in float32
-        and float64; the most for 131,072 rows on 128 atoms), and at 620 MiB
-        for 4,096 features on 4,096 atoms, where several float64 copies of a
-        batch's rows are alive at once (``batch_size=512``: 300 MiB).
+        and float64; the most for 131,072 rows on 128 atoms), at 0.93-1.0
+        GiB with more features than atoms (512-1,024 features on 128-512
+        atoms: about 7.5 float64 copies of a batch's rows), and at 620 MiB
+        for 4,096 features on 4,096 atoms (``batch_size=512``: 300 MiB).
         Each batch also has a fixed cost (the solver's per-call work, a few
         milliseconds or more), so batches of a few samples are slow: on the
         CPU, 100 samples over 200 atoms took about 28 times as long one at
