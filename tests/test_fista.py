@@ -1856,10 +1856,15 @@ def test_progress_bar_moves_through_one_automatic_batch(capsys):
     shown = fista_encode(X, D, alpha=0.05, verbose=1)
     assert "8192/8192" in capsys.readouterr().err
     torch.testing.assert_close(shown.codes, quiet.codes, rtol=0, atol=1e-12)
-    # A call of one batch shows one too (a call below 8,192 rows showed none).
+    # A call of one batch shows a bar too (below 8,192 rows none showed).
     shown = fista_encode(X[:600], D, alpha=0.05, verbose=1)
     assert "600/600" in capsys.readouterr().err
     torch.testing.assert_close(shown.codes, quiet.codes[:600], rtol=0, atol=1e-12)
+    # Rows of scales far apart, coded group by group, show one bar over all.
+    X[:300:2] *= 2.0**100
+    fista_encode(X[:300], D, alpha=0.05, verbose=1)
+    err = capsys.readouterr().err
+    assert "300/300" in err and "150/150" not in err
 
 
 def test_score_shows_a_bar_in_one_step_too(capsys):

@@ -307,11 +307,7 @@ def _evaluate(
         one = " and ".join(name for name, ok in matchable.items() if not ok)
         undefined = ", ".join(
             (["mcc_id"] if not matchable["Z_val"] else [])
-            + (
-                ["mcc_ood", "support_f1_ood", "l0_ood"]
-                if not matchable["Z_ood"]
-                else []
-            )
+            + (["mcc_ood"] if not matchable["Z_ood"] else [])
         )
         warn(
             f"No latent of {one} varies (a single sample, or constant columns); "
@@ -330,12 +326,10 @@ def _evaluate(
         if hasattr(estimator, "components_")
         else None
     )
-    support = (
-        support_scores(
-            Z_ood, codes_ood, matching=None if atoms is None else atoms.matching
-        )
-        if matchable["Z_ood"]
-        else {"f1": None, "l0_pred": None}
+    # Defined without a varying latent too: constant latents are matched on
+    # their supports' overlap.
+    support = support_scores(
+        Z_ood, codes_ood, matching=None if atoms is None else atoms.matching
     )
     record: dict[str, Any] = {
         "mcc_id": mcc_score(Z_val, codes_id) if matchable["Z_val"] else None,

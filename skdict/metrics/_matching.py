@@ -87,16 +87,19 @@ class _Columns(NamedTuple):
         order = torch.sort(variance, descending=True, stable=True).indices
         return order.to(self.sq_norm.device)
 
-    def blocks(self, step: int) -> Iterator[torch.Tensor]:
+    def blocks(self, step: int, *, wide: bool = False) -> Iterator[torch.Tensor]:
         """Yield the scaled columns ``step`` rows at a time.
 
-        Dense blocks are centred, in the data's dtype; sparse blocks are
-        sparse COO matrices, not centred.
+        Dense blocks are centred, in the data's dtype (the accumulation
+        dtype if ``wide``); sparse blocks are sparse COO matrices, not
+        centred.
         """
         if self.data.is_sparse:
             yield from _sparse_row_blocks(self.data, step)
         else:
-            yield from _centred_blocks(self.data, self.peak, self.centre, step)
+            yield from _centred_blocks(
+                self.data, self.peak, self.centre, step, wide=wide
+            )
 
     @classmethod
     def of(cls, A: torch.Tensor) -> _Columns:
@@ -150,7 +153,7 @@ class _Columns(NamedTuple):
             mean = torch.zeros_like(sums)
             sq_norm = sum(
                 _wide(block).square().sum(dim=0)
-                for block in _centred_blocks(A, peak, centre, step)
+                for block in _centred_blocks(A, peak, centre, step, wide=True)
             )
         # An exact test, so that the rounding residue of a constant column's
         # mean does not pass for variance.
@@ -171,19 +174,25 @@ class _Columns(NamedTuple):
 
 
 def _centred_blocks(
-    A: torch.Tensor, peak: torch.Tensor, centre: torch.Tensor, step: int
+    A: torch.Tensor,
+    peak: torch.Tensor,
+    centre: torch.Tensor,
+    step: int,
+    *,
+    wide: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield the rows of dense ``A`` in blocks of ``step``, scaled and centred.
 
     Scaled and centred in ``peak``'s and ``centre``'s (wide) dtype, then
-    rounded to ``A``'s: a centre rounded to float32 is off by up to half an
-    ulp of a column's mean, which adds ``n`` times its square to every
-    squared norm and product (float32 columns at 1e4 +- 1e-2 correlated
-    0.989 where their float64 copies gave 0.994).
+    rounded to ``A``'s unless ``wide``: a centre rounded to float32 is off by
+    up to half an ulp of a column's mean, which adds ``n`` times its square
+    to every squared norm and product (float32 columns at 1e4 +- 1e-2
+    correlated 0.989 where their float64 copies gave 0.994).
     """
     for block in A.split(step):
-        wide = block.to(peak.dtype, copy=True)  # in place below: one copy
-        yield wide.div_(peak).sub_(centre).to(A.dtype)
+        centred = block.to(peak.dtype, copy=True)  # in place below: one copy
+        centred.div_(peak).sub_(centre)
+        yield centred if wide else centred.to(A.dtype)
 
 
 def _sparse_row_blocks(S: torch.Tensor, step: int) -> Iterator[torch.Tensor]:
@@ -212,9 +221,10 @@ def _sparse_row_blocks(S: torch.Tensor, step: int) -> Iterator[torch.Tensor]:
 def some_latent_varies(Z_true: Any) -> bool:
     """Return True when a column of ``Z_true`` varies, so MCC is defined.
 
-    :func:`mcc_score` and :func:`support_scores` match codes to the true
-    latents with non-zero variance, and refuse ``Z_true`` without one (a
-    single sample, or constant columns).
+    :func:`mcc_score` matches codes to the true latents with non-zero
+    variance, and refuses ``Z_true`` without one (a single sample, or
+    constant columns); :func:`support_scores` matches constant latents on
+    their supports' overlap.
     """
     return not bool(
         _Columns.of(as_matrices({"Z_true": Z_true})["Z_true"]).constant.all()
@@ -271,11 +281,16 @@ def _correlation(true: _Columns, codes: _Columns) -> torch.Tensor:
         and _mean_to_spread(true, n) * _mean_to_spread(codes, n) > _MAX_CANCELLATION
     )
     with ieee_float32_products():
-        for a, b in zip(true.blocks(step), codes.blocks(step), strict=True):
+        # Narrow products take their blocks wide as centred, no conversion.
+        narrow = min(p, m) <= _NARROW_PRODUCT
+        blocks = zip(
+            true.blocks(step, wide=narrow),
+            codes.blocks(step, wide=narrow),
+            strict=True,
+        )
+        for a, b in blocks:
             if not (a.is_sparse or b.is_sparse):
-                dtype = torch.promote_types(a.dtype, b.dtype)
-                if min(p, m) <= _NARROW_PRODUCT:
-                    dtype = work
+                dtype = work if narrow else torch.promote_types(a.dtype, b.dtype)
                 cross += (a.to(dtype).T @ b.to(dtype)).to(work)
                 continue
             a, b = a.to(work), b.to(work)
@@ -554,12 +569,14 @@ def _directions(atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     peak = _peaks(atoms.amax(dim=1), atoms.amin(dim=1)).unsqueeze(1)
     scaled = atoms / peak
-    # Norms in float64: float32 norms of 10^6 features were off by 1.2e-5,
-    # and float32 norm ratios of atoms 1e20 and 1e-20 long overflowed.
-    norm = _wide(scaled).norm(dim=1, keepdim=True)
+    # Norms summed in float64 (no float64 copy of the atoms): float32 norms
+    # of 10^6 features were off by 1.2e-5, and float32 norm ratios of atoms
+    # 1e20 and 1e-20 long overflowed.
+    wide = accumulation_dtype(atoms.device, torch.float32)
+    norm = torch.linalg.vector_norm(scaled, dim=1, keepdim=True, dtype=wide)
     # Zero atoms have no direction: they are similar to nothing.
-    directions = (scaled / torch.where(norm > 0, norm, 1.0)).to(atoms.dtype)
-    return directions, (norm * _wide(peak)).squeeze(1)
+    directions = scaled / torch.where(norm > 0, norm, 1.0).to(scaled.dtype)
+    return directions, (norm * peak.to(wide)).squeeze(1)
 
 
 def _angles(u: torch.Tensor, v: torch.Tensor) -> np.ndarray:

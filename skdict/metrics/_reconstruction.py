@@ -8,6 +8,7 @@ combinations (arXiv 2603.28744).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,8 @@ def reconstruction_error(X: Any, X_reconstructed: Any) -> float:
     # relative to the largest difference, in a second pass that only these
     # inputs pay for.
     peak = max(float(block.abs().max()) for block in differences())
+    if math.isinf(peak):  # a difference beyond float64's range itself
+        return math.inf
     total = sum((block / peak).square().sum() for block in differences())
     return float(total) / X.numel() * peak * peak
 
