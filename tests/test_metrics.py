@@ -319,6 +319,10 @@ def test_reconstruction_error_beyond_float64_squares():
     assert reconstruction_error(np.full((2, 2), 1e300), np.full((2, 2), -1e300)) == (
         np.inf
     )
+    # Differences beyond float64's range themselves: inf, not inf / inf.
+    assert reconstruction_error(np.full((2, 2), 1e308), np.full((2, 2), -1e308)) == (
+        np.inf
+    )
 
 
 def test_mcc_in_blocks_of_rows_equals_one_product(rng, monkeypatch):
