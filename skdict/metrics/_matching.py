@@ -130,14 +130,7 @@ class _Columns(NamedTuple):
                 0, cols, (values - mean[cols]) ** 2
             )
             sq_norm += (n - count) * mean**2
-            data = torch.sparse_coo_tensor(
-                A.indices(),
-                values,
-                A.shape,
-                is_coalesced=True,
-                check_invariants=False,
-                device=values.device,
-            )
+            data = _on_pattern(A, values)
             centre = torch.zeros_like(mean)
         else:
             high, low = A.amax(dim=0), A.amin(dim=0)
@@ -193,6 +186,18 @@ def _centred_blocks(
         centred = block.to(peak.dtype, copy=True)  # in place below: one copy
         centred.div_(peak).sub_(centre)
         yield centred if wide else centred.to(A.dtype)
+
+
+def _on_pattern(S: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Return coalesced ``S``'s pattern holding other ``values``, as sparse COO."""
+    return torch.sparse_coo_tensor(
+        S.indices(),
+        values,
+        S.shape,
+        is_coalesced=True,
+        check_invariants=False,
+        device=values.device,
+    )
 
 
 def _sparse_row_blocks(S: torch.Tensor, step: int) -> Iterator[torch.Tensor]:
@@ -351,26 +356,8 @@ def _centred_sparse_product(
         deviations = values - mean[cols]
         sums = deviations.new_zeros(width).index_add_(0, cols, deviations)
         counts = torch.bincount(cols, minlength=width).to(values.dtype)
-        return (
-            torch.sparse_coo_tensor(
-                S.indices(),
-                deviations,
-                S.shape,
-                is_coalesced=True,
-                check_invariants=False,
-                device=values.device,
-            ),
-            torch.sparse_coo_tensor(
-                S.indices(),
-                torch.ones_like(values),
-                S.shape,
-                is_coalesced=True,
-                check_invariants=False,
-                device=values.device,
-            ),
-            sums,
-            counts,
-        )
+        pattern = _on_pattern(S, torch.ones_like(values))
+        return _on_pattern(S, deviations), pattern, sums, counts
 
     def product(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         return torch.sparse.mm(X.t(), Y).to_dense()
