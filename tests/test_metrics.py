@@ -777,6 +777,22 @@ def test_mcc_of_identical_near_constant_float32_columns(mean):
     assert mcc_score(Z, codes) == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("threshold", [0.1, 0.3, 1e-4])
+def test_support_thresholds_are_exact_for_float32_codes(rng, threshold):
+    # The threshold rounded to float32: codes equal to float32(0.1), above
+    # 0.1, counted as inactive, their float64 copies as active.
+    Z = sparse_codes(rng, 30, 4, 2)
+    at = np.float32(threshold)
+    codes = np.where(Z != 0, at, np.float32(0)).astype(np.float32)
+    codes[::3] = np.nextafter(at, np.float32(0))  # below or at the threshold
+    for fmt in (np.asarray, torch.from_numpy, sp.csr_matrix):
+        got = support_scores(Z, fmt(codes), threshold=threshold, matching=np.arange(4))
+        expected = support_scores(
+            Z, codes.astype(np.float64), threshold=threshold, matching=np.arange(4)
+        )
+        assert got == pytest.approx(expected, abs=0)
+
+
 def test_support_scores_of_a_latent_active_in_every_sample(rng):
     # Binary concepts, one present throughout the split: constant, so left
     # out of the correlation matching, it counted as missed in every sample

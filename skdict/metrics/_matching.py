@@ -903,14 +903,24 @@ def _active_entries(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows and columns of the entries of ``codes`` above ``threshold`` in magnitude."""
     if codes.is_sparse:
-        keep = codes.values().abs() > threshold
+        keep = _active(codes.values(), threshold)
         rows, cols = codes.indices()[:, keep]
         return rows, cols
     return torch.nonzero(_active(codes, threshold), as_tuple=True)
 
 
 def _active(codes: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Where ``|codes| > threshold``, without a float copy (``abs()`` takes one)."""
+    """Where ``|codes| > threshold``, without a float copy (``abs()`` takes one).
+
+    Exactly, whatever the codes' dtype: torch compares in the codes' dtype,
+    where ``threshold`` rounds (float32 codes equal to ``float32(0.1)``,
+    above 0.1, counted as inactive at ``threshold=0.1`` while their float64
+    copies counted as active). A threshold that rounds up is the smallest
+    value of the dtype above it, so ``>=`` it is exact.
+    """
+    rounded = torch.tensor(threshold, dtype=codes.dtype).item()
+    if rounded > threshold:
+        return (codes >= rounded) | (codes <= -rounded)
     return (codes > threshold) | (codes < -threshold)
 
 
