@@ -918,7 +918,7 @@ def _active(codes: torch.Tensor, threshold: float) -> torch.Tensor:
     copies counted as active). A threshold that rounds up is the smallest
     value of the dtype above it, so ``>=`` it is exact.
     """
-    rounded = torch.tensor(threshold, dtype=codes.dtype).item()
+    rounded = torch.tensor(threshold, dtype=codes.dtype, device="cpu").item()
     if rounded > threshold:
         return (codes >= rounded) | (codes <= -rounded)
     return (codes > threshold) | (codes < -threshold)
