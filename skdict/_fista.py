@@ -138,6 +138,7 @@ from ._tensor import (
     portable_state,
     rows_per_block,
     set_own_thread_count,
+    sum_of_squares,
     to_fitted,
     to_output,
     validate_codes,
@@ -3395,8 +3396,7 @@ class FISTACoder(
         step = _SCORE_STEP_BATCHES * max(batch, 1)
         starts = range(0, n_samples, step)
         warm_start = self._warm_start(X, X_t)
-        squared_error = torch.zeros((), dtype=torch.float64, device=X_t.device)
-        not_converged = 0
+        squared_error, not_converged = 0.0, 0  # the mean, summed step by step
         for start in tqdm(
             starts, disable=self.verbose <= 0 or len(starts) < 2, desc="score"
         ):
@@ -3407,10 +3407,12 @@ class FISTACoder(
             inner = self.verbose if len(starts) == 1 else 0
             result = self._code(X_rows, D, b, warm_start(rows), verbose=inner)
             residual = X_rows - result.codes @ D - b
-            squared_error += residual.double().square().sum()
+            # Finite wherever the mean fits a float64 (residuals above 1e154
+            # squared to -inf), as reconstruction_error.
+            squared_error += sum_of_squares(residual.double(), X_t.numel())
             not_converged += int((~result.converged).sum())
         self._warn_unconverged(not_converged, n_samples)
-        return -float(squared_error) / X_t.numel()
+        return -squared_error
 
     @property
     def _n_features_out(self):

@@ -71,6 +71,7 @@ __all__ = [
     "set_own_thread_count",
     "sparse_as_tensor",
     "sparse_tensor_as_scipy",
+    "sum_of_squares",
     "to_fitted",
     "to_numpy",
     "to_output",
@@ -109,6 +110,32 @@ def rows_per_block(width: int, budget: int | None = None) -> int:
     if budget is None:
         budget = BLOCK_ELEMENTS
     return max(1, budget // max(width, 1))
+
+
+def sum_of_squares(block: torch.Tensor, divisor: float = 1.0) -> float:
+    """Return the sum of ``block``'s squared entries over ``divisor``.
+
+    Squares beyond the dtype's range (float64 entries above about 1e154) are
+    summed relative to the largest magnitude, divided, and scaled back in
+    Python floats, so that the result is finite wherever it fits a float64
+    (a mean over many entries, whose sum does not).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdict._tensor import sum_of_squares
+    >>> sum_of_squares(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    25.0
+    >>> sum_of_squares(torch.tensor([1e155, 0.0], dtype=torch.float64), 1e4)
+    1e+306
+    """
+    total = float(block.square().sum())
+    if math.isfinite(total):
+        return total / divisor
+    peak = float(block.abs().max())
+    if math.isinf(peak):
+        return math.inf
+    return float((block / peak).square().sum()) / divisor * peak * peak
 
 
 def accumulation_dtype(device: torch.device, fallback: torch.dtype) -> torch.dtype:

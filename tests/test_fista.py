@@ -37,7 +37,7 @@ from skdict._fista import (
     fista_encode,
     lipschitz_constant,
 )
-from skdict.metrics import dictionary_similarity
+from skdict.metrics import dictionary_similarity, reconstruction_error
 
 from .conftest import cuda, lasso_objective, mps, random_dictionary, sparse_codes
 
@@ -1865,6 +1865,20 @@ def test_progress_bar_moves_through_one_automatic_batch(capsys):
     fista_encode(X[:300], D, alpha=0.05, verbose=1)
     err = capsys.readouterr().err
     assert "300/300" in err and "150/150" not in err
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_score_past_float64_squares():
+    # Residuals above 1e154 squared to inf: the score was -inf where
+    # reconstruction_error gives the finite mean.
+    D = np.eye(3)
+    X = np.zeros((100, 3))
+    X[0, 0] = 1e155  # coded 5e154 at this alpha: a residual of 5e154
+    for coder in (FISTACoder(D, alpha=5e154), OracleDictionary(D, alpha=5e154)):
+        coder.fit(X)
+        expected = -reconstruction_error(X, coder.inverse_transform(coder.transform(X)))
+        assert np.isfinite(expected)
+        assert coder.score(X) == pytest.approx(expected, rel=1e-12)
 
 
 def test_score_shows_a_bar_in_one_step_too(capsys):

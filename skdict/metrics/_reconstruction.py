@@ -8,13 +8,17 @@ combinations (arXiv 2603.28744).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._tensor import accumulation_dtype, ignores_autocast, rows_per_block
+from .._tensor import (
+    accumulation_dtype,
+    ignores_autocast,
+    rows_per_block,
+    sum_of_squares,
+)
 from ._inputs import as_matrices
 
 __all__ = ["compositional_gap", "reconstruct", "reconstruction_error"]
@@ -70,14 +74,10 @@ def reconstruction_error(X: Any, X_reconstructed: Any) -> float:
     total = sum(block.square().sum() for block in differences())
     if torch.isfinite(total):
         return float(total) / X.numel()
-    # Squares beyond float64's range (differences above 1e154): summed again
-    # relative to the largest difference, in a second pass that only these
-    # inputs pay for.
-    peak = max(float(block.abs().max()) for block in differences())
-    if math.isinf(peak):  # a difference beyond float64's range itself
-        return math.inf
-    total = sum((block / peak).square().sum() for block in differences())
-    return float(total) / X.numel() * peak * peak
+    # Squares beyond float64's range (differences above 1e154): a second
+    # pass, which only these inputs pay for, sums each block's relative to
+    # its largest difference.
+    return sum(sum_of_squares(block, X.numel()) for block in differences())
 
 
 def reconstruct(estimator: Any, X: Any) -> Any:
