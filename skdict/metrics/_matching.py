@@ -247,11 +247,11 @@ def _peaks(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, peak, 1.0)
 
 
-# Products with a side this narrow are taken in float64: they cost about what
-# the conversion does, and MKL's float32 GEMM on AMD processors sums them
-# row after row (4,096 equal terms off by 3e-5; codes twice the true ones
-# scored an MCC of 0.9985 over 300,000 rows), where wider ones are blocked
-# (2e-6 at 300,000 rows).
+# Products with a side this narrow are taken in float64, from the blocks as
+# they are centred (in float64): narrow, they cost little, and MKL's float32
+# GEMM on AMD processors sums them row after row (4,096 equal terms off by
+# 3e-5; codes twice the true ones scored an MCC of 0.9985 over 300,000 rows),
+# where wider ones are blocked (2e-6 at 300,000 rows).
 _NARROW_PRODUCT = 16
 
 
