@@ -36,6 +36,14 @@ Cases:
   true ones, against cold starts from zero codes; float64, one thread, the
   2,500 OOD samples. The warm-started objective must not exceed the cold
   one's by more than the solver's tolerance.
+* ``small`` (``--small-alpha``, not run by default): float32 against float64
+  at penalties small beside the data, where rounding keeps float32 gaps above
+  float32's tolerance floor: 4,096 noiseless samples of 20 active
+  Uniform(0, 1) codes on 4,096 unit-norm Gaussian atoms in 512 dimensions,
+  ``alpha`` in {0.1, 0.03, 0.01}, ``FISTACoder.transform`` on one thread, with
+  the rows coded in float64 from the start (the rounding bound of
+  ``fista_encode``) and those finished in float64 after float32 iterations.
+  The float32 objective must match float64's within 1e-5 (relative).
 
 Usage::
 
@@ -43,7 +51,7 @@ Usage::
                                      [--device cpu|cuda] [--skip-scaling]
                                      [--plain] [--alpha 0.1]
                                      [--skip-dense | --dense-only]
-                                     [--warm-starts]
+                                     [--warm-starts] [--small-alpha]
 
 ``--quick`` codes 1,000 samples of the oracle task once per configuration and
 skips the scaling study (well under a minute on 2 cores). ``--device cuda``
@@ -453,6 +461,52 @@ def warm_starts(args) -> None:
         )
 
 
+def small_penalties(args) -> None:
+    from skdict import FISTACoder
+    from skdict._fista import _effective_tol, _float32_floor_rows
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    n_samples = 1024 if args.quick else 4096
+    D = rng.standard_normal((4096, 512))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    Z = np.zeros((n_samples, 4096))
+    for row in Z:
+        row[rng.choice(4096, 20, replace=False)] = rng.uniform(size=20)
+    X = Z @ D
+    print(
+        f"\nsmall penalties (one thread, {n_samples} samples, 4,096 atoms in "
+        "512 features, 20 active, noiseless)"
+    )
+    for alpha in (0.1, 0.03, 0.01):
+        times, objectives = {}, {}
+        for dtype in (np.float64, np.float32):
+            Xd, Dd = X.astype(dtype), D.astype(dtype)
+            coder = FISTACoder(Dd, alpha=alpha, positive=True).fit(Xd)
+            times[dtype], _, codes = _timed(
+                lambda c=coder, x=Xd: c.transform(x), args.repeats, _CPU
+            )
+            objectives[dtype] = _objective(X, codes, D, alpha)
+        mismatch = (objectives[np.float32] - objectives[np.float64]) / objectives[
+            np.float64
+        ]
+        assert abs(mismatch) <= 1e-5, mismatch
+        routed = _float32_floor_rows(
+            torch.from_numpy(X.astype(np.float32)),
+            torch.from_numpy(D.astype(np.float32)),
+            None,
+            alpha=alpha,
+            tol=_effective_tol(coder.tol, torch.float32),
+            step=n_samples,
+        )
+        print(
+            f"alpha={alpha}: float64 {times[np.float64]:.2f} s, float32 "
+            f"{times[np.float32]:.2f} s ({times[np.float32] / times[np.float64]:.2f}x "
+            f"float64's); {int(routed.sum())} rows coded in float64 from the "
+            f"start; objective float32 vs float64 {mismatch:+.1e}"
+        )
+
+
 _CPU = torch.device("cpu")
 
 
@@ -486,6 +540,11 @@ def main() -> None:
         action="store_true",
         help="also code from dense SAE codes as warm starts (about a minute)",
     )
+    parser.add_argument(
+        "--small-alpha",
+        action="store_true",
+        help="also time float32 against float64 at small penalties (minutes)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -497,6 +556,8 @@ def main() -> None:
         dense(args)
     if args.warm_starts:
         warm_starts(args)
+    if args.small_alpha:
+        small_penalties(args)
     if not (args.quick or args.skip_scaling or args.dense_only):
         scaling(args)
 

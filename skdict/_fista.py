@@ -2120,55 +2120,160 @@ def fista_encode(
         # optimal codes to float32 moves max_j r.d_j past alpha enough that their
         # gap stays above float32's tolerance floor (alpha=0.01 on the oracle
         # task: relative gaps of 6e-5 to 1.7e-4 against 1.2e-5), and float32
-        # iterations run to max_iter. The samples float32 has not certified
-        # after _FLOAT32_ITERATIONS are finished in float64, from their codes, to
-        # half the tolerance: the other half is left to their rounding.
-        first = _encode(
+        # iterations run to max_iter. Rows where one rounding of the
+        # residual's correlations, eps ||x|| max_j ||d_j||, is more than
+        # tol32 of alpha are coded in float64 from the start; the others the
+        # float32 iterations have not certified after _FLOAT32_ITERATIONS are
+        # finished in float64, from their codes.
+        tol32 = _effective_tol(tol, torch.float32)
+        in_float64 = _float32_floor_rows(
             X,
             dictionary,
+            offset,
+            alpha=alpha,
+            tol=tol32,
+            step=batch_size or _auto_batch_size(*dictionary.shape),
+        )
+        rows64 = torch.nonzero(in_float64).flatten()
+        rows32 = torch.nonzero(~in_float64).flatten()
+        if rows32.numel():
+            result = _encode(
+                X,
+                dictionary,
+                alpha=alpha,
+                positive=positive,
+                init=init,
+                max_iter=_FLOAT32_ITERATIONS,
+                tol=tol,
+                batch_size=batch_size,
+                verbose=verbose,
+                offset=offset,
+                rows=rows32 if rows64.numel() else None,
+            )
+        else:
+            result = FISTAResult(
+                X.new_zeros(X.shape[0], dictionary.shape[0]),
+                torch.zeros(X.shape[0], dtype=torch.long, device=X.device),
+                torch.zeros(X.shape[0], dtype=torch.bool, device=X.device),
+            )
+        options = dict(
             alpha=alpha,
             positive=positive,
-            init=init,
-            max_iter=_FLOAT32_ITERATIONS,
-            tol=tol,
+            tol=tol32,
             batch_size=batch_size,
-            verbose=verbose,
             offset=offset,
         )
-        stalled = torch.nonzero(~first.converged).flatten()
-        if not stalled.numel():
-            return first
-        D64 = dictionary.double()
-        tol32 = _effective_tol(tol, torch.float32)
-        # A batch of stalled rows at a time: their float64 copies must stay
-        # within batch_size's memory bound, however many rows stalled.
-        step = batch_size or _auto_batch_size(*dictionary.shape)
-        for rows in stalled.split(step):
-            X64 = _centred(X[rows], offset).double()
-            second = _encode(
+        if rows64.numel():
+            _encode_in_float64(
+                X,
+                dictionary,
+                rows64,
+                result,
+                init=init,
+                max_iter=max_iter,
+                verbose=verbose,
+                **options,
+            )
+        stalled = rows32[~result.converged[rows32]]
+        if stalled.numel():
+            _encode_in_float64(
+                X,
+                dictionary,
+                stalled,
+                result,
+                init=result.codes,
+                max_iter=max_iter - _FLOAT32_ITERATIONS,
+                verbose=0,
+                **options,
+            )
+        return result
+
+
+def _float32_floor_rows(
+    X: torch.Tensor,
+    dictionary: torch.Tensor,
+    offset: torch.Tensor | None,
+    *,
+    alpha: float,
+    tol: float,
+    step: int,
+) -> torch.Tensor:
+    """Rows whose float32 rounding alone may keep their gap above ``tol``.
+
+    At the optimum, max_j |r.d_j| = alpha; a float32 residual's correlation
+    with atom j is off by about eps ||x|| ||d_j||, and a dual point rescaled
+    by alpha / (alpha + delta) loses delta ||z||_1 of the gap, a relative
+    delta ||z||_1 / P <= delta / alpha of it (P >= alpha ||z||_1). Rows with
+    eps ||x|| max_j ||d_j|| > tol alpha cannot count on a float32
+    certificate.
+    """
+    eps = torch.finfo(torch.float32).eps
+    atom_norm = float(torch.linalg.vector_norm(dictionary.double(), dim=1).max())
+    bound = tol * alpha / (eps * atom_norm) if atom_norm else math.inf
+    norms = X.new_empty(X.shape[0], dtype=torch.float64)
+    # Chunks of rows: centring all of X at once would copy it.
+    for start in range(0, X.shape[0], step):
+        block = _centred(X[start : start + step], offset).double()
+        norms[start : start + step] = torch.linalg.vector_norm(block, dim=1)
+    return norms > bound
+
+
+def _encode_in_float64(
+    X: torch.Tensor,
+    dictionary: torch.Tensor,
+    rows: torch.Tensor,
+    result: FISTAResult,
+    *,
+    init: torch.Tensor | None,
+    alpha: float,
+    positive: bool,
+    max_iter: int,
+    tol: float,
+    batch_size: int | None,
+    verbose: int,
+    offset: torch.Tensor | None,
+) -> None:
+    """Code float32 ``X[rows]`` in float64 into ``result``, rounded back.
+
+    Starts from ``init[rows]`` (zeros when None), adds the iterations to
+    ``result.n_iter[rows]`` and sets ``result.codes[rows]`` and
+    ``result.converged[rows]``. The float64 codes are certified to half of
+    ``tol``; the other half is left to their rounding, which the
+    certificate covers.
+    """
+    D64 = dictionary.double()
+    # A batch of rows at a time: their float64 copies must stay within
+    # batch_size's memory bound, however many rows there are.
+    step = batch_size or _auto_batch_size(*dictionary.shape)
+    with tqdm(
+        total=rows.numel(), disable=verbose <= 0, desc="FISTA", unit="sample"
+    ) as progress:
+        for part in rows.split(step):
+            X64 = _centred(X[part], offset).double()
+            solved = _encode(
                 X64,
                 D64,
                 alpha=alpha,
                 positive=positive,
-                init=first.codes[rows].double(),
-                max_iter=max_iter - _FLOAT32_ITERATIONS,
-                tol=tol32 / 2,
+                init=None if init is None else init[part].double(),
+                max_iter=max_iter,
+                tol=tol / 2,
                 batch_size=batch_size,
                 verbose=0,
                 offset=None,  # X64 is centred
             )
-            rounded = second.codes.to(X.dtype)
-            # Any dual point bounds the optimum, so the float64 codes' certificate
-            # holds for the rounded ones up to the difference of their objectives:
-            # P(rounded) - P* <= gap64 + P(rounded) - P(codes64).
-            exact = _sample_objective(X64, second.codes, D64, alpha)[0]
+            rounded = solved.codes.to(X.dtype)
+            # Any dual point bounds the optimum, so the float64 codes'
+            # certificate holds for the rounded ones up to the difference of
+            # their objectives: P(rounded) - P* <= gap64 + P(rounded) - P(codes64).
+            exact = _sample_objective(X64, solved.codes, D64, alpha)[0]
             kept = _sample_objective(X64, rounded.double(), D64, alpha)[0]
-            first.codes[rows] = rounded
-            first.n_iter[rows] += second.n_iter
-            first.converged[rows] = second.converged & (
-                tol32 / 2 * exact + (kept - exact) <= tol32 * kept
+            result.codes[part] = rounded
+            result.n_iter[part] += solved.n_iter
+            result.converged[part] = solved.converged & (
+                tol / 2 * exact + (kept - exact) <= tol * kept
             )
-        return first
+            progress.update(part.numel())
 
 
 # Data whose largest entry is within 2**+-_CERTIFIABLE_EXPONENT are coded as
@@ -2326,9 +2431,16 @@ def _encode(
     batch_size: int | None,
     verbose: int,
     offset: torch.Tensor | None,
+    rows: torch.Tensor | None = None,
 ) -> FISTAResult:
-    """:func:`fista_encode` in ``X``'s own dtype."""
-    n_samples, n_components = X.shape[0], dictionary.shape[0]
+    """:func:`fista_encode` in ``X``'s own dtype.
+
+    With ``rows``, only ``X[rows]`` is coded, each share's rows gathered in
+    turn (not a copy of all of them); the results keep ``X``'s rows, zero
+    and unconverged elsewhere.
+    """
+    n_components = dictionary.shape[0]
+    n_samples = X.shape[0] if rows is None else rows.numel()
     dtype, device = X.dtype, X.device
     tol = _effective_tol(tol, dtype)
     if batch_size is None:
@@ -2363,9 +2475,9 @@ def _encode(
     D32 = dictionary.float()
     # Inflated by a few roundings of the norms themselves.
     max_norm = float(dictionary.norm(dim=1).max()) * (1 + 1e-5)
-    codes = torch.zeros(n_samples, n_components, dtype=dtype, device=device)
-    n_iter = torch.zeros(n_samples, dtype=torch.long, device=device)
-    converged = torch.zeros(n_samples, dtype=torch.bool, device=device)
+    codes = torch.zeros(X.shape[0], n_components, dtype=dtype, device=device)
+    n_iter = torch.zeros(X.shape[0], dtype=torch.long, device=device)
+    converged = torch.zeros(X.shape[0], dtype=torch.bool, device=device)
 
     def solve(share: slice) -> None:
         # Inference mode, whatever the caller's (worker threads start without
@@ -2379,13 +2491,14 @@ def _encode(
 
     def solve_in_place(share: slice) -> None:
         # Solved in place in the share's slice of ``codes``.
-        z0 = codes[share]
+        at = share if rows is None else rows[share]
+        z0 = codes[share] if rows is None else codes.new_zeros(len(at), n_components)
         if init is not None:
-            z0.copy_(init[share])
+            z0.copy_(init[at])
             if positive:
                 z0.clamp_(min=0.0)
         problem = _Problem(
-            _centred(X[share], offset),
+            _centred(X[at], offset),
             dictionary,
             gram=gram,
             alpha=alpha,
@@ -2398,8 +2511,10 @@ def _encode(
         result = _encode_batch(
             problem, z0, tol, max_iter, lipschitz, has_init=init is not None
         )
-        n_iter[share] = result.n_iter
-        converged[share] = result.converged
+        if rows is not None:
+            codes[at] = z0
+        n_iter[at] = result.n_iter
+        converged[at] = result.converged
 
     n_workers = _share_count(min(batch_size, n_samples), device)
     batches = [

@@ -1154,13 +1154,93 @@ def test_float32_samples_finished_in_float64_count_all_their_iterations(rng):
     # (50) and of its float64 finish together, and n_iter reports the sum.
     D = torch.from_numpy(random_dictionary(rng, 20, 10)).float()
     X = torch.from_numpy(rng.standard_normal((50, 10))).float()
-    start = fista_encode(X, D, alpha=1e-3, max_iter=50, float64_finish=False)
-    stalled = ~start.converged
-    assert stalled.sum() >= 10  # the float64 finish has work to do
-    result = fista_encode(X, D, alpha=1e-3, max_iter=60)
+    alpha = 0.05  # a few rows stall in float32 that the rounding bound lets in
+    start = fista_encode(X, D, alpha=alpha, max_iter=50, float64_finish=False)
+    routed = _fista._float32_floor_rows(
+        X, D, None, alpha=alpha, tol=_fista._effective_tol(1e-6, torch.float32), step=8
+    )
+    finished = ~start.converged & ~routed
+    assert finished.sum() >= 3  # the float64 finish has work to do
+    result = fista_encode(X, D, alpha=alpha, max_iter=60)
     assert int(result.n_iter.max()) <= 60
-    assert bool((result.n_iter[stalled] > 50).all())
-    torch.testing.assert_close(result.n_iter[~stalled], start.n_iter[~stalled])
+    assert bool((result.n_iter[finished] > 50).all())
+    kept = start.converged & ~routed
+    torch.testing.assert_close(result.n_iter[kept], start.n_iter[kept])
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 0.02])
+def test_float32_rows_below_their_rounding_floor_start_in_float64(
+    rng, alpha, monkeypatch
+):
+    # Rows where one float32 rounding of the correlations, eps ||x|| max ||d||,
+    # exceeds the tolerance's share of alpha cannot be certified in float32:
+    # they skip the float32 iterations (at alpha=1e-3 every row: before, all
+    # 50 rows ran 50 float32 iterations, then were finished in float64).
+    D = torch.from_numpy(random_dictionary(rng, 20, 10)).float()
+    X = torch.from_numpy(rng.standard_normal((50, 10))).float()
+    offset = torch.from_numpy(rng.standard_normal(10)).float() / 4
+    init = torch.from_numpy(np.abs(rng.standard_normal((50, 20)))).float() / 10
+    routed = _fista._float32_floor_rows(
+        X,
+        D,
+        offset,
+        alpha=alpha,
+        tol=_fista._effective_tol(1e-6, torch.float32),
+        step=8,
+    )
+    assert routed.any()
+    coded32 = []
+    encode = _fista._encode
+
+    def recording(X_batch, *args, rows=None, **kwargs):
+        if X_batch.dtype == torch.float32:
+            coded32.append(X_batch.shape[0] if rows is None else rows.numel())
+        return encode(X_batch, *args, rows=rows, **kwargs)
+
+    monkeypatch.setattr(_fista, "_encode", recording)
+    kwargs = dict(alpha=alpha, positive=True, init=init, offset=offset, batch_size=8)
+    result = fista_encode(X, D, **kwargs)
+    assert sum(coded32) == int((~routed).sum())
+    assert bool(result.converged.all())
+    assert result.codes.dtype == torch.float32
+    monkeypatch.undo()
+    # The same codes as float64 throughout, to the certified tolerance.
+    exact = fista_encode(
+        X.double(),
+        D.double(),
+        **{**kwargs, "init": init.double(), "offset": offset.double()},
+    )
+    np.testing.assert_allclose(
+        lasso_objective(X - offset, result.codes, D, alpha),
+        lasso_objective(X.double() - offset.double(), exact.codes, D.double(), alpha),
+        rtol=2e-5,
+    )
+    # Rows coded in float64 from the start count their float64 iterations.
+    assert bool((result.n_iter[routed] <= 1000).all())
+    assert bool((result.n_iter[routed] > 0).all())
+
+
+def test_float32_rounding_floor_scales_with_the_atoms_and_the_penalty():
+    # The bound is scale-free: (s X, s alpha) routes the rows of (X, alpha),
+    # and atoms twice as long double each row's rounding.
+    X = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
+    D = torch.eye(2)
+    tol = _fista._effective_tol(1e-6, torch.float32)
+    eps = torch.finfo(torch.float32).eps
+    alpha = 5.0 * eps / tol / 1.5  # row 0: ||x|| = 5 is 1.5 times the bound
+    rows = _fista._float32_floor_rows(X, D, None, alpha=alpha, tol=tol, step=2)
+    assert rows.tolist() == [True, False, False]
+    scaled = _fista._float32_floor_rows(
+        X * 1024, D, None, alpha=alpha * 1024, tol=tol, step=2
+    )
+    assert scaled.tolist() == rows.tolist()
+    longer = _fista._float32_floor_rows(
+        X, 2 * D, None, alpha=2 * alpha, tol=tol, step=2
+    )
+    assert longer.tolist() == rows.tolist()
+    # An offset is subtracted first: rows at the offset have nothing to code.
+    centred = _fista._float32_floor_rows(X, D, X[0], alpha=alpha, tol=tol, step=2)
+    assert centred.tolist() == [False, True, True]
 
 
 @pytest.fixture
