@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -182,29 +183,35 @@ def _reproduce(args: argparse.Namespace) -> int:
                 plan_study(study, **_sweep(args, study))
         # Created only for a run that passed the checks above.
         out = check_output_dir(args.out)
-        for study in (s for s in studies if s != "real"):
-            # A damaged results file would otherwise stop the run only when
-            # this study's turn comes, perhaps hours in.
-            load_study_records(out / f"{study}-{args.preset}.json")
+        for study in studies:
+            name = f"{study}-{args.preset}"
+            # A folder in the way of a figure or of the real study's records,
+            # or a damaged results file, would otherwise stop the run only
+            # when this study's turn comes, perhaps hours in.
+            for path in (out / f"{name}.png", out / f"{name}.json"):
+                if path.is_dir():
+                    raise IsADirectoryError(
+                        f"{path} is a folder, where the run writes a file; move "
+                        "it away or choose another --out"
+                    )
+            if study != "real":
+                load_study_records(out / f"{name}.json")
     except (OSError, ValueError, ImportError) as exc:
         print(f"skdict reproduce: error: {exc}", file=sys.stderr)
         return 2
+    started = time.time()
     try:
         _run_studies(args, studies, out)
     except KeyboardInterrupt:
         # A stop, not a crash: no traceback, and how to go on.
-        print(
-            f"\nskdict reproduce: interrupted. {_what_is_kept(studies, out)}",
-            file=sys.stderr,
-        )
+        kept = _what_is_kept(studies, out, args.preset, started)
+        print(f"\nskdict reproduce: interrupted. {kept}", file=sys.stderr)
         return 130
     except OSError as exc:
         # A full disk, a folder in the way of a file: the message says it all,
         # and what has been saved matters more than where it failed.
-        print(
-            f"skdict reproduce: error: {exc}. {_what_is_kept(studies, out)}",
-            file=sys.stderr,
-        )
+        kept = _what_is_kept(studies, out, args.preset, started)
+        print(f"skdict reproduce: error: {exc}. {kept}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
@@ -213,15 +220,16 @@ def _reproduce(args: argparse.Namespace) -> int:
         # through the generator or a solver adds nothing to that.
         print(
             f"skdict reproduce: error: out of memory ({exc}). Smaller sizes "
-            f"(--values) need less. {_what_is_kept(studies, out)}",
+            f"(--values) need less. "
+            f"{_what_is_kept(studies, out, args.preset, started)}",
             file=sys.stderr,
         )
         return 1
     return 0
 
 
-def _what_is_kept(studies: list[str], out) -> str:
-    """Say what a stopped run leaves in ``out``, and what the same command does."""
+def _what_is_kept(studies: list[str], out, preset: str, started: float) -> str:
+    """Say what a run stopped after ``started`` leaves in ``out``, and what next."""
     kept = []
     if any(study != "real" for study in studies):
         kept.append(
@@ -229,9 +237,17 @@ def _what_is_kept(studies: list[str], out) -> str:
             "same command resumes them."
         )
     if "real" in studies:
+        path = out / f"real-{preset}.json"
+        # The real study rewrites its file after each seed: one written
+        # before this run holds an earlier run's records.
+        if path.exists() and path.stat().st_mtime >= started:
+            held = f"{path} holds the seeds this run finished"
+        elif path.exists():
+            held = f"no seed finished, and {path} still holds an earlier run's"
+        else:
+            held = "no seed finished"
         kept.append(
-            "The real study does not resume: real-<preset>.json holds the seeds "
-            "it finished, and the next run replaces it."
+            f"The real study does not resume: {held}; the next run replaces it."
         )
     return " ".join(kept)
 
@@ -397,6 +413,16 @@ def _grid(values: list[float] | None) -> tuple | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``skdict`` command."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # While the libraries load and the options are checked (seconds):
+        # nothing has run, so there is nothing to say but that.
+        print("\nskdict: interrupted before any study ran.", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     # Warnings as the command's own lines, not Python's "file:line: Category"
     # and a line of source (the console script's "sys.exit(main())").

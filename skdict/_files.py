@@ -49,8 +49,11 @@ def write_atomically(
         with os.fdopen(fd, "wb" if binary else "w") as handle:
             write(handle)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, IsADirectoryError):
+            # os.replace names the temporary file, which the caller never saw.
+            raise IsADirectoryError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 

@@ -52,6 +52,7 @@ from skdict.metrics import (
 )
 
 TINY = PaperSettings(sae_epochs=2, dict_max_iter=3)
+RECORD = {"key": "k", "method": "fista_oracle", "label": "FISTA (oracle dictionary)"}
 TINY_DATA = {"n_active": 2, "n_samples": 200}
 
 
@@ -1109,7 +1110,7 @@ def test_runs_sharing_a_folder_keep_each_others_records(tmp_path, monkeypatch):
     # Another run (another seed, on another GPU) saves into the same file
     # between this run's cells: both runs' records stay.
     path = tmp_path / "vary_latents-quick.json"
-    foreign = {"key": "another run's cell", "method": "fista_oracle"}
+    foreign = {**RECORD, "key": "another run's cell"}
     calls = []
 
     def another_run_saves_meanwhile(data, chosen, *args, **kwargs):
@@ -1176,8 +1177,8 @@ def test_results_are_saved_where_the_file_system_refuses_locks(tmp_path, monkeyp
 
     monkeypatch.setattr(fcntl, "flock", refuse)
     with pytest.warns(RuntimeWarning, match="Could not lock"):
-        _runner._save(tmp_path / "records.json", [{"key": "k"}])
-    assert load_records(tmp_path / "records.json") == [{"key": "k"}]
+        _runner._save(tmp_path / "records.json", [RECORD])
+    assert load_records(tmp_path / "records.json") == [RECORD]
 
 
 def test_load_records_of_a_missing_file_names_it(tmp_path):
@@ -1211,7 +1212,7 @@ def test_saved_results_get_the_umask_permissions(tmp_path, monkeypatch):
         # Read without setting it: an interrupt between two os.umask calls
         # would leave the process's umask at 0.
         monkeypatch.setattr(os, "umask", None)
-        _runner._save(tmp_path / "records.json", [{"key": "k"}])
+        _runner._save(tmp_path / "records.json", [RECORD])
     finally:
         monkeypatch.undo()
         os.umask(previous)
@@ -1856,3 +1857,87 @@ def test_compare_methods_defaults_to_the_papers_settings(data, monkeypatch):
     compare_methods(data, ["fista_oracle"], random_state=3)
     [context] = contexts
     assert context.settings == PaperSettings() and context.seed == 3
+
+
+def test_cli_interrupted_while_starting_prints_one_line(monkeypatch, capsys):
+    # Ctrl-C while the libraries loaded (the first seconds) printed a
+    # traceback of 35 to 56 lines.
+    def loading():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(skdict.__main__, "_parser", loading)
+    assert main(["reproduce"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "skdict: interrupted before any study ran."
+
+
+@pytest.mark.parametrize("blocked", ["alpha-quick.png", "real-quick.json"])
+def test_cli_refuses_a_folder_in_place_of_an_output_before_running(
+    tmp_path, monkeypatch, capsys, blocked
+):
+    # A folder where the figure goes was found only after the whole study
+    # had run, in an error naming a temporary file.
+    (tmp_path / blocked).mkdir()
+    ran = []
+    monkeypatch.setattr(skdict.__main__, "_run_studies", lambda *a: ran.append(a))
+    monkeypatch.setattr(skdict.__main__, "_check_real", lambda methods: None)
+    study = blocked.split("-")[0]
+    argv = ["reproduce", "--study", study, "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 2
+    assert not ran
+    err = capsys.readouterr().err
+    assert f"{tmp_path / blocked} is a folder" in err and ".tmp" not in err
+
+
+def test_write_atomically_names_the_folder_in_the_way(tmp_path):
+    from skdict._files import write_atomically
+
+    (tmp_path / "figure.png").mkdir()
+    with pytest.raises(IsADirectoryError) as refused:
+        write_atomically(tmp_path / "figure.png", lambda handle: handle.write("x"))
+    assert str(tmp_path / "figure.png") in str(refused.value)
+    assert ".tmp" not in str(refused.value)
+    assert [path.name for path in tmp_path.iterdir()] == ["figure.png"]
+
+
+def test_cli_says_what_an_interrupted_real_study_left(tmp_path):
+    # The message printed "real-<preset>.json holds the seeds it finished",
+    # also when no seed had finished and the file held an earlier run's.
+    from skdict.__main__ import _what_is_kept
+
+    path = tmp_path / "real-quick.json"
+    started = time.time()
+    assert "no seed finished;" in _what_is_kept(["real"], tmp_path, "quick", started)
+    path.write_text("[]")
+    os.utime(path, (started - 60, started - 60))
+    kept = _what_is_kept(["real"], tmp_path, "quick", started)
+    assert f"no seed finished, and {path} still holds an earlier run's" in kept
+    os.utime(path, (started + 1, started + 1))
+    kept = _what_is_kept(["real"], tmp_path, "quick", started)
+    assert f"{path} holds the seeds this run finished" in kept
+
+
+def test_load_records_refuses_records_without_method_or_label(tmp_path):
+    # A record without its label (edited by hand) was resumed, then the
+    # tables failed with KeyError: 'label'.
+    path = tmp_path / "vary_latents-quick.json"
+    for record in ({"key": "k", "method": "m"}, {"study": "real", "label": "L"}):
+        path.write_text(json.dumps([record]))
+        with pytest.raises(ValueError, match="each with a 'method' and a 'label'"):
+            load_records(path)
+
+
+def test_run_study_errors_name_the_argument(tmp_path):
+    # seeds=0 and values=20 failed with "'int' object is not iterable", an
+    # unknown data parameter inside the data generator, and a bad seed named
+    # study_cells.
+    kwargs = dict(out=tmp_path, progress=False)
+    with pytest.raises(TypeError, match=r"seeds must be a sequence \(e.g. \[0\]\)"):
+        run_study("vary_latents", seeds=0, **kwargs)
+    with pytest.raises(TypeError, match=r"values must be a sequence \(e.g. \[20\]\)"):
+        run_study("vary_latents", values=20, **kwargs)
+    with pytest.raises(ValueError, match="data_params holds 'bogus', which make_comp"):
+        run_study("vary_latents", data_params={"bogus": 1}, **kwargs)
+    with pytest.raises(ValueError, match="'seeds' parameter of run_study"):
+        run_study("vary_latents", seeds=[-1], **kwargs)
+    assert not list(tmp_path.iterdir())  # refused before anything was written

@@ -34,7 +34,14 @@ from ._compare import (
     resolve_methods,
 )
 from ._methods import METHODS, PaperSettings
-from ._studies import STUDIES, Cell, preset_settings, study_cells
+from ._studies import (
+    STUDIES,
+    Cell,
+    check_seeds,
+    is_sequence,
+    preset_settings,
+    study_cells,
+)
 
 __all__ = ["load_records", "plan_study", "run_study"]
 
@@ -104,16 +111,24 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not isinstance(records, list) or not all(map(_is_record, records)):
         raise ValueError(
             f"{path} does not hold a list of skdict records (dicts with a 'key', "
-            "as run_study writes, or with study 'real', as run_real writes); "
-            "move it away to start afresh."
+            "as run_study writes, or with study 'real', as run_real writes, "
+            "each with a 'method' and a 'label'); move it away to start afresh."
         )
     return records
 
 
 def _is_record(record: Any) -> bool:
-    """Whether ``record`` is one of run_study's (keyed) or run_real's records."""
-    return isinstance(record, dict) and (
-        isinstance(record.get("key"), str) or record.get("study") == "real"
+    """Whether ``record`` is one of run_study's (keyed) or run_real's records.
+
+    Each names its method and the label the tables and figures show it by: a
+    record without them (edited by hand) was resumed, then failed in the
+    tables with a KeyError.
+    """
+    return (
+        isinstance(record, dict)
+        and (isinstance(record.get("key"), str) or record.get("study") == "real")
+        and isinstance(record.get("method"), str)
+        and isinstance(record.get("label"), str)
     )
 
 
@@ -298,6 +313,8 @@ def run_study(
         caller_name="run_study",
     )
     resolve_device(device)  # before any cell runs, not in the first one's fit
+    if seeds is not None and is_sequence(seeds):
+        check_seeds(seeds, "run_study")  # errors that name the function called
     cells, base = plan_study(
         study,
         preset=preset,

@@ -16,12 +16,14 @@ qualitative result.
 
 from __future__ import annotations
 
+import inspect
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._params import validate_hyperparameters
+from ..datasets import make_compositional
 from ._compare import resolve_methods
 from ._methods import METHODS, SEED, Method, PaperSettings
 
@@ -201,7 +203,7 @@ STUDIES: dict[str, Study] = {
         ),
         Study(
             "alpha",
-            "FISTA penalty (oracle dictionary)",
+            "FISTA penalty",
             "alpha",
             {
                 "quick": (0.01, 0.03, 0.1, 0.3, 1.0),
@@ -215,6 +217,10 @@ STUDIES: dict[str, Study] = {
         ),
     ]
 }
+
+# The parameters data_params may set (a key make_compositional does not take
+# failed inside the first cell's data, naming neither).
+_DATA_PARAMETERS = tuple(inspect.signature(make_compositional).parameters)
 
 #: SAE training epochs of the quick preset (the paper trains for 500).
 QUICK_SAE_EPOCHS = 200
@@ -294,6 +300,19 @@ def study_cells(
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")
     spec = STUDIES[study]
+    for name, given in (("seeds", seeds), ("values", values)):
+        if given is not None and not is_sequence(given):
+            raise TypeError(
+                f"{name} must be a sequence (e.g. [{given!r}]) or None; got "
+                f"{type(given).__name__} {given!r}."
+            )
+    unknown = sorted(set(data_params or {}) - set(_DATA_PARAMETERS))
+    if unknown:
+        raise ValueError(
+            f"data_params holds {', '.join(map(repr, unknown))}, which "
+            "make_compositional does not take; its parameters are "
+            f"{', '.join(_DATA_PARAMETERS)}."
+        )
     if seeds is None:
         seeds = (0,) if preset == "quick" else (0, 1, 2)
     if methods is None:
@@ -355,6 +374,11 @@ def check_seeds(seeds: Sequence[int], caller: str) -> tuple[int, ...]:
     for seed in seeds:
         validate_hyperparameters({"seeds": [SEED]}, {"seeds": seed}, caller)
     return seeds
+
+
+def is_sequence(value: Any) -> bool:
+    """Whether ``value`` is a collection of items (not a string or a number)."""
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes))
 
 
 def _unique(items) -> tuple:
