@@ -1996,8 +1996,11 @@ def fista_encode(
     tol : float, default=1e-6
         Stop a sample when its duality gap is at most ``tol`` times its
         objective (floored at 100 machine epsilons of the dtype). float32
-        samples not certified after 50 iterations are finished in float64
-        and rounded back, with a certificate that covers the rounding. A
+        rows whose rounding, ``eps * ||x||`` times the longest atom's norm,
+        exceeds ``tol * alpha`` are coded in float64 from the start, other
+        float32 samples not certified after 50 iterations are finished in
+        float64, and both are rounded back, with a certificate that covers
+        the rounding. A
         ``tol`` close to machine precision may not be reachable: rounding
         can keep even the optimum's gap above it, and such samples run to
         ``max_iter``, unconverged, with codes at their optimum to working
@@ -2014,8 +2017,8 @@ def fista_encode(
         move for a call of one batch: it says that the call runs, and at its
         end how long it took).
     float64_finish : bool, default=True
-        Finish in float64 the float32 samples not certified after 50
-        iterations (see ``tol``); False codes in float32 throughout.
+        Code in float64 the float32 rows that float32 rounding keeps from a
+        certificate (see ``tol``); False codes in float32 throughout.
     offset : torch.Tensor of shape (n_features,), default=None
         Coded rows are ``X - offset`` (a provider's intercept), centred batch
         by batch rather than in a copy of all of ``X``.
@@ -2696,9 +2699,11 @@ class FISTACoder(
         tolerance is floored at ``100 * eps`` of the data's dtype (about
         ``1.2e-5`` in float32), below which the gap is not measurable. With a
         small ``alpha``, rounding even the optimal codes to float32 can leave
-        a larger gap; float32 samples not certified after 50 iterations are
-        therefore finished in float64 and rounded, their certificate
-        covering the rounding. Rounding can keep even the optimum's gap
+        a larger gap: float32 rows whose rounding, ``eps * ||x||`` times the
+        longest atom's norm, exceeds ``tol`` times ``alpha`` are therefore
+        coded in float64 from the start, other float32 samples not
+        certified after 50 iterations are finished in float64, and both are
+        rounded back with a certificate covering the rounding. Rounding can keep even the optimum's gap
         above a ``tol`` close to machine precision; such samples run to
         ``max_iter`` and are reported unconverged. When
         learning, also the relative change of the dictionary between two
