@@ -2568,7 +2568,9 @@ class OracleDictionary(
     components_ : ndarray or torch.Tensor of shape (n_latents, n_features)
         The atoms, in the array type and precision of the data given to
         :meth:`fit` (float32 data: float32 atoms, from a float64 dictionary
-        too, so that coding float64 data later uses the rounded atoms).
+        too, so that coding float64 data later uses the rounded atoms). A
+        :meth:`partial_fit` stream keeps the precision of its first batch
+        and hands the atoms out in the array type of its latest.
     intercept_ : ndarray or torch.Tensor of shape (n_features,)
         The provider's intercept, zero for atoms given as an array or estimated
         from ``y``.
@@ -2654,9 +2656,10 @@ class OracleDictionary(
     def fit(self, X: ArrayLike, y: ArrayLike = None) -> Self:
         """Check the given dictionary against ``X``, or estimate it from ``y``.
 
-        A fit interrupted with Ctrl-C (``KeyboardInterrupt``) leaves the
-        estimator as it was before the call; one that raises any other error
-        leaves it unfitted.
+        An invalid hyper-parameter is refused before the fit starts, and a
+        fit interrupted with Ctrl-C (``KeyboardInterrupt``), both leave the
+        estimator as it was before the call; a fit that raises any other
+        error leaves it unfitted.
 
         Parameters
         ----------
@@ -2839,11 +2842,16 @@ n_latents) or (n_samples,), default=None
             names = _string_columns(y)
             if not first:
                 _check_concept_names(self.concept_names_, names)
+                # The atoms keep the stream's first precision, as FISTACoder's
+                # and SparseAutoencoder's streams do: one float32 batch
+                # rounded float64 atoms, and every later transform with them.
+                dtype = as_tensor(self.components_, device=X_t.device).dtype
+                X_t = as_tensor(X_t, device=X_t.device, dtype=dtype, name="X")
+                origin = origin._replace(dtype=dtype)
             components = self._estimate(X_t, y, previous, streaming=True)
             if first:
                 self.dictionary_, self.concept_names_ = None, names
-            # Both in the latest batch's array type and dtype (FISTACoder's
-            # stream keeps those of its first batch instead).
+            # Both in the latest batch's array type.
             self.intercept_ = to_fitted(X_t.new_zeros(X_t.shape[1]), origin)
             self.components_ = to_fitted(components, origin)
         return self

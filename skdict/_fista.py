@@ -2703,11 +2703,12 @@ class FISTACoder(
         longest atom's norm, exceeds ``tol`` times ``alpha`` are therefore
         coded in float64 from the start, other float32 samples not
         certified after 50 iterations are finished in float64, and both are
-        rounded back with a certificate covering the rounding. Rounding can keep even the optimum's gap
-        above a ``tol`` close to machine precision; such samples run to
-        ``max_iter`` and are reported unconverged. When
-        learning, also the relative change of the dictionary between two
-        rounds, ``||D_new - D||_F / ||D||_F``, at which learning stops
+        rounded back with a certificate covering the rounding. Rounding can
+        keep even the optimum's gap above a ``tol`` close to machine
+        precision; such samples run to ``max_iter`` and are reported
+        unconverged. When learning, also the relative change of the
+        dictionary between two rounds, ``||D_new - D||_F / ||D||_F``, at
+        which learning stops
         (leaving out atoms that no sample used in either round: they are
         re-drawn from residuals every round, see ``history_``). Without
         ``init``, momentum and the resampling of near-duplicate atoms keep the
@@ -2950,9 +2951,10 @@ class FISTACoder(
         :class:`~skdict.OracleDictionary` code only in ``transform``;
         :meth:`fit_transform` codes ``X`` once and reports ``n_iter_``.
 
-        A fit interrupted with Ctrl-C (``KeyboardInterrupt``) leaves the
-        estimator as it was before the call; one that raises any other error
-        leaves it unfitted.
+        An invalid hyper-parameter is refused before the fit starts, and a
+        fit interrupted with Ctrl-C (``KeyboardInterrupt``), both leave the
+        estimator as it was before the call; a fit that raises any other
+        error leaves it unfitted.
 
         Parameters
         ----------

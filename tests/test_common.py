@@ -213,6 +213,32 @@ def test_failed_fit_leaves_the_estimator_unfitted(estimator, method):
 
 
 @pytest.mark.parametrize(
+    ("estimator", "invalid"),
+    [
+        (FISTACoder(alpha=0.01), {"alpha": -1.0}),
+        (OracleDictionary(), {"tol": 2.0}),
+        (
+            SparseAutoencoder(6, max_epochs=2, batch_size=8, random_state=0),
+            {"activation": "bogus"},
+        ),
+    ],
+    ids=lambda param: type(param).__name__ if hasattr(param, "fit") else "",
+)
+def test_refit_with_an_invalid_parameter_keeps_the_previous_fit(estimator, invalid):
+    # As the fit docstrings say (and as in scikit-learn): the parameter is
+    # refused before the fit starts, and the earlier fit stays whole.
+    rng = np.random.default_rng(0)
+    Z = rng.random((20, 6))
+    X = Z @ rng.standard_normal((6, 4))
+    model = clone(estimator).fit(X, Z)
+    fitted = {key: value for key, value in vars(model).items() if key.endswith("_")}
+    model.set_params(**invalid)
+    with pytest.raises(InvalidParameterError, match=next(iter(invalid))):
+        model.fit(X, Z)
+    assert fitted and all(vars(model)[key] is value for key, value in fitted.items())
+
+
+@pytest.mark.parametrize(
     ("estimator", "where", "name"),
     [
         (

@@ -388,9 +388,19 @@ def test_oracle_stream_checks_the_concept_names_of_each_batch():
     np.testing.assert_allclose(
         oracle.components_, OracleDictionary().fit(X, Z).components_, atol=1e-12
     )
-    # The intercept follows each batch's type and dtype, as the atoms do.
-    oracle.partial_fit(X[:50].astype(np.float32), pd.DataFrame(Z[:50], columns=names))
-    assert oracle.intercept_.dtype == oracle.components_.dtype == np.float32
+    # A float32 batch keeps the stream's float64 atoms (it rounded them, and
+    # every later transform, to float32), as FISTACoder's streams do; the
+    # atoms are those of the float32 rows' values in float64.
+    X32 = X[:50].astype(np.float32)
+    oracle.partial_fit(X32, pd.DataFrame(Z[:50], columns=names))
+    assert oracle.intercept_.dtype == oracle.components_.dtype == np.float64
+    expected = OracleDictionary().fit(
+        np.vstack([X, X32.astype(np.float64)]), np.vstack([Z, Z[:50]])
+    )
+    np.testing.assert_allclose(oracle.components_, expected.components_, atol=1e-12)
+    # The array type follows the latest batch, in the stream's precision.
+    oracle.partial_fit(torch.from_numpy(X32), pd.DataFrame(Z[:50], columns=names))
+    assert oracle.components_.dtype == oracle.intercept_.dtype == torch.float64
 
 
 def test_oracle_stream_of_batches_in_other_units():

@@ -312,6 +312,11 @@ def test_single_sample_splits_leave_matching_metrics_undefined():
     assert 0.0 <= record["support_f1_ood"] <= 1.0 and record["l0_ood"] > 0
     assert record["mcc_id"] == pytest.approx(1.0)  # two validation samples
     assert record["mse_ood"] >= 0.0
+    # Without atoms, the matching would be fitted on that one sample alone:
+    # the probe's support F1 came out as 0.29.
+    with pytest.warns(UndefinedMetricWarning, match="mcc_ood, support_f1_ood of"):
+        (probe,) = compare_methods(tiny, ["linear_probe"], settings=TINY)
+    assert probe["support_f1_ood"] is None and probe["l0_ood"] > 0
 
 
 @pytest.mark.filterwarnings("ignore:y_val holds a single class")

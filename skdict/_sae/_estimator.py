@@ -383,9 +383,10 @@ class SparseAutoencoder(
     def fit(self, X: ArrayLike, y: ArrayLike = None) -> Self:
         """Train the autoencoder on ``X`` from a fresh initialisation.
 
-        A fit interrupted with Ctrl-C (``KeyboardInterrupt``) leaves the
-        estimator as it was before the call; one that raises any other error
-        leaves it unfitted.
+        An invalid hyper-parameter is refused before the fit starts, and a
+        fit interrupted with Ctrl-C (``KeyboardInterrupt``), both leave the
+        estimator as it was before the call; a fit that raises any other
+        error leaves it unfitted.
 
         Parameters
         ----------
@@ -445,8 +446,9 @@ class SparseAutoencoder(
         ``validation_fraction`` do not apply. Training parameters changed
         with ``set_params`` between calls (``lr``, ``weight_decay``,
         ``sparsity_coef``, ``batch_size``, ...) apply from the next call;
-        changing ``n_components``, ``activation``, ``k``, ``bandwidth``,
-        ``freeze_decoder`` or a frozen ``decoder`` (to other atoms, or a
+        changing ``n_components``, ``activation``, ``k`` (of the activations
+        that take it), ``bandwidth`` (of JumpReLU), ``freeze_decoder`` or a
+        frozen ``decoder`` (to other atoms, or a
         provider with other parameters; one changed in place is not always
         detected) raises a ``ValueError``, as
         that needs a new model (:meth:`fit`); invalid values raise as in

@@ -303,18 +303,6 @@ def _evaluate(
             " None. More samples (n_samples) give both classes.",
             UndefinedMetricWarning,
         )
-    if not all(matchable.values()):
-        one = " and ".join(name for name, ok in matchable.items() if not ok)
-        undefined = ", ".join(
-            (["mcc_id"] if not matchable["Z_val"] else [])
-            + (["mcc_ood"] if not matchable["Z_ood"] else [])
-        )
-        warn(
-            f"No latent of {one} varies (a single sample, or constant columns); "
-            f"{undefined} of {method.name!r} set to None. More samples "
-            "(n_samples) define them.",
-            UndefinedMetricWarning,
-        )
     # Code dimensions are identified with latents by their atoms, as in the
     # paper's support recovery: a matching by correlation on the OOD codes
     # themselves would be fitted on the very samples it scores, and favour
@@ -326,8 +314,25 @@ def _evaluate(
         if hasattr(estimator, "components_")
         else None
     )
-    # Defined without a varying latent too: constant latents are matched on
-    # their supports' overlap.
+    # Without atoms and without a varying OOD latent (a single OOD sample),
+    # the matching would be fitted on nothing but overlaps in the scored
+    # samples: a probe's F1 of 0.29 on one sample meant nothing.
+    support_defined = atoms is not None or matchable["Z_ood"]
+    if not all(matchable.values()):
+        one = " and ".join(name for name, ok in matchable.items() if not ok)
+        undefined = ", ".join(
+            (["mcc_id"] if not matchable["Z_val"] else [])
+            + (["mcc_ood"] if not matchable["Z_ood"] else [])
+            + ([] if support_defined else ["support_f1_ood"])
+        )
+        warn(
+            f"No latent of {one} varies (a single sample, or constant columns); "
+            f"{undefined} of {method.name!r} set to None. More samples "
+            "(n_samples) define them.",
+            UndefinedMetricWarning,
+        )
+    # Defined without a varying latent too where atoms match the latents:
+    # constant latents are then matched on their supports' overlap.
     support = support_scores(
         Z_ood, codes_ood, matching=None if atoms is None else atoms.matching
     )
@@ -343,7 +348,7 @@ def _evaluate(
         "auc_ood": auc["auc_ood"],
         "acc_id": acc["acc_id"],
         "acc_ood": acc["acc_ood"],
-        "support_f1_ood": support["f1"],
+        "support_f1_ood": support["f1"] if support_defined else None,
         "l0_ood": support["l0_pred"],
         "mse_id": None,
         "mse_ood": None,
@@ -422,8 +427,9 @@ def compare_methods(
         best-single-feature AUC and logistic-probe accuracy (with an
         ``UndefinedMetricWarning``, all four None when ``y_val`` holds a
         single class, ``auc_ood`` None when ``y_ood`` does, as in very small
-        data sets; likewise the MCC, and on OOD data the support scores, of
-        a split with a single sample), reconstruction MSE
+        data sets; likewise the MCC of a split with a single sample, and on
+        such OOD data the support F1 of a method without atoms),
+        reconstruction MSE
         and its OOD - ID gap (None without ``inverse_transform``), matched
         dictionary similarity (None without ``components_``), OOD support F1
         (code dimensions matched to latents by their atoms, as in the paper;
