@@ -1,9 +1,37 @@
 """skdict: scikit-learn estimators for sparse coding of neural-network activations."""
 
-from ._dictionary import OracleDictionary
-from ._fista import FISTACoder
-from ._sae import SparseAutoencoder
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
 
 __all__ = ["FISTACoder", "OracleDictionary", "SparseAutoencoder", "__version__"]
+
+# The estimators' modules load torch and scikit-learn, seconds of start-up:
+# they are imported on first use, so that the command line, which loads them
+# inside its handler of Ctrl-C, handles an interrupt from its first moment
+# (one while they loaded printed a traceback of up to 56 lines).
+_HOMES = {
+    "FISTACoder": "._fista",
+    "OracleDictionary": "._dictionary",
+    "SparseAutoencoder": "._sae",
+}
+
+if TYPE_CHECKING:
+    from ._dictionary import OracleDictionary
+    from ._fista import FISTACoder
+    from ._sae import SparseAutoencoder
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name], __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

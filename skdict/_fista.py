@@ -1995,12 +1995,12 @@ def fista_encode(
         taken on supports that fill the feature space count as iterations).
     tol : float, default=1e-6
         Stop a sample when its duality gap is at most ``tol`` times its
-        objective (floored at 100 machine epsilons of the dtype). float32
-        rows whose rounding, ``eps * ||x||`` times the longest atom's norm,
-        exceeds ``tol * alpha`` are coded in float64 from the start, other
-        float32 samples not certified after 50 iterations are finished in
-        float64, and both are rounded back, with a certificate that covers
-        the rounding. A
+        objective (floored at 100 machine epsilons of the dtype). With
+        ``max_iter`` above 50, float32 rows whose rounding, ``eps * ||x||``
+        times the longest atom's norm, exceeds the floored ``tol`` times
+        ``alpha`` are coded in float64 from the start, other float32 samples
+        not certified after 50 iterations are finished in float64, and both
+        are rounded back, with a certificate that covers the rounding. A
         ``tol`` close to machine precision may not be reachable: rounding
         can keep even the optimum's gap above it, and such samples run to
         ``max_iter``, unconverged, with codes at their optimum to working
@@ -2139,57 +2139,104 @@ def fista_encode(
         )
         rows64 = torch.nonzero(in_float64).flatten()
         rows32 = torch.nonzero(~in_float64).flatten()
-        if rows32.numel():
-            result = _encode(
+        # One bar over both parts, as over the scale groups above.
+        with tqdm(
+            total=X.shape[0], disable=verbose <= 0, desc="FISTA", unit="sample"
+        ) as progress:
+            result = _encode_rows(
                 X,
                 dictionary,
+                rows32,
                 alpha=alpha,
                 positive=positive,
                 init=init,
-                max_iter=_FLOAT32_ITERATIONS,
                 tol=tol,
+                tol32=tol32,
+                max_iter=max_iter,
                 batch_size=batch_size,
                 verbose=verbose,
                 offset=offset,
-                rows=rows32 if rows64.numel() else None,
+                every_row=not rows64.numel(),
+                progress=progress,
             )
-        else:
-            result = FISTAResult(
-                X.new_zeros(X.shape[0], dictionary.shape[0]),
-                torch.zeros(X.shape[0], dtype=torch.long, device=X.device),
-                torch.zeros(X.shape[0], dtype=torch.bool, device=X.device),
-            )
-        options = dict(
+            if rows64.numel():
+                _encode_in_float64(
+                    X,
+                    dictionary,
+                    rows64,
+                    result,
+                    init=init,
+                    alpha=alpha,
+                    positive=positive,
+                    max_iter=max_iter,
+                    tol=tol32,
+                    batch_size=batch_size,
+                    progress=progress,
+                    offset=offset,
+                )
+        return result
+
+
+def _encode_rows(
+    X: torch.Tensor,
+    dictionary: torch.Tensor,
+    rows: torch.Tensor,
+    *,
+    alpha: float,
+    positive: bool,
+    init: torch.Tensor | None,
+    tol: float,
+    tol32: float,
+    max_iter: int,
+    batch_size: int | None,
+    verbose: int,
+    offset: torch.Tensor | None,
+    every_row: bool,
+    progress: tqdm,
+) -> FISTAResult:
+    """Code float32 ``X[rows]``: 50 float32 iterations, then a float64 finish.
+
+    ``every_row`` says that ``rows`` are all of ``X``'s (coded in place,
+    without gathering them); the results keep ``X``'s rows.
+    """
+    if not rows.numel():
+        return FISTAResult(
+            X.new_zeros(X.shape[0], dictionary.shape[0]),
+            torch.zeros(X.shape[0], dtype=torch.long, device=X.device),
+            torch.zeros(X.shape[0], dtype=torch.bool, device=X.device),
+        )
+    result = _encode(
+        X,
+        dictionary,
+        alpha=alpha,
+        positive=positive,
+        init=init,
+        max_iter=_FLOAT32_ITERATIONS,
+        tol=tol,
+        batch_size=batch_size,
+        verbose=verbose,
+        offset=offset,
+        rows=None if every_row else rows,
+        progress=progress,
+    )
+    stalled = rows[~result.converged[rows]]
+    if stalled.numel():
+        # Counted on the bar by their float32 iterations.
+        _encode_in_float64(
+            X,
+            dictionary,
+            stalled,
+            result,
+            init=result.codes,
             alpha=alpha,
             positive=positive,
+            max_iter=max_iter - _FLOAT32_ITERATIONS,
             tol=tol32,
             batch_size=batch_size,
+            progress=None,
             offset=offset,
         )
-        if rows64.numel():
-            _encode_in_float64(
-                X,
-                dictionary,
-                rows64,
-                result,
-                init=init,
-                max_iter=max_iter,
-                verbose=verbose,
-                **options,
-            )
-        stalled = rows32[~result.converged[rows32]]
-        if stalled.numel():
-            _encode_in_float64(
-                X,
-                dictionary,
-                stalled,
-                result,
-                init=result.codes,
-                max_iter=max_iter - _FLOAT32_ITERATIONS,
-                verbose=0,
-                **options,
-            )
-        return result
+    return result
 
 
 def _float32_floor_rows(
@@ -2211,7 +2258,10 @@ def _float32_floor_rows(
     certificate.
     """
     eps = torch.finfo(torch.float32).eps
-    atom_norm = float(torch.linalg.vector_norm(dictionary.double(), dim=1).max())
+    # In the dictionary's own dtype: a float64 copy of a large dictionary
+    # took 126 MiB and doubled the time of a call of 8 rows. A norm beyond
+    # float32's range routes every row to float64.
+    atom_norm = float(torch.linalg.vector_norm(dictionary, dim=1).max())
     bound = tol * alpha / (eps * atom_norm) if atom_norm else math.inf
     norms = X.new_empty(X.shape[0], dtype=torch.float64)
     # Chunks of rows: centring all of X at once would copy it.
@@ -2233,7 +2283,7 @@ def _encode_in_float64(
     max_iter: int,
     tol: float,
     batch_size: int | None,
-    verbose: int,
+    progress: tqdm | None,
     offset: torch.Tensor | None,
 ) -> None:
     """Code float32 ``X[rows]`` in float64 into ``result``, rounded back.
@@ -2248,34 +2298,32 @@ def _encode_in_float64(
     # A batch of rows at a time: their float64 copies must stay within
     # batch_size's memory bound, however many rows there are.
     step = batch_size or _auto_batch_size(*dictionary.shape)
-    with tqdm(
-        total=rows.numel(), disable=verbose <= 0, desc="FISTA", unit="sample"
-    ) as progress:
-        for part in rows.split(step):
-            X64 = _centred(X[part], offset).double()
-            solved = _encode(
-                X64,
-                D64,
-                alpha=alpha,
-                positive=positive,
-                init=None if init is None else init[part].double(),
-                max_iter=max_iter,
-                tol=tol / 2,
-                batch_size=batch_size,
-                verbose=0,
-                offset=None,  # X64 is centred
-            )
-            rounded = solved.codes.to(X.dtype)
-            # Any dual point bounds the optimum, so the float64 codes'
-            # certificate holds for the rounded ones up to the difference of
-            # their objectives: P(rounded) - P* <= gap64 + P(rounded) - P(codes64).
-            exact = _sample_objective(X64, solved.codes, D64, alpha)[0]
-            kept = _sample_objective(X64, rounded.double(), D64, alpha)[0]
-            result.codes[part] = rounded
-            result.n_iter[part] += solved.n_iter
-            result.converged[part] = solved.converged & (
-                tol / 2 * exact + (kept - exact) <= tol * kept
-            )
+    for part in rows.split(step):
+        X64 = _centred(X[part], offset).double()
+        solved = _encode(
+            X64,
+            D64,
+            alpha=alpha,
+            positive=positive,
+            init=None if init is None else init[part].double(),
+            max_iter=max_iter,
+            tol=tol / 2,
+            batch_size=batch_size,
+            verbose=0,
+            offset=None,  # X64 is centred
+        )
+        rounded = solved.codes.to(X.dtype)
+        # Any dual point bounds the optimum, so the float64 codes'
+        # certificate holds for the rounded ones up to the difference of
+        # their objectives: P(rounded) - P* <= gap64 + P(rounded) - P(codes64).
+        exact = _sample_objective(X64, solved.codes, D64, alpha)[0]
+        kept = _sample_objective(X64, rounded.double(), D64, alpha)[0]
+        result.codes[part] = rounded
+        result.n_iter[part] += solved.n_iter
+        result.converged[part] = solved.converged & (
+            tol / 2 * exact + (kept - exact) <= tol * kept
+        )
+        if progress is not None:
             progress.update(part.numel())
 
 
@@ -2435,12 +2483,14 @@ def _encode(
     verbose: int,
     offset: torch.Tensor | None,
     rows: torch.Tensor | None = None,
+    progress: tqdm | None = None,
 ) -> FISTAResult:
     """:func:`fista_encode` in ``X``'s own dtype.
 
     With ``rows``, only ``X[rows]`` is coded, each share's rows gathered in
     turn (not a copy of all of them); the results keep ``X``'s rows, zero
-    and unconverged elsewhere.
+    and unconverged elsewhere. A given ``progress`` bar is moved (and left
+    open) instead of one of its own.
     """
     n_components = dictionary.shape[0]
     n_samples = X.shape[0] if rows is None else rows.numel()
@@ -2527,8 +2577,12 @@ def _encode(
     # A bar for one batch too: it does not move, but says that a call runs
     # and, at its end, how long it took (600 rows at a small alpha ran 15 s
     # without a word).
-    progress = tqdm(total=n_samples, disable=verbose <= 0, desc="FISTA", unit="sample")
-    with progress:
+    own = progress is None
+    if own:
+        progress = tqdm(
+            total=n_samples, disable=verbose <= 0, desc="FISTA", unit="sample"
+        )
+    with progress if own else nullcontext():
         if device.type == "cpu" and torch.get_num_threads() > 1:
             # Even a batch too small to split runs in a worker thread of one
             # intra-op thread. On a quiet 2-core machine a second intra-op
@@ -2699,11 +2753,12 @@ class FISTACoder(
         tolerance is floored at ``100 * eps`` of the data's dtype (about
         ``1.2e-5`` in float32), below which the gap is not measurable. With a
         small ``alpha``, rounding even the optimal codes to float32 can leave
-        a larger gap: float32 rows whose rounding, ``eps * ||x||`` times the
-        longest atom's norm, exceeds ``tol`` times ``alpha`` are therefore
-        coded in float64 from the start, other float32 samples not
-        certified after 50 iterations are finished in float64, and both are
-        rounded back with a certificate covering the rounding. Rounding can
+        a larger gap: with ``max_iter`` above 50, float32 rows whose
+        rounding, ``eps * ||x||`` times the longest atom's norm, exceeds the
+        floored ``tol`` times ``alpha`` are therefore coded in float64 from
+        the start, other float32 samples not certified after 50 iterations
+        are finished in float64, and both are rounded back with a
+        certificate covering the rounding. Rounding can
         keep even the optimum's gap above a ``tol`` close to machine
         precision; such samples run to ``max_iter`` and are reported
         unconverged. When learning, also the relative change of the

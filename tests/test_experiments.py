@@ -1864,6 +1864,27 @@ def test_compare_methods_defaults_to_the_papers_settings(data, monkeypatch):
     assert context.settings == PaperSettings() and context.seed == 3
 
 
+def test_cli_handles_ctrl_c_while_the_libraries_load(tmp_path):
+    # Importing skdict loaded torch and scikit-learn (about 2.6 s) before the
+    # command's handler of Ctrl-C existed: an interrupt then printed a
+    # traceback. The package now loads them on first use, inside main().
+    import signal
+    import subprocess
+
+    code = "import sys, skdict; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert loaded.stdout.decode().strip() == "False"
+    argv = [sys.executable, "-m", "skdict", "reproduce", "--out", str(tmp_path)]
+    command = subprocess.Popen(
+        [*argv, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    time.sleep(1.0)  # inside main(), loading the libraries or running
+    command.send_signal(signal.SIGINT)
+    _, err = command.communicate(timeout=120)
+    assert command.returncode == 130
+    assert b"Traceback" not in err and b"interrupted" in err
+
+
 def test_cli_interrupted_while_starting_prints_one_line(monkeypatch, capsys):
     # Ctrl-C while the libraries loaded (the first seconds) printed a
     # traceback of 35 to 56 lines.
@@ -1946,3 +1967,17 @@ def test_run_study_errors_name_the_argument(tmp_path):
     with pytest.raises(ValueError, match="'seeds' parameter of run_study"):
         run_study("vary_latents", seeds=[-1], **kwargs)
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_run_study_reads_seeds_from_a_generator_once(tmp_path, monkeypatch):
+    # The seeds' check read a generator, and the cells found it empty.
+    planned = []
+
+    def plan(study, **kwargs):
+        planned.append(kwargs["seeds"])
+        raise KeyboardInterrupt  # stop before any cell runs
+
+    monkeypatch.setattr(_runner, "plan_study", plan)
+    with pytest.raises(KeyboardInterrupt):
+        run_study("vary_latents", seeds=(s for s in [3, 1]), out=tmp_path)
+    assert planned == [(3, 1)]

@@ -1947,6 +1947,22 @@ def test_progress_bar_moves_through_one_automatic_batch(capsys):
     assert "300/300" in err and "150/150" not in err
 
 
+def test_float32_rows_in_float64_from_the_start_share_the_bar(rng, capsys):
+    # Rows routed to float64 by their rounding bound and the others showed a
+    # bar each (31/31, then 29/29 for 60 rows).
+    D = torch.from_numpy(random_dictionary(rng, 20, 10)).float()
+    X = torch.from_numpy(rng.standard_normal((60, 10))).float()
+    X[::2] *= 4.0  # rows above the bound at this alpha, and rows below it
+    tol = _fista._effective_tol(1e-6, torch.float32)
+    routed = _fista._float32_floor_rows(X, D, None, alpha=0.03, tol=tol, step=60)
+    assert 0 < int(routed.sum()) < 60
+    quiet = fista_encode(X, D, alpha=0.03, positive=True)
+    shown = fista_encode(X, D, alpha=0.03, positive=True, verbose=1)
+    err = capsys.readouterr().err
+    assert err.count("60/60") == 1 and f"{int(routed.sum())}/" not in err
+    torch.testing.assert_close(shown.codes, quiet.codes, rtol=0, atol=1e-6)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_score_past_float64_squares():
     # Residuals above 1e154 squared to inf: the score was -inf where

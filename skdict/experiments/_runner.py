@@ -314,7 +314,8 @@ def run_study(
     )
     resolve_device(device)  # before any cell runs, not in the first one's fit
     if seeds is not None and is_sequence(seeds):
-        check_seeds(seeds, "run_study")  # errors that name the function called
+        # Errors that name the function called; a generator is read once.
+        seeds = check_seeds(seeds, "run_study")
     cells, base = plan_study(
         study,
         preset=preset,
