@@ -1,9 +1,7 @@
 """skdict: scikit-learn estimators for sparse coding of neural-network activations."""
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0.dev0"
 
@@ -23,15 +21,16 @@ if TYPE_CHECKING:
     from ._dictionary import OracleDictionary
     from ._fista import FISTACoder
     from ._sae import SparseAutoencoder
+else:
+    # Hidden from type checkers, for which a module __getattr__ makes every
+    # name exist (a misspelled import passed mypy).
 
+    def __getattr__(name: str) -> object:
+        if name not in _HOMES:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(_importlib.import_module(_HOMES[name], __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name], __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+    def __dir__() -> list[str]:
+        return sorted({*__all__, *(name for name in globals() if name[:2] == "__")})

@@ -208,16 +208,6 @@ _SPARSE_DENSITY_OTHER = 0.05
 _MAX_ROUND_TOL = 0.3
 _LOOSE_MIN_FEATURES = 40
 _MAX_ROUND_TOL_FEW_FEATURES = 0.1
-# Exploring rounds of dictionaries with more than ``_PLAIN_FISTA_RATIO`` atoms
-# per feature (and at least ``_LOOSE_MIN_FEATURES`` features) code to a
-# relative gap of at least this: from zero codes, looser codes are sparser and
-# cheaper, and sparser codes pull the atoms apart sooner. n_latents=1000, 90
-# rounds, one thread, seeds 0 / 1 / 2 (MCC-OOD; CPU time over scikit-learn's
-# in the same process): the cap alone (0.15-0.3) 0.535 / 0.546 / 0.536, 0.86
-# / 0.79 / 0.86x; 0.4 0.595 / 0.575 / 0.623, 0.57 / 0.57 / 0.71x; 0.5 0.569 /
-# 0.563 / 0.589, 0.53 / 0.54 / 0.52x; 0.6 0.487 / 0.470 / 0.465; 0.7 0.25 (a
-# cliff: the codes no longer move the atoms).
-_EXPLORING_GAP = 0.4
 # Dictionaries with at most ``_PLAIN_FISTA_RATIO`` atoms per feature are coded,
 # while exploring, by ``_PLAIN_FISTA_ITER`` iterations of plain FISTA (step
 # 1/L, warm-started, not to convergence: the paper's inexact codes) instead of
@@ -922,7 +912,7 @@ def lstsq_dictionary(
     still be accurate. :class:`OracleDictionary` therefore forms and solves
     the normal equations in float64; dictionary learning solves in float32
     for speed, where a round's atoms need no such accuracy (its codes are
-    solved to relative gaps of 1e-2 to 0.4) and a refinement keeps only
+    solved to relative gaps of 1e-2 to 0.3) and a refinement keeps only
     updates that lower the objective.
 
     Parameters
@@ -1612,9 +1602,7 @@ def learn_dictionary(
 
     1. codes ``X`` with FISTA (:func:`~skdict._fista.fista_encode`) to a
        relative duality gap equal to the dictionary's last relative change
-       (between ``tol`` and 0.3, or 0.1 with fewer than 40 features; at
-       least 0.4 in the exploring rounds of more than three atoms per
-       feature, from 40 features),
+       (between ``tol`` and 0.3, or 0.1 with fewer than 40 features),
        warm-started from the previous round's codes when refining (from
        zero codes while exploring, below), keeping a sample's previous code
        when it was better;
@@ -1794,7 +1782,7 @@ def _learn_dictionary(
     dtype = X.dtype
     if init is None:
         # Learning from drawn atoms is a search whose rounds stop at relative
-        # gaps of 0.01-0.4, far above float32 rounding: it runs in float32,
+        # gaps of 0.01-0.3, far above float32 rounding: it runs in float32,
         # where products and factorisations cost half as much (one thread,
         # AVX-512 CPU, seeds 0-2: n_latents=500, 40 rounds, 3.1-3.6 s against
         # 3.6-4.1 s for MCC-OOD 0.980-0.987 against 0.986-0.989; n_latents=
@@ -1819,8 +1807,11 @@ def _learn_dictionary(
     # the warm start a round's coding must improve on.
     warm_objective = None
     warm_alpha = None
-    loose = X.shape[1] >= _LOOSE_MIN_FEATURES
-    max_round_tol = _MAX_ROUND_TOL if loose else _MAX_ROUND_TOL_FEW_FEATURES
+    max_round_tol = (
+        _MAX_ROUND_TOL
+        if X.shape[1] >= _LOOSE_MIN_FEATURES
+        else _MAX_ROUND_TOL_FEW_FEATURES
+    )
     round_tol = max_round_tol
     # The last normalised least-squares atoms, from which exploration extrapolates.
     anchor = components
@@ -1837,9 +1828,6 @@ def _learn_dictionary(
             anchor, warm_objective = components, None
         round_alpha = schedule.round_alpha(t, alpha)
         iterations = schedule.plain_iterations(t)
-        coding_tol = round_tol
-        if exploring and not schedule.few_atoms and loose:
-            coding_tol = max(round_tol, _EXPLORING_GAP)
         new_codes, fista_iter = _code_round(
             X,
             components,
@@ -1848,7 +1836,7 @@ def _learn_dictionary(
             positive=positive,
             iterations=iterations,
             warm_start=not exploring,
-            tol=coding_tol,
+            tol=round_tol,
             max_iter=max_iter,
             batch_size=batch_size,
         )
@@ -1950,7 +1938,7 @@ def _learn_dictionary(
                 "n_unused": n_unused,
                 "n_resampled": n_resampled,
                 # Plain FISTA runs a fixed number of iterations, to no gap.
-                "coding_tol": None if iterations is not None else coding_tol,
+                "coding_tol": None if iterations is not None else round_tol,
                 "fista_iter": fista_iter,
             }
         )

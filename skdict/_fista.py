@@ -2818,8 +2818,8 @@ class FISTACoder(
         ``init`` code the first half of the rounds at ``1.5 * alpha``; given
         at least 110 rounds (and no more atoms than samples) they code the
         first 60 at ``1.5 * alpha`` and make the rounds between them and the
-        last 30 the paper's inexact alternation (see the user guide,
-        :ref:`inference`). Learning
+        last 30 the paper's inexact alternation, which very overcomplete
+        dictionaries need (see the user guide, :ref:`inference`). Learning
         without ``init`` computes in float32 whatever the data's dtype (a
         search, solved to loose tolerances), unless the data's squared norms
         leave float32's range (then in float64); data whose largest entry

@@ -75,6 +75,9 @@ best_feature_auc(X)  # type: ignore[call-arg]
 FISTACoder(aplha=0.1)  # type: ignore[call-arg]
 SparseAutoencoder(4, max_epoch=3)  # type: ignore[call-arg]
 OracleDictionary(device=3)  # type: ignore[arg-type]
+
+# A misspelt name (the lazy imports' module __getattr__ must stay hidden).
+from skdict import FISTACoderr  # type: ignore[attr-defined]
 """
 
 
