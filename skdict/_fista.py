@@ -2050,9 +2050,7 @@ def fista_encode(
         # its own power of two (each row's lasso is its own problem): one
         # scale for all shrank the rows of 1 beside a row of 1e121 to 1e-121,
         # and their codes came back wrong by half their size.
-        codes = X.new_zeros(X.shape[0], dictionary.shape[0])
-        n_iter = torch.zeros(X.shape[0], dtype=torch.long, device=X.device)
-        converged = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
+        codes, n_iter, converged = _unsolved(X, dictionary.shape[0])
         # One bar over the groups' rows, not a bar per group.
         with tqdm(
             total=X.shape[0], disable=verbose <= 0, desc="FISTA", unit="sample"
@@ -2146,7 +2144,7 @@ def fista_encode(
             result = _encode_rows(
                 X,
                 dictionary,
-                rows32,
+                rows32 if rows64.numel() else None,
                 alpha=alpha,
                 positive=positive,
                 init=init,
@@ -2156,7 +2154,6 @@ def fista_encode(
                 batch_size=batch_size,
                 verbose=verbose,
                 offset=offset,
-                every_row=not rows64.numel(),
                 progress=progress,
             )
             if rows64.numel():
@@ -2180,7 +2177,7 @@ def fista_encode(
 def _encode_rows(
     X: torch.Tensor,
     dictionary: torch.Tensor,
-    rows: torch.Tensor,
+    rows: torch.Tensor | None,
     *,
     alpha: float,
     positive: bool,
@@ -2191,20 +2188,15 @@ def _encode_rows(
     batch_size: int | None,
     verbose: int,
     offset: torch.Tensor | None,
-    every_row: bool,
     progress: tqdm,
 ) -> FISTAResult:
     """Code float32 ``X[rows]``: 50 float32 iterations, then a float64 finish.
 
-    ``every_row`` says that ``rows`` are all of ``X``'s (coded in place,
-    without gathering them); the results keep ``X``'s rows.
+    ``rows=None`` codes every row, in place, without gathering them; the
+    results keep ``X``'s rows.
     """
-    if not rows.numel():
-        return FISTAResult(
-            X.new_zeros(X.shape[0], dictionary.shape[0]),
-            torch.zeros(X.shape[0], dtype=torch.long, device=X.device),
-            torch.zeros(X.shape[0], dtype=torch.bool, device=X.device),
-        )
+    if rows is not None and not rows.numel():
+        return _unsolved(X, dictionary.shape[0])
     result = _encode(
         X,
         dictionary,
@@ -2216,10 +2208,15 @@ def _encode_rows(
         batch_size=batch_size,
         verbose=verbose,
         offset=offset,
-        rows=None if every_row else rows,
+        rows=rows,
         progress=progress,
     )
-    stalled = rows[~result.converged[rows]]
+    unconverged = ~result.converged
+    stalled = (
+        torch.nonzero(unconverged).flatten()
+        if rows is None
+        else rows[unconverged[rows]]
+    )
     if stalled.numel():
         # Counted on the bar by their float32 iterations.
         _encode_in_float64(
@@ -2237,6 +2234,15 @@ def _encode_rows(
             offset=offset,
         )
     return result
+
+
+def _unsolved(X: torch.Tensor, n_components: int) -> FISTAResult:
+    """Zero codes, iterations and convergence flags for every row of ``X``."""
+    return FISTAResult(
+        X.new_zeros(X.shape[0], n_components),
+        torch.zeros(X.shape[0], dtype=torch.long, device=X.device),
+        torch.zeros(X.shape[0], dtype=torch.bool, device=X.device),
+    )
 
 
 def _float32_floor_rows(
@@ -2528,9 +2534,7 @@ def _encode(
     D32 = dictionary.float()
     # Inflated by a few roundings of the norms themselves.
     max_norm = float(dictionary.norm(dim=1).max()) * (1 + 1e-5)
-    codes = torch.zeros(X.shape[0], n_components, dtype=dtype, device=device)
-    n_iter = torch.zeros(X.shape[0], dtype=torch.long, device=device)
-    converged = torch.zeros(X.shape[0], dtype=torch.bool, device=device)
+    codes, n_iter, converged = _unsolved(X, n_components)
 
     def solve(share: slice) -> None:
         # Inference mode, whatever the caller's (worker threads start without
