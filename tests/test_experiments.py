@@ -1874,11 +1874,19 @@ def test_cli_handles_ctrl_c_while_the_libraries_load(tmp_path):
     code = "import sys, skdict; print('torch' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert loaded.stdout.decode().strip() == "False"
-    argv = [sys.executable, "-m", "skdict", "reproduce", "--out", str(tmp_path)]
+    # The child says when it is about to enter main(): a fixed wait let a slow
+    # interpreter start (under coverage) take the signal before Python's own
+    # handler existed.
+    code = (
+        "import sys, skdict.__main__ as cli; print('ready', flush=True); "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    argv = [sys.executable, "-c", code, "reproduce", "--out", str(tmp_path)]
     command = subprocess.Popen(
         [*argv, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    time.sleep(1.0)  # inside main(), loading the libraries or running
+    assert command.stdout.readline().strip() == b"ready"
+    time.sleep(0.2)  # inside main(), loading the libraries or running
     command.send_signal(signal.SIGINT)
     _, err = command.communicate(timeout=120)
     assert command.returncode == 130

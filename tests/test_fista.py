@@ -2,6 +2,7 @@
 
 import itertools
 import pickle
+import re
 import signal
 import threading
 import time
@@ -1958,8 +1959,10 @@ def test_float32_rows_in_float64_from_the_start_share_the_bar(rng, capsys):
     assert 0 < int(routed.sum()) < 60
     quiet = fista_encode(X, D, alpha=0.03, positive=True)
     shown = fista_encode(X, D, alpha=0.03, positive=True, verbose=1)
+    # One bar, counted by its start: tqdm's closing refresh may print 60/60 a
+    # second time.
     err = capsys.readouterr().err
-    assert err.count("60/60") == 1 and f"{int(routed.sum())}/" not in err
+    assert err.count("| 0/60 ") == 1 and set(re.findall(r"\d+/(\d+) ", err)) == {"60"}
     torch.testing.assert_close(shown.codes, quiet.codes, rtol=0, atol=1e-6)
 
 
@@ -2016,7 +2019,9 @@ def test_partial_fit_shows_its_coding_bar_from_verbose_2(capsys):
         err = capsys.readouterr().err
         assert ("40/40" in err) == shown, verbose
         if shown:
-            assert err.count("40/40") == 2  # one bar per call
+            # One bar per call, counted by their starts (a closing refresh
+            # may print 40/40 twice).
+            assert err.count("| 0/40 ") == 2
 
 
 @pytest.mark.parametrize("threads", [1, 2])
