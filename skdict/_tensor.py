@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -1197,7 +1198,13 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
     if is_tensor(value):
         converted = value.detach().cpu()
     elif isinstance(value, torch.nn.Module):
-        converted = copy.deepcopy(value).cpu()
+        # A module already on the CPU pickles as it is. A deep copy gave its
+        # weights new storages, whose addresses torch writes into the pickle:
+        # the bytes, and so joblib.hash, by which Pipeline(memory=) caches a
+        # step, changed at every pickle, and the copy held the weights twice.
+        weights = itertools.chain(value.parameters(), value.buffers())
+        on_cpu = all(weight.device.type == "cpu" for weight in weights)
+        converted = value if on_cpu else copy.deepcopy(value).cpu()
     elif isinstance(value, dict):
         # A dict subclass (a Bunch of weights) keeps its type, which a plain
         # dict rebuilt from it lost.

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 
+import joblib
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -17,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.utils import check_random_state
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _tensor
@@ -1134,6 +1135,24 @@ def test_clone_pickle_pipeline(rng):
     y = (X[:, 0] > np.median(X[:, 0])).astype(int)
     pipe = make_pipeline(clone(sae), LogisticRegression()).fit(X, y)
     assert pipe.score(X, y) > 0.5
+
+
+def test_fitted_model_pickles_to_the_same_bytes_every_time(rng, tmp_path):
+    # Its module was deep-copied at every pickle, and torch wrote the copy's
+    # new storage addresses into the bytes: joblib.hash changed each time, so
+    # Pipeline(memory=) coded again for every candidate of a search.
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(8, activation="topk", k=2, **SMALL).fit(X)
+    assert pickle.dumps(sae) == pickle.dumps(sae)
+    assert joblib.hash(FrozenEstimator(sae)) == joblib.hash(FrozenEstimator(sae))
+    y = (X[:, 0] > np.median(X[:, 0])).astype(int)
+    pipe = Pipeline(
+        [("code", FrozenEstimator(sae)), ("probe", LogisticRegression())],
+        memory=str(tmp_path),
+    )
+    GridSearchCV(pipe, {"probe__C": [0.1, 1.0, 10.0]}, cv=2).fit(X, y)
+    cached = [path for path in tmp_path.rglob("output.pkl")]
+    assert len(cached) == 3  # one coding per fold and one for the refit
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])
