@@ -2507,6 +2507,12 @@ def concept_names_of(provider: Any) -> np.ndarray | None:
     coders on an oracle's atoms name their codes after its concepts.
     """
     names = getattr(provider, "concept_names_", None)
+    if names is None:
+        # A coder that keeps an oracle's atoms (FISTACoder on them, or an SAE
+        # with them as its frozen decoder) passes the names on, so that
+        # wrapping the same atoms once more does not lose them.
+        names_of_codes = getattr(provider, "_names_of_codes", None)
+        names = names_of_codes() if callable(names_of_codes) else None
     return None if names is None else np.asarray(names, dtype=object).copy()
 
 
@@ -2586,7 +2592,9 @@ class OracleDictionary(
     concept_names_ : ndarray of shape (n_latents,) or None
         The string column names of ``y`` (a DataFrame of concept labels),
         which name the codes (:meth:`get_feature_names_out`, and the columns
-        of ``set_output(transform="pandas")``); None otherwise.
+        of ``set_output(transform="pandas")``); with a given ``dictionary``,
+        the concept names of its atoms when it is a fitted oracle or a coder
+        that keeps an oracle's atoms; None otherwise.
 
     See Also
     --------
@@ -2707,7 +2715,7 @@ n_latents) or (n_samples,), default=None
                 )
                 components, intercept = resolved.components, resolved.intercept
                 self.dictionary_ = resolved.estimator
-                self.concept_names_ = None
+                self.concept_names_ = concept_names_of(resolved.estimator)
             self.components_ = to_fitted(components, origin)
             self.intercept_ = to_fitted(intercept, origin)
             return self

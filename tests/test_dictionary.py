@@ -312,6 +312,14 @@ def test_oracle_codes_are_named_after_the_concepts():
         ),
     ):
         assert list(coder.get_feature_names_out()) == list(Z.columns)
+        # One wrapping further out keeps them (they became fistacoder0, ...).
+        outer = FISTACoder(FrozenEstimator(coder)).fit(data.X_train)
+        assert list(outer.get_feature_names_out()) == list(Z.columns)
+    # So does an oracle given the oracle's atoms (oracledictionary0, ...).
+    for provider in (frozen, OracleDictionary()):
+        again = OracleDictionary(provider).fit(data.X_train, Z)
+        np.testing.assert_array_equal(again.concept_names_, Z.columns)
+        assert list(again.get_feature_names_out()) == list(Z.columns)
     trained = SparseAutoencoder(decoder=frozen, max_epochs=1).fit(data.X_train)
     assert trained.get_feature_names_out()[0] == "sparseautoencoder0"
     plain = FISTACoder(data.dictionary).fit(data.X_train)
