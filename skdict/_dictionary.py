@@ -863,30 +863,40 @@ def _well_posed_cholesky(matrix: torch.Tensor) -> torch.Tensor | None:
     component along a near-null vector, they amplify it by ``lambda_max /
     lambda_min`` each, so the Rayleigh quotient of the result, an upper bound
     on ``lambda_min``, falls to rounding level exactly when the matrix is
-    singular to working precision (``size * eps`` of its largest diagonal
-    entry). The cost is two triangular solve pairs, ``O(size^2)``.
+    singular to working precision (``size * eps``).
+
+    The test is made on the matrix scaled to a unit diagonal, ``S G S`` with
+    ``S = diag(G)^(-1/2)``: the accuracy of Cholesky solves depends on that
+    matrix's condition number, not on ``G``'s (van der Sluis, 1969, "Condition
+    numbers and equilibration of matrices"), and codes in other units (one
+    concept labelled in 1e8 ths) stretch ``G``'s diagonal without making its
+    solves any less exact. Judged on ``G`` itself, such a matrix was taken for
+    singular and its smallest direction dropped by the pseudo-inverse. The
+    cost is two triangular solve pairs, ``O(size^2)``.
     """
     factor, info = torch.linalg.cholesky_ex(matrix)
     if int(info) != 0:
         return None
     n = matrix.shape[0]
+    tiny = torch.finfo(matrix.dtype).tiny
+    # diag(G)^(1/2) = S^-1, so that (S G S)^-1 v = S^-1 G^-1 S^-1 v.
+    root = matrix.diagonal().clamp_min(tiny).sqrt().unsqueeze(1)
     # A fixed start with no symmetry: null vectors of codes such as
     # (1, -1, 0, ...) for two latents that always fire together are
     # orthogonal to the constant vector, never to this one.
     v = torch.cos(
         torch.arange(1, n + 1, dtype=matrix.dtype, device=matrix.device) * 2.3
     ).unsqueeze(1)
-    tiny = torch.finfo(v.dtype).tiny
     for _ in range(2):
-        v = torch.cholesky_solve(v, factor)
+        v = torch.cholesky_solve(v * root, factor) * root
         # Scaled by its largest entry before its norm: a solve with the Gram
         # of codes of scale 1e-80 grows v past the square root of the
         # largest float, where its norm overflowed to inf and v became zero.
         v = v / v.abs().amax().clamp_min(tiny)
         v = v / torch.linalg.vector_norm(v)
-    rayleigh = float(v.T @ matrix @ v)
-    floor = n * torch.finfo(matrix.dtype).eps * float(matrix.diagonal().max())
-    return factor if rayleigh > floor else None
+    scaled = v / root  # S v, so that v^T (S G S) v = (S v)^T G (S v)
+    rayleigh = float(scaled.T @ matrix @ scaled)
+    return factor if rayleigh > n * torch.finfo(matrix.dtype).eps else None
 
 
 def lstsq_dictionary(

@@ -691,6 +691,33 @@ def test_singular_grams_are_never_factored(rng):
             assert _well_posed_cholesky(torch.from_numpy(tall.T @ tall)) is not None
 
 
+@pytest.mark.parametrize("units", [1e-8, 1e8])
+def test_oracle_recovers_atoms_of_a_concept_labelled_in_other_units(units, rng):
+    # Judged singular on Z^T Z itself, whose diagonal one column in 1e-8 ths
+    # stretches: the pseudo-inverse then dropped that concept (an atom of norm
+    # 5e-9 for 1e8) and moved the others by 21 %, or every atom for 1e8, and
+    # warned that the columns were linearly dependent.
+    data = make_compositional(n_latents=20, n_active=3, n_samples=400, random_state=0)
+    Z = data.Z_train.copy()
+    Z[:, 3] *= units
+    expected = data.dictionary.copy()
+    expected[3] /= units  # X = Z @ expected exactly
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        oracle = OracleDictionary().fit(data.X_train, Z)
+        half = len(Z) // 2
+        stream = OracleDictionary().partial_fit(data.X_train[:half], Z[:half])
+        stream.partial_fit(data.X_train[half:], Z[half:])
+    for fitted in (oracle, stream):
+        error = np.linalg.norm(fitted.components_ - expected, axis=1)
+        assert np.max(error / np.linalg.norm(expected, axis=1)) < 1e-12
+    # A singular matrix stays singular whatever its columns' units.
+    z = rng.uniform(size=(30, 1))
+    dependent = np.hstack([z, 1e8 * z, rng.uniform(size=(30, 1)) * 1e-8])
+    gram = torch.from_numpy(dependent.T @ dependent)
+    assert _well_posed_cholesky(gram) is None
+
+
 def test_block_coordinate_update_solves_each_atom_on_the_sphere(rng):
     D0 = random_dictionary(rng, 6, 5)
     Z = rng.uniform(size=(40, 6)) * (rng.uniform(size=(40, 6)) < 0.5)
