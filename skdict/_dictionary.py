@@ -51,6 +51,7 @@ from sklearn.base import (
     TransformerMixin,
     clone,
 )
+from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._array_api import check_same_namespace
@@ -328,8 +329,13 @@ def fits_on_data(obj: Any) -> bool:
     return _is_estimator(obj) and not isinstance(obj, FrozenEstimator)
 
 
-def fit_provider(estimator: Any, X: Any, y: Any = None) -> Any:
+def fit_provider(estimator: Any, X: Any, y: Any = None, name: str | None = None) -> Any:
     """Fit a clone of the provider ``estimator`` on ``X`` and ``y``.
+
+    When the fit fails and ``estimator`` was fitted already, the error gets a
+    note naming the parameter ``name`` and :class:`~sklearn.frozen.FrozenEstimator`:
+    a fitted oracle passed as it is failed with "requires y", which said
+    nothing of the clone being fitted again.
 
     Under array-API dispatch, an estimator that does not declare array-API
     support (``DictionaryLearning``, ``NMF``, a ``Pipeline``) is fitted on
@@ -342,7 +348,36 @@ def fit_provider(estimator: Any, X: Any, y: Any = None) -> Any:
     """
     if _needs_host_arrays(estimator):
         X, y = _host_array(X), _host_array(y)
-    return clone(estimator).fit(X, y)
+    try:
+        return clone(estimator).fit(X, y)
+    except Exception as error:
+        if name is not None and _is_fitted(estimator):
+            error.add_note(
+                f"{name}, a fitted {type(estimator).__name__}, is cloned and "
+                "fitted again on X; to use its fitted atoms as they are, pass "
+                "it wrapped in sklearn.frozen.FrozenEstimator."
+            )
+        raise
+
+
+def _is_fitted(estimator: Any) -> bool:
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    return True
+
+
+def check_frozen_fitted(frozen: FrozenEstimator, name: str) -> None:
+    """Refuse a frozen estimator that is not fitted, naming the parameter."""
+    check_is_fitted(
+        frozen.estimator,
+        msg=(
+            f"{name}, a FrozenEstimator of {type(frozen.estimator).__name__}, is "
+            "not fitted: fit the estimator before freezing it, or pass it "
+            "unfrozen to be fitted on X."
+        ),
+    )
 
 
 def provider_input(estimator: Any, X: Any) -> Any:
@@ -671,7 +706,7 @@ def resolve_dictionary(
         if not fits_on_data(dictionary):
             estimator = dictionary
             if isinstance(dictionary, FrozenEstimator):
-                check_is_fitted(estimator.estimator)
+                check_frozen_fitted(dictionary, name)
             if X_user is not None:
                 check_provider_features(estimator, X_user, name)
         else:
@@ -679,7 +714,7 @@ def resolve_dictionary(
                 raise ValueError(
                     f"{name} is an unfitted estimator; it is fitted on X in fit()."
                 )
-            estimator = fit_provider(dictionary, X_user, y)
+            estimator = fit_provider(dictionary, X_user, y, name)
         if not hasattr(estimator, "components_"):
             raise TypeError(
                 f"{name} must expose 'components_' (n_components, n_features) after "
@@ -1064,8 +1099,12 @@ def block_coordinate_update(
 
 
 def initial_dictionary(
-    X: torch.Tensor, n_components: int, generator: torch.Generator
-) -> torch.Tensor:
+    X: torch.Tensor,
+    n_components: int,
+    generator: torch.Generator,
+    *,
+    return_n_rows: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, int]:
     """Unit-norm atoms drawn from the data.
 
     Distinct random samples of ``X``, normalised; Gaussian atoms replace
@@ -1081,10 +1120,15 @@ def initial_dictionary(
         Number of atoms.
     generator : torch.Generator
         A CPU generator; the atoms are moved to ``X``'s device.
+    return_n_rows : bool, default=False
+        Also return how many atoms are rows of ``X`` (distinct and non-zero);
+        the others are Gaussian.
 
     Returns
     -------
-    torch.Tensor of shape (n_components, n_features)
+    atoms : torch.Tensor of shape (n_components, n_features)
+    n_rows : int
+        Returned when ``return_n_rows`` is True.
     """
     n_samples, n_features = X.shape
     take = min(n_samples, n_components)
@@ -1107,7 +1151,10 @@ def initial_dictionary(
     atoms[:take] = taken if scale == 1.0 else taken * scale
     zero = atoms.norm(dim=1) == 0
     atoms[zero] = gaussian[zero]
-    return _normalize_atoms(atoms)[0]
+    atoms = _normalize_atoms(atoms)[0]
+    if return_n_rows:
+        return atoms, take - int(zero[:take].sum())
+    return atoms
 
 
 # Rounds of replacing repeated rows among the drawn ones by further rows
@@ -1205,18 +1252,22 @@ def _coherent_atoms(
     codes: torch.Tensor,
     bound: float,
     kept: torch.Tensor | None = None,
+    ignored: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask of the less used atom of every pair with |cosine| above ``bound``.
 
     Pairs marked in the boolean ``(n_components, n_components)`` matrix
-    ``kept`` are left out. Also returns every atom's closest other atom
-    outside them (meaningless for an atom kept with every other, which is
-    never marked).
+    ``kept``, and every pair with an atom marked in ``ignored``, are left out.
+    Also returns every atom's closest other atom outside them (meaningless
+    for an atom kept with every other, which is never marked).
     """
     cosine = (components @ components.T).abs()
     cosine.fill_diagonal_(0.0)
     if kept is not None:
         cosine.masked_fill_(kept, 0.0)
+    if ignored is not None:
+        cosine[ignored] = 0.0
+        cosine[:, ignored] = 0.0
     closest, partner = cosine.max(dim=1)
     energy = (codes * codes).sum(dim=0)
     # Ties go to the higher index so that exactly one atom of a pair moves.
@@ -1307,9 +1358,16 @@ class _DuplicateMemory:
         return DuplicateRecords(self.replaced, self.partners, self.count, self.kept)
 
     def coherent(
-        self, components: torch.Tensor, codes: torch.Tensor, bound: float
+        self,
+        components: torch.Tensor,
+        codes: torch.Tensor,
+        bound: float,
+        ignored: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mask of the atoms to resample; remembers what they were."""
+        """Mask of the atoms to resample; remembers what they were.
+
+        Atoms marked in ``ignored`` (just re-initialised) are in no pair.
+        """
         # A kept pair stays kept while its atoms still are the recorded pair
         # (one may since have been resampled, re-initialised or moved away)
         # and apart: merged beyond _SAME_ATOM, they are duplicates after all.
@@ -1319,7 +1377,9 @@ class _DuplicateMemory:
             self.kept.zero_()
             self.kept[first[still], second[still]] = True
             self.kept[second[still], first[still]] = True
-        coherent, partner = _coherent_atoms(components, codes, bound, self.kept)
+        coherent, partner = _coherent_atoms(
+            components, codes, bound, self.kept, ignored
+        )
         slots = torch.nonzero(coherent).flatten()
         if not slots.numel():
             return coherent
@@ -1910,12 +1970,19 @@ def _learn_dictionary(
             and (t + 1) % _RESAMPLE_EVERY == 0
             and t + 1 < dict_max_iter
         ):
-            coherent = duplicates.coherent(new_components, codes, coherence_bound)
+            # The atoms just re-initialised as unused are left out, and the
+            # others take the residuals after theirs: with their zero codes
+            # they were the less used of any close pair, and were drawn again
+            # from the same largest residuals (22 of 100 atoms exact
+            # duplicates of others, and counted twice in history_).
+            coherent = duplicates.coherent(
+                new_components, codes, coherence_bound, ignored=unused
+            )
             n_resampled = int(coherent.sum())
             if n_resampled:
                 new_components[coherent] = _worst_residuals(
-                    step.residual, n_resampled, generator
-                )
+                    step.residual, n_unused + n_resampled, generator
+                )[n_unused:]
                 anchor[coherent] = new_components[coherent]
                 codes[:, coherent] = 0.0
         warm_objective = (
@@ -2133,6 +2200,7 @@ def online_dictionary_update(
             "data, every batch by the same factor."
         )
     updated = block_coordinate_update(components, A, B)
+    never_used = A.diagonal() == 0
     coherent = torch.zeros(n_components, dtype=torch.bool, device=A.device)
     if explore:
         # Of two atoms closer than the coherence bound, the less used one
@@ -2145,15 +2213,16 @@ def online_dictionary_update(
         A[coherent] = 0.0
         A[:, coherent] = 0.0
         B[coherent] = 0.0
-    unused = (A.diagonal() == 0) & ~coherent
     if explore:
-        duplicates.forget(unused)
-    n_unused, n_resampled = int(unused.sum()), int(coherent.sum())
-    replaced = unused | coherent
+        duplicates.forget(never_used)
+    # Counted apart: the atoms no sample has used yet, close to another or
+    # not (those were counted as resampled duplicates), and the used atoms
+    # resampled as duplicates.
+    n_unused = int(never_used.sum())
+    n_resampled = int((coherent & ~never_used).sum())
+    replaced = never_used | coherent
     if explore and bool(replaced.any()):
-        updated[replaced] = _worst_residuals(
-            residual, n_unused + n_resampled, generator
-        )
+        updated[replaced] = _worst_residuals(residual, int(replaced.sum()), generator)
     record = {
         "objective": _unscaled_objective(float(objective.mean()), scale),
         "dictionary_change": float((updated - components).norm() / components.norm()),

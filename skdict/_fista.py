@@ -108,6 +108,7 @@ from ._dictionary import (
     _normalize_atoms,
     _sample_objective,
     batch_statistics,
+    check_frozen_fitted,
     check_n_components,
     check_provider_features,
     concept_names_of,
@@ -3093,7 +3094,6 @@ class FISTACoder(
 
     def _learn(self, X, X_t, y, origin):
         # dictionary=None: DL-FISTA on X (skdict._dictionary.learn_dictionary).
-        self._concept_names = None
         warn_if_all_zero(X_t, "the learned atoms are random")
         init = self._starting_dictionary(X, X_t, y)
         n_atoms = self._n_atoms(X_t, init)
@@ -3114,6 +3114,17 @@ class FISTACoder(
                 batch_size=self.batch_size,
                 generator=torch_generator(self.random_state),
                 verbose=self.verbose,
+            )
+        if bool(X_t.any()) and not bool(result.codes.any()):
+            # Otherwise silent: the rounds stop once every atom stays unused,
+            # and return rows of X as atoms, which no code uses.
+            largest = float(torch.linalg.vector_norm(X_t, dim=1).max())
+            warn(
+                f"No sample uses any learned atom: alpha={self.alpha} is above "
+                f"every correlation of a sample with a unit atom (at most "
+                f"{largest:.3g}, the largest norm of a row of X), so every code "
+                "is zero. alpha is in the units of X: lower it, or rescale X.",
+                UserWarning,
             )
         self._store_learned(result.components, origin)
         self.history_ = result.history
@@ -3158,6 +3169,10 @@ class FISTACoder(
 
     def _store_learned(self, components, origin):
         self.dictionary_ = None
+        # Learned atoms are no oracle's: names an earlier fit on an oracle's
+        # atoms recorded (kept by a failed fit, which forgets only public
+        # attributes) would otherwise name a stream's codes.
+        self._concept_names = None
         self._dictionary_param = None
         self.components_ = to_fitted(components, origin)
         self.intercept_ = to_fitted(components.new_zeros(components.shape[1]), origin)
@@ -3170,29 +3185,28 @@ class FISTACoder(
 
         Online dictionary learning (Mairal et al., 2010): the batch is coded
         with FISTA, its statistics join running sums, and the atoms are
-        refreshed by block coordinate descent on those sums, so data larger
-        than memory can be streamed. The first call starts from ``init`` or
-        from atoms drawn from the batch (random directions where it has
-        fewer rows than atoms, with a warning: start a stream with at least
-        ``n_components`` rows); after :meth:`fit`, the stream
+        refreshed by block coordinate descent on those sums, so data larger than
+        memory can be streamed. The first call starts from ``init`` or from
+        atoms drawn from the batch (random directions where it has fewer
+        distinct non-zero rows than atoms, with a warning: start a stream with
+        at least ``n_components`` distinct rows); after :meth:`fit`, the stream
         continues the fitted atoms and the statistics of the fit's final codes
         (``Z^T Z`` and ``Z^T X``, which :meth:`fit` keeps for this on the CPU,
         ``n_components**2`` values, as scikit-learn's
         :class:`~sklearn.decomposition.MiniBatchDictionaryLearning` does),
-        weighted as if its samples had been streamed in batches like ``X``,
-        and appends to its ``history_``. Atoms drawn from the batch are
-        explored: those no sample has used yet, and the less used of two
-        near-duplicates, are re-initialised from badly reconstructed samples.
-        Atoms from ``init`` or from :meth:`fit` are only refined. With a given
-        ``dictionary`` there is nothing to learn: the first call resolves it
-        as :meth:`fit` does,
-        without coding, and later calls only check ``X``. Setting, changing
-        (to other atoms, or a provider with other parameters) or clearing
+        weighted as if its samples had been streamed in batches like ``X``, and
+        appends to its ``history_``. Atoms drawn from the batch are explored:
+        those no sample has used yet, and the less used of two near-duplicates,
+        are re-initialised from badly reconstructed samples. Atoms from ``init``
+        or from :meth:`fit` are only refined. With a given ``dictionary`` there
+        is nothing to learn: the first call resolves it as :meth:`fit` does,
+        without coding, and later calls only check ``X``. Setting, changing (to
+        other atoms, or a provider with other parameters) or clearing
         ``dictionary`` between calls is an error (call :meth:`fit` to start
-        again; an array or provider changed in place is not always
-        detected), and other parameters are checked as in
-        :meth:`fit`; a batch in another dtype is converted to the atoms'
-        (learning continues in the precision it started in).
+        again; an array or provider changed in place is not always detected),
+        and other parameters are checked as in :meth:`fit`; a batch in another
+        dtype is converted to the atoms' (learning continues in the precision it
+        started in).
 
         A stream learns less well than :meth:`fit` from the same samples, and
         more slowly: on ``make_compositional(50, 3, n_samples=4000)``, seeds
@@ -3294,20 +3308,28 @@ class FISTACoder(
                 # them from X.
                 warn_if_all_zero(X_t, "the stream's starting atoms are random")
                 n_atoms = self._n_atoms(X_t, None)
-                if X_t.shape[0] < n_atoms:
+                init, n_rows = initial_dictionary(
+                    X_t, n_atoms, generator, return_n_rows=True
+                )
+                if n_rows < n_atoms:
                     # The stream keeps a random atom that its samples use: 64
                     # atoms in 32 features, first chunks of 1 / 10 / 64 rows,
                     # then 1,000 a chunk, gave dictionary similarity 0.69-0.76
-                    # / 0.77-0.80 / 0.90-0.94 (seeds 0-2).
+                    # / 0.77-0.80 / 0.90-0.94 (seeds 0-2). Repeated and zero
+                    # rows supply no atom: counted in rows, a chunk of 60 rows,
+                    # two of them distinct, started 18 of 20 atoms at random
+                    # without a word.
+                    rows = (
+                        "rows" if n_rows == X_t.shape[0] else "distinct non-zero rows"
+                    )
                     warn(
-                        f"partial_fit's first chunk has {X_t.shape[0]} rows for "
-                        f"{n_atoms} atoms: {n_atoms - X_t.shape[0]} atoms start "
+                        f"partial_fit's first chunk has {n_rows} {rows} for "
+                        f"{n_atoms} atoms: {n_atoms - n_rows} atoms start "
                         "as random directions, which the stream keeps where "
                         "samples use them. Start it with at least "
-                        f"{n_atoms} rows.",
+                        f"{n_atoms} distinct rows.",
                         UserWarning,
                     )
-                init = initial_dictionary(X_t, n_atoms, generator)
             else:
                 self._n_atoms(X_t, init)
                 init = _normalize_atoms(init)[0]  # unit-norm atoms, as in fit
@@ -3379,17 +3401,10 @@ class FISTACoder(
                 "starting dictionary for learning (dictionary=None)."
             )
         if fits_on_data(self.init):
-            init = fit_provider(self.init, X, y)
+            init = fit_provider(self.init, X, y, "init")
         else:  # frozen, or not an estimator
             if _is_estimator(self.init):
-                check_is_fitted(
-                    self.init,
-                    msg=(
-                        f"init, a {type(self.init).__name__}, is not fitted: fit "
-                        "the estimator before freezing it, or pass it unfrozen "
-                        "to be fitted on X."
-                    ),
-                )
+                check_frozen_fitted(self.init, "init")
             check_provider_features(self.init, X, "init")
             init = self.init
         # Checked now, so that a search or a cross-validation fails at fit with

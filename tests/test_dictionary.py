@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA, sparse_encode
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import cross_val_score
 from sklearn.preprocessing import OneHotEncoder
@@ -1109,6 +1109,114 @@ def test_a_stream_started_on_fewer_rows_than_atoms_warns(small):
         stream.partial_fit(X[20:24])  # later chunks may be small
         # Given atoms need no rows.
         FISTACoder(init=small.dictionary).partial_fit(X[:4])
+
+
+def test_provider_errors_name_the_parameter_and_the_way_out(small):
+    # A fitted oracle passed as it is failed with "requires y", and a frozen
+    # unfitted estimator with "This SparseAutoencoder instance is not fitted
+    # yet. Call 'fit'", on the estimator the user was fitting.
+    X = small.X_train
+    oracle = OracleDictionary().fit(X, small.Z_train)
+    for coder, name in (
+        (FISTACoder(oracle), "dictionary"),
+        (FISTACoder(n_components=20, init=oracle), "init"),
+        (SparseAutoencoder(20, decoder=oracle), "decoder"),
+    ):
+        with pytest.raises(ValueError, match="requires y") as raised:
+            coder.fit(X)
+        note = f"{name}, a fitted OracleDictionary, is cloned and fitted again"
+        assert any(note in text for text in raised.value.__notes__)
+        assert "FrozenEstimator" in raised.value.__notes__[-1]
+    unfitted = FrozenEstimator(SparseAutoencoder(20))
+    for coder, name in (
+        (FISTACoder(unfitted), "dictionary"),
+        (FISTACoder(n_components=20, init=unfitted), "init"),
+        (FISTACoder(small.dictionary, init=unfitted), "init"),
+    ):
+        message = f"{name}, a FrozenEstimator of SparseAutoencoder, is not fitted"
+        with pytest.raises(NotFittedError, match=message):
+            coder.fit(X)
+
+
+def test_a_first_chunk_of_repeated_rows_warns_about_its_random_atoms(small):
+    # Counted in rows, a chunk of 60 rows, two of them distinct and ten zero,
+    # started 18 of 20 atoms as random directions without a warning.
+    X = small.X_train
+    chunk = np.vstack([np.repeat(X[:2], 25, axis=0), np.zeros((10, X.shape[1]))])
+    match = "first chunk has 2 distinct non-zero rows for 20 atoms: 18"
+    with pytest.warns(UserWarning, match=match):
+        FISTACoder(n_components=20, random_state=0).partial_fit(chunk)
+
+
+def test_learned_stream_after_a_failed_fit_keeps_no_concept_names(small):
+    # A failed fit forgets the public attributes only: the private names of
+    # an earlier fit on an oracle's atoms then named a learned stream's codes.
+    pd = pytest.importorskip("pandas")
+    X = small.X_train
+    y = pd.DataFrame(small.Z_train, columns=[f"concept_{i}" for i in range(20)])
+    oracle = OracleDictionary().fit(X, y)
+    coder = FISTACoder(FrozenEstimator(oracle)).fit(X)
+    assert coder.get_feature_names_out()[0] == "concept_0"
+    coder.set_params(dictionary=None, n_components=20, random_state=0)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        coder.fit(bad)
+    coder.partial_fit(X)
+    assert list(coder.get_feature_names_out()) == [f"fistacoder{i}" for i in range(20)]
+
+
+@pytest.mark.filterwarnings("ignore:No sample uses any learned atom")
+def test_atoms_just_reinitialised_are_not_resampled_as_duplicates(small, monkeypatch):
+    # With more atoms than samples, the atoms re-drawn as unused (zero codes,
+    # so the less used of any close pair) were drawn again as duplicates from
+    # the same largest residuals: up to 22 of 100 atoms exact copies of
+    # others, and n_unused + n_resampled above the number of atoms.
+    coded_with = []
+    code_round = _dictionary._code_round
+
+    def spy(X, components, *args, **kwargs):
+        coded_with.append(components.clone())
+        return code_round(X, components, *args, **kwargs)
+
+    monkeypatch.setattr(_dictionary, "_code_round", spy)
+    for X, k in ((small.X_train[:30], 100), (small.X_train * 1e-2, 20)):
+        coder = FISTACoder(n_components=k, random_state=0, dict_max_iter=12, tol=0)
+        coder.fit(X)
+        for record in coder.history_:
+            assert record["n_unused"] + record["n_resampled"] <= k
+    # Data too small for alpha: every atom is unused, and re-drawn, each round
+    # (14 of 20 atoms were exact copies of others in the fourth round).
+    # Least-squares atoms can coincide on their own (one sample using two);
+    # without codes, none does.
+    assert coder.history_[0]["n_unused"] == 20
+    for components in coded_with[-len(coder.history_) :]:
+        cosine = (components @ components.T).abs().fill_diagonal_(0.0)
+        assert float(cosine.max()) < 1 - 1e-6
+
+
+def test_fit_warns_when_alpha_leaves_every_code_zero(small):
+    # The rounds stopped after four, with rows of X as atoms and every code
+    # zero, without a word.
+    X = small.X_train * 1e-2
+    with pytest.warns(UserWarning, match="No sample uses any learned atom") as caught:
+        coder = FISTACoder(n_components=20, random_state=0).fit(X)
+    assert f"{np.linalg.norm(X, axis=1).max():.3g}" in str(caught[0].message)
+    assert not coder.transform(X).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FISTACoder(n_components=20, alpha=1e-3, random_state=0).fit(X)
+
+
+def test_stream_counts_every_atom_no_sample_used_as_unused(small):
+    # Never-used atoms close to another were counted as resampled duplicates:
+    # with every code zero (alpha above every correlation), n_unused read 10,
+    # 11, 12, 13 of 20 atoms.
+    stream = FISTACoder(n_components=20, random_state=0)
+    for start in range(0, 200, 50):
+        stream.partial_fit(small.X_train[start : start + 50] * 1e-2)
+    assert [record["n_unused"] for record in stream.history_] == [20] * 4
+    assert all(record["n_resampled"] == 0 for record in stream.history_)
 
 
 def test_learning_codes_are_not_finished_in_float64(small, monkeypatch):

@@ -1726,7 +1726,8 @@ def test_init_estimators_of_the_wrong_width_or_unfitted_fail_at_fit(problem):
         # Failed fits, which scikit-learn reports, not NaN scores.
         with pytest.raises(ValueError, match="All the 2 fits failed"):
             cross_val_score(FISTACoder(D, init=init), X, cv=2)
-    with pytest.raises(NotFittedError, match="init, a FrozenEstimator, is not fit"):
+    message = "init, a FrozenEstimator of SparseAutoencoder, is not fit"
+    with pytest.raises(NotFittedError, match=message):
         FISTACoder(D, init=FrozenEstimator(SparseAutoencoder(n_atoms))).fit(X)
     fitted = SparseAutoencoder(n_atoms, max_epochs=1, random_state=0).fit(X)
     for X_in in (X, torch.as_tensor(X), X.tolist()):
