@@ -3003,7 +3003,7 @@ n_latents) or (n_samples,), default=None
         # Converted once: a dask array or a float16 memmap converted again by
         # the coder was computed or copied twice.
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
-        return to_output(self._coder().fit_transform(X_t), origin)
+        return to_output(self._coder().fit_transform(X_t), origin, self)
 
     @ignores_autocast
     def inverse_transform(self, X: ArrayLike) -> Any:

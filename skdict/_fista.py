@@ -3066,7 +3066,7 @@ class FISTACoder(
                 return None
             result = self._encode(X, X_t, resolved.components, resolved.intercept)
             self.n_iter_ = int(result.n_iter.max())
-            return to_output(result.codes, origin)
+            return to_output(result.codes, origin, self)
 
     def _resolve_given(self, X, X_t, y, origin):
         # A given dictionary (array or provider) and the init estimator.
@@ -3495,7 +3495,7 @@ class FISTACoder(
         check_same_namespace(X, self, attribute="components_", method="transform")
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
         return to_output(
-            self._encode(X, X_t, *self._dictionary_tensors(X_t)).codes, origin
+            self._encode(X, X_t, *self._dictionary_tensors(X_t)).codes, origin, self
         )
 
     def _encode(self, X, X_t: torch.Tensor, D: torch.Tensor, b: torch.Tensor):

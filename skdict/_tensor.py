@@ -47,6 +47,7 @@ from sklearn.utils._array_api import (
     get_namespace_and_device,
     move_to,
 )
+from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._params import Satisfies
@@ -968,8 +969,16 @@ def validate_codes(estimator: Any, codes: Any) -> tuple[torch.Tensor, ArrayOrigi
     return Z, origin
 
 
-def to_output(T: torch.Tensor, origin: ArrayOrigin) -> Any:
+def to_output(T: torch.Tensor, origin: ArrayOrigin, estimator: Any = None) -> Any:
     """Return ``T`` in the array type, device and dtype that ``origin`` records.
+
+    ``estimator`` is the transformer whose ``transform`` returns ``T``: when
+    its ``set_output`` asks for a DataFrame (pandas or polars), ``T`` comes
+    back as a NumPy array for scikit-learn to wrap (by :func:`to_numpy`: half
+    precision as float32, the values rounded to the input's precision first).
+    Handed a bfloat16 tensor, the wrapper failed after the whole solve with
+    torch's "Got unsupported ScalarType BFloat16", as it did with any tensor
+    on a GPU.
 
     Examples
     --------
@@ -982,6 +991,10 @@ def to_output(T: torch.Tensor, origin: ArrayOrigin) -> Any:
     >>> type(out).__name__, out.dtype
     ('ndarray', dtype('float32'))
     """
+    if estimator is not None and _get_output_config("transform", estimator)[
+        "dense"
+    ] not in ("default", None):
+        return to_numpy(to_output(T, origin), name="codes")
     if origin.kind == "torch":
         out = T.detach().to(device=origin.device, dtype=origin.out_dtype)
         if out.dtype != T.dtype and out.is_floating_point():

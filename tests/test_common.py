@@ -648,6 +648,29 @@ def test_global_pandas_output(estimator):
     assert isinstance(reconstructed, np.ndarray)
 
 
+@pytest.mark.parametrize(
+    "estimator", public_estimators(), ids=lambda est: type(est).__name__
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_pandas_output_of_half_precision_tensors(estimator, dtype):
+    # pandas read the returned bfloat16 tensor through NumPy, which has no
+    # such type: "Got unsupported ScalarType BFloat16", after the whole solve.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.uniform(size=(40, 3)).astype(np.float32))
+    y = rng.uniform(size=(40, 2))
+    fitted = clone(estimator).fit(X, y)
+    expected = fitted.transform(X.to(dtype)).float().numpy()
+    codes = fitted.set_output(transform="pandas").transform(X.to(dtype))
+    fit_codes = (
+        clone(estimator).set_output(transform="pandas").fit_transform(X.to(dtype), y)
+    )
+    for frame in (codes, fit_codes):
+        assert isinstance(frame, pd.DataFrame)
+        assert (frame.dtypes == np.float32).all()
+    np.testing.assert_array_equal(codes.to_numpy(), expected)
+
+
 PREFITTED_PROVIDER_USES = {
     "FISTACoder(dictionary=)": lambda provider: FISTACoder(provider),
     "FISTACoder(init=)": lambda provider: FISTACoder(

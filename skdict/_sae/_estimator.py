@@ -896,7 +896,7 @@ class SparseAutoencoder(
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="components_", method="transform")
         X_t, origin = validate_input(self, X, reset=False, device=self.device)
-        return to_output(self._encode(self._module_for(X_t), X_t), origin)
+        return to_output(self._encode(self._module_for(X_t), X_t), origin, self)
 
     @ignores_autocast
     def inverse_transform(self, X: ArrayLike) -> Any:
