@@ -56,6 +56,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 from tqdm.auto import tqdm
 
@@ -1252,22 +1253,18 @@ def _coherent_atoms(
     codes: torch.Tensor,
     bound: float,
     kept: torch.Tensor | None = None,
-    ignored: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask of the less used atom of every pair with |cosine| above ``bound``.
 
     Pairs marked in the boolean ``(n_components, n_components)`` matrix
-    ``kept``, and every pair with an atom marked in ``ignored``, are left out.
-    Also returns every atom's closest other atom outside them (meaningless
-    for an atom kept with every other, which is never marked).
+    ``kept`` are left out. Also returns every atom's closest other atom
+    outside them (meaningless for an atom kept with every other, which is
+    never marked).
     """
     cosine = (components @ components.T).abs()
     cosine.fill_diagonal_(0.0)
     if kept is not None:
         cosine.masked_fill_(kept, 0.0)
-    if ignored is not None:
-        cosine[ignored] = 0.0
-        cosine[:, ignored] = 0.0
     closest, partner = cosine.max(dim=1)
     energy = (codes * codes).sum(dim=0)
     # Ties go to the higher index so that exactly one atom of a pair moves.
@@ -1358,16 +1355,9 @@ class _DuplicateMemory:
         return DuplicateRecords(self.replaced, self.partners, self.count, self.kept)
 
     def coherent(
-        self,
-        components: torch.Tensor,
-        codes: torch.Tensor,
-        bound: float,
-        ignored: torch.Tensor | None = None,
+        self, components: torch.Tensor, codes: torch.Tensor, bound: float
     ) -> torch.Tensor:
-        """Mask of the atoms to resample; remembers what they were.
-
-        Atoms marked in ``ignored`` (just re-initialised) are in no pair.
-        """
+        """Mask of the atoms to resample; remembers what they were."""
         # A kept pair stays kept while its atoms still are the recorded pair
         # (one may since have been resampled, re-initialised or moved away)
         # and apart: merged beyond _SAME_ATOM, they are duplicates after all.
@@ -1377,9 +1367,7 @@ class _DuplicateMemory:
             self.kept.zero_()
             self.kept[first[still], second[still]] = True
             self.kept[second[still], first[still]] = True
-        coherent, partner = _coherent_atoms(
-            components, codes, bound, self.kept, ignored
-        )
+        coherent, partner = _coherent_atoms(components, codes, bound, self.kept)
         slots = torch.nonzero(coherent).flatten()
         if not slots.numel():
             return coherent
@@ -1962,7 +1950,7 @@ def _learn_dictionary(
                 anchor[unused] = new_components[unused]
             if duplicates is not None:
                 duplicates.forget(unused)
-        n_resampled = 0
+        n_resampled = n_duplicates = 0
         # Not in the last round: a resampled atom would be returned untrained.
         if (
             exploring
@@ -1970,19 +1958,23 @@ def _learn_dictionary(
             and (t + 1) % _RESAMPLE_EVERY == 0
             and t + 1 < dict_max_iter
         ):
-            # The atoms just re-initialised as unused are left out, and the
-            # others take the residuals after theirs: with their zero codes
-            # they were the less used of any close pair, and were drawn again
-            # from the same largest residuals (22 of 100 atoms exact
-            # duplicates of others, and counted twice in history_).
-            coherent = duplicates.coherent(
-                new_components, codes, coherence_bound, ignored=unused
-            )
+            coherent = duplicates.coherent(new_components, codes, coherence_bound)
             n_resampled = int(coherent.sum())
             if n_resampled:
+                # From the largest residuals, as the unused atoms were: those
+                # just re-initialised (zero codes, so the less used of any
+                # close pair) can take the same directions again, copies that
+                # the next round pulls apart. Giving them the residuals after
+                # the unused atoms' (or leaving them out of the pairs) lowered
+                # the small problems' mean similarity over seeds 0-5 from
+                # 0.839 to 0.836 (0.831), and by 0.03-0.05 with 100 atoms on
+                # 200 samples (benchmarks/RESULTS.md, "Atoms just
+                # re-initialised").
                 new_components[coherent] = _worst_residuals(
-                    step.residual, n_unused + n_resampled, generator
-                )[n_unused:]
+                    step.residual, n_resampled, generator
+                )
+                # Recorded apart from the unused atoms, counted already.
+                n_duplicates = int((coherent & ~unused).sum())
                 anchor[coherent] = new_components[coherent]
                 codes[:, coherent] = 0.0
         warm_objective = (
@@ -2013,7 +2005,7 @@ def _learn_dictionary(
                 "objective": float(objective.mean()),
                 "dictionary_change": change,
                 "n_unused": n_unused,
-                "n_resampled": n_resampled,
+                "n_resampled": n_duplicates,
                 # Plain FISTA runs a fixed number of iterations, to no gap.
                 "coding_tol": None if iterations is not None else round_tol,
                 "fista_iter": fista_iter,
@@ -2400,6 +2392,27 @@ class CodeStatistics(NamedTuple):
 
         (g1, c1), (g2, c2) = rescaled(self), rescaled(other)
         return CodeStatistics(g1 + g2, c1 + c2, code_scale, x_scale)
+
+
+def _warn_if_class_labels(y: Any) -> None:
+    """Warn that a 1-D ``y`` of more than two whole numbers looks like class labels.
+
+    A classifier pipeline hands its labels to every step, and a 1-D ``y`` is
+    one latent's codes: labels 0-19 made one atom, scaled by the class index,
+    with a plausible score after it and no warning.
+    """
+    if sp.issparse(y) or (getattr(y, "ndim", None) or np.ndim(y)) != 1:
+        return
+    values = to_numpy(y, name="y")
+    if values.dtype.kind not in "iuf" or type_of_target(values) != "multiclass":
+        return
+    warn(
+        f"y is 1-D and holds {len(np.unique(values))} whole numbers, like class "
+        "labels; a 1-D y is the codes of one latent, so one atom is estimated. "
+        "For an atom per class, one-hot encode the labels first (e.g. "
+        "OneHotEncoder().fit_transform(labels.reshape(-1, 1))).",
+        UserWarning,
+    )
 
 
 def code_statistics(X: torch.Tensor, codes: Any) -> CodeStatistics:
@@ -2801,6 +2814,7 @@ n_latents) or (n_samples,), default=None
 
     def _estimate(self, X_t, y, previous, streaming):
         """Least-squares atoms from the statistics of ``X_t`` on ``y`` (and earlier)."""
+        _warn_if_class_labels(y)
         # In IEEE float32 for float32 data, whatever the process's matmul
         # precision (TF32 keeps 10 bits of each input).
         with ieee_float32_products():
