@@ -1749,7 +1749,7 @@ def learn_dictionary(
         the round explored, see above), ``inexact`` (whether it was one of
         the paper's inexact rounds), ``dictionary_change``,
         ``n_unused`` (atoms no sample used, re-initialised), ``n_resampled``
-        (coherent atoms replaced), ``coding_tol`` (the relative duality gap
+        (other coherent atoms replaced), ``coding_tol`` (the relative duality gap
         the round's codes were solved to; None where a fixed number of plain
         FISTA iterations coded them) and ``fista_iter`` (mean FISTA iterations
         per sample).
@@ -2127,8 +2127,8 @@ def online_dictionary_update(
     record : dict
         ``objective`` (mean lasso objective of the batch before the update),
         ``dictionary_change``, ``n_unused`` (atoms no sample of the stream has
-        used yet, re-initialised when exploring) and ``n_resampled`` (coherent
-        atoms replaced).
+        used yet, re-initialised when exploring) and ``n_resampled`` (used
+        coherent atoms replaced).
     """
     alpha, tol = float(alpha), float(tol)  # as in fista_encode
     from . import _fista  # imports this module: reached at call time

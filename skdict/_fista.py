@@ -2874,7 +2874,8 @@ class FISTACoder(
         ``dictionary_change`` (relative Frobenius change of the atoms),
         ``n_unused`` (atoms no sample used: re-initialised in every round of
         :meth:`fit`, and by :meth:`partial_fit` only while exploring) and
-        ``n_resampled`` (near-duplicate atoms replaced); :meth:`fit` also
+        ``n_resampled`` (other near-duplicate atoms replaced; the two never
+        add up to more than the atoms); :meth:`fit` also
         records ``alpha``, ``exploring``, ``inexact``,
         ``coding_tol`` and ``fista_iter``
         (see :ref:`dictionary-learning`). A stream adds a record (about 0.4 KB)
