@@ -2401,7 +2401,13 @@ def _warn_if_class_labels(y: Any) -> None:
     one latent's codes: labels 0-19 made one atom, scaled by the class index,
     with a plausible score after it and no warning.
     """
-    if sp.issparse(y) or (getattr(y, "ndim", None) or np.ndim(y)) != 1:
+    if sp.issparse(y):
+        return
+    ndim = getattr(y, "ndim", None)
+    if ndim is None:  # a list, or another object NumPy reads
+        y = np.asarray(y)
+        ndim = y.ndim
+    if ndim != 1:
         return
     values = to_numpy(y, name="y")
     if values.dtype.kind not in "iuf" or type_of_target(values) != "multiclass":
@@ -2653,8 +2659,8 @@ class OracleDictionary(
     tol : float in [0, 1), default=1e-6
         Relative duality gap at which a sample's code is accepted.
     batch_size : int, default=None
-        Number of samples coded at once; None picks about ``2**24 /
-        max(n_latents, n_features)``.
+        Number of samples coded at once; None picks it as
+        :class:`~skdict.FISTACoder` does.
     device : str or torch.device, default="auto"
         Where to compute; ``"auto"`` uses a tensor input's own device, else
         CUDA when available.

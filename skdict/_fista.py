@@ -161,6 +161,16 @@ __all__ = ["FISTACoder", "FISTAResult", "fista_encode", "lipschitz_constant"]
 # Sized by atoms alone, a batch of wide rows on few atoms took all rows at
 # once: 100,000 rows of 1,024 features on 16 atoms peaked at 7 times the data.
 _AUTO_BATCH_ELEMENTS = 2**24
+# Entries of the rows in each worker thread's share of an automatic batch: the
+# solver keeps several float64 (rows, n_features) arrays of a share alive, and
+# at 2**24 / n_features rows they were 128 MiB each, far beyond the caches.
+# Shares of 2**20 (8 MiB a float64 array; at least _MIN_SHARE_ROWS rows, so
+# that a batch still splits between threads) coded 8 known directions on 768
+# / 4,096 features in 0.50x / 0.49x the time, and 128-512 atoms on 1,024
+# features in 0.46x-0.63x (one thread); with more atoms than features, as
+# fast as before (benchmarks/bench_batch_size.py, RESULTS.md "Automatic
+# batches of wide rows").
+_AUTO_SHARE_ELEMENTS = 2**20
 # Elements per (rows, w, w)-shaped array of the per-sample working-set Gram
 # matrices and Newton systems, processed in chunks of rows: about five such
 # arrays are alive at once (the gathered Gram matrices and their int64 index,
@@ -177,7 +187,7 @@ _FLOAT64_COPY_ELEMENTS = 2**22
 _NULL_EIGENVALUE = 64 * torch.finfo(torch.float64).eps
 # With a progress bar and batch_size=None, batches are cut to about a 20th of
 # the samples (at least 4,096 rows), so that the bar moves: one automatic
-# batch holds 2**24 / max(n_components, n_features) rows, 168k samples at 100
+# batch held 2**24 / max(n_components, n_features) rows, 168k samples at 100
 # atoms, which left the bar at 0 % for the whole run. Not below 4,096 rows:
 # each batch runs the solver's iterations with their fixed costs, and a bar
 # of 1,024-row batches made coding 10,000-40,000 rows 1.3x-1.7x slower (256
@@ -2008,8 +2018,9 @@ def fista_encode(
         precision.
     batch_size : int, default=None
         Samples coded at once; bounds peak memory to ``O(batch_size *
-        max(n_components, n_features))``. None picks a batch of about
-        ``2**24 / max(n_components, n_features)`` (with ``verbose``, at most
+        max(n_components, n_features))``. None picks a batch of at most
+        ``2**24 / max(n_components, n_features)`` rows and ``2**20 /
+        n_features`` (at least 512) per torch thread (with ``verbose``, at most
         a 20th of the samples and at least 4,096, so that the progress bar
         moves; other batches round the products differently, so codes may
         then differ from those without ``verbose`` by rounding).
@@ -2469,8 +2480,42 @@ _SCORE_STEP_BATCHES = 4
 
 
 def _auto_batch_size(n_components: int, n_features: int) -> int:
-    """Rows per batch when ``batch_size`` is None (see _AUTO_BATCH_ELEMENTS)."""
-    return rows_per_block(max(n_components, n_features), _AUTO_BATCH_ELEMENTS)
+    """Rows per batch when ``batch_size`` is None.
+
+    At most ``_AUTO_BATCH_ELEMENTS`` entries of the wider of atoms and
+    features per row, and, for wide rows, shares of ``_AUTO_SHARE_ELEMENTS``
+    features for each thread that a batch is split between.
+    """
+    by_width = rows_per_block(max(n_components, n_features), _AUTO_BATCH_ELEMENTS)
+    share = max(rows_per_block(n_features, _AUTO_SHARE_ELEMENTS), _MIN_SHARE_ROWS)
+    return min(by_width, share * max(1, torch.get_num_threads()))
+
+
+def _warn_if_no_code(
+    X: torch.Tensor, components: torch.Tensor, alpha: float, positive: bool
+) -> None:
+    """Warn when ``alpha`` leaves every code of ``X`` on the atoms zero.
+
+    Otherwise silent: learning stops once every atom stays unused, and
+    returns rows of X as atoms that no code uses. Every lasso code is zero
+    exactly when no correlation ``<x, d>`` exceeds ``alpha`` (no positive one,
+    for non-negative codes).
+    """
+    atoms = components.to(X.dtype)
+    largest = 0.0
+    for block in X.split(_auto_batch_size(*components.shape)):
+        correlations = block @ atoms.T
+        if not positive:
+            correlations = correlations.abs()
+        largest = max(largest, float(correlations.max()))
+    if largest > alpha:
+        return
+    warn(
+        f"No sample uses any learned atom: alpha={alpha} is above every "
+        f"correlation of a sample with the atoms (at most {largest:.3g}), so "
+        "every code is zero. alpha is in the units of X: lower it, or rescale X.",
+        UserWarning,
+    )
 
 
 def _centred(X: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
@@ -2799,12 +2844,16 @@ class FISTACoder(
     batch_size : int, default=None
         Number of samples coded at once; peak memory grows as ``batch_size *
         max(n_components, n_features)``, besides the codes returned. None
-        picks about ``2**24 / max(n_components, n_features)``, whose scratch
-        memory peaked at 260-740 MiB beside the codes returned (in float32
-        and float64; the most for 131,072 rows on 128 atoms), at 0.93-1.0
-        GiB with more features than atoms (512-1,024 features on 128-512
-        atoms: about 7.5 float64 copies of a batch's rows), and at 620 MiB
-        for 4,096 features on 4,096 atoms (``batch_size=512``: 300 MiB).
+        picks at most ``2**24 / max(n_components, n_features)`` rows, and
+        ``2**20 / n_features`` (at least 512) for each torch thread a batch is
+        split between: the solver keeps several float64 copies of a batch's
+        rows, and kept this small they stay in the caches (wide rows on few
+        atoms code in about half the time of larger batches). Its memory,
+        codes returned included, peaked at 140-340 MiB above the start for
+        100,000 rows of 1,024 float32 features on 128-512 atoms, 190 MiB for
+        131,072 rows of 64 features on 128 atoms and 300 MiB for 2,048 rows of
+        4,096 features on 4,096 atoms (one thread;
+        ``benchmarks/bench_memory.py``).
         Each batch also has a fixed cost (the solver's per-call work, a few
         milliseconds or more), so batches of a few samples are slow: on the
         CPU, 100 samples over 200 atoms took about 28 times as long one at
@@ -3116,17 +3165,9 @@ class FISTACoder(
                 generator=torch_generator(self.random_state),
                 verbose=self.verbose,
             )
-        if bool(X_t.any()) and not bool(result.codes.any()):
-            # Otherwise silent: the rounds stop once every atom stays unused,
-            # and return rows of X as atoms, which no code uses.
-            largest = float(torch.linalg.vector_norm(X_t, dim=1).max())
-            warn(
-                f"No sample uses any learned atom: alpha={self.alpha} is above "
-                f"every correlation of a sample with a unit atom (at most "
-                f"{largest:.3g}, the largest norm of a row of X), so every code "
-                "is zero. alpha is in the units of X: lower it, or rescale X.",
-                UserWarning,
-            )
+        # All-zero data was warned about above.
+        if result.history and bool(X_t.any()) and not bool(result.codes.any()):
+            _warn_if_no_code(X_t, result.components, self.alpha, self.positive)
         self._store_learned(result.components, origin)
         self.history_ = result.history
         self.n_iter_ = len(self.history_)
