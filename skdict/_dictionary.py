@@ -2615,8 +2615,14 @@ def concept_names_of(provider: Any) -> np.ndarray | None:
 
 
 def _string_columns(y: Any) -> np.ndarray | None:
-    """Return the column names of ``y`` (a DataFrame) when all are strings."""
+    """Return the column names of ``y`` (a DataFrame) when all are strings.
+
+    A Series named by a string (the 1-D ``y`` of one concept) gives its name.
+    """
     columns = getattr(y, "columns", None)
+    if columns is None and getattr(y, "ndim", None) == 1:
+        name = getattr(y, "name", None)
+        columns = None if name is None else [name]
     if columns is None or not all(isinstance(name, str) for name in columns):
         return None
     return np.asarray(columns, dtype=object)

@@ -303,6 +303,9 @@ def test_oracle_codes_are_named_after_the_concepts():
         ]
     with pytest.raises(ValueError, match="input_features"):
         oracle.get_feature_names_out(["x"])
+    # A Series named by a string, one concept's codes, names it too.
+    one = OracleDictionary().fit(data.X_train, Z["car"])
+    assert list(one.get_feature_names_out()) == ["car"]
     # Codes on the oracle's atoms are the concepts too: a coder, or an SAE
     # keeping them as its frozen decoder, names its codes after them.
     frozen = FrozenEstimator(oracle)
