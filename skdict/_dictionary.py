@@ -51,13 +51,12 @@ from sklearn.base import (
     TransformerMixin,
     clone,
 )
-from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import _check_feature_names, check_is_fitted
+from sklearn.utils.validation import _check_feature_names, _is_fitted, check_is_fitted
 from tqdm.auto import tqdm
 
 from ._fitting import forget_fit_on_failure, restored_on_failure
@@ -359,14 +358,6 @@ def fit_provider(estimator: Any, X: Any, y: Any = None, name: str | None = None)
                 "it wrapped in sklearn.frozen.FrozenEstimator."
             )
         raise
-
-
-def _is_fitted(estimator: Any) -> bool:
-    try:
-        check_is_fitted(estimator)
-    except NotFittedError:
-        return False
-    return True
 
 
 def check_frozen_fitted(frozen: FrozenEstimator, name: str) -> None:
