@@ -44,6 +44,14 @@ Cases:
   the rows coded in float64 from the start (the rounding bound of
   ``fista_encode``) and those finished in float64 after float32 iterations.
   The float32 objective must match float64's within 1e-5 (relative).
+* ``near`` (``--near-duplicates``, not run by default): dictionaries of 100
+  unit-norm Gaussian atoms, each with a twin at an angle of 1e-8 (8
+  features, ``tol=1e-8``) or 1e-10 (16 features, the default ``tol``), 200
+  rows of 7 or 15 active codes (signed, or non-negative with
+  ``positive=True``), ``alpha`` a thousandth of the mean row norm, seeds
+  0-3, float64, one thread, ``max_iter=1000``: the rows left uncertified,
+  and the rows whose objective exceeds that of ``sparse_encode`` with
+  ``lasso_cd`` (100,000 iterations) by more than 1e-6 (relative).
 
 Usage::
 
@@ -52,6 +60,7 @@ Usage::
                                      [--plain] [--alpha 0.1]
                                      [--skip-dense | --dense-only]
                                      [--warm-starts] [--small-alpha]
+                                     [--near-duplicates]
 
 ``--quick`` codes 1,000 samples of the oracle task once per configuration and
 skips the scaling study (well under a minute on 2 cores). ``--device cuda``
@@ -111,11 +120,16 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _objective(X, Z, D, alpha):
-    """Total lasso objective over samples, in float64."""
+def _row_objectives(X, Z, D, alpha):
+    """Lasso objective of each sample, in float64."""
     X, Z, D = (np.asarray(a, dtype=np.float64) for a in (X, Z, D))
     residual = X - Z @ D
-    return 0.5 * (residual**2).sum() + alpha * np.abs(Z).sum()
+    return 0.5 * (residual**2).sum(axis=1) + alpha * np.abs(Z).sum(axis=1)
+
+
+def _objective(X, Z, D, alpha):
+    """Total lasso objective over samples, in float64."""
+    return _row_objectives(X, Z, D, alpha).sum()
 
 
 def _oracle_data(n_samples: int, seed: int = 0):
@@ -507,6 +521,74 @@ def small_penalties(args) -> None:
         )
 
 
+def _twinned_problem(seed, n_features, angle, n_active, positive):
+    """Rows coded on 100 atoms and their twins at ``angle`` (see ``near``)."""
+    rng = np.random.default_rng(seed)
+    atoms = rng.standard_normal((100, n_features))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    twins = atoms + angle * rng.standard_normal(atoms.shape)
+    twins /= np.linalg.norm(twins, axis=1, keepdims=True)
+    D = np.vstack([atoms, twins])
+    Z = rng.random((200, 200)) * (rng.random((200, 200)) < n_active / 200)
+    if not positive:
+        Z *= rng.choice([-1, 1], size=Z.shape)
+    X = Z @ D
+    return X, D, 1e-3 * float(np.linalg.norm(X, axis=1).mean())
+
+
+def near_duplicates(args) -> None:
+    from sklearn.decomposition import sparse_encode
+
+    from skdict._fista import fista_encode
+
+    torch.set_num_threads(1)
+    seeds = range(2 if args.quick else 4)
+    print(
+        f"\nnear-duplicate atoms (one thread, float64, seeds 0-{seeds[-1]}, "
+        "200 rows each, max_iter=1000)"
+    )
+    for n_features, angle, n_active, tol in ((8, 1e-8, 7, 1e-8), (16, 1e-10, 15, 1e-6)):
+        for positive in (False, True):
+            above = uncertified = rows = 0
+            worst, seconds = 1.0, 0.0
+            for seed in seeds:
+                X, D, alpha = _twinned_problem(
+                    seed, n_features, angle, n_active, positive
+                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    reference = sparse_encode(
+                        X,
+                        D,
+                        algorithm="lasso_cd",
+                        alpha=alpha,
+                        max_iter=100_000,
+                        positive=positive,
+                    )
+                start = time.perf_counter()
+                result = fista_encode(
+                    torch.from_numpy(X),
+                    torch.from_numpy(D),
+                    alpha=alpha,
+                    positive=positive,
+                    tol=tol,
+                )
+                seconds += time.perf_counter() - start
+                ratio = _row_objectives(X, result.codes.numpy(), D, alpha) / (
+                    _row_objectives(X, reference, D, alpha)
+                )
+                above += int((ratio > 1 + 1e-6).sum())
+                worst = max(worst, float(ratio.max()))
+                uncertified += int((~result.converged).sum())
+                rows += X.shape[0]
+            print(
+                f"twins at {angle:g} in {n_features} features, tol={tol:g}, "
+                f"{'non-negative' if positive else 'signed'} codes: "
+                f"{uncertified} of {rows} rows uncertified, {above} above "
+                f"sklearn's objective (worst {worst:.2f}x), {seconds:.2f} s"
+            )
+
+
 _CPU = torch.device("cpu")
 
 
@@ -545,6 +627,11 @@ def main() -> None:
         action="store_true",
         help="also time float32 against float64 at small penalties (minutes)",
     )
+    parser.add_argument(
+        "--near-duplicates",
+        action="store_true",
+        help="also code on atoms with twins at an angle of 1e-8 (a minute)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -558,6 +645,8 @@ def main() -> None:
         warm_starts(args)
     if args.small_alpha:
         small_penalties(args)
+    if args.near_duplicates:
+        near_duplicates(args)
     if not (args.quick or args.skip_scaling or args.dense_only):
         scaling(args)
 

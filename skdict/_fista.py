@@ -618,12 +618,14 @@ def _newton_on_support(system, target, current, valid, partial):
       reaches zero; ``phi`` is convex along the segment with its minimum at
       the far end, so it decreases;
     * ``G_SS`` singular (more atoms than ``n_features``, or dependent ones):
-      move along a null vector ``d`` of ``G_SS``, oriented so that
-      ``s.d <= 0``, until the first coefficient reaches zero; the residual
-      ``x - zD`` does not change and the L1 norm does not grow. Then the
-      same along each other null vector, the zeroed coordinates eliminated
-      from it first, so that the support falls to the rank of ``G_SS`` with
-      one eigendecomposition (:func:`_null_moves`).
+      move along a null vector ``d`` of ``G_SS``, oriented so that ``phi``
+      does not increase to first order, until the first coefficient
+      reaches zero. For an exact null vector the residual ``x - zD`` does
+      not change and this orientation is ``s.d <= 0``: the L1 norm does not
+      grow. Then the same along each other null vector, the zeroed
+      coordinates eliminated from it first, so that the support falls to
+      the rank of ``G_SS`` with one eigendecomposition
+      (:func:`_null_moves`).
 
     Every move is kept only if ``phi`` does not increase (computed exactly
     from ``system``). Returns the new coefficients ``(k, s)`` (zero on the
@@ -649,7 +651,10 @@ def _newton_on_support(system, target, current, valid, partial):
     if singular.numel():
         eigenvalues, vectors = torch.linalg.eigh(A[singular])
         z_s, sign_s, valid_s = z[singular], sign[singular], valid[singular]
-        moved[singular], first, step = _null_move(z_s, sign_s, valid_s, vectors[..., 0])
+        A_s, t_s = A[singular], t[singular]
+        moved[singular], first, step = _null_move(
+            z_s, sign_s, valid_s, vectors[..., 0], _bmv(A_s, z_s) - t_s
+        )
         # Every other eigenvector at rounding level spans the null space
         # too (more atoms than features: at least s - n_features of them).
         # Moving along each in turn, with the coordinates already zeroed
@@ -660,7 +665,15 @@ def _newton_on_support(system, target, current, valid, partial):
         if bool(flat.any()):
             reduced = moved.clone()
             reduced[singular] = _null_moves(
-                moved[singular], sign_s, valid_s, vectors[..., 1:], flat, first, step
+                moved[singular],
+                sign_s,
+                valid_s,
+                vectors[..., 1:],
+                flat,
+                first,
+                step,
+                A_s,
+                t_s,
             )
     if reduced is None:
         moves = ~exact & _no_increase(A, t, z, moved)
@@ -697,16 +710,25 @@ def _no_increase(A, t, z, moved):
     return (change <= slack) & (d != 0).any(dim=1)
 
 
-def _null_move(z, sign, valid, null):
+def _null_move(z, sign, valid, null, slope):
     """Move ``z`` along the null vector ``null`` until an entry reaches zero.
 
-    The vector is oriented so that ``sign.null <= 0`` (the L1 norm does not
-    grow) and scaled so that the step ends at the first zero. Returns the
-    moved rows, the index of the entry set to zero per row, and the step
-    taken (zero for rows with no entry moving towards zero).
+    The vector is oriented so that ``slope.null <= 0``, ``slope`` being the
+    gradient of ``phi`` at ``z`` (see :func:`_newton_on_support`), and
+    scaled so that the step ends at the first zero. Returns the moved rows,
+    the index of the entry set to zero per row, and the step taken (zero for
+    rows with no entry moving towards zero).
     """
     null = torch.where(valid, null, 0.0)
-    null = torch.where((sign * null).sum(1, keepdim=True) > 0, -null, null)
+    # Along an exact null vector phi changes by alpha s.null, so orienting by
+    # the L1 norm would do. A numerical one is not exact: two atoms at an
+    # angle of 1e-8 give an eigenvalue of 1e-16, along which a coefficient
+    # shared by the pair moves from one atom to the other with s.null = 0
+    # to rounding, and the residual's change decides whether phi rises.
+    # Oriented by s alone, half of such moves went uphill and were refused;
+    # the rows spun in their working set to max_iter, up to 175x above the
+    # optimum (tests/test_fista.py, near-duplicate atoms).
+    null = torch.where((slope * null).sum(1, keepdim=True) > 0, -null, null)
     moving = valid & (sign * null < 0)
     hit = torch.where(moving, -z / null, torch.inf)
     reach, first = hit.min(dim=1, keepdim=True)
@@ -718,7 +740,7 @@ def _null_move(z, sign, valid, null):
     return moved, first, step
 
 
-def _null_moves(z, sign, valid, basis, flat, first, step):
+def _null_moves(z, sign, valid, basis, flat, first, step, A, t):
     """Null moves along each flat column of ``basis`` in turn (see above).
 
     Before each move, the coordinate zeroed by the previous step is removed
@@ -734,7 +756,7 @@ def _null_moves(z, sign, valid, basis, flat, first, step):
         ratio = torch.where(usable.unsqueeze(2), ratio / pivot.unsqueeze(2), 0.0)
         rest -= step.unsqueeze(2) * ratio
         valid = valid & (z != 0)
-        z, first, step = _null_move(z, sign, valid, basis[:, :, j])
+        z, first, step = _null_move(z, sign, valid, basis[:, :, j], _bmv(A, z) - t)
     return z
 
 
@@ -1317,6 +1339,19 @@ class _Problem:
             torch.mm(residual, block.T, out=corr[:, start : start + block.shape[0]])
         return residual, corr
 
+    def exact_scores(self, rows, atoms, values):
+        """Float64 scores of codes stored sparsely, ``(len(rows), n_components)``.
+
+        The correlations ``r.d_j`` of each row's residual with every atom
+        (absolute values without the sign constraint), as the float32 scores
+        of :meth:`certify_sparse` but exact.
+        """
+        z = values.new_zeros(rows.numel(), self.D.shape[0], dtype=torch.float64)
+        # scatter_add: positions past a working set repeat atoms with zeros.
+        z.scatter_add_(1, atoms, values.double())
+        corr = self._exact_products(rows, z)[1]
+        return corr if self.positive else corr.abs_()
+
     def _gap_terms(self, values64, x, residual):
         """``x.r``, ``r.r`` and ``|z|_1`` of rows ``x`` of ``X64``, in float64."""
         return (
@@ -1758,6 +1793,61 @@ def _next_working_sets(atoms, values, scores, keep, group_max, widths):
     return new_atoms, new_values.gather(1, take)
 
 
+def _choose_working_sets(
+    problem, rows, atoms, values, scores, keep, ranked, widths, stuck
+):
+    """Next working sets: :func:`_next_working_sets`, exactly for ``stuck`` rows.
+
+    Working sets are chosen by float32 scores ``scores`` summarised by
+    ``ranked`` (group maxima, or ``scores`` itself), whose rounding, about
+    1e-7 of a correlation, cannot tell an atom violating the optimality
+    conditions by less from one that does not. At a ``tol`` that asks for
+    such violations to go (pairs of atoms at an angle of 1e-8, ``tol=1e-8``),
+    a row could be offered the same working set round after round until
+    ``max_iter``, the violated atom tied with others or hidden in a group
+    whose maximum is a support atom. Rows whose last round did not lower
+    their objective (``stuck``, or None) rank every atom by its float64
+    correlation (:meth:`_Problem.exact_scores`) instead.
+    """
+    if stuck is None or not bool(stuck.any()):
+        return _next_working_sets(
+            atoms, values, scores, keep, ranked.index_select(0, keep), widths
+        )
+    width = int(widths.max())
+    new_atoms = atoms.new_zeros(atoms.shape[0], width)
+    new_values = values.new_zeros(values.shape[0], width)
+
+    def place(part, chosen, on_chosen):
+        new_atoms[part, : chosen.shape[1]] = chosen
+        new_values[part, : chosen.shape[1]] = on_chosen
+
+    usual = torch.nonzero(~stuck).flatten()
+    if usual.numel():
+        place(
+            usual,
+            *_next_working_sets(
+                atoms[usual],
+                values[usual],
+                scores,
+                keep[usual],
+                ranked.index_select(0, keep[usual]),
+                widths[usual],
+            ),
+        )
+    stuck = torch.nonzero(stuck).flatten()
+    chunk = max(1, _SYSTEM_ELEMENTS // scores.shape[1])
+    for part in stuck.split(chunk):
+        exact = problem.exact_scores(rows[part], atoms[part], values[part])
+        everyone = torch.arange(part.numel(), device=part.device)
+        place(
+            part,
+            *_next_working_sets(
+                atoms[part], values[part], exact, everyone, exact.clone(), widths[part]
+            ),
+        )
+    return new_atoms, new_values
+
+
 def _write_sparse(z, rows, atoms, values, clear):
     """Write the codes ``values`` on ``atoms`` into the ``rows`` of ``z``.
 
@@ -1894,6 +1984,10 @@ def _encode_batch(
             scores,
             group_max,
         )
+    # Rows whose last round left their objective where it was: they rank
+    # atoms by exact correlations for their next working set (see
+    # _choose_working_sets).
+    stuck = None
     while True:
         _stop_if_requested()
         done = gap <= tol * primal
@@ -1911,11 +2005,20 @@ def _encode_batch(
         # Rows sorted by working-set width: each width is one contiguous group.
         keep = keep[torch.argsort(width[keep])]
         rows, atoms, values, width = _compact(keep, [rows, atoms, values, width])
+        before = primal[keep]
         widths, counts = _merge_widths(width)
         # Too few groups for the widest working set: rank single atoms.
         ranked = scores if int(width.max()) > group_max.shape[1] else group_max
-        atoms, values = _next_working_sets(
-            atoms, values, scores, keep, ranked.index_select(0, keep), width
+        atoms, values = _choose_working_sets(
+            problem,
+            rows,
+            atoms,
+            values,
+            scores,
+            keep,
+            ranked,
+            width,
+            None if stuck is None else stuck[keep],
         )
         primal = torch.empty(rows.numel(), dtype=torch.float64, device=device)
         gap = torch.empty_like(primal)
@@ -1947,6 +2050,7 @@ def _encode_batch(
             )
         scores = score_buffer[: rows.numel()]
         group_max = scores if group_buffer is None else group_buffer[: rows.numel()]
+        stuck = primal >= before
 
     if dense:
         rows = torch.cat(dense)
