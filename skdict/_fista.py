@@ -29,7 +29,8 @@ working-set loop (as in Celer, Massias et al., 2018):
    iterations (ill-conditioned or degenerate ones, typically with a small
    ``alpha``) also shrink supports on which the Newton step fails --
    up to the first zero crossing, or along a null vector of ``G_SS`` when the
-   support has more atoms than dimensions -- and try again: an active-set
+   support has more atoms than dimensions or nearly dependent ones, the way
+   the objective decreases -- and try again: an active-set
    method that FISTA feeds with new atoms. Where supports nearly fill the
    feature space (data the dictionary does not code sparsely), those
    Cholesky solves, one per atom that leaves, dominated the time; samples
@@ -41,7 +42,9 @@ working-set loop (as in Celer, Massias et al., 2018):
 4. the duality gap of the *full* problem certifies each sample; samples whose
    gap is below ``tol * P(z)`` leave the batch (they stop costing compute), the
    others build a new working set from the correlations of their residual and
-   go back to step 2.
+   go back to step 2 (ranked in float32; a sample whose last round did not
+   lower its objective ranks them in float64, since float32 cannot tell atoms
+   apart that violate the optimality conditions by less than about 1e-7).
 
 The duality gap uses the dual point ``theta = s r`` with ``r = x - zD`` the
 residual and ``s = min(1, alpha / max_j r.d_j)`` (``max_j |r.d_j|`` without the
