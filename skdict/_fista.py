@@ -248,6 +248,13 @@ _MIN_POLISH_SUPPORT = 32
 # rows ended at relative gaps up to 0.9). The certificate that decides
 # convergence uses exact residuals.
 _EXPANSION_ROUNDING = 16
+# The certificate's gap, from float64 residuals ``x - zD`` (each entry off by
+# about eps ||x||), is not measurable below a few eps * x.x either: rows at
+# their optimum to 1e-18 (checked with mpmath: alpha=1e-10 beside rows of norm
+# 1) kept gaps of 1-5 eps x.x, above tol times their objective (about alpha
+# ||z||_1), and spun to max_iter. A row whose certified gap is at most this
+# many eps times x.x leaves, unconverged, instead.
+_CERTIFICATE_ROUNDING = 16
 # Working-set groups of fewer rows join the next wider group (_merge_widths).
 _MIN_GROUP_ROWS = 256
 # Finished samples are dropped from a working-set solve once they make up this
@@ -310,7 +317,9 @@ class FISTAResult(NamedTuple):
     n_iter : torch.Tensor of shape (n_samples,)
         FISTA iterations spent on each sample (summed over working sets).
     converged : torch.Tensor of shape (n_samples,)
-        Whether each sample's duality gap reached ``tol``.
+        Whether each sample's duality gap reached ``tol``. A sample not
+        converged that spent fewer than ``max_iter`` iterations stopped where
+        float64 rounding hides its gap (see :func:`fista_encode`'s ``tol``).
     """
 
     codes: torch.Tensor
@@ -1275,6 +1284,10 @@ class _Problem:
         self.rounding = unit if D.dtype == torch.float64 else 0.0
         self.X64 = X.double()
         self.x_sq = (self.X64**2).sum(dim=1)
+        # Gaps at most this are rounding (see _CERTIFICATE_ROUNDING).
+        self.gap_floor = (
+            _CERTIFICATE_ROUNDING * torch.finfo(torch.float64).eps * self.x_sq
+        )
         self.c = X @ D.T  # correlations x.d_j, the linear term of the lasso
         self.group = _group_size(D.shape[0])
         self.n_groups = D.shape[0] // self.group
@@ -1694,11 +1707,12 @@ def _fista_all_atoms(
             k[better] = 1
         primal, gap = problem.certify(z_new, rows)
         reached = gap <= tol * primal
-        done = reached | (it >= budget)
+        floor = gap <= problem.gap_floor[rows]
+        done = reached | floor | (it >= budget)
         if not bool(done.any()):
             continue
         out[local[done]] = z_new[done]
-        spent[local[reached]] = it
+        spent[local[reached | floor]] = it
         converged[local[reached]] = True
         keep = ~done
         (local, rows, c, y, z_prev, k, budget, last_support) = _compact(
@@ -1995,7 +2009,8 @@ def _encode_batch(
         _stop_if_requested()
         done = gap <= tol * primal
         converged[rows[done]] = True
-        leaving = done | (spent[rows] >= max_iter)
+        floor = gap <= problem.gap_floor[rows]
+        leaving = done | floor | (spent[rows] >= max_iter)
         support = (values != 0).sum(dim=1)
         width = _working_set_width(support, w_cap)
         to_dense = ~leaving & ((2 * width >= m) | (support >= w_cap))
@@ -2122,7 +2137,12 @@ def fista_encode(
         ``tol`` close to machine precision may not be reachable: rounding
         can keep even the optimum's gap above it, and such samples run to
         ``max_iter``, unconverged, with codes at their optimum to working
-        precision.
+        precision. Nor can a gap be measured below about ``16 * eps *
+        ||x||**2`` (float64 residuals), which is above ``tol`` times the
+        objective when ``alpha`` is tiny beside the data (1e-10 with
+        ``||x||`` near 1, at ``tol=1e-6``): samples whose gap reaches that
+        floor stop there, unconverged, after fewer than ``max_iter``
+        iterations.
     batch_size : int, default=None
         Samples coded at once; bounds peak memory to ``O(batch_size *
         max(n_components, n_features))``. None picks a batch of at most
@@ -2353,6 +2373,17 @@ def _encode_rows(
             offset=offset,
         )
     return result
+
+
+def _unconverged_counts(result: FISTAResult, max_iter: int) -> tuple[int, int]:
+    """Count the samples of ``result`` not converged, and those stopped early.
+
+    An unconverged sample that spent fewer than ``max_iter`` iterations
+    stopped at the rounding floor of its gap (see :class:`FISTAResult`).
+    """
+    unconverged = ~result.converged
+    early = unconverged & (result.n_iter < max_iter)
+    return int(unconverged.sum()), int(early.sum())
 
 
 def _unsolved(X: torch.Tensor, n_components: int) -> FISTAResult:
@@ -2918,9 +2949,13 @@ class FISTACoder(
         certificate covering the rounding. Rounding can
         keep even the optimum's gap above a ``tol`` close to machine
         precision; such samples run to ``max_iter`` and are reported
-        unconverged. When learning, also the relative change of the
-        dictionary between two rounds, ``||D_new - D||_F / ||D||_F``, at
-        which learning stops
+        unconverged. Nor can a gap be measured below about ``16 * eps *
+        ||x||**2`` (float64 residuals), above ``tol`` times the objective
+        when ``alpha`` is tiny beside the data (1e-10 with ``||x||`` near 1,
+        at ``tol=1e-6``): such samples stop at that floor, reported
+        unconverged by a warning that says so. When learning, also the
+        relative change of the dictionary between two rounds,
+        ``||D_new - D||_F / ||D||_F``, at which learning stops
         (leaving out atoms that no sample used in either round: they are
         re-drawn from residuals every round, see ``history_``). Without
         ``init``, momentum and the resampling of near-duplicate atoms keep the
@@ -3650,7 +3685,7 @@ class FISTACoder(
     def _encode(self, X, X_t: torch.Tensor, D: torch.Tensor, b: torch.Tensor):
         init = self._warm_start(X, X_t)(slice(None))
         result = self._code(X_t, D, b, init, self.verbose)
-        self._warn_unconverged(int((~result.converged).sum()), X_t.shape[0])
+        self._warn_unconverged(result, X_t.shape[0])
         return result
 
     def _code(self, X_t, D, b, init, verbose):
@@ -3669,13 +3704,35 @@ class FISTACoder(
             offset=b if bool(b.any()) else None,
         )
 
-    def _warn_unconverged(self, not_converged: int, n_samples: int) -> None:
-        if not_converged:
+    def _warn_unconverged(self, counts, n_samples: int) -> None:
+        """Warn about the samples left uncertified.
+
+        ``counts`` is a :class:`FISTAResult` or the pair of its counts from
+        :func:`_unconverged_counts`.
+        """
+        not_converged, at_floor = (
+            _unconverged_counts(counts, self.max_iter)
+            if isinstance(counts, FISTAResult)
+            else counts
+        )
+        if not_converged > at_floor:
             warn(
-                f"FISTA did not reach tol={self.tol} for {not_converged} of "
-                f"{n_samples} samples, within max_iter={self.max_iter} iterations "
-                "or at all (rounding can keep an optimum's gap above a tol close "
-                "to machine precision); increase max_iter or tol.",
+                f"FISTA did not reach tol={self.tol} for "
+                f"{not_converged - at_floor} of {n_samples} samples, within "
+                f"max_iter={self.max_iter} iterations or at all (rounding can "
+                "keep an optimum's gap above a tol close to machine precision); "
+                "increase max_iter or tol.",
+                ConvergenceWarning,
+            )
+        if at_floor:
+            warn(
+                f"FISTA could not certify tol={self.tol} for {at_floor} of "
+                f"{n_samples} samples: their duality gap fell to what float64 "
+                "rounding can measure (about 16 * eps * ||x||**2), which is "
+                f"above tol times their objective. alpha={self.alpha} is tiny "
+                "beside these samples: their codes are at the optimum to "
+                "working precision, but to certify them, raise alpha or tol, or "
+                "rescale X.",
                 ConvergenceWarning,
             )
 
@@ -3741,7 +3798,8 @@ class FISTACoder(
         step = _SCORE_STEP_BATCHES * max(batch, 1)
         starts = range(0, n_samples, step)
         warm_start = self._warm_start(X, X_t)
-        squared_error, not_converged = 0.0, 0  # the mean, summed step by step
+        squared_error = 0.0  # the mean, summed step by step
+        not_converged = at_floor = 0
         for start in tqdm(
             starts, disable=self.verbose <= 0 or len(starts) < 2, desc="score"
         ):
@@ -3755,8 +3813,9 @@ class FISTACoder(
             # Finite wherever the mean fits a float64 (residuals above 1e154
             # squared to -inf), as reconstruction_error.
             squared_error += sum_of_squares(residual.double(), X_t.numel())
-            not_converged += int((~result.converged).sum())
-        self._warn_unconverged(not_converged, n_samples)
+            counts = _unconverged_counts(result, self.max_iter)
+            not_converged, at_floor = not_converged + counts[0], at_floor + counts[1]
+        self._warn_unconverged((not_converged, at_floor), n_samples)
         return -squared_error
 
     @property

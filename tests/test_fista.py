@@ -592,6 +592,30 @@ def test_a_tolerance_below_rounding_returns_the_optimum():
     np.testing.assert_array_less(objective, best * (1 + 2e-9))
 
 
+def test_a_gap_below_float64_rounding_stops_early_and_says_why():
+    # alpha tiny beside the data: each x lies in the span of two of four
+    # atoms, ||x|| near 1, alpha=1e-10. The optimum's gap from float64
+    # residuals stays at a few eps * x.x, above tol times the objective
+    # (about alpha ||z||_1): rows ran all max_iter iterations and a warning
+    # blamed max_iter, though their codes were the optimum to 1e-18.
+    rng = np.random.default_rng(23)
+    D = random_dictionary(rng, 4, 6)
+    X = rng.uniform(0.5, 2, size=(200, 1)) * np.array([0.7, 0.0, 0.3, 0.0]) @ D
+    alpha = 1e-10
+    with pytest.warns(
+        ConvergenceWarning, match="could not certify.*rounding"
+    ) as caught:
+        codes = FISTACoder(D, alpha=alpha).fit(X).transform(X)
+    assert not any("increase max_iter" in str(w.message) for w in caught)
+    result = fista_encode(torch.from_numpy(X), torch.from_numpy(D), alpha=alpha)
+    assert int(result.n_iter.max()) < 100 and not bool(result.converged.all())
+    # The optimum on the support {0, 2}: G_SS z = D_S x - alpha sign(z).
+    support = D[[0, 2]]
+    exact = np.linalg.solve(support @ support.T, support @ X.T - alpha).T
+    np.testing.assert_allclose(codes[:, [0, 2]], exact, rtol=1e-12)
+    assert np.all(codes[:, [1, 3]] == 0)
+
+
 @pytest.mark.parametrize("seed", [684, 0, 1, 2])
 def test_no_row_returns_costing_more_than_its_warm_start(seed):
     # Signed near-duplicate atoms in 3 to 9 features, float32 coded in
