@@ -3027,7 +3027,9 @@ class FISTACoder(
         start and those re-initialised during learning. None draws the seed
         from NumPy's global random state, as scikit-learn's estimators do
         (``np.random.seed`` sets it; ``torch.manual_seed`` does not). A
-        :meth:`partial_fit` stream draws it once, at its first call.
+        :meth:`partial_fit` stream draws it once, at its first call. An
+        unfitted estimator passed as ``dictionary`` or ``init`` is fitted
+        with its own ``random_state``: set it too for a reproducible fit.
     verbose : int, default=0
         Show progress bars when positive; in :meth:`partial_fit`, whose calls
         code one chunk each, when at least 2 (a stream of chunks would

@@ -44,6 +44,7 @@ from sklearn import get_config
 from sklearn.externals import array_api_compat
 from sklearn.utils._array_api import (
     _is_numpy_namespace,
+    check_same_namespace,
     get_namespace_and_device,
     move_to,
 )
@@ -946,6 +947,11 @@ def validate_codes(estimator: Any, codes: Any) -> tuple[torch.Tensor, ArrayOrigi
     ValueError: codes have 3 columns, but this OracleDictionary has 2 components.
     """
     check_is_fitted(estimator)
+    # As transform and score: under array-API dispatch, codes in another
+    # namespace than the atoms are refused (they were decoded regardless).
+    check_same_namespace(
+        codes, estimator, attribute="components_", method="inverse_transform"
+    )
     if is_tensor(codes):
         # Before the device is resolved from them: meta codes were told about
         # a ``device`` parameter the caller never set.

@@ -1582,3 +1582,27 @@ def test_weights_trained_elsewhere_load_as_the_guide_says(activation):
     torch.testing.assert_close(sae.intercept_, b_dec)
     codes = sae.transform(X)
     torch.testing.assert_close(sae.inverse_transform(codes), codes @ W_dec + b_dec)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"activation": "topk"},
+        {"activation": "topk", "k": 13},
+        {"activation": "batchtopk", "k": 2, "aux_k": 13},
+        {"freeze_decoder": True},
+    ],
+)
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_settings_wrong_whatever_the_data_leave_the_fit_as_it_was(rng, change, method):
+    # As an invalid hyper-parameter does: a refit with activation='topk' and
+    # no k, or a k above n_components, discarded the fitted model.
+    X, _ = toy_problem(rng)
+    sae = SparseAutoencoder(12, **SMALL).fit(X)
+    weights = sae.components_.copy()
+    fresh = clone(sae).set_params(**change)
+    for estimator in (sae.set_params(**change), fresh):
+        with pytest.raises(ValueError, match=r"needs|must be at most"):
+            getattr(estimator, method)(X)
+    assert hasattr(sae, "module_") and np.array_equal(sae.components_, weights)
+    assert not hasattr(fresh, "module_")

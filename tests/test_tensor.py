@@ -884,3 +884,30 @@ def test_sparse_as_tensor_takes_the_dtype_asked_for():
     A = sp.eye(3, format="csr")  # float64
     T = sparse_as_tensor(A, device=torch.device("cpu"), dtype=torch.float32)
     assert T.dtype == torch.float32 and T.is_sparse
+
+
+@array_api_dispatch
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda D: FISTACoder(D),
+        lambda D: OracleDictionary(D),
+        lambda D: SparseAutoencoder(4, max_epochs=1, random_state=0),
+    ],
+    ids=["FISTACoder", "OracleDictionary", "SparseAutoencoder"],
+)
+def test_inverse_transform_refuses_another_namespace_as_transform_does(make):
+    # Fitted on NumPy, a coder refused torch input to transform and score
+    # under dispatch, but decoded torch codes.
+    from sklearn import config_context
+
+    rng = np.random.default_rng(0)
+    D, X = rng.standard_normal((4, 3)), rng.standard_normal((20, 3))
+    with config_context(array_api_dispatch=True):
+        coder = make(D).fit(X)
+        codes = torch.from_numpy(coder.transform(X))
+        with pytest.raises(ValueError, match="same namespace"):
+            coder.transform(torch.from_numpy(X))
+        with pytest.raises(ValueError, match="same namespace"):
+            coder.inverse_transform(codes)
+        assert isinstance(coder.inverse_transform(codes.numpy()), np.ndarray)
