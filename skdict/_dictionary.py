@@ -56,7 +56,12 @@ from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import _check_feature_names, _is_fitted, check_is_fitted
+from sklearn.utils.validation import (
+    _check_feature_names,
+    _get_feature_names,
+    _is_fitted,
+    check_is_fitted,
+)
 from tqdm.auto import tqdm
 
 from ._fitting import forget_fit_on_failure, restored_on_failure
@@ -2609,14 +2614,19 @@ def _string_columns(y: Any) -> np.ndarray | None:
     """Return the column names of ``y`` (a DataFrame) when all are strings.
 
     A Series named by a string (the 1-D ``y`` of one concept) gives its name.
+    Column names mixing strings and other types are refused, as scikit-learn
+    refuses them in ``X`` (they were dropped silently).
     """
-    columns = getattr(y, "columns", None)
-    if columns is None and getattr(y, "ndim", None) == 1:
+    if getattr(y, "ndim", None) == 1:
         name = getattr(y, "name", None)
-        columns = None if name is None else [name]
-    if columns is None or not all(isinstance(name, str) for name in columns):
-        return None
-    return np.asarray(columns, dtype=object)
+        return np.asarray([name], dtype=object) if isinstance(name, str) else None
+    try:
+        return _get_feature_names(y)
+    except TypeError as error:
+        error.add_note(
+            "The column names of y name the concepts (get_feature_names_out)."
+        )
+        raise
 
 
 class OracleDictionary(
@@ -2689,7 +2699,8 @@ class OracleDictionary(
         which name the codes (:meth:`get_feature_names_out`, and the columns
         of ``set_output(transform="pandas")``); with a given ``dictionary``,
         the concept names of its atoms when it is a fitted oracle or a coder
-        that keeps an oracle's atoms; None otherwise.
+        that keeps an oracle's atoms; None otherwise. Column names mixing
+        strings and other types are refused, as in ``X``.
 
     See Also
     --------

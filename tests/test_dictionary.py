@@ -373,6 +373,24 @@ def test_oracle_streams_the_least_squares_estimate(layout):
     np.testing.assert_allclose(continued.components_, whole.components_, atol=tol)
 
 
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_oracle_refuses_concept_names_mixing_strings_and_numbers(method):
+    # As scikit-learn refuses such column names in X; they were dropped
+    # silently, the codes named oracledictionary0, ...
+    pd = pytest.importorskip("pandas")
+    data = make_compositional(n_latents=3, n_active=1, n_samples=100, random_state=0)
+    y = pd.DataFrame(data.Z_train, columns=["red", 1, "car"])
+    with pytest.raises(TypeError, match="only supported if all") as caught:
+        getattr(OracleDictionary(), method)(data.X_train, y)
+    assert "name the concepts" in caught.value.__notes__[0]
+    oracle = getattr(OracleDictionary(), method)(
+        data.X_train, y.set_axis([0, 1, 2], axis=1)
+    )
+    assert list(oracle.get_feature_names_out()) == [
+        f"oracledictionary{i}" for i in range(3)
+    ]
+
+
 def test_oracle_stream_checks_the_concept_names_of_each_batch():
     # A later batch with its concepts in another order was summed into the
     # wrong latents' atoms (an error of 0.32 against 2e-15 for fit).
