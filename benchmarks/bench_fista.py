@@ -521,8 +521,12 @@ def small_penalties(args) -> None:
         )
 
 
-def _twinned_problem(seed, n_features, angle, n_active, positive):
-    """Rows coded on 100 atoms and their twins at ``angle`` (see ``near``)."""
+def twinned_problem(seed, n_features, angle, n_active, positive):
+    """Rows coded on 100 atoms and their twins at ``angle`` (see ``near``).
+
+    Returns ``X`` (200 rows), the dictionary and ``alpha``; the tests code
+    the same problems.
+    """
     rng = np.random.default_rng(seed)
     atoms = rng.standard_normal((100, n_features))
     atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
@@ -552,7 +556,7 @@ def near_duplicates(args) -> None:
             above = uncertified = rows = 0
             worst, seconds = 1.0, 0.0
             for seed in seeds:
-                X, D, alpha = _twinned_problem(
+                X, D, alpha = twinned_problem(
                     seed, n_features, angle, n_active, positive
                 )
                 with warnings.catch_warnings():

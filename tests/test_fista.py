@@ -24,6 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
+from benchmarks.bench_fista import twinned_problem
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _fista
 from skdict._fista import (
     _active_set,
@@ -2473,17 +2474,7 @@ def test_near_duplicate_atoms_reach_the_optimum(
     # working sets could not find the twin violating the optimality
     # conditions by 2e-8 (seed 0), until max_iter. Every row is now
     # certified, at the optimum.
-    rng = np.random.default_rng(seed)
-    atoms = rng.standard_normal((100, n_features))
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    twins = atoms + angle * rng.standard_normal(atoms.shape)
-    twins /= np.linalg.norm(twins, axis=1, keepdims=True)
-    D = np.vstack([atoms, twins])
-    Z = rng.random((200, 200)) * (rng.random((200, 200)) < n_active / 200)
-    if not positive:
-        Z *= rng.choice([-1, 1], size=Z.shape)
-    X = Z @ D
-    alpha = 1e-3 * float(np.linalg.norm(X, axis=1).mean())
+    X, D, alpha = twinned_problem(seed, n_features, angle, n_active, positive)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         reference = sparse_encode(
