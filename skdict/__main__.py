@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -423,7 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    with _interrupts_held():
+        parser = _parser()  # loads torch, SciPy, scikit-learn and the studies
+    args = parser.parse_args(argv)
     # Warnings as the command's own lines, not Python's "file:line: Category"
     # and a line of source (the console script's "sys.exit(main())").
     shown = warnings.formatwarning
@@ -433,6 +437,34 @@ def _main(argv: Sequence[str] | None) -> int:
             return _reproduce(args)
     finally:
         warnings.formatwarning = shown
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then raise it (``KeyboardInterrupt``).
+
+    An interrupt while the libraries load can land inside an extension
+    module's initialisation, which turns it into something else: an
+    ``ImportError`` ("initialization failed", in SciPy's optimisers), a
+    C++ abort (exit status -6), or an optional import skipped in silence,
+    after which the whole study ran and returned 0. Held, it takes effect
+    once they have loaded (a few seconds). A Ctrl-C that Python does not
+    handle (``SIGINT`` ignored, as in a background job) stays as it was.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

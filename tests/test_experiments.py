@@ -1876,9 +1876,14 @@ def test_cli_handles_ctrl_c_while_the_libraries_load(tmp_path):
     assert loaded.stdout.decode().strip() == "False"
     # The child says when it is about to enter main(): a fixed wait let a slow
     # interpreter start (under coverage) take the signal before Python's own
-    # handler existed.
+    # handler existed. It takes Ctrl-C as a terminal's user would, whatever
+    # the suite inherited (a background job ignores SIGINT). An interrupt
+    # inside an extension module's initialisation once went astray (an
+    # ImportError, an abort, or a whole study run and 0 returned): the
+    # command now holds it until the libraries have loaded.
     code = (
-        "import sys, skdict.__main__ as cli; print('ready', flush=True); "
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "import skdict.__main__ as cli; print('ready', flush=True); "
         "sys.exit(cli.main(sys.argv[1:]))"
     )
     argv = [sys.executable, "-c", code, "reproduce", "--out", str(tmp_path)]
@@ -1891,6 +1896,33 @@ def test_cli_handles_ctrl_c_while_the_libraries_load(tmp_path):
     _, err = command.communicate(timeout=120)
     assert command.returncode == 130
     assert b"Traceback" not in err and b"interrupted" in err
+
+
+def test_interrupts_are_held_until_the_libraries_have_loaded():
+    import os
+    import signal
+
+    from skdict.__main__ import _interrupts_held
+
+    # Python's own handler, whatever the test process inherited.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        loaded = []
+        with pytest.raises(KeyboardInterrupt):
+            with _interrupts_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.1)  # the handler runs between bytecodes
+                loaded.append(True)
+        assert loaded == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # A Ctrl-C that Python does not handle stays as it was.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with _interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_cli_interrupted_while_starting_prints_one_line(monkeypatch, capsys):
