@@ -665,7 +665,7 @@ def _newton_on_support(system, target, current, valid, partial):
         z_s, sign_s, valid_s = z[singular], sign[singular], valid[singular]
         A_s, t_s = A[singular], t[singular]
         moved[singular], first, step = _null_move(
-            z_s, sign_s, valid_s, vectors[..., 0], _bmv(A_s, z_s) - t_s
+            z_s, sign_s, valid_s, vectors[..., 0], A_s, t_s
         )
         # Every other eigenvector at rounding level spans the null space
         # too (more atoms than features: at least s - n_features of them).
@@ -722,11 +722,11 @@ def _no_increase(A, t, z, moved):
     return (change <= slack) & (d != 0).any(dim=1)
 
 
-def _null_move(z, sign, valid, null, slope):
+def _null_move(z, sign, valid, null, A, t):
     """Move ``z`` along the null vector ``null`` until an entry reaches zero.
 
-    The vector is oriented so that ``slope.null <= 0``, ``slope`` being the
-    gradient of ``phi`` at ``z`` (see :func:`_newton_on_support`), and
+    The vector is oriented so that ``slope.null <= 0``, ``slope = A z - t``
+    being the gradient of ``phi`` at ``z`` (see :func:`_newton_on_support`), and
     scaled so that the step ends at the first zero. Returns the moved rows,
     the index of the entry set to zero per row, and the step taken (zero for
     rows with no entry moving towards zero).
@@ -740,6 +740,7 @@ def _null_move(z, sign, valid, null, slope):
     # Oriented by s alone, half of such moves went uphill and were refused;
     # the rows spun in their working set to max_iter, up to 175x above the
     # optimum (tests/test_fista.py, near-duplicate atoms).
+    slope = _bmv(A, z) - t
     null = torch.where((slope * null).sum(1, keepdim=True) > 0, -null, null)
     moving = valid & (sign * null < 0)
     hit = torch.where(moving, -z / null, torch.inf)
@@ -768,7 +769,7 @@ def _null_moves(z, sign, valid, basis, flat, first, step, A, t):
         ratio = torch.where(usable.unsqueeze(2), ratio / pivot.unsqueeze(2), 0.0)
         rest -= step.unsqueeze(2) * ratio
         valid = valid & (z != 0)
-        z, first, step = _null_move(z, sign, valid, basis[:, :, j], _bmv(A, z) - t)
+        z, first, step = _null_move(z, sign, valid, basis[:, :, j], A, t)
     return z
 
 
@@ -3687,7 +3688,7 @@ class FISTACoder(
     def _encode(self, X, X_t: torch.Tensor, D: torch.Tensor, b: torch.Tensor):
         init = self._warm_start(X, X_t)(slice(None))
         result = self._code(X_t, D, b, init, self.verbose)
-        self._warn_unconverged(result, X_t.shape[0])
+        self._warn_unconverged(_unconverged_counts(result, self.max_iter), X_t.shape[0])
         return result
 
     def _code(self, X_t, D, b, init, verbose):
@@ -3706,17 +3707,9 @@ class FISTACoder(
             offset=b if bool(b.any()) else None,
         )
 
-    def _warn_unconverged(self, counts, n_samples: int) -> None:
-        """Warn about the samples left uncertified.
-
-        ``counts`` is a :class:`FISTAResult` or the pair of its counts from
-        :func:`_unconverged_counts`.
-        """
-        not_converged, at_floor = (
-            _unconverged_counts(counts, self.max_iter)
-            if isinstance(counts, FISTAResult)
-            else counts
-        )
+    def _warn_unconverged(self, counts: tuple[int, int], n_samples: int) -> None:
+        """Warn about the samples left uncertified (:func:`_unconverged_counts`)."""
+        not_converged, at_floor = counts
         if not_converged > at_floor:
             warn(
                 f"FISTA did not reach tol={self.tol} for "
