@@ -68,6 +68,7 @@ from ._fitting import forget_fit_on_failure, restored_on_failure
 from ._params import Satisfies, StrictParamsMixin, fit_context, is_count
 from ._tensor import (
     DEVICE_CONSTRAINT,
+    ArrayOrigin,
     DetachedCloneMixin,
     _all_finite,
     accumulation_dtype,
@@ -118,6 +119,7 @@ __all__ = [
     "reconstruct",
     "record_given",
     "resolve_dictionary",
+    "store_in_batch_type",
     "take_providers_tags",
     "torch_generator",
 ]
@@ -744,6 +746,21 @@ def resolve_dictionary(
                 f"have dimension {components.shape[1]}."
             )
     return ResolvedDictionary(components, intercept, estimator, offset is not None)
+
+
+def store_in_batch_type(estimator: Any, X_t: torch.Tensor, origin: ArrayOrigin) -> None:
+    """Hand a given dictionary's fitted atoms out in a stream's latest array type.
+
+    A :meth:`partial_fit` stream over a given dictionary has nothing to
+    update, but its ``components_`` and ``intercept_`` follow the array type
+    of the latest batch (``origin``, of ``X_t``), as learned atoms do, in
+    their own precision.
+    """
+    components = as_tensor(estimator.components_, device=X_t.device)
+    intercept = as_tensor(estimator.intercept_, device=X_t.device, ndim=1)
+    origin = origin._replace(dtype=components.dtype)
+    estimator.components_ = to_fitted(components, origin)
+    estimator.intercept_ = to_fitted(intercept, origin)
 
 
 def reconstruct(estimator: Any, codes: Any) -> Any:
@@ -2931,7 +2948,8 @@ n_latents) or (n_samples,), default=None
                     "a new dictionary needs a new fit: call fit, or partial_fit "
                     "on a clone."
                 )
-            validate_input(self, X, reset=False, device=self.device)
+            X_t, origin = validate_input(self, X, reset=False, device=self.device)
+            store_in_batch_type(self, X_t, origin)
             return self
         with forget_fit_on_failure(self) if first else restored_on_failure(self):
             X_t, origin = validate_input(self, X, reset=first, device=self.device)

@@ -125,6 +125,7 @@ from ._dictionary import (
     provider_input,
     record_given,
     resolve_dictionary,
+    store_in_batch_type,
     take_providers_tags,
     torch_generator,
 )
@@ -3471,13 +3472,7 @@ class FISTACoder(
                     "partial_fit on a clone."
                 )
             else:
-                # The fitted atoms follow the array type of the latest batch,
-                # as learned ones do, in their own precision.
-                components = as_tensor(self.components_, device=X_t.device)
-                intercept = as_tensor(self.intercept_, device=X_t.device, ndim=1)
-                origin = origin._replace(dtype=components.dtype)
-                self.components_ = to_fitted(components, origin)
-                self.intercept_ = to_fitted(intercept, origin)
+                store_in_batch_type(self, X_t, origin)
             return self
         if first or not hasattr(self, "_rng_state"):  # none after fit
             generator = torch_generator(self.random_state)

@@ -748,6 +748,7 @@ def validate_input(
         target = resolve_device(device, X)
         return X.detach().to(device=target, dtype=dtype), origin
 
+    _refuse_estimator(X, "X")
     X, xp_origin = _leave_array_api(X)
     X_np = validate_data(
         estimator,
@@ -759,6 +760,16 @@ def validate_input(
     origin = ArrayOrigin.host(_NUMPY_FLOATS[X_np.dtype], xp_origin)
     target = resolve_device(device, None)
     return _from_numpy(X_np).to(target), origin
+
+
+def _refuse_estimator(A: Any, name: str) -> None:
+    # check_array's own message, "float() argument must be ... not
+    # 'OracleDictionary'", does not say what was meant instead.
+    if hasattr(A, "fit") and hasattr(A, "get_params"):
+        raise TypeError(
+            f"{name} must be an array; got the estimator {type(A).__name__}. "
+            "Pass what it computes, e.g. its transform(X)."
+        )
 
 
 def _leave_array_api(A: Any) -> tuple[Any, tuple[Any, Any] | None]:
@@ -870,6 +881,7 @@ def to_tensor(
     else:
         if A is None:
             raise ValueError(f"{name} must be an array; got None.")
+        _refuse_estimator(A, name)
         A, xp_origin = _leave_array_api(A)
         # A plain non-empty float ndarray (a fitted attribute, each call)
         # passes check_array unchanged; its checks cost about 250 us a call,
@@ -1216,6 +1228,8 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
         return memo[key]
     if is_tensor(value):
         converted = value.detach().cpu()
+        if converted.layout == torch.strided:
+            converted = converted.as_subclass(_PicklesByValue)
     elif isinstance(value, torch.nn.Module):
         # A module already on the CPU pickles as it is. A deep copy gave its
         # weights new storages, whose addresses torch writes into the pickle:
@@ -1253,6 +1267,39 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
         return value
     memo[key] = converted
     return converted
+
+
+class _PicklesByValue(torch.Tensor):
+    """A tensor whose pickle holds its dtype, shape and bytes, and nothing else.
+
+    torch writes a tensor's storage address into its pickle, so each copy of
+    equal values pickled to other bytes: ``joblib.hash``, by which
+    ``Pipeline(memory=)`` caches a step, changed for every clone of an
+    estimator given a tensor (``dictionary=``, ``decoder=``, ``init=``), and a
+    cached search coded again for every candidate. Unpickled, it is a plain
+    tensor; its operations return plain tensors.
+    """
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    def __deepcopy__(self, memo: dict) -> torch.Tensor:
+        return self.as_subclass(torch.Tensor).clone()
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        plain = self.as_subclass(torch.Tensor).resolve_conj().resolve_neg()
+        # Bytes rather than ``numpy()``: bfloat16 and float8 have no NumPy dtype.
+        data = plain.contiguous().reshape(-1).view(torch.uint8).numpy()
+        return _tensor_from_bytes, (data, plain.dtype, tuple(plain.shape))
+
+
+def _tensor_from_bytes(
+    data: np.ndarray, dtype: torch.dtype, shape: tuple[int, ...]
+) -> torch.Tensor:
+    if not data.size:  # joblib loads an empty array with stride 0: no view
+        return torch.empty(shape, dtype=dtype)
+    if not data.flags.writeable:  # torch.from_numpy warns on read-only arrays
+        data = data.copy()
+    return torch.from_numpy(data).view(dtype).reshape(shape)
 
 
 def _new_like(value: Any) -> Any:

@@ -1499,7 +1499,10 @@ def test_a_stream_starting_on_an_all_zero_batch_is_warned_about():
     # partial_fit draws its starting atoms from its first batch, as fit from
     # X, but only fit warned that zeros leave them random.
     coder = FISTACoder(n_components=3, random_state=0)
-    with pytest.warns(UserWarning, match="X is all zeros: the stream's starting"):
+    with (
+        pytest.warns(UserWarning, match="X is all zeros: the stream's starting"),
+        pytest.warns(UserWarning, match="0 distinct non-zero rows for 3 atoms"),
+    ):
         coder.partial_fit(np.zeros((50, 4)))
     X = np.random.default_rng(0).standard_normal((50, 4))
     with warnings.catch_warnings(record=True) as caught:
@@ -1924,11 +1927,13 @@ def test_partial_fit_with_given_dictionary_sets_n_iter(rng):
     assert coder.partial_fit(rng.standard_normal((6, 4))).n_iter_ == 0
 
 
-def test_partial_fit_with_given_dictionary_follows_the_batch_array_type(rng):
+@pytest.mark.parametrize("estimator", [FISTACoder, OracleDictionary])
+def test_partial_fit_with_given_dictionary_follows_the_batch_array_type(estimator, rng):
     # As documented for components_, and as a learned dictionary does: the
-    # array type of the latest batch, in the atoms' own precision.
+    # array type of the latest batch, in the atoms' own precision (a given
+    # oracle kept NumPy atoms through a stream of tensors).
     D = random_dictionary(rng, 5, 4)
-    coder = FISTACoder(D).fit(rng.standard_normal((6, 4)))
+    coder = estimator(D).fit(rng.standard_normal((6, 4)))
     coder.partial_fit(torch.from_numpy(rng.standard_normal((6, 4)).astype("float32")))
     assert torch.is_tensor(coder.components_) and torch.is_tensor(coder.intercept_)
     assert coder.components_.dtype == torch.float64

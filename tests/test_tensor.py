@@ -1,9 +1,12 @@
 """The array boundary: output follows input, devices and dtypes are kept."""
 
+import copy
+import io
 import pickle
 import re
 import warnings
 
+import joblib
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -11,7 +14,8 @@ import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import NMF, PCA, DictionaryLearning
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.pipeline import make_pipeline
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _tensor
@@ -28,6 +32,7 @@ from skdict._tensor import (
     validate_input,
 )
 from skdict.datasets import make_compositional
+from skdict.metrics import mcc_score
 
 from .conftest import array_api_dispatch, cuda
 
@@ -200,6 +205,14 @@ def test_as_tensor_names_the_parameter():
 def test_scalars_and_none_are_named_as_such(value, match):
     with pytest.raises(ValueError, match=match):
         to_tensor(value, name="codes")
+
+
+def test_an_estimator_given_for_an_array_is_named_as_such():
+    fitted = OracleDictionary(np.eye(3)).fit(np.ones((4, 3)))
+    with pytest.raises(TypeError, match="codes must be an array; got the estimator"):
+        mcc_score(np.ones((4, 3)), fitted)
+    with pytest.raises(TypeError, match=r"X must be an array; .*its transform\(X\)"):
+        fitted.transform(fitted)
 
 
 def test_values_beyond_the_target_precision_are_named():
@@ -382,6 +395,57 @@ def test_portable_state_converts_named_tuples_and_keeps_sharing():
     assert isinstance(record, GivenRecord)
     assert record.dictionary is moved["dictionary"] is not atoms
     assert record.params["atoms"] is moved["dictionary"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        FISTACoder,
+        OracleDictionary,
+        lambda D: SparseAutoencoder(
+            6, decoder=D, freeze_decoder=True, activation="topk", k=2, max_epochs=2
+        ),
+    ],
+    ids=["fista", "oracle", "sae"],
+)
+def test_tensor_parameters_pickle_by_value(make, tmp_path):
+    # torch writes a tensor's storage address into its pickle: every clone of
+    # an estimator given a tensor hashed differently, and Pipeline(memory=)
+    # coded again for every candidate of a search (6-7 codings for 3).
+    rng = np.random.default_rng(0)
+    D = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(6, 5))), dim=1)
+    X = rng.normal(size=(40, 5))
+    y = (X[:, 0] > 0).astype(int)
+    estimator = make(D)
+    assert joblib.hash(clone(estimator)) == joblib.hash(clone(estimator))
+    pipe = Pipeline(
+        [("code", estimator), ("probe", LogisticRegression())], memory=str(tmp_path)
+    )
+    GridSearchCV(pipe, {"probe__C": [0.1, 1.0, 10.0]}, cv=2).fit(X, y)
+    assert len(list(tmp_path.rglob("output.pkl"))) == 3  # 2 folds and the refit
+    fitted = clone(estimator).fit(torch.tensor(X))
+    for copied in (pickle.loads(pickle.dumps(fitted)), copy.deepcopy(fitted)):
+        assert type(copied.components_) is torch.Tensor
+        np.testing.assert_array_equal(copied.transform(X), fitted.transform(X))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64, torch.bool])
+def test_portable_tensors_keep_values_dtype_shape_and_sharing(dtype):
+    atoms = torch.arange(12.0).reshape(3, 4).to(dtype)[:, ::2]  # not contiguous
+    empty = torch.ones(0, 3, dtype=dtype)
+    state = portable_state({"dictionary": atoms, "_record": [atoms], "none": empty})
+    buffer = io.BytesIO()
+    joblib.dump(state, buffer)
+    buffer.seek(0)
+    for loaded in (pickle.loads(pickle.dumps(state)), joblib.load(buffer)):
+        assert type(loaded["dictionary"]) is torch.Tensor
+        assert loaded["dictionary"].dtype == loaded["none"].dtype == dtype
+        assert torch.equal(loaded["dictionary"], atoms)
+        assert loaded["none"].shape == (0, 3)
+        assert loaded["_record"][0] is loaded["dictionary"]
+    other = atoms.clone()  # equal values in another storage: the same bytes
+    again = portable_state({"dictionary": other, "_record": [other], "none": empty})
+    assert pickle.dumps(state) == pickle.dumps(again)
 
 
 @cuda
