@@ -80,7 +80,7 @@ class _Columns(NamedTuple):
     peak: torch.Tensor
 
     def variance_rank(self) -> torch.Tensor:
-        """Return the columns by decreasing variance (stable on ties)."""
+        """Return the columns by decreasing variance (stable on equal floats)."""
         # In float64 (on the CPU, where it always exists): the unscaled
         # squares of float32 columns may overflow float32.
         variance = self.sq_norm.cpu().double() * self.peak.cpu().double() ** 2
@@ -494,8 +494,9 @@ n_components)
         samples compete, as many as there are varying true latents: the
         paper's MCC-OOD (arXiv 2603.28744), which ignores dimensions that stay
         silent on the evaluated data. Which dimensions compete depends on
-        their scales (rescaling one changes its rank), and on their order
-        where variances tie.
+        their scales (rescaling one changes its rank); of dimensions whose
+        variances are equal in exact arithmetic (binary codes with as many
+        ones), on the rounding of their sums, so arbitrarily.
 
     Returns
     -------
