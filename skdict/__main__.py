@@ -177,12 +177,17 @@ def _reproduce(args: argparse.Namespace) -> int:
     try:  # fail before any study runs
         check_plots_extra()
         _check_values(args.values, named)
-        resolve_device(args.device)
+        with _option("--device"):
+            resolve_device(args.device)
         for study in studies:
             if study == "real":
                 _check_real(args.methods)
-            else:
-                plan_study(study, **_sweep(args, study))
+                continue
+            if args.values is not None:
+                # The values alone, so that their error names the option.
+                with _option(f"--values ({STUDIES[study].variable})"):
+                    plan_study(study, preset=args.preset, values=_grid(args.values))
+            plan_study(study, **_sweep(args, study))
         # Created only for a run that passed the checks above.
         out = check_output_dir(args.out)
         for study in studies:
@@ -204,11 +209,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     started = time.time()
     try:
         _run_studies(args, studies, out)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # A stop, not a crash: no traceback, and how to go on.
         kept = _what_is_kept(studies, out, args.preset, started)
-        print(f"\nskdict reproduce: interrupted. {kept}", file=sys.stderr)
-        return 130
+        print(f"\nskdict reproduce: {_stopped(stop)}. {kept}", file=sys.stderr)
+        return _exit_status(stop)
     except OSError as exc:
         # A full disk, a folder in the way of a file: the message says it all,
         # and what has been saved matters more than where it failed.
@@ -228,6 +233,54 @@ def _reproduce(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _option(name: str) -> Iterator[None]:
+    """Name the command-line option whose value a library check refused.
+
+    The library's messages name its own parameters (``The 'n_latents'
+    parameter of make_compositional``), which the command's user never typed.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        raise ValueError(f"argument {name}: {exc}") from exc
+
+
+class _Terminated(KeyboardInterrupt):
+    """``SIGTERM``, as a cluster's scheduler sends at a time limit or cancel."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Stop on ``SIGTERM`` as on Ctrl-C, with the same message of what is kept.
+
+    By default ``SIGTERM`` ends the process at once: a batch job's log said
+    nothing of what had been saved, and a file being written was left as
+    its temporary.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(stop: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
+
+
+def _exit_status(stop: KeyboardInterrupt) -> int:
+    # 128 + the signal's number, as a shell reports a process it ended.
+    return 128 + (signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT)
 
 
 def _what_is_kept(studies: list[str], out, preset: str, started: float) -> str:
@@ -417,11 +470,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``skdict`` command."""
     try:
         return _main(argv)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # While the libraries load and the options are checked (seconds):
         # nothing has run, so there is nothing to say but that.
-        print("\nskdict: interrupted before any study ran.", file=sys.stderr)
-        return 130
+        print(f"\nskdict: {_stopped(stop)} before any study ran.", file=sys.stderr)
+        return _exit_status(stop)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -433,7 +486,7 @@ def _main(argv: Sequence[str] | None) -> int:
     shown = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:
-        with _deterministic(args.deterministic):
+        with _deterministic(args.deterministic), _terminate_as_interrupt():
             return _reproduce(args)
     finally:
         warnings.formatwarning = shown

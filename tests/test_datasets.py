@@ -230,6 +230,11 @@ def test_single_active_latent():
         (dict(n_active=True), "'n_active' parameter .* a bool"),
         (dict(n_samples=np.int16(100)), "'n_samples' parameter .* at least 32 bits"),
         (dict(n_latents=10**20), "8.75e\\+22 entries, more than an array can hold"),
+        (dict(n_samples=10**19), "rows of 100 entries make 1e\\+21 entries, more"),
+        (
+            dict(n_samples=10**18, sparse_codes=True),
+            "rows of 47 entries make 4.7e\\+19 entries, more",
+        ),
     ],
 )
 def test_invalid_settings_raise(kwargs, match):

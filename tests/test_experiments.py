@@ -757,6 +757,25 @@ def test_cli_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert "interrupted" in err and str(tmp_path) in err and "resumes" in err
 
 
+def test_cli_terminated_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    # SIGTERM, which a cluster's scheduler sends at a time limit, ended the
+    # run at once: no word in the job's log of what was saved.
+    import os
+    import signal
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs between bytecodes
+
+    monkeypatch.setattr(skdict.experiments, "run_study", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["reproduce", "--study", "alpha", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 143
+    err = capsys.readouterr().err
+    assert "terminated (SIGTERM)" in err and "resumes" in err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_alpha_cells_share_their_sae(tmp_path, monkeypatch):
     # The SAE does not depend on alpha, but each alpha cell trained it again
     # for sae_dict_fista (27 trainings where 3 do, in the paper preset).
@@ -1027,6 +1046,25 @@ def test_cli_rejects_bad_sweeps_before_running(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("skdict reproduce: error:") and message in err
     assert not out.exists()  # a rejected run creates no output folder
+    # Named by the option typed, not only by the library's parameter.
+    assert "argument --values" in err or "--values would" in err or "real" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--study", "vary_samples", "--values", "1e19"], "argument --values "),
+        (["--device", "gpu"], "argument --device: "),
+    ],
+)
+def test_cli_names_the_option_a_library_check_refuses(argv, message, tmp_path, capsys):
+    # A sample count past what an array holds ended in a NumPy traceback once
+    # the run had started; other values were named as make_compositional's.
+    out = tmp_path / "results"
+    assert main(["reproduce", *argv, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"skdict reproduce: error: {message}")
+    assert "Traceback" not in err and not out.exists()
 
 
 def test_cli_without_matplotlib_stops_before_running(tmp_path, monkeypatch, capsys):

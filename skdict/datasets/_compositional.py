@@ -224,7 +224,12 @@ _PARAMETER_CONSTRAINTS = {
 
 
 def _resolve_recipe(
-    n_latents: int, n_active: int, n_features: int | None, n_ood_latents: int | None
+    n_latents: int,
+    n_active: int,
+    n_features: int | None,
+    n_ood_latents: int | None,
+    n_samples: int,
+    sparse_codes: bool,
 ) -> tuple[int, int]:
     """Return ``(n_features, n_ood)`` with defaults filled in, or raise."""
     n_ood = n_latents // 2 if n_ood_latents is None else n_ood_latents
@@ -238,6 +243,13 @@ def _resolve_recipe(
             f"n_latents={n_latents} atoms in n_features={n_features} dimensions "
             f"make a dictionary of {n_latents * n_features:.3g} entries, more "
             "than an array can hold."
+        )
+    # The data, and the codes (dense, or n_active entries a row).
+    width = max(n_features, n_active if sparse_codes else n_latents)
+    if n_samples * width > np.iinfo(np.intp).max:
+        raise ValueError(
+            f"n_samples={n_samples} rows of {width} entries make "
+            f"{n_samples * width:.3g} entries, more than an array can hold."
         )
     return n_features, n_ood
 
@@ -267,7 +279,12 @@ def check_compositional_params(**params: Any) -> None:
     )
     args = bound.arguments
     _resolve_recipe(
-        args["n_latents"], args["n_active"], args["n_features"], args["n_ood_latents"]
+        args["n_latents"],
+        args["n_active"],
+        args["n_features"],
+        args["n_ood_latents"],
+        args["n_samples"],
+        args["sparse_codes"],
     )
 
 
@@ -399,7 +416,9 @@ n_latents)
     validate_hyperparameters(
         _PARAMETER_CONSTRAINTS, dict(locals()), caller_name="make_compositional"
     )
-    n_features, n_ood = _resolve_recipe(n_latents, n_active, n_features, n_ood_latents)
+    n_features, n_ood = _resolve_recipe(
+        n_latents, n_active, n_features, n_ood_latents, n_samples, sparse_codes
+    )
 
     # One seed drawn from the caller's RandomState (scikit-learn's convention)
     # feeds a Generator, whose samplers are several times faster at 10**7 draws.

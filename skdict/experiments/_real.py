@@ -663,7 +663,7 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
     Examples
     --------
     >>> records = [{"label": "A", "color_acc_val": 1.0, "color_acc_ood": 0.5}]
-    >>> print(format_real_table(records).splitlines()[1][:40])
+    >>> print(format_real_table(records).splitlines()[1][:40].rstrip())
     A              1.00        0.50
     """
     check_records(records)

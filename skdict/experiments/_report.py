@@ -251,8 +251,8 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
     ...     {"label": "A", "value": 10, "mcc_ood": 0.7, "variable": "n"},
     ... ]
     >>> print(format_table(records))
-    mcc_ood     n=10
-    A       0.80 ± 0.10
+    mcc_ood         n=10
+    A        0.80 ± 0.10
     """
     check_records(records)
     summary = summarize(records, metric)
