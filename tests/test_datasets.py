@@ -204,7 +204,9 @@ def test_default_ood_pool_is_half_the_latents_rounded_down():
 
 def test_single_active_latent():
     # n_active=1: latent 0 alone (with probability 1/2 in ID, always in OOD)
-    data = make_compositional(n_latents=5, n_active=1, n_samples=40, random_state=0)
+    # is no unseen combination: said so.
+    with pytest.warns(UserWarning, match="n_active=1: every OOD sample holds latent 0"):
+        data = make_compositional(n_latents=5, n_active=1, n_samples=40, random_state=0)
     np.testing.assert_array_equal((data.Z_train != 0).sum(axis=1), 1)
     assert np.all(data.Z_ood[:, 1:] == 0) and np.all(data.Z_ood[:, 0] > 0)
     assert data.X_train.shape[1] == 4  # max(k + 1, ceil(2 ln 5))

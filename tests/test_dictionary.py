@@ -378,8 +378,8 @@ def test_oracle_refuses_concept_names_mixing_strings_and_numbers(method):
     # As scikit-learn refuses such column names in X; they were dropped
     # silently, the codes named oracledictionary0, ...
     pd = pytest.importorskip("pandas")
-    data = make_compositional(n_latents=3, n_active=1, n_samples=100, random_state=0)
-    y = pd.DataFrame(data.Z_train, columns=["red", 1, "car"])
+    data = make_compositional(n_latents=4, n_active=2, n_samples=100, random_state=0)
+    y = pd.DataFrame(data.Z_train[:, :3], columns=["red", 1, "car"])
     with pytest.raises(TypeError, match="only supported if all") as caught:
         getattr(OracleDictionary(), method)(data.X_train, y)
     assert "name the concepts" in caught.value.__notes__[0]

@@ -1728,6 +1728,12 @@ def test_empty_lists_and_bad_devices_are_refused_before_running(
         (dict(X_val=lambda d: d.X_val[:5]), r"data\.Z_val has shape"),
         (dict(y_train=lambda d: d.y_train[:5]), r"data\.y_train has 5 labels"),
         (dict(X_ood=lambda d: d.X_ood[:, :3]), r"data\.X_ood has shape"),
+        # Off the CPU (here on torch's meta device, as it would be on a GPU),
+        # the linear probe failed in scikit-learn after every other method.
+        (
+            dict(X_ood=lambda d: torch.as_tensor(d.X_ood, device="meta")),
+            r"data\.X_ood is a tensor on meta; pass the NumPy arrays",
+        ),
     ],
 )
 def test_compare_methods_names_the_field_of_inconsistent_data(data, replaced, match):

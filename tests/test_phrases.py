@@ -131,6 +131,9 @@ def test_held_out_pairs_leave_each_concept_of_the_larger_side_a_pair(
         (dict(ood_size=1.5), "ood_size must be a float in"),
         (dict(ood_size=-1), "ood_size must be a count >= 0; got -1"),
         (dict(val_size=1.0), "val_size must be a float in"),
+        # Booleans are not sizes: False passed as 0, True was refused.
+        (dict(ood_size=False), "ood_size must be a float in .*; got False"),
+        (dict(val_size=False), "val_size must be a float in .*; got False"),
         (dict(templates=["the {color} {object}"]), "val_size=0.5 sets aside 1 of"),
         (dict(position="first"), "position must be one of"),
         (dict(layer="last"), "layer must be an int"),

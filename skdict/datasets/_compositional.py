@@ -31,6 +31,7 @@ from sklearn.utils._param_validation import Interval
 from .._params import validate_hyperparameters
 from .._tensor import rows_per_block
 from .._typing import Bool, Float, Int, Seed
+from .._warnings import warn
 
 __all__ = ["make_compositional"]
 
@@ -329,7 +330,10 @@ def make_compositional(
         Number of latents (dictionary atoms), at least 2.
     n_active : int, default=10
         Number ``k`` of non-zero latents in every sample; smaller than
-        ``n_latents``, and at most one more than the size of each pool.
+        ``n_latents``, and at most one more than the size of each pool. With
+        ``n_active=1`` every OOD sample holds latent 0 alone, as half the
+        training samples do: the OOD set then holds no unseen combination
+        (a warning says so).
     n_features : int, default=None
         Dimension of the observations, at least ``n_active``. None uses the
         compressed-sensing bound ``max(k + 1, ceil(2 k ln(n_latents / k)))``
@@ -351,7 +355,13 @@ def make_compositional(
         ``n_samples * n_latents``.
     random_state : int, RandomState instance or None, default=None
         Seed for the dictionary, the codes and the noise. Pass an int for
-        reproducible output across calls.
+        reproducible output across calls. The seed draws one 31-bit seed of a
+        NumPy ``Generator``, so two ints can give the same data (4963 and
+        25569 do; a sweep over 10,000 seeds holds such a pair with
+        probability 0.02). At a given seed the
+        codes and labels do not depend on ``noise`` or ``sparse_codes``, but
+        they do on every size, ``n_features`` included: the dictionary is
+        drawn first, from the same stream.
 
     Returns
     -------
@@ -391,9 +401,10 @@ n_latents)
     Raises
     ------
     ValueError
-        If ``n_active >= n_latents``, if a pool is too small to supply the
-        ``n_active - 1`` latents that go with latent 0, or if ``n_features <
-        n_active``.
+        If ``n_active >= n_latents``, if ``n_ood_latents > n_latents - 1``, if
+        a pool is too small to supply the ``n_active - 1`` latents that go
+        with latent 0, if ``n_features < n_active``, or if the dictionary,
+        data or codes would hold more entries than an array can.
 
     See Also
     --------
@@ -419,6 +430,14 @@ n_latents)
     n_features, n_ood = _resolve_recipe(
         n_latents, n_active, n_features, n_ood_latents, n_samples, sparse_codes
     )
+
+    if n_active == 1:
+        warn(
+            "n_active=1: every OOD sample holds latent 0 alone, as about half "
+            "the training samples do, so the OOD set holds no combination "
+            "unseen in training; the paper's smallest n_active is 2.",
+            UserWarning,
+        )
 
     # One seed drawn from the caller's RandomState (scikit-learn's convention)
     # feeds a Generator, whose samplers are several times faster at 10**7 draws.

@@ -124,8 +124,10 @@ def _count(value, n_total: int, name: str) -> int:
         if value < 0:
             raise ValueError(f"{name} must be a count >= 0; got {value!r}.")
         return int(value)
-    if isinstance(value, numbers.Real) and 0 <= value < 1:
-        return round(value * n_total)
+    # Booleans are not sizes (False passed as 0, True was refused).
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if 0 <= value < 1:
+            return round(value * n_total)
     raise ValueError(f"{name} must be a float in [0, 1) or an int >= 0; got {value!r}.")
 
 
@@ -195,7 +197,9 @@ def _split(n_colors, n_objects, n_templates, ood_size, val_size, rng):
             "be held out while every colour and every object keeps a pair in "
             "training; lower ood_size or add colours or objects."
         )
-    if not (isinstance(val_size, numbers.Real) and 0 <= val_size < 1):
+    if isinstance(val_size, bool) or not (
+        isinstance(val_size, numbers.Real) and 0 <= val_size < 1
+    ):
         raise ValueError(f"val_size must be a float in [0, 1); got {val_size!r}.")
     n_val = max(1, round(val_size * n_templates)) if val_size > 0 else 0
     if n_val >= n_templates:

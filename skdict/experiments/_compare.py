@@ -235,12 +235,22 @@ def check_data(
 
 
 def check_compositional_data(data: Bunch) -> None:
-    """Raise ``ValueError`` naming the field when the splits' shapes disagree.
+    """Raise ``ValueError`` naming a field of ``data`` the methods cannot use.
+
+    The splits' shapes must agree, and no field may be a tensor off the CPU.
 
     A Bunch assembled by hand (other data in the benchmark's layout) would
     otherwise fail inside a metric, under a parameter name the caller never
     passed, or be scored against a subset of its latents.
     """
+    for name, value in data.items():
+        if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+            # The linear probe's scikit-learn estimators read NumPy arrays;
+            # given tensors on a GPU, they failed after every other method ran.
+            raise ValueError(
+                f"data.{name} is a tensor on {value.device}; pass the NumPy "
+                "arrays of make_compositional, and device= to compute on the GPU."
+            )
     n_latents, n_features = np.shape(data.dictionary)
     for split in ("train", "val", "ood"):
         n_rows = np.shape(data[f"X_{split}"])[0]
