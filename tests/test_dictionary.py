@@ -1642,8 +1642,8 @@ def test_learning_is_scale_free_at_the_ends_of_float64(scale, rng):
     # wrong ones (similarity 0.47), rows of norm 1e154 an OverflowError. (The
     # data are learned at a power-of-two scale near 1, not at X's: the path
     # may differ by rounding.)
-    data = make_compositional(3, 1, n_samples=200, random_state=0)
-    X = data.X_train
+    with pytest.warns(UserWarning, match="n_active=1"):  # its OOD set is unused
+        X = make_compositional(3, 1, n_samples=200, random_state=0).X_train
     unit = FISTACoder(n_components=3, positive=True, random_state=0).fit(X)
     scaled = FISTACoder(n_components=3, alpha=0.1 * scale, positive=True)
     scaled.set_params(random_state=0).fit(X * scale)
@@ -1658,7 +1658,8 @@ def test_learning_is_scale_free_at_the_ends_of_float64(scale, rng):
 def test_progress_bar_shows_the_objective_of_the_callers_data(capsys):
     # Data beyond 2**400 are learned at a power-of-two scale near 1: the bar
     # showed that scaled objective (1e-260 times the caller's).
-    X = make_compositional(3, 1, n_samples=200, random_state=0).X_train * 1e130
+    with pytest.warns(UserWarning, match="n_active=1"):  # its OOD set is unused
+        X = make_compositional(3, 1, n_samples=200, random_state=0).X_train * 1e130
     learner = FISTACoder(n_components=3, alpha=1e129, positive=True, dict_max_iter=2)
     learner.set_params(random_state=0, verbose=1).fit(X)
     shown = re.findall(r"objective=([-+.0-9e]+)", capsys.readouterr().err)
