@@ -3082,6 +3082,11 @@ class FISTACoder(
         Names of features seen during :meth:`fit`, when ``X`` has string
         column names.
 
+    See Also
+    --------
+    sklearn.decomposition.SparseCoder : CPU sparse coding with coordinate
+        descent, LARS or OMP.
+
     Notes
     -----
     Unlike :class:`sklearn.decomposition.SparseCoder`, a coder with given
@@ -3095,11 +3100,6 @@ class FISTACoder(
     ``coder.set_params(alpha=0.05)`` after learning codes on the learned
     atoms at another penalty, without learning them again (scikit-learn's
     dictionary learners have ``transform_alpha`` for this).
-
-    See Also
-    --------
-    sklearn.decomposition.SparseCoder : CPU sparse coding with coordinate
-        descent, LARS or OMP.
 
     Examples
     --------
