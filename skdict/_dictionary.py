@@ -76,6 +76,7 @@ from ._tensor import (
     ieee_float32_products,
     ignores_autocast,
     in_namespace_of,
+    is_estimator,
     is_sparse,
     is_tensor,
     outside_inference_mode,
@@ -313,10 +314,6 @@ class ResolvedDictionary(NamedTuple):
     has_intercept: bool
 
 
-def _is_estimator(obj: Any) -> bool:
-    return hasattr(obj, "fit") and hasattr(obj, "get_params")
-
-
 def is_provider(obj: Any) -> bool:
     """Return True when ``obj`` provides atoms as opposed to being them.
 
@@ -324,7 +321,7 @@ def is_provider(obj: Any) -> bool:
     object exposing its atoms as ``components_`` (and optionally its offset
     as ``intercept_``), e.g. the weights of a model trained elsewhere.
     """
-    return _is_estimator(obj) or hasattr(obj, "components_")
+    return is_estimator(obj) or hasattr(obj, "components_")
 
 
 def fits_on_data(obj: Any) -> bool:
@@ -333,7 +330,7 @@ def fits_on_data(obj: Any) -> bool:
     A frozen estimator, and an object that is not an estimator, are used as
     they are; arrays need no fitting.
     """
-    return _is_estimator(obj) and not isinstance(obj, FrozenEstimator)
+    return is_estimator(obj) and not isinstance(obj, FrozenEstimator)
 
 
 def fit_provider(estimator: Any, X: Any, y: Any = None, name: str | None = None) -> Any:
@@ -419,7 +416,7 @@ def check_provider_features(estimator: Any, X_user: Any, name: str) -> None:
     """
     while isinstance(estimator, FrozenEstimator):
         estimator = estimator.estimator
-    if not _is_estimator(estimator) and not hasattr(estimator, "feature_names_in_"):
+    if not is_estimator(estimator) and not hasattr(estimator, "feature_names_in_"):
         # Weights from elsewhere (SimpleNamespace(components_=W)) say nothing
         # of their columns: nothing to check, and no warning that they were
         # "fitted without feature names".
@@ -482,7 +479,7 @@ class GivenRecord(NamedTuple):
 
 def record_given(dictionary: Any) -> GivenRecord:
     """Record the ``dictionary`` (or ``decoder``) parameter a fit started from."""
-    params = dictionary.get_params(deep=True) if _is_estimator(dictionary) else None
+    params = dictionary.get_params(deep=True) if is_estimator(dictionary) else None
     return GivenRecord(dictionary, params)
 
 
@@ -509,7 +506,7 @@ def _same_value(a: Any, b: Any) -> bool:
             and a.layout == torch.strided
             and _equal_tensors(a, b)
         )
-    if _is_estimator(a) or _is_estimator(b):
+    if is_estimator(a) or is_estimator(b):
         return False  # another estimator object, whatever its parameters
     if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
         return True
@@ -553,11 +550,11 @@ EXPOSES_COMPONENTS = Satisfies(
 #: ``get_params`` for ``clone`` (an object with ``fit`` alone was taken for an
 #: array, and failed with "float() argument must be ... not 'MyDict'").
 ESTIMATOR = Satisfies(
-    _is_estimator, "an estimator (with 'fit', and 'get_params' for clone)"
+    is_estimator, "an estimator (with 'fit', and 'get_params' for clone)"
 )
 #: An estimator whose ``transform`` gives codes (``init`` with given atoms).
 CODING_ESTIMATOR = Satisfies(
-    lambda val: _is_estimator(val) and hasattr(val, "transform"),
+    lambda val: is_estimator(val) and hasattr(val, "transform"),
     "an estimator with 'transform' (and 'fit' and 'get_params')",
 )
 #: Parameter constraint of a dictionary provider (``dictionary``, ``decoder``).

@@ -107,7 +107,6 @@ from ._dictionary import (
     EXPOSES_COMPONENTS,
     PROVIDER_CONSTRAINT,
     ConceptNamesOutMixin,
-    _is_estimator,
     _normalize_atoms,
     _sample_objective,
     batch_statistics,
@@ -137,6 +136,7 @@ from ._tensor import (
     as_tensor,
     ieee_float32_products,
     ignores_autocast,
+    is_estimator,
     is_tensor,
     one_thread_for_small_work,
     outside_inference_mode,
@@ -3585,7 +3585,7 @@ class FISTACoder(
         if fits_on_data(self.init):
             init = fit_provider(self.init, X, y, "init")
         else:  # frozen, or not an estimator
-            if _is_estimator(self.init):
+            if is_estimator(self.init):
                 check_frozen_fitted(self.init, "init")
             check_provider_features(self.init, X, "init")
             init = self.init
@@ -3838,7 +3838,7 @@ def _codes_shape(init: Any, X: Any) -> tuple[int, ...]:
         inner = inner.estimator
     if type(inner).__module__.startswith("skdict."):
         return (1, int(inner._n_features_out))
-    if not _is_estimator(inner) and hasattr(inner, "components_"):
+    if not is_estimator(inner) and hasattr(inner, "components_"):
         return (1, int(np.shape(inner.components_)[0]))
     first = X[:1] if is_tensor(X) else _safe_indexing(_indexable(X), slice(0, 1))
     return tuple(np.shape(init.transform(provider_input(init, first))))

@@ -64,6 +64,7 @@ __all__ = [
     "ieee_float32_products",
     "ignores_autocast",
     "in_namespace_of",
+    "is_estimator",
     "is_sparse",
     "is_tensor",
     "one_thread_for_small_work",
@@ -762,10 +763,20 @@ def validate_input(
     return _from_numpy(X_np).to(target), origin
 
 
+def is_estimator(obj: Any) -> bool:
+    """Return True when ``obj``'s type has ``fit`` and ``get_params``.
+
+    The type's, not the instance's: a DataFrame with columns named ``fit``
+    and ``get_params`` has both as attributes.
+    """
+    kind = type(obj)
+    return hasattr(kind, "fit") and hasattr(kind, "get_params")
+
+
 def _refuse_estimator(A: Any, name: str) -> None:
     # check_array's own message, "float() argument must be ... not
     # 'OracleDictionary'", does not say what was meant instead.
-    if hasattr(A, "fit") and hasattr(A, "get_params"):
+    if is_estimator(A):
         raise TypeError(
             f"{name} must be an array; got the estimator {type(A).__name__}. "
             "Pass what it computes, e.g. its transform(X)."
@@ -1228,7 +1239,10 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
         return memo[key]
     if is_tensor(value):
         converted = value.detach().cpu()
-        if converted.layout == torch.strided:
+        # Sparse, quantized and nested tensors hold more than a dtype, a
+        # shape and bytes: torch pickles them.
+        special = converted.is_quantized or converted.is_nested
+        if converted.layout == torch.strided and not special:
             converted = converted.as_subclass(_PicklesByValue)
     elif isinstance(value, torch.nn.Module):
         # A module already on the CPU pickles as it is. A deep copy gave its
@@ -1276,8 +1290,10 @@ class _PicklesByValue(torch.Tensor):
     equal values pickled to other bytes: ``joblib.hash``, by which
     ``Pipeline(memory=)`` caches a step, changed for every clone of an
     estimator given a tensor (``dictionary=``, ``decoder=``, ``init=``), and a
-    cached search coded again for every candidate. Unpickled, it is a plain
-    tensor; its operations return plain tensors.
+    cached search coded again for every candidate. It lives only in the
+    state that estimators hand to ``pickle`` and ``copy.deepcopy``, which
+    rebuild plain tensors (:class:`DetachedCloneMixin` keeps it out of
+    ``copy.copy``).
     """
 
     __torch_function__ = torch._C._disabled_torch_function_impl
@@ -1287,19 +1303,30 @@ class _PicklesByValue(torch.Tensor):
 
     def __reduce_ex__(self, protocol: Any) -> tuple:
         plain = self.as_subclass(torch.Tensor).resolve_conj().resolve_neg()
+        # An expanded tensor (stride 0) is saved as the one copy it repeats.
+        compact = plain[
+            tuple(
+                slice(0, 1) if stride == 0 else slice(None) for stride in plain.stride()
+            )
+        ]
         # Bytes rather than ``numpy()``: bfloat16 and float8 have no NumPy dtype.
-        data = plain.contiguous().reshape(-1).view(torch.uint8).numpy()
-        return _tensor_from_bytes, (data, plain.dtype, tuple(plain.shape))
+        data = compact.contiguous().reshape(-1).view(torch.uint8).numpy()
+        shapes = (tuple(compact.shape), tuple(plain.shape))
+        return _tensor_from_bytes, (data, plain.dtype, *shapes)
 
 
 def _tensor_from_bytes(
-    data: np.ndarray, dtype: torch.dtype, shape: tuple[int, ...]
+    data: np.ndarray,
+    dtype: torch.dtype,
+    compact: tuple[int, ...],
+    shape: tuple[int, ...],
 ) -> torch.Tensor:
     if not data.size:  # joblib loads an empty array with stride 0: no view
         return torch.empty(shape, dtype=dtype)
     if not data.flags.writeable:  # torch.from_numpy warns on read-only arrays
         data = data.copy()
-    return torch.from_numpy(data).view(dtype).reshape(shape)
+    values = torch.from_numpy(data).view(dtype).reshape(compact)
+    return values if compact == shape else values.expand(shape)
 
 
 def _new_like(value: Any) -> Any:
@@ -1387,7 +1414,8 @@ class DetachedCloneMixin:
     ``clone`` copies any parameter. So do the tensors of an object that holds
     weights without being an estimator (the guide's
     ``SimpleNamespace(components_=decoder.weight.T)``), in a shallow copy of
-    it. Put it before :class:`~sklearn.base.BaseEstimator` among the bases.
+    it. ``copy.copy`` gives a shallow copy sharing every attribute. Put it
+    before :class:`~sklearn.base.BaseEstimator` among the bases.
 
     Examples
     --------
@@ -1399,6 +1427,14 @@ class DetachedCloneMixin:
     >>> clone(coder).dictionary.requires_grad
     False
     """
+
+    def __copy__(self):
+        # A shallow copy shares the attributes, as copy.copy of an object
+        # without __getstate__ does: through __getstate__ (for pickles), it
+        # moved tensors to the CPU and handed out their pickling type.
+        copied = object.__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
 
     def __sklearn_clone__(self):
         params = self.get_params(deep=False)

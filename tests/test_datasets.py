@@ -231,11 +231,13 @@ def test_single_active_latent():
         (dict(n_latents=2.5), "'n_latents' parameter"),
         (dict(n_active=True), "'n_active' parameter .* a bool"),
         (dict(n_samples=np.int16(100)), "'n_samples' parameter .* at least 32 bits"),
-        (dict(n_latents=10**20), "8.75e\\+22 entries, more than an array can hold"),
-        (dict(n_samples=10**19), "rows of 100 entries make 1e\\+21 entries, more"),
+        (dict(n_latents=10**20), "8.75e\\+22 float64 values, more than an array"),
+        (dict(n_samples=10**19), "n_samples=1e\\+19 rows of 100 values make 1e\\+21"),
+        # NumPy's bound is on bytes: 9e17 rows of 10 sparse codes passed a
+        # bound on entries, then failed in NumPy ("array is too big").
         (
-            dict(n_samples=10**18, sparse_codes=True),
-            "rows of 47 entries make 4.7e\\+19 entries, more",
+            dict(n_samples=9 * 10**17, n_features=10, sparse_codes=True),
+            "rows of 10 values make 9e\\+18 float64 values, more",
         ),
     ],
 )

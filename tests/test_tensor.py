@@ -448,6 +448,44 @@ def test_portable_tensors_keep_values_dtype_shape_and_sharing(dtype):
     assert pickle.dumps(state) == pickle.dumps(again)
 
 
+# torch warns of quantized and (prototype) nested tensors, and in pickling them.
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")
+def test_special_and_expanded_tensors_pickle_as_they_are():
+    # Quantized tensors lost their scale (dequantize() failed after a round
+    # trip), nested ones did not pickle at all, and an expanded tensor (stride
+    # 0) pickled all the values it repeats.
+    quantized = torch.quantize_per_tensor(
+        torch.tensor([0.5, -1.0]), 0.1, 0, torch.qint8
+    )
+    nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+    expanded = torch.arange(256.0).expand(512, 256)
+    state = {"q": quantized, "n": nested, "e": expanded}
+    loaded = pickle.loads(pickle.dumps(portable_state(state)))
+    assert torch.equal(loaded["q"].dequantize(), quantized.dequantize())
+    assert loaded["n"].is_nested and torch.equal(loaded["n"][1], torch.ones(3))
+    assert torch.equal(loaded["e"], expanded) and loaded["e"].stride() == (0, 1)
+    assert len(pickle.dumps(portable_state({"e": expanded}))) < 4 * 256 * 8
+
+
+def test_a_shallow_copy_shares_the_attributes(rng):
+    # copy.copy went through __getstate__, made for pickles: it moved tensors
+    # to the CPU and handed out their private pickling type, which torch.load
+    # then refused.
+    X = torch.tensor(rng.normal(size=(10, 3)))
+    for estimator in (
+        OracleDictionary(torch.eye(3)),
+        FISTACoder(n_components=2, random_state=0, dict_max_iter=2),
+        SparseAutoencoder(2, activation="topk", k=1, max_epochs=1, random_state=0),
+    ):
+        fitted = estimator.fit(X)
+        copied = copy.copy(fitted)
+        assert copied is not fitted and copied.components_ is fitted.components_
+        assert type(copied.components_.cpu().contiguous()) is torch.Tensor
+        assert torch.equal(copied.transform(X), fitted.transform(X))
+
+
 @cuda
 def test_cuda_given_dictionary_pickles_to_cpu_and_continues():
     D = torch.nn.functional.normalize(torch.randn(6, 4, device="cuda"), dim=1)

@@ -224,6 +224,11 @@ _PARAMETER_CONSTRAINTS = {
 }
 
 
+def _shown(count: int) -> str:
+    # A count from --values 1e300 has 301 digits.
+    return str(count) if count < 10**12 else f"{count:.3g}"
+
+
 def _resolve_recipe(
     n_latents: int,
     n_active: int,
@@ -237,20 +242,23 @@ def _resolve_recipe(
     if n_features is None:
         n_features = default_n_features(n_latents, n_active)
     _check_recipe(n_latents, n_active, n_features, n_ood)
-    # Python integers: the product cannot wrap around. Past this bound NumPy
-    # failed with "Maximum allowed dimension exceeded" halfway through a run.
-    if n_latents * n_features > np.iinfo(np.intp).max:
+    # Python integers: the products cannot wrap around. Past this bound NumPy
+    # failed with "Maximum allowed dimension exceeded" or "array is too big"
+    # halfway through a run. Its bound is on bytes, of float64 values here.
+    largest = np.iinfo(np.intp).max // 8
+    if n_latents * n_features > largest:
         raise ValueError(
-            f"n_latents={n_latents} atoms in n_features={n_features} dimensions "
-            f"make a dictionary of {n_latents * n_features:.3g} entries, more "
-            "than an array can hold."
+            f"n_latents={_shown(n_latents)} atoms in "
+            f"n_features={_shown(n_features)} "
+            f"dimensions make a dictionary of {n_latents * n_features:.3g} "
+            "float64 values, more than an array can hold."
         )
-    # The data, and the codes (dense, or n_active entries a row).
+    # The data, and the codes (dense, or n_active values a row).
     width = max(n_features, n_active if sparse_codes else n_latents)
-    if n_samples * width > np.iinfo(np.intp).max:
+    if n_samples * width > largest:
         raise ValueError(
-            f"n_samples={n_samples} rows of {width} entries make "
-            f"{n_samples * width:.3g} entries, more than an array can hold."
+            f"n_samples={_shown(n_samples)} rows of {width} values make "
+            f"{n_samples * width:.3g} float64 values, more than an array can hold."
         )
     return n_features, n_ood
 

@@ -22,13 +22,14 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .._dictionary import _is_estimator, is_provider
+from .._dictionary import is_provider
 from .._params import validate_params
 from .._tensor import (
     accumulation_dtype,
     as_tensor,
     ieee_float32_products,
     ignores_autocast,
+    is_estimator,
     rows_per_block,
     to_numpy,
 )
@@ -529,7 +530,7 @@ n_components)
 
 def _atoms(dictionary: Any, name: str, device: torch.device) -> torch.Tensor:
     if is_provider(dictionary):
-        if _is_estimator(dictionary):  # not a bare holder of components_
+        if is_estimator(dictionary):  # not a bare holder of components_
             check_is_fitted(dictionary)
         if not hasattr(dictionary, "components_"):
             raise TypeError(
