@@ -213,6 +213,10 @@ def test_an_estimator_given_for_an_array_is_named_as_such():
         mcc_score(np.ones((4, 3)), fitted)
     with pytest.raises(TypeError, match=r"X must be an array; .*its transform\(X\)"):
         fitted.transform(fitted)
+    # Data whose columns are named like an estimator's methods are data.
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(np.eye(3), columns=["fit", "get_params", "x"])
+    assert FISTACoder(np.eye(3)).fit(X).transform(X).shape == (3, 3)
 
 
 def test_values_beyond_the_target_precision_are_named():
