@@ -478,6 +478,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    if _version_asked(argv):
+        # Without the libraries the full parser loads (2.8 s to print a line).
+        from . import __version__
+
+        print(f"skdict {__version__}")
+        return 0
     with _interrupts_held():
         parser = _parser()  # loads torch, SciPy, scikit-learn and the studies
     args = parser.parse_args(argv)
@@ -490,6 +496,13 @@ def _main(argv: Sequence[str] | None) -> int:
             return _reproduce(args)
     finally:
         warnings.formatwarning = shown
+
+
+def _version_asked(argv: Sequence[str] | None) -> bool:
+    """Whether the command line is ``skdict --version`` (exactly, not abbreviated)."""
+    # Only before the command: "reproduce --version" is the full parser's error.
+    args = sys.argv[1:] if argv is None else list(argv)
+    return bool(args) and args[0] == "--version"
 
 
 @contextlib.contextmanager
