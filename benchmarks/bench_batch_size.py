@@ -2,7 +2,7 @@
 
 ``FISTACoder.transform`` with ``batch_size=None`` codes batches of at most
 ``2**24 / max(n_components, n_features)`` rows (the earlier rule, kept as a
-bound) and, for wide rows, shares of ``2**21 / n_features`` rows for each
+bound) and, for wide rows, shares of ``2**20 / n_features`` rows for each
 torch thread a batch is split between. For each shape ``(atoms, features,
 rows)`` this codes the same float32 data (unit Gaussian atoms, about 8 active
 per row, 1 % noise, ``alpha=0.1``, non-negative) with ``batch_size=None`` and

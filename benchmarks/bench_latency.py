@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if max(args.rows) > 2000:  # the validation rows of the data below
+        parser.error(f"--rows is at most 2000 (the data's rows); got {max(args.rows)}")
 
     import numpy as np
     import torch

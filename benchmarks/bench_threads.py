@@ -52,12 +52,19 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if max(args.rows) > 2500:  # the rows of each case below
+        parser.error(f"--rows is at most 2500 (the data's rows); got {max(args.rows)}")
 
     import torch
 
     from skdict import FISTACoder
 
     default = torch.get_num_threads()
+    if default == 1:
+        parser.error(
+            "torch's default thread count is 1 (OMP_NUM_THREADS=1?): one thread "
+            "against one compares nothing; run without that setting"
+        )
     spinners = [
         multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)
     ]
