@@ -13,6 +13,7 @@ time of each, their ratio, and the largest difference between the codes.
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_chunks.py [--atoms 4096 2048]
+        [--repeats 3]
 """
 
 from __future__ import annotations

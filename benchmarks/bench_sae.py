@@ -26,6 +26,9 @@ mp
 scale
     Training samples/s at width 16,384 on 512-dimensional inputs, batch 4,096
     (k=32), on the CPU and, when available, on CUDA.
+precision
+    One epoch of a ReLU SAE of width 768 on 20,000 x 768 rows (the whole
+    ``fit``, one thread) in float32 against float64.
 
 Run: ``python benchmarks/bench_sae.py [--sections recipe skorch ...]
 [--repeats 3] [--activations mp ...] [--bare-epochs 50] [--recipe-epochs 500]``.
@@ -344,6 +347,29 @@ def section_threads(args):
     print(f"1 thread {one:.3f} ms/step, 2 threads {two:.3f} ms/step")
 
 
+def section_precision(args):
+    # The user guide's advice to pass float16 activations as float32, not as
+    # NumPy float16 (computed in float64, as scikit-learn computes it).
+    rng = np.random.default_rng(0)
+    X64 = rng.standard_normal((20_000, 768))
+    data = {"float32": X64.astype(np.float32), "float64": X64}
+    times = {name: [] for name in data}
+    with threads(1):
+        for _ in range(args.repeats):
+            for name, X in data.items():
+                sae = SparseAutoencoder(768, max_epochs=1, random_state=0)
+                start = time.perf_counter()
+                sae.fit(X)
+                times[name].append(time.perf_counter() - start)
+    fast, slow = (min(times[name]) for name in data)
+    print(
+        "\n## precision: ReLU SAE, width 768, 20,000 x 768 Gaussian rows, batch 64, "
+        f"one epoch (whole fit), 1 thread, fastest of {args.repeats}"
+    )
+    ratio = slow / fast
+    print(f"float32 {fast:.2f} s, float64 {slow:.2f} s, float64 / float32 {ratio:.2f}")
+
+
 def _steps_per_second(activation, X, width, k, batch, device, steps):
     module = _modules.build_sae(
         activation, X.shape[1], width, k=k, dtype=X.dtype, device=device
@@ -501,6 +527,7 @@ SECTIONS = {
     "crossover": section_crossover,
     "mp": section_mp,
     "scale": section_scale,
+    "precision": section_precision,
 }
 
 

@@ -75,12 +75,17 @@ def main() -> None:
     for n_latents, n_active, n_samples, noise in CELLS:
         scores = []
         for seed in args.seeds:
-            data = make_compositional(
-                n_latents, n_active, n_samples=n_samples, noise=noise, random_state=seed
-            )
-            X = data.X_train
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # sklearn's and FISTA's warnings
+                # make_compositional's (n_active=1), sklearn's and FISTA's.
+                warnings.simplefilter("ignore")
+                data = make_compositional(
+                    n_latents,
+                    n_active,
+                    n_samples=n_samples,
+                    noise=noise,
+                    random_state=seed,
+                )
+                X = data.X_train
                 coder = FISTACoder(
                     n_components=n_latents, positive=True, random_state=seed
                 ).fit(X)

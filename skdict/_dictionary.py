@@ -283,11 +283,12 @@ _FIRST_ROUNDS = 60
 _FINAL_ROUNDS = 30
 # Fewer inexact rounds than this are not taken (every round explores, the
 # first half at ``_FIRST_ALPHA_FACTOR * alpha``), so that up to 109 rounds --
-# the paper reproduction's 100 among them -- take no inexact round. A few inexact rounds did help
-# at n_latents=1000 (100 rounds as 60 + 10 + 30: MCC-OOD 0.472 / 0.443 at
-# seeds 0 / 1, against 0.399 exploring); at n_latents=5000 they were what
-# revealed the cost guarded against below (more atoms than samples: 38 s per
-# inexact round against 6.5 s for an exploring one).
+# the paper reproduction's 100 among them -- take no inexact round. A few
+# inexact rounds did help at n_latents=1000 (100 rounds as 60 + 10 + 30:
+# MCC-OOD 0.472 / 0.443 at seeds 0 / 1, against 0.399 exploring); at
+# n_latents=5000 they were what revealed the cost guarded against below (more
+# atoms than samples: 38 s per inexact round against 6.5 s for an exploring
+# one).
 _MIN_INEXACT_ROUNDS = 20
 _INEXACT_FISTA_ITER = 10
 _INEXACT_EXTRAPOLATION = 0.9
