@@ -48,7 +48,7 @@ def batch(n_rows, generator):
 # updates the dictionary from running statistics (Mairal et al., 2010): the
 # activations never have to be held in memory at once. The first batch should
 # hold at least as many rows as there are atoms to learn. ``alpha`` is in the
-# activations' units: these rows have norm below 1, while a transformer's are
+# activations' units: these rows have norm about 0.65, while a transformer's are
 # often ten to a hundred times longer; divide such activations by their
 # root-mean-square norm first, or scale ``alpha`` with it (see
 # :ref:`own-activations`).

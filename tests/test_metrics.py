@@ -747,6 +747,11 @@ def test_metrics_sum_in_blocks_of_rows_alike(rng, monkeypatch):
     for codes_form in (torch.from_numpy(codes), torch.from_numpy(codes).to_sparse()):
         overlap = _matching._support_overlap(torch.from_numpy(Z), codes_form, 1e-4)
         np.testing.assert_allclose(overlap.numpy(), counted, rtol=1e-6)
+    # The active entries, found a block of rows at a time, in row-major order.
+    rows, cols = _matching._active_entries(torch.from_numpy(codes), 1e-4)
+    expected_rows, expected_cols = np.nonzero(active_codes)
+    np.testing.assert_array_equal(rows.numpy(), expected_rows)
+    np.testing.assert_array_equal(cols.numpy(), expected_cols)
 
 
 def test_support_matching_is_the_same_in_every_format(rng):

@@ -840,10 +840,7 @@ n_components)
         # A block of rows at a time: torch sums a boolean mask as int64, 8
         # bytes an entry (2.1 GB beside 0.8 GB of float32 codes).
         l0_pred = torch.cat(
-            [
-                _active(block, threshold).sum(dim=1)
-                for block in pred.split(rows_per_block(pred.shape[1]))
-            ]
+            [mask.sum(dim=1) for _, mask in _active_blocks(pred, threshold)]
         ).to(torch.float64)
         found = _active(pred[rows, matched], threshold)
     tp = torch.zeros(n_samples, dtype=torch.float64, device=pred.device)
@@ -885,10 +882,9 @@ def _support_overlap(
     else:
         dtype = np.float32 if n_samples < 2**24 else np.float64
         both = np.zeros((true.shape[1], pred.shape[1]), dtype=dtype)
-        step = rows_per_block(pred.shape[1])
-        for start in range(0, n_samples, step):
-            block = to_numpy(_active(pred[start : start + step], threshold))
-            both += true_ind[start : start + step].T @ block.astype(np.float32)
+        for start, mask in _active_blocks(pred, threshold):
+            block = to_numpy(mask).astype(np.float32)
+            both += true_ind[start : start + len(block)].T @ block
     return torch.from_numpy(both).to(pred.device) / n_samples
 
 
@@ -908,22 +904,65 @@ def _active_entries(
         keep = _active(codes.values(), threshold)
         rows, cols = codes.indices()[:, keep]
         return rows, cols
-    return torch.nonzero(_active(codes, threshold), as_tuple=True)
+    rows, cols = [], []
+    for start, mask in _active_blocks(codes, threshold):
+        block_rows, block_cols = torch.nonzero(mask, as_tuple=True)
+        rows.append(block_rows + start)
+        cols.append(block_cols)
+    return torch.cat(rows), torch.cat(cols)
 
 
-def _active(codes: torch.Tensor, threshold: float) -> torch.Tensor:
+def _active_blocks(
+    codes: torch.Tensor, threshold: float
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield each block of rows' first row and where the block is active.
+
+    The masks of dense ``codes`` are made a block of rows at a time, in two
+    buffers kept from block to block: all rows at once took three bytes an
+    entry, and a fresh mask for every block left the allocator holding the
+    freed ones: the active entries of 100,000 x 2,048 float32 codes (1 %
+    active) peaked 586 / 364 / 91 MiB above the start, and a whole
+    :func:`support_scores` call 671 MiB before, 300 MiB now
+    (``benchmarks/bench_memory.py --scale``). A mask is overwritten by the
+    next one.
+    """
+    step = rows_per_block(codes.shape[1])
+    high = torch.empty(
+        (min(step, codes.shape[0]), codes.shape[1]),
+        dtype=torch.bool,
+        device=codes.device,
+    )
+    low = torch.empty_like(high)
+    for start in range(0, codes.shape[0], step):
+        block = codes[start : start + step]
+        yield (
+            start,
+            _active(block, threshold, out=(high[: len(block)], low[: len(block)])),
+        )
+
+
+def _active(
+    codes: torch.Tensor,
+    threshold: float,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Where ``|codes| > threshold``, without a float copy (``abs()`` takes one).
 
     Exactly, whatever the codes' dtype: torch compares in the codes' dtype,
     where ``threshold`` rounds (float32 codes equal to ``float32(0.1)``,
     above 0.1, counted as inactive at ``threshold=0.1`` while their float64
     copies counted as active). A threshold that rounds up is the smallest
-    value of the dtype above it, so ``>=`` it is exact.
+    value of the dtype above it, so ``>=`` it is exact. ``out``: two boolean
+    tensors of the codes' shape to compare into; the first is returned.
     """
     rounded = torch.tensor(threshold, dtype=codes.dtype, device="cpu").item()
-    if rounded > threshold:
-        return (codes >= rounded) | (codes <= -rounded)
-    return (codes > threshold) | (codes < -threshold)
+    above, below = (torch.ge, torch.le) if rounded > threshold else (torch.gt, torch.lt)
+    bound = rounded if rounded > threshold else threshold
+    if out is None:
+        return above(codes, bound) | below(codes, -bound)
+    high, low = out
+    above(codes, bound, out=high)
+    return high.bitwise_or_(below(codes, -bound, out=low))
 
 
 def _check_matching(matching: Any, n_latents: int, n_components: int) -> np.ndarray:
