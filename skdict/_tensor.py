@@ -32,6 +32,7 @@ import copy
 import functools
 import itertools
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -198,10 +199,8 @@ def _hide_csr_beta_warning() -> None:
     products of codes in the metrics) go through torch's CSR layout, which
     warns once per process; the warning says nothing about the caller's data.
     Issuing it here, at import, avoids a ``catch_warnings`` around every
-    product, which would reset the warning registries each time, could leave
-    its "ignore" filter behind for the process with calls in threads, and
-    would make a threaded probe fitted inside probe_accuracy's ``ignoring``
-    block (which holds the filters' lock) wait for that lock forever.
+    product, which would reset the warning registries each time and could
+    leave its "ignore" filter behind for the process with calls in threads.
     """
     with ignoring(UserWarning):
         torch.sparse_csr_tensor(
@@ -229,9 +228,21 @@ _SINGLE_THREAD_MACS = 2**21
 
 # The matmul precision is a process-wide setting: concurrent calls share one
 # switch, made by the first to enter and undone by the last to leave.
-_PRECISION_LOCK = threading.Lock()
+# Reentrant: a signal handler that computes a float32 metric can interrupt
+# its own thread while it holds the lock (a plain lock hung it there).
+_PRECISION_LOCK = threading.RLock()
 _precision_users = 0
 _saved_precision = None
+
+
+def _new_precision_lock_in_child() -> None:
+    # A child forked while another thread held the lock would hang at its
+    # first float32 computation.
+    global _PRECISION_LOCK
+    _PRECISION_LOCK = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_precision_lock_in_child)
 
 
 def _matmul_backends():
@@ -366,7 +377,8 @@ def one_thread_for_small_work(macs: int, device: torch.device) -> Iterator[None]
     """Run the block on one CPU thread when its products are this small.
 
     ``macs`` is the number of multiply-adds of the block's typical matrix
-    product. The thread count is the process's: it is restored on exit.
+    product. The calling thread's count is restored on exit, and with it,
+    as ``torch.set_num_threads`` does, the count of threads started later.
 
     Examples
     --------

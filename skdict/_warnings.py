@@ -12,7 +12,9 @@ frame inside skdict, scikit-learn and joblib (``warnings.warn``'s
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import sys
 import threading
 import warnings
@@ -69,24 +71,66 @@ def warn(message: str, category: type[Warning]) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
-# One lock for every block of skdict that changes the warning filters:
-# catch_warnings saves and restores the process's filter list, so two such
-# blocks overlapping in threads (probe_accuracy under a threaded GridSearchCV)
-# could restore a list that still holds the other's "ignore", silencing every
-# later ConvergenceWarning of the process. Reentrant: an ignored block may
-# fit an estimator that enters another.
-_FILTERS_LOCK = threading.RLock()
+# Ignoring a warning in a block, for the block's own thread only. Python
+# before 3.14 has one filter list per process, and catch_warnings saves and
+# restores it whole: blocks overlapping in threads (probe_accuracy under a
+# threaded GridSearchCV, whose joblib tasks each run in a catch_warnings of
+# scikit-learn's) restored lists that still held another block's "ignore",
+# and every later ConvergenceWarning of the process was silent (16 of 60
+# threaded searches). A lock around the blocks could not cover other
+# libraries' catch_warnings, and children forked while it was held hung.
+# Instead the filter's message pattern is an object whose match() consults
+# the thread's open blocks (warnings calls match() on whatever pattern a
+# filter holds): a filter left behind by someone's restore ignores nothing.
+_open_here = threading.local()
+_EDIT_LOCK = threading.Lock()  # held only to edit the filter list
+_filters: dict[type[Warning], tuple] = {}
+_open_blocks: collections.Counter = collections.Counter()  # all threads'
+
+
+class _InOpenBlock:
+    """A filter's message pattern matching only within the thread's blocks."""
+
+    def __init__(self, category: type[Warning]) -> None:
+        self.category = category
+
+    def match(self, text: str) -> bool:
+        return any(
+            category is self.category and pattern.match(text)
+            for category, pattern in getattr(_open_here, "blocks", ())
+        )
+
+    @property
+    def pattern(self) -> str:
+        # The regular expression others read from a filter: scikit-learn's
+        # Parallel re-creates the caller's filters in its tasks from it. Read
+        # in a task's thread, which has no block open, it matches nothing.
+        patterns = [
+            pattern.pattern
+            for category, pattern in getattr(_open_here, "blocks", ())
+            if category is self.category
+        ]
+        return "|".join(f"(?:{pattern})" for pattern in patterns) or "(?!)"
+
+    def __repr__(self) -> str:
+        return f"<skdict: {self.category.__name__} in an ignoring block>"
+
+
+def _remove_all(entry: tuple) -> None:
+    if any(item is entry for item in warnings.filters):
+        warnings.filters[:] = [item for item in warnings.filters if item is not entry]
 
 
 @contextmanager
 def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
     """Ignore warnings of ``category`` (matching ``message``) in the block.
 
-    Unlike a bare :class:`warnings.catch_warnings`, blocks of skdict entered
-    from several threads at once do not leave each other's filters behind:
-    they run one at a time, so a block must not wait for other threads that
-    enter one. Other libraries' ``catch_warnings`` blocks are not covered
-    (Python 3.14's context-aware warnings cover them).
+    Only warnings issued by the block's own thread are ignored: other
+    threads' warnings, in blocks or not, are shown as their filters say, and
+    the filter list is the same after the block as before, whatever other
+    threads and libraries do with it meanwhile. On Python 3.14's
+    context-aware warnings (free-threaded builds), a plain
+    :class:`warnings.catch_warnings` is all this needs.
 
     Examples
     --------
@@ -98,6 +142,45 @@ def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
     >>> warnings.filters == before
     True
     """
-    with _FILTERS_LOCK, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message, category)
+    if getattr(sys.flags, "context_aware_warnings", False):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message, category)
+            yield
+        return
+    blocks = _open_here.__dict__.setdefault("blocks", [])
+    depth, counted = len(blocks), False
+    try:
+        blocks.append((category, re.compile(message, re.IGNORECASE)))
+        with _EDIT_LOCK:
+            entry = _filters.setdefault(
+                category, ("ignore", _InOpenBlock(category), category, None, 0)
+            )
+            _open_blocks[category] += 1
+            counted = True
+            # First in the list, ahead of any filter added since ("error"
+            # included), as filterwarnings would put it.
+            if not warnings.filters or warnings.filters[0] is not entry:
+                _remove_all(entry)
+                warnings.filters.insert(0, entry)
         yield
+    finally:
+        del blocks[depth:]  # an interruption may have come before the append
+        with _EDIT_LOCK:
+            _open_blocks[category] -= counted
+            if not _open_blocks[category] and category in _filters:
+                _remove_all(_filters[category])
+
+
+def _after_fork_in_child() -> None:
+    # A fork while another thread edited the list would leave the lock held
+    # in the child, and only the forking thread's blocks are still open there.
+    global _EDIT_LOCK
+    _EDIT_LOCK = threading.Lock()
+    _open_blocks.clear()
+    _open_blocks.update(category for category, _ in getattr(_open_here, "blocks", ()))
+    for category, entry in _filters.items():
+        if not _open_blocks[category]:
+            _remove_all(entry)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,128 @@
+import multiprocessing
+import sys
+import threading
+import warnings
+
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from skdict._warnings import ignoring
+
+
+def _in_thread(target):
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def test_a_block_ignores_its_own_threads_warnings_only():
+    # Another thread's warning, issued while a block is open, is shown: the
+    # process-wide "ignore" of a catch_warnings block silenced it.
+    opened, issued = threading.Event(), threading.Event()
+
+    def block():
+        with ignoring(ConvergenceWarning):
+            opened.set()
+            issued.wait(10)
+            warnings.warn("the block's own", ConvergenceWarning, stacklevel=1)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        worker = _in_thread(block)
+        opened.wait(10)
+        warnings.warn("another thread's", ConvergenceWarning, stacklevel=1)
+        issued.set()
+        worker.join(10)
+    assert [str(w.message) for w in caught] == ["another thread's"]
+
+
+def test_a_list_restored_by_another_thread_silences_nothing_later():
+    # A threaded search runs each task in a catch_warnings of scikit-learn's:
+    # a task that saved the filter list while another thread's block was
+    # open restores that block's filter after the block has closed. It must
+    # not ignore anything there (it silenced every later ConvergenceWarning).
+    opened, saved = threading.Event(), threading.Event()
+
+    def other_library():
+        opened.wait(10)
+        with warnings.catch_warnings():  # saves the list holding the block's
+            saved.set()
+            closed.wait(10)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        closed = threading.Event()
+        worker = _in_thread(other_library)
+        with ignoring(ConvergenceWarning):
+            opened.set()
+            saved.wait(10)
+        closed.set()
+        worker.join(10)  # restores the list saved inside the block
+        warnings.warn("after the block", ConvergenceWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["after the block"]
+
+
+def test_blocks_overlapping_in_threads_leave_the_filters_as_they_were():
+    before = list(warnings.filters)
+    barrier = threading.Barrier(4)
+
+    def block(message):
+        with ignoring(UserWarning, message):
+            barrier.wait(10)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.warn(message, UserWarning, stacklevel=1)
+                warnings.warn("shown", UserWarning, stacklevel=1)
+            barrier.wait(10)
+        assert [str(w.message) for w in caught] == ["shown"]
+
+    workers = [_in_thread(lambda m=m: block(m)) for m in ("a", "b", "c", "d")]
+    for worker in workers:
+        worker.join(10)
+    assert warnings.filters == before
+
+
+def test_the_block_is_ahead_of_filters_added_before_it():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ignoring(ConvergenceWarning, "expected"):
+            warnings.warn("expected, ignored", ConvergenceWarning, stacklevel=1)
+            with pytest.raises(ConvergenceWarning, match="other"):
+                warnings.warn("other", ConvergenceWarning, stacklevel=1)
+
+
+def _open_and_close_a_block(result):
+    with ignoring(UserWarning):
+        pass
+    result.put(repr(warnings.filters))
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork"
+)
+@pytest.mark.skipif(sys.platform == "darwin", reason="fork with threads on macOS")
+def test_a_child_forked_while_a_block_is_open_can_open_its_own():
+    # A lock held for the whole block hung every child forked meanwhile at
+    # its first block (probe_accuracy in a forked worker).
+    opened, done = threading.Event(), threading.Event()
+
+    def block():
+        with ignoring(ConvergenceWarning):
+            opened.set()
+            done.wait(30)
+
+    worker = _in_thread(block)
+    opened.wait(10)
+    context = multiprocessing.get_context("fork")
+    result = context.Queue()
+    child = context.Process(target=_open_and_close_a_block, args=(result,))
+    child.start()
+    child.join(20)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    done.set()
+    worker.join(10)
+    assert not hung
+    assert child.exitcode == 0
+    # The parent thread's block does not exist in the child: nothing stays.
+    assert "ignoring block" not in result.get(timeout=10)
