@@ -2449,10 +2449,10 @@ def code_statistics(X: torch.Tensor, codes: Any) -> CodeStatistics:
     # Codes keep their own precision until a chunk is cast to ``work``.
     code_dtype = None if work == torch.float64 else work
 
-    def dense(block):
+    def dense(block, column=True):
         block = block.toarray() if sp.issparse(block) else block
         T = as_tensor(block, device=X.device, dtype=code_dtype, name="y", ndim=None)
-        return T.reshape(-1, 1) if T.ndim == 1 else T
+        return T.reshape(-1, 1) if column and T.ndim == 1 else T
 
     if is_sparse(codes) and not sp.issparse(codes):
         codes = sparse_tensor_as_scipy(codes, name="y")
@@ -2464,14 +2464,21 @@ def code_statistics(X: torch.Tensor, codes: Any) -> CodeStatistics:
         # A copy: SciPy sums duplicate entries and sorts indices in place (on
         # max(), for one), which would rewrite the caller's arrays.
         codes = sp.csr_array(codes, copy=True)
-        shape = codes.shape
+        given = shape = codes.shape
     else:
-        codes = dense(codes)
+        codes = dense(codes, column=False)
+        given = tuple(codes.shape)  # the error names the shape as given
+        codes = codes.reshape(-1, 1) if codes.ndim == 1 else codes
         shape = tuple(codes.shape)
     if len(shape) != 2 or shape[0] != n_samples:
         raise ValueError(
             f"y must hold the codes of the {n_samples} samples of X, shape "
-            f"(n_samples, n_latents); got shape {shape}."
+            f"(n_samples, n_latents); got shape {given}."
+        )
+    if shape[1] == 0:
+        raise ValueError(
+            f"y must hold at least one latent (column); got shape {given}, "
+            "which would give an oracle of zero atoms."
         )
     # The normal equations are formed for codes and X scaled to a largest
     # entry of 1 (scalars, undone on the atoms, which leave the least-squares

@@ -13,6 +13,8 @@ floats.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any, ParamSpec, TypeVar
@@ -49,10 +51,13 @@ _MIN_INTEGER_BITS = 32
 def validate_params(
     parameter_constraints: dict[str, list], *, prefer_skip_nested_validation: bool
 ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-    """Scikit-learn's ``validate_params``, typed to keep the decorated signature.
+    """Scikit-learn's ``validate_params``, with integers and reals checked strictly.
 
-    scikit-learn ships no type information, so its decorator would hide the
-    public metrics' signatures from type checkers.
+    Bools and narrow NumPy integers are refused where a number is expected,
+    as :func:`validate_hyperparameters` refuses them (``threshold=True`` ran
+    as 1.0). Typed to keep the decorated signature: scikit-learn ships no
+    type information, so its decorator would hide the public metrics'
+    signatures from type checkers.
 
     Examples
     --------
@@ -67,11 +72,36 @@ def validate_params(
     ...     return x**0.5
     >>> root(4.0)
     2.0
+    >>> root(True)
+    Traceback (most recent call last):
+    ...
+    sklearn.utils._param_validation.InvalidParameterError: The 'x' parameter of \
+root must be a float; got True, a bool.
     """
-    return _sklearn_validate_params(
-        parameter_constraints,
-        prefer_skip_nested_validation=prefer_skip_nested_validation,
-    )
+
+    def decorator(function: Callable[_P, _R]) -> Callable[_P, _R]:
+        checked = _sklearn_validate_params(
+            parameter_constraints,
+            prefer_skip_nested_validation=prefer_skip_nested_validation,
+        )(function)
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def strictly_checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if not get_config()["skip_parameter_validation"]:
+                try:
+                    bound = signature.bind(*args, **kwargs)
+                except TypeError:
+                    pass  # the call itself raises it, as without the check
+                else:
+                    _refuse_loose_numbers(
+                        parameter_constraints, bound.arguments, function.__qualname__
+                    )
+            return checked(*args, **kwargs)
+
+        return strictly_checked
+
+    return decorator
 
 
 def fit_context(
@@ -137,6 +167,13 @@ def validate_hyperparameters(
 SparseAutoencoder must be an int; got True, a bool.
     """
     validate_parameter_constraints(constraints, params, caller_name=caller_name)
+    _refuse_loose_numbers(constraints, params, caller_name)
+
+
+def _refuse_loose_numbers(
+    constraints: dict[str, list], params: dict[str, Any], caller_name: str
+) -> None:
+    """Refuse bools, and narrow NumPy integers, where a number is expected."""
     for name, value in params.items():
         expected = _expected_number(constraints.get(name, ()))
         if expected is None:
@@ -146,6 +183,19 @@ SparseAutoencoder must be an int; got True, a bool.
                 f"The {name!r} parameter of {caller_name} must be "
                 f"{'an int' if expected is Integral else 'a float'}; "
                 f"got {value!r}, a bool."
+            )
+        if (
+            isinstance(value, Integral)
+            and not isinstance(value, np.integer)
+            and not -(2**63) <= int(value) < 2**63
+        ):
+            # torch takes Python integers as 64-bit ones: 2**64 failed inside
+            # it ("Overflow when unpacking long long"), naming no parameter.
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {caller_name} must be "
+                f"{'an int' if expected is Integral else 'a float'} within 64 "
+                f"bits; got {value!r}."
+                + ("" if expected is Integral else " Pass float(...).")
             )
         if isinstance(value, np.integer) and np.iinfo(value).bits < _MIN_INTEGER_BITS:
             kind = "an int" if expected is Integral else "a float, an int"

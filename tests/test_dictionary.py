@@ -576,6 +576,26 @@ def test_oracle_errors(rng):
         OracleDictionary(random_dictionary(rng, 4, 6), alpha=0.0).fit(X)
 
 
+@pytest.mark.parametrize(
+    "layout",
+    [torch.from_numpy, sp.csr_array, lambda Z: torch.from_numpy(Z).to_sparse()],
+)
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_oracle_refuses_codes_of_no_latent_in_every_layout(layout, method, rng):
+    # NumPy codes of no column were refused; tensors and sparse matrices gave
+    # an oracle of zero atoms, which transform then blamed on `dictionary`.
+    X = rng.standard_normal((10, 6))
+    with pytest.raises(ValueError, match=r"at least one latent.*\(10, 0\)"):
+        getattr(OracleDictionary(), method)(X, layout(np.zeros((10, 0))))
+
+
+def test_oracle_names_labels_of_the_wrong_length_by_their_shape(rng):
+    X = rng.standard_normal((10, 6))
+    for y in (np.ones(20), torch.ones(20)):
+        with pytest.raises(ValueError, match=r"got shape \(20,\)"):
+            OracleDictionary().fit(X, y)
+
+
 def test_oracle_with_given_dictionary_only_validates(rng):
     D = random_dictionary(rng, 7, 5)
     X = rng.standard_normal((12, 5))

@@ -1708,6 +1708,8 @@ def test_empty_lists_and_bad_devices_are_refused_before_running(
     monkeypatch.setattr(_compare, "MethodContext", lambda *a: pytest.fail("ran"))
     with pytest.raises(ValueError, match="methods is empty"):
         compare_methods(data, [])
+    with pytest.raises(ValueError, match=r"methods must be a method name .* got 3"):
+        compare_methods(data, 3)  # "'int' object is not iterable"
     monkeypatch.setattr(
         _runner, "_method_records", lambda *a, **k: pytest.fail("a cell ran")
     )
@@ -1734,6 +1736,15 @@ def test_empty_lists_and_bad_devices_are_refused_before_running(
         (
             dict(X_ood=lambda d: torch.as_tensor(d.X_ood, device="meta")),
             r"data\.X_ood is a tensor on meta; pass the NumPy arrays",
+        ),
+        # The first estimator's check said "Input X contains NaN".
+        (
+            dict(X_ood=lambda d: np.where(d.X_ood == d.X_ood[0, 0], np.nan, d.X_ood)),
+            r"data\.X_ood contains NaN or infinity",
+        ),
+        (
+            dict(Z_val=lambda d: np.where(d.Z_val == d.Z_val.max(), np.inf, d.Z_val)),
+            r"data\.Z_val contains NaN or infinity",
         ),
     ],
 )

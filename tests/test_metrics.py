@@ -950,6 +950,13 @@ def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
     pca = PCA(n_components=1).fit(np.eye(3))
     with pytest.raises(ValueError, match="X_ood must be a 2-D array"):
         compositional_gap(pca, np.eye(3), None)
+    # The estimator's own check says "Input X": which of the two?
+    for X_id, X_ood, name in [
+        (np.full((2, 3), np.nan), np.eye(3), "X_id"),
+        (np.eye(3), np.full((2, 3), np.inf), "X_ood"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{name}: Input X contains"):
+            compositional_gap(pca, X_id, X_ood)
     with pytest.raises(ValueError, match="X_id must be a 2-D array"):
         compositional_gap(pca, np.ones(3), np.eye(3))
     with pytest.raises(
@@ -1094,6 +1101,34 @@ def test_probe_accuracy_in_threads_leaves_the_warning_filters(rng):
 def test_probing_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         best_feature_auc(*args)
+
+
+@pytest.mark.parametrize(
+    "y_id, y_ood, match",
+    [
+        # The same truth in another encoding scored 0.455 ({-1, 1}) and 0.0
+        # ({1, 2}) instead of 1: the probe predicts y_id's classes only.
+        ([0, 1, 0, 1], [-1, 1, -1, 1], r"y_ood holds classes \[-1\] that y_id"),
+        ([0, 1, 0, 1], [1, 2, 1, 2], r"y_ood holds classes \[2\]"),
+        ([0, 1, 0, 1], ["a", "b", "a", "b"], r"y_ood holds classes \['a', 'b'\]"),
+        # These failed inside scikit-learn, naming no parameter (or y_true).
+        ([0, np.inf, 0, np.inf], None, "y_id contains infinity"),
+        ([0, 1, 0, 1], [0, np.inf, 0, 1], "y_ood contains infinity"),
+        ([0.1, 0.2, 0.3, 0.4], None, "y_id must hold class labels; got continuous"),
+        ([0, 1, 0, 1], [0.5, 1, 0, 1], "y_ood must hold class labels; got continuous"),
+    ],
+)
+def test_probe_accuracy_names_labels_it_cannot_score(y_id, y_ood, match):
+    codes = np.array([[0.1, 5], [0.9, 3], [0.2, 4], [0.8, 6]])
+    ood = () if y_ood is None else (codes, np.asarray(y_ood))
+    with pytest.raises(ValueError, match=match):
+        probe_accuracy(codes, np.asarray(y_id), *ood)
+
+
+def test_probe_accuracy_scores_ood_labels_of_a_subset_of_classes():
+    codes = np.array([[0.1, 5], [0.9, 3], [0.2, 4], [0.8, 6]])
+    result = probe_accuracy(codes, [0, 1, 0, 1], codes[:2], [0, 0])
+    assert result["acc_ood"] == 0.5
 
 
 def test_probe_accuracy_refuses_labels_that_are_not_1d(rng):

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,11 @@ def resolve_methods(
         return [method for method in registry.values() if not method.when_named]
     if isinstance(methods, str):
         methods = [methods]
+    elif not isinstance(methods, Iterable):
+        raise ValueError(
+            f"methods must be a method name or a list of them, from "
+            f"{sorted(registry)}; got {methods!r}."
+        )
     # A repeated method would be fitted again and its records averaged as if
     # they came from two seeds.
     methods = list(dict.fromkeys(methods))
@@ -265,6 +270,8 @@ def check_compositional_data(data: Bunch) -> None:
                     f"{n_rows} rows in X_{split} and a dictionary of shape "
                     f"{(n_latents, n_features)}, it must be {shape}."
                 )
+        for name in (f"X_{split}", f"Z_{split}"):
+            _refuse_non_finite(data[name], name)
         # y_train is used by no method, and may be left out.
         y = data.get(f"y_{split}")
         if y is not None and len(y) != n_rows:
@@ -272,6 +279,14 @@ def check_compositional_data(data: Bunch) -> None:
                 f"data.y_{split} has {len(y)} labels for the {n_rows} rows of "
                 f"data.X_{split}."
             )
+
+
+def _refuse_non_finite(values: Any, name: str) -> None:
+    # Named here: the first estimator's check says "Input X contains NaN",
+    # whichever field holds it.
+    values = values.data if sp.issparse(values) else np.asarray(values)
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        raise ValueError(f"data.{name} contains NaN or infinity.")
 
 
 def _evaluate(

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.utils.multiclass import type_of_target
 
 from .._tensor import (
     as_tensor,
@@ -124,6 +125,8 @@ def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
         # two classes, and no label then equalled the positive one (None
         # failed inside np.unique).
         raise ValueError(f"{name} contains missing values (NaN or None).")
+    if y.dtype.kind in "fc" and np.isinf(y).any():
+        raise ValueError(f"{name} contains infinity; class labels must be finite.")
     try:
         classes = np.unique(y)
     except TypeError as error:  # object labels of types with no common order
@@ -133,6 +136,14 @@ def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
             "each other; give labels of one type."
         ) from error
     if not binary:
+        # A classifier's labels: continuous values failed inside the probe,
+        # with scikit-learn's "Unknown label type" naming no parameter.
+        kind = type_of_target(y, input_name=name)
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(
+                f"{name} must hold class labels; got {kind} values such as "
+                f"{classes[:3].tolist()}."
+            )
         return y
     if classes.size != 2:
         raise ValueError(

@@ -289,6 +289,15 @@ n_components), default=None
             n_components=C_id.shape[1],
             dense=False,
         )
+        unseen = set(np.unique(y_ood).tolist()) - set(np.unique(y_id).tolist())
+        if unseen:
+            # The probe predicts y_id's classes only: y_ood in another
+            # encoding ({-1, 1} against {0, 1}) scored 0.455 instead of 0.96.
+            raise ValueError(
+                f"y_ood holds classes {sorted(unseen, key=str)[:5]} that y_id does "
+                "not; the probe learns y_id's classes only. Encode both with "
+                "the same labels."
+            )
         predicted = probe.predict(_scaled(_probe_input(C_ood, probe), scale))
         accuracy["acc_ood"] = float(accuracy_score(y_ood, predicted))
     return accuracy

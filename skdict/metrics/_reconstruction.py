@@ -146,8 +146,14 @@ def compositional_gap(estimator: Any, X_id: Any, X_ood: Any) -> dict[str, float]
                 f"{name} has {np.shape(X)[1]} features, but "
                 f"{type(estimator).__name__} was fitted on {expected}."
             )
-    mse = {
-        f"mse_{split}": reconstruction_error(X, reconstruct(estimator, X))
-        for split, X in (("id", X_id), ("ood", X_ood))
-    }
+    mse = {}
+    for split, X in (("id", X_id), ("ood", X_ood)):
+        try:
+            reconstructed = reconstruct(estimator, X)
+        except ValueError as error:
+            if type(error) is not ValueError:  # NotFittedError stays as it is
+                raise
+            # The estimator's own checks call either array "X".
+            raise ValueError(f"X_{split}: {error}") from error
+        mse[f"mse_{split}"] = reconstruction_error(X, reconstructed)
     return {**mse, "gap": mse["mse_ood"] - mse["mse_id"]}
