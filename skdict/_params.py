@@ -185,17 +185,18 @@ def _refuse_loose_numbers(
                 f"got {value!r}, a bool."
             )
         if (
-            isinstance(value, Integral)
+            expected is Real
+            and isinstance(value, Integral)
             and not isinstance(value, np.integer)
             and not -(2**63) <= int(value) < 2**63
         ):
-            # torch takes Python integers as 64-bit ones: 2**64 failed inside
-            # it ("Overflow when unpacking long long"), naming no parameter.
+            # torch takes a Python int as a 64-bit one: a real parameter of
+            # 2**64 failed inside it ("int too big to convert"). Integer
+            # parameters bound their own sizes (a batch_size of 2**70 means
+            # every row; make_compositional names the array it would make).
             raise InvalidParameterError(
-                f"The {name!r} parameter of {caller_name} must be "
-                f"{'an int' if expected is Integral else 'a float'} within 64 "
-                f"bits; got {value!r}."
-                + ("" if expected is Integral else " Pass float(...).")
+                f"The {name!r} parameter of {caller_name} must be a float; got "
+                f"{value!r}, an int beyond 64 bits. Pass float(...)."
             )
         if isinstance(value, np.integer) and np.iinfo(value).bits < _MIN_INTEGER_BITS:
             kind = "an int" if expected is Integral else "a float, an int"

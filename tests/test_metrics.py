@@ -1125,6 +1125,14 @@ def test_probe_accuracy_names_labels_it_cannot_score(y_id, y_ood, match):
         probe_accuracy(codes, np.asarray(y_id), *ood)
 
 
+@pytest.mark.parametrize("metric", [support_scores, dictionary_similarity])
+def test_matching_metrics_refuse_a_bool_threshold(metric):
+    # threshold=True ran as 1.0 (fraction_close 1.0 -> 0.0), where the other
+    # functions' real parameters refuse a bool.
+    with pytest.raises(ValueError, match=r"'threshold' parameter of .*True, a bool"):
+        metric(np.eye(3), np.eye(3), threshold=True)
+
+
 def test_probe_accuracy_scores_ood_labels_of_a_subset_of_classes():
     codes = np.array([[0.1, 5], [0.9, 3], [0.2, 4], [0.8, 6]])
     result = probe_accuracy(codes, [0, 1, 0, 1], codes[:2], [0, 0])
