@@ -562,6 +562,20 @@ CODING_ESTIMATOR = Satisfies(
 PROVIDER_CONSTRAINT = ["array-like", ESTIMATOR, EXPOSES_COMPONENTS, None]
 
 
+def sparse_atoms_slip(name: str, owner: str) -> tuple[str, Any, str]:
+    """Return a ``_slips`` entry that refuses SciPy sparse atoms by name.
+
+    The generic message of the constraint (see
+    :class:`~skdict._params.StrictParamsMixin`) said they were not array-like.
+    """
+    return (
+        name,
+        sp.issparse,
+        f"The {name!r} parameter of {owner} takes dense atoms; got a SciPy "
+        "sparse matrix of shape {shape}. Pass " + f"{name}.toarray().",
+    )
+
+
 def check_dictionary(
     components: torch.Tensor, *, n_features: int | None = None, name: str = "dictionary"
 ) -> None:
@@ -2750,6 +2764,7 @@ class OracleDictionary(
             "number. Without atoms, the oracle estimates one per column of y: "
             "OracleDictionary().fit(X, y).",
         ),
+        sparse_atoms_slip("dictionary", "OracleDictionary"),
     )
 
     _parameter_constraints: dict = {

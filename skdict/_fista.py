@@ -124,6 +124,7 @@ from ._dictionary import (
     provider_input,
     record_given,
     resolve_dictionary,
+    sparse_atoms_slip,
     store_in_batch_type,
     take_providers_tags,
     torch_generator,
@@ -3148,6 +3149,8 @@ class FISTACoder(
             "learn a dictionary of {value} atoms from X, pass "
             "n_components={value}: FISTACoder(n_components={value}).",
         ),
+        sparse_atoms_slip("dictionary", "FISTACoder"),
+        sparse_atoms_slip("init", "FISTACoder"),
     )
 
     _parameter_constraints: dict = {

@@ -305,6 +305,23 @@ def test_integer_hyperparameters_refuse_bools_and_narrow_numpy_integers(
 @pytest.mark.parametrize(
     ("estimator", "name"),
     [
+        (FISTACoder(), "dictionary"),
+        (FISTACoder(n_components=3), "init"),
+        (OracleDictionary(), "dictionary"),
+        (SparseAutoencoder(max_epochs=1), "decoder"),
+    ],
+)
+def test_sparse_atoms_are_refused_by_name(estimator, name):
+    # The generic message said a SciPy sparse matrix was not array-like.
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    estimator.set_params(**{name: sp.csr_array(np.eye(3))})
+    with pytest.raises(ValueError, match=rf"'{name}' .* dense atoms.*{name}\.toarray"):
+        estimator.fit(X)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "name"),
+    [
         (FISTACoder(np.eye(3)), "alpha"),
         (FISTACoder(n_components=2, dict_max_iter=2), "alpha"),
         (OracleDictionary(np.eye(3)), "alpha"),

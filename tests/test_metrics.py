@@ -1562,6 +1562,17 @@ def test_probe_accuracy_leaves_the_given_probe_unfitted():
         check_is_fitted(probe)
 
 
+@pytest.mark.parametrize("scored", [object(), np.eye(3)])
+def test_dictionary_similarity_scorer_names_what_it_scores(scored):
+    # "Invalid dictionary: float() argument ..." blamed the metric's own
+    # argument, which the scorer's caller never passed.
+    from skdict.metrics import make_dictionary_similarity_scorer
+
+    scorer = make_dictionary_similarity_scorer(np.eye(3))
+    with pytest.raises(TypeError, match="scores a fitted estimator exposing"):
+        scorer(scored, np.ones((4, 3)))
+
+
 def test_dictionary_similarity_scorer_averages_over_the_known_atoms():
     # The known atoms are the true dictionary: its score is averaged over
     # them, not over the estimator's atoms (two known atoms, both recovered

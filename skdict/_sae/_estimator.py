@@ -32,6 +32,7 @@ from .._dictionary import (
     is_same_given,
     record_given,
     resolve_dictionary,
+    sparse_atoms_slip,
     take_providers_tags,
     torch_generator,
 )
@@ -306,6 +307,7 @@ class SparseAutoencoder(
             "latents; got an array of shape {shape}. To start from given atoms, "
             "pass them as decoder=... (freeze_decoder=True keeps them).",
         ),
+        sparse_atoms_slip("decoder", "SparseAutoencoder"),
     )
 
     _parameter_constraints: dict = {

@@ -28,6 +28,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from .._dictionary import _is_skdict_estimator, is_provider
+from .._tensor import is_estimator
 from ._matching import _atoms, dictionary_similarity, mcc_score, support_scores
 from ._reconstruction import reconstruct, reconstruction_error
 
@@ -369,6 +370,13 @@ def _coding_step(estimator: Any) -> Any:
     """
     if hasattr(estimator, "components_"):
         return estimator
+    if not is_estimator(estimator):
+        # The metric would name its own `dictionary` argument, which the
+        # scorer's caller never passed ("Invalid dictionary: float() ...").
+        raise TypeError(
+            "a dictionary similarity scorer scores a fitted estimator exposing "
+            f"components_, or a Pipeline of one; got {type(estimator).__name__}."
+        )
     steps = _pipeline_steps(estimator)
     if steps is None:  # not a pipeline: the metric names what is missing
         return estimator
