@@ -639,8 +639,17 @@ def _require_values(T: torch.Tensor, name: str) -> None:
         )
 
 
-def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
+def _check_tensor(
+    X: torch.Tensor, name: str, ensure_min_samples: int, caller: str
+) -> None:
+    # The messages of check_array's, which names the estimator ("... by
+    # FISTACoder") where a NumPy X fails the same checks.
     _require_values(X, name)
+    if X.dtype.is_complex:
+        raise ValueError(
+            f"Complex data not supported by {caller}; got {name}, a tensor of "
+            f"dtype {X.dtype}."
+        )
     if X.ndim != 2:
         if X.ndim > 2:
             # E.g. a transformer's (batch, sequence, d_model) activations, or
@@ -666,7 +675,7 @@ def _check_tensor(X: torch.Tensor, name: str, ensure_min_samples: int) -> None:
     if X.shape[0] < ensure_min_samples:
         raise ValueError(
             f"Found array with {X.shape[0]} sample(s) (shape={tuple(X.shape)}) while "
-            f"a minimum of {ensure_min_samples} is required."
+            f"a minimum of {ensure_min_samples} is required by {caller}."
         )
     if X.shape[1] < 1:
         raise ValueError(
@@ -754,7 +763,7 @@ def validate_input(
     """
     if is_tensor(X):
         # The shape first: sklearn's feature count would misreport a 1-D tensor.
-        _check_tensor(X, "X", ensure_min_samples)
+        _check_tensor(X, "X", ensure_min_samples, type(estimator).__name__)
         validate_data(estimator, X, skip_check_array=True, reset=reset)
         dtype = _compute_dtype(X.dtype)
         origin = ArrayOrigin("torch", dtype, _output_dtype(X.dtype), X.device)
@@ -999,7 +1008,8 @@ def validate_codes(estimator: Any, codes: Any) -> tuple[torch.Tensor, ArrayOrigi
         # inverse_transform, codes without rows).
         raise ValueError(
             f"Found array with 0 sample(s) (shape={tuple(Z.shape)}) while a "
-            "minimum of 1 is required."
+            f"minimum of 1 is required in codes by "
+            f"{type(estimator).__name__}.inverse_transform."
         )
     n_components = estimator._n_features_out
     if Z.shape[1] != n_components:

@@ -158,6 +158,20 @@ def test_bad_input_is_named(X, match):
         validate_input(BaseEstimator(), X, reset=True)
 
 
+def test_tensor_and_numpy_input_name_the_estimator_alike():
+    # check_array names the estimator; the tensor path's own checks did not.
+    for X in (torch.zeros(0, 3), np.zeros((0, 3))):
+        with pytest.raises(ValueError, match="required by FISTACoder"):
+            validate_input(FISTACoder(), X, reset=True)
+    with pytest.raises(ValueError, match="not supported by FISTACoder; got X, a"):
+        validate_input(
+            FISTACoder(), torch.zeros(2, 3, dtype=torch.complex64), reset=True
+        )
+    coder = FISTACoder(np.eye(3)).fit(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"in codes by FISTACoder\.inverse_trans"):
+        coder.inverse_transform(np.zeros((0, 3)))
+
+
 @pytest.mark.parametrize("layout", ["coo", "csr"])
 def test_sparse_tensors_are_rejected_by_name(layout):
     A = torch.eye(3, dtype=torch.float64)
