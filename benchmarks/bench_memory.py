@@ -207,8 +207,9 @@ def main() -> None:
     group = SCALE_CASES if args.scale else CASES
     if set(cases) - set(group):
         parser.error(
-            f"--cases {sorted(set(cases) - set(group))} need"
-            f"{'out' if args.scale else ''} --scale"
+            f"--cases {sorted(set(cases) - set(group))} are "
+            f"{'coding cases, measured without' if args.scale else 'run with'} "
+            "--scale"
         )
     if not args.scale:
         print(

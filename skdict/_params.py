@@ -94,6 +94,14 @@ root must be a float; got True, a bool.
                 except TypeError:
                     pass  # the call itself raises it, as without the check
                 else:
+                    # scikit-learn's constraints first, as validate_hyperparameters
+                    # orders them: 2**64 for a threshold in [0, 1] is out of range,
+                    # whatever its type.
+                    validate_parameter_constraints(
+                        parameter_constraints,
+                        bound.arguments,
+                        caller_name=function.__qualname__,
+                    )
                     _refuse_loose_numbers(
                         parameter_constraints, bound.arguments, function.__qualname__
                     )

@@ -235,14 +235,23 @@ _precision_users = 0
 _saved_precision = None
 
 
-def _new_precision_lock_in_child() -> None:
+_precision_here = threading.local()  # the thread's own blocks
+
+
+def _precision_after_fork_in_child() -> None:
     # A child forked while another thread held the lock would hang at its
-    # first float32 computation.
-    global _PRECISION_LOCK
+    # first float32 computation; one forked while another thread was inside
+    # a block would keep IEEE float32 for good, that thread's block never
+    # closing there.
+    global _PRECISION_LOCK, _precision_users
     _PRECISION_LOCK = threading.RLock()
+    own = getattr(_precision_here, "depth", 0)
+    if _precision_users and not own:
+        _restore_precision(_saved_precision)
+    _precision_users = own
 
 
-os.register_at_fork(after_in_child=_new_precision_lock_in_child)
+os.register_at_fork(after_in_child=_precision_after_fork_in_child)
 
 
 def _matmul_backends():
@@ -320,10 +329,12 @@ def ieee_float32_products() -> Iterator[None]:
         if _precision_users == 0:
             _saved_precision = _set_ieee_float32()
         _precision_users += 1
+        _precision_here.depth = getattr(_precision_here, "depth", 0) + 1
     try:
         yield
     finally:
         with _PRECISION_LOCK:
+            _precision_here.depth -= 1
             _precision_users -= 1
             if _precision_users == 0:
                 _restore_precision(_saved_precision)

@@ -86,6 +86,11 @@ _open_here = threading.local()
 _EDIT_LOCK = threading.Lock()  # held only to edit the filter list
 _filters: dict[type[Warning], tuple] = {}
 _open_blocks: collections.Counter = collections.Counter()  # all threads'
+# The patterns of all threads' open blocks, by category: what joblib tasks
+# started from a block receive (see _InOpenBlock.pattern).
+_open_patterns: dict[type[Warning], collections.Counter] = collections.defaultdict(
+    collections.Counter
+)
 
 
 class _InOpenBlock:
@@ -103,32 +108,49 @@ class _InOpenBlock:
     @property
     def pattern(self) -> str:
         # The regular expression others read from a filter: scikit-learn's
-        # Parallel re-creates the caller's filters in its tasks from it. Read
-        # in a task's thread, which has no block open, it matches nothing.
-        patterns = [
-            pattern.pattern
-            for category, pattern in getattr(_open_here, "blocks", ())
-            if category is self.category
-        ]
+        # Parallel re-creates the caller's filters in each task from it, in
+        # the task's thread, which has no block open. So it stands for every
+        # thread's open blocks: work a block hands to joblib (a search as
+        # probe_accuracy's probe) ignores what the block does, as it did
+        # when the block's filter was the process's (and so, while a block
+        # is open, do joblib tasks started elsewhere).
+        patterns = list(_open_patterns[self.category])
         return "|".join(f"(?:{pattern})" for pattern in patterns) or "(?!)"
+
+    def __reduce__(self) -> tuple:
+        # Sent to a process (loky's workers), as the regular expression of
+        # the blocks open when sent.
+        return re.compile, (self.pattern, re.IGNORECASE)
 
     def __repr__(self) -> str:
         return f"<skdict: {self.category.__name__} in an ignoring block>"
 
 
+def _without(entry: tuple) -> list:
+    return [item for item in warnings.filters if item is not entry]
+
+
+# The list is replaced, never edited in place: warnings walks it by index
+# while it calls match(), which lets other threads run, and an entry removed
+# in place made a warning checked meanwhile skip the filter after it (194 of
+# 6.6 million warnings under simplefilter("error") were shown, not raised).
 def _remove_all(entry: tuple) -> None:
     if any(item is entry for item in warnings.filters):
-        warnings.filters[:] = [item for item in warnings.filters if item is not entry]
+        warnings.filters = _without(entry)
 
 
 @contextmanager
 def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
     """Ignore warnings of ``category`` (matching ``message``) in the block.
 
-    Only warnings issued by the block's own thread are ignored: other
-    threads' warnings, in blocks or not, are shown as their filters say, and
-    the filter list is the same after the block as before, whatever other
-    threads and libraries do with it meanwhile. On Python 3.14's
+    Only warnings issued by the block's own thread are ignored, and those of
+    joblib tasks started while it is open (scikit-learn's ``Parallel``
+    copies the filters into its tasks); other threads' warnings are shown as
+    their filters say. The filter list is the same after the block as
+    before unless another thread swaps it meanwhile (a ``catch_warnings``
+    entered during the block and left after it): the entry then left in it
+    ignores nothing outside a block, and a block's own warnings can be shown
+    while the other thread's list is in place. On Python 3.14's
     context-aware warnings (free-threaded builds), a plain
     :class:`warnings.catch_warnings` is all this needs.
 
@@ -156,17 +178,21 @@ def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
                 category, ("ignore", _InOpenBlock(category), category, None, 0)
             )
             _open_blocks[category] += 1
+            _open_patterns[category][message] += 1
             counted = True
             # First in the list, ahead of any filter added since ("error"
             # included), as filterwarnings would put it.
             if not warnings.filters or warnings.filters[0] is not entry:
-                _remove_all(entry)
-                warnings.filters.insert(0, entry)
+                warnings.filters = [entry, *_without(entry)]
         yield
     finally:
         del blocks[depth:]  # an interruption may have come before the append
         with _EDIT_LOCK:
-            _open_blocks[category] -= counted
+            if counted:
+                _open_blocks[category] -= 1
+                _open_patterns[category][message] -= 1
+                if not _open_patterns[category][message]:
+                    del _open_patterns[category][message]
             if not _open_blocks[category] and category in _filters:
                 _remove_all(_filters[category])
 
@@ -176,8 +202,12 @@ def _after_fork_in_child() -> None:
     # in the child, and only the forking thread's blocks are still open there.
     global _EDIT_LOCK
     _EDIT_LOCK = threading.Lock()
+    own = getattr(_open_here, "blocks", ())
     _open_blocks.clear()
-    _open_blocks.update(category for category, _ in getattr(_open_here, "blocks", ()))
+    _open_blocks.update(category for category, _ in own)
+    _open_patterns.clear()
+    for category, pattern in own:
+        _open_patterns[category][pattern.pattern] += 1
     for category, entry in _filters.items():
         if not _open_blocks[category]:
             _remove_all(entry)

@@ -1759,6 +1759,28 @@ def test_compare_methods_names_the_field_of_inconsistent_data(data, replaced, ma
         compare_methods(None, ["linear_probe"])
 
 
+@pytest.mark.parametrize(
+    "field, convert",
+    [
+        ("Z_val", lambda Z: torch.from_numpy(Z).to_sparse()),
+        ("Z_val", lambda Z: torch.from_numpy(Z).to_sparse_csr()),
+        ("X_val", lambda X: torch.from_numpy(X).requires_grad_()),
+        ("X_val", lambda X: torch.from_numpy(X).to(torch.bfloat16)),
+    ],
+)
+def test_compare_methods_checks_cpu_tensors_of_every_kind(data, field, convert):
+    # The finiteness check of the fields failed on them inside torch.
+    bunch = Bunch(**data)
+    bunch[field] = convert(data[field])
+    [record] = compare_methods(bunch, ["fista_oracle"], random_state=0)
+    assert record["mcc_ood"] > 0.5
+    bunch[field] = convert(
+        np.where(data[field] == data[field].max(), np.nan, data[field])
+    )
+    with pytest.raises(ValueError, match=rf"data\.{field} contains NaN"):
+        compare_methods(bunch, ["fista_oracle"])
+
+
 def test_compare_methods_takes_hand_built_data_of_other_types(data):
     # No method uses y_train, and lists are arrays too.
     bunch = Bunch(**data)

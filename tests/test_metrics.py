@@ -1133,6 +1133,21 @@ def test_matching_metrics_refuse_a_bool_threshold(metric):
         metric(np.eye(3), np.eye(3), threshold=True)
 
 
+def test_probe_accuracy_checks_the_ood_labels_before_any_fit():
+    # A search as the probe ran in full before the OOD labels were refused.
+    fitted = []
+
+    class Recording(LogisticRegression):
+        def fit(self, X, y):
+            fitted.append(len(X))
+            return super().fit(X, y)
+
+    codes = np.array([[0.1, 5], [0.9, 3], [0.2, 4], [0.8, 6]])
+    with pytest.raises(ValueError, match="y_ood holds classes"):
+        probe_accuracy(codes, [0, 1, 0, 1], codes, [1, 2, 1, 2], probe=Recording())
+    assert fitted == []
+
+
 def test_probe_accuracy_scores_ood_labels_of_a_subset_of_classes():
     codes = np.array([[0.1, 5], [0.9, 3], [0.2, 4], [0.8, 6]])
     result = probe_accuracy(codes, [0, 1, 0, 1], codes[:2], [0, 0])

@@ -265,6 +265,14 @@ def test_invalid_input_raises(y, kwargs, error, match):
             CompositionalSplit(**kwargs).get_n_splits()
 
 
+@pytest.mark.parametrize("dtype", ["Int64", "Float64"])
+def test_nullable_pandas_activity_with_missing_values_is_named(dtype):
+    pd = pytest.importorskip("pandas")
+    y = pd.DataFrame([[1, 0], [0, pd.NA]] + [[1, 1]] * 4, dtype=dtype)
+    with pytest.raises(ValueError, match="y contains NaN"):
+        list(CompositionalSplit().split(np.zeros((6, 1)), y))
+
+
 def test_threshold_defines_activity():
     y = np.array([[1.0, 0.01]] * 3 + [[1.0, 0.0], [0.0, 1.0]])
     # by default the small entries are active: concepts 0 and 1 co-occur in

@@ -4,6 +4,7 @@ import copy
 import io
 import pickle
 import re
+import sys
 import warnings
 
 import joblib
@@ -1031,3 +1032,50 @@ def test_inverse_transform_refuses_another_namespace_as_transform_does(make):
         with pytest.raises(ValueError, match="same namespace"):
             coder.inverse_transform(codes)
         assert isinstance(coder.inverse_transform(codes.numpy()), np.ndarray)
+
+
+def _report_precision_after_a_block(result):
+    with _tensor.ieee_float32_products():
+        pass
+    result.put(torch.backends.mkldnn.matmul.fp32_precision)
+
+
+@pytest.mark.skipif(
+    not hasattr(torch.backends.mkldnn.matmul, "fp32_precision"),
+    reason="per-backend fp32_precision needs torch >= 2.9",
+)
+@pytest.mark.skipif(sys.platform != "linux", reason="fork with threads")
+def test_a_child_forked_during_anothers_float32_block_gets_the_callers_precision():
+    # The other thread's block never closes in the child: its IEEE switch
+    # stayed there for good, whatever the caller had chosen.
+    import multiprocessing
+    import threading
+
+    backend = torch.backends.mkldnn.matmul
+    saved = backend.fp32_precision
+    opened, done = threading.Event(), threading.Event()
+
+    def block():
+        with _tensor.ieee_float32_products():
+            opened.set()
+            done.wait(30)
+
+    try:
+        backend.fp32_precision = "bf16"
+        worker = threading.Thread(target=block)
+        worker.start()
+        opened.wait(10)
+        context = multiprocessing.get_context("fork")
+        result = context.Queue()
+        child = context.Process(target=_report_precision_after_a_block, args=(result,))
+        child.start()
+        child.join(20)
+        if child.is_alive():
+            child.kill()
+        done.set()
+        worker.join(10)
+        assert result.get(timeout=10) == "bf16"
+        assert backend.fp32_precision == "bf16"  # the parent's, once its block ends
+    finally:
+        done.set()
+        backend.fp32_precision = saved

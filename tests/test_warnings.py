@@ -126,3 +126,39 @@ def test_a_child_forked_while_a_block_is_open_can_open_its_own():
     assert child.exitcode == 0
     # The parent thread's block does not exist in the child: nothing stays.
     assert "ignoring block" not in result.get(timeout=10)
+
+
+def test_a_list_that_may_be_walked_is_never_edited_in_place():
+    # warnings walks the list by index while match() lets other threads run:
+    # an entry removed in place made a warning checked meanwhile skip the
+    # filter after it (an "error" filter's warnings were shown, not raised).
+    with ignoring(UserWarning):
+        walked = warnings.filters
+        seen = list(walked)
+    assert walked == seen
+
+
+def test_joblib_tasks_started_in_a_block_ignore_as_the_block_does():
+    # probe_accuracy's probe may be a search: scikit-learn's Parallel copies
+    # the caller's filters into each task, from their patterns.
+    from joblib import parallel_backend
+    from sklearn.utils.parallel import Parallel, delayed
+
+    def task():
+        warnings.warn("in a task", ConvergenceWarning, stacklevel=1)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ignoring(ConvergenceWarning), parallel_backend("threading"):
+            Parallel(n_jobs=2)(delayed(task)() for _ in range(4))
+        Parallel(n_jobs=2, backend="threading")(delayed(task)() for _ in range(2))
+    assert len(caught) == 2  # the tasks started after the block
+
+
+def test_the_filter_is_sent_to_processes_as_the_open_blocks_pattern():
+    import pickle
+
+    with ignoring(UserWarning, "expected"):
+        [entry] = [f for f in warnings.filters if "ignoring block" in repr(f[1])]
+        sent = pickle.loads(pickle.dumps(entry[1]))
+    assert sent.match("expected, in a worker") and not sent.match("other")

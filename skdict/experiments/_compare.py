@@ -284,8 +284,19 @@ def check_compositional_data(data: Bunch) -> None:
 def _refuse_non_finite(values: Any, name: str) -> None:
     # Named here: the first estimator's check says "Input X contains NaN",
     # whichever field holds it.
-    values = values.data if sp.issparse(values) else np.asarray(values)
-    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+    if isinstance(values, torch.Tensor):  # sparse, bfloat16 or with a graph
+        values = values.detach()
+        if values.layout == torch.sparse_coo:
+            values = values.coalesce()
+        finite = bool(
+            torch.isfinite(
+                values if values.layout == torch.strided else values.values()
+            ).all()
+        )
+    else:
+        values = values.data if sp.issparse(values) else np.asarray(values)
+        finite = values.dtype.kind not in "fc" or bool(np.isfinite(values).all())
+    if not finite:
         raise ValueError(f"data.{name} contains NaN or infinity.")
 
 

@@ -222,7 +222,9 @@ n_components)
 n_components), default=None
         Codes of OOD samples.
     y_ood : array-like of shape (n_ood,), default=None
-        Class labels of the OOD samples; required with ``codes_ood``.
+        Class labels of the OOD samples, in the labels of ``y_id`` (a class
+        ``y_id`` lacks is refused: the probe cannot predict it); required
+        with ``codes_ood``.
     max_iter : int, default=1000
         Iterations of the default probe's L-BFGS solver (unused with
         ``probe``).
@@ -255,6 +257,25 @@ n_components), default=None
             caller_name="probe_accuracy",
         )
     C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=False, dense=False)
+    C_ood = None
+    if codes_ood is not None or y_ood is not None:  # checked before any fit
+        C_ood, y_ood = _codes_and_labels(
+            codes_ood,
+            y_ood,
+            "ood",
+            binary=False,
+            n_components=C_id.shape[1],
+            dense=False,
+        )
+        unseen = set(np.unique(y_ood).tolist()) - set(np.unique(y_id).tolist())
+        if unseen:
+            # The probe predicts y_id's classes only: y_ood in another
+            # encoding ({-1, 1} against {0, 1}) scored 0.455 instead of 0.96.
+            raise ValueError(
+                f"y_ood holds classes {sorted(unseen, key=str)[:5]} that y_id does "
+                "not; the probe learns y_id's classes only. Encode both with "
+                "the same labels."
+            )
     scale, default = 1.0, probe is None
     if default:
         if np.unique(y_id).size < 2:
@@ -280,24 +301,7 @@ n_components), default=None
         "acc_id": float(accuracy_score(y_id, probe.predict(features_id))),
         "acc_ood": None,
     }
-    if codes_ood is not None or y_ood is not None:
-        C_ood, y_ood = _codes_and_labels(
-            codes_ood,
-            y_ood,
-            "ood",
-            binary=False,
-            n_components=C_id.shape[1],
-            dense=False,
-        )
-        unseen = set(np.unique(y_ood).tolist()) - set(np.unique(y_id).tolist())
-        if unseen:
-            # The probe predicts y_id's classes only: y_ood in another
-            # encoding ({-1, 1} against {0, 1}) scored 0.455 instead of 0.96.
-            raise ValueError(
-                f"y_ood holds classes {sorted(unseen, key=str)[:5]} that y_id does "
-                "not; the probe learns y_id's classes only. Encode both with "
-                "the same labels."
-            )
+    if C_ood is not None:
         predicted = probe.predict(_scaled(_probe_input(C_ood, probe), scale))
         accuracy["acc_ood"] = float(accuracy_score(y_ood, predicted))
     return accuracy

@@ -42,7 +42,7 @@ def _activity(y: Any, threshold: float, name: str = "y") -> sp.csc_matrix:
         y = sparse_tensor_as_scipy(y, name=name)
     elif is_tensor(y):
         y = to_numpy(y, name)
-    elif not sp.issparse(y) and not hasattr(y, "dtype"):
+    elif isinstance(y, (list, tuple)):
         # A list holding None stayed an object array through check_array,
         # and failed in np.abs; as an array, None reads as NaN, refused below.
         y = np.asarray(y)
