@@ -145,7 +145,10 @@ def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
 
     Only warnings issued by the block's own thread are ignored, and those of
     joblib tasks started while it is open (scikit-learn's ``Parallel``
-    copies the filters into its tasks); other threads' warnings are shown as
+    copies the filters into its tasks; on the threading backend the tasks
+    rebuild the one process-wide list concurrently, and one task's warning
+    in a few searches is shown: 6 of 20 threaded searches as the probe of
+    ``probe_accuracy`` showed one); other threads' warnings are shown as
     their filters say. The filter list is the same after the block as
     before unless another thread swaps it meanwhile (a ``catch_warnings``
     entered during the block and left after it): the entry then left in it
