@@ -2,6 +2,7 @@ import copy
 import io
 import os
 import pickle
+import sys
 
 import joblib
 import numpy as np
@@ -87,6 +88,46 @@ def near_duplicate_stream():
         dtype=torch.float64,
     )
     return X, torch.nn.functional.normalize(atoms, dim=1)
+
+
+def forked_during(block, target):
+    """Run ``target(queue)`` in a child forked while another thread is in ``block()``.
+
+    Returns what the child put on the queue, or None if it hung (killed
+    after 20 s). Locks held by the other thread at the fork stay held in the
+    child, and its blocks never close there.
+    """
+    import multiprocessing
+    import threading
+
+    opened, done = threading.Event(), threading.Event()
+
+    def hold():
+        with block():
+            opened.set()
+            done.wait(30)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    try:
+        opened.wait(10)
+        context = multiprocessing.get_context("fork")
+        result = context.Queue()
+        child = context.Process(target=target, args=(result,))
+        child.start()
+        child.join(20)
+        if child.is_alive():
+            child.kill()
+            return None
+        return result.get(timeout=10)
+    finally:
+        done.set()
+        worker.join(10)
+
+
+requires_fork = pytest.mark.skipif(
+    sys.platform != "linux", reason="fork with threads (Linux only)"
+)
 
 
 def lasso_objective(X, Z, D, alpha):

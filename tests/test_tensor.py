@@ -4,7 +4,6 @@ import copy
 import io
 import pickle
 import re
-import sys
 import warnings
 
 import joblib
@@ -35,7 +34,7 @@ from skdict._tensor import (
 from skdict.datasets import make_compositional
 from skdict.metrics import mcc_score
 
-from .conftest import array_api_dispatch, cuda
+from .conftest import array_api_dispatch, cuda, forked_during, requires_fork
 
 
 def test_numpy_round_trip_keeps_dtype():
@@ -1044,38 +1043,18 @@ def _report_precision_after_a_block(result):
     not hasattr(torch.backends.mkldnn.matmul, "fp32_precision"),
     reason="per-backend fp32_precision needs torch >= 2.9",
 )
-@pytest.mark.skipif(sys.platform != "linux", reason="fork with threads")
+@requires_fork
 def test_a_child_forked_during_anothers_float32_block_gets_the_callers_precision():
     # The other thread's block never closes in the child: its IEEE switch
     # stayed there for good, whatever the caller had chosen.
-    import multiprocessing
-    import threading
-
     backend = torch.backends.mkldnn.matmul
     saved = backend.fp32_precision
-    opened, done = threading.Event(), threading.Event()
-
-    def block():
-        with _tensor.ieee_float32_products():
-            opened.set()
-            done.wait(30)
-
     try:
         backend.fp32_precision = "bf16"
-        worker = threading.Thread(target=block)
-        worker.start()
-        opened.wait(10)
-        context = multiprocessing.get_context("fork")
-        result = context.Queue()
-        child = context.Process(target=_report_precision_after_a_block, args=(result,))
-        child.start()
-        child.join(20)
-        if child.is_alive():
-            child.kill()
-        done.set()
-        worker.join(10)
-        assert result.get(timeout=10) == "bf16"
+        child = forked_during(
+            _tensor.ieee_float32_products, _report_precision_after_a_block
+        )
+        assert child == "bf16"
         assert backend.fp32_precision == "bf16"  # the parent's, once its block ends
     finally:
-        done.set()
         backend.fp32_precision = saved

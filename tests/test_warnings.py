@@ -1,5 +1,4 @@
-import multiprocessing
-import sys
+import functools
 import threading
 import warnings
 
@@ -7,6 +6,8 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from skdict._warnings import ignoring
+
+from .conftest import forked_during, requires_fork
 
 
 def _in_thread(target):
@@ -96,36 +97,15 @@ def _open_and_close_a_block(result):
     result.put(repr(warnings.filters))
 
 
-@pytest.mark.skipif(
-    "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork"
-)
-@pytest.mark.skipif(sys.platform == "darwin", reason="fork with threads on macOS")
+@requires_fork
 def test_a_child_forked_while_a_block_is_open_can_open_its_own():
     # A lock held for the whole block hung every child forked meanwhile at
     # its first block (probe_accuracy in a forked worker).
-    opened, done = threading.Event(), threading.Event()
-
-    def block():
-        with ignoring(ConvergenceWarning):
-            opened.set()
-            done.wait(30)
-
-    worker = _in_thread(block)
-    opened.wait(10)
-    context = multiprocessing.get_context("fork")
-    result = context.Queue()
-    child = context.Process(target=_open_and_close_a_block, args=(result,))
-    child.start()
-    child.join(20)
-    hung = child.is_alive()
-    if hung:
-        child.kill()
-    done.set()
-    worker.join(10)
-    assert not hung
-    assert child.exitcode == 0
+    block = functools.partial(ignoring, ConvergenceWarning)
+    filters = forked_during(block, _open_and_close_a_block)
+    assert filters is not None, "the child hung"
     # The parent thread's block does not exist in the child: nothing stays.
-    assert "ignoring block" not in result.get(timeout=10)
+    assert "ignoring block" not in filters
 
 
 def test_a_list_that_may_be_walked_is_never_edited_in_place():

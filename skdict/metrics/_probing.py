@@ -128,22 +128,32 @@ n_components), default=None
     >>> best_feature_auc(codes, [0, 1, 0, 1], codes_ood, [0, 1, 0, 1])
     {'auc_id': 1.0, 'auc_ood': 0.75, 'feature': 0}
     """
-    C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=True, dense=False)
+    C_id, y_id, C_ood, y_ood = _splits(codes_id, y_id, codes_ood, y_ood, binary=True)
     per_feature = _per_feature_auc(C_id, y_id)
     feature = int(torch.argmax(per_feature))
     result = {"auc_id": float(per_feature[feature]), "auc_ood": None}
-    if codes_ood is not None or y_ood is not None:
-        C_ood, y_ood = _codes_and_labels(
-            codes_ood,
-            y_ood,
-            "ood",
-            binary=True,
-            n_components=C_id.shape[1],
-            dense=False,
-        )
+    if C_ood is not None:
         ood_column = _column_block(C_ood, feature, 1)
         result["auc_ood"] = float(_per_feature_auc(ood_column, y_ood)[0])
     return {**result, "feature": feature}
+
+
+def _splits(
+    codes_id: Any, y_id: Any, codes_ood: Any, y_ood: Any, *, binary: bool
+) -> tuple[torch.Tensor, np.ndarray, torch.Tensor | None, np.ndarray | None]:
+    """Check the ID codes and labels, and the OOD ones when either is given."""
+    C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=binary, dense=False)
+    if codes_ood is None and y_ood is None:
+        return C_id, y_id, None, None
+    C_ood, y_ood = _codes_and_labels(
+        codes_ood,
+        y_ood,
+        "ood",
+        binary=binary,
+        n_components=C_id.shape[1],
+        dense=False,
+    )
+    return C_id, y_id, C_ood, y_ood
 
 
 def _codes_and_labels(
@@ -256,17 +266,9 @@ n_components), default=None
             {"max_iter": max_iter},
             caller_name="probe_accuracy",
         )
-    C_id, y_id = _codes_and_labels(codes_id, y_id, "id", binary=False, dense=False)
-    C_ood = None
-    if codes_ood is not None or y_ood is not None:  # checked before any fit
-        C_ood, y_ood = _codes_and_labels(
-            codes_ood,
-            y_ood,
-            "ood",
-            binary=False,
-            n_components=C_id.shape[1],
-            dense=False,
-        )
+    # Both splits are checked before any fit.
+    C_id, y_id, C_ood, y_ood = _splits(codes_id, y_id, codes_ood, y_ood, binary=False)
+    if C_ood is not None:
         unseen = set(np.unique(y_ood).tolist()) - set(np.unique(y_id).tolist())
         if unseen:
             # The probe predicts y_id's classes only: y_ood in another
