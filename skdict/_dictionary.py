@@ -3047,6 +3047,26 @@ n_latents) or (n_samples,), default=None
             verbose=self.verbose,
         ).set_output(transform="default")
 
+    def fit_transform(self, X: ArrayLike, y: ArrayLike = None) -> Any:
+        """Fit the oracle (see :meth:`fit`) and return the codes of ``X``.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data.
+        y : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
+n_latents) or (n_samples,), default=None
+            Ground-truth codes, required when ``dictionary`` is None; with a
+            given dictionary, passed to the provider's ``fit``.
+
+        Returns
+        -------
+        codes : ndarray or torch.Tensor of shape (n_samples, n_components)
+            In the array type, device and dtype of ``X`` (float64 for
+            integer and NumPy float16 input, as in scikit-learn).
+        """
+        return self.fit(X, y).transform(X)
+
     @ignores_autocast
     def transform(self, X: ArrayLike) -> Any:
         """Sparse-code ``X`` on the oracle atoms with FISTA.
@@ -3059,7 +3079,8 @@ n_latents) or (n_samples,), default=None
         Returns
         -------
         codes : ndarray or torch.Tensor of shape (n_samples, n_latents)
-            In the array type, device and dtype of ``X``.
+            In the array type, device and dtype of ``X`` (float64 for
+            integer and NumPy float16 input, as in scikit-learn).
         """
         check_is_fitted(self)
         # Coding reads alpha, positive, max_iter, tol, ... as they are now.
@@ -3083,7 +3104,8 @@ n_latents) or (n_samples,), default=None
         Returns
         -------
         X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
-            In the array type, device and dtype of the codes.
+            In the array type, device and dtype of the codes (float64
+            for integer and NumPy float16 codes).
         """
         self._check_determined()
         return reconstruct(self, X)

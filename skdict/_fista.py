@@ -2970,7 +2970,7 @@ class FISTACoder(
         rounds; to refine a
         learned dictionary until it settles, pass it as ``init`` to a second
         fit (see :ref:`dictionary-learning`).
-    init : array-like, torch.Tensor or estimator, default=None
+    init : array-like, torch.Tensor, estimator or object, default=None
         Warm start for the codes: an array of shape ``(n_samples,
         n_components)`` matching the ``X`` being coded, or an estimator whose
         ``transform(X)`` gives such codes (cloned and fitted on ``X, y`` in
@@ -3245,7 +3245,8 @@ class FISTACoder(
         Returns
         -------
         codes : ndarray or torch.Tensor of shape (n_samples, n_components)
-            In the array type, device and dtype of ``X``.
+            In the array type, device and dtype of ``X`` (float64 for
+            integer and NumPy float16 input, as in scikit-learn).
         """
         codes = self._fit(X, y)
         # A learned dictionary is known only once learning ends.
@@ -3672,7 +3673,8 @@ class FISTACoder(
         Returns
         -------
         codes : ndarray or torch.Tensor of shape (n_samples, n_components)
-            In the array type, device and dtype of ``X``.
+            In the array type, device and dtype of ``X`` (float64 for
+            integer and NumPy float16 input, as in scikit-learn).
         """
         check_is_fitted(self)
         # Coding reads alpha, positive, max_iter, tol, ... as they are now.
@@ -3741,7 +3743,8 @@ class FISTACoder(
         Returns
         -------
         X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
-            In the array type, device and dtype of the codes.
+            In the array type, device and dtype of the codes (float64
+            for integer and NumPy float16 codes).
         """
         codes, origin = validate_codes(self, X)
         D, b = self._dictionary_tensors(codes)

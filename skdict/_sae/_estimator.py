@@ -240,7 +240,8 @@ class SparseAutoencoder(
         ``forward`` take activations of shape (n_samples, n_features) and run
         without autograd; matching-pursuit modules, and TopK ones of at
         least 256 latents with ``k`` at most an eighth of them, give codes in
-        a compressed form (``SparseCodes``; BatchTopK ones only in training,
+        a compressed form (each row's active values and their columns, with
+        a ``to_dense()`` method; BatchTopK ones only in training,
         where a batch keeps ``k`` per sample on average); :meth:`transform`
         gives dense ones. A frozen decoder's parameters do not require gradients.
     decoder_ : estimator, object or None
@@ -903,6 +904,24 @@ class SparseAutoencoder(
             codes[start : start + step] = chunk
         return codes
 
+    def fit_transform(self, X: ArrayLike, y: ArrayLike = None) -> Any:
+        """Train the autoencoder on ``X`` and return its codes.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Training data.
+        y : array-like, default=None
+            Passed to the ``decoder`` estimator's ``fit``.
+
+        Returns
+        -------
+        codes : ndarray or torch.Tensor of shape (n_samples, n_components)
+            In the array type, device and dtype of ``X`` (float64 for
+            integer and NumPy float16 input, as in scikit-learn).
+        """
+        return self.fit(X, y).transform(X)
+
     @ignores_autocast
     def transform(self, X: ArrayLike) -> Any:
         """Encode ``X``.
@@ -915,7 +934,8 @@ class SparseAutoencoder(
         Returns
         -------
         codes : ndarray or torch.Tensor of shape (n_samples, n_components)
-            In the array type, device and dtype of ``X``.
+            In the array type, device and dtype of ``X`` (float64 for
+            integer and NumPy float16 input, as in scikit-learn).
         """
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="components_", method="transform")
@@ -934,7 +954,8 @@ class SparseAutoencoder(
         Returns
         -------
         X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
-            In the array type, device and dtype of the codes.
+            In the array type, device and dtype of the codes (float64
+            for integer and NumPy float16 codes).
         """
         codes, origin = validate_codes(self, X)
         with torch.no_grad():

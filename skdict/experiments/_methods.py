@@ -63,17 +63,19 @@ class PaperSettings:
         Weight of the ReLU SAE's L1 penalty and the JumpReLU SAE's L0 penalty
         (1e-4).
     dict_max_iter : int
-        Dictionary-learning rounds for DL-FISTA.
+        Dictionary-learning rounds for DL-FISTA (100; :class:`~skdict.FISTACoder`'s
+        own default is 50).
     probe_alphas : tuple of float
         Ridge penalties searched by the supervised linear probe's
         leave-one-out cross-validation (the paper's 1e-6, 1e-4, 1e-2, 1 and
         10; the probe, as the paper's, fits no intercept).
-    base_sae : str
+    base_sae : {"topk", "relu", "batchtopk", "jumprelu", "mp"}
         The SAE activation whose fitted dictionary the SAE + FISTA methods
-        reuse (``sae_dict_fista``, ``sae_refined_fista``, ``dl_fista_sae_init``).
-    oracle_encoder_activation : str
+        reuse (``sae_dict_fista``, ``sae_refined_fista``, ``dl_fista_sae_init``;
+        ``"topk"``).
+    oracle_encoder_activation : {"relu", "topk", "batchtopk", "jumprelu", "mp"}
         Activation of the SAE encoder trained under the frozen oracle
-        dictionary.
+        dictionary (``"relu"``).
 
     Examples
     --------
@@ -253,7 +255,9 @@ class Method:
         training half; the oracle and DL-FISTA code the validation half, as in
         the paper.
     build : callable
-        ``build(context) -> estimator`` (unfitted, or wrapping fitted parts).
+        ``build(context) -> estimator`` (unfitted, or wrapping fitted parts);
+        the context gives the comparison's ``data``, ``settings``
+        (:class:`PaperSettings`), ``seed`` and ``device``.
     supervised : bool
         Fit with the ground-truth codes of ``fit_on`` as ``y``.
     uses_alpha : bool
@@ -270,16 +274,10 @@ class Method:
 
     Examples
     --------
-    >>> from skdict.datasets import make_compositional
-    >>> from skdict.experiments import METHODS, PaperSettings
-    >>> from skdict.experiments._methods import MethodContext
+    >>> from skdict.experiments import METHODS
     >>> method = METHODS["dl_fista"]
-    >>> method.label, method.fit_on
-    ('DL-FISTA', 'val')
-    >>> data = make_compositional(20, 3, n_samples=200, random_state=0)
-    >>> method.build(MethodContext(data, PaperSettings(), 0, "cpu"))
-    FISTACoder(device='cpu', dict_max_iter=100, n_components=20, positive=True,
-               random_state=0)
+    >>> method.label, method.fit_on, method.supervised
+    ('DL-FISTA', 'val', False)
     """
 
     name: str

@@ -271,11 +271,14 @@ default=("transform", "predict")
 
 #: :func:`~skdict.metrics.mcc_score` between ``y`` (the true codes) and
 #: ``estimator.transform(X)`` (``predict`` for a probe without ``transform``).
+#: Called as ``mcc_scorer(estimator, X, Z_true)``, with the 2-D true codes as
+#: ``y`` (as a search passes them).
 mcc_scorer = _CodeScorer(mcc_score, {}, name="mcc_scorer")
 
 #: Mean per-sample F1 of the active sets (:func:`~skdict.metrics.support_scores`)
 #: of ``y`` (the true codes) and ``estimator.transform(X)`` (``predict`` for
-#: a probe without ``transform``).
+#: a probe without ``transform``). Called as
+#: ``support_f1_scorer(estimator, X, Z_true)``, with the 2-D true codes as ``y``.
 support_f1_scorer = _CodeScorer(_support_f1, {}, name="support_f1_scorer")
 
 
@@ -311,7 +314,8 @@ class _NegReconstructionErrorScorer:
 
 
 #: Negated mean squared reconstruction error of ``X`` through
-#: ``estimator.transform`` and ``estimator.inverse_transform``.
+#: ``estimator.transform`` and ``estimator.inverse_transform``. Called as
+#: ``neg_reconstruction_error_scorer(estimator, X)`` (``y`` is ignored).
 neg_reconstruction_error_scorer = _NegReconstructionErrorScorer()
 
 

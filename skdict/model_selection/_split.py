@@ -215,14 +215,14 @@ class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
         ----------
         X : array-like of shape (n_samples, n_features)
             Data; only its number of samples is used.
-        y : array-like, torch.Tensor or sparse matrix of shape (n_samples, \
-n_concepts), default=None
-            Concept activity, e.g. the true codes, when ``groups`` is None;
+        y : array-like of shape (n_samples, n_concepts), default=None
+            Concept activity (also a torch.Tensor or a sparse matrix), e.g.
+            the true codes, when ``groups`` is None;
             otherwise not used to split (it may be, e.g., class labels), only
             looked at: class labels of a single class in a test fold warn.
-        groups : array-like, torch.Tensor or sparse matrix of shape \
-(n_samples, n_concepts), default=None
-            Concept activity; takes precedence over ``y``.
+        groups : array-like of shape (n_samples, n_concepts), default=None
+            Concept activity (also a torch.Tensor or a sparse matrix); takes
+            precedence over ``y``.
 
         Yields
         ------
