@@ -1133,6 +1133,19 @@ def test_matching_metrics_refuse_a_bool_threshold(metric):
         metric(np.eye(3), np.eye(3), threshold=True)
 
 
+@pytest.mark.parametrize("dtype", ["boolean", "string", "Int64"])
+def test_probing_names_pandas_missing_labels(dtype):
+    # pd.NA failed inside the missing-value check: "boolean value of NA is
+    # ambiguous".
+    pd = pytest.importorskip("pandas")
+    values = {"boolean": [True, False], "string": ["a", "b"], "Int64": [0, 1]}[dtype]
+    y = pd.Series([*values, pd.NA, *values], dtype=dtype)
+    codes = np.arange(10.0).reshape(5, 2)
+    for metric in (probe_accuracy, best_feature_auc):
+        with pytest.raises(ValueError, match="y_id contains missing values"):
+            metric(codes, y)
+
+
 def test_probe_accuracy_checks_the_ood_labels_before_any_fit():
     # A search as the probe ran in full before the OOD labels were refused.
     fitted = []

@@ -92,6 +92,16 @@ def as_matrices(
     return out
 
 
+def _missing(value: Any) -> bool:
+    """None, NaN, or pandas' NA (neither equal nor unequal to itself)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:  # "boolean value of NA is ambiguous"
+        return True
+
+
 def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
     """Return labels ``y`` as a 1-D NumPy array, checked against the codes.
 
@@ -119,12 +129,12 @@ def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
             f"{name} has {y.shape[0]} labels for {n_samples} rows of codes."
         )
     if (y.dtype.kind in "fc" and np.isnan(y).any()) or (
-        y.dtype.kind == "O" and any(v is None or v != v for v in y)
+        y.dtype.kind == "O" and any(_missing(v) for v in y)
     ):
         # np.unique folds NaN into one more "class": [nan, 0, 0] passed as
         # two classes, and no label then equalled the positive one (None
         # failed inside np.unique).
-        raise ValueError(f"{name} contains missing values (NaN or None).")
+        raise ValueError(f"{name} contains missing values (NaN, None or NA).")
     if y.dtype.kind in "fc" and np.isinf(y).any():
         raise ValueError(f"{name} contains infinity; class labels must be finite.")
     try:

@@ -184,7 +184,9 @@ def make_code_scorer(
         :func:`~skdict.metrics.mcc_score`, or a metric returning a dict of
         floats, such as :func:`~skdict.metrics.support_scores`: scikit-learn's
         ``cross_validate`` then reports each entry as a score of its own
-        (a search needs ``refit`` to name the one that chooses).
+        (a search needs ``refit`` to name the one that chooses). Such a
+        scorer is the whole ``scoring=``: scikit-learn refuses it inside a
+        dict of scorers.
     greater_is_better : bool, default=True
         Whether ``score_func`` is a score (True) or a loss (False), which the
         scorer negates, as :func:`sklearn.metrics.make_scorer` does: searches
