@@ -437,23 +437,36 @@ def check_atom_columns(atoms: Any, X_user: Any, name: str) -> None:
     Atoms are read by position: a frame of atoms whose columns are X's in
     another order was read in the wrong order without a word (MCC 0.97 ->
     0.57 with X's columns reversed), where a fitted provider's recorded
-    column names are checked (:func:`check_provider_features`).
+    column names are checked (:func:`check_provider_features`). Names that
+    are not X's at all (a pipeline's ``num__a`` for ``a``) say nothing of the
+    order, and only warn; frames of another width are left to the atoms'
+    dimension check.
     """
-    atom_names = _get_feature_names(atoms)
-    if atom_names is None:
+    try:
+        atom_names = _get_feature_names(atoms)
+        x_names = _get_feature_names(X_user)
+    except TypeError:  # names mixing strings and numbers: no names to go by
         return
-    x_names = _get_feature_names(X_user)
+    if atom_names is None or (x_names is not None and len(x_names) != len(atom_names)):
+        return
     if x_names is None:
         warn(
             f"X has no feature names, but the atoms of {name} have column names: "
             "X's columns are read in the atoms' order.",
             UserWarning,
         )
-    elif len(x_names) != len(atom_names) or (x_names != atom_names).any():
+    elif set(x_names) == set(atom_names) and (x_names != atom_names).any():
         raise ValueError(
-            f"The columns of {name}'s atoms are not X's in the same order (atoms: "
+            f"The columns of {name}'s atoms are X's in another order (atoms: "
             f"{atom_names[:5].tolist()}..., X: {x_names[:5].tolist()}...); atoms are "
-            f"read by position. Reorder them as X's, e.g. {name}[X.columns]."
+            f"read by position. Reorder them as X's, e.g. {name}[list(X.columns)]."
+        )
+    elif (x_names != atom_names).any():
+        warn(
+            f"The columns of {name}'s atoms are not named as X's (atoms: "
+            f"{atom_names[:5].tolist()}..., X: {x_names[:5].tolist()}...); X's "
+            "columns are read in the atoms' order.",
+            UserWarning,
         )
 
 

@@ -110,7 +110,7 @@ def forked_during(block, target):
     worker = threading.Thread(target=hold)
     worker.start()
     try:
-        opened.wait(10)
+        assert opened.wait(10), "the block did not open"
         context = multiprocessing.get_context("fork")
         result = context.Queue()
         child = context.Process(target=target, args=(result,))

@@ -613,10 +613,18 @@ def test_atoms_in_a_frame_are_checked_against_xs_columns(make, name, rng):
     D = pd.DataFrame(random_dictionary(rng, 3, 4), columns=columns)
     X = pd.DataFrame(rng.standard_normal((30, 4)), columns=columns)
     make(D).fit(X)  # the same columns in the same order
-    with pytest.raises(ValueError, match=rf"columns of {name}'s atoms are not X's"):
+    with pytest.raises(ValueError, match=rf"{name}'s atoms are X's in another order"):
         make(D).fit(X[columns[::-1]])
     with pytest.warns(UserWarning, match=f"atoms of {name} have column names"):
         make(D).fit(X.to_numpy())
+    # Other names (a pipeline's "num__a") say nothing of the order: a warning.
+    with pytest.warns(UserWarning, match=f"{name}'s atoms are not named as X's"):
+        make(D).fit(X.add_prefix("num__"))
+    # Names mixing strings and numbers are no names; another width is the
+    # atoms' dimension check's.
+    make(D.set_axis(["a", "b", 2, 3], axis=1)).fit(X)
+    with pytest.raises(ValueError, match="dimension 4, but X has 5"):
+        make(D).fit(X.assign(e=1.0))
 
 
 def test_oracle_with_given_dictionary_only_validates(rng):

@@ -98,8 +98,8 @@ def _missing(value: Any) -> bool:
         return True
     try:
         return bool(value != value)
-    except TypeError:  # "boolean value of NA is ambiguous"
-        return True
+    except TypeError:  # pandas' NA: "boolean value of NA is ambiguous"
+        return type(value).__module__.startswith("pandas")
 
 
 def labels(y: Any, *, name: str, n_samples: int, binary: bool) -> np.ndarray:
