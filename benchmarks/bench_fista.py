@@ -52,6 +52,13 @@ Cases:
   0-3, float64, one thread, ``max_iter=1000``: the rows left uncertified,
   and the rows whose objective exceeds that of ``sparse_encode`` with
   ``lasso_cd`` (100,000 iterations) by more than 1e-6 (relative).
+* ``few`` (``--few-atoms``, not run by default): many wide rows on few
+  atoms with supports of a few dozen -- 2,000 rows of 30 active Uniform(0, 1)
+  codes on 64 / 128 / 256 / 512 unit-norm Gaussian atoms in 512 dimensions,
+  plus noise of 1 % of the data's scale, ``alpha`` 0.01 and 0.1 times the
+  mean row norm, float64, one thread: ``FISTACoder.transform`` against
+  ``sparse_encode`` with ``lasso_cd``, timed alternately (medians of
+  ``--repeats``), with the relative difference of the total objectives.
 
 Usage::
 
@@ -60,7 +67,7 @@ Usage::
                                      [--plain] [--alpha 0.1]
                                      [--skip-dense | --dense-only]
                                      [--warm-starts] [--small-alpha]
-                                     [--near-duplicates]
+                                     [--near-duplicates] [--few-atoms]
 
 ``--quick`` codes 1,000 samples of the oracle task once per configuration
 (unless ``--repeats`` is given) and skips the scaling study (well under a
@@ -454,6 +461,45 @@ def _dense_case(X, D, alpha: float, repeats: int) -> None:
     )
 
 
+def few_atoms(args) -> None:
+    from sklearn.decomposition import sparse_encode
+
+    from skdict import FISTACoder
+
+    print("\nmany rows on few atoms (2,000 rows, 30 active, 512 features, float64)")
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    for n_components in (64, 128, 256, 512):
+        D = rng.standard_normal((n_components, 512))
+        D /= np.linalg.norm(D, axis=1, keepdims=True)
+        Z = np.zeros((2000, n_components))
+        for row in Z:
+            row[rng.choice(n_components, 30, replace=False)] = rng.uniform(size=30)
+        X = Z @ D
+        X += 0.01 * X.std() * rng.standard_normal(X.shape)
+        scale = float(np.linalg.norm(X, axis=1).mean())
+        for fraction in (0.01, 0.1):
+            alpha = fraction * scale
+            coder = FISTACoder(dictionary=D, alpha=alpha).fit(X[:5])
+            coder.transform(X)  # warm
+            ours, theirs = [], []
+            for _ in range(args.repeats):  # alternately
+                start = time.perf_counter()
+                codes = coder.transform(X)
+                ours.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                reference = sparse_encode(X, D, algorithm="lasso_cd", alpha=alpha)
+                theirs.append(time.perf_counter() - start)
+            ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
+            best = _objective(X, reference, D, alpha)
+            print(
+                f"{n_components} atoms, alpha={fraction} x mean ||x||: FISTACoder "
+                f"{ours_s:.3f} s, lasso_cd {theirs_s:.3f} s (ours / cd "
+                f"{ours_s / theirs_s:.2f}x); objective vs lasso_cd "
+                f"{(_objective(X, codes, D, alpha) - best) / best:+.1e}"
+            )
+
+
 def warm_starts(args) -> None:
     from skdict import FISTACoder, SparseAutoencoder
     from skdict.datasets import make_compositional
@@ -650,6 +696,11 @@ def main() -> None:
         action="store_true",
         help="also code on atoms with twins at an angle of 1e-8 (a minute)",
     )
+    parser.add_argument(
+        "--few-atoms",
+        action="store_true",
+        help="also code many wide rows on 64-512 atoms against lasso_cd (a minute)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     # --quick times the oracle task once unless --repeats says otherwise: one
@@ -670,6 +721,8 @@ def main() -> None:
         small_penalties(args)
     if args.near_duplicates:
         near_duplicates(args)
+    if args.few_atoms:
+        few_atoms(args)
     if not (args.quick or args.skip_scaling or args.dense_only):
         scaling(args)
 
