@@ -85,9 +85,9 @@ def warn(message: str, category: type[Warning]) -> None:
 _open_here = threading.local()
 _EDIT_LOCK = threading.Lock()  # held only to edit the filter list
 _filters: dict[type[Warning], tuple] = {}
-_open_blocks: collections.Counter = collections.Counter()  # all threads'
-# The patterns of all threads' open blocks, by category: what joblib tasks
-# started from a block receive (see _InOpenBlock.pattern).
+# The patterns of all threads' open blocks, by category (a pattern leaves
+# once its last block closes): what joblib tasks started from a block
+# receive (see _InOpenBlock.pattern), and whether any block is open.
 _open_patterns: dict[type[Warning], collections.Counter] = collections.defaultdict(
     collections.Counter
 )
@@ -180,7 +180,6 @@ def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
             entry = _filters.setdefault(
                 category, ("ignore", _InOpenBlock(category), category, None, 0)
             )
-            _open_blocks[category] += 1
             _open_patterns[category][message] += 1
             counted = True
             # First in the list, ahead of any filter added since ("error"
@@ -192,11 +191,10 @@ def ignoring(category: type[Warning], message: str = "") -> Iterator[None]:
         del blocks[depth:]  # an interruption may have come before the append
         with _EDIT_LOCK:
             if counted:
-                _open_blocks[category] -= 1
                 _open_patterns[category][message] -= 1
                 if not _open_patterns[category][message]:
                     del _open_patterns[category][message]
-            if not _open_blocks[category] and category in _filters:
+            if not _open_patterns[category] and category in _filters:
                 _remove_all(_filters[category])
 
 
@@ -205,14 +203,11 @@ def _after_fork_in_child() -> None:
     # in the child, and only the forking thread's blocks are still open there.
     global _EDIT_LOCK
     _EDIT_LOCK = threading.Lock()
-    own = getattr(_open_here, "blocks", ())
-    _open_blocks.clear()
-    _open_blocks.update(category for category, _ in own)
     _open_patterns.clear()
-    for category, pattern in own:
+    for category, pattern in getattr(_open_here, "blocks", ()):
         _open_patterns[category][pattern.pattern] += 1
     for category, entry in _filters.items():
-        if not _open_blocks[category]:
+        if not _open_patterns[category]:
             _remove_all(entry)
 
 

@@ -21,7 +21,12 @@ from tqdm.auto import tqdm
 
 from .._params import validate_hyperparameters
 from .._sae import SparseAutoencoder
-from .._tensor import float32_product_precision, resolve_device, to_numpy
+from .._tensor import (
+    _all_finite,
+    float32_product_precision,
+    resolve_device,
+    to_numpy,
+)
 from .._warnings import warn
 from ..metrics import (
     best_feature_auc,
@@ -288,11 +293,9 @@ def _refuse_non_finite(values: Any, name: str) -> None:
         values = values.detach()
         if values.layout == torch.sparse_coo:
             values = values.coalesce()
-        finite = bool(
-            torch.isfinite(
-                values if values.layout == torch.strided else values.values()
-            ).all()
-        )
+        if values.layout != torch.strided:
+            values = values.values()
+        finite = not values.is_floating_point() or _all_finite(values)
     else:
         values = values.data if sp.issparse(values) else np.asarray(values)
         finite = values.dtype.kind not in "fc" or bool(np.isfinite(values).all())
