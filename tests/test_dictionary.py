@@ -2354,3 +2354,15 @@ def test_oracle_transform_warns_of_feature_names_once(names_at, rng):
         oracle.transform(X if names_at == "fit" else frame)
     assert len(caught) == 1
     assert "OracleDictionary was fitted with" in str(caught[0].message)
+
+
+def test_oracle_codes_with_signed_codes_when_positive_is_false():
+    # The oracle's coder receives its own ``positive``: codes of both signs
+    # come back as they were drawn, not clamped to the non-negative ones.
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((3, 8))
+    Z = np.array([[1.0, -2.0, 0.0], [-1.0, 0.0, 3.0]])
+    oracle = OracleDictionary(D, positive=False, alpha=1e-3).fit(Z @ D)
+    np.testing.assert_allclose(oracle.transform(Z @ D), Z, atol=1e-2)
+    positive = OracleDictionary(D, alpha=1e-3).fit(Z @ D).transform(Z @ D)
+    assert positive.min() >= 0

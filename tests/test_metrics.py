@@ -1663,3 +1663,32 @@ def test_complex_labels_with_nan_are_refused():
     y = np.array([1, np.nan, np.nan], dtype=complex)
     with pytest.raises(ValueError, match="y_id contains missing values"):
         best_feature_auc(np.eye(3), y)
+
+
+def test_default_probe_sees_codes_over_the_99th_percentile_of_their_magnitudes():
+    # On separable codes the probe's answer depends on the codes' scale
+    # (documented), so the documented scale is pinned: the 99th percentile of
+    # the non-zero ID codes' magnitudes, applied to both splits.
+    data = make_compositional(50, 5, n_samples=1000, random_state=0)
+    Z, Z_ood = data.Z_val.copy(), data.Z_ood.copy()
+    Z[:, 7] *= 100
+    Z_ood[:, 7] *= 100
+    scale = np.quantile(np.abs(Z[Z != 0]), 0.99)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe = LogisticRegression(C=np.inf, max_iter=1000).fit(Z / scale, data.y_val)
+    scores = probe_accuracy(Z, data.y_val, Z_ood, data.y_ood)
+    assert scores["acc_ood"] == probe.score(Z_ood / scale, data.y_ood)
+    assert scores["acc_id"] == probe.score(Z / scale, data.y_val)
+
+
+def test_dictionary_scorer_refuses_a_coder_of_another_coders_codes():
+    # The last coder of a pipeline codes the previous coder's output, not X:
+    # its atoms are not comparable with the true dictionary.
+    rng = np.random.default_rng(0)
+    D, E = rng.standard_normal((4, 6)), rng.standard_normal((3, 4))
+    pipe = make_pipeline(FISTACoder(D), FISTACoder(E)).fit(
+        rng.uniform(size=(20, 4)) @ D
+    )
+    with pytest.raises(TypeError, match="codes the output of FISTACoder"):
+        make_dictionary_similarity_scorer(D)(pipe)

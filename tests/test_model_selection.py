@@ -348,3 +348,20 @@ def test_concepts_must_be_column_indices(concepts):
     # The activity given as groups is named as such.
     with pytest.raises(ValueError, match="concepts must be column indices of groups"):
         list(cv.split(np.zeros((6, 1)), np.zeros(6), groups=_PAIRS))
+
+
+def test_explicitly_stored_zeros_of_sparse_activity_are_inactive():
+    # |y| > threshold decides activity in every format: a zero stored
+    # explicitly in a sparse matrix is as inactive as a dense zero.
+    Y = np.array(
+        [[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], float
+    )
+    rows, cols = np.nonzero(Y)
+    S = sp.csr_matrix(
+        (np.r_[Y[rows, cols], 0.0], (np.r_[rows, 0], np.r_[cols, 2])), shape=Y.shape
+    )
+    assert S.nnz == Y.astype(bool).sum() + 1
+    cv = CompositionalSplit(n_splits=2, test_size=2, random_state=1)
+    X = np.zeros((6, 1))
+    dense = [test.tolist() for _, test in cv.split(X, Y)]
+    assert [test.tolist() for _, test in cv.split(X, S)] == dense

@@ -1606,3 +1606,14 @@ def test_settings_wrong_whatever_the_data_leave_the_fit_as_it_was(rng, change, m
             getattr(estimator, method)(X)
     assert hasattr(sae, "module_") and np.array_equal(sae.components_, weights)
     assert not hasattr(fresh, "module_")
+
+
+def test_initial_decoder_is_the_unit_norm_transpose_of_the_encoder():
+    # DESIGN.md: the decoder starts as the encoder's transpose with unit-norm
+    # atoms.
+    sae = build_sae("relu", 5, 8, dtype=torch.float64)
+    sae.reset_parameters(torch.Generator().manual_seed(0))
+    norms = torch.linalg.vector_norm(sae.W_dec, dim=1)
+    torch.testing.assert_close(norms, torch.ones(8, dtype=torch.float64))
+    direction = sae.W_enc / torch.linalg.vector_norm(sae.W_enc, dim=1, keepdim=True)
+    torch.testing.assert_close(sae.W_dec, direction)
