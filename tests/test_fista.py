@@ -2487,3 +2487,62 @@ def test_near_duplicate_atoms_reach_the_optimum(
     ours = lasso_objective(X, codes, D, alpha)
     best = lasso_objective(X, reference, D, alpha)
     assert np.all(ours <= best * (1 + 1e-6))
+
+
+def test_positive_codes_from_a_signed_warm_start_are_non_negative(rng):
+    # A signed warm start is infeasible for positive codes: it is clipped
+    # before it counts as the code never to be made worse (its objective can
+    # be below every feasible code's).
+    D = random_dictionary(rng, 8, 5)
+    X = rng.standard_normal((20, 5))
+    signed = FISTACoder(D, alpha=0.05).fit_transform(X)
+    assert signed.min() < 0
+    codes = FISTACoder(D, alpha=0.05, positive=True, init=signed).fit(X).transform(X)
+    assert codes.min() >= 0
+    reference = FISTACoder(D, alpha=0.05, positive=True).fit_transform(X)
+    np.testing.assert_allclose(
+        lasso_objective(X, codes, D, 0.05),
+        lasso_objective(X, reference, D, 0.05),
+        rtol=1e-5,
+    )
+
+
+def test_score_is_minus_the_reconstruction_error_around_the_intercept(rng):
+    # Atoms from a provider with an intercept: score reconstructs around it,
+    # as inverse_transform does.
+    class Atoms:
+        def __init__(self, components, intercept):
+            self.components_, self.intercept_ = components, intercept
+
+    D = random_dictionary(rng, 6, 4)
+    X = rng.standard_normal((10, 4)) + 5.0
+    coder = FISTACoder(Atoms(D, np.full(4, 5.0)), alpha=0.1).fit(X)
+    expected = -np.mean((X - coder.inverse_transform(coder.transform(X))) ** 2)
+    assert coder.score(X) == pytest.approx(expected, rel=1e-10)
+    assert expected > -1.0  # the intercept is 5: without it, about -25
+
+
+def test_float32_rows_finished_in_float64_are_certified_with_their_rounding(rng):
+    # float32 rows not certified in float32 are finished in float64 and
+    # rounded back; the certificate must cover the rounding. At alpha=1e-11
+    # the rounding alone leaves rows farther than tol from the optimum: none
+    # may be reported converged. At 1e-10 every row is within tol.
+    D = random_dictionary(rng, 30, 10).astype(np.float32)
+    Z = rng.uniform(size=(50, 30)) * (rng.uniform(size=(50, 30)) < 0.2)
+    X = (Z @ D.astype(np.float64)).astype(np.float32)
+    Xd, Dd = X.astype(np.float64), D.astype(np.float64)
+    tol = 100 * np.finfo(np.float32).eps  # the float32 floor of tol=1e-6
+    certified = []
+    for alpha in (1e-11, 1e-10):
+        result = fista_encode(torch.from_numpy(X), torch.from_numpy(D), alpha=alpha)
+        reference = fista_encode(
+            torch.from_numpy(Xd), torch.from_numpy(Dd), alpha=alpha, tol=1e-9
+        )
+        # A lower bound on each row's optimum from the float64 dual point.
+        primal64, gap64 = duality_gap(Xd, reference.codes.numpy(), Dd, alpha, False)
+        primal, _ = duality_gap(Xd, result.codes.double().numpy(), Dd, alpha, False)
+        suboptimality = (primal - (primal64 - gap64)) / primal
+        converged = result.converged.numpy()
+        assert np.all(suboptimality[converged] <= tol)
+        certified.append(int(converged.sum()))
+    assert certified[1] == 50

@@ -365,3 +365,19 @@ def test_explicitly_stored_zeros_of_sparse_activity_are_inactive():
     X = np.zeros((6, 1))
     dense = [test.tolist() for _, test in cv.split(X, Y)]
     assert [test.tolist() for _, test in cv.split(X, S)] == dense
+
+
+def test_a_test_size_that_is_a_count_or_a_fraction_is_checked_as_a_count():
+    # test_size takes an int (a count, any size) or a float fraction: an int
+    # is checked as an int first, so a bool is refused as one and a count
+    # beyond 64 bits is a count, not a float out of range.
+    Y = np.array(
+        [[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], float
+    )
+    X = np.zeros((6, 1))
+    with pytest.raises(ValueError, match="must be an int; got True, a bool"):
+        next(CompositionalSplit(n_splits=1, test_size=True).split(X, Y))
+    for count in (2**63, 2**64):
+        assert (
+            len(list(CompositionalSplit(n_splits=1, test_size=count).split(X, Y))) == 1
+        )

@@ -142,3 +142,36 @@ def test_the_filter_is_sent_to_processes_as_the_open_blocks_pattern():
         [entry] = [f for f in warnings.filters if "ignoring block" in repr(f[1])]
         sent = pickle.loads(pickle.dumps(entry[1]))
     assert sent.match("expected, in a worker") and not sent.match("other")
+
+
+def test_a_block_ignores_its_own_category_only():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ignoring(RuntimeWarning, "shared"), ignoring(UserWarning, "other"):
+            warnings.warn("shared text", UserWarning, stacklevel=1)
+            warnings.warn("shared text", RuntimeWarning, stacklevel=1)
+            warnings.warn("other text", UserWarning, stacklevel=1)
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (UserWarning, "shared text")
+    ]
+
+
+def test_a_filter_left_behind_ignores_nothing_in_joblib_tasks():
+    # A catch_warnings entered in a block and left after it leaves the
+    # block's entry in the list; joblib tasks copy the list from the entries'
+    # patterns, and that entry's must then match nothing.
+    from joblib import parallel_backend
+    from sklearn.utils.parallel import Parallel, delayed
+
+    def task():
+        warnings.warn("from a task", UserWarning, stacklevel=1)
+
+    saved = warnings.catch_warnings()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ignoring(UserWarning, "unrelated"):
+            saved.__enter__()
+        saved.__exit__(None, None, None)
+        with parallel_backend("threading", n_jobs=1):
+            Parallel()(delayed(task)() for _ in range(1))
+    assert [str(w.message) for w in caught] == ["from a task"]
