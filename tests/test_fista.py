@@ -1680,6 +1680,17 @@ def test_score_steps_follow_a_given_batch_size_and_check_init_widths(
             method(X)
 
 
+def test_score_of_a_single_row_codes_it_in_one_step(problem, rows_coded):
+    # The steps' size is capped at the number of rows: one row is one step.
+    X, D = problem
+    coder = FISTACoder(D, positive=True).fit(X)
+    row = X[:1]
+    expected = -np.mean((row - coder.inverse_transform(coder.transform(row))) ** 2)
+    rows_coded.clear()
+    assert coder.score(row) == pytest.approx(expected, rel=1e-12)
+    assert rows_coded == [1]
+
+
 def test_score_with_a_batch_size_near_its_types_limit(problem):
     # Four times a NumPy int64 batch_size wrapped around: no rows were
     # scored (a score of 0) or range() refused a step of 0.
