@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import sklearn
 import torch
 from numpy.lib import NumpyVersion
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
@@ -816,3 +816,24 @@ def test_swapped_first_arguments_say_what_was_meant(estimator, match):
     # Bools, which are integers, keep the generic error.
     with pytest.raises(InvalidParameterError, match="must be"):
         FISTACoder(True).fit(np.ones((3, 2)))
+
+
+def test_an_interrupted_first_fit_leaves_no_fitted_attribute():
+    from skdict._fitting import forget_fit_on_failure
+
+    estimator = BaseEstimator()
+    with pytest.raises(KeyboardInterrupt), forget_fit_on_failure(estimator):
+        estimator.n_features_in_ = 3
+        raise KeyboardInterrupt
+    assert "n_features_in_" not in vars(estimator)
+
+
+def test_an_interrupted_update_is_undone():
+    from skdict._fitting import restored_on_failure
+
+    estimator = BaseEstimator()
+    estimator.components_ = [1.0]
+    with pytest.raises(KeyboardInterrupt), restored_on_failure(estimator):
+        estimator.components_ = [2.0]
+        raise KeyboardInterrupt
+    assert estimator.components_ == [1.0]

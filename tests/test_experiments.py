@@ -40,7 +40,7 @@ from skdict.experiments import (
     run_study,
     summarize,
 )
-from skdict.experiments._methods import MethodContext
+from skdict.experiments._methods import SAE_METHODS, MethodContext
 from skdict.experiments._studies import STUDIES, Cell, study_cells
 from skdict.metrics import (
     best_feature_auc,
@@ -2115,3 +2115,266 @@ def test_run_study_reads_seeds_from_a_generator_once(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_study("vary_latents", seeds=(s for s in [3, 1]), out=tmp_path)
     assert planned == [(3, 1)]
+
+
+def test_each_seed_of_a_study_runs_on_its_own_data(tmp_path):
+    # Seed s is compare_methods on make_compositional(random_state=s): a
+    # spread over seeds is a spread over data sets.
+    records = run_study(
+        "vary_latents",
+        seeds=[0, 1],
+        values=[20],
+        methods=["linear_probe"],
+        data_params={"n_samples": 200},
+        out=tmp_path,
+        progress=False,
+    )
+    assert sorted(record["seed"] for record in records) == [0, 1]
+    for record in records:
+        data = make_compositional(
+            n_latents=20, n_active=10, n_samples=200, random_state=record["seed"]
+        )
+        [alone] = compare_methods(data, ["linear_probe"], random_state=record["seed"])
+        assert record["mcc_ood"] == pytest.approx(alone["mcc_ood"])
+
+
+def test_real_records_in_a_synthetic_studys_file_are_refused_by_name(tmp_path):
+    (tmp_path / "vary_latents-quick.json").write_text(
+        json.dumps([{"study": "real", "method": "fista_oracle", "label": "FISTA"}])
+    )
+    with pytest.raises(ValueError, match="real-activation study's records"):
+        run_study(
+            "vary_latents",
+            values=[20],
+            methods=["fista_oracle"],
+            data_params={"n_samples": 100},
+            out=tmp_path,
+            progress=False,
+        )
+
+
+def test_a_folder_that_refuses_new_files_is_refused_before_any_run(
+    tmp_path, monkeypatch
+):
+    # As a read-only folder does for a user other than root (root ignores
+    # its mode, hence the patch): refused before the first method runs.
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(_runner.tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(OSError, match=r"Cannot write results to .*Permission denied"):
+        _runner.check_output_dir(tmp_path)
+
+
+def test_paper_settings_default_to_the_documented_values():
+    paper = PaperSettings()
+    assert paper.dict_max_iter == 100
+    assert paper.oracle_encoder_activation == "relu"
+
+
+def test_settings_reach_the_estimators_they_configure():
+    data = make_compositional(n_latents=20, n_active=3, n_samples=100, random_state=0)
+    settings = PaperSettings(
+        sae_lr=1e-3, sae_batch_size=16, sparsity_coef=3e-4, dict_max_iter=7
+    )
+    context = MethodContext(data, settings, 0, "cpu")
+    for name in (*SAE_METHODS, "oracle_sae_encoder"):
+        sae = METHODS[name].build(context)
+        assert (sae.lr, sae.batch_size, sae.sparsity_coef) == (1e-3, 16, 3e-4), name
+    assert METHODS["dl_fista"].build(context).dict_max_iter == 7
+
+
+def test_the_sae_behind_sae_dict_fista_trains_on_the_training_half():
+    # sae_dict_fista alone trains the SAE that sae_topk shares when it runs
+    # first: on the training half, never on the half it then codes.
+    data = make_compositional(n_latents=20, n_active=3, n_samples=200, random_state=0)
+    settings = PaperSettings(sae_epochs=3)
+    [alone] = compare_methods(
+        data, ["sae_dict_fista"], random_state=0, settings=settings
+    )
+    _, shared = compare_methods(
+        data, ["sae_topk", "sae_dict_fista"], random_state=0, settings=settings
+    )
+    assert alone["mcc_ood"] == pytest.approx(shared["mcc_ood"])
+
+
+def test_studies_run_the_documented_methods():
+    for study in ("vary_latents", "vary_sparsity", "vary_samples"):
+        assert set(SAE_METHODS) <= set(STUDIES[study].methods), study
+    # dictionaries.rst: the SAE warm start of the controlled study.
+    assert "dl_fista_sae_init" in STUDIES["controlled"].methods
+
+
+def test_summaries_are_means_over_seeds_in_ascending_order_of_the_value():
+    records = [{"label": "A", "value": 1, "mcc_ood": v} for v in (0.0, 0.0, 0.9)]
+    records += [{"label": "A", "value": 0.5, "mcc_ood": 0.5}]
+    summary = summarize(records)["A"]
+    assert list(summary) == [0.5, 1]
+    mean, _, n = summary[1]
+    assert (mean, n) == (pytest.approx(0.3), 3)
+
+
+def test_tables_show_reconstruction_errors_in_scientific_notation():
+    records = [{"label": "A", "value": 10, "variable": "n", "mse_gap": 1.234e-3}]
+    assert "1.2e-03" in format_table(records, "mse_gap")
+
+
+def test_table_columns_ascend_whatever_method_comes_first():
+    # A method without a value at 50 listed first (its runs failed there).
+    records = [
+        {"label": label, "value": v, "variable": "n", "mcc_ood": 0.5}
+        for label, v in (("A", 200), ("B", 50), ("B", 200))
+    ]
+    header = format_table(records).splitlines()[0].split()
+    assert header[1:] == ["n=50", "n=200"]
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The figures plot_study saves, kept for inspection."""
+    from matplotlib.figure import Figure
+
+    figures, savefig = [], Figure.savefig
+
+    def keep(figure, *args, **kwargs):
+        figures.append(figure)
+        return savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return figures
+
+
+def test_the_alpha_sweep_is_drawn_on_a_log_axis(tmp_path, saved_figures):
+    from skdict.experiments import plot_study
+
+    records = [
+        {"label": "A", "value": v, "variable": "alpha", "mcc_ood": 0.5, "seed": 0}
+        for v in (0.01, 0.1, 1.0)
+    ]
+    plot_study(records, tmp_path / "alpha.png")
+    assert {ax.get_xscale() for ax in saved_figures[0].axes} == {"log"}
+
+
+def test_two_labels_of_one_method_get_different_styles(tmp_path, saved_figures):
+    from skdict.experiments import plot_study
+
+    records = [
+        {
+            "label": label,
+            "method": "sae_topk",
+            "value": v,
+            "variable": "n_latents",
+            "mcc_ood": 0.5,
+            "seed": 0,
+        }
+        for label in ("TopK k=5", "TopK k=10")
+        for v in (10, 20)
+    ]
+    plot_study(records, tmp_path / "s.png")
+    handles = saved_figures[0].legends[0].legend_handles
+    styles = {(h.get_color(), h.get_marker(), h.get_linestyle()) for h in handles}
+    assert len(styles) == 2
+
+
+def test_the_legend_gives_the_range_of_seed_counts(tmp_path, saved_figures):
+    from skdict.experiments import plot_study
+
+    records = [
+        {
+            "label": label,
+            "value": 10,
+            "variable": "n_latents",
+            "mcc_ood": 0.1 * seed,
+            "seed": seed,
+        }
+        for label, seeds in (("A", 3), ("B", 2))
+        for seed in range(seeds)
+    ]
+    plot_study(records, tmp_path / "s.png")
+    assert "2-3 seeds" in saved_figures[0].legends[0].get_title().get_text()
+
+
+def test_error_bars_are_one_standard_deviation_over_seeds(tmp_path, saved_figures):
+    from skdict.experiments import plot_study
+
+    records = [
+        {"label": "A", "value": 10, "variable": "n_latents", "mcc_ood": m, "seed": s}
+        for s, m in enumerate((0.4, 0.6))
+    ]
+    plot_study(records, tmp_path / "s.png")
+    mcc_panel = saved_figures[0].axes[0]
+    [bars] = mcc_panel.containers[0].lines[2]
+    [(_, low), (_, high)] = bars.get_segments()[0]
+    assert (low, high) == (pytest.approx(0.4), pytest.approx(0.6))
+
+
+def _reproduce(tmp_path, *extra):
+    argv = [
+        "reproduce",
+        "--study",
+        "alpha",
+        "--values",
+        "0.05",
+        "--methods",
+        "fista_oracle",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        *extra,
+    ]
+    assert main(argv) == 0
+
+
+def test_the_cli_prints_a_table_per_headline_metric(tmp_path, capsys):
+    _reproduce(tmp_path)
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if "alpha=0.05" in line] == [
+        "mcc_ood",
+        "auc_ood",
+        "acc_ood",
+        "mse_gap",
+    ]
+
+
+def test_the_cli_runs_the_seeds_given(tmp_path):
+    _reproduce(tmp_path, "--seeds", "1", "2")
+    records = json.loads((tmp_path / "alpha-quick.json").read_text())
+    assert sorted(record["seed"] for record in records) == [1, 2]
+
+
+def test_the_cli_runs_the_preset_given(tmp_path, monkeypatch):
+    seen = {}
+
+    def run_study(study, **kwargs):
+        seen.update(kwargs)
+        return [
+            {
+                "label": "A",
+                "value": 0.05,
+                "variable": "alpha",
+                "mcc_ood": 0.5,
+                "auc_ood": 0.5,
+                "acc_ood": 0.5,
+                "mse_gap": 0.0,
+            }
+        ]
+
+    monkeypatch.setattr(skdict.experiments, "run_study", run_study)
+    _reproduce(tmp_path, "--preset", "paper")
+    assert seen["preset"] == "paper"
+
+
+@pytest.mark.parametrize(("preset", "n_latents"), [("paper", 1000), ("quick", 100)])
+def test_the_alpha_study_runs_on_the_documented_data(preset, n_latents):
+    # reproduce.rst: the alpha study sweeps the penalties at n_latents=1000;
+    # quick keeps the paper's data but 100 latents where a study fixes 1,000.
+    cells = study_cells("alpha", preset=preset)
+    data = {
+        (
+            c.data_params["n_latents"],
+            c.data_params["n_active"],
+            c.data_params["n_samples"],
+        )
+        for c in cells
+    }
+    assert data == {(n_latents, 10, 5000)}

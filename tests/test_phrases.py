@@ -567,3 +567,22 @@ def test_word_lists_in_a_fixed_order_of_any_kind():
         "blue",
     ]
     assert _check_words(("red", "blue"), (), "colors") == ["red", "blue"]
+
+
+def test_a_new_cache_format_does_not_read_old_files(
+    model_folder, tmp_path, monkeypatch
+):
+    kwargs = dict(
+        colors=["red", "blue"],
+        objects=["car", "cup"],
+        templates=["the {color} {object}"],
+        ood_size=1,
+        val_size=0,
+        random_state=0,
+        cache_dir=tmp_path,
+        device="cpu",
+    )
+    assert not load_phrase_activations(**kwargs).from_cache
+    assert load_phrase_activations(**kwargs).from_cache
+    monkeypatch.setattr(_phrases, "_CACHE_FORMAT", _phrases._CACHE_FORMAT + 1)
+    assert not load_phrase_activations(**kwargs).from_cache

@@ -721,3 +721,24 @@ def test_stray_rate_averages_over_matched_concepts_only():
     scores = _real._firing(codes, Z, np.array([0, 1, -1, 3]), 2, 1e-4)
     # Three matched concepts, rates 1/2, 0, 0; the unmatched one has no rate.
     assert scores["stray_fire"] == pytest.approx(0.5 / 3)
+
+
+def test_a_feature_fires_only_where_its_code_exceeds_the_threshold():
+    # Codes exactly zero where the concept is absent: at threshold 0 a zero
+    # code does not fire.
+    Z = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 0, 1]], float)
+    scores = _real._firing(Z.copy(), Z, np.arange(4), 2, threshold=0.0)
+    assert scores["stray_fire"] == 0.0
+
+
+def test_the_cli_passes_the_seeds_given_to_the_real_study(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run_real(**kwargs):
+        seen.update(kwargs)
+        return [{"label": "A", "model": "m", "layer": 1, "position": "object"}]
+
+    monkeypatch.setattr(skdict.experiments, "run_real", fake_run_real)
+    argv = ["reproduce", "--study", "real", "--seeds", "1", "2"]
+    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    assert seen["seeds"] == (1, 2)
