@@ -2366,3 +2366,35 @@ def test_oracle_codes_with_signed_codes_when_positive_is_false():
     np.testing.assert_allclose(oracle.transform(Z @ D), Z, atol=1e-2)
     positive = OracleDictionary(D, alpha=1e-3).fit(Z @ D).transform(Z @ D)
     assert positive.min() >= 0
+
+
+def test_stream_records_its_objective_in_the_callers_units_at_any_scale():
+    # A stream of tiny data learns at a power-of-two scale; its history_
+    # objective is still the batch's lasso objective of the data given. The
+    # lasso scales exactly: (s X, s alpha) has objective s**2 F.
+    X = np.random.default_rng(0).standard_normal((40, 5))
+    s = 2.0**-450
+    plain = FISTACoder(n_components=4, alpha=0.1, random_state=0).partial_fit(X)
+    scaled = FISTACoder(n_components=4, alpha=0.1 * s, random_state=0).partial_fit(
+        X * s
+    )
+    ratio = scaled.history_[0]["objective"] / s**2 / plain.history_[0]["objective"]
+    assert ratio == pytest.approx(1.0, rel=1e-6)
+
+
+def test_stream_records_the_relative_change_of_its_dictionary():
+    X = np.random.default_rng(0).standard_normal((60, 6))
+    coder = FISTACoder(n_components=9, alpha=0.1, random_state=0).partial_fit(X[:30])
+    before = coder.components_.copy()
+    coder.partial_fit(X[30:])
+    expected = np.linalg.norm(coder.components_ - before) / np.linalg.norm(before)
+    assert coder.history_[-1]["dictionary_change"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_streams_starting_atoms_follow_random_state():
+    X = np.random.default_rng(0).standard_normal((30, 5))
+    first = FISTACoder(n_components=4, random_state=0).partial_fit(X)
+    again = FISTACoder(n_components=4, random_state=0).partial_fit(X)
+    other = FISTACoder(n_components=4, random_state=1).partial_fit(X)
+    np.testing.assert_array_equal(first.components_, again.components_)
+    assert not np.allclose(first.components_, other.components_)
