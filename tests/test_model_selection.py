@@ -353,9 +353,7 @@ def test_concepts_must_be_column_indices(concepts):
 def test_explicitly_stored_zeros_of_sparse_activity_are_inactive():
     # |y| > threshold decides activity in every format: a zero stored
     # explicitly in a sparse matrix is as inactive as a dense zero.
-    Y = np.array(
-        [[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], float
-    )
+    Y = _PAIRS.astype(float)
     rows, cols = np.nonzero(Y)
     S = sp.csr_matrix(
         (np.r_[Y[rows, cols], 0.0], (np.r_[rows, 0], np.r_[cols, 2])), shape=Y.shape
@@ -371,9 +369,7 @@ def test_a_test_size_that_is_a_count_or_a_fraction_is_checked_as_a_count():
     # test_size takes an int (a count, any size) or a float fraction: an int
     # is checked as an int first, so a bool is refused as one and a count
     # beyond 64 bits is a count, not a float out of range.
-    Y = np.array(
-        [[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], float
-    )
+    Y = _PAIRS.astype(float)
     X = np.zeros((6, 1))
     with pytest.raises(ValueError, match="must be an int; got True, a bool"):
         next(CompositionalSplit(n_splits=1, test_size=True).split(X, Y))

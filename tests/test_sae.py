@@ -1619,14 +1619,10 @@ def test_initial_decoder_is_the_unit_norm_transpose_of_the_encoder():
     torch.testing.assert_close(sae.W_dec, direction)
 
 
-def _sae_data(n=96, d=8, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, d))
-
-
-def test_history_loss_weighs_the_auxiliary_term_by_aux_coef():
+def test_history_loss_weighs_the_auxiliary_term_by_aux_coef(rng):
     # history_['loss'] is the training objective: mse + aux_coef * aux-mse.
     # With aux_coef=0 and dead latents present it must equal mse.
-    X = _sae_data()
+    X = rng.standard_normal((96, 8))
     sae = SparseAutoencoder(
         32,
         activation="topk",
@@ -1643,24 +1639,26 @@ def test_history_loss_weighs_the_auxiliary_term_by_aux_coef():
         assert r["loss"] == pytest.approx(r["mse"], rel=1e-9)
 
 
-def test_a_fitted_module_takes_the_users_own_backward_pass():
+def test_a_fitted_module_takes_the_users_own_backward_pass(rng):
     # Training leaves no inference-tensor gradients behind: a user's own
     # autograd pass over module_ (fine-tuning) must work after fit.
-    sae = SparseAutoencoder(8, max_epochs=2, random_state=0).fit(_sae_data(64, 6))
+    sae = SparseAutoencoder(8, max_epochs=2, random_state=0).fit(
+        rng.standard_normal((64, 6))
+    )
     assert all(p.grad is None for p in sae.module_.parameters())
     sae.module_.W_enc.sum().backward()
     assert sae.module_.W_enc.grad is not None
 
 
-def test_a_validation_fraction_of_one_sample_is_named_in_the_singular():
+def test_a_validation_fraction_of_one_sample_is_named_in_the_singular(rng):
     sae = SparseAutoencoder(2, validation_fraction=0.5, max_epochs=1)
     with pytest.raises(ValueError, match=r"out of 1 sample;"):
-        sae.fit(_sae_data(1, 3))
+        sae.fit(rng.standard_normal((1, 3)))
 
 
-def test_val_mse_is_the_reconstruction_error_not_the_objective():
+def test_val_mse_is_the_reconstruction_error_not_the_objective(rng):
     # With an L1 penalty the validation objective exceeds the validation MSE.
-    X = _sae_data(80, 6)
+    X = rng.standard_normal((80, 6))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sae = SparseAutoencoder(
@@ -1674,7 +1672,7 @@ def test_val_mse_is_the_reconstruction_error_not_the_objective():
         assert r["val_mse"] < r["val_loss"]
 
 
-def test_a_users_dead_after_is_honoured():
+def test_a_users_dead_after_is_honoured(rng):
     # dead_after far above the samples seen: no latent may count as dead.
     sae = SparseAutoencoder(
         64,
@@ -1683,11 +1681,11 @@ def test_a_users_dead_after_is_honoured():
         dead_after=10**6,
         max_epochs=3,
         random_state=0,
-    ).fit(_sae_data(32, 6))
+    ).fit(rng.standard_normal((32, 6)))
     assert all(r["dead_fraction"] == 0.0 for r in sae.history_)
 
 
-def test_jumprelu_reset_parameters_restores_the_threshold():
+def test_jumprelu_reset_parameters_restores_the_threshold(rng):
     sae = SparseAutoencoder(
         8,
         activation="jumprelu",
@@ -1696,7 +1694,7 @@ def test_jumprelu_reset_parameters_restores_the_threshold():
         lr=1e-2,
         max_epochs=5,
         random_state=0,
-    ).fit(_sae_data(96, 6))
+    ).fit(rng.standard_normal((96, 6)))
     module = sae.module_
     assert not torch.allclose(
         module.threshold, torch.tensor(0.05, dtype=module.threshold.dtype)
@@ -1708,8 +1706,8 @@ def test_jumprelu_reset_parameters_restores_the_threshold():
     )
 
 
-def test_validation_fraction_one_is_refused_before_the_fit():
-    X = _sae_data(20, 4)
+def test_validation_fraction_one_is_refused_before_the_fit(rng):
+    X = rng.standard_normal((20, 4))
     sae = SparseAutoencoder(4, max_epochs=1, random_state=0).fit(X)
     sae.set_params(validation_fraction=1.0)
     with pytest.raises(ValueError, match="validation_fraction"):
@@ -1717,8 +1715,8 @@ def test_validation_fraction_one_is_refused_before_the_fit():
     assert hasattr(sae, "module_")  # refused before the fit: still fitted
 
 
-def test_a_k_too_large_names_the_decoder_atoms_as_the_width():
+def test_a_k_too_large_names_the_decoder_atoms_as_the_width(rng):
     atoms = np.eye(3, 4)
     sae = SparseAutoencoder(activation="topk", k=5, decoder=atoms, max_epochs=1)
     with pytest.raises(ValueError, match="one per decoder atom"):
-        sae.fit(_sae_data(10, 4))
+        sae.fit(rng.standard_normal((10, 4)))
