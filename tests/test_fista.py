@@ -617,6 +617,60 @@ def test_a_gap_below_float64_rounding_stops_early_and_says_why():
     assert np.all(codes[:, [1, 3]] == 0)
 
 
+def test_a_gap_below_float64_rounding_on_working_sets_is_not_converged():
+    # As above, on 40 atoms in 6 features: the rows stay on working sets
+    # instead of the all-atoms solver, whose floor the test above reaches.
+    rng = np.random.default_rng(23)
+    D = random_dictionary(rng, 40, 6)
+    a, b = rng.uniform(0.5, 2, size=(2, 200, 1))
+    X = torch.from_numpy(0.7 * a * D[0] + 0.3 * b * D[2])
+    result = fista_encode(X, torch.from_numpy(D), alpha=1e-10)
+    assert int(result.n_iter.max()) < 1000
+    assert not bool(result.converged.all())
+
+
+def test_a_warm_start_violated_by_a_negative_correlation_is_not_certified():
+    # The warm start is optimal on atom 1; atom 0's correlation is -1, beyond
+    # -alpha. tol sits just below its gap, in the band where the float32
+    # screen defers to the exact float64 maximum of |r.d_j|.
+    D, x, alpha = np.eye(2), np.array([[-1.0, 2.0]]), 0.98
+    z0 = np.array([[0.0, 2.0 - alpha]])
+    primal, gap = duality_gap(x, z0, D, alpha, False)
+    tol = float(gap[0] / primal[0]) * (1 - 1e-7)
+    result = fista_encode(
+        torch.from_numpy(x),
+        torch.from_numpy(D),
+        alpha=alpha,
+        tol=tol,
+        init=torch.from_numpy(z0),
+    )
+    assert bool(result.converged.all())
+    np.testing.assert_allclose(result.codes.numpy(), [[-0.02, 1.02]], atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_certificates_with_long_atoms_cover_the_float32_rounding(seed):
+    # Atoms of norm 1000: a rounding bound in unit-atom terms is 1000 times
+    # too small, and warm starts whose exact gap is just above tol passed.
+    rng = np.random.default_rng(seed)
+    D = 1000 * random_dictionary(rng, 12, 30)
+    x, alpha = 1000 * rng.standard_normal((1, 30)), 2e4
+    lasso = Lasso(alpha=alpha / 30, fit_intercept=False, tol=1e-14, max_iter=10**6)
+    z0 = np.concatenate([[0.0], lasso.fit(D[1:].T, x[0]).coef_])[None]
+    primal, gap = duality_gap(x, z0, D, alpha, False)
+    tol = float(gap[0] / primal[0]) * (1 - 1e-9)
+    result = fista_encode(
+        torch.from_numpy(x),
+        torch.from_numpy(D),
+        alpha=alpha,
+        tol=tol,
+        init=torch.from_numpy(z0),
+    )
+    assert bool(result.converged[0])
+    primal, gap = duality_gap(x, result.codes.numpy(), D, alpha, False)
+    assert gap[0] <= tol * primal[0]
+
+
 @pytest.mark.parametrize("seed", [684, 0, 1, 2])
 def test_no_row_returns_costing_more_than_its_warm_start(seed):
     # Signed near-duplicate atoms in 3 to 9 features, float32 coded in

@@ -2,6 +2,7 @@
 
 import copy
 import io
+import math
 import pickle
 import re
 import warnings
@@ -26,6 +27,7 @@ from skdict._tensor import (
     portable_state,
     resolve_device,
     sparse_as_tensor,
+    sum_of_squares,
     to_numpy,
     to_output,
     to_tensor,
@@ -401,6 +403,32 @@ def test_portable_state_moves_tensors_to_cpu():
     moved = portable_state(state)
     assert moved["a"].device.type == "cpu" and moved["n"] == 3
     pickle.loads(pickle.dumps(moved))
+
+
+def test_a_module_on_the_cpu_pickles_to_the_same_bytes_every_time():
+    # Copying it would give other bytes at each pickling, and joblib.hash,
+    # which Pipeline(memory=) caches by, would change.
+    net = torch.nn.Linear(4, 3)
+    state = portable_state({"module": net})
+    assert state["module"] is net
+    assert pickle.dumps(portable_state({"module": net})) == pickle.dumps(state)
+
+
+def test_a_memory_mapped_load_of_tensor_attributes_does_not_warn(rng, tmp_path):
+    # torch.from_numpy warns on the read-only arrays that mmap_mode="r" gives.
+    X = torch.from_numpy(rng.standard_normal((5, 4)))
+    coder = FISTACoder(dictionary=torch.eye(3, 4), alpha=0.1).fit(X)
+    joblib.dump(coder, tmp_path / "coder.joblib")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = joblib.load(tmp_path / "coder.joblib", mmap_mode="r")
+    torch.testing.assert_close(loaded.transform(X), coder.transform(X))
+
+
+def test_sum_of_squares_of_an_infinite_entry_is_infinite():
+    # A difference that overflows float64 is infinitely large, not undefined.
+    block = torch.tensor([math.inf, 1.0], dtype=torch.float64)
+    assert sum_of_squares(block, 4.0) == math.inf
 
 
 def test_portable_state_converts_named_tuples_and_keeps_sharing():
