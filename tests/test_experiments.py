@@ -7,11 +7,13 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
 import threading
 import time
 import warnings
 from collections import UserDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,6 +251,28 @@ def test_compare_methods_records(data):
     assert by_name["linear_probe"]["mse_id"] is None
 
 
+def test_source_digest_leaves_out_the_presentation_modules(tmp_path, monkeypatch):
+    # skdict_source names the code behind a record: an edit to the CLI or the
+    # tables changes no record, and may not make old records look stale; an
+    # edit to a solver must.
+    package = tmp_path / "skdict"
+    shutil.copytree(
+        Path(skdict.__file__).parent,
+        package,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    monkeypatch.setattr(_compare, "__file__", str(package / "experiments/_compare.py"))
+    digest = _compare._source_digest.__wrapped__  # without the cache
+    before = digest()
+    for name in ("__main__.py", "experiments/_report.py"):
+        (package / name).write_text((package / name).read_text() + "\n# edit\n")
+    assert digest() == before
+    (package / "_fista.py").write_text(
+        (package / "_fista.py").read_text() + "\n# edit\n"
+    )
+    assert digest() != before
+
+
 def test_support_f1_matches_code_dimensions_to_latents_by_their_atoms(data):
     # As in the paper's support recovery: a matching by correlation, fitted on
     # the OOD codes it then scores, flatters a wrong dictionary (here 0.66
@@ -262,6 +286,13 @@ def test_support_f1_matches_code_dimensions_to_latents_by_their_atoms(data):
     assert record["support_f1_ood"] == pytest.approx(expected["f1"], rel=1e-12)
     assert record["l0_ood"] == pytest.approx(expected["l0_pred"], rel=1e-12)
     assert abs(expected["f1"] - by_correlation["f1"]) > 0.1
+    # The record's similarity is the mean matched cosine (0.55 here), not the
+    # fraction of atoms beyond 0.9 (0 here): the oracle's 1.0 cannot tell.
+    detailed = dictionary_similarity(data.dictionary, sae, detailed=True)
+    assert detailed.mean_cosine != detailed.fraction_close
+    assert record["dictionary_similarity"] == pytest.approx(
+        detailed.mean_cosine, rel=1e-12
+    )
 
 
 def test_compare_methods_on_sparse_codes_matches_dense(data):
@@ -1788,9 +1819,12 @@ def test_compare_methods_takes_hand_built_data_of_other_types(data):
     for name in ("X_train", "X_val", "X_ood", "Z_val", "Z_ood", "dictionary"):
         bunch[name] = data[name].tolist()
     bunch["X_ood"] = tuple(map(tuple, bunch["X_ood"]))
-    [record] = compare_methods(bunch, ["fista_oracle"], random_state=0)
-    [expected] = compare_methods(data, ["fista_oracle"], random_state=0)
-    assert record["mcc_ood"] == pytest.approx(expected["mcc_ood"])
+    # DL-FISTA reads the number of latents from Z_val's shape.
+    methods = ["fista_oracle", "dl_fista"]
+    records = compare_methods(bunch, methods, random_state=0, settings=TINY)
+    expected = compare_methods(data, methods, random_state=0, settings=TINY)
+    for got, want in zip(records, expected, strict=True):
+        assert got["mcc_ood"] == pytest.approx(want["mcc_ood"])
 
 
 def test_reports_check_records_and_figure_paths(tmp_path):

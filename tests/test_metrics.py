@@ -1089,6 +1089,40 @@ def test_probe_accuracy_in_threads_leaves_the_warning_filters(rng):
     assert all(result == results[0] for result in results)
 
 
+def test_probe_accuracy_keeps_the_probes_convergence_warning_to_itself(rng):
+    # On separable codes the unpenalised optimum lies at infinity and L-BFGS
+    # stops at max_iter: what the accuracy needs, not news for the caller (a
+    # search over probes would print one per fit).
+    codes = rng.standard_normal((60, 5))
+    y = (codes[:, 0] > 0).astype(int)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probe_accuracy(codes, y, codes, y, max_iter=5)
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+
+
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_probe_accuracy_runs_the_default_probe_for_max_iter(rng, max_iter):
+    # scikit-learn's own 100 iterations scored 0.930 where one gives 0.775.
+    codes = rng.standard_normal((200, 10))
+    y = (codes @ rng.standard_normal(10) + rng.standard_normal(200) > 0).astype(int)
+    scaled = codes / np.quantile(np.abs(codes), 0.99)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe = LogisticRegression(C=np.inf, max_iter=max_iter).fit(scaled, y)
+    assert probe_accuracy(codes, y, max_iter=max_iter)["acc_id"] == probe.score(
+        scaled, y
+    )
+
+
+@pytest.mark.parametrize("layout", [np.asarray, sp.csr_matrix])
+def test_probe_accuracy_of_all_zero_codes(layout):
+    # Codes that all died (a dead SAE) have no scale to take: the probe sees
+    # them as they are and predicts one class.
+    scores = probe_accuracy(layout(np.zeros((4, 2))), [0, 1, 0, 1])
+    assert scores == {"acc_id": 0.5, "acc_ood": None}
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
@@ -1186,6 +1220,12 @@ def test_reconstruction_error_and_gap(rng):
     assert reconstruction_error(torch.from_numpy(X), X_hat) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="X_reconstructed has shape"):
         reconstruction_error(X, X_hat[:, :3])
+    # Sparse matrices are densified a block at a time.
+    assert reconstruction_error(sp.csr_matrix(X), X_hat) == pytest.approx(0.25)
+    assert reconstruction_error(X, sp.csr_matrix(X_hat)) == pytest.approx(0.25)
+    # An unfitted estimator's NotFittedError is not renamed a ValueError.
+    with pytest.raises(NotFittedError):
+        compositional_gap(PCA(), X, X)
     pca = PCA(n_components=2).fit(X)
     X_ood = 3 * rng.standard_normal((5, 4))
     gap = compositional_gap(pca, X, X_ood)

@@ -826,6 +826,47 @@ def test_batchtopk_threshold_ignores_zeros():
     assert float(module.threshold) == 2.0
 
 
+@pytest.mark.parametrize("n_components", [8, 256])  # dense and sparse codes
+def test_batchtopk_training_keeps_no_negative_pre_activation(n_components):
+    # The k * n largest *rectified* pre-activations: where fewer are
+    # positive, the rest are 0, not the least negative ones.
+    module = build_sae("batchtopk", 4, n_components, k=2, dtype=torch.float64)
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        module.b_enc.fill_(-10.0)  # every pre-activation negative
+    x = torch.randn(
+        6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    out = module.loss_and_grad(x)
+    assert out.active.sum() == 0
+    assert float(out.squared_error) == pytest.approx(float((x**2).sum()), rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:SparseAutoencoder stopped at max_epochs")
+def test_jumprelu_validation_loss_counts_the_l0_penalty(rng):
+    # JumpReLU's penalty is ||z||_0: the validation loss, which early stopping
+    # reads, adds sparsity_coef times the mean number of firing latents, not
+    # their L1 norm. Identical rows make every validation row the one coded
+    # below; lr=1e-12 keeps the starting codes.
+    row = rng.standard_normal((1, 5))
+    sae = SparseAutoencoder(
+        8,
+        activation="jumprelu",
+        sparsity_coef=0.5,
+        max_epochs=1,
+        lr=1e-12,
+        bias_init="zero",
+        validation_fraction=0.25,
+        random_state=0,
+    ).fit(np.repeat(row, 8, axis=0))
+    codes = sae.transform(row)
+    assert 0 < np.count_nonzero(codes) != np.abs(codes).sum()
+    last = sae.history_[-1]
+    assert last["val_loss"] - last["val_mse"] == pytest.approx(
+        0.5 * np.count_nonzero(codes), rel=1e-9
+    )
+
+
 def test_unfrozen_decoder_from_a_provider_starts_at_its_offset(rng):
     # A provider with an offset (PCA's mean_) gives b_dec its start even when
     # the decoder trains on: the provider contract, frozen or not.
