@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
-from skdict._params import validate_hyperparameters
+from skdict._params import is_array_like, validate_hyperparameters, validate_params
 
 from .conftest import HAS_ARRAY_API_DISPATCH
 
@@ -774,6 +774,15 @@ def test_transformers_declare_and_keep_float32(estimator):
     assert fitted.transform(X.astype(np.float64)).dtype == np.float64
 
 
+@pytest.mark.parametrize(
+    "estimator", public_estimators(), ids=lambda est: type(est).__name__
+)
+def test_estimators_declare_array_api_support(estimator):
+    # DESIGN.md: the estimators run on any array-API input; scikit-learn's
+    # array-API checks, and dispatch from a pipeline, read this tag.
+    assert get_tags(estimator).array_api_support
+
+
 def test_wide_enough_numpy_numbers_are_accepted():
     # The bounds are inclusive: NumPy integers of 32 bits and floats of 64
     # bits hold the products the estimators form.
@@ -783,6 +792,51 @@ def test_wide_enough_numpy_numbers_are_accepted():
         validate_hyperparameters(ints, {"k": value}, "f")
     for value in (np.float64(0.5), 0.5, np.int32(2)):
         validate_hyperparameters(reals, {"alpha": value}, "f")
+
+
+def test_wide_numpy_integers_are_taken_for_real_parameters():
+    # Only Python ints are bounded to 64 bits; NumPy integers convert exactly.
+    positive = {"alpha": [Interval(Real, 0, None, closed="neither")]}
+    validate_hyperparameters(positive, {"alpha": np.uint64(2**63)}, "f")
+
+
+FRACTION = {"t": [Interval(Real, 0, 1, closed="both")]}
+
+
+@validate_params(FRACTION, prefer_skip_nested_validation=True)
+def _fraction(t):
+    return t
+
+
+def test_skip_parameter_validation_skips_the_strict_checks_of_functions():
+    with sklearn.config_context(skip_parameter_validation=True):
+        assert _fraction(True) is True
+    with pytest.raises(InvalidParameterError, match="got True, a bool"):
+        _fraction(True)
+
+
+@pytest.mark.parametrize("check", ["function", "hyperparameter"])
+def test_a_huge_int_is_out_of_range_before_it_is_too_wide(check):
+    # scikit-learn's constraints come first: 2**64 for a fraction is out of
+    # range, whatever its type.
+    with pytest.raises(InvalidParameterError, match=r"in the range \[0.0, 1.0\]"):
+        if check == "function":
+            _fraction(2**64)
+        else:
+            validate_hyperparameters(FRACTION, {"t": 2**64}, "f")
+
+
+def test_a_zero_dimensional_array_is_not_array_like():
+    # is_array_like decides SparseAutoencoder's "atoms given as n_components"
+    # slip: np.array(4) is a count.
+    assert not is_array_like(np.array(4)) and is_array_like(np.zeros(2))
+
+
+@pytest.mark.parametrize("estimator", [FISTACoder, OracleDictionary])
+def test_a_zero_batch_size_is_refused(estimator):
+    # batch_size is a positive int, or None for automatic batches.
+    with pytest.raises(InvalidParameterError, match="batch_size"):
+        estimator(np.eye(3), batch_size=0).fit(np.eye(3))
 
 
 def test_target_tags_take_any_provider_fitted_in_fit():

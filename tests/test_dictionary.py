@@ -4,6 +4,7 @@ import itertools
 import pickle
 import re
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -682,6 +683,43 @@ def test_oracle_is_a_dictionary_provider(rng):
         random_state=0,
     ).fit(X)
     np.testing.assert_allclose(sae.components_, D, atol=1e-12)
+
+
+def test_oracle_codes_around_its_providers_intercept(rng):
+    # A provider's intercept_ is subtracted before coding, as FISTACoder does:
+    # ignoring it gave codes off by up to 7 and a score of -1.47.
+    D = random_dictionary(rng, 6, 4)
+    X = sparse_codes(rng, 20, 6, 2) @ D + 3.0
+    atoms = SimpleNamespace(components_=D, intercept_=np.full(4, 3.0))
+    oracle = OracleDictionary(atoms, alpha=0.01).fit(X)
+    coder = FISTACoder(atoms, alpha=0.01, positive=True).fit(X)
+    np.testing.assert_allclose(oracle.transform(X), coder.transform(X), atol=1e-10)
+    assert oracle.score(X) > -1e-3
+
+
+@pytest.mark.parametrize("params", [{"tol": 0.3}, {"max_iter": 2}])
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_oracle_codes_with_its_own_solver_parameters(rng, params):
+    # transform reads tol and max_iter, as FISTACoder does, not the defaults.
+    D = random_dictionary(rng, 6, 4)
+    X = sparse_codes(rng, 20, 6, 2) @ D
+    oracle = OracleDictionary(D, alpha=0.01, **params).fit(X).transform(X)
+    coder = FISTACoder(D, alpha=0.01, positive=True, **params).fit(X).transform(X)
+    default = OracleDictionary(D, alpha=0.01).fit(X).transform(X)
+    np.testing.assert_array_equal(oracle, coder)
+    assert np.abs(oracle - default).max() > 1e-6  # the parameter matters here
+
+
+def test_feature_names_out_are_a_copy_of_the_concept_names(rng):
+    pd = pytest.importorskip("pandas")
+    Z = pd.DataFrame(rng.uniform(size=(30, 3)), columns=["a", "b", "c"])
+    X = Z.to_numpy() @ rng.standard_normal((3, 5))
+    oracle = OracleDictionary().fit(X, Z)
+    for estimator in (oracle, FISTACoder(oracle).fit(X, Z)):
+        names = estimator.get_feature_names_out()
+        names[0] = "changed"
+        assert list(estimator.get_feature_names_out()) == ["a", "b", "c"]
+    assert list(oracle.concept_names_) == ["a", "b", "c"]
 
 
 def test_oracle_of_a_provider_fits_it_on_x_and_y_and_keeps_its_intercept(rng):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.decomposition import PCA, DictionaryLearning, sparse_encode
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.frozen import FrozenEstimator
@@ -343,6 +343,35 @@ def test_fitted_atoms_do_not_share_the_callers_memory(rng, as_tensor):
         given *= 2.0  # e.g. a decoder that goes on training
         np.testing.assert_array_equal(np.asarray(coder.transform(data)), before)
         given /= 2.0
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_fitted_intercept_does_not_share_the_providers_memory(rng, as_tensor):
+    D = random_dictionary(rng, 6, 4)
+    X = rng.standard_normal((12, 4))
+    b = torch.ones(4, dtype=torch.float64) if as_tensor else np.ones(4)
+    provider = SimpleNamespace(components_=D, intercept_=b)
+    for estimator in (FISTACoder(provider), OracleDictionary(provider)):
+        estimator.fit(X)
+        provider.intercept_ += 7.0  # e.g. a decoder bias that goes on training
+        np.testing.assert_array_equal(np.asarray(estimator.intercept_), np.ones(4))
+        provider.intercept_ -= 7.0
+
+
+def test_learning_after_a_given_provider_forgets_it(rng):
+    # dictionary_ is None for a learned dictionary, whatever was given before.
+    X = rng.standard_normal((12, 4))
+    Z = rng.uniform(size=(12, 6))
+    coder = FISTACoder(OracleDictionary()).fit(X, Z)
+    assert coder.dictionary_ is not None
+    coder.set_params(dictionary=None, n_components=3, dict_max_iter=1, random_state=0)
+    assert coder.fit(X).dictionary_ is None
+
+
+@pytest.mark.parametrize("estimator", [FISTACoder, OracleDictionary])
+def test_score_of_an_unfitted_estimator_says_so(estimator):
+    with pytest.raises(NotFittedError):
+        estimator(np.eye(3)).score(np.ones((4, 3)))
 
 
 def test_momentum_table_does_not_grow_with_max_iter(rng, monkeypatch):
@@ -1834,6 +1863,20 @@ def test_init_estimator_and_array(problem):
         FISTACoder(D, init={"not": "codes"}).fit(X)
 
 
+class _CodesOfRankThree(TransformerMixin, BaseEstimator):
+    """An init estimator whose codes, of the right width, are not a matrix."""
+
+    def __init__(self, n_atoms=1):
+        self.n_atoms = n_atoms
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def transform(self, X):
+        return np.zeros((len(X), 1, self.n_atoms))
+
+
 def test_init_estimators_of_the_wrong_width_or_unfitted_fail_at_fit(problem):
     # Accepted by fit, they failed in every transform and score: NaN scores
     # in every fold of a search or a cross-validation.
@@ -1847,6 +1890,9 @@ def test_init_estimators_of_the_wrong_width_or_unfitted_fail_at_fit(problem):
         # Failed fits, which scikit-learn reports, not NaN scores.
         with pytest.raises(ValueError, match="All the 2 fits failed"):
             cross_val_score(FISTACoder(D, init=init), X, cv=2)
+    # Codes of another rank are refused at fit as well.
+    with pytest.raises(ValueError, match=rf"gives codes of shape \(1, 1, {n_atoms}\)"):
+        FISTACoder(D, init=_CodesOfRankThree(n_atoms)).fit(X)
     message = "init, a FrozenEstimator of SparseAutoencoder, is not fit"
     with pytest.raises(NotFittedError, match=message):
         FISTACoder(D, init=FrozenEstimator(SparseAutoencoder(n_atoms))).fit(X)

@@ -50,6 +50,11 @@ sae = SparseAutoencoder(4, device=torch.device("cpu"), lr=np.float64(1e-3))
 oracle = OracleDictionary(device="cpu", positive=np.bool_(True))
 split = CompositionalSplit(np.int64(3), random_state=np.random.RandomState(0))
 data = make_compositional(np.int64(20), 3, n_samples=np.int64(100), noise=0.1)
+# Real parameters take NumPy integers, as the checks at fit do; integer ones
+# refuse floats.
+FISTACoder(alpha=np.int64(1), tol=np.int64(0))
+OracleDictionary(alpha=np.int32(2))
+FISTACoder(max_iter=5.0)  # type: ignore[arg-type]
 
 # Fitting returns the estimator itself.
 assert_type(coder.fit(X), FISTACoder)
