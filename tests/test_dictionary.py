@@ -50,7 +50,7 @@ from skdict._dictionary import (
     online_dictionary_update,
     record_given,
 )
-from skdict._fista import fista_encode
+from skdict._fista import _warn_if_no_code, fista_encode
 from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score
 
@@ -1326,6 +1326,18 @@ def test_fit_warns_when_alpha_leaves_every_code_zero(small):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         FISTACoder(n_components=20, alpha=1e-3, random_state=0).fit(X)
+
+
+def test_no_code_warning_reads_only_positive_correlations_for_positive_codes():
+    # Non-negative codes are all zero when no correlation exceeds +alpha,
+    # however far below -alpha the others are.
+    X = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    atoms = torch.tensor([[-1.0, 0.0]], dtype=torch.float64)
+    with pytest.warns(UserWarning, match="No sample uses any learned atom"):
+        _warn_if_no_code(X, atoms, alpha=0.5, positive=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_no_code(X, atoms, alpha=0.5, positive=False)
 
 
 def test_stream_counts_every_atom_no_sample_used_as_unused(small):
