@@ -700,6 +700,17 @@ def test_certificates_with_long_atoms_cover_the_float32_rounding(seed):
     assert gap[0] <= tol * primal[0]
 
 
+def test_unconverged_rows_and_rows_at_the_rounding_floor_are_counted_apart():
+    # Rows at the floor have their own warning; the max_iter one counts the
+    # others only.
+    coder = FISTACoder(np.eye(2), max_iter=7)
+    with pytest.warns(ConvergenceWarning) as caught:
+        coder._warn_unconverged((5, 2), 10)
+    first, second = (str(w.message) for w in caught)
+    assert "for 3 of 10 samples, within max_iter=7" in first
+    assert "for 2 of 10 samples: their duality gap fell" in second
+
+
 @pytest.mark.parametrize("seed", [684, 0, 1, 2])
 def test_no_row_returns_costing_more_than_its_warm_start(seed):
     # Signed near-duplicate atoms in 3 to 9 features, float32 coded in
@@ -1842,6 +1853,14 @@ def test_objects_exposing_components_are_providers(problem):
     )
     with pytest.raises(ValueError, match="only exposes components_"):
         FISTACoder(D, init=weights).fit(X)
+    # Weights with a transform warm-start codes as wide as their atoms (50
+    # here), not as their features (12).
+    exact = FISTACoder(weights, positive=True, tol=1e-10).fit(X + offset)
+    coding = SimpleNamespace(components_=D, transform=exact.transform)
+    warm = FISTACoder(weights, positive=True, init=coding).fit(X + offset)
+    np.testing.assert_allclose(
+        warm.transform(X + offset), exact.transform(X + offset), atol=1e-6
+    )
 
 
 def test_init_estimator_and_array(problem):
