@@ -355,3 +355,27 @@ def test_supports_at_a_fixed_seed_stay_those_published(n_active, train, ood):
     data = make_compositional(20, n_active, n_samples=8, random_state=0)
     assert [np.flatnonzero(row).tolist() for row in data.Z_train[:3]] == train
     assert [np.flatnonzero(row).tolist() for row in data.Z_ood[:2]] == ood
+
+
+def test_code_values_and_labels_at_a_fixed_seed_stay_those_published():
+    # Drawn from the same stream as the supports: drawing U where 1 - U was
+    # drawn keeps every distribution and moves every figure.
+    data = make_compositional(20, 3, n_samples=8, random_state=0)
+    values = data.Z_train[:2][data.Z_train[:2] > 0]
+    np.testing.assert_allclose(
+        values, [0.276029, 0.215089, 0.450473, 0.88604, 0.890061, 0.143859], atol=1e-6
+    )
+    assert data.y_train.tolist() == [0, 1, 1, 0]
+    assert data.y_ood.tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("sparse_codes", [False, True])
+def test_arrays_are_float64_and_labels_int64(sparse_codes):
+    data = make_compositional(
+        20, 3, n_samples=8, sparse_codes=sparse_codes, random_state=0
+    )
+    arrays = ("X_train", "X_val", "X_ood", "Z_train", "Z_val", "Z_ood", "dictionary")
+    for name in arrays:
+        assert data[name].dtype == np.float64, name
+    for name in ("y_train", "y_val", "y_ood"):
+        assert data[name].dtype == np.int64, name

@@ -17,6 +17,9 @@ from skdict import FISTACoder
 from skdict.datasets import make_compositional
 from skdict.model_selection import CompositionalSplit
 
+# Six samples of three concepts: every pair co-occurs twice.
+_PAIRS = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]])
+
 
 def unseen_pairs(active, train, test):
     """Pairs active together in some test sample, never together in training,
@@ -247,6 +250,13 @@ def test_a_label_of_a_held_out_concept_is_warned_about():
             "raise test_size",
         ),
         (np.eye(6), {"concepts": [7]}, ValueError, "column indices of y"),
+        # No concept to hold out: no fold, rather than NumPy's reduction error.
+        (
+            _PAIRS,
+            {"concepts": np.array([], dtype=int)},
+            ValueError,
+            "No valid fold",
+        ),
         (np.eye(6), {"n_splits": 0}, ValueError, "'n_splits' parameter"),
         (np.eye(6), {"n_splits": True}, ValueError, "'n_splits' .* a bool"),
         (np.eye(6), {"test_size": 1.5}, ValueError, "'test_size' parameter"),
@@ -292,10 +302,6 @@ def _folds(cv, y):
     """The (train, test) index lists of ``cv`` on the targets ``y``."""
     X = np.zeros((y.shape[0], 1))
     return [(train.tolist(), test.tolist()) for train, test in cv.split(X, y)]
-
-
-# Six samples of three concepts: every pair co-occurs twice.
-_PAIRS = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]])
 
 
 @pytest.mark.parametrize(
@@ -363,6 +369,21 @@ def test_explicitly_stored_zeros_of_sparse_activity_are_inactive():
     X = np.zeros((6, 1))
     dense = [test.tolist() for _, test in cv.split(X, Y)]
     assert [test.tolist() for _, test in cv.split(X, S)] == dense
+
+
+def test_a_numpy_integer_test_size_is_a_count():
+    Z = make_compositional(12, 2, n_samples=200, random_state=0).Z_train
+    cv = CompositionalSplit(n_splits=3, test_size=np.int64(5), random_state=0)
+    assert [test.size for _, test in cv.split(Z, Z)] == [5, 5, 5]
+
+
+def test_multiclass_labels_of_a_single_class_in_a_test_fold_warn():
+    labels = np.array([0, 2, 1, 0, 2, 1])
+    cv = CompositionalSplit(n_splits=2, test_size=2, random_state=1)
+    with pytest.warns(UserWarning, match="single class of y") as caught:
+        folds = [test for _, test in cv.split(np.zeros((6, 1)), labels, groups=_PAIRS)]
+    assert len(caught) == 2
+    assert [np.unique(labels[test]).size for test in folds] == [1, 1]
 
 
 def test_a_test_size_that_is_a_count_or_a_fraction_is_checked_as_a_count():

@@ -16,7 +16,12 @@ import pytest
 import torch
 
 from skdict.datasets import _phrases, load_phrase_activations
-from skdict.datasets._cache import cache_home, load_arrays, save_arrays
+from skdict.datasets._cache import (
+    cache_home,
+    folder_fingerprint,
+    load_arrays,
+    save_arrays,
+)
 from skdict.datasets._phrases import _split
 
 from .conftest import cuda
@@ -137,6 +142,11 @@ def test_held_out_pairs_leave_each_concept_of_the_larger_side_a_pair(
         (dict(templates=["the {color} {object}"]), "val_size=0.5 sets aside 1 of"),
         (dict(position="first"), "position must be one of"),
         (dict(layer="last"), "layer must be an int"),
+        # bool is an int subclass: layer=True must not read as layer=1.
+        (dict(layer=True), "layer must be an int; got True"),
+        (dict(colors=["red", " "]), "colors must be a non-empty list of non-blank"),
+        (dict(colors=["red", ""]), "colors must be a non-empty list of non-blank"),
+        (dict(objects=["car", "\t\n"]), "objects must be a non-empty list of non-b"),
         (dict(batch_size=0), "batch_size must be a positive int"),
         (dict(batch_size=True), "batch_size must be a positive int"),
         (dict(refresh="no"), "refresh must be True or False"),
@@ -158,6 +168,11 @@ def test_bad_parameters_are_named_before_the_model_runs(tmp_path, kwargs, match)
     # Raised before the extra is needed: these run without transformers too.
     with pytest.raises((ValueError, TypeError), match=match):
         load(tmp_path, **kwargs)
+
+
+def test_numpy_string_arrays_give_plain_str_words():
+    words = _phrases._check_words(np.array(["red", "blue"]), (), "colors")
+    assert words == ["red", "blue"] and all(type(w) is str for w in words)
 
 
 def test_missing_extra_names_the_pip_command(tmp_path, monkeypatch):
@@ -463,6 +478,22 @@ def test_an_empty_or_relative_cache_variable_is_not_the_working_directory(
     assert cache_home() == tmp_path / "xdg" / "skdict"
 
 
+def test_a_home_relative_cache_folder_is_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_home("~/my-cache") == tmp_path / "my-cache"
+    monkeypatch.setenv("SKDICT_CACHE", "~/env-cache")
+    assert cache_home() == tmp_path / "env-cache"
+
+
+def test_the_model_fingerprint_lists_its_files_only(tmp_path):
+    # The files directly in the folder, as documented: a subfolder such as
+    # sentence-transformers' 1_Pooling is not one of them.
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text("{}")
+    assert [entry[0] for entry in folder_fingerprint(tmp_path)] == ["config.json"]
+
+
 def _model_copy(model_folder, folder, *, dtype=None, pad_token="unchanged"):
     """Save the bundled model to ``folder``, its weights or tokenizer changed."""
     import torch
@@ -529,6 +560,23 @@ def test_cache_is_keyed_by_the_model_files(model_folder, tmp_path):
     os.utime(folder / "config.json", ns=(0, 0))  # the model's files changed
     again = load(tmp_path / "cache", model=folder)
     assert not again.from_cache and again.cache_path != first.cache_path
+    np.testing.assert_array_equal(again.X, first.X)
+
+
+def test_a_cache_file_without_all_its_arrays_is_a_miss(transformers, tmp_path):
+    # Another release, or a hand-made file, under the same name without
+    # "layer": recomputed, not a KeyError.
+    small = dict(
+        colors=["red", "blue"],
+        objects=["car", "cup"],
+        templates=["the {color} {object}"],
+        ood_size=0,
+        val_size=0,
+    )
+    first = load(tmp_path, **small)
+    save_arrays(Path(first.cache_path), {"X": first.X, "phrases": first.phrases})
+    again = load(tmp_path, **small)
+    assert not again.from_cache and again.layer == first.layer
     np.testing.assert_array_equal(again.X, first.X)
 
 
