@@ -835,11 +835,19 @@ def test_a_zero_dimensional_array_is_not_array_like():
     assert not is_array_like(np.array(4)) and is_array_like(np.zeros(2))
 
 
-@pytest.mark.parametrize("estimator", [FISTACoder, OracleDictionary])
-def test_a_zero_batch_size_is_refused(estimator):
-    # batch_size is a positive int, or None for automatic batches.
-    with pytest.raises(InvalidParameterError, match="batch_size"):
-        estimator(np.eye(3), batch_size=0).fit(np.eye(3))
+@pytest.mark.parametrize(
+    ("estimator", "name"),
+    [
+        # None asks for automatic batches; 0 is no batch size.
+        (FISTACoder(np.eye(3)), "batch_size"),
+        (OracleDictionary(np.eye(3)), "batch_size"),
+        # 0 would stop training after its first epoch.
+        (SparseAutoencoder(2, max_epochs=1), "n_iter_no_change"),
+    ],
+)
+def test_zero_is_refused_where_a_positive_int_is_expected(estimator, name):
+    with pytest.raises(InvalidParameterError, match=name):
+        clone(estimator).set_params(**{name: 0}).fit(np.eye(3))
 
 
 def test_target_tags_take_any_provider_fitted_in_fit():

@@ -2083,6 +2083,31 @@ def test_cli_refuses_a_folder_in_place_of_an_output_before_running(
     assert f"{tmp_path / blocked} is a folder" in err and ".tmp" not in err
 
 
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    # "A crash or an interrupt leaves either the old file or the new one."
+    from skdict._files import write_atomically
+
+    path = tmp_path / "records.json"
+    path.write_text("[]")
+
+    def interrupted(handle):
+        handle.write("[1, ")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, interrupted)
+    assert [p.name for p in tmp_path.iterdir()] == ["records.json"]
+    assert path.read_text() == "[]"
+
+
+@pytest.mark.parametrize("text", ["{}", "5", "null"])
+def test_load_records_refuses_json_that_is_not_a_list(tmp_path, text):
+    path = tmp_path / "vary_latents-quick.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="does not hold a list"):
+        load_records(path)
+
+
 def test_write_atomically_names_the_folder_in_the_way(tmp_path):
     from skdict._files import write_atomically
 

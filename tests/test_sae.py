@@ -1726,6 +1726,92 @@ def test_a_users_dead_after_is_honoured(rng):
     assert all(r["dead_fraction"] == 0.0 for r in sae.history_)
 
 
+def test_a_latent_is_dead_at_exactly_dead_after_samples(rng):
+    # "At least dead_after samples" since it last fired: with dead_after the
+    # number of samples, a latent silent for one epoch is dead. It counts in
+    # that epoch's dead_fraction, and the next epoch adds the auxiliary loss
+    # (sparsity_coef=0, so the loss exceeds the MSE only through it).
+    sae = SparseAutoencoder(
+        32,
+        activation="topk",
+        k=1,
+        aux_k=4,
+        dead_after=40,
+        sparsity_coef=0.0,
+        max_epochs=2,
+        batch_size=8,
+        random_state=0,
+    ).fit(rng.standard_normal((40, 6)))
+    first, second = sae.history_
+    assert first["dead_fraction"] > 0
+    assert first["loss"] == pytest.approx(first["mse"], rel=1e-9)
+    assert second["loss"] > second["mse"] * (1 + 1e-6)
+
+
+def test_an_epoch_record_sums_every_step_of_a_long_epoch(rng):
+    # More steps in one epoch than are reduced at once (256). With a
+    # negligible lr the model does not move, so the epoch's record equals the
+    # fitted model's own figures on X.
+    X = rng.standard_normal((300, 6))
+    sae = SparseAutoencoder(
+        8, lr=1e-12, batch_size=1, max_epochs=1, random_state=0
+    ).fit(X)
+    record = sae.history_[0]
+    np.testing.assert_allclose(record["mse"], -sae.score(X), rtol=1e-6)
+    l0 = (sae.transform(X) != 0).sum(axis=1).mean()
+    np.testing.assert_allclose(record["l0"], l0, rtol=1e-6)
+
+
+def test_divergence_raises_at_its_epoch_with_early_stopping_too(rng):
+    # Not after every epoch has run, with another message.
+    X = (rng.standard_normal((64, 6)) * 1e30).astype(np.float32)
+    sae = SparseAutoencoder(
+        4, validation_fraction=0.25, max_epochs=5, n_iter_no_change=2, random_state=0
+    )
+    with pytest.raises(FloatingPointError, match=r"the loss is .* at epoch 1"):
+        sae.fit(X)
+
+
+@pytest.mark.filterwarnings("ignore:SparseAutoencoder stopped at max_epochs")
+def test_early_stopping_keeps_the_best_epoch_however_small_its_gain(rng):
+    # Identical rows make every validation row the one scored below; a tiny
+    # lr makes every epoch's gain far below 0.1 %.
+    row = rng.standard_normal((1, 6))
+    sae = SparseAutoencoder(
+        8,
+        lr=1e-5,
+        max_epochs=4,
+        validation_fraction=0.25,
+        tol=0.0,
+        n_iter_no_change=10,
+        bias_init="zero",
+        random_state=0,
+    ).fit(np.repeat(row, 80, axis=0))
+    val = [h["val_loss"] for h in sae.history_]
+    best = int(np.argmin(val))
+    assert best > 0 and val[best] > (1 - 1e-3) * val[0]
+    kept = np.mean((sae.inverse_transform(sae.transform(row)) - row) ** 2)
+    assert kept == pytest.approx(sae.history_[best]["val_mse"], rel=1e-10)
+
+
+def test_partial_fit_takes_a_new_unfrozen_decoder(rng):
+    # Only a frozen decoder is the model's own; an unfrozen one only
+    # initialised the first call.
+    X = rng.standard_normal((40, 6))
+    sae = SparseAutoencoder(decoder=rng.standard_normal((5, 6)), random_state=0)
+    sae.partial_fit(X)
+    sae.set_params(decoder=rng.standard_normal((5, 6)))
+    assert sae.partial_fit(X).n_iter_ == 2
+
+
+def test_a_refit_starts_a_new_history(rng):
+    X = rng.standard_normal((40, 6))
+    sae = SparseAutoencoder(4, max_epochs=3, random_state=0).fit(X)
+    sae.partial_fit(X)
+    sae.fit(X)
+    assert sae.n_iter_ == 3 and [h["epoch"] for h in sae.history_] == [1, 2, 3]
+
+
 def test_jumprelu_reset_parameters_restores_the_threshold(rng):
     sae = SparseAutoencoder(
         8,

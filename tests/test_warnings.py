@@ -1,10 +1,15 @@
 import functools
+import pickle
+import re
 import threading
 import warnings
 
+import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import cross_validate
 
+from skdict import SparseAutoencoder
 from skdict._warnings import ignoring
 
 from .conftest import forked_during, requires_fork
@@ -175,3 +180,31 @@ def test_a_filter_left_behind_ignores_nothing_in_joblib_tasks():
         with parallel_backend("threading", n_jobs=1):
             Parallel()(delayed(task)() for _ in range(1))
     assert [str(w.message) for w in caught] == ["from a task"]
+
+
+def test_a_block_matches_the_message_whatever_its_case():
+    # As warnings.filterwarnings, whose message pattern ignores case.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ignoring(UserWarning, "expected"):
+            warnings.warn("Expected and ignored", UserWarning, stacklevel=1)
+    assert caught == []
+
+
+def test_a_pickled_block_pattern_still_ignores_case():
+    # The pattern sent to a loky process.
+    with ignoring(UserWarning, "expected"):
+        entry = next(f for f in warnings.filters if f[2] is UserWarning)
+        sent = pickle.loads(pickle.dumps(entry[1]))
+    assert sent.flags & re.IGNORECASE and sent.match("Expected and ignored")
+
+
+def test_warnings_from_a_cross_validation_name_the_callers_line():
+    # joblib runs scikit-learn's model selection between its frames and the
+    # user's: its frames are skipped too.
+    X = np.random.default_rng(0).standard_normal((20, 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cross_validate(SparseAutoencoder(3, k=2, max_epochs=1), X, cv=2)
+    ours = [w for w in caught if "is used only with" in str(w.message)]
+    assert ours and all(w.filename == __file__ for w in ours)
