@@ -658,14 +658,13 @@ def test_a_gap_below_float64_rounding_on_working_sets_is_not_converged():
     assert not bool(result.converged.all())
 
 
-def test_a_warm_start_violated_by_a_negative_correlation_is_not_certified():
-    # The warm start is optimal on atom 1; atom 0's correlation is -1, beyond
-    # -alpha. tol sits just below its gap, in the band where the float32
-    # screen defers to the exact float64 maximum of |r.d_j|.
-    D, x, alpha = np.eye(2), np.array([[-1.0, 2.0]]), 0.98
-    z0 = np.array([[0.0, 2.0 - alpha]])
+def _code_at_the_warm_starts_gap(x, D, z0, alpha, margin):
+    """Code the rows x from z0 at a tol just below z0's relative duality gap.
+
+    The warm start is then certified only if the certificate misreads its gap.
+    """
     primal, gap = duality_gap(x, z0, D, alpha, False)
-    tol = float(gap[0] / primal[0]) * (1 - 1e-7)
+    tol = float(gap[0] / primal[0]) * (1 - margin)
     result = fista_encode(
         torch.from_numpy(x),
         torch.from_numpy(D),
@@ -673,6 +672,16 @@ def test_a_warm_start_violated_by_a_negative_correlation_is_not_certified():
         tol=tol,
         init=torch.from_numpy(z0),
     )
+    return result, tol
+
+
+def test_a_warm_start_violated_by_a_negative_correlation_is_not_certified():
+    # The warm start is optimal on atom 1; atom 0's correlation is -1, beyond
+    # -alpha. tol sits just below its gap, in the band where the float32
+    # screen defers to the exact float64 maximum of |r.d_j|.
+    D, x, alpha = np.eye(2), np.array([[-1.0, 2.0]]), 0.98
+    z0 = np.array([[0.0, 2.0 - alpha]])
+    result, _ = _code_at_the_warm_starts_gap(x, D, z0, alpha, margin=1e-7)
     assert bool(result.converged.all())
     np.testing.assert_allclose(result.codes.numpy(), [[-0.02, 1.02]], atol=1e-12)
 
@@ -686,15 +695,7 @@ def test_certificates_with_long_atoms_cover_the_float32_rounding(seed):
     x, alpha = 1000 * rng.standard_normal((1, 30)), 2e4
     lasso = Lasso(alpha=alpha / 30, fit_intercept=False, tol=1e-14, max_iter=10**6)
     z0 = np.concatenate([[0.0], lasso.fit(D[1:].T, x[0]).coef_])[None]
-    primal, gap = duality_gap(x, z0, D, alpha, False)
-    tol = float(gap[0] / primal[0]) * (1 - 1e-9)
-    result = fista_encode(
-        torch.from_numpy(x),
-        torch.from_numpy(D),
-        alpha=alpha,
-        tol=tol,
-        init=torch.from_numpy(z0),
-    )
+    result, tol = _code_at_the_warm_starts_gap(x, D, z0, alpha, margin=1e-9)
     assert bool(result.converged[0])
     primal, gap = duality_gap(x, result.codes.numpy(), D, alpha, False)
     assert gap[0] <= tol * primal[0]

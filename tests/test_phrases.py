@@ -30,6 +30,10 @@ COLORS = ["red", "blue", "green"]
 # "zorblax" is split into several word pieces, exercising sub-word pooling.
 OBJECTS = ["car", "cup", "zorblax"]
 TEMPLATES = ["the {color} {object}", "I saw the {color} {object} yesterday."]
+# Four phrases: the smallest problem, for tests of the cache.
+FOUR_PHRASES = dict(
+    colors=["red", "blue"], objects=["car", "cup"], templates=["the {color} {object}"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -566,13 +570,7 @@ def test_cache_is_keyed_by_the_model_files(model_folder, tmp_path):
 def test_a_cache_file_without_all_its_arrays_is_a_miss(transformers, tmp_path):
     # Another release, or a hand-made file, under the same name without
     # "layer": recomputed, not a KeyError.
-    small = dict(
-        colors=["red", "blue"],
-        objects=["car", "cup"],
-        templates=["the {color} {object}"],
-        ood_size=0,
-        val_size=0,
-    )
+    small = dict(FOUR_PHRASES, ood_size=0, val_size=0)
     first = load(tmp_path, **small)
     save_arrays(Path(first.cache_path), {"X": first.X, "phrases": first.phrases})
     again = load(tmp_path, **small)
@@ -621,9 +619,7 @@ def test_a_new_cache_format_does_not_read_old_files(
     model_folder, tmp_path, monkeypatch
 ):
     kwargs = dict(
-        colors=["red", "blue"],
-        objects=["car", "cup"],
-        templates=["the {color} {object}"],
+        FOUR_PHRASES,
         ood_size=1,
         val_size=0,
         random_state=0,
