@@ -1758,8 +1758,9 @@ def learn_dictionary(
     unless, given at least 110 rounds and no more atoms than samples, they
     code the first 60 at ``1.5 * alpha`` and spend the rounds between them
     and the last 30 on the paper's inexact alternation: 10 plain FISTA
-    iterations per round from zero codes, codes not rescaled, no resampling,
-    momentum 0.9, ``alpha`` fixed. Exploration computes in float32 whatever
+    iterations per round, warm-started from the previous round's codes (the
+    first from zero codes and without momentum), codes not rescaled, no
+    resampling, momentum 0.9, ``alpha`` fixed. Exploration computes in float32 whatever
     the dtype of ``X`` (the atoms and codes are returned in it), unless
     float32 cannot hold the squared row norms of ``X`` and their sums:
     float64 data then explore in float64, and float32 data are first scaled

@@ -34,6 +34,7 @@ from skdict._dictionary import (
     _coherence_bound,
     _coherent_atoms,
     _DuplicateMemory,
+    _forgetting_factor,
     _lstsq_step,
     _operand,
     _rescaled,
@@ -2449,3 +2450,184 @@ def test_a_streams_starting_atoms_follow_random_state():
     other = FISTACoder(n_components=4, random_state=1).partial_fit(X)
     np.testing.assert_array_equal(first.components_, again.components_)
     assert not np.allclose(first.components_, other.components_)
+
+
+def _learning_problem(n_samples, n_components, n_features, seed=0, n_active=2):
+    """Rows of sparse Uniform(0, 1) codes on unit-norm atoms, and the atoms."""
+    rng = np.random.default_rng(seed)
+    D = random_dictionary(rng, n_components, n_features)
+    X = sparse_codes(rng, n_samples, n_components, n_active) @ D
+    return torch.from_numpy(X), torch.from_numpy(D)
+
+
+def test_exactly_three_atoms_per_feature_take_plain_fista_rounds():
+    # "At most 3 atoms per feature": 30 atoms on 10 features are; 31 are not.
+    X, _ = _learning_problem(200, 30, 10)
+    at_bound = learn_dictionary(
+        X, 30, alpha=0.05, positive=True, dict_max_iter=3, tol=1e-12
+    )
+    assert all(
+        h["fista_iter"] == 8 and h["coding_tol"] is None for h in at_bound.history
+    )
+    above = learn_dictionary(
+        X, 31, alpha=0.05, positive=True, dict_max_iter=3, tol=1e-12
+    )
+    assert all(h["coding_tol"] is not None for h in above.history)
+
+
+def test_resampling_happens_every_third_round_only():
+    # Rounds 3, 6, 9, ... (t = 2, 5, 8 from 0), never the others.
+    X, _ = _learning_problem(300, 12, 8, seed=1)
+    result = learn_dictionary(
+        X, 24, alpha=0.05, positive=True, dict_max_iter=12, tol=1e-12
+    )
+    resampled = [h["n_resampled"] for h in result.history]
+    assert all(n == 0 for t, n in enumerate(resampled) if (t + 1) % 3), resampled
+    assert any(n > 0 for t, n in enumerate(resampled) if (t + 1) % 3 == 0), resampled
+
+
+def test_continuation_of_a_four_round_fit_follows_the_documented_penalties(rng):
+    # Round t, from 0, codes at target * 10 ** (1 - (t + 1) / 4): 5.6, 3.2,
+    # 1.8 and 1 times the target.
+    X = torch.from_numpy(rng.uniform(size=(100, 10)))
+    result = learn_dictionary(
+        X, 20, alpha=0.05, positive=True, dict_max_iter=4, tol=1e-12
+    )
+    ratios = [h["alpha"] / 0.05 for h in result.history]
+    assert ratios == pytest.approx([10 ** (1 - (t + 1) / 4) for t in range(4)])
+
+
+@pytest.mark.parametrize("eta", [1, 2, 10, 256])
+def test_forgetting_factor_follows_mairal_et_al(eta):
+    # Sec. 3.4.3: theta = (t + 1) eta for t < eta - 1, eta^2 + t + 1 - eta
+    # after; beta = (theta + 1 - eta) / (theta + 1).
+    for t in range(3 * eta + 3):
+        theta = (t + 1) * eta if t < eta - 1 else eta**2 + t + 1 - eta
+        beta = _forgetting_factor(t, eta)
+        assert beta == pytest.approx((theta + 1 - eta) / (theta + 1))
+        assert 0 <= beta < 1
+
+
+def test_coding_tol_cap_is_looser_from_40_features():
+    # Round codes are solved to a gap between tol and 0.3, or 0.1 with fewer
+    # than 40 features: the first round of a refinement codes at the cap.
+    for n_features, cap in ((40, 0.3), (39, 0.1)):
+        X, D = _learning_problem(100, 10, n_features)
+        result = learn_dictionary(X, 10, alpha=0.05, init=D, dict_max_iter=1, tol=1e-12)
+        assert result.history[0]["coding_tol"] == cap
+
+
+def test_exploring_rounds_code_from_zero_and_refining_ones_warm_start(monkeypatch):
+    X, D = _learning_problem(200, 30, 8)
+    inits = []
+    real = _fista.fista_encode
+
+    def encode(*args, **kwargs):
+        inits.append(kwargs.get("init"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_fista, "fista_encode", encode)
+    learn_dictionary(X, 30, alpha=0.05, positive=True, dict_max_iter=4, tol=1e-12)
+    assert len(inits) == 4 and all(init is None for init in inits)
+    inits.clear()
+    learn_dictionary(
+        X, 30, alpha=0.05, positive=True, init=D, dict_max_iter=3, tol=1e-12
+    )
+    assert len(inits) == 3 and inits[0] is not None and not inits[0].any()
+    assert all(init is not None and init.any() for init in inits[1:])
+
+
+def test_refinement_keeps_a_previous_code_that_was_better(monkeypatch):
+    # A round whose coder returns worse codes (zero codes here) leaves the
+    # objective as it was: refining never increases it.
+    X, D = _learning_problem(200, 20, 10, n_active=3)
+    real = _dictionary._code_round
+    calls = []
+
+    def code_round(X_, components, codes, alpha, **kwargs):
+        calls.append(alpha)
+        out, n_iter = real(X_, components, codes, alpha, **kwargs)
+        return (out if len(calls) == 1 else torch.zeros_like(out)), n_iter
+
+    monkeypatch.setattr(_dictionary, "_code_round", code_round)
+    result = learn_dictionary(
+        X, 20, alpha=0.05, positive=True, init=D, dict_max_iter=4, tol=1e-12
+    )
+    objective = np.array([h["objective"] for h in result.history])
+    assert objective[0] < 0.25 * float((X * X).sum(dim=1).mean())
+    assert np.all(np.diff(objective) <= 1e-12 * objective[:-1]), objective
+
+
+def test_inexact_rounds_follow_the_papers_loop(monkeypatch):
+    # They start from zero codes, keep their codes' scale and take momentum
+    # 0.9; the exploring rounds around them rescale and take 0.95.
+    X = _learning_problem(200, 40, 10)[0].float()
+    steps, inits = [], []
+    real_step, real_plain = _dictionary._lstsq_step, _fista._plain_fista
+
+    def step(*args, **kwargs):
+        steps.append((args[5], kwargs["rescale"]))
+        return real_step(*args, **kwargs)
+
+    def plain(X_, D_, codes, *args, **kwargs):
+        inits.append(bool(codes.any()))
+        return real_plain(X_, D_, codes, *args, **kwargs)
+
+    monkeypatch.setattr(_dictionary, "_lstsq_step", step)
+    monkeypatch.setattr(_fista, "_plain_fista", plain)
+    result = learn_dictionary(
+        X, 40, alpha=0.05, positive=True, dict_max_iter=110, tol=1e-12
+    )
+    inexact = [h["inexact"] for h in result.history]
+    assert inexact == [False] * 60 + [True] * 20 + [False] * 30
+    assert steps[:60] == [(0.95, True)] * 60 and steps[80:] == [(0.95, True)] * 30
+    assert steps[60:80] == [(0.9, False)] * 20
+    # Only the inexact rounds code with plain FISTA here (40 atoms on 10
+    # features): the first from zero codes, the others warm-started.
+    assert len(inits) == 20 and inits[0] is False and all(inits[1:])
+
+
+def test_reinitialised_atoms_start_without_momentum(monkeypatch):
+    # An unused atom re-drawn from a residual carries no momentum: the next
+    # round extrapolates it from itself.
+    X, _ = _learning_problem(300, 4, 10, n_active=1)  # 40 atoms, most unused
+    seen = []
+    real = _dictionary._lstsq_step
+
+    def step(X_, codes, components, alpha, objective, extrapolation, previous, **kw):
+        seen.append((components.clone(), previous.clone()))
+        return real(
+            X_, codes, components, alpha, objective, extrapolation, previous, **kw
+        )
+
+    monkeypatch.setattr(_dictionary, "_lstsq_step", step)
+    result = learn_dictionary(
+        X, 40, alpha=0.05, positive=True, dict_max_iter=6, tol=1e-12
+    )
+    checked = 0
+    for t, h in enumerate(result.history[:-1]):
+        if h["n_unused"] and not h["n_resampled"] and (t + 1) % 3:
+            components, previous = seen[t + 1]
+            fresh = (components == previous).all(dim=1)
+            assert int(fresh.sum()) >= h["n_unused"], (t, h)
+            checked += 1
+    assert checked
+
+
+def test_a_stream_resamples_at_the_learning_coherence_bound(monkeypatch):
+    # sqrt(2 ln K / d) for 200 atoms in 30 features (0.595), not 0.7.
+    bounds = []
+    real = _DuplicateMemory.coherent
+
+    def coherent(self, components, codes, bound):
+        bounds.append(bound)
+        return real(self, components, codes, bound)
+
+    monkeypatch.setattr(_DuplicateMemory, "coherent", coherent)
+    X, _ = _learning_problem(64, 200, 30)
+    atoms = torch.nn.functional.normalize(
+        torch.randn(200, 30, generator=torch.Generator().manual_seed(0)).double(),
+        dim=1,
+    )
+    online_dictionary_update(X, atoms, None, alpha=0.05, positive=True)
+    assert bounds == [_coherence_bound(200, 30)] and bounds[0] < 0.6
