@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy
+import scipy.sparse as sp
 import sklearn
 import torch
 from sklearn.exceptions import UndefinedMetricWarning
@@ -42,7 +43,8 @@ from skdict.experiments import (
     run_study,
     summarize,
 )
-from skdict.experiments._methods import SAE_METHODS, MethodContext
+from skdict.experiments._methods import SAE_METHODS, MethodContext, methods_needing_k
+from skdict.experiments._report import describe_setting
 from skdict.experiments._studies import STUDIES, Cell, study_cells
 from skdict.metrics import (
     best_feature_auc,
@@ -912,6 +914,48 @@ def test_cli_expands_a_home_folder_and_refuses_an_empty_one(
         assert "the output folder must not be empty" in capsys.readouterr().err
 
 
+def test_cli_documented_defaults():
+    # doc/user_guide/reproduce.rst: vary_latents at the quick preset, --out
+    # skdict_results, --device auto.
+    from skdict.__main__ import _parser
+
+    args = _parser().parse_args(["reproduce"])
+    assert args.study == ["vary_latents"] and args.preset == "quick"
+    assert args.out == "skdict_results" and args.device == "auto"
+    assert args.seeds is None and args.methods is None and args.values is None
+    assert not args.deterministic and not args.no_progress
+
+
+def test_cli_version_only_before_the_command(capsys):
+    # "reproduce --version" is the full parser's error, not the fast path.
+    with pytest.raises(SystemExit) as stop:
+        main(["reproduce", "--version"])
+    assert stop.value.code == 2
+    assert "skdict" not in capsys.readouterr().out
+
+
+def test_cli_heading_names_study_setting_and_preset(tmp_path, monkeypatch, capsys):
+    record = {
+        "key": "k0",
+        "label": "FISTA",
+        "method": "fista_oracle",
+        "value": 50,
+        "variable": "n_latents",
+        "n_active": 10,
+        "n_samples": 5000,
+        "n_latents": 50,
+        "mcc_ood": 0.5,
+        "auc_ood": 0.5,
+        "acc_ood": None,
+        "mse_gap": 0.1,
+    }
+    monkeypatch.setattr(skdict.experiments, "run_study", lambda *a, **k: [record])
+    monkeypatch.setattr(skdict.experiments, "plot_study", lambda r, path, title: path)
+    assert main(["reproduce", "--out", str(tmp_path), "--no-progress"]) == 0
+    heading = "== Number of latents (n_active=10, n_samples=5000) [quick preset] =="
+    assert heading in capsys.readouterr().out
+
+
 def test_cli_shows_progress_bars_at_a_terminal_only(monkeypatch):
     # In a batch job's log the bars were lines of carriage returns and cursor
     # moves, and TQDM_DISABLE=1 did not hide them.
@@ -927,8 +971,11 @@ def test_cli_shows_progress_bars_at_a_terminal_only(monkeypatch):
     assert not _show_progress(args)
     monkeypatch.setattr(sys, "stderr", Terminal())
     assert _show_progress(args)
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    assert not _show_progress(args)
+    for value in ("1", "true", "TRUE", "yes"):
+        monkeypatch.setenv("TQDM_DISABLE", value)
+        assert not _show_progress(args)
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert _show_progress(args)
     monkeypatch.delenv("TQDM_DISABLE")
     assert not _show_progress(_parser().parse_args(["reproduce", "--no-progress"]))
     monkeypatch.setattr(sys, "stderr", None)
@@ -2134,6 +2181,12 @@ def test_cli_says_what_an_interrupted_real_study_left(tmp_path):
     os.utime(path, (started + 1, started + 1))
     kept = _what_is_kept(["real"], tmp_path, "quick", started)
     assert f"{path} holds the seeds this run finished" in kept
+    # A synthetic study beside it resumes; the real one does not.
+    path.unlink()
+    kept = _what_is_kept(["vary_latents", "real"], tmp_path, "quick", started)
+    assert "the same command resumes them" in kept
+    assert "The real study does not resume: no seed finished" in kept
+    assert "resumes them" not in _what_is_kept(["real"], tmp_path, "quick", started)
 
 
 def test_load_records_refuses_records_without_method_or_label(tmp_path):
@@ -2301,6 +2354,74 @@ def saved_figures(monkeypatch):
 
     monkeypatch.setattr(Figure, "savefig", keep)
     return figures
+
+
+def test_plot_study_title_defaults_to_the_swept_variable(tmp_path, saved_figures):
+    from skdict.experiments import plot_study
+
+    records = [
+        {"label": "A", "value": v, "variable": "n_active", "mcc_ood": 0.5}
+        for v in (2, 5)
+    ]
+    plot_study(records, tmp_path / "f.png")
+    plot_study(records, tmp_path / "g.png", title="mine")
+    titles = [figure.get_suptitle() for figure in saved_figures]
+    assert titles == ["n_active", "mine"]
+
+
+def test_seeds_of_one_setting_are_not_warned_as_mixed():
+    # The pooled-settings warning is for records of different settings; the
+    # seeds of one setting are what summarize averages.
+    cells = study_cells("vary_latents", values=[50], seeds=[0, 1, 2])
+    records = [
+        {
+            "key": cell.key("fista_oracle"),
+            "label": "FISTA",
+            "value": 50,
+            "variable": "n_latents",
+            "mcc_ood": 0.5 + 0.1 * cell.seed,
+        }
+        for cell in cells
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = summarize(records)
+        format_table(records)
+    assert summary["FISTA"][50][2] == 3
+
+
+def test_format_table_aligns_its_columns():
+    # Doctests compare with NORMALIZE_WHITESPACE, blind to alignment.
+    records = [
+        {"label": "A", "value": 10, "mcc_ood": 0.9, "variable": "n"},
+        {"label": "A", "value": 10, "mcc_ood": 0.7, "variable": "n"},
+        {"label": "longer", "value": 100, "mcc_ood": 0.5, "variable": "n"},
+    ]
+    assert format_table(records).splitlines() == [
+        "mcc_ood         n=10  n=100",
+        "A        0.80 ± 0.10      -",
+        "longer             -   0.50",
+    ]
+    assert describe_setting([]) == ""
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_hand_built_data_give_k_from_one_row(sparse):
+    # Without n_active, every row of the codes holds k latents: k is the
+    # count of one row, not of several.
+    Z = np.zeros((4, 6))
+    Z[np.arange(4)[:, None], [[0, 1], [2, 3], [4, 5], [0, 5]]] = 1.0
+    data = Bunch(dictionary=np.eye(6), Z_train=sp.csr_matrix(Z) if sparse else Z)
+    context = MethodContext(data=data, settings=PaperSettings(), seed=0, device="cpu")
+    assert context.n_active == 2 and context.sae("topk").k == 2
+
+
+def test_methods_needing_k_names_a_topk_oracle_encoder():
+    # compare_real refuses k=None for it up front only if this names it.
+    method = [METHODS["oracle_sae_encoder"]]
+    assert methods_needing_k(method, PaperSettings()) == []
+    on_topk = PaperSettings(oracle_encoder_activation="topk")
+    assert methods_needing_k(method, on_topk) == ["oracle_sae_encoder"]
 
 
 def test_the_alpha_sweep_is_drawn_on_a_log_axis(tmp_path, saved_figures):
