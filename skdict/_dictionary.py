@@ -1760,13 +1760,13 @@ def learn_dictionary(
     and the last 30 on the paper's inexact alternation: 10 plain FISTA
     iterations per round, warm-started from the previous round's codes (the
     first from zero codes and without momentum), codes not rescaled, no
-    resampling, momentum 0.9, ``alpha`` fixed. Exploration computes in float32 whatever
-    the dtype of ``X`` (the atoms and codes are returned in it), unless
-    float32 cannot hold the squared row norms of ``X`` and their sums:
-    float64 data then explore in float64, and float32 data are first scaled
-    by a power of two (as are, whatever their norms, data with entries
-    beyond ``2 ** 50`` or below ``2 ** -50`` in float32, ``2 ** 400`` and
-    ``2 ** -400`` in float64). A given ``init`` skips the exploration and
+    resampling, momentum 0.9, ``alpha`` fixed. Exploration computes in
+    float32 whatever the dtype of ``X`` (the atoms and codes are returned in
+    it), unless float32 cannot hold the squared row norms of ``X`` and
+    their sums: float64 data then explore in float64, and float32 data are
+    first scaled by a power of two (as are, whatever their norms, data with
+    entries beyond ``2 ** 50`` or below ``2 ** -50`` in float32, ``2 ** 400``
+    and ``2 ** -400`` in float64). A given ``init`` skips the exploration and
     refines in the dtype of ``X``: ``alpha`` is fixed and every round
     decreases ``F(Z, D)``. Either way, learning stops once ``alpha`` has
     reached its target and the relative change ``||D_new - D||_F / ||D||_F``

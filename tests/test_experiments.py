@@ -2341,21 +2341,6 @@ def test_table_columns_ascend_whatever_method_comes_first():
     assert header[1:] == ["n=50", "n=200"]
 
 
-@pytest.fixture
-def saved_figures(monkeypatch):
-    """The figures plot_study saves, kept for inspection."""
-    from matplotlib.figure import Figure
-
-    figures, savefig = [], Figure.savefig
-
-    def keep(figure, *args, **kwargs):
-        figures.append(figure)
-        return savefig(figure, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
-    return figures
-
-
 def test_plot_study_title_defaults_to_the_swept_variable(tmp_path, saved_figures):
     from skdict.experiments import plot_study
 
