@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
@@ -1089,30 +1090,52 @@ def test_probe_accuracy_in_threads_leaves_the_warning_filters(rng):
     assert all(result == results[0] for result in results)
 
 
-def test_probe_accuracy_keeps_the_probes_convergence_warning_to_itself(rng):
+def test_probe_accuracy_keeps_the_probes_convergence_warning_to_itself():
     # On separable codes the unpenalised optimum lies at infinity and L-BFGS
-    # stops at max_iter: what the accuracy needs, not news for the caller (a
-    # search over probes would print one per fit).
-    codes = rng.standard_normal((60, 5))
+    # stops at max_iter on a separating hyperplane: what the accuracy needs,
+    # not news for the caller (a search over probes would print one per fit).
+    codes = np.random.default_rng(0).standard_normal((60, 5))
     y = (codes[:, 0] > 0).astype(int)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        probe_accuracy(codes, y, codes, y, max_iter=5)
+        # 10 iterations, all spent, separate the codes (5 do not: below).
+        assert probe_accuracy(codes, y, codes, y, max_iter=10)["acc_id"] == 1.0
     assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=5 .* \(ID accuracy 0\.967"):
+        probe_accuracy(codes, y, codes, y, max_iter=5)
+
+
+def _noisy_labels(rng):
+    """Codes and labels no hyperplane separates."""
+    codes = rng.standard_normal((200, 10))
+    y = (codes @ rng.standard_normal(10) + rng.standard_normal(200) > 0).astype(int)
+    return codes, y
 
 
 @pytest.mark.parametrize("max_iter", [1, 2])
 def test_probe_accuracy_runs_the_default_probe_for_max_iter(rng, max_iter):
     # scikit-learn's own 100 iterations scored 0.930 where one gives 0.775.
-    codes = rng.standard_normal((200, 10))
-    y = (codes @ rng.standard_normal(10) + rng.standard_normal(200) > 0).astype(int)
+    codes, y = _noisy_labels(rng)
     scaled = codes / np.quantile(np.abs(codes), 0.99)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         probe = LogisticRegression(C=np.inf, max_iter=max_iter).fit(scaled, y)
-    assert probe_accuracy(codes, y, max_iter=max_iter)["acc_id"] == probe.score(
-        scaled, y
-    )
+    # Stopped short on codes that are not separable: said, naming max_iter.
+    with pytest.warns(ConvergenceWarning, match=f"max_iter={max_iter} on ID codes"):
+        accuracy = probe_accuracy(codes, y, max_iter=max_iter)["acc_id"]
+    assert accuracy == probe.score(scaled, y)
+    # Converged on them: nothing to say.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert probe_accuracy(codes, y)["acc_id"] < 1
+
+
+def test_a_callers_probe_warns_as_in_its_own_fit(rng):
+    # Silenced, an MLPClassifier stopped after 2 iterations scored 0.49 and a
+    # comparison of methods by probe accuracy read it as the codes' fault.
+    codes, y = _noisy_labels(rng)
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        probe_accuracy(codes, y, probe=MLPClassifier(max_iter=2, random_state=0))
 
 
 @pytest.mark.parametrize("layout", [np.asarray, sp.csr_matrix])
