@@ -1195,7 +1195,7 @@ def test_run_study_runs_each_seed_value_and_method_once(tmp_path, monkeypatch):
     records = run_study(
         "vary_latents",
         values=(12, np.int64(12), 12),
-        seeds=(0, np.int32(0)),
+        seeds=(0, np.int64(0)),
         methods=("fista_oracle", "fista_oracle"),
         data_params=TINY_DATA,
         settings=TINY,
@@ -1425,7 +1425,7 @@ def test_paper_settings_store_plain_python_values(tmp_path):
     settings = PaperSettings(
         alpha=np.float32(0.25),
         sae_epochs=np.int64(2),
-        dict_max_iter=np.int32(3),
+        dict_max_iter=np.uint64(3),
         probe_alphas=(np.float32(0.5), 1, np.float64(2.0)),
     )
     assert settings == PaperSettings(
@@ -1473,7 +1473,8 @@ def test_plan_study_checks_every_cell():
 
 
 @pytest.mark.parametrize(
-    "variable, log", [("n_latents", True), ("n_active", True), ("noise", False)]
+    "variable, log",
+    [("n_latents", True), ("n_active", True), ("n_samples", True), ("noise", False)],
 )
 def test_plot_study_log_axis_for_sizes_and_penalties(
     tmp_path, monkeypatch, variable, log
@@ -1621,13 +1622,13 @@ def test_plot_study_leaves_the_callers_matplotlib_alone(tmp_path):
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _study_records(methods, values=(20, 40), seeds=(0,)):
+def _study_records(methods, values=(20, 40), seeds=(0,), variable="n_latents"):
     return [
         {
             "method": name,
             "label": METHODS[name].label if name in METHODS else name,
             "value": value,
-            "variable": "n_latents",
+            "variable": variable,
             "seed": seed,
             "mcc_ood": 0.5 + 0.1 * seed,
             "auc_ood": 0.5,
@@ -1690,9 +1691,20 @@ def test_plot_study_says_what_its_error_bars_are(tmp_path, saved_figures):
     from skdict.experiments import plot_study
 
     plot_study(_study_records(["fista_oracle"], seeds=(0, 1, 2)), tmp_path / "a.png")
+    plot_study(_study_records(["fista_oracle"], seeds=(0, 1)), tmp_path / "a.png")
     plot_study(_study_records(["fista_oracle"]), tmp_path / "b.png")
+    # Records without a value of any figure metric claim no seeds either.
+    empty = [{**r, "mcc_ood": None} for r in _study_records(["fista_oracle"])]
+    for record in empty:
+        del record["auc_ood"], record["acc_ood"], record["mse_gap"]
+    plot_study(empty, tmp_path / "b.png")
     titles = [fig.legends[0].get_title().get_text() for fig in saved_figures]
-    assert titles == ["error bars: 1 sd over 3 seeds", "one seed: no error bars"]
+    assert titles == [
+        "error bars: 1 sd over 3 seeds",
+        "error bars: 1 sd over 2 seeds",
+        "one seed: no error bars",
+        "one seed: no error bars",
+    ]
     # Bars of methods at one value are moved apart on the log axis, not
     # drawn on top of each other.
     records = _study_records(["fista_oracle", "dl_fista"], seeds=(0, 1))
@@ -1709,6 +1721,46 @@ def test_plot_study_labels_thousands_compactly(tmp_path, saved_figures):
     plot_study(_study_records(["fista_oracle"], values=values), tmp_path / "n.png")
     ticks = [t.get_text() for t in saved_figures[0].axes[2].get_xticklabels()]
     assert ticks == ["500", "1500", "5k", "10k", "100k", "1.25M", "1G"]
+
+
+def test_plot_study_labels_its_axes_and_shares_one_x_axis(tmp_path, saved_figures):
+    # The swept variable under the bottom row, each panel's FIGURE_METRICS
+    # label, one x axis for the four panels (tick labels under the bottom row
+    # only), no minor ticks (matplotlib labels them on a range under a
+    # decade: "3x10^1"), and every swept value inside the limits.
+    from skdict.experiments import FIGURE_METRICS, plot_study
+
+    records = _study_records(["fista_oracle"], variable="n_active")
+    plot_study(records, tmp_path / "a.png")
+    axes = saved_figures[0].axes
+    assert [ax.get_xlabel() for ax in axes] == ["", "", "n_active", "n_active"]
+    assert [ax.get_ylabel() for ax in axes] == list(FIGURE_METRICS.values())
+    assert all(axes[0].get_shared_x_axes().joined(axes[0], ax) for ax in axes)
+    assert not any(label.get_visible() for label in axes[0].get_xticklabels())
+    assert all(len(ax.xaxis.get_minorticklocs()) == 0 for ax in axes)
+    assert all(ax.get_xlim()[0] < 20 and ax.get_xlim()[1] > 40 for ax in axes)
+
+
+def test_plot_study_moves_only_bars_on_a_log_axis_apart(tmp_path, saved_figures):
+    from skdict.experiments import plot_study
+
+    methods = ["fista_oracle", "dl_fista"]
+    # One seed draws no bars: the points stay on the swept values' ticks.
+    plot_study(_study_records(methods), tmp_path / "a.png")
+    # A linear axis keeps its values too: the shift is a factor.
+    noise = _study_records(methods, values=(0.1, 0.5), seeds=(0, 1), variable="noise")
+    plot_study(noise, tmp_path / "b.png")
+    for figure, values in zip(saved_figures, ([20, 40], [0.1, 0.5]), strict=True):
+        for bars in figure.axes[0].containers:
+            assert list(bars.lines[0].get_xdata()) == values
+    # Many methods at one value: the axis holds them all (at value / 1.5 to
+    # value * 1.5 the outer two of 30 fell outside without a word).
+    many = _study_records([f"m{i}" for i in range(30)], values=(20,), seeds=(0, 1))
+    plot_study(many, tmp_path / "c.png")
+    for ax in saved_figures[-1].axes:
+        low, high = ax.get_xlim()
+        xs = [bars.lines[0].get_xdata()[0] for bars in ax.containers]
+        assert len(xs) == 30 and low < min(xs) and max(xs) < high
 
 
 def test_plot_study_refuses_records_of_one_setting(tmp_path):
@@ -2098,6 +2150,51 @@ def test_interrupts_are_held_until_the_libraries_have_loaded():
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_cli_holds_ctrl_c_until_the_libraries_have_loaded(monkeypatch):
+    # The CLI itself uses the hold: an interrupt while its parser imports
+    # the libraries lets the imports finish (a half-imported module stays
+    # broken in sys.modules), then stops the run as interrupted.
+    import argparse
+    import os
+    import signal
+
+    loaded = []
+
+    def loading():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the handler runs between bytecodes
+        loaded.append(True)
+        return argparse.ArgumentParser()
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        monkeypatch.setattr(skdict.__main__, "_parser", loading)
+        assert main(["reproduce"]) == 130
+        assert loaded == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_cli_terminated_while_checking_its_options_prints_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    import os
+    import signal
+
+    def terminated():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs between bytecodes
+
+    monkeypatch.setattr(skdict.experiments._report, "check_plots_extra", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["reproduce", "--study", "alpha", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 143
+    err = capsys.readouterr().err
+    assert err.strip() == "skdict: terminated (SIGTERM) before any study ran."
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_cli_interrupted_while_starting_prints_one_line(monkeypatch, capsys):
