@@ -65,7 +65,7 @@ from sklearn.utils.validation import (
 from tqdm.auto import tqdm
 
 from ._fitting import forget_fit_on_failure, restored_on_failure
-from ._params import Satisfies, StrictParamsMixin, fit_context, is_count
+from ._params import Satisfies, StrictParamsMixin, count_from, fit_context, is_count
 from ._tensor import (
     DEVICE_CONSTRAINT,
     ArrayOrigin,
@@ -322,7 +322,17 @@ def is_provider(obj: Any) -> bool:
     object exposing its atoms as ``components_`` (and optionally its offset
     as ``intercept_``), e.g. the weights of a model trained elsewhere.
     """
-    return is_estimator(obj) or hasattr(obj, "components_")
+    return is_estimator(obj) or exposes_components(obj)
+
+
+def exposes_components(obj: Any) -> bool:
+    """Return True when ``obj`` holds atoms as ``components_``.
+
+    Not a class: ``SparseAutoencoder`` itself (the parentheses forgotten) has
+    ``components_`` as a property, and failed later in a float conversion of
+    it.
+    """
+    return not isinstance(obj, type) and hasattr(obj, "components_")
 
 
 def fits_on_data(obj: Any) -> bool:
@@ -583,9 +593,7 @@ def is_same_given(dictionary: Any, record: GivenRecord) -> bool:
 
 
 #: Parameter constraint: an object exposing ``components_``.
-EXPOSES_COMPONENTS = Satisfies(
-    lambda val: hasattr(val, "components_"), "an object exposing 'components_'"
-)
+EXPOSES_COMPONENTS = Satisfies(exposes_components, "an object exposing 'components_'")
 #: An estimator, as providers and ``init`` take it: ``fit`` to be fitted, and
 #: ``get_params`` for ``clone`` (an object with ``fit`` alone was taken for an
 #: array, and failed with "float() argument must be ... not 'MyDict'").
@@ -2813,7 +2821,7 @@ class OracleDictionary(
         "dictionary": PROVIDER_CONSTRAINT,
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "positive": ["boolean"],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [count_from(1)],
         # At tol >= 1 zero codes always pass: their gap is at most their
         # objective.
         "tol": [Interval(Real, 0, 1, closed="left")],

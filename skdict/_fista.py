@@ -130,7 +130,13 @@ from ._dictionary import (
     torch_generator,
 )
 from ._fitting import forget_fit_on_failure
-from ._params import StrictParamsMixin, fit_context, is_count
+from ._params import (
+    StrictParamsMixin,
+    check_holdable,
+    count_from,
+    fit_context,
+    is_count,
+)
 from ._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
@@ -3155,17 +3161,17 @@ class FISTACoder(
 
     _parameter_constraints: dict = {
         "dictionary": PROVIDER_CONSTRAINT,
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "n_components": [count_from(1), None],
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "positive": ["boolean"],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [count_from(1)],
         # At tol >= 1 zero codes always pass: their gap is at most their
         # objective (tol=1.0 returned all-zero codes).
         "tol": [Interval(Real, 0, 1, closed="left")],
         "init": ["array-like", CODING_ESTIMATOR, EXPOSES_COMPONENTS, None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "device": DEVICE_CONSTRAINT,
-        "dict_max_iter": [Interval(Integral, 0, None, closed="left")],
+        "dict_max_iter": [count_from(0)],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -3355,9 +3361,16 @@ class FISTACoder(
         return resolved.components
 
     def _n_atoms(self, X_t, init):
-        if init is None:
-            return self.n_components or X_t.shape[1]
-        return check_n_components(self.n_components, init.shape[0], "init")
+        if init is not None:
+            return check_n_components(self.n_components, init.shape[0], "init")
+        n_atoms, n_features = self.n_components or X_t.shape[1], X_t.shape[1]
+        # The atoms, and their n_atoms x n_atoms Gram matrix and statistics.
+        check_holdable(
+            n_atoms * max(n_atoms, n_features),
+            X_t.dtype,
+            f"n_components={n_atoms} atoms of n_features={n_features} features make",
+        )
+        return n_atoms
 
     def _store_learned(self, components, origin):
         self.dictionary_ = None

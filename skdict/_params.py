@@ -3,9 +3,10 @@
 scikit-learn's ``Interval(Integral, ...)`` accepts ``True`` (a Python bool is
 an ``Integral``) and NumPy integers of any width. Handed on to torch, a bool
 fails deep inside a kernel (``randn(True, ...)``), and a narrow NumPy integer
-wraps around in arithmetic without an error (``np.uint8(10) * 64`` is 128), so
-a ``k`` or a ``batch_size`` of that type silently changes the result. Both are
-rejected here, by name, before anything runs. So are bools where a real
+wraps around in arithmetic without an error (``np.uint8(10) * 64`` is 128;
+``np.int32(65536) ** 2`` is 0), so a ``k`` or an ``n_components`` of that type
+silently changes the result. Both are rejected here, by name, before anything
+runs: NumPy integers must have 64 bits. So are bools where a real
 number is expected (``alpha=True`` ran as 1.0). NumPy floats of any width
 are accepted, as scikit-learn accepts them; the solvers take them as Python
 floats.
@@ -33,6 +34,8 @@ from sklearn.utils._param_validation import validate_params as _sklearn_validate
 __all__ = [
     "Satisfies",
     "StrictParamsMixin",
+    "check_holdable",
+    "count_from",
     "fit_context",
     "is_array_like",
     "is_count",
@@ -44,8 +47,16 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 # The smallest range an integer hyper-parameter's type must hold: products of
-# sizes (rows x atoms, k x batch) must not wrap around.
-_MIN_INTEGER_BITS = 32
+# sizes (rows x atoms, k x batch, atoms squared) must not wrap around. At 32
+# bits, n_components=np.int32(65536) squared to 0 and the matching-pursuit SAE
+# skipped its size guard, asking for 17 GB on 64 rows of 4 features.
+_MIN_INTEGER_BITS = 64
+
+# torch holds sizes and counts in 64-bit integers, and tqdm a total in a C
+# ssize_t: past this, an iteration count or a number of atoms failed inside
+# them ("Overflow when unpacking long long", "int too large to convert to C
+# ssize_t"), naming no parameter.
+_LARGEST_COUNT = 2**63 - 1
 
 
 def validate_params(
@@ -158,8 +169,7 @@ def validate_hyperparameters(
     ------
     InvalidParameterError
         If a value breaks its constraints, or is a bool or a NumPy integer
-        narrower than 32 bits where an integer is expected, or a bool where a
-        real number is expected.
+        narrower than 64 bits where a number is expected.
 
     Examples
     --------
@@ -248,6 +258,51 @@ f must be an even number. Got 3 instead.
 
     def __str__(self) -> str:
         return self.description
+
+
+def count_from(low: int) -> Interval:
+    """Return the constraint of a count: an integer from ``low`` to what torch holds.
+
+    Examples
+    --------
+    >>> from skdict._params import count_from, validate_hyperparameters
+    >>> constraints = {"max_iter": [count_from(1)]}
+    >>> validate_hyperparameters(constraints, {"max_iter": 2**64}, "f")
+    Traceback (most recent call last):
+    ...
+    sklearn.utils._param_validation.InvalidParameterError: The 'max_iter' parameter \
+of f must be an int in the range [1, 9223372036854775807]. Got 18446744073709551616 \
+instead.
+    """
+    return Interval(Integral, low, _LARGEST_COUNT, closed="both")
+
+
+def check_holdable(n_values: int, dtype: Any, what: str) -> None:
+    """Raise a ``ValueError`` if ``n_values`` of ``dtype`` are more than an array holds.
+
+    ``dtype`` is a NumPy or a torch dtype.
+
+    NumPy and torch count an array's bytes in a signed 64-bit integer; past
+    that they failed with "Maximum allowed dimension exceeded" or "Storage
+    size calculation overflowed", naming no parameter. ``what`` opens the
+    message and names the parameters that set the size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict._params import check_holdable
+    >>> check_holdable(10**20, np.float64, "n_samples=10**20 rows make")
+    Traceback (most recent call last):
+    ...
+    ValueError: n_samples=10**20 rows make 1e+20 float64 values, more than an array \
+can hold.
+    """
+    torch_name = str(dtype).removeprefix("torch.")  # torch.float32 -> float32
+    dtype = np.dtype(torch_name if torch_name != str(dtype) else dtype)
+    if n_values > _LARGEST_COUNT // dtype.itemsize:
+        raise ValueError(
+            f"{what} {n_values:.3g} {dtype.name} values, more than an array can hold."
+        )
 
 
 def is_count(value: Any) -> bool:

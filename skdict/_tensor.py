@@ -813,6 +813,9 @@ def _refuse_estimator(A: Any, name: str) -> None:
             f"{name} must be an array; got the estimator {type(A).__name__}. "
             "Pass what it computes, e.g. its transform(X)."
         )
+    if isinstance(A, type):
+        # The parentheses forgotten: "float() argument must be ... not 'type'".
+        raise TypeError(f"{name} must be an array; got the class {A.__name__} itself.")
 
 
 def _leave_array_api(A: Any) -> tuple[Any, tuple[Any, Any] | None]:

@@ -20,7 +20,12 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
-from skdict._params import is_array_like, validate_hyperparameters, validate_params
+from skdict._params import (
+    check_holdable,
+    is_array_like,
+    validate_hyperparameters,
+    validate_params,
+)
 
 from .conftest import HAS_ARRAY_API_DISPATCH
 
@@ -299,10 +304,76 @@ def test_integer_hyperparameters_refuse_bools_and_narrow_numpy_integers(
     # True passes sklearn's Interval(Integral) and fails inside torch; narrow
     # NumPy integers wrap around in the products of sizes.
     X = np.random.default_rng(0).standard_normal((20, 3))
-    for value, match in [(True, "got True, a bool"), (np.uint8(2), "at least 32")]:
+    for value, match in [(True, "got True, a bool"), (np.int32(2), "at least 64")]:
         with pytest.raises(ValueError, match=f"'{name}' parameter of .*{match}"):
             clone(estimator).set_params(**{name: value}).fit(X)
     clone(estimator).set_params(**{name: np.int64(2)}).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "name"),
+    [
+        (FISTACoder(), "n_components"),
+        (FISTACoder(n_components=2), "max_iter"),
+        (FISTACoder(n_components=2), "dict_max_iter"),
+        (OracleDictionary(np.eye(3)), "max_iter"),
+        (SparseAutoencoder(), "n_components"),
+        (SparseAutoencoder(2, activation="topk"), "k"),
+        (SparseAutoencoder(2), "max_epochs"),
+        (SparseAutoencoder(2, activation="topk", k=1), "aux_k"),
+        (SparseAutoencoder(2), "dead_after"),
+        (SparseAutoencoder(2), "n_iter_no_change"),
+    ],
+)
+def test_counts_beyond_64_bits_are_refused_by_name(estimator, name):
+    # torch and tqdm hold counts in 64 bits: n_components=2**63 failed in
+    # torch.randn ("Overflow when unpacking long long"), dict_max_iter=2**63
+    # in tqdm ("int too large to convert to C ssize_t"), max_iter=2**64 and
+    # dead_after=2**64 in a comparison with a tensor.
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    for big in (2**63, 2**64):
+        with pytest.raises(
+            ValueError, match=rf"'{name}' parameter .* range \[[01], {2**63 - 1}\]"
+        ):
+            clone(estimator).set_params(**{name: big}).fit(X)
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+@pytest.mark.parametrize(
+    ("estimator", "unit"), [(FISTACoder, "atoms"), (SparseAutoencoder, "latents")]
+)
+def test_more_atoms_than_an_array_holds_are_refused_by_name(estimator, unit, method):
+    # 2**62 atoms of 3 features: torch's "Storage size calculation
+    # overflowed", naming no parameter.
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    with pytest.raises(
+        ValueError,
+        match=f"n_components={2**62} {unit} of n_features=3 features make .* "
+        "more than an array can hold",
+    ):
+        getattr(estimator(n_components=2**62), method)(X)
+
+
+def test_what_an_array_holds_is_counted_in_bytes():
+    # NumPy and torch bound an array's bytes by the largest 64-bit integer:
+    # 2**60 float64 values are beyond, as float32 values they are not.
+    largest = 2**63 - 1
+    check_holdable(largest // 8, np.float64, "x")
+    check_holdable(2**60, torch.float32, "x")
+    with pytest.raises(ValueError, match=r"^x make 1.15e\+18 float64 values, more"):
+        check_holdable(largest // 8 + 1, np.float64, "x make")
+    with pytest.raises(ValueError, match="float64 values, more than an array"):
+        check_holdable(2**60, torch.float64, "x")
+
+
+def test_batch_sizes_beyond_64_bits_take_every_row():
+    # Unlike a count, a batch size bounds itself: the rows there are.
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    expected = FISTACoder(np.eye(3)).fit_transform(X)
+    np.testing.assert_array_equal(
+        FISTACoder(np.eye(3), batch_size=2**64).fit_transform(X), expected
+    )
+    SparseAutoencoder(2, batch_size=2**64, max_epochs=1).fit(X)
 
 
 @pytest.mark.parametrize(
@@ -320,6 +391,35 @@ def test_sparse_atoms_are_refused_by_name(estimator, name):
     estimator.set_params(**{name: sp.csr_array(np.eye(3))})
     with pytest.raises(ValueError, match=rf"'{name}' .* dense atoms.*{name}\.toarray"):
         estimator.fit(X)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "name"),
+    [
+        (FISTACoder(SparseAutoencoder), "dictionary"),
+        (FISTACoder(np.eye(3), init=SparseAutoencoder), "init"),
+        (OracleDictionary(SparseAutoencoder), "dictionary"),
+        (SparseAutoencoder(decoder=SparseAutoencoder, max_epochs=1), "decoder"),
+    ],
+)
+def test_a_class_for_an_instance_is_refused_by_name(estimator, name):
+    # SparseAutoencoder itself (the parentheses forgotten) has components_ as
+    # a property, passed for a holder of atoms, and failed in a float
+    # conversion of the property ("init": an IndexError).
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    with pytest.raises(ValueError, match=f"'{name}' parameter .* Got <class"):
+        estimator.fit(X)
+
+
+def test_a_class_for_an_array_is_named():
+    from skdict.metrics import dictionary_similarity
+
+    with pytest.raises(TypeError, match=r"^dictionary must be an array; got the class"):
+        dictionary_similarity(np.eye(3), SparseAutoencoder)
+    with pytest.raises(
+        TypeError, match=r"^X must be an array; got the class PCA itself"
+    ):
+        FISTACoder(np.eye(3)).fit(PCA)
 
 
 @pytest.mark.parametrize(
@@ -787,14 +887,31 @@ def test_estimators_declare_array_api_support(estimator):
 
 
 def test_wide_enough_numpy_numbers_are_accepted():
-    # The bounds are inclusive: NumPy integers of 32 bits and floats of 64
-    # bits hold the products the estimators form.
+    # The bound is inclusive: NumPy integers of 64 bits hold the products the
+    # estimators form; 32 bits do not.
     ints = {"k": [Interval(Integral, 1, None, closed="left")]}
     reals = {"alpha": [Interval(Real, 0, None, closed="neither")]}
-    for value in (np.int32(3), np.uint32(3), np.int64(3), 3):
+    for value in (np.int64(3), np.uint64(3), 3):
         validate_hyperparameters(ints, {"k": value}, "f")
-    for value in (np.float64(0.5), 0.5, np.int32(2)):
+    for value in (np.float64(0.5), 0.5, np.int64(2)):
         validate_hyperparameters(reals, {"alpha": value}, "f")
+    for value in (np.int32(3), np.uint32(3)):
+        with pytest.raises(ValueError, match="at least 64 bits"):
+            validate_hyperparameters(ints, {"k": value}, "f")
+        with pytest.raises(ValueError, match="at least 64 bits"):
+            validate_hyperparameters(reals, {"alpha": value}, "f")
+
+
+def test_a_32_bit_width_is_refused_before_its_square_wraps_around():
+    # np.int32(65536) ** 2 is 0: the matching-pursuit SAE took its width as
+    # small enough for an atoms x atoms Gram matrix and asked for 17 GB.
+    X = np.random.default_rng(0).standard_normal((64, 4))
+    with pytest.raises(ValueError, match=r"'n_components' .* at least 64 bits"):
+        SparseAutoencoder(np.int32(65536), activation="mp", k=2).fit(X)
+    # Unsigned 64-bit sizes are taken as they are.
+    width = np.uint64(16)
+    model = SparseAutoencoder(width, activation="mp", k=np.uint64(2), max_epochs=1)
+    assert model.fit(X).transform(X).shape == (64, 16)
 
 
 def test_wide_numpy_integers_are_taken_for_real_parameters():

@@ -230,7 +230,7 @@ def test_single_active_latent():
         (dict(n_active=0), "'n_active' parameter"),
         (dict(n_latents=2.5), "'n_latents' parameter"),
         (dict(n_active=True), "'n_active' parameter .* a bool"),
-        (dict(n_samples=np.int16(100)), "'n_samples' parameter .* at least 32 bits"),
+        (dict(n_samples=np.int16(100)), "'n_samples' parameter .* at least 64 bits"),
         (dict(n_latents=10**20), "8.75e\\+22 float64 values, more than an array"),
         (dict(n_samples=10**19), "n_samples=1e\\+19 rows of 100 values make 1e\\+21"),
         # NumPy's bound is on bytes: 9e17 rows of 10 sparse codes passed a

@@ -206,6 +206,8 @@ def test_firing_of_a_split_holding_one_pair_has_no_strays_to_count():
         ({"n_components": 0}, "'n_components' parameter of compare_real"),
         ({"n_components": True}, "'n_components' parameter .* a bool"),
         ({"k": 0}, "'k' parameter of compare_real"),
+        # Before the first SAE's training (which refuses it too).
+        ({"k": 2**63}, r"'k' parameter of compare_real .* \[1, 9223372036854775807\]"),
     ],
 )
 def test_compare_real_rejects_bad_settings(data, kwargs, match):

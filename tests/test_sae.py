@@ -1377,9 +1377,9 @@ def test_cuda_fit_loads_on_cpu(activation, rng):
         ({"n_components": True}, "'n_components' parameter of .* a bool"),
         (
             {"activation": "batchtopk", "k": np.uint8(2)},
-            "'k' parameter of .* at least 32 bits",
+            "'k' parameter of .* at least 64 bits",
         ),
-        ({"batch_size": np.int16(8)}, "'batch_size' parameter of .* at least 32"),
+        ({"batch_size": np.int16(8)}, "'batch_size' parameter of .* at least 64"),
         ({"validation_fraction": 0.999}, "validation_fraction=0.999 leaves no"),
         ({"freeze_decoder": True}, "freeze_decoder=True needs a decoder"),
         ({"bias_init": "median"}, "'bias_init' parameter"),

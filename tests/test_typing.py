@@ -53,7 +53,7 @@ data = make_compositional(np.int64(20), 3, n_samples=np.int64(100), noise=0.1)
 # Real parameters take NumPy integers, as the checks at fit do; integer ones
 # refuse floats.
 FISTACoder(alpha=np.int64(1), tol=np.int64(0))
-OracleDictionary(alpha=np.int32(2))
+OracleDictionary(alpha=np.uint64(2))
 FISTACoder(max_iter=5.0)  # type: ignore[arg-type]
 
 # Fitting returns the estimator itself.

@@ -37,7 +37,13 @@ from .._dictionary import (
     torch_generator,
 )
 from .._fitting import forget_fit_on_failure
-from .._params import StrictParamsMixin, fit_context, is_array_like
+from .._params import (
+    StrictParamsMixin,
+    check_holdable,
+    count_from,
+    fit_context,
+    is_array_like,
+)
 from .._tensor import (
     DEVICE_CONSTRAINT,
     DetachedCloneMixin,
@@ -312,13 +318,13 @@ class SparseAutoencoder(
     )
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "n_components": [count_from(1), None],
         "activation": [StrOptions(set(ACTIVATIONS))],
-        "k": [Interval(Integral, 1, None, closed="left"), None],
+        "k": [count_from(1), None],
         "sparsity_coef": [Interval(Real, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [count_from(1)],
         "decoder": PROVIDER_CONSTRAINT,
         "freeze_decoder": ["boolean"],
         "device": DEVICE_CONSTRAINT,
@@ -326,13 +332,13 @@ class SparseAutoencoder(
         "verbose": ["verbose"],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "bias_init": [StrOptions({"mean", "zero"})],
-        "aux_k": [Interval(Integral, 1, None, closed="left"), None],
+        "aux_k": [count_from(1), None],
         "aux_coef": [Interval(Real, 0, None, closed="left")],
-        "dead_after": [Interval(Integral, 1, None, closed="left"), None],
+        "dead_after": [count_from(1), None],
         "bandwidth": [Interval(Real, 0, None, closed="neither")],
         "threshold_init": [Interval(Real, 0, None, closed="neither")],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [count_from(1)],
         # A relative improvement of 100 % or more is out of reach of a
         # non-negative loss: tol=1 would call every epoch stale.
         "tol": [Interval(Real, 0, 1, closed="left")],
@@ -630,6 +636,12 @@ class SparseAutoencoder(
             # As FISTACoder and scikit-learn's decompositions: one latent per
             # feature (SparseAutoencoder() could not be fitted).
             n_components = n_features
+        check_holdable(
+            n_components * n_features,
+            X_t.dtype,
+            f"n_components={n_components} latents of n_features={n_features} "
+            "features make",
+        )
         self._check_k(n_components)
         if self.k is not None and self.activation not in ACTIVATIONS_WITH_K:
             # SparseAutoencoder(50, k=5) trained a ReLU SAE firing 48 of its

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval
 
-from .._params import validate_hyperparameters
+from .._params import check_holdable, validate_hyperparameters
 from .._tensor import rows_per_block
 from .._typing import Bool, Float, Int, Seed
 from .._warnings import warn
@@ -242,24 +242,21 @@ def _resolve_recipe(
     if n_features is None:
         n_features = default_n_features(n_latents, n_active)
     _check_recipe(n_latents, n_active, n_features, n_ood)
-    # Python integers: the products cannot wrap around. Past this bound NumPy
-    # failed with "Maximum allowed dimension exceeded" or "array is too big"
-    # halfway through a run. Its bound is on bytes, of float64 values here.
-    largest = np.iinfo(np.intp).max // 8
-    if n_latents * n_features > largest:
-        raise ValueError(
-            f"n_latents={_shown(n_latents)} atoms in "
-            f"n_features={_shown(n_features)} "
-            f"dimensions make a dictionary of {n_latents * n_features:.3g} "
-            "float64 values, more than an array can hold."
-        )
+    # Python integers: the products cannot wrap around. Past the bound NumPy
+    # failed halfway through a run.
+    check_holdable(
+        n_latents * n_features,
+        np.float64,
+        f"n_latents={_shown(n_latents)} atoms in n_features={_shown(n_features)} "
+        "dimensions make a dictionary of",
+    )
     # The data, and the codes (dense, or n_active values a row).
     width = max(n_features, n_active if sparse_codes else n_latents)
-    if n_samples * width > largest:
-        raise ValueError(
-            f"n_samples={_shown(n_samples)} rows of {width} values make "
-            f"{n_samples * width:.3g} float64 values, more than an array can hold."
-        )
+    check_holdable(
+        n_samples * width,
+        np.float64,
+        f"n_samples={_shown(n_samples)} rows of {width} values make",
+    )
     return n_features, n_ood
 
 

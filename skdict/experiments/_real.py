@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_array, check_consistent_length
 from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
-from .._params import validate_hyperparameters
+from .._params import count_from, validate_hyperparameters
 from .._tensor import resolve_device
 from .._warnings import ignoring
 from ..datasets import load_phrase_activations
@@ -628,8 +628,8 @@ def _check_settings(
     """Raise the error naming a bad width, TopK ``k`` or firing threshold."""
     validate_hyperparameters(
         {
-            "n_components": [Interval(Integral, 1, None, closed="left"), None],
-            "k": [Interval(Integral, 1, None, closed="left"), None],
+            "n_components": [count_from(1), None],
+            "k": [count_from(1), None],
             "fire_threshold": [Interval(Real, 0, None, closed="left")],
         },
         {"n_components": n_components, "k": k, "fire_threshold": fire_threshold},
