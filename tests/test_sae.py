@@ -824,6 +824,34 @@ def test_batchtopk_threshold_ignores_zeros():
     assert float(module.threshold) == 2.0
     module._update_threshold(torch.zeros(4, dtype=torch.float64))
     assert float(module.threshold) == 2.0
+    # Nor is such a batch counted: the next minimum is averaged with 2.0
+    # alone, and one coming first does not average the initial 0 in.
+    module._update_threshold(torch.tensor([0.0, 0.0, 4.0, 5.0], dtype=torch.float64))
+    assert float(module.threshold) == 3.0
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    module._update_threshold(torch.zeros(4, dtype=torch.float64))
+    module._update_threshold(torch.tensor([0.0, 0.0, 2.0, 3.0], dtype=torch.float64))
+    assert float(module.threshold) == 2.0
+
+
+def test_batchtopk_threshold_of_a_fit_skips_batches_with_nothing_kept():
+    # One row per batch, k=1, identity atoms: the row without a positive
+    # pre-activation, drawn first at 3 seeds of 4, halved the threshold (0.35
+    # for the other row's 0.70), and inference then fired on 0.65.
+    X = np.array([[-1.0, -1.0, -1.0], [0.5, 0.6, 0.7]])
+    for seed in range(4):
+        sae = SparseAutoencoder(
+            activation="batchtopk",
+            k=1,
+            decoder=np.eye(3),
+            bias_init="zero",
+            batch_size=1,
+            max_epochs=1,
+            lr=1e-12,
+            random_state=seed,
+        ).fit(X)
+        assert float(sae.module_.threshold) == pytest.approx(0.7)
+        assert not sae.transform(np.array([[0.5, 0.6, 0.65]])).any()
 
 
 @pytest.mark.parametrize("n_components", [8, 256])  # dense and sparse codes

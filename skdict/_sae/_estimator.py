@@ -264,7 +264,8 @@ class SparseAutoencoder(
         ``val_loss`` and ``val_mse`` with a validation split. Training-set figures are
         averaged over the epoch's samples (each step weighted by its batch size),
         from the codes training uses: for ``"batchtopk"`` the batch-level
-        top-k (``l0`` equals ``k``), where :meth:`transform`, :meth:`score`
+        top-k (``l0`` is ``k``, less where a batch has fewer than ``k`` positive
+        pre-activations per sample), where :meth:`transform`, :meth:`score`
         and the validation figures apply the learned threshold.
         :meth:`partial_fit` adds a record (about 0.4 KB) per call for as long
         as a stream runs; training never reads them, so a long stream may trim

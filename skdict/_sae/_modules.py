@@ -736,16 +736,20 @@ class BatchTopKSAE(TopKSAE):
 
     def _update_threshold(self, values: Tensor) -> None:
         smallest = values.masked_fill(values <= 0, math.inf).min()
-        # A batch with no positive pre-activation leaves the estimate as it is.
-        smallest = torch.where(smallest.isfinite(), smallest, self.threshold)
-        self.threshold_updates.add_(1)
+        # A batch with no positive pre-activation leaves the estimate as it
+        # is, and is not counted: counted first, it averaged the initial 0 in
+        # as a batch's minimum (0.35 for a minimum of 0.70).
+        found = smallest.isfinite()
+        smallest = torch.where(found, smallest, self.threshold)
+        self.threshold_updates.add_(found.to(self.threshold_updates.dtype))
         # max(1 / updates, momentum) on the device: no synchronisation. In the
         # threshold's dtype: the reciprocal of an integer tensor is float32,
         # which rounded a float64 model's running mean (0.39999999702 for
-        # the mean 0.4 of three batches).
+        # the mean 0.4 of three batches). Selected, not multiplied: 1 / 0
+        # before the first minimum is inf.
         updates = self.threshold_updates.to(self.threshold.dtype)
         weight = updates.reciprocal().clamp_(min=_THRESHOLD_MOMENTUM)
-        self.threshold.lerp_(smallest, weight)
+        self.threshold.lerp_(smallest, torch.where(found, weight, 0.0))
 
 
 class MatchingPursuitSAE(SAE):
