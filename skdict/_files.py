@@ -44,17 +44,30 @@ def write_atomically(
     # mkstemp does.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (_O_BINARY if binary else 0)
-    fd = os.open(tmp, flags, 0o666)
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except OSError as exc:  # a missing or read-only folder
+        raise _naming(exc, tmp, path) from None
     try:
         with os.fdopen(fd, "wb" if binary else "w") as handle:
             write(handle)
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, IsADirectoryError):
-            # os.replace names the temporary file, which the caller never saw.
-            raise IsADirectoryError(exc.errno, exc.strerror, str(path)) from None
+        if isinstance(exc, OSError):
+            raise _naming(exc, tmp, path) from None
         raise
+
+
+def _naming(exc: OSError, tmp: Path, path: Path) -> OSError:
+    """Return ``exc`` naming ``path`` where it names the temporary file.
+
+    os.open and os.replace name the temporary file, which the caller never
+    saw ("No such file or directory: 'figs/a.png.1234.5f0c.tmp'").
+    """
+    if exc.filename != str(tmp) or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 @contextmanager

@@ -2263,6 +2263,40 @@ def test_write_atomically_names_the_folder_in_the_way(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["figure.png"]
 
 
+def test_write_atomically_names_its_target_not_the_temporary_file(
+    tmp_path, monkeypatch
+):
+    # plot_study into a missing folder said "No such file or directory:
+    # 'figs/latents.png.13869.7149a869a5d2cc03.tmp'".
+    import os
+
+    from skdict._files import write_atomically
+
+    target = tmp_path / "figs" / "latents.png"
+    with pytest.raises(FileNotFoundError) as refused:
+        write_atomically(target, lambda handle: handle.write("x"))
+    assert refused.value.filename == str(target)
+
+    # A file that cannot be replaced (an immutable one) names itself too, and
+    # leaves no temporary file.
+    def not_permitted(src, dst):
+        raise PermissionError(1, "Operation not permitted", str(src), str(dst))
+
+    monkeypatch.setattr(os, "replace", not_permitted)
+    with pytest.raises(PermissionError) as refused:
+        write_atomically(tmp_path / "a.json", lambda handle: handle.write("x"))
+    assert refused.value.filename == str(tmp_path / "a.json")
+    assert not list(tmp_path.glob("*.tmp"))
+
+    # Errors that name no file pass as they are.
+    def full(handle):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left") as refused:
+        write_atomically(tmp_path / "b.json", full)
+    assert refused.value.filename is None
+
+
 def test_cli_says_what_an_interrupted_real_study_left(tmp_path):
     # The message printed "real-<preset>.json holds the seeds it finished",
     # also when no seed had finished and the file held an earlier run's.
