@@ -1996,8 +1996,51 @@ def test_sae_fista_methods_reuse_the_sae_an_earlier_method_trained(data, monkeyp
         return sae(self, activation)
 
     monkeypatch.setattr(MethodContext, "sae", recording)
-    compare_methods(data, ["sae_topk", "sae_dict_fista"], settings=TINY)
+    first = compare_methods(
+        data, ["sae_topk", "sae_dict_fista"], settings=TINY, random_state=0
+    )
     assert trained == ["topk"]
+    # Asked the other way round, the SAE's method still runs first: the SAE
+    # was trained twice. The records come in the order asked, the same.
+    later = compare_methods(
+        data,
+        ["fista_oracle", "sae_dict_fista", "sae_topk"],
+        settings=TINY,
+        random_state=0,
+    )
+    assert trained == ["topk", "topk"]
+    assert [r["method"] for r in later] == [
+        "fista_oracle",
+        "sae_dict_fista",
+        "sae_topk",
+    ]
+    for record in first:
+        [twin] = [r for r in later if r["method"] == record["method"]]
+        assert twin["mcc_ood"] == record["mcc_ood"]
+
+
+def test_a_study_runs_the_sae_method_before_those_built_on_it(tmp_path, monkeypatch):
+    trained = []
+    sae = MethodContext.sae
+
+    def recording(self, activation):
+        trained.append(activation)
+        return sae(self, activation)
+
+    monkeypatch.setattr(MethodContext, "sae", recording)
+    methods = ("sae_dict_fista", "fista_oracle", "sae_topk")
+    records = run_study(
+        "vary_latents",
+        values=(12,),
+        seeds=(0,),
+        methods=methods,
+        data_params=TINY_DATA,
+        settings=TINY,
+        out=tmp_path,
+        progress=False,
+    )
+    assert trained == ["topk"]
+    assert [r["method"] for r in records] == list(methods)
 
 
 def test_resume_key_does_not_depend_on_the_order_of_parameters():

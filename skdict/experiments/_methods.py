@@ -265,9 +265,10 @@ class Method:
         study sweeps.
     uses_base_sae : bool
         Built on the SAE of ``PaperSettings.base_sae``, which it trains (in its
-        ``fit_time``) unless the ``sae_*`` method of that activation ran
-        before it in the same comparison, or an earlier cell of a study on
-        the same data trained it (the alpha sweep's cells).
+        ``fit_time``) unless the ``sae_*`` method of that activation runs in
+        the same comparison (before it, whatever the order asked), or an
+        earlier cell of a study on the same data trained it (the alpha
+        sweep's cells).
     when_named : bool
         Runs only when named (or in a study that names it), not among the
         default methods of :func:`~skdict.experiments.compare_methods`.

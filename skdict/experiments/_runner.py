@@ -32,6 +32,7 @@ from ._compare import (
     _method_records,
     computed_with,
     resolve_methods,
+    run_order,
 )
 from ._methods import METHODS, PaperSettings
 from ._studies import (
@@ -363,13 +364,15 @@ def run_study(
     saes_by_data: dict[str, dict[str, Any]] = {}
     cells_left = Counter(_data_key(cell) for cell in todo)
     for cell in tqdm(todo, disable=not progress, desc=study, unit="cell"):
-        pending = _pending(cell, cell.settings(base), done)
+        chosen = resolve_methods(_pending(cell, cell.settings(base), done))
+        chosen = run_order(chosen, cell.settings(base).base_sae)
+        pending = [method.name for method in chosen]
         data = make_compositional(**cell.data_params, random_state=cell.seed)
         same_data = _data_key(cell)
         cells_left[same_data] -= 1
         cell_records = _method_records(
             data,
-            resolve_methods(pending),
+            chosen,
             cell.settings(base),
             cell.seed,
             device,
