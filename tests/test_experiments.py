@@ -2549,6 +2549,34 @@ def test_seeds_of_one_setting_are_not_warned_as_mixed():
     assert summary["FISTA"][50][2] == 3
 
 
+def test_records_a_table_would_mislabel_or_double_count_are_refused(
+    tmp_path, data, saved_figures
+):
+    from skdict.experiments import plot_study
+
+    latents = _study_records(["fista_oracle"])
+    sparsity = _study_records(["fista_oracle"], variable="n_active")
+    # Labelled with the first record's variable: "n_latents=20" for
+    # n_active=20.
+    with pytest.raises(ValueError, match="'n_latents', 'n_active'"):
+        format_table(latents + sparsity)
+    with pytest.raises(ValueError, match="sweep different variables"):
+        plot_study(latents + sparsity, tmp_path / "a.png")
+    # "'<' not supported between instances of 'NoneType' and 'int'".
+    compared = compare_methods(data, ["fista_oracle"], random_state=0)
+    with pytest.raises(ValueError, match=r"mix run_study's .*\(compare_methods'\)"):
+        summarize(latents + compared)
+    # One record twice, from two results files: two seeds of one.
+    keyed = [{**record, "key": f"k{i}"} for i, record in enumerate(latents)]
+    with pytest.raises(ValueError, match="2 records of key 'k0'"):
+        format_table(keyed + keyed[:1])
+    assert "n_latents=20" in format_table(keyed)
+    # A key that is not a number: float("cpu") failed.
+    with pytest.raises(ValueError, match=r"metric='device' is not a number .*'cpu'"):
+        format_table(compared, "device")
+    assert not saved_figures
+
+
 def test_format_table_aligns_its_columns():
     # Doctests compare with NORMALIZE_WHITESPACE, blind to alignment.
     records = [

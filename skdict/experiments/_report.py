@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from numbers import Real
 from pathlib import Path
@@ -115,7 +115,10 @@ def summarize(
 
     Records where the metric is None (e.g. reconstruction for a probe) are
     left out; a metric that no record holds is refused (a misspelt key would
-    otherwise summarise to nothing).
+    otherwise summarise to nothing), as are records of several swept
+    variables, study records mixed with records without a value, and a
+    record key seen twice (it would count as another seed). The tables and
+    figures summarise alike.
 
     Parameters
     ----------
@@ -159,11 +162,18 @@ def _summary(
     records: Sequence[dict[str, Any]], metric: str
 ) -> dict[str, dict[Any, tuple[float, float, int]]]:
     # summarize without its check: a figure's panel may have no values.
+    _check_one_kind(records)
     groups: dict[str, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
     settings: dict[tuple[str, Any], set[str]] = defaultdict(set)
     for record in records:
         value = record.get(metric)
         if value is not None:
+            if isinstance(value, (str, bytes, bool)) or not isinstance(value, Real):
+                # float("cpu") failed with "could not convert string to float".
+                raise ValueError(
+                    f"metric={metric!r} is not a number in the records (got "
+                    f"{value!r}); pass a numeric key of RECORD_KEYS."
+                )
             groups[record["label"]][record.get("value")].append(float(value))
             settings[record["label"], record.get("value")].add(_setting_of(record))
     mixed = [(group, found) for group, found in settings.items() if len(found) > 1]
@@ -185,6 +195,38 @@ def _summary(
         }
         for label, by_value in groups.items()
     }
+
+
+def _check_one_kind(records: Sequence[dict[str, Any]]) -> None:
+    """Refuse records that a table or figure would mislabel or double count.
+
+    Records of studies sweeping different variables were labelled with the
+    first one's ("n_latents=3" for n_active=3); study records with
+    compare_methods' (no value) failed inside ``sorted``; a record twice (two
+    results files concatenated) counted as another seed.
+    """
+    if len({record.get("value") is None for record in records}) > 1:
+        raise ValueError(
+            "records mix run_study's (a swept value each) with records without a "
+            "value (compare_methods'); summarise them apart."
+        )
+    variables = list(dict.fromkeys(record.get("variable") for record in records))
+    if len(variables) > 1:
+        raise ValueError(
+            f"records sweep different variables ({', '.join(map(repr, variables))}); "
+            "summarise each study's records apart."
+        )
+    keys = Counter(
+        record["key"] for record in records if isinstance(record.get("key"), str)
+    )
+    repeated = [key for key, count in keys.items() if count > 1]
+    if repeated:
+        raise ValueError(
+            f"records hold {keys[repeated[0]]} records of key {repeated[0]!r} (the "
+            "same method, setting and seed, e.g. from two results files), which "
+            "would count as more seeds; keep one of each, e.g. "
+            "list({r['key']: r for r in records}.values())."
+        )
 
 
 def _setting_of(record: dict[str, Any]) -> str:
