@@ -2549,6 +2549,18 @@ def test_seeds_of_one_setting_are_not_warned_as_mixed():
     assert summary["FISTA"][50][2] == 3
 
 
+def test_a_method_names_its_split_and_builder():
+    from skdict.experiments import Method
+
+    # fit_on="Train" fitted on the validation split, the one scored in
+    # distribution, without a word.
+    with pytest.raises(ValueError, match="'fit_on' parameter of Method must be"):
+        Method("spy", "Spy", "Train", lambda ctx: None)
+    with pytest.raises(ValueError, match="'build' parameter of Method must be"):
+        Method("spy", "Spy", "train", None)
+    assert Method("spy", "Spy", "val", lambda ctx: None).fit_on == "val"
+
+
 def test_records_a_table_would_mislabel_or_double_count_are_refused(
     tmp_path, data, saved_figures
 ):

@@ -290,6 +290,15 @@ class Method:
     uses_base_sae: bool = False
     when_named: bool = False
 
+    def __post_init__(self) -> None:
+        # Any other value fitted on the validation split, which is also the
+        # one scored in distribution: "Train" made every ID score in-sample.
+        validate_hyperparameters(
+            {"fit_on": [StrOptions({"train", "val"})], "build": [callable]},
+            {"fit_on": self.fit_on, "build": self.build},
+            caller_name="Method",
+        )
+
 
 def _sae_method(activation: str, label: str) -> Method:
     return Method(f"sae_{activation}", label, "train", lambda ctx: ctx.sae(activation))
