@@ -541,6 +541,31 @@ def test_run_study_recomputes_records_saved_with_other_settings(tmp_path):
         assert len(run_study("vary_latents", **kwargs)) == 2
 
 
+def test_resumed_records_lacking_a_score_are_computed_again(tmp_path):
+    # Saved before l0_ood and mse_gap existed, a record was reused and the
+    # table said "mse_gap: no values" for the oracle.
+    kwargs = dict(
+        values=(12, 16),
+        data_params=TINY_DATA,
+        methods=("fista_oracle",),
+        settings=TINY,
+        out=tmp_path,
+        progress=False,
+    )
+    first = run_study("vary_latents", **kwargs)
+    path = tmp_path / "vary_latents-quick.json"
+    saved = json.loads(path.read_text())
+    del saved[1]["mse_gap"], saved[1]["l0_ood"]
+    path.write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match=r"1 record\(s\) .* lack .*\(l0_ood, mse_gap;"):
+        again = run_study("vary_latents", **kwargs)
+    assert [r["mse_gap"] for r in again] == [r["mse_gap"] for r in first]
+    assert "no values" not in format_table(again, "mse_gap")
+    with warnings.catch_warnings():  # once replaced, nothing is missing
+        warnings.simplefilter("error")
+        run_study("vary_latents", **kwargs)
+
+
 def test_resumed_records_of_another_environment_are_announced(tmp_path):
     # Records computed by another skdict or torch version, device or thread
     # count were reused and printed beside this run's without a word.

@@ -29,6 +29,7 @@ from ..datasets import make_compositional
 from ..datasets._compositional import check_compositional_params
 from ._compare import (
     ENVIRONMENT_KEYS,
+    RECORD_KEYS,
     _method_records,
     computed_with,
     resolve_methods,
@@ -350,7 +351,25 @@ def run_study(
             "they are computed again and replaced.",
             UserWarning,
         )
-        records = [r for i, r in enumerate(records) if i not in stale]
+    # Likewise a record lacking a score this version records (saved by an
+    # earlier version): reused, its tables said "no values" for a method
+    # that has one. (One lacking an environment key is kept, and announced
+    # below as unrecorded.)
+    scores = set(RECORD_KEYS) - set(ENVIRONMENT_KEYS)
+    lacking = {
+        i
+        for i, record in enumerate(records)
+        if i not in stale and record["key"] in expected and not scores <= record.keys()
+    }
+    if lacking:
+        missing = sorted(scores - records[min(lacking)].keys())
+        warn(
+            f"{len(lacking)} record(s) saved in {path} lack keys this version "
+            f"records ({', '.join(missing)}; by an earlier skdict version?); "
+            "they are computed again and replaced.",
+            UserWarning,
+        )
+    records = [r for i, r in enumerate(records) if i not in stale | lacking]
     done = {record["key"] for record in records}
     variable = STUDIES[study].variable
     todo = [
