@@ -541,17 +541,22 @@ def test_run_study_recomputes_records_saved_with_other_settings(tmp_path):
         assert len(run_study("vary_latents", **kwargs)) == 2
 
 
-def test_resumed_records_lacking_a_score_are_computed_again(tmp_path):
-    # Saved before l0_ood and mse_gap existed, a record was reused and the
-    # table said "mse_gap: no values" for the oracle.
-    kwargs = dict(
-        values=(12, 16),
+def _oracle_cells(out, values=(12,)):
+    """run_study's arguments for tiny cells of the oracle, saved in ``out``."""
+    return dict(
+        values=values,
         data_params=TINY_DATA,
         methods=("fista_oracle",),
         settings=TINY,
-        out=tmp_path,
+        out=out,
         progress=False,
     )
+
+
+def test_resumed_records_lacking_a_score_are_computed_again(tmp_path):
+    # Saved before l0_ood and mse_gap existed, a record was reused and the
+    # table said "mse_gap: no values" for the oracle.
+    kwargs = _oracle_cells(tmp_path, values=(12, 16))
     first = run_study("vary_latents", **kwargs)
     path = tmp_path / "vary_latents-quick.json"
     saved = json.loads(path.read_text())
@@ -569,14 +574,7 @@ def test_resumed_records_lacking_a_score_are_computed_again(tmp_path):
 def test_resumed_records_of_another_environment_are_announced(tmp_path):
     # Records computed by another skdict or torch version, device or thread
     # count were reused and printed beside this run's without a word.
-    kwargs = dict(
-        values=(12, 16),
-        data_params=TINY_DATA,
-        methods=("fista_oracle",),
-        settings=TINY,
-        out=tmp_path,
-        progress=False,
-    )
+    kwargs = _oracle_cells(tmp_path, values=(12, 16))
     first = run_study("vary_latents", **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -598,25 +596,13 @@ def test_resumed_records_of_another_environment_are_announced(tmp_path):
     assert [r["mcc_ood"] for r in again] == [r["mcc_ood"] for r in first]
 
 
-def _one_cell(out):
-    """run_study's arguments for one tiny cell of the oracle, saved in ``out``."""
-    return dict(
-        values=(12,),
-        data_params=TINY_DATA,
-        methods=("fista_oracle",),
-        settings=TINY,
-        out=out,
-        progress=False,
-    )
-
-
 def test_resumed_records_of_edited_code_or_another_cpu_are_announced(
     tmp_path, monkeypatch
 ):
     # A development install keeps its version through every edit, and the
     # processor was not recorded: records of other code, or of an AMD run
     # resumed on an Intel machine, were reused without a word.
-    kwargs = _one_cell(tmp_path)
+    kwargs = _oracle_cells(tmp_path)
     run_study("vary_latents", **kwargs)
     monkeypatch.setattr(_compare, "_source_digest", lambda: "0123456789ab")
     monkeypatch.setattr(_compare, "_cpu_name", lambda: "Another CPU")
@@ -632,7 +618,7 @@ def test_resumed_records_all_from_another_environment_are_announced(tmp_path):
     # Only records differing from each other were announced: a run on a CPU
     # node reusing every record of a GPU node's run (or of another thread
     # count, or skdict version) printed them as its own without a word.
-    kwargs = _one_cell(tmp_path)
+    kwargs = _oracle_cells(tmp_path)
     run_study("vary_latents", **kwargs)
     path = tmp_path / "vary_latents-quick.json"
     saved = json.loads(path.read_text())
@@ -2012,15 +1998,21 @@ def test_mcc_ood_keeps_the_top_variance_code_dimensions(data):
     assert top != pytest.approx(mcc_score(data.Z_ood, codes), abs=1e-3)
 
 
-def test_sae_fista_methods_reuse_the_sae_an_earlier_method_trained(data, monkeypatch):
-    trained = []
+@pytest.fixture
+def trained(monkeypatch):
+    """The activations of the SAEs the methods build, in order."""
+    activations = []
     sae = MethodContext.sae
 
     def recording(self, activation):
-        trained.append(activation)
+        activations.append(activation)
         return sae(self, activation)
 
     monkeypatch.setattr(MethodContext, "sae", recording)
+    return activations
+
+
+def test_sae_fista_methods_reuse_the_sae_an_earlier_method_trained(data, trained):
     first = compare_methods(
         data, ["sae_topk", "sae_dict_fista"], settings=TINY, random_state=0
     )
@@ -2044,15 +2036,7 @@ def test_sae_fista_methods_reuse_the_sae_an_earlier_method_trained(data, monkeyp
         assert twin["mcc_ood"] == record["mcc_ood"]
 
 
-def test_a_study_runs_the_sae_method_before_those_built_on_it(tmp_path, monkeypatch):
-    trained = []
-    sae = MethodContext.sae
-
-    def recording(self, activation):
-        trained.append(activation)
-        return sae(self, activation)
-
-    monkeypatch.setattr(MethodContext, "sae", recording)
+def test_a_study_runs_the_sae_method_before_those_built_on_it(tmp_path, trained):
     methods = ("sae_dict_fista", "fista_oracle", "sae_topk")
     records = run_study(
         "vary_latents",
