@@ -215,11 +215,28 @@ def test_compare_real_rejects_bad_settings(data, kwargs, match):
         compare_real(data, ["linear_probe"], **kwargs)
 
 
+def test_a_k_above_the_width_fails_before_any_method_runs(data, monkeypatch):
+    # n_components=8 with the default k=16: three methods were fitted and
+    # scored before the TopK SAE refused it.
+    def no_method(*args):
+        raise AssertionError("a method was scored")
+
+    monkeypatch.setattr(_real, "_evaluate", no_method)
+    with pytest.raises(ValueError, match=r"'k' .* at most the SAEs' 8 latents .*16"):
+        compare_real(data, device="cpu", n_components=8)
+    # Without n_components the SAEs are as wide as the activations.
+    width = data.X_train.shape[1]
+    with pytest.raises(ValueError, match=f"at most the SAEs' {width} latents"):
+        compare_real(data, device="cpu", k=width + 1)
+
+
 def test_bad_settings_fail_before_the_transformer_runs(tmp_path, monkeypatch):
     def no_model(**kwargs):
         raise AssertionError("the transformer ran")
 
     monkeypatch.setattr(_real, "load_phrase_activations", no_model)
+    with pytest.raises(ValueError, match="'k' parameter of run_real must be at most"):
+        run_real(n_components=8, out=tmp_path, progress=False)
     with pytest.raises(ValueError, match="'k' parameter of compare_real"):
         compare_real(None, ["sae_topk"], k=0)
     with pytest.raises(ValueError, match="'n_components' parameter of run_real"):

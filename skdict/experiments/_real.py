@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_array, check_consistent_length
 from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
-from .._params import count_from, validate_hyperparameters
+from .._params import count_from, is_count, validate_hyperparameters
 from .._tensor import resolve_device
 from .._warnings import ignoring
 from ..datasets import load_phrase_activations
@@ -459,7 +459,8 @@ def compare_real(
         phrases. The oracle always has one atom per concept.
     k : int or None, default=16
         Latents kept per phrase by the SAEs that keep ``k`` (TopK, BatchTopK,
-        matching pursuit; None only without them). The colour carries about 3% of
+        matching pursuit; None only without them; at most their width, checked
+        before any method runs). The colour carries about 3% of
         the variance of the object-token activations, the object about 90%:
         on the default phrases, TopK codes with k = 2 or 4 lose the colour even
         on seen pairs (probe accuracy at most 0.31), k = 8 keeps it on 54% to
@@ -541,12 +542,15 @@ def compare_real(
     )
     chosen = resolve_methods(methods, REAL_METHODS)
     _check_settings(n_components, k, fire_threshold, "compare_real")
-    _check_k_given(chosen, k, settings, "compare_real")
+    _check_k_given(chosen, k, settings, "compare_real", n_components)
     check_probe(probe, "compare_real")
     resolve_device(device)  # before any method runs, data given or not
     if data is None:
         data = load_phrase_activations(random_state=random_state, device=device)
     check_data(data, _PHRASE_FIELDS, "skdict.datasets.load_phrase_activations")
+    # Without n_components the SAEs are as wide as the activations.
+    width = n_components or np.shape(data.X_train)[-1]
+    _check_k_given(chosen, k, settings, "compare_real", width)
     for split, size in (("val", "val_size"), ("ood", "ood_size")):
         if len(data[f"X_{split}"]) == 0:
             raise ValueError(
@@ -605,20 +609,31 @@ def compare_real(
 
 
 def _check_k_given(
-    chosen: list[Method], k: Any, settings: Any, caller_name: str
+    chosen: list[Method],
+    k: Any,
+    settings: Any,
+    caller_name: str,
+    width: int | None = None,
 ) -> None:
-    """Refuse ``k=None`` up front when a chosen method's SAE needs it.
+    """Refuse ``k=None``, or a ``k`` above ``width``, where a chosen SAE needs k.
 
     The SAE would refuse it only when its turn came, after the methods before
     it had run (and, for run_real, after the transformer).
     """
-    if k is not None or not isinstance(settings, (PaperSettings, type(None))):
+    if not isinstance(settings, (PaperSettings, type(None))):
         return  # a bad settings object is its own check's to name
     needing = methods_needing_k(chosen, settings or PaperSettings())
-    if needing:
+    if not needing:
+        return
+    if k is None:
         raise InvalidParameterError(
             f"The 'k' parameter of {caller_name} must be an int for "
             f"{', '.join(needing)}, whose SAEs keep k latents per sample; got None."
+        )
+    if width is not None and is_count(k) and k > width:
+        raise InvalidParameterError(
+            f"The 'k' parameter of {caller_name} must be at most the SAEs' "
+            f"{width} latents for {', '.join(needing)}; got {k}."
         )
 
 
@@ -907,8 +922,9 @@ def run_real(
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(PRESETS)}.")
     # Fail before the transformer runs (a bad last seed would otherwise throw
     # away the training of every seed before it).
-    _check_k_given(resolve_methods(methods, REAL_METHODS), k, settings, "run_real")
     _check_settings(n_components, k, 0.0, "run_real")
+    chosen = resolve_methods(methods, REAL_METHODS)
+    _check_k_given(chosen, k, settings, "run_real", n_components)
     check_probe(probe, "run_real")
     validate_hyperparameters(
         {"progress": ["boolean"], "settings": [PaperSettings, None]},
