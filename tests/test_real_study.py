@@ -8,6 +8,7 @@ everywhere.
 import functools
 import json
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from skdict.experiments import (
     concept_features,
     format_real_table,
     load_records,
+    plot_real,
     run_real,
 )
 from skdict.metrics import probe_accuracy
@@ -213,6 +215,24 @@ def test_firing_of_a_split_holding_one_pair_has_no_strays_to_count():
 def test_compare_real_rejects_bad_settings(data, kwargs, match):
     with pytest.raises(ValueError, match=match):
         compare_real(data, ["linear_probe"], **kwargs)
+
+
+def test_tables_and_figures_of_the_real_study_take_one_run(records, tmp_path):
+    # Two results files concatenated showed "1.00 ± 0.00" for one seed; runs
+    # at other settings were averaged as seeds without a word.
+    seeded = [{**record, "seed": 0} for record in records]
+    with pytest.raises(ValueError, match=r"2 records of .* at seed 0"):
+        format_real_table(seeded + seeded)
+    with pytest.raises(ValueError, match=r"2 records of .* at seed 0"):
+        plot_real(seeded + seeded, tmp_path / "twice.png")
+    other = [{**record, "seed": 1, "k": 4} for record in seeded]
+    with pytest.warns(
+        UserWarning, match=r"2 different settings .* \(they differ in k\)"
+    ):
+        format_real_table(seeded + other)
+    with warnings.catch_warnings():  # seeds of one run
+        warnings.simplefilter("error")
+        format_real_table(seeded + [{**record, "seed": 1} for record in seeded])
 
 
 def test_a_k_above_the_width_fails_before_any_method_runs(data, monkeypatch):

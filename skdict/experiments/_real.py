@@ -15,8 +15,10 @@ fire? :func:`run_real` saves the records and a figure, as
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
@@ -38,7 +40,7 @@ from tqdm.auto import tqdm
 from .._dictionary import OracleDictionary
 from .._params import count_from, is_count, validate_hyperparameters
 from .._tensor import resolve_device
-from .._warnings import ignoring
+from .._warnings import ignoring, warn
 from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder, model_name
 from ..metrics import probe_accuracy, reconstruction_error
@@ -652,6 +654,59 @@ def _check_settings(
     )
 
 
+# What the seeds of one run share; records differing in any of these come
+# from runs with other settings.
+_RUN_KEYS = ("n_components", "k", "settings", "preset", "model", "layer", "position")
+
+
+def _check_one_run(records: Sequence[dict[str, Any]]) -> None:
+    """Refuse a seed's record twice; warn about settings pooled as seeds.
+
+    Without either, two results files concatenated showed "1.00 ± 0.00" for
+    one seed, and runs at k=2 and k=16 were averaged as seeds.
+    """
+
+    def run_of(record: dict[str, Any]) -> str:
+        run = {key: record.get(key) for key in _RUN_KEYS}
+        return json.dumps(run, sort_keys=True, default=str)
+
+    seen = Counter(
+        (record["label"], record["seed"], run_of(record))
+        for record in records
+        if record.get("seed") is not None
+    )
+    repeated = [(triple, count) for triple, count in seen.items() if count > 1]
+    if repeated:
+        (label, seed, _), count = repeated[0]
+        raise ValueError(
+            f"records hold {count} records of {label!r} at seed {seed} (e.g. from "
+            "two results files), which would count as more seeds; keep one of "
+            "each."
+        )
+    runs: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        runs[record["label"]].add(run_of(record))
+    mixed = [(label, found) for label, found in runs.items() if len(found) > 1]
+    if mixed:
+        label, found = mixed[0]
+        warn(
+            f"Records of {len(found)} different settings are pooled as seeds of "
+            f"{label!r} (they differ in {', '.join(_differing(records, label))}); "
+            "pass the records of one run.",
+            UserWarning,
+        )
+
+
+def _differing(records: Sequence[dict[str, Any]], label: str) -> list[str]:
+    """Return the run keys whose values differ among ``label``'s records."""
+    own = [record for record in records if record["label"] == label]
+    return [
+        key
+        for key in _RUN_KEYS
+        if len({json.dumps(r.get(key), sort_keys=True, default=str) for r in own}) > 1
+    ]
+
+
 def _stats(records: Sequence[dict[str, Any]], key: str) -> dict[str, tuple]:
     """Mean, sd and count of ``key`` per method over seeds."""
     # This study sweeps nothing: every record is filed under None.
@@ -668,7 +723,11 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
     Parameters
     ----------
     records : sequence of dict
-        Records of :func:`compare_real` or :func:`run_real`.
+        Records of :func:`compare_real` or :func:`run_real`: one run's. A
+        method's record at one seed twice is refused (it would count as
+        another seed); records of other settings (``k``, ``n_components``,
+        training settings, model, layer, position) warn, being pooled as
+        seeds. :func:`plot_real` checks alike.
 
     Returns
     -------
@@ -682,6 +741,7 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
     A              1.00        0.50
     """
     check_records(records)
+    _check_one_run(records)
     stats = {key: _stats(records, key) for key in TABLE_COLUMNS}
     labels = list(dict.fromkeys(record["label"] for record in records))
     rows = [["method", *TABLE_COLUMNS.values()]]
@@ -771,6 +831,7 @@ def plot_real(
     >>> out.cleanup()
     """
     check_records(records, empty=False)
+    _check_one_run(records)
     path = figure_path(path)
     figsize, dpi = check_figure_size(figsize, dpi)
     check_plots_extra()
