@@ -1323,6 +1323,21 @@ def test_code_scorer_takes_the_keywords_of_a_decorated_metric():
         make_code_scorer(scaled(mcc_score), scale=2.0, top_varaince=True)
 
 
+def test_code_scorer_takes_a_metrics_required_keyword():
+    # Passed, a required keyword was dropped from the check and reported
+    # missing ("missing a required argument: 'top_variance'").
+    def top_mcc(Z_true, codes, *, top_variance):
+        return mcc_score(Z_true, codes, top_variance=top_variance)
+
+    Z = np.random.default_rng(0).uniform(size=(20, 2))
+    pca = PCA(n_components=2).fit(Z)
+    scorer = make_code_scorer(top_mcc, top_variance=True)
+    expected = mcc_score(Z, pca.transform(Z), top_variance=True)
+    assert scorer(pca, Z, Z) == pytest.approx(expected)
+    with pytest.raises(TypeError, match="missing a required argument"):
+        make_code_scorer(top_mcc)
+
+
 def test_code_scorer_negates_a_loss():
     # As make_scorer(greater_is_better=False): a loss maximised by a search
     # picked its worst candidate.

@@ -237,10 +237,15 @@ default=("transform", "predict")
         )
     try:
         # A decorator (functools.wraps) may take keywords of its own: those
-        # its own signature names are the decorator's to check.
+        # its own signature names are the decorator's to check. Only a
+        # decorator's: a plain function's required keyword, passed, was
+        # dropped here and then reported missing.
+        signature = inspect.signature(score_func)
         own = inspect.signature(score_func, follow_wrapped=False).parameters
+        if own == signature.parameters:
+            own = {}
         rest = {name: value for name, value in kwargs.items() if name not in own}
-        inspect.signature(score_func).bind(None, None, **rest)
+        signature.bind(None, None, **rest)
     except TypeError as error:
         name = getattr(score_func, "__name__", None) or repr(score_func)
         raise TypeError(
