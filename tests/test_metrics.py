@@ -960,6 +960,10 @@ def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
             compositional_gap(pca, X_id, X_ood)
     with pytest.raises(ValueError, match="X_id must be a 2-D array"):
         compositional_gap(pca, np.ones(3), np.eye(3))
+    # A dense-only estimator's refusal of sparse input names its array too.
+    coder = FISTACoder(np.eye(3)).fit(np.eye(3))
+    with pytest.raises(TypeError, match=r"^X_ood: Sparse data was passed"):
+        compositional_gap(coder, np.eye(3), sp.csr_matrix(np.eye(3)))
     with pytest.raises(
         ValueError, match="X_ood has 5 features, but PCA was fitted on 3"
     ):

@@ -150,10 +150,11 @@ def compositional_gap(estimator: Any, X_id: Any, X_ood: Any) -> dict[str, float]
     for split, X in (("id", X_id), ("ood", X_ood)):
         try:
             reconstructed = reconstruct(estimator, X)
-        except ValueError as error:
-            if type(error) is not ValueError:  # NotFittedError stays as it is
+        except (ValueError, TypeError) as error:
+            if type(error) not in (ValueError, TypeError):  # NotFittedError too
                 raise
-            # The estimator's own checks call either array "X".
-            raise ValueError(f"X_{split}: {error}") from error
+            # The estimator's own checks call either array "X" (a TypeError
+            # for sparse input).
+            raise type(error)(f"X_{split}: {error}") from error
         mse[f"mse_{split}"] = reconstruction_error(X, reconstructed)
     return {**mse, "gap": mse["mse_ood"] - mse["mse_id"]}
