@@ -578,6 +578,20 @@ def test_a_cache_file_without_all_its_arrays_is_a_miss(transformers, tmp_path):
     np.testing.assert_array_equal(again.X, first.X)
 
 
+def test_a_cache_file_of_another_shape_is_a_miss(transformers, tmp_path):
+    # The right arrays and phrases, an X of the wrong rows: trusted, it failed
+    # in an IndexError while splitting.
+    small = dict(FOUR_PHRASES, ood_size=0, val_size=0)
+    first = load(tmp_path, **small)
+    path = Path(first.cache_path)
+    stored = load_arrays(path)
+    for X in (stored["X"][:1], stored["X"][:, 0], stored["X"].astype(int)):
+        save_arrays(path, {**stored, "X": X})
+        again = load(tmp_path, **small)
+        assert not again.from_cache
+        np.testing.assert_array_equal(again.X, first.X)
+
+
 def test_corrupt_cache_file_is_recomputed(transformers, tmp_path):
     first = load(tmp_path)
     with open(first.cache_path, "wb") as handle:

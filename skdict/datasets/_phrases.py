@@ -462,11 +462,15 @@ def _cached_activations(
     path = cache_home(cache_dir) / "phrase_activations" / f"{key}.npz"
     stored = None if refresh else load_arrays(path)
     # The key already names the phrases; comparing them too guards against a
-    # file written by a different release under a colliding name.
+    # file written by a different release under a colliding name, and so does
+    # the shape of X (one row of 5 for 27 phrases failed in an IndexError).
     if (
         stored is not None
         and set(stored) == {"X", "phrases", "layer"}
         and stored["phrases"].tolist() == phrases
+        and stored["X"].ndim == 2
+        and len(stored["X"]) == len(phrases)
+        and stored["X"].dtype.kind == "f"
     ):
         return stored["X"], int(stored["layer"]), True, path
     tokenizer, network = _load_model(
