@@ -1424,6 +1424,14 @@ def test_scorers_follow_sklearn_conventions(benchmark):
     recon = reconstruction_error(X, coder.inverse_transform(codes))
     assert neg_reconstruction_error_scorer(coder, X) == -recon <= 0
     assert make_dictionary_similarity_scorer(D)(coder, X) == pytest.approx(1.0)
+    # dictionary_similarity's names in its errors are told apart: "dictionary
+    # must be an array" read as the scorer's own, which was fine.
+    with pytest.raises(ValueError, match="true_dictionary has atoms of") as refused:
+        make_dictionary_similarity_scorer(D[:, :2])(coder, X)
+    assert refused.value.__notes__ == [
+        "In make_dictionary_similarity_scorer: 'true_dictionary' is the scorer's "
+        "known atoms, 'dictionary' the atoms of the scored FISTACoder."
+    ]
     top = make_code_scorer(mcc_score, top_variance=True)
     assert top(coder, X, Z) == mcc_score(Z, codes, top_variance=True)
     assert repr(top) == "make_code_scorer(mcc_score, top_variance=True)"

@@ -356,7 +356,19 @@ class _DictionarySimilarityScorer:
         float
             The dictionary similarity; greater is better.
         """
-        return dictionary_similarity(self.dictionary, _coding_step(estimator))
+        coder = _coding_step(estimator)
+        try:
+            return dictionary_similarity(self.dictionary, coder)
+        except (TypeError, ValueError) as error:
+            # Its messages use dictionary_similarity's names, which the
+            # scorer's user never passed ("dictionary must be an array" for
+            # an estimator without atoms, whose own dictionary was fine).
+            error.add_note(
+                "In make_dictionary_similarity_scorer: 'true_dictionary' is the "
+                "scorer's known atoms, 'dictionary' the atoms of the scored "
+                f"{type(coder).__name__}."
+            )
+            raise
 
     def __repr__(self) -> str:
         if hasattr(self.dictionary, "shape"):
