@@ -217,6 +217,25 @@ def test_compare_real_rejects_bad_settings(data, kwargs, match):
         compare_real(data, ["linear_probe"], **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: {"X_train": d.X_train[:, 0]}, r"data.X_train must hold one row"),
+        (lambda d: {"X_val": d.X_val[:-1]}, r"data.X_val must hold one row"),
+        (lambda d: {"X_ood": d.X_ood[:, :-1]}, r"X_ood must have one width; got"),
+        (lambda d: {"X_ood": d.X_ood * np.inf}, r"data.X_ood contains NaN"),
+        (lambda d: {"Z_train": d.Z_train[:, :2]}, r"data.Z_train must hold data.Z's"),
+        (lambda d: {"X_train": 0 * d.X_train}, r"data.X_train is all zero"),
+    ],
+)
+def test_compare_real_names_the_field_that_does_not_fit(data, edit, match):
+    # Edited by hand, a Bunch failed deep inside NumPy, or as "y_ood has 6
+    # labels for 5 rows", or not at all (an oracle missing concepts).
+    edited = Bunch(**{**data, **edit(data)})
+    with pytest.raises(ValueError, match=match):
+        compare_real(edited, ["fista_oracle"], device="cpu", settings=TINY)
+
+
 def test_tables_and_figures_of_the_real_study_take_one_run(records, tmp_path):
     # Two results files concatenated showed "1.00 ± 0.00" for one seed; runs
     # at other settings were averaged as seeds without a word.

@@ -443,7 +443,9 @@ def compare_real(
         The output of :func:`skdict.datasets.load_phrase_activations`; None
         loads its defaults (10 colours x 10 objects x 4 templates through
         all-MiniLM-L6-v2, 20 held-out pairs) with the split seeded by
-        ``random_state``. Needs ``skdict[real]``.
+        ``random_state``. Needs ``skdict[real]``. A Bunch edited by hand is
+        checked first: one finite row per index of each split, one width,
+        and ``Z_train`` of ``Z``'s concepts.
     methods : str or list of str, default=None
         Names from :data:`REAL_METHODS`; None runs all of them.
     random_state : int or None, default=0
@@ -559,6 +561,7 @@ def compare_real(
                 f"data has no {split} phrases, which compare_real scores; load "
                 f"them with a positive {size} in load_phrase_activations."
             )
+    _check_phrase_arrays(data, normalize)
     if normalize:
         # One scalar for all splits keeps every direction, hence every probe
         # and feature match, and gives the penalties the scale they were set
@@ -608,6 +611,41 @@ def compare_real(
         record.update(environment)
         records.append({key: _plain(value) for key, value in record.items()})
     return records
+
+
+def _check_phrase_arrays(data: Bunch, normalize: bool) -> None:
+    """Refuse a phrase Bunch whose arrays do not fit together, by field.
+
+    A Bunch edited by hand failed deep inside: a 1-D ``X_train`` in NumPy's
+    sum, rows not matching their index as "y_ood has 6 labels for 5 rows",
+    a ``Z_train`` missing concepts not at all (an oracle of the wrong width).
+    """
+    widths = set()
+    for split in ("train", "val", "ood"):
+        name, X = f"X_{split}", np.asarray(data[f"X_{split}"])
+        rows = len(data[f"{split}_index"])
+        if X.ndim != 2 or len(X) != rows:
+            raise ValueError(
+                f"data.{name} must hold one row per index of data.{split}_index "
+                f"({rows}); got shape {X.shape}."
+            )
+        if not np.isfinite(X).all():
+            raise ValueError(f"data.{name} contains NaN or infinity.")
+        widths.add(X.shape[1])
+    if len(widths) > 1:
+        raise ValueError(
+            f"data.X_train, X_val and X_ood must have one width; got {sorted(widths)}."
+        )
+    concepts = np.shape(data.Z)[1:]
+    if np.shape(data.Z_train) != (len(data.train_index), *concepts):
+        raise ValueError(
+            f"data.Z_train must hold data.Z's rows of data.train_index, of shape "
+            f"{(len(data.train_index), *concepts)}; got {np.shape(data.Z_train)}."
+        )
+    if normalize and not np.asarray(data.X_train).any():
+        raise ValueError(
+            "data.X_train is all zero: normalize=True has no scale to divide by."
+        )
 
 
 def _check_k_given(
