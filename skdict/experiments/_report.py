@@ -155,14 +155,14 @@ def summarize(
             f"metric={metric!r} is not a key of the records; they hold "
             f"{', '.join(map(repr, records[0]))}."
         )
+    _check_one_kind(records)
     return _summary(records, metric)
 
 
 def _summary(
     records: Sequence[dict[str, Any]], metric: str
 ) -> dict[str, dict[Any, tuple[float, float, int]]]:
-    # summarize without its check: a figure's panel may have no values.
-    _check_one_kind(records)
+    # summarize without its checks: a figure's panel may have no values.
     groups: dict[str, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
     settings: dict[tuple[str, Any], set[str]] = defaultdict(set)
     for record in records:
@@ -509,6 +509,7 @@ def plot_study(
             "have none (records of compare_methods have one setting per "
             "method: format_table shows them)."
         )
+    _check_one_kind(records)
     variable = records[0].get("variable", "value")
     logarithmic = variable in ("n_latents", "n_active", "n_samples", "alpha")
     if logarithmic:
