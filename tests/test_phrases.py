@@ -318,6 +318,37 @@ def test_a_damaged_cache_file_is_a_miss(tmp_path, keep):
     assert load_arrays(tmp_path / "absent.npz") is None
 
 
+def _flip_compression_method(data: bytearray) -> None:
+    # The central directory's compression method (offset 10 of an entry).
+    data[data.index(b"PK\x01\x02") + 10] = 0x39
+
+
+def _set_patched_data_flag(data: bytearray) -> None:
+    # General-purpose flag bit 5, "compressed patched data", which zipfile refuses.
+    data[data.index(b"PK\x01\x02") + 8] |= 0x20
+
+
+def _break_array_header(data: bytearray) -> None:
+    # The first array's header dict loses its closing brace.
+    data[data.index(b"}", 0, 400)] = ord(" ")
+
+
+@pytest.mark.parametrize(
+    "damage", [_flip_compression_method, _set_patched_data_flag, _break_array_header]
+)
+def test_a_cache_file_damaged_inside_is_a_miss(tmp_path, damage):
+    # One changed byte can make zipfile or NumPy's header parser raise errors
+    # other than OSError/ValueError (NotImplementedError, tokenize.TokenError);
+    # the file must still read as absent rather than fail every later call.
+    path = tmp_path / "entry.npz"
+    # Large enough that NumPy parses the header before zipfile checks the CRC.
+    save_arrays(path, {"X": np.arange(10_000.0), "names": np.array(["a", "b"])})
+    data = bytearray(path.read_bytes())
+    damage(data)
+    path.write_bytes(bytes(data))
+    assert load_arrays(path) is None
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_cache_files_get_the_umask_permissions(tmp_path):
     # A cache shared by a group must be readable by it: the file gets the

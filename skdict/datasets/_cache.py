@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -91,9 +90,13 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as stored:
             return {name: stored[name] for name in stored.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+    except Exception:
         # A missing, truncated or corrupt file is a cache miss, never an
-        # error: the caller recomputes and overwrites it.
+        # error: the caller recomputes and overwrites it. Any exception, not a
+        # list: one damaged byte makes zipfile raise NotImplementedError (an
+        # unknown compression method) and NumPy's header parser
+        # tokenize.TokenError, besides the OSError/ValueError/BadZipFile of a
+        # cut file. Ctrl-C (not an Exception) still interrupts.
         return None
 
 
