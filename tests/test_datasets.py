@@ -10,7 +10,11 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from skdict.datasets import default_n_features, make_compositional
-from skdict.datasets._compositional import _sample_subsets, check_compositional_params
+from skdict.datasets._compositional import (
+    _sample_codes,
+    _sample_subsets,
+    check_compositional_params,
+)
 
 SPLITS = ("train", "val", "ood")
 
@@ -291,6 +295,32 @@ def test_subsets_are_sorted_distinct_and_in_range(n_rows, pool_size, data, seed)
     if n_rows and k:
         assert out.min() >= 0 and out.max() < pool_size
         assert np.all(np.diff(out, axis=1) > 0)
+
+
+@pytest.mark.parametrize("ood", [False, True])
+def test_latent_indices_beyond_int32(ood):
+    # make_compositional needs a dictionary of tens of GB to get here, so the
+    # sampler it calls is driven directly: int32 indices raised in NumPy for
+    # the ID rows and wrapped to negative latents for the OOD rows.
+    n_latents = 3 * 2**30
+    n_ood = n_latents // 2
+    codes, _ = _sample_codes(
+        np.random.default_rng(0),
+        500,
+        n_latents=n_latents,
+        n_active=3,
+        n_ood=n_ood,
+        ood=ood,
+    )
+    assert codes.shape == (500, n_latents)
+    assert np.all(codes.getnnz(axis=1) == 3)
+    assert codes.indices.min() >= 0 and codes.indices.max() < n_latents
+    if ood:
+        assert np.all(codes.indices.reshape(500, 3)[:, 1:] >= n_latents - n_ood)
+    else:
+        # Without latent 0, a row draws from all of 1..n_latents-1: some
+        # indices must land beyond int32's range.
+        assert codes.indices.max() > np.iinfo(np.int32).max
 
 
 @pytest.mark.parametrize("pool_size, k", [(6, 2), (5, 4), (7, 7)])

@@ -63,15 +63,18 @@ def _sample_subsets(
 
     Returns
     -------
-    ndarray of shape (n_rows, k) and dtype int32
+    ndarray of shape (n_rows, k) and dtype int32 (int64 for pools beyond int32)
         Each row sorted increasingly, entries distinct.
     """
-    out = np.empty((n_rows, k), dtype=np.int32)
+    # int32 where it holds the pool keeps the drawn stream of every size that
+    # fits (rng.integers draws differently per dtype).
+    dtype = _index_dtype(pool_size)
+    out = np.empty((n_rows, k), dtype=dtype)
     if k == 0 or n_rows == 0:
         return out
     if k * (k - 1) // 2 <= pool_size:
         for i, j in enumerate(range(pool_size - k, pool_size)):
-            t = rng.integers(0, j + 1, size=n_rows, dtype=np.int32)
+            t = rng.integers(0, j + 1, size=n_rows, dtype=dtype)
             taken = (out[:, :i] == t[:, None]).any(axis=1)
             out[:, i] = np.where(taken, j, t)
     else:
@@ -82,6 +85,11 @@ def _sample_subsets(
             out[start : start + block] = np.argpartition(keys, k - 1, axis=1)[:, :k]
     out.sort(axis=1)
     return out
+
+
+def _index_dtype(size: int) -> type[np.signedinteger]:
+    """Return the narrowest of int32 and int64 holding every index below ``size``."""
+    return np.int32 if size <= np.iinfo(np.int32).max + 1 else np.int64
 
 
 def _sample_codes(
@@ -101,7 +109,7 @@ def _sample_codes(
     OOD rows (setting C): latent 0 plus ``n_active - 1`` latents of the OOD pool
     ``n_latents - n_ood .. n_latents - 1``.
     """
-    support = np.empty((n_rows, n_active), dtype=np.int32)
+    support = np.empty((n_rows, n_active), dtype=_index_dtype(n_latents))
     if ood:
         with_probe = np.ones(n_rows, dtype=bool)
         first, pool = n_latents - n_ood, n_ood
@@ -113,17 +121,17 @@ def _sample_codes(
             rng, int(without.sum()), n_latents - 1, n_active
         )
     support[with_probe, 0] = 0
+    # Offsets added in the support's dtype: an OOD pool that fits int32 can
+    # still end beyond it.
     support[with_probe, 1:] = first + _sample_subsets(
         rng, int(with_probe.sum()), pool, n_active - 1
-    )
+    ).astype(support.dtype, copy=False)
     # 1 - U[0, 1) lies in (0, 1]: no drawn value is exactly zero, so every row
     # keeps exactly n_active stored non-zeros.
     values = 1.0 - rng.random((n_rows, n_active))
     labels = (with_probe & (values[:, 0] > 0.5)).astype(np.int64)
     nnz = n_rows * n_active
-    indptr = np.arange(
-        0, nnz + 1, n_active, dtype=np.int32 if nnz < 2**31 else np.int64
-    )
+    indptr = np.arange(0, nnz + 1, n_active, dtype=_index_dtype(nnz + 1))
     codes = sp.csr_matrix(
         (values.ravel(), support.ravel(), indptr), shape=(n_rows, n_latents)
     )
