@@ -82,6 +82,7 @@ from ._tensor import (
     outside_inference_mode,
     portable_state,
     rows_per_block,
+    scipy_if_pandas_sparse,
     sparse_as_tensor,
     sparse_tensor_as_scipy,
     to_fitted,
@@ -2518,6 +2519,7 @@ def code_statistics(X: torch.Tensor, codes: Any) -> CodeStatistics:
         T = as_tensor(block, device=X.device, dtype=code_dtype, name="y", ndim=None)
         return T.reshape(-1, 1) if column and T.ndim == 1 else T
 
+    codes = scipy_if_pandas_sparse(codes)
     if is_sparse(codes) and not sp.issparse(codes):
         codes = sparse_tensor_as_scipy(codes, name="y")
     if sp.issparse(codes):
@@ -2915,6 +2917,7 @@ n_latents) or (n_samples,), default=None
 
     def _estimate(self, X_t, y, previous, streaming):
         """Least-squares atoms from the statistics of ``X_t`` on ``y`` (and earlier)."""
+        y = scipy_if_pandas_sparse(y)
         _warn_if_class_labels(y)
         # In IEEE float32 for float32 data, whatever the process's matmul
         # precision (TF32 keeps 10 bits of each input).

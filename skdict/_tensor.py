@@ -490,6 +490,32 @@ def is_sparse(A: Any) -> bool:
     return sp.issparse(A) or (is_tensor(A) and A.layout != torch.strided)
 
 
+def scipy_if_pandas_sparse(A: Any) -> Any:
+    """Return a pandas DataFrame of sparse columns as SciPy CSR, anything else as is.
+
+    Such a frame holds only its stored entries, as a SciPy matrix does, so
+    where codes may be sparse it is taken like one; through ``check_array`` it
+    would be refused as "sparse data" where dense is required.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> import scipy.sparse as sp
+    >>> from skdict._tensor import scipy_if_pandas_sparse
+    >>> frame = pd.DataFrame.sparse.from_spmatrix(sp.eye(3))
+    >>> scipy_if_pandas_sparse(frame).format, scipy_if_pandas_sparse([1.0])
+    ('csr', [1.0])
+    """
+    frame_sparse = getattr(A, "sparse", None)
+    if frame_sparse is None or getattr(A, "ndim", None) != 2:
+        return A
+    try:
+        coo = frame_sparse.to_coo()  # raises unless every column is sparse
+    except (AttributeError, TypeError, ValueError):
+        return A
+    return sp.csr_array(coo)
+
+
 def _names_a_device(name: str) -> bool:
     if name == "auto":
         return True

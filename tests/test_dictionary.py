@@ -96,6 +96,24 @@ def test_oracle_accepts_sparse_tensor_codes():
     np.testing.assert_allclose(oracle.components_, data.dictionary, atol=1e-8)
 
 
+def test_oracle_takes_a_pandas_frame_of_sparse_codes():
+    # Refused before as "Sparse data was passed for y, but dense data is
+    # required", although SciPy's sparse codes are taken.
+    pd = pytest.importorskip("pandas")
+    data = make_compositional(
+        n_latents=20, n_active=3, n_samples=400, sparse_codes=True, random_state=0
+    )
+    names = [f"concept{j}" for j in range(20)]
+    frame = pd.DataFrame.sparse.from_spmatrix(data.Z_train, columns=names)
+    oracle = OracleDictionary().fit(data.X_train, frame)
+    np.testing.assert_allclose(oracle.components_, data.dictionary, atol=1e-8)
+    np.testing.assert_array_equal(oracle.concept_names_, names)
+    half = data.X_train.shape[0] // 2
+    streamed = OracleDictionary().partial_fit(data.X_train[:half], frame.iloc[:half])
+    streamed.partial_fit(data.X_train[half:], frame.iloc[half:])
+    np.testing.assert_allclose(streamed.components_, data.dictionary, atol=1e-8)
+
+
 def test_oracle_leaves_sparse_codes_with_duplicates_untouched(rng):
     # A valid CSR matrix whose entries are each stored twice, in unsorted
     # order: SciPy sums and sorts such arrays in place on max().

@@ -414,6 +414,16 @@ def test_sparse_codes_with_stored_zeros(rng):
     assert mcc_score(stored, Z[:, [2, 0]]) == pytest.approx(1.0)
 
 
+def test_a_pandas_frame_of_sparse_codes_scores_as_scipy_sparse(rng):
+    pd = pytest.importorskip("pandas")
+    Z = sparse_codes(rng, 60, 5, 2)
+    codes = Z[:, ::-1] + 0.1 * rng.standard_normal((60, 5))
+    frame = pd.DataFrame.sparse.from_spmatrix(sp.csr_matrix(Z))
+    assert mcc_score(frame, codes) == mcc_score(sp.csr_matrix(Z), codes)
+    assert mcc_score(codes, frame) == mcc_score(codes, sp.csr_matrix(Z))
+    assert support_scores(frame, frame) == support_scores(Z, Z)
+
+
 def test_sparse_codes_are_never_densified(rng, monkeypatch):
     # The metrics of a wide sparse autoencoder's codes on many samples: a
     # dense copy of the codes would be (n_samples, n_components).

@@ -22,6 +22,7 @@ from .._tensor import (
     is_sparse,
     is_tensor,
     resolve_device,
+    scipy_if_pandas_sparse,
     sparse_as_tensor,
     to_numpy,
 )
@@ -38,6 +39,7 @@ def compute_device(*arrays: Any) -> torch.device:
 
 
 def _code_tensor(A: Any, device: torch.device, name: str) -> torch.Tensor:
+    A = scipy_if_pandas_sparse(A)
     if is_sparse(A):
         return sparse_as_tensor(A, device=device, name=name)
     return as_tensor(A, device=device, name=name)
