@@ -1741,8 +1741,11 @@ def learn_dictionary(
        when it was better;
     2. replaces the atoms by the least-squares fit to those codes,
        ``(Z^T Z)^{-1} Z^T X``, normalised (the paper's update), falling back
-       to a block-coordinate sweep in the rare rounds where normalising would
-       increase the objective (:func:`block_coordinate_update`);
+       to a block-coordinate sweep in the rounds where normalising would
+       increase the objective (:func:`block_coordinate_update`): rare with
+       many samples per atom, but with more atoms than samples, where the
+       least-squares atoms are a minimum-norm choice among many, it can be
+       every round;
     3. re-initialises atoms that no sample uses with the residuals of the
        worst-reconstructed samples.
 

@@ -3072,7 +3072,9 @@ class FISTACoder(
     history_ : list of dict
         When learning, one record per round of :meth:`fit` (or per
         :meth:`partial_fit` call): ``objective`` (mean over the samples of
-        ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` after the round's coding),
+        ``0.5 * ||x - z @ D||^2 + alpha * ||z||_1`` after the round's coding,
+        on that round's atoms; while exploring, the codes are rough and the
+        objective can rise and lie far above the returned atoms'),
         ``dictionary_change`` (relative Frobenius change of the atoms),
         ``n_unused`` (atoms no sample used: re-initialised in every round of
         :meth:`fit`, and by :meth:`partial_fit` only while exploring) and
