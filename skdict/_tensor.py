@@ -188,6 +188,10 @@ class ArrayOrigin(NamedTuple):
         xp, device = foreign
         return cls("array_api", dtype, dtype, device, xp)
 
+    def __deepcopy__(self, memo: dict) -> ArrayOrigin:
+        # Immutable, and its namespace is a module, which cannot be copied.
+        return self
+
 
 _AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
@@ -1292,20 +1296,25 @@ def sparse_as_tensor(
     return T
 
 
-def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
+def _to_cpu(value: Any, memo: dict[int, Any], *, move: bool = True) -> Any:
     # ``memo`` maps converted objects to their copies, so that two attributes
     # holding the same tensor (a parameter and the fitted record of it) still
     # hold one object after pickling, as copy.deepcopy's memo keeps them.
+    # ``move=False`` only detaches, for a deep copy that stays on its devices.
     key = id(value)
     if key in memo:
         return memo[key]
-    if is_tensor(value):
+    if is_tensor(value) and not move:
+        converted = value.detach()
+    elif is_tensor(value):
         converted = value.detach().cpu()
         # Sparse, quantized and nested tensors hold more than a dtype, a
         # shape and bytes: torch pickles them.
         special = converted.is_quantized or converted.is_nested
         if converted.layout == torch.strided and not special:
             converted = converted.as_subclass(_PicklesByValue)
+    elif isinstance(value, torch.nn.Module) and not move:
+        return value  # copy.deepcopy copies it where it is
     elif isinstance(value, torch.nn.Module):
         # A module already on the CPU pickles as it is. A deep copy gave its
         # weights new storages, whose addresses torch writes into the pickle:
@@ -1319,15 +1328,15 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
         # dict rebuilt from it lost.
         converted = {} if type(value) is dict else _new_like(value)
         memo[key] = converted
-        converted.update((k, _to_cpu(v, memo)) for k, v in value.items())
+        converted.update((k, _to_cpu(v, memo, move=move)) for k, v in value.items())
     elif isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
-        converted = type(value)._make(_to_cpu(v, memo) for v in value)
+        converted = type(value)._make(_to_cpu(v, memo, move=move) for v in value)
     elif type(value) is list:
         # Recorded before its items: a list may hold itself.
         converted = memo[key] = []
-        converted.extend(_to_cpu(v, memo) for v in value)
+        converted.extend(_to_cpu(v, memo, move=move) for v in value)
     elif isinstance(value, (list, tuple)):
-        converted = type(value)(_to_cpu(v, memo) for v in value)
+        converted = type(value)(_to_cpu(v, memo, move=move) for v in value)
     elif _holds_weights(value):
         # A provider that is not an estimator, such as the guide's
         # SimpleNamespace(components_=W_dec): its CUDA tensors were pickled as
@@ -1337,7 +1346,8 @@ def _to_cpu(value: Any, memo: dict[int, Any]) -> Any:
         converted = _new_like(value)
         memo[key] = converted
         vars(converted).update(
-            (name, _to_cpu(attribute, memo)) for name, attribute in vars(value).items()
+            (name, _to_cpu(attribute, memo, move=move))
+            for name, attribute in vars(value).items()
         )
     else:
         return value
@@ -1353,9 +1363,9 @@ class _PicklesByValue(torch.Tensor):
     ``Pipeline(memory=)`` caches a step, changed for every clone of an
     estimator given a tensor (``dictionary=``, ``decoder=``, ``init=``), and a
     cached search coded again for every candidate. It lives only in the
-    state that estimators hand to ``pickle`` and ``copy.deepcopy``, which
-    rebuild plain tensors (:class:`DetachedCloneMixin` keeps it out of
-    ``copy.copy``).
+    state that estimators hand to ``pickle``, which rebuilds plain tensors
+    (:class:`DetachedCloneMixin` keeps it out of ``copy.copy`` and
+    ``copy.deepcopy``).
     """
 
     __torch_function__ = torch._C._disabled_torch_function_impl
@@ -1497,6 +1507,25 @@ class DetachedCloneMixin:
         copied = object.__new__(type(self))
         copied.__dict__.update(self.__dict__)
         return copied
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        # Through __getstate__ (for pickles), a deep copy moved every tensor
+        # and module to the CPU: a copy of a model fitted on a GPU (the usual
+        # "keep the best model so far") came back on the CPU. Tensors in an
+        # autograd graph, which torch refuses to deep-copy, are detached.
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        detached: dict[int, Any] = {}
+        state = {
+            name: _to_cpu(value, detached, move=False)
+            for name, value in self._deep_copied_state().items()
+        }
+        copied.__dict__.update(copy.deepcopy(state, memo))
+        return copied
+
+    def _deep_copied_state(self) -> dict:
+        """Return the attributes a deep copy copies (caches may be left out)."""
+        return self.__dict__
 
     def __sklearn_clone__(self):
         params = self.get_params(deep=False)

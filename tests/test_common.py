@@ -616,17 +616,22 @@ def test_weights_holders_with_graph_tensors_clone_detached(make, name, monkeypat
     assert weights.components_.requires_grad  # the original keeps its own
     X = np.random.default_rng(0).uniform(size=(30, 3))
     assert np.isfinite(cross_val_score(estimator, X, cv=2)).all()
-    # Fitted, it deep-copies (torch refused the graph tensors) and pickles
-    # with its weights' tensors moved to the CPU (CUDA ones stayed there).
+    # Fitted, it deep-copies (torch refused the graph tensors) with its
+    # tensors where they are, and pickles with its weights' tensors moved to
+    # the CPU (CUDA ones stayed there).
     estimator.fit(X)
     moved = []
     monkeypatch.setattr(
         torch.Tensor, "cpu", lambda t: moved.append(t.shape) or t.detach().clone()
     )
-    for copy_of in (copy.deepcopy, lambda e: pickle.loads(pickle.dumps(e))):
+    for copy_of, moves in (
+        (copy.deepcopy, False),
+        (lambda e: pickle.loads(pickle.dumps(e)), True),
+    ):
         moved.clear()
         copied = copy_of(estimator)
-        assert (4, 3) in moved and (3,) in moved
+        assert ((4, 3) in moved and (3,) in moved) is moves
+        assert moved if moves else not moved
         held = copied.get_params()[name]
         assert held is not weights and not held.components_.requires_grad
         np.testing.assert_array_equal(copied.transform(X), estimator.transform(X))

@@ -1,5 +1,6 @@
 """FISTA solver and FISTACoder: optimality against independent references, API."""
 
+import copy
 import itertools
 import pickle
 import re
@@ -2093,6 +2094,8 @@ def test_cuda_tensors_and_numpy_on_cuda(problem):
     assert isinstance(on_gpu.transform(X), np.ndarray)
     restored = pickle.loads(pickle.dumps(coder))
     assert restored.components_.device.type == "cpu"
+    # A deep copy stays where the model is, as torch modules' do.
+    assert copy.deepcopy(coder).components_.device.type == "cuda"
 
 
 def test_polish_support_reduced_to_nothing_gives_zero():

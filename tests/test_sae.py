@@ -1386,6 +1386,10 @@ def test_cuda_fit_loads_on_cpu(activation, rng):
     np.testing.assert_allclose(restored.transform(X), sae.transform(X), atol=1e-5)
     X_gpu = torch.as_tensor(X, device="cuda")
     assert sae.transform(X_gpu).device.type == "cuda"
+    # A deep copy (keeping the best model so far) stays on the GPU.
+    kept = copy.deepcopy(sae)
+    assert kept.module_.W_dec.device.type == "cuda"
+    torch.testing.assert_close(kept.transform(X_gpu), sae.transform(X_gpu))
 
 
 # ------------------------------------------------------------------ errors

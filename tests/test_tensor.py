@@ -475,6 +475,54 @@ def test_tensor_parameters_pickle_by_value(make, tmp_path):
         np.testing.assert_array_equal(copied.transform(X), fitted.transform(X))
 
 
+@pytest.mark.parametrize("kind", ["coder", "learner", "oracle", "sae"])
+def test_a_deep_copy_keeps_tensors_and_modules_where_they_are(kind, monkeypatch):
+    # Through __getstate__ (for pickles), copy.deepcopy called .cpu() on every
+    # tensor and module: a model fitted on a GPU came back on the CPU.
+    rng = np.random.default_rng(0)
+    X = torch.tensor(rng.normal(size=(40, 5)))
+    atoms = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(6, 5))), dim=1)
+    estimator = {
+        "coder": lambda: FISTACoder(atoms),
+        "learner": lambda: FISTACoder(n_components=6, dict_max_iter=3, random_state=0),
+        "oracle": lambda: OracleDictionary(atoms),
+        "sae": lambda: SparseAutoencoder(6, max_epochs=2, random_state=0),
+    }[kind]().fit(X)
+    expected = estimator.transform(X)
+    moved = []
+
+    def spy(method):
+        original = getattr(method[0], method[1])
+
+        def recording(self, *args, **kwargs):
+            moved.append(method[1])
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(*method, recording)
+
+    for method in [
+        (torch.Tensor, "cpu"),
+        (torch.Tensor, "to"),
+        (torch.nn.Module, "cpu"),
+        (torch.nn.Module, "to"),
+    ]:
+        spy(method)
+    copied = copy.deepcopy(estimator)
+    assert moved == []
+    monkeypatch.undo()
+    assert type(copied.components_) is torch.Tensor
+    torch.testing.assert_close(copied.transform(X), expected, rtol=0, atol=0)
+    # A copy, not a view: changing the copy leaves the original alone.
+    if kind == "sae":
+        assert copied.module_ is not estimator.module_
+        with torch.no_grad():
+            copied.module_.W_dec.zero_()
+    else:
+        assert copied.components_.data_ptr() != estimator.components_.data_ptr()
+        copied.components_.zero_()
+    torch.testing.assert_close(estimator.transform(X), expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64, torch.bool])
 def test_portable_tensors_keep_values_dtype_shape_and_sharing(dtype):
     atoms = torch.arange(12.0).reshape(3, 4).to(dtype)[:, ::2]  # not contiguous
