@@ -1777,8 +1777,8 @@ def learn_dictionary(
     it), unless float32 cannot hold the squared row norms of ``X`` and
     their sums: float64 data then explore in float64, and float32 data are
     first scaled by a power of two (as are, whatever their norms, data with
-    entries beyond ``2 ** 50`` or below ``2 ** -50`` in float32, ``2 ** 400``
-    and ``2 ** -400`` in float64). A given ``init`` skips the exploration and
+    entries beyond ``2 ** 50`` or below ``2 ** -50``, in float32 and
+    float64). A given ``init`` skips the exploration and
     refines in the dtype of ``X``: ``alpha`` is fixed and every round
     decreases ``F(Z, D)``. Either way, learning stops once ``alpha`` has
     reached its target and the relative change ``||D_new - D||_F / ||D||_F``

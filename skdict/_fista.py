@@ -2607,7 +2607,7 @@ def _certifiable_scale(
         return 1.0
     exponent = math.frexp(largest)[1]
     if bound is None:
-        bound = _CERTIFIABLE_EXPONENT.get(X.dtype, 400)
+        bound = _CERTIFIABLE_EXPONENT.get(X.dtype, 50)
     if abs(exponent) <= bound:
         return 1.0
     # The scaled X and offset must stay finite in X's dtype: subnormal data
@@ -3028,7 +3028,7 @@ class FISTACoder(
         without ``init`` computes in float32 whatever the data's dtype (a
         search, solved to loose tolerances), unless the data's squared norms
         leave float32's range (then in float64); data whose largest entry
-        lies beyond 2**+-50 in float32 (2**+-400 in float64) are first
+        lies beyond 2**+-50 (in float32 and float64) are first
         scaled by a power of two, as the lasso allows exactly. The atoms come
         back in the data's dtype.
     random_state : int, RandomState instance or None, default=None
