@@ -1804,6 +1804,27 @@ def test_divergence_raises_at_its_epoch_with_early_stopping_too(rng):
         sae.fit(X)
 
 
+def test_a_validation_row_too_large_to_square_raises(rng, monkeypatch):
+    # Its squared error overflowed float32 to inf in every epoch: training
+    # "stopped early" after n_iter_no_change epochs without a word, with the
+    # last weights, no epoch ever being best.
+    X = rng.standard_normal((40, 4)).astype(np.float32)
+    held_out = []
+    split = SparseAutoencoder._split
+
+    def recording(self, X_t, generator):
+        train, val, train_rows = split(self, X_t, generator)
+        held_out.append(np.setdiff1d(np.arange(X_t.shape[0]), train_rows))
+        return train, val, train_rows
+
+    monkeypatch.setattr(SparseAutoencoder, "_split", recording)
+    params = dict(validation_fraction=0.2, max_epochs=30, random_state=0)
+    SparseAutoencoder(4, **params).fit(X)  # the same split for the same seed
+    X[held_out[0][0]] = 1e20  # finite in float32; its square is not
+    with pytest.raises(FloatingPointError, match=r"validation loss is inf at epoch 1"):
+        SparseAutoencoder(4, **params).fit(X)
+
+
 @pytest.mark.filterwarnings("ignore:SparseAutoencoder stopped at max_epochs")
 def test_early_stopping_keeps_the_best_epoch_however_small_its_gain(rng):
     # Identical rows make every validation row the one scored below; a tiny

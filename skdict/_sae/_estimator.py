@@ -285,8 +285,9 @@ class SparseAutoencoder(
     Gradients are computed by hand and the loop is kept tight because, at the
     paper's size, a step is dominated by kernel-dispatch overhead; small CPU
     problems also run on one thread while fitting (see
-    ``benchmarks/RESULTS.md``). A training loss, or a parameter after
-    training, that becomes NaN or infinite raises ``FloatingPointError``.
+    ``benchmarks/RESULTS.md``). A training or validation loss, or a
+    parameter after training, that becomes NaN or infinite raises
+    ``FloatingPointError``.
 
     Examples
     --------

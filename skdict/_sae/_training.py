@@ -428,6 +428,14 @@ def train(
                     sparsity_coef,
                     0.0,
                 )
+                if not math.isfinite(val["loss"]):
+                    # Early stopping would otherwise stall on it silently
+                    # and keep the last weights: no epoch is ever "best".
+                    raise FloatingPointError(
+                        f"The validation loss is {val['loss']} at epoch {epoch}: "
+                        "a row held out by validation_fraction is too large to "
+                        "square in X's dtype. Scale X."
+                    )
                 record.update(val_loss=val["loss"], val_mse=val["mse"])
             history.append(record)
             bar.set_postfix(
