@@ -1565,13 +1565,36 @@ def test_interrupted_partial_fit_leaves_the_model_as_it_was(rng, monkeypatch):
 
 
 def test_selection_counts_match_bincount():
-    # Sync-free on CUDA, the same counts as bincount, in the codes' dtype.
-    indices = torch.randint(0, 9, (40, 3), generator=torch.Generator().manual_seed(0))
-    like = torch.zeros(1, dtype=torch.float32)
-    counts = _modules._selection_counts(indices, 12, like)
+    # Sync-free on CUDA, the same counts as bincount, in the codes' dtype;
+    # selections with a zero coefficient do not fire.
+    generator = torch.Generator().manual_seed(0)
+    indices = torch.randint(0, 9, (40, 3), generator=generator)
+    values = torch.rand(40, 3, generator=generator) + 0.5
+    values[::3, 2] = 0.0
+    counts = _modules._selection_counts(indices, 12, values)
     assert counts.dtype == torch.float32 and counts.shape == (12,)
-    expected = torch.bincount(indices.view(-1), minlength=12).float()
+    expected = torch.bincount(
+        indices.view(-1), weights=(values != 0).view(-1).float(), minlength=12
+    )
     torch.testing.assert_close(counts, expected, rtol=0, atol=0)
+
+
+def test_matching_pursuit_counts_no_firing_once_the_residual_is_zero(rng):
+    # One-hot rows on the identity atoms: the pursuit's second step selects
+    # an atom with a zero coefficient, which counted as firing, so l0 read 2
+    # and dead_fraction 0 where latent 0 never fires.
+    X = np.zeros((50, 6))
+    X[np.arange(50), rng.integers(1, 6, 50)] = rng.uniform(1, 3, 50)
+    sae = SparseAutoencoder(
+        activation="mp", k=2, decoder=np.eye(6), freeze_decoder=True, random_state=0
+    ).fit(X)
+    codes = sae.transform(X)
+    record = sae.history_[-1]
+    assert record["l0"] == np.count_nonzero(codes, axis=1).mean() == 1.0
+    assert record["dead_fraction"] == pytest.approx(
+        1 - np.any(codes != 0, axis=0).mean()
+    )
+    assert record["dead_fraction"] == pytest.approx(1 / 6)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

@@ -258,8 +258,8 @@ class SparseAutoencoder(
         Epochs run (one per :meth:`partial_fit` call).
     history_ : list of dict
         Per epoch: ``epoch``, ``loss`` (training objective), ``mse``
-        (reconstruction), ``l0`` (mean non-zero codes per sample; pursuit
-        steps for ``"mp"``),
+        (reconstruction), ``l0`` (mean non-zero codes per sample; for
+        ``"mp"``, pursuit steps with a non-zero coefficient),
         ``dead_fraction`` (latents dead in the sense of ``dead_after``), plus
         ``val_loss`` and ``val_mse`` with a validation split. Training-set figures are
         averaged over the epoch's samples (each step weighted by its batch size),

@@ -210,14 +210,18 @@ def active_counts(codes: Codes) -> Tensor:
     return out.index_add_(0, codes.columns, (codes.values != 0).to(out.dtype))
 
 
-def _selection_counts(indices: Tensor, n_components: int, like: Tensor) -> Tensor:
-    """Count the selections of each atom, in ``like``'s dtype and device.
+def _selection_counts(indices: Tensor, n_components: int, values: Tensor) -> Tensor:
+    """Count the selections of each atom with a non-zero coefficient.
 
-    ``index_add_`` rather than ``bincount``: CUDA's bincount reads the range
-    of its input back to the host, a synchronisation on every training step.
+    In ``values``' dtype and device. A pursuit whose residual reaches zero
+    before ``k`` steps selects atoms with a coefficient of exactly zero:
+    those do not fire (they counted as firing, so ``dead_fraction`` read 0
+    where a latent never fired). ``index_add_`` rather than ``bincount``:
+    CUDA's bincount reads the range of its input back to the host, a
+    synchronisation on every training step.
     """
-    ones = like.new_ones(indices.numel())
-    return like.new_zeros(n_components).index_add_(0, indices.reshape(-1), ones)
+    fired = (values != 0).to(values.dtype).reshape(-1)
+    return values.new_zeros(n_components).index_add_(0, indices.reshape(-1), fired)
 
 
 def _times_mask(codes: Codes, grad: Codes) -> Codes:
@@ -820,7 +824,7 @@ class MatchingPursuitSAE(SAE):
             self._decoder_grads(
                 lhs, rhs, padded, correlations, values, indices, 2.0 / diff.numel()
             )
-        # Selections per latent (a sample picks an atom at most once).
+        # Firing selections per latent (a sample picks an atom at most once).
         active = _selection_counts(indices, n_components, values)
         return StepOutput(_squared_norm(diff), None, None, active)
 
