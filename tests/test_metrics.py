@@ -1383,6 +1383,43 @@ def test_code_scorers_of_several_scores_and_of_earlier_pickles(benchmark):
     assert earlier(coder, X, Z) == mcc_scorer(coder, X, Z)
 
 
+def test_dictionary_similarity_of_a_fitted_search_is_its_best_estimators(benchmark):
+    # Nested cross-validation scores a fitted search: the similarity column
+    # was NaN ("GridSearchCV has no components_") where mcc_scorer worked.
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+    from sklearn.pipeline import make_pipeline
+
+    X, Z, D = benchmark.X_val, benchmark.Z_val, benchmark.dictionary
+    coder = FISTACoder(n_components=12, dict_max_iter=3, random_state=0)
+    search = GridSearchCV(coder, {"alpha": [0.01, 0.1]}, cv=KFold(2)).fit(X, Z)
+    scorer = make_dictionary_similarity_scorer(D)
+    expected = dictionary_similarity(D, search.best_estimator_)
+    assert scorer(search, X) == dictionary_similarity(D, search) == expected
+    assert scorer(FrozenEstimator(search), X) == expected
+    labels = sp.csr_array(Z)[:, [0]].toarray().ravel() > 0
+    pipe = make_pipeline(FISTACoder(dictionary=D, positive=True), LogisticRegression())
+    over_pipe = GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=2)
+    assert scorer(over_pipe.fit(X, labels), X) == pytest.approx(1.0)
+    scores = cross_validate(
+        GridSearchCV(coder, {"alpha": [0.01, 0.1]}, cv=KFold(2)),
+        X,
+        Z.toarray(),  # cross_validate takes no sparse y
+        cv=KFold(2),
+        scoring={"similarity": scorer},
+        error_score="raise",
+        return_estimator=True,
+    )
+    for score, fitted in zip(
+        scores["test_similarity"], scores["estimator"], strict=True
+    ):
+        assert score == dictionary_similarity(D, fitted.best_estimator_)
+    unrefitted = GridSearchCV(coder, {"alpha": [0.01, 0.1]}, cv=2, refit=False)
+    with pytest.raises(TypeError, match="GridSearchCV has no components_"):
+        scorer(unrefitted.fit(X, Z), X)
+
+
 def test_dictionary_similarity_scorer_reads_a_pipelines_coder(benchmark):
     # A search over coder -> classifier filled the similarity column with NaN
     # ("Pipeline has no components_"); a coder after a scaler has atoms in

@@ -528,7 +528,22 @@ n_components)
     return float(correlation.sum() / n_varying)
 
 
+def refitted_estimator(estimator: Any) -> Any:
+    """Return a fitted search's refitted best estimator, anything else as is.
+
+    A search (``GridSearchCV``, a nested one, a frozen one) transforms with
+    its ``best_estimator_`` but exposes none of its attributes: scoring a
+    search's atoms, as nested cross-validation does, means scoring those.
+    """
+    while not hasattr(estimator, "components_") and hasattr(
+        estimator, "best_estimator_"
+    ):
+        estimator = estimator.best_estimator_
+    return estimator
+
+
 def _atoms(dictionary: Any, name: str, device: torch.device) -> torch.Tensor:
+    dictionary = refitted_estimator(dictionary)
     if is_provider(dictionary):
         if is_estimator(dictionary):  # not a bare holder of components_
             check_is_fitted(dictionary)
@@ -641,7 +656,9 @@ def dictionary_similarity(
     dictionary : array-like, torch.Tensor or fitted estimator
         Learned atoms as rows, shape ``(n_components, n_features)``, or a
         fitted estimator exposing ``components_`` (a skdict coder or
-        autoencoder, sklearn's ``DictionaryLearning`` or ``PCA``).
+        autoencoder, sklearn's ``DictionaryLearning`` or ``PCA``). A fitted
+        search (``GridSearchCV`` refitted) stands for its
+        ``best_estimator_``, with which it transforms.
     detailed : bool, default=False
         Return a :class:`~sklearn.utils.Bunch` of per-atom diagnostics instead
         of the mean similarity.

@@ -29,7 +29,13 @@ from sklearn.pipeline import Pipeline
 
 from .._dictionary import _is_skdict_estimator, is_provider
 from .._tensor import is_estimator
-from ._matching import _atoms, dictionary_similarity, mcc_score, support_scores
+from ._matching import (
+    _atoms,
+    dictionary_similarity,
+    mcc_score,
+    refitted_estimator,
+    support_scores,
+)
 from ._reconstruction import reconstruct, reconstruction_error
 
 __all__ = [
@@ -391,6 +397,7 @@ def _coding_step(estimator: Any) -> Any:
     refused rather than compared, as are several steps of other libraries
     exposing atoms, of which none can be told to be the coder.
     """
+    estimator = refitted_estimator(estimator)
     if hasattr(estimator, "components_"):
         return estimator
     if not is_estimator(estimator):
@@ -471,7 +478,8 @@ or dictionary provider
         or frozen too), the atoms of its coder, which must be its first step
         (steps after it, a reduction of the codes or a probe, may follow); a
         coder after other steps (a scaler, PCA) has atoms in their units, and
-        is refused.
+        is refused. A fitted search (nested cross-validation) is scored by
+        its ``best_estimator_``.
 
     Examples
     --------
