@@ -2714,10 +2714,14 @@ def _string_columns(y: Any) -> np.ndarray | None:
     try:
         return _get_feature_names(y)
     except TypeError as error:
-        error.add_note(
-            "The column names of y name the concepts (get_feature_names_out)."
-        )
-        raise
+        # scikit-learn's message says to convert X.columns, which is not
+        # where the names are.
+        kinds = sorted({type(name).__name__ for name in y.columns})
+        raise TypeError(
+            f"The column names of y mix types ({kinds}); they name the concepts "
+            "(get_feature_names_out), so all must be strings: convert them, e.g. "
+            "y.columns = y.columns.astype(str)."
+        ) from error
 
 
 class OracleDictionary(
