@@ -633,7 +633,11 @@ def _from_numpy(A: np.ndarray) -> torch.Tensor:
     # because torch tensors are always writable.
     # (ascontiguousarray would also turn a 0-D array, a scalar, into shape (1,).)
     A = np.ascontiguousarray(A) if A.ndim else A
-    return torch.from_numpy(A if A.flags.writeable else A.copy())
+    # A length-1 axis may keep a negative stride in an array NumPy flags
+    # contiguous (``X[:, ::-1]`` of one column), which ascontiguousarray
+    # returns as it is and torch refuses.
+    copy = not A.flags.writeable or any(stride < 0 for stride in A.strides)
+    return torch.from_numpy(A.copy() if copy else A)
 
 
 def _require_dense(T: torch.Tensor, name: str) -> None:

@@ -121,6 +121,27 @@ def test_integer_and_bool_tensors_come_back_as_float64(dtype):
     assert to_output(codes / 4, codes_origin).dtype == torch.float64
 
 
+def test_a_single_column_with_a_negative_stride_is_taken():
+    # X[:, ::-1] of one column: NumPy flags it contiguous and keeps the
+    # negative stride, which torch.from_numpy refused ("At least one stride
+    # in the given numpy array is negative") at every entry point.
+    from skdict.metrics import dictionary_similarity, reconstruction_error
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 1))[:, ::-1]
+    D = np.ones((1, 1))[::-1, ::-1]
+    assert X.strides[1] < 0 and X.flags.c_contiguous
+    coder = FISTACoder(D, alpha=0.1).fit(X)
+    np.testing.assert_array_equal(coder.transform(X), coder.transform(X.copy()))
+    assert mcc_score(X, X) == pytest.approx(1.0)
+    assert reconstruction_error(X, X) == 0.0
+    assert dictionary_similarity(D, D) == pytest.approx(1.0)
+    sae = SparseAutoencoder(2, max_epochs=2, random_state=0)
+    np.testing.assert_array_equal(
+        sae.fit(X).components_, clone(sae).fit(X.copy()).components_
+    )
+
+
 def test_reset_false_checks_n_features_for_tensors():
     est = BaseEstimator()
     validate_input(est, torch.zeros(2, 3), reset=True)
