@@ -2489,7 +2489,9 @@ def _warn_if_class_labels(y: Any) -> None:
     if ndim != 1:
         return
     values = to_numpy(y, name="y")
-    if values.dtype.kind not in "iuf" or type_of_target(values) != "multiclass":
+    if values.dtype.kind not in "iuf" or not np.isfinite(values).all():
+        return  # NaN and inf are refused with the codes, naming y
+    if type_of_target(values) != "multiclass":
         return
     warn(
         f"y is 1-D and holds {len(np.unique(values))} whole numbers, like class "

@@ -588,9 +588,13 @@ def test_oracle_errors(rng):
         with pytest.raises(ValueError, match=r"Latents \[1\] are zero"):
             OracleDictionary().fit(X, codes)
     Z[3, 0] = np.nan
-    for codes in (Z, sp.csr_array(Z), torch.from_numpy(Z).to_sparse()):
+    # A 1-D y (one latent) met the class-label check first, which said
+    # "Input contains NaN." without naming y.
+    for codes in (Z, sp.csr_array(Z), torch.from_numpy(Z).to_sparse(), Z[:, 0]):
         with pytest.raises(ValueError, match="y contains NaN"):
             OracleDictionary().fit(X, codes)
+    with pytest.raises(ValueError, match="y contains NaN or infinity"):
+        OracleDictionary().fit(X, np.where(np.isnan(Z[:, 0]), np.inf, 2.0))
     oracle = OracleDictionary(random_dictionary(rng, 4, 6)).fit(X)
     with pytest.raises(ValueError, match="has 4 components"):
         oracle.inverse_transform(np.zeros((2, 3)))
