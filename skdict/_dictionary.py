@@ -2484,7 +2484,10 @@ def _warn_if_class_labels(y: Any) -> None:
         return
     ndim = getattr(y, "ndim", None)
     if ndim is None:  # a list, or another object NumPy reads
-        y = np.asarray(y)
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError):
+            return  # ragged rows: refused with the codes, naming y
         ndim = y.ndim
     if ndim != 1:
         return

@@ -33,6 +33,7 @@ import functools
 import itertools
 import math
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -817,13 +818,21 @@ def validate_input(
 
     _refuse_estimator(X, "X")
     X, xp_origin = _leave_array_api(X)
-    X_np = validate_data(
-        estimator,
-        X,
-        reset=reset,
-        dtype=[np.float64, np.float32],
-        ensure_min_samples=ensure_min_samples,
-    )
+    try:
+        X_np = validate_data(
+            estimator,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=ensure_min_samples,
+        )
+    except (TypeError, ValueError) as exc:
+        # scikit-learn's messages on X's shape, width and values name it;
+        # NumPy's conversion errors (ragged rows, a dict, complex values) do
+        # not, and are named as the metrics name theirs.
+        if re.search(r"\bX\b", str(exc)):
+            raise
+        raise type(exc)(f"Invalid X: {exc}") from exc
     origin = ArrayOrigin.host(_NUMPY_FLOATS[X_np.dtype], xp_origin)
     target = resolve_device(device, None)
     return _from_numpy(X_np).to(target), origin

@@ -181,6 +181,35 @@ def test_bad_input_is_named(X, match):
         validate_input(BaseEstimator(), X, reset=True)
 
 
+@pytest.mark.parametrize(
+    "X, error",
+    [
+        ([[1.0, 2.0], [3.0]], ValueError),  # ragged rows
+        ({"a": 1}, TypeError),
+        (np.ones((2, 2)) + 1j, ValueError),
+    ],
+)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FISTACoder(np.eye(2)),
+        lambda: OracleDictionary(np.eye(2)),
+        lambda: SparseAutoencoder(2, max_epochs=1),
+    ],
+)
+def test_input_numpy_cannot_read_is_named(make, X, error):
+    # NumPy's own messages ("setting an array element with a sequence",
+    # "float() argument must be ...") did not say which input, where the
+    # metrics say "Invalid X".
+    with pytest.raises(error, match=r"^Invalid X: "):
+        make().fit(X)
+
+
+def test_ragged_codes_are_named():
+    with pytest.raises(ValueError, match=r"^Invalid y: "):
+        OracleDictionary().fit(np.ones((2, 2)), [[1.0, 2.0], [3.0]])
+
+
 def test_tensor_and_numpy_input_name_the_estimator_alike():
     # check_array names the estimator; the tensor path's own checks did not.
     for X in (torch.zeros(0, 3), np.zeros((0, 3))):
