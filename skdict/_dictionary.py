@@ -2929,7 +2929,6 @@ n_latents) or (n_samples,), default=None
 
     def _estimate(self, X_t, y, previous, streaming):
         """Least-squares atoms from the statistics of ``X_t`` on ``y`` (and earlier)."""
-        y = scipy_if_pandas_sparse(y)
         _warn_if_class_labels(y)
         # In IEEE float32 for float32 data, whatever the process's matmul
         # precision (TF32 keeps 10 bits of each input).

@@ -354,6 +354,26 @@ def test_more_atoms_than_an_array_holds_are_refused_by_name(estimator, unit, met
         getattr(estimator(n_components=2**62), method)(X)
 
 
+@pytest.mark.parametrize(
+    ("estimator", "n_components", "unit"),
+    [(FISTACoder, 2**40, "atoms"), (SparseAutoencoder, 2**59, "latents")],
+)
+def test_widths_whose_weights_overflow_are_refused_by_name(
+    estimator, n_components, unit
+):
+    # Learning 2**40 atoms holds their Gram matrix, 2**80 values, although
+    # the atoms alone (3 * 2**40) would fit; 2**59 latents of 3 features make
+    # weights beyond an array that n_components alone does not. Unchecked,
+    # torch failed in its allocator or its storage-size arithmetic.
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    with pytest.raises(
+        ValueError,
+        match=f"n_components={n_components} {unit} of n_features=3 features "
+        "make .* more than an array can hold",
+    ):
+        estimator(n_components=n_components).fit(X)
+
+
 def test_what_an_array_holds_is_counted_in_bytes():
     # NumPy and torch bound an array's bytes by the largest 64-bit integer:
     # 2**60 float64 values are beyond, as float32 values they are not.

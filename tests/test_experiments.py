@@ -2595,6 +2595,10 @@ def test_records_a_table_would_mislabel_or_double_count_are_refused(
     # A key that is not a number: float("cpu") failed.
     with pytest.raises(ValueError, match=r"metric='device' is not a number .*'cpu'"):
         format_table(compared, "device")
+    # A bool is a Real, but True is no score: it averaged as 1.0.
+    flagged = [{**record, "flag": True} for record in compared]
+    with pytest.raises(ValueError, match=r"metric='flag' is not a number .*True"):
+        format_table(flagged, "flag")
     assert not saved_figures
 
 

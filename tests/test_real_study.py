@@ -252,6 +252,13 @@ def test_tables_and_figures_of_the_real_study_take_one_run(records, tmp_path):
     with warnings.catch_warnings():  # seeds of one run
         warnings.simplefilter("error")
         format_real_table(seeded + [{**record, "seed": 1} for record in seeded])
+    # Runs that differ only in their training settings are not seeds either.
+    trained = [{**record, "seed": 1, "settings": {"lr": 1e-2}} for record in seeded]
+    with pytest.warns(UserWarning, match=r"\(they differ in settings\)"):
+        format_real_table([{**r, "settings": {"lr": 1e-3}} for r in seeded] + trained)
+    # Records without a seed (made by hand) are not checked for repeats.
+    seedless = [{k: v for k, v in record.items() if k != "seed"} for record in records]
+    assert format_real_table(seedless + seedless)
 
 
 def test_a_k_above_the_width_fails_before_any_method_runs(data, monkeypatch):
@@ -263,6 +270,9 @@ def test_a_k_above_the_width_fails_before_any_method_runs(data, monkeypatch):
     monkeypatch.setattr(_real, "_evaluate", no_method)
     with pytest.raises(ValueError, match=r"'k' .* at most the SAEs' 8 latents .*16"):
         compare_real(data, device="cpu", n_components=8)
+    # A k equal to the width is at most the width.
+    monkeypatch.setattr(_real, "_evaluate", lambda *args: {"scored": True})
+    compare_real(data, ["sae_topk"], device="cpu", n_components=8, k=8)
     # Without n_components the SAEs are as wide as the activations.
     width = data.X_train.shape[1]
     with pytest.raises(ValueError, match=f"at most the SAEs' {width} latents"):

@@ -557,9 +557,11 @@ def test_a_deep_copy_keeps_tensors_and_modules_where_they_are(kind, monkeypatch)
         (torch.nn.Module, "to"),
     ]:
         spy(method)
+    estimator.owner = [estimator]  # a reference back to itself
     copied = copy.deepcopy(estimator)
     assert moved == []
     monkeypatch.undo()
+    assert copied.owner[0] is copied
     assert type(copied.components_) is torch.Tensor
     torch.testing.assert_close(copied.transform(X), expected, rtol=0, atol=0)
     # A copy, not a view: changing the copy leaves the original alone.
