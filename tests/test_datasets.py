@@ -11,6 +11,7 @@ from scipy import stats
 
 from skdict.datasets import default_n_features, make_compositional
 from skdict.datasets._compositional import (
+    _index_dtype,
     _sample_codes,
     _sample_subsets,
     check_compositional_params,
@@ -295,6 +296,12 @@ def test_subsets_are_sorted_distinct_and_in_range(n_rows, pool_size, data, seed)
     if n_rows and k:
         assert out.min() >= 0 and out.max() < pool_size
         assert np.all(np.diff(out, axis=1) > 0)
+
+
+def test_index_dtype_holds_every_index_below_its_size():
+    # int32 holds indices up to 2**31 - 1, so sizes up to 2**31.
+    assert _index_dtype(2**31) is np.int32
+    assert _index_dtype(2**31 + 1) is np.int64
 
 
 @pytest.mark.parametrize("ood", [False, True])
