@@ -28,6 +28,7 @@ every other scikit-learn estimator.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import itertools
@@ -1313,12 +1314,13 @@ def _to_cpu(value: Any, memo: dict[int, Any], *, move: bool = True) -> Any:
     # ``memo`` maps converted objects to their copies, so that two attributes
     # holding the same tensor (a parameter and the fitted record of it) still
     # hold one object after pickling, as copy.deepcopy's memo keeps them.
-    # ``move=False`` only detaches, for a deep copy that stays on its devices.
+    # ``move=False`` only detaches tensors in an autograd graph (which torch
+    # refuses to deep-copy), for a deep copy that stays on its devices.
     key = id(value)
     if key in memo:
         return memo[key]
     if is_tensor(value) and not move:
-        converted = value.detach()
+        converted = value if value.is_leaf else value.detach()
     elif is_tensor(value):
         converted = value.detach().cpu()
         # Sparse, quantized and nested tensors hold more than a dtype, a
@@ -1455,7 +1457,13 @@ def portable_state(state: dict) -> dict:
     True
     """
     memo: dict[int, Any] = {}
-    return {key: _to_cpu(value, memo) for key, value in state.items()}
+    move = not _KEEPING_DEVICES.get()
+    return {key: _to_cpu(value, memo, move=move) for key, value in state.items()}
+
+
+# Set while DetachedCloneMixin.__deepcopy__ asks for the pickling state: a
+# deep copy stays where the model is; only pickles go to the CPU.
+_KEEPING_DEVICES = contextvars.ContextVar("skdict_keeping_devices", default=False)
 
 
 def _detached_from_graph(value: Any) -> Any:
@@ -1522,23 +1530,21 @@ class DetachedCloneMixin:
         return copied
 
     def __deepcopy__(self, memo: dict) -> Any:
-        # Through __getstate__ (for pickles), a deep copy moved every tensor
-        # and module to the CPU: a copy of a model fitted on a GPU (the usual
-        # "keep the best model so far") came back on the CPU. Tensors in an
-        # autograd graph, which torch refuses to deep-copy, are detached.
+        # The pickling protocol (__getstate__ leaves out caches and what does
+        # not copy, __setstate__ rebuilds them), but with every tensor and
+        # module where it is: pickles go to the CPU, and so did a deep copy
+        # of a model fitted on a GPU (the usual "keep the best model so far").
+        # Tensors in an autograd graph, which torch refuses to deep-copy, are
+        # detached, as pickles detach them.
         copied = object.__new__(type(self))
         memo[id(self)] = copied
-        detached: dict[int, Any] = {}
-        state = {
-            name: _to_cpu(value, detached, move=False)
-            for name, value in self._deep_copied_state().items()
-        }
-        copied.__dict__.update(copy.deepcopy(state, memo))
+        token = _KEEPING_DEVICES.set(True)
+        try:
+            state = self.__getstate__()
+        finally:
+            _KEEPING_DEVICES.reset(token)
+        copied.__setstate__(copy.deepcopy(state, memo))
         return copied
-
-    def _deep_copied_state(self) -> dict:
-        """Return the attributes a deep copy copies (caches may be left out)."""
-        return self.__dict__
 
     def __sklearn_clone__(self):
         params = self.get_params(deep=False)

@@ -545,7 +545,9 @@ def test_a_deep_copy_keeps_tensors_and_modules_where_they_are(kind, monkeypatch)
         original = getattr(method[0], method[1])
 
         def recording(self, *args, **kwargs):
-            moved.append(method[1])
+            # The SAE's record of its output type is an empty tensor.
+            if not (isinstance(self, torch.Tensor) and self.numel() == 0):
+                moved.append(method[1])
             return original(self, *args, **kwargs)
 
         monkeypatch.setattr(*method, recording)

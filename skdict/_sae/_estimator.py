@@ -1020,14 +1020,6 @@ class SparseAutoencoder(
             state["_fitted_type"] = to_fitted(torch.empty(0, device="cpu"), origin)
         return portable_state(state)
 
-    def _deep_copied_state(self):
-        # The caches are rebuilt on demand: a copy of the moved module or of
-        # the decoder's weights would double their memory.
-        state = dict(self.__dict__)
-        state.pop("_moved_module", None)
-        state["_decoder_copies"] = {}
-        return state
-
     def __setstate__(self, state):
         # Pickles made before components_ was read from the module hold it,
         # and those of the first versions that read it, its copies.
