@@ -830,8 +830,9 @@ def validate_input(
     except (TypeError, ValueError) as exc:
         # scikit-learn's messages on X's shape, width and values name it;
         # NumPy's conversion errors (ragged rows, a dict, complex values) do
-        # not, and are named as the metrics name theirs.
-        if re.search(r"\bX\b", str(exc)):
+        # not, and are named as the metrics name theirs. Subclasses (a
+        # UnicodeDecodeError takes five arguments) are raised as they are.
+        if type(exc) not in (TypeError, ValueError) or re.search(r"\bX\b", str(exc)):
             raise
         raise type(exc)(f"Invalid X: {exc}") from exc
     origin = ArrayOrigin.host(_NUMPY_FLOATS[X_np.dtype], xp_origin)
@@ -992,6 +993,8 @@ def to_tensor(
                 )
             )
         except (TypeError, ValueError) as exc:
+            if type(exc) not in (TypeError, ValueError):
+                raise  # a subclass may take other arguments than a message
             raise type(exc)(f"Invalid {name}: {exc}") from exc
         T = _from_numpy(A)
         compute = T.dtype

@@ -298,6 +298,26 @@ def test_subsets_are_sorted_distinct_and_in_range(n_rows, pool_size, data, seed)
         assert np.all(np.diff(out, axis=1) > 0)
 
 
+@pytest.mark.parametrize("ood", [False, True])
+def test_the_last_latent_of_a_pool_at_int32s_edge(ood, monkeypatch):
+    # n_latents = 2**31 + 1: every pool fits int32, but latent 2**31 does
+    # not; offset in int32, the draw of a pool's last member wrapped to a
+    # negative index. The largest subsets are drawn here to reach it.
+    from skdict.datasets import _compositional
+
+    def largest(rng, n_rows, pool_size, k):
+        top = np.arange(pool_size - k, pool_size, dtype=_index_dtype(pool_size))
+        return np.tile(top, (n_rows, 1))
+
+    monkeypatch.setattr(_compositional, "_sample_subsets", largest)
+    n_latents = 2**31 + 1
+    codes, _ = _sample_codes(
+        np.random.default_rng(0), 20, n_latents=n_latents, n_active=2, n_ood=5, ood=ood
+    )
+    assert codes.indices.min() >= 0
+    assert codes.indices.max() == n_latents - 1
+
+
 def test_index_dtype_holds_every_index_below_its_size():
     # int32 holds indices up to 2**31 - 1, so sizes up to 2**31.
     assert _index_dtype(2**31) is np.int32

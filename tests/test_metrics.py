@@ -1402,6 +1402,9 @@ def test_dictionary_similarity_of_a_fitted_search_is_its_best_estimators(benchma
     pipe = make_pipeline(FISTACoder(dictionary=D, positive=True), LogisticRegression())
     over_pipe = GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=2)
     assert scorer(over_pipe.fit(X, labels), X) == pytest.approx(1.0)
+    # A search as a pipeline's step.
+    step = make_pipeline(search, LogisticRegression()).fit(X, labels)
+    assert scorer(step, X) == expected
     scores = cross_validate(
         GridSearchCV(coder, {"alpha": [0.01, 0.1]}, cv=KFold(2)),
         X,

@@ -1847,6 +1847,10 @@ def test_a_validation_row_too_large_to_square_raises(rng, monkeypatch):
     X[held_out[0][0]] = 1e20  # finite in float32; its square is not
     with pytest.raises(FloatingPointError, match=r"validation loss is inf at epoch 1"):
         SparseAutoencoder(4, **params).fit(X)
+    # Weights broken by the epoch's last step are named, not the rows.
+    X[held_out[0][0]] = 0.0
+    with pytest.raises(FloatingPointError, match=r"W_enc, .* after this epoch"):
+        SparseAutoencoder(4, lr=1e38, batch_size=64, **params).fit(X)
 
 
 @pytest.mark.filterwarnings("ignore:SparseAutoencoder stopped at max_epochs")

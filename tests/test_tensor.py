@@ -205,6 +205,27 @@ def test_input_numpy_cannot_read_is_named(make, X, error):
         make().fit(X)
 
 
+class _Undecodable:
+    """An array-like whose loading fails with a five-argument ValueError."""
+
+    shape, ndim, dtype = (3, 2), 2, np.dtype(float)
+
+    def __len__(self):
+        return 3
+
+    def __array__(self, dtype=None, copy=None):
+        b"\xff".decode("utf-8")
+
+
+def test_errors_of_subclasses_are_raised_as_they_are():
+    # Rebuilt with a message, a UnicodeDecodeError became "TypeError:
+    # function takes exactly 5 arguments (1 given)".
+    with pytest.raises(UnicodeDecodeError):
+        FISTACoder(np.eye(2)).fit(_Undecodable())
+    with pytest.raises(UnicodeDecodeError):
+        mcc_score(_Undecodable(), np.ones((3, 2)))
+
+
 def test_ragged_codes_are_named():
     with pytest.raises(ValueError, match=r"^Invalid y: "):
         OracleDictionary().fit(np.ones((2, 2)), [[1.0, 2.0], [3.0]])

@@ -275,6 +275,25 @@ class TrainResult(NamedTuple):
 
 
 # The record entries the progress bar shows.
+
+
+def _refuse_broken_parameters(module: torch.nn.Module, when: str) -> None:
+    """Raise ``FloatingPointError`` naming the parameters holding NaN or inf."""
+    broken = [
+        name
+        for name, tensor in itertools.chain(
+            module.named_parameters(), module.named_buffers()
+        )
+        if tensor.is_floating_point() and not _all_finite(tensor)
+    ]
+    if broken:
+        raise FloatingPointError(
+            f"Training diverged: {', '.join(broken)} "
+            f"{'holds' if len(broken) == 1 else 'hold'} NaN or infinite values "
+            f"{when}. Lower lr or sparsity_coef, or scale X."
+        )
+
+
 _SHOWN = ("loss", "l0", "val_loss")
 
 
@@ -431,10 +450,13 @@ def train(
                 if not math.isfinite(val["loss"]):
                     # Early stopping would otherwise stall on it silently
                     # and keep the last weights: no epoch is ever "best".
+                    _refuse_broken_parameters(module, "after this epoch")
                     raise FloatingPointError(
                         f"The validation loss is {val['loss']} at epoch {epoch}: "
-                        "a row held out by validation_fraction is too large to "
-                        "square in X's dtype. Scale X."
+                        "the errors on the rows held out by validation_fraction "
+                        "overflow X's dtype (a row too large to square, or "
+                        "weights diverging). Scale X, or lower lr or "
+                        "sparsity_coef."
                     )
                 record.update(val_loss=val["loss"], val_mse=val["mse"])
             history.append(record)
@@ -460,19 +482,7 @@ def train(
     # The losses are taken before each step's update: the last step, or a
     # parameter the loss does not see (a JumpReLU threshold at infinity), can
     # still leave NaN behind.
-    broken = [
-        name
-        for name, tensor in itertools.chain(
-            module.named_parameters(), module.named_buffers()
-        )
-        if tensor.is_floating_point() and not _all_finite(tensor)
-    ]
-    if broken:
-        raise FloatingPointError(
-            f"Training diverged: {', '.join(broken)} "
-            f"{'holds' if len(broken) == 1 else 'hold'} NaN or infinite values "
-            "after the last step. Lower lr or sparsity_coef, or scale X."
-        )
+    _refuse_broken_parameters(module, "after the last step")
     # The gradients are inference tensors and of no use once trained.
     for p in module.parameters():
         p.grad = None

@@ -10,6 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import tokenize
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -85,18 +89,33 @@ def folder_fingerprint(folder: Path) -> list[list]:
     return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
+# What reading a missing, cut or damaged .npz raises: besides the OSError,
+# ValueError and BadZipFile of a cut file, one changed byte makes zipfile raise
+# NotImplementedError (an unknown compression method, the "patched data" flag)
+# and NumPy's header parser tokenize.TokenError or SyntaxError. Not Exception:
+# a bug or a MemoryError must not pass for a miss and overwrite a good file.
+_DAMAGED_FILE_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    SyntaxError,
+    NotImplementedError,
+    struct.error,
+    zipfile.BadZipFile,
+    zlib.error,
+    tokenize.TokenError,
+)
+
+
 def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
     """Return the arrays stored at ``path``, or None when there is no readable file."""
     try:
         with np.load(path, allow_pickle=False) as stored:
             return {name: stored[name] for name in stored.files}
-    except Exception:
+    except _DAMAGED_FILE_ERRORS:
         # A missing, truncated or corrupt file is a cache miss, never an
-        # error: the caller recomputes and overwrites it. Any exception, not a
-        # list: one damaged byte makes zipfile raise NotImplementedError (an
-        # unknown compression method) and NumPy's header parser
-        # tokenize.TokenError, besides the OSError/ValueError/BadZipFile of a
-        # cut file. Ctrl-C (not an Exception) still interrupts.
+        # error: the caller recomputes and overwrites it.
         return None
 
 

@@ -119,10 +119,10 @@ def _sample_codes(
         without = ~with_probe
         support[without] = 1 + _sample_subsets(
             rng, int(without.sum()), n_latents - 1, n_active
-        )
+        ).astype(support.dtype, copy=False)
     support[with_probe, 0] = 0
-    # Offsets added in the support's dtype: an OOD pool that fits int32 can
-    # still end beyond it.
+    # Offsets added in the support's dtype: a pool that fits int32 can still
+    # end beyond it (the ID draw above at n_latents = 2**31 + 1 too).
     support[with_probe, 1:] = first + _sample_subsets(
         rng, int(with_probe.sum()), pool, n_active - 1
     ).astype(support.dtype, copy=False)

@@ -450,6 +450,7 @@ def _pipeline_steps(estimator: Any) -> list[Any] | None:
     for _, step in estimator.steps:
         if step is None or step == "passthrough":
             continue
+        step = refitted_estimator(step)  # a fitted search as a step
         nested = _pipeline_steps(step)
         steps.extend([step] if nested is None else nested)
     return steps
