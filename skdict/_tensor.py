@@ -38,7 +38,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, NamedTuple, NoReturn, ParamSpec, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -830,14 +830,26 @@ def validate_input(
     except (TypeError, ValueError) as exc:
         # scikit-learn's messages on X's shape, width and values name it;
         # NumPy's conversion errors (ragged rows, a dict, complex values) do
-        # not, and are named as the metrics name theirs. Subclasses (a
-        # UnicodeDecodeError takes five arguments) are raised as they are.
-        if type(exc) not in (TypeError, ValueError) or re.search(r"\bX\b", str(exc)):
+        # not, and are named as the metrics name theirs.
+        if re.search(r"\bX\b", str(exc)):
             raise
-        raise type(exc)(f"Invalid X: {exc}") from exc
+        raise_named(exc, "Invalid X: ")
     origin = ArrayOrigin.host(_NUMPY_FLOATS[X_np.dtype], xp_origin)
     target = resolve_device(device, None)
     return _from_numpy(X_np).to(target), origin
+
+
+def raise_named(exc: Exception, prefix: str) -> NoReturn:
+    """Raise a plain ``TypeError``/``ValueError`` again with ``prefix``.
+
+    For messages of NumPy or scikit-learn that do not say which input they
+    are about. Subclasses (``NotFittedError``, a ``UnicodeDecodeError`` that
+    takes five arguments) are raised as they are. Call it in the ``except``
+    block that caught ``exc``.
+    """
+    if type(exc) not in (TypeError, ValueError):
+        raise exc
+    raise type(exc)(f"{prefix}{exc}") from exc
 
 
 def is_estimator(obj: Any) -> bool:
@@ -993,9 +1005,7 @@ def to_tensor(
                 )
             )
         except (TypeError, ValueError) as exc:
-            if type(exc) not in (TypeError, ValueError):
-                raise  # a subclass may take other arguments than a message
-            raise type(exc)(f"Invalid {name}: {exc}") from exc
+            raise_named(exc, f"Invalid {name}: ")
         T = _from_numpy(A)
         compute = T.dtype
         origin = ArrayOrigin.host(compute, xp_origin)
@@ -1313,7 +1323,7 @@ def sparse_as_tensor(
     return T
 
 
-def _to_cpu(value: Any, memo: dict[int, Any], *, move: bool = True) -> Any:
+def _state_value(value: Any, memo: dict[int, Any], *, move: bool = True) -> Any:
     # ``memo`` maps converted objects to their copies, so that two attributes
     # holding the same tensor (a parameter and the fitted record of it) still
     # hold one object after pickling, as copy.deepcopy's memo keeps them.
@@ -1346,15 +1356,17 @@ def _to_cpu(value: Any, memo: dict[int, Any], *, move: bool = True) -> Any:
         # dict rebuilt from it lost.
         converted = {} if type(value) is dict else _new_like(value)
         memo[key] = converted
-        converted.update((k, _to_cpu(v, memo, move=move)) for k, v in value.items())
+        converted.update(
+            (k, _state_value(v, memo, move=move)) for k, v in value.items()
+        )
     elif isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
-        converted = type(value)._make(_to_cpu(v, memo, move=move) for v in value)
+        converted = type(value)._make(_state_value(v, memo, move=move) for v in value)
     elif type(value) is list:
         # Recorded before its items: a list may hold itself.
         converted = memo[key] = []
-        converted.extend(_to_cpu(v, memo, move=move) for v in value)
+        converted.extend(_state_value(v, memo, move=move) for v in value)
     elif isinstance(value, (list, tuple)):
-        converted = type(value)(_to_cpu(v, memo, move=move) for v in value)
+        converted = type(value)(_state_value(v, memo, move=move) for v in value)
     elif _holds_weights(value):
         # A provider that is not an estimator, such as the guide's
         # SimpleNamespace(components_=W_dec): its CUDA tensors were pickled as
@@ -1364,7 +1376,7 @@ def _to_cpu(value: Any, memo: dict[int, Any], *, move: bool = True) -> Any:
         converted = _new_like(value)
         memo[key] = converted
         vars(converted).update(
-            (name, _to_cpu(attribute, memo, move=move))
+            (name, _state_value(attribute, memo, move=move))
             for name, attribute in vars(value).items()
         )
     else:
@@ -1461,7 +1473,7 @@ def portable_state(state: dict) -> dict:
     """
     memo: dict[int, Any] = {}
     move = not _KEEPING_DEVICES.get()
-    return {key: _to_cpu(value, memo, move=move) for key, value in state.items()}
+    return {key: _state_value(value, memo, move=move) for key, value in state.items()}
 
 
 # Set while DetachedCloneMixin.__deepcopy__ asks for the pickling state: a

@@ -16,6 +16,7 @@ import torch
 from .._tensor import (
     accumulation_dtype,
     ignores_autocast,
+    raise_named,
     rows_per_block,
     sum_of_squares,
 )
@@ -151,10 +152,8 @@ def compositional_gap(estimator: Any, X_id: Any, X_ood: Any) -> dict[str, float]
         try:
             reconstructed = reconstruct(estimator, X)
         except (ValueError, TypeError) as error:
-            if type(error) not in (ValueError, TypeError):  # NotFittedError too
-                raise
             # The estimator's own checks call either array "X" (a TypeError
             # for sparse input).
-            raise type(error)(f"X_{split}: {error}") from error
+            raise_named(error, f"X_{split}: ")
         mse[f"mse_{split}"] = reconstruction_error(X, reconstructed)
     return {**mse, "gap": mse["mse_ood"] - mse["mse_id"]}
