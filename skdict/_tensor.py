@@ -1333,7 +1333,8 @@ def _state_value(value: Any, memo: dict[int, Any], *, move: bool = True) -> Any:
     if key in memo:
         return memo[key]
     if is_tensor(value) and not move:
-        converted = value if value.is_leaf else value.detach()
+        converted = _copy_stand_in(value)
+        converted = value if converted is None else converted
     elif is_tensor(value):
         converted = value.detach().cpu()
         # Sparse, quantized and nested tensors hold more than a dtype, a
@@ -1481,31 +1482,62 @@ def portable_state(state: dict) -> dict:
 _KEEPING_DEVICES = contextvars.ContextVar("skdict_keeping_devices", default=False)
 
 
-def _detached_from_graph(value: Any) -> Any:
-    """``value`` with its tensors in an autograd graph detached; None if none.
+def _views_larger_storage(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a view of fewer elements than its storage holds.
+
+    torch deep-copies a view with its whole storage (to keep the view's
+    relation to it), so ``clone`` of ``FISTACoder(dictionary=W_dec[:k])``
+    copied all of ``W_dec``, in every candidate of a search; NumPy copies a
+    view's own elements only, and so do pickles (:class:`_PicklesByValue`).
+    """
+    if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_nested:
+        return False
+    try:
+        held = tensor.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError):  # a tensor without storage
+        return False
+    return held > tensor.numel() * tensor.element_size()
+
+
+def _copy_stand_in(tensor: torch.Tensor) -> torch.Tensor | None:
+    """Return what to deep-copy in place of ``tensor``; None for ``tensor`` itself.
+
+    A tensor in an autograd graph, which torch refuses to deep-copy, is
+    detached; a view of a larger storage is copied alone (its leaves keep
+    ``requires_grad``).
+    """
+    if _views_larger_storage(tensor):
+        alone = tensor.detach().clone()
+        return alone.requires_grad_(tensor.requires_grad and tensor.is_leaf)
+    return None if tensor.is_leaf else tensor.detach()
+
+
+def _stand_in_to_copy(value: Any) -> Any:
+    """``value`` with its tensors in a stand-in to deep-copy; None if none.
 
     A tensor, or the attributes of an object holding weights that is not an
-    estimator (a shallow copy of it is returned); estimators are cloned, not
-    copied, and are left alone.
+    estimator (a shallow copy of it is returned), where a tensor is in an
+    autograd graph or views a larger storage (:func:`_copy_stand_in`);
+    estimators are cloned, not copied, and are left alone.
     """
     if is_tensor(value):
-        return None if value.is_leaf else value.detach()
+        return _copy_stand_in(value)
     # A mapping of weights read as attributes (a Bunch), or an object's.
     mapping = isinstance(value, dict) and type(value) is not dict
     if not (mapping or _holds_weights(value)):
         return None
     held = value if mapping else vars(value)
-    in_graph = {
-        name: attribute.detach()
+    replaced = {
+        name: copied
         for name, attribute in held.items()
-        if is_tensor(attribute) and not attribute.is_leaf
+        if is_tensor(attribute) and (copied := _copy_stand_in(attribute)) is not None
     }
-    if not in_graph:
+    if not replaced:
         return None
     stand_in = _new_like(value)
     if mapping:
         stand_in.update(value)
-    (stand_in if mapping else vars(stand_in)).update(in_graph)
+    (stand_in if mapping else vars(stand_in)).update(replaced)
     return stand_in
 
 
@@ -1519,7 +1551,9 @@ class DetachedCloneMixin:
     ``dictionary`` or ``init``. The clone gets such a tensor detached, which
     is what ``fit`` uses anyway (inputs are detached on entry); other tensors,
     graph leaves such as a ``Parameter`` included, are deep-copied as
-    ``clone`` copies any parameter. So do the tensors of an object that holds
+    ``clone`` copies any parameter, except that a view of a larger tensor
+    (``dictionary=W_dec[:k]``) is copied alone, as NumPy copies a view,
+    where torch copies its whole storage. So do the tensors of an object that holds
     weights without being an estimator (the guide's
     ``SimpleNamespace(components_=decoder.weight.T)``), in a shallow copy of
     it. ``copy.copy`` gives a shallow copy sharing every attribute. Put it
@@ -1550,7 +1584,8 @@ class DetachedCloneMixin:
         # module where it is: pickles go to the CPU, and so did a deep copy
         # of a model fitted on a GPU (the usual "keep the best model so far").
         # Tensors in an autograd graph, which torch refuses to deep-copy, are
-        # detached, as pickles detach them.
+        # detached, and views of a larger storage copied alone, as pickles
+        # do (_copy_stand_in).
         copied = object.__new__(type(self))
         memo[id(self)] = copied
         token = _KEEPING_DEVICES.set(True)
@@ -1563,18 +1598,18 @@ class DetachedCloneMixin:
 
     def __sklearn_clone__(self):
         params = self.get_params(deep=False)
-        in_graph = {
-            name: detached
+        replaced = {
+            name: copied
             for name, value in params.items()
-            if (detached := _detached_from_graph(value)) is not None
+            if (copied := _stand_in_to_copy(value)) is not None
         }
-        if not in_graph:
+        if not replaced:
             return super().__sklearn_clone__()
-        # A shallow stand-in with the detached tensors, cloned the usual way
+        # A shallow stand-in with those tensors replaced, cloned the usual way
         # (which also carries set_output's and metadata routing's settings).
         # Not copy.copy: it would go through __getstate__, which copies the
         # fitted tensors to the CPU.
         stand_in = object.__new__(type(self))
         stand_in.__dict__.update(self.__dict__)
-        stand_in.__dict__.update(in_graph)
+        stand_in.__dict__.update(replaced)
         return super(DetachedCloneMixin, stand_in).__sklearn_clone__()

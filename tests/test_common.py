@@ -618,6 +618,36 @@ def test_tensor_parameters_inside_an_autograd_graph_clone_detached(make, name):
 
 
 @pytest.mark.parametrize(("make", "name"), GRAPH_TENSOR_PARAMETERS)
+def test_views_of_a_larger_tensor_copy_alone(make, name):
+    # torch deep-copies a view with its whole storage: every clone of
+    # FISTACoder(dictionary=W_dec[:k]) (one per candidate and fold of a
+    # search), and every deep copy, held all of W_dec. NumPy views and
+    # pickles are copied alone.
+    whole = torch.randn(300, 3, dtype=torch.float64)
+    atoms = whole[:4]
+    own_bytes = atoms.numel() * atoms.element_size()
+    estimator = make(atoms)
+    X = np.random.default_rng(0).uniform(size=(30, 3))
+    held_by = {
+        "clone": clone(estimator).get_params()[name],
+        "holder clone": clone(make(SimpleNamespace(components_=atoms)))
+        .get_params()[name]
+        .components_,
+        "deep copy": copy.deepcopy(estimator).get_params()[name],
+        "fitted deep copy": copy.deepcopy(clone(estimator).fit(X)).get_params()[name],
+    }
+    for how, held in held_by.items():
+        assert held.untyped_storage().nbytes() == own_bytes, how
+        torch.testing.assert_close(held, atoms, rtol=0, atol=0)
+    assert estimator.get_params()[name] is atoms  # the original keeps its own
+    # A leaf view that requires grad stays one.
+    leaf = whole.detach()[:4].requires_grad_()
+    copied = clone(make(leaf)).get_params()[name]
+    assert copied.requires_grad and copied.is_leaf
+    assert copied.untyped_storage().nbytes() == own_bytes
+
+
+@pytest.mark.parametrize(("make", "name"), GRAPH_TENSOR_PARAMETERS)
 def test_weights_holders_with_graph_tensors_clone_detached(make, name, monkeypatch):
     # The guide's SimpleNamespace(components_=W_dec, intercept_=b_dec) with
     # a torch decoder's weight.T (in the graph): fit worked, clone and every
