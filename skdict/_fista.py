@@ -3039,6 +3039,8 @@ class FISTACoder(
         :meth:`partial_fit` stream draws it once, at its first call. An
         unfitted estimator passed as ``dictionary`` or ``init`` is fitted
         with its own ``random_state``: set it too for a reproducible fit.
+        On CUDA, fits repeat bit for bit only in torch's deterministic mode
+        (``torch.use_deterministic_algorithms(True)``; see :ref:`reproduce`).
     verbose : int, default=0
         Show progress bars when positive; in :meth:`partial_fit`, whose calls
         code one chunk each, when at least 2 (a stream of chunks would

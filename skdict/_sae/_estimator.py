@@ -153,7 +153,9 @@ class SparseAutoencoder(
         as scikit-learn's estimators do (``np.random.seed`` sets it;
         ``torch.manual_seed`` does not). An unfitted ``decoder`` estimator
         is fitted with its own ``random_state``, as scikit-learn's
-        meta-estimators fit theirs: set it too for a reproducible fit.
+        meta-estimators fit theirs: set it too for a reproducible fit. On
+        CUDA, fits repeat bit for bit only in torch's deterministic mode
+        (``torch.use_deterministic_algorithms(True)``; see :ref:`reproduce`).
     verbose : int, default=0
         Show a progress bar over epochs when positive; in
         :meth:`partial_fit`, whose calls are one epoch each, when at least 2
