@@ -942,6 +942,27 @@ def test_labels_without_values_are_named(call):
         call(C, torch.empty(50, device="meta"))
 
 
+@pytest.mark.parametrize(
+    ("metric", "names"),
+    [
+        (mcc_score, ("Z_true", "codes")),
+        (support_scores, ("Z_true", "codes")),
+        (reconstruction_error, ("X", "X_reconstructed")),
+        (dictionary_similarity, ("true_dictionary", "dictionary")),
+    ],
+)
+def test_meta_matrices_are_named_in_any_position(metric, names):
+    # A meta tensor after a NumPy array moved that array to the meta device
+    # first, and the message named a device= parameter these metrics lack.
+    A = np.random.default_rng(0).uniform(size=(10, 3))
+    meta = torch.empty(10, 3, device="meta")
+    for position, name in enumerate(names):
+        arrays = [A, A]
+        arrays[position] = meta
+        with pytest.raises(ValueError, match=rf"^{name} is a tensor on the meta device"):
+            metric(*arrays)
+
+
 def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
     with pytest.raises(ValueError, match="'max_iter' parameter of probe_accuracy"):
         probe_accuracy(np.eye(4), [0, 1, 0, 1], max_iter=True)

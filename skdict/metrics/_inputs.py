@@ -31,9 +31,13 @@ __all__ = ["as_matrices", "compute_device", "labels"]
 
 
 def compute_device(*arrays: Any) -> torch.device:
-    """Return the device of the first tensor among ``arrays``, else the default."""
+    """Return the device of the first tensor among ``arrays``, else the default.
+
+    Meta tensors are passed over, so that each is refused under its own name
+    rather than the other arrays being moved to the meta device first.
+    """
     for A in arrays:
-        if is_tensor(A):
+        if is_tensor(A) and A.device.type != "meta":
             return A.device
     return resolve_device("auto")
 
