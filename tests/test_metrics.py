@@ -959,7 +959,9 @@ def test_meta_matrices_are_named_in_any_position(metric, names):
     for position, name in enumerate(names):
         arrays = [A, A]
         arrays[position] = meta
-        with pytest.raises(ValueError, match=rf"^{name} is a tensor on the meta device"):
+        with pytest.raises(
+            ValueError, match=rf"^{name} is a tensor on the meta device"
+        ):
             metric(*arrays)
 
 

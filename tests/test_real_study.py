@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import roc_auc_score
@@ -164,8 +165,19 @@ def test_concept_features_match_one_to_one():
     # Concepts that cannot be scored, and mismatched inputs, are named.
     with pytest.raises(ValueError, match=r"Concepts \[5\] .* in every sample"):
         concept_features(codes, np.column_stack([Z, np.ones(60)]))
-    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+    with pytest.raises(ValueError, match="codes has 50, Z has 60"):
         concept_features(codes[:50], Z)
+    # scikit-learn's shape errors named neither input, and a meta tensor
+    # failed inside torch's copy to NumPy.
+    with pytest.raises(
+        ValueError, match=r"codes must be a 2-D array; got shape \(60,\)"
+    ):
+        concept_features(codes[:, 0], Z)
+    for position, name in enumerate(("codes", "Z")):
+        arrays = [codes, Z]
+        arrays[position] = torch.empty(60, 5, device="meta")
+        with pytest.raises(ValueError, match=f"^{name} is a tensor on the meta"):
+            concept_features(*arrays)
 
 
 def test_firing_counts_both_concepts_and_strays():

@@ -34,16 +34,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, InvalidParameterError
-from sklearn.utils.validation import check_array, check_consistent_length
 from tqdm.auto import tqdm
 
 from .._dictionary import OracleDictionary
 from .._params import count_from, is_count, validate_hyperparameters
-from .._tensor import resolve_device
+from .._tensor import resolve_device, to_numpy
 from .._warnings import ignoring, warn
 from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder, model_name
 from ..metrics import probe_accuracy, reconstruction_error
+from ..metrics._inputs import as_matrices
 from ..metrics._probing import check_probe
 from ._compare import (
     ENVIRONMENT_KEYS,
@@ -294,9 +294,13 @@ def concept_features(codes: Any, Z: Any) -> np.ndarray:
     >>> concept_features(codes, Z)
     array([2, 0])
     """
-    codes = check_array(codes, input_name="codes")
-    present = check_array(Z, input_name="Z") > 0
-    check_consistent_length(codes, present)
+    # The metrics' checks: each input is named (scikit-learn's check_array
+    # named neither in a shape error) and a meta tensor is refused by name.
+    matrices = as_matrices(
+        {"codes": codes, "Z": Z}, dense=("codes", "Z"), promote=False
+    )
+    codes = to_numpy(matrices["codes"])
+    present = to_numpy(matrices["Z"]) > 0
     constant = np.flatnonzero(present.all(axis=0) | ~present.any(axis=0))
     if constant.size:
         raise ValueError(
