@@ -2241,7 +2241,9 @@ def fista_encode(
             float64_finish=float64_finish,
             offset=None if offset is None else offset * scale,
         )
-        return result._replace(codes=result.codes.div_(scale))
+        codes = result.codes.div_(scale)
+        _warn_overflowed_codes(codes)
+        return result._replace(codes=codes)
     # The certificates bound float32 products by IEEE rounding (see
     # _Problem._score_error); TF32 products (torch's "high" matmul precision,
     # common in GPU training scripts) round inputs to 10 mantissa bits, so
@@ -2503,6 +2505,29 @@ def _encode_in_float64(
 # ConvergenceWarning; 2**+-400, the bound of float64's own squares, let them
 # through).
 _CERTIFIABLE_EXPONENT = {torch.float64: 50, torch.float32: 50}
+
+
+def _warn_overflowed_codes(codes: torch.Tensor) -> None:
+    """Warn when codes scaled back to the data's size leave their dtype's range.
+
+    Data near the top of float32's range (entries of 1e38) can have lasso
+    codes beyond it; they came back as inf, or NaN, with nothing but a
+    ConvergenceWarning, and ``score`` was NaN.
+    """
+    overflowed = torch.nonzero(~torch.isfinite(codes).all(dim=1)).flatten()
+    if overflowed.numel():
+        remedy = (
+            "scale these rows down"
+            if codes.dtype == torch.float64
+            else "code these rows in float64"
+        )
+        warn(
+            f"The codes of {overflowed.numel()} rows (rows "
+            f"{overflowed[:10].tolist()}) lie beyond the range of "
+            f"{str(codes.dtype).removeprefix('torch.')} and are returned as "
+            f"inf or NaN; {remedy}.",
+            RuntimeWarning,
+        )
 
 
 def _scaled_init(init: torch.Tensor, scale: float) -> torch.Tensor:

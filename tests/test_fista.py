@@ -2368,6 +2368,24 @@ def test_subnormal_and_float32_extreme_data_are_coded():
     torch.testing.assert_close(got.codes / huge, unit32, rtol=0, atol=0)
 
 
+def test_codes_beyond_the_dtype_range_warn():
+    # Coherent atoms give codes larger than the data: at entries of 1e38 the
+    # float32 codes left float32's range and came back inf with nothing but
+    # a ConvergenceWarning (and score was NaN). The float64 codes of the
+    # same rows fit float64.
+    D = torch.tensor([[1.0, 0.0], [0.999, 0.0447]], dtype=torch.float64)
+    D = D / torch.linalg.vector_norm(D, dim=1, keepdim=True)
+    X = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64) * 1e38
+    with pytest.warns(RuntimeWarning, match=r"codes of 1 rows \(rows \[0\]\).*float64"):
+        got = fista_encode(X.float(), D.float(), alpha=1e30, max_iter=5000)
+    assert not torch.isfinite(got.codes[0]).all()
+    assert torch.isfinite(got.codes[1]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        wide = fista_encode(X, D, alpha=1e30, max_iter=5000)
+    assert torch.isfinite(wide.codes).all() and wide.codes.abs().max() > 3.5e38
+
+
 def test_rescaling_keeps_data_offset_and_warm_starts_finite():
     # float32 data of 1e-40 asked for 2**132 (inf in float32: NaN codes); an
     # offset far larger than the centred rows overflowed once scaled (inf -
