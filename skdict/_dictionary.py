@@ -2269,12 +2269,17 @@ def online_dictionary_update(
     if not all(_all_finite(T) for T in (A, B, objective)):
         # Raised before anything is kept: statistics of inf froze every atom
         # for the rest of the stream, with no sign of it in later records.
+        # A first batch of nearly nothing (one row of 1e-200 among zeros)
+        # sets a scale at which every later batch overflows: rescaling the
+        # data, the only remedy named, could not help that stream.
         largest = float(X.abs().max()) / scale
+        first = "" if scale == 1.0 else f" (largest entry about {1 / scale:.3g})"
         raise FloatingPointError(
             f"A batch with entries up to {largest:.3g} overflows the stream's "
-            f"running statistics in {X.dtype} (the stream learns at the scale "
-            "of its first batch); the stream is left as it was. Rescale the "
-            "data, every batch by the same factor."
+            f"running statistics in {X.dtype}; the stream is left as it was. "
+            f"A stream learns at the scale of its first batch{first}: start a "
+            "new one (fit, or partial_fit on a clone) whose first batch has "
+            "the data's usual scale, or rescale every batch by one factor."
         )
     updated = block_coordinate_update(components, A, B)
     never_used = A.diagonal() == 0

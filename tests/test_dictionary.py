@@ -2272,6 +2272,18 @@ def test_a_batch_that_overflows_the_stream_raises_and_leaves_it(rng):
     coder.partial_fit(X[200:])
     assert np.isfinite(coder.history_[-1]["objective"])
     assert coder.history_[-1]["dictionary_change"] > 0
+    # A first batch of nearly nothing sets a scale at which ordinary batches
+    # overflow: the message says so, where it only advised rescaling.
+    tiny = np.zeros_like(X[:100], dtype=np.float64)
+    tiny[0] = X[0].astype(np.float64) * 1e-200
+    stream = FISTACoder(n_components=16, positive=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the drawn atoms' warning
+        stream.partial_fit(tiny)
+    with pytest.raises(
+        FloatingPointError, match=r"first batch \(largest entry about [\d.]+e-20[01]\)"
+    ):
+        stream.partial_fit(X[100:200].astype(np.float64))
 
 
 def test_a_trimmed_history_keeps_the_count(rng):
