@@ -3444,10 +3444,10 @@ class FISTACoder(
 
         A stream learns less well than :meth:`fit` from the same samples, and
         more slowly: on ``make_compositional(50, 3, n_samples=4000)``, seeds
-        0-5, six passes in batches of 100 end at dictionary similarity
-        0.92-0.95 where :meth:`fit` (40 rounds) reaches 0.97-0.999, at most
-        0.08 below it (batches of 500: 0.86-0.93, at most 0.11 below), in
-        about eight times its time (``benchmarks/bench_partial_fit.py``).
+        0-5, at ``tol=1e-4``, six passes in batches of 100 end at dictionary
+        similarity 0.92-0.95 where :meth:`fit` (40 rounds) reaches 0.97-0.999,
+        at most 0.08 below it (batches of 500: 0.86-0.93, at most 0.11 below),
+        in about eight times its time (``benchmarks/bench_partial_fit.py``).
         Stream when the data do not fit in memory.
 
         Each call is one step of the stream: its statistics are averaged over

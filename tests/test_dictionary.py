@@ -2547,6 +2547,59 @@ def test_forgetting_factor_follows_mairal_et_al(eta):
         assert 0 <= beta < 1
 
 
+def _mairal_stream(chunks, D, alpha, positive):
+    """Mairal et al. (2010), Alg. 1 and 2, in NumPy, coded by scikit-learn's Lasso.
+
+    Running statistics with the forgetting factor of Sec. 3.4.3, then one
+    block-coordinate sweep (Alg. 2) on unit-norm atoms; atoms no sample has
+    used are left as they are.
+    """
+    from sklearn.linear_model import Lasso
+
+    D = D.copy()
+    n_atoms, n_features = D.shape
+    A, B = np.zeros((n_atoms, n_atoms)), np.zeros((n_atoms, n_features))
+    lasso = Lasso(
+        alpha=alpha / n_features,  # Lasso divides the squared error by n_samples
+        fit_intercept=False,
+        positive=positive,
+        tol=1e-14,
+        max_iter=10**6,
+    )
+    for t, chunk in enumerate(chunks):
+        eta = len(chunk)
+        codes = np.array([lasso.fit(D.T, x).coef_ for x in chunk])
+        theta = (t + 1) * eta if t < eta - 1 else eta**2 + t + 1 - eta
+        beta = (theta + 1 - eta) / (theta + 1)
+        A = beta * A + codes.T @ codes / eta
+        B = beta * B + codes.T @ chunk / eta
+        for j in np.flatnonzero(np.diag(A) > 0):
+            u = B[j] - A[j] @ D + A[j, j] * D[j]
+            D[j] = u / np.linalg.norm(u)
+    return D, A, B
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_a_stream_equals_an_independent_mairal_implementation(rng, positive):
+    # Several steps end to end, with batches of changing sizes (one row
+    # included), against NumPy and scikit-learn's coordinate descent: the
+    # other tests check the forgetting factor and one sweep apart.
+    init, D = random_dictionary(rng, 6, 5), random_dictionary(rng, 6, 5)
+    Z = rng.uniform(size=(100, 6)) * (rng.uniform(size=(100, 6)) < 0.4)
+    X = Z @ D + 0.01 * rng.standard_normal((100, 5))
+    chunks = np.split(X, [1, 2, 32, 39, 60])
+    expected, A, B = _mairal_stream(chunks, init, 0.05, positive)
+    stream = FISTACoder(
+        n_components=6, init=init, alpha=0.05, positive=positive, tol=1e-12
+    )
+    for chunk in chunks:
+        stream.partial_fit(chunk)
+    np.testing.assert_allclose(stream.components_, expected, atol=1e-9)
+    statistics = stream._online_statistics
+    np.testing.assert_allclose(statistics["A"].numpy(), A, atol=1e-9)
+    np.testing.assert_allclose(statistics["B"].numpy(), B, atol=1e-9)
+
+
 def test_coding_tol_cap_is_looser_from_40_features():
     # Round codes are solved to a gap between tol and 0.3, or 0.1 with fewer
     # than 40 features: the first round of a refinement codes at the cap.
