@@ -39,6 +39,20 @@ def _folder(text: str) -> str:
     return os.path.expanduser(text)
 
 
+class _Repeatable(argparse.Action):
+    """A list option that may be given again: ``--seeds 0 --seeds 1`` is seeds 0 1.
+
+    argparse's own list options kept the last occurrence only, and a seed,
+    study or method given earlier was dropped in silence (its ``extend``
+    would add to the default instead).
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest)
+        given = [] if given is None or given is self.default else given
+        setattr(namespace, self.dest, [*given, *values])
+
+
 def _show_progress(args: argparse.Namespace) -> bool:
     """Progress bars for a person at a terminal, not for a batch job's log.
 
@@ -78,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--study",
         nargs="+",
+        action=_Repeatable,
         default=["vary_latents"],
         choices=[*STUDIES, "real", "all"],
         metavar="STUDY",
@@ -102,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--seeds",
         nargs="+",
+        action=_Repeatable,
         type=_seed,
         default=None,
         help="seeds (quick: 0; paper: 0 1 2)",
@@ -109,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--methods",
         nargs="+",
+        action=_Repeatable,
         default=None,
         choices=list(METHODS),
         metavar="METHOD",
@@ -122,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--values",
         nargs="+",
+        action=_Repeatable,
         type=float,
         default=None,
         help=(
@@ -176,7 +194,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     studies = _methods_of_alpha(args, named)
     try:  # fail before any study runs
         check_plots_extra()
-        _check_values(args.values, named)
+        _check_values(args.values, studies)
         with _option("--device"):
             resolve_device(args.device)
         for study in studies:
@@ -507,28 +525,40 @@ def _version_asked(argv: Sequence[str] | None) -> bool:
 
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, then raise it (``KeyboardInterrupt``).
+    """Hold Ctrl-C and ``SIGTERM`` until the block ends, then raise them.
 
     An interrupt while the libraries load can land inside an extension
     module's initialisation, which turns it into something else: an
     ``ImportError`` ("initialization failed", in SciPy's optimisers), a
     C++ abort (exit status -6), or an optional import skipped in silence,
     after which the whole study ran and returned 0. Held, it takes effect
-    once they have loaded (a few seconds). A Ctrl-C that Python does not
-    handle (``SIGINT`` ignored, as in a background job) stays as it was.
+    once they have loaded (a few seconds), as ``KeyboardInterrupt`` (or
+    :class:`_Terminated`). ``SIGTERM`` is held too: by default it ended
+    the process there without a word in the job's log, where the same signal
+    a moment later gets :func:`_terminate_as_interrupt`'s message. A signal
+    that Python does not handle as by default (``SIGINT`` ignored, as in a
+    background job; a handler of the caller's) stays as it was.
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    defaults = {
+        signal.SIGINT: signal.default_int_handler,
+        signal.SIGTERM: signal.SIG_DFL,
+    }
+    held = [
+        sig for sig, default in defaults.items() if signal.getsignal(sig) is default
+    ]
     received = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    for sig in held:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in held:
+            signal.signal(sig, defaults[sig])
+    if signal.SIGTERM in received:
+        raise _Terminated
     if received:
         raise KeyboardInterrupt
 

@@ -937,6 +937,30 @@ def test_cli_documented_defaults():
     assert not args.deterministic and not args.no_progress
 
 
+def test_cli_list_options_given_twice_gather(tmp_path, monkeypatch, capsys):
+    # argparse kept the last occurrence only: "--seeds 0 --seeds 1" ran seed
+    # 1 alone, and its table looked complete.
+    from skdict.__main__ import _parser
+
+    parse = _parser().parse_args
+    args = parse(["reproduce", "--seeds", "0", "--seeds", "1", "2"])
+    assert args.seeds == [0, 1, 2]
+    args = parse(["reproduce", "--study", "vary_latents", "--study", "alpha"])
+    assert args.study == ["vary_latents", "alpha"]
+    args = parse(["reproduce", "--methods", "fista_oracle", "--methods", "sae_topk"])
+    assert args.methods == ["fista_oracle", "sae_topk"]
+    assert parse(["reproduce", "--values", "20", "--values", "50"]).values == [20, 50]
+    # Given once, an option replaces its default rather than adding to it.
+    assert parse(["reproduce", "--study", "alpha"]).study == ["alpha"]
+    assert parse(["reproduce"]).study == ["vary_latents"]
+    # The alpha study left out of "--study all" is not named in the error of
+    # --values that the other studies would read differently.
+    argv = ["reproduce", "--study", "all", "--methods", "linear_probe"]
+    assert main([*argv, "--values", "20", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--values would be taken as" in err and "alpha" not in err.split("error:")[1]
+
+
 def test_cli_version_only_before_the_command(capsys):
     # "reproduce --version" is the full parser's error, not the fast path.
     with pytest.raises(SystemExit) as stop:
@@ -2228,6 +2252,40 @@ def test_cli_holds_ctrl_c_until_the_libraries_have_loaded(monkeypatch):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_cli_terminated_while_the_libraries_load_prints_one_line(monkeypatch, capsys):
+    # SIGTERM in the first seconds ended the process by default, with no
+    # line in the job's log; a moment later the same signal got a message.
+    import argparse
+    import os
+    import signal
+
+    loaded = []
+
+    def loading():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler runs between bytecodes
+        loaded.append(True)
+        return argparse.ArgumentParser()
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        monkeypatch.setattr(skdict.__main__, "_parser", loading)
+        assert main(["reproduce"]) == 143
+        assert loaded == [True]
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        err = capsys.readouterr().err
+        assert err.strip() == "skdict: terminated (SIGTERM) before any study ran."
+        # A handler of the caller's stays in charge.
+        caught = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+        with skdict.__main__._interrupts_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+        assert caught == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_cli_terminated_while_checking_its_options_prints_one_line(
