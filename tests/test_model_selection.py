@@ -232,6 +232,11 @@ def test_a_label_of_a_held_out_concept_is_warned_about():
     [
         (None, {}, ValueError, "reads the concept activity from groups, or"),
         (np.ones(6), {}, ValueError, "must be a 2-D matrix"),
+        # scikit-learn's length check came first: "inconsistent numbers of
+        # samples: [6, 1]", naming neither input.
+        (np.ones((1, 6, 2)), {}, ValueError, "must be a 2-D matrix"),
+        (np.eye(5), {}, ValueError, "y has 5 rows, but X has 6 samples"),
+        (np.ones((6, 0)), {}, ValueError, "Invalid y: Found array with 0 feature"),
         # concepts 0 and 1 always co-occur: holding out the pair empties both
         (np.array([[1, 1]] * 6), {}, ValueError, "No valid fold: no pair"),
         (np.eye(6), {}, ValueError, "No valid fold: no pair"),

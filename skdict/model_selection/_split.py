@@ -9,6 +9,7 @@ for compositional generalisation rather than for in-distribution fit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import Any
@@ -20,9 +21,10 @@ from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import _num_samples
 
 from .._params import StrictParamsMixin
-from .._tensor import is_tensor, sparse_tensor_as_scipy, to_numpy
+from .._tensor import is_tensor, raise_named, sparse_tensor_as_scipy, to_numpy
 from .._typing import ArrayLike, Float, Int, Seed
 from .._warnings import ignoring, warn
 
@@ -54,7 +56,13 @@ def _activity(y: Any, threshold: float, name: str = "y") -> sp.csc_matrix:
             "groups: GridSearchCV(...).fit(X, y, groups=Z)."
         )
     # NaN would otherwise read as inactive and the concept vanish from folds.
-    y = check_array(y, accept_sparse=True, dtype="numeric", input_name=name)
+    try:
+        y = check_array(y, accept_sparse=True, dtype="numeric", input_name=name)
+    except (TypeError, ValueError) as exc:
+        # check_array names the input in its NaN messages only.
+        if not re.search(rf"\b{name}\b", str(exc)):
+            raise_named(exc, f"Invalid {name}: ")
+        raise
     if sp.issparse(y):
         A = sp.csc_matrix(y, copy=True)
         A.data = np.abs(A.data) > threshold
@@ -245,6 +253,18 @@ class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
             every fold holds the same test samples.
         """
         self._validate_params()
+        # The concept activity's own checks first: scikit-learn's split checks
+        # the lengths before anything else, naming neither input (and a 3-D
+        # groups of 60 rows had "inconsistent numbers of samples: [60, 1]").
+        source = "y" if groups is None else "groups"
+        activity = y if groups is None else groups
+        n_rows = _activity(activity, self.threshold, name=source).shape[0]
+        n_samples = _num_samples(X)
+        if n_rows != n_samples:
+            raise ValueError(
+                f"{source} has {n_rows} rows, but X has {n_samples} samples; "
+                "pass one row of concept activity per sample."
+            )
         return super().split(X, y, groups)
 
     def get_n_splits(
