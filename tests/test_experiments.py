@@ -1985,6 +1985,23 @@ def test_reports_check_records_and_figure_paths(tmp_path):
     with pytest.raises(ValueError, match="has no suffix"):
         plot_study(records, tmp_path / "fig")
     assert plot_study(records, tmp_path / "fig.png").exists()
+    # None raised Python's "'NoneType' object is not iterable".
+    with pytest.raises(TypeError, match=r"records must be a sequence .* got NoneType"):
+        summarize(None)
+    # A synthetic study's records given to the real study's reports failed
+    # with KeyError: None (or were taken for two results files), and a
+    # record without a label with KeyError: 'label'.
+    from skdict.experiments import format_real_table, plot_real
+
+    swept = [{**records[0], "seed": 0}, {**records[0], "seed": 0, "value": 20}]
+    for report in (format_real_table, lambda r: plot_real(r, tmp_path / "r.png")):
+        for given in (records, swept):
+            with pytest.raises(
+                ValueError, match=r"synthetic study's records .* sweep n"
+            ):
+                report(given)
+        with pytest.raises(ValueError, match=r"records\[0\] has no 'label'"):
+            report([{"mcc_ood": 0.5}])
 
 
 # --------------------------------------------- pinned by mutation testing

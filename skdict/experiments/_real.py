@@ -749,6 +749,29 @@ def _differing(records: Sequence[dict[str, Any]], label: str) -> list[str]:
     ]
 
 
+def _check_real_records(records: Sequence[dict[str, Any]], *, empty: bool) -> None:
+    """Refuse what is not the real study's records before reading them.
+
+    A synthetic study's records (``load_records`` reads both kinds) failed
+    with ``KeyError: None``, or were taken for two results files; a record
+    without a label failed with ``KeyError: 'label'``.
+    """
+    check_records(records, empty=empty)
+    swept = next((r["variable"] for r in records if "variable" in r), None)
+    if swept is not None:
+        raise ValueError(
+            f"These are a synthetic study's records (they sweep {swept}); "
+            "format them with format_table and plot them with plot_study."
+        )
+    for i, record in enumerate(records):
+        if "label" not in record:
+            raise ValueError(
+                f"records[{i}] has no 'label' (the method's name); it holds "
+                f"{', '.join(map(repr, record)) or 'nothing'}."
+            )
+    _check_one_run(records)
+
+
 def _stats(records: Sequence[dict[str, Any]], key: str) -> dict[str, tuple]:
     """Mean, sd and count of ``key`` per method over seeds."""
     # This study sweeps nothing: every record is filed under None.
@@ -782,8 +805,7 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
     >>> print(format_real_table(records).splitlines()[1][:40].rstrip())
     A              1.00        0.50
     """
-    check_records(records)
-    _check_one_run(records)
+    _check_real_records(records, empty=True)
     stats = {key: _stats(records, key) for key in TABLE_COLUMNS}
     labels = list(dict.fromkeys(record["label"] for record in records))
     rows = [["method", *TABLE_COLUMNS.values()]]
@@ -872,8 +894,7 @@ def plot_real(
     'phrases.png'
     >>> out.cleanup()
     """
-    check_records(records, empty=False)
-    _check_one_run(records)
+    _check_real_records(records, empty=False)
     path = figure_path(path)
     figsize, dpi = check_figure_size(figsize, dpi)
     check_plots_extra()

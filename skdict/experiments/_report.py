@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -146,8 +146,14 @@ def summarize(
     >>> summarize(records)  # {label: {value: (mean, sd, seeds)}}
     {'FISTA': {50: (0.75, 0.25, 2)}}
     """
-    if isinstance(records, (str, bytes, Mapping)) or hasattr(records, "to_dict"):
-        check_records(records)  # a single record or a data frame: says so
+    if (
+        isinstance(records, (str, bytes, Mapping))
+        or hasattr(records, "to_dict")
+        or not isinstance(records, Iterable)
+    ):
+        # A single record, a data frame or None: says so (list() of None
+        # raised "'NoneType' object is not iterable").
+        check_records(records)
     records = list(records)  # read twice below: a generator only once
     check_records(records)
     if records and not any(metric in record for record in records):
