@@ -817,7 +817,7 @@ def validate_input(
         target = resolve_device(device, X)
         return X.detach().to(device=target, dtype=dtype), origin
 
-    _refuse_estimator(X, "X")
+    _refuse_non_array(X, "X")
     X, xp_origin = _leave_array_api(X)
     try:
         X_np = validate_data(
@@ -862,7 +862,11 @@ def is_estimator(obj: Any) -> bool:
     return hasattr(kind, "fit") and hasattr(kind, "get_params")
 
 
-def _refuse_estimator(A: Any, name: str) -> None:
+def _refuse_non_array(A: Any, name: str) -> None:
+    """Refuse None, an estimator, a class and text, naming ``A`` as ``name``."""
+    if A is None:
+        # check_array's message read "got scalar array instead: array=nan".
+        raise ValueError(f"{name} must be an array; got None.")
     # check_array's own message, "float() argument must be ... not
     # 'OracleDictionary'", does not say what was meant instead.
     if is_estimator(A):
@@ -873,6 +877,19 @@ def _refuse_estimator(A: Any, name: str) -> None:
     if isinstance(A, type):
         # The parentheses forgotten: "float() argument must be ... not 'type'".
         raise TypeError(f"{name} must be an array; got the class {A.__name__} itself.")
+    # An explicit float dtype makes check_array parse numbers written as text
+    # ("1.5"), which its dtype="numeric" refuses; so does skdict.
+    dtype = getattr(A, "dtype", None)
+    if isinstance(A, (list, tuple)):
+        try:
+            dtype = np.asarray(A).dtype
+        except (TypeError, ValueError):  # ragged: check_array names it
+            return
+    if isinstance(dtype, np.dtype) and dtype.kind in "USV":
+        raise ValueError(
+            f"{name} holds text or bytes (dtype {dtype}), not numbers; convert "
+            "it to numbers explicitly."
+        )
 
 
 def _leave_array_api(A: Any) -> tuple[Any, tuple[Any, Any] | None]:
@@ -982,9 +999,7 @@ def to_tensor(
         compute = _compute_dtype(T.dtype)
         origin = ArrayOrigin("torch", compute, _output_dtype(T.dtype), T.device)
     else:
-        if A is None:
-            raise ValueError(f"{name} must be an array; got None.")
-        _refuse_estimator(A, name)
+        _refuse_non_array(A, name)
         A, xp_origin = _leave_array_api(A)
         # A plain non-empty float ndarray (a fitted attribute, each call)
         # passes check_array unchanged; its checks cost about 250 us a call,

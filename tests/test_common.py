@@ -443,6 +443,43 @@ def test_a_class_for_an_array_is_named():
 
 
 @pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda atoms: FISTACoder(atoms), "dictionary"),
+        (lambda atoms: OracleDictionary(atoms), "dictionary"),
+        (
+            lambda atoms: SparseAutoencoder(
+                4, decoder=atoms, freeze_decoder=True, max_epochs=1, random_state=0
+            ),
+            "decoder",
+        ),
+    ],
+)
+def test_none_and_text_for_an_array_are_named(make, name):
+    # None was reported as "got scalar array instead: array=nan", and numbers
+    # written as text were parsed, where scikit-learn's dtype="numeric"
+    # refuses them.
+    from skdict.metrics import mcc_score
+
+    rng = np.random.default_rng(0)
+    X, atoms = rng.uniform(size=(20, 3)), rng.uniform(size=(4, 3))
+    with pytest.raises(ValueError, match=r"^X must be an array; got None"):
+        make(atoms).fit(None)
+    fitted = make(atoms).fit(X)
+    with pytest.raises(ValueError, match=r"^X must be an array; got None"):
+        fitted.transform(None)
+    for text in (X.astype(str), X.astype(bytes), X.astype(str).tolist()):
+        with pytest.raises(ValueError, match=r"^X holds text or bytes .* not numbers"):
+            fitted.transform(text)
+    with pytest.raises(ValueError, match=r"^codes holds text or bytes \(dtype <U"):
+        fitted.inverse_transform(fitted.transform(X).astype(str))
+    with pytest.raises(ValueError, match=r"^Z_true holds text or bytes"):
+        mcc_score(X.astype(str), X)
+    with pytest.raises(ValueError, match=f"^{name} holds text or bytes"):
+        make(atoms.astype(str)).fit(X)
+
+
+@pytest.mark.parametrize(
     ("estimator", "name"),
     [
         (FISTACoder(np.eye(3)), "alpha"),
