@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.utils._param_validation import InvalidParameterError
 
 from skdict.datasets import _phrases, load_phrase_activations
 from skdict.datasets._cache import (
@@ -154,6 +155,7 @@ def test_held_out_pairs_leave_each_concept_of_the_larger_side_a_pair(
         (dict(batch_size=0), "batch_size must be a positive int"),
         (dict(batch_size=True), "batch_size must be a positive int"),
         (dict(refresh="no"), "refresh must be True or False"),
+        (dict(cache_dir=3), "'cache_dir' parameter of load_phrase_activations"),
         (dict(colors=["red", "red"]), "colors contains duplicates"),
         (dict(objects=[]), "objects must be a non-empty list"),
         (dict(colors="red"), "colors must be a list of strings"),
@@ -170,8 +172,14 @@ def test_held_out_pairs_leave_each_concept_of_the_larger_side_a_pair(
 )
 def test_bad_parameters_are_named_before_the_model_runs(tmp_path, kwargs, match):
     # Raised before the extra is needed: these run without transformers too.
-    with pytest.raises((ValueError, TypeError), match=match):
-        load(tmp_path, **kwargs)
+    with pytest.raises((ValueError, TypeError), match=match) as caught:
+        load(kwargs.pop("cache_dir", tmp_path), **kwargs)
+    if {"layer", "position", "batch_size", "refresh"} & set(
+        kwargs
+    ) or "cache_dir" in match:
+        # Caught by `except TypeError` and `except ValueError` alike, as the
+        # estimators' and make_compositional's parameter errors are.
+        assert isinstance(caught.value, InvalidParameterError)
 
 
 def test_numpy_string_arrays_give_plain_str_words():

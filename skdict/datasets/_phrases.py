@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.utils import Bunch, check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 
 from .._params import validate_hyperparameters
 from .._tensor import float32_product_precision, resolve_device, to_numpy
@@ -661,27 +661,35 @@ def load_phrase_activations(
                 Interval(Integral, 0, 2**32 - 1, closed="both"),
                 np.random.RandomState,
                 None,
-            ]
+            ],
+            # Path(3) failed inside pathlib, naming no parameter.
+            "cache_dir": [str, os.PathLike, None],
         },
-        {"random_state": random_state},
+        {"random_state": random_state, "cache_dir": cache_dir},
         caller_name="load_phrase_activations",
     )
     colors = _check_words(colors, DEFAULT_COLORS, "colors")
     objects = _check_words(objects, DEFAULT_OBJECTS, "objects")
     templates = _check_words(templates, DEFAULT_TEMPLATES, "templates")
     parsed = _parse_templates(templates)
+    # InvalidParameterError, a ValueError and a TypeError, as the parameter
+    # checks of the estimators and of make_compositional raise.
     if not isinstance(layer, numbers.Integral) or isinstance(layer, bool):
-        raise ValueError(f"layer must be an int; got {layer!r}.")
+        raise InvalidParameterError(f"layer must be an int; got {layer!r}.")
     if position not in POSITIONS:
-        raise ValueError(f"position must be one of {POSITIONS}; got {position!r}.")
+        raise InvalidParameterError(
+            f"position must be one of {POSITIONS}; got {position!r}."
+        )
     if not (
         isinstance(batch_size, numbers.Integral)
         and not isinstance(batch_size, bool)
         and batch_size >= 1
     ):
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+        raise InvalidParameterError(
+            f"batch_size must be a positive int; got {batch_size!r}."
+        )
     if not isinstance(refresh, (bool, np.bool_)):
-        raise ValueError(f"refresh must be True or False; got {refresh!r}.")
+        raise InvalidParameterError(f"refresh must be True or False; got {refresh!r}.")
     # The split is checked before the model runs, so a bad one fails at once.
     train, val, ood, ood_pairs = _split(
         len(colors),
