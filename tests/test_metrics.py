@@ -14,7 +14,7 @@ from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, RidgeCV
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.neural_network import MLPClassifier
@@ -993,6 +993,10 @@ def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
             compositional_gap(pca, X_id, X_ood)
     with pytest.raises(ValueError, match="X_id must be a 2-D array"):
         compositional_gap(pca, np.ones(3), np.eye(3))
+    # An estimator that cannot reconstruct is its own problem, not X_id's.
+    regression = LinearRegression().fit(np.eye(3), np.ones(3))
+    with pytest.raises(TypeError, match=r"^LinearRegression has no inverse_transform"):
+        compositional_gap(regression, np.eye(3), np.eye(3))
     # A dense-only estimator's refusal of sparse input names its array too.
     coder = FISTACoder(np.eye(3)).fit(np.eye(3))
     with pytest.raises(TypeError, match=r"^X_ood: Sparse data was passed"):

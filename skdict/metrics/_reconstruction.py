@@ -95,12 +95,16 @@ def reconstruct(estimator: Any, X: Any) -> Any:
     -------
     array-like or torch.Tensor of shape (n_samples, n_features)
     """
+    _check_reconstructs(estimator)
+    return estimator.inverse_transform(estimator.transform(X))
+
+
+def _check_reconstructs(estimator: Any) -> None:
     if not hasattr(estimator, "inverse_transform"):
         raise TypeError(
             f"{type(estimator).__name__} has no inverse_transform, so its "
             "reconstruction error is undefined."
         )
-    return estimator.inverse_transform(estimator.transform(X))
 
 
 def compositional_gap(estimator: Any, X_id: Any, X_ood: Any) -> dict[str, float]:
@@ -134,6 +138,9 @@ def compositional_gap(estimator: Any, X_id: Any, X_ood: Any) -> dict[str, float]
     >>> round(gap["mse_id"], 12), round(gap["gap"], 6)
     (0.0, 3.0)
     """
+    # Before the data's checks, whose errors are prefixed with the split's
+    # name: "X_id: LinearRegression has no inverse_transform" blamed the data.
+    _check_reconstructs(estimator)
     for name, X in (("X_id", X_id), ("X_ood", X_ood)):
         # Checked by name: the estimator's own check would name neither.
         if X is None or np.ndim(X) != 2:
