@@ -1031,6 +1031,14 @@ def test_early_stopping_restores_best_weights(rng):
     X_val = torch.as_tensor(X)[order[:100]]
     kept = float(((sae.module_(X_val).x_hat - X_val) ** 2).mean())
     assert kept == pytest.approx(min(val), rel=1e-12)
+    # partial_fit continues from the best epoch's weights with the last
+    # epoch's optimiser moments (as its docstring says), and records no
+    # validation scores.
+    steps = {float(v["step"]) for v in sae._optimizer_state["state"].values()}
+    assert steps == {sae.n_iter_ * 5.0}  # 300 training rows in batches of 64
+    sae.partial_fit(X)
+    assert len(sae.history_) == sae.n_iter_ == len(val) + 1
+    assert "val_loss" not in sae.history_[-1]
 
 
 def test_sparse_training_path_matches_dense(rng, monkeypatch):

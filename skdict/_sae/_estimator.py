@@ -465,7 +465,10 @@ class SparseAutoencoder(
 
         The first call initialises the model from ``X``; later calls keep the
         weights, the optimiser's moments and the shuffling stream, so a
-        stream of batches trains as one long run. ``max_epochs`` and
+        stream of batches trains as one long run. After a :meth:`fit` that
+        stopped early, that is the best epoch's weights with the last
+        epoch's optimiser moments; ``history_`` continues with records that
+        have no validation scores. ``max_epochs`` and
         ``validation_fraction`` do not apply. Training parameters changed
         with ``set_params`` between calls (``lr``, ``weight_decay``,
         ``sparsity_coef``, ``batch_size``, ...) apply from the next call;
