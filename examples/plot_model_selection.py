@@ -19,7 +19,9 @@ corresponding training fold.
 # The splitter reads concept activity from ``y``, here the true codes. With
 # ``concepts=[0]`` it holds out pairs that involve latent 0, the probed concept
 # of the benchmark: each test fold holds the samples in which latent 0 meets a
-# held-out partner, a pair absent from the training fold.
+# held-out partner, a pair absent from the training fold. Folds are drawn
+# independently, as in ``ShuffleSplit``, not as a partition: a partner can be
+# held out in two folds, and their test sets can overlap.
 import numpy as np
 
 from skdict.datasets import make_compositional
@@ -75,9 +77,10 @@ print("alpha chosen by MCC:", round(search.best_params_["alpha"], 3))
 
 # %%
 # Reconstruction always prefers the smallest penalty, which also codes the
-# noise. The support F1 prefers larger penalties, which zero out the small
-# noise codes (it never gets near 1: noisy samples keep some); the MCC is
-# nearly flat in between, with its best at a middle penalty.
+# noise. The support F1 rises with the penalty, which zeroes out the small
+# noise codes (it never gets near 1: noisy samples keep some), until the
+# largest penalties zero out true latents too; the MCC is nearly flat over
+# the smaller penalties, with its best at a middle one, and falls with them.
 import matplotlib.pyplot as plt
 
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))

@@ -100,19 +100,36 @@ fig.tight_layout()
 # %%
 # Where the SAE goes wrong
 # ------------------------
-# On OOD samples, compare the true value of latent 0 with the code dimension
-# that best detects it on ID data. The oracle's dimension tracks it closely;
-# the SAE's is contaminated by the new partners of latent 0.
-fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+# On the samples holding latent 0, compare its true value with the code
+# dimension that best detects it on ID data, in and out of distribution. The
+# oracle's dimension tracks it closely in both; it reads zero only where
+# latent 0 is small, which the L1 penalty shrinks away. The SAE's reads zero
+# on over a third of them, large values included, as often in distribution
+# as out of it: its encoder keeps other latents among the ``k`` largest.
+# Where it fires, it follows latent 0 a little less closely out of
+# distribution.
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharex=True)
 for ax, (name, estimator) in zip(
     axes, [("FISTA, true dictionary", oracle), ("TopK SAE", sae)], strict=True
 ):
-    codes_id = estimator.transform(data.X_val)
-    feature = best_feature_auc(codes_id, data.y_val)["feature"]
-    ax.scatter(data.Z_ood[:, 0], estimator.transform(data.X_ood)[:, feature], s=4)
-    ax.set_xlabel("true latent 0 (OOD samples)")
+    feature = best_feature_auc(estimator.transform(data.X_val), data.y_val)["feature"]
+    for split, X, Z in [
+        ("ID", data.X_val, data.Z_val),
+        ("OOD", data.X_ood, data.Z_ood),
+    ]:
+        holds = Z[:, 0] > 0
+        truth, code = Z[holds, 0], estimator.transform(X[holds])[:, feature]
+        off = np.mean(code == 0)
+        correlation = np.corrcoef(truth, code)[0, 1]
+        print(
+            f"{name}, {split}: dimension {feature} is zero on {off:.0%} of the "
+            f"samples with latent 0; correlation {correlation:.2f}"
+        )
+        ax.scatter(truth, code, s=4, alpha=0.5, label=split)
+    ax.set_xlabel("true latent 0")
     ax.set_ylabel(f"code dimension {feature}")
     ax.set_title(name)
+axes[-1].legend(loc="upper left", markerscale=3)
 fig.tight_layout()
 plt.show()
 
