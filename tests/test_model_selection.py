@@ -288,6 +288,12 @@ def test_nullable_pandas_activity_with_missing_values_is_named(dtype):
         list(CompositionalSplit().split(np.zeros((6, 1)), y))
 
 
+def test_get_n_splits_is_an_int():
+    # As annotated: a NumPy integer given came back as it was.
+    n_splits = CompositionalSplit(np.int64(3)).get_n_splits()
+    assert type(n_splits) is int and n_splits == 3
+
+
 def test_threshold_defines_activity():
     y = np.array([[1.0, 0.01]] * 3 + [[1.0, 0.0], [0.0, 1.0]])
     # by default the small entries are active: concepts 0 and 1 co-occur in

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder
-from skdict.datasets import make_compositional
+from skdict.datasets import default_n_features, make_compositional
+from skdict.experiments import compare_methods, run_study
 from skdict.metrics import (
     best_feature_auc,
     dictionary_similarity,
@@ -71,6 +72,17 @@ assert_type(dictionary_similarity(X, X), float)
 assert_type(reconstruction_error(X, X), float)
 assert_type(support_scores(X, X), dict[str, float])
 assert_type(probe_accuracy(X, X[:, 0]), dict[str, float | None])
+
+# NumPy scalars, which the checks accept, for the metrics' parameters too.
+mcc_score(X, X, top_variance=np.bool_(True))
+dictionary_similarity(X, X, threshold=np.float32(0.5))
+dictionary_similarity(X, X, detailed=np.bool_(False))
+support_scores(X, X, threshold=np.float64(1e-3))
+probe_accuracy(X, X[:, 0], max_iter=np.int64(100))
+probe_accuracy(X, X[:, 0], max_iter=None, probe=None)
+default_n_features(np.int64(50), np.int64(5))
+compare_methods(data, ["fista_oracle"], verbose=np.int64(0))
+run_study("alpha", seeds=[np.int64(0)], progress=np.bool_(False))
 
 # Misspelt keywords and missing arguments.
 mcc_score(X, X, top_varience=True)  # type: ignore[call-arg]

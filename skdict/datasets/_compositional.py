@@ -140,7 +140,7 @@ def _sample_codes(
     return codes, labels
 
 
-def default_n_features(n_latents: int, n_active: int) -> int:
+def default_n_features(n_latents: Int, n_active: Int) -> int:
     """Observation dimension of the benchmark when none is given.
 
     The compressed-sensing bound ``max(k + 1, ceil(2 k ln(n_latents / k)))``

@@ -27,6 +27,7 @@ from .._tensor import (
     resolve_device,
     to_numpy,
 )
+from .._typing import Int
 from .._warnings import warn
 from ..metrics import (
     best_feature_auc,
@@ -443,7 +444,7 @@ def compare_methods(
     random_state: int | np.integer | None = None,
     device: str | torch.device = "auto",
     settings: PaperSettings | None = None,
-    verbose: int = 0,
+    verbose: Int = 0,
 ) -> list[dict[str, Any]]:
     """Run the paper's methods on one compositional data set and score them.
 

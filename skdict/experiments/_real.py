@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .._dictionary import OracleDictionary
 from .._params import count_from, is_count, validate_hyperparameters
 from .._tensor import resolve_device, to_numpy
+from .._typing import Bool, Int
 from .._warnings import ignoring, warn
 from ..datasets import load_phrase_activations
 from ..datasets._phrases import _model_folder, model_name
@@ -401,7 +402,7 @@ def compare_real(
     normalize: bool = True,
     probe: Any = None,
     fire_threshold: float = 1e-4,
-    verbose: int = 0,
+    verbose: Int = 0,
 ) -> list[dict[str, Any]]:
     """Probe and code real activations, scoring seen against held-out pairs.
 
@@ -965,7 +966,7 @@ def describe_data(data: Bunch) -> str:
 def run_real(
     *,
     preset: str = "quick",
-    seeds: Sequence[int] | None = None,
+    seeds: Sequence[Int] | None = None,
     methods: Sequence[str] | str | None = None,
     data_params: dict[str, Any] | None = None,
     device: str | torch.device = "auto",
@@ -974,7 +975,7 @@ def run_real(
     n_components: int | None = None,
     k: int | None = 16,
     probe: Any = None,
-    progress: bool = True,
+    progress: Bool = True,
 ) -> list[dict[str, Any]]:
     """Run the real-activation study for some seeds; save records and a figure.
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .._files import exclusive_access, write_atomically
 from .._params import validate_hyperparameters
 from .._tensor import resolve_device
+from .._typing import Bool, Int
 from .._warnings import warn
 from ..datasets import make_compositional
 from ..datasets._compositional import check_compositional_params
@@ -189,7 +190,7 @@ def plan_study(
     study: str,
     *,
     preset: str = "quick",
-    seeds: Sequence[int] | None = None,
+    seeds: Sequence[Int] | None = None,
     methods: Sequence[str] | str | None = None,
     values: Sequence[Any] | None = None,
     data_params: dict[str, Any] | None = None,
@@ -234,14 +235,14 @@ def run_study(
     study: str,
     *,
     preset: str = "quick",
-    seeds: Sequence[int] | None = None,
+    seeds: Sequence[Int] | None = None,
     methods: Sequence[str] | str | None = None,
     values: Sequence[Any] | None = None,
     data_params: dict[str, Any] | None = None,
     device: str | torch.device = "auto",
     out: str | os.PathLike = "skdict_results",
     settings: PaperSettings | None = None,
-    progress: bool = True,
+    progress: Bool = True,
 ) -> list[dict[str, Any]]:
     """Run (or resume) one study and return all of its records.
 

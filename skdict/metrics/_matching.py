@@ -33,6 +33,7 @@ from .._tensor import (
     rows_per_block,
     to_numpy,
 )
+from .._typing import Bool, Float
 from ._inputs import as_matrices, compute_device
 
 __all__ = ["dictionary_similarity", "mcc_score", "support_scores"]
@@ -469,7 +470,7 @@ def _correlation_matching(
     prefer_skip_nested_validation=True,
 )
 @ignores_autocast
-def mcc_score(Z_true: Any, codes: Any, *, top_variance: bool = False) -> float:
+def mcc_score(Z_true: Any, codes: Any, *, top_variance: Bool = False) -> float:
     """Mean correlation coefficient between true latents and learned codes.
 
     Every column of ``Z_true`` and of ``codes`` is centred and scaled to unit
@@ -603,7 +604,7 @@ def dictionary_similarity(
     dictionary: Any,
     *,
     detailed: Literal[False] = ...,
-    threshold: float = ...,
+    threshold: Float = ...,
 ) -> float: ...
 @overload
 def dictionary_similarity(
@@ -611,15 +612,15 @@ def dictionary_similarity(
     dictionary: Any,
     *,
     detailed: Literal[True],
-    threshold: float = ...,
+    threshold: Float = ...,
 ) -> Bunch: ...
 @overload
 def dictionary_similarity(
     true_dictionary: Any,
     dictionary: Any,
     *,
-    detailed: bool,
-    threshold: float = ...,
+    detailed: Bool,
+    threshold: Float = ...,
 ) -> float | Bunch: ...
 
 
@@ -637,8 +638,8 @@ def dictionary_similarity(
     true_dictionary: Any,
     dictionary: Any,
     *,
-    detailed: bool = False,
-    threshold: float = 0.9,
+    detailed: Bool = False,
+    threshold: Float = 0.9,
 ) -> float | Bunch:
     """Hungarian-matched absolute cosine similarity between dictionaries.
 
@@ -773,7 +774,7 @@ def support_scores(
     Z_true: Any,
     codes: Any,
     *,
-    threshold: float = 1e-4,
+    threshold: Float = 1e-4,
     matching: Any = None,
 ) -> dict[str, float]:
     """Per-sample precision, recall and F1 of the recovered active sets.

@@ -26,6 +26,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._params import Satisfies, validate_hyperparameters
 from .._tensor import ignores_autocast, sparse_tensor_as_scipy, to_numpy
+from .._typing import Int
 from .._warnings import ignoring, warn
 from ._inputs import as_matrices, labels
 
@@ -182,7 +183,7 @@ def probe_accuracy(
     codes_ood: Any = None,
     y_ood: Any = None,
     *,
-    max_iter: int = 1000,
+    max_iter: Int | None = 1000,
     probe: Any = None,
 ) -> dict[str, float | None]:
     """Accuracy of a linear probe trained on ID codes, on ID and OOD codes.

@@ -283,7 +283,7 @@ class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
             The number of folds, ``n_splits``.
         """
         self._validate_params()
-        return self.n_splits
+        return int(self.n_splits)  # an int, also for a NumPy integer given
 
     def _iter_test_masks(self, X=None, y=None, groups=None):
         source = "y" if groups is None else "groups"
