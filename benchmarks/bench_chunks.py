@@ -47,11 +47,14 @@ def main() -> None:
     for n_atoms in args.atoms:
         D, X = _data(n_atoms, np.random.default_rng(0))
         coder = FISTACoder(dictionary=D, alpha=0.1, positive=True).fit(X[:2])
+        coder.transform(X[:8])  # untimed: lazy initialisation
         for chunk in (n_atoms // 16, n_atoms // 8, n_atoms // 4, n_atoms // 2, 4096):
             seconds: dict[float, list[float]] = {_EARLIER: [], current: []}
             codes = {}
-            for _ in range(args.repeats):
-                for rule in seconds:
+            for repeat in range(args.repeats):
+                # Reversed every other repeat: a drift of the machine's speed
+                # lands on both rules.
+                for rule in list(seconds)[:: 1 if repeat % 2 == 0 else -1]:
                     _fista._MIN_GRAM_ROWS_PER_ATOM = rule
                     start = time.process_time()
                     starts = range(0, len(X), chunk)

@@ -73,9 +73,11 @@ def _run_case(case: str, repeats: int) -> dict:
             "loop": lambda rng: _per_row_codes(rng, 20_000, **recipe),
         }
         times = {name: [] for name in samplers}
-        # Alternating, so that a change in the machine's load hits both.
+        # Alternating (in reversed order every other repeat), so that a
+        # change in the machine's load hits both.
         for repeat in range(repeats):
-            for name, sample in samplers.items():
+            for name in list(samplers)[:: 1 if repeat % 2 == 0 else -1]:
+                sample = samplers[name]
                 rng = np.random.default_rng(repeat)
                 start = time.perf_counter()
                 sample(rng)

@@ -65,9 +65,13 @@ Usage::
     python benchmarks/bench_fista.py [--quick] [--repeats 3] [--threads 1,2]
                                      [--device cpu|cuda] [--skip-scaling]
                                      [--plain] [--alpha 0.1]
-                                     [--skip-dense | --dense-only]
+                                     [--skip-dense] [--dense-only]
                                      [--warm-starts] [--small-alpha]
                                      [--near-duplicates] [--few-atoms]
+
+``--dense-only`` skips the oracle task and the scaling study, ``--skip-dense``
+the dense study: both together run only the studies named by the other
+flags (e.g. ``--dense-only --skip-dense --few-atoms``).
 
 ``--quick`` codes 1,000 samples of the oracle task once per configuration
 (unless ``--repeats`` is given) and skips the scaling study (well under a
@@ -81,6 +85,7 @@ work, torch's OpenMP threads spin while they wait for each other; set
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -94,6 +99,7 @@ import warnings
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 
 def _peak_rss_mib() -> float:
@@ -163,6 +169,27 @@ def _timed(fn, repeats: int, device: torch.device):
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), times, out
+
+
+def _alternated(calls: dict, repeats: int, warm_ups: dict | None = None) -> tuple:
+    """Median wall time and last output of each of ``calls``, run alternately.
+
+    Each repeat runs every call once, in reversed order every other repeat,
+    so that a drift of the machine's speed (other jobs) lands on all of them
+    rather than on whichever ran as a block; ``warm_ups`` (small inputs) are
+    run once first, untimed, for lazy initialisation.
+    """
+    for warm_up in (warm_ups or {}).values():
+        warm_up()
+    times = {name: [] for name in calls}
+    outputs = {}
+    order = list(calls)
+    for repeat in range(repeats):
+        for name in order if repeat % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            outputs[name] = calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}, outputs
 
 
 def _plain_fista(X, D, alpha, tol=1e-6, max_iter=5000, check_every=10):
@@ -275,11 +302,12 @@ def oracle(args) -> None:
                 coder.transform(Xt[:8])  # warm-up (lazy initialisation)
                 # Each run paired with one of sklearn's, alternately: a drift
                 # of the machine's speed (other jobs) then lands on both.
-                runs, speedups = [], []
+                runs, paired, speedups = [], [], []
                 for _ in range(repeats):
                     t, _, Z = _timed(lambda: coder.transform(Xt), 1, device)  # noqa: B023
                     t_pair = _timed(lambda: sk.transform(X), 1, _CPU)[0]
                     runs.append(t)
+                    paired.append(t_pair)
                     speedups.append(t_pair / t)
                 t = statistics.median(runs)
                 f = _objective(X, Z.cpu().numpy(), D, alpha)
@@ -296,7 +324,8 @@ def oracle(args) -> None:
                     f"{f:.8f}  rel. diff {rel:+.1e} "
                     f"[{'OK' if abs(rel) <= 1e-4 else 'FAIL'}]  "
                     f"speed-up vs sklearn {statistics.median(speedups):5.2f}x "
-                    "(median of alternated pairs)  "
+                    "(median of alternated pairs, in which sklearn took "
+                    f"{', '.join(f'{x:.3f}' for x in paired)} s)  "
                     f"matmul-throughput fraction {fraction:.1%}"
                 )
     if args.plain:
@@ -318,7 +347,8 @@ def oracle(args) -> None:
             f"{t:7.3f} s  (runs {', '.join(f'{x:.3f}' for x in runs)}; "
             f"{n_iter} iterations for the batch, tol {tol:.1e}{stop})  "
             f"objective {f:.8f}  "
-            f"rel. diff {(f - f_sk) / f_sk:+.1e}  speed-up vs sklearn {t_sk / t:5.2f}x"
+            f"rel. diff {(f - f_sk) / f_sk:+.1e}  speed-up vs sklearn {t_sk / t:5.2f}x "
+            "(against sklearn's block time above, not pairs)"
         )
     torch.set_num_threads(default_threads)
 
@@ -432,22 +462,28 @@ def _dense_case(X, D, alpha: float, repeats: int) -> None:
     from skdict import FISTACoder
 
     coder = FISTACoder(dictionary=D, alpha=alpha).fit(X)
-    ours, _, Z = _timed(lambda: coder.transform(X), repeats, _CPU)
-    with warnings.catch_warnings():
+
+    def lars(rows):
+        return sparse_encode(rows, D, algorithm="lasso_lars", alpha=alpha)
+
+    def cd(rows):
+        return sparse_encode(rows, D, algorithm="lasso_cd", alpha=alpha, max_iter=10000)
+
+    calls = {"ours": coder.transform, "lars": lars, "cd": cd}
+    # One thread on both sides: torch's is set by the caller, and this limits
+    # the BLAS and OpenMP pools scikit-learn's solvers use.
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         # lasso_cd stops short of its tolerance on some rows here.
         warnings.simplefilter("ignore")
-        lars, _, Z_lars = _timed(
-            lambda: sparse_encode(X, D, algorithm="lasso_lars", alpha=alpha),
+        times, outputs = _alternated(
+            {name: functools.partial(call, X) for name, call in calls.items()},
             repeats,
-            _CPU,
+            warm_ups={
+                name: functools.partial(call, X[:8]) for name, call in calls.items()
+            },
         )
-        cd, _, _ = _timed(
-            lambda: sparse_encode(
-                X, D, algorithm="lasso_cd", alpha=alpha, max_iter=10000
-            ),
-            repeats,
-            _CPU,
-        )
+    ours, lars, cd = times["ours"], times["lars"], times["cd"]
+    Z, Z_lars = outputs["ours"], outputs["lars"]
     best = _objective(X, Z_lars, D, alpha)
     mismatch = (_objective(X, Z, D, alpha) - best) / best
     assert mismatch <= 1e-8, mismatch
@@ -534,13 +570,17 @@ def warm_starts(args) -> None:
         ("SAE's atoms", sae.components_),
         ("true atoms", data.dictionary),
     ):
-        times, objectives = {}, {}
-        for start, init in (("zero", None), ("SAE codes", sae_codes)):
-            coder = FISTACoder(atoms, alpha=0.1, positive=True, init=init).fit(X)
-            times[start], _, Z = _timed(
-                lambda c=coder: c.transform(X), args.repeats, _CPU
-            )
-            objectives[start] = _objective(X, Z, atoms, 0.1)
+        coders = {
+            start: FISTACoder(atoms, alpha=0.1, positive=True, init=init).fit(X)
+            for start, init in (("zero", None), ("SAE codes", sae_codes))
+        }
+        times, codes = _alternated(
+            {start: functools.partial(c.transform, X) for start, c in coders.items()},
+            args.repeats,
+            # init= holds the SAE codes of X's rows: that coder codes X only.
+            warm_ups={"zero": functools.partial(coders["zero"].transform, X[:8])},
+        )
+        objectives = {start: _objective(X, Z, atoms, 0.1) for start, Z in codes.items()}
         excess = (objectives["SAE codes"] - objectives["zero"]) / objectives["zero"]
         assert excess <= 1e-5, excess
         print(
@@ -568,14 +608,14 @@ def small_penalties(args) -> None:
         "512 features, 20 active, noiseless)"
     )
     for alpha in (0.1, 0.03, 0.01):
-        times, objectives = {}, {}
+        calls, warm_ups = {}, {}
         for dtype in (np.float64, np.float32):
             Xd, Dd = X.astype(dtype), D.astype(dtype)
             coder = FISTACoder(Dd, alpha=alpha, positive=True).fit(Xd)
-            times[dtype], _, codes = _timed(
-                lambda c=coder, x=Xd: c.transform(x), args.repeats, _CPU
-            )
-            objectives[dtype] = _objective(X, codes, D, alpha)
+            calls[dtype] = functools.partial(coder.transform, Xd)
+            warm_ups[dtype] = functools.partial(coder.transform, Xd[:8])
+        times, codes = _alternated(calls, args.repeats, warm_ups)
+        objectives = {dtype: _objective(X, Z, D, alpha) for dtype, Z in codes.items()}
         mismatch = (objectives[np.float32] - objectives[np.float64]) / objectives[
             np.float64
         ]

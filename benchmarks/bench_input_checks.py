@@ -57,9 +57,13 @@ def main() -> None:
     for name, tensor in cases.items():
         assert _all_finite(tensor) and reference(tensor)  # the untimed calls
         ours, theirs = [], []
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
+            # Reversed every other repeat: a drift of the load hits both.
+            if repeat % 2:
+                theirs.append(_seconds(reference, tensor))
             ours.append(_seconds(_all_finite, tensor))
-            theirs.append(_seconds(reference, tensor))
+            if not repeat % 2:
+                theirs.append(_seconds(reference, tensor))
         ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
         print(
             f"{name:20s} skdict {ours_s:.4f} s   torch.isfinite().all() "

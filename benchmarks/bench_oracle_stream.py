@@ -11,6 +11,7 @@ Usage::
     python benchmarks/bench_oracle_stream.py
 """
 
+import argparse
 import time
 import warnings
 
@@ -22,6 +23,12 @@ from skdict import OracleDictionary
 
 
 def main() -> None:
+    # No options (the sizes are the recorded ones), but --help answers and a
+    # mistyped option is refused rather than the whole benchmark run.
+    argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     K, d, n, batch = 2000, 768, 12000, 1000
