@@ -72,6 +72,19 @@ def _activity(y: Any, threshold: float, name: str = "y") -> sp.csc_matrix:
     return A.astype(np.int64)
 
 
+def _shape(A: Any) -> tuple[int, ...] | None:
+    """Return the shape of an array, tensor, sparse matrix or list; None if none."""
+    if A is None:
+        return None
+    shape = getattr(A, "shape", None)
+    if shape is None:
+        try:
+            shape = np.shape(A)
+        except ValueError:  # ragged
+            return None
+    return tuple(shape)
+
+
 def _candidate_pairs(A: sp.csc_matrix, concepts: np.ndarray | None) -> np.ndarray:
     """Concept pairs that may be held out, as an (n_pairs, 2) array.
 
@@ -258,11 +271,14 @@ class CompositionalSplit(StrictParamsMixin, BaseCrossValidator):
         # groups of 60 rows had "inconsistent numbers of samples: [60, 1]").
         source = "y" if groups is None else "groups"
         activity = y if groups is None else groups
-        n_rows = _activity(activity, self.threshold, name=source).shape[0]
-        n_samples = _num_samples(X)
-        if n_rows != n_samples:
+        shape = _shape(activity)
+        if shape is None or len(shape) != 2:
+            # Raises its named error (missing, not 2-D, unreadable); read
+            # only then, as the folds read it again.
+            _activity(activity, self.threshold, name=source)
+        elif shape[0] != (n_samples := _num_samples(X)):
             raise ValueError(
-                f"{source} has {n_rows} rows, but X has {n_samples} samples; "
+                f"{source} has {shape[0]} rows, but X has {n_samples} samples; "
                 "pass one row of concept activity per sample."
             )
         return super().split(X, y, groups)
