@@ -2112,6 +2112,7 @@ def fista_encode(
     verbose: int = 0,
     float64_finish: bool = True,
     offset: torch.Tensor | None = None,
+    warn_overflow: bool = True,
 ) -> FISTAResult:
     """Sparse-code the rows of ``X`` on ``dictionary`` with working-set FISTA.
 
@@ -2170,6 +2171,10 @@ def fista_encode(
     offset : torch.Tensor of shape (n_features,), default=None
         Coded rows are ``X - offset`` (a provider's intercept), centred batch
         by batch rather than in a copy of all of ``X``.
+    warn_overflow : bool, default=True
+        Warn when codes of rescaled data leave their dtype's range; False
+        in the calls on groups of rows, which are warned about together
+        with the rows' own indices.
 
     Returns
     -------
@@ -2216,9 +2221,12 @@ def fista_encode(
                     verbose=0,
                     float64_finish=float64_finish,
                     offset=offset,
+                    warn_overflow=False,
                 )
                 codes[rows], n_iter[rows], converged[rows] = part
                 progress.update(len(rows))
+        if warn_overflow:
+            _warn_overflowed_codes(codes)
         return FISTAResult(codes, n_iter, converged)
     largest = float(maxima.max()) if maxima.numel() else 0.0
     scale = _certifiable_scale(X, offset, largest=largest)
@@ -2242,7 +2250,8 @@ def fista_encode(
             offset=None if offset is None else offset * scale,
         )
         codes = result.codes.div_(scale)
-        _warn_overflowed_codes(codes)
+        if warn_overflow:
+            _warn_overflowed_codes(codes)
         return result._replace(codes=codes)
     # The certificates bound float32 products by IEEE rounding (see
     # _Problem._score_error); TF32 products (torch's "high" matmul precision,

@@ -2002,6 +2002,8 @@ def test_reports_check_records_and_figure_paths(tmp_path):
                 report(given)
         with pytest.raises(ValueError, match=r"records\[0\] has no 'label'"):
             report([{"mcc_ood": 0.5}])
+    # No records make a table of no rows (and no figure).
+    assert format_real_table([]).splitlines()[0].startswith("method")
 
 
 # --------------------------------------------- pinned by mutation testing

@@ -2373,17 +2373,30 @@ def test_codes_beyond_the_dtype_range_warn():
     # float32 codes left float32's range and came back inf with nothing but
     # a ConvergenceWarning (and score was NaN). The float64 codes of the
     # same rows fit float64.
-    D = torch.tensor([[1.0, 0.0], [0.999, 0.0447]], dtype=torch.float64)
+    D = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.999, 0.0447, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
     D = D / torch.linalg.vector_norm(D, dim=1, keepdim=True)
-    X = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64) * 1e38
+    X = torch.tensor([[0.0, 1.0, 0.1], [1.0, 0.0, 0.0]], dtype=torch.float64) * 1e38
     with pytest.warns(RuntimeWarning, match=r"codes of 1 rows \(rows \[0\]\).*float64"):
         got = fista_encode(X.float(), D.float(), alpha=1e30, max_iter=5000)
-    assert not torch.isfinite(got.codes[0]).all()
+    # Row 0 overflows in some of its codes only; row 1 not at all.
+    assert not torch.isfinite(got.codes[0]).all() and torch.isfinite(got.codes[0, 2])
     assert torch.isfinite(got.codes[1]).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         wide = fista_encode(X, D, alpha=1e30, max_iter=5000)
     assert torch.isfinite(wide.codes).all() and wide.codes.abs().max() > 3.5e38
+    # Beside rows of ordinary size the rows are coded in groups of one scale:
+    # the warning named the row's index within its group (row 0), once per
+    # group.
+    mixed = torch.cat([torch.eye(3, dtype=torch.float64)[:2], X[:1]]).float()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fista_encode(mixed, D.float(), alpha=1e-3, max_iter=5000)
+    overflow = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(overflow) == 1
+    assert "codes of 1 rows (rows [2])" in str(overflow[0].message)
 
 
 def test_rescaling_keeps_data_offset_and_warm_starts_finite():

@@ -265,7 +265,8 @@ def test_a_label_of_a_held_out_concept_is_warned_about():
         (np.eye(6), {"n_splits": 0}, ValueError, "'n_splits' parameter"),
         (np.eye(6), {"n_splits": True}, ValueError, "'n_splits' .* a bool"),
         (np.eye(6), {"test_size": 1.5}, ValueError, "'test_size' parameter"),
-        (np.where(np.eye(6), np.nan, 1.0), {}, ValueError, "y contains NaN"),
+        # Named by check_array itself: no "Invalid y: " before it.
+        (np.where(np.eye(6), np.nan, 1.0), {}, ValueError, "^Input y contains NaN"),
         # A list holding None failed in np.abs with a TypeError.
         ([[1, 0], [0, None]] + [[1, 1]] * 4, {}, ValueError, "y contains NaN"),
         (sp.csr_matrix(np.where(np.eye(6), np.inf, 0)), {}, ValueError, "infinity"),
