@@ -2273,13 +2273,18 @@ def online_dictionary_update(
         # sets a scale at which every later batch overflows: rescaling the
         # data, the only remedy named, could not help that stream.
         largest = float(X.abs().max()) / scale
-        first = "" if scale == 1.0 else f" (largest entry about {1 / scale:.3g})"
+        remedy = "Rescale the data, every batch by one factor."
+        if scale != 1.0:
+            remedy = (
+                "A stream learns at the scale of its first batch (largest "
+                f"entry about {1 / scale:.3g}): start a new one (fit, or "
+                "partial_fit on a clone) whose first batch has the data's "
+                "usual scale, or rescale every batch by one factor."
+            )
         raise FloatingPointError(
             f"A batch with entries up to {largest:.3g} overflows the stream's "
             f"running statistics in {X.dtype}; the stream is left as it was. "
-            f"A stream learns at the scale of its first batch{first}: start a "
-            "new one (fit, or partial_fit on a clone) whose first batch has "
-            "the data's usual scale, or rescale every batch by one factor."
+            f"{remedy}"
         )
     updated = block_coordinate_update(components, A, B)
     never_used = A.diagonal() == 0

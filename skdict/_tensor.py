@@ -885,7 +885,7 @@ def _refuse_non_array(A: Any, name: str) -> None:
             dtype = np.asarray(A).dtype
         except (TypeError, ValueError):  # ragged: check_array names it
             return
-    if isinstance(dtype, np.dtype) and dtype.kind in "USV":
+    if isinstance(dtype, np.dtype) and dtype.kind in "US":
         raise ValueError(
             f"{name} holds text or bytes (dtype {dtype}), not numbers; convert "
             "it to numbers explicitly."
@@ -1523,6 +1523,8 @@ def _copy_stand_in(tensor: torch.Tensor) -> torch.Tensor | None:
     """
     if _views_larger_storage(tensor):
         alone = tensor.detach().clone()
+        if isinstance(tensor, torch.nn.Parameter):  # nn.Parameter(W[:k])
+            return torch.nn.Parameter(alone, requires_grad=tensor.requires_grad)
         return alone.requires_grad_(tensor.requires_grad and tensor.is_leaf)
     return None if tensor.is_leaf else tensor.detach()
 

@@ -477,6 +477,11 @@ def test_none_and_text_for_an_array_are_named(make, name):
         mcc_score(X.astype(str), X)
     with pytest.raises(ValueError, match=f"^{name} holds text or bytes"):
         make(atoms.astype(str)).fit(X)
+    # A structured array is no text: refused as before, not as text.
+    structured = np.zeros(3, dtype=[("a", "f8"), ("b", "f8")])
+    with pytest.raises((TypeError, ValueError)) as caught:
+        fitted.transform(structured)
+    assert "text" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -677,10 +682,23 @@ def test_views_of_a_larger_tensor_copy_alone(make, name):
         assert held.untyped_storage().nbytes() == own_bytes, how
         torch.testing.assert_close(held, atoms, rtol=0, atol=0)
     assert estimator.get_params()[name] is atoms  # the original keeps its own
-    # A leaf view that requires grad stays one.
+    # A leaf view that requires grad stays one, and a Parameter stays one.
     leaf = whole.detach()[:4].requires_grad_()
     copied = clone(make(leaf)).get_params()[name]
     assert copied.requires_grad and copied.is_leaf
+    assert copied.untyped_storage().nbytes() == own_bytes
+    parameter = torch.nn.Parameter(whole.detach()[:4])
+    copied = clone(make(parameter)).get_params()[name]
+    assert type(copied) is torch.nn.Parameter and copied.requires_grad
+    assert copied.untyped_storage().nbytes() == own_bytes
+    # A whole Parameter is deep-copied as before, a Parameter still; the
+    # rows of a decoder's weight being trained (W_dec[:k]) come detached.
+    whole_parameter = torch.nn.Parameter(whole.detach()[:4].clone())
+    copied = clone(make(whole_parameter)).get_params()[name]
+    assert type(copied) is torch.nn.Parameter
+    weight = torch.nn.Parameter(whole.detach().clone())
+    copied = clone(make(weight[:4])).get_params()[name]
+    assert not copied.requires_grad
     assert copied.untyped_storage().nbytes() == own_bytes
 
 

@@ -2296,6 +2296,21 @@ def test_cli_terminated_while_the_libraries_load_prints_one_line(monkeypatch, ca
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
         err = capsys.readouterr().err
         assert err.strip() == "skdict: terminated (SIGTERM) before any study ran."
+
+        # Ctrl-C and SIGTERM both: terminated, as a scheduler's signal wins.
+        def both():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            return argparse.ArgumentParser()
+
+        default_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            monkeypatch.setattr(skdict.__main__, "_parser", both)
+            assert main(["reproduce"]) == 143
+        finally:
+            signal.signal(signal.SIGINT, default_int)
+        capsys.readouterr()
         # A handler of the caller's stays in charge.
         caught = []
         signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))

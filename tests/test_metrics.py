@@ -997,6 +997,8 @@ def test_probe_accuracy_and_compositional_gap_name_bad_arguments():
     regression = LinearRegression().fit(np.eye(3), np.ones(3))
     with pytest.raises(TypeError, match=r"^LinearRegression has no inverse_transform"):
         compositional_gap(regression, np.eye(3), np.eye(3))
+    with pytest.raises(TypeError, match=r"^LinearRegression has no inverse_transform"):
+        neg_reconstruction_error_scorer(regression, np.eye(3))
     # A dense-only estimator's refusal of sparse input names its array too.
     coder = FISTACoder(np.eye(3)).fit(np.eye(3))
     with pytest.raises(TypeError, match=r"^X_ood: Sparse data was passed"):

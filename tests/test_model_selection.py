@@ -271,6 +271,7 @@ def test_a_label_of_a_held_out_concept_is_warned_about():
         ([[1, 0], [0, None]] + [[1, 1]] * 4, {}, ValueError, "y contains NaN"),
         (sp.csr_matrix(np.where(np.eye(6), np.inf, 0)), {}, ValueError, "infinity"),
         (np.full((6, 2), "a"), {}, ValueError, "dtype='numeric'"),
+        ([[1, 0]] * 5 + [[1]], {}, ValueError, "^Invalid y: .*inhomogeneous"),
     ],
 )
 def test_invalid_input_raises(y, kwargs, error, match):

@@ -47,7 +47,10 @@ def _activity(y: Any, threshold: float, name: str = "y") -> sp.csc_matrix:
     elif isinstance(y, (list, tuple)):
         # A list holding None stayed an object array through check_array,
         # and failed in np.abs; as an array, None reads as NaN, refused below.
-        y = np.asarray(y)
+        try:
+            y = np.asarray(y)
+        except ValueError as exc:  # ragged rows: NumPy names no input
+            raise_named(exc, f"Invalid {name}: ")
     if not sp.issparse(y) and np.ndim(y) != 2:
         raise ValueError(
             f"{name} must be a 2-D matrix of concept activity (n_samples, "
