@@ -2247,70 +2247,65 @@ def test_interrupts_are_held_until_the_libraries_have_loaded():
         signal.signal(signal.SIGINT, previous)
 
 
-def test_cli_holds_ctrl_c_until_the_libraries_have_loaded(monkeypatch):
-    # The CLI itself uses the hold: an interrupt while its parser imports
-    # the libraries lets the imports finish (a half-imported module stays
-    # broken in sys.modules), then stops the run as interrupted.
+@pytest.mark.parametrize(
+    ("name", "default", "status", "said"),
+    [
+        ("SIGINT", "default_int_handler", 130, "interrupted"),
+        # SIGTERM ended the process by default, with no line in the job's
+        # log; a moment later the same signal got a message.
+        ("SIGTERM", "SIG_DFL", 143, "terminated (SIGTERM)"),
+    ],
+)
+def test_cli_holds_signals_until_the_libraries_have_loaded(
+    monkeypatch, capsys, name, default, status, said
+):
+    # The CLI itself uses the hold: a signal while its parser imports the
+    # libraries lets the imports finish (a half-imported module stays broken
+    # in sys.modules), then stops the run with one line.
     import argparse
     import os
     import signal
 
+    signum, handler = getattr(signal, name), getattr(signal, default)
     loaded = []
 
     def loading():
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signum)
         time.sleep(0.2)  # the handler runs between bytecodes
         loaded.append(True)
         return argparse.ArgumentParser()
 
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signum, handler)
     try:
         monkeypatch.setattr(skdict.__main__, "_parser", loading)
-        assert main(["reproduce"]) == 130
+        assert main(["reproduce"]) == status
         assert loaded == [True]
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def test_cli_terminated_while_the_libraries_load_prints_one_line(monkeypatch, capsys):
-    # SIGTERM in the first seconds ended the process by default, with no
-    # line in the job's log; a moment later the same signal got a message.
-    import argparse
-    import os
-    import signal
-
-    loaded = []
-
-    def loading():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.2)  # the handler runs between bytecodes
-        loaded.append(True)
-        return argparse.ArgumentParser()
-
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        monkeypatch.setattr(skdict.__main__, "_parser", loading)
-        assert main(["reproduce"]) == 143
-        assert loaded == [True]
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        assert signal.getsignal(signum) == handler
         err = capsys.readouterr().err
-        assert err.strip() == "skdict: terminated (SIGTERM) before any study ran."
+        assert err.strip() == f"skdict: {said} before any study ran."
+    finally:
+        signal.signal(signum, previous)
 
-        # Ctrl-C and SIGTERM both: terminated, as a scheduler's signal wins.
-        def both():
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.2)
-            return argparse.ArgumentParser()
 
-        default_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            monkeypatch.setattr(skdict.__main__, "_parser", both)
-            assert main(["reproduce"]) == 143
-        finally:
-            signal.signal(signal.SIGINT, default_int)
-        capsys.readouterr()
+def test_sigterm_beside_ctrl_c_wins_and_a_callers_handler_stays(monkeypatch):
+    import argparse
+    import os
+    import signal
+
+    def both():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return argparse.ArgumentParser()
+
+    previous = (
+        signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.signal(signal.SIGTERM, signal.SIG_DFL),
+    )
+    try:
+        # Terminated, as a scheduler's signal wins.
+        monkeypatch.setattr(skdict.__main__, "_parser", both)
+        assert main(["reproduce"]) == 143
         # A handler of the caller's stays in charge.
         caught = []
         signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
@@ -2319,7 +2314,8 @@ def test_cli_terminated_while_the_libraries_load_prints_one_line(monkeypatch, ca
             time.sleep(0.2)
         assert caught == [signal.SIGTERM]
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 def test_cli_terminated_while_checking_its_options_prints_one_line(
