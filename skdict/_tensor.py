@@ -719,15 +719,17 @@ def _check_tensor(
             f"Expected a 2D tensor for {name}, got a tensor of shape "
             f"{tuple(X.shape)}. {advice}"
         )
+    # Named as a NumPy input's message is ("Invalid X: ...").
     if X.shape[0] < ensure_min_samples:
         raise ValueError(
-            f"Found array with {X.shape[0]} sample(s) (shape={tuple(X.shape)}) while "
-            f"a minimum of {ensure_min_samples} is required by {caller}."
+            f"Invalid {name}: Found array with {X.shape[0]} sample(s) (shape="
+            f"{tuple(X.shape)}) while a minimum of {ensure_min_samples} is "
+            f"required by {caller}."
         )
     if X.shape[1] < 1:
         raise ValueError(
-            f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum "
-            "of 1 is required."
+            f"Invalid {name}: Found array with 0 feature(s) (shape="
+            f"{tuple(X.shape)}) while a minimum of 1 is required by {caller}."
         )
     if X.dtype.is_floating_point and not _all_finite(_checkable(X)):
         raise ValueError(f"Input {name} contains NaN or infinity.")
@@ -817,7 +819,7 @@ def validate_input(
         target = resolve_device(device, X)
         return X.detach().to(device=target, dtype=dtype), origin
 
-    _refuse_non_array(X, "X")
+    X = _as_array_like(X, "X")
     X, xp_origin = _leave_array_api(X)
     try:
         X_np = validate_data(
@@ -862,8 +864,13 @@ def is_estimator(obj: Any) -> bool:
     return hasattr(kind, "fit") and hasattr(kind, "get_params")
 
 
-def _refuse_non_array(A: Any, name: str) -> None:
-    """Refuse None, an estimator, a class and text, naming ``A`` as ``name``."""
+def _as_array_like(A: Any, name: str) -> Any:
+    """Refuse None, an estimator, a class, text and dates, naming ``A`` as ``name``.
+
+    Returns ``A``, a list or tuple converted to an array (once: its dtype is
+    read from it, and scikit-learn's check then converts an array, not the
+    list again, which had doubled the time of list input).
+    """
     if A is None:
         # check_array's message read "got scalar array instead: array=nan".
         raise ValueError(f"{name} must be an array; got None.")
@@ -877,19 +884,22 @@ def _refuse_non_array(A: Any, name: str) -> None:
     if isinstance(A, type):
         # The parentheses forgotten: "float() argument must be ... not 'type'".
         raise TypeError(f"{name} must be an array; got the class {A.__name__} itself.")
-    # An explicit float dtype makes check_array parse numbers written as text
-    # ("1.5"), which its dtype="numeric" refuses; so does skdict.
-    dtype = getattr(A, "dtype", None)
     if isinstance(A, (list, tuple)):
         try:
-            dtype = np.asarray(A).dtype
+            A = np.asarray(A)
         except (TypeError, ValueError):  # ragged: check_array names it
-            return
-    if isinstance(dtype, np.dtype) and dtype.kind in "US":
+            return A
+    # An explicit float dtype makes check_array parse numbers written as text
+    # ("1.5"), which its dtype="numeric" refuses, and read dates as counts of
+    # days or seconds; so does skdict.
+    dtype = getattr(A, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind in "USmM":
+        what = "text or bytes" if dtype.kind in "US" else "dates or times"
         raise ValueError(
-            f"{name} holds text or bytes (dtype {dtype}), not numbers; convert "
-            "it to numbers explicitly."
+            f"{name} holds {what} (dtype {dtype}), not numbers; convert it to "
+            "numbers explicitly."
         )
+    return A
 
 
 def _leave_array_api(A: Any) -> tuple[Any, tuple[Any, Any] | None]:
@@ -999,7 +1009,7 @@ def to_tensor(
         compute = _compute_dtype(T.dtype)
         origin = ArrayOrigin("torch", compute, _output_dtype(T.dtype), T.device)
     else:
-        _refuse_non_array(A, name)
+        A = _as_array_like(A, name)
         A, xp_origin = _leave_array_api(A)
         # A plain non-empty float ndarray (a fitted attribute, each call)
         # passes check_array unchanged; its checks cost about 250 us a call,

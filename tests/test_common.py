@@ -477,6 +477,19 @@ def test_none_and_text_for_an_array_are_named(make, name):
         mcc_score(X.astype(str), X)
     with pytest.raises(ValueError, match=f"^{name} holds text or bytes"):
         make(atoms.astype(str)).fit(X)
+    # Dates were read as counts of days.
+    dates = np.arange(60).astype("datetime64[D]").reshape(20, 3)
+    with pytest.raises(ValueError, match=r"^X holds dates or times \(dtype datetime64"):
+        fitted.transform(dates)
+    # An empty tensor is named as an empty NumPy array is.
+    for empty in (np.zeros((0, 3)), torch.zeros(0, 3, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"^Invalid X: Found array with 0 sample"):
+            fitted.transform(empty)
+    with pytest.raises(ValueError, match=r"^Invalid X: Found array with 0 feature"):
+        fitted.transform(torch.zeros(3, 0, dtype=torch.float64))
+    # A list is converted once (its dtype read from the array scikit-learn
+    # then checks), and coded as the array is.
+    np.testing.assert_array_equal(fitted.transform(X.tolist()), fitted.transform(X))
     # A structured array is no text: refused as before, not as text.
     structured = np.zeros(3, dtype=[("a", "f8"), ("b", "f8")])
     with pytest.raises((TypeError, ValueError)) as caught:
