@@ -899,6 +899,16 @@ def _as_array_like(A: Any, name: str) -> Any:
             f"{name} holds {what} (dtype {dtype}), not numbers; convert it to "
             "numbers explicitly."
         )
+    # A data frame's date columns: alone they were read as counts, beside
+    # numbers they failed in NumPy's type promotion, naming no input.
+    column_dtypes = getattr(A, "dtypes", None)
+    if hasattr(column_dtypes, "items"):  # pandas: a Series of dtypes
+        dates = [c for c, d in column_dtypes.items() if getattr(d, "kind", "") in "mM"]
+        if dates:
+            raise ValueError(
+                f"{name} holds dates or times (columns {dates[:5]}), not "
+                "numbers; convert them to numbers explicitly."
+            )
     return A
 
 

@@ -481,6 +481,11 @@ def test_none_and_text_for_an_array_are_named(make, name):
     dates = np.arange(60).astype("datetime64[D]").reshape(20, 3)
     with pytest.raises(ValueError, match=r"^X holds dates or times \(dtype datetime64"):
         fitted.transform(dates)
+    pd = pytest.importorskip("pandas")
+    # Beside numbers, a date column failed in NumPy's type promotion.
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(c=dates[:, 0])
+    with pytest.raises(ValueError, match=r"^X holds dates or times \(columns \['c'\]"):
+        make(atoms).fit(frame)
     # An empty tensor is named as an empty NumPy array is.
     for empty in (np.zeros((0, 3)), torch.zeros(0, 3, dtype=torch.float64)):
         with pytest.raises(ValueError, match=r"^Invalid X: Found array with 0 sample"):
