@@ -833,23 +833,23 @@ def validate_input(
         # scikit-learn's messages on X's shape, width and values name it;
         # NumPy's conversion errors (ragged rows, a dict, complex values) do
         # not, and are named as the metrics name theirs.
-        if re.search(r"\bX\b", str(exc)):
-            raise
-        raise_named(exc, "Invalid X: ")
+        raise_named(exc, "Invalid X: ", name="X")
     origin = ArrayOrigin.host(_NUMPY_FLOATS[X_np.dtype], xp_origin)
     target = resolve_device(device, None)
     return _from_numpy(X_np).to(target), origin
 
 
-def raise_named(exc: Exception, prefix: str) -> NoReturn:
+def raise_named(exc: Exception, prefix: str, *, name: str | None = None) -> NoReturn:
     """Raise a plain ``TypeError``/``ValueError`` again with ``prefix``.
 
     For messages of NumPy or scikit-learn that do not say which input they
     are about. Subclasses (``NotFittedError``, a ``UnicodeDecodeError`` that
-    takes five arguments) are raised as they are. Call it in the ``except``
-    block that caught ``exc``.
+    takes five arguments) are raised as they are, and so is a message that
+    already says ``name`` as a word. Call it in the ``except`` block that
+    caught ``exc``.
     """
-    if type(exc) not in (TypeError, ValueError):
+    named = name is not None and re.search(rf"\b{re.escape(name)}\b", str(exc))
+    if type(exc) not in (TypeError, ValueError) or named:
         raise exc
     raise type(exc)(f"{prefix}{exc}") from exc
 

@@ -9,7 +9,6 @@ for compositional generalisation rather than for in-distribution fit.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import Any
@@ -63,9 +62,7 @@ def _activity(y: Any, threshold: float, name: str = "y") -> sp.csc_matrix:
         y = check_array(y, accept_sparse=True, dtype="numeric", input_name=name)
     except (TypeError, ValueError) as exc:
         # check_array names the input in its NaN messages only.
-        if not re.search(rf"\b{name}\b", str(exc)):
-            raise_named(exc, f"Invalid {name}: ")
-        raise
+        raise_named(exc, f"Invalid {name}: ", name=name)
     if sp.issparse(y):
         A = sp.csc_matrix(y, copy=True)
         A.data = np.abs(A.data) > threshold
