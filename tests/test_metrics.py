@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+import torch.utils._pytree as pytree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
@@ -22,12 +23,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from skdict import FISTACoder, OracleDictionary, _tensor
 from skdict.datasets import make_compositional
 from skdict.metrics import (
     _matching,
     _probing,
+    _reconstruction,
     best_feature_auc,
     compositional_gap,
     dictionary_similarity,
@@ -45,7 +48,7 @@ from skdict.metrics._inputs import as_matrices
 from skdict.metrics._probing import _per_feature_auc
 from skdict.model_selection import CompositionalSplit
 
-from .conftest import cuda, random_dictionary, sparse_codes
+from .conftest import cuda, mps, random_dictionary, sparse_codes
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -483,6 +486,54 @@ def test_mcc_on_cuda(rng):
     expected = mcc_score(Z, codes)
     on_gpu = torch.from_numpy(codes).cuda()
     assert mcc_score(sp.csr_matrix(Z), on_gpu) == pytest.approx(expected)
+
+
+class _Float64Ops(TorchDispatchMode):
+    """Names the operators that produce a float64 tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in pytree.tree_leaves(out):
+            if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float64:
+                self.ops.add(str(func))
+        return out
+
+
+def test_metrics_of_float32_codes_make_no_float64_tensor_where_mps_lacks_it(
+    rng, monkeypatch
+):
+    # Apple's MPS backend has no float64: the metrics sum in float32 there.
+    # Simulated on the CPU: every module's accumulation dtype is MPS's.
+    # support_scores made float64 per-sample rates and tie-break scores.
+    for module in (_matching, _reconstruction):
+        monkeypatch.setattr(
+            module, "accumulation_dtype", lambda device, fallback: fallback
+        )
+    Z = torch.from_numpy(sparse_codes(rng, 60, 6, 2)).float()
+    codes = Z * (1 + 0.01 * torch.rand(60, 6))
+    D = torch.from_numpy(random_dictionary(rng, 6, 5)).float()
+    with _Float64Ops() as mode:
+        scores = support_scores(Z, codes)
+        mcc = mcc_score(Z, codes)
+        similarity = dictionary_similarity(D, D.flip(0))
+    assert mode.ops == set()
+    assert scores["f1"] == pytest.approx(1.0)
+    assert mcc == pytest.approx(1.0, abs=1e-3)
+    assert similarity == pytest.approx(1.0, abs=1e-6)
+
+
+@mps
+def test_metrics_on_mps(rng):
+    Z = sparse_codes(rng, 60, 6, 2)
+    codes = Z * (1 + 0.01 * rng.random((60, 6)))
+    on_mps = torch.from_numpy(codes).float().to("mps")
+    expected = support_scores(Z, codes)
+    assert support_scores(Z, on_mps)["f1"] == pytest.approx(expected["f1"])
+    assert mcc_score(Z, on_mps) == pytest.approx(mcc_score(Z, codes), abs=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -454,7 +454,7 @@ def _correlation_matching(
             tie_break = tie_break[latents]
         if candidates.numel() < codes.shape[1]:
             tie_break = tie_break[:, candidates]
-        score = corr.to(torch.float64, copy=True)
+        score = corr.to(accumulation_dtype(corr.device, corr.dtype), copy=True)
         score.add_(tie_break, alpha=_OVERLAP_WEIGHT)
     rows, cols = _assign(score)
     matching = np.full(true.shape[1], -1, dtype=np.int64)
@@ -842,8 +842,10 @@ n_components)
         matching = _correlation_matching(true, pred, tie_break=overlap)[0]
     else:
         matching = _check_matching(matching, n_latents, pred.shape[1])
+    # Per-sample rates in float64 (float32 on Apple's MPS, which has none).
+    wide = accumulation_dtype(pred.device, torch.float32)
     rows, cols = _active_entries(true, threshold)
-    l0_true = torch.bincount(rows, minlength=n_samples).to(torch.float64)
+    l0_true = torch.bincount(rows, minlength=n_samples).to(wide)
     matched = torch.as_tensor(matching, device=pred.device)[cols]
     hit = matched >= 0
     rows, matched = rows[hit], matched[hit]
@@ -851,7 +853,7 @@ n_components)
         # Membership of (sample, matched dimension) among the active entries,
         # by flat index: no (n_samples, n_components) mask.
         pred_rows, pred_cols = _active_entries(pred, threshold)
-        l0_pred = torch.bincount(pred_rows, minlength=n_samples).to(torch.float64)
+        l0_pred = torch.bincount(pred_rows, minlength=n_samples).to(wide)
         width = pred.shape[1]
         found = torch.isin(rows * width + matched, pred_rows * width + pred_cols)
     else:
@@ -859,13 +861,13 @@ n_components)
         # bytes an entry (2.1 GB beside 0.8 GB of float32 codes).
         l0_pred = torch.cat(
             [mask.sum(dim=1) for _, mask in _active_blocks(pred, threshold)]
-        ).to(torch.float64)
+        ).to(wide)
         found = _active(pred[rows, matched], threshold)
-    tp = torch.zeros(n_samples, dtype=torch.float64, device=pred.device)
-    tp.index_add_(0, rows, found.to(torch.float64))
+    tp = torch.zeros(n_samples, dtype=wide, device=pred.device)
+    tp.index_add_(0, rows, found.to(wide))
     # A sample with no active latent whose codes have none either has its
     # support recovered exactly: 1, not 0 (identical codes scored below 1).
-    agree_empty = ((l0_pred == 0) & (l0_true == 0)).to(torch.float64)
+    agree_empty = ((l0_pred == 0) & (l0_true == 0)).to(wide)
     precision = torch.where(l0_pred > 0, tp / l0_pred.clamp_min(1), agree_empty)
     recall = torch.where(l0_true > 0, tp / l0_true.clamp_min(1), agree_empty)
     total = precision + recall
