@@ -903,7 +903,11 @@ def _as_array_like(A: Any, name: str) -> Any:
     # numbers they failed in NumPy's type promotion, naming no input.
     column_dtypes = getattr(A, "dtypes", None)
     if hasattr(column_dtypes, "items"):  # pandas: a Series of dtypes
-        dates = [c for c, d in column_dtypes.items() if getattr(d, "kind", "") in "mM"]
+        dates = [
+            c
+            for c, d in column_dtypes.items()
+            if getattr(d, "kind", None) in ("m", "M")
+        ]
         if dates:
             raise ValueError(
                 f"{name} holds dates or times (columns {dates[:5]}), not "

@@ -1039,6 +1039,10 @@ def test_a_32_bit_width_is_refused_before_its_square_wraps_around():
     width = np.uint64(16)
     model = SparseAutoencoder(width, activation="mp", k=np.uint64(2), max_epochs=1)
     assert model.fit(X).transform(X).shape == (64, 16)
+    # As Python integers: before NumPy 2, np.uint64(16) + 64 is the float 80.0,
+    # which torch refused as a size (every activation failed).
+    module = model.module_
+    assert {type(module.n_components), type(module.k)} == {int}
 
 
 def test_wide_numpy_integers_are_taken_for_real_parameters():

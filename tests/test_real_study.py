@@ -819,6 +819,8 @@ def test_the_cli_passes_the_seeds_given_to_the_real_study(tmp_path, monkeypatch)
         return [{"label": "A", "model": "m", "layer": 1, "position": "object"}]
 
     monkeypatch.setattr(skdict.experiments, "run_real", fake_run_real)
+    # Whether the optional transformers is installed does not matter here.
+    monkeypatch.setattr(skdict.experiments, "check_real_extra", lambda: None)
     argv = ["reproduce", "--study", "real", "--seeds", "1", "2"]
     assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
     assert seen["seeds"] == (1, 2)

@@ -60,6 +60,7 @@ n_features)``, the saving Gao et al. (2024) get from their sparse kernels.
 from __future__ import annotations
 
 import math
+import operator
 from typing import NamedTuple
 
 import torch
@@ -421,7 +422,11 @@ class SAE(nn.Module):
         device: torch.device | None = None,
     ):
         super().__init__()
-        self.n_features, self.n_components, self.k = n_features, n_components, k
+        # Python integers: before NumPy 2, np.uint64(16) + 64 is 80.0, which
+        # torch refuses as a size.
+        self.n_features = operator.index(n_features)
+        self.n_components = operator.index(n_components)
+        self.k = None if k is None else operator.index(k)
         # Wide top-k SAEs keep their codes sparse in training (fixed at
         # construction so that a module never changes its code path).
         self.sparse_codes = self.topk_codes and (
