@@ -1768,26 +1768,40 @@ def test_plot_study_labels_its_axes_and_shares_one_x_axis(tmp_path, saved_figure
     records = _study_records(["fista_oracle"], variable="n_active")
     plot_study(records, tmp_path / "a.png")
     axes = saved_figures[0].axes
-    assert [ax.get_xlabel() for ax in axes] == ["", "", "n_active", "n_active"]
-    assert [ax.get_ylabel() for ax in axes] == list(FIGURE_METRICS.values())
+    label = "active latents per sample"
+    assert [ax.get_xlabel() for ax in axes] == ["", "", label, label]
+    # Labels with a parenthesis on two lines (upright, they ran into the next
+    # panel's at a paper's width).
+    ylabels = [ax.get_ylabel() for ax in axes]
+    assert [y.replace("\n", " ") for y in ylabels] == list(FIGURE_METRICS.values())
+    assert all(y.count("\n") == 1 for y in ylabels)
     assert all(axes[0].get_shared_x_axes().joined(axes[0], ax) for ax in axes)
     assert not any(label.get_visible() for label in axes[0].get_xticklabels())
     assert all(len(ax.xaxis.get_minorticklocs()) == 0 for ax in axes)
     assert all(ax.get_xlim()[0] < 20 and ax.get_xlim()[1] > 40 for ax in axes)
 
 
-def test_plot_study_moves_only_bars_on_a_log_axis_apart(tmp_path, saved_figures):
+def test_plot_study_moves_methods_apart_on_a_log_axis_only(tmp_path, saved_figures):
     from skdict.experiments import plot_study
 
+    # Equal scores of one seed hid each other (the probe under JumpReLU): the
+    # methods are moved apart with or without bars, all within 7 % of the
+    # value, however many they are.
+    for n_methods in (2, 12):
+        methods = [f"m{i}" for i in range(n_methods)]
+        plot_study(_study_records(methods), tmp_path / f"{n_methods}.png")
+        xs = [
+            bars.lines[0].get_xdata() for bars in saved_figures[-1].axes[0].containers
+        ]
+        assert len({x[0] for x in xs}) == n_methods
+        for x in xs:
+            assert x / np.array([20, 40]) == pytest.approx([1, 1], abs=0.071)
+    # A linear axis keeps its values: the shift is a factor.
     methods = ["fista_oracle", "dl_fista"]
-    # One seed draws no bars: the points stay on the swept values' ticks.
-    plot_study(_study_records(methods), tmp_path / "a.png")
-    # A linear axis keeps its values too: the shift is a factor.
     noise = _study_records(methods, values=(0.1, 0.5), seeds=(0, 1), variable="noise")
     plot_study(noise, tmp_path / "b.png")
-    for figure, values in zip(saved_figures, ([20, 40], [0.1, 0.5]), strict=True):
-        for bars in figure.axes[0].containers:
-            assert list(bars.lines[0].get_xdata()) == values
+    for bars in saved_figures[-1].axes[0].containers:
+        assert list(bars.lines[0].get_xdata()) == [0.1, 0.5]
     # Many methods at one value: the axis holds them all (at value / 1.5 to
     # value * 1.5 the outer two of 30 fell outside without a word).
     many = _study_records([f"m{i}" for i in range(30)], values=(20,), seeds=(0, 1))
@@ -2610,6 +2624,81 @@ def test_table_columns_ascend_whatever_method_comes_first():
     ]
     header = format_table(records).splitlines()[0].split()
     assert header[1:] == ["n=50", "n=200"]
+
+
+def test_plot_study_marks_chance_and_spreads_the_reconstruction_gap(
+    tmp_path, saved_figures
+):
+    from skdict.experiments import plot_study
+
+    records = _study_records(["fista_oracle", "sae_topk", "linear_probe"])
+    for record in records:
+        record["mcc_ood"] = record["auc_ood"] = record["acc_ood"] = 0.8
+        record["mse_gap"] = {"fista_oracle": -2e-5, "sae_topk": 1e-2}.get(
+            record["method"]
+        )
+    plot_study(records, tmp_path / "a.png")
+    mcc, auc, acc, gap = saved_figures[0].axes
+
+    def chance_lines(ax):
+        return [line for line in ax.get_lines() if list(line.get_ydata()) == [0.5] * 2]
+
+    assert chance_lines(auc) and chance_lines(acc) and not chance_lines(mcc)
+    assert any(text.get_text() == "chance" for text in auc.texts)
+    # Gaps 500 times apart and of both signs: a symmetric log axis.
+    assert gap.get_yscale() == "symlog" and mcc.get_yscale() == "linear"
+    # The probe reconstructs nothing, and the panel says so.
+    assert "Linear probe (ridge)" in gap.get_title(loc="right")
+    assert not mcc.get_title(loc="right")
+    # Gaps of one size stay linear.
+    plot_study(_study_records(["fista_oracle", "sae_topk"]), tmp_path / "b.png")
+    assert saved_figures[1].axes[3].get_yscale() == "linear"
+
+
+@pytest.mark.parametrize("figsize", [(7, 5.5), (3.5, 6), (11, 8)])
+def test_plot_study_keeps_its_legend_inside_the_figure(
+    tmp_path, saved_figures, figsize
+):
+    # A fixed tenth of the height and four columns: at a paper's sizes the
+    # legend ran past both edges and covered the bottom panels' labels.
+    from skdict.experiments import METHOD_STYLES, plot_study
+
+    records = _study_records(list(METHOD_STYLES), seeds=(0, 1))
+    plot_study(records, tmp_path / "a.png", figsize=figsize)
+    figure = saved_figures[0]
+    frame = figure.bbox
+    legend = figure.legends[0].get_window_extent()
+    assert frame.x0 - 1 <= legend.x0 and legend.x1 <= frame.x1 + 1
+    assert frame.y0 - 1 <= legend.y0
+    for ax in figure.axes:
+        label = ax.xaxis.label.get_window_extent()
+        assert label.y0 > legend.y1 or not ax.get_xlabel()
+
+
+def test_study_styles_tell_the_sae_variants_apart_without_colour():
+    # TopK's green and BatchTopK's purple are one grey to deuteranopes and
+    # in greyscale, and ReLU's orange and JumpReLU's sky blue in greyscale:
+    # each pair differs in its line as well.
+    from skdict.experiments import METHOD_STYLES
+
+    for first, second in [("sae_topk", "sae_batchtopk"), ("sae_relu", "sae_jumprelu")]:
+        assert METHOD_STYLES[first][2] != METHOD_STYLES[second][2]
+    markers = [marker for _, marker, _ in METHOD_STYLES.values()]
+    assert len(set(markers)) == len(markers)
+
+
+@pytest.mark.parametrize("suffix", [".pdf", ".svg"])
+def test_vector_figures_keep_their_text_editable(tmp_path, suffix):
+    # matplotlib's default Type 3 fonts are refused by journals' submission
+    # checks, and its SVG text is drawn as paths.
+    from skdict.experiments import plot_study
+
+    path = plot_study(_study_records(["fista_oracle"]), tmp_path / f"a{suffix}")
+    content = path.read_bytes()
+    if suffix == ".pdf":
+        assert b"/FontFile2" in content and b"/Type3" not in content  # TrueType
+    else:
+        assert b"<text" in content
 
 
 def test_plot_study_title_defaults_to_the_swept_variable(tmp_path, saved_figures):

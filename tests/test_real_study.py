@@ -651,6 +651,27 @@ def test_figure_gives_the_gap_a_colour_of_neither_split(tmp_path, saved_figures)
     assert title == "error bars: 1 sd over 2 seeds"
 
 
+def test_figure_fits_a_papers_width(tmp_path, saved_figures):
+    # At (7, 5.5) a panel title ran past the edge, the rotated method names
+    # ran under the neighbouring panel and the legend covered them.
+    labels = ["FISTA (oracle dictionary)", "SAE dictionary + FISTA", "Linear probe"]
+    records = [
+        {"label": label, "color_acc_val": 0.9, "color_acc_ood": 0.6, "mse_gap": 1e-3}
+        for label in labels
+    ]
+    _real.plot_real(records, tmp_path / "real.png", figsize=(7, 6))
+    (figure,) = saved_figures
+    frame, legend = figure.bbox, figure.legends[0].get_window_extent()
+    assert frame.x0 - 1 <= legend.x0 and legend.x1 <= frame.x1 + 1
+    for ax in figure.axes:
+        title = ax.title.get_window_extent()
+        assert frame.x0 - 1 <= title.x0 and title.x1 <= frame.x1 + 1
+        assert ax.get_ylabel()  # what each panel measures
+        named = any(label.get_visible() for label in ax.get_xticklabels())
+        assert named == (ax in figure.axes[2:])  # names under the bottom row
+        assert not legend.overlaps(ax.get_window_extent())
+
+
 def test_figure_draws_error_bars_only_over_several_seeds(tmp_path, saved_figures):
     # One seed drew zero-length bars with caps on every bar.
     one = [{"label": "A", "color_acc_val": 0.9, "color_acc_ood": 0.2}]

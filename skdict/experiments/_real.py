@@ -826,7 +826,15 @@ FIGURE_PANELS = {
     "colour probe accuracy": ("color_acc_val", "color_acc_ood"),
     "object probe accuracy": ("object_acc_val", "object_acc_ood"),
     "colour and object features both fire": ("both_fire_val", "both_fire_ood"),
-    "reconstruction gap (MSE OOD - seen)": ("mse_gap",),
+    "reconstruction gap": ("mse_gap",),
+}
+
+# What each panel's y axis measures.
+_PANEL_UNITS = {
+    "colour probe accuracy": "accuracy",
+    "object probe accuracy": "accuracy",
+    "colour and object features both fire": "fraction of phrases",
+    "reconstruction gap": "MSE held-out - seen",
 }
 
 
@@ -864,10 +872,10 @@ def plot_real(
     title : str, default=None
         Figure title; None uses a description of the study.
     figsize : (float, float), default=(12, 8)
-        Width and height in inches.
+        Width and height in inches; e.g. ``(7, 6)`` for a paper's text width.
     dpi : float, default=120
         Resolution of raster formats; a ``.pdf`` or ``.svg`` path gives a
-        vector figure.
+        vector figure, with its text in TrueType fonts (PDF) or as text (SVG).
 
     Returns
     -------
@@ -904,8 +912,11 @@ def plot_real(
     from matplotlib.figure import Figure
 
     labels = list(dict.fromkeys(record["label"] for record in records))
-    fig = Figure(figsize=figsize)
-    axes = fig.subplots(2, 2)
+    # Constrained layout, the method names under the bottom row only: at a
+    # paper's width the rotated names ran under the neighbouring panel, a
+    # title was cut at the edge and the legend covered the labels.
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
     x = np.arange(len(labels))
     seeds = 1  # the most seeds behind a bar, for the legend
     for ax, (panel, keys) in zip(axes.flat, FIGURE_PANELS.items(), strict=True):
@@ -930,7 +941,8 @@ def plot_real(
             if label not in stats:  # no features, no reconstruction
                 ax.text(position, 0, "n/a", ha="center", va="bottom", color="gray")
         ax.set_title(panel)
-        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize="small")
+        ax.set_ylabel(_PANEL_UNITS[panel])
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize="small")
         ax.set_xlim(-0.5, len(labels) - 0.5)  # bars of NaN do not widen it
         ax.grid(True, axis="y", alpha=0.3)
         if len(keys) > 1:
@@ -942,14 +954,12 @@ def plot_real(
     fig.legend(
         handles,
         names,
-        loc="lower center",
+        loc="outside lower center",
         ncol=2,
         # What the bars are, on the figure itself, as plot_study says.
         title=f"error bars: 1 sd over {seeds} seeds" if seeds > 1 else None,
-        title_fontsize="small",
     )
     fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     save_figure(fig, path, dpi)
     return path
 

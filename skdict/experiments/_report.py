@@ -26,9 +26,17 @@ __all__ = [
     "summarize",
 ]
 
+#: The swept variables, as their figures' axes name them.
+_AXIS_LABELS = {
+    "n_latents": "number of latents",
+    "n_active": "active latents per sample",
+    "n_samples": "training samples",
+    "alpha": "penalty alpha",
+}
+
 #: Panels of a study figure: record key -> axis label.
 FIGURE_METRICS = {
-    "mcc_ood": "MCC (OOD)",
+    "mcc_ood": "MCC-OOD (top-variance dims)",
     "auc_ood": "best-feature AUC (OOD)",
     "acc_ood": "probe accuracy (OOD)",
     "mse_gap": "reconstruction gap (MSE OOD - ID)",
@@ -83,13 +91,20 @@ def save_figure(fig: Any, path: Path, dpi: float) -> None:
     """Save ``fig`` to ``path`` (its suffix names the format) in one step.
 
     Written beside it and renamed, as the records are: runs sharing an output
-    folder plot the same file, and a reader never sees half of one.
+    folder plot the same file, and a reader never sees half of one. Text in
+    a PDF or PostScript file is in TrueType fonts, not matplotlib's default
+    Type 3, which journals' submission checks refuse; in an SVG it stays
+    text, which editors can change.
     """
-    write_atomically(
-        path,
-        lambda handle: fig.savefig(handle, dpi=dpi, format=path.suffix[1:]),
-        binary=True,
-    )
+    from matplotlib import rc_context
+
+    fonts = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
+
+    def save(handle: Any) -> None:
+        with rc_context(fonts):
+            fig.savefig(handle, dpi=dpi, format=path.suffix[1:])
+
+    write_atomically(path, save, binary=True)
 
 
 def check_figure_size(figsize: Any, dpi: Any) -> tuple[tuple[float, float], float]:
@@ -378,8 +393,10 @@ OKABE_ITO = {
 #: name, so that a method looks the same in every figure whatever else ran,
 #: and told apart by marker and line as well as colour: in greyscale, and for
 #: readers who confuse some of the colours. Solid lines code with FISTA, dashed
-#: ones with an SAE encoder, the probe is dotted.
-METHOD_STYLES: dict[str, tuple[str, str, str]] = {
+#: ones with an SAE encoder, the probe is dotted. Within a family, colours that
+#: look alike in greyscale or to deuteranopes (TopK's green and BatchTopK's
+#: purple, ReLU's orange and JumpReLU's sky blue) have dashes of their own.
+METHOD_STYLES: dict[str, tuple[str, str, Any]] = {
     "fista_oracle": (OKABE_ITO["black"], "o", "-"),
     "dl_fista": (OKABE_ITO["vermillion"], "s", "-"),
     "sae_dict_fista": (OKABE_ITO["blue"], "D", "-"),
@@ -387,8 +404,8 @@ METHOD_STYLES: dict[str, tuple[str, str, str]] = {
     "dl_fista_sae_init": (OKABE_ITO["purple"], "P", "-"),
     "sae_relu": (OKABE_ITO["orange"], "^", "--"),
     "sae_topk": (OKABE_ITO["green"], "X", "--"),
-    "sae_batchtopk": (OKABE_ITO["purple"], "h", "--"),
-    "sae_jumprelu": (OKABE_ITO["sky blue"], "<", "--"),
+    "sae_batchtopk": (OKABE_ITO["purple"], "h", "-."),
+    "sae_jumprelu": (OKABE_ITO["sky blue"], "<", (0, (6, 2, 1, 2, 1, 2))),
     "sae_mp": (OKABE_ITO["blue"], ">", "--"),
     "oracle_sae_encoder": (OKABE_ITO["black"], "d", "--"),
     "linear_probe": (OKABE_ITO["grey"], "*", ":"),
@@ -405,7 +422,7 @@ _OTHER_STYLES = [
 ]
 
 
-def _styles(records: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
+def _styles(records: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str, Any]]:
     """Return each label's colour, marker and line style (see :data:`METHOD_STYLES`).
 
     A record without a ``method`` (built by hand) takes the style of the
@@ -414,7 +431,7 @@ def _styles(records: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str, str]
     from ._methods import METHODS
 
     named = {method.label: name for name, method in METHODS.items()}
-    styles: dict[str, tuple[str, str, str]] = {}
+    styles: dict[str, tuple[str, str, Any]] = {}
     others = 0
     for record in records:
         label = record["label"]
@@ -455,8 +472,13 @@ def plot_study(
     One line per method, in its colour, marker and line style of
     :data:`~skdict.experiments.METHOD_STYLES` (the same in every figure);
     error bars one sd over seeds, as the legend says, with the methods moved
-    apart a little along a logarithmic axis so that their bars do not overlap.
-    The x axis is logarithmic for sweeps over sizes and penalties.
+    apart a little along a logarithmic axis so that neither their bars nor
+    equal scores hide each other. The x axis is logarithmic for sweeps over
+    sizes and penalties. The AUC and probe-accuracy panels mark chance (0.5:
+    the benchmark's OOD labels are balanced); the reconstruction gap, which
+    spans orders of magnitude and changes sign, is drawn on a symmetric
+    logarithmic axis when its values do. A panel names the methods it has no
+    values for.
 
     Parameters
     ----------
@@ -469,10 +491,12 @@ def plot_study(
         Figure title; None uses the swept variable's name.
     figsize : (float, float), default=(11, 8)
         Width and height in inches; a smaller figure has larger text relative
-        to it (for a paper's column, e.g. ``(7, 5.5)``).
+        to it: e.g. ``(7, 5.5)`` for a paper's text width, ``(3.5, 6)`` for
+        one of its two columns (the legend takes as many columns as the width
+        holds, and the rest of the height).
     dpi : float, default=120
         Resolution of raster formats; a ``.pdf`` or ``.svg`` path gives a
-        vector figure.
+        vector figure, with its text in TrueType fonts (PDF) or as text (SVG).
 
     Returns
     -------
@@ -551,8 +575,16 @@ def plot_study(
         for _, _, count in by_value.values()
     } or {1}
     seeds = "-".join(map(str, sorted({min(counts), max(counts)})))
-    fig = Figure(figsize=figsize)
+    # Constrained layout keeps room for the legend below the panels whatever
+    # its rows (a fixed tenth of the height was clipped and covered the axis
+    # labels at a column's width, or with nine methods at (7, 5.5)).
+    fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
+    # Methods moved apart along a logarithmic axis, all of them within 7 % of
+    # the value whatever their number: bars of close means are told apart,
+    # equal scores do not hide each other, and the lines still meet the ticks
+    # of the swept values by eye.
+    step = min(1.03, 1.07 ** (2 / max(1, len(labels) - 1)))
     for ax, (metric, axis_label) in zip(axes.flat, FIGURE_METRICS.items(), strict=True):
         for label, by_value in summaries[metric].items():
             colour, marker, line = styles[label]
@@ -561,11 +593,8 @@ def plot_study(
             sds = [by_value[x][1] for x in xs]
             # One seed measures no spread: no bars of zero length with caps.
             several = any(by_value[x][2] > 1 for x in xs)
-            if several and logarithmic:
-                # 3 % apart on the log axis: bars of methods with close means
-                # at one value are told apart, and the lines still meet the
-                # ticks of the swept values by eye.
-                shift = 1.03 ** (labels.index(label) - (len(labels) - 1) / 2)
+            if logarithmic:
+                shift = step ** (labels.index(label) - (len(labels) - 1) / 2)
                 xs = [x * shift for x in xs]
             ax.errorbar(
                 xs,
@@ -573,11 +602,24 @@ def plot_study(
                 yerr=sds if several else None,
                 color=colour,
                 marker=marker,
+                markersize=7,
                 linestyle=line,
                 capsize=3,
                 label=label,
             )
-        ax.set_ylabel(axis_label)
+        _mark_reference(ax, metric, summaries[metric])
+        absent = [label for label in labels if label not in summaries[metric]]
+        if absent:
+            # A method missing from a panel is said to be, not left to the
+            # reader to find (the probe reconstructs nothing).
+            ax.set_title(
+                "no values: " + ", ".join(absent),
+                loc="right",
+                fontsize="small",
+                color="0.35",
+            )
+        # On two lines: upright, the long labels ran into the next panel's.
+        ax.set_ylabel(axis_label.replace(" (", "\n("))
         ax.grid(True, alpha=0.3)
         if logarithmic:
             ax.set_xscale("log")
@@ -587,29 +629,61 @@ def plot_study(
             ax.minorticks_off()
             if len(values) == 1:
                 # Shared log axes around one point shrink to rounding width.
-                # Wide enough for the methods moved apart: at 1.5 the outer
-                # two of 30 labels fell outside without a word.
-                margin = max(1.5, 1.1 * 1.03 ** ((len(labels) - 1) / 2))
+                margin = max(1.5, 1.1 * step ** ((len(labels) - 1) / 2))
                 ax.set_xlim(values[0] / margin, values[0] * margin)
     for ax in axes[1]:
-        ax.set_xlabel(variable)
+        ax.set_xlabel(_AXIS_LABELS.get(variable, variable))
     handles = [
         Line2D([], [], color=colour, marker=marker, linestyle=line, label=label)
         for label, (colour, marker, line) in styles.items()
     ]
+    # As many columns as the width holds (about 2.4 in for a method's name).
+    columns = max(1, min(len(handles), int(figsize[0] // 2.4)))
     fig.legend(
         handles=handles,
-        loc="lower center",
-        ncol=4,
-        fontsize="small",
+        loc="outside lower center",
+        ncol=columns,
         # What the bars are, on the figure itself: a figure travels without
         # the text that made it.
         title=f"error bars: 1 sd over {seeds} seeds"
         if max(counts) > 1
         else "one seed: no error bars",
-        title_fontsize="small",
     )
     fig.suptitle(title or variable)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
     save_figure(fig, path, dpi)
     return path
+
+
+def _mark_reference(ax: Any, metric: str, summary: dict) -> None:
+    """Draw what a panel's values are read against.
+
+    An AUC of 0.5 is chance, and the OOD probe labels of the benchmark are
+    balanced, so that 0.5 is chance accuracy too: scores near it look like a
+    ranking without the line. A reconstruction gap spans orders of magnitude
+    (SAEs' 1e-2 beside FISTA's 1e-5) and changes sign: a symmetric
+    logarithmic axis keeps the small ones apart from zero.
+    """
+    if metric in ("auc_ood", "acc_ood"):
+        ax.axhline(0.5, color="0.5", linewidth=1, linestyle=(0, (1, 3)), zorder=0)
+        ax.annotate(
+            "chance",
+            (1, 0.5),
+            xycoords=("axes fraction", "data"),
+            xytext=(-2, 2),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize="small",
+            color="0.4",
+        )
+    elif metric == "mse_gap":
+        sizes = [
+            abs(mean)
+            for by_value in summary.values()
+            for mean, _, _ in by_value.values()
+            if math.isfinite(mean) and mean != 0
+        ]
+        if len(sizes) > 1 and max(sizes) > 100 * min(sizes):
+            # Linear within a hundredth of the largest gap, logarithmic beyond.
+            ax.set_yscale("symlog", linthresh=max(sizes) / 100, linscale=0.5)
+            ax.axhline(0, color="0.5", linewidth=0.8, zorder=0)
