@@ -117,7 +117,13 @@ for name, estimator in configurations.items():
 fig, ax = plt.subplots(figsize=(7.5, 3.2))
 y = np.arange(len(mcc))
 ax.barh(y - 0.2, [v[0] for v in mcc.values()], height=0.4, label="ID")
-ax.barh(y + 0.2, [v[1] for v in mcc.values()], height=0.4, label="OOD")
+ax.barh(
+    y + 0.2,
+    [v[1] for v in mcc.values()],
+    height=0.4,
+    label="OOD (top-variance dims)",
+    hatch="//",
+)
 ax.set_yticks(y, list(mcc))
 ax.invert_yaxis()
 ax.set_xlim(0, 1)

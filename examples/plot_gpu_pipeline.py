@@ -112,11 +112,22 @@ print("ridge predictions on", latent_0.device)
 
 fig, ax = plt.subplots(figsize=(5, 3.4))
 truth = data.Z_ood[:, 0]
-ax.scatter(truth, latent_0.cpu().numpy(), s=3, label="linear probe (RidgeCV)")
-ax.scatter(truth, fista_0.cpu().numpy(), s=3, label="FISTA codes")
-ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+# Translucent, the probe on top: drawn opaque, the FISTA points hid a quarter
+# of the probe's cloud, where it runs along the diagonal.
+ax.scatter(truth, fista_0.cpu().numpy(), s=4, alpha=0.5, label="FISTA codes")
+ax.scatter(
+    truth,
+    latent_0.cpu().numpy(),
+    s=4,
+    alpha=0.5,
+    marker="x",
+    linewidths=0.8,
+    zorder=3,
+    label="linear probe (RidgeCV)",
+)
+ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="y = x")
 ax.set_xlabel("true latent 0 (OOD samples)")
-ax.set_ylabel("estimate")
+ax.set_ylabel("estimate of latent 0")
 ax.legend(markerscale=4)
 fig.tight_layout()
 plt.show()

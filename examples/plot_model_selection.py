@@ -88,8 +88,15 @@ for ax, name in zip(axes, scoring, strict=True):
     mean = search.cv_results_[f"mean_test_{name}"]
     std = search.cv_results_[f"std_test_{name}"]
     ax.errorbar(alphas, mean, yerr=std, marker="o", label="mean ± sd over folds")
-    ax.axvline(alphas[np.argmax(mean)], color="grey", linestyle=":", label="best alpha")
+    ax.axvline(
+        alphas[np.argmax(mean)],
+        color="grey",
+        linestyle=":",
+        label="best alpha for this score",
+    )
     ax.set_xscale("log")
+    ax.set_xticks(alphas, [f"{alpha:.2g}" for alpha in alphas], fontsize="small")
+    ax.minorticks_off()
     ax.set_xlabel("alpha")
     ax.set_title(name)
 axes[0].legend(fontsize="small")
@@ -129,6 +136,7 @@ for ax, name in zip(axes, scoring, strict=True):
     std = sae_search.cv_results_[f"std_test_{name}"]
     ax.errorbar(ks, mean, yerr=std, marker="o", label="mean ± sd over folds")
     ax.axvline(5, color="grey", linestyle=":", label="true k")
+    ax.set_xticks(ks)
     ax.set_xlabel("k")
     ax.set_title(name)
 axes[0].legend(fontsize="small")
