@@ -24,6 +24,23 @@ from __future__ import annotations
 import argparse
 import warnings
 
+import torch
+from torch.overrides import TorchFunctionMode
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the reads of tensor values by Python (each a host sync on a GPU)."""
+
+    names = {"item", "tolist", "__float__", "__int__", "__bool__"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", None) in self.names
+        return func(*args, **(kwargs or {}))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,8 +48,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    import torch
-    from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from skdict import FISTACoder, _fista
@@ -57,21 +72,8 @@ def main() -> None:
                 )
             return func(*args, **(kwargs or {}))
 
-    class Reads(TorchFunctionMode):
-        """Counts the reads of tensor values by Python."""
-
-        names = {"item", "tolist", "__float__", "__int__", "__bool__"}
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.count = 0
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            self.count += getattr(func, "__name__", None) in self.names
-            return func(*args, **(kwargs or {}))
-
     def counted(run):
-        reads, data_dependent = Reads(), DataDependent()
+        reads, data_dependent = HostReads(), DataDependent()
         with reads, data_dependent:
             result = run()
         return reads.count, data_dependent.count, result

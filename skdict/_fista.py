@@ -523,6 +523,9 @@ def _compact(keep: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tens
     sync; 2,000 of them a dictionary-learning round with 256 atoms).
     """
     if keep.dtype == torch.bool:
+        # As indexing by the mask would: index_select takes rows of longer
+        # tensors without a word.
+        assert all(t.shape[0] == keep.shape[0] for t in tensors)
         keep = keep.nonzero().squeeze(1)
     return [t.index_select(0, keep) for t in tensors]
 
@@ -964,7 +967,7 @@ def _active_set(
     M = torch.where(pair, torch.cholesky_inverse(factor), 0.0)
     out = z.clone()
     rows = torch.nonzero(ran).flatten()
-    A, c, a, z, s, M, diagonal = _compact(ran, [A, c, a, z, s, M, diagonal])
+    A, c, a, z, s, M, diagonal = _compact(rows, [A, c, a, z, s, M, diagonal])
     last = torch.full_like(rows, -1)  # the atom each row added last
     taken = torch.zeros(k, dtype=torch.long, device=z.device)
     running = torch.ones_like(rows, dtype=torch.bool)
@@ -1048,7 +1051,8 @@ def _active_set(
         )
         last = torch.where(adding, enter, torch.where(moving, -1, last))
         if bool(done.any()):
-            out[rows[done]] = z[done]
+            done_rows, done_z = _compact(done, [rows, z])
+            out[done_rows] = done_z
             running &= ~done
             # Finished rows are dropped from the arrays once they are a
             # quarter of them (copying the (w, w) matrices costs).
@@ -1245,7 +1249,7 @@ def _fista_working_set(
         if n_finished == finished.numel():
             break
         if n_finished >= _COMPACT_FRACTION * finished.numel():
-            keep = ~finished
+            keep = (~finished).nonzero().squeeze(1)  # one index for all
             (rows, Gs, b, y, z_prev, k, step, offset) = _compact(
                 keep, [rows, Gs, b, y, z_prev, k, step, offset]
             )
@@ -1253,7 +1257,7 @@ def _fista_working_set(
                 keep, [x_sq, budget, last_support, finished, extra, at_check]
             )
             if not positive:
-                threshold = threshold[keep]
+                threshold = threshold.index_select(0, keep)
         next_stop = int((budget - extra)[~finished].min())
     return out, spent
 
@@ -2047,7 +2051,7 @@ def _encode_batch(
     while True:
         _stop_if_requested()
         done = gap <= tol * primal
-        converged[rows[done]] = True
+        converged[rows] |= done
         floor = gap <= problem.gap_floor[rows]
         leaving = done | floor | (spent[rows] >= max_iter)
         support = (values != 0).sum(dim=1)

@@ -24,9 +24,9 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validat
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
-from torch.overrides import TorchFunctionMode
 
 from benchmarks.bench_fista import twinned_problem
+from benchmarks.bench_syncs import HostReads
 from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _fista
 from skdict._fista import (
     _active_set,
@@ -884,20 +884,6 @@ def test_lipschitz_constant_is_never_below_the_squared_spectral_norm(rng, shape)
     assert expected <= estimate <= expected * (1 + 1e-5)
 
 
-class _HostReads(TorchFunctionMode):
-    """Counts the reads of tensor values by the host (each a sync on a GPU)."""
-
-    reads = {"item", "tolist", "__float__", "__int__", "__bool__"}
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.count += getattr(func, "__name__", None) in self.reads
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("max_iter", [500, 3, 40])
 @pytest.mark.parametrize("shape", [(300, 40), (12, 12), (5, 90)])
 def test_lipschitz_constant_reads_its_estimates_in_groups(
@@ -906,10 +892,10 @@ def test_lipschitz_constant_reads_its_estimates_in_groups(
     # Read one by one, the estimates were host syncs each iteration; read in
     # groups, the result is the same to the last bit.
     D = torch.from_numpy(rng.standard_normal(shape))
-    with _HostReads() as grouped:
+    with HostReads() as grouped:
         estimate = lipschitz_constant(D, max_iter=max_iter)
     monkeypatch.setattr(_fista, "_POWER_READS_EVERY", 1)
-    with _HostReads() as one_by_one:
+    with HostReads() as one_by_one:
         assert lipschitz_constant(D, max_iter=max_iter) == estimate
     iterations = one_by_one.count - 1  # the scale's read, then one an iteration
     assert 3 <= iterations <= max_iter
