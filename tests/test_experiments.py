@@ -2633,7 +2633,8 @@ def test_plot_study_marks_chance_and_spreads_the_reconstruction_gap(
 
     records = _study_records(["fista_oracle", "sae_topk", "linear_probe"])
     for record in records:
-        record["mcc_ood"] = record["auc_ood"] = record["acc_ood"] = 0.8
+        score = {"fista_oracle": 0.9, "sae_topk": 0.55}.get(record["method"], 0.7)
+        record["mcc_ood"] = record["auc_ood"] = record["acc_ood"] = score
         record["mse_gap"] = {"fista_oracle": -2e-5, "sae_topk": 1e-2}.get(
             record["method"]
         )
@@ -2645,6 +2646,13 @@ def test_plot_study_marks_chance_and_spreads_the_reconstruction_gap(
 
     assert chance_lines(auc) and chance_lines(acc) and not chance_lines(mcc)
     assert any(text.get_text() == "chance" for text in auc.texts)
+    # Far above chance, no line squeezes the scores' spread (0.95-0.99 filled
+    # a tenth of the panel).
+    for record in records:
+        record["auc_ood"] = record["acc_ood"] = 0.95 + 0.04 * (record["value"] == 40)
+    plot_study(records, tmp_path / "high.png")
+    auc = saved_figures[-1].axes[1]
+    assert not chance_lines(auc) and auc.get_ylim()[0] > 0.9
     # Gaps 500 times apart and of both signs: a symmetric log axis.
     assert gap.get_yscale() == "symlog" and mcc.get_yscale() == "linear"
     # The probe reconstructs nothing, and the panel says so.
@@ -2652,7 +2660,7 @@ def test_plot_study_marks_chance_and_spreads_the_reconstruction_gap(
     assert not mcc.get_title(loc="right")
     # Gaps of one size stay linear.
     plot_study(_study_records(["fista_oracle", "sae_topk"]), tmp_path / "b.png")
-    assert saved_figures[1].axes[3].get_yscale() == "linear"
+    assert saved_figures[-1].axes[3].get_yscale() == "linear"
 
 
 @pytest.mark.parametrize("figsize", [(7, 5.5), (3.5, 6), (11, 8)])

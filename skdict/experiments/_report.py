@@ -26,8 +26,9 @@ __all__ = [
     "summarize",
 ]
 
-#: The swept variables, as their figures' axes name them.
-_AXIS_LABELS = {
+# The swept variables drawn on a logarithmic axis (sizes and penalties), as
+# their figures' axes name them.
+_LOGARITHMIC_AXES = {
     "n_latents": "number of latents",
     "n_active": "active latents per sample",
     "n_samples": "training samples",
@@ -475,7 +476,8 @@ def plot_study(
     apart a little along a logarithmic axis so that neither their bars nor
     equal scores hide each other. The x axis is logarithmic for sweeps over
     sizes and penalties. The AUC and probe-accuracy panels mark chance (0.5:
-    the benchmark's OOD labels are balanced); the reconstruction gap, which
+    the benchmark's OOD labels are balanced) where scores come near it; the
+    reconstruction gap, which
     spans orders of magnitude and changes sign, is drawn on a symmetric
     logarithmic axis when its values do. A panel names the methods it has no
     values for.
@@ -541,7 +543,7 @@ def plot_study(
         )
     _check_one_kind(records)
     variable = records[0].get("variable", "value")
-    logarithmic = variable in ("n_latents", "n_active", "n_samples", "alpha")
+    logarithmic = variable in _LOGARITHMIC_AXES
     if logarithmic:
         bad = [
             r["value"]
@@ -632,7 +634,7 @@ def plot_study(
                 margin = max(1.5, 1.1 * step ** ((len(labels) - 1) / 2))
                 ax.set_xlim(values[0] / margin, values[0] * margin)
     for ax in axes[1]:
-        ax.set_xlabel(_AXIS_LABELS.get(variable, variable))
+        ax.set_xlabel(_LOGARITHMIC_AXES.get(variable, variable))
     handles = [
         Line2D([], [], color=colour, marker=marker, linestyle=line, label=label)
         for label, (colour, marker, line) in styles.items()
@@ -659,11 +661,16 @@ def _mark_reference(ax: Any, metric: str, summary: dict) -> None:
 
     An AUC of 0.5 is chance, and the OOD probe labels of the benchmark are
     balanced, so that 0.5 is chance accuracy too: scores near it look like a
-    ranking without the line. A reconstruction gap spans orders of magnitude
-    (SAEs' 1e-2 beside FISTA's 1e-5) and changes sign: a symmetric
-    logarithmic axis keeps the small ones apart from zero.
+    ranking without the line, drawn where the scores come within 0.1 of it. A
+    reconstruction gap spans orders of magnitude (SAEs' 1e-2 beside FISTA's
+    1e-5) and changes sign: a symmetric logarithmic axis, linear within a
+    hundredth of the largest gap, tells apart the gaps above that.
     """
-    if metric in ("auc_ood", "acc_ood"):
+    # The data's own range, before a reference line widens it.
+    low = ax.get_ylim()[0]
+    if metric in ("auc_ood", "acc_ood") and low < 0.6:
+        # Only near chance: drawn under scores of 0.95-0.99 it squeezed their
+        # spread into a tenth of the panel.
         ax.axhline(0.5, color="0.5", linewidth=1, linestyle=(0, (1, 3)), zorder=0)
         ax.annotate(
             "chance",
@@ -676,7 +683,7 @@ def _mark_reference(ax: Any, metric: str, summary: dict) -> None:
             fontsize="small",
             color="0.4",
         )
-    elif metric == "mse_gap":
+    if metric == "mse_gap":
         sizes = [
             abs(mean)
             for by_value in summary.values()
