@@ -486,6 +486,16 @@ def test_none_and_text_for_an_array_are_named(make, name):
     frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(c=dates[:, 0])
     with pytest.raises(ValueError, match=r"^X holds dates or times \(columns \['c'\]"):
         make(atoms).fit(frame)
+
+    # A frame whose column dtypes lack a kind is not taken for dates
+    # ("" in "mM" is true).
+    class Kindless:
+        dtypes = pd.Series([object()] * 3, index=["a", "b", "c"])
+
+        def __array__(self, dtype=None, copy=None):
+            return X if dtype is None else X.astype(dtype)
+
+    np.testing.assert_array_equal(fitted.transform(Kindless()), fitted.transform(X))
     # An empty tensor is named as an empty NumPy array is.
     for empty in (np.zeros((0, 3)), torch.zeros(0, 3, dtype=torch.float64)):
         with pytest.raises(ValueError, match=r"^Invalid X: Found array with 0 sample"):
