@@ -487,6 +487,11 @@ def test_none_and_text_for_an_array_are_named(make, name):
     with pytest.raises(ValueError, match=r"^X holds dates or times \(columns \['c'\]"):
         make(atoms).fit(frame)
 
+    # Durations are refused as dates are (NumPy's type promotion failed).
+    frame = frame.assign(c=pd.to_timedelta(np.arange(20), unit="s"))
+    with pytest.raises(ValueError, match=r"^X holds dates or times \(columns \['c'\]"):
+        make(atoms).fit(frame)
+
     # A frame whose column dtypes lack a kind is not taken for dates
     # ("" in "mM" is true).
     class Kindless:

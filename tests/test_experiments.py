@@ -2695,7 +2695,7 @@ def test_study_styles_tell_the_sae_variants_apart_without_colour():
     assert len(set(markers)) == len(markers)
 
 
-@pytest.mark.parametrize("suffix", [".pdf", ".svg"])
+@pytest.mark.parametrize("suffix", [".pdf", ".svg", ".ps", ".eps"])
 def test_vector_figures_keep_their_text_editable(tmp_path, suffix):
     # matplotlib's default Type 3 fonts are refused by journals' submission
     # checks, and its SVG text is drawn as paths.
@@ -2705,8 +2705,10 @@ def test_vector_figures_keep_their_text_editable(tmp_path, suffix):
     content = path.read_bytes()
     if suffix == ".pdf":
         assert b"/FontFile2" in content and b"/Type3" not in content  # TrueType
-    else:
+    elif suffix == ".svg":
         assert b"<text" in content
+    else:
+        assert b"/FontType 42" in content and b"/FontType 3 " not in content
 
 
 def test_plot_study_title_defaults_to_the_swept_variable(tmp_path, saved_figures):
@@ -2958,3 +2960,69 @@ def test_the_alpha_study_runs_on_the_documented_data(preset, n_latents):
         for c in cells
     }
     assert data == {(n_latents, 10, 5000)}
+
+
+def _gap_records(gaps, values=(20, 40)):
+    # One seed of fista_oracle and sae_topk (and more), gaps per method.
+    from skdict.experiments._methods import METHODS
+
+    return [
+        {
+            "method": name,
+            "label": METHODS[name].label,
+            "value": value,
+            "variable": "n_latents",
+            "seed": 0,
+            "mcc_ood": 0.8,
+            "auc_ood": 0.8,
+            "acc_ood": 0.8,
+            "mse_gap": gap,
+        }
+        for value in values
+        for name, gap in gaps.items()
+    ]
+
+
+def test_plot_study_draws_the_gap_on_symlog_only_when_sizes_differ(
+    tmp_path, saved_figures
+):
+    # Linear within a hundredth of the largest gap, with a zero line; gaps of
+    # zero are no size, and gaps fifty times apart stay on a linear axis.
+    from skdict.experiments import plot_study
+
+    plot_study(
+        _gap_records({"fista_oracle": -2e-5, "sae_topk": 1e-2}), tmp_path / "a.png"
+    )
+    gap = saved_figures[-1].axes[3]
+    assert gap.get_yscale() == "symlog"
+    assert gap.yaxis.get_transform().linthresh == pytest.approx(1e-2 / 100)
+    assert any(list(line.get_ydata()) == [0, 0] for line in gap.get_lines())
+    # A zero gap (identical reconstructions) beside gaps of one size.
+    plot_study(
+        _gap_records({"fista_oracle": 0.0, "sae_topk": 1e-3}), tmp_path / "b.png"
+    )
+    assert saved_figures[-1].axes[3].get_yscale() == "linear"
+    # Fifty times apart: still linear.
+    plot_study(
+        _gap_records({"fista_oracle": 2e-5, "sae_topk": 1e-3}), tmp_path / "c.png"
+    )
+    assert saved_figures[-1].axes[3].get_yscale() == "linear"
+
+
+def test_plot_study_spreads_many_methods_over_seven_percent(tmp_path, saved_figures):
+    # Twelve methods use the whole 7 % either side of a value, not a corner.
+    from skdict.experiments import plot_study
+
+    records = _gap_records({"fista_oracle": 1e-4, "sae_topk": 1e-4})
+    records += [
+        {**records[0], "method": f"m{i}", "label": f"m{i}", "value": value}
+        for i in range(10)
+        for value in (20, 40)
+    ]
+    plot_study(records, tmp_path / "a.png")
+    xs = [line.get_xdata()[0] for line in saved_figures[-1].axes[0].get_lines()]
+    xs = [x for x in xs if 15 < x < 30]
+    assert len(xs) == 12
+    assert max(xs) / 20 == pytest.approx(1.07) and min(xs) / 20 == pytest.approx(
+        1 / 1.07
+    )

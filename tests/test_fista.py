@@ -2731,3 +2731,58 @@ def test_float32_rows_finished_in_float64_are_certified_with_their_rounding(rng)
         assert np.all(suboptimality[converged] <= tol)
         certified.append(int(converged.sum()))
     assert certified[1] == 50
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_polish_writes_and_marks_only_the_rows_it_solved(whole):
+    # The rows _polish writes and marks usable, one index per mask: those
+    # whose Newton step was exact or moved, on either path; a row whose step
+    # fails with nothing to move keeps its codes and is not usable.
+    from skdict._fista import _polish
+
+    gram = torch.eye(3, dtype=torch.float64)
+
+    def scaled_gram(rows, idx):
+        if idx is None:
+            return gram.expand(rows.numel(), 3, 3)
+        return gram[idx.unsqueeze(2), idx.unsqueeze(1)]
+
+    # Row 0: its Newton solution flips the sign of its one atom; row 1 keeps
+    # its signs (G = I: the solution is b - alpha sign(z) on the support).
+    z = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.4, 0.3]], dtype=torch.float64)
+    b = torch.tensor([[0.05, 0.0, 0.0], [0.0, 1.1, 0.6]], dtype=torch.float64)
+    expected = torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64)
+    polished, usable = _polish(z, b, 0.1, scaled_gram, partial=True, whole=whole)
+    assert usable.all()
+    torch.testing.assert_close(polished[0], torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(polished[1], expected)
+    # Without partial steps row 0 fails: left as it was, and not usable.
+    polished, usable = _polish(z, b, 0.1, scaled_gram, whole=whole)
+    assert usable.tolist() == [False, True]
+    torch.testing.assert_close(polished[0], z[0])
+    torch.testing.assert_close(polished[1], expected)
+
+
+def test_n_iter_counts_the_active_set_steps(monkeypatch):
+    # A sample's n_iter counts its active-set steps with its FISTA
+    # iterations (n_iter <= max_iter alone passed without them).
+    steps, original = [], _fista._active_set
+
+    def counted(*args, **kwargs):
+        codes, ran, taken = original(*args, **kwargs)
+        steps.append(taken.tolist())
+        return codes, ran, taken
+
+    rng = np.random.default_rng(0)
+    D = torch.from_numpy(random_dictionary(rng, 200, 40))
+    X = torch.from_numpy(rng.standard_normal((4, 40)))
+    warm = fista_encode(X, D, alpha=0.1).codes
+    monkeypatch.setattr(_fista, "_active_set", counted)
+    result = fista_encode(X, D, alpha=0.01, init=warm)
+    # The first call takes every sample (here 30, 16, 19 and 4 steps; the
+    # last sample then finishes after one FISTA iteration). Each sample's
+    # n_iter is at least its own steps, so the smallest n_iter is at least
+    # the smallest count of steps (without them it was 1).
+    first = steps[0]
+    assert len(first) == 4 and min(first) > 1
+    assert int(result.n_iter.min()) >= min(first)

@@ -1936,3 +1936,16 @@ def test_a_k_too_large_names_the_decoder_atoms_as_the_width(rng):
     sae = SparseAutoencoder(activation="topk", k=5, decoder=atoms, max_epochs=1)
     with pytest.raises(ValueError, match="one per decoder atom"):
         sae.fit(rng.standard_normal((10, 4)))
+
+
+@pytest.mark.parametrize("size", [np.uint64, np.int64, np.int32])
+def test_sae_modules_keep_their_sizes_as_python_integers(size):
+    # Before NumPy 2, np.uint64(16) + 64 is the float 80.0, which torch
+    # refused as a size: every size a module keeps is a Python integer.
+    from skdict._sae._modules import MatchingPursuitSAE, TopKSAE
+
+    for cls in (TopKSAE, MatchingPursuitSAE):
+        module = cls(size(5), size(16), k=size(2), dtype=torch.float64)
+        assert type(module.n_features) is int
+        assert type(module.n_components) is int
+        assert type(module.k) is int
