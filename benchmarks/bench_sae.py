@@ -23,6 +23,10 @@ mp
     The matching-pursuit SAE's training step at the recipe's size: the
     pursuit alone and the whole step (loss, gradients, projection, AdamW,
     renormalisation), in microseconds and torch operator calls.
+mp_transform
+    ``transform`` of 8,192 x 64 rows by a matching-pursuit SAE of width 4,096:
+    one Gram matrix of the atoms for the whole call (as it runs) against one
+    for each chunk of rows, alternated.
 scale
     Training samples/s at width 16,384 on 512-dimensional inputs, batch 4,096
     (k=32), on the CPU and, when available, on CUDA.
@@ -503,6 +507,44 @@ def section_mp(args):
         print(f"operators per step: {counts}")
 
 
+def section_mp_transform(args):
+    from skdict import SparseAutoencoder
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8192, 64)).astype(np.float32)
+    sae = SparseAutoencoder(4096, activation="mp", k=8, max_epochs=1, random_state=0)
+    sae.fit(X[:512])
+    held = _modules.MatchingPursuitSAE.atoms_held
+
+    def per_chunk():
+        # The baseline: a Gram matrix for every chunk of rows.
+        _modules.MatchingPursuitSAE.atoms_held = _modules.SAE.atoms_held
+        try:
+            return sae.transform(X)
+        finally:
+            _modules.MatchingPursuitSAE.atoms_held = held
+
+    calls = {"one Gram a call": lambda: sae.transform(X), "one a chunk": per_chunk}
+    print(
+        "\n## mp_transform: transform of 8,192 x 64 rows at width 4,096 (k=8), "
+        f"1 thread, alternated, best of {args.repeats}"
+    )
+    times = {name: [] for name in calls}
+    with threads(1):
+        codes = {name: fn() for name, fn in calls.items()}  # untimed
+        for _ in range(args.repeats):
+            for name, fn in calls.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    best = {name: min(t) for name, t in times.items()}
+    for name, seconds in best.items():
+        print(f"{name:>16} {seconds:6.2f} s")
+    same = np.allclose(*codes.values(), rtol=1e-5, atol=1e-6)
+    ratio = best["one Gram a call"] / best["one a chunk"]
+    print(f"ratio {ratio:.2f} (held / per chunk); same codes: {same}")
+
+
 def section_scale(args):
     width, n_features, batch, k = 16_384, 512, 4096, 32
     devices = [torch.device("cpu")]
@@ -530,6 +572,7 @@ SECTIONS = {
     "threads": section_threads,
     "crossover": section_crossover,
     "mp": section_mp,
+    "mp_transform": section_mp_transform,
     "scale": section_scale,
     "precision": section_precision,
 }

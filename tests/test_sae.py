@@ -1949,3 +1949,31 @@ def test_sae_modules_keep_their_sizes_as_python_integers(size):
         assert type(module.n_features) is int
         assert type(module.n_components) is int
         assert type(module.k) is int
+
+
+def test_matching_pursuit_computes_its_gram_matrix_once_per_transform(monkeypatch):
+    # The atoms are fixed while a transform or score codes its chunks of
+    # rows: one Gram matrix serves them all (one a chunk took half the time
+    # of a transform at 4,096 latents).
+    from skdict._sae import _training
+    from skdict._sae._modules import MatchingPursuitSAE
+
+    X = np.random.default_rng(0).standard_normal((50, 6))
+    sae = SparseAutoencoder(12, activation="mp", k=2, max_epochs=2, random_state=0)
+    sae.fit(X)
+    whole = sae.transform(X)
+    calls = []
+    gram = MatchingPursuitSAE._gram
+
+    def counted(module):
+        calls.append(1)
+        return gram(module)
+
+    monkeypatch.setattr(MatchingPursuitSAE, "_gram", counted)
+    monkeypatch.setattr(_training, "rows_per_block", lambda width: 7)  # 8 chunks
+    # (Chunks of other sizes round a few products differently.)
+    np.testing.assert_allclose(sae.transform(X), whole, rtol=1e-12, atol=1e-14)
+    assert len(calls) == 1
+    sae.score(X)
+    assert len(calls) == 2
+    assert sae.module_._held_gram is None  # released after the call

@@ -61,7 +61,7 @@ from .._tensor import (
 from .._typing import ArrayLike, Bool, Device, Float, Int, Seed
 from .._warnings import warn
 from ._modules import ACTIVATIONS, SAE, SparseCodes, build_sae
-from ._training import RowSubset, chunk_size, evaluate, make_optimizer, train
+from ._training import RowSubset, chunks, evaluate, make_optimizer, train
 
 __all__ = ["SparseAutoencoder"]
 
@@ -915,12 +915,13 @@ class SparseAutoencoder(
     def _encode(self, module: SAE, X_t: torch.Tensor) -> torch.Tensor:
         """Dense codes of ``X_t``, coded in chunks of rows."""
         codes = X_t.new_empty(X_t.shape[0], module.n_components)
-        step = chunk_size(module)
-        for start in range(0, X_t.shape[0], step):
-            chunk = module.encode(X_t[start : start + step])
+        start = 0
+        for rows in chunks(module, X_t):
+            chunk = module.encode(rows)
             if isinstance(chunk, SparseCodes):
                 chunk = chunk.to_dense()
-            codes[start : start + step] = chunk
+            codes[start : start + len(rows)] = chunk
+            start += len(rows)
         return codes
 
     def fit_transform(self, X: ArrayLike, y: ArrayLike = None) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -171,6 +172,14 @@ def chunk_size(module: SAE) -> int:
     return rows_per_block(max(module.n_components, module.n_features))
 
 
+def chunks(module: SAE, X: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Consecutive chunks of :func:`chunk_size` rows of ``X``, atoms held fixed."""
+    step = chunk_size(module)
+    with module.atoms_held():
+        for start in range(0, X.shape[0], step):
+            yield X[start : start + step]
+
+
 @torch.no_grad()
 def evaluate(module: SAE, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference-time sums over ``X``: squared error and penalty, firing counts.
@@ -185,9 +194,7 @@ def evaluate(module: SAE, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     sums = X.new_zeros(2)
     active = X.new_zeros(module.n_components)
-    step = chunk_size(module)
-    for start in range(0, X.shape[0], step):
-        x = X[start : start + step]
+    for x in chunks(module, X):
         out = module(x)
         diff = (out.x_hat - x).view(-1)
         sums += torch.stack([torch.dot(diff, diff), module.penalty(out.codes)])
