@@ -1597,7 +1597,7 @@ def test_plot_study_gives_each_method_one_colour_and_a_legend_entry(
         text.get_text(): to_rgba(handle.get_color())
         for text, handle in zip(legend.get_texts(), legend.legend_handles, strict=True)
     }
-    assert list(named) == ["Linear probe", "Oracle"]
+    assert list(named) == ["Linear probe", "Oracle", "chance (0.5)"]
     drawn = [
         (bars.get_label(), to_rgba(bars.lines[0].get_color()))
         for ax in figure.axes
@@ -2645,7 +2645,9 @@ def test_plot_study_marks_chance_and_spreads_the_reconstruction_gap(
         return [line for line in ax.get_lines() if list(line.get_ydata()) == [0.5] * 2]
 
     assert chance_lines(auc) and chance_lines(acc) and not chance_lines(mcc)
-    assert any(text.get_text() == "chance" for text in auc.texts)
+    # Named in the legend: a label beside the line covered points at chance.
+    legend = [text.get_text() for text in saved_figures[0].legends[0].get_texts()]
+    assert legend[-1] == "chance (0.5)" and not auc.texts
     # Far above chance, no line squeezes the scores' spread (0.95-0.99 filled
     # a tenth of the panel).
     for record in records:
@@ -2653,6 +2655,8 @@ def test_plot_study_marks_chance_and_spreads_the_reconstruction_gap(
     plot_study(records, tmp_path / "high.png")
     auc = saved_figures[-1].axes[1]
     assert not chance_lines(auc) and auc.get_ylim()[0] > 0.9
+    legend = [text.get_text() for text in saved_figures[-1].legends[0].get_texts()]
+    assert "chance (0.5)" not in legend
     # Gaps 500 times apart and of both signs: a symmetric log axis.
     assert gap.get_yscale() == "symlog" and mcc.get_yscale() == "linear"
     # The probe reconstructs nothing, and the panel says so.
@@ -2855,9 +2859,14 @@ def test_two_labels_of_one_method_get_different_styles(tmp_path, saved_figures):
         for v in (10, 20)
     ]
     plot_study(records, tmp_path / "s.png")
-    handles = saved_figures[0].legends[0].legend_handles
+    legend = saved_figures[0].legends[0]
+    handles = [
+        handle
+        for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True)
+        if text.get_text() != "chance (0.5)"
+    ]
     styles = {(h.get_color(), h.get_marker(), h.get_linestyle()) for h in handles}
-    assert len(styles) == 2
+    assert len(handles) == len(styles) == 2
 
 
 def test_the_legend_gives_the_range_of_seed_counts(tmp_path, saved_figures):
@@ -2998,6 +3007,8 @@ def test_plot_study_draws_the_gap_on_symlog_only_when_sizes_differ(
     gap = saved_figures[-1].axes[3]
     assert gap.get_yscale() == "symlog"
     assert gap.yaxis.get_transform().linthresh == pytest.approx(1e-2 / 100)
+    # Margins on the new scale: the largest gap's marker is not cut in half.
+    assert gap.get_ylim()[1] > 1.1e-2
     assert any(list(line.get_ydata()) == [0, 0] for line in gap.get_lines())
     # A zero gap (identical reconstructions) beside gaps of one size.
     plot_study(

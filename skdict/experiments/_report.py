@@ -587,6 +587,7 @@ def plot_study(
     # equal scores do not hide each other, and the lines still meet the ticks
     # of the swept values by eye.
     step = min(1.03, 1.07 ** (2 / max(1, len(labels) - 1)))
+    chance = False
     for ax, (metric, axis_label) in zip(axes.flat, FIGURE_METRICS.items(), strict=True):
         for label, by_value in summaries[metric].items():
             colour, marker, line = styles[label]
@@ -609,7 +610,7 @@ def plot_study(
                 capsize=3,
                 label=label,
             )
-        _mark_reference(ax, metric, summaries[metric])
+        chance |= _mark_reference(ax, metric, summaries[metric])
         absent = [label for label in labels if label not in summaries[metric]]
         if absent:
             # A method missing from a panel is said to be, not left to the
@@ -639,6 +640,8 @@ def plot_study(
         Line2D([], [], color=colour, marker=marker, linestyle=line, label=label)
         for label, (colour, marker, line) in styles.items()
     ]
+    if chance:
+        handles.append(Line2D([], [], label="chance (0.5)", **_CHANCE_LINE))
     # As many columns as the width holds (about 2.4 in for a method's name).
     columns = max(1, min(len(handles), int(figsize[0] // 2.4)))
     fig.legend(
@@ -656,8 +659,13 @@ def plot_study(
     return path
 
 
-def _mark_reference(ax: Any, metric: str, summary: dict) -> None:
-    """Draw what a panel's values are read against.
+# The chance level, named in the legend (a label beside the line covered the
+# points at chance).
+_CHANCE_LINE = {"color": "0.5", "linewidth": 1, "linestyle": (0, (1, 3))}
+
+
+def _mark_reference(ax: Any, metric: str, summary: dict) -> bool:
+    """Draw what a panel's values are read against; return whether chance is.
 
     An AUC of 0.5 is chance, and the OOD probe labels of the benchmark are
     balanced, so that 0.5 is chance accuracy too: scores near it look like a
@@ -666,23 +674,14 @@ def _mark_reference(ax: Any, metric: str, summary: dict) -> None:
     1e-5) and changes sign: a symmetric logarithmic axis, linear within a
     hundredth of the largest gap, tells apart the gaps above that.
     """
+    drawn = False
     # The data's own range, before a reference line widens it.
     low = ax.get_ylim()[0]
     if metric in ("auc_ood", "acc_ood") and low < 0.6:
         # Only near chance: drawn under scores of 0.95-0.99 it squeezed their
         # spread into a tenth of the panel.
-        ax.axhline(0.5, color="0.5", linewidth=1, linestyle=(0, (1, 3)), zorder=0)
-        ax.annotate(
-            "chance",
-            (1, 0.5),
-            xycoords=("axes fraction", "data"),
-            xytext=(-2, 2),
-            textcoords="offset points",
-            ha="right",
-            va="bottom",
-            fontsize="small",
-            color="0.4",
-        )
+        ax.axhline(0.5, label="chance", zorder=0, **_CHANCE_LINE)
+        drawn = True
     if metric == "mse_gap":
         sizes = [
             abs(mean)
@@ -692,5 +691,10 @@ def _mark_reference(ax: Any, metric: str, summary: dict) -> None:
         ]
         if len(sizes) > 1 and max(sizes) > 100 * min(sizes):
             # Linear within a hundredth of the largest gap, logarithmic beyond.
-            ax.set_yscale("symlog", linthresh=max(sizes) / 100, linscale=0.5)
+            ax.set_yscale("symlog", linthresh=max(sizes) / 100)
+            # Limits afresh, with margins on the new scale (those of the
+            # linear one cut the top marker in half).
+            ax.relim()
+            ax.autoscale_view()
             ax.axhline(0, color="0.5", linewidth=0.8, zorder=0)
+    return drawn
