@@ -476,11 +476,10 @@ def plot_study(
     apart a little along a logarithmic axis so that neither their bars nor
     equal scores hide each other. The x axis is logarithmic for sweeps over
     sizes and penalties. The AUC and probe-accuracy panels mark chance (0.5:
-    the benchmark's OOD labels are balanced) where scores come near it; the
-    reconstruction gap, which
-    spans orders of magnitude and changes sign, is drawn on a symmetric
-    logarithmic axis when its values do. A panel names the methods it has no
-    values for.
+    the benchmark's OOD labels are balanced) where scores come near it, named
+    in the legend; the reconstruction gap, which spans orders of magnitude
+    and changes sign, is drawn on a symmetric logarithmic axis when its
+    values do. A panel names the methods it has no values for.
 
     Parameters
     ----------
