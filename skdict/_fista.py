@@ -396,7 +396,6 @@ def lipschitz_constant(
     # round's). Iterations run ahead and their estimates are read in groups,
     # then taken in order as if read one by one: the same result, for at most
     # _POWER_READS_EVERY - 1 products more.
-    group = _POWER_READS_EVERY
     estimate = 0.0
     pending: list[torch.Tensor] = []
     for iteration in range(max_iter):
@@ -404,7 +403,7 @@ def lipschitz_constant(
         norm = w.norm()
         pending.append(torch.stack([w @ v, norm]))
         v = w / norm
-        if len(pending) < group and iteration + 1 < max_iter:
+        if len(pending) < _POWER_READS_EVERY and iteration + 1 < max_iter:
             continue
         for new_estimate, new_norm in torch.stack(pending).tolist():
             if new_norm == 0:

@@ -821,20 +821,16 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
     return align_rows(rows)
 
 
-#: Figure panels: title -> record keys drawn as bars side by side.
+#: Figure panels: title -> (record keys drawn as bars side by side, what the
+#: y axis measures).
 FIGURE_PANELS = {
-    "colour probe accuracy": ("color_acc_val", "color_acc_ood"),
-    "object probe accuracy": ("object_acc_val", "object_acc_ood"),
-    "colour and object features both fire": ("both_fire_val", "both_fire_ood"),
-    "reconstruction gap": ("mse_gap",),
-}
-
-# What each panel's y axis measures.
-_PANEL_UNITS = {
-    "colour probe accuracy": "accuracy",
-    "object probe accuracy": "accuracy",
-    "colour and object features both fire": "fraction of phrases",
-    "reconstruction gap": "MSE held-out - seen",
+    "colour probe accuracy": (("color_acc_val", "color_acc_ood"), "accuracy"),
+    "object probe accuracy": (("object_acc_val", "object_acc_ood"), "accuracy"),
+    "colour and object features both fire": (
+        ("both_fire_val", "both_fire_ood"),
+        "fraction of phrases",
+    ),
+    "reconstruction gap": (("mse_gap",), "MSE held-out - seen"),
 }
 
 
@@ -919,7 +915,9 @@ def plot_real(
     axes = fig.subplots(2, 2, sharex=True)
     x = np.arange(len(labels))
     seeds = 1  # the most seeds behind a bar, for the legend
-    for ax, (panel, keys) in zip(axes.flat, FIGURE_PANELS.items(), strict=True):
+    for ax, (panel, (keys, measured)) in zip(
+        axes.flat, FIGURE_PANELS.items(), strict=True
+    ):
         width = 0.8 / len(keys)
         for i, key in enumerate(keys):
             stats = _stats(records, key)
@@ -941,7 +939,7 @@ def plot_real(
             if label not in stats:  # no features, no reconstruction
                 ax.text(position, 0, "n/a", ha="center", va="bottom", color="gray")
         ax.set_title(panel)
-        ax.set_ylabel(_PANEL_UNITS[panel])
+        ax.set_ylabel(measured)
         ax.set_xticks(x, labels, rotation=30, ha="right", fontsize="small")
         ax.set_xlim(-0.5, len(labels) - 0.5)  # bars of NaN do not widen it
         ax.grid(True, axis="y", alpha=0.3)
