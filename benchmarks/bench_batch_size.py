@@ -24,7 +24,8 @@ import time
 import numpy as np
 import torch
 
-from skdict import FISTACoder, _fista
+from skdict import FISTACoder
+from skdict._fista import _encode, _problem
 
 SHAPES = [
     (8, 768, 40000),
@@ -76,8 +77,8 @@ def main() -> None:
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n_atoms, n_features, n_rows in args.shapes:
         D, X = _data(n_atoms, n_features, n_rows)
-        earlier = _fista.rows_per_block(
-            max(n_atoms, n_features), _fista._AUTO_BATCH_ELEMENTS
+        earlier = _encode.rows_per_block(
+            max(n_atoms, n_features), _problem._AUTO_BATCH_ELEMENTS
         )
         coders = {
             "now": FISTACoder(D, alpha=0.1, positive=True).fit(X[:10]),
@@ -97,7 +98,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
         now, before = min(times["now"]), min(times["earlier"])
         diff = float(np.abs(codes["now"] - codes["earlier"]).max())
-        batch = _fista._auto_batch_size(n_atoms, n_features)
+        batch = _encode._auto_batch_size(n_atoms, n_features)
         print(
             f"| {n_atoms} | {n_features} | {n_rows} | {min(batch, n_rows)} "
             f"| {min(earlier, n_rows)} | {now:.2f} | {before:.2f} "

@@ -50,7 +50,8 @@ def main() -> None:
 
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from skdict import FISTACoder, _fista
+    from skdict import FISTACoder
+    from skdict._fista import _core
     from skdict.datasets import make_compositional
 
     aten = torch.ops.aten
@@ -103,12 +104,12 @@ def main() -> None:
         print(f"{name:>16} {reads:8d} {data_dependent:15d} {checksum:16.10g}")
 
     atoms = torch.randn(args.n_latents, 93, generator=torch.Generator().manual_seed(0))
-    grouped = counted(lambda: _fista.lipschitz_constant(atoms))
-    every, _fista._POWER_READS_EVERY = _fista._POWER_READS_EVERY, 1
+    grouped = counted(lambda: _core.lipschitz_constant(atoms))
+    every, _core._POWER_READS_EVERY = _core._POWER_READS_EVERY, 1
     try:
-        one_by_one = counted(lambda: _fista.lipschitz_constant(atoms))
+        one_by_one = counted(lambda: _core.lipschitz_constant(atoms))
     finally:
-        _fista._POWER_READS_EVERY = every
+        _core._POWER_READS_EVERY = every
     print(
         f"lipschitz_constant, {args.n_latents} x 93: {grouped[0]} reads in groups "
         f"of {every}, {one_by_one[0]} one by one (ratio "

@@ -12,14 +12,14 @@ __all__ = ["FISTACoder", "OracleDictionary", "SparseAutoencoder", "__version__"]
 # inside its handler of Ctrl-C, handles an interrupt from its first moment
 # (one while they loaded printed a traceback of up to 56 lines).
 _HOMES = {
-    "FISTACoder": "._fista",
-    "OracleDictionary": "._dictionary",
+    "FISTACoder": "._fista_coder",
+    "OracleDictionary": "._oracle",
     "SparseAutoencoder": "._sae",
 }
 
 if TYPE_CHECKING:
-    from ._dictionary import OracleDictionary
-    from ._fista import FISTACoder
+    from ._fista_coder import FISTACoder
+    from ._oracle import OracleDictionary
     from ._sae import SparseAutoencoder
 else:
     # Hidden from type checkers, for which a module __getattr__ makes every

@@ -61,6 +61,23 @@ def two_threads():
     torch.set_num_threads(saved)
 
 
+def patch_everywhere(monkeypatch, module, name, value):
+    """Set ``module.name`` to ``value`` in every skdict module that holds it.
+
+    A solver's constants and functions are imported by each module that uses
+    them; patching the defining module alone would leave those bindings.
+    """
+    original = getattr(module, name)
+    holders = [
+        held
+        for key, held in list(sys.modules.items())
+        if key.split(".")[0] == "skdict" and getattr(held, name, None) is original
+    ]
+    assert module in holders
+    for held in holders:
+        monkeypatch.setattr(held, name, value)
+
+
 def random_dictionary(rng, n_components, n_features):
     """Unit-norm Gaussian atoms as rows."""
     D = rng.standard_normal((n_components, n_features))

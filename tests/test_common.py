@@ -251,10 +251,10 @@ def test_refit_with_an_invalid_parameter_keeps_the_previous_fit(estimator, inval
     [
         (
             FISTACoder(n_components=6, dict_max_iter=3),
-            "skdict._fista",
+            "skdict._fista_coder",
             "learn_dictionary",
         ),
-        (OracleDictionary(), "skdict._dictionary", "code_statistics"),
+        (OracleDictionary(), "skdict._oracle", "code_statistics"),
         (
             SparseAutoencoder(6, max_epochs=2, batch_size=8, random_state=0),
             "skdict._sae._estimator.SparseAutoencoder",

@@ -25,33 +25,40 @@ from skdict import (
     FISTACoder,
     OracleDictionary,
     SparseAutoencoder,
-    _dictionary,
-    _fista,
+    _fista_coder,
+    _oracle,
     _tensor,
 )
-from skdict._dictionary import (
-    _RETURNS_TO_KEEP,
+from skdict._dictionary import is_same_given, record_given
+from skdict._fista import _encode, _working_set
+from skdict._fista._encode import _warn_if_no_code, fista_encode
+from skdict._learning import _alternation
+from skdict._learning._alternation import (
     _coherence_bound,
+    _lstsq_step,
+    learn_dictionary,
+)
+from skdict._learning._atoms import (
+    _RETURNS_TO_KEEP,
     _coherent_atoms,
     _DuplicateMemory,
+    _worst_residuals,
+    initial_dictionary,
+)
+from skdict._learning._online import (
     _forgetting_factor,
-    _lstsq_step,
+    batch_statistics,
+    online_dictionary_update,
+)
+from skdict._learning._updates import (
     _operand,
     _rescaled,
     _sample_side_atoms,
     _well_posed_cholesky,
-    _worst_residuals,
-    batch_statistics,
     block_coordinate_update,
-    estimate_dictionary,
-    initial_dictionary,
-    is_same_given,
-    learn_dictionary,
     lstsq_dictionary,
-    online_dictionary_update,
-    record_given,
 )
-from skdict._fista import _warn_if_no_code, fista_encode
+from skdict._oracle import estimate_dictionary
 from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score
 
@@ -59,6 +66,7 @@ from .conftest import (
     cuda,
     lasso_objective,
     near_duplicate_stream,
+    patch_everywhere,
     random_dictionary,
     saved_and_loaded,
     sparse_codes,
@@ -498,13 +506,11 @@ def test_oracle_fit_keeps_statistics_only_of_bounded_size(monkeypatch):
     # Z^T Z of 10,000 latents would keep 800 MB on a fitted oracle (and in
     # its pickles): beyond a bound, fit keeps none, and a stream after it
     # says how to start one.
-    from skdict import _dictionary
-
     rng = np.random.default_rng(0)
     D = random_dictionary(rng, 6, 5)
     Z = sparse_codes(rng, 200, 6, 2)
     X = Z @ D
-    monkeypatch.setattr(_dictionary, "_KEPT_STATISTICS", 6 * (6 + 5) - 1)
+    monkeypatch.setattr(_oracle, "_KEPT_STATISTICS", 6 * (6 + 5) - 1)
     oracle = OracleDictionary().fit(X[:100], Z[:100])
     assert oracle._statistics is None
     with pytest.raises(ValueError, match="fit kept no statistics"):
@@ -1380,13 +1386,13 @@ def test_learning_codes_are_not_finished_in_float64(small, monkeypatch):
     """Learning rounds code to loose tolerances: no float64 finish (a fit at
     alpha=0.01 finished thousands of rows in float64 and ran 30 % longer)."""
     dtypes = []
-    encode = _fista._encode
+    encode = _encode._encode
 
     def spy(X, *args, **kwargs):
         dtypes.append(X.dtype)
         return encode(X, *args, **kwargs)
 
-    monkeypatch.setattr(_fista, "_encode", spy)
+    monkeypatch.setattr(_encode, "_encode", spy)
     X = small.X_train.astype(np.float32)
     coder = FISTACoder(n_components=20, alpha=0.01, dict_max_iter=5, random_state=0)
     coder.fit(X).partial_fit(X[:50])
@@ -1816,9 +1822,9 @@ def test_float32_data_whose_summed_squares_overflow_are_rescaled(monkeypatch):
     # rescaled and learned. Such data are brought near 1 too.
     data = make_compositional(20, 3, n_samples=400, random_state=0)
     X = data.X_train.astype(np.float32)
-    fits = _dictionary._fits_float32
+    fits = _alternation._fits_float32
     monkeypatch.setattr(  # as if there were millions of rows
-        _dictionary,
+        _alternation,
         "_fits_float32",
         lambda X: fits(X) and float(X.abs().max()) < 2.0**20,
     )
@@ -2396,7 +2402,7 @@ def test_small_learning_problems_run_on_one_thread(rng, monkeypatch, two_threads
     # the caller's thread count is restored, also after an error.
     seen = []
     originals = {
-        name: getattr(_fista, name)
+        name: getattr(_fista_coder, name)
         for name in ("learn_dictionary", "online_dictionary_update")
     }
 
@@ -2408,17 +2414,17 @@ def test_small_learning_problems_run_on_one_thread(rng, monkeypatch, two_threads
         return recording
 
     for name in originals:
-        monkeypatch.setattr(_fista, name, recorder(name))
+        monkeypatch.setattr(_fista_coder, name, recorder(name))
     X = rng.standard_normal((30, 5))
     FISTACoder(n_components=6, dict_max_iter=2).fit(X).partial_fit(X)
     assert seen == [1, 1] and torch.get_num_threads() == 2
-    monkeypatch.setattr(_fista, "learn_dictionary", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(_fista_coder, "learn_dictionary", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         FISTACoder(n_components=6, dict_max_iter=2).fit(X)
     assert torch.get_num_threads() == 2
     # Larger problems keep the caller's threads.
     monkeypatch.setattr(_tensor, "_SINGLE_THREAD_MACS", 0)
-    monkeypatch.setattr(_fista, "learn_dictionary", recorder("learn_dictionary"))
+    monkeypatch.setattr(_fista_coder, "learn_dictionary", recorder("learn_dictionary"))
     seen.clear()
     FISTACoder(n_components=6, dict_max_iter=2).fit(X)
     assert seen == [2]
@@ -2613,13 +2619,13 @@ def test_coding_tol_cap_is_looser_from_40_features():
 def test_exploring_rounds_code_from_zero_and_refining_ones_warm_start(monkeypatch):
     X, D = _learning_problem(200, 30, 8)
     inits = []
-    real = _fista.fista_encode
+    real = _encode.fista_encode
 
     def encode(*args, **kwargs):
         inits.append(kwargs.get("init"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_fista, "fista_encode", encode)
+    patch_everywhere(monkeypatch, _encode, "fista_encode", encode)
     learn_dictionary(X, 30, alpha=0.05, positive=True, dict_max_iter=4, tol=1e-12)
     assert len(inits) == 4 and all(init is None for init in inits)
     inits.clear()
@@ -2634,7 +2640,7 @@ def test_refinement_keeps_a_previous_code_that_was_better(monkeypatch):
     # A round whose coder returns worse codes (zero codes here) leaves the
     # objective as it was: refining never increases it.
     X, D = _learning_problem(200, 20, 10, n_active=3)
-    real = _dictionary._code_round
+    real = _alternation._code_round
     calls = []
 
     def code_round(X_, components, codes, alpha, **kwargs):
@@ -2642,7 +2648,7 @@ def test_refinement_keeps_a_previous_code_that_was_better(monkeypatch):
         out, n_iter = real(X_, components, codes, alpha, **kwargs)
         return (out if len(calls) == 1 else torch.zeros_like(out)), n_iter
 
-    monkeypatch.setattr(_dictionary, "_code_round", code_round)
+    monkeypatch.setattr(_alternation, "_code_round", code_round)
     result = learn_dictionary(
         X, 20, alpha=0.05, positive=True, init=D, dict_max_iter=4, tol=1e-12
     )
@@ -2656,7 +2662,7 @@ def test_inexact_rounds_follow_the_papers_loop(monkeypatch):
     # 0.9; the exploring rounds around them rescale and take 0.95.
     X = _learning_problem(200, 40, 10)[0].float()
     steps, inits = [], []
-    real_step, real_plain = _dictionary._lstsq_step, _fista._plain_fista
+    real_step, real_plain = _alternation._lstsq_step, _working_set._plain_fista
 
     def step(*args, **kwargs):
         steps.append((args[5], kwargs["rescale"]))
@@ -2666,8 +2672,8 @@ def test_inexact_rounds_follow_the_papers_loop(monkeypatch):
         inits.append(bool(codes.any()))
         return real_plain(X_, D_, codes, *args, **kwargs)
 
-    monkeypatch.setattr(_dictionary, "_lstsq_step", step)
-    monkeypatch.setattr(_fista, "_plain_fista", plain)
+    monkeypatch.setattr(_alternation, "_lstsq_step", step)
+    monkeypatch.setattr(_alternation, "_plain_fista", plain)
     result = learn_dictionary(
         X, 40, alpha=0.05, positive=True, dict_max_iter=110, tol=1e-12
     )
@@ -2685,7 +2691,7 @@ def test_reinitialised_atoms_start_without_momentum(monkeypatch):
     # round extrapolates it from itself.
     X, _ = _learning_problem(300, 4, 10, n_active=1)  # 40 atoms, most unused
     seen = []
-    real = _dictionary._lstsq_step
+    real = _alternation._lstsq_step
 
     def step(X_, codes, components, alpha, objective, extrapolation, previous, **kw):
         seen.append((components.clone(), previous.clone()))
@@ -2693,7 +2699,7 @@ def test_reinitialised_atoms_start_without_momentum(monkeypatch):
             X_, codes, components, alpha, objective, extrapolation, previous, **kw
         )
 
-    monkeypatch.setattr(_dictionary, "_lstsq_step", step)
+    monkeypatch.setattr(_alternation, "_lstsq_step", step)
     result = learn_dictionary(
         X, 40, alpha=0.05, positive=True, dict_max_iter=6, tol=1e-12
     )

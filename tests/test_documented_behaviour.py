@@ -19,15 +19,11 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state
 
 from skdict import FISTACoder, SparseAutoencoder
-from skdict._dictionary import (
-    _normalize_atoms,
-    batch_statistics,
-    block_coordinate_update,
-    initial_dictionary,
-    learn_dictionary,
-    online_dictionary_update,
-)
-from skdict._fista import fista_encode
+from skdict._fista._encode import fista_encode
+from skdict._learning._alternation import learn_dictionary
+from skdict._learning._atoms import initial_dictionary
+from skdict._learning._online import batch_statistics, online_dictionary_update
+from skdict._learning._updates import _normalize_atoms, block_coordinate_update
 from skdict._sae import _training
 from skdict.datasets import make_compositional
 from skdict.metrics import dictionary_similarity, mcc_score, support_scores

@@ -27,23 +27,34 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from benchmarks.bench_fista import twinned_problem
 from benchmarks.bench_syncs import HostReads
-from skdict import FISTACoder, OracleDictionary, SparseAutoencoder, _fista
-from skdict._fista import (
+from skdict import (
+    FISTACoder,
+    OracleDictionary,
+    SparseAutoencoder,
+    _fista_coder,
+    _oracle,
+)
+from skdict._fista import _core, _encode, _newton, _problem, _threads, _working_set
+from skdict._fista._core import _take_square, lipschitz_constant
+from skdict._fista._encode import fista_encode
+from skdict._fista._newton import (
     _active_set,
-    _group_maxima,
-    _group_size,
-    _merge_widths,
     _newton_on_support,
-    _next_working_sets,
     _polish,
     _support_indices,
-    _take_square,
-    fista_encode,
-    lipschitz_constant,
 )
+from skdict._fista._problem import _group_maxima, _group_size
+from skdict._fista._working_set import _merge_widths, _next_working_sets
 from skdict.metrics import dictionary_similarity, reconstruction_error
 
-from .conftest import cuda, lasso_objective, mps, random_dictionary, sparse_codes
+from .conftest import (
+    cuda,
+    lasso_objective,
+    mps,
+    patch_everywhere,
+    random_dictionary,
+    sparse_codes,
+)
 
 
 def tight_lasso(X, D, alpha, positive):
@@ -173,18 +184,18 @@ def test_shares_solved_by_worker_threads_match_one_thread(
     """With two torch threads a batch is split between two worker threads
     (each running one intra-op thread), batch by batch, warm starts included,
     also under the caller's inference mode; the codes are those of one thread."""
-    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
+    patch_everywhere(monkeypatch, _threads, "_MIN_SHARE_ROWS", 16)
     D = random_dictionary(rng, 120, 25)
     X = sparse_codes(rng, 90, 120, 4) @ D
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
     init = torch.from_numpy(sparse_codes(rng, 90, 120, 4))
-    assert _fista._share_count(40, torch.device("cpu")) == 2
+    assert _threads._share_count(40, torch.device("cpu")) == 2
     with torch.inference_mode(inference):
         split = fista_encode(
             Xt, Dt, alpha=0.05, positive=True, tol=1e-12, init=init, batch_size=40
         )
     torch.set_num_threads(1)
-    assert _fista._share_count(40, torch.device("cpu")) == 1
+    assert _threads._share_count(40, torch.device("cpu")) == 1
     single = fista_encode(
         Xt, Dt, alpha=0.05, positive=True, tol=1e-12, init=init, batch_size=40
     )
@@ -199,16 +210,16 @@ def test_a_batch_too_small_to_split_runs_on_one_intra_op_thread(rng, two_threads
     busy, torch's parallel kernels wait at barriers (4x to 40x slower)."""
     D = random_dictionary(rng, 60, 20)
     X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
-    assert _fista._share_count(64, torch.device("cpu")) == 1
+    assert _threads._share_count(64, torch.device("cpu")) == 1
     seen = []
-    solve = _fista._encode_batch
+    solve = _working_set._encode_batch
 
     def recording(*args, **kwargs):
         seen.append((threading.get_ident(), torch.get_num_threads()))
         return solve(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_fista, "_encode_batch", recording)
+        patch.setattr(_encode, "_encode_batch", recording)
         split = fista_encode(X, torch.from_numpy(D), alpha=0.05, tol=1e-10)
     assert seen and all(
         ident != threading.get_ident() and threads == 1 for ident, threads in seen
@@ -226,8 +237,8 @@ def test_a_worker_that_fails_to_start_raises_its_own_error_at_once(
 ):
     # The others waited 30 s at the start barrier, and the pool's
     # BrokenThreadPool hid the worker's own error.
-    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
-    real, calls = _fista.set_own_thread_count, []
+    patch_everywhere(monkeypatch, _threads, "_MIN_SHARE_ROWS", 16)
+    real, calls = _threads.set_own_thread_count, []
 
     def failing_second(count, default):
         calls.append(count)
@@ -236,14 +247,14 @@ def test_a_worker_that_fails_to_start_raises_its_own_error_at_once(
             raise RuntimeError("can't start new thread")
         real(count, default)
 
-    monkeypatch.setattr(_fista, "set_own_thread_count", failing_second)
+    monkeypatch.setattr(_threads, "set_own_thread_count", failing_second)
     D = torch.from_numpy(random_dictionary(rng, 60, 20))
     X = torch.from_numpy(sparse_codes(rng, 64, 60, 3)) @ D
     started = time.perf_counter()
     with pytest.raises(RuntimeError, match="can't start new thread"):
         fista_encode(X, D, alpha=0.05)
     assert time.perf_counter() - started < 10
-    monkeypatch.setattr(_fista, "set_own_thread_count", real)
+    monkeypatch.setattr(_threads, "set_own_thread_count", real)
     assert bool(fista_encode(X, D, alpha=0.05).converged.all())
     assert torch.get_num_threads() == 2
 
@@ -257,7 +268,7 @@ def test_worker_threads_leave_later_threads_their_thread_count(
     searches differed by rounding), and the calling thread's count is never
     set (torch.set_num_threads would pin its MKL thread count past
     threadpoolctl's reach)."""
-    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
+    patch_everywhere(monkeypatch, _threads, "_MIN_SHARE_ROWS", 16)
     set_num_threads, callers = torch.set_num_threads, []
 
     def recording(n):
@@ -271,14 +282,14 @@ def test_worker_threads_leave_later_threads_their_thread_count(
         thread.join()
         return counts[0]
 
-    during, solve = [], _fista._encode_batch
+    during, solve = [], _working_set._encode_batch
 
     def solving(*args, **kwargs):
         during.append((torch.get_num_threads(), thread_count_of_a_new_thread()))
         return solve(*args, **kwargs)
 
     monkeypatch.setattr(torch, "set_num_threads", recording)
-    monkeypatch.setattr(_fista, "_encode_batch", solving)
+    monkeypatch.setattr(_encode, "_encode_batch", solving)
     D = random_dictionary(rng, 60, 20)
     X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
     fista_encode(X, torch.from_numpy(D), alpha=0.05)
@@ -302,10 +313,10 @@ def test_a_failing_share_stops_the_other_workers(
     exit waits for its running workers (Ctrl-C during a stream's partial_fit
     took 20 s to return on 2 threads), and results collected in order waited
     for the shares before a failed one."""
-    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 16)
+    patch_everywhere(monkeypatch, _threads, "_MIN_SHARE_ROWS", 16)
     D = random_dictionary(rng, 60, 20)
     X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
-    assert _fista._share_count(64, torch.device("cpu")) == 2
+    assert _threads._share_count(64, torch.device("cpu")) == 2
     stopped, running = [], threading.Event()
 
     def share(problem, *args, **kwargs):
@@ -317,14 +328,14 @@ def test_a_failing_share_stops_the_other_workers(
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # a share that would not end
             try:
-                _fista._stop_if_requested()
-            except _fista._Stopped:
+                _threads._stop_if_requested()
+            except _threads._Stopped:
                 stopped.append(threading.get_ident())
                 raise
             time.sleep(1e-3)
         raise AssertionError("the worker was not asked to stop")
 
-    monkeypatch.setattr(_fista, "_encode_batch", share)
+    monkeypatch.setattr(_encode, "_encode_batch", share)
     with pytest.raises(error):
         fista_encode(X, torch.from_numpy(D), alpha=0.05)
     assert len(stopped) == 1 and stopped[0] != threading.get_ident()
@@ -384,7 +395,7 @@ def test_momentum_table_does_not_grow_with_max_iter(rng, monkeypatch):
     X = rng.standard_normal((12, 10))
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
     assert bool(fista_encode(Xt, Dt, alpha=0.05, max_iter=10**9).converged.all())
-    monkeypatch.setattr(_fista, "_MOMENTUM_STEPS", 3)
+    monkeypatch.setattr(_working_set, "_MOMENTUM_STEPS", 3)
     short = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10)
     assert bool(short.converged.all())
     primal, gap = duality_gap(X, short.codes.numpy(), D, 0.05, False)
@@ -532,7 +543,7 @@ def test_supports_filling_the_space_finish_by_active_sets(
         calls.append(1)
         return _active_set(*args, **kwargs)
 
-    monkeypatch.setattr(_fista, "_active_set", counted)
+    monkeypatch.setattr(_working_set, "_active_set", counted)
     D = random_dictionary(rng, n_atoms, n_features)
     X = rng.standard_normal((12, n_features))
     ours = fista_encode(
@@ -801,13 +812,13 @@ def test_dense_warm_starts_on_few_atoms_per_feature_stay_with_the_all_atoms_solv
     # With n_components <= 2 * n_features every atom is "twice the features"
     # away: restarting such rows from zero took twice as long.
     calls = []
-    all_atoms = _fista._fista_all_atoms
+    all_atoms = _working_set._fista_all_atoms
 
     def spy(problem, rows, z, *args):
         calls.append(z.clone())
         return all_atoms(problem, rows, z, *args)
 
-    monkeypatch.setattr(_fista, "_fista_all_atoms", spy)
+    monkeypatch.setattr(_working_set, "_fista_all_atoms", spy)
     g = torch.Generator().manual_seed(0)
     D = torch.randn(100, 60, generator=g, dtype=torch.float64)
     D /= D.norm(dim=1, keepdim=True)
@@ -829,7 +840,7 @@ def test_restarted_rows_that_reach_the_all_atoms_solver_keep_their_warm_start(
         calls.append(rows.numel())
         return 3 * z + 1, max_iter, torch.zeros(rows.numel(), dtype=torch.bool)
 
-    monkeypatch.setattr(_fista, "_fista_all_atoms", worse_codes)
+    monkeypatch.setattr(_working_set, "_fista_all_atoms", worse_codes)
     rng = np.random.default_rng(0)
     base = rng.standard_normal((4, 4))
     base /= np.linalg.norm(base, axis=1, keepdims=True)
@@ -856,7 +867,7 @@ def test_the_all_atoms_path_keeps_a_better_warm_start(rng, monkeypatch, dtype):
         n = rows.numel()
         return 3 * z + 1, max_iter, torch.zeros(n, dtype=torch.bool)
 
-    monkeypatch.setattr(_fista, "_fista_all_atoms", worse_codes)
+    monkeypatch.setattr(_working_set, "_fista_all_atoms", worse_codes)
     D = torch.from_numpy(random_dictionary(rng, 8, 4)).to(dtype)
     X = torch.from_numpy(rng.standard_normal((6, 4))).to(dtype)
     warm = torch.from_numpy(rng.uniform(0, 0.5, (6, 8))).to(dtype)
@@ -894,12 +905,12 @@ def test_lipschitz_constant_reads_its_estimates_in_groups(
     D = torch.from_numpy(rng.standard_normal(shape))
     with HostReads() as grouped:
         estimate = lipschitz_constant(D, max_iter=max_iter)
-    monkeypatch.setattr(_fista, "_POWER_READS_EVERY", 1)
+    monkeypatch.setattr(_core, "_POWER_READS_EVERY", 1)
     with HostReads() as one_by_one:
         assert lipschitz_constant(D, max_iter=max_iter) == estimate
     iterations = one_by_one.count - 1  # the scale's read, then one an iteration
     assert 3 <= iterations <= max_iter
-    group = 16  # skdict._fista._POWER_READS_EVERY
+    group = 16  # skdict._fista._core._POWER_READS_EVERY
     assert grouped.count == 1 + -(-iterations // group)
 
 
@@ -952,7 +963,7 @@ def test_next_working_sets_take_the_best_groups(rng, m):
 
 
 def test_small_width_groups_join_wider_ones(monkeypatch):
-    monkeypatch.setattr(_fista, "_MIN_GROUP_ROWS", 10)
+    monkeypatch.setattr(_working_set, "_MIN_GROUP_ROWS", 10)
     width = torch.tensor([8] * 3 + [12] * 20 + [16] * 4 + [20] * 5 + [24] * 2)
     widths, counts = _merge_widths(width)
     # 8 joins 12; 16 and 20 join 24, the widest, which stays however small.
@@ -1128,17 +1139,17 @@ def test_many_batches_and_working_set_rounds(rng, monkeypatch):
     X = sparse_codes(rng, 90, 400, 12) @ D + 0.01 * rng.standard_normal((90, 40))
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
     calls = []
-    solve = _fista._solve_working_sets
+    solve = _working_set._solve_working_sets
 
     def counting(problem, rows, atoms, *args):
         calls.append((rows.numel(), atoms.shape[1]))
         return solve(problem, rows, atoms, *args)
 
-    monkeypatch.setattr(_fista, "_solve_working_sets", counting)
+    monkeypatch.setattr(_working_set, "_solve_working_sets", counting)
     with_gram = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10, batch_size=40)
     assert len(calls) >= 3 * 3  # three batches, several rounds each
     assert len({width for _, width in calls}) >= 2
-    monkeypatch.setattr(_fista, "_MAX_GRAM_ELEMENTS", 0)
+    monkeypatch.setattr(_encode, "_MAX_GRAM_ELEMENTS", 0)
     without = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10, batch_size=40)
     assert bool(with_gram.converged.all()) and bool(without.converged.all())
     torch.testing.assert_close(with_gram.codes, without.codes, atol=1e-7, rtol=0)
@@ -1158,7 +1169,7 @@ def test_all_atoms_path_without_full_gram(rng, monkeypatch, n_components):
     X = rng.standard_normal((8, 30))
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
     ours = fista_encode(Xt, Dt, alpha=1e-3, tol=1e-10)
-    monkeypatch.setattr(_fista, "_MAX_GRAM_ELEMENTS", 0)
+    monkeypatch.setattr(_encode, "_MAX_GRAM_ELEMENTS", 0)
     no_gram = fista_encode(Xt, Dt, alpha=1e-3, tol=1e-10)
     for result in (ours, no_gram):
         assert bool(result.converged.all())
@@ -1200,10 +1211,10 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
     codes = result.codes
     atoms, _ = _support_indices(codes)
     # With a float64 copy of the dictionary, and converting blocks of atoms.
-    monkeypatch.setattr(_fista, "_AUTO_BATCH_ELEMENTS", 4 * 120 * 64)
+    patch_everywhere(monkeypatch, _problem, "_AUTO_BATCH_ELEMENTS", 4 * 120 * 64)
     for D64 in (D32.double(), None):
         _check_certificates(
-            lambda tol, D64=D64: _fista._Problem(
+            lambda tol, D64=D64: _problem._Problem(
                 X32,
                 D32,
                 gram=None,
@@ -1248,13 +1259,13 @@ def test_automatic_batches_are_sized_by_the_wider_of_atoms_and_features(
     # times the data, whatever their number).
     batches = []
 
-    class Recording(_fista._Problem):
+    class Recording(_problem._Problem):
         def __init__(self, X, *args, **kwargs):
             batches.append(X.shape[0])
             super().__init__(X, *args, **kwargs)
 
-    monkeypatch.setattr(_fista, "_Problem", Recording)
-    monkeypatch.setattr(_fista, "_AUTO_BATCH_ELEMENTS", 10 * 64)
+    monkeypatch.setattr(_encode, "_Problem", Recording)
+    patch_everywhere(monkeypatch, _problem, "_AUTO_BATCH_ELEMENTS", 10 * 64)
     D = random_dictionary(rng, 4, 64)
     X = torch.from_numpy(sparse_codes(rng, 25, 4, 2) @ D)
     expected = fista_encode(X, torch.from_numpy(D), batch_size=25).codes
@@ -1301,14 +1312,14 @@ def test_float64_finish_works_a_batch_of_stalled_rows_at_a_time(rng, monkeypatch
     D32 = torch.from_numpy(D).float()
     whole = fista_encode(X, D32, alpha=0.01, max_iter=2000)
     rows = []
-    encode = _fista._encode
+    encode = _encode._encode
 
     def recording(X_batch, *args, **kwargs):
         if X_batch.dtype == torch.float64:
             rows.append(X_batch.shape[0])
         return encode(X_batch, *args, **kwargs)
 
-    monkeypatch.setattr(_fista, "_encode", recording)
+    monkeypatch.setattr(_encode, "_encode", recording)
     batched = fista_encode(X, D32, alpha=0.01, max_iter=2000, batch_size=8)
     assert sum(rows) > 8 and max(rows) <= 8  # several batches of stalled rows
     assert bool(batched.converged.all())
@@ -1329,8 +1340,8 @@ def test_float32_samples_finished_in_float64_count_all_their_iterations(rng):
     X = torch.from_numpy(rng.standard_normal((50, 10))).float()
     alpha = 0.05  # a few rows stall in float32 that the rounding bound lets in
     start = fista_encode(X, D, alpha=alpha, max_iter=50, float64_finish=False)
-    routed = _fista._float32_floor_rows(
-        X, D, None, alpha=alpha, tol=_fista._effective_tol(1e-6, torch.float32), step=8
+    routed = _encode._float32_floor_rows(
+        X, D, None, alpha=alpha, tol=_encode._effective_tol(1e-6, torch.float32), step=8
     )
     finished = ~start.converged & ~routed
     assert finished.sum() >= 3  # the float64 finish has work to do
@@ -1353,24 +1364,24 @@ def test_float32_rows_below_their_rounding_floor_start_in_float64(
     X = torch.from_numpy(rng.standard_normal((50, 10))).float()
     offset = torch.from_numpy(rng.standard_normal(10)).float() / 4
     init = torch.from_numpy(np.abs(rng.standard_normal((50, 20)))).float() / 10
-    routed = _fista._float32_floor_rows(
+    routed = _encode._float32_floor_rows(
         X,
         D,
         offset,
         alpha=alpha,
-        tol=_fista._effective_tol(1e-6, torch.float32),
+        tol=_encode._effective_tol(1e-6, torch.float32),
         step=8,
     )
     assert routed.any()
     coded32 = []
-    encode = _fista._encode
+    encode = _encode._encode
 
     def recording(X_batch, *args, rows=None, **kwargs):
         if X_batch.dtype == torch.float32:
             coded32.append(X_batch.shape[0] if rows is None else rows.numel())
         return encode(X_batch, *args, rows=rows, **kwargs)
 
-    monkeypatch.setattr(_fista, "_encode", recording)
+    monkeypatch.setattr(_encode, "_encode", recording)
     kwargs = dict(alpha=alpha, positive=True, init=init, offset=offset, batch_size=8)
     result = fista_encode(X, D, **kwargs)
     assert sum(coded32) == int((~routed).sum())
@@ -1398,21 +1409,21 @@ def test_float32_rounding_floor_scales_with_the_atoms_and_the_penalty():
     # and atoms twice as long double each row's rounding.
     X = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
     D = torch.eye(2)
-    tol = _fista._effective_tol(1e-6, torch.float32)
+    tol = _encode._effective_tol(1e-6, torch.float32)
     eps = torch.finfo(torch.float32).eps
     alpha = 5.0 * eps / tol / 1.5  # row 0: ||x|| = 5 is 1.5 times the bound
-    rows = _fista._float32_floor_rows(X, D, None, alpha=alpha, tol=tol, step=2)
+    rows = _encode._float32_floor_rows(X, D, None, alpha=alpha, tol=tol, step=2)
     assert rows.tolist() == [True, False, False]
-    scaled = _fista._float32_floor_rows(
+    scaled = _encode._float32_floor_rows(
         X * 1024, D, None, alpha=alpha * 1024, tol=tol, step=2
     )
     assert scaled.tolist() == rows.tolist()
-    longer = _fista._float32_floor_rows(
+    longer = _encode._float32_floor_rows(
         X, 2 * D, None, alpha=2 * alpha, tol=tol, step=2
     )
     assert longer.tolist() == rows.tolist()
     # An offset is subtracted first: rows at the offset have nothing to code.
-    centred = _fista._float32_floor_rows(X, D, X[0], alpha=alpha, tol=tol, step=2)
+    centred = _encode._float32_floor_rows(X, D, X[0], alpha=alpha, tol=tol, step=2)
     assert centred.tolist() == [False, True, True]
 
 
@@ -1453,17 +1464,17 @@ def test_certificates_compute_in_ieee_float32_whatever_the_matmul_precision(
         torch.backends.fp32_precision = "tf32"
     before = matmul_precision()
     seen = []
-    encode = _fista._encode
+    encode = _encode._encode
 
     def recording(*args, **kwargs):
         seen.append(matmul_precision())
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(_fista, "_encode", recording)
+    monkeypatch.setattr(_encode, "_encode", recording)
     fista_encode(X, D, alpha=0.1)
     assert seen and all(state == ["ieee", "ieee"] for state in seen)
     assert matmul_precision() == before  # restored
-    monkeypatch.setattr(_fista, "_encode", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(_encode, "_encode", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         fista_encode(X, D, alpha=0.1)
     assert matmul_precision() == before
@@ -1475,13 +1486,13 @@ def test_a_precision_set_during_coding_is_kept(rng, monkeypatch, matmul_precisio
     D = torch.from_numpy(random_dictionary(rng, 8, 5)).float()
     X = torch.from_numpy(rng.standard_normal((6, 5))).float()
     mkldnn_before = torch.backends.mkldnn.matmul.fp32_precision
-    encode = _fista._encode
+    encode = _encode._encode
 
     def user_sets_tf32(*args, **kwargs):
         torch.backends.cuda.matmul.fp32_precision = "tf32"
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(_fista, "_encode", user_sets_tf32)
+    monkeypatch.setattr(_encode, "_encode", user_sets_tf32)
     fista_encode(X, D, alpha=0.1)
     assert matmul_precision() == ["tf32", mkldnn_before]
 
@@ -1497,7 +1508,7 @@ def test_concurrent_coding_keeps_ieee_float32_until_the_last_call_ends(
     inside = {"A": threading.Event(), "B": threading.Event()}
     release = {"A": threading.Event(), "B": threading.Event()}
     states = {}
-    encode = _fista._encode
+    encode = _encode._encode
 
     def gated(*args, **kwargs):
         name = threading.current_thread().name
@@ -1506,7 +1517,7 @@ def test_concurrent_coding_keeps_ieee_float32_until_the_last_call_ends(
         states[name] = matmul_precision()
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(_fista, "_encode", gated)
+    monkeypatch.setattr(_encode, "_encode", gated)
     threads = {
         name: threading.Thread(
             target=fista_encode, args=(X, D), kwargs={"alpha": 0.1}, name=name
@@ -1532,8 +1543,6 @@ def test_learning_and_oracle_estimates_compute_in_ieee_float32(
     # under a caller's bfloat16 products (torch's "medium" precision, on a CPU
     # with AMX) it found other atoms (similarity 0.961 against 0.977), with
     # nothing in a record to say why.
-    from skdict import _dictionary
-
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.mkldnn.matmul.fp32_precision = "bf16"
     seen = {}
@@ -1547,10 +1556,10 @@ def test_learning_and_oracle_estimates_compute_in_ieee_float32(
 
         monkeypatch.setattr(module, name, recording)
 
-    recorder(_fista, "learn_dictionary")
-    recorder(_fista, "online_dictionary_update")
-    recorder(_dictionary, "code_statistics")
-    recorder(_dictionary, "atoms_from_statistics")
+    recorder(_fista_coder, "learn_dictionary")
+    recorder(_fista_coder, "online_dictionary_update")
+    recorder(_oracle, "code_statistics")
+    recorder(_oracle, "atoms_from_statistics")
     D = random_dictionary(rng, 8, 5)
     Z = sparse_codes(rng, 40, 8, 2)
     X = (Z @ D).astype(np.float32)
@@ -1610,7 +1619,7 @@ def test_float64_gaps_screened_in_float32_decide_exactly(rng, positive):
     codes = torch.zeros_like(result.codes).scatter_add_(1, atoms, values)
     primal, gap = duality_gap(X, codes.numpy(), D, 0.05, positive)
     _check_certificates(
-        lambda tol: _fista._Problem(
+        lambda tol: _problem._Problem(
             Xt,
             Dt,
             gram=None,
@@ -1727,15 +1736,15 @@ def test_inverse_transform_adds_the_intercept(rng, estimator):
 def rows_coded(monkeypatch):
     """Rows of each fista_encode call, with batches of 5 rows, steps of 3."""
     calls = []
-    encode = _fista.fista_encode
+    encode = _encode.fista_encode
 
     def spy(X_t, *args, **kwargs):
         calls.append(X_t.shape[0])
         return encode(X_t, *args, **kwargs)
 
-    monkeypatch.setattr(_fista, "fista_encode", spy)
-    monkeypatch.setattr(_fista, "_auto_batch_size", lambda *shape: 5)
-    monkeypatch.setattr(_fista, "_SCORE_STEP_BATCHES", 3)
+    patch_everywhere(monkeypatch, _encode, "fista_encode", spy)
+    patch_everywhere(monkeypatch, _encode, "_auto_batch_size", lambda *shape: 5)
+    monkeypatch.setattr(_fista_coder, "_SCORE_STEP_BATCHES", 3)
     return calls
 
 
@@ -1821,7 +1830,7 @@ def test_score_with_an_init_estimator_takes_any_array_like(problem, monkeypatch)
     # An object that is only convertible to an array is coded as its array,
     # also in steps of a few rows.
     X, D = problem
-    monkeypatch.setattr(_fista, "_auto_batch_size", lambda *shape: 5)
+    patch_everywhere(monkeypatch, _encode, "_auto_batch_size", lambda *shape: 5)
 
     class ArrayLike:
         def __array__(self, dtype=None, copy=None):
@@ -2165,8 +2174,8 @@ def test_float32_rows_in_float64_from_the_start_share_the_bar(rng, capsys):
     D = torch.from_numpy(random_dictionary(rng, 20, 10)).float()
     X = torch.from_numpy(rng.standard_normal((60, 10))).float()
     X[::2] *= 4.0  # rows above the bound at this alpha, and rows below it
-    tol = _fista._effective_tol(1e-6, torch.float32)
-    routed = _fista._float32_floor_rows(X, D, None, alpha=0.03, tol=tol, step=60)
+    tol = _encode._effective_tol(1e-6, torch.float32)
+    routed = _encode._float32_floor_rows(X, D, None, alpha=0.03, tol=tol, step=60)
     assert 0 < int(routed.sum()) < 60
     quiet = fista_encode(X, D, alpha=0.03, positive=True)
     shown = fista_encode(X, D, alpha=0.03, positive=True, verbose=1)
@@ -2245,9 +2254,9 @@ def test_progress_bar_closes_when_coding_fails(threads, monkeypatch):
     rng = np.random.default_rng(0)
     D = torch.from_numpy(random_dictionary(rng, 8, 5))
     X = torch.from_numpy(sparse_codes(rng, 2048, 8, 2)) @ D
-    monkeypatch.setattr(_fista, "_MIN_SHARE_ROWS", 64)
+    patch_everywhere(monkeypatch, _threads, "_MIN_SHARE_ROWS", 64)
     calls = []
-    encode_batch = _fista._encode_batch
+    encode_batch = _working_set._encode_batch
 
     def fails_second(*args, **kwargs):
         calls.append(1)
@@ -2255,7 +2264,7 @@ def test_progress_bar_closes_when_coding_fails(threads, monkeypatch):
             raise KeyboardInterrupt
         return encode_batch(*args, **kwargs)
 
-    monkeypatch.setattr(_fista, "_encode_batch", fails_second)
+    monkeypatch.setattr(_encode, "_encode_batch", fails_second)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -2356,14 +2365,14 @@ def test_rows_of_very_different_scales_are_coded_each_at_its_own(dtype):
         assert bool(mixed.converged[:6].all())
     # Rows within one window of scales are still coded in one call, rows of
     # zeros join any window, and a group rescaled finds one window again.
-    assert _fista._scale_groups(X * 1e20, None) is None
-    assert _fista._scale_groups(torch.cat([X, X * 2.0**80]), None) is None
+    assert _encode._scale_groups(X * 1e20, None) is None
+    assert _encode._scale_groups(torch.cat([X, X * 2.0**80]), None) is None
     tiny = torch.cat([X * 1e-20, torch.zeros(1, 8, dtype=dtype)])
-    assert _fista._scale_groups(tiny, None) is None
+    assert _encode._scale_groups(tiny, None) is None
     spread = torch.cat([X[:1] * 2.0**60, X[1:2] * 2.0**-70])
-    assert _fista._scale_groups(spread, None) is not None
-    assert _fista._scale_groups(spread * 2.0**-60, None) is not None
-    groups = _fista._scale_groups(torch.cat([spread, tiny[-1:]]), None)
+    assert _encode._scale_groups(spread, None) is not None
+    assert _encode._scale_groups(spread * 2.0**-60, None) is not None
+    groups = _encode._scale_groups(torch.cat([spread, tiny[-1:]]), None)
     assert [g.tolist() for g in groups] == [[0, 2], [1]]
 
 
@@ -2559,8 +2568,8 @@ def test_fista_refuses_apples_mps_backend_by_name():
     # The solver certifies codes in float64, which MPS lacks: torch failed
     # inside the first conversion. Checked on the device type alone here.
     with pytest.raises(ValueError, match="float64, which Apple's MPS backend"):
-        _fista.refuse_mps(torch.device("mps"))
-    _fista.refuse_mps(torch.device("cpu"))
+        _encode.refuse_mps(torch.device("mps"))
+    _encode.refuse_mps(torch.device("cpu"))
 
 
 @mps
@@ -2585,9 +2594,10 @@ def test_certificates_of_large_dictionaries_gather_atoms_in_blocks(monkeypatch):
     Z = (rng.uniform(size=(300, 40)) < 0.1) * rng.uniform(size=(300, 40))
     X = (Z @ D).astype(np.float32)
     coder = FISTACoder(D, alpha=0.05, positive=True).fit(X)
-    monkeypatch.setattr(_fista, "_FLOAT64_COPY_ELEMENTS", 0)  # no float64 copy
+    monkeypatch.setattr(_encode, "_FLOAT64_COPY_ELEMENTS", 0)  # no float64 copy
     gathered_at_once = coder.transform(X)
-    monkeypatch.setattr(_fista, "_SYSTEM_ELEMENTS", 16 * 8 * 3)  # a few rows a block
+    # A few rows a block.
+    patch_everywhere(monkeypatch, _newton, "_SYSTEM_ELEMENTS", 16 * 8 * 3)
     in_blocks = coder.transform(X)
     np.testing.assert_array_equal(in_blocks, gathered_at_once)
     reference = sparse_encode(
@@ -2738,7 +2748,7 @@ def test_polish_writes_and_marks_only_the_rows_it_solved(whole):
     # The rows _polish writes and marks usable, one index per mask: those
     # whose Newton step was exact or moved, on either path; a row whose step
     # fails with nothing to move keeps its codes and is not usable.
-    from skdict._fista import _polish
+    from skdict._fista._newton import _polish
 
     gram = torch.eye(3, dtype=torch.float64)
 
@@ -2766,7 +2776,7 @@ def test_polish_writes_and_marks_only_the_rows_it_solved(whole):
 def test_n_iter_counts_the_active_set_steps(monkeypatch):
     # A sample's n_iter counts its active-set steps with its FISTA
     # iterations (n_iter <= max_iter alone passed without them).
-    steps, original = [], _fista._active_set
+    steps, original = [], _newton._active_set
 
     def counted(*args, **kwargs):
         codes, ran, taken = original(*args, **kwargs)
@@ -2777,7 +2787,7 @@ def test_n_iter_counts_the_active_set_steps(monkeypatch):
     D = torch.from_numpy(random_dictionary(rng, 200, 40))
     X = torch.from_numpy(rng.standard_normal((4, 40)))
     warm = fista_encode(X, D, alpha=0.1).codes
-    monkeypatch.setattr(_fista, "_active_set", counted)
+    monkeypatch.setattr(_working_set, "_active_set", counted)
     result = fista_encode(X, D, alpha=0.01, init=warm)
     # The first call takes every sample (here 30, 16, 19 and 4 steps; the
     # last sample then finishes after one FISTA iteration). Each sample's

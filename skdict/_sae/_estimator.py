@@ -22,12 +22,10 @@ from sklearn.utils._array_api import check_same_namespace
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
+from .._concepts import ConceptNamesOutMixin, concept_names_of
 from .._dictionary import (
     PROVIDER_CONSTRAINT,
-    ConceptNamesOutMixin,
-    _normalize_atoms,
     check_n_components,
-    concept_names_of,
     fits_on_data,
     is_same_given,
     record_given,
@@ -37,6 +35,7 @@ from .._dictionary import (
     torch_generator,
 )
 from .._fitting import forget_fit_on_failure
+from .._learning._updates import _normalize_atoms
 from .._params import (
     StrictParamsMixin,
     check_holdable,

@@ -93,8 +93,9 @@ _SPARSE_MIN_COMPONENTS = 256
 # Matching pursuit updates its correlations through the Gram matrix of the
 # atoms while it has at most this many entries (256 MiB in float32); beyond,
 # it recomputes them from the residual at every step. Four times FISTA's
-# bound (_fista._MAX_GRAM_ELEMENTS): the pursuit reads the matrix at each of
-# its k steps of every training batch, where FISTA reads it per working set.
+# bound (_MAX_GRAM_ELEMENTS in skdict/_fista/_encode.py): the pursuit reads
+# the matrix at each of its k steps of every training batch, where FISTA
+# reads it per working set.
 _MAX_PURSUIT_GRAM_ELEMENTS = 2**26
 # Exponential-average weight of the BatchTopK threshold estimate once it has
 # seen 1 / _THRESHOLD_MOMENTUM batches (a plain running mean before that).

@@ -27,8 +27,8 @@ from sklearn.utils._param_validation import (
     StrOptions,
 )
 
-from .._dictionary import OracleDictionary
-from .._fista import FISTACoder
+from .._fista_coder import FISTACoder
+from .._oracle import OracleDictionary
 from .._params import validate_hyperparameters
 from .._sae import SparseAutoencoder
 from .._sae._estimator import ACTIVATIONS_WITH_K

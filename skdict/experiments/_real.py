@@ -36,7 +36,7 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, InvalidParameterError
 from tqdm.auto import tqdm
 
-from .._dictionary import OracleDictionary
+from .._oracle import OracleDictionary
 from .._params import count_from, is_count, validate_hyperparameters
 from .._tensor import resolve_device, to_numpy
 from .._typing import Bool, Int
