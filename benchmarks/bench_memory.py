@@ -28,7 +28,10 @@ data's size:
   batch) on 40,000 rows: K=512 atoms of 256 features, and K=1,024 of 128;
 * ``mcc_score`` of float64 ``Z`` and float32 codes, 10**6 x 100;
   ``support_scores`` of 100,000 x 2,048 float32 codes; ``reconstruction_error``
-  of float64 ``X`` and a float32 reconstruction, 10**6 x 100.
+  of float64 ``X`` and a float32 reconstruction, 10**6 x 100;
+* wide matchings, whose ``n x m`` matrices outweigh the inputs: ``mcc_score``
+  of 5,000 x 4,000 float32 codes (1 % active), and ``dictionary_similarity``
+  of two float32 dictionaries of 4,000 atoms of 768 features.
 
 The rows of the learning cases hold about 8 active atoms of a random unit
 dictionary; the metrics' true codes are 10 % active (1 % for
@@ -66,6 +69,8 @@ SCALE_CASES = (
     "mcc_score",
     "support_scores",
     "reconstruction_error",
+    "mcc_score, 4,000 latents",
+    "dictionary_similarity, 4,000 atoms",
 )
 
 
@@ -118,9 +123,18 @@ def _scale_call(case):
     import numpy as np
 
     from skdict import FISTACoder, SparseAutoencoder
-    from skdict.metrics import mcc_score, reconstruction_error, support_scores
+    from skdict.metrics import (
+        dictionary_similarity,
+        mcc_score,
+        reconstruction_error,
+        support_scores,
+    )
 
     rng = np.random.default_rng(0)
+    if case.startswith("dictionary_similarity"):
+        true = rng.standard_normal((4000, 768), dtype=np.float32)
+        learned = true + 0.1 * rng.standard_normal((4000, 768), dtype=np.float32)
+        return lambda: dictionary_similarity(true, learned), 2 * true.nbytes
     if case.startswith("SAE fit"):
         validation = case.endswith("0.1")
         rows, features, width, k = (
@@ -156,18 +170,22 @@ def _scale_call(case):
             random_state=0,
         )
         return lambda: estimator.fit(X), X.nbytes
-    support = case == "support_scores"
-    rows, columns = (100_000, 2048) if support else (10**6, 100)
-    active = 0.01 if support else 0.1  # 20 of 2,048 latents; 10 of 100
+    support, wide = case == "support_scores", case.endswith("latents")
+    rows, columns = (
+        (100_000, 2048) if support else (5000, 4000) if wide else (10**6, 100)
+    )
+    # 20 of 2,048 latents; 40 of 4,000; 10 of 100.
+    active = 0.01 if support or wide else 0.1
     truth = (rng.random((rows, columns)) < active) * rng.random((rows, columns))
-    if support:
+    if support or wide:
         truth = truth.astype(np.float32)
     # The estimate shares the truth's support: codes, or a reconstruction.
     noise = 1 + 0.1 * rng.standard_normal((rows, columns), dtype=np.float32)
     estimate = (truth * noise).astype(np.float32)
-    metric = {"mcc_score": mcc_score, "support_scores": support_scores}.get(
-        case, reconstruction_error
-    )
+    metric = {
+        "support_scores": support_scores,
+        "reconstruction_error": (reconstruction_error),
+    }.get(case, mcc_score)
     return lambda: metric(truth, estimate), truth.nbytes + estimate.nbytes
 
 

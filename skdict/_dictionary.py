@@ -614,7 +614,7 @@ def reconstruct(estimator: Any, codes: Any) -> Any:
     Z, origin = validate_codes(estimator, codes)
     D = as_tensor(estimator.components_, device=Z.device, dtype=Z.dtype)
     b = as_tensor(estimator.intercept_, device=Z.device, dtype=Z.dtype, ndim=1)
-    return to_output(Z @ D + b, origin)
+    return to_output((Z @ D).add_(b), origin)
 
 
 def torch_generator(random_state: Any) -> torch.Generator:

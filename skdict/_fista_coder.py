@@ -956,7 +956,7 @@ class FISTACoder(
         """
         codes, origin = validate_codes(self, X)
         D, b = self._dictionary_tensors(codes)
-        return to_output(codes @ D + b, origin)
+        return to_output((codes @ D).add_(b), origin)
 
     @ignores_autocast
     def score(self, X: ArrayLike, y: ArrayLike = None) -> float:

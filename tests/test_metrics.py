@@ -1912,3 +1912,21 @@ def test_dictionary_scorer_refuses_a_coder_of_another_coders_codes():
     )
     with pytest.raises(TypeError, match="codes the output of FISTACoder"):
         make_dictionary_similarity_scorer(D)(pipe)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_assignment_is_scipys_maximisation_and_leaves_its_input(dtype):
+    # The matching hands SciPy a negated float64 matrix (SciPy's own negated
+    # copy doubled the metrics' peak): the same pairs, ties included, and the
+    # caller's similarities unchanged afterwards.
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(0)
+    for shape in [(7, 9), (9, 7), (6, 6)]:
+        similarity = torch.from_numpy(rng.integers(0, 3, shape) / 2).to(dtype)
+        before = similarity.clone()
+        rows, cols = _matching._assign(similarity)
+        expected = linear_sum_assignment(similarity.numpy(), maximize=True)
+        np.testing.assert_array_equal(rows, expected[0])
+        np.testing.assert_array_equal(cols, expected[1])
+        assert torch.equal(similarity, before)

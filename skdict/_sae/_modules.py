@@ -534,7 +534,7 @@ class SAE(nn.Module):
 
     def decode(self, codes: Codes) -> Tensor:
         """``codes @ W_dec + b_dec``."""
-        return _decode(codes, self.W_dec) + self.b_dec
+        return _decode(codes, self.W_dec).add_(self.b_dec)
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> ForwardOutput:
