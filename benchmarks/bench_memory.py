@@ -13,7 +13,8 @@ data's size:
 * ``FISTACoder(dictionary=FrozenEstimator(pca)).transform`` with
   ``--batch-size``, a ``PCA(atoms)`` fitted on 5,000 rows (a provider with an
   intercept, ``mean_``);
-* ``SparseAutoencoder(atoms).transform`` (ReLU, one epoch on 2,000 rows).
+* ``SparseAutoencoder(atoms).transform`` (ReLU, one epoch on 2,000 rows);
+* ``FISTACoder(dictionary=D).inverse_transform`` of codes of the data's shape.
 
 ``--scale`` measures instead training, streams and metrics at fixed sizes
 (float32 unless stated; the options above do not apply):
@@ -59,6 +60,7 @@ CASES = (
     "score",
     "transform, PCA provider",
     "SAE transform",
+    "inverse_transform",
 )
 SCALE_CASES = (
     "SAE fit, one epoch",
@@ -103,6 +105,11 @@ def _coding_call(case, rows, features, atoms, batch_size, active):
     from skdict import FISTACoder, SparseAutoencoder
 
     X, D = _sparse_rows(np.random.default_rng(0), rows, atoms, features, active)
+    if case == "inverse_transform":  # of the true codes: a reconstruction of X
+        Z = np.zeros((rows, atoms), dtype=np.float32)
+        Z[:, : max(1, int(active * atoms))] = 1.0
+        estimator = FISTACoder(D, alpha=0.05, positive=True).fit(X[:5])
+        return lambda: estimator.inverse_transform(Z), X.nbytes
     if case == "SAE transform":
         estimator = SparseAutoencoder(atoms, max_epochs=1, random_state=0)
         call = estimator.fit(X[:2000]).transform
