@@ -36,7 +36,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple, NoReturn, ParamSpec, TypeVar
 
@@ -884,6 +884,22 @@ def _as_array_like(A: Any, name: str) -> Any:
     if isinstance(A, type):
         # The parentheses forgotten: "float() argument must be ... not 'type'".
         raise TypeError(f"{name} must be an array; got the class {A.__name__} itself.")
+    # Activations saved as torch.save({"activations": ...}), or a .pt file
+    # (a zip archive) opened with np.load: "float() argument must be ... not
+    # 'dict'" and "could not convert string to float: 'acts/data.pkl'".
+    if isinstance(A, np.lib.npyio.NpzFile):
+        raise TypeError(
+            f"{name} must be an array; got an NpzFile (a .npz archive, or a "
+            f"torch .pt file opened with np.load) of {', '.join(A.files[:5])}. "
+            "Take one of its arrays by name, or load a .pt file with torch.load."
+        )
+    if isinstance(A, Mapping):
+        keys = list(A)
+        raise TypeError(
+            f"{name} must be an array; got a {type(A).__name__} with keys "
+            f"{', '.join(map(repr, keys[:5]))}. Pass the array it holds"
+            + (f", e.g. {name}[{keys[0]!r}]." if keys else ".")
+        )
     if isinstance(A, (list, tuple)):
         try:
             A = np.asarray(A)

@@ -443,6 +443,22 @@ def test_a_class_for_an_array_is_named():
 
 
 @pytest.mark.parametrize(
+    "estimator", [FISTACoder(n_components=2), SparseAutoencoder(2, max_epochs=1)]
+)
+def test_activations_in_a_dict_or_an_archive_are_named(estimator, tmp_path):
+    # torch.save({"activations": ...}) loaded whole failed with "float()
+    # argument must be ... not 'dict'", and a .pt file (a zip archive) opened
+    # with np.load with "could not convert string to float: 'acts/data.pkl'".
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    saved = {"activations": torch.from_numpy(X), "labels": torch.zeros(20)}
+    with pytest.raises(TypeError, match=r"got a dict .* X\['activations'\]"):
+        estimator.fit(saved)
+    torch.save(saved["activations"], tmp_path / "acts.pt")
+    with pytest.raises(TypeError, match=r"NpzFile .* load a .pt file with torch.load"):
+        estimator.fit(np.load(tmp_path / "acts.pt"))
+
+
+@pytest.mark.parametrize(
     ("make", "name"),
     [
         (lambda atoms: FISTACoder(atoms), "dictionary"),

@@ -1675,6 +1675,56 @@ def _study_records(methods, values=(20, 40), seeds=(0,), variable="n_latents"):
     ]
 
 
+def test_non_finite_scores_are_left_out_of_tables_and_figures_and_named(
+    tmp_path, saved_figures
+):
+    # A diverged fit's NaN made its cell "nan ± nan" and its point vanished;
+    # a method of NaN scores only stayed in the legend with nothing drawn,
+    # while the panel's "no values" note named the other methods.
+    from skdict.experiments import plot_study
+
+    records = _study_records(["fista_oracle", "dl_fista"], seeds=(0, 1, 2))
+    for record in records:
+        if record["method"] == "dl_fista":
+            record["mcc_ood"] = float("nan")
+        elif record["seed"] == 1:
+            record["mcc_ood"] = float("inf")
+    named = (
+        r"'FISTA \(oracle dictionary\)' at 20 \(1 of 3\), .*'DL-FISTA' at 20 \(3 of 3\)"
+    )
+    with pytest.warns(UserWarning, match=named):
+        summary = summarize(records)
+    [(label, cells)] = summary.items()
+    assert label == "FISTA (oracle dictionary)" and list(cells) == [20, 40]
+    assert all(cell == pytest.approx((0.6, 0.1, 2)) for cell in cells.values())
+    with pytest.warns(UserWarning, match="left out of the means"):
+        rows = format_table(records).splitlines()
+    assert rows[1].count("0.60 ± 0.10") == 2 and rows[2].split()[-2:] == ["-", "-"]
+    with pytest.warns(UserWarning, match="left out of the means"):
+        plot_study(records, tmp_path / "nan.png")
+    mcc_panel = saved_figures[-1].axes[0]
+    assert mcc_panel.get_title(loc="right") == "no values: DL-FISTA"
+
+
+def test_reports_refuse_the_real_studys_records_and_records_without_labels(tmp_path):
+    from skdict.experiments import plot_study
+
+    real = [{"study": "real", "label": "A", "seed": 0, "color_acc_ood": 0.5}]
+    for report in (
+        summarize,
+        format_table,
+        lambda r: plot_study(r, tmp_path / "r.png"),
+    ):
+        for given in (real, [{k: v for k, v in real[0].items() if k != "study"}]):
+            with pytest.raises(ValueError, match=r"format_real_table .* plot_real"):
+                report(given)
+        # A table aligned an integer label with "has no len()".
+        with pytest.raises(ValueError, match=r"records\[1\] has no 'label' .* label=3"):
+            report(
+                [{"label": "A", "value": 1, "mcc_ood": 0.5}, {"label": 3, "value": 1}]
+            )
+
+
 def _drawn_styles(figure):
     return {
         bars.get_label(): (

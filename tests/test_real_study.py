@@ -645,10 +645,36 @@ def test_figure_gives_the_gap_a_colour_of_neither_split(tmp_path, saved_figures)
     names = [text.get_text() for text in legend.get_texts()]
     assert names == ["seen pairs", "held-out pairs"]
     assert tuple(figure.get_size_inches()) == (6, 4)
-    assert legend.get_title().get_text() == ""  # one seed: no error bars
+    assert legend.get_title().get_text() == "one seed: no error bars"
     _real.plot_real([*records, *records], tmp_path / "two.png")
     title = saved_figures[-1].legends[0].get_title().get_text()
     assert title == "error bars: 1 sd over 2 seeds"
+
+
+def test_figure_draws_no_error_bar_over_one_seed(tmp_path, saved_figures):
+    # Beside a method of three seeds, a method of one got capped bars of zero
+    # length, under a legend saying "over 3 seeds": a spread never measured.
+    records = [{"label": "A", "seed": 0, "color_acc_val": 0.9, "color_acc_ood": 0.5}]
+    records += [
+        {"label": "B", "seed": s, "color_acc_val": 0.8, "color_acc_ood": 0.3 + s / 10}
+        for s in range(3)
+    ]
+    _real.plot_real(records, tmp_path / "real.png", dpi=40)
+    (figure,) = saved_figures
+    title = figure.legends[0].get_title().get_text()
+    assert title == "error bars: 1 sd over 1-3 seeds"
+    seen, held_out = (
+        c.errorbar.lines[2][0].get_segments()
+        for c in figure.axes[0].containers
+        if hasattr(c, "errorbar")
+    )
+    # A: no bar; B: one (of zero length over its equal seen scores).
+    assert [len(s) for s in seen] == [len(s) for s in held_out] == [0, 2]
+    segments = held_out
+    [(_, low), (_, high)] = segments[1]
+    assert (low, high) == pytest.approx(
+        0.4 + np.array([-1, 1]) * np.std([3, 4, 5]) / 10
+    )
 
 
 def test_figure_fits_a_papers_width(tmp_path, saved_figures):

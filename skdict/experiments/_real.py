@@ -71,6 +71,7 @@ from ._report import (
     check_figure_size,
     check_plots_extra,
     check_records,
+    error_bars_caption,
     figure_path,
     save_figure,
 )
@@ -764,12 +765,6 @@ def _check_real_records(records: Sequence[dict[str, Any]], *, empty: bool) -> No
             f"These are a synthetic study's records (they sweep {swept}); "
             "format them with format_table and plot them with plot_study."
         )
-    for i, record in enumerate(records):
-        if "label" not in record:
-            raise ValueError(
-                f"records[{i}] has no 'label' (the method's name); it holds "
-                f"{', '.join(map(repr, record)) or 'nothing'}."
-            )
     _check_one_run(records)
 
 
@@ -914,17 +909,21 @@ def plot_real(
     fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
     x = np.arange(len(labels))
-    seeds = 1  # the most seeds behind a bar, for the legend
+    counts = []  # the seeds behind each bar, for the legend
     for ax, (panel, (keys, measured)) in zip(
         axes.flat, FIGURE_PANELS.items(), strict=True
     ):
         width = 0.8 / len(keys)
         for i, key in enumerate(keys):
             stats = _stats(records, key)
-            seeds = max([seeds, *(count for _, _, count in stats.values())])
+            counts += [count for _, _, count in stats.values()]
             means = [stats[label][0] if label in stats else np.nan for label in labels]
-            sds = [stats[label][1] if label in stats else 0.0 for label in labels]
-            # One seed measures no spread: no bars of zero length with caps.
+            # One seed measures no spread: no bar of zero length with caps
+            # (NaN draws none), also beside methods of several seeds.
+            sds = [
+                stats[label][1] if label in stats and stats[label][2] > 1 else np.nan
+                for label in labels
+            ]
             several = any(count > 1 for _, _, count in stats.values())
             offset = (i - (len(keys) - 1) / 2) * width
             ax.bar(
@@ -954,8 +953,7 @@ def plot_real(
         names,
         loc="outside lower center",
         ncol=2,
-        # What the bars are, on the figure itself, as plot_study says.
-        title=f"error bars: 1 sd over {seeds} seeds" if seeds > 1 else None,
+        title=error_bars_caption(counts),
     )
     fig.suptitle(title or "Real activations: seen versus held-out colour-object pairs")
     save_figure(fig, path, dpi)

@@ -69,8 +69,47 @@ def check_records(records: Any, *, empty: bool = True) -> None:
         raise TypeError(
             f"records must be a sequence of record dicts; it holds {not_dicts[0]}."
         )
+    # Hand-made records failed with KeyError: 'label', or with "object of
+    # type 'int' has no len()" when a table aligned an integer label.
+    for i, record in enumerate(records):
+        if not isinstance(record.get("label"), str):
+            raise ValueError(
+                f"records[{i}] has no 'label' (the method's name, a string); it "
+                + (
+                    f"holds label={record['label']!r}."
+                    if "label" in record
+                    else f"holds {', '.join(map(repr, record)) or 'nothing'}."
+                )
+            )
     if not empty and len(records) == 0:
         raise ValueError("records is empty; there is nothing to plot.")
+
+
+def refuse_real_records(records: Sequence[Mapping[str, Any]]) -> None:
+    """Raise if ``records`` are the real study's, which sweep nothing.
+
+    ``load_records`` reads both kinds; the errors that came next named
+    ``compare_methods`` and ``format_table``, which cannot show them.
+    """
+    # run_real's records say study="real"; compare_real's hold its accuracies.
+    if any(r.get("study") == "real" or "color_acc_ood" in r for r in records):
+        raise ValueError(
+            "These are the real study's records; tabulate them with "
+            "format_real_table and draw them with plot_real."
+        )
+
+
+def error_bars_caption(counts: Iterable[int]) -> str:
+    """Say what a figure's error bars are, from the seeds behind its points.
+
+    On the figure itself: a figure travels without the text that made it.
+    """
+    counts = list(counts) or [1]
+    low, high = min(counts), max(counts)
+    if high == 1:
+        return "one seed: no error bars"
+    seeds = f"{low}-{high}" if low < high else f"{high}"
+    return f"error bars: 1 sd over {seeds} seeds"
 
 
 def figure_path(path: str | os.PathLike) -> Path:
@@ -172,6 +211,7 @@ def summarize(
         check_records(records)
     records = list(records)  # read twice below: a generator only once
     check_records(records)
+    refuse_real_records(records)
     if records and not any(metric in record for record in records):
         raise ValueError(
             f"metric={metric!r} is not a key of the records; they hold "
@@ -198,6 +238,7 @@ def _summary(
                 )
             groups[record["label"]][record.get("value")].append(float(value))
             settings[record["label"], record.get("value")].add(_setting_of(record))
+    _leave_out_non_finite(groups, metric)
     mixed = [(group, found) for group, found in settings.items() if len(found) > 1]
     if mixed:
         # A results file keeps every run's records: runs with other settings
@@ -217,6 +258,46 @@ def _summary(
         }
         for label, by_value in groups.items()
     }
+
+
+def _leave_out_non_finite(
+    groups: dict[str, dict[Any, list[float]]], metric: str
+) -> None:
+    """Leave NaN and infinite scores out of ``groups``, naming them in a warning.
+
+    A diverged fit's score made its cell's mean NaN, which tables printed as
+    ``nan ± nan`` and figures drew as nothing, without a word; a method with
+    no finite score now goes where methods without values go (``-`` in a
+    table, "no values" on a panel).
+    """
+    found = {
+        (label, x): sum(not math.isfinite(v) for v in values)
+        for label, by_value in groups.items()
+        for x, values in by_value.items()
+        if not all(math.isfinite(v) for v in values)
+    }
+    if not found:
+        return
+    named = [
+        f"{label!r}"
+        + ("" if x is None else f" at {x!r}")
+        + f" ({count} of {len(groups[label][x])})"
+        for (label, x), count in found.items()
+    ]
+    more = f" and {len(named) - 5} more" if len(named) > 5 else ""
+    warn(
+        f"metric={metric!r} is NaN or infinite in some records, left out of the "
+        f"means: {', '.join(named[:5])}{more}.",
+        UserWarning,
+    )
+    for label, x in found:
+        finite = [v for v in groups[label][x] if math.isfinite(v)]
+        if finite:
+            groups[label][x] = finite
+        else:
+            del groups[label][x]
+            if not groups[label]:
+                del groups[label]
 
 
 def _check_one_kind(records: Sequence[dict[str, Any]]) -> None:
@@ -532,6 +613,7 @@ def plot_study(
     >>> out.cleanup()
     """
     check_records(records, empty=False)
+    refuse_real_records(records)
     path = figure_path(path)
     figsize, dpi = check_figure_size(figsize, dpi)
     if any(record.get("value") is None for record in records):
@@ -569,13 +651,12 @@ def plot_study(
     styles = _styles(records)
     labels = list(styles)
     summaries = {metric: _summary(records, metric) for metric in FIGURE_METRICS}
-    counts = {
+    counts = [
         count
         for summary in summaries.values()
         for by_value in summary.values()
         for _, _, count in by_value.values()
-    } or {1}
-    seeds = "-".join(map(str, sorted({min(counts), max(counts)})))
+    ]
     # Constrained layout keeps room for the legend below the panels whatever
     # its rows (a fixed tenth of the height was clipped and covered the axis
     # labels at a column's width, or with nine methods at (7, 5.5)).
@@ -647,11 +728,7 @@ def plot_study(
         handles=handles,
         loc="outside lower center",
         ncol=columns,
-        # What the bars are, on the figure itself: a figure travels without
-        # the text that made it.
-        title=f"error bars: 1 sd over {seeds} seeds"
-        if max(counts) > 1
-        else "one seed: no error bars",
+        title=error_bars_caption(counts),
     )
     fig.suptitle(title or variable)
     save_figure(fig, path, dpi)
