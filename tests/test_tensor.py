@@ -185,7 +185,7 @@ def test_bad_input_is_named(X, match):
     "X, error",
     [
         ([[1.0, 2.0], [3.0]], ValueError),  # ragged rows
-        ({"a": 1}, TypeError),
+        ({1.0, 2.0}, TypeError),  # a set (a dict is named: test_common.py)
         (np.ones((2, 2)) + 1j, ValueError),
     ],
 )
