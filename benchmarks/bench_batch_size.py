@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from skdict import FISTACoder
-from skdict._fista import _encode, _problem
+from skdict._fista import _driver, _problem
 
 SHAPES = [
     (8, 768, 40000),
@@ -77,7 +77,7 @@ def main() -> None:
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n_atoms, n_features, n_rows in args.shapes:
         D, X = _data(n_atoms, n_features, n_rows)
-        earlier = _encode.rows_per_block(
+        earlier = _driver.rows_per_block(
             max(n_atoms, n_features), _problem._AUTO_BATCH_ELEMENTS
         )
         coders = {
@@ -98,7 +98,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
         now, before = min(times["now"]), min(times["earlier"])
         diff = float(np.abs(codes["now"] - codes["earlier"]).max())
-        batch = _encode._auto_batch_size(n_atoms, n_features)
+        batch = _driver._auto_batch_size(n_atoms, n_features)
         print(
             f"| {n_atoms} | {n_features} | {n_rows} | {min(batch, n_rows)} "
             f"| {min(earlier, n_rows)} | {now:.2f} | {before:.2f} "

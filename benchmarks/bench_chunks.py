@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from skdict import FISTACoder
-from skdict._fista import _encode
+from skdict._fista import _driver
 
 _EARLIER = 1 / 8
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--atoms", type=int, nargs="+", default=[4096, 2048])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    current = _encode._MIN_GRAM_ROWS_PER_ATOM
+    current = _driver._MIN_GRAM_ROWS_PER_ATOM
     print(f"rule: Gram from {_EARLIER:g} (before) or {current:g} (now) rows per atom")
     for n_atoms in args.atoms:
         D, X = _data(n_atoms, np.random.default_rng(0))
@@ -56,18 +56,18 @@ def main() -> None:
                 # Reversed every other repeat: a drift of the machine's speed
                 # lands on both rules.
                 for rule in list(seconds)[:: 1 if repeat % 2 == 0 else -1]:
-                    _encode._MIN_GRAM_ROWS_PER_ATOM = rule
+                    _driver._MIN_GRAM_ROWS_PER_ATOM = rule
                     start = time.process_time()
                     starts = range(0, len(X), chunk)
                     codes[rule] = np.concatenate(
                         [coder.transform(X[s : s + chunk]) for s in starts]
                     )
                     seconds[rule].append(time.process_time() - start)
-            _encode._MIN_GRAM_ROWS_PER_ATOM = current
+            _driver._MIN_GRAM_ROWS_PER_ATOM = current
             before, now = (float(np.median(seconds[rule])) for rule in seconds)
             difference = float(np.abs(codes[_EARLIER] - codes[current]).max())
             # Both rules take the same path here: the ratio is the noise.
-            too_large = n_atoms**2 > _encode._MAX_GRAM_ELEMENTS
+            too_large = n_atoms**2 > _driver._MAX_GRAM_ELEMENTS
             same = too_large or (chunk >= n_atoms * _EARLIER) == (
                 chunk >= n_atoms * current
             )

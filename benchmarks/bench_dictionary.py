@@ -189,7 +189,7 @@ def run(
 
 def paper_loop(n_latents: int, seed: int, iterations: int, checkpoints) -> None:
     """The paper's alternating loop, timed, with quality at the checkpoints."""
-    from skdict._fista._working_set import _plain_fista
+    from skdict._fista._core import _plain_fista
 
     data = make_compositional(
         n_latents=n_latents, n_active=10, n_samples=5000, random_state=seed

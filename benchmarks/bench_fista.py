@@ -259,7 +259,7 @@ def oracle(args) -> None:
     from sklearn.decomposition import SparseCoder
 
     from skdict import FISTACoder
-    from skdict._fista._encode import _effective_tol
+    from skdict._fista._driver import _effective_tol
 
     alpha = args.alpha
     n_samples = 1000 if args.quick else 5000
@@ -371,7 +371,7 @@ def _scaling_data(n_components, n_samples, n_features, path) -> None:
 def _scaling_case(path, batch_size, threads) -> dict:
     """Code the saved data once; peak RSS is this process's own."""
     from skdict import FISTACoder
-    from skdict._fista._encode import _auto_batch_size
+    from skdict._fista._driver import _auto_batch_size
 
     torch.set_num_threads(threads)
     with np.load(path) as arrays:
@@ -592,7 +592,7 @@ def warm_starts(args) -> None:
 
 def small_penalties(args) -> None:
     from skdict import FISTACoder
-    from skdict._fista._encode import _effective_tol, _float32_floor_rows
+    from skdict._fista._driver import _effective_tol, _float32_floor_rows
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -658,7 +658,7 @@ def twinned_problem(seed, n_features, angle, n_active, positive):
 def near_duplicates(args) -> None:
     from sklearn.decomposition import sparse_encode
 
-    from skdict._fista._encode import fista_encode
+    from skdict._fista._driver import fista_encode
 
     torch.set_num_threads(1)
     seeds = range(2 if args.quick else 4)

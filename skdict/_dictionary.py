@@ -42,8 +42,6 @@ from ._tensor import (
     is_tensor,
     to_fitted,
     to_numpy,
-    to_output,
-    validate_codes,
 )
 from ._warnings import warn
 
@@ -582,39 +580,6 @@ def store_in_batch_type(estimator: Any, X_t: torch.Tensor, origin: ArrayOrigin) 
     origin = origin._replace(dtype=components.dtype)
     estimator.components_ = to_fitted(components, origin)
     estimator.intercept_ = to_fitted(intercept, origin)
-
-
-def reconstruct(estimator: Any, codes: Any) -> Any:
-    """Return ``codes @ components_ + intercept_`` of a fitted provider.
-
-    :class:`OracleDictionary`'s ``inverse_transform``: the codes' array type,
-    device and dtype decide the output's, and computations run where the
-    estimator's ``device`` parameter says.
-
-    Parameters
-    ----------
-    estimator : fitted estimator
-        Exposes ``components_``, ``intercept_`` and a ``device`` parameter.
-    codes : array-like or torch.Tensor of shape (n_samples, n_components)
-        Codes.
-
-    Returns
-    -------
-    X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skdict import OracleDictionary
-    >>> from skdict._dictionary import reconstruct
-    >>> oracle = OracleDictionary(np.eye(2)).fit(np.ones((3, 2)))
-    >>> reconstruct(oracle, np.array([[1.0, 2.0]]))
-    array([[1., 2.]])
-    """
-    Z, origin = validate_codes(estimator, codes)
-    D = as_tensor(estimator.components_, device=Z.device, dtype=Z.dtype)
-    b = as_tensor(estimator.intercept_, device=Z.device, dtype=Z.dtype, ndim=1)
-    return to_output((Z @ D).add_(b), origin)
 
 
 def torch_generator(random_state: Any) -> torch.Generator:

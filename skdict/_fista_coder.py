@@ -41,10 +41,9 @@ from ._dictionary import (
     take_providers_tags,
     torch_generator,
 )
-from ._fista._encode import (
+from ._fista._core import FISTAResult
+from ._fista._driver import (
     _auto_batch_size,
-    _unconverged_counts,
-    _warn_if_no_code,
     fista_encode,
 )
 from ._fitting import forget_fit_on_failure
@@ -1067,3 +1066,41 @@ def _indexable(X: Any) -> Any:
     if hasattr(X, "shape") or isinstance(X, (list, tuple)):
         return X
     return np.asarray(X)
+
+
+def _unconverged_counts(result: FISTAResult, max_iter: int) -> tuple[int, int]:
+    """Count the samples of ``result`` not converged, and those stopped early.
+
+    An unconverged sample that spent fewer than ``max_iter`` iterations
+    stopped at the rounding floor of its gap (see :class:`FISTAResult`).
+    """
+    unconverged = ~result.converged
+    early = unconverged & (result.n_iter < max_iter)
+    return int(unconverged.sum()), int(early.sum())
+
+
+def _warn_if_no_code(
+    X: torch.Tensor, components: torch.Tensor, alpha: float, positive: bool
+) -> None:
+    """Warn when ``alpha`` leaves every code of ``X`` on the atoms zero.
+
+    Otherwise silent: learning stops once every atom stays unused, and
+    returns rows of X as atoms that no code uses. Every lasso code is zero
+    exactly when no correlation ``<x, d>`` exceeds ``alpha`` (no positive one,
+    for non-negative codes).
+    """
+    atoms = components.to(X.dtype)
+    largest = 0.0
+    for block in X.split(_auto_batch_size(*components.shape)):
+        correlations = block @ atoms.T
+        if not positive:
+            correlations = correlations.abs()
+        largest = max(largest, float(correlations.max()))
+    if largest > alpha:
+        return
+    warn(
+        f"No sample uses any learned atom: alpha={alpha} is above every "
+        f"correlation of a sample with the atoms (at most {largest:.3g}), so "
+        "every code is zero. alpha is in the units of X: lower it, or rescale X.",
+        UserWarning,
+    )

@@ -31,7 +31,6 @@ from ._dictionary import (
     _listed,
     check_atom_norms,
     is_same_given,
-    reconstruct,
     record_given,
     resolve_dictionary,
     sparse_atoms_slip,
@@ -59,6 +58,7 @@ from ._tensor import (
     to_fitted,
     to_numpy,
     to_output,
+    validate_codes,
     validate_input,
 )
 from ._typing import ArrayLike, Bool, Device, Float, Int
@@ -713,9 +713,7 @@ n_latents) or (n_samples,), default=None
             )
 
     def _coder(self):
-        # FISTACoder on this fitted oracle: the one home of FISTA coding. Its
-        # module imports this one, hence the import at call time.
-
+        # FISTACoder on this fitted oracle: the one home of FISTA coding.
         # The atoms as weights that name no columns: X's were checked by the
         # oracle itself, and the coder's check of a frozen oracle repeated its
         # feature-name warnings.
@@ -850,3 +848,36 @@ n_latents) or (n_samples,), default=None
         tags.target_tags.required |= self.dictionary is None
         tags.target_tags.multi_output = True
         return tags
+
+
+def reconstruct(estimator: Any, codes: Any) -> Any:
+    """Return ``codes @ components_ + intercept_`` of a fitted provider.
+
+    :class:`OracleDictionary`'s ``inverse_transform``: the codes' array type,
+    device and dtype decide the output's, and computations run where the
+    estimator's ``device`` parameter says.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        Exposes ``components_``, ``intercept_`` and a ``device`` parameter.
+    codes : array-like or torch.Tensor of shape (n_samples, n_components)
+        Codes.
+
+    Returns
+    -------
+    X_reconstructed : ndarray or torch.Tensor of shape (n_samples, n_features)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdict import OracleDictionary
+    >>> from skdict._oracle import reconstruct
+    >>> oracle = OracleDictionary(np.eye(2)).fit(np.ones((3, 2)))
+    >>> reconstruct(oracle, np.array([[1.0, 2.0]]))
+    array([[1., 2.]])
+    """
+    Z, origin = validate_codes(estimator, codes)
+    D = as_tensor(estimator.components_, device=Z.device, dtype=Z.dtype)
+    b = as_tensor(estimator.intercept_, device=Z.device, dtype=Z.dtype, ndim=1)
+    return to_output((Z @ D).add_(b), origin)

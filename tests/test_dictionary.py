@@ -30,8 +30,10 @@ from skdict import (
     _tensor,
 )
 from skdict._dictionary import is_same_given, record_given
-from skdict._fista import _encode, _working_set
-from skdict._fista._encode import _warn_if_no_code, fista_encode
+from skdict._fista import _core, _driver
+from skdict._fista._core import _operand
+from skdict._fista._driver import fista_encode
+from skdict._fista_coder import _warn_if_no_code
 from skdict._learning import _alternation
 from skdict._learning._alternation import (
     _coherence_bound,
@@ -51,7 +53,6 @@ from skdict._learning._online import (
     online_dictionary_update,
 )
 from skdict._learning._updates import (
-    _operand,
     _rescaled,
     _sample_side_atoms,
     _well_posed_cholesky,
@@ -1386,13 +1387,13 @@ def test_learning_codes_are_not_finished_in_float64(small, monkeypatch):
     """Learning rounds code to loose tolerances: no float64 finish (a fit at
     alpha=0.01 finished thousands of rows in float64 and ran 30 % longer)."""
     dtypes = []
-    encode = _encode._encode
+    encode = _driver._encode
 
     def spy(X, *args, **kwargs):
         dtypes.append(X.dtype)
         return encode(X, *args, **kwargs)
 
-    monkeypatch.setattr(_encode, "_encode", spy)
+    monkeypatch.setattr(_driver, "_encode", spy)
     X = small.X_train.astype(np.float32)
     coder = FISTACoder(n_components=20, alpha=0.01, dict_max_iter=5, random_state=0)
     coder.fit(X).partial_fit(X[:50])
@@ -2619,13 +2620,13 @@ def test_coding_tol_cap_is_looser_from_40_features():
 def test_exploring_rounds_code_from_zero_and_refining_ones_warm_start(monkeypatch):
     X, D = _learning_problem(200, 30, 8)
     inits = []
-    real = _encode.fista_encode
+    real = _driver.fista_encode
 
     def encode(*args, **kwargs):
         inits.append(kwargs.get("init"))
         return real(*args, **kwargs)
 
-    patch_everywhere(monkeypatch, _encode, "fista_encode", encode)
+    patch_everywhere(monkeypatch, _driver, "fista_encode", encode)
     learn_dictionary(X, 30, alpha=0.05, positive=True, dict_max_iter=4, tol=1e-12)
     assert len(inits) == 4 and all(init is None for init in inits)
     inits.clear()
@@ -2662,7 +2663,7 @@ def test_inexact_rounds_follow_the_papers_loop(monkeypatch):
     # 0.9; the exploring rounds around them rescale and take 0.95.
     X = _learning_problem(200, 40, 10)[0].float()
     steps, inits = [], []
-    real_step, real_plain = _alternation._lstsq_step, _working_set._plain_fista
+    real_step, real_plain = _alternation._lstsq_step, _core._plain_fista
 
     def step(*args, **kwargs):
         steps.append((args[5], kwargs["rescale"]))

@@ -19,7 +19,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state
 
 from skdict import FISTACoder, SparseAutoencoder
-from skdict._fista._encode import fista_encode
+from skdict._fista._driver import fista_encode
 from skdict._learning._alternation import learn_dictionary
 from skdict._learning._atoms import initial_dictionary
 from skdict._learning._online import batch_statistics, online_dictionary_update
@@ -31,7 +31,7 @@ from skdict.model_selection import CompositionalSplit
 
 from .conftest import near_duplicate_stream, random_dictionary, sparse_codes
 
-# ------------------------------------------------------------ _dictionary
+# -------------------------------------------------------------- _learning
 
 
 def test_continuation_rounds_never_stop_learning():

@@ -34,9 +34,9 @@ from skdict import (
     _fista_coder,
     _oracle,
 )
-from skdict._fista import _core, _encode, _newton, _problem, _threads, _working_set
+from skdict._fista import _core, _driver, _newton, _problem, _threads, _working_set
 from skdict._fista._core import _take_square, lipschitz_constant
-from skdict._fista._encode import fista_encode
+from skdict._fista._driver import fista_encode
 from skdict._fista._newton import (
     _active_set,
     _newton_on_support,
@@ -219,7 +219,7 @@ def test_a_batch_too_small_to_split_runs_on_one_intra_op_thread(rng, two_threads
         return solve(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_encode, "_encode_batch", recording)
+        patch.setattr(_driver, "_encode_batch", recording)
         split = fista_encode(X, torch.from_numpy(D), alpha=0.05, tol=1e-10)
     assert seen and all(
         ident != threading.get_ident() and threads == 1 for ident, threads in seen
@@ -289,7 +289,7 @@ def test_worker_threads_leave_later_threads_their_thread_count(
         return solve(*args, **kwargs)
 
     monkeypatch.setattr(torch, "set_num_threads", recording)
-    monkeypatch.setattr(_encode, "_encode_batch", solving)
+    monkeypatch.setattr(_driver, "_encode_batch", solving)
     D = random_dictionary(rng, 60, 20)
     X = torch.from_numpy(sparse_codes(rng, 64, 60, 3) @ D)
     fista_encode(X, torch.from_numpy(D), alpha=0.05)
@@ -335,7 +335,7 @@ def test_a_failing_share_stops_the_other_workers(
             time.sleep(1e-3)
         raise AssertionError("the worker was not asked to stop")
 
-    monkeypatch.setattr(_encode, "_encode_batch", share)
+    monkeypatch.setattr(_driver, "_encode_batch", share)
     with pytest.raises(error):
         fista_encode(X, torch.from_numpy(D), alpha=0.05)
     assert len(stopped) == 1 and stopped[0] != threading.get_ident()
@@ -1149,7 +1149,7 @@ def test_many_batches_and_working_set_rounds(rng, monkeypatch):
     with_gram = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10, batch_size=40)
     assert len(calls) >= 3 * 3  # three batches, several rounds each
     assert len({width for _, width in calls}) >= 2
-    monkeypatch.setattr(_encode, "_MAX_GRAM_ELEMENTS", 0)
+    monkeypatch.setattr(_driver, "_MAX_GRAM_ELEMENTS", 0)
     without = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10, batch_size=40)
     assert bool(with_gram.converged.all()) and bool(without.converged.all())
     torch.testing.assert_close(with_gram.codes, without.codes, atol=1e-7, rtol=0)
@@ -1169,7 +1169,7 @@ def test_all_atoms_path_without_full_gram(rng, monkeypatch, n_components):
     X = rng.standard_normal((8, 30))
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
     ours = fista_encode(Xt, Dt, alpha=1e-3, tol=1e-10)
-    monkeypatch.setattr(_encode, "_MAX_GRAM_ELEMENTS", 0)
+    monkeypatch.setattr(_driver, "_MAX_GRAM_ELEMENTS", 0)
     no_gram = fista_encode(Xt, Dt, alpha=1e-3, tol=1e-10)
     for result in (ours, no_gram):
         assert bool(result.converged.all())
@@ -1264,7 +1264,7 @@ def test_automatic_batches_are_sized_by_the_wider_of_atoms_and_features(
             batches.append(X.shape[0])
             super().__init__(X, *args, **kwargs)
 
-    monkeypatch.setattr(_encode, "_Problem", Recording)
+    monkeypatch.setattr(_driver, "_Problem", Recording)
     patch_everywhere(monkeypatch, _problem, "_AUTO_BATCH_ELEMENTS", 10 * 64)
     D = random_dictionary(rng, 4, 64)
     X = torch.from_numpy(sparse_codes(rng, 25, 4, 2) @ D)
@@ -1312,14 +1312,14 @@ def test_float64_finish_works_a_batch_of_stalled_rows_at_a_time(rng, monkeypatch
     D32 = torch.from_numpy(D).float()
     whole = fista_encode(X, D32, alpha=0.01, max_iter=2000)
     rows = []
-    encode = _encode._encode
+    encode = _driver._encode
 
     def recording(X_batch, *args, **kwargs):
         if X_batch.dtype == torch.float64:
             rows.append(X_batch.shape[0])
         return encode(X_batch, *args, **kwargs)
 
-    monkeypatch.setattr(_encode, "_encode", recording)
+    monkeypatch.setattr(_driver, "_encode", recording)
     batched = fista_encode(X, D32, alpha=0.01, max_iter=2000, batch_size=8)
     assert sum(rows) > 8 and max(rows) <= 8  # several batches of stalled rows
     assert bool(batched.converged.all())
@@ -1340,8 +1340,8 @@ def test_float32_samples_finished_in_float64_count_all_their_iterations(rng):
     X = torch.from_numpy(rng.standard_normal((50, 10))).float()
     alpha = 0.05  # a few rows stall in float32 that the rounding bound lets in
     start = fista_encode(X, D, alpha=alpha, max_iter=50, float64_finish=False)
-    routed = _encode._float32_floor_rows(
-        X, D, None, alpha=alpha, tol=_encode._effective_tol(1e-6, torch.float32), step=8
+    routed = _driver._float32_floor_rows(
+        X, D, None, alpha=alpha, tol=_driver._effective_tol(1e-6, torch.float32), step=8
     )
     finished = ~start.converged & ~routed
     assert finished.sum() >= 3  # the float64 finish has work to do
@@ -1364,24 +1364,24 @@ def test_float32_rows_below_their_rounding_floor_start_in_float64(
     X = torch.from_numpy(rng.standard_normal((50, 10))).float()
     offset = torch.from_numpy(rng.standard_normal(10)).float() / 4
     init = torch.from_numpy(np.abs(rng.standard_normal((50, 20)))).float() / 10
-    routed = _encode._float32_floor_rows(
+    routed = _driver._float32_floor_rows(
         X,
         D,
         offset,
         alpha=alpha,
-        tol=_encode._effective_tol(1e-6, torch.float32),
+        tol=_driver._effective_tol(1e-6, torch.float32),
         step=8,
     )
     assert routed.any()
     coded32 = []
-    encode = _encode._encode
+    encode = _driver._encode
 
     def recording(X_batch, *args, rows=None, **kwargs):
         if X_batch.dtype == torch.float32:
             coded32.append(X_batch.shape[0] if rows is None else rows.numel())
         return encode(X_batch, *args, rows=rows, **kwargs)
 
-    monkeypatch.setattr(_encode, "_encode", recording)
+    monkeypatch.setattr(_driver, "_encode", recording)
     kwargs = dict(alpha=alpha, positive=True, init=init, offset=offset, batch_size=8)
     result = fista_encode(X, D, **kwargs)
     assert sum(coded32) == int((~routed).sum())
@@ -1409,21 +1409,21 @@ def test_float32_rounding_floor_scales_with_the_atoms_and_the_penalty():
     # and atoms twice as long double each row's rounding.
     X = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
     D = torch.eye(2)
-    tol = _encode._effective_tol(1e-6, torch.float32)
+    tol = _driver._effective_tol(1e-6, torch.float32)
     eps = torch.finfo(torch.float32).eps
     alpha = 5.0 * eps / tol / 1.5  # row 0: ||x|| = 5 is 1.5 times the bound
-    rows = _encode._float32_floor_rows(X, D, None, alpha=alpha, tol=tol, step=2)
+    rows = _driver._float32_floor_rows(X, D, None, alpha=alpha, tol=tol, step=2)
     assert rows.tolist() == [True, False, False]
-    scaled = _encode._float32_floor_rows(
+    scaled = _driver._float32_floor_rows(
         X * 1024, D, None, alpha=alpha * 1024, tol=tol, step=2
     )
     assert scaled.tolist() == rows.tolist()
-    longer = _encode._float32_floor_rows(
+    longer = _driver._float32_floor_rows(
         X, 2 * D, None, alpha=2 * alpha, tol=tol, step=2
     )
     assert longer.tolist() == rows.tolist()
     # An offset is subtracted first: rows at the offset have nothing to code.
-    centred = _encode._float32_floor_rows(X, D, X[0], alpha=alpha, tol=tol, step=2)
+    centred = _driver._float32_floor_rows(X, D, X[0], alpha=alpha, tol=tol, step=2)
     assert centred.tolist() == [False, True, True]
 
 
@@ -1464,17 +1464,17 @@ def test_certificates_compute_in_ieee_float32_whatever_the_matmul_precision(
         torch.backends.fp32_precision = "tf32"
     before = matmul_precision()
     seen = []
-    encode = _encode._encode
+    encode = _driver._encode
 
     def recording(*args, **kwargs):
         seen.append(matmul_precision())
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(_encode, "_encode", recording)
+    monkeypatch.setattr(_driver, "_encode", recording)
     fista_encode(X, D, alpha=0.1)
     assert seen and all(state == ["ieee", "ieee"] for state in seen)
     assert matmul_precision() == before  # restored
-    monkeypatch.setattr(_encode, "_encode", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(_driver, "_encode", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         fista_encode(X, D, alpha=0.1)
     assert matmul_precision() == before
@@ -1486,13 +1486,13 @@ def test_a_precision_set_during_coding_is_kept(rng, monkeypatch, matmul_precisio
     D = torch.from_numpy(random_dictionary(rng, 8, 5)).float()
     X = torch.from_numpy(rng.standard_normal((6, 5))).float()
     mkldnn_before = torch.backends.mkldnn.matmul.fp32_precision
-    encode = _encode._encode
+    encode = _driver._encode
 
     def user_sets_tf32(*args, **kwargs):
         torch.backends.cuda.matmul.fp32_precision = "tf32"
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(_encode, "_encode", user_sets_tf32)
+    monkeypatch.setattr(_driver, "_encode", user_sets_tf32)
     fista_encode(X, D, alpha=0.1)
     assert matmul_precision() == ["tf32", mkldnn_before]
 
@@ -1508,7 +1508,7 @@ def test_concurrent_coding_keeps_ieee_float32_until_the_last_call_ends(
     inside = {"A": threading.Event(), "B": threading.Event()}
     release = {"A": threading.Event(), "B": threading.Event()}
     states = {}
-    encode = _encode._encode
+    encode = _driver._encode
 
     def gated(*args, **kwargs):
         name = threading.current_thread().name
@@ -1517,7 +1517,7 @@ def test_concurrent_coding_keeps_ieee_float32_until_the_last_call_ends(
         states[name] = matmul_precision()
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(_encode, "_encode", gated)
+    monkeypatch.setattr(_driver, "_encode", gated)
     threads = {
         name: threading.Thread(
             target=fista_encode, args=(X, D), kwargs={"alpha": 0.1}, name=name
@@ -1736,14 +1736,14 @@ def test_inverse_transform_adds_the_intercept(rng, estimator):
 def rows_coded(monkeypatch):
     """Rows of each fista_encode call, with batches of 5 rows, steps of 3."""
     calls = []
-    encode = _encode.fista_encode
+    encode = _driver.fista_encode
 
     def spy(X_t, *args, **kwargs):
         calls.append(X_t.shape[0])
         return encode(X_t, *args, **kwargs)
 
-    patch_everywhere(monkeypatch, _encode, "fista_encode", spy)
-    patch_everywhere(monkeypatch, _encode, "_auto_batch_size", lambda *shape: 5)
+    patch_everywhere(monkeypatch, _driver, "fista_encode", spy)
+    patch_everywhere(monkeypatch, _driver, "_auto_batch_size", lambda *shape: 5)
     monkeypatch.setattr(_fista_coder, "_SCORE_STEP_BATCHES", 3)
     return calls
 
@@ -1830,7 +1830,7 @@ def test_score_with_an_init_estimator_takes_any_array_like(problem, monkeypatch)
     # An object that is only convertible to an array is coded as its array,
     # also in steps of a few rows.
     X, D = problem
-    patch_everywhere(monkeypatch, _encode, "_auto_batch_size", lambda *shape: 5)
+    patch_everywhere(monkeypatch, _driver, "_auto_batch_size", lambda *shape: 5)
 
     class ArrayLike:
         def __array__(self, dtype=None, copy=None):
@@ -1909,7 +1909,7 @@ def test_init_estimator_and_array(problem):
     # search or cross-validation failed only in score, with NaN scores.
     with pytest.raises(ValueError, match="init, the codes' warm start, has 3 col"):
         FISTACoder(D, init=codes[:, :3]).fit(X)
-    with pytest.raises(TypeError, match="Invalid init"):
+    with pytest.raises(TypeError, match="init must be an array; got a dict"):
         FISTACoder(D, init={"not": "codes"}).fit(X)
 
 
@@ -2174,8 +2174,8 @@ def test_float32_rows_in_float64_from_the_start_share_the_bar(rng, capsys):
     D = torch.from_numpy(random_dictionary(rng, 20, 10)).float()
     X = torch.from_numpy(rng.standard_normal((60, 10))).float()
     X[::2] *= 4.0  # rows above the bound at this alpha, and rows below it
-    tol = _encode._effective_tol(1e-6, torch.float32)
-    routed = _encode._float32_floor_rows(X, D, None, alpha=0.03, tol=tol, step=60)
+    tol = _driver._effective_tol(1e-6, torch.float32)
+    routed = _driver._float32_floor_rows(X, D, None, alpha=0.03, tol=tol, step=60)
     assert 0 < int(routed.sum()) < 60
     quiet = fista_encode(X, D, alpha=0.03, positive=True)
     shown = fista_encode(X, D, alpha=0.03, positive=True, verbose=1)
@@ -2264,7 +2264,7 @@ def test_progress_bar_closes_when_coding_fails(threads, monkeypatch):
             raise KeyboardInterrupt
         return encode_batch(*args, **kwargs)
 
-    monkeypatch.setattr(_encode, "_encode_batch", fails_second)
+    monkeypatch.setattr(_driver, "_encode_batch", fails_second)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -2365,14 +2365,14 @@ def test_rows_of_very_different_scales_are_coded_each_at_its_own(dtype):
         assert bool(mixed.converged[:6].all())
     # Rows within one window of scales are still coded in one call, rows of
     # zeros join any window, and a group rescaled finds one window again.
-    assert _encode._scale_groups(X * 1e20, None) is None
-    assert _encode._scale_groups(torch.cat([X, X * 2.0**80]), None) is None
+    assert _driver._scale_groups(X * 1e20, None) is None
+    assert _driver._scale_groups(torch.cat([X, X * 2.0**80]), None) is None
     tiny = torch.cat([X * 1e-20, torch.zeros(1, 8, dtype=dtype)])
-    assert _encode._scale_groups(tiny, None) is None
+    assert _driver._scale_groups(tiny, None) is None
     spread = torch.cat([X[:1] * 2.0**60, X[1:2] * 2.0**-70])
-    assert _encode._scale_groups(spread, None) is not None
-    assert _encode._scale_groups(spread * 2.0**-60, None) is not None
-    groups = _encode._scale_groups(torch.cat([spread, tiny[-1:]]), None)
+    assert _driver._scale_groups(spread, None) is not None
+    assert _driver._scale_groups(spread * 2.0**-60, None) is not None
+    groups = _driver._scale_groups(torch.cat([spread, tiny[-1:]]), None)
     assert [g.tolist() for g in groups] == [[0, 2], [1]]
 
 
@@ -2568,8 +2568,8 @@ def test_fista_refuses_apples_mps_backend_by_name():
     # The solver certifies codes in float64, which MPS lacks: torch failed
     # inside the first conversion. Checked on the device type alone here.
     with pytest.raises(ValueError, match="float64, which Apple's MPS backend"):
-        _encode.refuse_mps(torch.device("mps"))
-    _encode.refuse_mps(torch.device("cpu"))
+        _driver.refuse_mps(torch.device("mps"))
+    _driver.refuse_mps(torch.device("cpu"))
 
 
 @mps
@@ -2594,7 +2594,7 @@ def test_certificates_of_large_dictionaries_gather_atoms_in_blocks(monkeypatch):
     Z = (rng.uniform(size=(300, 40)) < 0.1) * rng.uniform(size=(300, 40))
     X = (Z @ D).astype(np.float32)
     coder = FISTACoder(D, alpha=0.05, positive=True).fit(X)
-    monkeypatch.setattr(_encode, "_FLOAT64_COPY_ELEMENTS", 0)  # no float64 copy
+    monkeypatch.setattr(_driver, "_FLOAT64_COPY_ELEMENTS", 0)  # no float64 copy
     gathered_at_once = coder.transform(X)
     # A few rows a block.
     patch_everywhere(monkeypatch, _newton, "_SYSTEM_ELEMENTS", 16 * 8 * 3)

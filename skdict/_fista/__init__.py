@@ -70,13 +70,13 @@ e.g. a small ``alpha`` on a small dictionary) are solved on all atoms directly,
 with the gradient in whichever of the Gram form ``z G - c`` (``G = D D^T``) and
 the residual form ``-(x - zD) D^T`` is cheaper, and with the same Newton and
 active-set steps. No ``(n_components, n_components)`` matrix is formed beyond
-``_MAX_GRAM_ELEMENTS`` entries, every array of a batch holds
+``_driver._MAX_GRAM_ELEMENTS`` entries, every array of a batch holds
 ``O(batch_size * max(n_components, n_features))`` entries, and the per-sample
 working-set systems (``O(w^2)`` each) are solved in chunks of
-``_SYSTEM_ELEMENTS``.
+``_newton._SYSTEM_ELEMENTS``.
 """
 
 from ._core import FISTAResult, lipschitz_constant
-from ._encode import fista_encode
+from ._driver import fista_encode
 
 __all__ = ["FISTAResult", "fista_encode", "lipschitz_constant"]

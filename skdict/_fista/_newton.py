@@ -26,13 +26,6 @@ _NULL_EIGENVALUE = 64 * torch.finfo(torch.float64).eps
 # Steps between two Newton points of _active_set computed afresh from its
 # inverse (in between, rank-one updates).
 _ACTIVE_SET_REFRESH = 8
-# The all-atoms solver takes Newton steps (and their support reductions) on
-# supports of up to max(2 * n_features, this many) atoms: a support larger
-# than n_features is singular, and the null-vector moves that shrink it are
-# what converges it. Capped at 2 * n_features alone, one feature and three
-# near-duplicate atoms ran 1,000 iterations to a gap of 6e-4; with the
-# reductions, 20 iterations to the optimum.
-_MIN_POLISH_SUPPORT = 32
 # Codes with fewer than one non-zero in ``_SPARSE_SUPPORT`` entries have
 # their supports listed by ``torch.nonzero`` (O(nnz) scatters) rather than by
 # cumulative sums over every entry (see _support_indices). One thread,

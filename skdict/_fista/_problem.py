@@ -35,8 +35,8 @@ def _group_size(m: int) -> int:
     """Atoms per group of :func:`_group_maxima` for ``m`` atoms.
 
     Up to 32, keeping at least 100 groups to rank (working sets take at most
-    one atom per group, see :func:`_next_working_sets`); 1 when no such size
-    divides ``m``.
+    one atom per group, see :func:`._working_set._next_working_sets`); 1 when
+    no such size divides ``m``.
     """
     return next((g for g in (32, 16, 8, 4, 2) if m % g == 0 and m >= 100 * g), 1)
 
@@ -48,8 +48,8 @@ def _group_maxima(scores: torch.Tensor, size: int) -> torch.Tensor:
     ``max_pool1d`` computes this about twice as fast as ``amax`` over a
     ``(n, m // size, size)`` view on CPU (``torch.max`` with indices is ten
     times slower), and the members of a group share a cache line when
-    :func:`_next_working_sets` looks them up. Returns ``scores`` itself when
-    ``size`` is 1.
+    :func:`._working_set._next_working_sets` looks them up. Returns
+    ``scores`` itself when ``size`` is 1.
     """
     if size == 1:
         return scores
@@ -189,7 +189,7 @@ class _Problem:
     def _gap(self, terms, worst):
         """Primal and gap from :meth:`_gap_terms` and ``max_j r.d_j``.
 
-        ``max_j |r.d_j|`` without the sign constraint; see :func:`_dual_scaling`.
+        ``max_j |r.d_j|`` without the sign constraint; see :func:`._core._dual_scaling`.
         """
         return _gap_from_residual(
             *terms, _dual_scale(worst.double(), self.alpha), self.alpha

@@ -18,10 +18,8 @@ from ._core import (
     _momentum_table,
     _prox_l1,
     _take_square,
-    lipschitz_constant,
 )
 from ._newton import (
-    _MIN_POLISH_SUPPORT,
     _SYSTEM_ELEMENTS,
     _active_set,
     _polish,
@@ -73,6 +71,15 @@ _COMPACT_FRACTION = 1 / 8
 # 0.99927 instead of creeping on towards 1, so that memory does not grow
 # with max_iter (10**8 iterations took a 3.3 GB table).
 _MOMENTUM_STEPS = 4096
+
+
+# The all-atoms solver takes Newton steps (and their support reductions) on
+# supports of up to max(2 * n_features, this many) atoms: a support larger
+# than n_features is singular, and the null-vector moves that shrink it are
+# what converges it. Capped at 2 * n_features alone, one feature and three
+# near-duplicate atoms ran 1,000 iterations to a gap of 6e-4; with the
+# reductions, 20 iterations to the optimum.
+_MIN_POLISH_SUPPORT = 32
 
 
 def _working_set_gap(gz, b, z, x_sq, alpha, positive):
@@ -304,46 +311,6 @@ def _solve_working_sets(
     return new_z, spent
 
 
-def _plain_fista(
-    X: torch.Tensor,
-    components: torch.Tensor,
-    codes: torch.Tensor,
-    alpha: float,
-    positive: bool,
-    n_iter: int,
-) -> torch.Tensor:
-    """``n_iter`` iterations of plain FISTA (step ``1 / L``) from ``codes``.
-
-    The paper's inexact codes of a learning round (Beck & Teboulle, 2009): the
-    gradient ``(Y D - X) D^T`` goes through the Gram matrix or through ``D``
-    twice, whichever is cheaper.
-    """
-    n_components, n_features = components.shape
-    step = 1.0 / lipschitz_constant(components)
-    gram = components @ components.T if n_components <= 2 * n_features else None
-    # The gradient step y - (y D - X) D^T / L, as ``shift + y - step (y D)
-    # D^T`` by one fused GEMM into a reused buffer, then in-place updates:
-    # a fresh (n_samples, n_components) tensor per operation cost as much as
-    # the products (one CPU thread, n_latents=1000, 10 iterations: 230 ms
-    # against 180 ms in float32, 570 ms against 350 ms in float64; the
-    # n_latents=100 benchmark fit went from 1.18 s to 0.61 s).
-    shift = (X @ components.T).mul_(step)
-    z, y = codes.clone(), codes.clone()
-    v = torch.empty_like(codes)
-    t = 1.0
-    for _ in range(n_iter):
-        if gram is not None:
-            torch.addmm(shift, y, gram, alpha=-step, out=v)
-        else:
-            torch.addmm(shift, y @ components, components.T, alpha=-step, out=v)
-        _prox_l1(v.add_(y), alpha * step, positive)
-        t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
-        # y = v + (t - 1) / t_new (v - z)
-        torch.lerp(v, z, -(t - 1.0) / t_new, out=y)
-        z, v, t = v, z, t_new
-    return z
-
-
 def _fista_all_atoms(
     problem: _Problem,
     rows: torch.Tensor,
@@ -479,7 +446,7 @@ def _next_working_sets(atoms, values, scores, keep, group_max, widths):
     ``atoms`` and ``values`` ``(k, p)`` hold the current codes sparsely
     (distinct atoms per row). ``scores`` ``(n, m)`` ranks all atoms, row
     ``keep[i]`` for row ``i``, and ``group_max`` ``(k, n_groups)`` holds each
-    row's group maxima (:func:`_group_maxima`; it is overwritten), with
+    row's group maxima (:func:`._problem._group_maxima`; it is overwritten), with
     ``n_groups >= widths.max()``. The other atoms are the maxima of the best
     groups, leaving out groups whose maximum is a support atom: ``torch.topk``
     costs several nanoseconds per entry on CPU, so it runs on the group

@@ -19,15 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .._dictionary import _max_row_norm
-from .._fista._encode import _certifiable_scale, fista_encode, refuse_mps
-from .._fista._working_set import _plain_fista
+from .._fista._core import _operand, _plain_fista, _sample_objective
+from .._fista._driver import _certifiable_scale, fista_encode, refuse_mps
 from ._atoms import _DuplicateMemory, _worst_residuals, initial_dictionary
 from ._updates import (
     _code_statistics,
     _normalize_atoms,
-    _operand,
     _rescaled,
-    _sample_objective,
     _sample_side_atoms,
     block_coordinate_update,
     lstsq_dictionary,

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._fista._encode import _certifiable_scale
+from .._fista._driver import _certifiable_scale
 from ._updates import _normalize_atoms
 
 # How _DuplicateMemory recognises an atom the data brought back after its
@@ -200,8 +200,9 @@ class _DuplicateMemory:
     coherence bound, taking them for duplicates. True atoms can be that
     close too: ``make_compositional(n_latents=50, n_active=3)`` with seeds
     0-11 has its closest two true atoms at 0.66-0.79 in 17 features, at 10
-    seeds above the bound of 0.7. The resampled atom came back within the
-    three rounds before the next check and was resampled again, for ever:
+    seeds above the bound of 0.7 (``_alternation._MAX_COHERENCE``). The
+    resampled atom came back within the three rounds before the next check
+    and was resampled again, for ever:
     6 of the 12 fits ran all 200 rounds with the dictionary's change above
     ``tol=1e-2``, and both atoms of the pair were found (within 0.95) at only
     7 seeds. An atom resampled away ``_RETURNS_TO_KEEP`` times -- the same

@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 
-from .._fista._encode import _certifiable_scale, fista_encode, refuse_mps
+from .._fista._core import _sample_objective
+from .._fista._driver import _certifiable_scale, fista_encode, refuse_mps
 from .._tensor import (
     _all_finite,
 )
 from ._alternation import _coherence_bound, _unscaled_objective
 from ._atoms import _DuplicateMemory, _worst_residuals
-from ._updates import _code_statistics, _sample_objective, block_coordinate_update
+from ._updates import _code_statistics, block_coordinate_update
 
 
 def _forgetting_factor(step: int, eta: int) -> float:
@@ -70,10 +71,12 @@ def online_dictionary_update(
     explores (one started from atoms drawn from the data) re-initialises, with
     the residuals of the batch's worst-reconstructed samples, the atoms no
     sample has used yet and the less used of two atoms closer than
-    :func:`learn_dictionary`'s coherence bound (forgetting its statistics),
-    except atoms that came back twice after such resamplings, as there.
+    the coherence bound of
+    :func:`~skdict._learning._alternation.learn_dictionary` (forgetting
+    their statistics), except atoms that came back twice after such
+    resamplings, as there.
     A stream started from given atoms only refines them: an atom no sample
-    has used yet keeps its place (:func:`learn_dictionary` re-initialises
+    has used yet keeps its place (``learn_dictionary`` re-initialises
     unused atoms in every round, since it sees every sample; a batch does
     not show that an atom is useless).
 
@@ -86,10 +89,10 @@ def online_dictionary_update(
     statistics : dict or None
         The running ``{"A", "B", "n_steps"}`` from the previous step (and,
         when exploring, ``"duplicates"``, the atoms resampled as duplicates:
-        :class:`DuplicateRecords`; and ``"scale"``, the power of two the
-        stream's data are multiplied by, when not 1); None starts afresh, at
-        the scale of ``X``. Statistics of a
-        full-batch fit (:func:`batch_statistics`) carry ``n_samples`` instead of
+        :class:`~skdict._learning._atoms.DuplicateRecords`; and ``"scale"``,
+        the power of two the stream's data are multiplied by, when not 1);
+        None starts afresh, at the scale of ``X``. Statistics of a full-batch
+        fit (:func:`batch_statistics`) carry ``n_samples`` instead of
         ``n_steps``: they enter with the weight that ``ceil(n_samples /
         len(X))`` batches like ``X`` would have, as if they had been
         streamed.

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .._fista._core import _operand
 from .._warnings import warn
-
-# Codes with fewer than this fraction of non-zeros enter products as sparse
-# tensors on CPU: below it, sparse products beat dense BLAS. One thread,
-# 2,500 samples, float64, ``Z^T Z``, ``Z^T X`` and two ``Z D``: with 200 /
-# 500 / 1,000 atoms the two break even at 16 / 20 / 15 % non-zeros, and at
-# 8 % the sparse path takes 54 / 45 / 55 % of the dense one's time. Other
-# devices keep ``_SPARSE_DENSITY_OTHER``, the bound measured on the CPU
-# before; no GPU has measured its own.
-_SPARSE_DENSITY = 0.12
-_SPARSE_DENSITY_OTHER = 0.05
 
 
 def _normalize_atoms(components: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,15 +13,6 @@ def _normalize_atoms(components: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     norms = components.norm(dim=1)
     tiny = torch.finfo(components.dtype).tiny
     return components / norms.clamp_min(tiny)[:, None], norms
-
-
-def _operand(codes: torch.Tensor) -> torch.Tensor:
-    """``codes`` as a sparse tensor when mostly zeros, where products cost O(nnz)."""
-    bound = _SPARSE_DENSITY if codes.device.type == "cpu" else _SPARSE_DENSITY_OTHER
-    # count_nonzero: a third of the time of ``(codes != 0).sum()`` (no mask).
-    if int(torch.count_nonzero(codes)) < bound * codes.numel():
-        return codes.to_sparse()
-    return codes
 
 
 def _rescaled(
@@ -63,29 +45,6 @@ def _code_statistics(
     """``Z^T Z`` and ``Z^T X``; ``operand`` is ``_operand(codes)`` when known."""
     transposed = (_operand(codes) if operand is None else operand).t()
     return transposed @ codes, transposed @ X
-
-
-def _sample_objective(
-    X: torch.Tensor,
-    codes: torch.Tensor,
-    components: torch.Tensor,
-    alpha: float,
-    operand: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``0.5 ||x - z D||^2 + alpha ||z||_1``, and the residuals.
-
-    ``operand`` is ``_operand(codes)`` when already known.
-    """
-    if operand is None:
-        operand = _operand(codes)
-    residual = X - operand @ components
-    if operand.is_sparse:
-        # O(nnz) instead of a pass over every entry of the codes.
-        l1 = torch.zeros(codes.shape[0], dtype=codes.dtype, device=codes.device)
-        l1.index_add_(0, operand.indices()[0], operand.values().abs())
-    else:
-        l1 = codes.abs().sum(dim=1)
-    return 0.5 * (residual * residual).sum(dim=1) + alpha * l1, residual
 
 
 def _well_posed_cholesky(matrix: torch.Tensor) -> torch.Tensor | None:
@@ -154,7 +113,7 @@ def lstsq_dictionary(
     float32, a ``Z^T Z`` of condition number above about 8e4 at 100 atoms or
     8e3 at 1,000 (``cond(Z)`` above 290 or 90) takes the pseudo-inverse,
     whose cutoff drops its smallest directions, where a float64 solve would
-    still be accurate. :class:`OracleDictionary` therefore forms and solves
+    still be accurate. :class:`~skdict.OracleDictionary` therefore forms and solves
     the normal equations in float64; dictionary learning solves in float32
     for speed, where a round's atoms need no such accuracy (its codes are
     solved to relative gaps of 1e-2 to 0.3) and a refinement keeps only

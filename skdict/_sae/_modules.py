@@ -93,7 +93,7 @@ _SPARSE_MIN_COMPONENTS = 256
 # Matching pursuit updates its correlations through the Gram matrix of the
 # atoms while it has at most this many entries (256 MiB in float32); beyond,
 # it recomputes them from the residual at every step. Four times FISTA's
-# bound (_MAX_GRAM_ELEMENTS in skdict/_fista/_encode.py): the pursuit reads
+# bound (_MAX_GRAM_ELEMENTS in skdict/_fista/_driver.py): the pursuit reads
 # the matrix at each of its k steps of every training batch, where FISTA
 # reads it per working set.
 _MAX_PURSUIT_GRAM_ELEMENTS = 2**26

@@ -15,13 +15,12 @@ from contextlib import nullcontext
 import torch
 from tqdm.auto import tqdm
 
-from .._learning._updates import _sample_objective
 from .._tensor import (
     ieee_float32_products,
     rows_per_block,
 )
 from .._warnings import warn
-from ._core import FISTAResult, lipschitz_constant
+from ._core import FISTAResult, _sample_objective, lipschitz_constant
 from ._problem import _AUTO_BATCH_ELEMENTS, _Problem
 from ._threads import _MIN_SHARE_ROWS, _share_count, _solve_in_shares
 from ._working_set import _encode_batch
@@ -365,17 +364,6 @@ def _encode_rows(
     return result
 
 
-def _unconverged_counts(result: FISTAResult, max_iter: int) -> tuple[int, int]:
-    """Count the samples of ``result`` not converged, and those stopped early.
-
-    An unconverged sample that spent fewer than ``max_iter`` iterations
-    stopped at the rounding floor of its gap (see :class:`FISTAResult`).
-    """
-    unconverged = ~result.converged
-    early = unconverged & (result.n_iter < max_iter)
-    return int(unconverged.sum()), int(early.sum())
-
-
 def _unsolved(X: torch.Tensor, n_components: int) -> FISTAResult:
     """Zero codes, iterations and convergence flags for every row of ``X``."""
     return FISTAResult(
@@ -636,33 +624,6 @@ def _auto_batch_size(n_components: int, n_features: int) -> int:
     by_width = rows_per_block(max(n_components, n_features), _AUTO_BATCH_ELEMENTS)
     share = max(rows_per_block(n_features, _AUTO_SHARE_ELEMENTS), _MIN_SHARE_ROWS)
     return min(by_width, share * max(1, torch.get_num_threads()))
-
-
-def _warn_if_no_code(
-    X: torch.Tensor, components: torch.Tensor, alpha: float, positive: bool
-) -> None:
-    """Warn when ``alpha`` leaves every code of ``X`` on the atoms zero.
-
-    Otherwise silent: learning stops once every atom stays unused, and
-    returns rows of X as atoms that no code uses. Every lasso code is zero
-    exactly when no correlation ``<x, d>`` exceeds ``alpha`` (no positive one,
-    for non-negative codes).
-    """
-    atoms = components.to(X.dtype)
-    largest = 0.0
-    for block in X.split(_auto_batch_size(*components.shape)):
-        correlations = block @ atoms.T
-        if not positive:
-            correlations = correlations.abs()
-        largest = max(largest, float(correlations.max()))
-    if largest > alpha:
-        return
-    warn(
-        f"No sample uses any learned atom: alpha={alpha} is above every "
-        f"correlation of a sample with the atoms (at most {largest:.3g}), so "
-        "every code is zero. alpha is in the units of X: lower it, or rescale X.",
-        UserWarning,
-    )
 
 
 def _centred(X: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
