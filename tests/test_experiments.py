@@ -1706,6 +1706,29 @@ def test_non_finite_scores_are_left_out_of_tables_and_figures_and_named(
     assert mcc_panel.get_title(loc="right") == "no values: DL-FISTA"
 
 
+def test_tables_name_their_cells_of_fewer_seeds():
+    # A seed without a score left its cell averaging fewer seeds than its
+    # neighbours, with nothing in the table to say so.
+    records = _study_records(["fista_oracle", "dl_fista"], seeds=(0, 1, 2))
+    records = [
+        r
+        for r in records
+        if (r["method"], r["value"], r["seed"]) != ("dl_fista", 40, 2)
+    ]
+    note = format_table(records).splitlines()[-1]
+    assert note == "fewer seeds than 3: DL-FISTA at n_latents=40 (2)"
+    assert "fewer" not in format_table(_study_records(["dl_fista"], seeds=(0, 1)))
+    from skdict.experiments import format_real_table
+
+    real = [
+        {"label": label, "seed": seed, "color_acc_ood": 0.5, "mse_gap": 0.1}
+        for label, seeds in [("A", (0, 1)), ("B", (0,))]
+        for seed in seeds
+    ]
+    note = format_real_table(real).splitlines()[-1]
+    assert note == "fewer seeds than 2: B colour OOD (1), B MSE gap (1)"
+
+
 def test_reports_refuse_the_real_studys_records_and_records_without_labels(tmp_path):
     from skdict.experiments import plot_study
 
@@ -2858,6 +2881,7 @@ def test_format_table_aligns_its_columns():
         "mcc_ood         n=10  n=100",
         "A        0.80 ± 0.10      -",
         "longer             -   0.50",
+        "fewer seeds than 2: longer at n=100 (1)",
     ]
     assert describe_setting([]) == ""
 

@@ -72,6 +72,7 @@ from ._report import (
     check_plots_extra,
     check_records,
     error_bars_caption,
+    fewer_seeds_note,
     figure_path,
     save_figure,
 )
@@ -793,7 +794,8 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
     Returns
     -------
     str
-        The table, columns aligned.
+        The table, columns aligned, and a last line naming the cells that
+        average fewer seeds than the most, when there are any.
 
     Examples
     --------
@@ -813,7 +815,13 @@ def format_real_table(records: Sequence[dict[str, Any]]) -> str:
                 continue
             cells.append(_format(*stats[key][label], key))
         rows.append(cells)
-    return align_rows(rows)
+    counts = {
+        f"{label} {name}": stats[key][label][2]
+        for key, name in TABLE_COLUMNS.items()
+        for label in labels
+        if label in stats[key]
+    }
+    return align_rows(rows) + fewer_seeds_note(counts)
 
 
 #: Figure panels: title -> (record keys drawn as bars side by side, what the

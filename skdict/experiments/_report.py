@@ -386,7 +386,9 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
     Returns
     -------
     str
-        The table, columns aligned; ``"<metric>: no values"`` when every
+        The table, columns aligned, and a last line naming the cells that
+        average fewer seeds than the most (a seed without a score, or with a
+        NaN) when there are any; ``"<metric>: no values"`` when every
         record's value is None.
 
     Examples
@@ -420,7 +422,27 @@ def format_table(records: Sequence[dict[str, Any]], metric: str = "mcc_ood") -> 
             else:
                 cells.append("-")
         rows.append(cells)
-    return align_rows(rows)
+    counts = {
+        label + ("" if x is None else f" at {variable}={x}"): n
+        for label, by_value in summary.items()
+        for x, (*_, n) in by_value.items()
+    }
+    return align_rows(rows) + fewer_seeds_note(counts)
+
+
+def fewer_seeds_note(counts: Mapping[str, int]) -> str:
+    """Return a table's last line naming its cells of fewer seeds, or ``""``.
+
+    A seed without a score (or with a NaN) is left out of its cell, which
+    then averages fewer seeds than its neighbours, and nothing in the cell
+    says so.
+    """
+    most = max(counts.values(), default=0)
+    fewer = [f"{cell} ({n})" for cell, n in counts.items() if n < most]
+    if not fewer:
+        return ""
+    more = f" and {len(fewer) - 5} more" if len(fewer) > 5 else ""
+    return f"\nfewer seeds than {most}: {', '.join(fewer[:5])}{more}"
 
 
 def align_rows(rows: Sequence[Sequence[str]]) -> str:
