@@ -1213,8 +1213,9 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
     # With a float64 copy of the dictionary, and converting blocks of atoms.
     patch_everywhere(monkeypatch, _problem, "_AUTO_BATCH_ELEMENTS", 4 * 120 * 64)
     for D64 in (D32.double(), None):
-        _check_certificates(
-            lambda tol, D64=D64: _problem._Problem(
+
+        def problem(tol, D64=D64):
+            return _problem._Problem(
                 X32,
                 D32,
                 gram=None,
@@ -1223,13 +1224,21 @@ def test_float32_codes_are_certified_in_float64(rng, monkeypatch):
                 D64=D64,
                 tol=tol,
                 max_norm=1.0 + 1e-5,
-            ),
+            )
+
+        _check_certificates(
+            problem,
             atoms,
             codes.gather(1, atoms),
             primal,
             gap,
             100 * np.finfo(np.float64).eps * primal,
         )
+        # The dense float64 objective reads the atoms whole, or in blocks of
+        # 64 (the patched budget: 4 x 120 features x 64 atoms).
+        assert len(list(problem(1e-6)._blocks64())) == (1 if D64 is not None else 7)
+        objective = problem(1e-6).objective(torch.arange(len(X32)), codes)
+        np.testing.assert_allclose(objective.numpy(), primal, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
