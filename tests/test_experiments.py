@@ -2470,11 +2470,27 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert path.read_text() == "[]"
 
 
-@pytest.mark.parametrize("text", ["{}", "5", "null"])
-def test_load_records_refuses_json_that_is_not_a_list(tmp_path, text):
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("{}", "it is not a list"),
+        ("5", "it is not a list"),
+        ("null", "it is not a list"),
+        # Which record, and what it lacks: the file may hold hours of results.
+        (
+            '[{"key": "a", "method": "m", "label": "M"}, 3]',
+            r"records\[1\] is not one \(a int\)",
+        ),
+        (
+            '[{"key": "a", "method": "m"}]',
+            r"records\[0\] is not one \(no string 'label'\)",
+        ),
+    ],
+)
+def test_load_records_refuses_json_that_is_not_a_list_of_records(tmp_path, text, named):
     path = tmp_path / "vary_latents-quick.json"
     path.write_text(text)
-    with pytest.raises(ValueError, match="does not hold a list"):
+    with pytest.raises(ValueError, match=f"does not hold a list .*: {named}"):
         load_records(path)
 
 

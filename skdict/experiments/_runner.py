@@ -111,13 +111,47 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise ValueError(
             f"{path} is not valid JSON ({exc}); move it away to start afresh."
         ) from exc
-    if not isinstance(records, list) or not all(map(_is_record, records)):
+    # The first record that is not one, so that a hand edit can be mended
+    # (the file may hold hours of results) rather than the file thrown away.
+    bad = (
+        "it is not a list"
+        if not isinstance(records, list)
+        else next(
+            (
+                f"records[{i}] is not one ({_describe(record)})"
+                for i, record in enumerate(records)
+                if not _is_record(record)
+            ),
+            None,
+        )
+    )
+    if bad is not None:
         raise ValueError(
             f"{path} does not hold a list of skdict records (dicts with a 'key', "
             "as run_study writes, or with study 'real', as run_real writes, "
-            "each with a 'method' and a 'label'); move it away to start afresh."
+            f"each with a 'method' and a 'label'): {bad}. Mend it, or move it away "
+            "to start afresh."
         )
     return records
+
+
+def _describe(record: Any) -> str:
+    """Name what a record that is not one lacks, for load_records' error."""
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}"
+    wrong = [
+        key
+        for key, ok in (
+            (
+                "key",
+                isinstance(record.get("key"), str) or record.get("study") == "real",
+            ),
+            ("method", isinstance(record.get("method"), str)),
+            ("label", isinstance(record.get("label"), str)),
+        )
+        if not ok
+    ]
+    return "no string " + ", ".join(map(repr, wrong))
 
 
 def _is_record(record: Any) -> bool:
