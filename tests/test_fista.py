@@ -396,7 +396,12 @@ def test_momentum_table_does_not_grow_with_max_iter(rng, monkeypatch):
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
     assert bool(fista_encode(Xt, Dt, alpha=0.05, max_iter=10**9).converged.all())
     monkeypatch.setattr(_working_set, "_MOMENTUM_STEPS", 3)
+    lengths, table = [], _working_set._momentum_table
+    monkeypatch.setattr(
+        _working_set, "_momentum_table", lambda n, z: lengths.append(n) or table(n, z)
+    )
     short = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10)
+    assert lengths and max(lengths) == 4  # the patched table, not max_iter's
     assert bool(short.converged.all())
     primal, gap = duality_gap(X, short.codes.numpy(), D, 0.05, False)
     assert np.all(gap <= 1e-10 * primal)
@@ -1149,8 +1154,10 @@ def test_many_batches_and_working_set_rounds(rng, monkeypatch):
     with_gram = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10, batch_size=40)
     assert len(calls) >= 3 * 3  # three batches, several rounds each
     assert len({width for _, width in calls}) >= 2
+    grams = _record_grams(monkeypatch)
     monkeypatch.setattr(_driver, "_MAX_GRAM_ELEMENTS", 0)
     without = fista_encode(Xt, Dt, alpha=0.05, tol=1e-10, batch_size=40)
+    assert grams == [False] * 3  # three batches, none with the full Gram
     assert bool(with_gram.converged.all()) and bool(without.converged.all())
     torch.testing.assert_close(with_gram.codes, without.codes, atol=1e-7, rtol=0)
     reference = tight_lasso(X, D, 0.05, False)
@@ -1166,15 +1173,42 @@ def test_all_atoms_path_without_full_gram(rng, monkeypatch, n_components):
     """Dense solutions are solved on all atoms; without the full Gram matrix the
     Newton steps gather the atoms and the gradient uses the residual form."""
     D = random_dictionary(rng, n_components, 30)
-    X = rng.standard_normal((8, 30))
+    # Rows enough for the full Gram to pay (_MIN_GRAM_ROWS_PER_ATOM): with 8,
+    # both calls had gone without it.
+    X = rng.standard_normal((40, 30))
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
+    grams, all_atoms, solve = (
+        _record_grams(monkeypatch),
+        [],
+        _working_set._fista_all_atoms,
+    )
+    monkeypatch.setattr(
+        _working_set,
+        "_fista_all_atoms",
+        lambda problem, *a, **k: all_atoms.append(problem) or solve(problem, *a, **k),
+    )
     ours = fista_encode(Xt, Dt, alpha=1e-3, tol=1e-10)
     monkeypatch.setattr(_driver, "_MAX_GRAM_ELEMENTS", 0)
     no_gram = fista_encode(Xt, Dt, alpha=1e-3, tol=1e-10)
+    assert grams == [True, False]
+    assert [problem.gram is not None for problem in all_atoms] == [True, False]
     for result in (ours, no_gram):
         assert bool(result.converged.all())
         primal, gap = duality_gap(X, result.codes.numpy(), D, 1e-3, False)
         assert np.all(gap <= 1e-9 * primal)
+
+
+def _record_grams(monkeypatch):
+    """Whether each batch problem fista_encode builds holds the full Gram."""
+    grams = []
+
+    class Recording(_problem._Problem):
+        def __init__(self, *args, gram, **kwargs):
+            grams.append(gram is not None)
+            super().__init__(*args, gram=gram, **kwargs)
+
+    monkeypatch.setattr(_driver, "_Problem", Recording)
+    return grams
 
 
 def _check_certificates(make_problem, atoms, values, primal, gap, rounding):
