@@ -456,6 +456,14 @@ def test_summaries_warn_when_settings_are_pooled_as_seeds(tmp_path):
     assert len(saved) == 2
     with pytest.warns(UserWarning, match="Records of 2 different settings are pooled"):
         format_table(saved)
+    # Every pooled cell is counted, not only the first.
+    hand = [
+        {**r, "key": f"alpha={alpha}|value={r['value']}|seed=0"}
+        for alpha in (0.1, 0.5)
+        for r in _study_records(["fista_oracle"])
+    ]
+    with pytest.warns(UserWarning, match=r"at value 20 and in 1 other cell \("):
+        format_table(hand)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert format_table(second) != format_table(first)
@@ -1691,6 +1699,7 @@ def test_non_finite_scores_are_left_out_of_tables_and_figures_and_named(
             record["mcc_ood"] = float("inf")
     named = (
         r"'FISTA \(oracle dictionary\)' at 20 \(1 of 3\), .*'DL-FISTA' at 20 \(3 of 3\)"
+        r".* remove them from it to rerun them"
     )
     with pytest.warns(UserWarning, match=named):
         summary = summarize(records)

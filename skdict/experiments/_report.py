@@ -244,9 +244,12 @@ def _summary(
         # A results file keeps every run's records: runs with other settings
         # or data were averaged with the others as if they were more seeds.
         (label, value), found = mixed[0]
+        # Every pooled cell counted: the first alone hid how many there are.
+        n = len(mixed) - 1
+        others = f" and in {n} other cell{'s' * (n > 1)}" if n else ""
         warn(
             f"Records of {len(found)} different settings are pooled as seeds of "
-            f"{label!r} at value {value!r} (their keys without the seed: "
+            f"{label!r} at value {value!r}{others} (their keys without the seed: "
             f"{', '.join(map(repr, sorted(found)))}); pass the records of one "
             "setting, e.g. those of one run_study call.",
             UserWarning,
@@ -287,7 +290,8 @@ def _leave_out_non_finite(
     more = f" and {len(named) - 5} more" if len(named) > 5 else ""
     warn(
         f"metric={metric!r} is NaN or infinite in some records, left out of the "
-        f"means: {', '.join(named[:5])}{more}.",
+        f"means: {', '.join(named[:5])}{more}. A results file's records are not "
+        "computed again on resume: remove them from it to rerun them.",
         UserWarning,
     )
     for label, x in found:
