@@ -1977,3 +1977,17 @@ def test_matching_pursuit_computes_its_gram_matrix_once_per_transform(monkeypatc
     sae.score(X)
     assert len(calls) == 2
     assert sae.module_._held_gram is None  # released after the call
+
+
+def test_decoder_adds_its_bias_in_place_only_in_its_own_dtype():
+    # In place, the sum holds one reconstruction instead of two; under
+    # autocast the bfloat16 product is promoted by the float32 bias, as it
+    # was out of place, not rounded to bfloat16.
+    X = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    module = SparseAutoencoder(16, max_epochs=1, random_state=0).fit(X).module_
+    x = torch.from_numpy(X)
+    codes = module.encode(x)
+    expected = codes @ module.W_dec + module.b_dec
+    torch.testing.assert_close(module.decode(codes), expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert module.decode(codes).dtype == torch.float32

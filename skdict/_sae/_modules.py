@@ -534,7 +534,12 @@ class SAE(nn.Module):
 
     def decode(self, codes: Codes) -> Tensor:
         """``codes @ W_dec + b_dec``."""
-        return _decode(codes, self.W_dec).add_(self.b_dec)
+        product = _decode(codes, self.W_dec)
+        # In place, as a sum held two reconstructions; but not under autocast,
+        # whose bfloat16 product the float32 bias promotes.
+        if product.dtype == self.b_dec.dtype:
+            return product.add_(self.b_dec)
+        return product + self.b_dec
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> ForwardOutput:
